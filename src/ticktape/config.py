@@ -1,0 +1,105 @@
+"""Typed settings. Defaults are named constants with their unit in the name.
+
+The environment is read once, at start-up, by :meth:`Settings.from_env`; every
+CLI flag mirrors a ``TICKTAPE_*`` variable (``ticktape serve --help`` shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STORE_URL = "sqlite:///./ticktape.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+HEARTBEAT_INTERVAL_S = 2.0  # how often an owner renews its leases and publishes stats
+LEASE_S = 10.0  # a lease not renewed for this long is expired; the reconciler reaps it
+RECONCILE_INTERVAL_S = 5.0  # how often every instance looks for expired leases
+FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
+FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
+BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
+STORE_RETRY_ATTEMPTS = 6  # bounded exponential backoff for transient store errors
+STORE_RETRY_BASE_S = 0.05
+STORE_RETRY_MAX_S = 2.0
+VISIBILITY_TIMEOUT_S = 30.0  # how long a final flush may take to become visible
+STOP_WAIT_TIMEOUT_S = 30.0  # default bound for "stop and wait until terminal"
+SHUTDOWN_TIMEOUT_S = 20.0  # graceful server shutdown: time sessions get to finish
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"ticktape: {name}={raw!r} is not a number") from None
+
+
+def default_instance_name(port: int) -> str:
+    """Stable across restarts of the same server, so a restart can reap its own orphans."""
+    return f"{socket.gethostname()}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    store_url: str = DEFAULT_STORE_URL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    instance_name: str = ""  # "" = derived from host name and port
+    api_token: str | None = None
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    lease_s: float = LEASE_S
+    reconcile_interval_s: float = RECONCILE_INTERVAL_S
+    flush_interval_s: float = FLUSH_INTERVAL_S
+    flush_max_rows: int = FLUSH_MAX_ROWS
+    buffer_max_rows: int = BUFFER_MAX_ROWS
+    store_retry_attempts: int = STORE_RETRY_ATTEMPTS
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``TICKTAPE_*`` variables; explicit ``overrides`` (flags) win."""
+        env = os.environ if env is None else env
+        base = cls(
+            store_url=env.get("TICKTAPE_STORE") or DEFAULT_STORE_URL,
+            host=env.get("TICKTAPE_HOST") or DEFAULT_HOST,
+            port=int(_env_float(env, "TICKTAPE_PORT", DEFAULT_PORT)),
+            instance_name=env.get("TICKTAPE_INSTANCE", ""),
+            api_token=env.get("TICKTAPE_API_TOKEN") or None,
+            heartbeat_interval_s=_env_float(env, "TICKTAPE_HEARTBEAT_S", HEARTBEAT_INTERVAL_S),
+            lease_s=_env_float(env, "TICKTAPE_LEASE_S", LEASE_S),
+            reconcile_interval_s=_env_float(env, "TICKTAPE_RECONCILE_S", RECONCILE_INTERVAL_S),
+            flush_interval_s=_env_float(env, "TICKTAPE_FLUSH_INTERVAL_S", FLUSH_INTERVAL_S),
+            flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
+            buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
+            log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
+        )
+        known = {f.name for f in fields(cls)}
+        clean = {k: v for k, v in overrides.items() if v is not None and k in known}
+        settings = replace(base, **clean)
+        if settings.lease_s <= settings.heartbeat_interval_s:
+            raise SystemExit(
+                f"ticktape: lease ({settings.lease_s}s) must be longer than the heartbeat "
+                f"interval ({settings.heartbeat_interval_s}s)"
+            )
+        return settings
+
+    @property
+    def instance(self) -> str:
+        return self.instance_name or default_instance_name(self.port)
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` → Path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    return Path(url[len(prefix):])

@@ -1,0 +1,371 @@
+"""The session model, its state machine and input validation. Pure: no I/O.
+
+A session's state lives only in the store (DESIGN.md, invariant 1); the objects
+here are immutable snapshots of what the store said at one moment.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from ticktape.errors import InvalidTransition, UnsupportedError, ValidationError
+
+MAX_SYMBOLS = 100
+DEFAULT_BOOK_DEPTH = 3
+MAX_BOOK_DEPTH = 20
+DEFAULT_SIM_RATE_PER_S = 20.0  # trades per second per symbol on the simulated exchange
+MAX_SIM_RATE_PER_S = 1_000_000.0
+DEFAULT_BOOK_EVERY = 5  # one order-book snapshot per this many simulated trades
+MAX_DURATION_S = 30 * 86_400
+
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]+_[A-Z0-9]+$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_DURATION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class SessionKind(StrEnum):
+    COLLECT = "collect"
+    BACKTEST = "backtest"
+    PAPER = "paper"
+
+
+#: Kinds that can be started today; the others are refused with a clear error.
+SUPPORTED_KINDS = frozenset({SessionKind.COLLECT})
+
+
+class SessionStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus.FAILED})
+ACTIVE_STATUSES = frozenset({SessionStatus.PENDING, SessionStatus.RUNNING, SessionStatus.STOPPING})
+
+#: The state machine of DESIGN.md: every allowed move, and nothing else.
+TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
+    SessionStatus.PENDING: frozenset(
+        {SessionStatus.RUNNING, SessionStatus.STOPPING, SessionStatus.FAILED}
+    ),
+    SessionStatus.RUNNING: frozenset(
+        {SessionStatus.STOPPING, SessionStatus.COMPLETED, SessionStatus.FAILED}
+    ),
+    SessionStatus.STOPPING: frozenset({SessionStatus.STOPPED, SessionStatus.FAILED}),
+    SessionStatus.STOPPED: frozenset(),
+    SessionStatus.COMPLETED: frozenset(),
+    SessionStatus.FAILED: frozenset(),
+}
+
+
+class DataType(StrEnum):
+    TRADES = "trades"
+    ORDERBOOK = "orderbook"
+
+
+class OwnerLossPolicy(StrEnum):
+    FAIL = "fail"
+    RESUME = "resume"
+
+
+class Reason:
+    """Reasons recorded with transitions. Plain strings so stores keep them as text."""
+
+    CREATED = "created"
+    STARTED = "started"
+    USER_STOP = "user_stop"
+    DURATION_REACHED = "duration_reached"
+    OWNER_LOST = "owner_lost"
+    SERVER_SHUTDOWN = "server_shutdown"
+    START_FAILED = "start_failed"
+    ERROR = "error"
+    FLUSHED = "flushed"
+
+
+def can_transition(current: SessionStatus, target: SessionStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def check_transition(session_id: str, current: SessionStatus, target: SessionStatus) -> None:
+    if not can_transition(current, target):
+        raise InvalidTransition(session_id, current.value, target.value)
+
+
+def is_valid_history(statuses: list[SessionStatus]) -> bool:
+    """True if ``statuses`` (oldest first, starting at creation) is a path of the machine."""
+    if not statuses or statuses[0] is not SessionStatus.PENDING:
+        return False
+    return all(can_transition(a, b) for a, b in zip(statuses, statuses[1:], strict=False))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Records a session has stored, per data type, and errors it counted."""
+
+    trades: int = 0
+    orderbook: int = 0
+    errors: int = 0
+
+    @property
+    def records_collected(self) -> int:
+        return self.trades + self.orderbook
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "trades": self.trades,
+            "orderbook": self.orderbook,
+            "records_collected": self.records_collected,
+            "errors": self.errors,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """What a session was asked to do. Validated by :func:`validate_spec`."""
+
+    duration_s: float | None = None
+    book_depth: int = DEFAULT_BOOK_DEPTH
+    seed: int = 0
+    rate_per_s: float = DEFAULT_SIM_RATE_PER_S  # 0 means "as fast as possible"
+    book_every: int = DEFAULT_BOOK_EVERY
+    on_owner_loss: OwnerLossPolicy = OwnerLossPolicy.FAIL
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "duration_s": self.duration_s,
+            "book_depth": self.book_depth,
+            "seed": self.seed,
+            "rate_per_s": self.rate_per_s,
+            "book_every": self.book_every,
+            "on_owner_loss": self.on_owner_loss.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SessionConfig:
+        duration = data.get("duration_s")
+        return cls(
+            duration_s=None if duration is None else float(duration),  # type: ignore[arg-type]
+            book_depth=int(data.get("book_depth", DEFAULT_BOOK_DEPTH)),  # type: ignore[call-overload]
+            seed=int(data.get("seed", 0)),  # type: ignore[call-overload]
+            rate_per_s=float(data.get("rate_per_s", DEFAULT_SIM_RATE_PER_S)),  # type: ignore[arg-type]
+            book_every=int(data.get("book_every", DEFAULT_BOOK_EVERY)),  # type: ignore[call-overload]
+            on_owner_loss=OwnerLossPolicy(str(data.get("on_owner_loss", "fail"))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """A validated request to create a session."""
+
+    kind: SessionKind
+    symbols: tuple[str, ...]
+    exchange: str
+    data_types: tuple[DataType, ...]
+    config: SessionConfig = field(default_factory=SessionConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One session as the store last recorded it."""
+
+    id: str
+    kind: SessionKind
+    status: SessionStatus
+    symbols: tuple[str, ...]
+    exchange: str
+    data_types: tuple[DataType, ...]
+    config: SessionConfig
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    reason: str | None = None
+    stats: Stats = field(default_factory=Stats)
+    owner: str | None = None
+    lease_expires_at: datetime | None = None
+    version: int = 1
+    deleted: bool = False
+    idempotency_key: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def evolve(self, **changes: object) -> Session:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One recorded transition. ``from_status`` is None for the creation event."""
+
+    session_id: str
+    seq: int
+    at: datetime
+    from_status: SessionStatus | None
+    to_status: SessionStatus
+    actor: str
+    reason: str
+    detail: str | None = None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` → seconds; ``None`` or ``""`` → until stopped."""
+    if text is None or (isinstance(text, str) and text.strip() == ""):
+        return None
+    if not isinstance(text, str):
+        raise ValidationError("duration must be a string such as '30s', '5m', '2h' or '1d'",
+                              field="duration")
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ValidationError(
+            f"invalid duration {text!r}: use a number and a unit s, m, h or d, e.g. '30s'",
+            field="duration",
+        )
+    seconds = float(match.group(1)) * _DURATION_UNIT_S[match.group(2)]
+    if seconds <= 0:
+        raise ValidationError("duration must be greater than zero", field="duration")
+    if seconds > MAX_DURATION_S:
+        raise ValidationError(f"duration must be at most {MAX_DURATION_S // 86_400}d",
+                              field="duration")
+    return seconds
+
+
+def validate_symbols(symbols: object) -> tuple[str, ...]:
+    if not isinstance(symbols, list | tuple) or not symbols:
+        raise ValidationError("symbols must be a non-empty list such as ['BTC_USDT']",
+                              field="symbols")
+    if len(symbols) > MAX_SYMBOLS:
+        raise ValidationError(f"at most {MAX_SYMBOLS} symbols per session (got {len(symbols)})",
+                              field="symbols")
+    seen: set[str] = set()
+    for sym in symbols:
+        if not isinstance(sym, str) or not _SYMBOL_RE.match(sym):
+            raise ValidationError(
+                f"invalid symbol {sym!r}: upper-case letters and digits with one underscore, "
+                "e.g. 'BTC_USDT'",
+                field="symbols",
+            )
+        if sym in seen:
+            raise ValidationError(f"duplicate symbol {sym!r}", field="symbols")
+        seen.add(sym)
+    return tuple(symbols)
+
+
+def validate_data_types(data_types: object) -> tuple[DataType, ...]:
+    if data_types is None:
+        return (DataType.TRADES, DataType.ORDERBOOK)
+    if not isinstance(data_types, list | tuple) or not data_types:
+        raise ValidationError("data_types must be a non-empty list of 'trades', 'orderbook'",
+                              field="data_types")
+    out: list[DataType] = []
+    for item in data_types:
+        try:
+            dt = DataType(item)
+        except ValueError:
+            raise ValidationError(
+                f"unknown data type {item!r}: choose from 'trades', 'orderbook'",
+                field="data_types",
+            ) from None
+        if dt in out:
+            raise ValidationError(f"duplicate data type {item!r}", field="data_types")
+        out.append(dt)
+    return tuple(out)
+
+
+def validate_kind(kind: object) -> SessionKind:
+    try:
+        parsed = SessionKind(kind)
+    except ValueError:
+        raise ValidationError(
+            f"unknown session kind {kind!r}: choose from 'collect', 'backtest', 'paper'",
+            field="kind",
+        ) from None
+    if parsed not in SUPPORTED_KINDS:
+        raise UnsupportedError(
+            f"{parsed.value} sessions are not available yet; only 'collect' can be started",
+            kind=parsed.value,
+        )
+    return parsed
+
+
+def validate_spec(
+    *,
+    kind: object,
+    symbols: object,
+    exchange: object = "sim",
+    data_types: object = None,
+    duration: str | None = None,
+    book_depth: object = DEFAULT_BOOK_DEPTH,
+    seed: object = 0,
+    rate_per_s: object = DEFAULT_SIM_RATE_PER_S,
+    book_every: object = DEFAULT_BOOK_EVERY,
+    on_owner_loss: object = "fail",
+) -> SessionSpec:
+    """Check every rule of a create request and return the normalised spec."""
+    parsed_kind = validate_kind(kind)
+    if exchange != "sim":
+        raise UnsupportedError(
+            f"exchange {exchange!r} is not available yet; use 'sim' (the simulated exchange)",
+            exchange=str(exchange),
+        )
+    sym = validate_symbols(symbols)
+    dts = validate_data_types(data_types)
+    duration_s = parse_duration(duration)
+    if isinstance(book_depth, bool) or not isinstance(book_depth, int) or not (
+        1 <= book_depth <= MAX_BOOK_DEPTH
+    ):
+        raise ValidationError(f"book_depth must be an integer from 1 to {MAX_BOOK_DEPTH}",
+                              field="book_depth")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not (0 <= seed < 2**63):
+        raise ValidationError("seed must be a non-negative integer", field="seed")
+    if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, int | float) or not (
+        0 <= rate_per_s <= MAX_SIM_RATE_PER_S
+    ):
+        raise ValidationError(
+            f"rate_per_s must be between 0 (as fast as possible) and {MAX_SIM_RATE_PER_S:g}",
+            field="rate_per_s",
+        )
+    if isinstance(book_every, bool) or not isinstance(book_every, int) or not (
+        1 <= book_every <= 1000
+    ):
+        raise ValidationError("book_every must be an integer from 1 to 1000", field="book_every")
+    try:
+        policy = OwnerLossPolicy(on_owner_loss)
+    except ValueError:
+        raise ValidationError("on_owner_loss must be 'fail' or 'resume'",
+                              field="on_owner_loss") from None
+    return SessionSpec(
+        kind=parsed_kind,
+        symbols=sym,
+        exchange="sim",
+        data_types=dts,
+        config=SessionConfig(
+            duration_s=duration_s,
+            book_depth=book_depth,
+            seed=seed,
+            rate_per_s=float(rate_per_s),
+            book_every=book_every,
+            on_owner_loss=policy,
+        ),
+    )

@@ -1,0 +1,65 @@
+"""Prometheus metrics of one ticktape instance.
+
+Each app gets its own registry so several servers (and tests) can live in one
+process without clashing on global collector names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ticktape.domain import SessionStatus
+
+CREATE_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.create_latency = Histogram(
+            "ticktape_session_create_seconds",
+            "Time from a create request to the session being durable and visible",
+            buckets=CREATE_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.lookups = Counter("ticktape_session_lookups", "Session lookups by result",
+                               ["result"], registry=r)
+        self.sessions = Gauge("ticktape_sessions", "Sessions in the store by status",
+                              ["status"], registry=r)
+        self.ticks = Counter("ticktape_ticks_written", "Ticks stored, by data type",
+                             ["data_type"], registry=r)
+        self.tick_errors = Counter("ticktape_tick_write_errors",
+                                   "Tick batches that could not be stored", registry=r)
+        self.store_retries = Counter("ticktape_store_retries",
+                                     "Transient store errors that were retried", registry=r)
+        self.orphans_reaped = Counter("ticktape_orphans_reaped",
+                                      "Sessions finalised because their lease expired",
+                                      registry=r)
+        self.zombies_stopped = Counter("ticktape_zombies_self_stopped",
+                                       "Runners that stopped themselves on losing their lease",
+                                       registry=r)
+        self.lease_renew_failures = Counter("ticktape_lease_renew_failures",
+                                            "Heartbeats that failed to renew a lease",
+                                            registry=r)
+
+    def session_created(self, latency_s: float) -> None:
+        self.create_latency.observe(latency_s)
+
+    def lookup(self, *, found: bool) -> None:
+        self.lookups.labels(result="found" if found else "not_found").inc()
+
+    def store_retry(self, _exc: Exception) -> None:
+        self.store_retries.inc()
+
+    def ticks_written(self, trades: int, orderbook: int) -> None:
+        if trades:
+            self.ticks.labels(data_type="trades").inc(trades)
+        if orderbook:
+            self.ticks.labels(data_type="orderbook").inc(orderbook)
+
+    def set_status_counts(self, counts: dict[SessionStatus, int]) -> None:
+        for status in SessionStatus:
+            self.sessions.labels(status=status.value).set(counts.get(status, 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,48 @@
+"""Bounded exponential backoff with jitter for transient store errors (invariant 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ticktape.config import STORE_RETRY_ATTEMPTS, STORE_RETRY_BASE_S, STORE_RETRY_MAX_S
+from ticktape.errors import StoreBusy, StoreUnavailable
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: Errors worth retrying: the operation did not happen and may succeed later.
+TRANSIENT = (StoreBusy, StoreUnavailable)
+
+
+def backoff_delays(attempts: int, base_s: float, max_s: float) -> list[float]:
+    """Full-jitter delays between attempts: ``attempts - 1`` of them."""
+    return [random.uniform(0, min(max_s, base_s * 2**i)) for i in range(attempts - 1)]
+
+
+async def retry_transient(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    attempts: int = STORE_RETRY_ATTEMPTS,
+    base_s: float = STORE_RETRY_BASE_S,
+    max_s: float = STORE_RETRY_MAX_S,
+    on_retry: Callable[[Exception], None] | None = None,
+) -> T:
+    """Run ``operation``; on a transient store error wait and retry, at most ``attempts`` times.
+
+    The last error propagates unchanged, so the caller gets the store's own message.
+    """
+    delays = backoff_delays(attempts, base_s, max_s)
+    for delay in delays:
+        try:
+            return await operation()
+        except TRANSIENT as exc:
+            log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
+            if on_retry is not None:
+                on_retry(exc)
+            await asyncio.sleep(delay)
+    return await operation()

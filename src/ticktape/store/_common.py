@@ -1,0 +1,85 @@
+"""Pieces every backend shares: cursors, timestamps, transition bookkeeping."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+
+from ticktape.domain import Session, SessionStatus, Stats, check_transition
+from ticktape.errors import TransitionRace, ValidationError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def to_us(ts: datetime) -> int:
+    """Microseconds since the Unix epoch; naive datetimes are taken as UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - _EPOCH) // _ONE_US
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def encode_cursor(session: Session) -> str:
+    raw = f"{to_us(session.created_at)}:{session.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """→ (created_at in µs, id) of the last session of the previous page."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, _, sid = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+        if not sid:
+            raise ValueError("no id")
+        return int(created), sid
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError(f"invalid cursor {cursor!r}", field="cursor") from None
+
+
+def after_cursor(session: Session, cursor: tuple[int, str]) -> bool:
+    """True if ``session`` comes after the cursor position in newest-first order."""
+    created = to_us(session.created_at)
+    return (created, session.id) < cursor
+
+
+def apply_transition(
+    current: Session,
+    *,
+    expected_version: int,
+    to_status: SessionStatus,
+    reason: str,
+    now: datetime,
+    owner: object,
+    lease_expires_at: object,
+    stats: Stats | None,
+    unchanged: object,
+) -> Session:
+    """The new session after a conditional transition, or the error the contract names.
+
+    Status is checked before version: a terminal session answers InvalidTransition
+    whatever version the caller holds.
+    """
+    check_transition(current.id, current.status, to_status)
+    if current.version != expected_version:
+        raise TransitionRace(current.id, expected_version)
+    changes: dict[str, object] = {
+        "status": to_status,
+        "reason": reason,
+        "version": current.version + 1,
+    }
+    if to_status is SessionStatus.RUNNING and current.started_at is None:
+        changes["started_at"] = now
+    if to_status.is_terminal:
+        changes["ended_at"] = now
+    if owner is not unchanged:
+        changes["owner"] = owner
+    if lease_expires_at is not unchanged:
+        changes["lease_expires_at"] = lease_expires_at
+    if stats is not None:
+        changes["stats"] = stats
+    return current.evolve(**changes)

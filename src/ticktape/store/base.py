@@ -1,0 +1,258 @@
+"""The store contract: what every backend (memory, sqlite, questdb) promises.
+
+The docstrings below *are* the contract; ``tests/conformance`` proves it on every
+backend. All methods are coroutines. A backend translates its driver's errors
+into :mod:`ticktape.errors` at this boundary (``raise StoreError(...) from exc``);
+no driver exception escapes.
+
+Visibility: when a write method returns, what it wrote is durable *and* visible
+to every reader of the same store, in this process and in every other process
+(DESIGN.md, invariant 2) — except :meth:`TickStore.write`, whose rows are durable
+on return and visible after :meth:`TickStore.wait_visible`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from ticktape.domain import Session, SessionEvent, SessionKind, SessionStatus, Stats
+from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
+
+DEFAULT_LIST_LIMIT: Final = 50
+MAX_LIST_LIMIT: Final = 500
+DEFAULT_DATA_LIMIT: Final = 1000
+MAX_DATA_LIMIT: Final = 10_000
+
+
+class _Unchanged:
+    """Marker for "leave this field as it is" in conditional writes."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """Filters for :meth:`SessionStore.list_sessions`. Empty filter = no restriction."""
+
+    statuses: frozenset[SessionStatus] = frozenset()
+    kind: SessionKind | None = None
+    symbol: str | None = None
+    include_deleted: bool = False
+    limit: int = DEFAULT_LIST_LIMIT
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    sessions: list[Session]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickQuery:
+    """A range of one session's ticks: ``start <= ts < end``, oldest first."""
+
+    session_id: str
+    symbol: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: int = DEFAULT_DATA_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Rows a :meth:`TickStore.write` call stored that were not stored before."""
+
+    counts: TickCounts = field(default_factory=TickCounts)
+
+
+class SessionStore(abc.ABC):
+    """Sessions, their transition history and their owner leases."""
+
+    @abc.abstractmethod
+    async def create_session(self, session: Session, *, actor: str) -> Session:
+        """Store a new session and its creation event; return the stored session.
+
+        ``session.status`` must be ``pending`` and ``session.version`` 1; the event
+        has ``from_status=None``, ``to_status=pending``, reason ``created``.
+        If ``session.idempotency_key`` is set and a session with that key already
+        exists (deleted or not), nothing is written and *that* session is returned.
+        On return the session is durable and visible to every reader.
+        """
+
+    @abc.abstractmethod
+    async def get_session(self, session_id: str) -> Session:
+        """The session with this id, including soft-deleted ones.
+
+        Raises :class:`~ticktape.errors.SessionNotFound` if no session has this id
+        (never a made-up state).
+        """
+
+    @abc.abstractmethod
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        """Sessions matching ``query``, newest first (``created_at`` desc, then ``id`` desc).
+
+        At most ``query.limit`` sessions. ``next_cursor`` is an opaque string that,
+        passed back as ``query.cursor`` with the same filters, continues strictly
+        after the last returned session; it is None when there are no more.
+        Soft-deleted sessions are left out unless ``include_deleted``. A malformed
+        cursor raises :class:`~ticktape.errors.ValidationError`.
+        """
+
+    @abc.abstractmethod
+    async def count_sessions(self, query: SessionQuery) -> int:
+        """How many sessions match ``query``'s filters (``limit``/``cursor`` ignored)."""
+
+    @abc.abstractmethod
+    async def transition(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        to_status: SessionStatus,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None | _Unchanged = UNCHANGED,
+        lease_expires_at: datetime | None | _Unchanged = UNCHANGED,
+        stats: Stats | None = None,
+    ) -> Session:
+        """Move a session to ``to_status`` if, and only if, it is still at ``expected_version``.
+
+        Compare-and-set: of two concurrent calls with the same expected version at
+        most one succeeds. On success the version is incremented, ``started_at``
+        is set when entering ``running`` (if unset), ``ended_at`` when entering a
+        terminal status, ``reason`` is set to ``reason``, ``owner``/``lease``/``stats``
+        are replaced when given, and an event (from, to, actor, reason, detail, time)
+        is recorded. Returns the updated session.
+
+        Raises :class:`SessionNotFound` for an unknown id,
+        :class:`InvalidTransition` if the stored status cannot move to ``to_status``
+        (checked first: a terminal session never changes), and
+        :class:`TransitionRace` if the version differs. On any error nothing changed.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        lease_expires_at: datetime,
+        stats: Stats | None = None,
+    ) -> Session:
+        """Heartbeat: extend the lease (and update progress stats) of an owned session.
+
+        Succeeds only if the session is in a non-terminal status and its owner is
+        ``owner``; otherwise raises :class:`~ticktape.errors.LeaseLost` and changes
+        nothing. Does not change the version. Returns the session as stored after
+        the renewal, so the owner sees e.g. a ``stopping`` requested elsewhere.
+        """
+
+    @abc.abstractmethod
+    async def add_event(
+        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+    ) -> SessionEvent:
+        """Record a note in the session's history without changing its state.
+
+        The event's ``from_status`` and ``to_status`` are both the current status.
+        Raises :class:`SessionNotFound` for an unknown id.
+        """
+
+    @abc.abstractmethod
+    async def list_events(self, session_id: str) -> list[SessionEvent]:
+        """The session's history, oldest first (``seq`` 1, 2, ...).
+
+        The first event is the creation. Raises :class:`SessionNotFound` for an unknown id.
+        """
+
+    @abc.abstractmethod
+    async def mark_deleted(self, session_id: str) -> Session:
+        """Soft delete: hide a terminal session from listings; idempotent.
+
+        Raises :class:`SessionNotFound` for an unknown id and
+        :class:`~ticktape.errors.SessionConflict` if the session is not terminal.
+        """
+
+    @abc.abstractmethod
+    async def find_expired(self, now: datetime) -> list[Session]:
+        """Non-terminal sessions whose lease expired before ``now`` (or that have no lease)."""
+
+    @abc.abstractmethod
+    async def find_owned(self, owner_prefix: str) -> list[Session]:
+        """Non-terminal sessions whose owner starts with ``owner_prefix``."""
+
+
+class TickStore(abc.ABC):
+    """Recorded market data, tagged with the session that recorded it."""
+
+    @abc.abstractmethod
+    async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
+        """Store batches of trades and order-book snapshots; return what was new.
+
+        Fencing: the write is accepted only while every batch's session is
+        non-terminal and owned by ``owner``; otherwise it raises
+        :class:`~ticktape.errors.LeaseLost` (a stale owner's late writes are rejected).
+        Idempotent per tick: a trade is identified by (session, symbol, trade_id),
+        a snapshot by (session, symbol, ts); storing one again changes nothing and
+        is not counted. On return the rows are durable (acknowledged); they are
+        visible after :meth:`wait_visible`. On error, nothing of *this* call may be
+        assumed stored (callers retry the same batches, which is safe).
+        """
+
+    @abc.abstractmethod
+    async def wait_visible(self, timeout_s: float) -> None:
+        """Return once every write acknowledged so far is visible to every reader.
+
+        Raises :class:`~ticktape.errors.StoreError` if that does not happen
+        within ``timeout_s`` (for example a suspended QuestDB table).
+        """
+
+    @abc.abstractmethod
+    async def count(self, session_id: str) -> TickCounts:
+        """Visible trades and order-book snapshots stored for the session (0 if none)."""
+
+    @abc.abstractmethod
+    async def read_trades(self, query: TickQuery) -> list[Trade]:
+        """Trades of the session in ``query``'s range, oldest first (ts, then trade_id)."""
+
+    @abc.abstractmethod
+    async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        """Order-book snapshots in ``query``'s range, oldest first (ts, then symbol)."""
+
+
+class Store(abc.ABC):
+    """A session store and a tick store over one database, opened by URL."""
+
+    url: str
+    sessions: SessionStore
+    ticks: TickStore
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema (idempotent, safe on every start)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

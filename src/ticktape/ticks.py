@@ -1,0 +1,119 @@
+"""Market data as it moves through ticktape: columnar batches in, plain rows out.
+
+Batches are columnar (numpy arrays, one batch per session and symbol) because
+the hot path — feed → buffer → store — must move hundreds of thousands of ticks
+per second; per-tick Python objects would cap it far lower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+Int8Array = npt.NDArray[np.int8]
+
+SIDE_BUY = 1
+SIDE_SELL = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TradeBatch:
+    """Trades of one symbol in one session, in exchange-time order.
+
+    ``ts_us`` is the exchange timestamp in microseconds since the Unix epoch;
+    ``trade_id`` increases strictly within a symbol; ``side`` is +1 (buy) / -1 (sell).
+    """
+
+    session_id: str
+    symbol: str
+    ts_us: Int64Array
+    trade_id: Int64Array
+    price: Float64Array
+    qty: Float64Array
+    side: Int8Array
+
+    def __len__(self) -> int:
+        return int(self.ts_us.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class BookBatch:
+    """Order-book snapshots of one symbol: ``n`` snapshots of ``depth`` levels.
+
+    Price/quantity arrays have shape ``(n, depth)``; level 0 is the best bid/ask.
+    A snapshot is identified by (session, symbol, ts_us): ``ts_us`` increases strictly.
+    """
+
+    session_id: str
+    symbol: str
+    ts_us: Int64Array
+    bid_price: Float64Array
+    bid_qty: Float64Array
+    ask_price: Float64Array
+    ask_qty: Float64Array
+
+    def __len__(self) -> int:
+        return int(self.ts_us.shape[0])
+
+    @property
+    def depth(self) -> int:
+        return int(self.bid_price.shape[1]) if self.bid_price.ndim == 2 else 0
+
+
+TickBatch = TradeBatch | BookBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    symbol: str
+    ts: datetime
+    trade_id: int
+    price: float
+    qty: float
+    side: str  # "buy" | "sell"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "symbol": self.symbol,
+            "ts": self.ts.isoformat(),
+            "trade_id": self.trade_id,
+            "price": self.price,
+            "qty": self.qty,
+            "side": self.side,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    symbol: str
+    ts: datetime
+    bids: tuple[tuple[float, float], ...]  # (price, qty), best first
+    asks: tuple[tuple[float, float], ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "symbol": self.symbol,
+            "ts": self.ts.isoformat(),
+            "bids": [list(level) for level in self.bids],
+            "asks": [list(level) for level in self.asks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TickCounts:
+    """Rows stored for a session: trades, and order-book *snapshots* (not levels)."""
+
+    trades: int = 0
+    orderbook: int = 0
+
+    def __add__(self, other: TickCounts) -> TickCounts:
+        return TickCounts(self.trades + other.trades, self.orderbook + other.orderbook)
+
+
+def side_name(side: int) -> str:
+    return "buy" if side == SIDE_BUY else "sell"
