@@ -1,0 +1,441 @@
+"""The SQLite backend: the embedded default store (``sqlite:///path/to/file.db``).
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so a conditional transition
+reads and updates under SQLite's write lock: compare-and-set holds across
+threads and processes. A commit is visible to every new read transaction at
+once, so read-your-writes needs nothing more (invariant 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from itertools import repeat
+
+import numpy as np
+
+from ticktape.config import sqlite_path_from_url
+from ticktape.domain import (
+    ACTIVE_STATUSES,
+    DataType,
+    Session,
+    SessionConfig,
+    SessionEvent,
+    SessionKind,
+    SessionStatus,
+    Stats,
+    utcnow,
+)
+from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
+from ticktape.store._common import apply_transition, decode_cursor, encode_cursor, from_us, to_us
+from ticktape.store._sqlite_db import Database
+from ticktape.store.base import (
+    UNCHANGED,
+    SessionPage,
+    SessionQuery,
+    SessionStore,
+    Store,
+    TickQuery,
+    TickStore,
+    WriteResult,
+    _Unchanged,
+)
+from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch, side_name
+
+_SESSION_COLUMNS = (
+    "id, kind, status, symbols, exchange, data_types, config, created_us, started_us, ended_us, "
+    "reason, trades, orderbook, errors, owner, lease_us, version, deleted, idempotency_key"
+)
+_ACTIVE_SQL = "('pending', 'running', 'stopping')"
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def _opt_dt(value: int | None) -> datetime | None:
+    return None if value is None else from_us(value)
+
+
+def _row_to_session(row: tuple[object, ...]) -> Session:
+    (sid, kind, status, symbols, exchange, data_types, config, created, started, ended, reason,
+     trades, orderbook, errors, owner, lease, version, deleted, key) = row
+    return Session(
+        id=str(sid),
+        kind=SessionKind(kind),
+        status=SessionStatus(status),
+        symbols=tuple(json.loads(str(symbols))),
+        exchange=str(exchange),
+        data_types=tuple(DataType(d) for d in json.loads(str(data_types))),
+        config=SessionConfig.from_dict(json.loads(str(config))),
+        created_at=from_us(int(created)),  # type: ignore[call-overload]
+        started_at=_opt_dt(started),  # type: ignore[arg-type]
+        ended_at=_opt_dt(ended),  # type: ignore[arg-type]
+        reason=None if reason is None else str(reason),
+        stats=Stats(int(trades), int(orderbook), int(errors)),  # type: ignore[call-overload]
+        owner=None if owner is None else str(owner),
+        lease_expires_at=_opt_dt(lease),  # type: ignore[arg-type]
+        version=int(version),  # type: ignore[call-overload]
+        deleted=bool(deleted),
+        idempotency_key=None if key is None else str(key),
+    )
+
+
+def _fetch(conn: sqlite3.Connection, session_id: str) -> Session:
+    row = conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?",
+                       (session_id,)).fetchone()
+    if row is None:
+        raise SessionNotFound(session_id)
+    return _row_to_session(row)
+
+
+def _append_event(
+    conn: sqlite3.Connection, session_id: str, from_status: SessionStatus | None,
+    to_status: SessionStatus, actor: str, reason: str, detail: str | None, at: datetime,
+) -> SessionEvent:
+    (seq,) = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM session_events WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO session_events (session_id, seq, at_us, from_status, to_status, actor, "
+        "reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (session_id, seq, to_us(at), None if from_status is None else from_status.value,
+         to_status.value, actor, reason, detail),
+    )
+    return SessionEvent(session_id, seq, at, from_status, to_status, actor, reason, detail)
+
+
+def _where(query: SessionQuery) -> tuple[list[str], list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if not query.include_deleted:
+        clauses.append("deleted = 0")
+    if query.statuses:
+        clauses.append(f"status IN ({', '.join('?' for _ in query.statuses)})")
+        params.extend(sorted(s.value for s in query.statuses))
+    if query.kind is not None:
+        clauses.append("kind = ?")
+        params.append(query.kind.value)
+    if query.symbol is not None:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(sessions.symbols) WHERE value = ?)")
+        params.append(query.symbol)
+    return clauses, params
+
+
+class SqliteSessionStore(SessionStore):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_session(self, session: Session, *, actor: str) -> Session:
+        def run(conn: sqlite3.Connection) -> Session:
+            if session.idempotency_key is not None:
+                row = conn.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE idempotency_key = ?",
+                    (session.idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    return _row_to_session(row)
+            if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone():
+                raise SessionConflict(f"session {session.id!r} already exists",
+                                      session_id=session.id, status=session.status.value)
+            conn.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id, session.kind.value, session.status.value,
+                    json.dumps(list(session.symbols)), session.exchange,
+                    json.dumps([d.value for d in session.data_types]),
+                    json.dumps(session.config.to_dict()), to_us(session.created_at),
+                    _opt_us(session.started_at), _opt_us(session.ended_at), session.reason,
+                    session.stats.trades, session.stats.orderbook, session.stats.errors,
+                    session.owner, _opt_us(session.lease_expires_at), session.version,
+                    int(session.deleted), session.idempotency_key,
+                ),
+            )
+            _append_event(conn, session.id, None, session.status, actor, "created", None,
+                          session.created_at)
+            return session
+
+        return await self._db.write(run, "create session")
+
+    async def get_session(self, session_id: str) -> Session:
+        return await self._db.read(lambda conn: _fetch(conn, session_id), "get session")
+
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        clauses, params = _where(query)
+        if query.cursor is not None:
+            created, sid = decode_cursor(query.cursor)
+            clauses.append("(created_us, id) < (?, ?)")
+            params.extend([created, sid])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
+               "ORDER BY created_us DESC, id DESC LIMIT ?")
+
+        def run(conn: sqlite3.Connection) -> SessionPage:
+            rows = conn.execute(sql, [*params, query.limit + 1]).fetchall()
+            sessions = [_row_to_session(r) for r in rows[: query.limit]]
+            more = len(rows) > query.limit
+            return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
+
+        return await self._db.read(run, "list sessions")
+
+    async def count_sessions(self, query: SessionQuery) -> int:
+        clauses, params = _where(query)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await self._db.read(
+            lambda conn: int(conn.execute(f"SELECT count(*) FROM sessions {where}",
+                                          params).fetchone()[0]),
+            "count sessions",
+        )
+
+    async def transition(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        to_status: SessionStatus,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None | _Unchanged = UNCHANGED,
+        lease_expires_at: datetime | None | _Unchanged = UNCHANGED,
+        stats: Stats | None = None,
+    ) -> Session:
+        def run(conn: sqlite3.Connection) -> Session:
+            current = _fetch(conn, session_id)
+            now = utcnow()
+            new = apply_transition(
+                current, expected_version=expected_version, to_status=to_status, reason=reason,
+                now=now, owner=owner, lease_expires_at=lease_expires_at, stats=stats,
+                unchanged=UNCHANGED,
+            )
+            conn.execute(
+                "UPDATE sessions SET status = ?, reason = ?, version = ?, started_us = ?, "
+                "ended_us = ?, owner = ?, lease_us = ?, trades = ?, orderbook = ?, errors = ? "
+                "WHERE id = ? AND version = ?",
+                (new.status.value, new.reason, new.version, _opt_us(new.started_at),
+                 _opt_us(new.ended_at), new.owner, _opt_us(new.lease_expires_at),
+                 new.stats.trades, new.stats.orderbook, new.stats.errors,
+                 session_id, expected_version),
+            )
+            _append_event(conn, session_id, current.status, to_status, actor, reason, detail, now)
+            return new
+
+        return await self._db.write(run, f"transition session to {to_status.value}")
+
+    async def renew_lease(
+        self, session_id: str, *, owner: str, lease_expires_at: datetime,
+        stats: Stats | None = None,
+    ) -> Session:
+        def run(conn: sqlite3.Connection) -> Session:
+            current = _fetch(conn, session_id)
+            if current.is_terminal or current.owner != owner:
+                raise LeaseLost(session_id, owner,
+                                f"status {current.status}, owner {current.owner}")
+            new_stats = current.stats if stats is None else stats
+            conn.execute(
+                "UPDATE sessions SET lease_us = ?, trades = ?, orderbook = ?, errors = ? "
+                "WHERE id = ?",
+                (to_us(lease_expires_at), new_stats.trades, new_stats.orderbook,
+                 new_stats.errors, session_id),
+            )
+            return current.evolve(lease_expires_at=lease_expires_at, stats=new_stats)
+
+        return await self._db.write(run, "renew lease")
+
+    async def add_event(
+        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+    ) -> SessionEvent:
+        def run(conn: sqlite3.Connection) -> SessionEvent:
+            current = _fetch(conn, session_id)
+            return _append_event(conn, session_id, current.status, current.status, actor,
+                                 reason, detail, utcnow())
+
+        return await self._db.write(run, "add event")
+
+    async def list_events(self, session_id: str) -> list[SessionEvent]:
+        def run(conn: sqlite3.Connection) -> list[SessionEvent]:
+            _fetch(conn, session_id)
+            rows = conn.execute(
+                "SELECT seq, at_us, from_status, to_status, actor, reason, detail "
+                "FROM session_events WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            ).fetchall()
+            return [
+                SessionEvent(session_id, seq, from_us(at), None if fr is None else
+                             SessionStatus(fr), SessionStatus(to), actor, reason, detail)
+                for seq, at, fr, to, actor, reason, detail in rows
+            ]
+
+        return await self._db.read(run, "list events")
+
+    async def mark_deleted(self, session_id: str) -> Session:
+        def run(conn: sqlite3.Connection) -> Session:
+            current = _fetch(conn, session_id)
+            if not current.is_terminal:
+                raise SessionConflict(
+                    f"session {session_id!r} is {current.status}; stop it before deleting",
+                    session_id=session_id, status=current.status.value,
+                )
+            conn.execute("UPDATE sessions SET deleted = 1 WHERE id = ?", (session_id,))
+            return current.evolve(deleted=True)
+
+        return await self._db.write(run, "delete session")
+
+    async def find_expired(self, now: datetime) -> list[Session]:
+        sql = (f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
+               "AND (lease_us IS NULL OR lease_us < ?)")
+        return await self._db.read(
+            lambda conn: [_row_to_session(r) for r in conn.execute(sql, (to_us(now),))],
+            "find expired leases",
+        )
+
+    async def find_owned(self, owner_prefix: str) -> list[Session]:
+        sql = (f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
+               "AND substr(owner, 1, ?) = ?")
+        return await self._db.read(
+            lambda conn: [_row_to_session(r)
+                          for r in conn.execute(sql, (len(owner_prefix), owner_prefix))],
+            "find owned sessions",
+        )
+
+
+def _trade_rows(sid: int, batch: TradeBatch) -> zip[tuple[object, ...]]:
+    return zip(repeat(sid), repeat(batch.symbol), batch.trade_id.tolist(), batch.ts_us.tolist(),
+               batch.price.tolist(), batch.qty.tolist(), batch.side.tolist(), strict=False)
+
+
+def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
+    bp = np.ascontiguousarray(batch.bid_price, dtype="<f8")
+    bq = np.ascontiguousarray(batch.bid_qty, dtype="<f8")
+    ap = np.ascontiguousarray(batch.ask_price, dtype="<f8")
+    aq = np.ascontiguousarray(batch.ask_qty, dtype="<f8")
+    return [
+        (sid, batch.symbol, ts, batch.depth, float(bp[i, 0]), float(ap[i, 0]),
+         bp[i].tobytes(), bq[i].tobytes(), ap[i].tobytes(), aq[i].tobytes())
+        for i, ts in enumerate(batch.ts_us.tolist())
+    ]
+
+
+class SqliteTickStore(TickStore):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
+        session_ids = sorted({b.session_id for b in batches})
+        if not session_ids:
+            return WriteResult()
+
+        def run(conn: sqlite3.Connection) -> WriteResult:
+            # Fencing inside the write transaction: nobody can change ownership meanwhile.
+            marks = ", ".join("?" for _ in session_ids)
+            found = {
+                sid_text: (sid, status, row_owner)
+                for sid_text, sid, status, row_owner in conn.execute(
+                    f"SELECT id, sid, status, owner FROM sessions WHERE id IN ({marks})",
+                    session_ids,
+                )
+            }
+            for session_id in session_ids:
+                row = found.get(session_id)
+                if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
+                    detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                    raise LeaseLost(session_id, owner, f"tick write rejected ({detail})")
+            trades = books = 0
+            for batch in batches:
+                sid = found[batch.session_id][0]
+                before = conn.total_changes
+                if isinstance(batch, TradeBatch):
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, "
+                        "side) VALUES (?, ?, ?, ?, ?, ?, ?)", _trade_rows(sid, batch),
+                    )
+                    trades += conn.total_changes - before
+                else:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, "
+                        "best_ask, bid_price, bid_qty, ask_price, ask_qty) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _book_rows(sid, batch),
+                    )
+                    books += conn.total_changes - before
+            return WriteResult(TickCounts(trades, books))
+
+        return await self._db.write(run, "write ticks")
+
+    async def wait_visible(self, timeout_s: float) -> None:
+        return None  # a committed SQLite transaction is visible to every new reader
+
+    async def count(self, session_id: str) -> TickCounts:
+        def run(conn: sqlite3.Connection) -> TickCounts:
+            row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                return TickCounts()
+            (trades,) = conn.execute("SELECT count(*) FROM trades WHERE sid = ?", row).fetchone()
+            (books,) = conn.execute("SELECT count(*) FROM orderbook WHERE sid = ?",
+                                    row).fetchone()
+            return TickCounts(int(trades), int(books))
+
+        return await self._db.read(run, "count ticks")
+
+    @staticmethod
+    def _range(query: TickQuery) -> tuple[str, list[object]]:
+        clauses = ["sid = (SELECT sid FROM sessions WHERE id = ?)"]
+        params: list[object] = [query.session_id]
+        if query.symbol is not None:
+            clauses.append("symbol = ?")
+            params.append(query.symbol)
+        if query.start is not None:
+            clauses.append("ts_us >= ?")
+            params.append(to_us(query.start))
+        if query.end is not None:
+            clauses.append("ts_us < ?")
+            params.append(to_us(query.end))
+        return " AND ".join(clauses), params
+
+    async def read_trades(self, query: TickQuery) -> list[Trade]:
+        where, params = self._range(query)
+        sql = (f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
+               "ORDER BY ts_us, trade_id LIMIT ?")
+        return await self._db.read(
+            lambda conn: [
+                Trade(sym, from_us(ts), tid, px, qty, side_name(side))
+                for sym, ts, tid, px, qty, side in conn.execute(sql, [*params, query.limit])
+            ],
+            "read trades",
+        )
+
+    async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        where, params = self._range(query)
+        sql = (f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
+               f"WHERE {where} ORDER BY ts_us, symbol LIMIT ?")
+
+        def levels(prices: bytes, qtys: bytes) -> tuple[tuple[float, float], ...]:
+            return tuple(zip(np.frombuffer(prices, "<f8").tolist(),
+                             np.frombuffer(qtys, "<f8").tolist(), strict=True))
+
+        return await self._db.read(
+            lambda conn: [
+                BookSnapshot(sym, from_us(ts), levels(bp, bq), levels(ap, aq))
+                for sym, ts, bp, bq, ap, aq in conn.execute(sql, [*params, query.limit])
+            ],
+            "read orderbook",
+        )
+
+
+class SqliteStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._db = Database(sqlite_path_from_url(url))
+        self.sessions = SqliteSessionStore(self._db)
+        self.ticks = SqliteTickStore(self._db)
+
+    @property
+    def path(self) -> str:
+        return str(self._db.path)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()

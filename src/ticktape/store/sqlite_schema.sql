@@ -1,0 +1,74 @@
+-- ticktape SQLite schema, applied by versioned migrations in sqlite.py.
+-- Each block below, headed by its migration number, runs once, in order, in one transaction.
+
+-- migration: 1
+-- Sessions: one row each. `sid` is a compact integer key the tick tables use
+-- instead of repeating the 36-character session id in every row.
+CREATE TABLE sessions (
+    sid             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    symbols         TEXT NOT NULL,          -- JSON array
+    exchange        TEXT NOT NULL,
+    data_types      TEXT NOT NULL,          -- JSON array
+    config          TEXT NOT NULL,          -- JSON object (SessionConfig)
+    created_us      INTEGER NOT NULL,
+    started_us      INTEGER,
+    ended_us        INTEGER,
+    reason          TEXT,
+    trades          INTEGER NOT NULL DEFAULT 0,
+    orderbook       INTEGER NOT NULL DEFAULT 0,
+    errors          INTEGER NOT NULL DEFAULT 0,
+    owner           TEXT,
+    lease_us        INTEGER,
+    version         INTEGER NOT NULL,
+    deleted         INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX sessions_newest ON sessions (created_us DESC, id DESC);
+CREATE INDEX sessions_active ON sessions (status) WHERE status IN ('pending', 'running', 'stopping');
+
+-- The transition history: append-only.
+CREATE TABLE session_events (
+    session_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    at_us       INTEGER NOT NULL,
+    from_status TEXT,
+    to_status   TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    detail      TEXT,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+
+-- Trades: identified by (session, symbol, trade id), so a replayed batch is ignored.
+CREATE TABLE trades (
+    sid      INTEGER NOT NULL,
+    symbol   TEXT NOT NULL,
+    trade_id INTEGER NOT NULL,
+    ts_us    INTEGER NOT NULL,
+    price    REAL NOT NULL,
+    qty      REAL NOT NULL,
+    side     INTEGER NOT NULL,              -- +1 buy, -1 sell
+    PRIMARY KEY (sid, symbol, trade_id)
+) WITHOUT ROWID;
+CREATE INDEX trades_by_time ON trades (sid, ts_us);
+
+-- Order-book snapshots: one row per snapshot. The best level is in plain columns
+-- for SQL queries; every level is in float64 little-endian blobs (exact round-trip,
+-- one row per snapshot keeps ingestion fast).
+CREATE TABLE orderbook (
+    sid       INTEGER NOT NULL,
+    symbol    TEXT NOT NULL,
+    ts_us     INTEGER NOT NULL,
+    depth     INTEGER NOT NULL,
+    best_bid  REAL NOT NULL,
+    best_ask  REAL NOT NULL,
+    bid_price BLOB NOT NULL,
+    bid_qty   BLOB NOT NULL,
+    ask_price BLOB NOT NULL,
+    ask_qty   BLOB NOT NULL,
+    PRIMARY KEY (sid, symbol, ts_us)
+) WITHOUT ROWID;
+CREATE INDEX orderbook_by_time ON orderbook (sid, ts_us);
