@@ -102,4 +102,4 @@ def sqlite_path_from_url(url: str) -> Path:
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         raise ValueError(f"not a sqlite URL: {url!r}")
-    return Path(url[len(prefix):])
+    return Path(url[len(prefix) :])

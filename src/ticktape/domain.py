@@ -6,6 +6,7 @@ here are immutable snapshots of what the store said at one moment.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -50,7 +51,9 @@ class SessionStatus(StrEnum):
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus.FAILED})
+TERMINAL_STATUSES = frozenset(
+    {SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus.FAILED}
+)
 ACTIVE_STATUSES = frozenset({SessionStatus.PENDING, SessionStatus.RUNNING, SessionStatus.STOPPING})
 
 #: The state machine of DESIGN.md: every allowed move, and nothing else.
@@ -105,7 +108,7 @@ def is_valid_history(statuses: list[SessionStatus]) -> bool:
     """True if ``statuses`` (oldest first, starting at creation) is a path of the machine."""
     if not statuses or statuses[0] is not SessionStatus.PENDING:
         return False
-    return all(can_transition(a, b) for a, b in zip(statuses, statuses[1:], strict=False))
+    return all(can_transition(a, b) for a, b in itertools.pairwise(statuses))
 
 
 def utcnow() -> datetime:
@@ -234,8 +237,9 @@ def parse_duration(text: str | None) -> float | None:
     if text is None or (isinstance(text, str) and text.strip() == ""):
         return None
     if not isinstance(text, str):
-        raise ValidationError("duration must be a string such as '30s', '5m', '2h' or '1d'",
-                              field="duration")
+        raise ValidationError(
+            "duration must be a string such as '30s', '5m', '2h' or '1d'", field="duration"
+        )
     match = _DURATION_RE.match(text)
     if not match:
         raise ValidationError(
@@ -246,18 +250,21 @@ def parse_duration(text: str | None) -> float | None:
     if seconds <= 0:
         raise ValidationError("duration must be greater than zero", field="duration")
     if seconds > MAX_DURATION_S:
-        raise ValidationError(f"duration must be at most {MAX_DURATION_S // 86_400}d",
-                              field="duration")
+        raise ValidationError(
+            f"duration must be at most {MAX_DURATION_S // 86_400}d", field="duration"
+        )
     return seconds
 
 
 def validate_symbols(symbols: object) -> tuple[str, ...]:
     if not isinstance(symbols, list | tuple) or not symbols:
-        raise ValidationError("symbols must be a non-empty list such as ['BTC_USDT']",
-                              field="symbols")
+        raise ValidationError(
+            "symbols must be a non-empty list such as ['BTC_USDT']", field="symbols"
+        )
     if len(symbols) > MAX_SYMBOLS:
-        raise ValidationError(f"at most {MAX_SYMBOLS} symbols per session (got {len(symbols)})",
-                              field="symbols")
+        raise ValidationError(
+            f"at most {MAX_SYMBOLS} symbols per session (got {len(symbols)})", field="symbols"
+        )
     seen: set[str] = set()
     for sym in symbols:
         if not isinstance(sym, str) or not _SYMBOL_RE.match(sym):
@@ -276,8 +283,9 @@ def validate_data_types(data_types: object) -> tuple[DataType, ...]:
     if data_types is None:
         return (DataType.TRADES, DataType.ORDERBOOK)
     if not isinstance(data_types, list | tuple) or not data_types:
-        raise ValidationError("data_types must be a non-empty list of 'trades', 'orderbook'",
-                              field="data_types")
+        raise ValidationError(
+            "data_types must be a non-empty list of 'trades', 'orderbook'", field="data_types"
+        )
     out: list[DataType] = []
     for item in data_types:
         try:
@@ -295,7 +303,7 @@ def validate_data_types(data_types: object) -> tuple[DataType, ...]:
 
 def validate_kind(kind: object) -> SessionKind:
     try:
-        parsed = SessionKind(kind)
+        parsed = SessionKind(str(kind)) if isinstance(kind, str) else SessionKind("")
     except ValueError:
         raise ValidationError(
             f"unknown session kind {kind!r}: choose from 'collect', 'backtest', 'paper'",
@@ -332,29 +340,41 @@ def validate_spec(
     sym = validate_symbols(symbols)
     dts = validate_data_types(data_types)
     duration_s = parse_duration(duration)
-    if isinstance(book_depth, bool) or not isinstance(book_depth, int) or not (
-        1 <= book_depth <= MAX_BOOK_DEPTH
+    if (
+        isinstance(book_depth, bool)
+        or not isinstance(book_depth, int)
+        or not (1 <= book_depth <= MAX_BOOK_DEPTH)
     ):
-        raise ValidationError(f"book_depth must be an integer from 1 to {MAX_BOOK_DEPTH}",
-                              field="book_depth")
+        raise ValidationError(
+            f"book_depth must be an integer from 1 to {MAX_BOOK_DEPTH}", field="book_depth"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or not (0 <= seed < 2**63):
         raise ValidationError("seed must be a non-negative integer", field="seed")
-    if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, int | float) or not (
-        0 <= rate_per_s <= MAX_SIM_RATE_PER_S
+    if (
+        isinstance(rate_per_s, bool)
+        or not isinstance(rate_per_s, int | float)
+        or not (0 <= rate_per_s <= MAX_SIM_RATE_PER_S)
     ):
         raise ValidationError(
             f"rate_per_s must be between 0 (as fast as possible) and {MAX_SIM_RATE_PER_S:g}",
             field="rate_per_s",
         )
-    if isinstance(book_every, bool) or not isinstance(book_every, int) or not (
-        1 <= book_every <= 1000
+    if (
+        isinstance(book_every, bool)
+        or not isinstance(book_every, int)
+        or not (1 <= book_every <= 1000)
     ):
         raise ValidationError("book_every must be an integer from 1 to 1000", field="book_every")
     try:
-        policy = OwnerLossPolicy(on_owner_loss)
+        policy = (
+            OwnerLossPolicy(str(on_owner_loss))
+            if isinstance(on_owner_loss, str)
+            else OwnerLossPolicy("")
+        )
     except ValueError:
-        raise ValidationError("on_owner_loss must be 'fail' or 'resume'",
-                              field="on_owner_loss") from None
+        raise ValidationError(
+            "on_owner_loss must be 'fail' or 'resume'", field="on_owner_loss"
+        ) from None
     return SessionSpec(
         kind=parsed_kind,
         symbols=sym,

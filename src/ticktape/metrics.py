@@ -20,27 +20,35 @@ class Metrics:
         self.create_latency = Histogram(
             "ticktape_session_create_seconds",
             "Time from a create request to the session being durable and visible",
-            buckets=CREATE_LATENCY_BUCKETS_S, registry=r,
+            buckets=CREATE_LATENCY_BUCKETS_S,
+            registry=r,
         )
-        self.lookups = Counter("ticktape_session_lookups", "Session lookups by result",
-                               ["result"], registry=r)
-        self.sessions = Gauge("ticktape_sessions", "Sessions in the store by status",
-                              ["status"], registry=r)
-        self.ticks = Counter("ticktape_ticks_written", "Ticks stored, by data type",
-                             ["data_type"], registry=r)
-        self.tick_errors = Counter("ticktape_tick_write_errors",
-                                   "Tick batches that could not be stored", registry=r)
-        self.store_retries = Counter("ticktape_store_retries",
-                                     "Transient store errors that were retried", registry=r)
-        self.orphans_reaped = Counter("ticktape_orphans_reaped",
-                                      "Sessions finalised because their lease expired",
-                                      registry=r)
-        self.zombies_stopped = Counter("ticktape_zombies_self_stopped",
-                                       "Runners that stopped themselves on losing their lease",
-                                       registry=r)
-        self.lease_renew_failures = Counter("ticktape_lease_renew_failures",
-                                            "Heartbeats that failed to renew a lease",
-                                            registry=r)
+        self.lookups = Counter(
+            "ticktape_session_lookups", "Session lookups by result", ["result"], registry=r
+        )
+        self.sessions = Gauge(
+            "ticktape_sessions", "Sessions in the store by status", ["status"], registry=r
+        )
+        self.ticks = Counter(
+            "ticktape_ticks_written", "Ticks stored, by data type", ["data_type"], registry=r
+        )
+        self.tick_errors = Counter(
+            "ticktape_tick_write_errors", "Tick batches that could not be stored", registry=r
+        )
+        self.store_retries = Counter(
+            "ticktape_store_retries", "Transient store errors that were retried", registry=r
+        )
+        self.orphans_reaped = Counter(
+            "ticktape_orphans_reaped", "Sessions finalised because their lease expired", registry=r
+        )
+        self.zombies_stopped = Counter(
+            "ticktape_zombies_self_stopped",
+            "Runners that stopped themselves on losing their lease",
+            registry=r,
+        )
+        self.lease_renew_failures = Counter(
+            "ticktape_lease_renew_failures", "Heartbeats that failed to renew a lease", registry=r
+        )
 
     def session_created(self, latency_s: float) -> None:
         self.create_latency.observe(latency_s)

@@ -9,6 +9,7 @@ the version they were read at, and only then acted on in memory (invariant 3).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 from datetime import timedelta
@@ -24,16 +25,16 @@ from ticktape.domain import (
     new_session_id,
     utcnow,
 )
-from ticktape.errors import InvalidTransition, SessionConflict, StopTimeout, TransitionRace
+from ticktape.errors import StopTimeout
 from ticktape.metrics import Metrics
 from ticktape.retry import retry_transient
+from ticktape.runtime.transitions import request_stop
 from ticktape.store.base import SessionPage, SessionQuery, Store, TickQuery
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
 
 STOP_POLL_INTERVAL_S = 0.05  # how often a waiting stop re-reads the store
-MAX_CAS_ROUNDS = 20  # re-read/retry rounds when a conditional write loses a race
 
 
 class Runtime(Protocol):
@@ -51,8 +52,9 @@ class Runtime(Protocol):
 
 
 class SessionService:
-    def __init__(self, store: Store, runtime: Runtime, settings: Settings,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, runtime: Runtime, settings: Settings, metrics: Metrics
+    ) -> None:
         self._store = store
         self._runtime = runtime
         self._settings = settings
@@ -104,7 +106,7 @@ class SessionService:
     async def count(self, query: SessionQuery) -> int:
         return await self._store.sessions.count_sessions(query)
 
-    async def events(self, session_id: str) -> list[SessionEvent]:
+    async def events(self, session_id: str) -> builtins.list[SessionEvent]:
         return await self._store.sessions.list_events(session_id)
 
     async def stop(
@@ -122,33 +124,18 @@ class SessionService:
         finishes the stop (flush, then ``stopped``). With ``wait``, returns once the
         session is terminal, or raises :class:`StopTimeout` after ``timeout_s``.
         """
-        session = await self._request_stop(session_id, reason)
+        session = await request_stop(
+            self._store,
+            session_id,
+            actor=self._runtime.owner,
+            reason=reason,
+            on_retry=self._metrics.store_retry,
+        )
         if session.status is SessionStatus.STOPPING:
             self._runtime.request_stop(session_id)
         if not wait or session.is_terminal:
             return session
         return await self.wait_terminal(session_id, timeout_s)
-
-    async def _request_stop(self, session_id: str, reason: str) -> Session:
-        for _ in range(MAX_CAS_ROUNDS):
-            session = await self.get(session_id)
-            if session.is_terminal or session.status is SessionStatus.STOPPING:
-                return session
-            try:
-                return await retry_transient(
-                    lambda s=session: self._store.sessions.transition(  # type: ignore[misc]
-                        s.id, expected_version=s.version, to_status=SessionStatus.STOPPING,
-                        actor=self._runtime.owner, reason=reason,
-                    ),
-                    what="stop session",
-                    on_retry=self._metrics.store_retry,
-                )
-            except (TransitionRace, InvalidTransition):
-                continue  # it moved meanwhile (started, completed, ...): read it again
-        raise SessionConflict(
-            f"session {session_id!r} kept changing; stop not recorded, try again",
-            session_id=session_id, status="unknown",
-        )
 
     async def wait_terminal(self, session_id: str, timeout_s: float) -> Session:
         deadline = time.monotonic() + timeout_s
@@ -164,10 +151,10 @@ class SessionService:
         """Soft delete: only terminal sessions (409 otherwise); idempotent."""
         return await self._store.sessions.mark_deleted(session_id)
 
-    async def trades(self, query: TickQuery) -> list[Trade]:
+    async def trades(self, query: TickQuery) -> builtins.list[Trade]:
         await self.get(query.session_id)  # unknown id → 404, never an empty answer
         return await self._store.ticks.read_trades(query)
 
-    async def orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+    async def orderbook(self, query: TickQuery) -> builtins.list[BookSnapshot]:
         await self.get(query.session_id)
         return await self._store.ticks.read_orderbook(query)

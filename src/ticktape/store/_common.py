@@ -58,6 +58,7 @@ def apply_transition(
     lease_expires_at: object,
     stats: Stats | None,
     unchanged: object,
+    lease_expired_before: datetime | None = None,
 ) -> Session:
     """The new session after a conditional transition, or the error the contract names.
 
@@ -66,6 +67,12 @@ def apply_transition(
     """
     check_transition(current.id, current.status, to_status)
     if current.version != expected_version:
+        raise TransitionRace(current.id, expected_version)
+    if (
+        lease_expired_before is not None
+        and current.lease_expires_at is not None
+        and current.lease_expires_at >= lease_expired_before
+    ):
         raise TransitionRace(current.id, expected_version)
     changes: dict[str, object] = {
         "status": to_status,

@@ -66,7 +66,9 @@ class Database:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False,
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -81,8 +83,9 @@ class Database:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ticktape-sqlite-writer")
-        self._readers = ThreadPoolExecutor(READER_THREADS,
-                                           thread_name_prefix="ticktape-sqlite-reader")
+        self._readers = ThreadPoolExecutor(
+            READER_THREADS, thread_name_prefix="ticktape-sqlite-reader"
+        )
         await self._run(self._writer, self._migrate, "open the store")
 
     def _migrate(self) -> None:

@@ -127,9 +127,10 @@ class SessionStore(abc.ABC):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | None | _Unchanged = UNCHANGED,
-        lease_expires_at: datetime | None | _Unchanged = UNCHANGED,
+        owner: str | _Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
+        lease_expired_before: datetime | None = None,
     ) -> Session:
         """Move a session to ``to_status`` if, and only if, it is still at ``expected_version``.
 
@@ -144,6 +145,12 @@ class SessionStore(abc.ABC):
         :class:`InvalidTransition` if the stored status cannot move to ``to_status``
         (checked first: a terminal session never changes), and
         :class:`TransitionRace` if the version differs. On any error nothing changed.
+
+        With ``lease_expired_before``, the move also requires the stored lease to
+        have expired before that time (no lease counts as expired); otherwise it is
+        a :class:`TransitionRace`. The reconciler uses it so that an owner that
+        renewed its lease in the meantime (which does not change the version) is
+        never reaped.
         """
 
     @abc.abstractmethod

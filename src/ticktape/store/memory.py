@@ -11,7 +11,6 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
 from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
 from ticktape.store._common import (
@@ -81,8 +80,9 @@ class MemorySessionStore(SessionStore):
         at: datetime,
     ) -> SessionEvent:
         events = self._s.events.setdefault(session_id, [])
-        event = SessionEvent(session_id, len(events) + 1, at, from_status, to_status, actor,
-                             reason, detail)
+        event = SessionEvent(
+            session_id, len(events) + 1, at, from_status, to_status, actor, reason, detail
+        )
         events.append(event)
         return event
 
@@ -91,13 +91,17 @@ class MemorySessionStore(SessionStore):
             if session.idempotency_key is not None and session.idempotency_key in self._s.by_key:
                 return self._s.sessions[self._s.by_key[session.idempotency_key]]
             if session.id in self._s.sessions:
-                raise SessionConflict(f"session {session.id!r} already exists",
-                                      session_id=session.id, status=session.status.value)
+                raise SessionConflict(
+                    f"session {session.id!r} already exists",
+                    session_id=session.id,
+                    status=session.status.value,
+                )
             self._s.sessions[session.id] = session
             if session.idempotency_key is not None:
                 self._s.by_key[session.idempotency_key] = session.id
-            self._record(session.id, None, session.status, actor, "created", None,
-                         session.created_at)
+            self._record(
+                session.id, None, session.status, actor, "created", None, session.created_at
+            )
             return session
 
     async def get_session(self, session_id: str) -> Session:
@@ -129,30 +133,44 @@ class MemorySessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | None | _Unchanged = UNCHANGED,
-        lease_expires_at: datetime | None | _Unchanged = UNCHANGED,
+        owner: str | _Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
+        lease_expired_before: datetime | None = None,
     ) -> Session:
         async with self._s.lock:
             current = self._get(session_id)
             now = utcnow()
             updated = apply_transition(
-                current, expected_version=expected_version, to_status=to_status, reason=reason,
-                now=now, owner=owner, lease_expires_at=lease_expires_at, stats=stats,
+                current,
+                expected_version=expected_version,
+                to_status=to_status,
+                reason=reason,
+                now=now,
+                owner=owner,
+                lease_expires_at=lease_expires_at,
+                stats=stats,
                 unchanged=UNCHANGED,
+                lease_expired_before=lease_expired_before,
             )
             self._s.sessions[session_id] = updated
             self._record(session_id, current.status, to_status, actor, reason, detail, now)
             return updated
 
     async def renew_lease(
-        self, session_id: str, *, owner: str, lease_expires_at: datetime,
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        lease_expires_at: datetime,
         stats: Stats | None = None,
     ) -> Session:
         async with self._s.lock:
             current = self._get(session_id)
             if current.is_terminal or current.owner != owner:
-                raise LeaseLost(session_id, owner, f"status {current.status}, owner {current.owner}")
+                raise LeaseLost(
+                    session_id, owner, f"status {current.status}, owner {current.owner}"
+                )
             changes: dict[str, object] = {"lease_expires_at": lease_expires_at}
             if stats is not None:
                 changes["stats"] = stats
@@ -165,8 +183,9 @@ class MemorySessionStore(SessionStore):
     ) -> SessionEvent:
         async with self._s.lock:
             current = self._get(session_id)
-            return self._record(session_id, current.status, current.status, actor, reason,
-                                detail, utcnow())
+            return self._record(
+                session_id, current.status, current.status, actor, reason, detail, utcnow()
+            )
 
     async def list_events(self, session_id: str) -> list[SessionEvent]:
         self._get(session_id)
@@ -178,7 +197,8 @@ class MemorySessionStore(SessionStore):
             if not current.is_terminal:
                 raise SessionConflict(
                     f"session {session_id!r} is {current.status}; stop it before deleting",
-                    session_id=session_id, status=current.status.value,
+                    session_id=session_id,
+                    status=current.status.value,
                 )
             updated = current.evolve(deleted=True)
             self._s.sessions[session_id] = updated
@@ -186,13 +206,15 @@ class MemorySessionStore(SessionStore):
 
     async def find_expired(self, now: datetime) -> list[Session]:
         return [
-            s for s in self._s.sessions.values()
+            s
+            for s in self._s.sessions.values()
             if not s.is_terminal and (s.lease_expires_at is None or s.lease_expires_at < now)
         ]
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [
-            s for s in self._s.sessions.values()
+            s
+            for s in self._s.sessions.values()
             if not s.is_terminal and s.owner is not None and s.owner.startswith(owner_prefix)
         ]
 
@@ -214,16 +236,30 @@ class MemoryTickStore(TickStore):
                         key = (batch.session_id, batch.symbol, int(batch.ts_us[i]))
                         if key not in self._s.books:
                             self._s.books[key] = (
-                                tuple(zip(batch.bid_price[i].tolist(), batch.bid_qty[i].tolist(),
-                                          strict=True)),
-                                tuple(zip(batch.ask_price[i].tolist(), batch.ask_qty[i].tolist(),
-                                          strict=True)),
+                                tuple(
+                                    zip(
+                                        batch.bid_price[i].tolist(),
+                                        batch.bid_qty[i].tolist(),
+                                        strict=True,
+                                    )
+                                ),
+                                tuple(
+                                    zip(
+                                        batch.ask_price[i].tolist(),
+                                        batch.ask_qty[i].tolist(),
+                                        strict=True,
+                                    )
+                                ),
                             )
                             books += 1
                 else:
                     for ts, tid, px, qty, side in zip(
-                        batch.ts_us.tolist(), batch.trade_id.tolist(), batch.price.tolist(),
-                        batch.qty.tolist(), batch.side.tolist(), strict=True,
+                        batch.ts_us.tolist(),
+                        batch.trade_id.tolist(),
+                        batch.price.tolist(),
+                        batch.qty.tolist(),
+                        batch.side.tolist(),
+                        strict=True,
                     ):
                         key3 = (batch.session_id, batch.symbol, tid)
                         if key3 not in self._s.trades:
@@ -267,7 +303,8 @@ class MemoryTickStore(TickStore):
         ]
         rows.sort(key=lambda r: (r[0], r[1]))
         return [
-            BookSnapshot(sym, from_us(ts), sides[0], sides[1]) for ts, sym, sides in rows[: query.limit]
+            BookSnapshot(sym, from_us(ts), sides[0], sides[1])
+            for ts, sym, sides in rows[: query.limit]
         ]
 
 

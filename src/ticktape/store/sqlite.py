@@ -41,7 +41,15 @@ from ticktape.store.base import (
     WriteResult,
     _Unchanged,
 )
-from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch, side_name
+from ticktape.ticks import (
+    BookBatch,
+    BookSnapshot,
+    TickBatch,
+    TickCounts,
+    Trade,
+    TradeBatch,
+    side_name,
+)
 
 _SESSION_COLUMNS = (
     "id, kind, status, symbols, exchange, data_types, config, created_us, started_us, ended_us, "
@@ -59,12 +67,31 @@ def _opt_dt(value: int | None) -> datetime | None:
 
 
 def _row_to_session(row: tuple[object, ...]) -> Session:
-    (sid, kind, status, symbols, exchange, data_types, config, created, started, ended, reason,
-     trades, orderbook, errors, owner, lease, version, deleted, key) = row
+    (
+        sid,
+        kind,
+        status,
+        symbols,
+        exchange,
+        data_types,
+        config,
+        created,
+        started,
+        ended,
+        reason,
+        trades,
+        orderbook,
+        errors,
+        owner,
+        lease,
+        version,
+        deleted,
+        key,
+    ) = row
     return Session(
         id=str(sid),
-        kind=SessionKind(kind),
-        status=SessionStatus(status),
+        kind=SessionKind(str(kind)),
+        status=SessionStatus(str(status)),
         symbols=tuple(json.loads(str(symbols))),
         exchange=str(exchange),
         data_types=tuple(DataType(d) for d in json.loads(str(data_types))),
@@ -83,16 +110,23 @@ def _row_to_session(row: tuple[object, ...]) -> Session:
 
 
 def _fetch(conn: sqlite3.Connection, session_id: str) -> Session:
-    row = conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?",
-                       (session_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+    ).fetchone()
     if row is None:
         raise SessionNotFound(session_id)
     return _row_to_session(row)
 
 
 def _append_event(
-    conn: sqlite3.Connection, session_id: str, from_status: SessionStatus | None,
-    to_status: SessionStatus, actor: str, reason: str, detail: str | None, at: datetime,
+    conn: sqlite3.Connection,
+    session_id: str,
+    from_status: SessionStatus | None,
+    to_status: SessionStatus,
+    actor: str,
+    reason: str,
+    detail: str | None,
+    at: datetime,
 ) -> SessionEvent:
     (seq,) = conn.execute(
         "SELECT COALESCE(MAX(seq), 0) + 1 FROM session_events WHERE session_id = ?", (session_id,)
@@ -100,8 +134,16 @@ def _append_event(
     conn.execute(
         "INSERT INTO session_events (session_id, seq, at_us, from_status, to_status, actor, "
         "reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (session_id, seq, to_us(at), None if from_status is None else from_status.value,
-         to_status.value, actor, reason, detail),
+        (
+            session_id,
+            seq,
+            to_us(at),
+            None if from_status is None else from_status.value,
+            to_status.value,
+            actor,
+            reason,
+            detail,
+        ),
     )
     return SessionEvent(session_id, seq, at, from_status, to_status, actor, reason, detail)
 
@@ -137,24 +179,39 @@ class SqliteSessionStore(SessionStore):
                 if row is not None:
                     return _row_to_session(row)
             if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone():
-                raise SessionConflict(f"session {session.id!r} already exists",
-                                      session_id=session.id, status=session.status.value)
+                raise SessionConflict(
+                    f"session {session.id!r} already exists",
+                    session_id=session.id,
+                    status=session.status.value,
+                )
             conn.execute(
                 f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    session.id, session.kind.value, session.status.value,
-                    json.dumps(list(session.symbols)), session.exchange,
+                    session.id,
+                    session.kind.value,
+                    session.status.value,
+                    json.dumps(list(session.symbols)),
+                    session.exchange,
                     json.dumps([d.value for d in session.data_types]),
-                    json.dumps(session.config.to_dict()), to_us(session.created_at),
-                    _opt_us(session.started_at), _opt_us(session.ended_at), session.reason,
-                    session.stats.trades, session.stats.orderbook, session.stats.errors,
-                    session.owner, _opt_us(session.lease_expires_at), session.version,
-                    int(session.deleted), session.idempotency_key,
+                    json.dumps(session.config.to_dict()),
+                    to_us(session.created_at),
+                    _opt_us(session.started_at),
+                    _opt_us(session.ended_at),
+                    session.reason,
+                    session.stats.trades,
+                    session.stats.orderbook,
+                    session.stats.errors,
+                    session.owner,
+                    _opt_us(session.lease_expires_at),
+                    session.version,
+                    int(session.deleted),
+                    session.idempotency_key,
                 ),
             )
-            _append_event(conn, session.id, None, session.status, actor, "created", None,
-                          session.created_at)
+            _append_event(
+                conn, session.id, None, session.status, actor, "created", None, session.created_at
+            )
             return session
 
         return await self._db.write(run, "create session")
@@ -169,8 +226,10 @@ class SqliteSessionStore(SessionStore):
             clauses.append("(created_us, id) < (?, ?)")
             params.extend([created, sid])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
-               "ORDER BY created_us DESC, id DESC LIMIT ?")
+        sql = (
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
+            "ORDER BY created_us DESC, id DESC LIMIT ?"
+        )
 
         def run(conn: sqlite3.Connection) -> SessionPage:
             rows = conn.execute(sql, [*params, query.limit + 1]).fetchall()
@@ -184,8 +243,9 @@ class SqliteSessionStore(SessionStore):
         clauses, params = _where(query)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return await self._db.read(
-            lambda conn: int(conn.execute(f"SELECT count(*) FROM sessions {where}",
-                                          params).fetchone()[0]),
+            lambda conn: int(
+                conn.execute(f"SELECT count(*) FROM sessions {where}", params).fetchone()[0]
+            ),
             "count sessions",
         )
 
@@ -198,26 +258,44 @@ class SqliteSessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | None | _Unchanged = UNCHANGED,
-        lease_expires_at: datetime | None | _Unchanged = UNCHANGED,
+        owner: str | _Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
+        lease_expired_before: datetime | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             current = _fetch(conn, session_id)
             now = utcnow()
             new = apply_transition(
-                current, expected_version=expected_version, to_status=to_status, reason=reason,
-                now=now, owner=owner, lease_expires_at=lease_expires_at, stats=stats,
+                current,
+                expected_version=expected_version,
+                to_status=to_status,
+                reason=reason,
+                now=now,
+                owner=owner,
+                lease_expires_at=lease_expires_at,
+                stats=stats,
                 unchanged=UNCHANGED,
+                lease_expired_before=lease_expired_before,
             )
             conn.execute(
                 "UPDATE sessions SET status = ?, reason = ?, version = ?, started_us = ?, "
                 "ended_us = ?, owner = ?, lease_us = ?, trades = ?, orderbook = ?, errors = ? "
                 "WHERE id = ? AND version = ?",
-                (new.status.value, new.reason, new.version, _opt_us(new.started_at),
-                 _opt_us(new.ended_at), new.owner, _opt_us(new.lease_expires_at),
-                 new.stats.trades, new.stats.orderbook, new.stats.errors,
-                 session_id, expected_version),
+                (
+                    new.status.value,
+                    new.reason,
+                    new.version,
+                    _opt_us(new.started_at),
+                    _opt_us(new.ended_at),
+                    new.owner,
+                    _opt_us(new.lease_expires_at),
+                    new.stats.trades,
+                    new.stats.orderbook,
+                    new.stats.errors,
+                    session_id,
+                    expected_version,
+                ),
             )
             _append_event(conn, session_id, current.status, to_status, actor, reason, detail, now)
             return new
@@ -225,20 +303,30 @@ class SqliteSessionStore(SessionStore):
         return await self._db.write(run, f"transition session to {to_status.value}")
 
     async def renew_lease(
-        self, session_id: str, *, owner: str, lease_expires_at: datetime,
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        lease_expires_at: datetime,
         stats: Stats | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             current = _fetch(conn, session_id)
             if current.is_terminal or current.owner != owner:
-                raise LeaseLost(session_id, owner,
-                                f"status {current.status}, owner {current.owner}")
+                raise LeaseLost(
+                    session_id, owner, f"status {current.status}, owner {current.owner}"
+                )
             new_stats = current.stats if stats is None else stats
             conn.execute(
                 "UPDATE sessions SET lease_us = ?, trades = ?, orderbook = ?, errors = ? "
                 "WHERE id = ?",
-                (to_us(lease_expires_at), new_stats.trades, new_stats.orderbook,
-                 new_stats.errors, session_id),
+                (
+                    to_us(lease_expires_at),
+                    new_stats.trades,
+                    new_stats.orderbook,
+                    new_stats.errors,
+                    session_id,
+                ),
             )
             return current.evolve(lease_expires_at=lease_expires_at, stats=new_stats)
 
@@ -249,8 +337,9 @@ class SqliteSessionStore(SessionStore):
     ) -> SessionEvent:
         def run(conn: sqlite3.Connection) -> SessionEvent:
             current = _fetch(conn, session_id)
-            return _append_event(conn, session_id, current.status, current.status, actor,
-                                 reason, detail, utcnow())
+            return _append_event(
+                conn, session_id, current.status, current.status, actor, reason, detail, utcnow()
+            )
 
         return await self._db.write(run, "add event")
 
@@ -263,8 +352,16 @@ class SqliteSessionStore(SessionStore):
                 (session_id,),
             ).fetchall()
             return [
-                SessionEvent(session_id, seq, from_us(at), None if fr is None else
-                             SessionStatus(fr), SessionStatus(to), actor, reason, detail)
+                SessionEvent(
+                    session_id,
+                    seq,
+                    from_us(at),
+                    None if fr is None else SessionStatus(fr),
+                    SessionStatus(to),
+                    actor,
+                    reason,
+                    detail,
+                )
                 for seq, at, fr, to, actor, reason, detail in rows
             ]
 
@@ -276,7 +373,8 @@ class SqliteSessionStore(SessionStore):
             if not current.is_terminal:
                 raise SessionConflict(
                     f"session {session_id!r} is {current.status}; stop it before deleting",
-                    session_id=session_id, status=current.status.value,
+                    session_id=session_id,
+                    status=current.status.value,
                 )
             conn.execute("UPDATE sessions SET deleted = 1 WHERE id = ?", (session_id,))
             return current.evolve(deleted=True)
@@ -284,26 +382,39 @@ class SqliteSessionStore(SessionStore):
         return await self._db.write(run, "delete session")
 
     async def find_expired(self, now: datetime) -> list[Session]:
-        sql = (f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
-               "AND (lease_us IS NULL OR lease_us < ?)")
+        sql = (
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
+            "AND (lease_us IS NULL OR lease_us < ?)"
+        )
         return await self._db.read(
             lambda conn: [_row_to_session(r) for r in conn.execute(sql, (to_us(now),))],
             "find expired leases",
         )
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
-        sql = (f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
-               "AND substr(owner, 1, ?) = ?")
+        sql = (
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
+            "AND substr(owner, 1, ?) = ?"
+        )
         return await self._db.read(
-            lambda conn: [_row_to_session(r)
-                          for r in conn.execute(sql, (len(owner_prefix), owner_prefix))],
+            lambda conn: [
+                _row_to_session(r) for r in conn.execute(sql, (len(owner_prefix), owner_prefix))
+            ],
             "find owned sessions",
         )
 
 
 def _trade_rows(sid: int, batch: TradeBatch) -> zip[tuple[object, ...]]:
-    return zip(repeat(sid), repeat(batch.symbol), batch.trade_id.tolist(), batch.ts_us.tolist(),
-               batch.price.tolist(), batch.qty.tolist(), batch.side.tolist(), strict=False)
+    return zip(
+        repeat(sid),
+        repeat(batch.symbol),
+        batch.trade_id.tolist(),
+        batch.ts_us.tolist(),
+        batch.price.tolist(),
+        batch.qty.tolist(),
+        batch.side.tolist(),
+        strict=False,
+    )
 
 
 def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
@@ -312,8 +423,18 @@ def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
     ap = np.ascontiguousarray(batch.ask_price, dtype="<f8")
     aq = np.ascontiguousarray(batch.ask_qty, dtype="<f8")
     return [
-        (sid, batch.symbol, ts, batch.depth, float(bp[i, 0]), float(ap[i, 0]),
-         bp[i].tobytes(), bq[i].tobytes(), ap[i].tobytes(), aq[i].tobytes())
+        (
+            sid,
+            batch.symbol,
+            ts,
+            batch.depth,
+            float(bp[i, 0]),
+            float(ap[i, 0]),
+            bp[i].tobytes(),
+            bq[i].tobytes(),
+            ap[i].tobytes(),
+            aq[i].tobytes(),
+        )
         for i, ts in enumerate(batch.ts_us.tolist())
     ]
 
@@ -340,7 +461,9 @@ class SqliteTickStore(TickStore):
             for session_id in session_ids:
                 row = found.get(session_id)
                 if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
-                    detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                    detail = (
+                        "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                    )
                     raise LeaseLost(session_id, owner, f"tick write rejected ({detail})")
             trades = books = 0
             for batch in batches:
@@ -349,14 +472,16 @@ class SqliteTickStore(TickStore):
                 if isinstance(batch, TradeBatch):
                     conn.executemany(
                         "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, "
-                        "side) VALUES (?, ?, ?, ?, ?, ?, ?)", _trade_rows(sid, batch),
+                        "side) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        _trade_rows(sid, batch),
                     )
                     trades += conn.total_changes - before
                 else:
                     conn.executemany(
                         "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, "
                         "best_ask, bid_price, bid_qty, ask_price, ask_qty) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _book_rows(sid, batch),
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        _book_rows(sid, batch),
                     )
                     books += conn.total_changes - before
             return WriteResult(TickCounts(trades, books))
@@ -372,8 +497,7 @@ class SqliteTickStore(TickStore):
             if row is None:
                 return TickCounts()
             (trades,) = conn.execute("SELECT count(*) FROM trades WHERE sid = ?", row).fetchone()
-            (books,) = conn.execute("SELECT count(*) FROM orderbook WHERE sid = ?",
-                                    row).fetchone()
+            (books,) = conn.execute("SELECT count(*) FROM orderbook WHERE sid = ?", row).fetchone()
             return TickCounts(int(trades), int(books))
 
         return await self._db.read(run, "count ticks")
@@ -395,8 +519,10 @@ class SqliteTickStore(TickStore):
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
         where, params = self._range(query)
-        sql = (f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
-               "ORDER BY ts_us, trade_id LIMIT ?")
+        sql = (
+            f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
+            "ORDER BY ts_us, trade_id LIMIT ?"
+        )
         return await self._db.read(
             lambda conn: [
                 Trade(sym, from_us(ts), tid, px, qty, side_name(side))
@@ -407,12 +533,19 @@ class SqliteTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         where, params = self._range(query)
-        sql = (f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
-               f"WHERE {where} ORDER BY ts_us, symbol LIMIT ?")
+        sql = (
+            f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
+            f"WHERE {where} ORDER BY ts_us, symbol LIMIT ?"
+        )
 
         def levels(prices: bytes, qtys: bytes) -> tuple[tuple[float, float], ...]:
-            return tuple(zip(np.frombuffer(prices, "<f8").tolist(),
-                             np.frombuffer(qtys, "<f8").tolist(), strict=True))
+            return tuple(
+                zip(
+                    np.frombuffer(prices, "<f8").tolist(),
+                    np.frombuffer(qtys, "<f8").tolist(),
+                    strict=True,
+                )
+            )
 
         return await self._db.read(
             lambda conn: [

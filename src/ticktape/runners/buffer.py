@@ -1,0 +1,70 @@
+"""A bounded buffer of tick batches between a feed and the store.
+
+The producer (the feed loop) waits when the buffer holds ``max_rows`` — back-
+pressure instead of unbounded memory when the store is slower than the feed.
+The flusher takes everything buffered once ``flush_rows`` are waiting or
+``flush_interval_s`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ticktape.ticks import TickBatch
+
+
+class TickBuffer:
+    def __init__(self, *, max_rows: int, flush_rows: int, flush_interval_s: float) -> None:
+        self.max_rows = max_rows
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self._batches: list[TickBatch] = []
+        self._rows = 0
+        self._closed = False
+        self._changed = asyncio.Condition()
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    async def put(self, batches: list[TickBatch]) -> None:
+        """Add batches; wait while the buffer is full (a block larger than the bound still fits
+        once the buffer is empty, so a big block never deadlocks)."""
+        size = sum(len(b) for b in batches)
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._closed or self._rows == 0 or self._rows + size <= self.max_rows
+            )
+            self._batches.extend(batches)
+            self._rows += size
+            self._changed.notify_all()
+
+    async def take(self) -> list[TickBatch]:
+        """Wait for a flush to be due and take everything; [] only once closed and empty."""
+        deadline = time.monotonic() + self.flush_interval_s
+        async with self._changed:
+            while not self._closed and self._rows < self.flush_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+                except TimeoutError:
+                    break
+            taken, self._batches, self._rows = self._batches, [], 0
+            self._changed.notify_all()
+            return taken
+
+    async def put_back(self, batches: list[TickBatch]) -> None:
+        """Return batches a failed write could not store, ahead of newer ones."""
+        async with self._changed:
+            self._batches[:0] = batches
+            self._rows += sum(len(b) for b in batches)
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        """No more puts: the flusher drains what is left and then gets []."""
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
