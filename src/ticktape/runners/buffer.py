@@ -9,6 +9,7 @@ The flusher takes everything buffered once ``flush_rows`` are waiting or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from ticktape.ticks import TickBatch
@@ -41,17 +42,20 @@ class TickBuffer:
             self._changed.notify_all()
 
     async def take(self) -> list[TickBatch]:
-        """Wait for a flush to be due and take everything; [] only once closed and empty."""
-        deadline = time.monotonic() + self.flush_interval_s
+        """Wait for a flush to be due and take everything; [] only once closed and empty.
+
+        Due means: closed, or ``flush_rows`` buffered, or ``flush_interval_s`` passed
+        since the first row arrived.
+        """
         async with self._changed:
+            await self._changed.wait_for(lambda: self._closed or self._rows > 0)
+            deadline = time.monotonic() + self.flush_interval_s
             while not self._closed and self._rows < self.flush_rows:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-                except TimeoutError:
-                    break
             taken, self._batches, self._rows = self._batches, [], 0
             self._changed.notify_all()
             return taken
