@@ -72,17 +72,20 @@ async def run(store_url: str, seconds: float, symbols: list[str]) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", default="sqlite",
-                        help="'sqlite' (a temporary file) or a store URL")
+    parser.add_argument(
+        "--store", default="sqlite", help="'sqlite' (a temporary file) or a store URL"
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--symbols", default="BTC_USDT,ETH_USDT")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench-ingest.db" if args.store == "sqlite" else args.store
         result = asyncio.run(run(url, args.seconds, args.symbols.split(",")))
-    print(f"{result['store']}: {result['ticks_per_s']:,} ticks/s stored over "
-          f"{result['seconds']}s; RSS start {result['rss_mib_start']} MiB, "
-          f"peak {result['rss_mib_peak']} MiB, end {result['rss_mib_end']} MiB")
+    print(
+        f"{result['store']}: {result['ticks_per_s']:,} ticks/s stored over "
+        f"{result['seconds']}s; RSS start {result['rss_mib_start']} MiB, "
+        f"peak {result['rss_mib_peak']} MiB, end {result['rss_mib_end']} MiB"
+    )
     print(json.dumps({"benchmark": "ingest", **result}))
 
 

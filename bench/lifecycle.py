@@ -80,8 +80,9 @@ def store_url_for(name: str, workdir: Path, questdb_url: str | None) -> str:
         return f"sqlite:///{workdir}/bench-lifecycle.db"
     if name == "questdb":
         if not questdb_url:
-            raise SystemExit("--questdb-url is needed for the questdb store "
-                             "(e.g. from `ticktape questdb start`)")
+            raise SystemExit(
+                "--questdb-url is needed for the questdb store (e.g. from `ticktape questdb start`)"
+            )
         return questdb_url
     return name
 
@@ -101,18 +102,24 @@ def main() -> None:
             server = None
             url = args.url
             if url is None:
-                server = ServerProcess(store_url_for(name, Path(tmp), args.questdb_url), Path(tmp),
-                                       env={"TICKTAPE_LOG_LEVEL": "warning"})
+                server = ServerProcess(
+                    store_url_for(name, Path(tmp), args.questdb_url),
+                    Path(tmp),
+                    env={"TICKTAPE_LOG_LEVEL": "warning"},
+                )
                 server.start()
                 url = server.url
             try:
                 for c in levels:
                     figures = asyncio.run(run_pairs(url, args.pairs, c))
                     results.setdefault(name, []).append(figures)
-                    print(f"{name:8s} c={c:<3d} p50={figures['start_ms_p50']}ms "
-                          f"p95={figures['start_ms_p95']}ms p99={figures['start_ms_p99']}ms "
-                          f"found={figures['lookup_success_pct']}% "
-                          f"({figures['pairs_per_s']} pairs/s)", flush=True)
+                    print(
+                        f"{name:8s} c={c:<3d} p50={figures['start_ms_p50']}ms "
+                        f"p95={figures['start_ms_p95']}ms p99={figures['start_ms_p99']}ms "
+                        f"found={figures['lookup_success_pct']}% "
+                        f"({figures['pairs_per_s']} pairs/s)",
+                        flush=True,
+                    )
             finally:
                 if server is not None:
                     server.stop()

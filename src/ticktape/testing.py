@@ -31,8 +31,14 @@ def free_port() -> int:
 class ServerProcess:
     """One ``ticktape serve`` process; restartable on the same port and store."""
 
-    def __init__(self, store_url: str, log_dir: Path, *, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store_url: str,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store_url = store_url
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +56,10 @@ class ServerProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(TICKTAPE), "serve", "--port", str(self.port), "--store", self.store_url],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
         )
         log.close()
         self.wait_healthy()

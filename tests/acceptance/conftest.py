@@ -16,8 +16,9 @@ def store_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def server(store_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(store_url, tmp_path, env={"TICKTAPE_HEARTBEAT_S": "0.5",
-                                                  "TICKTAPE_LEASE_S": "3"}) as srv:
+    with running_server(
+        store_url, tmp_path, env={"TICKTAPE_HEARTBEAT_S": "0.5", "TICKTAPE_LEASE_S": "3"}
+    ) as srv:
         yield srv
 
 

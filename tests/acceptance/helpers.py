@@ -20,8 +20,13 @@ def start_collect(client: httpx.Client, **body: Any) -> dict[str, Any]:
     return session
 
 
-def wait_for(client: httpx.Client, session_id: str, predicate: Any, timeout_s: float = 30.0,
-             what: str = "condition") -> dict[str, Any]:
+def wait_for(
+    client: httpx.Client,
+    session_id: str,
+    predicate: Any,
+    timeout_s: float = 30.0,
+    what: str = "condition",
+) -> dict[str, Any]:
     """Poll the session until ``predicate(session)``; the server owns the clock here."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -34,9 +39,7 @@ def wait_for(client: httpx.Client, session_id: str, predicate: Any, timeout_s: f
 
 
 def assert_valid_history(client: httpx.Client, session_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = client.get(f"/api/sessions/{session_id}/events").json()[
-        "events"
-    ]
+    events: list[dict[str, Any]] = client.get(f"/api/sessions/{session_id}/events").json()["events"]
     transitions = [e for e in events if e["from_status"] != e["to_status"]]
     statuses = [SessionStatus(transitions[0]["to_status"])] + [
         SessionStatus(e["to_status"]) for e in transitions[1:]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-
 from tests.acceptance.helpers import (
     TERMINAL,
     assert_valid_history,
@@ -13,6 +12,7 @@ from tests.acceptance.helpers import (
     stored_counts,
     wait_for,
 )
+
 from ticktape.testing import ServerProcess
 
 SEQUENTIAL_PAIRS = 500
@@ -61,8 +61,9 @@ def test_new_session_is_listed_at_once_on_every_listing_route(client: httpx.Clie
 
 def test_stop_makes_stats_equal_the_stored_rows(client: httpx.Client) -> None:
     created = start_collect(client, rate_per_s=2000, book_depth=5)
-    wait_for(client, created["id"], lambda s: s["stats"]["records_collected"] > 1000,
-             what="some records")
+    wait_for(
+        client, created["id"], lambda s: s["stats"]["records_collected"] > 1000, what="some records"
+    )
     stopped = client.post(f"/api/sessions/{created['id']}/stop", params={"wait": "true"})
     assert stopped.status_code == 200, stopped.text
     session = stopped.json()
@@ -119,10 +120,14 @@ def test_duration_completes_the_session(client: httpx.Client) -> None:
 
 
 def test_legacy_start_returns_the_session_id(client: httpx.Client) -> None:
-    response = client.post("/sessions/start", json={
-        "session_type": "collect", "symbols": ["BTC_USDT"],
-        "config": {"duration": "30s", "data_types": ["trades"]},
-    })
+    response = client.post(
+        "/sessions/start",
+        json={
+            "session_type": "collect",
+            "symbols": ["BTC_USDT"],
+            "config": {"duration": "30s", "data_types": ["trades"]},
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "session_started"

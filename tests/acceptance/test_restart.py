@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-
 from tests.acceptance.helpers import assert_valid_history, start_collect, stored_counts, wait_for
+
 from ticktape.testing import ServerProcess
 
 
@@ -12,8 +12,9 @@ def test_sigkill_then_restart_finalises_the_session_as_owner_lost(server: Server
     with httpx.Client(base_url=server.url, timeout=30.0) as c:
         created = start_collect(c, rate_per_s=5000)
         # wait until a heartbeat has published progress: data has been flushed
-        wait_for(c, created["id"], lambda s: s["stats"]["records_collected"] > 0,
-                 what="a flushed batch")
+        wait_for(
+            c, created["id"], lambda s: s["stats"]["records_collected"] > 0, what="a flushed batch"
+        )
     server.kill()
     server.start()  # same instance name (host:port): it reaps its dead incarnation at once
     with httpx.Client(base_url=server.url, timeout=30.0) as c:

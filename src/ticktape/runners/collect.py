@@ -76,13 +76,16 @@ class CollectRunner:
         )
         flusher = asyncio.create_task(self._flush_loop(buffer, handle), name=f"flush-{session.id}")
         deadline = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
-        outcome = await self._pump(feed, buffer, handle, deadline)
-        await buffer.close()
-        if outcome is Outcome.LOST:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
-            return RunResult(Outcome.LOST)
-        await flusher  # drains everything buffered (or gives up with a count)
+        try:
+            outcome = await self._pump(feed, buffer, handle, deadline)
+            await buffer.close()
+            if outcome is Outcome.LOST:
+                return RunResult(Outcome.LOST)
+            await flusher  # drains everything buffered (or gives up with a count)
+        finally:
+            if not flusher.done():  # lost, cancelled or crashed: write nothing more
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
         if handle.lost.is_set():
             return RunResult(Outcome.LOST)
         error = None
