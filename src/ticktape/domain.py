@@ -23,8 +23,8 @@ MAX_SIM_RATE_PER_S = 1_000_000.0
 DEFAULT_BOOK_EVERY = 5  # one order-book snapshot per this many simulated trades
 MAX_DURATION_S = 30 * 86_400
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]+_[A-Z0-9]+$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_SYMBOL_RE = re.compile(r"[A-Z0-9]+_[A-Z0-9]+")
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
 _DURATION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
@@ -240,7 +240,7 @@ def parse_duration(text: str | None) -> float | None:
         raise ValidationError(
             "duration must be a string such as '30s', '5m', '2h' or '1d'", field="duration"
         )
-    match = _DURATION_RE.match(text)
+    match = _DURATION_RE.fullmatch(text)
     if not match:
         raise ValidationError(
             f"invalid duration {text!r}: use a number and a unit s, m, h or d, e.g. '30s'",
@@ -267,7 +267,7 @@ def validate_symbols(symbols: object) -> tuple[str, ...]:
         )
     seen: set[str] = set()
     for sym in symbols:
-        if not isinstance(sym, str) or not _SYMBOL_RE.match(sym):
+        if not isinstance(sym, str) or not _SYMBOL_RE.fullmatch(sym):
             raise ValidationError(
                 f"invalid symbol {sym!r}: upper-case letters and digits with one underscore, "
                 "e.g. 'BTC_USDT'",

@@ -1,0 +1,125 @@
+"""The ASGI application: wiring, health, metrics and the dashboard page.
+
+:func:`create_app` builds the app for one :class:`~ticktape.config.Settings`.
+Its lifespan opens the store, starts the supervisor (which reconciles orphans
+before the first request is served), and on shutdown stops this instance's
+sessions gracefully before closing the store. Tests pass a ready ``service``
+instead and the lifespan wires nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ticktape import __version__
+from ticktape.api import legacy, routes
+from ticktape.api.errors import install_error_handlers
+from ticktape.api.models import HealthOut
+from ticktape.config import Settings
+from ticktape.domain import SessionStatus
+from ticktape.metrics import Metrics
+from ticktape.runtime.supervisor import Supervisor
+from ticktape.service import SessionService
+from ticktape.store import open_store
+from ticktape.store.base import SessionQuery
+
+log = logging.getLogger(__name__)
+
+_PASSWORD_RE = re.compile(r"(://[^:/@\s]*):[^@/\s]+@")
+
+
+def redact_url(url: str) -> str:
+    """``questdb://admin:secret@host`` → ``questdb://admin:***@host`` (nested URLs too)."""
+    return _PASSWORD_RE.sub(r"\1:***@", url)
+
+
+def _dashboard_html() -> str:
+    return resources.files("ticktape").joinpath("web", "index.html").read_text(encoding="utf-8")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    service: SessionService | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The ticktape API for ``settings``.
+
+    With ``service`` (tests, embedding), that service is used as is and the app
+    opens, starts and closes nothing; otherwise the lifespan builds everything
+    from ``settings.store_url``.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service is not None:
+            yield
+            return
+        store = open_store(settings.store_url)
+        await store.open()
+        try:
+            own_metrics = app.state.metrics
+            supervisor = Supervisor(store, settings, own_metrics)
+            await supervisor.start()
+            app.state.service = SessionService(store, supervisor, settings, own_metrics)
+            log.info(
+                "ticktape %s serving as %s with store %s",
+                __version__,
+                supervisor.owner,
+                redact_url(settings.store_url),
+            )
+            try:
+                yield
+            finally:
+                await supervisor.shutdown()
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="ticktape",
+        version=__version__,
+        summary="Sessions over crypto market data, with one source of truth.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics or Metrics()
+    if service is not None:
+        app.state.service = service
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(legacy.router)
+    dashboard = _dashboard_html()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(dashboard)
+
+    @app.get("/health", response_model=HealthOut, tags=["system"])
+    async def health() -> HealthOut:
+        return HealthOut(
+            status="ok", instance=settings.instance, store=redact_url(settings.store_url)
+        )
+
+    @app.get("/metrics", tags=["system"], response_class=Response)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format; the sessions gauge is refreshed from the store first."""
+        svc: SessionService = request.app.state.service
+        registry: Metrics = request.app.state.metrics
+        counts = {
+            status: await svc.count(
+                SessionQuery(statuses=frozenset({status}), include_deleted=True)
+            )
+            for status in SessionStatus
+        }
+        registry.set_status_counts(counts)
+        return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

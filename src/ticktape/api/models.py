@@ -1,0 +1,281 @@
+"""The JSON the API reads and writes.
+
+Request models check only the *shape* of a request — JSON types, no unknown
+fields (``extra="forbid"``), strict so ``"3"`` is not silently an integer. Every
+rule about *values* (symbol format, limits, known kinds) lives once, in
+:func:`ticktape.domain.validate_spec`, so the API, the legacy routes and any
+other caller refuse the same inputs with the same messages.
+
+Response models are built from domain objects by the ``*_out`` functions and
+double as the client's typed view of the server's answers (``ticktape.cli.client``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ticktape.domain import (
+    DEFAULT_BOOK_DEPTH,
+    DEFAULT_BOOK_EVERY,
+    DEFAULT_SIM_RATE_PER_S,
+    Session,
+    SessionEvent,
+    SessionSpec,
+    validate_spec,
+)
+from ticktape.ticks import BookSnapshot, Trade
+
+_REQUEST = ConfigDict(extra="forbid", strict=True)
+
+
+class SessionOptions(BaseModel):
+    """Optional settings shared by the create request and the legacy ``config`` object."""
+
+    model_config = _REQUEST
+
+    exchange: str = "sim"
+    data_types: list[str] | None = Field(
+        default=None, description="'trades' and/or 'orderbook'; default both"
+    )
+    duration: str | None = Field(
+        default=None, description="'30s', '5m', '2h', '1d'; null runs until stopped"
+    )
+    book_depth: int = DEFAULT_BOOK_DEPTH
+    seed: int = 0
+    rate_per_s: float = Field(
+        default=DEFAULT_SIM_RATE_PER_S,
+        description="simulated trades per second per symbol; 0 = as fast as possible",
+    )
+    book_every: int = DEFAULT_BOOK_EVERY
+    on_owner_loss: str = Field(default="fail", description="'fail' or 'resume'")
+
+    def to_spec(self, *, kind: str, symbols: list[str]) -> SessionSpec:
+        """Apply the domain's rules (raises :class:`ticktape.errors.ValidationError`)."""
+        return validate_spec(
+            kind=kind,
+            symbols=symbols,
+            exchange=self.exchange,
+            data_types=self.data_types,
+            duration=self.duration,
+            book_depth=self.book_depth,
+            seed=self.seed,
+            rate_per_s=self.rate_per_s,
+            book_every=self.book_every,
+            on_owner_loss=self.on_owner_loss,
+        )
+
+
+class CreateSessionRequest(SessionOptions):
+    """``POST /api/sessions``: only ``kind`` and ``symbols`` are required."""
+
+    kind: str = Field(description="'collect' (today), 'backtest' or 'paper' (not yet)")
+    symbols: list[str] = Field(description="e.g. ['BTC_USDT', 'ETH_USDT']; at most 100")
+
+    def spec(self) -> SessionSpec:
+        return self.to_spec(kind=self.kind, symbols=self.symbols)
+
+
+class LegacyStartRequest(BaseModel):
+    """``POST /sessions/start`` as clients of the original system send it."""
+
+    model_config = _REQUEST
+
+    session_type: str
+    symbols: list[str]
+    config: SessionOptions = Field(default_factory=SessionOptions)
+
+    def spec(self) -> SessionSpec:
+        return self.config.to_spec(kind=self.session_type, symbols=self.symbols)
+
+
+class LegacyStopRequest(BaseModel):
+    model_config = _REQUEST
+
+    session_id: str
+
+
+class ConfigOut(BaseModel):
+    duration_s: float | None
+    book_depth: int
+    seed: int
+    rate_per_s: float
+    book_every: int
+    on_owner_loss: str
+
+
+class StatsOut(BaseModel):
+    trades: int
+    orderbook: int
+    records_collected: int
+    errors: int
+
+
+class SessionOut(BaseModel):
+    id: str
+    kind: str
+    status: str
+    symbols: list[str]
+    exchange: str
+    data_types: list[str]
+    config: ConfigOut
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    reason: str | None
+    stats: StatsOut
+    owner: str | None
+    lease_expires_at: datetime | None
+    version: int
+    deleted: bool
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in {"stopped", "completed", "failed"}
+
+
+class LegacySessionOut(SessionOut):
+    session_id: str
+
+
+class SessionListOut(BaseModel):
+    sessions: list[SessionOut]
+    next_cursor: str | None
+
+
+class LegacySessionListOut(BaseModel):
+    sessions: list[LegacySessionOut]
+    total_count: int
+    next_cursor: str | None
+
+
+class LegacyStartOut(BaseModel):
+    status: Literal["session_started"] = "session_started"
+    session_id: str
+    session: SessionOut
+
+
+class LegacyStopOut(BaseModel):
+    status: str = Field(description="the session's status after the request: 'stopping', ...")
+    session_id: str
+    session: SessionOut
+
+
+class EventOut(BaseModel):
+    seq: int
+    at: datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str
+    detail: str | None
+
+
+class EventListOut(BaseModel):
+    events: list[EventOut]
+
+
+class TradeOut(BaseModel):
+    symbol: str
+    ts: datetime
+    trade_id: int
+    price: float
+    qty: float
+    side: str
+
+
+class TradeListOut(BaseModel):
+    trades: list[TradeOut]
+    count: int
+
+
+class BookOut(BaseModel):
+    symbol: str
+    ts: datetime
+    bids: list[tuple[float, float]] = Field(description="(price, qty), best first")
+    asks: list[tuple[float, float]]
+
+
+class BookListOut(BaseModel):
+    orderbook: list[BookOut]
+    count: int
+
+
+class HealthOut(BaseModel):
+    status: str
+    instance: str
+    store: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers has this body."""
+
+    error: ErrorDetail
+
+
+def session_out(session: Session) -> SessionOut:
+    cfg = session.config
+    return SessionOut(
+        id=session.id,
+        kind=session.kind.value,
+        status=session.status.value,
+        symbols=list(session.symbols),
+        exchange=session.exchange,
+        data_types=[dt.value for dt in session.data_types],
+        config=ConfigOut(
+            duration_s=cfg.duration_s,
+            book_depth=cfg.book_depth,
+            seed=cfg.seed,
+            rate_per_s=cfg.rate_per_s,
+            book_every=cfg.book_every,
+            on_owner_loss=cfg.on_owner_loss.value,
+        ),
+        created_at=session.created_at,
+        started_at=session.started_at,
+        ended_at=session.ended_at,
+        reason=session.reason,
+        stats=StatsOut(**session.stats.to_dict()),
+        owner=session.owner,
+        lease_expires_at=session.lease_expires_at,
+        version=session.version,
+        deleted=session.deleted,
+    )
+
+
+def legacy_session_out(session: Session) -> LegacySessionOut:
+    return LegacySessionOut(**session_out(session).model_dump(), session_id=session.id)
+
+
+def event_out(event: SessionEvent) -> EventOut:
+    return EventOut(
+        seq=event.seq,
+        at=event.at,
+        from_status=None if event.from_status is None else event.from_status.value,
+        to_status=event.to_status.value,
+        actor=event.actor,
+        reason=event.reason,
+        detail=event.detail,
+    )
+
+
+def trade_out(trade: Trade) -> TradeOut:
+    return TradeOut(
+        symbol=trade.symbol,
+        ts=trade.ts,
+        trade_id=trade.trade_id,
+        price=trade.price,
+        qty=trade.qty,
+        side=trade.side,
+    )
+
+
+def book_out(book: BookSnapshot) -> BookOut:
+    return BookOut(symbol=book.symbol, ts=book.ts, bids=list(book.bids), asks=list(book.asks))

@@ -1,0 +1,544 @@
+"""``ticktape``: serve the API, or act as its client.
+
+Every client command talks HTTP to a server (``--url``, ``TICKTAPE_URL``), so
+what the CLI shows is what the service says. Errors print one line —
+``error: <message> (caused by: ...)`` — on stderr and exit 1; usage errors exit
+2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+import uvicorn
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from ticktape.api import create_app
+from ticktape.api.app import redact_url
+from ticktape.api.models import SessionOut
+from ticktape.cli.client import TicktapeClient
+from ticktape.cli.demo import run_demo, watch_session
+from ticktape.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_STORE_URL,
+    DEFAULT_URL,
+    HEARTBEAT_INTERVAL_S,
+    LEASE_S,
+    STOP_WAIT_TIMEOUT_S,
+    Settings,
+)
+from ticktape.errors import TicktapeError
+from ticktape.store import open_store
+
+# TODO(questdb): mount `ticktape questdb ...` once src/ticktape/cli/questdb_cmd.py lands:
+# from ticktape.cli.questdb_cmd import questdb_app
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="ticktape",
+    help="Sessions over crypto market data, with one source of truth.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold the API token
+)
+start_app = typer.Typer(help="Start a session.", no_args_is_help=True)
+app.add_typer(start_app, name="start")
+# app.add_typer(questdb_app, name="questdb")  # TODO(questdb): see the import above
+
+PIPED_WIDTH = 160  # columns for tables when stdout is not a terminal (pipes, files)
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
+class _Flags:
+    debug = False
+
+
+def one_line(exc: BaseException) -> str:
+    """The message and its cause chain, on one line."""
+    causes: list[str] = []
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    while cause is not None and len(causes) < 5:
+        text = str(cause).strip() or type(cause).__name__
+        if text not in causes and text != str(exc):
+            causes.append(text)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    message = str(exc) or type(exc).__name__
+    return f"{message} (caused by: {'; '.join(causes)})" if causes else message
+
+
+def reported(func: Callable[P, R]) -> Callable[P, R]:
+    """Run a command; a ticktape error becomes ``error: ...`` on stderr and exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except TicktapeError as exc:
+            if _Flags.debug:
+                raise
+            typer.echo(f"error: {one_line(exc)}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="TICKTAPE_DEBUG", help="Show tracebacks on errors.")
+    ] = False,
+) -> None:
+    _Flags.debug = debug
+
+
+# ---------------------------------------------------------------------------- options
+
+Url = Annotated[str, typer.Option("--url", envvar="TICKTAPE_URL", help="Server to talk to.")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="TICKTAPE_API_TOKEN",
+        show_default=False,
+        help="Bearer token, if the server requires one.",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON answer.")]
+
+
+def split_csv(values: list[str] | str | None) -> list[str]:
+    items = [values] if isinstance(values, str) else (values or [])
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def print_json(data: BaseModel | list[Any]) -> None:
+    if isinstance(data, BaseModel):
+        payload: Any = data.model_dump(mode="json")
+    else:
+        payload = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+    typer.echo(json.dumps(payload, indent=2))
+
+
+def client_for(url: str, token: str | None) -> TicktapeClient:
+    return TicktapeClient(url, token=token)
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@app.command()
+@reported
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TICKTAPE_HOST", show_default=DEFAULT_HOST, help="Interface to listen on."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(envvar="TICKTAPE_PORT", show_default=str(DEFAULT_PORT))
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TICKTAPE_STORE",
+            show_default=DEFAULT_STORE_URL,
+            help="sqlite:///path.db, questdb://host:8812?ilp=http://host:9000 or memory://",
+        ),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TICKTAPE_INSTANCE",
+            show_default="<hostname>:<port>",
+            help="Name of this instance; keep it stable across restarts.",
+        ),
+    ] = None,
+    lease_s: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-s",
+            envvar="TICKTAPE_LEASE_S",
+            show_default=str(LEASE_S),
+            help="Seconds an unrenewed lease stays valid.",
+        ),
+    ] = None,
+    heartbeat_s: Annotated[
+        float | None,
+        typer.Option(
+            "--heartbeat-s",
+            envvar="TICKTAPE_HEARTBEAT_S",
+            show_default=str(HEARTBEAT_INTERVAL_S),
+            help="Seconds between lease renewals.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TICKTAPE_LOG_LEVEL",
+            show_default="info",
+            help="critical, error, warning, info or debug.",
+        ),
+    ] = None,
+) -> None:
+    """Run the ticktape server (API, dashboard, runners)."""
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        store_url=store,
+        instance_name=instance,
+        lease_s=lease_s,
+        heartbeat_interval_s=heartbeat_s,
+        log_level=log_level.lower() if log_level else None,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    open_store(settings.store_url)  # a mistyped URL is a one-line error, not a traceback
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+    try:
+        _AnnouncingServer(config, settings).run()
+    except SystemExit as exc:  # uvicorn exits so on a failed start, after logging why
+        if exc.code not in (0, None):
+            typer.echo("error: the server did not start (see the log above)", err=True)
+            raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown has finished
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Prints where it listens once it really does (the port is bound, the store open)."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self._settings = settings
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so a server that
+        # stopped every session cleanly would still die "of the signal" (exit -15).
+        # A clean shutdown exits 0 instead.
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        s = self._settings
+        base = f"http://{s.host}:{s.port}"
+        token = ", bearer token required for changes" if s.api_token else ""
+        out.print(
+            f"ticktape listening on [bold]{base}[/] — dashboard {base}/, API docs "
+            f"{base}/docs\ninstance {s.instance}, store {redact_url(s.store_url)}{token}"
+        )
+
+
+# ---------------------------------------------------------------------------- start
+
+
+@start_app.command("collect")
+@reported
+def start_collect(
+    symbols: Annotated[
+        str, typer.Option("--symbols", "-s", help="Comma-separated, e.g. BTC_USDT,ETH_USDT.")
+    ],
+    duration: Annotated[
+        str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")
+    ] = None,
+    data_types: Annotated[
+        str | None, typer.Option("--data-types", help="trades,orderbook (default both).")
+    ] = None,
+    depth: Annotated[int | None, typer.Option("--depth", help="Order-book levels.")] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            "--rate", help="Simulated trades per second per symbol; 0 = as fast as possible."
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the simulated exchange.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key", help="Repeat the command safely: same key, same session."
+        ),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start a collect session and print its id."""
+    with client_for(url, token) as client:
+        session = client.create_session(
+            "collect",
+            split_csv(symbols),
+            idempotency_key=idempotency_key,
+            duration=duration,
+            data_types=split_csv(data_types) if data_types is not None else None,
+            book_depth=depth,
+            rate_per_s=rate,
+            seed=seed,
+        )
+    if as_json:
+        print_json(session)
+    else:
+        typer.echo(session.id)
+
+
+def _start_other(kind: str, symbols: str, url: str, token: str | None, as_json: bool) -> None:
+    with client_for(url, token) as client:
+        session = client.create_session(kind, split_csv(symbols))
+    if as_json:
+        print_json(session)
+    else:
+        typer.echo(session.id)
+
+
+@start_app.command("backtest")
+@reported
+def start_backtest(
+    symbols: Annotated[str, typer.Option("--symbols", "-s")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start a backtest session (not available yet: the server says so)."""
+    _start_other("backtest", symbols, url, token, as_json)
+
+
+@start_app.command("paper")
+@reported
+def start_paper(
+    symbols: Annotated[str, typer.Option("--symbols", "-s")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start a paper-trading session (not available yet: the server says so)."""
+    _start_other("paper", symbols, url, token, as_json)
+
+
+# ---------------------------------------------------------------------------- read
+
+
+def sessions_table(sessions: list[SessionOut]) -> Table:
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("id", no_wrap=True, min_width=36)
+    for name in ("kind", "status", "symbols"):
+        table.add_column(name)
+    table.add_column("trades", justify="right")
+    table.add_column("books", justify="right")
+    table.add_column("created (UTC)", no_wrap=True)
+    for s in sessions:
+        table.add_row(
+            s.id,
+            s.kind,
+            s.status,
+            ",".join(s.symbols),
+            f"{s.stats.trades:,}",
+            f"{s.stats.orderbook:,}",
+            _when(s.created_at),
+        )
+    return table
+
+
+@app.command("ls")
+@reported
+def list_sessions(
+    status: Annotated[
+        list[str] | None, typer.Option(help="Filter by status (repeat or comma-separate).")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="collect, backtest or paper.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Sessions recording this symbol.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (1-500).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Continue a previous listing.")] = None,
+    include_deleted: Annotated[bool, typer.Option("--all", help="Include deleted.")] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """List sessions, newest first."""
+    with client_for(url, token) as client:
+        page = client.list_sessions(
+            statuses=split_csv(status),
+            kind=kind,
+            symbol=symbol,
+            limit=limit,
+            cursor=cursor,
+            include_deleted=include_deleted,
+        )
+    if as_json:
+        print_json(page)
+        return
+    if not page.sessions:
+        out.print("no sessions")
+        return
+    out.print(sessions_table(page.sessions))
+    if page.next_cursor:
+        out.print(f"more: ticktape ls --cursor {page.next_cursor}", markup=False)
+
+
+@app.command()
+@reported
+def show(
+    session_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
+    """Show one session."""
+    with client_for(url, token) as client:
+        s = client.get_session(session_id)
+    if as_json:
+        print_json(s)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    cfg = s.config
+    rows = [
+        ("id", s.id),
+        ("kind", s.kind),
+        ("status", s.status),
+        ("reason", s.reason or ""),
+        ("symbols", ", ".join(s.symbols)),
+        ("exchange", s.exchange),
+        ("data types", ", ".join(s.data_types)),
+        ("duration", "until stopped" if cfg.duration_s is None else f"{cfg.duration_s:g}s"),
+        ("rate", f"{cfg.rate_per_s:g}/s per symbol"),
+        ("book depth", str(cfg.book_depth)),
+        ("trades", f"{s.stats.trades:,}"),
+        ("order books", f"{s.stats.orderbook:,}"),
+        ("errors", str(s.stats.errors)),
+        ("created", _when(s.created_at)),
+        ("started", _when(s.started_at)),
+        ("ended", _when(s.ended_at)),
+        ("owner", s.owner or ""),
+        ("version", str(s.version)),
+    ]
+    if s.deleted:
+        rows.append(("deleted", "yes"))
+    for name, value in rows:
+        grid.add_row(name, value)
+    out.print(grid, markup=False)
+
+
+@app.command()
+@reported
+def events(
+    session_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
+    """Show a session's history of transitions."""
+    with client_for(url, token) as client:
+        history = client.events(session_id)
+    if as_json:
+        print_json(history)
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for name in ("#", "at (UTC)", "from", "to", "actor", "reason", "detail"):
+        table.add_column(name)
+    for e in history:
+        table.add_row(
+            str(e.seq),
+            e.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            e.from_status or "",
+            e.to_status,
+            e.actor,
+            e.reason,
+            e.detail or "",
+        )
+    out.print(table)
+
+
+@app.command()
+@reported
+def watch(session_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Follow a session live until it ends (Ctrl-C leaves; the session goes on)."""
+    with client_for(url, token) as client, contextlib.suppress(KeyboardInterrupt):
+        watch_session(client, session_id, out)
+
+
+# ---------------------------------------------------------------------------- change
+
+
+@app.command()
+@reported
+def stop(
+    session_id: str,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Return once the session has stopped.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = STOP_WAIT_TIMEOUT_S,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Stop a session."""
+    with client_for(url, token) as client:
+        s = client.stop_session(session_id, wait=wait, timeout_s=timeout)
+    if as_json:
+        print_json(s)
+    else:
+        out.print(
+            f"{s.id}: {s.status} ({s.stats.trades:,} trades, {s.stats.orderbook:,} order books)",
+            markup=False,
+        )
+
+
+@app.command()
+@reported
+def delete(
+    session_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
+    """Delete a finished session (it is hidden from listings; its data stays)."""
+    with client_for(url, token) as client:
+        s = client.delete_session(session_id)
+    if as_json:
+        print_json(s)
+    else:
+        out.print(f"{s.id}: deleted", markup=False)
+
+
+@app.command()
+@reported
+def demo(
+    store: Annotated[
+        str, typer.Option(help="Store for the demo.")
+    ] = "sqlite:///./ticktape-demo.db",
+    duration: Annotated[str, typer.Option(help="How long to collect.")] = "5s",
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "BTC_USDT,ETH_USDT",
+    rate: Annotated[float | None, typer.Option(help="Trades per second per symbol.")] = None,
+) -> None:
+    """Run a server in this process, record a short session, and show the result."""
+    try:
+        run_demo(
+            out, store_url=store, duration=duration, symbols=split_csv(symbols), rate_per_s=rate
+        )
+    except KeyboardInterrupt:
+        typer.echo("demo interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
