@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+
 from tests.acceptance.helpers import (
     TERMINAL,
     assert_valid_history,
@@ -12,7 +13,6 @@ from tests.acceptance.helpers import (
     stored_counts,
     wait_for,
 )
-
 from ticktape.testing import ServerProcess
 
 SEQUENTIAL_PAIRS = 500

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from tests.acceptance.helpers import assert_valid_history, start_collect, stored_counts, wait_for
 
+from tests.acceptance.helpers import assert_valid_history, start_collect, stored_counts, wait_for
 from ticktape.testing import ServerProcess
 
 
