@@ -23,8 +23,8 @@ MAX_SIM_RATE_PER_S = 1_000_000.0
 DEFAULT_BOOK_EVERY = 5  # one order-book snapshot per this many simulated trades
 MAX_DURATION_S = 30 * 86_400
 
-_SYMBOL_RE = re.compile(r"[A-Z0-9]+_[A-Z0-9]+")
-_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+_SYMBOL_RE = re.compile(r"[A-Z0-9]+_[A-Z0-9]+", re.ASCII)
+_DURATION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", re.ASCII)
 _DURATION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 

@@ -11,6 +11,15 @@ from ticktape.errors import TransitionRace, ValidationError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z: the range datetime can hold
+_MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+
+
+def check_limit(limit: int, maximum: int) -> int:
+    """A page size the contract accepts: 1..maximum, else ValidationError."""
+    if not 1 <= limit <= maximum:
+        raise ValidationError(f"limit must be between 1 and {maximum}", field="limit")
+    return limit
 
 
 def to_us(ts: datetime) -> int:
@@ -34,9 +43,10 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, _, sid = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
-        if not sid:
-            raise ValueError("no id")
-        return int(created), sid
+        position = int(created)
+        if not sid or not (_MIN_US <= position <= _MAX_US):
+            raise ValueError("no id or time out of range")
+        return position, sid
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(f"invalid cursor {cursor!r}", field="cursor") from None
 

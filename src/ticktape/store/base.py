@@ -91,6 +91,8 @@ class SessionStore(abc.ABC):
         has ``from_status=None``, ``to_status=pending``, reason ``created``.
         If ``session.idempotency_key`` is set and a session with that key already
         exists (deleted or not), nothing is written and *that* session is returned.
+        A session with the same id (and no matching key) raises
+        :class:`~ticktape.errors.SessionConflict`: a create never overwrites.
         On return the session is durable and visible to every reader.
         """
 
@@ -110,7 +112,8 @@ class SessionStore(abc.ABC):
         passed back as ``query.cursor`` with the same filters, continues strictly
         after the last returned session; it is None when there are no more.
         Soft-deleted sessions are left out unless ``include_deleted``. A malformed
-        cursor raises :class:`~ticktape.errors.ValidationError`.
+        cursor, or a ``limit`` outside 1..``MAX_LIST_LIMIT``, raises
+        :class:`~ticktape.errors.ValidationError`.
         """
 
     @abc.abstractmethod
@@ -165,9 +168,10 @@ class SessionStore(abc.ABC):
         """Heartbeat: extend the lease (and update progress stats) of an owned session.
 
         Succeeds only if the session is in a non-terminal status and its owner is
-        ``owner``; otherwise raises :class:`~ticktape.errors.LeaseLost` and changes
-        nothing. Does not change the version. Returns the session as stored after
-        the renewal, so the owner sees e.g. a ``stopping`` requested elsewhere.
+        ``owner``; otherwise raises :class:`~ticktape.errors.LeaseLost` (or
+        :class:`SessionNotFound` for an unknown id) and changes nothing. Does not
+        change the version. Returns the session as stored after the renewal, so the
+        owner sees e.g. a ``stopping`` requested elsewhere.
         """
 
     @abc.abstractmethod

@@ -16,12 +16,14 @@ from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
 from ticktape.store._common import (
     after_cursor,
     apply_transition,
+    check_limit,
     decode_cursor,
     encode_cursor,
     from_us,
     to_us,
 )
 from ticktape.store.base import (
+    MAX_LIST_LIMIT,
     UNCHANGED,
     SessionPage,
     SessionQuery,
@@ -113,6 +115,7 @@ class MemorySessionStore(SessionStore):
         return found
 
     async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        check_limit(query.limit, MAX_LIST_LIMIT)
         found = self._ordered(query)
         if query.cursor is not None:
             position = decode_cursor(query.cursor)

@@ -28,9 +28,17 @@ from ticktape.domain import (
     utcnow,
 )
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
-from ticktape.store._common import apply_transition, decode_cursor, encode_cursor, from_us, to_us
+from ticktape.store._common import (
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
+    to_us,
+)
 from ticktape.store._sqlite_db import Database
 from ticktape.store.base import (
+    MAX_LIST_LIMIT,
     UNCHANGED,
     SessionPage,
     SessionQuery,
@@ -220,6 +228,7 @@ class SqliteSessionStore(SessionStore):
         return await self._db.read(lambda conn: _fetch(conn, session_id), "get session")
 
     async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        check_limit(query.limit, MAX_LIST_LIMIT)
         clauses, params = _where(query)
         if query.cursor is not None:
             created, sid = decode_cursor(query.cursor)

@@ -1,0 +1,238 @@
+"""Shared fixtures: the backend option, per-test event loops and stores.
+
+Backends
+    ``--backend memory|sqlite|questdb|all`` (default ``all``: memory and sqlite,
+    plus questdb when a QuestDB can be used — see :func:`questdb_available`).
+    Every test that asks for ``store`` or ``store_factory`` runs once per selected
+    backend. A backend that cannot run a test skips it with the reason; it never
+    silently passes.
+
+Event loops
+    The project does not use pytest-asyncio. Tests are plain functions; ``run``
+    runs a coroutine on the test's own event loop (one :class:`asyncio.Runner` per
+    test, closed at teardown), and stores are opened and closed on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import settings
+
+from ticktape.domain import (
+    DataType,
+    Session,
+    SessionConfig,
+    SessionKind,
+    SessionStatus,
+    new_session_id,
+)
+from ticktape.store import Store, open_store
+from ticktape.store.memory import MemoryStore
+
+T = TypeVar("T")
+Run = Callable[[Coroutine[Any, Any, T]], T]
+
+# Deterministic property tests that leave no example database behind.
+settings.register_profile("ticktape", derandomize=True, database=None, deadline=None)
+settings.load_profile("ticktape")
+
+BACKEND_OPTION_CHOICES = ("memory", "sqlite", "questdb", "all")
+QUESTDB_URL_ENV = "TICKTAPE_TEST_QUESTDB_URL"
+
+#: A fixed, microsecond-precise instant: the ``created_at`` of test sessions counts up from it.
+T0 = datetime(2024, 3, 1, 12, 0, 0, 123_456, tzinfo=UTC)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=BACKEND_OPTION_CHOICES,
+        default="all",
+        help="store backend(s) the conformance tests run on (default: all = memory, sqlite, "
+        f"and questdb when ${QUESTDB_URL_ENV} is set or a QuestDB server can be started)",
+    )
+
+
+# --------------------------------------------------------------------------- QuestDB
+# The one place to wire a real QuestDB: make ``questdb_url`` start a server (and
+# ``_can_start_questdb`` say whether it can), the rest of the suite follows.
+
+
+def _can_start_questdb() -> bool:
+    """Whether the ``questdb_url`` fixture can start a server itself (not wired yet)."""
+    return False
+
+
+def questdb_available() -> bool:
+    return bool(os.environ.get(QUESTDB_URL_ENV)) or _can_start_questdb()
+
+
+@pytest.fixture(scope="session")
+def questdb_url() -> str:
+    """``questdb://...`` URL of the server the tests use: ``$TICKTAPE_TEST_QUESTDB_URL``."""
+    url = os.environ.get(QUESTDB_URL_ENV)
+    if not url:
+        pytest.skip(f"no QuestDB server: set {QUESTDB_URL_ENV} (starting one is not wired yet)")
+    return url
+
+
+# --------------------------------------------------------------------------- backends
+# Each backend is one function: (request, tmp_path) -> a callable that returns a new,
+# not yet opened handle on the test's own, empty database.
+
+Opener = Callable[[], Store]
+
+
+def _memory_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    # A MemoryStore's state lives in the instance: every "handle" is the same store.
+    store = MemoryStore()
+    return lambda: store
+
+
+def _sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    try:
+        import ticktape.store.sqlite  # noqa: F401
+    except Exception as exc:
+        pytest.skip(f"sqlite backend not importable: {exc!r}")
+    url = f"sqlite:///{tmp_path}/t.db"
+    return lambda: open_store(url)
+
+
+def _questdb_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """QuestDB: each test must see an empty database (the server fixture isolates tests)."""
+    try:
+        import ticktape.store.questdb  # type: ignore[import-not-found]  # noqa: F401
+    except Exception as exc:
+        pytest.skip(f"QuestDB backend not built yet ({exc!r})")
+    url: str = request.getfixturevalue("questdb_url")
+    return lambda: open_store(url)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
+    "memory": _memory_backend,
+    "sqlite": _sqlite_backend,
+    "questdb": _questdb_backend,
+}
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    choice = config.getoption("--backend")
+    if choice != "all":
+        return [choice]
+    return ["memory", "sqlite", *(["questdb"] if questdb_available() else [])]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    note = "" if questdb_available() else f" (questdb: set {QUESTDB_URL_ENV} to include it)"
+    return f"ticktape backends: {', '.join(selected_backends(config))}{note}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "backend",
+            [
+                pytest.param(name, id=name,
+                             marks=[pytest.mark.questdb] if name == "questdb" else [])
+                for name in selected_backends(metafunc.config)
+            ],
+        )
+
+
+# --------------------------------------------------------------------------- loops and stores
+
+
+@pytest.fixture
+def run() -> Iterator[Run[Any]]:
+    """Run a coroutine to completion on this test's event loop: ``result = run(coro)``."""
+    with asyncio.Runner() as runner:
+        yield runner.run
+
+
+@pytest.fixture
+def store_factory(
+    backend: str, run: Run[Any], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], Store]]:
+    """Open handles on the test's one database of ``backend``; all are closed at teardown.
+
+    Each call returns another opened handle, as a second process or instance would
+    have (memory: the same store). The first call gives the ``store`` fixture.
+    """
+    opener = BACKENDS[backend](request, tmp_path)
+    opened: list[Store] = []
+
+    def open_handle() -> Store:
+        store = opener()
+        if all(store is not other for other in opened):
+            run(store.open())
+            opened.append(store)
+        return store
+
+    try:
+        yield open_handle
+    finally:
+        for store in reversed(opened):
+            run(store.close())
+
+
+@pytest.fixture
+def store(store_factory: Callable[[], Store]) -> Store:
+    """An opened store of the selected backend, empty, closed at teardown."""
+    return store_factory()
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@pytest.fixture
+def make_session() -> Callable[..., Session]:
+    """Build (not store) a pending v1 session; each call is created 1 s after the previous.
+
+    Keyword arguments override any :class:`Session` field.
+    """
+    counter = itertools.count()
+
+    def make(**overrides: Any) -> Session:
+        fields: dict[str, Any] = {
+            "id": new_session_id(),
+            "kind": SessionKind.COLLECT,
+            "status": SessionStatus.PENDING,
+            "symbols": ("BTC_USDT",),
+            "exchange": "sim",
+            "data_types": (DataType.TRADES, DataType.ORDERBOOK),
+            "config": SessionConfig(),
+            "created_at": T0 + timedelta(seconds=next(counter)),
+        }
+        fields.update(overrides)
+        return Session(**fields)
+
+    return make
+
+
+@pytest.fixture
+def running_session(
+    store: Store, run: Run[Any], make_session: Callable[..., Session]
+) -> Callable[..., Session]:
+    """Create a session in ``store`` and move it to ``running`` owned by ``owner``."""
+
+    def start(owner: str = "owner-1", **overrides: Any) -> Session:
+        created: Session = run(
+            store.sessions.create_session(make_session(**overrides), actor="test"))
+        running: Session = run(
+            store.sessions.transition(
+                created.id, expected_version=created.version, to_status=SessionStatus.RUNNING,
+                actor="test", reason="started", owner=owner,
+                lease_expires_at=datetime.now(UTC) + timedelta(minutes=10),
+            )
+        )
+        return running
+
+    return start
