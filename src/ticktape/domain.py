@@ -93,6 +93,15 @@ class Reason:
     START_FAILED = "start_failed"
     ERROR = "error"
     FLUSHED = "flushed"
+    # Notes in a session's history (events that do not change its status):
+    OWNER_CHANGED = "owner_changed"  # a live instance claimed it after its owner was lost
+    RESUMED = "resumed"  # recording continues after a claim; the detail gives the gap
+    HANDED_OVER = "handed_over"  # a shutting-down owner released it for another to claim
+    LEASE_LOST = "lease_lost"  # the owner learnt it no longer owns it (or cannot prove it)
+    LEASE_RENEW_FAILED = "lease_renew_failed"  # renewals failed for a while, then recovered
+    ZOMBIE_STOPPED = "zombie_stopped"  # a runner that lost its lease stopped itself
+    STORE_RETRIED = "store_retried"  # a store operation succeeded after transient errors
+    COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
 
 
 def can_transition(current: SessionStatus, target: SessionStatus) -> bool:

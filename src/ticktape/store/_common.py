@@ -7,7 +7,7 @@ import binascii
 from datetime import UTC, datetime, timedelta
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
-from ticktape.errors import TransitionRace, ValidationError
+from ticktape.errors import InvalidTransition, TransitionRace, ValidationError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -100,3 +100,30 @@ def apply_transition(
     if stats is not None:
         changes["stats"] = stats
     return current.evolve(**changes)
+
+
+def apply_claim(
+    current: Session,
+    *,
+    expected_version: int,
+    owner: str,
+    lease_expires_at: datetime,
+    lease_expired_before: datetime | None,
+) -> Session:
+    """The session after a claim (``SessionStore.claim``), or the error the contract names.
+
+    Terminal is checked first, then the version, then the lease.
+    """
+    if current.is_terminal:
+        raise InvalidTransition(current.id, current.status.value, current.status.value)
+    if current.version != expected_version:
+        raise TransitionRace(current.id, expected_version)
+    if (
+        lease_expired_before is not None
+        and current.lease_expires_at is not None
+        and current.lease_expires_at >= lease_expired_before
+    ):
+        raise TransitionRace(current.id, expected_version)
+    return current.evolve(
+        owner=owner, lease_expires_at=lease_expires_at, version=current.version + 1
+    )

@@ -80,6 +80,19 @@ class WriteResult:
     counts: TickCounts = field(default_factory=TickCounts)
 
 
+@dataclass(frozen=True, slots=True)
+class TickPosition:
+    """Where a session's stored ticks end: what a resumed recording continues after.
+
+    ``last_ts`` is the newest timestamp of any stored trade or snapshot of the
+    session (None if it has none); ``last_trade_ids`` maps each symbol that has
+    trades to its highest stored trade id.
+    """
+
+    last_ts: datetime | None = None
+    last_trade_ids: dict[str, int] = field(default_factory=dict)
+
+
 class SessionStore(abc.ABC):
     """Sessions, their transition history and their owner leases."""
 
@@ -172,6 +185,45 @@ class SessionStore(abc.ABC):
         :class:`SessionNotFound` for an unknown id) and changes nothing. Does not
         change the version. Returns the session as stored after the renewal, so the
         owner sees e.g. a ``stopping`` requested elsewhere.
+
+        ``lease_expires_at`` is stored as given, even when it is earlier than the
+        stored lease: an owner *releases* a session (hands it over on shutdown) by
+        renewing it to a time in the past, after which :meth:`find_expired` returns
+        it and another instance may :meth:`claim` it at once.
+        """
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        owner: str,
+        lease_expires_at: datetime,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        lease_expired_before: datetime | None = None,
+    ) -> Session:
+        """Take over a non-terminal session whose owner is gone: new owner and lease, same status.
+
+        Compare-and-set, like :meth:`transition`: succeeds only if the session is
+        still at ``expected_version`` and, when ``lease_expired_before`` is given,
+        its stored lease expired before that time (no lease counts as expired).
+        Of concurrent claims — or a claim and a transition — made with the same
+        expected version, at most one succeeds, so two instances never both own it.
+
+        On success ``owner`` and ``lease_expires_at`` are replaced and the version is
+        incremented; status, reason, stats, ``started_at`` and ``ended_at`` are
+        kept. An event is recorded with ``from_status`` = ``to_status`` = the
+        current status, ``actor``, ``reason``, ``detail`` and the time. Returns the
+        updated session. From then on the previous owner's :meth:`renew_lease`
+        and :meth:`TickStore.write` calls raise :class:`~ticktape.errors.LeaseLost`.
+
+        Raises :class:`SessionNotFound` for an unknown id,
+        :class:`~ticktape.errors.InvalidTransition` if the session is terminal
+        (checked first, whatever the version), and :class:`TransitionRace` if the
+        version differs or the lease has not expired. On any error nothing changed.
         """
 
     @abc.abstractmethod
@@ -236,6 +288,16 @@ class TickStore(abc.ABC):
     @abc.abstractmethod
     async def count(self, session_id: str) -> TickCounts:
         """Visible trades and order-book snapshots stored for the session (0 if none)."""
+
+    @abc.abstractmethod
+    async def position(self, session_id: str) -> TickPosition:
+        """Where the session's visible ticks end (see :class:`TickPosition`).
+
+        ``last_ts`` is the newest ``ts`` over its trades and snapshots, every
+        symbol together; ``last_trade_ids`` has one entry per symbol with at least
+        one trade: its highest ``trade_id``. An unknown session, or one without
+        ticks, gives ``TickPosition()`` (no error).
+        """
 
     @abc.abstractmethod
     async def read_trades(self, query: TickQuery) -> list[Trade]:

@@ -15,6 +15,7 @@ from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
 from ticktape.store._common import (
     after_cursor,
+    apply_claim,
     apply_transition,
     check_limit,
     decode_cursor,
@@ -29,6 +30,7 @@ from ticktape.store.base import (
     SessionQuery,
     SessionStore,
     Store,
+    TickPosition,
     TickQuery,
     TickStore,
     WriteResult,
@@ -181,6 +183,33 @@ class MemorySessionStore(SessionStore):
             self._s.sessions[session_id] = updated
             return updated
 
+    async def claim(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        owner: str,
+        lease_expires_at: datetime,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        lease_expired_before: datetime | None = None,
+    ) -> Session:
+        async with self._s.lock:
+            current = self._get(session_id)
+            updated = apply_claim(
+                current,
+                expected_version=expected_version,
+                owner=owner,
+                lease_expires_at=lease_expires_at,
+                lease_expired_before=lease_expired_before,
+            )
+            self._s.sessions[session_id] = updated
+            self._record(
+                session_id, current.status, current.status, actor, reason, detail, utcnow()
+            )
+            return updated
+
     async def add_event(
         self, session_id: str, *, actor: str, reason: str, detail: str | None = None
     ) -> SessionEvent:
@@ -277,6 +306,20 @@ class MemoryTickStore(TickStore):
         trades = sum(1 for k in self._s.trades if k[0] == session_id)
         books = sum(1 for k in self._s.books if k[0] == session_id)
         return TickCounts(trades, books)
+
+    async def position(self, session_id: str) -> TickPosition:
+        last_us: int | None = None
+        trade_ids: dict[str, int] = {}
+        for (sid, sym, tid), (ts, *_rest) in self._s.trades.items():
+            if sid == session_id:
+                trade_ids[sym] = max(tid, trade_ids.get(sym, tid))
+                last_us = ts if last_us is None else max(last_us, ts)
+        for sid, _sym, ts in self._s.books:
+            if sid == session_id:
+                last_us = ts if last_us is None else max(last_us, ts)
+        return TickPosition(
+            None if last_us is None else from_us(last_us), dict(sorted(trade_ids.items()))
+        )
 
     @staticmethod
     def _in_range(query: TickQuery, symbol: str, ts_us: int) -> bool:

@@ -29,6 +29,7 @@ from ticktape.domain import (
 )
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
 from ticktape.store._common import (
+    apply_claim,
     apply_transition,
     check_limit,
     decode_cursor,
@@ -44,6 +45,7 @@ from ticktape.store.base import (
     SessionQuery,
     SessionStore,
     Store,
+    TickPosition,
     TickQuery,
     TickStore,
     WriteResult,
@@ -341,6 +343,39 @@ class SqliteSessionStore(SessionStore):
 
         return await self._db.write(run, "renew lease")
 
+    async def claim(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        owner: str,
+        lease_expires_at: datetime,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        lease_expired_before: datetime | None = None,
+    ) -> Session:
+        def run(conn: sqlite3.Connection) -> Session:
+            current = _fetch(conn, session_id)
+            new = apply_claim(
+                current,
+                expected_version=expected_version,
+                owner=owner,
+                lease_expires_at=lease_expires_at,
+                lease_expired_before=lease_expired_before,
+            )
+            conn.execute(
+                "UPDATE sessions SET owner = ?, lease_us = ?, version = ? "
+                "WHERE id = ? AND version = ?",
+                (owner, to_us(lease_expires_at), new.version, session_id, expected_version),
+            )
+            _append_event(
+                conn, session_id, current.status, current.status, actor, reason, detail, utcnow()
+            )
+            return new
+
+        return await self._db.write(run, "claim session")
+
     async def add_event(
         self, session_id: str, *, actor: str, reason: str, detail: str | None = None
     ) -> SessionEvent:
@@ -510,6 +545,32 @@ class SqliteTickStore(TickStore):
             return TickCounts(int(trades), int(books))
 
         return await self._db.read(run, "count ticks")
+
+    async def position(self, session_id: str) -> TickPosition:
+        def run(conn: sqlite3.Connection) -> TickPosition:
+            row = conn.execute(
+                "SELECT sid, symbols FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                return TickPosition()
+            sid, symbols = row
+            # Each query below is one index lookup (max over an index prefix), however
+            # many ticks the session holds.
+            newest = [
+                conn.execute(f"SELECT max(ts_us) FROM {table} WHERE sid = ?", (sid,)).fetchone()[0]
+                for table in ("trades", "orderbook")
+            ]
+            trade_ids: dict[str, int] = {}
+            for symbol in sorted(json.loads(symbols)):
+                (top,) = conn.execute(
+                    "SELECT max(trade_id) FROM trades WHERE sid = ? AND symbol = ?", (sid, symbol)
+                ).fetchone()
+                if top is not None:
+                    trade_ids[symbol] = int(top)
+            known = [us for us in newest if us is not None]
+            return TickPosition(from_us(max(known)) if known else None, trade_ids)
+
+        return await self._db.read(run, "read tick position")
 
     @staticmethod
     def _range(query: TickQuery) -> tuple[str, list[object]]:
