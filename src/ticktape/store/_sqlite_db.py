@@ -5,6 +5,11 @@ writer at a time anyway; serialising in-process writes here avoids its busy-wait
 sleeps) and a few reader threads, each with its own connection. WAL mode lets
 readers run beside the writer; ``busy_timeout`` covers writers in *other*
 processes (several ``ticktape serve`` on one file).
+
+Group commit: writes that queue up while the writer is busy run together in one
+transaction, each inside its own SAVEPOINT (a failing write rolls back alone),
+and share one COMMIT — one fsync for the group. Each caller is answered only
+after that COMMIT, so "acknowledged" still means durable and visible.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, TicktapeError
 
 T = TypeVar("T")
 
 READER_THREADS = 4
+MAX_GROUP_WRITES = 128  # writes sharing one commit, at most
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock: wait this long, then StoreBusy
 _MIGRATION_MARK = "-- migration:"
 
@@ -53,6 +60,27 @@ def _strip_comments(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
 
 
+@dataclass
+class _Write(Generic[T]):
+    """A queued write and where to deliver its outcome (on its event loop)."""
+
+    fn: Callable[[sqlite3.Connection], T]
+    what: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+    def settle(self, result: object, error: BaseException | None) -> None:
+        def deliver() -> None:
+            if self.future.done():  # the caller was cancelled meanwhile
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)  # type: ignore[arg-type]
+
+        self.loop.call_soon_threadsafe(deliver)
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -61,6 +89,8 @@ class Database:
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
+        self._queued: list[_Write[Any]] = []
+        self._queued_lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -126,20 +156,53 @@ class Database:
             raise translate(exc, what) from exc
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
-        """Run ``fn`` in one write transaction (BEGIN IMMEDIATE … COMMIT) on the writer thread."""
+        """Run ``fn`` inside a write transaction on the writer thread; return once committed.
 
-        def run() -> T:
-            conn = self._connection()
+        ``fn`` may share its transaction with other queued writes (group commit) but
+        runs in its own savepoint: if it raises, only its changes are rolled back.
+        """
+        if self._writer is None:
+            raise StoreUnavailable(f"{what}: the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        op: _Write[T] = _Write(fn, what, loop, loop.create_future())
+        with self._queued_lock:
+            self._queued.append(op)
+        self._writer.submit(self._commit_group)
+        return await op.future
+
+    def _commit_group(self) -> None:
+        with self._queued_lock:
+            group, self._queued = self._queued[:MAX_GROUP_WRITES], self._queued[MAX_GROUP_WRITES:]
+        if not group:
+            return  # an earlier group already took these writes
+        conn = self._connection()
+        outcomes: list[tuple[object, BaseException | None]] = []
+        try:
             conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for op in group:
+                op.settle(None, translate(exc, op.what))
+            return
+        for op in group:
+            conn.execute("SAVEPOINT ticktape_write")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                result = op.fn(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO ticktape_write")
+                conn.execute("RELEASE ticktape_write")
+                outcomes.append(
+                    (None, translate(exc, op.what) if isinstance(exc, sqlite3.Error) else exc)
+                )
+                continue
+            conn.execute("RELEASE ticktape_write")
+            outcomes.append((result, None))
+        try:
             conn.execute("COMMIT")
-            return result
-
-        return await self._run(self._writer, run, what)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            outcomes = [(None, translate(exc, op.what)) for op in group]
+        for op, (value, failure) in zip(group, outcomes, strict=True):
+            op.settle(value, failure)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
         """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot)."""
