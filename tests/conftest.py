@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,8 +68,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _can_start_questdb() -> bool:
-    """Whether the ``questdb_url`` fixture can start a server itself (not wired yet)."""
-    return False
+    """Whether ``questdb_url`` can start a server itself: Java and Maven (for the jar) are here.
+
+    ``TICKTAPE_TEST_QUESTDB=0`` turns the QuestDB tests off (they then skip, saying so).
+    """
+    if os.environ.get("TICKTAPE_TEST_QUESTDB") == "0":
+        return False
+    from ticktape.questdb_server import QuestDBServerError, find_java
+
+    try:
+        find_java()
+    except QuestDBServerError:
+        return False
+    jar = Path(os.environ.get("TICKTAPE_QUESTDB_CACHE", "~/.cache/ticktape/questdb")).expanduser()
+    return shutil.which("mvn") is not None or any(jar.glob("questdb-*.jar"))
 
 
 def questdb_available() -> bool:
@@ -76,12 +89,38 @@ def questdb_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def questdb_url() -> str:
-    """``questdb://...`` URL of the server the tests use: ``$TICKTAPE_TEST_QUESTDB_URL``."""
+def questdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``questdb://...`` URL of a real QuestDB for this test session.
+
+    ``$TICKTAPE_TEST_QUESTDB_URL`` if set; otherwise a server started here from the
+    pinned Maven Central jar on free loopback ports, stopped at the end.
+    """
     url = os.environ.get(QUESTDB_URL_ENV)
-    if not url:
-        pytest.skip(f"no QuestDB server: set {QUESTDB_URL_ENV} (starting one is not wired yet)")
-    return url
+    if url:
+        yield url
+        return
+    if not _can_start_questdb():
+        pytest.skip(
+            f"no QuestDB: needs Java >= 17 and mvn (or the cached jar), or set {QUESTDB_URL_ENV}"
+        )
+    from ticktape import questdb_server
+
+    config = questdb_server.QuestDBServerConfig.with_free_ports(tmp_path_factory.mktemp("questdb"))
+    questdb_server.ensure_jar(config)
+    handle = questdb_server.start(config)
+    try:
+        yield handle.store_url
+    finally:
+        handle.stop()
+
+
+def isolated_questdb_url(url: str) -> str:
+    """The same server with tables of this test's own (a fresh table-name prefix)."""
+    prefix = f"t{next(_PREFIXES)}_"
+    return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
+
+
+_PREFIXES = itertools.count(int(datetime.now().timestamp()) % 100_000 * 1000)
 
 
 # --------------------------------------------------------------------------- backends
@@ -109,12 +148,37 @@ def _sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
 def _questdb_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """QuestDB: each test must see an empty database (the server fixture isolates tests)."""
     try:
-        import ticktape.store.questdb  # type: ignore[import-not-found]  # noqa: F401
+        import ticktape.store.questdb  # noqa: F401
     except Exception as exc:
         pytest.skip(f"QuestDB backend not built yet ({exc!r})")
-    url: str = request.getfixturevalue("questdb_url")
+    url = isolated_questdb_url(request.getfixturevalue("questdb_url"))
+    request.addfinalizer(lambda: _drop_tables(url))
     return lambda: open_store(url)
 
+
+def _drop_tables(url: str) -> None:
+    """Drop a test's tables so a long run does not pile up thousands of them."""
+    import psycopg
+
+    from ticktape.store._questdb_db import QuestDBAddress
+
+    address = QuestDBAddress.from_url(url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        for table in ("session_log", "trades", "orderbook"):
+            conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")
+
+
+#: What each backend can promise beyond the common contract; a test that needs more
+#: carries ``@pytest.mark.requires("name")`` and is skipped, with the reason, elsewhere.
+CAPABILITIES: dict[str, dict[str, str]] = {
+    "memory": {"exact_write_counts": "", "first_write_wins": ""},
+    "sqlite": {"exact_write_counts": "", "first_write_wins": ""},
+    "questdb": {},
+}
+MISSING_REASONS = {
+    "exact_write_counts": "ILP cannot report which rows DEDUP merged: write() returns rows sent",
+    "first_write_wins": "DEDUP UPSERT KEYS keeps the last write of a key, not the first",
+}
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
     "memory": _memory_backend,
@@ -131,7 +195,7 @@ def selected_backends(config: pytest.Config) -> list[str]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    note = "" if questdb_available() else f" (questdb: set {QUESTDB_URL_ENV} to include it)"
+    note = "" if questdb_available() else " (questdb: no Java >= 17 / mvn here)"
     return f"ticktape backends: {', '.join(selected_backends(config))}{note}"
 
 
@@ -140,8 +204,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(
             "backend",
             [
-                pytest.param(name, id=name,
-                             marks=[pytest.mark.questdb] if name == "questdb" else [])
+                pytest.param(
+                    name, id=name, marks=[pytest.mark.questdb] if name == "questdb" else []
+                )
                 for name in selected_backends(metafunc.config)
             ],
         )
@@ -166,6 +231,10 @@ def store_factory(
     Each call returns another opened handle, as a second process or instance would
     have (memory: the same store). The first call gives the ``store`` fixture.
     """
+    for marker in request.node.iter_markers("requires"):
+        for capability in marker.args:
+            if capability not in CAPABILITIES[backend]:
+                pytest.skip(f"{backend} lacks {capability}: {MISSING_REASONS[capability]}")
     opener = BACKENDS[backend](request, tmp_path)
     opened: list[Store] = []
 
@@ -225,11 +294,16 @@ def running_session(
 
     def start(owner: str = "owner-1", **overrides: Any) -> Session:
         created: Session = run(
-            store.sessions.create_session(make_session(**overrides), actor="test"))
+            store.sessions.create_session(make_session(**overrides), actor="test")
+        )
         running: Session = run(
             store.sessions.transition(
-                created.id, expected_version=created.version, to_status=SessionStatus.RUNNING,
-                actor="test", reason="started", owner=owner,
+                created.id,
+                expected_version=created.version,
+                to_status=SessionStatus.RUNNING,
+                actor="test",
+                reason="started",
+                owner=owner,
                 lease_expires_at=datetime.now(UTC) + timedelta(minutes=10),
             )
         )

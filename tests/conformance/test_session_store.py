@@ -65,20 +65,29 @@ def _create(store: Store, run: Run, session: Session) -> Session:
     return created
 
 
-def _drive(store: Store, run: Run, session: Session, path: list[SessionStatus],
-           **kwargs: Any) -> Session:
+def _drive(
+    store: Store, run: Run, session: Session, path: list[SessionStatus], **kwargs: Any
+) -> Session:
     """Walk ``session`` through ``path`` with correct versions; return the last state."""
     for status in path:
-        session = run(store.sessions.transition(
-            session.id, expected_version=session.version, to_status=status, actor="driver",
-            reason=f"to_{status.value}", **kwargs,
-        ))
+        session = run(
+            store.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=status,
+                actor="driver",
+                reason=f"to_{status.value}",
+                **kwargs,
+            )
+        )
     return session
 
 
 def _snapshot(store: Store, run: Run, session_id: str) -> tuple[Session, list[Any]]:
-    return (run(store.sessions.get_session(session_id)),
-            run(store.sessions.list_events(session_id)))
+    return (
+        run(store.sessions.get_session(session_id)),
+        run(store.sessions.list_events(session_id)),
+    )
 
 
 def _walk(store: Store, run: Run, query: SessionQuery) -> list[list[Session]]:
@@ -86,8 +95,13 @@ def _walk(store: Store, run: Run, query: SessionQuery) -> list[list[Session]]:
     pages = [run(store.sessions.list_sessions(query))]
     while pages[-1].next_cursor is not None:
         assert len(pages) < 1000, "pagination does not end"
-        pages.append(run(store.sessions.list_sessions(
-            SessionQuery(**{**_fields(query), "cursor": pages[-1].next_cursor}))))
+        pages.append(
+            run(
+                store.sessions.list_sessions(
+                    SessionQuery(**{**_fields(query), "cursor": pages[-1].next_cursor})
+                )
+            )
+        )
     return [p.sessions for p in pages]
 
 
@@ -108,8 +122,14 @@ def test_create_returns_pending_v1_and_get_returns_it(
     session = make_session(
         symbols=("BTC_USDT", "ETH_USDT"),
         data_types=(DataType.ORDERBOOK,),
-        config=SessionConfig(duration_s=90.0, book_depth=7, seed=42, rate_per_s=0.0,
-                             book_every=3, on_owner_loss=OwnerLossPolicy.RESUME),
+        config=SessionConfig(
+            duration_s=90.0,
+            book_depth=7,
+            seed=42,
+            rate_per_s=0.0,
+            book_every=3,
+            on_owner_loss=OwnerLossPolicy.RESUME,
+        ),
         idempotency_key="key-1",
     )
     created = _create(store, run, session)
@@ -124,7 +144,11 @@ def test_create_records_the_creation_event(
     session = _create(store, run, make_session())
     [event] = run(store.sessions.list_events(session.id))
     assert (event.session_id, event.seq, event.from_status, event.to_status) == (
-        session.id, 1, None, P)
+        session.id,
+        1,
+        None,
+        P,
+    )
     assert (event.actor, event.reason, event.detail) == ("creator", "created", None)
 
 
@@ -197,9 +221,14 @@ def test_concurrent_creates_with_one_idempotency_key_make_one_session(
     candidates = [make_session(idempotency_key="double-click") for _ in range(10)]
 
     async def create_all() -> list[Session]:
-        return list(await asyncio.gather(
-            *(store.sessions.create_session(c, actor=f"api-{i}")
-              for i, c in enumerate(candidates))))
+        return list(
+            await asyncio.gather(
+                *(
+                    store.sessions.create_session(c, actor=f"api-{i}")
+                    for i, c in enumerate(candidates)
+                )
+            )
+        )
 
     results: list[Session] = run(create_all())
     assert len({s.id for s in results}) == 1
@@ -243,24 +272,18 @@ def many(store: Store, run: Run, make_session: MakeSession) -> list[Session]:
     return sessions
 
 
-def test_list_is_newest_first_then_id_desc(
-    store: Store, run: Run, many: list[Session]
-) -> None:
+def test_list_is_newest_first_then_id_desc(store: Store, run: Run, many: list[Session]) -> None:
     page = run(store.sessions.list_sessions(SessionQuery(limit=100)))
     assert [s.id for s in page.sessions] == _newest_first(many)
     assert page.next_cursor is None
 
 
-def test_list_default_query_leaves_nothing_out(
-    store: Store, run: Run, many: list[Session]
-) -> None:
+def test_list_default_query_leaves_nothing_out(store: Store, run: Run, many: list[Session]) -> None:
     page = run(store.sessions.list_sessions(SessionQuery()))
     assert sorted(s.id for s in page.sessions) == sorted(s.id for s in many)
 
 
-def test_list_returns_full_sessions(
-    store: Store, run: Run, many: list[Session]
-) -> None:
+def test_list_returns_full_sessions(store: Store, run: Run, many: list[Session]) -> None:
     page = run(store.sessions.list_sessions(SessionQuery(limit=100)))
     by_id = {s.id: s for s in many}
     assert all(s == by_id[s.id] for s in page.sessions)
@@ -376,8 +399,10 @@ FILTERS: list[tuple[str, SessionQuery]] = [
     ("unknown-symbol", SessionQuery(symbol="XRP_USDT")),
     ("with-deleted", SessionQuery(include_deleted=True)),
     ("deleted-failed", SessionQuery(statuses=frozenset({F}), include_deleted=True)),
-    ("eth-running-collect",
-     SessionQuery(symbol="ETH_USDT", statuses=frozenset({R}), kind=SessionKind.COLLECT)),
+    (
+        "eth-running-collect",
+        SessionQuery(symbol="ETH_USDT", statuses=frozenset({R}), kind=SessionKind.COLLECT),
+    ),
     ("none-match", SessionQuery(statuses=frozenset({SD}), kind=SessionKind.PAPER)),
 ]
 
@@ -391,11 +416,15 @@ def mixed(store: Store, run: Run, make_session: MakeSession) -> list[Session]:
     for i in range(36):
         status = list(PATH_TO)[i % 6]
         kind = [SessionKind.COLLECT, SessionKind.BACKTEST, SessionKind.PAPER][i % 5 % 3]
-        symbols = ("BTC_USDT", "ETH_USDT") if i % 4 == 0 else (
-            ("ETH_USDT",) if i % 4 == 1 else ("BTC_USDT",))
+        symbols = (
+            ("BTC_USDT", "ETH_USDT")
+            if i % 4 == 0
+            else (("ETH_USDT",) if i % 4 == 1 else ("BTC_USDT",))
+        )
         created_at = base + timedelta(seconds=rng.randrange(20))  # plenty of ties
-        session = _create(store, run, make_session(kind=kind, symbols=symbols,
-                                                   created_at=created_at))
+        session = _create(
+            store, run, make_session(kind=kind, symbols=symbols, created_at=created_at)
+        )
         session = _drive(store, run, session, PATH_TO[status])
         if status in TERMINAL_STATUSES and i % 4 == 3:
             session = run(store.sessions.mark_deleted(session.id))
@@ -406,7 +435,8 @@ def mixed(store: Store, run: Run, make_session: MakeSession) -> list[Session]:
 
 def _matching(sessions: list[Session], query: SessionQuery) -> list[Session]:
     return [
-        s for s in sessions
+        s
+        for s in sessions
         if (query.include_deleted or not s.deleted)
         and (not query.statuses or s.status in query.statuses)
         and (query.kind is None or s.kind is query.kind)
@@ -420,8 +450,9 @@ def test_list_filters(
 ) -> None:
     page = run(store.sessions.list_sessions(SessionQuery(**{**_fields(query), "limit": 500})))
     assert [s.id for s in page.sessions] == _newest_first(_matching(mixed, query))
-    assert page.sessions == sorted(_matching(mixed, query),
-                                   key=lambda s: (s.created_at, s.id), reverse=True)
+    assert page.sessions == sorted(
+        _matching(mixed, query), key=lambda s: (s.created_at, s.id), reverse=True
+    )
 
 
 @pytest.mark.parametrize(("name", "query"), FILTERS, ids=[n for n, _ in FILTERS])
@@ -455,10 +486,19 @@ def test_transition_success_bumps_version_and_sets_fields(
     session = _create(store, run, make_session())
     stats = Stats(trades=5, orderbook=2, errors=1)
     before = datetime.now(UTC)
-    moved = run(store.sessions.transition(
-        session.id, expected_version=1, to_status=R, actor="inst-a", reason="started",
-        detail="runner up", owner="inst-a:1", lease_expires_at=LEASE, stats=stats,
-    ))
+    moved = run(
+        store.sessions.transition(
+            session.id,
+            expected_version=1,
+            to_status=R,
+            actor="inst-a",
+            reason="started",
+            detail="runner up",
+            owner="inst-a:1",
+            lease_expires_at=LEASE,
+            stats=stats,
+        )
+    )
     after = datetime.now(UTC)
     assert (moved.status, moved.version, moved.reason) == (R, 2, "started")
     assert (moved.owner, moved.lease_expires_at, moved.stats) == ("inst-a:1", LEASE, stats)
@@ -468,19 +508,29 @@ def test_transition_success_bumps_version_and_sets_fields(
     assert run(store.sessions.get_session(session.id)) == moved
 
 
-def test_transition_records_an_event(
-    store: Store, run: Run, make_session: MakeSession
-) -> None:
+def test_transition_records_an_event(store: Store, run: Run, make_session: MakeSession) -> None:
     session = _create(store, run, make_session())
     before = datetime.now(UTC)
-    run(store.sessions.transition(session.id, expected_version=1, to_status=R, actor="inst-a",
-                                  reason="started", detail="runner up"))
+    run(
+        store.sessions.transition(
+            session.id,
+            expected_version=1,
+            to_status=R,
+            actor="inst-a",
+            reason="started",
+            detail="runner up",
+        )
+    )
     after = datetime.now(UTC)
     events = run(store.sessions.list_events(session.id))
     assert len(events) == 2
     event = events[1]
     assert (event.session_id, event.seq, event.from_status, event.to_status) == (
-        session.id, 2, P, R)
+        session.id,
+        2,
+        P,
+        R,
+    )
     assert (event.actor, event.reason, event.detail) == ("inst-a", "started", "runner up")
     assert before - timedelta(microseconds=1) <= event.at <= after
 
@@ -489,8 +539,11 @@ def test_transition_without_detail_records_none(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
     session = _create(store, run, make_session())
-    run(store.sessions.transition(session.id, expected_version=1, to_status=F, actor="a",
-                                  reason="start_failed"))
+    run(
+        store.sessions.transition(
+            session.id, expected_version=1, to_status=F, actor="a", reason="start_failed"
+        )
+    )
     assert run(store.sessions.list_events(session.id))[-1].detail is None
 
 
@@ -498,16 +551,31 @@ def test_transition_leaves_unchanged_fields_alone(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
     stats = Stats(trades=9, orderbook=3)
-    running = run(store.sessions.transition(
-        _create(store, run, make_session()).id, expected_version=1, to_status=R, actor="a",
-        reason="started", owner="inst-a:1", lease_expires_at=LEASE, stats=stats,
-    ))
-    stopping = run(store.sessions.transition(
-        running.id, expected_version=2, to_status=SG, actor="b", reason="user_stop",
-        owner=UNCHANGED, lease_expires_at=UNCHANGED, stats=None,
-    ))
-    assert (stopping.owner, stopping.lease_expires_at, stopping.stats) == (
-        "inst-a:1", LEASE, stats)
+    running = run(
+        store.sessions.transition(
+            _create(store, run, make_session()).id,
+            expected_version=1,
+            to_status=R,
+            actor="a",
+            reason="started",
+            owner="inst-a:1",
+            lease_expires_at=LEASE,
+            stats=stats,
+        )
+    )
+    stopping = run(
+        store.sessions.transition(
+            running.id,
+            expected_version=2,
+            to_status=SG,
+            actor="b",
+            reason="user_stop",
+            owner=UNCHANGED,
+            lease_expires_at=UNCHANGED,
+            stats=None,
+        )
+    )
+    assert (stopping.owner, stopping.lease_expires_at, stopping.stats) == ("inst-a:1", LEASE, stats)
     assert stopping.started_at == running.started_at
     assert stopping.reason == "user_stop"
     assert run(store.sessions.get_session(running.id)) == stopping
@@ -517,25 +585,48 @@ def test_transition_defaults_leave_owner_lease_and_stats_alone(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
     stats = Stats(trades=1)
-    running = run(store.sessions.transition(
-        _create(store, run, make_session()).id, expected_version=1, to_status=R, actor="a",
-        reason="started", owner="inst-a:1", lease_expires_at=LEASE, stats=stats,
-    ))
-    stopping = run(store.sessions.transition(running.id, expected_version=2, to_status=SG,
-                                             actor="b", reason="user_stop"))
-    assert (stopping.owner, stopping.lease_expires_at, stopping.stats) == (
-        "inst-a:1", LEASE, stats)
+    running = run(
+        store.sessions.transition(
+            _create(store, run, make_session()).id,
+            expected_version=1,
+            to_status=R,
+            actor="a",
+            reason="started",
+            owner="inst-a:1",
+            lease_expires_at=LEASE,
+            stats=stats,
+        )
+    )
+    stopping = run(
+        store.sessions.transition(
+            running.id, expected_version=2, to_status=SG, actor="b", reason="user_stop"
+        )
+    )
+    assert (stopping.owner, stopping.lease_expires_at, stopping.stats) == ("inst-a:1", LEASE, stats)
 
 
 def test_transition_can_clear_owner_and_lease_with_none(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
-    running = _drive(store, run, _create(store, run, make_session()), [R],
-                     owner="inst-a:1", lease_expires_at=LEASE)
-    failed = run(store.sessions.transition(
-        running.id, expected_version=2, to_status=F, actor="reaper", reason="owner_lost",
-        owner=None, lease_expires_at=None,
-    ))
+    running = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+    )
+    failed = run(
+        store.sessions.transition(
+            running.id,
+            expected_version=2,
+            to_status=F,
+            actor="reaper",
+            reason="owner_lost",
+            owner=None,
+            lease_expires_at=None,
+        )
+    )
     assert (failed.owner, failed.lease_expires_at) == (None, None)
     assert run(store.sessions.get_session(running.id)) == failed
 
@@ -574,15 +665,29 @@ def test_pending_to_stopping_does_not_set_started_at(
 def test_stale_version_raises_transition_race_and_changes_nothing(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
-    session = _drive(store, run, _create(store, run, make_session()), [R],
-                     owner="inst-a:1", lease_expires_at=LEASE)
+    session = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+    )
     before = _snapshot(store, run, session.id)
     for stale in (1, 3, 0, -1):
         with pytest.raises(TransitionRace) as info:
-            run(store.sessions.transition(
-                session.id, expected_version=stale, to_status=SG, actor="x", reason="user_stop",
-                owner="other", lease_expires_at=None, stats=Stats(trades=1),
-            ))
+            run(
+                store.sessions.transition(
+                    session.id,
+                    expected_version=stale,
+                    to_status=SG,
+                    actor="x",
+                    reason="user_stop",
+                    owner="other",
+                    lease_expires_at=None,
+                    stats=Stats(trades=1),
+                )
+            )
         assert (info.value.session_id, info.value.expected_version) == (session.id, stale)
     assert _snapshot(store, run, session.id) == before
 
@@ -593,10 +698,16 @@ def test_invalid_move_raises_invalid_transition_and_changes_nothing(
     session = _create(store, run, make_session())
     before = _snapshot(store, run, session.id)
     with pytest.raises(InvalidTransition) as info:
-        run(store.sessions.transition(session.id, expected_version=1, to_status=C, actor="x",
-                                      reason="duration_reached"))
+        run(
+            store.sessions.transition(
+                session.id, expected_version=1, to_status=C, actor="x", reason="duration_reached"
+            )
+        )
     assert (info.value.session_id, info.value.status, info.value.target) == (
-        session.id, "pending", "completed")
+        session.id,
+        "pending",
+        "completed",
+    )
     assert _snapshot(store, run, session.id) == before
 
 
@@ -606,29 +717,40 @@ def test_invalid_move_is_checked_before_the_version(
     session = _create(store, run, make_session())
     before = _snapshot(store, run, session.id)
     with pytest.raises(InvalidTransition):
-        run(store.sessions.transition(session.id, expected_version=99, to_status=SD, actor="x",
-                                      reason="user_stop"))
+        run(
+            store.sessions.transition(
+                session.id, expected_version=99, to_status=SD, actor="x", reason="user_stop"
+            )
+        )
     assert _snapshot(store, run, session.id) == before
 
 
 def test_transition_of_unknown_id_raises_session_not_found(store: Store, run: Run) -> None:
     with pytest.raises(SessionNotFound):
-        run(store.sessions.transition(new_session_id(), expected_version=1, to_status=R,
-                                      actor="x", reason="started"))
+        run(
+            store.sessions.transition(
+                new_session_id(), expected_version=1, to_status=R, actor="x", reason="started"
+            )
+        )
 
 
 ALL_MOVES = list(itertools.product(SessionStatus, SessionStatus))
 
 
-@pytest.mark.parametrize(("current", "target"), ALL_MOVES,
-                         ids=[f"{a.value}-{b.value}" for a, b in ALL_MOVES])
+@pytest.mark.parametrize(
+    ("current", "target"), ALL_MOVES, ids=[f"{a.value}-{b.value}" for a, b in ALL_MOVES]
+)
 def test_store_allows_exactly_the_moves_of_the_state_machine(
-    store: Store, run: Run, make_session: MakeSession,
-    current: SessionStatus, target: SessionStatus,
+    store: Store,
+    run: Run,
+    make_session: MakeSession,
+    current: SessionStatus,
+    target: SessionStatus,
 ) -> None:
     session = _drive(store, run, _create(store, run, make_session()), PATH_TO[current])
-    call = store.sessions.transition(session.id, expected_version=session.version,
-                                     to_status=target, actor="x", reason="r")
+    call = store.sessions.transition(
+        session.id, expected_version=session.version, to_status=target, actor="x", reason="r"
+    )
     if target in TRANSITIONS[current]:
         moved = run(call)
         assert (moved.status, moved.version) == (target, session.version + 1)
@@ -643,27 +765,49 @@ def test_store_allows_exactly_the_moves_of_the_state_machine(
 def test_terminal_sessions_never_change(
     store: Store, run: Run, make_session: MakeSession, terminal: SessionStatus
 ) -> None:
-    session = _drive(store, run, _create(store, run, make_session()), PATH_TO[terminal],
-                     owner="inst-a:1", lease_expires_at=LEASE)
+    session = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        PATH_TO[terminal],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+    )
     before = _snapshot(store, run, session.id)
     for target, version in itertools.product(SessionStatus, (session.version, 1, 1000)):
         with pytest.raises(InvalidTransition):
-            run(store.sessions.transition(
-                session.id, expected_version=version, to_status=target, actor="x", reason="r",
-                owner="thief", lease_expires_at=None, stats=Stats(trades=1),
-            ))
+            run(
+                store.sessions.transition(
+                    session.id,
+                    expected_version=version,
+                    to_status=target,
+                    actor="x",
+                    reason="r",
+                    owner="thief",
+                    lease_expires_at=None,
+                    stats=Stats(trades=1),
+                )
+            )
     with pytest.raises(LeaseLost):
         run(store.sessions.renew_lease(session.id, owner="inst-a:1", lease_expires_at=LEASE))
     assert _snapshot(store, run, session.id) == before
 
 
-def _race(store: Store, run: Run, session: Session,
-          targets: list[SessionStatus]) -> list[Session | BaseException]:
+def _race(
+    store: Store, run: Run, session: Session, targets: list[SessionStatus]
+) -> list[Session | BaseException]:
     async def race() -> list[Session | BaseException]:
         return await asyncio.gather(
-            *(store.sessions.transition(session.id, expected_version=session.version,
-                                        to_status=t, actor=f"racer-{i}", reason="race")
-              for i, t in enumerate(targets)),
+            *(
+                store.sessions.transition(
+                    session.id,
+                    expected_version=session.version,
+                    to_status=t,
+                    actor=f"racer-{i}",
+                    reason="race",
+                )
+                for i, t in enumerate(targets)
+            ),
             return_exceptions=True,
         )
 
@@ -693,8 +837,11 @@ def test_concurrent_transitions_to_different_targets_keep_a_valid_history(
     results = _race(store, run, session, [R, SG, F] * 7)
     won = [r for r in results if isinstance(r, Session)]
     assert len(won) == 1
-    assert all(isinstance(r, TransitionRace | InvalidTransition)
-               for r in results if not isinstance(r, Session)), results
+    assert all(
+        isinstance(r, TransitionRace | InvalidTransition)
+        for r in results
+        if not isinstance(r, Session)
+    ), results
     # Next round, from the winner's state and version.
     results2 = _race(store, run, won[0], [SD, C, F, SG] * 5)
     won2 = [r for r in results2 if isinstance(r, Session)]
@@ -713,11 +860,20 @@ def test_concurrent_transitions_to_different_targets_keep_a_valid_history(
 def test_renew_lease_by_the_owner_updates_lease_and_stats_not_version(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
-    running = _drive(store, run, _create(store, run, make_session()), [R],
-                     owner="inst-a:1", lease_expires_at=LEASE)
+    running = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+    )
     later, stats = LEASE + timedelta(seconds=10), Stats(trades=100, orderbook=20, errors=2)
-    renewed = run(store.sessions.renew_lease(running.id, owner="inst-a:1",
-                                             lease_expires_at=later, stats=stats))
+    renewed = run(
+        store.sessions.renew_lease(
+            running.id, owner="inst-a:1", lease_expires_at=later, stats=stats
+        )
+    )
     assert renewed == running.evolve(lease_expires_at=later, stats=stats)
     assert run(store.sessions.get_session(running.id)) == renewed
 
@@ -726,11 +882,17 @@ def test_renew_lease_without_stats_keeps_them(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
     stats = Stats(trades=7)
-    running = _drive(store, run, _create(store, run, make_session()), [R],
-                     owner="inst-a:1", lease_expires_at=LEASE, stats=stats)
+    running = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+        stats=stats,
+    )
     later = LEASE + timedelta(seconds=10)
-    renewed = run(store.sessions.renew_lease(running.id, owner="inst-a:1",
-                                             lease_expires_at=later))
+    renewed = run(store.sessions.renew_lease(running.id, owner="inst-a:1", lease_expires_at=later))
     assert (renewed.stats, renewed.lease_expires_at, renewed.version) == (stats, later, 2)
     assert run(store.sessions.get_session(running.id)) == renewed
 
@@ -738,11 +900,16 @@ def test_renew_lease_without_stats_keeps_them(
 def test_renew_lease_returns_a_stop_requested_elsewhere(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
-    running = _drive(store, run, _create(store, run, make_session()), [R],
-                     owner="inst-a:1", lease_expires_at=LEASE)
+    running = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+    )
     _drive(store, run, running, [SG])  # another instance asks for a stop
-    renewed = run(store.sessions.renew_lease(running.id, owner="inst-a:1",
-                                             lease_expires_at=LEASE))
+    renewed = run(store.sessions.renew_lease(running.id, owner="inst-a:1", lease_expires_at=LEASE))
     assert (renewed.status, renewed.version) == (SG, 3)
 
 
@@ -750,13 +917,25 @@ def test_renew_lease_returns_a_stop_requested_elsewhere(
 def test_renew_lease_by_another_owner_raises_lease_lost_and_changes_nothing(
     store: Store, run: Run, make_session: MakeSession, owner: str
 ) -> None:
-    running = _drive(store, run, _create(store, run, make_session()), [R],
-                     owner="inst-a:1", lease_expires_at=LEASE, stats=Stats(trades=1))
+    running = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+        stats=Stats(trades=1),
+    )
     before = _snapshot(store, run, running.id)
     with pytest.raises(LeaseLost) as info:
-        run(store.sessions.renew_lease(running.id, owner=owner,
-                                       lease_expires_at=LEASE + timedelta(hours=1),
-                                       stats=Stats(trades=99)))
+        run(
+            store.sessions.renew_lease(
+                running.id,
+                owner=owner,
+                lease_expires_at=LEASE + timedelta(hours=1),
+                stats=Stats(trades=99),
+            )
+        )
     assert (info.value.session_id, info.value.owner) == (running.id, owner)
     assert _snapshot(store, run, running.id) == before
 
@@ -775,14 +954,25 @@ def test_renew_lease_of_a_terminal_session_raises_lease_lost_and_changes_nothing
     store: Store, run: Run, make_session: MakeSession, terminal: SessionStatus
 ) -> None:
     # The owner is kept on purpose: ownership alone must not let a heartbeat through.
-    ended = _drive(store, run, _create(store, run, make_session()), PATH_TO[terminal],
-                   owner="inst-a:1", lease_expires_at=LEASE)
+    ended = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        PATH_TO[terminal],
+        owner="inst-a:1",
+        lease_expires_at=LEASE,
+    )
     assert ended.owner == "inst-a:1"
     before = _snapshot(store, run, ended.id)
     with pytest.raises(LeaseLost):
-        run(store.sessions.renew_lease(ended.id, owner="inst-a:1",
-                                       lease_expires_at=LEASE + timedelta(hours=1),
-                                       stats=Stats(trades=5)))
+        run(
+            store.sessions.renew_lease(
+                ended.id,
+                owner="inst-a:1",
+                lease_expires_at=LEASE + timedelta(hours=1),
+                stats=Stats(trades=5),
+            )
+        )
     assert _snapshot(store, run, ended.id) == before
 
 
@@ -791,17 +981,42 @@ def test_find_expired_returns_non_terminal_sessions_with_lapsed_or_no_lease(
 ) -> None:
     now = datetime(2030, 6, 1, tzinfo=UTC)
     no_lease = _create(store, run, make_session())
-    lapsed = _drive(store, run, _create(store, run, make_session()), [R], owner="a",
-                    lease_expires_at=now - timedelta(microseconds=1))
-    lapsed_stopping = _drive(store, run, _create(store, run, make_session()), [R, SG],
-                             owner="a", lease_expires_at=now - timedelta(hours=1))
-    _drive(store, run, _create(store, run, make_session()), [R], owner="a",
-           lease_expires_at=now)  # expires exactly now: not yet "before now"
-    _drive(store, run, _create(store, run, make_session()), [R], owner="a",
-           lease_expires_at=now + timedelta(seconds=1))
+    lapsed = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="a",
+        lease_expires_at=now - timedelta(microseconds=1),
+    )
+    lapsed_stopping = _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R, SG],
+        owner="a",
+        lease_expires_at=now - timedelta(hours=1),
+    )
+    _drive(
+        store, run, _create(store, run, make_session()), [R], owner="a", lease_expires_at=now
+    )  # expires exactly now: not yet "before now"
+    _drive(
+        store,
+        run,
+        _create(store, run, make_session()),
+        [R],
+        owner="a",
+        lease_expires_at=now + timedelta(seconds=1),
+    )
     for terminal in TERMINAL_STATUSES:
-        _drive(store, run, _create(store, run, make_session()), PATH_TO[terminal], owner="a",
-               lease_expires_at=now - timedelta(hours=1))
+        _drive(
+            store,
+            run,
+            _create(store, run, make_session()),
+            PATH_TO[terminal],
+            owner="a",
+            lease_expires_at=now - timedelta(hours=1),
+        )
     found = run(store.sessions.find_expired(now))
     assert sorted(s.id for s in found) == sorted([no_lease.id, lapsed.id, lapsed_stopping.id])
     assert {s.id: s for s in found}[lapsed.id] == lapsed
@@ -815,16 +1030,21 @@ def test_find_owned_returns_non_terminal_sessions_by_owner_prefix(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
     def owned(owner: str, path: list[SessionStatus]) -> Session:
-        return _drive(store, run, _create(store, run, make_session()), path, owner=owner,
-                      lease_expires_at=LEASE)
+        return _drive(
+            store,
+            run,
+            _create(store, run, make_session()),
+            path,
+            owner=owner,
+            lease_expires_at=LEASE,
+        )
 
     a1, a2 = owned("host-a:1", [R]), owned("host-a:2", [R, SG])
     b1 = owned("host-b:1", [R])
     owned("host-a:1", [R, C])  # terminal: not owned any more
     owned("hostXa:1", [R])  # "_"/"%" in a prefix are not wildcards
     _create(store, run, make_session())  # no owner
-    assert sorted(s.id for s in run(store.sessions.find_owned("host-a:"))) == sorted(
-        [a1.id, a2.id])
+    assert sorted(s.id for s in run(store.sessions.find_owned("host-a:"))) == sorted([a1.id, a2.id])
     assert [s.id for s in run(store.sessions.find_owned("host-b:1"))] == [b1.id]
     assert run(store.sessions.find_owned("host_a")) == []
     assert run(store.sessions.find_owned("host%")) == []
@@ -839,10 +1059,15 @@ def test_add_event_records_a_note_at_the_current_status(
     store: Store, run: Run, make_session: MakeSession
 ) -> None:
     running = _drive(store, run, _create(store, run, make_session()), [R])
-    event = run(store.sessions.add_event(running.id, actor="inst-a", reason="flushed",
-                                         detail="123 rows"))
+    event = run(
+        store.sessions.add_event(running.id, actor="inst-a", reason="flushed", detail="123 rows")
+    )
     assert (event.session_id, event.seq, event.from_status, event.to_status) == (
-        running.id, 3, R, R)
+        running.id,
+        3,
+        R,
+        R,
+    )
     assert (event.actor, event.reason, event.detail) == ("inst-a", "flushed", "123 rows")
     assert run(store.sessions.list_events(running.id))[-1] == event
     assert run(store.sessions.get_session(running.id)) == running
@@ -872,15 +1097,23 @@ def test_list_events_is_the_history_oldest_first(
     events = run(store.sessions.list_events(session.id))
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert [(e.from_status, e.to_status) for e in events] == [
-        (None, P), (P, R), (R, R), (R, SG), (SG, SD)]
-    assert [e.reason for e in events] == ["created", "to_running", "note", "to_stopping",
-                                          "to_stopped"]
+        (None, P),
+        (P, R),
+        (R, R),
+        (R, SG),
+        (SG, SD),
+    ]
+    assert [e.reason for e in events] == [
+        "created",
+        "to_running",
+        "note",
+        "to_stopping",
+        "to_stopped",
+    ]
     assert all(a.at <= b.at for a, b in itertools.pairwise(events[1:]))
 
 
-def test_events_belong_to_their_session(
-    store: Store, run: Run, make_session: MakeSession
-) -> None:
+def test_events_belong_to_their_session(store: Store, run: Run, make_session: MakeSession) -> None:
     a = _create(store, run, make_session())
     b = _drive(store, run, _create(store, run, make_session()), [R, C])
     assert [e.session_id for e in run(store.sessions.list_events(a.id))] == [a.id]
@@ -911,9 +1144,7 @@ def test_mark_deleted_hides_a_terminal_session_from_listings(
     assert run(store.sessions.count_sessions(SessionQuery(include_deleted=True))) == 2
 
 
-def test_mark_deleted_is_idempotent(
-    store: Store, run: Run, make_session: MakeSession
-) -> None:
+def test_mark_deleted_is_idempotent(store: Store, run: Run, make_session: MakeSession) -> None:
     ended = _drive(store, run, _create(store, run, make_session()), [R, C])
     first = run(store.sessions.mark_deleted(ended.id))
     events = run(store.sessions.list_events(ended.id))
@@ -923,9 +1154,7 @@ def test_mark_deleted_is_idempotent(
     assert run(store.sessions.list_events(ended.id)) == events
 
 
-def test_mark_deleted_keeps_the_history(
-    store: Store, run: Run, make_session: MakeSession
-) -> None:
+def test_mark_deleted_keeps_the_history(store: Store, run: Run, make_session: MakeSession) -> None:
     ended = _drive(store, run, _create(store, run, make_session()), [R, C])
     before = run(store.sessions.list_events(ended.id))
     run(store.sessions.mark_deleted(ended.id))

@@ -28,8 +28,16 @@ def _dt(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
-def trades(session_id: str, symbol: str = "BTC_USDT", *, n: int = 50, first_id: int = 1,
-           start_us: int = BASE_US, step_us: int = 1000, seed: int = 0) -> TradeBatch:
+def trades(
+    session_id: str,
+    symbol: str = "BTC_USDT",
+    *,
+    n: int = 50,
+    first_id: int = 1,
+    start_us: int = BASE_US,
+    step_us: int = 1000,
+    seed: int = 0,
+) -> TradeBatch:
     """``n`` trades with ids ``first_id...``, one every ``step_us``; awkward float64 values."""
     rng = np.random.default_rng(seed)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
@@ -44,8 +52,16 @@ def trades(session_id: str, symbol: str = "BTC_USDT", *, n: int = 50, first_id: 
     )
 
 
-def books(session_id: str, symbol: str = "BTC_USDT", *, n: int = 10, depth: int = 5,
-          start_us: int = BASE_US, step_us: int = 5000, seed: int = 1) -> BookBatch:
+def books(
+    session_id: str,
+    symbol: str = "BTC_USDT",
+    *,
+    n: int = 10,
+    depth: int = 5,
+    start_us: int = BASE_US,
+    step_us: int = 5000,
+    seed: int = 1,
+) -> BookBatch:
     """``n`` snapshots of ``depth`` levels, best first."""
     rng = np.random.default_rng(seed)
     mid = rng.uniform(100.0, 70_000.0, (n, 1))
@@ -64,16 +80,22 @@ def books(session_id: str, symbol: str = "BTC_USDT", *, n: int = 10, depth: int 
 def _as_trades(batch: TradeBatch) -> list[Trade]:
     return [
         Trade(batch.symbol, _dt(ts), tid, px, qty, "buy" if side == 1 else "sell")
-        for ts, tid, px, qty, side in zip(batch.ts_us.tolist(), batch.trade_id.tolist(),
-                                          batch.price.tolist(), batch.qty.tolist(),
-                                          batch.side.tolist(), strict=True)
+        for ts, tid, px, qty, side in zip(
+            batch.ts_us.tolist(),
+            batch.trade_id.tolist(),
+            batch.price.tolist(),
+            batch.qty.tolist(),
+            batch.side.tolist(),
+            strict=True,
+        )
     ]
 
 
 def _as_snapshots(batch: BookBatch) -> list[BookSnapshot]:
     return [
         BookSnapshot(
-            batch.symbol, _dt(ts),
+            batch.symbol,
+            _dt(ts),
             tuple(zip(batch.bid_price[i].tolist(), batch.bid_qty[i].tolist(), strict=True)),
             tuple(zip(batch.ask_price[i].tolist(), batch.ask_qty[i].tolist(), strict=True)),
         )
@@ -104,11 +126,17 @@ def _read_books(store: Store, run: Run, session_id: str, **kw: Any) -> list[Book
     return rows
 
 
-def _transition(store: Store, run: Run, session: Session, to: SessionStatus,
-                **kw: Any) -> Session:
-    moved: Session = run(store.sessions.transition(
-        session.id, expected_version=session.version, to_status=to, actor="test",
-        reason="test", **kw))
+def _transition(store: Store, run: Run, session: Session, to: SessionStatus, **kw: Any) -> Session:
+    moved: Session = run(
+        store.sessions.transition(
+            session.id,
+            expected_version=session.version,
+            to_status=to,
+            actor="test",
+            reason="test",
+            **kw,
+        )
+    )
     return moved
 
 
@@ -125,18 +153,24 @@ def test_write_returns_the_new_rows_and_count_agrees(
     assert _count(store, run, s.id) == TickCounts(trades=50, orderbook=10)
 
 
+@pytest.mark.requires("exact_write_counts")
 def test_replaying_the_same_batches_stores_nothing_new(
     store: Store, run: Run, running_session: StartSession
 ) -> None:
     s = running_session()
-    batches: list[TickBatch] = [trades(s.id), books(s.id), trades(s.id, "ETH_USDT"),
-                                books(s.id, "ETH_USDT")]
+    batches: list[TickBatch] = [
+        trades(s.id),
+        books(s.id),
+        trades(s.id, "ETH_USDT"),
+        books(s.id, "ETH_USDT"),
+    ]
     assert _write(store, run, batches) == TickCounts(100, 20)
     assert _write(store, run, batches) == TickCounts(0, 0)
     assert _write(store, run, batches[::-1]) == TickCounts(0, 0)
     assert _count(store, run, s.id) == TickCounts(100, 20)
 
 
+@pytest.mark.requires("first_write_wins")
 def test_a_replay_does_not_change_stored_rows(
     store: Store, run: Run, running_session: StartSession
 ) -> None:
@@ -148,23 +182,45 @@ def test_a_replay_does_not_change_stored_rows(
     assert _read_books(store, run, s.id) == _as_snapshots(books(s.id, seed=1))
 
 
+@pytest.mark.requires("exact_write_counts")
+def test_replays_and_overlaps_never_duplicate_stored_rows(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    """What every backend keeps, whatever its write() reports: a tick is stored once."""
+    s = running_session()
+    batches: list[TickBatch] = [trades(s.id), books(s.id), trades(s.id, "ETH_USDT")]
+    _write(store, run, batches)
+    _write(store, run, batches)
+    _write(
+        store,
+        run,
+        [trades(s.id, n=20, first_id=41), books(s.id, n=10, start_us=BASE_US + 5000 * 7)],
+    )
+    assert _count(store, run, s.id) == TickCounts(100 + 10, 17)
+
+
+@pytest.mark.requires("exact_write_counts")
 def test_partial_overlap_counts_only_new_rows(
     store: Store, run: Run, running_session: StartSession
 ) -> None:
     s = running_session()
     _write(store, run, [trades(s.id, n=50, first_id=1), books(s.id, n=10)])
-    overlap: list[TickBatch] = [trades(s.id, n=20, first_id=41),  # ids 41..60: 10 new
-                                books(s.id, n=10, start_us=BASE_US + 5000 * 7)]  # 7 new
+    overlap: list[TickBatch] = [
+        trades(s.id, n=20, first_id=41),  # ids 41..60: 10 new
+        books(s.id, n=10, start_us=BASE_US + 5000 * 7),
+    ]  # 7 new
     assert _write(store, run, overlap) == TickCounts(10, 7)
     assert _count(store, run, s.id) == TickCounts(60, 17)
 
 
+@pytest.mark.requires("exact_write_counts")
 def test_duplicates_within_one_call_are_stored_once(
     store: Store, run: Run, running_session: StartSession
 ) -> None:
     s = running_session()
     assert _write(store, run, [trades(s.id), trades(s.id), books(s.id), books(s.id)]) == (
-        TickCounts(50, 10))
+        TickCounts(50, 10)
+    )
     assert _count(store, run, s.id) == TickCounts(50, 10)
 
 
@@ -172,23 +228,27 @@ def test_same_trade_id_in_another_symbol_or_session_is_another_trade(
     store: Store, run: Run, running_session: StartSession
 ) -> None:
     a, b = running_session(), running_session()
-    batches: list[TickBatch] = [trades(a.id, "BTC_USDT"), trades(a.id, "ETH_USDT"),
-                                trades(b.id, "BTC_USDT"), books(a.id, "BTC_USDT"),
-                                books(a.id, "ETH_USDT"), books(b.id, "BTC_USDT")]
+    batches: list[TickBatch] = [
+        trades(a.id, "BTC_USDT"),
+        trades(a.id, "ETH_USDT"),
+        trades(b.id, "BTC_USDT"),
+        books(a.id, "BTC_USDT"),
+        books(a.id, "ETH_USDT"),
+        books(b.id, "BTC_USDT"),
+    ]
     assert _write(store, run, batches) == TickCounts(150, 30)
     assert _count(store, run, a.id) == TickCounts(100, 20)
     assert _count(store, run, b.id) == TickCounts(50, 10)
 
 
-def test_empty_writes_store_nothing(
-    store: Store, run: Run, running_session: StartSession
-) -> None:
+def test_empty_writes_store_nothing(store: Store, run: Run, running_session: StartSession) -> None:
     s = running_session()
     assert _write(store, run, []) == TickCounts(0, 0)
     assert _write(store, run, [trades(s.id, n=0), books(s.id, n=0)]) == TickCounts(0, 0)
     assert _count(store, run, s.id) == TickCounts(0, 0)
 
 
+@pytest.mark.requires("exact_write_counts")
 def test_concurrent_overlapping_writes_count_each_row_once(
     store: Store, run: Run, running_session: StartSession
 ) -> None:
@@ -266,8 +326,9 @@ def test_fencing_compares_the_whole_owner(
     _assert_nothing_stored(store, run, s.id)
 
 
-@pytest.mark.parametrize("terminal", [SessionStatus.COMPLETED, SessionStatus.FAILED,
-                                      SessionStatus.STOPPED])
+@pytest.mark.parametrize(
+    "terminal", [SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.STOPPED]
+)
 def test_write_for_a_terminal_session_raises_lease_lost(
     store: Store, run: Run, running_session: StartSession, terminal: SessionStatus
 ) -> None:
@@ -315,9 +376,12 @@ def test_a_new_owner_fences_the_old_one_out(
     with pytest.raises(LeaseLost):
         _write(store, run, [trades(s.id, n=10, first_id=11)], owner=OWNER)
     assert _write(store, run, [trades(s.id, n=10, first_id=21)], owner="owner-2") == (
-        TickCounts(10, 0))
-    assert sorted(t.trade_id for t in _read_trades(store, run, s.id)) == [*range(1, 11),
-                                                                          *range(21, 31)]
+        TickCounts(10, 0)
+    )
+    assert sorted(t.trade_id for t in _read_trades(store, run, s.id)) == [
+        *range(1, 11),
+        *range(21, 31),
+    ]
 
 
 @pytest.mark.parametrize("valid_first", [True, False], ids=["valid-first", "invalid-first"])
@@ -353,12 +417,19 @@ def two_symbols(
     """A session with interleaved BTC/ETH trades (some sharing a µs), written out of order."""
     s = running_session()
     btc = trades(s.id, "BTC_USDT", n=40, first_id=1, step_us=1000, seed=3)
-    eth = trades(s.id, "ETH_USDT", n=40, first_id=1_000, start_us=BASE_US + 500, step_us=1000,
-                 seed=4)
+    eth = trades(
+        s.id, "ETH_USDT", n=40, first_id=1_000, start_us=BASE_US + 500, step_us=1000, seed=4
+    )
     # Several BTC trades in the same microsecond, ordered by trade id.
-    burst = TradeBatch(s.id, "BTC_USDT", np.full(5, BASE_US + 100_000, dtype=np.int64),
-                       np.arange(100, 105, dtype=np.int64), np.linspace(1.5, 2.5, 5),
-                       np.full(5, 0.25), np.array([1, -1, 1, -1, 1], dtype=np.int8))
+    burst = TradeBatch(
+        s.id,
+        "BTC_USDT",
+        np.full(5, BASE_US + 100_000, dtype=np.int64),
+        np.arange(100, 105, dtype=np.int64),
+        np.linspace(1.5, 2.5, 5),
+        np.full(5, 0.25),
+        np.array([1, -1, 1, -1, 1], dtype=np.int8),
+    )
     _write(store, run, [eth, burst, btc])
     other = running_session()
     _write(store, run, [trades(other.id, "BTC_USDT", n=30, seed=9)])  # must never show up
@@ -406,8 +477,9 @@ def test_read_trades_range_with_symbol_and_limit(
     s, expected = two_symbols
     start = expected[5].ts
     eth_after = [t for t in expected if t.symbol == "ETH_USDT" and t.ts >= start]
-    assert _read_trades(store, run, s.id, symbol="ETH_USDT", start=start, limit=7) == (
-        eth_after[:7])
+    assert (
+        _read_trades(store, run, s.id, symbol="ETH_USDT", start=start, limit=7) == (eth_after[:7])
+    )
 
 
 @pytest.mark.parametrize("limit", [1, 7, 44, 85, 86, 1000])
@@ -431,7 +503,8 @@ def test_read_trades_accepts_aware_datetimes_in_any_zone(
     s, expected = two_symbols
     start = expected[20].ts.astimezone(timezone(timedelta(hours=5, minutes=30)))
     assert _read_trades(store, run, s.id, start=start) == [
-        t for t in expected if t.ts >= expected[20].ts]
+        t for t in expected if t.ts >= expected[20].ts
+    ]
 
 
 # --------------------------------------------------------------------------- read_orderbook
@@ -446,7 +519,9 @@ def book_session(
     btc = books(s.id, "BTC_USDT", n=12, depth=5, step_us=5000, seed=5)
     eth = books(s.id, "ETH_USDT", n=12, depth=20, step_us=2500, seed=6)  # every 2nd ts shared
     special = BookBatch(
-        s.id, "SOL_USDT", np.array([BASE_US + 7], dtype=np.int64),
+        s.id,
+        "SOL_USDT",
+        np.array([BASE_US + 7], dtype=np.int64),
         bid_price=np.array([[0.1 + 0.2, 1e-300]]),
         bid_qty=np.array([[5e-324, 1.7976931348623157e308]]),
         ask_price=np.array([[np.nextafter(0.3, 1.0), 123456.78901234567]]),
@@ -488,12 +563,16 @@ def test_read_orderbook_symbol_range_and_limit(
     s, expected = book_session
     start, end = expected[4].ts, expected[20].ts
     assert _read_books(store, run, s.id, symbol="ETH_USDT") == [
-        b for b in expected if b.symbol == "ETH_USDT"]
+        b for b in expected if b.symbol == "ETH_USDT"
+    ]
     assert _read_books(store, run, s.id, start=start, end=end) == [
-        b for b in expected if start <= b.ts < end]
+        b for b in expected if start <= b.ts < end
+    ]
     assert _read_books(store, run, s.id, limit=3) == expected[:3]
-    assert _read_books(store, run, s.id, symbol="BTC_USDT", start=start, limit=2) == [
-        b for b in expected if b.symbol == "BTC_USDT" and b.ts >= start][:2]
+    assert (
+        _read_books(store, run, s.id, symbol="BTC_USDT", start=start, limit=2)
+        == [b for b in expected if b.symbol == "BTC_USDT" and b.ts >= start][:2]
+    )
 
 
 def test_read_orderbook_of_an_unknown_session_is_empty(store: Store, run: Run) -> None:

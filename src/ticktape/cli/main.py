@@ -29,6 +29,7 @@ from ticktape.api.app import redact_url
 from ticktape.api.models import SessionOut
 from ticktape.cli.client import TicktapeClient
 from ticktape.cli.demo import run_demo, watch_session
+from ticktape.cli.questdb_cmd import questdb_app
 from ticktape.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -42,9 +43,6 @@ from ticktape.config import (
 from ticktape.errors import TicktapeError
 from ticktape.store import open_store
 
-# TODO(questdb): mount `ticktape questdb ...` once src/ticktape/cli/questdb_cmd.py lands:
-# from ticktape.cli.questdb_cmd import questdb_app
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -57,7 +55,7 @@ app = typer.Typer(
 )
 start_app = typer.Typer(help="Start a session.", no_args_is_help=True)
 app.add_typer(start_app, name="start")
-# app.add_typer(questdb_app, name="questdb")  # TODO(questdb): see the import above
+app.add_typer(questdb_app, name="questdb", help="Run a local QuestDB server for ticktape.")
 
 PIPED_WIDTH = 160  # columns for tables when stdout is not a terminal (pipes, files)
 

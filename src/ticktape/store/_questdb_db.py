@@ -1,0 +1,253 @@
+"""Connections, schema and error translation for the QuestDB backend.
+
+Two ways in: PostgreSQL wire (psycopg 3, autocommit) for session state and
+reads, and ILP over HTTP (the official ``questdb`` client) for ticks. Driver
+errors become ticktape store errors here; "table busy" (another writer holds a
+non-WAL table) becomes :class:`StoreBusy`, which callers retry with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError
+
+READ_CONNECTIONS = 4
+CONNECT_TIMEOUT_S = 5.0
+SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows the symbol table
+
+#: Session log: every transition, note, lease renewal and soft delete of a session is
+#: one appended row carrying the whole session state after it. A non-WAL table: a
+#: commit is visible at once, and a transaction holding an INSERT keeps every other
+#: writer out ("table busy") — the basis of compare-and-set (see questdb.py).
+SESSION_LOG_DDL = f"""
+CREATE TABLE IF NOT EXISTS tt_session_log (
+    id SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY} INDEX,
+    row_seq LONG,
+    event_seq LONG,
+    row_kind SYMBOL,
+    kind SYMBOL,
+    status SYMBOL,
+    from_status SYMBOL,
+    symbols VARCHAR,
+    exchange SYMBOL,
+    data_types VARCHAR,
+    config VARCHAR,
+    created_at TIMESTAMP,
+    started_at TIMESTAMP,
+    ended_at TIMESTAMP,
+    reason VARCHAR,
+    event_reason VARCHAR,
+    detail VARCHAR,
+    actor VARCHAR,
+    trades LONG,
+    orderbook LONG,
+    errors LONG,
+    owner VARCHAR,
+    lease_expires_at TIMESTAMP,
+    version LONG,
+    deleted BOOLEAN,
+    idempotency_key VARCHAR,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
+"""
+
+#: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
+#: DEDUP keys make a replayed row replace itself while distinct ticks never merge:
+#: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
+TRADES_DDL = """
+CREATE TABLE IF NOT EXISTS tt_trades (
+    session_id SYMBOL CAPACITY 65536,
+    symbol SYMBOL CAPACITY 4096,
+    trade_id LONG,
+    price DOUBLE,
+    qty DOUBLE,
+    side SYMBOL CAPACITY 4,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY DAY WAL
+DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id)
+"""
+
+ORDERBOOK_DDL = """
+CREATE TABLE IF NOT EXISTS tt_orderbook (
+    session_id SYMBOL CAPACITY 65536,
+    symbol SYMBOL CAPACITY 4096,
+    level INT,
+    bid_price DOUBLE,
+    bid_qty DOUBLE,
+    ask_price DOUBLE,
+    ask_qty DOUBLE,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY DAY WAL
+DEDUP UPSERT KEYS(ts, session_id, symbol, level)
+"""
+
+SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
+DEFAULT_PREFIX = "tt_"  # every table name starts so; ``?prefix=`` in the URL changes it
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,30}_", re.ASCII)
+TICK_TABLES = ("tt_trades", "tt_orderbook")
+
+
+@dataclass(frozen=True)
+class QuestDBAddress:
+    """Where a QuestDB server answers: PG wire for SQL, HTTP for ILP."""
+
+    host: str
+    pg_port: int
+    ilp_url: str
+    user: str = "admin"
+    password: str = "quest"
+    dbname: str = "qdb"
+    prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def from_url(cls, url: str) -> QuestDBAddress:
+        """``questdb://host:8812?ilp=http://host:9000&user=admin&password=quest``."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "questdb" or not parts.hostname:
+            raise ValidationError(f"invalid QuestDB URL {url!r}", field="store")
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        host = parts.hostname
+        prefix = query.get("prefix", DEFAULT_PREFIX)
+        if not _PREFIX_RE.fullmatch(prefix):
+            raise ValidationError(
+                f"invalid table prefix {prefix!r}: lower-case letters, digits and _, ending in _",
+                field="store",
+            )
+        try:
+            pg_port = parts.port or 8812
+        except ValueError:
+            raise ValidationError(f"invalid port in QuestDB URL {url!r}", field="store") from None
+        return cls(
+            host=host,
+            pg_port=pg_port,
+            ilp_url=query.get("ilp", f"http://{host}:9000"),
+            user=parts.username or query.get("user", "admin"),
+            password=parts.password or query.get("password", "quest"),
+            dbname=query.get("dbname", "qdb"),
+            prefix=prefix,
+        )
+
+    @property
+    def conninfo(self) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.host,
+            port=self.pg_port,
+            user=self.user,
+            password=self.password,
+            dbname=self.dbname,
+            connect_timeout=int(CONNECT_TIMEOUT_S),
+        )
+
+    @property
+    def ilp_conf(self) -> str:
+        ilp = urllib.parse.urlsplit(self.ilp_url)
+        scheme = "https" if ilp.scheme == "https" else "http"
+        return (
+            f"{scheme}::addr={ilp.hostname}:{ilp.port or 9000};"
+            f"username={self.user};password={self.password};"
+            "retry_timeout=10000;request_timeout=30000;"
+        )
+
+
+def translate(exc: BaseException, what: str) -> StoreError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "table busy" in text or "Timeout expired on waiting for the async command" in text:
+        return StoreBusy(f"{what}: QuestDB table busy ({text})")
+    if isinstance(exc, psycopg.OperationalError | OSError | ConnectionError):
+        return StoreUnavailable(f"{what}: cannot reach QuestDB ({text})")
+    return StoreError(f"{what}: QuestDB error ({text})")
+
+
+class Connections:
+    """One connection for session-log writes (serialised here, so this process never
+    collides with itself on the table writer) and a small pool for reads."""
+
+    def __init__(self, address: QuestDBAddress) -> None:
+        self.address = address
+        self.tick_tables = tuple(self.q(t) for t in TICK_TABLES)
+        self._writer: psycopg.AsyncConnection[Any] | None = None
+        self._write_lock = asyncio.Lock()
+        self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+        self._all: list[psycopg.AsyncConnection[Any]] = []
+        self._opened = 0
+
+    def q(self, sql: str) -> str:
+        """``sql`` with the default table prefix replaced by this store's."""
+        prefix = self.address.prefix
+        return sql if prefix == DEFAULT_PREFIX else sql.replace(DEFAULT_PREFIX, prefix)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            # prepare_threshold=None: QuestDB drops cached plans when a table changes and then
+            # fails every later call of an auto-prepared statement (docs/questdb-notes.md)
+            conn = await psycopg.AsyncConnection.connect(
+                self.address.conninfo, autocommit=True, prepare_threshold=None
+            )
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, "connect") from exc
+        self._all.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        self._writer = await self._connect()
+
+    async def close(self) -> None:
+        for conn in self._all:
+            if not conn.closed:
+                await conn.close()
+        self._all.clear()
+        self._writer = None
+        self._readers = asyncio.Queue()
+        self._opened = 0
+
+    @asynccontextmanager
+    async def reader(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A read connection; a broken one is dropped and replaced next time."""
+        if self._readers.empty() and self._opened < READ_CONNECTIONS:
+            self._opened += 1
+            try:
+                conn = await self._connect()
+            except StoreError:
+                self._opened -= 1
+                raise
+        else:
+            conn = await self._readers.get()
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            if conn.closed or isinstance(exc, psycopg.OperationalError):
+                self._opened -= 1
+                await _close_quietly(conn)
+                conn = None  # type: ignore[assignment]
+            raise translate(exc, what) from exc
+        finally:
+            if conn is not None:
+                self._readers.put_nowait(conn)
+
+    @asynccontextmanager
+    async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The session-log write connection, one user at a time; reconnects if broken."""
+        async with self._write_lock:
+            if self._writer is None or self._writer.closed:
+                self._writer = await self._connect()
+            try:
+                yield self._writer
+            except psycopg.Error as exc:
+                if self._writer.closed or isinstance(exc, psycopg.OperationalError):
+                    await _close_quietly(self._writer)
+                    self._writer = None
+                raise translate(exc, what) from exc
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
+    with suppress(psycopg.Error, OSError):
+        await conn.close()

@@ -1,0 +1,309 @@
+"""QuestDB tick store: columnar ILP/HTTP ingestion, visibility waits, SQL reads.
+
+Ticks go in through the official ``questdb`` client's ``Sender.dataframe`` over
+ILP/HTTP (errors are reported and retried by the client; a flush returns on the
+server's acknowledgement). WAL tables apply commits later, so "visible" is a
+separate step: :meth:`wait_visible` waits until ``wal_tables()`` shows every
+acknowledged transaction applied — and reports a suspended table instead of
+waiting for ever.
+
+Fencing is a check of the session's newest log row just before sending: a
+stale owner is refused, but a claim landing between the check and the send can
+let one last batch in (ILP has no transaction to hold; docs/questdb.md).
+ILP cannot say which rows DEDUP merged, so :meth:`write` reports rows *sent*;
+final stats always come from :meth:`count`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from questdb import QuestDBError, Sender
+
+from ticktape.domain import ACTIVE_STATUSES
+from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
+from ticktape.store._common import check_limit
+from ticktape.store._questdb_db import Connections
+from ticktape.store.base import (
+    MAX_DATA_LIMIT,
+    TickPosition,
+    TickQuery,
+    TickStore,
+    WriteResult,
+)
+from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch
+
+log = logging.getLogger(__name__)
+
+VISIBILITY_POLL_S = 0.005  # first poll interval of wal_tables(); doubles up to 100 ms
+_SIDES = pd.CategoricalDtype(["sell", "buy"])
+
+
+def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
+    return pd.to_datetime(us, unit="us", utc=True)
+
+
+def trades_frame(batches: list[TradeBatch]) -> pd.DataFrame:
+    """One DataFrame for many trade batches, in the column layout of ``tt_trades``."""
+    n = [len(b) for b in batches]
+    return pd.DataFrame(
+        {
+            "session_id": pd.Categorical(np.repeat([b.session_id for b in batches], n)),
+            "symbol": pd.Categorical(np.repeat([b.symbol for b in batches], n)),
+            "trade_id": np.concatenate([b.trade_id for b in batches]),
+            "price": np.concatenate([b.price for b in batches]),
+            "qty": np.concatenate([b.qty for b in batches]),
+            "side": pd.Categorical.from_codes(
+                (np.concatenate([b.side for b in batches]) > 0).astype(np.int8), dtype=_SIDES
+            ),
+            "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
+        }
+    )
+
+
+def book_frame(batches: list[BookBatch]) -> pd.DataFrame:
+    """Snapshots exploded to one row per level, the layout of ``tt_orderbook``."""
+    rows = [len(b) * b.depth for b in batches]
+    return pd.DataFrame(
+        {
+            "session_id": pd.Categorical(np.repeat([b.session_id for b in batches], rows)),
+            "symbol": pd.Categorical(np.repeat([b.symbol for b in batches], rows)),
+            "level": np.concatenate(
+                [np.tile(np.arange(b.depth, dtype=np.int32), len(b)) for b in batches]
+            ),
+            "bid_price": np.concatenate([b.bid_price.ravel() for b in batches]),
+            "bid_qty": np.concatenate([b.bid_qty.ravel() for b in batches]),
+            "ask_price": np.concatenate([b.ask_price.ravel() for b in batches]),
+            "ask_qty": np.concatenate([b.ask_qty.ravel() for b in batches]),
+            "ts": _timestamps(np.concatenate([np.repeat(b.ts_us, b.depth) for b in batches])),
+        }
+    )
+
+
+class QuestDBTickStore(TickStore):
+    def __init__(self, connections: Connections) -> None:
+        self._db = connections
+        self._sender: Sender | None = None
+        self._sender_lock = threading.Lock()
+        # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ticktape-ilp")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._sender_lock:
+            if self._sender is not None:
+                with contextlib.suppress(QuestDBError):
+                    self._sender.close()
+                self._sender = None
+
+    def _send(self, frames: list[tuple[str, pd.DataFrame]]) -> None:
+        with self._sender_lock:
+            if self._sender is None:
+                self._sender = Sender.from_conf(self._db.address.ilp_conf)
+                self._sender.establish()  # type: ignore[no-untyped-call]
+            try:
+                for table, frame in frames:
+                    self._sender.dataframe(
+                        frame,
+                        table_name=table,
+                        symbols=[
+                            "session_id",
+                            "symbol",
+                            *(["side"] if "side" in frame.columns else []),
+                        ],
+                        at="ts",
+                    )
+                self._sender.flush()
+            except QuestDBError:
+                # the buffer may hold half a batch: drop the sender, the caller retries all
+                with contextlib.suppress(QuestDBError):
+                    self._sender.close(flush=False)
+                self._sender = None
+                raise
+
+    async def _check_owner(self, session_ids: list[str], owner: str) -> None:
+        async with self._db.reader("check tick writer") as conn:
+            cur = await conn.execute(
+                self._db.q("SELECT id, status, owner FROM tt_session_log WHERE id IN ")
+                + f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
+                session_ids,
+            )
+            found = {str(r[0]): (r[1], r[2]) for r in await cur.fetchall()}
+        for session_id in session_ids:
+            row = found.get(session_id)
+            if row is None or row[0] not in {s.value for s in ACTIVE_STATUSES} or row[1] != owner:
+                detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
+                raise LeaseLost(session_id, owner, f"tick write rejected ({detail})")
+
+    async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
+        batches = [b for b in batches if len(b)]
+        session_ids = sorted({b.session_id for b in batches})
+        if not session_ids:
+            return WriteResult()
+        await self._check_owner(session_ids, owner)
+        trades = [b for b in batches if isinstance(b, TradeBatch)]
+        books = [b for b in batches if isinstance(b, BookBatch)]
+        frames = []
+        if trades:
+            frames.append((self._db.q("tt_trades"), trades_frame(trades)))
+        if books:
+            frames.append((self._db.q("tt_orderbook"), book_frame(books)))
+        if self._pool is None:
+            raise StoreUnavailable("write ticks: the QuestDB store is not open")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._send, frames)
+        except QuestDBError as exc:
+            raise StoreUnavailable(f"write ticks: QuestDB ILP error ({exc})") from exc
+        return WriteResult(TickCounts(sum(len(b) for b in trades), sum(len(b) for b in books)))
+
+    async def _wal_state(self) -> dict[str, tuple[int, int, bool]]:
+        async with self._db.reader("read WAL state") as conn:
+            cur = await conn.execute(
+                "SELECT name, writerTxn, sequencerTxn, suspended FROM wal_tables() "
+                f"WHERE name IN ({', '.join('%s' for _ in self._db.tick_tables)})",
+                list(self._db.tick_tables),
+            )
+            return {str(n): (int(w), int(s), bool(sus)) for n, w, s, sus in await cur.fetchall()}
+
+    async def wait_visible(self, timeout_s: float) -> None:
+        """Wait until the tick tables have applied every transaction committed so far."""
+        targets = {name: seq for name, (_, seq, _) in (await self._wal_state()).items()}
+        deadline = time.monotonic() + timeout_s
+        delay = VISIBILITY_POLL_S
+        while True:
+            state = await self._wal_state()
+            pending = []
+            for name, target in targets.items():
+                writer, _, suspended = state.get(name, (target, target, False))
+                if suspended:
+                    raise StoreError(
+                        f"QuestDB table {name} is suspended: its WAL is not being "
+                        f"applied (ALTER TABLE {name} RESUME WAL after fixing the "
+                        "cause); recorded ticks are not visible"
+                    )
+                if writer < target:
+                    pending.append(f"{name} at txn {writer} < {target}")
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise StoreError(f"ticks not visible after {timeout_s:g}s: {', '.join(pending)}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _scalar_rows(
+        self, sql: str, params: list[object], what: str
+    ) -> list[tuple[Any, ...]]:
+        async with self._db.reader(what) as conn:
+            cur = await conn.execute(self._db.q(sql), params)
+            return await cur.fetchall()
+
+    async def count(self, session_id: str) -> TickCounts:
+        ((trades,),) = await self._scalar_rows(
+            "SELECT count() FROM tt_trades WHERE session_id = %s", [session_id], "count trades"
+        )
+        ((books,),) = await self._scalar_rows(
+            "SELECT count() FROM tt_orderbook WHERE session_id = %s AND level = 0",
+            [session_id],
+            "count order books",
+        )
+        return TickCounts(int(trades), int(books))
+
+    async def position(self, session_id: str) -> TickPosition:
+        rows = await self._scalar_rows(
+            "SELECT symbol, max(trade_id), max(ts) FROM tt_trades WHERE session_id = %s",
+            [session_id],
+            "tick position",
+        )
+        book = await self._scalar_rows(
+            "SELECT max(ts) FROM tt_orderbook WHERE session_id = %s", [session_id], "tick position"
+        )
+        stamps = [r[2] for r in rows if r[2] is not None] + [r[0] for r in book if r[0]]
+        last = max(stamps) if stamps else None
+        return TickPosition(
+            last_ts=None if last is None else last.replace(tzinfo=UTC),
+            last_trade_ids={str(r[0]): int(r[1]) for r in rows if r[1] is not None},
+        )
+
+    @staticmethod
+    def _range(query: TickQuery) -> tuple[str, list[object]]:
+        clauses: list[str] = ["session_id = %s"]
+        params: list[object] = [query.session_id]
+        if query.symbol is not None:
+            clauses.append("symbol = %s")
+            params.append(query.symbol)
+        if query.start is not None:
+            clauses.append("ts >= %s")
+            params.append(query.start)
+        if query.end is not None:
+            clauses.append("ts < %s")
+            params.append(query.end)
+        return " AND ".join(clauses), params
+
+    async def read_trades(self, query: TickQuery) -> list[Trade]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
+        where, params = self._range(query)
+        rows = await self._scalar_rows(
+            f"SELECT symbol, ts, trade_id, price, qty, side FROM tt_trades WHERE {where} "
+            "ORDER BY ts, trade_id LIMIT %s",
+            [*params, query.limit],
+            "read trades",
+        )
+        return [
+            Trade(
+                str(sym),
+                ts.replace(tzinfo=UTC),
+                int(tid),
+                float(px),
+                float(qty),
+                str(side),
+            )
+            for sym, ts, tid, px, qty, side in rows
+        ]
+
+    async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
+        where, params = self._range(query)
+        heads = await self._scalar_rows(
+            f"SELECT ts, symbol FROM tt_orderbook WHERE {where} AND level = 0 "
+            "ORDER BY ts, symbol LIMIT %s",
+            [*params, query.limit],
+            "read order books",
+        )
+        if not heads:
+            return []
+        rows = await self._scalar_rows(
+            f"SELECT ts, symbol, level, bid_price, bid_qty, ask_price, ask_qty FROM tt_orderbook "
+            f"WHERE {where} AND ts >= %s AND ts <= %s ORDER BY ts, symbol, level",
+            [*params, heads[0][0], heads[-1][0]],
+            "read order books",
+        )
+        levels: dict[tuple[object, str], list[tuple[float, float, float, float]]] = {}
+        for ts, sym, _level, bp, bq, ap, aq in rows:
+            levels.setdefault((ts, str(sym)), []).append((bp, bq, ap, aq))
+        out = []
+        for ts, sym in heads:
+            lv = levels.get((ts, str(sym)), [])
+            out.append(
+                BookSnapshot(
+                    str(sym),
+                    ts.replace(tzinfo=UTC),
+                    tuple((b[0], b[1]) for b in lv),
+                    tuple((b[2], b[3]) for b in lv),
+                )
+            )
+        return out
