@@ -20,7 +20,12 @@ DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 HEARTBEAT_INTERVAL_S = 2.0  # how often an owner renews its leases and publishes stats
 LEASE_S = 10.0  # a lease not renewed for this long is expired; the reconciler reaps it
-RECONCILE_INTERVAL_S = 5.0  # how often every instance looks for expired leases
+# How often every instance looks for expired leases: None = the heartbeat interval, so an
+# orphan is reaped within lease + one heartbeat of its owner's last renewal. Each wait
+# is drawn from [RECONCILE_JITTER_MIN, 1] x the interval: jitter spreads instances out
+# but never lengthens a wait beyond the interval (docs/resilience.md).
+RECONCILE_INTERVAL_S: float | None = None
+RECONCILE_JITTER_MIN = 0.5
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
@@ -42,6 +47,11 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SystemExit(f"ticktape: {name}={raw!r} is not a number") from None
 
 
+def _env_opt_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    return None if raw is None or raw == "" else _env_float(env, name, 0.0)
+
+
 def default_instance_name(port: int) -> str:
     """Stable across restarts of the same server, so a restart can reap its own orphans."""
     return f"{socket.gethostname()}:{port}"
@@ -56,12 +66,13 @@ class Settings:
     api_token: str | None = None
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     lease_s: float = LEASE_S
-    reconcile_interval_s: float = RECONCILE_INTERVAL_S
+    reconcile_interval_s: float | None = RECONCILE_INTERVAL_S  # None = heartbeat_interval_s
     flush_interval_s: float = FLUSH_INTERVAL_S
     flush_max_rows: int = FLUSH_MAX_ROWS
     buffer_max_rows: int = BUFFER_MAX_ROWS
     store_retry_attempts: int = STORE_RETRY_ATTEMPTS
     log_level: str = "info"
+    faults: str = ""  # TICKTAPE_FAULTS: injected store faults, for chaos runs only
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -76,11 +87,12 @@ class Settings:
             api_token=env.get("TICKTAPE_API_TOKEN") or None,
             heartbeat_interval_s=_env_float(env, "TICKTAPE_HEARTBEAT_S", HEARTBEAT_INTERVAL_S),
             lease_s=_env_float(env, "TICKTAPE_LEASE_S", LEASE_S),
-            reconcile_interval_s=_env_float(env, "TICKTAPE_RECONCILE_S", RECONCILE_INTERVAL_S),
+            reconcile_interval_s=_env_opt_float(env, "TICKTAPE_RECONCILE_S"),
             flush_interval_s=_env_float(env, "TICKTAPE_FLUSH_INTERVAL_S", FLUSH_INTERVAL_S),
             flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
+            faults=env.get("TICKTAPE_FAULTS", ""),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}
@@ -90,11 +102,41 @@ class Settings:
                 f"ticktape: lease ({settings.lease_s}s) must be longer than the heartbeat "
                 f"interval ({settings.heartbeat_interval_s}s)"
             )
+        if settings.reconcile_every_s <= 0:
+            raise SystemExit("ticktape: the reconcile interval must be greater than zero")
         return settings
 
     @property
     def instance(self) -> str:
         return self.instance_name or default_instance_name(self.port)
+
+    @property
+    def reconcile_every_s(self) -> float:
+        """The longest wait between two reconciler passes on one instance."""
+        if self.reconcile_interval_s is None:
+            return self.heartbeat_interval_s
+        return self.reconcile_interval_s
+
+    @property
+    def reap_bound_s(self) -> float:
+        """An orphan is reaped at most this long after its owner's last renewal.
+
+        The lease, plus the longest wait for the next reconciler pass on a live
+        instance: one heartbeat with the default reconcile interval.
+        """
+        return self.lease_s + self.reconcile_every_s
+
+    @property
+    def self_fence_after_s(self) -> float:
+        """A runner whose lease has not been renewed for this long stops itself.
+
+        Shorter than the lease by half a heartbeat (or half the slack between
+        heartbeat and lease, if smaller), so an owner that cannot renew stops
+        before anyone may reap or claim its session — and never between two
+        heartbeats that both succeed.
+        """
+        margin = min(self.heartbeat_interval_s, self.lease_s - self.heartbeat_interval_s) / 2
+        return self.lease_s - margin
 
 
 def sqlite_path_from_url(url: str) -> Path:

@@ -49,6 +49,24 @@ class Metrics:
         self.lease_renew_failures = Counter(
             "ticktape_lease_renew_failures", "Heartbeats that failed to renew a lease", registry=r
         )
+        self.sessions_resumed = Counter(
+            "ticktape_sessions_resumed",
+            "Sessions this instance claimed after their owner was lost, and resumed",
+            registry=r,
+        )
+        self.sessions_handed_over = Counter(
+            "ticktape_sessions_handed_over",
+            "Resumable sessions released on shutdown for another instance to claim",
+            registry=r,
+        )
+        self.fenced_writes = Counter(
+            "ticktape_fenced_writes",
+            "Tick writes the store rejected because this instance no longer owned the session",
+            registry=r,
+        )
+        self.local_runners = Gauge(
+            "ticktape_local_runners", "Sessions with a live runner on this instance", registry=r
+        )
 
     def session_created(self, latency_s: float) -> None:
         self.create_latency.observe(latency_s)

@@ -25,7 +25,7 @@ from ticktape.domain import (
     new_session_id,
     utcnow,
 )
-from ticktape.errors import StopTimeout
+from ticktape.errors import SessionConflict, StopTimeout
 from ticktape.metrics import Metrics
 from ticktape.retry import retry_transient
 from ticktape.runtime.transitions import request_stop
@@ -82,7 +82,7 @@ class SessionService:
             idempotency_key=idempotency_key,
         )
         stored = await retry_transient(
-            lambda: self._store.sessions.create_session(draft, actor=self._runtime.owner),
+            lambda: self._create_once(draft),
             what="create session",
             on_retry=self._metrics.store_retry,
         )
@@ -90,6 +90,17 @@ class SessionService:
             self._runtime.launch(stored)
             self._metrics.session_created(time.perf_counter() - started)
         return stored
+
+    async def _create_once(self, draft: Session) -> Session:
+        try:
+            return await self._store.sessions.create_session(draft, actor=self._runtime.owner)
+        except SessionConflict:
+            # A retry after an attempt that was written but whose answer was lost:
+            # the session found is this very draft, not a conflict.
+            found = await self._store.sessions.get_session(draft.id)
+            if (found.owner, found.created_at) == (draft.owner, draft.created_at):
+                return found
+            raise
 
     async def get(self, session_id: str) -> Session:
         try:

@@ -1,10 +1,17 @@
-"""Helpers for tests and benchmarks: the real ``ticktape serve`` as a subprocess.
+"""Helpers for tests and benchmarks.
 
-Configured only through flags and environment variables, as a user would run it.
+- :class:`ServerProcess`: the real ``ticktape serve`` as a subprocess, configured
+  only through flags and environment variables, as a user would run it.
+- :class:`Instance` and :func:`instances`: what ``ticktape serve`` wires together
+  (store handle, supervisor, service) in this process, several on one store, each
+  behind a :class:`~ticktape.store.faulty.FaultyStore` for fault injection.
+- :func:`crash` (a supervisor dies as with SIGKILL) and :func:`eventually` (await
+  a condition with a deadline instead of sleeping).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -12,10 +19,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+
+from ticktape.config import Settings
+from ticktape.domain import Session, validate_spec
+from ticktape.metrics import Metrics
+from ticktape.runtime.supervisor import Supervisor
+from ticktape.service import SessionService
+from ticktape.store import open_store
+from ticktape.store.faulty import FaultyStore
+
+T = TypeVar("T")
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
@@ -111,3 +130,113 @@ def running_server(store_url: str, log_dir: Path, **kwargs: object) -> Iterator[
         yield server
     finally:
         server.stop()
+
+
+async def crash(supervisor: Supervisor) -> None:
+    """End ``supervisor`` as SIGKILL ends a server: every task cancelled, nothing written.
+
+    A store call already running on a driver thread still completes (a killed
+    process's would not); stores that matter here are fenced either way.
+    """
+    tasks = supervisor.tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout_s: float,
+    what: str,
+    poll_s: float = 0.02,
+) -> T:
+    """Await ``check()`` until it returns something other than None/False; fail after ``timeout_s``.
+
+    For conditions another task or process brings about (a reap, a heartbeat):
+    polling with a deadline, never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while True:
+        last = await check()
+        if last is not None and last is not False:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last})")
+        await asyncio.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+class Instance:
+    """One ticktape instance in this process: its own store handle (faulty), supervisor, service.
+
+    ``store`` is the :class:`FaultyStore` everything of this instance goes through
+    (inject faults there); ``raw`` is the handle underneath, for checks that must
+    not be faulted.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.raw = open_store(settings.store_url)
+        self.store = FaultyStore(self.raw)
+        self.metrics = Metrics()
+        self.supervisor = Supervisor(self.store, settings, self.metrics)
+        self.service = SessionService(self.store, self.supervisor, settings, self.metrics)
+        self.alive = False
+
+    @property
+    def owner(self) -> str:
+        return self.supervisor.owner
+
+    async def start(self) -> Instance:
+        await self.raw.open()
+        await self.supervisor.start()
+        self.alive = True
+        return self
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Graceful, as on SIGTERM."""
+        if self.alive:
+            self.alive = False
+            await self.supervisor.shutdown(timeout_s=timeout_s)
+
+    async def crash(self) -> None:
+        """As SIGKILL: nothing more is written by this instance."""
+        self.alive = False
+        await crash(self.supervisor)
+
+    async def close(self) -> None:
+        await self.shutdown()
+        await self.raw.close()
+
+    async def create(self, **spec: Any) -> Session:
+        """Create a session through the service (``validate_spec`` arguments)."""
+        body: dict[str, Any] = {"kind": "collect", "symbols": ["BTC_USDT", "ETH_USDT"], **spec}
+        return await self.service.create(validate_spec(**body))
+
+    def metric(self, name: str) -> float:
+        value = self.metrics.registry.get_sample_value(name)
+        return 0.0 if value is None else value
+
+
+@contextlib.asynccontextmanager
+async def instances(base: Settings) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
+    """``a = await add("a")``: started instances on ``base.store_url``; all closed at the end.
+
+    Each gets ``base`` with its own instance name (and any field overridden).
+    """
+    started: list[Instance] = []
+
+    async def add(name: str, **overrides: Any) -> Instance:
+        instance = Instance(replace(base, instance_name=name, **overrides))
+        started.append(instance)
+        return await instance.start()
+
+    try:
+        yield add
+    finally:
+        for instance in reversed(started):
+            await instance.close()

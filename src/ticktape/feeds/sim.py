@@ -6,6 +6,11 @@ depth around the last price. Data is generated in fixed-size blocks with
 numpy, so the same seed and configuration give the same ticks however fast the
 consumer reads — and the maximum rate reaches hundreds of thousands of ticks
 per second.
+
+A resumed recording (its owner was lost and another instance claimed it) passes
+a :class:`ResumePoint`: every symbol continues after its last stored trade id,
+from its last stored price, and every new tick is later than anything stored —
+so nothing is recorded twice and no id or timestamp is reused.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import asyncio
 import contextlib
 import time
 import zlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +32,16 @@ BLOCK_PERIOD_S = 0.1  # at a set rate, one block covers this much exchange time
 PRICE_TICK = 0.01
 STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
+MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an earlier recording of the same session stopped."""
+
+    after_us: int  # every new tick is later than this (the newest stored tick)
+    last_trade_ids: Mapping[str, int] = field(default_factory=dict)
+    last_prices: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,6 +51,7 @@ class _SymbolState:
     price: float
     next_trade_id: int = 1
     events: int = 0  # trades generated so far (drives book snapshot cadence)
+    first_event: int = 0  # the event at ``start_us`` (non-zero when resumed)
 
 
 def _start_price(symbol: str) -> float:
@@ -61,23 +77,39 @@ class SimExchange:
         rate_per_s: float = 20.0,
         book_every: int = 5,
         start_us: int | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
         self.session_id = session_id
         self.data_types = data_types
         self.depth = depth
         self.rate_per_s = rate_per_s
         self.book_every = book_every
-        self.start_us = int(time.time() * 1_000_000) if start_us is None else start_us
         if rate_per_s > 0:
             self.block_events = int(min(MAX_BLOCK_EVENTS, max(1.0, rate_per_s * BLOCK_PERIOD_S)))
             self.spacing_us = max(1, int(1_000_000 / rate_per_s))
         else:
             self.block_events = MAX_BLOCK_EVENTS
             self.spacing_us = MAX_RATE_SPACING_US
-        self._states = [
-            _SymbolState(sym, np.random.default_rng([seed, i]), _start_price(sym))
-            for i, sym in enumerate(symbols)
-        ]
+        start = int(time.time() * 1_000_000) if start_us is None else start_us
+        if resume is not None:
+            start = max(start, resume.after_us + 1)
+        self.start_us = start
+        self._states = [self._state(i, sym, seed, resume) for i, sym in enumerate(symbols)]
+
+    @staticmethod
+    def _state(i: int, symbol: str, seed: int, resume: ResumePoint | None) -> _SymbolState:
+        if resume is None:
+            return _SymbolState(symbol, np.random.default_rng([seed, i]), _start_price(symbol))
+        last_id = resume.last_trade_ids.get(symbol, 0)
+        # Seeded by where it resumes: deterministic, and not a replay of the first run.
+        return _SymbolState(
+            symbol,
+            np.random.default_rng([seed, i, last_id + 1]),
+            resume.last_prices.get(symbol, _start_price(symbol)),
+            next_trade_id=last_id + 1,
+            events=last_id,
+            first_event=last_id,
+        )
 
     def next_block(self) -> list[TickBatch]:
         """Generate the next block: ``block_events`` trades per symbol, and their snapshots."""
@@ -104,7 +136,7 @@ class SimExchange:
         batch = TradeBatch(
             session_id=self.session_id,
             symbol=state.symbol,
-            ts_us=self.start_us + index * self.spacing_us,
+            ts_us=self.start_us + (index - state.first_event) * self.spacing_us,
             trade_id=np.arange(state.next_trade_id, state.next_trade_id + n, dtype=np.int64),
             price=prices.astype(np.float64),
             qty=qty.astype(np.float64),
@@ -149,6 +181,10 @@ class SimExchange:
                         await asyncio.wait_for(stop.wait(), timeout=delay)
                     if stop.is_set():
                         return
+                else:
+                    if -delay > MAX_CATCH_UP_S:  # paused (SIGSTOP, a stall): go on from now
+                        started = time.monotonic() - emitted / self.rate_per_s
+                    await asyncio.sleep(0)  # never starve heartbeats while catching up
             else:
                 await asyncio.sleep(0)  # let heartbeats and requests run between blocks
             emitted += self.block_events

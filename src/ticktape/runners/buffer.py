@@ -29,6 +29,11 @@ class TickBuffer:
     def rows(self) -> int:
         return self._rows
 
+    @property
+    def closed(self) -> bool:
+        """No more puts will come: what is buffered is the last to flush."""
+        return self._closed
+
     async def put(self, batches: list[TickBatch]) -> None:
         """Add batches; wait while the buffer is full (a block larger than the bound still fits
         once the buffer is empty, so a big block never deadlocks)."""

@@ -4,32 +4,52 @@ It runs inside the supervisor's task for one session. It never changes the
 session's status itself: it reports how it ended and the supervisor writes the
 transition (store first). It does stop writing the moment the store says it
 no longer owns the session (fencing, invariant 5).
+
+A resumed session (claimed after its owner was lost) continues after what is
+already stored — the feed starts after the newest stored tick and the last
+trade id of each symbol — and the gap is recorded in the session's history.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from ticktape.config import STORE_RETRY_MAX_S, VISIBILITY_TIMEOUT_S, Settings
-from ticktape.domain import Session
+from ticktape.domain import Reason, Session
 from ticktape.errors import LeaseLost, StoreError
-from ticktape.feeds.sim import SimExchange
+from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.metrics import Metrics
-from ticktape.retry import backoff_delays, retry_transient
+from ticktape.retry import backoff_delays
 from ticktape.runners.buffer import TickBuffer
-from ticktape.store.base import Store
+from ticktape.runtime.transitions import note, retry_noted
+from ticktape.store.base import Store, TickQuery
 from ticktape.ticks import TickBatch, TickCounts
 
 log = logging.getLogger(__name__)
+
+LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's last price
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def _to_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // _ONE_US
+
+
+def _iso(us: int) -> str:
+    return (_EPOCH + us * _ONE_US).isoformat()
 
 
 class Outcome(StrEnum):
     FINISHED = "finished"  # duration reached
     STOPPED = "stopped"  # a stop was asked
+    HANDED_OVER = "handed_over"  # this instance shuts down; another will claim and resume it
     LOST = "lost"  # the lease is gone: someone else decides this session's fate
 
 
@@ -40,15 +60,26 @@ class RunHandle:
     session_id: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    handover: asyncio.Event = field(default_factory=asyncio.Event)
     written: TickCounts = field(default_factory=TickCounts)
     unstored: int = 0  # ticks that could not be stored and were given up on
+    resumed: bool = False  # claimed after its owner was lost: continue after what is stored
+    stop_reason: str | None = None  # the reason to record if the stop is not recorded yet
+    lost_reason: str = ""  # how the runner learnt it no longer owns the session
     task: asyncio.Task[None] | None = None
+
+    def lose(self, why: str) -> None:
+        """Fence this runner: it writes nothing more. The first reason is kept."""
+        if not self.lost.is_set():
+            self.lost_reason = why
+            self.lost.set()
 
 
 @dataclass(frozen=True)
 class RunResult:
     outcome: Outcome
     error: str | None = None  # set when ticks could not be stored at the end
+    dropped: int = 0  # buffered ticks left unwritten because the lease was lost
 
 
 class CollectRunner:
@@ -60,6 +91,7 @@ class CollectRunner:
 
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
+        resume = await self._resume_point(session, handle) if handle.resumed else None
         feed = SimExchange(
             session.id,
             session.symbols,
@@ -68,7 +100,10 @@ class CollectRunner:
             seed=cfg.seed,
             rate_per_s=cfg.rate_per_s,
             book_every=cfg.book_every,
+            resume=resume,
         )
+        if resume is not None:
+            await self._record_gap(session, resume, feed.start_us)
         buffer = TickBuffer(
             max_rows=self._settings.buffer_max_rows,
             flush_rows=self._settings.flush_max_rows,
@@ -80,30 +115,84 @@ class CollectRunner:
             outcome = await self._pump(feed, buffer, handle, deadline)
             await buffer.close()
             if outcome is Outcome.LOST:
-                return RunResult(Outcome.LOST)
+                return RunResult(Outcome.LOST, dropped=buffer.rows)
             await flusher  # drains everything buffered (or gives up with a count)
         finally:
             if not flusher.done():  # lost, cancelled or crashed: write nothing more
                 flusher.cancel()
                 await asyncio.gather(flusher, return_exceptions=True)
         if handle.lost.is_set():
-            return RunResult(Outcome.LOST)
+            return RunResult(Outcome.LOST, dropped=buffer.rows)
         error = None
         if handle.unstored:
             error = f"{handle.unstored} ticks could not be stored"
         await self._store.ticks.wait_visible(VISIBILITY_TIMEOUT_S)
         return RunResult(outcome, error)
 
+    # ------------------------------------------------------------------ resume
+
+    async def _resume_point(self, session: Session, handle: RunHandle) -> ResumePoint | None:
+        """Where the stored recording ends; also makes the handle's tally start from it."""
+        attempts = self._settings.store_retry_attempts
+        position = await retry_noted(
+            self._store,
+            session.id,
+            lambda: self._store.ticks.position(session.id),
+            what="read tick position",
+            actor=self._owner,
+            attempts=attempts,
+            on_retry=self._metrics.store_retry,
+        )
+        handle.written = await retry_noted(
+            self._store,
+            session.id,
+            lambda: self._store.ticks.count(session.id),
+            what="count ticks",
+            actor=self._owner,
+            attempts=attempts,
+            on_retry=self._metrics.store_retry,
+        )
+        if position.last_ts is None:
+            return None  # nothing stored yet: a fresh start loses nothing
+        prices: dict[str, float] = {}
+        for symbol in position.last_trade_ids:
+            last = await self._store.ticks.read_trades(
+                TickQuery(session.id, symbol=symbol, start=position.last_ts, limit=LAST_PRICE_ROWS)
+            )
+            if last:
+                prices[symbol] = max(last, key=lambda t: t.trade_id).price
+        return ResumePoint(_to_us(position.last_ts), dict(position.last_trade_ids), prices)
+
+    async def _record_gap(self, session: Session, resume: ResumePoint, start_us: int) -> None:
+        gap = {
+            "from": _iso(resume.after_us),
+            "to": _iso(start_us),
+            "lost_s": round((start_us - resume.after_us) / 1e6, 6),
+            "last_trade_ids": dict(resume.last_trade_ids),
+        }
+        await note(
+            self._store,
+            session.id,
+            actor=self._owner,
+            reason=Reason.RESUMED,
+            detail=json.dumps(gap, sort_keys=True),
+        )
+        log.warning("session %s: resumed; ticks from %s to %s were not recorded", session.id,
+                    gap["from"], gap["to"])  # fmt: skip
+
+    # ------------------------------------------------------------------ pump and flush
+
     async def _pump(
         self, feed: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
     ) -> Outcome:
-        """Move blocks from the feed into the buffer until stop, loss or the deadline."""
+        """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline."""
         until = asyncio.Event()
 
         async def watch() -> None:
             waiters = [
                 asyncio.create_task(handle.stop.wait()),
                 asyncio.create_task(handle.lost.wait()),
+                asyncio.create_task(handle.handover.wait()),
             ]
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -125,6 +214,8 @@ class CollectRunner:
             return Outcome.LOST
         if handle.stop.is_set():
             return Outcome.STOPPED
+        if handle.handover.is_set():
+            return Outcome.HANDED_OVER
         return Outcome.FINISHED
 
     async def _flush_loop(self, buffer: TickBuffer, handle: RunHandle) -> None:
@@ -138,9 +229,9 @@ class CollectRunner:
             if handle.lost.is_set():
                 return
             await buffer.put_back(batches)
-            if handle.stop.is_set() or handle.lost.is_set():
+            if buffer.closed:  # ending (stop, hand-over or duration) and the store still refuses
                 closing_attempts -= 1
-                if closing_attempts <= 0:  # stopping and the store still refuses: give up, counted
+                if closing_attempts <= 0:  # give up on what is left, and count it
                     handle.unstored += buffer.rows
                     await buffer.take()
                     return
@@ -148,14 +239,19 @@ class CollectRunner:
 
     async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
         try:
-            result = await retry_transient(
+            result = await retry_noted(
+                self._store,
+                handle.session_id,
                 lambda: self._store.ticks.write(batches, owner=self._owner),
                 what="write ticks",
+                actor=self._owner,
+                attempts=self._settings.store_retry_attempts,
                 on_retry=self._metrics.store_retry,
             )
         except LeaseLost as exc:
+            self._metrics.fenced_writes.inc()
             log.warning("session %s: %s; runner stops writing", handle.session_id, exc)
-            handle.lost.set()
+            handle.lose(f"tick write rejected by the store: {exc}")
             return False
         except StoreError as exc:
             self._metrics.tick_errors.inc()

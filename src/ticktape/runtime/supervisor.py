@@ -1,40 +1,47 @@
-"""The supervisor: runs this instance's sessions, heartbeats their leases, reaps orphans.
+"""The supervisor: runs this instance's sessions, from their start to their end.
 
 Memory here holds runtime handles keyed by session id (tasks, stop/lost events,
 counts of what was written) — never a copy of a session's state. Every decision
 reads the store; every state change is written to the store before it is acted on.
+
+Leases are kept by :mod:`ticktape.runtime.leases`, orphans found by
+:mod:`ticktape.runtime.reconciler`; the supervisor wires them together and owns
+each session's task: begin (``pending`` → ``running``), run, and write the end
+(``stopped`` / ``completed`` / ``failed``) once the data is stored — or, on
+shutdown, hand a resumable session over to another instance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
-from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
-from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
-from ticktape.errors import (
-    InvalidTransition,
-    LeaseLost,
-    SessionNotFound,
-    StoreError,
-    TicktapeError,
-    TransitionRace,
-)
+from ticktape.config import SHUTDOWN_TIMEOUT_S, STORE_RETRY_BASE_S, STORE_RETRY_MAX_S, Settings
+from ticktape.domain import Reason, Session, SessionStatus, Stats
+from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.retry import retry_transient
 from ticktape.runners.collect import CollectRunner, Outcome, RunHandle, RunResult
-from ticktape.runtime.transitions import MAX_CAS_ROUNDS, request_stop
+from ticktape.runtime.leases import LeaseKeeper
+from ticktape.runtime.reconciler import Reconciler, is_resumable
+from ticktape.runtime.transitions import MAX_CAS_ROUNDS, note, request_stop, retry_noted
 from ticktape.store.base import Store
+from ticktape.store.faulty import FaultyStore
+from ticktape.ticks import TickCounts
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
 class Supervisor:
     def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
+        if settings.faults:
+            log.warning(
+                "TICKTAPE_FAULTS=%r: injecting store faults (chaos runs only)", settings.faults
+            )
+            store = FaultyStore.from_spec(store, settings.faults)
         self._store = store
         self._settings = settings
         self._metrics = metrics
@@ -42,8 +49,18 @@ class Supervisor:
         self._instance = settings.instance
         self._owner = f"{self._instance}/{uuid.uuid4().hex[:12]}"
         self._handles: dict[str, RunHandle] = {}
-        self._renewed: dict[str, float] = {}  # session id -> monotonic time of last renewal
-        self._loops: list[asyncio.Task[None]] = []
+        self._leases = LeaseKeeper(store, settings, metrics, self._owner)
+        self._reconciler = Reconciler(
+            store,
+            settings,
+            metrics,
+            owner=self._owner,
+            instance=self._instance,
+            leases=self._leases,
+            host=self,
+        )
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._reconcile_task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -55,23 +72,51 @@ class Supervisor:
         """Sessions with a live runner on this instance (for health and tests)."""
         return list(self._handles)
 
-    def _lease_until(self) -> datetime:
-        return utcnow() + timedelta(seconds=self._settings.lease_s)
+    @property
+    def handles(self) -> Mapping[str, RunHandle]:
+        return self._handles
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Every task this supervisor runs: its loops and its sessions' tasks."""
+        loops = [t for t in (self._heartbeat_task, self._reconcile_task) if t is not None]
+        return loops + [h.task for h in self._handles.values() if h.task is not None]
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Reap orphans (our own previous incarnation's at once), then start the loops."""
         await self.reconcile(startup=True)
-        self._loops = [
-            asyncio.create_task(self._heartbeat_loop(), name="ticktape-heartbeat"),
-            asyncio.create_task(self._reconcile_loop(), name="ticktape-reconciler"),
-        ]
+        self._heartbeat_task = asyncio.create_task(self._leases.loop(), name="ticktape-heartbeat")
+        self._reconcile_task = asyncio.create_task(
+            self._reconciler.loop(), name="ticktape-reconciler"
+        )
+
+    async def reconcile(self, *, startup: bool = False) -> int:
+        return await self._reconciler.reconcile(startup=startup)
+
+    async def heartbeat(self) -> None:
+        await self._leases.heartbeat()
 
     async def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
-        """Stop every session this instance runs (reason ``server_shutdown``) and wait."""
+        """Stop this instance's sessions, or hand the resumable ones over, and wait.
+
+        Non-resumable sessions are stopped with reason ``server_shutdown``. A
+        resumable one stops recording, flushes, and releases its lease so that a
+        live instance claims it at once and resumes it.
+        """
         self._closing = True
+        # First stop looking for orphans: this instance must not claim what it releases.
+        await _cancel(self._reconcile_task)
         for session_id, handle in list(self._handles.items()):
+            if await self._hands_over(session_id):
+                handle.handover.set()
+                continue
+            handle.stop_reason = Reason.SERVER_SHUTDOWN
             try:
                 await request_stop(
                     self._store, session_id, actor=self._owner, reason=Reason.SERVER_SHUTDOWN
@@ -88,16 +133,29 @@ class Supervisor:
                 )
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await _cancel(self._heartbeat_task)
+
+    async def _hands_over(self, session_id: str) -> bool:
+        try:
+            session = await self._store.sessions.get_session(session_id)
+        except TicktapeError:
+            return False  # cannot tell: stopping is the safe choice
+        return (
+            is_resumable(session)
+            and session.owner == self._owner
+            and session.status in (SessionStatus.PENDING, SessionStatus.RUNNING)
+        )
 
     # ------------------------------------------------------------------ runtime protocol
 
-    def launch(self, session: Session) -> None:
-        handle = RunHandle(session.id)
+    def launch(self, session: Session, *, resumed: bool = False) -> None:
+        """Run a session this instance owns (just created, or claimed with ``resumed``)."""
+        if session.id in self._handles:
+            return
+        handle = RunHandle(session.id, resumed=resumed)
         self._handles[session.id] = handle
-        self._renewed[session.id] = time.monotonic()
+        self._leases.track(handle)
+        self._metrics.local_runners.set(len(self._handles))
         handle.task = asyncio.create_task(self._run(session, handle), name=f"session-{session.id}")
 
     def request_stop(self, session_id: str) -> None:
@@ -105,29 +163,60 @@ class Supervisor:
         if handle is not None:
             handle.stop.set()
 
+    def _release_handle(self, session_id: str) -> None:
+        self._handles.pop(session_id, None)
+        self._leases.untrack(session_id)
+        self._metrics.local_runners.set(len(self._handles))
+
     # ------------------------------------------------------------------ one session
 
     async def _run(self, session: Session, handle: RunHandle) -> None:
         try:
-            running = await self._begin(session.id)
+            try:
+                running = await self._begin(session.id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("session %s could not start", session.id)
+                await self._fail(session.id, Reason.START_FAILED, f"{type(exc).__name__}: {exc}")
+                return
             if running is None:
                 return
             result = await CollectRunner(
                 self._store, self._settings, self._metrics, self._owner
             ).run(running, handle)
             if result.outcome is Outcome.LOST:
-                self._metrics.zombies_stopped.inc()
-                log.warning("session %s: lease lost, runner stopped itself", session.id)
-                return
-            await self._finish(handle, result)
+                await self._stopped_as_zombie(handle, result)
+            elif result.outcome is Outcome.HANDED_OVER:
+                await self._hand_over(handle, result)
+            else:
+                await self._finish(handle, result)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s failed", session.id)
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
-            self._handles.pop(session.id, None)
-            self._renewed.pop(session.id, None)
+            self._release_handle(session.id)
+
+    async def _retried(
+        self, session_id: str, operation: Callable[[], Awaitable[T]], what: str
+    ) -> T:
+        """Retry transient store errors (bounded), noting retries in the session's history."""
+        return await retry_noted(
+            self._store,
+            session_id,
+            operation,
+            what=what,
+            actor=self._owner,
+            attempts=self._settings.store_retry_attempts,
+            on_retry=self._metrics.store_retry,
+        )
+
+    async def _count(self, session_id: str) -> TickCounts:
+        return await self._retried(
+            session_id, lambda: self._store.ticks.count(session_id), "count ticks"
+        )
 
     async def _begin(self, session_id: str) -> Session | None:
         """``pending`` → ``running``; a stop asked before the start ends it here instead."""
@@ -138,39 +227,69 @@ class Supervisor:
             if current.status is SessionStatus.RUNNING:
                 return current
             if current.status is SessionStatus.STOPPING:
-                await self._finalise(
-                    current, SessionStatus.STOPPED, current.reason or Reason.USER_STOP, Stats()
-                )
+                counts = await self._count(session_id)  # none, unless a claimed session
+                stats = Stats(counts.trades, counts.orderbook, current.stats.errors)
+                reason = current.reason or Reason.USER_STOP
+                try:
+                    await self._finalise(current, SessionStatus.STOPPED, reason, stats)
+                except (TransitionRace, InvalidTransition):
+                    continue
                 return None
             try:
-                return await retry_transient(
+                return await self._retried(
+                    session_id,
                     lambda c=current: self._store.sessions.transition(  # type: ignore[misc]
                         c.id,
                         expected_version=c.version,
                         to_status=SessionStatus.RUNNING,
                         actor=self._owner,
                         reason=Reason.STARTED,
-                        lease_expires_at=self._lease_until(),
+                        lease_expires_at=self._leases.lease_until(),
                     ),
-                    what="start session",
-                    on_retry=self._metrics.store_retry,
+                    "start session",
                 )
             except (TransitionRace, InvalidTransition):
                 continue
         return None
 
     async def _finish(self, handle: RunHandle, result: RunResult) -> None:
-        """Write the end of a run: stats from what is actually stored, then the terminal state."""
-        counts = await retry_transient(
-            lambda: self._store.ticks.count(handle.session_id),
-            what="count ticks",
-            on_retry=self._metrics.store_retry,
-        )
+        """Write the end of a run; retried until it is written or this instance loses the lease.
+
+        The handle stays registered meanwhile, so heartbeats keep the lease: the
+        session is never left "stopped here, running in the store".
+        """
+        delay = STORE_RETRY_BASE_S
+        while True:
+            try:
+                await self._finish_once(handle, result)
+                return
+            except StoreError as exc:
+                if handle.lost.is_set():
+                    log.error(
+                        "session %s: could not record its end (%s) and lost its lease; "
+                        "the reconciler finalises it",
+                        handle.session_id,
+                        exc,
+                    )
+                    return
+                log.error(
+                    "session %s: could not record its end (%s); retrying in %.2fs",
+                    handle.session_id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
+
+    async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
+        """Stats from what is actually stored, then the terminal state (invariant 7)."""
+        counts = await self._count(handle.session_id)
         if counts != handle.written:
-            await self._store.sessions.add_event(
+            await note(
+                self._store,
                 handle.session_id,
                 actor=self._owner,
-                reason="count_mismatch",
+                reason=Reason.COUNT_MISMATCH,
                 detail=f"runner wrote {handle.written}, store holds {counts}",
             )
         stats = Stats(counts.trades, counts.orderbook, handle.unstored)
@@ -189,8 +308,12 @@ class Supervisor:
             elif result.outcome is Outcome.FINISHED:
                 target, reason, detail = SessionStatus.COMPLETED, Reason.DURATION_REACHED, None
             else:  # stopped locally without a recorded request: record it first
-                current = await request_stop(
-                    self._store, current.id, actor=self._owner, reason=Reason.USER_STOP
+                await request_stop(
+                    self._store,
+                    current.id,
+                    actor=self._owner,
+                    reason=handle.stop_reason or Reason.USER_STOP,
+                    on_retry=self._metrics.store_retry,
                 )
                 continue
             try:
@@ -207,7 +330,8 @@ class Supervisor:
         stats: Stats,
         detail: str | None = None,
     ) -> Session:
-        return await retry_transient(
+        ended = await self._retried(
+            current.id,
             lambda: self._store.sessions.transition(
                 current.id,
                 expected_version=current.version,
@@ -218,15 +342,16 @@ class Supervisor:
                 stats=stats,
                 lease_expires_at=None,
             ),
-            what=f"mark session {target.value}",
-            on_retry=self._metrics.store_retry,
+            f"mark session {target.value}",
         )
+        self._leases.untrack(current.id)  # ended: nothing left to renew
+        return ended
 
     async def _fail(self, session_id: str, reason: str, detail: str) -> None:
         for _ in range(MAX_CAS_ROUNDS):
             try:
                 current = await self._store.sessions.get_session(session_id)
-                if current.is_terminal:
+                if current.is_terminal or current.owner != self._owner:
                     return
                 counts = await self._store.ticks.count(session_id)
                 stats = Stats(counts.trades, counts.orderbook, current.stats.errors)
@@ -243,103 +368,60 @@ class Supervisor:
                 )
                 return
 
-    # ------------------------------------------------------------------ heartbeat
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.heartbeat_interval_s)
-            await self.heartbeat()
-
-    async def heartbeat(self) -> None:
-        """Renew the lease of every session run here; act on what the store answers."""
-        for session_id, handle in list(self._handles.items()):
-            stats = Stats(handle.written.trades, handle.written.orderbook, handle.unstored)
-            try:
-                current = await self._store.sessions.renew_lease(
-                    session_id,
-                    owner=self._owner,
-                    lease_expires_at=self._lease_until(),
-                    stats=stats,
-                )
-            except (LeaseLost, SessionNotFound) as exc:
-                log.warning("session %s: %s", session_id, exc)
-                handle.lost.set()
-                continue
-            except StoreError as exc:
-                self._metrics.lease_renew_failures.inc()
-                since = time.monotonic() - self._renewed.get(session_id, 0.0)
-                log.error(
-                    "session %s: lease renewal failed (%s), last renewed %.1fs ago",
-                    session_id,
-                    exc,
-                    since,
-                )
-                if since >= self._settings.lease_s:  # cannot prove we own it: stop (fencing)
-                    handle.lost.set()
-                continue
-            self._renewed[session_id] = time.monotonic()
-            if current.status is SessionStatus.STOPPING:
-                handle.stop.set()
-
-    # ------------------------------------------------------------------ reconciler
-
-    async def _reconcile_loop(self) -> None:
-        while True:
-            interval = self._settings.reconcile_interval_s
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
-            try:
-                await self.reconcile()
-            except TicktapeError as exc:
-                log.error("reconciler: %s", exc)
-
-    async def reconcile(self, *, startup: bool = False) -> int:
-        """Finalise sessions whose owner is gone; return how many were reaped.
-
-        Expired leases are reaped on every instance. At start-up, sessions owned by
-        an earlier incarnation of this instance are reaped at once: it is dead.
-        """
-        now = utcnow()
-        expired = {s.id: s for s in await self._store.sessions.find_expired(now)}
-        restarted: dict[str, Session] = {}
-        if startup:
-            for s in await self._store.sessions.find_owned(f"{self._instance}/"):
-                if s.owner != self._owner and s.id not in expired:
-                    restarted[s.id] = s
-        reaped = 0
-        for session in expired.values():
-            if session.id in self._handles and session.owner == self._owner:
-                continue  # ours and alive: the heartbeat decides (it self-fences if it must)
-            reaped += await self._reap(session, now, force=False)
-        for session in restarted.values():
-            reaped += await self._reap(session, now, force=True)
-        return reaped
-
-    async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
-        handle = self._handles.get(session.id)
-        if handle is not None:  # tear down anything still running for it here
-            handle.lost.set()
-        counts = await self._store.ticks.count(session.id)
-        stats = Stats(counts.trades, counts.orderbook, session.stats.errors)
-        expiry = session.lease_expires_at
-        detail = f"owner {session.owner} " + (
-            "restarted"
-            if force
-            else f"lease expired at {expiry.isoformat() if expiry else 'never set'}"
+    async def _stopped_as_zombie(self, handle: RunHandle, result: RunResult) -> None:
+        """The runner stopped itself on losing its lease; say so in the session's history."""
+        self._release_handle(handle.session_id)  # gone here, whatever the store says next
+        self._metrics.zombies_stopped.inc()
+        log.warning(
+            "session %s: lease lost (%s), runner stopped itself",
+            handle.session_id,
+            handle.lost_reason,
         )
+        await note(
+            self._store,
+            handle.session_id,
+            actor=self._owner,
+            reason=Reason.LEASE_LOST,
+            detail=handle.lost_reason or None,
+        )
+        await note(
+            self._store,
+            handle.session_id,
+            actor=self._owner,
+            reason=Reason.ZOMBIE_STOPPED,
+            detail=f"runner stopped itself; {result.dropped} buffered ticks not written",
+        )
+
+    async def _hand_over(self, handle: RunHandle, result: RunResult) -> None:
+        """Shutdown of a resumable session: everything is flushed; release it for a claim."""
+        current = await self._store.sessions.get_session(handle.session_id)
+        if result.error is not None or current.status is not SessionStatus.RUNNING:
+            # a stop arrived meanwhile, or ticks were lost: end it here as usual
+            await self._finish(handle, RunResult(Outcome.STOPPED, result.error))
+            return
+        counts = await self._count(handle.session_id)
+        stats = Stats(counts.trades, counts.orderbook, handle.unstored)
         try:
-            await self._store.sessions.transition(
-                session.id,
-                expected_version=session.version,
-                to_status=SessionStatus.FAILED,
-                actor=self._owner,
-                reason=Reason.OWNER_LOST,
-                detail=detail,
-                stats=stats,
-                lease_expires_at=None,
-                lease_expired_before=None if force else now,
+            await self._leases.release(handle, stats)
+        except TicktapeError as exc:
+            log.error(
+                "session %s: could not release its lease (%s); it is claimed once it expires",
+                handle.session_id,
+                exc,
             )
-        except (TransitionRace, InvalidTransition):
-            return False  # renewed, stopped or reaped by someone else meanwhile
-        self._metrics.orphans_reaped.inc()
-        log.warning("session %s: reaped (%s)", session.id, detail)
-        return True
+            return
+        self._metrics.sessions_handed_over.inc()
+        await note(
+            self._store,
+            handle.session_id,
+            actor=self._owner,
+            reason=Reason.HANDED_OVER,
+            detail=f"released on shutdown with {counts.trades} trades, "
+            f"{counts.orderbook} snapshots stored",
+        )
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -6,14 +6,67 @@ read; a lost race means "read again and decide again", a bounded number of times
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from ticktape.domain import Session, SessionStatus
-from ticktape.errors import InvalidTransition, SessionConflict, TransitionRace
+from ticktape.config import STORE_RETRY_ATTEMPTS
+from ticktape.domain import Reason, Session, SessionStatus
+from ticktape.errors import InvalidTransition, SessionConflict, StoreError, TransitionRace
 from ticktape.retry import retry_transient
 from ticktape.store.base import Store
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
 MAX_CAS_ROUNDS = 20  # re-read/retry rounds when a conditional write loses a race
+
+
+async def note(
+    store: Store, session_id: str, *, actor: str, reason: str, detail: str | None = None
+) -> bool:
+    """Record an event in the session's history, best effort: False (logged) if the store failed.
+
+    For facts worth keeping (a lost lease, a retried write) whose recording must
+    never change what the caller does next.
+    """
+    try:
+        await store.sessions.add_event(session_id, actor=actor, reason=reason, detail=detail)
+    except StoreError as exc:
+        log.warning("session %s: could not record %r (%s): %s", session_id, reason, detail, exc)
+        return False
+    return True
+
+
+async def retry_noted(
+    store: Store,
+    session_id: str,
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    actor: str,
+    attempts: int = STORE_RETRY_ATTEMPTS,
+    on_retry: Callable[[Exception], None] | None = None,
+) -> T:
+    """:func:`retry_transient` for one session's operation; if it needed retries, say so in
+    the session's history (``store_retried``) once it succeeded."""
+    errors: list[Exception] = []
+
+    def retried(exc: Exception) -> None:
+        errors.append(exc)
+        if on_retry is not None:
+            on_retry(exc)
+
+    result = await retry_transient(operation, what=what, attempts=attempts, on_retry=retried)
+    if errors:
+        await note(
+            store,
+            session_id,
+            actor=actor,
+            reason=Reason.STORE_RETRIED,
+            detail=f"{what}: succeeded after {len(errors)} transient error(s), last: {errors[-1]}",
+        )
+    return result
 
 
 async def request_stop(

@@ -1,0 +1,166 @@
+"""Leases of the sessions this instance runs: heartbeats, self-fencing, release.
+
+Every ``heartbeat_interval_s`` the keeper renews the lease of each session it
+tracks (publishing the runner's progress as stats) and acts on the answer: a
+``stopping`` requested on any instance wakes the runner; a lease the store says
+is gone (session terminal or owned by someone else) fences the runner at once.
+
+A runner whose lease cannot be renewed — the store is unreachable, this process
+was paused — stops itself ``Settings.self_fence_after_s`` after the last renewal
+that succeeded, which is before the lease expires: by the time any reconciler
+may reap or claim the session, its old runner writes nothing more. The store
+fences tick writes too (``TickStore.write(owner=...)``), so even a runner that
+missed all of this cannot store a late tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ticktape.config import Settings
+from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
+from ticktape.errors import LeaseLost, SessionNotFound, StoreError
+from ticktape.metrics import Metrics
+from ticktape.runners.collect import RunHandle
+from ticktape.runtime.transitions import note
+from ticktape.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Lease:
+    handle: RunHandle
+    renewed_at: float  # monotonic time the last successful renewal was sent
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # renewal vs release
+    fence: asyncio.TimerHandle | None = None
+    failures: int = 0  # renewals failed since the last success
+    last_error: str = ""
+    released: bool = False
+
+
+class LeaseKeeper:
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics, owner: str) -> None:
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+        self._owner = owner
+        self._leases: dict[str, _Lease] = {}
+
+    def lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self._settings.lease_s)
+
+    def track(self, handle: RunHandle) -> None:
+        """Keep the lease of a session this instance has just taken (created or claimed)."""
+        lease = _Lease(handle, time.monotonic())
+        self._leases[handle.session_id] = lease
+        self._arm(lease)
+
+    def untrack(self, session_id: str) -> None:
+        lease = self._leases.pop(session_id, None)
+        if lease is not None and lease.fence is not None:
+            lease.fence.cancel()
+
+    # ------------------------------------------------------------------ heartbeat
+
+    async def loop(self) -> None:
+        interval = self._settings.heartbeat_interval_s
+        next_at = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += interval
+            if next_at < time.monotonic():  # fell behind (a pause): no burst of heartbeats
+                next_at = time.monotonic() + interval
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Renew every tracked lease, concurrently, so one slow renewal delays no other."""
+        leases = list(self._leases.values())
+        await asyncio.gather(*(self._renew(lease) for lease in leases))
+
+    async def _renew(self, lease: _Lease) -> None:
+        handle = lease.handle
+        session_id = handle.session_id
+        async with lease.lock:
+            if lease.released or self._leases.get(session_id) is not lease:
+                return
+            sent = time.monotonic()
+            stats = Stats(handle.written.trades, handle.written.orderbook, handle.unstored)
+            try:
+                current = await self._store.sessions.renew_lease(
+                    session_id, owner=self._owner, lease_expires_at=self.lease_until(), stats=stats
+                )
+            except (LeaseLost, SessionNotFound) as exc:
+                if self._leases.get(session_id) is not lease:
+                    return  # finalised meanwhile: this instance ended it itself
+                self._metrics.lease_renew_failures.inc()
+                log.warning("session %s: %s", session_id, exc)
+                handle.lose(f"heartbeat: {exc}")
+                return
+            except StoreError as exc:
+                self._metrics.lease_renew_failures.inc()
+                lease.failures += 1
+                lease.last_error = str(exc)
+                log.error(
+                    "session %s: lease renewal failed (%s), last renewed %.1fs ago",
+                    session_id,
+                    exc,
+                    sent - lease.renewed_at,
+                )
+                return
+            recovered = lease.failures, sent - lease.renewed_at, lease.last_error
+            lease.renewed_at = sent
+            lease.failures = 0
+            self._arm(lease)
+        if recovered[0]:
+            await note(
+                self._store,
+                session_id,
+                actor=self._owner,
+                reason=Reason.LEASE_RENEW_FAILED,
+                detail=f"{recovered[0]} renewal(s) failed over {recovered[1]:.1f}s "
+                f"(last: {recovered[2]}); renewed again",
+            )
+        if current.status is SessionStatus.STOPPING:
+            handle.stop.set()
+
+    def _arm(self, lease: _Lease) -> None:
+        """(Re)start the self-fencing timer: it fires unless a renewal succeeds first."""
+        if lease.fence is not None:
+            lease.fence.cancel()
+        delay = lease.renewed_at + self._settings.self_fence_after_s - time.monotonic()
+        lease.fence = asyncio.get_running_loop().call_later(max(0.0, delay), self._fence, lease)
+
+    def _fence(self, lease: _Lease) -> None:
+        if self._leases.get(lease.handle.session_id) is not lease or lease.released:
+            return
+        since = time.monotonic() - lease.renewed_at
+        why = f"lease not renewed for {since:.1f}s"
+        if lease.failures:
+            why += f" ({lease.failures} renewal(s) failed, last: {lease.last_error})"
+        log.error("session %s: %s; the runner stops itself", lease.handle.session_id, why)
+        lease.handle.lose(why)
+
+    # ------------------------------------------------------------------ hand-over
+
+    async def release(self, handle: RunHandle, stats: Stats) -> Session:
+        """Give the session up (its runner has stopped): expire its lease now, with final stats.
+
+        Any instance's reconciler then finds it expired and may claim it at once.
+        """
+        lease = self._leases.get(handle.session_id)
+        if lease is None:
+            return await self._release(handle, stats)
+        async with lease.lock:  # no renewal in flight may extend it again afterwards
+            lease.released = True
+            self.untrack(handle.session_id)
+            return await self._release(handle, stats)
+
+    async def _release(self, handle: RunHandle, stats: Stats) -> Session:
+        return await self._store.sessions.renew_lease(
+            handle.session_id, owner=self._owner, lease_expires_at=utcnow(), stats=stats
+        )

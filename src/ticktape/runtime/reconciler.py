@@ -1,0 +1,196 @@
+"""The reconciler: no orphans. Runs on every instance, at start-up and periodically.
+
+A non-terminal session whose lease expired has lost its owner. By default it is
+*reaped*: finalised ``failed`` with reason ``owner_lost``, its stats counted
+from what is actually stored. A collect session created with
+``on_owner_loss: "resume"`` is *claimed* instead (``SessionStore.claim``, a
+compare-and-set, so two instances never both take it) and recording resumes
+here under the same id.
+
+Timing: each instance waits at most ``Settings.reconcile_every_s`` (the
+heartbeat interval by default) between passes, so an orphan is reaped or
+claimed within ``lease + one heartbeat`` of its owner's last renewal
+(``Settings.reap_bound_s``) while any instance is alive.
+
+At start-up, sessions still owned by an earlier incarnation of this instance
+(same instance name) are taken at once, without waiting for their lease: that
+incarnation is dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
+
+from ticktape.config import RECONCILE_JITTER_MIN, Settings
+from ticktape.domain import (
+    OwnerLossPolicy,
+    Reason,
+    Session,
+    SessionKind,
+    SessionStatus,
+    Stats,
+    utcnow,
+)
+from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
+from ticktape.metrics import Metrics
+from ticktape.runners.collect import RunHandle
+from ticktape.runtime.leases import LeaseKeeper
+from ticktape.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+def is_resumable(session: Session) -> bool:
+    """A session another instance resumes when its owner is lost (opt-in, collect only)."""
+    return (
+        session.kind is SessionKind.COLLECT
+        and session.config.on_owner_loss is OwnerLossPolicy.RESUME
+    )
+
+
+class Host(Protocol):
+    """What the reconciler needs from the supervisor it works for."""
+
+    @property
+    def handles(self) -> Mapping[str, RunHandle]:
+        """Sessions with a live runner here."""
+
+    @property
+    def closing(self) -> bool:
+        """True once this instance shuts down: it takes on nothing new."""
+
+    def launch(self, session: Session, *, resumed: bool = False) -> None:
+        """Run a session this instance owns."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        owner: str,
+        instance: str,
+        leases: LeaseKeeper,
+        host: Host,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+        self._owner = owner
+        self._instance = instance
+        self._leases = leases
+        self._host = host
+
+    async def loop(self) -> None:
+        every = self._settings.reconcile_every_s
+        while True:
+            # jitter spreads instances apart but never makes a wait longer than `every`
+            await asyncio.sleep(every * random.uniform(RECONCILE_JITTER_MIN, 1.0))
+            try:
+                await self.reconcile()
+            except TicktapeError as exc:
+                log.error("reconciler: %s", exc)
+
+    async def reconcile(self, *, startup: bool = False) -> int:
+        """Reap or claim every session whose owner is gone; return how many were taken care of."""
+        now = utcnow()
+        expired = {s.id: s for s in await self._store.sessions.find_expired(now)}
+        restarted: dict[str, Session] = {}
+        if startup:
+            for s in await self._store.sessions.find_owned(f"{self._instance}/"):
+                if s.owner != self._owner and s.id not in expired:
+                    restarted[s.id] = s
+        done = 0
+        for session in [*expired.values(), *restarted.values()]:
+            force = session.id in restarted
+            handle = self._host.handles.get(session.id)
+            if handle is not None:
+                # Ours and alive: it fences itself before its lease expires. Or someone
+                # else's by now: tear down what still runs here. Either way the runner is
+                # on its way out; the next pass, one interval later, takes care of it.
+                if session.owner != self._owner:
+                    handle.lose(f"owner is now {session.owner}")
+                continue
+            try:
+                if is_resumable(session) and not self._host.closing:
+                    done += await self._claim(session, now, force=force)
+                else:
+                    done += await self._reap(session, now, force=force)
+            except StoreError as exc:  # one failure must not stop the pass: next pass retries
+                log.error("reconciler: session %s: %s", session.id, exc)
+        return done
+
+    def _why(self, session: Session, force: bool) -> str:
+        expiry = session.lease_expires_at
+        if force:
+            return f"owner {session.owner} restarted"
+        return f"owner {session.owner} lease expired at {expiry.isoformat() if expiry else 'never'}"
+
+    async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
+        counts = await self._store.ticks.count(session.id)
+        stats = Stats(counts.trades, counts.orderbook, session.stats.errors)
+        detail = self._why(session, force)
+        try:
+            await self._store.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.FAILED,
+                actor=self._owner,
+                reason=Reason.OWNER_LOST,
+                detail=detail,
+                stats=stats,
+                lease_expires_at=None,
+                lease_expired_before=None if force else now,
+            )
+        except (TransitionRace, InvalidTransition):
+            return False  # renewed, stopped, claimed or reaped by someone else meanwhile
+        self._metrics.orphans_reaped.inc()
+        log.warning("session %s: reaped (%s)", session.id, detail)
+        return True
+
+    async def _claim(self, session: Session, now: datetime, *, force: bool) -> bool:
+        detail = f"{self._why(session, force)}; claimed by {self._owner}"
+        try:
+            claimed = await self._store.sessions.claim(
+                session.id,
+                expected_version=session.version,
+                owner=self._owner,
+                lease_expires_at=self._leases.lease_until(),
+                actor=self._owner,
+                reason=Reason.OWNER_CHANGED,
+                detail=detail,
+                lease_expired_before=None if force else now,
+            )
+        except (TransitionRace, InvalidTransition):
+            return False  # renewed or taken by someone else meanwhile
+        log.warning("session %s: %s", session.id, detail)
+        if claimed.status is SessionStatus.STOPPING:
+            await self._finish_stop(claimed)  # a stop was asked: finish it, nothing to resume
+        else:
+            self._metrics.sessions_resumed.inc()
+            self._host.launch(claimed, resumed=True)
+        return True
+
+    async def _finish_stop(self, session: Session) -> None:
+        """The previous owner died while stopping: record the stop with what is stored."""
+        counts = await self._store.ticks.count(session.id)
+        # moved meanwhile (TransitionRace, InvalidTransition): whoever moved it decides
+        with contextlib.suppress(TransitionRace, InvalidTransition):
+            await self._store.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.STOPPED,
+                actor=self._owner,
+                reason=session.reason or Reason.USER_STOP,
+                detail="finished by the instance that claimed it",
+                stats=Stats(counts.trades, counts.orderbook, session.stats.errors),
+                lease_expires_at=None,
+            )

@@ -1,0 +1,395 @@
+"""Store faults during every transition, on a real SQLite file with the real runtime.
+
+Each test runs one or more in-process instances (``ticktape.testing.Instance``:
+store handle, Supervisor, SessionService) over one SQLite file, makes chosen
+store calls fail through ``FaultyStore``, and checks that the store never holds
+a state the runtime does not act on: nothing "stopped in memory, running in the
+store", nothing running that the store does not know about, and stats that
+equal the stored rows. Leases are short (1 s, heartbeat 0.2 s) so that expiry
+happens within the test; every wait is a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ticktape.config import STORE_RETRY_ATTEMPTS, Settings
+from ticktape.domain import Reason, Session, SessionEvent, SessionStatus, is_valid_history
+from ticktape.errors import LeaseLost, StoreBusy, StoreUnavailable
+from ticktape.store.base import SessionQuery
+from ticktape.testing import Instance, eventually, instances
+from ticktape.ticks import BookBatch, TradeBatch
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+Add = Callable[..., Awaitable[Instance]]
+
+HEARTBEAT_S = 0.2
+LEASE_S = 1.0
+BOUND_S = LEASE_S + HEARTBEAT_S  # reaped within lease + one heartbeat of the last renewal
+SLACK_S = 0.75  # scheduling and SQLite latency on a busy machine
+RUNNING, STOPPING, STOPPED, FAILED = (
+    SessionStatus.RUNNING,
+    SessionStatus.STOPPING,
+    SessionStatus.STOPPED,
+    SessionStatus.FAILED,
+)
+
+
+def base_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        store_url=f"sqlite:///{tmp_path}/faults.db",
+        heartbeat_interval_s=HEARTBEAT_S,
+        lease_s=LEASE_S,
+        flush_interval_s=0.05,
+        flush_max_rows=5_000,
+        buffer_max_rows=50_000,
+        store_retry_attempts=3,
+    )
+
+
+@pytest.fixture
+def scenario(run: Run, tmp_path: Path) -> Callable[[Callable[[Add], Awaitable[None]]], None]:
+    """``scenario(body)`` runs ``await body(add)`` with instances that are closed afterwards."""
+
+    def play(body: Callable[[Add], Awaitable[None]]) -> None:
+        async def main() -> None:
+            async with instances(base_settings(tmp_path)) as add:
+                await body(add)
+
+        run(main())
+
+    return play
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def stored(node: Instance, session_id: str) -> tuple[int, int]:
+    counts = await node.raw.ticks.count(session_id)
+    return counts.trades, counts.orderbook
+
+
+async def wait_for_data(node: Instance, session_id: str, rows: int = 1) -> None:
+    async def enough() -> bool:
+        return sum(await stored(node, session_id)) >= rows
+
+    await eventually(enough, timeout_s=10, what=f"{rows} stored ticks")
+
+
+async def wait_status(
+    node: Instance, session_id: str, *statuses: SessionStatus, timeout_s: float = 10
+) -> Session:
+    async def reached() -> Session | None:
+        session = await node.raw.sessions.get_session(session_id)
+        return session if session.status in statuses else None
+
+    return await eventually(reached, timeout_s=timeout_s, what=f"session in {statuses}")
+
+
+async def history(node: Instance, session_id: str) -> list[SessionEvent]:
+    """The session's events, once checked to be a path of the state machine."""
+    events = await node.raw.sessions.list_events(session_id)
+    moves = [events[0].to_status] + [
+        e.to_status for e in events[1:] if e.from_status != e.to_status
+    ]
+    assert is_valid_history(moves), moves
+    return events
+
+
+async def stats_equal_rows(node: Instance, session_id: str) -> Session:
+    session = await node.raw.sessions.get_session(session_id)
+    assert (session.stats.trades, session.stats.orderbook) == await stored(node, session_id)
+    return session
+
+
+def reasons(events: list[SessionEvent]) -> list[str]:
+    return [e.reason for e in events]
+
+
+def to(status: SessionStatus) -> Callable[..., bool]:
+    return lambda **kw: kw["to_status"] is status
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_a_stop_whose_store_write_fails_leaves_the_session_running_and_stoppable(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=2000)
+        await wait_for_data(a, session.id)
+        fault = a.store.fail("transition", times=None, when=to(STOPPING))
+        with pytest.raises(StoreUnavailable):
+            await a.service.stop(session.id)
+        # nothing moved: the store says running, the runner runs and keeps storing
+        assert (await a.service.get(session.id)).status is RUNNING
+        assert session.id in a.supervisor.running_ids
+        before = sum(await stored(a, session.id))
+        await wait_for_data(a, session.id, before + 1)
+        assert fault.hits == STORE_RETRY_ATTEMPTS  # retried (bounded), then a clear error
+        fault.remove()
+        ended = await a.service.stop(session.id, wait=True, timeout_s=10)
+        assert (ended.status, ended.reason) == (STOPPED, Reason.USER_STOP)
+        await stats_equal_rows(a, session.id)
+        assert STOPPING in [e.to_status for e in await history(a, session.id)]
+
+    scenario(body)
+
+
+def test_a_failing_final_stopped_write_is_retried_and_completes(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=2000)
+        await wait_for_data(a, session.id)
+        # more failures than one bounded retry allows: the supervisor keeps at it
+        fault = a.store.fail("transition", times=5, when=to(STOPPED), error=StoreBusy("locked"))
+        ended = await a.service.stop(session.id, wait=True, timeout_s=15)
+        assert ended.status is STOPPED and fault.hits == 5
+        await stats_equal_rows(a, session.id)
+        assert Reason.STORE_RETRIED in reasons(await history(a, session.id))
+        assert a.metric("ticktape_store_retries_total") >= 4
+        assert a.supervisor.running_ids == []
+
+    scenario(body)
+
+
+def test_a_stop_asked_on_another_instance_is_finished_by_the_owner(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        asked = time.monotonic()
+        ended = await b.service.stop(session.id, wait=True, timeout_s=10)
+        assert time.monotonic() - asked <= HEARTBEAT_S + SLACK_S
+        assert ended.status is STOPPED
+        events = await history(b, session.id)
+        assert [(e.to_status, e.actor) for e in events if e.to_status in (STOPPING, STOPPED)] == [
+            (STOPPING, b.owner),
+            (STOPPED, a.owner),
+        ]
+        await stats_equal_rows(b, session.id)
+
+    scenario(body)
+
+
+# --------------------------------------------------------------------------- start
+
+
+def test_a_start_whose_create_fails_leaves_nothing_running(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        a.store.fail("create_session", times=None)
+        with pytest.raises(StoreUnavailable):
+            await a.create()
+        assert a.supervisor.running_ids == []
+        assert await a.raw.sessions.count_sessions(SessionQuery()) == 0
+
+    scenario(body)
+
+
+def test_a_create_whose_acknowledgement_is_lost_is_found_by_the_retry_and_runs(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        a.store.fail("create_session", after=True)  # written, but the caller sees an error
+        session = await a.create(rate_per_s=1000)  # the retry finds it: the same session
+        assert (await a.service.get(session.id)).id == session.id
+        await wait_for_data(a, session.id)
+        assert a.supervisor.running_ids == [session.id]
+        assert await a.raw.sessions.count_sessions(SessionQuery()) == 1
+
+    scenario(body)
+
+
+def test_a_create_committed_then_failing_for_good_runs_nothing_and_is_reaped(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        a.store.fail("create_session", after=True)  # written, then the store goes away
+        a.store.fail("create_session", times=None)
+        with pytest.raises(StoreUnavailable):
+            await a.create()
+        assert a.supervisor.running_ids == []
+        (orphan,) = (await a.raw.sessions.list_sessions(SessionQuery())).sessions
+        assert orphan.status is SessionStatus.PENDING and orphan.lease_expires_at is not None
+        reaped = await wait_status(a, orphan.id, FAILED, timeout_s=BOUND_S + SLACK_S + 1)
+        assert reaped.reason == Reason.OWNER_LOST
+        assert reaped.ended_at is not None
+        assert reaped.ended_at - orphan.lease_expires_at <= timedelta(seconds=HEARTBEAT_S + SLACK_S)
+        assert a.supervisor.running_ids == []
+
+    scenario(body)
+
+
+def test_a_start_whose_running_write_fails_ends_failed_and_runs_nothing(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        a.store.fail("transition", times=None, when=to(RUNNING))
+        session = await a.create(rate_per_s=1000)
+        ended = await wait_status(a, session.id, FAILED)
+        assert ended.reason == Reason.START_FAILED
+        assert await stored(a, session.id) == (0, 0)
+        await eventually(
+            lambda: _true(not a.supervisor.running_ids), timeout_s=5, what="no runner left"
+        )
+        await history(a, session.id)
+
+    scenario(body)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_instance_reaps(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        # a's store connection goes bad for renewals (and for its reconciler)
+        a.store.fail("renew_lease", times=None)
+        a.store.fail("find_expired", times=None)
+        await eventually(
+            lambda: _true(session.id not in a.supervisor.running_ids),
+            timeout_s=LEASE_S + SLACK_S,
+            what="the runner to stop itself",
+        )
+        fenced = await a.raw.sessions.get_session(session.id)
+        assert fenced.status is RUNNING  # stopped itself before anyone could reap it
+        assert fenced.lease_expires_at is not None
+        last_renewal = fenced.lease_expires_at - timedelta(seconds=LEASE_S)
+        frozen = await stored(a, session.id)
+        reaped = await wait_status(b, session.id, FAILED, timeout_s=BOUND_S + SLACK_S)
+        assert reaped.reason == Reason.OWNER_LOST
+        assert reaped.ended_at is not None
+        assert reaped.ended_at - last_renewal <= timedelta(seconds=BOUND_S + SLACK_S)
+        assert await stored(a, session.id) == frozen  # nothing written after it stopped
+        await stats_equal_rows(b, session.id)
+        events = await history(b, session.id)
+        order = reasons(events)
+        assert order.index(Reason.ZOMBIE_STOPPED) < order.index(Reason.OWNER_LOST)
+        assert Reason.LEASE_LOST in order
+        assert events[-1].actor == b.owner
+        assert a.metric("ticktape_zombies_self_stopped_total") == 1
+        assert a.metric("ticktape_lease_renew_failures_total") >= 1
+        assert b.metric("ticktape_orphans_reaped_total") == 1
+        # fencing: a late write of the old owner is rejected by the store itself
+        late = TradeBatch(session.id, "BTC_USDT", *_one_trade(10**9))
+        with pytest.raises(LeaseLost):
+            await a.raw.ticks.write([late], owner=a.owner)
+
+    scenario(body)
+
+
+def _one_trade(trade_id: int) -> tuple[Any, ...]:
+    import numpy as np
+
+    return (
+        np.array([1_700_000_000_000_000], dtype=np.int64),
+        np.array([trade_id], dtype=np.int64),
+        np.array([1.0]),
+        np.array([1.0]),
+        np.array([1], dtype=np.int8),
+    )
+
+
+def test_a_renewal_outage_shorter_than_the_lease_is_survived_and_recorded(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        fault = a.store.fail("renew_lease", times=2)
+        await eventually(
+            lambda: _true(fault.hits == 2), timeout_s=2 * HEARTBEAT_S + SLACK_S, what="2 failures"
+        )
+
+        async def noted() -> bool:
+            return Reason.LEASE_RENEW_FAILED in reasons(await history(a, session.id))
+
+        await eventually(noted, timeout_s=HEARTBEAT_S + SLACK_S, what="the recovery note")
+        assert session.id in a.supervisor.running_ids
+        ended = await a.service.stop(session.id, wait=True, timeout_s=10)
+        assert ended.status is STOPPED
+        assert a.metric("ticktape_zombies_self_stopped_total") == 0
+
+    scenario(body)
+
+
+# --------------------------------------------------------------------------- tick writes
+
+
+def test_transient_tick_write_failures_are_retried_and_counts_equal_rows(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=2000)
+        await wait_for_data(a, session.id)
+        fault = a.store.fail("write", times=4, error=StoreBusy("database is locked"))
+        await eventually(lambda: _true(fault.hits == 4), timeout_s=5, what="4 failed writes")
+        ended = await a.service.stop(session.id, wait=True, timeout_s=10)
+        assert (ended.status, ended.stats.errors) == (STOPPED, 0)
+        await stats_equal_rows(a, session.id)
+        assert a.metric("ticktape_store_retries_total") >= 3
+        assert Reason.STORE_RETRIED in reasons(await history(a, session.id))
+
+    scenario(body)
+
+
+def test_tick_writes_acknowledged_late_are_not_counted_twice(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=2000)
+        await wait_for_data(a, session.id)
+        fault = a.store.fail("write", times=2, after=True)  # stored, then "failed"
+        await eventually(lambda: _true(fault.hits == 2), timeout_s=5, what="2 lost acks")
+        ended = await a.service.stop(session.id, wait=True, timeout_s=10)
+        assert ended.status is STOPPED
+        await stats_equal_rows(a, session.id)  # the store's count, not the runner's tally
+
+    scenario(body)
+
+
+def test_tick_writes_failing_for_good_during_stop_end_failed_with_the_unstored_count(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=2000)
+        await wait_for_data(a, session.id)
+        fault = a.store.fail("write", times=None)
+        await eventually(lambda: _true(fault.hits >= 1), timeout_s=5, what="a failed write")
+        before = await stored(a, session.id)
+        ended = await a.service.stop(session.id, wait=True, timeout_s=15)
+        assert (ended.status, ended.reason) == (FAILED, Reason.ERROR)
+        assert await stored(a, session.id) == before
+        assert (ended.stats.trades, ended.stats.orderbook) == before  # never what it did not store
+        refused: set[tuple[Any, ...]] = set()
+        for call in fault.calls:
+            for batch in call["batches"]:
+                if isinstance(batch, BookBatch):
+                    refused |= {("book", batch.symbol, ts) for ts in batch.ts_us.tolist()}
+                else:
+                    refused |= {("trade", batch.symbol, t) for t in batch.trade_id.tolist()}
+        assert ended.stats.errors == len(refused) > 0
+
+    scenario(body)
