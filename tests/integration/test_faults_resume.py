@@ -1,0 +1,221 @@
+"""Resume on owner loss (``on_owner_loss: "resume"``), on a real SQLite file.
+
+A resumable collect session whose owner dies is claimed by exactly one live
+instance and keeps recording under the same id: trade ids continue after the
+stored ones (no duplicate, no reuse), timestamps after the newest stored tick,
+and the gap is recorded as a ``resumed`` event. On graceful shutdown the owner
+hands it over instead of stopping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from tests.integration.test_faults import (  # the scenario fixture too
+    BOUND_S,
+    FAILED,
+    HEARTBEAT_S,
+    RUNNING,
+    SLACK_S,
+    STOPPED,
+    history,
+    reasons,
+    scenario,
+    stats_equal_rows,
+    stored,
+    wait_for_data,
+    wait_status,
+)
+from ticktape.domain import Reason, Session, SessionStatus
+from ticktape.store.base import TickQuery
+from ticktape.testing import Instance, eventually
+from ticktape.ticks import Trade
+
+Add = Callable[..., Awaitable[Instance]]
+RESUME = {"on_owner_loss": "resume"}
+__all__ = ["scenario"]  # a fixture, used by name
+
+
+async def owned_by(nodes: list[Instance], session_id: str, timeout_s: float) -> Instance:
+    """The node that runs the session once someone has claimed it."""
+
+    async def owner() -> Instance | None:
+        session = await nodes[0].raw.sessions.get_session(session_id)
+        runners = [n for n in nodes if session_id in n.supervisor.running_ids]
+        if len(runners) > 1:
+            raise AssertionError(f"{session_id} runs on {[n.owner for n in runners]}")
+        if runners and session.owner == runners[0].owner:
+            return runners[0]
+        return None
+
+    return await eventually(owner, timeout_s=timeout_s, what="a new owner running it")
+
+
+async def all_trades(node: Instance, session_id: str) -> list[Trade]:
+    """Every stored trade of the session, paging by time (rows at a page's last ts repeat)."""
+    seen: dict[tuple[str, int], Trade] = {}
+    start: datetime | None = None
+    while True:
+        page = await node.raw.ticks.read_trades(TickQuery(session_id, start=start, limit=10_000))
+        seen.update(((t.symbol, t.trade_id), t) for t in page)
+        if len(page) < 10_000:
+            return list(seen.values())
+        start = page[-1].ts
+
+
+def assert_continuous(trades: list[Trade], symbols: tuple[str, ...]) -> None:
+    """Per symbol: ids 1..n with no hole and no repeat, timestamps rising with the id."""
+    for symbol in symbols:
+        mine = sorted((t for t in trades if t.symbol == symbol), key=lambda t: t.trade_id)
+        assert [t.trade_id for t in mine] == list(range(1, len(mine) + 1)), symbol
+        assert all(a.ts < b.ts for a, b in itertools.pairwise(mine)), symbol
+
+
+def gap_of(events: list[Any]) -> dict[str, Any]:
+    (resumed,) = [e for e in events if e.reason == Reason.RESUMED]
+    gap: dict[str, Any] = json.loads(resumed.detail)
+    return gap
+
+
+def test_a_crashed_owners_resumable_session_continues_on_another_instance(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=1000, **RESUME)
+        await wait_for_data(a, session.id, 200)
+        await a.crash()
+        before = await a.raw.sessions.get_session(session.id)
+        position = await b.raw.ticks.position(session.id)
+        new = await owned_by([a, b], session.id, timeout_s=BOUND_S + SLACK_S)
+        assert new is b
+        await wait_for_data(b, session.id, sum(await stored(b, session.id)) + 200)
+        ended = await b.service.stop(session.id, wait=True, timeout_s=10)
+        assert (ended.status, ended.id) == (STOPPED, session.id)
+        assert ended.started_at == before.started_at  # the same run, continued
+        await stats_equal_rows(b, session.id)
+        assert_continuous(await all_trades(b, session.id), session.symbols)
+        events = await history(b, session.id)
+        claim = next(e for e in events if e.reason == Reason.OWNER_CHANGED)
+        assert (claim.actor, claim.from_status, claim.to_status) == (b.owner, RUNNING, RUNNING)
+        gap = gap_of(events)
+        assert position.last_ts is not None
+        assert datetime.fromisoformat(gap["from"]) == position.last_ts
+        assert datetime.fromisoformat(gap["to"]) > position.last_ts
+        assert gap["last_trade_ids"] == position.last_trade_ids
+        assert b.metric("ticktape_sessions_resumed_total") == 1
+
+    scenario(body)
+
+
+def test_two_instances_reconciling_at_once_never_both_run_it(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a, b, c = await add("a"), await add("b"), await add("c")
+        sessions = [await a.create(rate_per_s=200, **RESUME) for _ in range(4)]
+        for s in sessions:
+            await wait_for_data(a, s.id)
+        await a.crash()
+
+        async def expired() -> bool:
+            found = await b.raw.sessions.find_expired(datetime.now().astimezone())
+            return len(found) == len(sessions)
+
+        await eventually(expired, timeout_s=BOUND_S + SLACK_S, what="every lease to expire")
+        await asyncio.gather(b.supervisor.reconcile(), c.supervisor.reconcile())
+        for s in sessions:
+            await owned_by([b, c], s.id, timeout_s=HEARTBEAT_S + SLACK_S)
+            claims = [e for e in await history(b, s.id) if e.reason == Reason.OWNER_CHANGED]
+            assert len(claims) == 1
+        runs = b.metric("ticktape_sessions_resumed_total") + c.metric(
+            "ticktape_sessions_resumed_total"
+        )
+        assert runs == len(sessions)
+
+    scenario(body)
+
+
+def test_a_restarted_instance_resumes_its_own_sessions_at_once(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=1000, **RESUME)
+        await wait_for_data(a, session.id, 100)
+        await a.crash()
+        again = await add("a")  # same instance name, new incarnation
+        assert session.id in again.supervisor.running_ids  # claimed during start-up
+        current = await again.raw.sessions.get_session(session.id)
+        assert (current.status, current.owner) == (RUNNING, again.owner)
+
+        async def gap_recorded() -> bool:
+            return Reason.RESUMED in reasons(await history(again, session.id))
+
+        await eventually(gap_recorded, timeout_s=5, what="the resumed event")
+        await wait_for_data(again, session.id, sum(await stored(again, session.id)) + 100)
+        await again.service.stop(session.id, wait=True, timeout_s=10)
+        await stats_equal_rows(again, session.id)
+        assert_continuous(await all_trades(again, session.id), session.symbols)
+
+    scenario(body)
+
+
+def test_shutdown_hands_resumable_sessions_over_and_stops_the_others(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        resumable = await a.create(rate_per_s=1000, **RESUME)
+        plain = await a.create(rate_per_s=1000)
+        for s in (resumable, plain):
+            await wait_for_data(a, s.id, 50)
+        await a.shutdown()
+        stopped = await stats_equal_rows(a, plain.id)
+        assert (stopped.status, stopped.reason) == (STOPPED, Reason.SERVER_SHUTDOWN)
+        released = await a.raw.sessions.get_session(resumable.id)
+        assert released.status is RUNNING
+        assert (released.stats.trades, released.stats.orderbook) == await stored(a, resumable.id)
+        assert Reason.HANDED_OVER in reasons(await history(a, resumable.id))
+        assert a.metric("ticktape_sessions_handed_over_total") == 1
+        # released, not expired: another instance claims it at its next pass
+        await owned_by([a, b], resumable.id, timeout_s=HEARTBEAT_S + SLACK_S)
+        await wait_for_data(b, resumable.id, sum(await stored(b, resumable.id)) + 50)
+        await b.service.stop(resumable.id, wait=True, timeout_s=10)
+        await stats_equal_rows(b, resumable.id)
+        assert_continuous(await all_trades(b, resumable.id), resumable.symbols)
+
+    scenario(body)
+
+
+def test_a_stop_asked_while_the_owner_is_dead_is_finished_by_the_claimer(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=1000, **RESUME)
+        await wait_for_data(a, session.id, 50)
+        await a.crash()
+        asked = await b.service.stop(session.id)
+        assert asked.status is SessionStatus.STOPPING
+        ended = await wait_status(b, session.id, STOPPED, FAILED, timeout_s=BOUND_S + SLACK_S)
+        assert (ended.status, ended.reason) == (STOPPED, Reason.USER_STOP)
+        await stats_equal_rows(b, session.id)
+        assert b.supervisor.running_ids == []
+
+    scenario(body)
+
+
+def test_non_resumable_sessions_of_a_crashed_owner_are_reaped_not_resumed(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session: Session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id, 50)
+        await a.crash()
+        ended = await wait_status(b, session.id, FAILED, timeout_s=BOUND_S + SLACK_S)
+        assert ended.reason == Reason.OWNER_LOST
+        await stats_equal_rows(b, session.id)
+        assert b.supervisor.running_ids == []
+
+    scenario(body)
