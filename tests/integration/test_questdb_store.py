@@ -1,0 +1,213 @@
+"""QuestDB-specific guarantees, on a real server (the session's ``questdb_url``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Run, isolated_questdb_url
+from ticktape.config import Settings
+from ticktape.domain import (
+    Reason,
+    SessionStatus,
+    is_valid_history,
+    validate_spec,
+)
+from ticktape.errors import InvalidTransition, TransitionRace
+from ticktape.feeds.sim import SimExchange
+from ticktape.metrics import Metrics
+from ticktape.runtime.supervisor import Supervisor
+from ticktape.service import SessionService
+from ticktape.store import Store, open_store
+from ticktape.store.base import TickQuery
+
+pytestmark = pytest.mark.questdb
+
+
+@pytest.fixture
+def qdb_url(questdb_url: str) -> str:
+    return isolated_questdb_url(questdb_url)
+
+
+@pytest.fixture
+def handles(qdb_url: str, run: Run[Any]) -> Any:
+    """Three independent stores on one QuestDB: three sets of connections, like instances."""
+    stores = [open_store(qdb_url) for _ in range(3)]
+    for s in stores:
+        run(s.open())
+    yield stores
+    for s in stores:
+        run(s.close())
+
+
+def _spec(**kw: Any) -> Any:
+    return validate_spec(kind="collect", symbols=["BTC_USDT"], **kw)
+
+
+def _service(store: Store, tmp_name: str, **settings: Any) -> tuple[Supervisor, SessionService]:
+    cfg = Settings(store_url=store.url, instance_name=tmp_name, **settings)
+    metrics = Metrics()
+    supervisor = Supervisor(store, cfg, metrics)
+    return supervisor, SessionService(store, supervisor, cfg, metrics)
+
+
+def test_read_your_writes_1000_creates_each_read_on_another_connection(
+    handles: list[Store], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    writer, reader = handles[0], handles[1]
+
+    async def pairs(n: int, concurrency: int) -> list[str]:
+        missing: list[str] = []
+
+        async def one() -> None:
+            session = make_session()
+            await writer.sessions.create_session(session, actor="test")
+            got = await reader.sessions.get_session(session.id)  # raises if not visible
+            if got.id != session.id:
+                missing.append(session.id)
+
+        for _ in range(n // concurrency):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+        return missing
+
+    assert run(pairs(500, 1)) == []
+    assert run(pairs(500, 25)) == []  # concurrent readers: the case an indexed symbol broke
+
+
+def test_racing_transitions_from_three_instances_have_exactly_one_winner(
+    handles: list[Store], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    targets = [SessionStatus.STOPPING, SessionStatus.COMPLETED, SessionStatus.FAILED]
+
+    async def race() -> list[int]:
+        winners = []
+        for _ in range(15):
+            session = make_session()
+            await handles[0].sessions.create_session(session, actor="test")
+            running = await handles[0].sessions.transition(
+                session.id,
+                expected_version=1,
+                to_status=SessionStatus.RUNNING,
+                actor="t",
+                reason="started",
+            )
+            attempts = [
+                store.sessions.transition(
+                    running.id,
+                    expected_version=running.version,
+                    to_status=target,
+                    actor=f"i{k}",
+                    reason="race",
+                )
+                for k, (store, target) in enumerate(zip(handles * 2, targets * 2, strict=True))
+            ]
+            results = await asyncio.gather(*attempts, return_exceptions=True)
+            for r in results:
+                assert not isinstance(r, BaseException) or isinstance(
+                    r, TransitionRace | InvalidTransition
+                ), r
+            winners.append(sum(not isinstance(r, BaseException) for r in results))
+            events = await handles[2].sessions.list_events(session.id)
+            statuses = [e.to_status for e in events if e.from_status != e.to_status]
+            assert is_valid_history(statuses), statuses
+            assert len(statuses) == 3  # created, running, and exactly one more
+        return winners
+
+    assert run(race()) == [1] * 15
+
+
+def test_stats_equal_count_after_stop_with_tens_of_thousands_of_ticks(
+    handles: list[Store], run: Run[Any]
+) -> None:
+    store = handles[0]
+
+    async def scenario() -> None:
+        supervisor, service = _service(store, "qdb-stats")
+        await supervisor.start()
+        try:
+            session = await service.create(_spec(rate_per_s=0))
+            while (await service.get(session.id)).stats.records_collected < 30_000:
+                await asyncio.sleep(0.05)
+            stopped = await service.stop(session.id, wait=True, timeout_s=60)
+        finally:
+            await supervisor.shutdown()
+        counts = await handles[1].ticks.count(session.id)
+        assert stopped.status is SessionStatus.STOPPED
+        assert stopped.stats.records_collected >= 30_000
+        assert (stopped.stats.trades, stopped.stats.orderbook) == (counts.trades, counts.orderbook)
+        # the data routes' reads agree with count() too
+        trades = await handles[2].ticks.read_trades(TickQuery(session.id, limit=10_000))
+        assert len(trades) == min(10_000, counts.trades)
+        assert [t.trade_id for t in trades] == list(range(1, len(trades) + 1))
+
+    run(scenario())
+
+
+def test_a_replayed_batch_creates_no_duplicates(
+    handles: list[Store], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    store = handles[0]
+    session = make_session(owner="replayer")
+    run(store.sessions.create_session(session, actor="test"))
+    block = SimExchange(
+        session.id, session.symbols, rate_per_s=0, start_us=1_700_000_000_000_000
+    ).next_block()
+
+    async def scenario() -> tuple[Any, Any]:
+        await store.ticks.write(block, owner="replayer")
+        await store.ticks.wait_visible(30)
+        first = await store.ticks.count(session.id)
+        await store.ticks.write(block, owner="replayer")  # e.g. a retry after a lost ack
+        await store.ticks.wait_visible(30)
+        return first, await handles[1].ticks.count(session.id)
+
+    first, second = run(scenario())
+    assert first == second
+    assert first.trades == sum(len(b) for b in block if not hasattr(b, "depth"))
+
+
+def test_questdb_restarted_mid_session_loses_nothing_acknowledged(
+    tmp_path: Path, run: Run[Any]
+) -> None:
+    from ticktape import questdb_server
+
+    config = questdb_server.QuestDBServerConfig.with_free_ports(tmp_path / "qdb")
+    handle = questdb_server.start(config)
+    handles = [handle]
+    try:
+        store = open_store(handle.store_url)
+        run(store.open())
+
+        async def scenario() -> None:
+            supervisor, service = _service(store, "qdb-restart", lease_s=30.0)
+            await supervisor.start()
+            try:
+                session = await service.create(_spec(rate_per_s=2000))
+                while (await service.get(session.id)).stats.records_collected < 2_000:
+                    await asyncio.sleep(0.05)
+                before = await store.ticks.count(session.id)
+                await asyncio.to_thread(handle.stop)
+                await asyncio.sleep(1.0)  # the runner buffers and retries meanwhile
+                handles.append(await asyncio.to_thread(questdb_server.start, config))
+                stopped = await service.stop(session.id, wait=True, timeout_s=60)
+            finally:
+                await supervisor.shutdown()
+            after = await store.ticks.count(session.id)
+            assert after.trades >= before.trades  # nothing acknowledged was lost
+            assert stopped.status in {SessionStatus.STOPPED, SessionStatus.FAILED}
+            assert (stopped.stats.trades, stopped.stats.orderbook) == (
+                after.trades,
+                after.orderbook,
+            )
+            if stopped.status is SessionStatus.FAILED:
+                assert stopped.reason == Reason.ERROR and stopped.stats.errors > 0
+
+        run(scenario())
+        run(store.close())
+    finally:
+        for h in reversed(handles):
+            h.stop()
