@@ -1,0 +1,193 @@
+"""LeaseKeeper on the in-memory store: renewals, self-fencing, stop requests, release."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ticktape.config import Settings
+from ticktape.domain import (
+    DataType,
+    Reason,
+    Session,
+    SessionConfig,
+    SessionKind,
+    SessionStatus,
+    utcnow,
+)
+from ticktape.metrics import Metrics
+from ticktape.runners.collect import RunHandle
+from ticktape.runtime.leases import LeaseKeeper
+from ticktape.store.faulty import FaultyStore
+from ticktape.store.memory import MemoryStore
+from ticktape.testing import eventually
+from ticktape.ticks import TickCounts
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+OWNER = "me:1/abc"
+SETTINGS = Settings(heartbeat_interval_s=0.05, lease_s=0.3)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.store = FaultyStore(MemoryStore())
+        self.metrics = Metrics()
+        self.keeper = LeaseKeeper(self.store, SETTINGS, self.metrics, OWNER)
+
+    async def running(self) -> tuple[Session, RunHandle]:
+        now = utcnow()
+        session = await self.store.sessions.create_session(
+            Session(
+                id=f"s-{time.monotonic_ns()}",
+                kind=SessionKind.COLLECT,
+                status=SessionStatus.PENDING,
+                symbols=("BTC_USDT",),
+                exchange="sim",
+                data_types=(DataType.TRADES,),
+                config=SessionConfig(),
+                created_at=now,
+                owner=OWNER,
+                lease_expires_at=now + timedelta(seconds=SETTINGS.lease_s),
+            ),
+            actor=OWNER,
+        )
+        session = await self.store.sessions.transition(
+            session.id,
+            expected_version=1,
+            to_status=SessionStatus.RUNNING,
+            actor=OWNER,
+            reason="started",
+        )
+        handle = RunHandle(session.id)
+        self.keeper.track(handle)
+        return session, handle
+
+    def metric(self, name: str) -> float:
+        return self.metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_a_heartbeat_extends_the_lease_and_publishes_progress(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, handle = await h.running()
+        handle.written = TickCounts(12, 3)
+        await h.keeper.heartbeat()
+        renewed = await h.store.sessions.get_session(session.id)
+        assert renewed.lease_expires_at is not None
+        assert renewed.lease_expires_at > utcnow() + timedelta(seconds=SETTINGS.lease_s / 2)
+        assert (renewed.stats.trades, renewed.stats.orderbook, renewed.version) == (12, 3, 2)
+
+    run(body())
+
+
+def test_renewals_failing_for_the_lease_fence_the_runner_before_it_expires(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        _session, handle = await h.running()
+        h.store.fail("renew_lease", times=None)
+        loop = asyncio.create_task(h.keeper.loop())
+        started = time.monotonic()
+        await asyncio.wait_for(handle.lost.wait(), timeout=2)
+        fenced_after = time.monotonic() - started
+        loop.cancel()
+        assert SETTINGS.heartbeat_interval_s < fenced_after < SETTINGS.lease_s
+        assert "not renewed" in handle.lost_reason and "injected" in handle.lost_reason
+        assert h.metric("ticktape_lease_renew_failures_total") >= 1
+
+    run(body())
+
+
+def test_a_renewal_that_succeeds_in_time_keeps_the_runner(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, handle = await h.running()
+        h.store.fail("renew_lease", times=2)
+        loop = asyncio.create_task(h.keeper.loop())
+
+        async def noted() -> bool:
+            events = await h.store.sessions.list_events(session.id)
+            return events[-1].reason == Reason.LEASE_RENEW_FAILED
+
+        await eventually(noted, timeout_s=2, what="the recovery note")
+        await asyncio.sleep(SETTINGS.lease_s)  # well past the fencing point of the first failure
+        loop.cancel()
+        assert not handle.lost.is_set()
+
+    run(body())
+
+
+def test_the_store_saying_it_is_not_ours_fences_at_once(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, handle = await h.running()
+        await h.store.sessions.claim(
+            session.id,
+            expected_version=session.version,
+            owner="other/1",
+            lease_expires_at=utcnow() + timedelta(seconds=5),
+            actor="other/1",
+            reason="owner_changed",
+        )
+        await h.keeper.heartbeat()
+        assert handle.lost.is_set() and "does not own" in handle.lost_reason
+
+    run(body())
+
+
+def test_a_stop_recorded_elsewhere_wakes_the_runner(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, handle = await h.running()
+        await h.store.sessions.transition(
+            session.id,
+            expected_version=session.version,
+            to_status=SessionStatus.STOPPING,
+            actor="other/1",
+            reason="user_stop",
+        )
+        await h.keeper.heartbeat()
+        assert handle.stop.is_set() and not handle.lost.is_set()
+
+    run(body())
+
+
+def test_release_expires_the_lease_and_no_renewal_extends_it_again(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, handle = await h.running()
+        h.store.delay("renew_lease", 0.1)  # a renewal in flight while the release comes
+        renewal = asyncio.create_task(h.keeper.heartbeat())
+        await asyncio.sleep(0.02)
+        released = await h.keeper.release(handle, session.stats)
+        await renewal
+        await h.keeper.heartbeat()
+        stored = await h.store.sessions.get_session(session.id)
+        assert stored.lease_expires_at == released.lease_expires_at
+        assert stored.lease_expires_at is not None and stored.lease_expires_at <= utcnow()
+        assert [s.id for s in await h.store.sessions.find_expired(utcnow())] == [session.id]
+        assert not handle.lost.is_set()  # released, not fenced
+
+    run(body())
+
+
+def test_an_untracked_session_is_left_alone(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, handle = await h.running()
+        h.keeper.untrack(session.id)
+        h.store.fail("renew_lease", times=None)
+        await asyncio.sleep(SETTINGS.lease_s + 0.1)
+        await h.keeper.heartbeat()
+        assert not handle.lost.is_set()
+
+    run(body())
+
+
+@pytest.fixture(autouse=True)
+def _fast() -> None:
+    assert SETTINGS.self_fence_after_s < SETTINGS.lease_s

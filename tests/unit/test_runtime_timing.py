@@ -1,0 +1,88 @@
+"""The timing the orphan bound rests on: reconcile interval, jitter, self-fencing (no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from ticktape.config import HEARTBEAT_INTERVAL_S, LEASE_S, RECONCILE_JITTER_MIN, Settings
+from ticktape.metrics import Metrics
+from ticktape.runtime import reconciler as reconciler_module
+from ticktape.runtime.leases import LeaseKeeper
+from ticktape.runtime.reconciler import Reconciler
+from ticktape.store.memory import MemoryStore
+
+
+def test_the_reconcile_interval_defaults_to_the_heartbeat_interval() -> None:
+    settings = Settings.from_env({})
+    assert settings.reconcile_interval_s is None
+    assert settings.reconcile_every_s == HEARTBEAT_INTERVAL_S
+    assert settings.reap_bound_s == LEASE_S + HEARTBEAT_INTERVAL_S
+
+
+def test_the_reconcile_interval_follows_a_configured_heartbeat() -> None:
+    settings = Settings.from_env({"TICKTAPE_HEARTBEAT_S": "0.5", "TICKTAPE_LEASE_S": "2"})
+    assert (settings.reconcile_every_s, settings.reap_bound_s) == (0.5, 2.5)
+
+
+def test_an_explicit_reconcile_interval_is_kept_and_widens_the_bound() -> None:
+    settings = Settings.from_env({"TICKTAPE_RECONCILE_S": "3"})
+    assert settings.reconcile_every_s == 3.0
+    assert settings.reap_bound_s == LEASE_S + 3.0
+
+
+def test_a_zero_reconcile_interval_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        Settings.from_env({"TICKTAPE_RECONCILE_S": "0"})
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "lease"), [(2.0, 10.0), (0.5, 2.0), (0.2, 1.0), (2.0, 2.5), (1.0, 1.1)]
+)
+def test_self_fencing_comes_after_the_next_heartbeat_and_before_the_lease_ends(
+    heartbeat: float, lease: float
+) -> None:
+    settings = Settings(heartbeat_interval_s=heartbeat, lease_s=lease)
+    assert heartbeat < settings.self_fence_after_s < lease
+
+
+def test_the_faults_variable_is_read_once_at_start_up() -> None:
+    assert Settings.from_env({"TICKTAPE_FAULTS": "write=0.1"}).faults == "write=0.1"
+    assert Settings.from_env({}).faults == ""
+
+
+def test_reconciler_waits_never_exceed_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jitter spreads the instances but never lengthens a wait (the bound needs that)."""
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) >= 200:
+            raise asyncio.CancelledError
+
+    async def nothing(**_: Any) -> int:
+        return 0
+
+    monkeypatch.setattr(reconciler_module.asyncio, "sleep", fake_sleep)
+    monkeypatch.setattr(reconciler_module, "random", random.Random(7))
+    settings = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
+    store, metrics = MemoryStore(), Metrics()
+    leases = LeaseKeeper(store, settings, metrics, "me/1")
+    rec = Reconciler(
+        store,
+        settings,
+        metrics,
+        owner="me/1",
+        instance="me",
+        leases=leases,
+        host=None,  # type: ignore[arg-type]
+    )
+    monkeypatch.setattr(rec, "reconcile", nothing)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(rec.loop())
+    assert len(waits) == 200
+    assert max(waits) <= 0.5
+    assert min(waits) >= 0.5 * RECONCILE_JITTER_MIN
