@@ -1,3 +1,9 @@
+"""Acceptance fixtures: a real ``ticktape serve`` on each store backend users run.
+
+Every test that uses ``server`` (or ``store_url``) runs on the embedded SQLite
+store and on a real QuestDB (tables of its own, on the session's server).
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -6,19 +12,31 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import isolated_questdb_url, questdb_available
 from ticktape.testing import ServerProcess, running_server
+
+ACCEPTANCE_ENV = {"TICKTAPE_HEARTBEAT_S": "0.5", "TICKTAPE_LEASE_S": "3"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames:
+        kinds = [pytest.param("sqlite", id="sqlite")]
+        kinds.append(pytest.param("questdb", id="questdb", marks=[pytest.mark.questdb]))
+        metafunc.parametrize("store_kind", kinds)
 
 
 @pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/ticktape.db"
+def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if store_kind == "sqlite":
+        return f"sqlite:///{tmp_path}/ticktape.db"
+    if not questdb_available():
+        pytest.skip("no QuestDB here (needs Java >= 17 and mvn)")
+    return isolated_questdb_url(request.getfixturevalue("questdb_url"))
 
 
 @pytest.fixture
 def server(store_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    with running_server(
-        store_url, tmp_path, env={"TICKTAPE_HEARTBEAT_S": "0.5", "TICKTAPE_LEASE_S": "3"}
-    ) as srv:
+    with running_server(store_url, tmp_path, env=ACCEPTANCE_ENV) as srv:
         yield srv
 
 
