@@ -8,6 +8,7 @@ what the CLI shows is what the service says. Errors print one line —
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -41,7 +42,7 @@ from ticktape.config import (
     Settings,
 )
 from ticktape.errors import TicktapeError
-from ticktape.store import open_store
+from ticktape.store import check_reachable, open_store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -197,6 +198,14 @@ def serve(
             help="critical, error, warning, info or debug.",
         ),
     ] = None,
+    store_wait_s: Annotated[
+        float,
+        typer.Option(
+            "--store-wait-s",
+            envvar="TICKTAPE_STORE_WAIT_S",
+            help="Seconds to keep retrying an unreachable store at start-up (0: fail at once).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the ticktape server (API, dashboard, runners)."""
     settings = Settings.from_env(
@@ -212,6 +221,12 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     open_store(settings.store_url)  # a mistyped URL is a one-line error, not a traceback
+
+    def waiting(exc: Exception, left_s: float) -> None:
+        typer.echo(f"waiting for the store ({left_s:.0f}s left): {exc}", err=True)
+
+    # an unreachable store is a one-line error (or a wait), not a uvicorn traceback
+    asyncio.run(check_reachable(settings.store_url, wait_s=store_wait_s, on_retry=waiting))
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

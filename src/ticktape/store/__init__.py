@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ticktape.errors import ValidationError
+import asyncio
+import time
+from collections.abc import Callable
+
+from ticktape.errors import StoreBusy, StoreUnavailable, ValidationError
 from ticktape.store.base import SessionStore, Store, TickStore
 
 
@@ -27,4 +31,30 @@ def open_store(url: str) -> Store:
     )
 
 
-__all__ = ["SessionStore", "Store", "TickStore", "open_store"]
+async def check_reachable(
+    url: str, *, wait_s: float = 0.0, on_retry: Callable[[Exception, float], None] | None = None
+) -> None:
+    """Open and close the store at ``url``, retrying transient failures for ``wait_s`` seconds.
+
+    Raises the store's own error (one clear line) when it is still unreachable.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.25
+    while True:
+        store = open_store(url)
+        try:
+            await store.open()
+            return
+        except (StoreUnavailable, StoreBusy) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            if on_retry is not None:
+                on_retry(exc, left)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
+        finally:
+            await store.close()
+
+
+__all__ = ["SessionStore", "Store", "TickStore", "check_reachable", "open_store"]
