@@ -85,7 +85,13 @@ def _can_start_questdb() -> bool:
 
 
 def questdb_available() -> bool:
-    return bool(os.environ.get(QUESTDB_URL_ENV)) or _can_start_questdb()
+    available = bool(os.environ.get(QUESTDB_URL_ENV)) or _can_start_questdb()
+    if not available and os.environ.get("TICKTAPE_REQUIRE_QUESTDB") == "1":
+        raise pytest.UsageError(
+            "TICKTAPE_REQUIRE_QUESTDB=1 but no QuestDB can be started (Java >= 17 and mvn, "
+            f"or {QUESTDB_URL_ENV})"
+        )
+    return available
 
 
 @pytest.fixture(scope="session")
