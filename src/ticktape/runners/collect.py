@@ -222,7 +222,7 @@ class CollectRunner:
         closing_attempts = self._settings.store_retry_attempts
         while True:
             batches = await buffer.take()
-            if not batches:
+            if not batches or handle.lost.is_set():  # fenced: write nothing more
                 return
             if await self._write(batches, handle):
                 continue

@@ -1,0 +1,119 @@
+"""A paused owner comes back as a zombie: it must stop at once and store nothing more.
+
+The owner is frozen with SIGSTOP for longer than its lease, the other instance
+reaps its session, then the owner is resumed with SIGCONT. Its runner must stop
+itself within one heartbeat (it sees its lease is gone), the stored rows must not
+grow after the reap (the store fences late writes), the session's stats must
+equal its stored rows, and the old owner's /metrics must count the zombie.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+
+from tests.acceptance.helpers import assert_valid_history, start_collect, stored_counts, wait_for
+from tests.acceptance.test_multi_instance import (
+    BOUND_S,
+    HEARTBEAT_S,
+    SLACK_S,
+    StartServer,
+    assert_stats_equal_rows,
+    client,
+    owner_of,
+    report,
+    start_server,
+)
+from ticktape.config import sqlite_path_from_url
+from ticktape.testing import ServerProcess
+
+__all__ = ["start_server"]  # a fixture, used by name
+
+MAX_PAUSE_ATTEMPTS = 50
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    with client(server) as c:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def pause(server: ServerProcess) -> None:
+    """SIGSTOP, at a moment the server does not hold the SQLite write lock.
+
+    A process frozen inside a write transaction would block every other writer
+    of the file (SQLite has one writer at a time) — a property of SQLite, not
+    the subject of this test. So: freeze, check the lock is free, else thaw and
+    try again a moment later.
+    """
+    path = sqlite_path_from_url(server.store_url) if server.store_url.startswith("sqlite") else None
+    for _ in range(MAX_PAUSE_ATTEMPTS):
+        server.signal(signal.SIGSTOP)
+        if path is None or _write_lock_free(str(path)):
+            return
+        server.signal(signal.SIGCONT)
+        time.sleep(0.02)  # let it finish its transaction
+    raise AssertionError("the server always held the SQLite write lock")
+
+
+def _write_lock_free(path: str) -> bool:
+    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+def test_a_paused_owner_stops_its_runner_on_waking_and_stores_nothing_late(
+    start_server: StartServer,
+) -> None:
+    a, b = start_server(), start_server()
+    with client(a) as ca:
+        sid = start_collect(ca, rate_per_s=1000)["id"]
+    with client(b) as cb:
+        wait_for(cb, sid, lambda s: s["stats"]["records_collected"] > 0, what="data")
+        pause(a)
+        paused = time.monotonic()
+        reaped = wait_for(
+            cb, sid, lambda s: s["status"] == "failed", timeout_s=BOUND_S + 10, what="the reap"
+        )
+        reaped_after_s = time.monotonic() - paused
+        assert reaped["reason"] == "owner_lost"
+        at_reap = stored_counts(cb, sid)
+        a.signal(signal.SIGCONT)
+        woke = time.monotonic()
+        deadline = woke + HEARTBEAT_S + SLACK_S
+        while metric(a, "ticktape_zombies_self_stopped_total") < 1:
+            assert time.monotonic() < deadline, "the zombie did not stop itself in time"
+            time.sleep(0.02)
+        stopped_after_s = time.monotonic() - woke
+        assert metric(a, "ticktape_local_runners") == 0
+        with client(a) as ca:  # the zombie's own account of it, recorded in the history
+
+            def noted(_: object) -> bool:
+                found = ca.get(f"/api/sessions/{sid}/events").json()["events"]
+                return any(e["reason"] == "zombie_stopped" for e in found)
+
+            wait_for(ca, sid, noted, timeout_s=HEARTBEAT_S + SLACK_S, what="the zombie's note")
+        assert stored_counts(cb, sid) == at_reap  # nothing stored after the reap
+        session = assert_stats_equal_rows(cb, sid)
+        assert session["status"] == "failed"
+        history = assert_valid_history(cb, sid)
+        a_name = owner_of(a)
+        zombie = next(e for e in history if e["reason"] == "zombie_stopped")
+        assert zombie["actor"].startswith(f"{a_name}/")
+        assert [e["reason"] for e in history].index("owner_lost") < history.index(zombie)
+        report(
+            "zombie",
+            reaped_after_pause_s=reaped_after_s,
+            stopped_after_wake_s=stopped_after_s,
+            fenced_writes=metric(a, "ticktape_fenced_writes_total"),
+            lease_renew_failures=metric(a, "ticktape_lease_renew_failures_total"),
+        )
