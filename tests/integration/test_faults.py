@@ -22,6 +22,7 @@ import pytest
 from ticktape.config import STORE_RETRY_ATTEMPTS, Settings
 from ticktape.domain import Reason, Session, SessionEvent, SessionStatus, is_valid_history
 from ticktape.errors import LeaseLost, StoreBusy, StoreUnavailable
+from ticktape.runtime.leases import RENEW_ATTEMPTS
 from ticktape.store.base import SessionQuery
 from ticktape.testing import Instance, eventually, instances
 from ticktape.ticks import BookBatch, TradeBatch
@@ -317,9 +318,11 @@ def test_a_renewal_outage_shorter_than_the_lease_is_survived_and_recorded(
         a = await add("a")
         session = await a.create(rate_per_s=1000)
         await wait_for_data(a, session.id)
-        fault = a.store.fail("renew_lease", times=2)
+        fault = a.store.fail("renew_lease", times=2 * RENEW_ATTEMPTS)  # two heartbeats' worth
         await eventually(
-            lambda: _true(fault.hits == 2), timeout_s=2 * HEARTBEAT_S + SLACK_S, what="2 failures"
+            lambda: _true(fault.hits == 2 * RENEW_ATTEMPTS),
+            timeout_s=2 * HEARTBEAT_S + SLACK_S,
+            what="two failed heartbeats",
         )
 
         async def noted() -> bool:

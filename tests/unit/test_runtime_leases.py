@@ -20,9 +20,10 @@ from ticktape.domain import (
     SessionStatus,
     utcnow,
 )
+from ticktape.errors import StoreBusy
 from ticktape.metrics import Metrics
 from ticktape.runners.collect import RunHandle
-from ticktape.runtime.leases import LeaseKeeper
+from ticktape.runtime.leases import RENEW_ATTEMPTS, LeaseKeeper
 from ticktape.store.faulty import FaultyStore
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import eventually
@@ -71,6 +72,21 @@ class Harness:
         return self.metrics.registry.get_sample_value(name) or 0.0
 
 
+def test_a_busy_renewal_is_retried_within_the_heartbeat(run: Run) -> None:
+    async def body() -> None:
+        h = Harness()
+        session, _handle = await h.running()
+        fault = h.store.fail("renew_lease", times=RENEW_ATTEMPTS - 1, error=StoreBusy("busy"))
+        await h.keeper.heartbeat()
+        assert fault.hits == RENEW_ATTEMPTS - 1
+        renewed = await h.store.sessions.get_session(session.id)
+        assert renewed.lease_expires_at is not None and renewed.lease_expires_at > utcnow()
+        assert h.metric("ticktape_lease_renew_failures_total") == 0
+        assert h.metric("ticktape_store_retries_total") == RENEW_ATTEMPTS - 1
+
+    run(body())
+
+
 def test_a_heartbeat_extends_the_lease_and_publishes_progress(run: Run) -> None:
     async def body() -> None:
         h = Harness()
@@ -106,7 +122,7 @@ def test_a_renewal_that_succeeds_in_time_keeps_the_runner(run: Run) -> None:
     async def body() -> None:
         h = Harness()
         session, handle = await h.running()
-        h.store.fail("renew_lease", times=2)
+        h.store.fail("renew_lease", times=2 * RENEW_ATTEMPTS)  # two heartbeats fail
         loop = asyncio.create_task(h.keeper.loop())
 
         async def noted() -> bool:

@@ -25,11 +25,18 @@ from ticktape.config import Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionNotFound, StoreError
 from ticktape.metrics import Metrics
+from ticktape.retry import retry_transient
 from ticktape.runners.collect import RunHandle
 from ticktape.runtime.transitions import note
 from ticktape.store.base import Store
 
 log = logging.getLogger(__name__)
+
+# A renewal meeting contention ("busy") is retried a little within the heartbeat;
+# beyond that the next heartbeat tries again, until self-fencing.
+RENEW_ATTEMPTS = 3
+RENEW_RETRY_BASE_S = 0.02
+RENEW_RETRY_MAX_S = 0.2
 
 
 @dataclass
@@ -78,9 +85,13 @@ class LeaseKeeper:
             await self.heartbeat()
 
     async def heartbeat(self) -> None:
-        """Renew every tracked lease, concurrently, so one slow renewal delays no other."""
-        leases = list(self._leases.values())
-        await asyncio.gather(*(self._renew(lease) for lease in leases))
+        """Renew every tracked lease, one after the other.
+
+        Not concurrently: on a store with one writer at a time (QuestDB's session
+        table, SQLite) concurrent renewals only contend ("table busy") and fail.
+        """
+        for lease in list(self._leases.values()):
+            await self._renew(lease)
 
     async def _renew(self, lease: _Lease) -> None:
         handle = lease.handle
@@ -90,9 +101,17 @@ class LeaseKeeper:
                 return
             sent = time.monotonic()
             stats = Stats(handle.written.trades, handle.written.orderbook, handle.unstored)
+            until = self.lease_until()
             try:
-                current = await self._store.sessions.renew_lease(
-                    session_id, owner=self._owner, lease_expires_at=self.lease_until(), stats=stats
+                current = await retry_transient(
+                    lambda: self._store.sessions.renew_lease(
+                        session_id, owner=self._owner, lease_expires_at=until, stats=stats
+                    ),
+                    what="renew lease",
+                    attempts=RENEW_ATTEMPTS,
+                    base_s=RENEW_RETRY_BASE_S,
+                    max_s=RENEW_RETRY_MAX_S,
+                    on_retry=self._metrics.store_retry,
                 )
             except (LeaseLost, SessionNotFound) as exc:
                 if self._leases.get(session_id) is not lease:
