@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ticktape.config import RECONCILE_JITTER_MIN, Settings
 from ticktape.domain import (
@@ -39,10 +39,12 @@ from ticktape.domain import (
 )
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
+from ticktape.retry import retry_transient
 from ticktape.runners.collect import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.store.base import Store
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -102,10 +104,18 @@ class Reconciler:
     async def reconcile(self, *, startup: bool = False) -> int:
         """Reap or claim every session whose owner is gone; return how many were taken care of."""
         now = utcnow()
-        expired = {s.id: s for s in await self._store.sessions.find_expired(now)}
+        expired = {
+            s.id: s
+            for s in await self._retried(
+                lambda: self._store.sessions.find_expired(now), "find expired leases"
+            )
+        }
         restarted: dict[str, Session] = {}
         if startup:
-            for s in await self._store.sessions.find_owned(f"{self._instance}/"):
+            mine = await self._retried(
+                lambda: self._store.sessions.find_owned(f"{self._instance}/"), "find owned"
+            )
+            for s in mine:
                 if s.owner != self._owner and s.id not in expired:
                     restarted[s.id] = s
         done = 0
@@ -134,21 +144,32 @@ class Reconciler:
             return f"owner {session.owner} restarted"
         return f"owner {session.owner} lease expired at {expiry.isoformat() if expiry else 'never'}"
 
+    async def _retried(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        return await retry_transient(
+            operation,
+            what=what,
+            attempts=self._settings.store_retry_attempts,
+            on_retry=self._metrics.store_retry,
+        )
+
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
-        counts = await self._store.ticks.count(session.id)
+        counts = await self._retried(lambda: self._store.ticks.count(session.id), "count ticks")
         stats = Stats(counts.trades, counts.orderbook, session.stats.errors)
         detail = self._why(session, force)
         try:
-            await self._store.sessions.transition(
-                session.id,
-                expected_version=session.version,
-                to_status=SessionStatus.FAILED,
-                actor=self._owner,
-                reason=Reason.OWNER_LOST,
-                detail=detail,
-                stats=stats,
-                lease_expires_at=None,
-                lease_expired_before=None if force else now,
+            await self._retried(
+                lambda: self._store.sessions.transition(
+                    session.id,
+                    expected_version=session.version,
+                    to_status=SessionStatus.FAILED,
+                    actor=self._owner,
+                    reason=Reason.OWNER_LOST,
+                    detail=detail,
+                    stats=stats,
+                    lease_expires_at=None,
+                    lease_expired_before=None if force else now,
+                ),
+                "reap session",
             )
         except (TransitionRace, InvalidTransition):
             return False  # renewed, stopped, claimed or reaped by someone else meanwhile
@@ -159,18 +180,26 @@ class Reconciler:
     async def _claim(self, session: Session, now: datetime, *, force: bool) -> bool:
         detail = f"{self._why(session, force)}; claimed by {self._owner}"
         try:
-            claimed = await self._store.sessions.claim(
-                session.id,
-                expected_version=session.version,
-                owner=self._owner,
-                lease_expires_at=self._leases.lease_until(),
-                actor=self._owner,
-                reason=Reason.OWNER_CHANGED,
-                detail=detail,
-                lease_expired_before=None if force else now,
+            claimed = await self._retried(
+                lambda: self._store.sessions.claim(
+                    session.id,
+                    expected_version=session.version,
+                    owner=self._owner,
+                    lease_expires_at=self._leases.lease_until(),
+                    actor=self._owner,
+                    reason=Reason.OWNER_CHANGED,
+                    detail=detail,
+                    lease_expired_before=None if force else now,
+                ),
+                "claim session",
             )
         except (TransitionRace, InvalidTransition):
-            return False  # renewed or taken by someone else meanwhile
+            # Taken by someone else meanwhile — or by us, in an attempt whose answer was lost.
+            claimed = await self._retried(
+                lambda: self._store.sessions.get_session(session.id), "read session"
+            )
+            if claimed.owner != self._owner or claimed.is_terminal:
+                return False
         log.warning("session %s: %s", session.id, detail)
         if claimed.status is SessionStatus.STOPPING:
             await self._finish_stop(claimed)  # a stop was asked: finish it, nothing to resume
@@ -181,7 +210,7 @@ class Reconciler:
 
     async def _finish_stop(self, session: Session) -> None:
         """The previous owner died while stopping: record the stop with what is stored."""
-        counts = await self._store.ticks.count(session.id)
+        counts = await self._retried(lambda: self._store.ticks.count(session.id), "count ticks")
         # moved meanwhile (TransitionRace, InvalidTransition): whoever moved it decides
         with contextlib.suppress(TransitionRace, InvalidTransition):
             await self._store.sessions.transition(
