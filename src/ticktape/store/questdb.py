@@ -19,7 +19,6 @@ See ``docs/questdb.md`` for the design and its measured costs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from ticktape.domain import (
     utcnow,
 )
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, StoreBusy
-from ticktape.retry import retry_transient
 from ticktape.store._common import (
     apply_claim,
     apply_transition,
@@ -49,6 +47,7 @@ from ticktape.store._common import (
     encode_cursor,
     from_us,
 )
+from ticktape.store._questdb_commit import Append, GroupCommitter
 from ticktape.store._questdb_db import SCHEMA, Connections, QuestDBAddress, translate
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
@@ -241,6 +240,9 @@ def _filters(query: SessionQuery) -> tuple[list[str], list[Any]]:
 class QuestDBSessionStore(SessionStore):
     def __init__(self, connections: Connections) -> None:
         self._db = connections
+        self._committer = GroupCommitter(
+            connections, _INSERT, f"SELECT {_SELECT} FROM tt_session_log"
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -330,44 +332,27 @@ class QuestDBSessionStore(SessionStore):
     ) -> _Row | None:
         """Append ``row`` iff the session's newest committed row is still ``expect_row_seq``.
 
-        Returns None if it was not (nothing written). With ``idempotency_key``,
-        returns the first row of an existing session with that key instead.
-        Holding the INSERT's transaction keeps every other writer out, so the check
-        and the commit are one atomic step.
+        Returns ``row`` once committed, None if the expectation failed (nothing
+        written) and, with ``idempotency_key``, the first row of an existing session
+        with that key. See ``_questdb_commit`` for how appends share a transaction.
         """
+        answer = await self._committer.append(
+            Append(row.session.id, row.values(), expect_row_seq, idempotency_key)
+        )
+        if answer is True:
+            return row
+        if answer is False:
+            return None
+        return _Row.parse(answer)
 
-        async def attempt() -> _Row | None:
-            async with self._db.writer("write session log") as conn:
-                await conn.execute("BEGIN")
-                try:
-                    await conn.execute(self._db.q(_INSERT), row.values())
-                    cur = await conn.execute(
-                        self._db.q("SELECT max(row_seq) FROM tt_session_log WHERE id = %s"),
-                        (row.session.id,),
-                    )
-                    found = (await cur.fetchone() or (None,))[0]
-                    existing = None
-                    if idempotency_key is not None:
-                        cur = await conn.execute(
-                            self._db.q(
-                                f"SELECT {_SELECT} FROM tt_session_log "
-                                "WHERE idempotency_key = %s AND row_seq = 1 LIMIT 1"
-                            ),
-                            (idempotency_key,),
-                        )
-                        existing = await cur.fetchone()
-                    if found != expect_row_seq or existing is not None:
-                        await conn.execute("ROLLBACK")
-                        return _Row.parse(existing) if existing is not None else None
-                    await conn.execute("COMMIT")
-                    return row
-                except BaseException:
-                    if not conn.closed:
-                        with contextlib.suppress(psycopg.Error):
-                            await conn.execute("ROLLBACK")
-                    raise
-
-        return await retry_transient(attempt, what="append to session log")
+    async def _first_with_key(self, key: str) -> _Row | None:
+        rows = await self._query(
+            f"SELECT {_SELECT} FROM tt_session_log WHERE idempotency_key = %s AND row_seq = 1 "
+            "LIMIT 1",
+            (key,),
+            "find idempotency key",
+        )
+        return _Row.parse(rows[0]) if rows else None
 
     async def _change(self, session_id: str, build: Callable[[_Row], _Row], what: str) -> _Row:
         """Read the newest row, build the next one from it (``build`` raises the contract's
@@ -384,6 +369,9 @@ class QuestDBSessionStore(SessionStore):
         stored = await self._append(
             first, expect_row_seq=None, idempotency_key=session.idempotency_key
         )
+        if stored is None and session.idempotency_key is not None:
+            # another create with this key won the same group commit: answer with it
+            stored = await self._first_with_key(session.idempotency_key)
         if stored is None:
             raise SessionConflict(
                 f"session {session.id!r} already exists",

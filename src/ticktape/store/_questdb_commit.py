@@ -1,0 +1,167 @@
+"""Group commit for the QuestDB session log: many compare-and-set appends, one transaction.
+
+Every instance writes the log through one connection, so its appends queue up
+behind each other; one round of BEGIN / INSERT / SELECT / COMMIT costs about a
+millisecond. Appends that arrive while a group is being committed join the
+next group:
+
+1. ``BEGIN`` and INSERT the first append's row. From here until COMMIT or
+   ROLLBACK no other writer can touch the table (QuestDB answers "table busy").
+2. Read, in one query each, ``max(row_seq)`` of every session in the group and
+   the first rows of every idempotency key in it: the committed state.
+3. Keep the appends whose expectation still holds (at most one per session and
+   per key: later ones in the group lost the race to the earlier one).
+4. If the first append is among the losers, ROLLBACK and answer it "lost";
+   otherwise INSERT the other winners and COMMIT. Losers are answered "lost"
+   (their caller re-reads and decides again), winners "done" — after COMMIT, so
+   an acknowledged append is durable and visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from ticktape.retry import retry_transient
+from ticktape.store._questdb_db import Connections
+
+MAX_GROUP = 256  # appends sharing one transaction, at most
+
+
+@dataclass
+class Append:
+    """One compare-and-set append: ``values`` if ``id``'s newest row is ``expect_row_seq``."""
+
+    id: str
+    values: tuple[Any, ...]
+    expect_row_seq: int | None
+    idempotency_key: str | None = None
+    future: asyncio.Future[tuple[Any, ...] | bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def answer(self, result: tuple[Any, ...] | bool | BaseException) -> None:
+        if self.future.done():  # the caller gave up meanwhile
+            return
+        if isinstance(result, BaseException):
+            self.future.set_exception(result)
+        else:
+            self.future.set_result(result)
+
+
+class GroupCommitter:
+    """Queues appends and commits them in groups; see the module docstring."""
+
+    def __init__(self, db: Connections, insert_sql: str, select_sql: str) -> None:
+        self._db = db
+        self._insert = insert_sql
+        self._select = select_sql
+        self._queue: list[Append] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def append(self, op: Append) -> tuple[Any, ...] | bool:
+        """True if appended; False if the expectation failed; the existing first row of the
+        idempotency key if one exists."""
+        self._queue.append(op)
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._drain(), name="ticktape-questdb-commit")
+        return await op.future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            group = [op for op in group if not op.future.done()]
+            if not group:
+                continue
+            try:
+                answers = await retry_transient(
+                    lambda g=group: self._commit(g),  # type: ignore[misc]
+                    what="append to session log",
+                )
+            except BaseException as exc:
+                for op in group:
+                    op.answer(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            retry = []
+            for op, answer in zip(group, answers, strict=True):
+                if answer is None:
+                    retry.append(op)  # lost only because the group's first append did
+                else:
+                    op.answer(answer)
+            self._queue[:0] = retry
+
+    async def _commit(self, group: list[Append]) -> list[tuple[Any, ...] | bool | None]:
+        async with self._db.writer("write session log") as conn:
+            await conn.execute("BEGIN")
+            try:
+                answers = await self._decide(conn, group)
+                if answers[0] is not True:
+                    await conn.execute("ROLLBACK")
+                    lost: list[tuple[Any, ...] | bool | None] = [None] * len(group)
+                    lost[0] = answers[0]
+                    return lost
+                winners = [
+                    op.values for op, a in zip(group[1:], answers[1:], strict=True) if a is True
+                ]
+                if winners:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(self._db.q(self._insert), winners)
+                await conn.execute("COMMIT")
+                return answers
+            except BaseException:
+                if not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.execute("ROLLBACK")
+                raise
+
+    async def _decide(
+        self, conn: psycopg.AsyncConnection[Any], group: list[Append]
+    ) -> list[tuple[Any, ...] | bool | None]:
+        """Insert the first row (taking the table), then judge every append of the group."""
+        await conn.execute(self._db.q(self._insert), group[0].values)
+        ids = sorted({op.id for op in group})
+        cur = await conn.execute(
+            self._db.q(
+                "SELECT id, max(row_seq) FROM tt_session_log WHERE id IN "
+                f"({', '.join('%s' for _ in ids)})"
+            ),
+            ids,
+        )
+        newest: dict[str, int | None] = {str(r[0]): r[1] for r in await cur.fetchall()}
+        keys = sorted({op.idempotency_key for op in group if op.idempotency_key})
+        first_rows: dict[str, tuple[Any, ...]] = {}
+        if keys:
+            cur = await conn.execute(
+                self._db.q(
+                    f"{self._select} WHERE row_seq = 1 AND idempotency_key IN "
+                    f"({', '.join('%s' for _ in keys)})"
+                ),
+                keys,
+            )
+            for r in await cur.fetchall():
+                first_rows.setdefault(str(r[-2]), r)  # idempotency_key is the next-to-last
+        answers: list[tuple[Any, ...] | bool | None] = []
+        taken_ids: set[str] = set()
+        taken_keys: set[str] = set()
+        for op in group:
+            key = op.idempotency_key
+            if key is not None and key in first_rows:
+                answers.append(first_rows[key])
+            elif (
+                op.id in taken_ids
+                or (key is not None and key in taken_keys)
+                or newest.get(op.id) != op.expect_row_seq
+            ):
+                answers.append(False)
+            else:
+                answers.append(True)
+                taken_ids.add(op.id)
+                if key is not None:
+                    taken_keys.add(key)
+        return answers
