@@ -59,8 +59,7 @@ class Connection:
         if body:
             headers.append(("content-type", "application/json"))
         assert self.writer is not None and self.reader is not None
-        self.writer.write(self.conn.send(h11.Request(method=method, target=path,
-                                                     headers=headers)))
+        self.writer.write(self.conn.send(h11.Request(method=method, target=path, headers=headers)))
         self.writer.write(self.conn.send(h11.Data(data=body)) if body else b"")
         self.writer.write(self.conn.send(h11.EndOfMessage()))
         status, chunks = 0, []
@@ -116,8 +115,14 @@ def _client_process(args: tuple[str, int, int]) -> dict[str, Any]:
 def measure(url: str, pairs: int, concurrency: int, procs: int) -> dict[str, Any]:
     """Split the pairs and the connections over ``procs`` client processes; merge."""
     procs = max(1, min(procs, concurrency))
-    shares = [(url, pairs // procs + (i < pairs % procs), concurrency // procs
-               + (i < concurrency % procs)) for i in range(procs)]
+    shares = [
+        (
+            url,
+            pairs // procs + (i < pairs % procs),
+            concurrency // procs + (i < concurrency % procs),
+        )
+        for i in range(procs)
+    ]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         parts = pool.map(_client_process, shares)

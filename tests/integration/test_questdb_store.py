@@ -48,6 +48,14 @@ def _spec(**kw: Any) -> Any:
     return validate_spec(kind="collect", symbols=["BTC_USDT"], **kw)
 
 
+async def _until_recorded(service: SessionService, session_id: str, records: int) -> None:
+    """Poll the store (the only truth) until the session's published stats reach ``records``."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while (await service.get(session_id)).stats.records_collected < records:
+        assert asyncio.get_running_loop().time() < deadline, "no progress in 60 s"
+        await asyncio.sleep(0.05)
+
+
 def _service(store: Store, tmp_name: str, **settings: Any) -> tuple[Supervisor, SessionService]:
     cfg = Settings(store_url=store.url, instance_name=tmp_name, **settings)
     metrics = Metrics()
@@ -130,8 +138,7 @@ def test_stats_equal_count_after_stop_with_tens_of_thousands_of_ticks(
         await supervisor.start()
         try:
             session = await service.create(_spec(rate_per_s=0))
-            while (await service.get(session.id)).stats.records_collected < 30_000:
-                await asyncio.sleep(0.05)
+            await _until_recorded(service, session.id, 30_000)
             stopped = await service.stop(session.id, wait=True, timeout_s=60)
         finally:
             await supervisor.shutdown()
@@ -187,8 +194,7 @@ def test_questdb_restarted_mid_session_loses_nothing_acknowledged(
             await supervisor.start()
             try:
                 session = await service.create(_spec(rate_per_s=2000))
-                while (await service.get(session.id)).stats.records_collected < 2_000:
-                    await asyncio.sleep(0.05)
+                await _until_recorded(service, session.id, 2_000)
                 before = await store.ticks.count(session.id)
                 await asyncio.to_thread(handle.stop)
                 await asyncio.sleep(1.0)  # the runner buffers and retries meanwhile
