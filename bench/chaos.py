@@ -1,0 +1,595 @@
+"""Chaos run: several ``ticktape serve`` on one store, killed, paused and restarted at random.
+
+Starts ``--instances`` servers on one store URL (a temporary SQLite file by
+default, or any ``sqlite:///`` / ``questdb://`` URL) with short leases, keeps a
+population of collect sessions starting and stopping over HTTP (some of them
+resumable), and meanwhile SIGKILLs, SIGTERMs and SIGSTOPs instances at random
+(always leaving one running) and restarts them; with ``--questdb-root`` it also
+restarts that managed QuestDB server once. Store faults are injected in every
+server's runtime through ``TICKTAPE_FAULTS`` (``--faults``; ``--faults ''`` for
+none): they hit the supervisor's store calls (heartbeats, tick writes, its
+transitions, the reconciler), not the API's own reads and writes.
+
+Then it verifies, from the store itself and over HTTP:
+
+- every acknowledged session is found (by id, on a running instance);
+- no orphan is left (no non-terminal session with an expired lease);
+- no zombie: no running (not paused) instance runs more sessions than the store
+  says it owns for longer than the bound, and none runs anything once every
+  session is stopped;
+- every history is a path of the state machine;
+- every ended session's stats equal its stored rows;
+- orphans were reaped or claimed within lease + one heartbeat of their owner's
+  last renewal (from each reap's own record: time, and the lease it found expired).
+
+Prints progress and figures, and last one JSON line. Exit status 1 if a check failed.
+
+    .venv/bin/python bench/chaos.py --minutes 3
+    .venv/bin/python bench/chaos.py --minutes 10 --store 'questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000' --questdb-root ~/.cache/ticktape/questdb
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import re
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ticktape.api.app import redact_url
+from ticktape.config import sqlite_path_from_url
+from ticktape.domain import is_valid_history, utcnow
+from ticktape.store import open_store
+from ticktape.store.base import SessionQuery
+from ticktape.testing import ServerProcess
+
+DEFAULT_FAULTS = (
+    "write=0.02,write@after=0.01,renew_lease=0.05,transition=0.02,transition@after=0.01,"
+    "claim=0.05,count=0.02,add_event=0.02,find_expired=0.02"
+)
+SYMBOLS = ["BTC_USDT", "ETH_USDT", "SOL_USDT", "XRP_USDT"]
+ACTIVE = "pending,running,stopping"
+_EXPIRED_AT = re.compile(r"lease expired at (\S+?)(?:;|$)")
+COUNTERS = (
+    "ticktape_orphans_reaped_total",
+    "ticktape_zombies_self_stopped_total",
+    "ticktape_lease_renew_failures_total",
+    "ticktape_store_retries_total",
+    "ticktape_sessions_resumed_total",
+    "ticktape_sessions_handed_over_total",
+    "ticktape_fenced_writes_total",
+    "ticktape_tick_write_errors_total",
+)
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else 0.0
+
+
+def summary(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "max": round(max(values), 3),
+        "p95": round(percentile(values, 95), 3),
+        "p50": round(statistics.median(values), 3),
+    }
+
+
+# --------------------------------------------------------------------------- the cluster
+
+
+@dataclass
+class Node:
+    server: ServerProcess
+    name: str = ""  # instance name (host:port), from /health
+    state: str = "down"  # up | paused | down
+    restart_at: float = 0.0
+    counters: dict[int, dict[str, float]] = field(default_factory=dict)  # per incarnation
+
+
+class Cluster:
+    """The servers, what state each is in, and the actions on them (thread-safe)."""
+
+    def __init__(self, store_url: str, count: int, env: dict[str, str], log_dir: Path) -> None:
+        self.store_url = store_url
+        self.nodes = [Node(ServerProcess(store_url, log_dir, env=env)) for _ in range(count)]
+        self.lock = threading.Lock()
+        self.actions: Counter[str] = Counter()
+
+    def start(self, node: Node) -> None:
+        node.server.start()
+        node.name = str(httpx.get(f"{node.server.url}/health", timeout=10).json()["instance"])
+        with self.lock:
+            node.state = "up"
+
+    def up(self) -> list[Node]:
+        with self.lock:
+            return [n for n in self.nodes if n.state == "up"]
+
+    def client(self) -> tuple[Node, httpx.Client] | None:
+        nodes = self.up()
+        if not nodes:
+            return None
+        node = random.choice(nodes)
+        return node, httpx.Client(base_url=node.server.url, timeout=15.0)
+
+    def take_down(self, node: Node) -> bool:
+        """Mark ``node`` going down if at least one other stays up."""
+        with self.lock:
+            if node.state != "up" or sum(n.state == "up" for n in self.nodes) < 2:
+                return False
+            node.state = "down"
+            return True
+
+    def stop_all(self) -> None:
+        for node in self.nodes:
+            if node.server.proc is not None and node.server.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    node.server.signal(signal.SIGCONT)
+                node.server.stop()
+
+
+# --------------------------------------------------------------------------- load and chaos
+
+
+@dataclass
+class Ledger:
+    acknowledged: dict[str, bool] = field(default_factory=dict)  # id -> resumable
+    errors: Counter[str] = field(default_factory=Counter)
+    stops: Counter[str] = field(default_factory=Counter)
+    lookups_404: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def workload(cluster: Cluster, ledger: Ledger, args: argparse.Namespace, end: float) -> None:
+    """Keep about ``--population`` sessions active: start when below, stop when at it."""
+    while time.monotonic() < end:
+        time.sleep(random.uniform(0.1, 0.4))
+        picked = cluster.client()
+        if picked is None:
+            continue
+        _, c = picked
+        try:
+            with c:
+                active = c.get("/api/sessions", params={"status": ACTIVE, "limit": 500})
+                ids = [s["id"] for s in active.json()["sessions"]]
+                if len(ids) < args.population:
+                    _start_one(c, ledger, args)
+                else:
+                    _stop_one(c, ledger, random.choice(ids))
+                _lookup_one(c, ledger)
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            ledger.errors[type(exc).__name__] += 1
+
+
+def _start_one(c: httpx.Client, ledger: Ledger, args: argparse.Namespace) -> None:
+    resumable = random.random() < args.resume_share
+    body: dict[str, Any] = {
+        "kind": "collect",
+        "symbols": random.sample(SYMBOLS, random.randint(1, 3)),
+        "rate_per_s": random.choice([20, 100, 300]),
+        "duration": random.choice([None, None, None, "5s", "20s"]),
+        "on_owner_loss": "resume" if resumable else "fail",
+    }
+    response = c.post("/api/sessions", json=body)
+    if response.status_code == 201:
+        with ledger.lock:
+            ledger.acknowledged[response.json()["id"]] = resumable
+    else:
+        ledger.errors[f"start_{response.status_code}"] += 1
+
+
+def _stop_one(c: httpx.Client, ledger: Ledger, session_id: str) -> None:
+    wait = random.random() < 0.3
+    params = {"wait": "true", "timeout": "10"} if wait else {}
+    response = c.post(f"/api/sessions/{session_id}/stop", params=params)
+    ledger.stops[f"{'wait_' if wait else ''}{response.status_code}"] += 1
+
+
+def _lookup_one(c: httpx.Client, ledger: Ledger) -> None:
+    with ledger.lock:
+        if not ledger.acknowledged:
+            return
+        session_id = random.choice(list(ledger.acknowledged))
+    if c.get(f"/api/sessions/{session_id}").status_code == 404:
+        with ledger.lock:
+            ledger.lookups_404 += 1
+
+
+def chaos(cluster: Cluster, args: argparse.Namespace, end: float, bound_s: float) -> None:
+    """Every few seconds: SIGKILL, SIGTERM or SIGSTOP one instance; restart the downed ones."""
+    questdb_at = time.monotonic() + (end - time.monotonic()) / 2 if args.questdb_root else None
+    next_action = time.monotonic() + random.uniform(*args.every_s)
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        now = time.monotonic()
+        for node in cluster.nodes:
+            if node.state == "down" and node.restart_at and now >= node.restart_at:
+                node.restart_at = 0.0
+                try:
+                    cluster.start(node)
+                    cluster.actions["restart"] += 1
+                    log(f"restarted {node.name}")
+                except RuntimeError as exc:
+                    node.restart_at = now + 2.0
+                    log(f"restart of {node.server.url} failed, retrying: {exc}")
+        if questdb_at is not None and now >= questdb_at:
+            questdb_at = None
+            restart_questdb(Path(args.questdb_root).expanduser(), cluster)
+        if now < next_action:
+            continue
+        next_action = now + random.uniform(*args.every_s)
+        node = random.choice(cluster.nodes)
+        action = random.choices(["sigkill", "sigterm", "sigstop"], weights=[5, 3, 2])[0]
+        if not cluster.take_down(node):
+            continue
+        log(f"{action} {node.name}")
+        cluster.actions[action] += 1
+        if action == "sigkill":
+            node.server.kill()
+        elif action == "sigterm":
+            try:
+                node.server.terminate()
+            except Exception:  # did not stop in time: it dies anyway
+                node.server.kill()
+                cluster.actions["sigterm_timeout"] += 1
+        else:
+            pause(node, cluster, seconds=bound_s + random.uniform(0.5, 2.0))
+            continue
+        node.restart_at = time.monotonic() + random.uniform(1.0, 5.0)
+
+
+def pause(node: Node, cluster: Cluster, seconds: float) -> None:
+    """SIGSTOP for ``seconds`` (past the lease: its sessions are reaped), then SIGCONT.
+
+    On SQLite, only at a moment it does not hold the write lock: a process frozen
+    inside a write transaction blocks every writer of the file (SQLite's nature).
+    """
+    path = (
+        sqlite_path_from_url(cluster.store_url) if cluster.store_url.startswith("sqlite") else None
+    )
+    for _ in range(50):
+        node.server.signal(signal.SIGSTOP)
+        if path is None or _write_lock_free(path):
+            break
+        node.server.signal(signal.SIGCONT)
+        time.sleep(0.02)
+    else:
+        node.state = "up"
+        return
+    with cluster.lock:
+        node.state = "paused"
+    time.sleep(seconds)
+    node.server.signal(signal.SIGCONT)
+    with cluster.lock:
+        node.state = "up"
+    log(f"sigcont {node.name}")
+
+
+def _write_lock_free(path: Path) -> bool:
+    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+def restart_questdb(root: Path, cluster: Cluster) -> None:
+    """Restart the managed QuestDB server of ``root`` (ticktape.questdb_server), same ports."""
+    from ticktape import questdb_server as qdb
+
+    state = qdb.status(root)
+    if not state.get("running"):
+        log(f"no managed QuestDB runs in {root}: QuestDB restart skipped")
+        return
+    config = qdb.QuestDBServerConfig(
+        root=root,
+        http_port=int(state["http_port"]),
+        pg_port=int(state["pg_port"]),
+        ilp_tcp_port=int(state["ilp_tcp_port"]),
+        http_min_port=int(state["http_min_port"]),
+    )
+    log(f"restarting QuestDB in {root}")
+    qdb.stop(root)
+    qdb.start(config)
+    cluster.actions["questdb_restart"] += 1
+    log("QuestDB is back")
+
+
+@dataclass
+class Watch:
+    """Zombie observation: an instance running more sessions than the store says it owns."""
+
+    episodes: int = 0
+    samples: int = 0
+    since: dict[str, float] = field(default_factory=dict)
+    counted: set[str] = field(default_factory=set)
+
+
+def watcher(cluster: Cluster, watch: Watch, end: float, bound_s: float) -> None:
+    while time.monotonic() < end:
+        time.sleep(1.0)
+        picked = cluster.client()
+        if picked is None:
+            continue
+        try:
+            with picked[1] as c:
+                active = c.get("/api/sessions", params={"status": ACTIVE, "limit": 500})
+                owners = [str(s["owner"]) for s in active.json()["sessions"]]
+            for node in cluster.up():
+                scraped = scrape(node)
+                owned = sum(o.startswith(f"{node.name}/") for o in owners)
+                excess = scraped.get("ticktape_local_runners", 0.0) > owned
+                watch.samples += 1
+                key = f"{node.name}#{node.server.starts}"
+                if not excess:
+                    watch.since.pop(key, None)
+                    continue
+                first = watch.since.setdefault(key, time.monotonic())
+                if time.monotonic() - first > bound_s + 1.0 and key not in watch.counted:
+                    watch.episodes += 1
+                    watch.counted.add(key)
+                    log(f"ZOMBIE? {node.name} runs more than it owns for {bound_s + 1:.1f}s")
+        except (httpx.HTTPError, KeyError, ValueError):
+            continue
+
+
+def scrape(node: Node) -> dict[str, float]:
+    """The counters of ``node``'s current incarnation (kept per incarnation for the totals)."""
+    text = httpx.get(f"{node.server.url}/metrics", timeout=5).text
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in (*COUNTERS, "ticktape_local_runners"):
+            values[name] = float(value)
+    node.counters[node.server.starts] = values
+    return values
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def verify_store(
+    url: str, acknowledged: set[str], lease_s: float, bound_s: float
+) -> dict[str, Any]:
+    store = open_store(url)
+    await store.open()
+    try:
+        now = utcnow()
+        expired = await store.sessions.find_expired(now - timedelta(seconds=0.5))
+        sessions = []
+        cursor = None
+        while True:
+            page = await store.sessions.list_sessions(
+                SessionQuery(include_deleted=True, limit=500, cursor=cursor)
+            )
+            sessions.extend(page.sessions)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        invalid, mismatched, still_active = [], [], []
+        reaps: list[float] = []
+        claims: list[float] = []
+        handovers: list[float] = []
+        startup = zombie_notes = 0
+        for s in sessions:
+            events = await store.sessions.list_events(s.id)
+            moves = [events[0].to_status] + [
+                e.to_status for e in events[1:] if e.from_status != e.to_status
+            ]
+            if not is_valid_history(moves) or moves[-1] is not s.status:
+                invalid.append(s.id)
+            if s.is_terminal:
+                counts = await store.ticks.count(s.id)
+                if (s.stats.trades, s.stats.orderbook) != (counts.trades, counts.orderbook):
+                    mismatched.append(s.id)
+            else:
+                still_active.append(s.id)
+            for i, e in enumerate(events):
+                if e.reason == "zombie_stopped":
+                    zombie_notes += 1
+                if e.reason not in ("owner_lost", "owner_changed") or not e.detail:
+                    continue
+                if "restarted" in e.detail:
+                    startup += 1
+                elif i > 0 and events[i - 1].reason == "handed_over":
+                    handovers.append((e.at - events[i - 1].at).total_seconds())
+                elif (found := _EXPIRED_AT.search(e.detail)) and found.group(1) != "never":
+                    last_renewal = _at(found.group(1)) - timedelta(seconds=lease_s)
+                    delay = (e.at - last_renewal).total_seconds()
+                    (claims if e.reason == "owner_changed" else reaps).append(delay)
+        return {
+            "sessions_in_store": len(sessions),
+            "orphans_left": sorted(s.id for s in expired),
+            "still_active": still_active,
+            "invalid_histories": invalid,
+            "stats_mismatches": mismatched,
+            "reaps": reaps,
+            "claims": claims,
+            "handover_claims": handovers,
+            "startup_reaps": startup,
+            "zombie_notes": zombie_notes,
+            "unknown_acknowledged": sorted(acknowledged - {s.id for s in sessions}),
+        }
+    finally:
+        await store.close()
+
+
+def stop_everything(cluster: Cluster) -> Counter[str]:
+    outcome: Counter[str] = Counter()
+    picked = cluster.client()
+    assert picked is not None
+    with picked[1] as c:
+        for _ in range(5):
+            active = c.get("/api/sessions", params={"status": ACTIVE, "limit": 500}).json()
+            if not active["sessions"]:
+                break
+            for s in active["sessions"]:
+                r = c.post(f"/api/sessions/{s['id']}/stop", params={"wait": "true", "timeout": 30})
+                outcome[str(r.status_code)] += 1
+    return outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="", help="store URL (default: a temporary SQLite file)")
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--instances", type=int, default=3, choices=[2, 3])
+    parser.add_argument("--heartbeat-s", type=float, default=0.5)
+    parser.add_argument("--lease-s", type=float, default=2.0)
+    parser.add_argument("--population", type=int, default=10, help="active sessions to keep")
+    parser.add_argument("--resume-share", type=float, default=0.3)
+    parser.add_argument("--faults", default=DEFAULT_FAULTS, help="TICKTAPE_FAULTS for servers")
+    parser.add_argument("--questdb-root", default="", help="restart this managed QuestDB once")
+    parser.add_argument(
+        "--every-s", type=float, nargs=2, default=(6.0, 14.0), metavar=("MIN", "MAX")
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--log-dir", default="", help="server logs (default: a temporary dir)")
+    args = parser.parse_args()
+    if args.seed is not None:
+        random.seed(args.seed)
+    tmp = tempfile.TemporaryDirectory(prefix="ticktape-chaos-")
+    log_dir = Path(args.log_dir or tmp.name)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    url = args.store or f"sqlite:///{tmp.name}/chaos.db"
+    bound_s = args.lease_s + args.heartbeat_s
+    env = {
+        "TICKTAPE_HEARTBEAT_S": str(args.heartbeat_s),
+        "TICKTAPE_LEASE_S": str(args.lease_s),
+        "TICKTAPE_FAULTS": args.faults,
+    }
+    cluster = Cluster(url, args.instances, env, log_dir)
+    ledger, watch = Ledger(), Watch()
+    log(
+        f"chaos on {redact_url(url)}: {args.instances} instances, {args.minutes} min, "
+        f"heartbeat {args.heartbeat_s}s, lease {args.lease_s}s, faults {args.faults or 'none'}"
+    )
+    try:
+        for node in cluster.nodes:
+            cluster.start(node)
+        end = time.monotonic() + args.minutes * 60
+        threads = [
+            threading.Thread(target=workload, args=(cluster, ledger, args, end), daemon=True),
+            threading.Thread(target=workload, args=(cluster, ledger, args, end), daemon=True),
+            threading.Thread(target=chaos, args=(cluster, args, end, bound_s), daemon=True),
+            threading.Thread(target=watcher, args=(cluster, watch, end, bound_s), daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log("chaos over: every instance up again, then settling for lease + heartbeat")
+        for node in cluster.nodes:
+            if node.state != "up":
+                node.server.stop()
+                cluster.start(node)
+        time.sleep(bound_s + 2.0)  # an orphan left now is one the reconcilers did not reap
+        orphans_first = asyncio.run(verify_store(url, set(), args.lease_s, bound_s))["orphans_left"]
+        found = 0
+        picked = cluster.client()
+        assert picked is not None
+        with picked[1] as c:
+            for sid in ledger.acknowledged:
+                r = c.get(f"/api/sessions/{sid}")
+                found += r.status_code == 200 and r.json()["id"] == sid
+        final_stops = stop_everything(cluster)
+        left_running = {n.name: scrape(n).get("ticktape_local_runners", 0.0) for n in cluster.up()}
+        checked = asyncio.run(verify_store(url, set(ledger.acknowledged), args.lease_s, bound_s))
+    finally:
+        cluster.stop_all()
+    totals: Counter[str] = Counter()
+    for node in cluster.nodes:
+        for values in node.counters.values():
+            for name in COUNTERS:
+                totals[name.removeprefix("ticktape_").removesuffix("_total")] += int(
+                    values.get(name, 0)
+                )
+    reaps = checked["reaps"] + checked["claims"]
+    zombies = watch.episodes + sum(1 for v in left_running.values() if v)
+    report = {
+        "benchmark": "chaos",
+        "store": redact_url(url),
+        "minutes": args.minutes,
+        "instances": args.instances,
+        "heartbeat_s": args.heartbeat_s,
+        "lease_s": args.lease_s,
+        "bound_s": bound_s,
+        "faults": args.faults,
+        "actions": dict(cluster.actions),
+        "sessions_acknowledged": len(ledger.acknowledged),
+        "sessions_found": found,
+        "sessions_in_store": checked["sessions_in_store"],
+        "lookups_404_during_run": ledger.lookups_404,
+        "orphans_left": len(orphans_first) + len(checked["orphans_left"]),
+        "zombies_observed_after_bound": zombies,
+        "zombie_samples": watch.samples,
+        "zombie_stopped_notes": checked["zombie_notes"],
+        "invalid_transitions": len(checked["invalid_histories"]),
+        "stats_mismatches": len(checked["stats_mismatches"]),
+        "still_active_after_final_stop": len(checked["still_active"]),
+        "orphan_reap_s": summary(checked["reaps"]),
+        "orphan_claim_s": summary(checked["claims"]),
+        "orphan_reap_or_claim_s": summary(reaps),
+        "handover_claim_s": summary(checked["handover_claims"]),
+        "startup_reaps": checked["startup_reaps"],
+        "counters": dict(totals),
+        "http_errors": dict(ledger.errors),
+        "stops": dict(ledger.stops),
+        "final_stops": dict(final_stops),
+    }
+    report["ok"] = (
+        report["sessions_found"] == report["sessions_acknowledged"]
+        and not checked["unknown_acknowledged"]
+        and report["lookups_404_during_run"] == 0
+        and report["orphans_left"] == 0
+        and report["zombies_observed_after_bound"] == 0
+        and report["invalid_transitions"] == 0
+        and report["stats_mismatches"] == 0
+        and report["still_active_after_final_stop"] == 0
+        and (not reaps or max(reaps) <= bound_s)
+    )
+    print()
+    for key in (
+        "actions", "sessions_acknowledged", "sessions_found", "orphans_left",
+        "zombies_observed_after_bound", "invalid_transitions", "stats_mismatches",
+        "orphan_reap_s", "orphan_claim_s", "handover_claim_s", "counters",
+    ):  # fmt: skip
+        print(f"{key:>30}: {report[key]}")
+    print(f"{'verdict':>30}: {'OK' if report['ok'] else 'FAILED'} (bound {bound_s:g}s)")
+    print(json.dumps(report))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
