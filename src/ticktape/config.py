@@ -104,6 +104,14 @@ class Settings:
             )
         if settings.reconcile_every_s <= 0:
             raise SystemExit("ticktape: the reconcile interval must be greater than zero")
+        if settings.faults:
+            from ticktape.errors import ValidationError
+            from ticktape.store.faulty import parse_fault_spec
+
+            try:
+                parse_fault_spec(settings.faults)
+            except ValidationError as exc:
+                raise SystemExit(f"ticktape: TICKTAPE_FAULTS: {exc}") from None
         return settings
 
     @property

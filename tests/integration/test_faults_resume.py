@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tests.integration.test_faults import (  # the scenario fixture too
@@ -37,6 +37,7 @@ from ticktape.testing import Instance, eventually
 from ticktape.ticks import Trade
 
 Add = Callable[..., Awaitable[Instance]]
+COMPLETED = SessionStatus.COMPLETED
 RESUME = {"on_owner_loss": "resume"}
 __all__ = ["scenario"]  # a fixture, used by name
 
@@ -115,7 +116,8 @@ def test_a_crashed_owners_resumable_session_continues_on_another_instance(
 
 def test_two_instances_reconciling_at_once_never_both_run_it(scenario: Any) -> None:
     async def body(add: Add) -> None:
-        a, b, c = await add("a"), await add("b"), await add("c")
+        quiet = {"reconcile_interval_s": 3600.0}  # only the two passes below reconcile
+        a, b, c = await add("a"), await add("b", **quiet), await add("c", **quiet)
         sessions = [await a.create(rate_per_s=200, **RESUME) for _ in range(4)]
         for s in sessions:
             await wait_for_data(a, s.id)
@@ -217,5 +219,38 @@ def test_non_resumable_sessions_of_a_crashed_owner_are_reaped_not_resumed(
         assert ended.reason == Reason.OWNER_LOST
         await stats_equal_rows(b, session.id)
         assert b.supervisor.running_ids == []
+
+    scenario(body)
+
+
+def test_a_resumed_session_keeps_its_duration_from_its_first_start(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=500, duration="3s", **RESUME)
+        await wait_for_data(a, session.id, 100)
+        await a.crash()
+        await owned_by([a, b], session.id, timeout_s=BOUND_S + SLACK_S)
+        ended = await wait_status(b, session.id, COMPLETED, FAILED, timeout_s=10)
+        assert (ended.status, ended.reason) == (COMPLETED, Reason.DURATION_REACHED)
+        assert ended.started_at is not None and ended.ended_at is not None
+        assert ended.ended_at - ended.started_at <= timedelta(seconds=3 + SLACK_S)
+        await stats_equal_rows(b, session.id)
+
+    scenario(body)
+
+
+def test_a_resumed_session_with_nothing_stored_records_an_open_gap(scenario: Any) -> None:
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        a.store.fail("write", times=None)  # a stores nothing before it dies
+        session = await a.create(rate_per_s=500, **RESUME)
+        await wait_status(a, session.id, RUNNING)
+        await a.crash()
+        await owned_by([a, b], session.id, timeout_s=BOUND_S + SLACK_S)
+        await wait_for_data(b, session.id, 10)
+        gap = gap_of(await history(b, session.id))
+        assert gap["from"] is None and gap["lost_s"] is None and gap["to"]
+        await b.service.stop(session.id, wait=True, timeout_s=10)
+        assert_continuous(await all_trades(b, session.id), session.symbols)
 
     scenario(body)

@@ -54,6 +54,11 @@ def test_the_faults_variable_is_read_once_at_start_up() -> None:
     assert Settings.from_env({}).faults == ""
 
 
+def test_a_malformed_faults_variable_stops_the_start_with_one_line() -> None:
+    with pytest.raises(SystemExit, match=r"TICKTAPE_FAULTS: invalid fault 'wrte=0\.1'"):
+        Settings.from_env({"TICKTAPE_FAULTS": "wrte=0.1"})
+
+
 def test_reconciler_waits_never_exceed_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     """Jitter spreads the instances but never lengthens a wait (the bound needs that)."""
     waits: list[float] = []

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from ticktape.config import STORE_RETRY_MAX_S, VISIBILITY_TIMEOUT_S, Settings
-from ticktape.domain import Reason, Session
+from ticktape.domain import Reason, Session, utcnow
 from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.metrics import Metrics
@@ -102,7 +102,7 @@ class CollectRunner:
             book_every=cfg.book_every,
             resume=resume,
         )
-        if resume is not None:
+        if handle.resumed:
             await self._record_gap(session, resume, feed.start_us)
         buffer = TickBuffer(
             max_rows=self._settings.buffer_max_rows,
@@ -110,7 +110,12 @@ class CollectRunner:
             flush_interval_s=self._settings.flush_interval_s,
         )
         flusher = asyncio.create_task(self._flush_loop(buffer, handle), name=f"flush-{session.id}")
-        deadline = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+        deadline = None
+        if cfg.duration_s is not None:
+            remaining = cfg.duration_s
+            if handle.resumed and session.started_at is not None:  # the same run, continued
+                remaining -= (utcnow() - session.started_at).total_seconds()
+            deadline = time.monotonic() + max(0.0, remaining)
         try:
             outcome = await self._pump(feed, buffer, handle, deadline)
             await buffer.close()
@@ -163,12 +168,15 @@ class CollectRunner:
                 prices[symbol] = max(last, key=lambda t: t.trade_id).price
         return ResumePoint(_to_us(position.last_ts), dict(position.last_trade_ids), prices)
 
-    async def _record_gap(self, session: Session, resume: ResumePoint, start_us: int) -> None:
+    async def _record_gap(
+        self, session: Session, resume: ResumePoint | None, start_us: int
+    ) -> None:
+        """The ``resumed`` event: ticks between the newest stored one and ``start_us`` are lost."""
         gap = {
-            "from": _iso(resume.after_us),
+            "from": None if resume is None else _iso(resume.after_us),  # None: nothing stored
             "to": _iso(start_us),
-            "lost_s": round((start_us - resume.after_us) / 1e6, 6),
-            "last_trade_ids": dict(resume.last_trade_ids),
+            "lost_s": None if resume is None else round((start_us - resume.after_us) / 1e6, 6),
+            "last_trade_ids": {} if resume is None else dict(resume.last_trade_ids),
         }
         await note(
             self._store,
@@ -177,8 +185,7 @@ class CollectRunner:
             reason=Reason.RESUMED,
             detail=json.dumps(gap, sort_keys=True),
         )
-        log.warning("session %s: resumed; ticks from %s to %s were not recorded", session.id,
-                    gap["from"], gap["to"])  # fmt: skip
+        log.warning("session %s: resumed, gap %s", session.id, gap)
 
     # ------------------------------------------------------------------ pump and flush
 

@@ -90,6 +90,7 @@ class Reconciler:
         self._instance = instance
         self._leases = leases
         self._host = host
+        self._pass = asyncio.Lock()
 
     async def loop(self) -> None:
         every = self._settings.reconcile_every_s
@@ -102,7 +103,15 @@ class Reconciler:
                 log.error("reconciler: %s", exc)
 
     async def reconcile(self, *, startup: bool = False) -> int:
-        """Reap or claim every session whose owner is gone; return how many were taken care of."""
+        """Reap or claim every session whose owner is gone; return how many were taken care of.
+
+        One pass at a time on this instance (passes of other instances race safely:
+        every reap and claim is a compare-and-set).
+        """
+        async with self._pass:
+            return await self._reconcile(startup)
+
+    async def _reconcile(self, startup: bool) -> int:
         now = utcnow()
         expired = {
             s.id: s
@@ -198,7 +207,8 @@ class Reconciler:
             claimed = await self._retried(
                 lambda: self._store.sessions.get_session(session.id), "read session"
             )
-            if claimed.owner != self._owner or claimed.is_terminal:
+            mine = claimed.owner == self._owner and not claimed.is_terminal
+            if not mine or claimed.id in self._host.handles:  # not ours, or run here already
                 return False
         log.warning("session %s: %s", session.id, detail)
         if claimed.status is SessionStatus.STOPPING:

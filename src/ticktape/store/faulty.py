@@ -132,6 +132,37 @@ class _Faults:
         raise copy.copy(failing.error)
 
 
+def parse_fault_spec(spec: str) -> list[tuple[str, bool, float]]:
+    """``"write=0.02,transition@after=0.01"`` → ``[(operation, after, probability), ...]``.
+
+    ``operation=p`` fails that operation with probability ``p``; ``operation@after=p``
+    fails it after the real call went through (an acknowledgement lost on the way
+    back). Raises :class:`~ticktape.errors.ValidationError` on anything else.
+    """
+    faults = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, sep, rate = part.partition("=")
+        operation, _, mode = name.strip().partition("@")
+        try:
+            probability = float(rate)
+        except ValueError:
+            probability = -1.0
+        if not sep or operation not in OPERATIONS or mode not in ("", "after"):
+            raise ValidationError(
+                f"invalid fault {part!r}: use operation=probability or "
+                f"operation@after=probability, operations: {', '.join(sorted(OPERATIONS))}",
+                field="faults",
+            )
+        if not 0.0 <= probability <= 1.0:
+            raise ValidationError(
+                f"invalid fault {part!r}: probability must be 0..1", field="faults"
+            )
+        faults.append((operation, mode == "after", probability))
+    return faults
+
+
 class FaultySessionStore(SessionStore):
     def __init__(self, inner: SessionStore, faults: _Faults) -> None:
         self._inner = inner
@@ -337,35 +368,15 @@ class FaultyStore(Store):
     def from_spec(cls, inner: Store, spec: str, *, seed: int | None = None) -> FaultyStore:
         """Random transient faults from a spec such as ``"write=0.02,renew_lease=0.05"``.
 
-        Each ``operation=probability`` makes that operation fail with
-        :class:`~ticktape.errors.StoreUnavailable` at that rate, for ever;
-        ``operation@after=p`` fails after the real call went through (an
-        acknowledgement lost on the way back).
+        See :func:`parse_fault_spec`. Each fault raises
+        :class:`~ticktape.errors.StoreUnavailable`, for ever, at its rate.
         """
         store = cls(inner, seed=seed)
-        for part in spec.split(","):
-            if not part.strip():
-                continue
-            name, sep, rate = part.strip().partition("=")
-            operation, _, mode = name.strip().partition("@")
-            try:
-                probability = float(rate)
-            except ValueError:
-                probability = -1.0
-            if not sep or operation not in OPERATIONS or mode not in ("", "after"):
-                raise ValidationError(
-                    f"invalid fault {part.strip()!r}: use operation=probability or "
-                    f"operation@after=probability, operations: {', '.join(sorted(OPERATIONS))}",
-                    field="faults",
-                )
-            if not 0.0 <= probability <= 1.0:
-                raise ValidationError(
-                    f"invalid fault {part.strip()!r}: probability must be 0..1", field="faults"
-                )
+        for operation, after, probability in parse_fault_spec(spec):
             store.fail(
                 operation,
                 times=None,
-                after=mode == "after",
+                after=after,
                 probability=probability,
                 error=StoreUnavailable(f"injected fault (TICKTAPE_FAULTS): {operation} failed"),
             )
@@ -378,4 +389,4 @@ class FaultyStore(Store):
         await self.inner.close()
 
 
-__all__ = ["OPERATIONS", "FaultRule", "FaultyStore"]
+__all__ = ["OPERATIONS", "FaultRule", "FaultyStore", "parse_fault_spec"]
