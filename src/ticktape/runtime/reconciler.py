@@ -42,6 +42,7 @@ from ticktape.metrics import Metrics
 from ticktape.retry import retry_transient
 from ticktape.runners.collect import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
+from ticktape.runtime.transitions import retry_noted
 from ticktape.store.base import Store
 
 T = TypeVar("T")
@@ -153,7 +154,20 @@ class Reconciler:
             return f"owner {session.owner} restarted"
         return f"owner {session.owner} lease expired at {expiry.isoformat() if expiry else 'never'}"
 
-    async def _retried(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _retried(
+        self, operation: Callable[[], Awaitable[T]], what: str, session_id: str | None = None
+    ) -> T:
+        """Retry transient errors (bounded); for a session's write, note retries in its history."""
+        if session_id is not None:
+            return await retry_noted(
+                self._store,
+                session_id,
+                operation,
+                what=what,
+                actor=self._owner,
+                attempts=self._settings.store_retry_attempts,
+                on_retry=self._metrics.store_retry,
+            )
         return await retry_transient(
             operation,
             what=what,
@@ -179,6 +193,7 @@ class Reconciler:
                     lease_expired_before=None if force else now,
                 ),
                 "reap session",
+                session.id,
             )
         except (TransitionRace, InvalidTransition):
             return False  # renewed, stopped, claimed or reaped by someone else meanwhile
@@ -201,6 +216,7 @@ class Reconciler:
                     lease_expired_before=None if force else now,
                 ),
                 "claim session",
+                session.id,
             )
         except (TransitionRace, InvalidTransition):
             # Taken by someone else meanwhile — or by us, in an attempt whose answer was lost.

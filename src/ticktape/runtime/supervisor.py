@@ -119,7 +119,11 @@ class Supervisor:
             handle.stop_reason = Reason.SERVER_SHUTDOWN
             try:
                 await request_stop(
-                    self._store, session_id, actor=self._owner, reason=Reason.SERVER_SHUTDOWN
+                    self._store,
+                    session_id,
+                    actor=self._owner,
+                    reason=Reason.SERVER_SHUTDOWN,
+                    on_retry=self._metrics.store_retry,
                 )
             except TicktapeError as exc:
                 log.error("session %s: could not record shutdown stop: %s", session_id, exc)
