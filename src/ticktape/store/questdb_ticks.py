@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 from questdb import QuestDBError, Sender
 
+from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
 from ticktape.store._common import check_limit
@@ -224,6 +225,10 @@ class QuestDBTickStore(TickStore):
         return TickCounts(int(trades), int(books))
 
     async def position(self, session_id: str) -> TickPosition:
+        # A resumed feed continues after what this returns: rows a dead owner had
+        # acknowledged but QuestDB had not applied yet must be counted, or their trade
+        # ids would be reused and DEDUP would overwrite them. So wait for the WAL first.
+        await self.wait_visible(VISIBILITY_TIMEOUT_S)
         rows = await self._scalar_rows(
             "SELECT symbol, max(trade_id), max(ts) FROM tt_trades WHERE session_id = %s",
             [session_id],
