@@ -13,6 +13,8 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
+from ticktape.domain import Stats
+
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 Int8Array = npt.NDArray[np.int8]
@@ -113,6 +115,10 @@ class TickCounts:
 
     def __add__(self, other: TickCounts) -> TickCounts:
         return TickCounts(self.trades + other.trades, self.orderbook + other.orderbook)
+
+    def as_stats(self, errors: int) -> Stats:
+        """A session's stats as stored: these counts, plus the errors it counted."""
+        return Stats(self.trades, self.orderbook, errors)
 
 
 def side_name(side: int) -> str:

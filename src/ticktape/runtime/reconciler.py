@@ -34,7 +34,6 @@ from ticktape.domain import (
     Session,
     SessionKind,
     SessionStatus,
-    Stats,
     utcnow,
 )
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
@@ -177,7 +176,7 @@ class Reconciler:
 
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
         counts = await self._retried(lambda: self._store.ticks.count(session.id), "count ticks")
-        stats = Stats(counts.trades, counts.orderbook, session.stats.errors)
+        stats = counts.as_stats(session.stats.errors)
         detail = self._why(session, force)
         try:
             await self._retried(
@@ -246,6 +245,6 @@ class Reconciler:
                 actor=self._owner,
                 reason=session.reason or Reason.USER_STOP,
                 detail="finished by the instance that claimed it",
-                stats=Stats(counts.trades, counts.orderbook, session.stats.errors),
+                stats=counts.as_stats(session.stats.errors),
                 lease_expires_at=None,
             )

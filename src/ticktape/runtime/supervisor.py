@@ -232,7 +232,7 @@ class Supervisor:
                 return current
             if current.status is SessionStatus.STOPPING:
                 counts = await self._count(session_id)  # none, unless a claimed session
-                stats = Stats(counts.trades, counts.orderbook, current.stats.errors)
+                stats = counts.as_stats(current.stats.errors)
                 reason = current.reason or Reason.USER_STOP
                 try:
                     await self._finalise(current, SessionStatus.STOPPED, reason, stats)
@@ -296,7 +296,7 @@ class Supervisor:
                 reason=Reason.COUNT_MISMATCH,
                 detail=f"runner wrote {handle.written}, store holds {counts}",
             )
-        stats = Stats(counts.trades, counts.orderbook, handle.unstored)
+        stats = counts.as_stats(handle.unstored)
         for _ in range(MAX_CAS_ROUNDS):
             current = await self._store.sessions.get_session(handle.session_id)
             if current.is_terminal or current.owner != self._owner:
@@ -358,7 +358,7 @@ class Supervisor:
                 if current.is_terminal or current.owner != self._owner:
                     return
                 counts = await self._store.ticks.count(session_id)
-                stats = Stats(counts.trades, counts.orderbook, current.stats.errors)
+                stats = counts.as_stats(current.stats.errors)
                 await self._finalise(current, SessionStatus.FAILED, reason, stats, detail)
                 return
             except (TransitionRace, InvalidTransition):
@@ -404,7 +404,7 @@ class Supervisor:
             await self._finish(handle, RunResult(Outcome.STOPPED, result.error))
             return
         counts = await self._count(handle.session_id)
-        stats = Stats(counts.trades, counts.orderbook, handle.unstored)
+        stats = counts.as_stats(handle.unstored)
         try:
             await self._leases.release(handle, stats)
         except TicktapeError as exc:
