@@ -3,6 +3,14 @@
 Batches are columnar (numpy arrays, one batch per session and symbol) because
 the hot path — feed → buffer → store — must move hundreds of thousands of ticks
 per second; per-tick Python objects would cap it far lower.
+
+A batch's ``seq`` is the number of the feed block it came in: a feed numbers its
+blocks 0, 1, 2, ... and the buffer and flusher keep that order (a batch that
+failed to store goes back ahead of newer ones), so within one owner's tenure a
+batch is stored only after every batch with a lower number. A store whose tick
+writes cannot share a transaction with the session's state (QuestDB) records the
+number with each row and fences a tenure at a number: rows beyond it are a
+stale owner's late writes (``TickStore.seal``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ class TradeBatch:
 
     ``ts_us`` is the exchange timestamp in microseconds since the Unix epoch;
     ``trade_id`` increases strictly within a symbol; ``side`` is +1 (buy) / -1 (sell).
+    ``seq`` numbers the feed block the batch came in (module docstring).
     """
 
     session_id: str
@@ -38,6 +47,7 @@ class TradeBatch:
     price: Float64Array
     qty: Float64Array
     side: Int8Array
+    seq: int = 0
 
     def __len__(self) -> int:
         return int(self.ts_us.shape[0])
@@ -49,6 +59,7 @@ class BookBatch:
 
     Price/quantity arrays have shape ``(n, depth)``; level 0 is the best bid/ask.
     A snapshot is identified by (session, symbol, ts_us): ``ts_us`` increases strictly.
+    ``seq`` numbers the feed block the batch came in (module docstring).
     """
 
     session_id: str
@@ -58,6 +69,7 @@ class BookBatch:
     bid_qty: Float64Array
     ask_price: Float64Array
     ask_qty: Float64Array
+    seq: int = 0
 
     def __len__(self) -> int:
         return int(self.ts_us.shape[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -141,8 +143,10 @@ def test_every_contract_method_can_be_faulted() -> None:
     public = {
         name
         for cls in (SessionStore, TickStore)
-        for name in cls.__abstractmethods__  # type: ignore[attr-defined]
+        for name, member in vars(cls).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(member)
     }
+    assert "seal" in public  # a contract method with a default body counts too
     assert public == OPERATIONS
 
 

@@ -95,6 +95,7 @@ class SimExchange:
             start = max(start, resume.after_us + 1)
         self.start_us = start
         self._states = [self._state(i, sym, seed, resume) for i, sym in enumerate(symbols)]
+        self.blocks_emitted = 0  # the next block's number: every batch in it has this ``seq``
 
     @staticmethod
     def _state(i: int, symbol: str, seed: int, resume: ResumePoint | None) -> _SymbolState:
@@ -115,7 +116,7 @@ class SimExchange:
         """Generate the next block: ``block_events`` trades per symbol, and their snapshots."""
         out: list[TickBatch] = []
         for state in self._states:
-            trades = self._trades(state, self.block_events)
+            trades = self._trades(state, self.block_events, self.blocks_emitted)
             if DataType.TRADES in self.data_types:
                 out.append(trades)
             if DataType.ORDERBOOK in self.data_types:
@@ -123,9 +124,10 @@ class SimExchange:
                 if len(book):
                     out.append(book)
             state.events += self.block_events
+        self.blocks_emitted += 1
         return out
 
-    def _trades(self, state: _SymbolState, n: int) -> TradeBatch:
+    def _trades(self, state: _SymbolState, n: int, seq: int) -> TradeBatch:
         rng = state.rng
         steps = rng.normal(0.0, STEP_VOLATILITY, n)
         prices = np.round(state.price * np.exp(np.cumsum(steps)) / PRICE_TICK) * PRICE_TICK
@@ -141,6 +143,7 @@ class SimExchange:
             price=prices.astype(np.float64),
             qty=qty.astype(np.float64),
             side=side,
+            seq=seq,
         )
         state.price = float(prices[-1])
         state.next_trade_id += n
@@ -166,6 +169,7 @@ class SimExchange:
             bid_qty=np.round(rng.exponential(2.0, (k, self.depth)) + 1e-3, 6),
             ask_price=ask_px,
             ask_qty=np.round(rng.exponential(2.0, (k, self.depth)) + 1e-3, 6),
+            seq=trades.seq,
         )
 
     async def blocks(self, stop: asyncio.Event) -> AsyncIterator[list[TickBatch]]:

@@ -56,10 +56,12 @@ class Append:
 class GroupCommitter:
     """Queues appends and commits them in groups; see the module docstring."""
 
-    def __init__(self, db: Connections, insert_sql: str, select_sql: str) -> None:
+    def __init__(self, db: Connections, insert_sql: str, select_sql: str, key_index: int) -> None:
+        """``select_sql`` reads whole rows; ``key_index`` is where idempotency_key is in one."""
         self._db = db
         self._insert = insert_sql
         self._select = select_sql
+        self._key_index = key_index
         self._queue: list[Append] = []
         self._running: asyncio.Task[None] | None = None
 
@@ -145,7 +147,7 @@ class GroupCommitter:
                 keys,
             )
             for r in await cur.fetchall():
-                first_rows.setdefault(str(r[-2]), r)  # idempotency_key is the next-to-last
+                first_rows.setdefault(str(r[self._key_index]), r)
         answers: list[tuple[Any, ...] | bool | None] = []
         taken_ids: set[str] = set()
         taken_keys: set[str] = set()

@@ -59,13 +59,17 @@ CREATE TABLE IF NOT EXISTS tt_session_log (
     version LONG,
     deleted BOOLEAN,
     idempotency_key VARCHAR,
-    ts TIMESTAMP
+    ts TIMESTAMP,
+    epoch LONG,
+    fences VARCHAR
 ) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
 """
 
 #: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
 #: DEDUP keys make a replayed row replace itself while distinct ticks never merge:
 #: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
+#: ``epoch`` (the writer's tenure) is a key too and ``batch_seq`` is not: a stale
+#: owner's late row never replaces a new owner's row (_questdb_fence.py).
 TRADES_DDL = """
 CREATE TABLE IF NOT EXISTS tt_trades (
     session_id SYMBOL CAPACITY 65536,
@@ -74,9 +78,11 @@ CREATE TABLE IF NOT EXISTS tt_trades (
     price DOUBLE,
     qty DOUBLE,
     side SYMBOL CAPACITY 4,
-    ts TIMESTAMP
+    ts TIMESTAMP,
+    epoch LONG,
+    batch_seq LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id)
+DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, epoch)
 """
 
 ORDERBOOK_DDL = """
@@ -88,12 +94,29 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
     bid_qty DOUBLE,
     ask_price DOUBLE,
     ask_qty DOUBLE,
-    ts TIMESTAMP
+    ts TIMESTAMP,
+    epoch LONG,
+    batch_seq LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, session_id, symbol, level)
+DEDUP UPSERT KEYS(ts, session_id, symbol, level, epoch)
 """
 
 SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
+
+#: Columns added after their table was first released, for tables created before:
+#: (table, column, type). Old rows read NULL there (an unfenced tenure).
+ADDED_COLUMNS = (
+    ("tt_session_log", "epoch", "LONG"),
+    ("tt_session_log", "fences", "VARCHAR"),
+    ("tt_trades", "epoch", "LONG"),
+    ("tt_trades", "batch_seq", "LONG"),
+    ("tt_orderbook", "epoch", "LONG"),
+    ("tt_orderbook", "batch_seq", "LONG"),
+)
+DEDUP_KEYS = {
+    "tt_trades": ("ts", "session_id", "symbol", "trade_id", "epoch"),
+    "tt_orderbook": ("ts", "session_id", "symbol", "level", "epoch"),
+}
 DEFAULT_PREFIX = "tt_"  # every table name starts so; ``?prefix=`` in the URL changes it
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,30}_", re.ASCII)
 TICK_TABLES = ("tt_trades", "tt_orderbook")
@@ -254,3 +277,36 @@ class Connections:
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
     with suppress(psycopg.Error, OSError):
         await conn.close()
+
+
+async def migrate(db: Connections) -> bool:
+    """Bring tables created by an earlier release up to date; True if anything changed.
+
+    Idempotent. On WAL tables an ALTER is applied asynchronously, so the caller waits
+    for the tick tables' WAL afterwards. Two instances migrating at once is fine: the
+    loser's ALTER is refused as a no-op and ignored.
+    """
+    changed = False
+    for table in dict.fromkeys(t for t, _, _ in ADDED_COLUMNS):
+        name = db.q(table)
+        async with db.reader("read schema") as conn:
+            # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
+            cur = await conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
+            columns = {str(col): bool(key) for col, key in await cur.fetchall()}
+        statements = [
+            f"ALTER TABLE {name} ADD COLUMN {col} {kind}"
+            for t, col, kind in ADDED_COLUMNS
+            if t == table and col not in columns
+        ]
+        keys = DEDUP_KEYS.get(table)
+        if keys and {col for col, key in columns.items() if key} != set(keys):
+            statements.append(f"ALTER TABLE {name} DEDUP ENABLE UPSERT KEYS({', '.join(keys)})")
+        for sql in statements:
+            async with db.writer("migrate schema") as conn:
+                try:
+                    await conn.execute(sql)
+                except psycopg.Error as exc:
+                    if "no-op" not in str(exc):
+                        raise translate(exc, "migrate schema") from exc
+            changed = True
+    return changed

@@ -93,6 +93,21 @@ class TickPosition:
     last_trade_ids: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """A session's stored ticks counted at one instant, and the fence that keeps them so.
+
+    Made by :meth:`TickStore.seal`, handed to the transition or claim that ends the
+    current owner's tenure. ``fence`` is backend-specific and opaque to callers:
+    None where tick writes are fenced in the session's own transaction (SQLite,
+    memory), so nothing late can land; on QuestDB it names the tenure and the last
+    batch ``seq`` counted per tick table.
+    """
+
+    counts: TickCounts
+    fence: str | None = None
+
+
 class SessionStore(abc.ABC):
     """Sessions, their transition history and their owner leases."""
 
@@ -147,6 +162,7 @@ class SessionStore(abc.ABC):
         lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         """Move a session to ``to_status`` if, and only if, it is still at ``expected_version``.
 
@@ -167,6 +183,13 @@ class SessionStore(abc.ABC):
         a :class:`TransitionRace`. The reconciler uses it so that an owner that
         renewed its lease in the meantime (which does not change the version) is
         never reaped.
+
+        With ``seal`` (from :meth:`TickStore.seal`, and ``stats`` made from its
+        counts), the transition also closes the current owner's tenure at the seal:
+        from then on ticks that owner's writes store late — after passing the
+        fencing check but landing after the seal — are never counted, read or
+        positioned, so the stats stay equal to the stored rows (invariant 7).
+        Every transition to a terminal status of a session that ran carries one.
         """
 
     @abc.abstractmethod
@@ -204,6 +227,7 @@ class SessionStore(abc.ABC):
         reason: str,
         detail: str | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         """Take over a non-terminal session whose owner is gone: new owner and lease, same status.
 
@@ -218,7 +242,9 @@ class SessionStore(abc.ABC):
         kept. An event is recorded with ``from_status`` = ``to_status`` = the
         current status, ``actor``, ``reason``, ``detail`` and the time. Returns the
         updated session. From then on the previous owner's :meth:`renew_lease`
-        and :meth:`TickStore.write` calls raise :class:`~ticktape.errors.LeaseLost`.
+        and :meth:`TickStore.write` calls raise :class:`~ticktape.errors.LeaseLost`,
+        and with ``seal`` the previous tenure is closed as in :meth:`transition`:
+        the new owner's recording continues after the sealed ticks only.
 
         Raises :class:`SessionNotFound` for an unknown id,
         :class:`~ticktape.errors.InvalidTransition` if the session is terminal
@@ -270,6 +296,9 @@ class TickStore(abc.ABC):
         Fencing: the write is accepted only while every batch's session is
         non-terminal and owned by ``owner``; otherwise it raises
         :class:`~ticktape.errors.LeaseLost` (a stale owner's late writes are rejected).
+        Where the check cannot share a transaction with the rows (QuestDB), a write
+        that passed it just before a :meth:`seal` and lands after it is stored but
+        fenced: no count, read or position ever includes it.
         Idempotent per tick: a trade is identified by (session, symbol, trade_id),
         a snapshot by (session, symbol, ts); storing one again changes nothing and
         is not counted. On return the rows are durable (acknowledged); they are
@@ -288,6 +317,20 @@ class TickStore(abc.ABC):
     @abc.abstractmethod
     async def count(self, session_id: str) -> TickCounts:
         """Visible trades and order-book snapshots stored for the session (0 if none)."""
+
+    async def seal(self, session_id: str) -> Seal:
+        """Count the session's ticks for a transition that ends its owner's tenure.
+
+        Waits until every acknowledged write is visible (as :meth:`wait_visible`),
+        then counts as :meth:`count` does, at one instant per tick table, and
+        returns the counts with the fence that makes them final once the seal is
+        passed to :meth:`SessionStore.transition` or :meth:`SessionStore.claim`.
+        A seal that no transition uses changes nothing.
+
+        This default is for backends that fence tick writes in the session's own
+        transaction (nothing can land late): the counts, and no fence.
+        """
+        return Seal(await self.count(session_id))
 
     @abc.abstractmethod
     async def position(self, session_id: str) -> TickPosition:

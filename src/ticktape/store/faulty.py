@@ -36,6 +36,7 @@ from ticktape.domain import Session, SessionEvent, SessionStatus, Stats
 from ticktape.errors import StoreUnavailable, ValidationError
 from ticktape.store.base import (
     UNCHANGED,
+    Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -67,7 +68,7 @@ SESSION_OPERATIONS = frozenset(
     }
 )
 TICK_OPERATIONS = frozenset(
-    {"write", "wait_visible", "count", "position", "read_trades", "read_orderbook"}
+    {"write", "wait_visible", "count", "seal", "position", "read_trades", "read_orderbook"}
 )
 OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS
 
@@ -195,6 +196,7 @@ class FaultySessionStore(SessionStore):
         lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         return await self._f.call(
             "transition",
@@ -209,6 +211,7 @@ class FaultySessionStore(SessionStore):
             lease_expires_at=lease_expires_at,
             stats=stats,
             lease_expired_before=lease_expired_before,
+            seal=seal,
         )
 
     async def renew_lease(
@@ -239,6 +242,7 @@ class FaultySessionStore(SessionStore):
         reason: str,
         detail: str | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         return await self._f.call(
             "claim",
@@ -251,6 +255,7 @@ class FaultySessionStore(SessionStore):
             reason=reason,
             detail=detail,
             lease_expired_before=lease_expired_before,
+            seal=seal,
         )
 
     async def add_event(
@@ -295,6 +300,9 @@ class FaultyTickStore(TickStore):
 
     async def count(self, session_id: str) -> TickCounts:
         return await self._f.call("count", self._inner.count, session_id=session_id)
+
+    async def seal(self, session_id: str) -> Seal:
+        return await self._f.call("seal", self._inner.seal, session_id=session_id)
 
     async def position(self, session_id: str) -> TickPosition:
         return await self._f.call("position", self._inner.position, session_id=session_id)

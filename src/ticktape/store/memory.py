@@ -26,6 +26,7 @@ from ticktape.store._common import (
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
+    Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -142,6 +143,7 @@ class MemorySessionStore(SessionStore):
         lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         async with self._s.lock:
             current = self._get(session_id)
@@ -194,6 +196,7 @@ class MemorySessionStore(SessionStore):
         reason: str,
         detail: str | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         async with self._s.lock:
             current = self._get(session_id)

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import (
     DataType,
     Session,
@@ -38,7 +39,13 @@ from ticktape.domain import (
     Stats,
     utcnow,
 )
-from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, StoreBusy
+from ticktape.errors import (
+    LeaseLost,
+    SessionConflict,
+    SessionNotFound,
+    StoreBusy,
+    TransitionRace,
+)
 from ticktape.store._common import (
     apply_claim,
     apply_transition,
@@ -48,10 +55,18 @@ from ticktape.store._common import (
     from_us,
 )
 from ticktape.store._questdb_commit import Append, GroupCommitter
-from ticktape.store._questdb_db import SCHEMA, Connections, QuestDBAddress, translate
+from ticktape.store._questdb_db import (
+    SCHEMA,
+    Connections,
+    QuestDBAddress,
+    migrate,
+    translate,
+)
+from ticktape.store._questdb_fence import Fence, Tenure
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
+    Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -89,6 +104,8 @@ _COLUMNS = (
     "version",
     "deleted",
     "idempotency_key",
+    "epoch",
+    "fences",
     "ts",
 )
 _SELECT = ", ".join(_COLUMNS)
@@ -116,6 +133,7 @@ class _Row:
     reason: str
     detail: str | None
     ts: datetime
+    tenure: Tenure = field(default_factory=Tenure)
 
     @classmethod
     def parse(cls, r: tuple[Any, ...]) -> _Row:
@@ -149,6 +167,7 @@ class _Row:
             str(v["event_reason"]),
             v["detail"],
             v["ts"].replace(tzinfo=UTC),
+            Tenure.parse(v["epoch"], v["fences"]),
         )
 
     def values(self) -> tuple[Any, ...]:
@@ -180,6 +199,8 @@ class _Row:
             s.version,
             s.deleted,
             s.idempotency_key,
+            self.tenure.epoch,
+            self.tenure.dump_fences(),
             self.ts,
         )
 
@@ -204,9 +225,21 @@ class _Row:
         reason: str = "",
         detail: str | None = None,
         event: bool = False,
+        seal: Seal | None = None,
     ) -> _Row:
-        """The row that follows this one; its ts never goes backwards, whatever the clock."""
+        """The row that follows this one; its ts never goes backwards, whatever the clock.
+
+        ``seal`` closes the current tenure at its fence; a new owner opens a new one.
+        """
         ts = max(utcnow(), self.ts + _ONE_US)
+        tenure = self.tenure
+        if seal is not None and seal.fence is not None:
+            sealed = tenure.sealed(Fence.load(seal.fence))
+            if sealed is None:  # sealed in an earlier tenure: the session moved on
+                raise TransitionRace(session.id, self.session.version)
+            tenure = sealed
+        if session.owner is not None and session.owner != self.session.owner:
+            tenure = tenure.opened(session.version)
         return _Row(
             session,
             self.row_seq + 1,
@@ -217,6 +250,7 @@ class _Row:
             reason or self.reason,
             detail,
             ts,
+            tenure,
         )
 
 
@@ -241,7 +275,10 @@ class QuestDBSessionStore(SessionStore):
     def __init__(self, connections: Connections) -> None:
         self._db = connections
         self._committer = GroupCommitter(
-            connections, _INSERT, f"SELECT {_SELECT} FROM tt_session_log"
+            connections,
+            _INSERT,
+            f"SELECT {_SELECT} FROM tt_session_log",
+            _COLUMNS.index("idempotency_key"),
         )
 
     # ------------------------------------------------------------------ reading
@@ -365,7 +402,18 @@ class QuestDBSessionStore(SessionStore):
         raise StoreBusy(f"{what}: session {session_id!r} kept changing; try again")
 
     async def create_session(self, session: Session, *, actor: str) -> Session:
-        first = _Row(session, 1, 1, "transition", None, actor, "created", None, session.created_at)
+        first = _Row(
+            session,
+            1,
+            1,
+            "transition",
+            None,
+            actor,
+            "created",
+            None,
+            session.created_at,
+            Tenure(session.version if session.owner is not None else 0),
+        )
         stored = await self._append(
             first, expect_row_seq=None, idempotency_key=session.idempotency_key
         )
@@ -395,6 +443,7 @@ class QuestDBSessionStore(SessionStore):
         lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         def build(current: _Row) -> _Row:
             new = apply_transition(
@@ -410,7 +459,13 @@ class QuestDBSessionStore(SessionStore):
                 lease_expired_before=lease_expired_before,
             )
             return current.next(
-                new, row_kind="transition", actor=actor, reason=reason, detail=detail, event=True
+                new,
+                row_kind="transition",
+                actor=actor,
+                reason=reason,
+                detail=detail,
+                event=True,
+                seal=seal,
             )
 
         row = await self._change(session_id, build, f"transition to {to_status.value}")
@@ -427,6 +482,7 @@ class QuestDBSessionStore(SessionStore):
         reason: str,
         detail: str | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         def build(current: _Row) -> _Row:
             new = apply_claim(
@@ -437,7 +493,13 @@ class QuestDBSessionStore(SessionStore):
                 lease_expired_before=lease_expired_before,
             )
             return current.next(
-                new, row_kind="note", actor=actor, reason=reason, detail=detail, event=True
+                new,
+                row_kind="note",
+                actor=actor,
+                reason=reason,
+                detail=detail,
+                event=True,
+                seal=seal,
             )
 
         return (await self._change(session_id, build, "claim session")).session
@@ -504,12 +566,18 @@ class QuestDBStore(Store):
 
     async def open(self) -> None:
         await self._db.open()
-        for ddl in SCHEMA:
-            async with self._db.writer("create schema") as conn:
-                try:
-                    await conn.execute(self._db.q(ddl))
-                except psycopg.Error as exc:
-                    raise translate(exc, "create schema") from exc
+        try:
+            for ddl in SCHEMA:
+                async with self._db.writer("create schema") as conn:
+                    try:
+                        await conn.execute(self._db.q(ddl))
+                    except psycopg.Error as exc:
+                        raise translate(exc, "create schema") from exc
+            if await migrate(self._db):
+                await self.ticks.wait_visible(VISIBILITY_TIMEOUT_S)  # WAL tables ALTER later
+        except BaseException:
+            await self._db.close()
+            raise
         await self.ticks.open()  # type: ignore[attr-defined]
 
     async def close(self) -> None:

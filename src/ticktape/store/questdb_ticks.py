@@ -7,11 +7,13 @@ separate step: :meth:`wait_visible` waits until ``wal_tables()`` shows every
 acknowledged transaction applied — and reports a suspended table instead of
 waiting for ever.
 
-Fencing is a check of the session's newest log row just before sending: a
-stale owner is refused, but a claim landing between the check and the send can
-let one last batch in (ILP has no transaction to hold; docs/questdb.md).
-ILP cannot say which rows DEDUP merged, so :meth:`write` reports rows *sent*;
-final stats always come from :meth:`count`.
+Fencing has two halves. A check of the session's newest log row just before
+sending refuses a stale owner. ILP has no transaction to hold the log, so an
+owner paused between check and send can still land a batch after it was reaped
+or claimed; every row therefore carries its writer's tenure and batch number,
+and reads leave out what landed past a sealed tenure's fence
+(``_questdb_fence.py``). ILP cannot say which rows DEDUP merged, so
+:meth:`write` reports rows *sent*; final stats always come from :meth:`seal`.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from ticktape.domain import ACTIVE_STATUSES
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
 from ticktape.store._common import check_limit
 from ticktape.store._questdb_db import Connections
+from ticktape.store._questdb_fence import NO_BATCH, Fence, Tenure
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
+    Seal,
     TickPosition,
     TickQuery,
     TickStore,
@@ -54,8 +58,19 @@ def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
     return pd.to_datetime(us, unit="us", utc=True)
 
 
-def trades_frame(batches: list[TradeBatch]) -> pd.DataFrame:
-    """One DataFrame for many trade batches, in the column layout of ``tt_trades``."""
+def _fence_columns(
+    batches: list[TradeBatch] | list[BookBatch], rows: list[int], epochs: dict[str, int]
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Each row's writer tenure and batch number (``_questdb_fence.py``)."""
+    return {
+        "epoch": np.repeat(np.array([epochs[b.session_id] for b in batches], np.int64), rows),
+        "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
+    }
+
+
+def trades_frame(batches: list[TradeBatch], epochs: dict[str, int]) -> pd.DataFrame:
+    """One DataFrame for many trade batches, in the column layout of ``tt_trades``;
+    ``epochs`` maps each session to the tenure its writer checked."""
     n = [len(b) for b in batches]
     return pd.DataFrame(
         {
@@ -68,11 +83,12 @@ def trades_frame(batches: list[TradeBatch]) -> pd.DataFrame:
                 (np.concatenate([b.side for b in batches]) > 0).astype(np.int8), dtype=_SIDES
             ),
             "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
+            **_fence_columns(batches, n, epochs),
         }
     )
 
 
-def book_frame(batches: list[BookBatch]) -> pd.DataFrame:
+def book_frame(batches: list[BookBatch], epochs: dict[str, int]) -> pd.DataFrame:
     """Snapshots exploded to one row per level, the layout of ``tt_orderbook``."""
     rows = [len(b) * b.depth for b in batches]
     return pd.DataFrame(
@@ -87,6 +103,7 @@ def book_frame(batches: list[BookBatch]) -> pd.DataFrame:
             "ask_price": np.concatenate([b.ask_price.ravel() for b in batches]),
             "ask_qty": np.concatenate([b.ask_qty.ravel() for b in batches]),
             "ts": _timestamps(np.concatenate([np.repeat(b.ts_us, b.depth) for b in batches])),
+            **_fence_columns(batches, rows, epochs),
         }
     )
 
@@ -137,33 +154,37 @@ class QuestDBTickStore(TickStore):
                 self._sender = None
                 raise
 
-    async def _check_owner(self, session_ids: list[str], owner: str) -> None:
+    async def _check_owner(self, session_ids: list[str], owner: str) -> dict[str, int]:
+        """Refuse a stale owner; the tenure (epoch) of each session, to tag its rows with."""
         async with self._db.reader("check tick writer") as conn:
             cur = await conn.execute(
-                self._db.q("SELECT id, status, owner FROM tt_session_log WHERE id IN ")
+                self._db.q("SELECT id, status, owner, epoch FROM tt_session_log WHERE id IN ")
                 + f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
                 session_ids,
             )
-            found = {str(r[0]): (r[1], r[2]) for r in await cur.fetchall()}
+            found = {str(r[0]): (r[1], r[2], r[3]) for r in await cur.fetchall()}
+        epochs = {}
         for session_id in session_ids:
             row = found.get(session_id)
             if row is None or row[0] not in {s.value for s in ACTIVE_STATUSES} or row[1] != owner:
                 detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
                 raise LeaseLost(session_id, owner, f"tick write rejected ({detail})")
+            epochs[session_id] = 0 if row[2] is None else int(row[2])
+        return epochs
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         batches = [b for b in batches if len(b)]
         session_ids = sorted({b.session_id for b in batches})
         if not session_ids:
             return WriteResult()
-        await self._check_owner(session_ids, owner)
+        epochs = await self._check_owner(session_ids, owner)
         trades = [b for b in batches if isinstance(b, TradeBatch)]
         books = [b for b in batches if isinstance(b, BookBatch)]
         frames = []
         if trades:
-            frames.append((self._db.q("tt_trades"), trades_frame(trades)))
+            frames.append((self._db.q("tt_trades"), trades_frame(trades, epochs)))
         if books:
-            frames.append((self._db.q("tt_orderbook"), book_frame(books)))
+            frames.append((self._db.q("tt_orderbook"), book_frame(books, epochs)))
         if self._pool is None:
             raise StoreUnavailable("write ticks: the QuestDB store is not open")
         try:
@@ -213,29 +234,62 @@ class QuestDBTickStore(TickStore):
             cur = await conn.execute(self._db.q(sql), params)
             return await cur.fetchall()
 
-    async def count(self, session_id: str) -> TickCounts:
-        ((trades,),) = await self._scalar_rows(
-            "SELECT count() FROM tt_trades WHERE session_id = %s", [session_id], "count trades"
-        )
-        ((books,),) = await self._scalar_rows(
-            "SELECT count() FROM tt_orderbook WHERE session_id = %s AND level = 0",
+    async def _tenure(self, session_id: str) -> Tenure:
+        """The session's current tenure and sealed fences (none for an unknown session)."""
+        rows = await self._scalar_rows(
+            "SELECT epoch, fences FROM tt_session_log WHERE id = %s LATEST ON ts PARTITION BY id",
             [session_id],
-            "count order books",
+            "read tick fences",
         )
-        return TickCounts(int(trades), int(books))
+        return Tenure.parse(*rows[0]) if rows else Tenure()
+
+    async def _counted(
+        self, session_id: str, tenure: Tenure, what: str
+    ) -> dict[str, tuple[int, int]]:
+        """Per tick table: rows counted (snapshots for the order book) and the current
+        tenure's last batch, each table read at one instant."""
+        out = {}
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = tenure.excluded(table)
+            rows = await self._scalar_rows(
+                f"SELECT epoch, count(), max(batch_seq) FROM tt_{table} "
+                f"WHERE session_id = %s{extra}{fenced}",
+                [session_id, *params],
+                what,
+            )
+            count = sum(int(r[1]) for r in rows)
+            last = [int(r[2]) for r in rows if r[0] == tenure.epoch and r[2] is not None]
+            out[table] = (count, last[0] if last else NO_BATCH)
+        return out
+
+    async def count(self, session_id: str) -> TickCounts:
+        counted = await self._counted(session_id, await self._tenure(session_id), "count ticks")
+        return TickCounts(counted["trades"][0], counted["orderbook"][0])
+
+    async def seal(self, session_id: str) -> Seal:
+        await self.wait_visible(VISIBILITY_TIMEOUT_S)
+        tenure = await self._tenure(session_id)
+        counted = await self._counted(session_id, tenure, "seal ticks")
+        fence = Fence(tenure.epoch, counted["trades"][1], counted["orderbook"][1])
+        return Seal(TickCounts(counted["trades"][0], counted["orderbook"][0]), fence.dump())
 
     async def position(self, session_id: str) -> TickPosition:
         # A resumed feed continues after what this returns: rows a dead owner had
         # acknowledged but QuestDB had not applied yet must be counted, or their trade
         # ids would be reused and DEDUP would overwrite them. So wait for the WAL first.
         await self.wait_visible(VISIBILITY_TIMEOUT_S)
+        tenure = await self._tenure(session_id)
+        fenced, params = tenure.excluded("trades")
         rows = await self._scalar_rows(
-            "SELECT symbol, max(trade_id), max(ts) FROM tt_trades WHERE session_id = %s",
-            [session_id],
+            f"SELECT symbol, max(trade_id), max(ts) FROM tt_trades WHERE session_id = %s{fenced}",
+            [session_id, *params],
             "tick position",
         )
+        fenced, params = tenure.excluded("orderbook")
         book = await self._scalar_rows(
-            "SELECT max(ts) FROM tt_orderbook WHERE session_id = %s", [session_id], "tick position"
+            f"SELECT max(ts) FROM tt_orderbook WHERE session_id = %s{fenced}",
+            [session_id, *params],
+            "tick position",
         )
         stamps = [r[2] for r in rows if r[2] is not None] + [r[0] for r in book if r[0]]
         last = max(stamps) if stamps else None
@@ -244,8 +298,8 @@ class QuestDBTickStore(TickStore):
             last_trade_ids={str(r[0]): int(r[1]) for r in rows if r[1] is not None},
         )
 
-    @staticmethod
-    def _range(query: TickQuery) -> tuple[str, list[object]]:
+    async def _range(self, query: TickQuery, table: str) -> tuple[str, list[object]]:
+        fenced, fence_params = (await self._tenure(query.session_id)).excluded(table)
         clauses: list[str] = ["session_id = %s"]
         params: list[object] = [query.session_id]
         if query.symbol is not None:
@@ -257,11 +311,11 @@ class QuestDBTickStore(TickStore):
         if query.end is not None:
             clauses.append("ts < %s")
             params.append(query.end)
-        return " AND ".join(clauses), params
+        return " AND ".join(clauses) + fenced, params + fence_params
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
         check_limit(query.limit, MAX_DATA_LIMIT)
-        where, params = self._range(query)
+        where, params = await self._range(query, "trades")
         rows = await self._scalar_rows(
             f"SELECT symbol, ts, trade_id, price, qty, side FROM tt_trades WHERE {where} "
             "ORDER BY ts, trade_id LIMIT %s",
@@ -282,7 +336,7 @@ class QuestDBTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         check_limit(query.limit, MAX_DATA_LIMIT)
-        where, params = self._range(query)
+        where, params = await self._range(query, "orderbook")
         heads = await self._scalar_rows(
             f"SELECT ts, symbol FROM tt_orderbook WHERE {where} AND level = 0 "
             "ORDER BY ts, symbol LIMIT %s",

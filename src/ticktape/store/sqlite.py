@@ -41,6 +41,7 @@ from ticktape.store._sqlite_db import Database
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
+    Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
@@ -273,6 +274,7 @@ class SqliteSessionStore(SessionStore):
         lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             current = _fetch(conn, session_id)
@@ -354,6 +356,7 @@ class SqliteSessionStore(SessionStore):
         reason: str,
         detail: str | None = None,
         lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             current = _fetch(conn, session_id)
