@@ -89,13 +89,26 @@ def test_minimal_spec_is_normalised_with_defaults() -> None:
 
 
 def test_full_spec_is_normalised() -> None:
-    result = spec(symbols=("BTC_USDT", "ETH_USDT"), data_types=["orderbook"], duration="5m",
-                  book_depth=20, seed=7, rate_per_s=100, book_every=1, on_owner_loss="resume")
+    result = spec(
+        symbols=("BTC_USDT", "ETH_USDT"),
+        data_types=["orderbook"],
+        duration="5m",
+        book_depth=20,
+        seed=7,
+        rate_per_s=100,
+        book_every=1,
+        on_owner_loss="resume",
+    )
     assert result.symbols == ("BTC_USDT", "ETH_USDT")
     assert result.data_types == (DataType.ORDERBOOK,)
-    assert result.config == SessionConfig(duration_s=300.0, book_depth=20, seed=7,
-                                          rate_per_s=100.0, book_every=1,
-                                          on_owner_loss=OwnerLossPolicy.RESUME)
+    assert result.config == SessionConfig(
+        duration_s=300.0,
+        book_depth=20,
+        seed=7,
+        rate_per_s=100.0,
+        book_every=1,
+        on_owner_loss=OwnerLossPolicy.RESUME,
+    )
     assert type(result.config.rate_per_s) is float
 
 
@@ -104,8 +117,13 @@ def test_full_spec_is_normalised() -> None:
 
 @pytest.mark.parametrize(
     "symbols",
-    [["BTC_USDT"], ["1INCH_USDT"], ["A_B"], ("BTC_USDT", "ETH_USDT"),
-     [f"S{i}_USDT" for i in range(MAX_SYMBOLS)]],
+    [
+        ["BTC_USDT"],
+        ["1INCH_USDT"],
+        ["A_B"],
+        ("BTC_USDT", "ETH_USDT"),
+        [f"S{i}_USDT" for i in range(MAX_SYMBOLS)],
+    ],
     ids=["one", "digits", "short", "tuple", "max"],
 )
 def test_valid_symbols(symbols: list[str]) -> None:
@@ -114,19 +132,55 @@ def test_valid_symbols(symbols: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "symbol",
-    ["btc_usdt", "Btc_USDT", "BTCUSDT", "BTC__USDT", "BTC_USD_T", "_BTC", "BTC_", "_",
-     "", "BTC-USDT", "BTC USDT", " BTC_USDT", "BTC_USDT ", "BTC_ÜSDT", "BTC_USDT\n", 42, None],
-    ids=["lower", "mixed-case", "no-underscore", "two-underscores-adjacent",
-         "two-underscores", "no-base", "no-quote", "only-underscore", "empty", "dash", "space",
-         "leading-space", "trailing-space", "non-ascii", "trailing-newline", "int", "none"],
+    [
+        "btc_usdt",
+        "Btc_USDT",
+        "BTCUSDT",
+        "BTC__USDT",
+        "BTC_USD_T",
+        "_BTC",
+        "BTC_",
+        "_",
+        "",
+        "BTC-USDT",
+        "BTC USDT",
+        " BTC_USDT",
+        "BTC_USDT ",
+        "BTC_ÜSDT",
+        "BTC_USDT\n",
+        42,
+        None,
+    ],
+    ids=[
+        "lower",
+        "mixed-case",
+        "no-underscore",
+        "two-underscores-adjacent",
+        "two-underscores",
+        "no-base",
+        "no-quote",
+        "only-underscore",
+        "empty",
+        "dash",
+        "space",
+        "leading-space",
+        "trailing-space",
+        "non-ascii",
+        "trailing-newline",
+        "int",
+        "none",
+    ],
 )
 def test_invalid_symbol(symbol: object) -> None:
     err = invalid("symbols", "invalid symbol", symbols=["ETH_USDT", symbol])
     assert repr(symbol) in err.message
 
 
-@pytest.mark.parametrize("symbols", [[], (), None, "BTC_USDT", {"BTC_USDT"}, 3],
-                         ids=["empty-list", "empty-tuple", "none", "string", "set", "int"])
+@pytest.mark.parametrize(
+    "symbols",
+    [[], (), None, "BTC_USDT", {"BTC_USDT"}, 3],
+    ids=["empty-list", "empty-tuple", "none", "string", "set", "int"],
+)
 def test_symbols_must_be_a_non_empty_list(symbols: object) -> None:
     invalid("symbols", "non-empty list", symbols=symbols)
 
@@ -145,8 +199,11 @@ def test_duplicate_symbols() -> None:
 
 @pytest.mark.parametrize(
     ("data_types", "expected"),
-    [(None, (DataType.TRADES, DataType.ORDERBOOK)), (["trades"], (DataType.TRADES,)),
-     (("orderbook", "trades"), (DataType.ORDERBOOK, DataType.TRADES))],
+    [
+        (None, (DataType.TRADES, DataType.ORDERBOOK)),
+        (["trades"], (DataType.TRADES,)),
+        (("orderbook", "trades"), (DataType.ORDERBOOK, DataType.TRADES)),
+    ],
 )
 def test_valid_data_types(data_types: object, expected: tuple[DataType, ...]) -> None:
     assert spec(data_types=data_types).data_types == expected
@@ -175,9 +232,21 @@ def test_data_types_must_be_a_non_empty_list(data_types: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30.0), ("5m", 300.0), ("2h", 7200.0), ("1d", 86_400.0), ("1.5m", 90.0),
-     ("0.5s", 0.5), (" 30s ", 30.0), ("30 s", 30.0), ("30d", float(MAX_DURATION_S)),
-     ("720h", float(MAX_DURATION_S)), (None, None), ("", None), ("   ", None)],
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("1d", 86_400.0),
+        ("1.5m", 90.0),
+        ("0.5s", 0.5),
+        (" 30s ", 30.0),
+        ("30 s", 30.0),
+        ("30d", float(MAX_DURATION_S)),
+        ("720h", float(MAX_DURATION_S)),
+        (None, None),
+        ("", None),
+        ("   ", None),
+    ],
 )
 def test_valid_durations(text: str | None, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
@@ -186,8 +255,27 @@ def test_valid_durations(text: str | None, seconds: float | None) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["30", "s", "30x", "30S", "-5s", "+5s", "1.s", ".5s", "1e3s", "5 m s", "5ms", "1,5m",
-     "five minutes", "30s30s", "inf s", "nan s", "30s\n5m", "\u0663\u0660s", "\uff13\uff10m"],
+    [
+        "30",
+        "s",
+        "30x",
+        "30S",
+        "-5s",
+        "+5s",
+        "1.s",
+        ".5s",
+        "1e3s",
+        "5 m s",
+        "5ms",
+        "1,5m",
+        "five minutes",
+        "30s30s",
+        "inf s",
+        "nan s",
+        "30s\n5m",
+        "\u0663\u0660s",
+        "\uff13\uff10m",
+    ],
 )
 def test_invalid_duration_forms(text: str) -> None:
     invalid("duration", "invalid duration", duration=text)
@@ -198,8 +286,9 @@ def test_zero_duration(text: str) -> None:
     invalid("duration", "greater than zero", duration=text)
 
 
-@pytest.mark.parametrize("text", ["31d", "30.001d", "721h", "43201m", "2592001s",
-                                  "99999999999999999999999d"])
+@pytest.mark.parametrize(
+    "text", ["31d", "30.001d", "721h", "43201m", "2592001s", "99999999999999999999999d"]
+)
 def test_duration_too_long(text: str) -> None:
     invalid("duration", "at most 30d", duration=text)
 
@@ -217,8 +306,11 @@ def test_valid_book_depth(depth: int) -> None:
     assert spec(book_depth=depth).config.book_depth == depth
 
 
-@pytest.mark.parametrize("depth", [0, -1, 21, True, False, 3.0, "3", None],
-                         ids=["0", "neg", "21", "true", "false", "float", "str", "none"])
+@pytest.mark.parametrize(
+    "depth",
+    [0, -1, 21, True, False, 3.0, "3", None],
+    ids=["0", "neg", "21", "true", "false", "float", "str", "none"],
+)
 def test_invalid_book_depth(depth: object) -> None:
     invalid("book_depth", "book_depth must be an integer from 1 to 20", book_depth=depth)
 
@@ -228,8 +320,11 @@ def test_valid_seed(seed: int) -> None:
     assert spec(seed=seed).config.seed == seed
 
 
-@pytest.mark.parametrize("seed", [-1, 2**63, True, 1.0, "1", None],
-                         ids=["neg", "too-big", "bool", "float", "str", "none"])
+@pytest.mark.parametrize(
+    "seed",
+    [-1, 2**63, True, 1.0, "1", None],
+    ids=["neg", "too-big", "bool", "float", "str", "none"],
+)
 def test_invalid_seed(seed: object) -> None:
     invalid("seed", "non-negative integer", seed=seed)
 
@@ -239,9 +334,11 @@ def test_valid_rate(rate: float) -> None:
     assert spec(rate_per_s=rate).config.rate_per_s == float(rate)
 
 
-@pytest.mark.parametrize("rate", [-0.001, 1_000_000.5, float("inf"), float("nan"), True, "5",
-                                  None],
-                         ids=["neg", "too-big", "inf", "nan", "bool", "str", "none"])
+@pytest.mark.parametrize(
+    "rate",
+    [-0.001, 1_000_000.5, float("inf"), float("nan"), True, "5", None],
+    ids=["neg", "too-big", "inf", "nan", "bool", "str", "none"],
+)
 def test_invalid_rate(rate: object) -> None:
     invalid("rate_per_s", "rate_per_s must be between 0", rate_per_s=rate)
 
@@ -282,8 +379,11 @@ def test_known_but_unbuilt_kinds_are_unsupported(kind: object) -> None:
     assert info.value.fields["kind"] == SessionKind(str(kind)).value
 
 
-@pytest.mark.parametrize("kind", ["live", "Collect", "", None, 1, ["collect"]],
-                         ids=["live", "case", "empty", "none", "int", "list"])
+@pytest.mark.parametrize(
+    "kind",
+    ["live", "Collect", "", None, 1, ["collect"]],
+    ids=["live", "case", "empty", "none", "int", "list"],
+)
 def test_unknown_kind(kind: object) -> None:
     invalid("kind", "unknown session kind", kind=kind)
 
@@ -314,8 +414,9 @@ DESIGN_MOVES = {(P, R), (P, SG), (P, F), (R, SG), (R, C), (R, F), (SG, SD), (SG,
 ALL_PAIRS = list(itertools.product(SessionStatus, SessionStatus))
 
 
-@pytest.mark.parametrize(("current", "target"), ALL_PAIRS,
-                         ids=[f"{a.value}-{b.value}" for a, b in ALL_PAIRS])
+@pytest.mark.parametrize(
+    ("current", "target"), ALL_PAIRS, ids=[f"{a.value}-{b.value}" for a, b in ALL_PAIRS]
+)
 def test_transition_table_is_exactly_the_design(
     current: SessionStatus, target: SessionStatus
 ) -> None:
@@ -328,9 +429,13 @@ def test_transition_table_is_exactly_the_design(
         with pytest.raises(InvalidTransition) as info:
             check_transition("s-1", current, target)
         assert (info.value.session_id, info.value.status, info.value.target) == (
-            "s-1", current.value, target.value)
+            "s-1",
+            current.value,
+            target.value,
+        )
         assert str(info.value) == (
-            f"session 's-1' cannot go from {current.value!r} to {target.value!r}")
+            f"session 's-1' cannot go from {current.value!r} to {target.value!r}"
+        )
 
 
 def test_table_covers_every_status() -> None:
@@ -347,8 +452,17 @@ def test_terminal_and_active_statuses_partition_the_machine() -> None:
 
 @pytest.mark.parametrize(
     "history",
-    [[P], [P, R], [P, R, SG, SD], [P, R, C], [P, R, F], [P, F], [P, SG, SD], [P, SG, F],
-     [P, R, SG, F]],
+    [
+        [P],
+        [P, R],
+        [P, R, SG, SD],
+        [P, R, C],
+        [P, R, F],
+        [P, F],
+        [P, SG, SD],
+        [P, SG, F],
+        [P, R, SG, F],
+    ],
 )
 def test_valid_histories(history: list[SessionStatus]) -> None:
     assert is_valid_history(history)
@@ -356,8 +470,20 @@ def test_valid_histories(history: list[SessionStatus]) -> None:
 
 @pytest.mark.parametrize(
     "history",
-    [[], [R], [SD], [P, P], [P, SD], [P, C], [P, R, P], [P, R, R], [P, R, C, F],
-     [P, R, SG, SD, R], [P, F, P], [P, SG, R]],
+    [
+        [],
+        [R],
+        [SD],
+        [P, P],
+        [P, SD],
+        [P, C],
+        [P, R, P],
+        [P, R, R],
+        [P, R, C, F],
+        [P, R, SG, SD, R],
+        [P, F, P],
+        [P, SG, R],
+    ],
 )
 def test_invalid_histories(history: list[SessionStatus]) -> None:
     assert not is_valid_history(history)
@@ -392,8 +518,12 @@ def test_a_history_is_valid_iff_every_step_is_allowed(path: list[SessionStatus])
 def test_records_collected_is_trades_plus_orderbook(trades: int, books: int, errors: int) -> None:
     stats = Stats(trades=trades, orderbook=books, errors=errors)
     assert stats.records_collected == trades + books
-    assert stats.to_dict() == {"trades": trades, "orderbook": books,
-                               "records_collected": trades + books, "errors": errors}
+    assert stats.to_dict() == {
+        "trades": trades,
+        "orderbook": books,
+        "records_collected": trades + books,
+        "errors": errors,
+    }
 
 
 def test_stats_default_to_zero() -> None:
@@ -424,8 +554,9 @@ def test_session_config_from_an_empty_dict_is_the_default() -> None:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 offsets = st.builds(lambda m: timezone(timedelta(minutes=m)), st.integers(-23 * 60, 23 * 60))
 # Keep clear of the ends of datetime's range, where a zone offset would overflow.
-aware = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
-                     timezones=st.just(UTC) | offsets)
+aware = st.datetimes(
+    min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=st.just(UTC) | offsets
+)
 MIN_US, MAX_US = to_us(datetime(2, 1, 1)), to_us(datetime(9998, 12, 31))
 
 
@@ -455,9 +586,16 @@ def test_to_us_known_values() -> None:
 
 
 def _session(created_at: datetime, sid: str) -> Session:
-    return Session(id=sid, kind=SessionKind.COLLECT, status=P, symbols=("BTC_USDT",),
-                   exchange="sim", data_types=(DataType.TRADES,), config=SessionConfig(),
-                   created_at=created_at)
+    return Session(
+        id=sid,
+        kind=SessionKind.COLLECT,
+        status=P,
+        symbols=("BTC_USDT",),
+        exchange="sim",
+        data_types=(DataType.TRADES,),
+        config=SessionConfig(),
+        created_at=created_at,
+    )
 
 
 ids = st.text(min_size=1, max_size=40)
@@ -470,20 +608,30 @@ def test_cursor_round_trips(created_at: datetime, sid: str) -> None:
     assert decode_cursor(cursor) == (to_us(created_at), sid)
 
 
-@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from("abcde")), min_size=1,
-                max_size=20, unique=True), st.data())
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from("abcde")), min_size=1, max_size=20, unique=True
+    ),
+    st.data(),
+)
 def test_after_cursor_is_strictly_after_in_newest_first_order(
     keys: list[tuple[int, str]], data: st.DataObject
 ) -> None:
-    sessions = sorted((_session(from_us(us), sid) for us, sid in keys),
-                      key=lambda s: (s.created_at, s.id), reverse=True)
+    sessions = sorted(
+        (_session(from_us(us), sid) for us, sid in keys),
+        key=lambda s: (s.created_at, s.id),
+        reverse=True,
+    )
     k = data.draw(st.integers(0, len(sessions) - 1))
     position = decode_cursor(encode_cursor(sessions[k]))
-    assert [s for s in sessions if after_cursor(s, position)] == sessions[k + 1:]
+    assert [s for s in sessions if after_cursor(s, position)] == sessions[k + 1 :]
 
 
-@pytest.mark.parametrize("cursor", ["", "!!!", "YWJj", "MTIzOg", "YWJjOmRlZg", "_w"],
-                         ids=["empty", "junk", "no-colon", "no-id", "not-a-number", "not-utf8"])
+@pytest.mark.parametrize(
+    "cursor",
+    ["", "!!!", "YWJj", "MTIzOg", "YWJjOmRlZg", "_w"],
+    ids=["empty", "junk", "no-colon", "no-id", "not-a-number", "not-utf8"],
+)
 def test_decode_cursor_rejects_malformed(cursor: str) -> None:
     with pytest.raises(ValidationError, match="invalid cursor") as info:
         decode_cursor(cursor)
@@ -499,6 +647,14 @@ def test_decode_cursor_raises_only_validation_error(cursor: str) -> None:
 def test_apply_transition_checks_status_before_version() -> None:
     done = _session(EPOCH, "s").evolve(status=C, version=3)
     with pytest.raises(InvalidTransition):
-        apply_transition(done, expected_version=1, to_status=F, reason="r", now=EPOCH,
-                         owner=UNCHANGED, lease_expires_at=UNCHANGED, stats=None,
-                         unchanged=UNCHANGED)
+        apply_transition(
+            done,
+            expected_version=1,
+            to_status=F,
+            reason="r",
+            now=EPOCH,
+            owner=UNCHANGED,
+            lease_expires_at=UNCHANGED,
+            stats=None,
+            unchanged=UNCHANGED,
+        )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
-
 import asyncio
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
