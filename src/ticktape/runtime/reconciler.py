@@ -175,8 +175,8 @@ class Reconciler:
         )
 
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
-        counts = await self._retried(lambda: self._store.ticks.count(session.id), "count ticks")
-        stats = counts.as_stats(session.stats.errors)
+        seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")
+        stats = seal.counts.as_stats(session.stats.errors)
         detail = self._why(session, force)
         try:
             await self._retried(
@@ -190,6 +190,7 @@ class Reconciler:
                     stats=stats,
                     lease_expires_at=None,
                     lease_expired_before=None if force else now,
+                    seal=seal,  # late ticks of the lost owner are never counted
                 ),
                 "reap session",
                 session.id,
@@ -202,6 +203,8 @@ class Reconciler:
 
     async def _claim(self, session: Session, now: datetime, *, force: bool) -> bool:
         detail = f"{self._why(session, force)}; claimed by {self._owner}"
+        # closes the lost owner's tenure: its late ticks are never counted, read or resumed after
+        seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")
         try:
             claimed = await self._retried(
                 lambda: self._store.sessions.claim(
@@ -213,6 +216,7 @@ class Reconciler:
                     reason=Reason.OWNER_CHANGED,
                     detail=detail,
                     lease_expired_before=None if force else now,
+                    seal=seal,
                 ),
                 "claim session",
                 session.id,
@@ -235,7 +239,7 @@ class Reconciler:
 
     async def _finish_stop(self, session: Session) -> None:
         """The previous owner died while stopping: record the stop with what is stored."""
-        counts = await self._retried(lambda: self._store.ticks.count(session.id), "count ticks")
+        seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")
         # moved meanwhile (TransitionRace, InvalidTransition): whoever moved it decides
         with contextlib.suppress(TransitionRace, InvalidTransition):
             await self._store.sessions.transition(
@@ -245,6 +249,7 @@ class Reconciler:
                 actor=self._owner,
                 reason=session.reason or Reason.USER_STOP,
                 detail="finished by the instance that claimed it",
-                stats=counts.as_stats(session.stats.errors),
+                stats=seal.counts.as_stats(session.stats.errors),
                 lease_expires_at=None,
+                seal=seal,
             )

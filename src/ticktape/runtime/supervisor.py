@@ -27,9 +27,8 @@ from ticktape.runners.collect import CollectRunner, Outcome, RunHandle, RunResul
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
 from ticktape.runtime.transitions import MAX_CAS_ROUNDS, note, request_stop, retry_noted
-from ticktape.store.base import Store
+from ticktape.store.base import Seal, Store
 from ticktape.store.faulty import FaultyStore
-from ticktape.ticks import TickCounts
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -217,9 +216,10 @@ class Supervisor:
             on_retry=self._metrics.store_retry,
         )
 
-    async def _count(self, session_id: str) -> TickCounts:
+    async def _seal(self, session_id: str) -> Seal:
+        """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
         return await self._retried(
-            session_id, lambda: self._store.ticks.count(session_id), "count ticks"
+            session_id, lambda: self._store.ticks.seal(session_id), "count ticks"
         )
 
     async def _begin(self, session_id: str) -> Session | None:
@@ -231,11 +231,11 @@ class Supervisor:
             if current.status is SessionStatus.RUNNING:
                 return current
             if current.status is SessionStatus.STOPPING:
-                counts = await self._count(session_id)  # none, unless a claimed session
-                stats = counts.as_stats(current.stats.errors)
+                seal = await self._seal(session_id)  # no ticks, unless a claimed session
+                stats = seal.counts.as_stats(current.stats.errors)
                 reason = current.reason or Reason.USER_STOP
                 try:
-                    await self._finalise(current, SessionStatus.STOPPED, reason, stats)
+                    await self._finalise(current, SessionStatus.STOPPED, reason, stats, seal=seal)
                 except (TransitionRace, InvalidTransition):
                     continue
                 return None
@@ -287,7 +287,8 @@ class Supervisor:
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7)."""
-        counts = await self._count(handle.session_id)
+        seal = await self._seal(handle.session_id)
+        counts = seal.counts
         if counts != handle.written:
             await note(
                 self._store,
@@ -321,7 +322,7 @@ class Supervisor:
                 )
                 continue
             try:
-                await self._finalise(current, target, reason, stats, detail)
+                await self._finalise(current, target, reason, stats, detail, seal=seal)
                 return
             except (TransitionRace, InvalidTransition):
                 continue
@@ -333,6 +334,8 @@ class Supervisor:
         reason: str,
         stats: Stats,
         detail: str | None = None,
+        *,
+        seal: Seal,
     ) -> Session:
         ended = await self._retried(
             current.id,
@@ -345,6 +348,7 @@ class Supervisor:
                 detail=detail,
                 stats=stats,
                 lease_expires_at=None,
+                seal=seal,
             ),
             f"mark session {target.value}",
         )
@@ -357,9 +361,11 @@ class Supervisor:
                 current = await self._store.sessions.get_session(session_id)
                 if current.is_terminal or current.owner != self._owner:
                     return
-                counts = await self._store.ticks.count(session_id)
-                stats = counts.as_stats(current.stats.errors)
-                await self._finalise(current, SessionStatus.FAILED, reason, stats, detail)
+                seal = await self._store.ticks.seal(session_id)
+                stats = seal.counts.as_stats(current.stats.errors)
+                await self._finalise(
+                    current, SessionStatus.FAILED, reason, stats, detail, seal=seal
+                )
                 return
             except (TransitionRace, InvalidTransition):
                 continue
@@ -403,7 +409,7 @@ class Supervisor:
             # a stop arrived meanwhile, or ticks were lost: end it here as usual
             await self._finish(handle, RunResult(Outcome.STOPPED, result.error))
             return
-        counts = await self._count(handle.session_id)
+        counts = (await self._seal(handle.session_id)).counts  # the claim seals the tenure
         stats = counts.as_stats(handle.unstored)
         try:
             await self._leases.release(handle, stats)

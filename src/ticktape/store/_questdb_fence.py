@@ -89,7 +89,7 @@ class Tenure:
         (``trades`` or ``orderbook``), with its parameters."""
         if not self.fences:
             return "", []
-        terms = " OR ".join("(epoch = %s AND batch > %s)" for _ in self.fences)
+        terms = " OR ".join("(epoch = %s AND batch_seq > %s)" for _ in self.fences)
         params: list[object] = []
         for f in self.fences:
             params.extend([f.epoch, f.last(table)])

@@ -1,0 +1,301 @@
+"""QuestDB's fencing window, reproduced on a real server.
+
+ILP cannot share a transaction with the session log, so a tick writer is checked
+first and sends after. The chaos run once caught an owner paused between the two
+(SIGSTOP): it was reaped and counted, then its batch landed, and the failed
+session's stats were below its stored rows. Here the pause is made exact: the
+send waits on a gate after the ownership check has passed, the session is reaped
+(or claimed) meanwhile, then the gate opens and the late rows really land — the
+raw table shows them — yet no count, read or position of the store includes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import Run, isolated_questdb_url
+from ticktape.domain import SessionStatus, utcnow
+from ticktape.errors import TransitionRace
+from ticktape.feeds.sim import ResumePoint, SimExchange
+from ticktape.store import Store, open_store
+from ticktape.store.base import TickQuery
+from ticktape.store.questdb_ticks import QuestDBTickStore
+from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
+
+pytestmark = pytest.mark.questdb
+
+START_US = 1_700_000_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[Store, Store]]:
+    """Two instances' stores on one QuestDB: the stale owner's and the reaper's."""
+    url = isolated_questdb_url(questdb_url)
+    pair = (open_store(url), open_store(url))
+    for s in pair:
+        run(s.open())
+    yield pair
+    for s in pair:
+        run(s.close())
+
+
+class PausedSend:
+    """Holds the next ILP send of one store after its ownership check has passed."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        ticks = store.ticks
+        assert isinstance(ticks, QuestDBTickStore)
+        self.checked = asyncio.Event()
+        self.gate = threading.Event()
+        original_check = ticks._check_owner
+        original_send = ticks._send
+        loop = asyncio.get_running_loop()
+
+        async def check(session_ids: list[str], owner: str) -> dict[str, int]:
+            epochs = await original_check(session_ids, owner)
+            loop.call_soon_threadsafe(self.checked.set)
+            return epochs
+
+        def send(frames: list[tuple[str, Any]]) -> None:
+            assert self.gate.wait(30), "the test never opened the gate"
+            original_send(frames)
+
+        monkeypatch.setattr(ticks, "_check_owner", check)
+        monkeypatch.setattr(ticks, "_send", send)
+
+    def __enter__(self) -> PausedSend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.gate.set()  # whatever happened, never leave the sender thread waiting
+
+
+def _feed(session_id: str, resume: ResumePoint | None = None) -> SimExchange:
+    return SimExchange(session_id, ("BTC_USDT",), rate_per_s=0, start_us=START_US, resume=resume)
+
+
+async def _raw_trades(store: Store, session_id: str) -> int:
+    """Rows physically in the trades table, fenced or not."""
+    ticks = store.ticks
+    assert isinstance(ticks, QuestDBTickStore)
+    await ticks.wait_visible(30)
+    rows = await ticks._scalar_rows(
+        "SELECT count() FROM tt_trades WHERE session_id = %s", [session_id], "raw count"
+    )
+    return int(rows[0][0])
+
+
+async def _start(store: Store, make_session: Callable[..., Any], owner: str) -> Any:
+    session = await store.sessions.create_session(make_session(owner=owner), actor="test")
+    return await store.sessions.transition(
+        session.id,
+        expected_version=session.version,
+        to_status=SessionStatus.RUNNING,
+        actor=owner,
+        reason="started",
+        lease_expires_at=utcnow() + timedelta(seconds=10),
+    )
+
+
+def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
+    stores: tuple[Store, Store],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stale, reaper = stores
+
+    async def scenario() -> None:
+        session = await _start(stale, make_session, "stale")
+        feed = _feed(session.id)
+        await stale.ticks.write(feed.next_block(), owner="stale")
+        with PausedSend(stale, monkeypatch) as paused:
+            await reap_while_paused(session, paused, feed.next_block())
+
+    async def reap_while_paused(session: Any, paused: PausedSend, block: list[TickBatch]) -> None:
+        late = asyncio.create_task(stale.ticks.write(block, owner="stale"))
+        await paused.checked.wait()  # the check passed; the send is held
+
+        seal = await reaper.ticks.seal(session.id)
+        reaped = await reaper.sessions.transition(
+            session.id,
+            expected_version=session.version,
+            to_status=SessionStatus.FAILED,
+            actor="reaper",
+            reason="owner_lost",
+            stats=seal.counts.as_stats(0),
+            lease_expires_at=None,
+            seal=seal,
+        )
+        position = await reaper.ticks.position(session.id)
+        trades = await reaper.ticks.read_trades(TickQuery(session.id, limit=10_000))
+
+        paused.gate.set()
+        await late  # the late batch is acknowledged by QuestDB
+        raw = await _raw_trades(reaper, session.id)
+        assert raw > seal.counts.trades, "the late rows must really be in the table"
+
+        assert await reaper.ticks.count(session.id) == seal.counts
+        assert (reaped.stats.trades, reaped.stats.orderbook) == (
+            seal.counts.trades,
+            seal.counts.orderbook,
+        )
+        assert await reaper.ticks.read_trades(TickQuery(session.id, limit=10_000)) == trades
+        assert await reaper.ticks.position(session.id) == position
+        books = await reaper.ticks.read_orderbook(TickQuery(session.id, limit=10_000))
+        assert len(books) == seal.counts.orderbook
+
+    run(scenario())
+
+
+def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
+    stores: tuple[Store, Store],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stale, claimer = stores
+
+    async def scenario() -> None:
+        session = await _start(stale, make_session, "stale")
+        await stale.ticks.write(_feed(session.id).next_block(), owner="stale")
+        await stale.ticks.wait_visible(30)
+        position = await claimer.ticks.position(session.id)
+        assert position.last_ts is not None
+        after_us = (position.last_ts - EPOCH) // timedelta(microseconds=1)
+        resume = ResumePoint(after_us, dict(position.last_trade_ids), {})
+        # the stale owner's next block and the new owner's first one share their keys
+        with PausedSend(stale, monkeypatch) as paused:
+            await claim_while_paused(session, paused, resume)
+
+    async def claim_while_paused(session: Any, paused: PausedSend, resume: ResumePoint) -> None:
+        stale_feed = _feed(session.id, resume)
+        stale_feed.blocks_emitted = 1  # the stale owner's second block...
+        late = asyncio.create_task(stale.ticks.write(stale_feed.next_block(), owner="stale"))
+        await paused.checked.wait()
+
+        seal = await claimer.ticks.seal(session.id)
+        claimed = await claimer.sessions.claim(
+            session.id,
+            expected_version=session.version,
+            owner="claimer",
+            lease_expires_at=utcnow() + timedelta(seconds=10),
+            actor="claimer",
+            reason="owner_changed",
+            seal=seal,
+        )
+        mine = _feed(session.id, resume).next_block()  # ...and the new owner's first
+        await claimer.ticks.write(mine, owner="claimer")
+        await claimer.ticks.wait_visible(30)
+        expected = seal.counts + TickCounts(
+            sum(len(b) for b in mine if isinstance(b, TradeBatch)),
+            sum(len(b) for b in mine if isinstance(b, BookBatch)),
+        )
+        assert await claimer.ticks.count(session.id) == expected
+        before = await claimer.ticks.read_trades(TickQuery(session.id, limit=10_000))
+
+        paused.gate.set()  # the late rows land after the new owner's, with the same keys
+        await late
+        assert await _raw_trades(claimer, session.id) > expected.trades
+
+        assert await claimer.ticks.count(session.id) == expected
+        assert await claimer.ticks.read_trades(TickQuery(session.id, limit=10_000)) == before
+
+        final = await claimer.ticks.seal(session.id)
+        stopped = await claimer.sessions.transition(
+            session.id,
+            expected_version=claimed.version,
+            to_status=SessionStatus.COMPLETED,
+            actor="claimer",
+            reason="duration_reached",
+            stats=final.counts.as_stats(0),
+            lease_expires_at=None,
+            seal=final,
+        )
+        assert stopped.stats.trades == (await claimer.ticks.count(session.id)).trades
+
+    run(scenario())
+
+
+def test_a_seal_from_an_earlier_tenure_is_refused(
+    stores: tuple[Store, Store], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """A seal taken before a claim cannot close the new owner's tenure."""
+    store = stores[0]
+
+    async def scenario() -> None:
+        session = await _start(store, make_session, "first")
+        old_seal = await store.ticks.seal(session.id)
+        claimed = await store.sessions.claim(
+            session.id,
+            expected_version=session.version,
+            owner="second",
+            lease_expires_at=utcnow() + timedelta(seconds=10),
+            actor="second",
+            reason="owner_changed",
+            seal=old_seal,
+        )
+        with pytest.raises(TransitionRace):
+            await store.sessions.transition(
+                session.id,
+                expected_version=claimed.version,
+                to_status=SessionStatus.FAILED,
+                actor="x",
+                reason="owner_lost",
+                stats=old_seal.counts.as_stats(0),
+                seal=old_seal,
+            )
+        assert (await store.sessions.get_session(session.id)).status is SessionStatus.RUNNING
+
+    run(scenario())
+
+
+def test_tables_of_an_earlier_release_gain_the_fence_columns(
+    questdb_url: str, run: Run[Any]
+) -> None:
+    """Tables created without ``epoch``/``batch_seq``/``fences`` are migrated on open."""
+    from ticktape.store._questdb_db import ORDERBOOK_DDL, SESSION_LOG_DDL, TRADES_DDL
+
+    url = isolated_questdb_url(questdb_url)
+    store = open_store(url)
+
+    def old(ddl: str) -> str:
+        for line in ("    epoch LONG,\n", "    batch_seq LONG\n", "    fences VARCHAR\n"):
+            ddl = ddl.replace(line, "")
+        return ddl.replace("ts TIMESTAMP,\n) TIMESTAMP", "ts TIMESTAMP\n) TIMESTAMP").replace(
+            ", epoch)", ")"
+        )
+
+    async def scenario() -> dict[str, dict[str, bool]]:
+        db = store._db  # type: ignore[attr-defined]
+        await db.open()
+        for ddl in (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL):
+            async with db.writer("old schema") as conn:
+                await conn.execute(db.q(old(ddl)))
+        async with db.reader("columns") as conn:
+            cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{db.q('tt_trades')}')")
+            assert "epoch" not in {str(c) for (c,) in await cur.fetchall()}
+        await db.close()
+        await store.open()  # migrates
+        columns = {}
+        for table in ("tt_session_log", "tt_trades", "tt_orderbook"):
+            async with db.reader("columns") as conn:
+                cur = await conn.execute(
+                    f"SELECT \"column\", upsertKey FROM table_columns('{db.q(table)}')"
+                )
+                columns[table] = {str(c): bool(k) for c, k in await cur.fetchall()}
+        await store.close()
+        return columns
+
+    columns = run(scenario())
+    assert {"epoch", "fences"} <= columns["tt_session_log"].keys()
+    for table in ("tt_trades", "tt_orderbook"):
+        assert columns[table]["epoch"] is True  # a DEDUP key
+        assert columns[table]["batch_seq"] is False
