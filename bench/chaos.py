@@ -408,6 +408,7 @@ async def verify_store(
                 break
             cursor = page.next_cursor
         invalid, mismatched, still_active = [], [], []
+        fenced: dict[str, list[int]] = {}  # QuestDB: late rows of stale owners, kept out
         reaps: list[float] = []
         claims: list[float] = []
         handovers: list[float] = []
@@ -424,6 +425,9 @@ async def verify_store(
                 counts = await store.ticks.count(s.id)
                 if (s.stats.trades, s.stats.orderbook) != (counts.trades, counts.orderbook):
                     mismatched.append(s.id)
+                late = await store.ticks.fenced(s.id) if hasattr(store.ticks, "fenced") else None
+                if late is not None and (late.trades or late.orderbook):
+                    fenced[s.id] = [late.trades, late.orderbook]
             else:
                 still_active.append(s.id)
             for i, e in enumerate(events):
@@ -448,6 +452,7 @@ async def verify_store(
             "still_active": still_active,
             "invalid_histories": invalid,
             "stats_mismatches": mismatched,
+            "late_rows_fenced": fenced,
             "reaps": reaps,
             "claims": claims,
             "handover_claims": handovers,
@@ -575,6 +580,7 @@ def main() -> int:
         "zombie_stopped_notes": checked["zombie_notes"],
         "invalid_transitions": len(checked["invalid_histories"]),
         "stats_mismatches": len(checked["stats_mismatches"]),
+        "sessions_with_late_rows_fenced": checked["late_rows_fenced"],
         "still_active_after_final_stop": len(checked["still_active"]),
         "orphan_reap_s": summary(checked["reaps"]),
         "orphan_claim_s": summary(checked["claims"]),

@@ -38,6 +38,22 @@ def wait_for(
         time.sleep(0.05)
 
 
+def wait_for_event(
+    client: httpx.Client, session_id: str, reason: str, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """Poll the session's history until an event with ``reason`` is in it; the history."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events: list[dict[str, Any]] = client.get(f"/api/sessions/{session_id}/events").json()[
+            "events"
+        ]
+        if any(e["reason"] == reason for e in events):
+            return events
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {reason!r} event in {timeout_s}s: {events}")
+        time.sleep(0.05)
+
+
 def assert_valid_history(client: httpx.Client, session_id: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = client.get(f"/api/sessions/{session_id}/events").json()["events"]
     transitions = [e for e in events if e["from_status"] != e["to_status"]]

@@ -143,6 +143,10 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
         assert raw > seal.counts.trades, "the late rows must really be in the table"
 
         assert await reaper.ticks.count(session.id) == seal.counts
+        ticks = reaper.ticks
+        assert isinstance(ticks, QuestDBTickStore)
+        late_trades = sum(len(b) for b in block if isinstance(b, TradeBatch))
+        assert (await ticks.fenced(session.id)).trades == raw - seal.counts.trades == late_trades
         assert (reaped.stats.trades, reaped.stats.orderbook) == (
             seal.counts.trades,
             seal.counts.orderbook,

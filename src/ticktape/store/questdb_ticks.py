@@ -266,6 +266,17 @@ class QuestDBTickStore(TickStore):
         counted = await self._counted(session_id, await self._tenure(session_id), "count ticks")
         return TickCounts(counted["trades"][0], counted["orderbook"][0])
 
+    async def fenced(self, session_id: str) -> TickCounts:
+        """Rows stored past a sealed fence: a stale owner's late writes, kept out of every
+        count and read (not part of the store contract; for diagnostics and the chaos run)."""
+        tenure = await self._tenure(session_id)
+        await self.wait_visible(VISIBILITY_TIMEOUT_S)
+        raw = await self._counted(session_id, Tenure(tenure.epoch), "count fenced ticks")
+        kept = await self._counted(session_id, tenure, "count fenced ticks")
+        return TickCounts(
+            raw["trades"][0] - kept["trades"][0], raw["orderbook"][0] - kept["orderbook"][0]
+        )
+
     async def seal(self, session_id: str) -> Seal:
         await self.wait_visible(VISIBILITY_TIMEOUT_S)
         tenure = await self._tenure(session_id)
