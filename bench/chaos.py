@@ -62,7 +62,7 @@ from ticktape.testing import ServerProcess
 
 DEFAULT_FAULTS = (
     "write=0.02,write@after=0.01,renew_lease=0.05,transition=0.02,transition@after=0.01,"
-    "claim=0.05,count=0.02,add_event=0.02,find_expired=0.02"
+    "claim=0.05,count=0.02,seal=0.02,add_event=0.02,find_expired=0.02"
 )
 SYMBOLS = ["BTC_USDT", "ETH_USDT", "SOL_USDT", "XRP_USDT"]
 ACTIVE = "pending,running,stopping"
