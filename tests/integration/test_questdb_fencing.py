@@ -123,6 +123,7 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
         late = asyncio.create_task(stale.ticks.write(block, owner="stale"))
         await paused.checked.wait()  # the check passed; the send is held
 
+        await reaper.ticks.wait_visible(30)  # as the reconciler does before sealing
         seal = await reaper.ticks.seal(session.id)
         reaped = await reaper.sessions.transition(
             session.id,
@@ -185,6 +186,7 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
         late = asyncio.create_task(stale.ticks.write(stale_feed.next_block(), owner="stale"))
         await paused.checked.wait()
 
+        await claimer.ticks.wait_visible(30)
         seal = await claimer.ticks.seal(session.id)
         claimed = await claimer.sessions.claim(
             session.id,

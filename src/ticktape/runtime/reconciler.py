@@ -93,9 +93,10 @@ class Reconciler:
         self._pass = asyncio.Lock()
 
     async def loop(self) -> None:
-        every = self._settings.reconcile_every_s
+        # jitter spreads instances apart; a wait plus the pass's visibility budget never
+        # exceeds the interval, which the reap bound rests on
+        every = self._settings.reconcile_every_s - self._settings.reconcile_visibility_s
         while True:
-            # jitter spreads instances apart but never makes a wait longer than `every`
             await asyncio.sleep(every * random.uniform(RECONCILE_JITTER_MIN, 1.0))
             try:
                 await self.reconcile()
@@ -127,17 +128,21 @@ class Reconciler:
             for s in mine:
                 if s.owner != self._owner and s.id not in expired:
                     restarted[s.id] = s
-        done = 0
+        orphans = []
         for session in [*expired.values(), *restarted.values()]:
-            force = session.id in restarted
             handle = self._host.handles.get(session.id)
-            if handle is not None:
+            if handle is None:
+                orphans.append(session)
+            elif session.owner != self._owner:
                 # Ours and alive: it fences itself before its lease expires. Or someone
                 # else's by now: tear down what still runs here. Either way the runner is
                 # on its way out; the next pass, one interval later, takes care of it.
-                if session.owner != self._owner:
-                    handle.lose(f"owner is now {session.owner}")
-                continue
+                handle.lose(f"owner is now {session.owner}")
+        if orphans:
+            await self._let_ticks_land()
+        done = 0
+        for session in orphans:
+            force = session.id in restarted
             try:
                 if is_resumable(session) and not self._host.closing:
                     done += await self._claim(session, now, force=force)
@@ -146,6 +151,16 @@ class Reconciler:
             except StoreError as exc:  # one failure must not stop the pass: next pass retries
                 log.error("reconciler: session %s: %s", session.id, exc)
         return done
+
+    async def _let_ticks_land(self) -> None:
+        """Give ticks the lost owners had acknowledged a bounded time to become visible, so
+        the seals count them. Past the budget the seals count what is visible: rows that
+        land later are fenced out, never counted (store.base.Seal)."""
+        budget = self._settings.reconcile_visibility_s
+        try:
+            await self._store.ticks.wait_visible(budget)
+        except StoreError as exc:
+            log.warning("reconciler: sealing what is visible (%s)", exc)
 
     def _why(self, session: Session, force: bool) -> str:
         expiry = session.lease_expires_at

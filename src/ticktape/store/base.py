@@ -321,11 +321,13 @@ class TickStore(abc.ABC):
     async def seal(self, session_id: str) -> Seal:
         """Count the session's ticks for a transition that ends its owner's tenure.
 
-        Waits until every acknowledged write is visible (as :meth:`wait_visible`),
-        then counts as :meth:`count` does, at one instant per tick table, and
-        returns the counts with the fence that makes them final once the seal is
-        passed to :meth:`SessionStore.transition` or :meth:`SessionStore.claim`.
-        A seal that no transition uses changes nothing.
+        Counts what is visible, as :meth:`count` does, at one instant per tick
+        table, and returns the counts with the fence that makes them final once
+        the seal is passed to :meth:`SessionStore.transition` or
+        :meth:`SessionStore.claim`: rows of this tenure that become visible later
+        are never counted or read. Call :meth:`wait_visible` first to include
+        every write acknowledged so far. A seal that no transition uses changes
+        nothing.
 
         This default is for backends that fence tick writes in the session's own
         transaction (nothing can land late): the counts, and no fence.

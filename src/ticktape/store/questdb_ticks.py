@@ -278,7 +278,6 @@ class QuestDBTickStore(TickStore):
         )
 
     async def seal(self, session_id: str) -> Seal:
-        await self.wait_visible(VISIBILITY_TIMEOUT_S)
         tenure = await self._tenure(session_id)
         counted = await self._counted(session_id, tenure, "seal ticks")
         fence = Fence(tenure.epoch, counted["trades"][1], counted["orderbook"][1])
