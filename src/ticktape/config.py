@@ -26,10 +26,11 @@ LEASE_S = 10.0  # a lease not renewed for this long is expired; the reconciler r
 # but never lengthens a wait beyond the interval (docs/resilience.md).
 RECONCILE_INTERVAL_S: float | None = None
 RECONCILE_JITTER_MIN = 0.5
-# A pass that has orphans to seal first gives acknowledged ticks this share of the
-# interval to become visible (QuestDB applies its WAL later); the wait before each
-# pass is shortened by as much, so wait + visibility never exceed the interval.
-RECONCILE_VISIBILITY_SHARE = 0.25
+# The wait before each reconciler pass is shortened by this share of the interval,
+# kept for the pass itself, so that wait + pass stay within the interval. Half of it
+# may go to letting the ticks that lost owners acknowledged become visible (QuestDB
+# applies its WAL later) before their sessions are sealed.
+RECONCILE_PASS_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
@@ -130,9 +131,14 @@ class Settings:
         return self.reconcile_interval_s
 
     @property
+    def reconcile_pass_budget_s(self) -> float:
+        """The part of the reconcile interval kept for the pass (the wait is shortened)."""
+        return self.reconcile_every_s * RECONCILE_PASS_SHARE
+
+    @property
     def reconcile_visibility_s(self) -> float:
         """How long a reconciler pass waits for acknowledged ticks before sealing orphans."""
-        return self.reconcile_every_s * RECONCILE_VISIBILITY_SHARE
+        return self.reconcile_pass_budget_s / 2
 
     @property
     def reap_bound_s(self) -> float:

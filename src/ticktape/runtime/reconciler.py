@@ -93,9 +93,9 @@ class Reconciler:
         self._pass = asyncio.Lock()
 
     async def loop(self) -> None:
-        # jitter spreads instances apart; a wait plus the pass's visibility budget never
+        # jitter spreads instances apart; a wait plus the budget kept for the pass never
         # exceeds the interval, which the reap bound rests on
-        every = self._settings.reconcile_every_s - self._settings.reconcile_visibility_s
+        every = self._settings.reconcile_every_s - self._settings.reconcile_pass_budget_s
         while True:
             await asyncio.sleep(every * random.uniform(RECONCILE_JITTER_MIN, 1.0))
             try:
@@ -138,19 +138,24 @@ class Reconciler:
                 # else's by now: tear down what still runs here. Either way the runner is
                 # on its way out; the next pass, one interval later, takes care of it.
                 handle.lose(f"owner is now {session.owner}")
-        if orphans:
-            await self._let_ticks_land()
-        done = 0
-        for session in orphans:
-            force = session.id in restarted
-            try:
-                if is_resumable(session) and not self._host.closing:
-                    done += await self._claim(session, now, force=force)
-                else:
-                    done += await self._reap(session, now, force=force)
-            except StoreError as exc:  # one failure must not stop the pass: next pass retries
-                log.error("reconciler: session %s: %s", session.id, exc)
-        return done
+        if not orphans:
+            return 0
+        await self._let_ticks_land()
+        # all at once: an instance that died with many sessions has them all reaped
+        # within the pass's budget, not one after another (each is its own CAS)
+        results = await asyncio.gather(
+            *(self._take_care(s, now, force=s.id in restarted) for s in orphans)
+        )
+        return sum(results)
+
+    async def _take_care(self, session: Session, now: datetime, *, force: bool) -> bool:
+        try:
+            if is_resumable(session) and not self._host.closing:
+                return await self._claim(session, now, force=force)
+            return await self._reap(session, now, force=force)
+        except StoreError as exc:  # one failure must not stop the pass: next pass retries
+            log.error("reconciler: session %s: %s", session.id, exc)
+            return False
 
     async def _let_ticks_land(self) -> None:
         """Give ticks the lost owners had acknowledged a bounded time to become visible, so
