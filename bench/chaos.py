@@ -346,13 +346,18 @@ def watcher(cluster: Cluster, watch: Watch, end: float, bound_s: float) -> None:
         if picked is None:
             continue
         try:
+            # Runners are read before and after the listing and the smaller count is
+            # used: a session started or ended while the listing was read is not an
+            # excess, a runner that outlives its ownership is in both reads.
+            nodes = cluster.up()
+            before = {n.name: scrape(n).get("ticktape_local_runners", 0.0) for n in nodes}
             with picked[1] as c:
                 active = c.get("/api/sessions", params={"status": ACTIVE, "limit": 500})
                 owners = [str(s["owner"]) for s in active.json()["sessions"]]
-            for node in cluster.up():
-                scraped = scrape(node)
+            for node in nodes:
+                runners = min(before[node.name], scrape(node).get("ticktape_local_runners", 0.0))
                 owned = sum(o.startswith(f"{node.name}/") for o in owners)
-                excess = scraped.get("ticktape_local_runners", 0.0) > owned
+                excess = runners > owned
                 watch.samples += 1
                 key = f"{node.name}#{node.server.starts}"
                 if not excess:
