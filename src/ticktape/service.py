@@ -45,7 +45,7 @@ class Runtime(Protocol):
         """The owner token this instance writes into the sessions it runs."""
 
     def launch(self, session: Session) -> None:
-        """Start running a session this instance has just created (and owns)."""
+        """Start running a ``pending`` session this instance owns; a no-op if it runs here."""
 
     def request_stop(self, session_id: str) -> None:
         """Wake the local runner of this session, if any, to act on a stop now."""
@@ -63,7 +63,9 @@ class SessionService:
     async def create(self, spec: SessionSpec, *, idempotency_key: str | None = None) -> Session:
         """Write the ``pending`` session durably and visibly, hand it to the runtime, return it.
 
-        With an ``idempotency_key`` already used, returns that earlier session unchanged.
+        With an ``idempotency_key`` already used, returns that earlier session unchanged
+        (and, if it is still ``pending`` under this instance, launches it: the attempt that
+        wrote it may have failed before it could).
         """
         started = time.perf_counter()
         now = utcnow()
@@ -89,6 +91,11 @@ class SessionService:
         if stored.id == draft.id:
             self._runtime.launch(stored)
             self._metrics.session_created(time.perf_counter() - started)
+        elif stored.status is SessionStatus.PENDING and stored.owner == self._runtime.owner:
+            # A client retrying with its key after an earlier attempt was written but
+            # answered with an error: that attempt launched nothing, so launch it now
+            # (a no-op if it is running here; the pending → running CAS decides the rest).
+            self._runtime.launch(stored)
         return stored
 
     async def _create_once(self, draft: Session) -> Session:

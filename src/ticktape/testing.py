@@ -212,10 +212,10 @@ class Instance:
         await self.shutdown()
         await self.raw.close()
 
-    async def create(self, **spec: Any) -> Session:
+    async def create(self, *, idempotency_key: str | None = None, **spec: Any) -> Session:
         """Create a session through the service (``validate_spec`` arguments)."""
         body: dict[str, Any] = {"kind": "collect", "symbols": ["BTC_USDT", "ETH_USDT"], **spec}
-        return await self.service.create(validate_spec(**body))
+        return await self.service.create(validate_spec(**body), idempotency_key=idempotency_key)
 
     def metric(self, name: str) -> float:
         value = self.metrics.registry.get_sample_value(name)

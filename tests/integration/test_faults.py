@@ -234,6 +234,31 @@ def test_a_create_committed_then_failing_for_good_runs_nothing_and_is_reaped(
     scenario(body)
 
 
+def test_a_retry_with_the_key_of_a_create_written_then_failed_runs_that_session(
+    scenario: Any,
+) -> None:
+    async def body(add: Add) -> None:
+        a = await add("a", lease_s=30.0)  # no reaping while the client retries
+        a.store.fail("create_session", after=True)  # written, then the store goes away
+        outage = a.store.fail("create_session", times=None)
+        with pytest.raises(StoreUnavailable):
+            await a.create(idempotency_key="order-7", rate_per_s=1000)
+        assert a.supervisor.running_ids == []
+        outage.remove()
+        session = await a.create(idempotency_key="order-7", rate_per_s=1000)  # the client's retry
+        (only,) = (await a.raw.sessions.list_sessions(SessionQuery())).sessions
+        assert session.id == only.id
+        assert a.supervisor.running_ids == [session.id]
+        await wait_status(a, session.id, RUNNING)
+        await wait_for_data(a, session.id)
+        again = await a.create(idempotency_key="order-7")  # a third call changes nothing
+        assert again.id == session.id and a.supervisor.running_ids == [session.id]
+        moves = [e.to_status for e in await history(a, session.id) if e.from_status != e.to_status]
+        assert moves == [SessionStatus.PENDING, RUNNING]  # launched once, by the retry
+
+    scenario(body)
+
+
 def test_a_start_whose_running_write_fails_ends_failed_and_runs_nothing(
     scenario: Any,
 ) -> None:

@@ -49,7 +49,8 @@ class FakeRuntime:
         return OWNER
 
     def launch(self, session: Session) -> None:
-        self.launched.append(session.id)
+        if session.id not in self.launched:  # like the supervisor: a no-op while it runs
+            self.launched.append(session.id)
 
     def request_stop(self, session_id: str) -> None:
         self.stop_requests.append(session_id)
