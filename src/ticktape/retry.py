@@ -46,3 +46,21 @@ async def retry_transient(
                 on_retry(exc)
             await asyncio.sleep(delay)
     return await operation()
+
+
+async def retry_busy(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    base_s: float,
+    max_s: float,
+) -> T:
+    """Retry only :class:`StoreBusy` — a lock another writer holds for milliseconds —
+    quickly (short capped backoff, many attempts); anything else propagates at once."""
+    for delay in backoff_delays(attempts, base_s, max_s):
+        try:
+            return await operation()
+        except StoreBusy as exc:
+            log.debug("store busy (%s); retrying in %.3fs", exc, delay)
+            await asyncio.sleep(delay)
+    return await operation()

@@ -54,20 +54,20 @@ class PausedSend:
         assert isinstance(ticks, QuestDBTickStore)
         self.checked = asyncio.Event()
         self.gate = threading.Event()
-        original_check = ticks._check_owner
+        original_check = ticks._writers
         original_send = ticks._send
         loop = asyncio.get_running_loop()
 
-        async def check(session_ids: list[str], owner: str) -> dict[str, int]:
-            epochs = await original_check(session_ids, owner)
+        async def check(session_ids: list[str]) -> dict[str, tuple[str, str, int]]:
+            writers = await original_check(session_ids)
             loop.call_soon_threadsafe(self.checked.set)
-            return epochs
+            return writers
 
         def send(frames: list[tuple[str, Any]]) -> None:
             assert self.gate.wait(30), "the test never opened the gate"
             original_send(frames)
 
-        monkeypatch.setattr(ticks, "_check_owner", check)
+        monkeypatch.setattr(ticks, "_writers", check)
         monkeypatch.setattr(ticks, "_send", send)
 
     def __enter__(self) -> PausedSend:

@@ -85,13 +85,14 @@ class LeaseKeeper:
             await self.heartbeat()
 
     async def heartbeat(self) -> None:
-        """Renew every tracked lease, one after the other.
+        """Renew every tracked lease, all at once.
 
-        Not concurrently: on a store with one writer at a time (QuestDB's session
-        table, SQLite) concurrent renewals only contend ("table busy") and fail.
+        Both stores commit writes that arrive together as one group (one transaction,
+        one writer lock), so a heartbeat of many sessions costs a few commits, not
+        one round trip per session; renewed one after another, 20 sessions on QuestDB
+        with another instance contending for the table took longer than the lease.
         """
-        for lease in list(self._leases.values()):
-            await self._renew(lease)
+        await asyncio.gather(*(self._renew(lease) for lease in list(self._leases.values())))
 
     async def _renew(self, lease: _Lease) -> None:
         handle = lease.handle

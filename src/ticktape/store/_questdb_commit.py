@@ -26,10 +26,17 @@ from typing import Any
 
 import psycopg
 
-from ticktape.retry import retry_transient
+from ticktape.retry import retry_busy, retry_transient
 from ticktape.store._questdb_db import Connections
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
+# "table busy": another instance holds the log for one group commit, a few round trips.
+# Retry soon and often (full jitter, capped at 20 ms, ~0.5 s in all) rather than with the
+# general backoff, whose sleeps grow to seconds and made heartbeats of two instances
+# sharing one QuestDB miss their leases; past this bound the general retry takes over.
+BUSY_RETRY_ATTEMPTS = 50
+BUSY_RETRY_BASE_S = 0.001
+BUSY_RETRY_MAX_S = 0.02
 
 
 @dataclass
@@ -81,7 +88,12 @@ class GroupCommitter:
                 continue
             try:
                 answers = await retry_transient(
-                    lambda g=group: self._commit(g),  # type: ignore[misc]
+                    lambda g=group: retry_busy(  # type: ignore[misc]
+                        lambda: self._commit(g),
+                        attempts=BUSY_RETRY_ATTEMPTS,
+                        base_s=BUSY_RETRY_BASE_S,
+                        max_s=BUSY_RETRY_MAX_S,
+                    ),
                     what="append to session log",
                 )
             except BaseException as exc:
