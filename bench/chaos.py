@@ -179,6 +179,9 @@ def workload(cluster: Cluster, ledger: Ledger, args: argparse.Namespace, end: fl
         try:
             with c:
                 active = c.get("/api/sessions", params={"status": ACTIVE, "limit": 500})
+                if active.status_code != 200:  # e.g. 503 while QuestDB restarts
+                    ledger.errors[f"list_{active.status_code}"] += 1
+                    continue
                 ids = [s["id"] for s in active.json()["sessions"]]
                 if len(ids) < args.population:
                     _start_one(c, ledger, args)
