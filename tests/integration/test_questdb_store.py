@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from ticktape.domain import (
     Reason,
     SessionStatus,
     is_valid_history,
+    utcnow,
     validate_spec,
 )
-from ticktape.errors import InvalidTransition, TransitionRace
+from ticktape.errors import InvalidTransition, LeaseLost, SessionNotFound, TransitionRace
 from ticktape.feeds.sim import SimExchange
 from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
@@ -175,6 +177,87 @@ def test_a_replayed_batch_creates_no_duplicates(
     first, second = run(scenario())
     assert first == second
     assert first.trades == sum(len(b) for b in block if not hasattr(b, "depth"))
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str) -> list[Any]:
+    """Record the first argument of every call to ``obj.name`` (an async method)."""
+    calls: list[Any] = []
+    original = getattr(obj, name)
+
+    async def counted(first: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(first)
+        return await original(first, *args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+def test_a_heartbeat_of_many_renewals_reads_them_together_and_renews_each(
+    handles: list[Store],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, other = handles[0], handles[1]
+    ids = [make_session(owner="me").id for _ in range(30)]
+
+    async def scenario() -> list[Any]:
+        for sid in ids:
+            await store.sessions.create_session(make_session(id=sid, owner="me"), actor="t")
+        await other.sessions.create_session(make_session(id="not-mine", owner="you"), actor="t")
+        reads = _count_calls(monkeypatch, store.sessions, "_latest_many")
+        until = utcnow() + timedelta(seconds=30)
+        results = await asyncio.gather(
+            *(
+                store.sessions.renew_lease(sid, owner="me", lease_expires_at=until)
+                for sid in [*ids, "not-mine", "unknown"]
+            ),
+            return_exceptions=True,
+        )
+        assert len(reads) < len(ids) / 3, reads  # read together, not one query per session
+        assert sum(len(batch) for batch in reads) >= len(ids) + 2
+        return results
+
+    results = run(scenario())
+    assert [type(r) for r in results[-2:]] == [LeaseLost, SessionNotFound]
+    for sid, renewed in zip(ids, results, strict=False):
+        assert not isinstance(renewed, BaseException), renewed
+        assert renewed.id == sid
+        seen = run(other.sessions.get_session(sid))  # visible to another instance at once
+        assert seen.lease_expires_at == renewed.lease_expires_at is not None
+
+
+def test_concurrent_tick_writes_go_in_one_send_and_a_stale_writer_is_refused_alone(
+    handles: list[Store],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = handles[0]
+    sessions = [make_session(owner="me") for _ in range(8)] + [make_session(owner="you")]
+    blocks = [
+        SimExchange(s.id, s.symbols, rate_per_s=0, start_us=1_700_000_000_000_000).next_block()
+        for s in sessions
+    ]
+
+    async def scenario() -> list[Any]:
+        for s in sessions:
+            await store.sessions.create_session(s, actor="t")
+        sends = _count_calls(monkeypatch, store.ticks, "_send_group")
+        results = await asyncio.gather(
+            *(store.ticks.write(block, owner="me") for block in blocks), return_exceptions=True
+        )
+        assert len(sends) <= 2, [len(group) for group in sends]  # the first, then the rest
+        await store.ticks.wait_visible(30)
+        return results
+
+    results = run(scenario())
+    assert isinstance(results[-1], LeaseLost)  # "you" own it: only that write is refused
+    for s, block, result in zip(sessions[:-1], blocks, results, strict=False):
+        assert not isinstance(result, BaseException), result
+        counts = run(handles[1].ticks.count(s.id))
+        assert counts.trades == sum(len(b) for b in block if not hasattr(b, "depth")) > 0
+    assert run(handles[1].ticks.count(sessions[-1].id)).trades == 0
 
 
 def test_questdb_restarted_mid_session_loses_nothing_acknowledged(

@@ -19,9 +19,10 @@ See ``docs/questdb.md`` for the design and its measured costs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,6 +78,7 @@ from ticktape.store.base import (
 log = logging.getLogger(__name__)
 
 MAX_APPEND_ROUNDS = 50  # re-read and recompute when another writer appended first
+MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
 _COLUMNS = (
     "id",
     "row_seq",
@@ -271,6 +273,51 @@ def _filters(query: SessionQuery) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
+class _NewestRows:
+    """Newest-row reads of many sessions, asked for concurrently, served by one query.
+
+    A heartbeat renews every lease of an instance at once; each renewal first
+    reads its session's newest row. Read one by one, that is one query per
+    session per heartbeat; here the reads that queue up while a query runs go
+    together in the next one (``WHERE id IN (...) LATEST ON``). A read never
+    joins a query already under way, so it sees every commit that preceded it.
+    """
+
+    def __init__(self, read_many: Callable[[list[str]], Awaitable[dict[str, _Row]]]) -> None:
+        self._read_many = read_many
+        self._waiting: dict[str, list[asyncio.Future[_Row | None]]] = {}
+        self._reading: asyncio.Task[None] | None = None
+
+    async def get(self, session_id: str) -> _Row:
+        future: asyncio.Future[_Row | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(session_id, []).append(future)
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._drain(), name="ticktape-questdb-reads")
+        row = await future
+        if row is None:
+            raise SessionNotFound(session_id)
+        return row
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            ids = sorted(self._waiting)[:MAX_BATCHED_READS]
+            batch = {session_id: self._waiting.pop(session_id) for session_id in ids}
+            try:
+                rows = await self._read_many(ids)
+            except BaseException as exc:
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for session_id, futures in batch.items():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(rows.get(session_id))
+
+
 class QuestDBSessionStore(SessionStore):
     def __init__(self, connections: Connections) -> None:
         self._db = connections
@@ -280,6 +327,7 @@ class QuestDBSessionStore(SessionStore):
             f"SELECT {_SELECT} FROM tt_session_log",
             _COLUMNS.index("idempotency_key"),
         )
+        self._lease_reads = _NewestRows(lambda ids: self._latest_many(ids))
 
     # ------------------------------------------------------------------ reading
 
@@ -299,6 +347,15 @@ class QuestDBSessionStore(SessionStore):
         if not rows:
             raise SessionNotFound(session_id)
         return _Row.parse(rows[0])
+
+    async def _latest_many(self, session_ids: list[str]) -> dict[str, _Row]:
+        rows = await self._query(
+            f"SELECT {_SELECT} FROM tt_session_log WHERE id IN "
+            f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
+            session_ids,
+            "get sessions",
+        )
+        return {row.session.id: row for row in map(_Row.parse, rows)}
 
     async def get_session(self, session_id: str) -> Session:
         return (await self._latest(session_id)).session
@@ -391,11 +448,18 @@ class QuestDBSessionStore(SessionStore):
         )
         return _Row.parse(rows[0]) if rows else None
 
-    async def _change(self, session_id: str, build: Callable[[_Row], _Row], what: str) -> _Row:
+    async def _change(
+        self,
+        session_id: str,
+        build: Callable[[_Row], _Row],
+        what: str,
+        read: Callable[[str], Awaitable[_Row]] | None = None,
+    ) -> _Row:
         """Read the newest row, build the next one from it (``build`` raises the contract's
         errors), append it; when another writer got there first, read again."""
+        read = read or self._latest
         for _ in range(MAX_APPEND_ROUNDS):
-            current = await self._latest(session_id)
+            current = await read(session_id)
             row = build(current)
             if await self._append(row, expect_row_seq=current.row_seq) is not None:
                 return row
@@ -516,7 +580,8 @@ class QuestDBSessionStore(SessionStore):
             )
             return current.next(new, row_kind="lease", actor=owner, reason="lease_renewed")
 
-        return (await self._change(session_id, build, "renew lease")).session
+        # a heartbeat's renewals arrive together: one read for all, one group commit
+        return (await self._change(session_id, build, "renew lease", self._lease_reads.get)).session
 
     async def add_event(
         self, session_id: str, *, actor: str, reason: str, detail: str | None = None
