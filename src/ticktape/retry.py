@@ -31,36 +31,22 @@ async def retry_transient(
     base_s: float = STORE_RETRY_BASE_S,
     max_s: float = STORE_RETRY_MAX_S,
     on_retry: Callable[[Exception], None] | None = None,
+    errors: tuple[type[Exception], ...] = TRANSIENT,
+    log_level: int = logging.WARNING,
 ) -> T:
     """Run ``operation``; on a transient store error wait and retry, at most ``attempts`` times.
 
-    The last error propagates unchanged, so the caller gets the store's own message.
+    ``errors`` narrows what counts as transient (e.g. only :class:`StoreBusy`, a lock
+    another writer holds for milliseconds, retried soon and often). The last error
+    propagates unchanged, so the caller gets the store's own message.
     """
     delays = backoff_delays(attempts, base_s, max_s)
     for delay in delays:
         try:
             return await operation()
-        except TRANSIENT as exc:
-            log.warning("%s failed (%s); retrying in %.2fs", what, exc, delay)
+        except errors as exc:
+            log.log(log_level, "%s failed (%s); retrying in %.3fs", what, exc, delay)
             if on_retry is not None:
                 on_retry(exc)
-            await asyncio.sleep(delay)
-    return await operation()
-
-
-async def retry_busy(
-    operation: Callable[[], Awaitable[T]],
-    *,
-    attempts: int,
-    base_s: float,
-    max_s: float,
-) -> T:
-    """Retry only :class:`StoreBusy` — a lock another writer holds for milliseconds —
-    quickly (short capped backoff, many attempts); anything else propagates at once."""
-    for delay in backoff_delays(attempts, base_s, max_s):
-        try:
-            return await operation()
-        except StoreBusy as exc:
-            log.debug("store busy (%s); retrying in %.3fs", exc, delay)
             await asyncio.sleep(delay)
     return await operation()

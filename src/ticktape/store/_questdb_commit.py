@@ -19,14 +19,16 @@ next group:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from ticktape.retry import retry_busy, retry_transient
+from ticktape.errors import StoreBusy
+from ticktape.retry import retry_transient
+from ticktape.store._grouping import Grouper, Waiting
 from ticktape.store._questdb_db import Connections
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
@@ -40,24 +42,13 @@ BUSY_RETRY_MAX_S = 0.02
 
 
 @dataclass
-class Append:
+class Append(Waiting[tuple[Any, ...] | bool]):
     """One compare-and-set append: ``values`` if ``id``'s newest row is ``expect_row_seq``."""
 
     id: str
     values: tuple[Any, ...]
     expect_row_seq: int | None
     idempotency_key: str | None = None
-    future: asyncio.Future[tuple[Any, ...] | bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def answer(self, result: tuple[Any, ...] | bool | BaseException) -> None:
-        if self.future.done():  # the caller gave up meanwhile
-            return
-        if isinstance(result, BaseException):
-            self.future.set_exception(result)
-        else:
-            self.future.set_result(result)
 
 
 class GroupCommitter:
@@ -69,46 +60,36 @@ class GroupCommitter:
         self._insert = insert_sql
         self._select = select_sql
         self._key_index = key_index
-        self._queue: list[Append] = []
-        self._running: asyncio.Task[None] | None = None
+        self._groups: Grouper[Append] = Grouper(
+            self._commit_group, lambda queue: MAX_GROUP, "append to session log"
+        )
 
     async def append(self, op: Append) -> tuple[Any, ...] | bool:
         """True if appended; False if the expectation failed; the existing first row of the
         idempotency key if one exists."""
-        self._queue.append(op)
-        if self._running is None or self._running.done():
-            self._running = asyncio.create_task(self._drain(), name="ticktape-questdb-commit")
+        self._groups.submit(op)
         return await op.future
 
-    async def _drain(self) -> None:
-        while self._queue:
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-            group = [op for op in group if not op.future.done()]
-            if not group:
-                continue
-            try:
-                answers = await retry_transient(
-                    lambda g=group: retry_busy(  # type: ignore[misc]
-                        lambda: self._commit(g),
-                        attempts=BUSY_RETRY_ATTEMPTS,
-                        base_s=BUSY_RETRY_BASE_S,
-                        max_s=BUSY_RETRY_MAX_S,
-                    ),
-                    what="append to session log",
-                )
-            except BaseException as exc:
-                for op in group:
-                    op.answer(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            retry = []
-            for op, answer in zip(group, answers, strict=True):
-                if answer is None:
-                    retry.append(op)  # lost only because the group's first append did
-                else:
-                    op.answer(answer)
-            self._queue[:0] = retry
+    async def _commit_group(self, group: list[Append]) -> None:
+        answers = await retry_transient(
+            lambda: retry_transient(
+                lambda: self._commit(group),
+                what="append to session log (table busy)",
+                attempts=BUSY_RETRY_ATTEMPTS,
+                base_s=BUSY_RETRY_BASE_S,
+                max_s=BUSY_RETRY_MAX_S,
+                errors=(StoreBusy,),
+                log_level=logging.DEBUG,
+            ),
+            what="append to session log",
+        )
+        retry = []
+        for op, answer in zip(group, answers, strict=True):
+            if answer is None:
+                retry.append(op)  # lost only because the group's first append did
+            else:
+                op.answer(answer)
+        self._groups.requeue(retry)
 
     async def _commit(self, group: list[Append]) -> list[tuple[Any, ...] | bool | None]:
         async with self._db.writer("write session log") as conn:

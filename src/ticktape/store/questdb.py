@@ -19,7 +19,6 @@ See ``docs/questdb.md`` for the design and its measured costs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -55,6 +54,7 @@ from ticktape.store._common import (
     encode_cursor,
     from_us,
 )
+from ticktape.store._grouping import Grouper, Waiting
 from ticktape.store._questdb_commit import Append, GroupCommitter
 from ticktape.store._questdb_db import (
     SCHEMA,
@@ -273,49 +273,39 @@ def _filters(query: SessionQuery) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
+@dataclass
+class _Read(Waiting["_Row | None"]):
+    session_id: str
+
+
 class _NewestRows:
     """Newest-row reads of many sessions, asked for concurrently, served by one query.
 
     A heartbeat renews every lease of an instance at once; each renewal first
     reads its session's newest row. Read one by one, that is one query per
     session per heartbeat; here the reads that queue up while a query runs go
-    together in the next one (``WHERE id IN (...) LATEST ON``). A read never
-    joins a query already under way, so it sees every commit that preceded it.
+    together in the next one (``WHERE id IN (...) LATEST ON``), and a read never
+    joins a query already under way (``_grouping.py``).
     """
 
     def __init__(self, read_many: Callable[[list[str]], Awaitable[dict[str, _Row]]]) -> None:
         self._read_many = read_many
-        self._waiting: dict[str, list[asyncio.Future[_Row | None]]] = {}
-        self._reading: asyncio.Task[None] | None = None
+        self._reads: Grouper[_Read] = Grouper(
+            self._read_group, lambda queue: MAX_BATCHED_READS, "get sessions"
+        )
 
     async def get(self, session_id: str) -> _Row:
-        future: asyncio.Future[_Row | None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(session_id, []).append(future)
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.create_task(self._drain(), name="ticktape-questdb-reads")
-        row = await future
+        read = _Read(session_id)
+        self._reads.submit(read)
+        row = await read.future
         if row is None:
             raise SessionNotFound(session_id)
         return row
 
-    async def _drain(self) -> None:
-        while self._waiting:
-            ids = sorted(self._waiting)[:MAX_BATCHED_READS]
-            batch = {session_id: self._waiting.pop(session_id) for session_id in ids}
-            try:
-                rows = await self._read_many(ids)
-            except BaseException as exc:
-                for futures in batch.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for session_id, futures in batch.items():
-                for future in futures:
-                    if not future.done():
-                        future.set_result(rows.get(session_id))
+    async def _read_group(self, group: list[_Read]) -> None:
+        rows = await self._read_many(sorted({read.session_id for read in group}))
+        for read in group:
+            read.answer(rows.get(read.session_id))
 
 
 class QuestDBSessionStore(SessionStore):

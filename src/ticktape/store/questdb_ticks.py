@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -44,6 +44,7 @@ from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
 from ticktape.store._common import check_limit
+from ticktape.store._grouping import Grouper, Waiting
 from ticktape.store._questdb_db import Connections
 from ticktape.store._questdb_fence import NO_BATCH, Fence, Tenure
 from ticktape.store.base import (
@@ -118,26 +119,36 @@ def book_frame(batches: list[BookBatch], epochs: dict[str, int]) -> pd.DataFrame
 
 
 @dataclass
-class _Write:
+class _Write(Waiting[WriteResult]):
     """One caller's ``write``, waiting in the queue for the next grouped send."""
 
     batches: list[TickBatch]
     owner: str
-    future: asyncio.Future[WriteResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
     @property
     def rows(self) -> int:
         return sum(len(b) for b in self.batches)
 
-    def answer(self, result: WriteResult | BaseException) -> None:
-        if self.future.done():  # the caller gave up meanwhile
-            return
-        if isinstance(result, BaseException):
-            self.future.set_exception(result)
-        else:
-            self.future.set_result(result)
+    def refusal(self, writers: dict[str, tuple[str, str, int]]) -> LeaseLost | None:
+        """Why this writer may not write (a stale owner), or None; ``writers`` as from
+        :meth:`QuestDBTickStore._writers`."""
+        active = {s.value for s in ACTIVE_STATUSES}
+        for session_id in {b.session_id for b in self.batches}:
+            row = writers.get(session_id)
+            if row is None or row[0] not in active or row[1] != self.owner:
+                detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
+                return LeaseLost(session_id, self.owner, f"tick write rejected ({detail})")
+        return None
+
+
+def _group_size(queue: list[_Write]) -> int:
+    """Writes from the front of the queue that fit in one send (at least one)."""
+    rows = 0
+    for n, request in enumerate(queue):
+        rows += request.rows
+        if n and rows > MAX_GROUP_ROWS:
+            return n
+    return len(queue)
 
 
 class QuestDBTickStore(TickStore):
@@ -147,21 +158,13 @@ class QuestDBTickStore(TickStore):
         self._sender_lock = threading.Lock()
         # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
         self._pool: ThreadPoolExecutor | None = None
-        self._queue: list[_Write] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._sends: Grouper[_Write] = Grouper(self._send_group, _group_size, "write ticks")
 
     async def open(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ticktape-ilp")
 
     async def close(self) -> None:
-        if self._sending is not None:
-            self._sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sending
-            self._sending = None
-        for waiting in self._queue:
-            waiting.answer(StoreUnavailable("write ticks: the QuestDB store was closed"))
-        self._queue.clear()
+        await self._sends.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -216,56 +219,22 @@ class QuestDBTickStore(TickStore):
         if self._pool is None:
             raise StoreUnavailable("write ticks: the QuestDB store is not open")
         request = _Write(batches, owner)
-        self._queue.append(request)
-        if self._sending is None or self._sending.done():
-            self._sending = asyncio.create_task(self._drain(), name="ticktape-ilp-send")
+        self._sends.submit(request)
         return await request.future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            group: list[_Write] = []
-            rows = 0
-            while self._queue and (not group or rows + self._queue[0].rows <= MAX_GROUP_ROWS):
-                request = self._queue.pop(0)
-                rows += request.rows
-                group.append(request)
-            group = [w for w in group if not w.future.done()]
-            if not group:
-                continue
-            try:
-                await self._send_group(group)
-            except asyncio.CancelledError:
-                for request in group:
-                    request.answer(StoreUnavailable("write ticks: the QuestDB store was closed"))
-                raise
-            except Exception as exc:  # every write of the group failed alike: each retries
-                for request in group:
-                    request.answer(exc)
 
     async def _send_group(self, group: list[_Write]) -> None:
         """Check every write's owner in one query, send the admitted ones together."""
         writers = await self._writers(sorted({b.session_id for w in group for b in w.batches}))
-        active = {s.value for s in ACTIVE_STATUSES}
-        admitted: list[_Write] = []
-        epochs: dict[str, int] = {}
+        admitted = []
         for request in group:
-            try:
-                for session_id in {b.session_id for b in request.batches}:
-                    row = writers.get(session_id)
-                    if row is None or row[0] not in active or row[1] != request.owner:
-                        detail = (
-                            "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
-                        )
-                        raise LeaseLost(
-                            session_id, request.owner, f"tick write rejected ({detail})"
-                        )
-                    epochs[session_id] = row[2]
-            except LeaseLost as exc:  # this writer is stale; the others of the group are not
-                request.answer(exc)
-                continue
-            admitted.append(request)
+            refusal = request.refusal(writers)
+            if refusal is None:
+                admitted.append(request)
+            else:  # this writer is stale; the others of the group are not
+                request.answer(refusal)
         if not admitted:
             return
+        epochs = {b.session_id: writers[b.session_id][2] for w in admitted for b in w.batches}
         batches = [b for request in admitted for b in request.batches]
         trades = [b for b in batches if isinstance(b, TradeBatch)]
         books = [b for b in batches if isinstance(b, BookBatch)]
