@@ -6,8 +6,8 @@ population of collect sessions starting and stopping over HTTP (some of them
 resumable), and meanwhile SIGKILLs, SIGTERMs and SIGSTOPs instances at random
 (always leaving one running) and restarts them; with ``--questdb-root`` it also
 restarts that managed QuestDB server once. Store faults are injected in every
-server's runtime through ``TICKTAPE_FAULTS`` (``--faults``; ``--faults ''`` for
-none): they hit the supervisor's store calls (heartbeats, tick writes, its
+server's runtime (``--faults``, run by ``python -m ticktape.testing.faulty_server``;
+``--faults ''`` for none): they hit the supervisor's store calls (heartbeats, tick writes, its
 transitions, the reconciler), not the API's own reads and writes.
 
 Then it verifies, from the store itself and over HTTP:
@@ -114,9 +114,13 @@ class Node:
 class Cluster:
     """The servers, what state each is in, and the actions on them (thread-safe)."""
 
-    def __init__(self, store_url: str, count: int, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, store_url: str, count: int, env: dict[str, str], log_dir: Path, faults: str
+    ) -> None:
         self.store_url = store_url
-        self.nodes = [Node(ServerProcess(store_url, log_dir, env=env)) for _ in range(count)]
+        self.nodes = [
+            Node(ServerProcess(store_url, log_dir, env=env, faults=faults)) for _ in range(count)
+        ]
         self.lock = threading.Lock()
         self.actions: Counter[str] = Counter()
         # Times the store itself was down (QuestDB restarts): no reap can happen then, so
@@ -497,7 +501,9 @@ def main() -> int:
     parser.add_argument("--lease-s", type=float, default=2.0)
     parser.add_argument("--population", type=int, default=10, help="active sessions to keep")
     parser.add_argument("--resume-share", type=float, default=0.3)
-    parser.add_argument("--faults", default=DEFAULT_FAULTS, help="TICKTAPE_FAULTS for servers")
+    parser.add_argument(
+        "--faults", default=DEFAULT_FAULTS, help="store faults injected into every server's runtime"
+    )
     parser.add_argument("--questdb-root", default="", help="restart this managed QuestDB once")
     parser.add_argument(
         "--every-s", type=float, nargs=2, default=(6.0, 14.0), metavar=("MIN", "MAX")
@@ -515,9 +521,8 @@ def main() -> int:
     env = {
         "TICKTAPE_HEARTBEAT_S": str(args.heartbeat_s),
         "TICKTAPE_LEASE_S": str(args.lease_s),
-        "TICKTAPE_FAULTS": args.faults,
     }
-    cluster = Cluster(url, args.instances, env, log_dir)
+    cluster = Cluster(url, args.instances, env, log_dir, args.faults)
     ledger, watch = Ledger(), Watch()
     log(
         f"chaos on {redact_url(url)}: {args.instances} instances, {args.minutes} min, "

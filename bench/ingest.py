@@ -87,7 +87,7 @@ def questdb_ceiling(store_url: str, rows: int = 1_000_000, rounds: int = 3) -> d
     import psycopg
     from questdb import Sender
 
-    from ticktape.store._questdb_db import QuestDBAddress
+    from ticktape.store.questdb import QuestDBAddress
 
     address = QuestDBAddress.from_url(store_url)
     table = f"{address.prefix}ceiling"

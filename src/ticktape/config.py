@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,6 @@ class Settings:
     buffer_max_rows: int = BUFFER_MAX_ROWS
     store_retry_attempts: int = STORE_RETRY_ATTEMPTS
     log_level: str = "info"
-    faults: str = ""  # TICKTAPE_FAULTS: injected store faults, for chaos runs only
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,7 +95,6 @@ class Settings:
             flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
-            faults=env.get("TICKTAPE_FAULTS", ""),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}
@@ -109,14 +106,6 @@ class Settings:
             )
         if settings.reconcile_every_s <= 0:
             raise SystemExit("ticktape: the reconcile interval must be greater than zero")
-        if settings.faults:
-            from ticktape.errors import ValidationError
-            from ticktape.store.faulty import parse_fault_spec
-
-            try:
-                parse_fault_spec(settings.faults)
-            except ValidationError as exc:
-                raise SystemExit(f"ticktape: TICKTAPE_FAULTS: {exc}") from None
         return settings
 
     @property

@@ -25,7 +25,7 @@ from ticktape.errors import TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.store import Store, open_store
 from ticktape.store.base import TickQuery
-from ticktape.store.questdb_ticks import QuestDBTickStore
+from ticktape.store.questdb import QuestDBTickStore
 from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
@@ -263,45 +263,25 @@ def test_a_seal_from_an_earlier_tenure_is_refused(
     run(scenario())
 
 
-def test_tables_of_an_earlier_release_gain_the_fence_columns(
-    questdb_url: str, run: Run[Any]
-) -> None:
-    """Tables created without ``epoch``/``batch_seq``/``fences`` are migrated on open."""
-    from ticktape.store._questdb_db import ORDERBOOK_DDL, SESSION_LOG_DDL, TRADES_DDL
+def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run[Any]) -> None:
+    """A stale owner's late row never replaces a new owner's: ``epoch`` is a DEDUP key,
+    ``batch_seq`` is not, and the session log carries the tenure and its fences."""
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
 
     url = isolated_questdb_url(questdb_url)
     store = open_store(url)
-
-    def old(ddl: str) -> str:
-        for line in ("    epoch LONG,\n", "    batch_seq LONG\n", "    fences VARCHAR\n"):
-            ddl = ddl.replace(line, "")
-        return ddl.replace("ts TIMESTAMP,\n) TIMESTAMP", "ts TIMESTAMP\n) TIMESTAMP").replace(
-            ", epoch)", ")"
-        )
-
-    async def scenario() -> dict[str, dict[str, bool]]:
-        db = store._db  # type: ignore[attr-defined]
-        await db.open()
-        for ddl in (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL):
-            async with db.writer("old schema") as conn:
-                await conn.execute(db.q(old(ddl)))
-        async with db.reader("columns") as conn:
-            cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{db.q('tt_trades')}')")
-            assert "epoch" not in {str(c) for (c,) in await cur.fetchall()}
-        await db.close()
-        await store.open()  # migrates
-        columns = {}
-        for table in ("tt_session_log", "tt_trades", "tt_orderbook"):
-            async with db.reader("columns") as conn:
-                cur = await conn.execute(
-                    f"SELECT \"column\", upsertKey FROM table_columns('{db.q(table)}')"
-                )
-                columns[table] = {str(c): bool(k) for c, k in await cur.fetchall()}
-        await store.close()
-        return columns
-
-    columns = run(scenario())
-    assert {"epoch", "fences"} <= columns["tt_session_log"].keys()
-    for table in ("tt_trades", "tt_orderbook"):
-        assert columns[table]["epoch"] is True  # a DEDUP key
+    run(store.open())
+    run(store.close())
+    address = QuestDBAddress.from_url(url)
+    columns = {}
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        for table in ("session_log", "trades", "orderbook"):
+            name = f"{address.prefix}{table}"
+            rows = conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
+            columns[table] = {str(c): bool(k) for c, k in rows.fetchall()}
+    assert {"epoch", "fences"} <= columns["session_log"].keys()
+    for table in ("trades", "orderbook"):
+        assert columns[table]["epoch"] is True
         assert columns[table]["batch_seq"] is False

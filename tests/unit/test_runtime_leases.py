@@ -24,9 +24,8 @@ from ticktape.errors import StoreBusy
 from ticktape.metrics import Metrics
 from ticktape.runners.collect import RunHandle
 from ticktape.runtime.leases import RENEW_ATTEMPTS, LeaseKeeper
-from ticktape.store.faulty import FaultyStore
 from ticktape.store.memory import MemoryStore
-from ticktape.testing import eventually
+from ticktape.testing import FaultyStore, eventually
 from ticktape.ticks import TickCounts
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]

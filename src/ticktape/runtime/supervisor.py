@@ -28,7 +28,6 @@ from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
 from ticktape.runtime.transitions import MAX_CAS_ROUNDS, note, request_stop, retry_noted
 from ticktape.store.base import Seal, Store
-from ticktape.store.faulty import FaultyStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -36,11 +35,6 @@ log = logging.getLogger(__name__)
 
 class Supervisor:
     def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
-        if settings.faults:
-            log.warning(
-                "TICKTAPE_FAULTS=%r: injecting store faults (chaos runs only)", settings.faults
-            )
-            store = FaultyStore.from_spec(store, settings.faults)
         self._store = store
         self._settings = settings
         self._metrics = metrics

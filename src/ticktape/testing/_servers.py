@@ -1,13 +1,4 @@
-"""Helpers for tests and benchmarks.
-
-- :class:`ServerProcess`: the real ``ticktape serve`` as a subprocess, configured
-  only through flags and environment variables, as a user would run it.
-- :class:`Instance` and :func:`instances`: what ``ticktape serve`` wires together
-  (store handle, supervisor, service) in this process, several on one store, each
-  behind a :class:`~ticktape.store.faulty.FaultyStore` for fault injection.
-- :func:`crash` (a supervisor dies as with SIGKILL) and :func:`eventually` (await
-  a condition with a deadline instead of sleeping).
-"""
+"""Servers and in-process instances for tests and benchmarks (see :mod:`ticktape.testing`)."""
 
 from __future__ import annotations
 
@@ -32,7 +23,7 @@ from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
-from ticktape.store.faulty import FaultyStore
+from ticktape.testing._faults import FaultyStore
 
 T = TypeVar("T")
 
@@ -48,7 +39,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One ``ticktape serve`` process; restartable on the same port and store."""
+    """One ``ticktape serve`` process; restartable on the same port and store.
+
+    With ``faults`` (a :func:`~ticktape.testing.parse_fault_spec` spec) it runs
+    ``python -m ticktape.testing.faulty_server`` instead: the same server, with those
+    faults injected into its runtime's store handle.
+    """
 
     def __init__(
         self,
@@ -57,8 +53,10 @@ class ServerProcess:
         *,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        faults: str = "",
     ) -> None:
         self.store_url = store_url
+        self.faults = faults
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
@@ -73,8 +71,13 @@ class ServerProcess:
     def start(self) -> None:
         self.starts += 1
         log = self.log_path.open("wb")
+        if self.faults:
+            command = [sys.executable, "-m", "ticktape.testing.faulty_server"]
+            command += ["--faults", self.faults]
+        else:
+            command = [str(TICKTAPE), "serve"]
         self.proc = subprocess.Popen(
-            [str(TICKTAPE), "serve", "--port", str(self.port), "--store", self.store_url],
+            [*command, "--port", str(self.port), "--store", self.store_url],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

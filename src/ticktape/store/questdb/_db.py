@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from questdb import QuestDBError
 
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError
+from ticktape.store.driver_errors import ErrorMap, Rule
 
 READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 5.0
@@ -103,20 +105,6 @@ DEDUP UPSERT KEYS(ts, session_id, symbol, level, epoch)
 
 SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
 
-#: Columns added after their table was first released, for tables created before:
-#: (table, column, type). Old rows read NULL there (an unfenced tenure).
-ADDED_COLUMNS = (
-    ("tt_session_log", "epoch", "LONG"),
-    ("tt_session_log", "fences", "VARCHAR"),
-    ("tt_trades", "epoch", "LONG"),
-    ("tt_trades", "batch_seq", "LONG"),
-    ("tt_orderbook", "epoch", "LONG"),
-    ("tt_orderbook", "batch_seq", "LONG"),
-)
-DEDUP_KEYS = {
-    "tt_trades": ("ts", "session_id", "symbol", "trade_id", "epoch"),
-    "tt_orderbook": ("ts", "session_id", "symbol", "level", "epoch"),
-}
 DEFAULT_PREFIX = "tt_"  # every table name starts so; ``?prefix=`` in the URL changes it
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,30}_", re.ASCII)
 TICK_TABLES = ("tt_trades", "tt_orderbook")
@@ -184,13 +172,28 @@ class QuestDBAddress:
         )
 
 
-def translate(exc: BaseException, what: str) -> StoreError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "table busy" in text or "Timeout expired on waiting for the async command" in text:
-        return StoreBusy(f"{what}: QuestDB table busy ({text})")
-    if isinstance(exc, psycopg.OperationalError | OSError | ConnectionError):
-        return StoreUnavailable(f"{what}: cannot reach QuestDB ({text})")
-    return StoreError(f"{what}: QuestDB error ({text})")
+#: Every error the PostgreSQL-wire driver (and the sockets under it) and the ILP client
+#: raise, as a ticktape store error (first match wins). "table busy": another writer
+#: holds the non-WAL session log — retried with backoff by the store boundary.
+ERRORS = ErrorMap(
+    "QuestDB",
+    (psycopg.Error, OSError, QuestDBError),
+    [
+        Rule(
+            (psycopg.Error, OSError),
+            StoreBusy,
+            "{what}: QuestDB table busy ({text})",
+            contains=("table busy", "Timeout expired on waiting for the async command"),
+        ),
+        Rule(
+            (psycopg.OperationalError, OSError),
+            StoreUnavailable,
+            "{what}: cannot reach QuestDB ({text})",
+        ),
+        Rule(QuestDBError, StoreUnavailable, "{what}: QuestDB ILP error ({text})"),
+        Rule(psycopg.Error, StoreError, "{what}: QuestDB error ({text})"),
+    ],
+)
 
 
 class Connections:
@@ -219,7 +222,7 @@ class Connections:
                 self.address.conninfo, autocommit=True, prepare_threshold=None
             )
         except (psycopg.Error, OSError) as exc:
-            raise translate(exc, "connect") from exc
+            raise ERRORS.translate(exc, "connect") from exc
         self._all.append(conn)
         return conn
 
@@ -254,7 +257,7 @@ class Connections:
                 self._opened -= 1
                 await _close_quietly(conn)
                 conn = None  # type: ignore[assignment]
-            raise translate(exc, what) from exc
+            raise ERRORS.translate(exc, what) from exc
         finally:
             if conn is not None:
                 self._readers.put_nowait(conn)
@@ -271,42 +274,9 @@ class Connections:
                 if self._writer.closed or isinstance(exc, psycopg.OperationalError):
                     await _close_quietly(self._writer)
                     self._writer = None
-                raise translate(exc, what) from exc
+                raise ERRORS.translate(exc, what) from exc
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
     with suppress(psycopg.Error, OSError):
         await conn.close()
-
-
-async def migrate(db: Connections) -> bool:
-    """Bring tables created by an earlier release up to date; True if anything changed.
-
-    Idempotent. On WAL tables an ALTER is applied asynchronously, so the caller waits
-    for the tick tables' WAL afterwards. Two instances migrating at once is fine: the
-    loser's ALTER is refused as a no-op and ignored.
-    """
-    changed = False
-    for table in dict.fromkeys(t for t, _, _ in ADDED_COLUMNS):
-        name = db.q(table)
-        async with db.reader("read schema") as conn:
-            # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
-            cur = await conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
-            columns = {str(col): bool(key) for col, key in await cur.fetchall()}
-        statements = [
-            f"ALTER TABLE {name} ADD COLUMN {col} {kind}"
-            for t, col, kind in ADDED_COLUMNS
-            if t == table and col not in columns
-        ]
-        keys = DEDUP_KEYS.get(table)
-        if keys and {col for col, key in columns.items() if key} != set(keys):
-            statements.append(f"ALTER TABLE {name} DEDUP ENABLE UPSERT KEYS({', '.join(keys)})")
-        for sql in statements:
-            async with db.writer("migrate schema") as conn:
-                try:
-                    await conn.execute(sql)
-                except psycopg.Error as exc:
-                    if "no-op" not in str(exc):
-                        raise translate(exc, "migrate schema") from exc
-            changed = True
-    return changed

@@ -13,16 +13,6 @@ from datetime import datetime
 
 from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
-from ticktape.store._common import (
-    after_cursor,
-    apply_claim,
-    apply_transition,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    from_us,
-    to_us,
-)
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
@@ -34,8 +24,18 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    Unchanged,
     WriteResult,
-    _Unchanged,
+)
+from ticktape.store.rules import (
+    after_cursor,
+    apply_claim,
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
+    to_us,
 )
 from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, side_name
 
@@ -139,8 +139,8 @@ class MemorySessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -157,7 +157,6 @@ class MemorySessionStore(SessionStore):
                 owner=owner,
                 lease_expires_at=lease_expires_at,
                 stats=stats,
-                unchanged=UNCHANGED,
                 lease_expired_before=lease_expired_before,
             )
             self._s.sessions[session_id] = updated

@@ -1,4 +1,4 @@
-"""Pieces every backend shares: cursors, timestamps, transition bookkeeping."""
+"""Rules every backend applies the same way: page limits, cursors, timestamps, transitions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
 from ticktape.errors import InvalidTransition, TransitionRace, ValidationError
+from ticktape.store.base import Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -64,10 +65,9 @@ def apply_transition(
     to_status: SessionStatus,
     reason: str,
     now: datetime,
-    owner: object,
-    lease_expires_at: object,
+    owner: str | Unchanged | None,
+    lease_expires_at: datetime | Unchanged | None,
     stats: Stats | None,
-    unchanged: object,
     lease_expired_before: datetime | None = None,
 ) -> Session:
     """The new session after a conditional transition, or the error the contract names.
@@ -93,9 +93,9 @@ def apply_transition(
         changes["started_at"] = now
     if to_status.is_terminal:
         changes["ended_at"] = now
-    if owner is not unchanged:
+    if not isinstance(owner, Unchanged):
         changes["owner"] = owner
-    if lease_expires_at is not unchanged:
+    if not isinstance(lease_expires_at, Unchanged):
         changes["lease_expires_at"] = lease_expires_at
     if stats is not None:
         changes["stats"] = stats

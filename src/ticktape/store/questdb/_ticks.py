@@ -43,10 +43,6 @@ from questdb import QuestDBError, Sender
 from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
-from ticktape.store._common import check_limit
-from ticktape.store._grouping import Grouper, Waiting
-from ticktape.store._questdb_db import Connections
-from ticktape.store._questdb_fence import NO_BATCH, Fence, Tenure
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     Seal,
@@ -55,6 +51,10 @@ from ticktape.store.base import (
     TickStore,
     WriteResult,
 )
+from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
+from ticktape.store.questdb._grouping import Grouper, Waiting
+from ticktape.store.rules import check_limit
 from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch
 
 log = logging.getLogger(__name__)
@@ -244,10 +244,8 @@ class QuestDBTickStore(TickStore):
         if books:
             frames.append((self._db.q("tt_orderbook"), book_frame(books, epochs)))
         assert self._pool is not None  # close() cancels this task before the pool goes
-        try:
+        with ERRORS.wrap("write ticks"):
             await asyncio.get_running_loop().run_in_executor(self._pool, self._send, frames)
-        except QuestDBError as exc:
-            raise StoreUnavailable(f"write ticks: QuestDB ILP error ({exc})") from exc
         for request in admitted:
             request.answer(
                 WriteResult(

@@ -28,16 +28,6 @@ from ticktape.domain import (
     utcnow,
 )
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
-from ticktape.store._common import (
-    apply_claim,
-    apply_transition,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    from_us,
-    to_us,
-)
-from ticktape.store._sqlite_db import Database
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
@@ -49,9 +39,19 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    Unchanged,
     WriteResult,
-    _Unchanged,
 )
+from ticktape.store.rules import (
+    apply_claim,
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
+    to_us,
+)
+from ticktape.store.sqlite._db import Database
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
@@ -270,8 +270,8 @@ class SqliteSessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -288,7 +288,6 @@ class SqliteSessionStore(SessionStore):
                 owner=owner,
                 lease_expires_at=lease_expires_at,
                 stats=stats,
-                unchanged=UNCHANGED,
                 lease_expired_before=lease_expired_before,
             )
             conn.execute(

@@ -26,9 +26,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
-
-from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import (
     DataType,
     Session,
@@ -46,24 +43,6 @@ from ticktape.errors import (
     StoreBusy,
     TransitionRace,
 )
-from ticktape.store._common import (
-    apply_claim,
-    apply_transition,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    from_us,
-)
-from ticktape.store._grouping import Grouper, Waiting
-from ticktape.store._questdb_commit import Append, GroupCommitter
-from ticktape.store._questdb_db import (
-    SCHEMA,
-    Connections,
-    QuestDBAddress,
-    migrate,
-    translate,
-)
-from ticktape.store._questdb_fence import Fence, Tenure
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
@@ -72,7 +51,25 @@ from ticktape.store.base import (
     SessionQuery,
     SessionStore,
     Store,
-    _Unchanged,
+    Unchanged,
+)
+from ticktape.store.questdb._commit import Append, GroupCommitter
+from ticktape.store.questdb._db import (
+    ERRORS,
+    SCHEMA,
+    Connections,
+    QuestDBAddress,
+)
+from ticktape.store.questdb._fence import Fence, Tenure
+from ticktape.store.questdb._grouping import Grouper, Waiting
+from ticktape.store.questdb._ticks import QuestDBTickStore
+from ticktape.store.rules import (
+    apply_claim,
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
 )
 
 log = logging.getLogger(__name__)
@@ -493,8 +490,8 @@ class QuestDBSessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -509,7 +506,6 @@ class QuestDBSessionStore(SessionStore):
                 owner=owner,
                 lease_expires_at=lease_expires_at,
                 stats=stats,
-                unchanged=UNCHANGED,
                 lease_expired_before=lease_expired_before,
             )
             return current.next(
@@ -611,8 +607,6 @@ class QuestDBStore(Store):
     """Sessions and ticks in one QuestDB. URL: ``questdb://host:8812?ilp=http://host:9000``."""
 
     def __init__(self, url: str) -> None:
-        from ticktape.store.questdb_ticks import QuestDBTickStore
-
         self.url = url
         self.address = QuestDBAddress.from_url(url)
         self._db = Connections(self.address)
@@ -624,12 +618,8 @@ class QuestDBStore(Store):
         try:
             for ddl in SCHEMA:
                 async with self._db.writer("create schema") as conn:
-                    try:
+                    with ERRORS.wrap("create schema"):
                         await conn.execute(self._db.q(ddl))
-                    except psycopg.Error as exc:
-                        raise translate(exc, "create schema") from exc
-            if await migrate(self._db):
-                await self.ticks.wait_visible(VISIBILITY_TIMEOUT_S)  # WAL tables ALTER later
         except BaseException:
             await self._db.close()
             raise

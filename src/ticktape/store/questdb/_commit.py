@@ -28,8 +28,8 @@ import psycopg
 
 from ticktape.errors import StoreBusy
 from ticktape.retry import retry_transient
-from ticktape.store._grouping import Grouper, Waiting
-from ticktape.store._questdb_db import Connections
+from ticktape.store.questdb._db import Connections
+from ticktape.store.questdb._grouping import Grouper, Waiting
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
 # "table busy": another instance holds the log for one group commit, a few round trips.
