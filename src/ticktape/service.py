@@ -83,9 +83,13 @@ class SessionService:
             lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
             idempotency_key=idempotency_key,
         )
+        retry = self._settings.retry
         stored = await retry_transient(
             lambda: self._create_once(draft),
             what="create session",
+            attempts=retry.store_attempts,
+            base_s=retry.store_base_s,
+            max_s=retry.store_max_s,
             on_retry=self._metrics.store_retry,
         )
         if stored.id == draft.id:
@@ -147,6 +151,7 @@ class SessionService:
             session_id,
             actor=self._runtime.owner,
             reason=reason,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
         if session.status is SessionStatus.STOPPING:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from ticktape.config import STORE_RETRY_MAX_S, VISIBILITY_TIMEOUT_S, Settings
+from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, utcnow
 from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.sim import ResumePoint, SimExchange
@@ -138,14 +138,13 @@ class CollectRunner:
 
     async def _resume_point(self, session: Session, handle: RunHandle) -> ResumePoint | None:
         """Where the stored recording ends; also makes the handle's tally start from it."""
-        attempts = self._settings.store_retry_attempts
         position = await retry_noted(
             self._store,
             session.id,
             lambda: self._store.ticks.position(session.id),
             what="read tick position",
             actor=self._owner,
-            attempts=attempts,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
         handle.written = await retry_noted(
@@ -154,7 +153,7 @@ class CollectRunner:
             lambda: self._store.ticks.count(session.id),
             what="count ticks",
             actor=self._owner,
-            attempts=attempts,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
         if position.last_ts is None:
@@ -226,7 +225,7 @@ class CollectRunner:
         return Outcome.FINISHED
 
     async def _flush_loop(self, buffer: TickBuffer, handle: RunHandle) -> None:
-        closing_attempts = self._settings.store_retry_attempts
+        closing_attempts = self._settings.retry.store_attempts
         while True:
             batches = await buffer.take()
             if not batches or handle.lost.is_set():  # fenced: write nothing more
@@ -242,7 +241,7 @@ class CollectRunner:
                     handle.unstored += buffer.rows
                     await buffer.take()
                     return
-            await asyncio.sleep(backoff_delays(2, 0.1, STORE_RETRY_MAX_S)[0] + 0.05)
+            await asyncio.sleep(backoff_delays(2, 0.1, self._settings.retry.store_max_s)[0] + 0.05)
 
     async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
         try:
@@ -252,7 +251,7 @@ class CollectRunner:
                 lambda: self._store.ticks.write(batches, owner=self._owner),
                 what="write ticks",
                 actor=self._owner,
-                attempts=self._settings.store_retry_attempts,
+                policy=self._settings.retry,
                 on_retry=self._metrics.store_retry,
             )
         except LeaseLost as exc:

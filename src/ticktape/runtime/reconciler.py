@@ -38,7 +38,6 @@ from ticktape.domain import (
 )
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.retry import retry_transient
 from ticktape.runners.collect import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.transitions import retry_noted
@@ -177,20 +176,13 @@ class Reconciler:
         self, operation: Callable[[], Awaitable[T]], what: str, session_id: str | None = None
     ) -> T:
         """Retry transient errors (bounded); for a session's write, note retries in its history."""
-        if session_id is not None:
-            return await retry_noted(
-                self._store,
-                session_id,
-                operation,
-                what=what,
-                actor=self._owner,
-                attempts=self._settings.store_retry_attempts,
-                on_retry=self._metrics.store_retry,
-            )
-        return await retry_transient(
+        return await retry_noted(
+            self._store,
+            session_id,
             operation,
             what=what,
-            attempts=self._settings.store_retry_attempts,
+            actor=self._owner,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
 

@@ -19,14 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from ticktape.config import SHUTDOWN_TIMEOUT_S, STORE_RETRY_BASE_S, STORE_RETRY_MAX_S, Settings
+from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
 from ticktape.runners.collect import CollectRunner, Outcome, RunHandle, RunResult
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
-from ticktape.runtime.transitions import MAX_CAS_ROUNDS, note, request_stop, retry_noted
+from ticktape.runtime.transitions import note, request_stop, retry_noted
 from ticktape.store.base import Seal, Store
 
 T = TypeVar("T")
@@ -116,6 +116,7 @@ class Supervisor:
                     session_id,
                     actor=self._owner,
                     reason=Reason.SERVER_SHUTDOWN,
+                    policy=self._settings.retry,
                     on_retry=self._metrics.store_retry,
                 )
             except TicktapeError as exc:
@@ -206,7 +207,7 @@ class Supervisor:
             operation,
             what=what,
             actor=self._owner,
-            attempts=self._settings.store_retry_attempts,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
 
@@ -218,7 +219,7 @@ class Supervisor:
 
     async def _begin(self, session_id: str) -> Session | None:
         """``pending`` → ``running``; a stop asked before the start ends it here instead."""
-        for _ in range(MAX_CAS_ROUNDS):
+        for _ in range(self._settings.retry.cas_rounds):
             current = await self._store.sessions.get_session(session_id)
             if current.owner != self._owner or current.is_terminal:
                 return None
@@ -251,13 +252,17 @@ class Supervisor:
         return None
 
     async def _finish(self, handle: RunHandle, result: RunResult) -> None:
-        """Write the end of a run; retried until it is written or this instance loses the lease.
+        """Write the end of a run: ``RetryPolicy.finish_rounds`` rounds at most, each of
+        whose store calls is retried on its own; stops early if the lease is lost.
 
         The handle stays registered meanwhile, so heartbeats keep the lease: the
-        session is never left "stopped here, running in the store".
+        session is never left "stopped here, running in the store". If every round
+        fails, the handle is released, the lease expires, and the reconciler
+        finalises the session from the store (counted there, as here).
         """
-        delay = STORE_RETRY_BASE_S
-        while True:
+        retry = self._settings.retry
+        delay = retry.store_base_s
+        for round_ in range(1, retry.finish_rounds + 1):
             try:
                 await self._finish_once(handle, result)
                 return
@@ -270,6 +275,15 @@ class Supervisor:
                         exc,
                     )
                     return
+                if round_ == retry.finish_rounds:
+                    log.error(
+                        "session %s: could not record its end in %d rounds (%s); the "
+                        "reconciler finalises it once its lease expires",
+                        handle.session_id,
+                        round_,
+                        exc,
+                    )
+                    return
                 log.error(
                     "session %s: could not record its end (%s); retrying in %.2fs",
                     handle.session_id,
@@ -277,7 +291,7 @@ class Supervisor:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, STORE_RETRY_MAX_S)
+                delay = min(delay * 2, retry.store_max_s)
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7)."""
@@ -292,7 +306,7 @@ class Supervisor:
                 detail=f"runner wrote {handle.written}, store holds {counts}",
             )
         stats = counts.as_stats(handle.unstored)
-        for _ in range(MAX_CAS_ROUNDS):
+        for _ in range(self._settings.retry.cas_rounds):
             current = await self._store.sessions.get_session(handle.session_id)
             if current.is_terminal or current.owner != self._owner:
                 return
@@ -312,6 +326,7 @@ class Supervisor:
                     current.id,
                     actor=self._owner,
                     reason=handle.stop_reason or Reason.USER_STOP,
+                    policy=self._settings.retry,
                     on_retry=self._metrics.store_retry,
                 )
                 continue
@@ -350,7 +365,7 @@ class Supervisor:
         return ended
 
     async def _fail(self, session_id: str, reason: str, detail: str) -> None:
-        for _ in range(MAX_CAS_ROUNDS):
+        for _ in range(self._settings.retry.cas_rounds):
             try:
                 current = await self._store.sessions.get_session(session_id)
                 if current.is_terminal or current.owner != self._owner:

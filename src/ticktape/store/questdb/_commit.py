@@ -26,19 +26,13 @@ from typing import Any
 
 import psycopg
 
+from ticktape.config import QUESTDB_BUSY_ATTEMPTS, QUESTDB_BUSY_BASE_S, QUESTDB_BUSY_MAX_S
 from ticktape.errors import StoreBusy
 from ticktape.retry import retry_transient
 from ticktape.store.questdb._db import Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
-# "table busy": another instance holds the log for one group commit, a few round trips.
-# Retry soon and often (full jitter, capped at 20 ms, ~0.5 s in all) rather than with the
-# general backoff, whose sleeps grow to seconds and made heartbeats of two instances
-# sharing one QuestDB miss their leases; past this bound the general retry takes over.
-BUSY_RETRY_ATTEMPTS = 50
-BUSY_RETRY_BASE_S = 0.001
-BUSY_RETRY_MAX_S = 0.02
 
 
 @dataclass
@@ -71,17 +65,16 @@ class GroupCommitter:
         return await op.future
 
     async def _commit_group(self, group: list[Append]) -> None:
+        # Only "table busy" is retried here, briefly (config.QUESTDB_BUSY_*): the
+        # caller's own retry of transient errors is the one retry layer for the rest.
         answers = await retry_transient(
-            lambda: retry_transient(
-                lambda: self._commit(group),
-                what="append to session log (table busy)",
-                attempts=BUSY_RETRY_ATTEMPTS,
-                base_s=BUSY_RETRY_BASE_S,
-                max_s=BUSY_RETRY_MAX_S,
-                errors=(StoreBusy,),
-                log_level=logging.DEBUG,
-            ),
-            what="append to session log",
+            lambda: self._commit(group),
+            what="append to session log (table busy)",
+            attempts=QUESTDB_BUSY_ATTEMPTS,
+            base_s=QUESTDB_BUSY_BASE_S,
+            max_s=QUESTDB_BUSY_MAX_S,
+            errors=(StoreBusy,),
+            log_level=logging.DEBUG,
         )
         retry = []
         for op, answer in zip(group, answers, strict=True):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ticktape.config import QUESTDB_APPEND_ROUNDS
 from ticktape.domain import (
     DataType,
     Session,
@@ -74,7 +75,6 @@ from ticktape.store.rules import (
 
 log = logging.getLogger(__name__)
 
-MAX_APPEND_ROUNDS = 50  # re-read and recompute when another writer appended first
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
 _COLUMNS = (
     "id",
@@ -445,7 +445,7 @@ class QuestDBSessionStore(SessionStore):
         """Read the newest row, build the next one from it (``build`` raises the contract's
         errors), append it; when another writer got there first, read again."""
         read = read or self._latest
-        for _ in range(MAX_APPEND_ROUNDS):
+        for _ in range(QUESTDB_APPEND_ROUNDS):
             current = await read(session_id)
             row = build(current)
             if await self._append(row, expect_row_seq=current.row_seq) is not None:
