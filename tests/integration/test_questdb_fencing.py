@@ -264,7 +264,7 @@ def test_a_seal_from_an_earlier_tenure_is_refused(
 
 
 def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run[Any]) -> None:
-    """A stale owner's late row never replaces a new owner's: ``epoch`` is a DEDUP key,
+    """A stale owner's late row never replaces a new owner's: ``tenure`` is a DEDUP key,
     ``batch_seq`` is not, and the session log carries the tenure and its fences."""
     import psycopg
 
@@ -281,7 +281,7 @@ def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run
             name = f"{address.prefix}{table}"
             rows = conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
             columns[table] = {str(c): bool(k) for c, k in rows.fetchall()}
-    assert {"epoch", "fences"} <= columns["session_log"].keys()
+    assert {"tenure", "fences"} <= columns["session_log"].keys()
     for table in ("trades", "orderbook"):
-        assert columns[table]["epoch"] is True
+        assert columns[table]["tenure"] is True
         assert columns[table]["batch_seq"] is False

@@ -22,7 +22,7 @@ from ticktape.domain import (
 )
 from ticktape.errors import StoreBusy
 from ticktape.metrics import Metrics
-from ticktape.runners.collect import RunHandle
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import FaultyStore, eventually

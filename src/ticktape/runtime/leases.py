@@ -26,7 +26,7 @@ from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionNotFound, StoreError
 from ticktape.metrics import Metrics
 from ticktape.retry import retry_transient
-from ticktape.runners.collect import RunHandle
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.transitions import note
 from ticktape.store.base import Store
 

@@ -38,7 +38,7 @@ from ticktape.domain import (
 )
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.runners.collect import RunHandle
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.transitions import retry_noted
 from ticktape.store.base import Store

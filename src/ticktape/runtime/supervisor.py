@@ -23,7 +23,8 @@ from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.runners.collect import CollectRunner, Outcome, RunHandle, RunResult
+from ticktape.runners.collect import CollectRunner, Outcome, RunResult
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
 from ticktape.runtime.transitions import note, request_stop, retry_noted

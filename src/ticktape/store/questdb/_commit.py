@@ -99,7 +99,7 @@ class GroupCommitter:
                 ]
                 if winners:
                     async with conn.cursor() as cur:
-                        await cur.executemany(self._db.q(self._insert), winners)
+                        await cur.executemany(self._db.prefixed(self._insert), winners)
                 await conn.execute("COMMIT")
                 return answers
             except BaseException:
@@ -112,10 +112,10 @@ class GroupCommitter:
         self, conn: psycopg.AsyncConnection[Any], group: list[Append]
     ) -> list[tuple[Any, ...] | bool | None]:
         """Insert the first row (taking the table), then judge every append of the group."""
-        await conn.execute(self._db.q(self._insert), group[0].values)
+        await conn.execute(self._db.prefixed(self._insert), group[0].values)
         ids = sorted({op.id for op in group})
         cur = await conn.execute(
-            self._db.q(
+            self._db.prefixed(
                 "SELECT id, max(row_seq) FROM tt_session_log WHERE id IN "
                 f"({', '.join('%s' for _ in ids)})"
             ),
@@ -126,7 +126,7 @@ class GroupCommitter:
         first_rows: dict[str, tuple[Any, ...]] = {}
         if keys:
             cur = await conn.execute(
-                self._db.q(
+                self._db.prefixed(
                     f"{self._select} WHERE row_seq = 1 AND idempotency_key IN "
                     f"({', '.join('%s' for _ in keys)})"
                 ),

@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS tt_session_log (
     deleted BOOLEAN,
     idempotency_key VARCHAR,
     ts TIMESTAMP,
-    epoch LONG,
+    tenure LONG,
     fences VARCHAR
 ) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
 """
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS tt_session_log (
 #: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
 #: DEDUP keys make a replayed row replace itself while distinct ticks never merge:
 #: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
-#: ``epoch`` (the writer's tenure) is a key too and ``batch_seq`` is not: a stale
+#: ``tenure`` (the writer's tenure number) is a key too and ``batch_seq`` is not: a stale
 #: owner's late row never replaces a new owner's row (_questdb_fence.py).
 TRADES_DDL = """
 CREATE TABLE IF NOT EXISTS tt_trades (
@@ -81,10 +81,10 @@ CREATE TABLE IF NOT EXISTS tt_trades (
     qty DOUBLE,
     side SYMBOL CAPACITY 4,
     ts TIMESTAMP,
-    epoch LONG,
+    tenure LONG,
     batch_seq LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, epoch)
+DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, tenure)
 """
 
 ORDERBOOK_DDL = """
@@ -97,10 +97,10 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
     ask_price DOUBLE,
     ask_qty DOUBLE,
     ts TIMESTAMP,
-    epoch LONG,
+    tenure LONG,
     batch_seq LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, session_id, symbol, level, epoch)
+DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
 SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
@@ -202,14 +202,14 @@ class Connections:
 
     def __init__(self, address: QuestDBAddress) -> None:
         self.address = address
-        self.tick_tables = tuple(self.q(t) for t in TICK_TABLES)
+        self.tick_tables = tuple(self.prefixed(t) for t in TICK_TABLES)
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._write_lock = asyncio.Lock()
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
 
-    def q(self, sql: str) -> str:
+    def prefixed(self, sql: str) -> str:
         """``sql`` with the default table prefix replaced by this store's."""
         prefix = self.address.prefix
         return sql if prefix == DEFAULT_PREFIX else sql.replace(DEFAULT_PREFIX, prefix)

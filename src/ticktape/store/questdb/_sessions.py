@@ -103,7 +103,7 @@ _COLUMNS = (
     "version",
     "deleted",
     "idempotency_key",
-    "epoch",
+    "tenure",
     "fences",
     "ts",
 )
@@ -166,7 +166,7 @@ class _Row:
             str(v["event_reason"]),
             v["detail"],
             v["ts"].replace(tzinfo=UTC),
-            Tenure.parse(v["epoch"], v["fences"]),
+            Tenure.parse(v["tenure"], v["fences"]),
         )
 
     def values(self) -> tuple[Any, ...]:
@@ -198,7 +198,7 @@ class _Row:
             s.version,
             s.deleted,
             s.idempotency_key,
-            self.tenure.epoch,
+            self.tenure.number,
             self.tenure.dump_fences(),
             self.ts,
         )
@@ -322,7 +322,7 @@ class QuestDBSessionStore(SessionStore):
         self, sql: str, params: tuple[Any, ...] | list[Any], what: str
     ) -> list[tuple[Any, ...]]:
         async with self._db.reader(what) as conn:
-            cur = await conn.execute(self._db.q(sql), params)
+            cur = await conn.execute(self._db.prefixed(sql), params)
             return await cur.fetchall()
 
     async def _latest(self, session_id: str) -> _Row:
@@ -619,7 +619,7 @@ class QuestDBStore(Store):
             for ddl in SCHEMA:
                 async with self._db.writer("create schema") as conn:
                     with ERRORS.wrap("create schema"):
-                        await conn.execute(self._db.q(ddl))
+                        await conn.execute(self._db.prefixed(ddl))
         except BaseException:
             await self._db.close()
             raise
