@@ -39,7 +39,6 @@ import json
 import random
 import re
 import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,6 @@ from typing import Any
 import httpx
 
 from ticktape.api.app import redact_url
-from ticktape.config import sqlite_path_from_url
 from ticktape.domain import is_valid_history, utcnow
 from ticktape.store import open_store
 from ticktape.store.base import SessionQuery
@@ -279,16 +277,7 @@ def pause(node: Node, cluster: Cluster, seconds: float) -> None:
     On SQLite, only at a moment it does not hold the write lock: a process frozen
     inside a write transaction blocks every writer of the file (SQLite's nature).
     """
-    path = (
-        sqlite_path_from_url(cluster.store_url) if cluster.store_url.startswith("sqlite") else None
-    )
-    for _ in range(50):
-        node.server.signal(signal.SIGSTOP)
-        if path is None or _write_lock_free(path):
-            break
-        node.server.signal(signal.SIGCONT)
-        time.sleep(0.02)
-    else:
+    if not node.server.freeze(50):
         node.state = "up"
         return
     with cluster.lock:
@@ -298,18 +287,6 @@ def pause(node: Node, cluster: Cluster, seconds: float) -> None:
     with cluster.lock:
         node.state = "up"
     log(f"sigcont {node.name}")
-
-
-def _write_lock_free(path: Path) -> bool:
-    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 def restart_questdb(root: Path, cluster: Cluster) -> None:

@@ -58,6 +58,22 @@ def after_cursor(session: Session, cursor: tuple[int, str]) -> bool:
     return (created, session.id) < cursor
 
 
+def check_expectation(
+    current: Session, expected_version: int, lease_expired_before: datetime | None
+) -> None:
+    """TransitionRace unless ``current`` is at ``expected_version`` and, when
+    ``lease_expired_before`` is given, its lease had expired by then (a reap or claim
+    must not take a session whose owner renewed meanwhile)."""
+    if current.version != expected_version:
+        raise TransitionRace(current.id, expected_version)
+    if (
+        lease_expired_before is not None
+        and current.lease_expires_at is not None
+        and current.lease_expires_at >= lease_expired_before
+    ):
+        raise TransitionRace(current.id, expected_version)
+
+
 def apply_transition(
     current: Session,
     *,
@@ -76,14 +92,7 @@ def apply_transition(
     whatever version the caller holds.
     """
     check_transition(current.id, current.status, to_status)
-    if current.version != expected_version:
-        raise TransitionRace(current.id, expected_version)
-    if (
-        lease_expired_before is not None
-        and current.lease_expires_at is not None
-        and current.lease_expires_at >= lease_expired_before
-    ):
-        raise TransitionRace(current.id, expected_version)
+    check_expectation(current, expected_version, lease_expired_before)
     changes: dict[str, object] = {
         "status": to_status,
         "reason": reason,
@@ -116,14 +125,7 @@ def apply_claim(
     """
     if current.is_terminal:
         raise InvalidTransition(current.id, current.status.value, current.status.value)
-    if current.version != expected_version:
-        raise TransitionRace(current.id, expected_version)
-    if (
-        lease_expired_before is not None
-        and current.lease_expires_at is not None
-        and current.lease_expires_at >= lease_expired_before
-    ):
-        raise TransitionRace(current.id, expected_version)
+    check_expectation(current, expected_version, lease_expired_before)
     return current.evolve(
         owner=owner, lease_expires_at=lease_expires_at, version=current.version + 1
     )

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ticktape.config import Settings
+from ticktape.config import Settings, sqlite_path_from_url
 from ticktape.domain import Session, validate_spec
 from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
@@ -105,6 +106,23 @@ class ServerProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def freeze(self, attempts: int = 50) -> bool:
+        """SIGSTOP, at a moment the server does not hold the SQLite write lock.
+
+        A process frozen inside a write transaction blocks every other writer of the
+        file (SQLite has one writer at a time) — a property of SQLite, which leases
+        cannot help. So: freeze, check the lock is free, else thaw and try again a
+        moment later. False (and running) if it held the lock every time.
+        """
+        path = sqlite_path_from_url(self.store_url) if self.store_url.startswith("sqlite") else None
+        for _ in range(attempts):
+            self.signal(signal.SIGSTOP)
+            if path is None or _sqlite_write_lock_free(path):
+                return True
+            self.signal(signal.SIGCONT)
+            time.sleep(0.02)  # let it finish its transaction: there is no event to await
+        return False
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""
         assert self.proc is not None
@@ -123,6 +141,18 @@ class ServerProcess:
                 self.terminate()
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _sqlite_write_lock_free(path: Path) -> bool:
+    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager

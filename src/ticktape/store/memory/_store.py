@@ -14,6 +14,7 @@ from datetime import datetime
 from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
 from ticktape.store.base import (
+    MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
     Seal,
@@ -332,6 +333,7 @@ class MemoryTickStore(TickStore):
         return query.end is None or ts_us < to_us(query.end)
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         rows = [
             (ts, tid, sym, px, qty, side)
             for (sid, sym, tid), (ts, px, qty, side) in self._s.trades.items()
@@ -344,6 +346,7 @@ class MemoryTickStore(TickStore):
         ]
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         rows = [
             (ts, sym, sides)
             for (sid, sym, ts), sides in self._s.books.items()

@@ -29,6 +29,7 @@ from ticktape.domain import (
 )
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
 from ticktape.store.base import (
+    MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
     Seal,
@@ -590,6 +591,7 @@ class SqliteTickStore(TickStore):
         return " AND ".join(clauses), params
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = self._range(query)
         sql = (
             f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
@@ -604,6 +606,7 @@ class SqliteTickStore(TickStore):
         )
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = self._range(query)
         sql = (
             f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
