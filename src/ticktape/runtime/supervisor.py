@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
 from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
@@ -27,7 +27,7 @@ from ticktape.runners.collect import CollectRunner, Outcome, RunResult
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
-from ticktape.runtime.transitions import note, request_stop, retry_noted
+from ticktape.runtime.transitions import Retrier, note, request_stop
 from ticktape.store.base import Seal, Store
 
 T = TypeVar("T")
@@ -44,6 +44,7 @@ class Supervisor:
         self._owner = f"{self._instance}/{uuid.uuid4().hex[:12]}"
         self._handles: dict[str, RunHandle] = {}
         self._leases = LeaseKeeper(store, settings, metrics, self._owner)
+        self._retried = Retrier(store, self._owner, settings.retry, metrics.store_retry)
         self._reconciler = Reconciler(
             store,
             settings,
@@ -198,24 +199,10 @@ class Supervisor:
         finally:
             self._release_handle(session.id)
 
-    async def _retried(
-        self, session_id: str, operation: Callable[[], Awaitable[T]], what: str
-    ) -> T:
-        """Retry transient store errors (bounded), noting retries in the session's history."""
-        return await retry_noted(
-            self._store,
-            session_id,
-            operation,
-            what=what,
-            actor=self._owner,
-            policy=self._settings.retry,
-            on_retry=self._metrics.store_retry,
-        )
-
     async def _seal(self, session_id: str) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
         return await self._retried(
-            session_id, lambda: self._store.ticks.seal(session_id), "count ticks"
+            lambda: self._store.ticks.seal(session_id), "count ticks", session_id
         )
 
     async def _begin(self, session_id: str) -> Session | None:
@@ -237,7 +224,6 @@ class Supervisor:
                 return None
             try:
                 return await self._retried(
-                    session_id,
                     lambda c=current: self._store.sessions.transition(  # type: ignore[misc]
                         c.id,
                         expected_version=c.version,
@@ -247,6 +233,7 @@ class Supervisor:
                         lease_expires_at=self._leases.lease_until(),
                     ),
                     "start session",
+                    session_id,
                 )
             except (TransitionRace, InvalidTransition):
                 continue
@@ -348,7 +335,6 @@ class Supervisor:
         seal: Seal,
     ) -> Session:
         ended = await self._retried(
-            current.id,
             lambda: self._store.sessions.transition(
                 current.id,
                 expected_version=current.version,
@@ -361,6 +347,7 @@ class Supervisor:
                 seal=seal,
             ),
             f"mark session {target.value}",
+            current.id,
         )
         self._leases.untrack(current.id)  # ended: nothing left to renew
         return ended

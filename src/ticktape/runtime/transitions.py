@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ticktape.config import DEFAULT_RETRY, RetryPolicy
@@ -77,6 +78,32 @@ async def retry_noted(
             detail=f"{what}: succeeded after {len(errors)} transient error(s), last: {errors[-1]}",
         )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Retrier:
+    """:func:`retry_noted` bound to one store, actor, policy and retry counter — the
+    one retry wrapper the supervisor and the reconciler share."""
+
+    store: Store
+    actor: str
+    policy: RetryPolicy
+    on_retry: Callable[[Exception], None] | None = None
+
+    async def __call__(
+        self, operation: Callable[[], Awaitable[T]], what: str, session_id: str | None = None
+    ) -> T:
+        """Retry transient errors (bounded); for a session's write, note retries in its
+        history."""
+        return await retry_noted(
+            self.store,
+            session_id,
+            operation,
+            what=what,
+            actor=self.actor,
+            policy=self.policy,
+            on_retry=self.on_retry,
+        )
 
 
 async def request_stop(
