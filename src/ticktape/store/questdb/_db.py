@@ -33,39 +33,45 @@ SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows th
 #: ``id`` has no INDEX on purpose: on 9.3.4, ``WHERE id = $1 LATEST ON ts PARTITION BY
 #: id`` over an indexed symbol returned *other* sessions' rows under concurrent
 #: queries (689 of 800 wrong with 8 connections; 0 without the index) — docs/questdb.md.
-SESSION_LOG_DDL = f"""
-CREATE TABLE IF NOT EXISTS tt_session_log (
-    id SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY},
-    row_seq LONG,
-    event_seq LONG,
-    row_kind SYMBOL,
-    kind SYMBOL,
-    status SYMBOL,
-    from_status SYMBOL,
-    symbols VARCHAR,
-    exchange SYMBOL,
-    data_types VARCHAR,
-    config VARCHAR,
-    created_at TIMESTAMP,
-    started_at TIMESTAMP,
-    ended_at TIMESTAMP,
-    reason VARCHAR,
-    event_reason VARCHAR,
-    detail VARCHAR,
-    actor VARCHAR,
-    trades LONG,
-    orderbook LONG,
-    errors LONG,
-    owner VARCHAR,
-    lease_expires_at TIMESTAMP,
-    version LONG,
-    deleted BOOLEAN,
-    idempotency_key VARCHAR,
-    ts TIMESTAMP,
-    tenure LONG,
-    fences VARCHAR
-) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
-"""
+SESSION_LOG_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", f"SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY}"),
+    ("row_seq", "LONG"),
+    ("event_seq", "LONG"),
+    ("row_kind", "SYMBOL"),
+    ("kind", "SYMBOL"),
+    ("status", "SYMBOL"),
+    ("from_status", "SYMBOL"),
+    ("symbols", "VARCHAR"),
+    ("exchange", "SYMBOL"),
+    ("data_types", "VARCHAR"),
+    ("config", "VARCHAR"),
+    ("created_at", "TIMESTAMP"),
+    ("started_at", "TIMESTAMP"),
+    ("ended_at", "TIMESTAMP"),
+    ("reason", "VARCHAR"),
+    ("event_reason", "VARCHAR"),
+    ("detail", "VARCHAR"),
+    ("actor", "VARCHAR"),
+    ("trades", "LONG"),
+    ("orderbook", "LONG"),
+    ("errors", "LONG"),
+    ("owner", "VARCHAR"),
+    ("lease_expires_at", "TIMESTAMP"),
+    ("version", "LONG"),
+    ("deleted", "BOOLEAN"),
+    ("idempotency_key", "VARCHAR"),
+    ("ts", "TIMESTAMP"),
+    ("tenure", "LONG"),
+    ("fences", "VARCHAR"),
+)
+#: Built from SESSION_LOG_COLUMNS, the one list of the log's columns and types: the
+#: backend's SELECT and INSERT column lists and the order of a row's values
+#: (``_sessions._Row.values``) derive from it too.
+SESSION_LOG_DDL = (
+    "CREATE TABLE IF NOT EXISTS tt_session_log (\n"
+    + ",\n".join(f"    {name} {kind}" for name, kind in SESSION_LOG_COLUMNS)
+    + "\n) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL\n"
+)
 
 #: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
 #: DEDUP keys make a replayed row replace itself while distinct ticks never merge:

@@ -58,6 +58,7 @@ from ticktape.store.questdb._commit import Append, GroupCommitter
 from ticktape.store.questdb._db import (
     ERRORS,
     SCHEMA,
+    SESSION_LOG_COLUMNS,
     Connections,
     QuestDBAddress,
 )
@@ -76,37 +77,7 @@ from ticktape.store.rules import (
 log = logging.getLogger(__name__)
 
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
-_COLUMNS = (
-    "id",
-    "row_seq",
-    "event_seq",
-    "row_kind",
-    "kind",
-    "status",
-    "from_status",
-    "symbols",
-    "exchange",
-    "data_types",
-    "config",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "reason",
-    "event_reason",
-    "detail",
-    "actor",
-    "trades",
-    "orderbook",
-    "errors",
-    "owner",
-    "lease_expires_at",
-    "version",
-    "deleted",
-    "idempotency_key",
-    "tenure",
-    "fences",
-    "ts",
-)
+_COLUMNS = tuple(name for name, _ in SESSION_LOG_COLUMNS)
 _SELECT = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO tt_session_log ({_SELECT}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
 _LATEST = f"SELECT {_SELECT} FROM tt_session_log LATEST ON ts PARTITION BY id"
@@ -170,38 +141,40 @@ class _Row:
         )
 
     def values(self) -> tuple[Any, ...]:
+        """The row's values in the order of ``SESSION_LOG_COLUMNS``."""
         s = self.session
-        return (
-            s.id,
-            self.row_seq,
-            self.event_seq,
-            self.row_kind,
-            s.kind.value,
-            s.status.value,
-            None if self.from_status is None else self.from_status.value,
-            json.dumps(list(s.symbols)),
-            s.exchange,
-            json.dumps([d.value for d in s.data_types]),
-            json.dumps(s.config.to_dict()),
-            s.created_at,
-            s.started_at,
-            s.ended_at,
-            s.reason,
-            self.reason,
-            self.detail,
-            self.actor,
-            s.stats.trades,
-            s.stats.orderbook,
-            s.stats.errors,
-            s.owner,
-            s.lease_expires_at,
-            s.version,
-            s.deleted,
-            s.idempotency_key,
-            self.tenure.number,
-            self.tenure.dump_fences(),
-            self.ts,
-        )
+        by_column: dict[str, Any] = {
+            "id": s.id,
+            "row_seq": self.row_seq,
+            "event_seq": self.event_seq,
+            "row_kind": self.row_kind,
+            "kind": s.kind.value,
+            "status": s.status.value,
+            "from_status": None if self.from_status is None else self.from_status.value,
+            "symbols": json.dumps(list(s.symbols)),
+            "exchange": s.exchange,
+            "data_types": json.dumps([d.value for d in s.data_types]),
+            "config": json.dumps(s.config.to_dict()),
+            "created_at": s.created_at,
+            "started_at": s.started_at,
+            "ended_at": s.ended_at,
+            "reason": s.reason,
+            "event_reason": self.reason,
+            "detail": self.detail,
+            "actor": self.actor,
+            "trades": s.stats.trades,
+            "orderbook": s.stats.orderbook,
+            "errors": s.stats.errors,
+            "owner": s.owner,
+            "lease_expires_at": s.lease_expires_at,
+            "version": s.version,
+            "deleted": s.deleted,
+            "idempotency_key": s.idempotency_key,
+            "ts": self.ts,
+            "tenure": self.tenure.number,
+            "fences": self.tenure.dump_fences(),
+        }
+        return tuple(by_column[name] for name in _COLUMNS)
 
     def event(self) -> SessionEvent:
         return SessionEvent(
@@ -415,16 +388,16 @@ class QuestDBSessionStore(SessionStore):
 
         Returns ``row`` once committed, None if the expectation failed (nothing
         written) and, with ``idempotency_key``, the first row of an existing session
-        with that key. See ``_questdb_commit`` for how appends share a transaction.
+        with that key. See ``_commit`` for how appends share a transaction.
         """
         answer = await self._committer.append(
             Append(row.session.id, row.values(), expect_row_seq, idempotency_key)
         )
-        if answer is True:
+        if answer.appended:
             return row
-        if answer is False:
+        if answer.existing is None:
             return None
-        return _Row.parse(answer)
+        return _Row.parse(answer.existing)
 
     async def _first_with_key(self, key: str) -> _Row | None:
         rows = await self._query(
