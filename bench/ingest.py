@@ -113,7 +113,7 @@ def questdb_ceiling(store_url: str, rows: int = 1_000_000, rounds: int = 3) -> d
                     "side": pd.Categorical(np.where(ids % 3 == 0, "buy", "sell")),
                     "ts": pd.to_datetime(1_700_000_000_000_000 + ids, unit="us", utc=True),
                     "tenure": np.full(rows, 2, dtype=np.int64),  # the fence columns ticktape
-                    "batch_seq": ids // 1000,  # writes too (store/_questdb_fence.py)
+                    "batch_seq": ids // 1000,  # writes too (store/questdb/_fence.py)
                 }
             )
             started = time.perf_counter()

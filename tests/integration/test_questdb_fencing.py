@@ -1,9 +1,8 @@
 """QuestDB's fencing window, reproduced on a real server.
 
 ILP cannot share a transaction with the session log, so a tick writer is checked
-first and sends after. The chaos run once caught an owner paused between the two
-(SIGSTOP): it was reaped and counted, then its batch landed, and the failed
-session's stats were below its stored rows. Here the pause is made exact: the
+first and sends after. An owner paused between the two (SIGSTOP, a stall) can be
+reaped and counted before its batch lands. Here the pause is made exact: the
 send waits on a gate after the ownership check has passed, the session is reaped
 (or claimed) meanwhile, then the gate opens and the late rows really land — the
 raw table shows them — yet no count, read or position of the store includes them.

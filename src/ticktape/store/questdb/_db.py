@@ -29,10 +29,10 @@ SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows th
 #: Session log: every transition, note, lease renewal and soft delete of a session is
 #: one appended row carrying the whole session state after it. A non-WAL table: a
 #: commit is visible at once, and a transaction holding an INSERT keeps every other
-#: writer out ("table busy") — the basis of compare-and-set (see questdb.py).
+#: writer out ("table busy") — the basis of compare-and-set (see _sessions.py).
 #: ``id`` has no INDEX on purpose: on 9.3.4, ``WHERE id = $1 LATEST ON ts PARTITION BY
-#: id`` over an indexed symbol returned *other* sessions' rows under concurrent
-#: queries (689 of 800 wrong with 8 connections; 0 without the index) — docs/questdb.md.
+#: id`` over an indexed symbol returns *other* sessions' rows under concurrent queries
+#: (docs/questdb.md).
 SESSION_LOG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", f"SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY}"),
     ("row_seq", "LONG"),
@@ -77,7 +77,7 @@ SESSION_LOG_DDL = (
 #: DEDUP keys make a replayed row replace itself while distinct ticks never merge:
 #: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
 #: ``tenure`` (the writer's tenure number) is a key too and ``batch_seq`` is not: a stale
-#: owner's late row never replaces a new owner's row (_questdb_fence.py).
+#: owner's late row never replaces a new owner's row (_fence.py).
 TRADES_DDL = """
 CREATE TABLE IF NOT EXISTS tt_trades (
     session_id SYMBOL CAPACITY 65536,

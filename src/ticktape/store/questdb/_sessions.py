@@ -1,8 +1,8 @@
 """The QuestDB backend: sessions as an append-only log with compare-and-set.
 
 QuestDB has no constraints, ``UPDATE`` on a WAL table is asynchronous, and an
-``UPDATE`` on a non-WAL table rewrites whole columns (measured here at 4 ms plus
-about 3 ms per changed column). So sessions are kept in ``tt_session_log``, a
+``UPDATE`` on a non-WAL table rewrites whole columns (its cost: docs/questdb.md).
+So sessions are kept in ``tt_session_log``, a
 non-WAL table where every change — transition, note, lease renewal, soft
 delete — appends one row holding the whole session state after it. The current
 state is the newest row of the session (``LATEST ON ts PARTITION BY id``).

@@ -12,7 +12,7 @@ sending refuses a stale owner. ILP has no transaction to hold the log, so an
 owner paused between check and send can still land a batch after it was reaped
 or claimed; every row therefore carries its writer's tenure and batch number,
 and reads leave out what landed past a sealed tenure's fence
-(``_questdb_fence.py``). ILP cannot say which rows DEDUP merged, so
+(``_fence.py``). ILP cannot say which rows DEDUP merged, so
 :meth:`write` reports rows *sent*; final stats always come from :meth:`seal`.
 
 Writes are sent in groups: writes that arrive while a send is under way wait
@@ -71,7 +71,7 @@ def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
 def _fence_columns(
     batches: list[TradeBatch] | list[BookBatch], rows: list[int], tenures: dict[str, int]
 ) -> dict[str, npt.NDArray[np.int64]]:
-    """Each row's writer tenure and batch number (``_questdb_fence.py``)."""
+    """Each row's writer tenure and batch number (``_fence.py``)."""
     return {
         "tenure": np.repeat(np.array([tenures[b.session_id] for b in batches], np.int64), rows),
         "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
