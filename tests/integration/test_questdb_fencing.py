@@ -284,3 +284,31 @@ def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run
     for table in ("trades", "orderbook"):
         assert columns[table]["tenure"] is True
         assert columns[table]["batch_seq"] is False
+
+
+def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
+    questdb_url: str, run: Run[Any]
+) -> None:
+    """No migration for builds that were never released: a session log without the
+    ``tenure`` column (it was called ``epoch``) stops the store from opening, by name."""
+    import psycopg
+
+    from ticktape.errors import StoreError
+    from ticktape.store.questdb import QuestDBAddress
+
+    url = isolated_questdb_url(questdb_url)
+    address = QuestDBAddress.from_url(url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {address.prefix}session_log (id SYMBOL, epoch LONG, ts TIMESTAMP) "
+            "TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL"
+        )
+    store = open_store(url)
+    try:
+        with pytest.raises(StoreError, match=r"session_log lacks column\(s\) row_seq, .*tenure"):
+            run(store.open())
+    finally:
+        run(store.close())
+        with psycopg.connect(address.conninfo, autocommit=True) as conn:
+            for table in ("session_log", "trades", "orderbook"):
+                conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")

@@ -110,6 +110,13 @@ DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
 SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
+#: Columns an existing table must have: tables left by a pre-release build lack some,
+#: and the store refuses to open on them with one clear line (there is no migration).
+REQUIRED_COLUMNS = {
+    "tt_session_log": tuple(name for name, _ in SESSION_LOG_COLUMNS),
+    "tt_trades": ("tenure", "batch_seq"),
+    "tt_orderbook": ("tenure", "batch_seq"),
+}
 
 DEFAULT_PREFIX = "tt_"  # every table name starts so; ``?prefix=`` in the URL changes it
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,30}_", re.ASCII)
@@ -281,6 +288,23 @@ class Connections:
                     await _close_quietly(self._writer)
                     self._writer = None
                 raise ERRORS.translate(exc, what) from exc
+
+
+async def check_schema(db: Connections) -> None:
+    """StoreError naming the table and columns if a table lacks what this build writes."""
+    for table, required in REQUIRED_COLUMNS.items():
+        name = db.prefixed(table)
+        async with db.reader("read schema") as conn:
+            # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
+            cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{name}')")
+            present = {str(column) for (column,) in await cur.fetchall()}
+        missing = [column for column in required if column not in present]
+        if missing:
+            raise StoreError(
+                f"open the store: QuestDB table {name} lacks column(s) {', '.join(missing)}: "
+                "it was created by a pre-release build of ticktape; drop its tables or "
+                "choose another ?prefix="
+            )
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -61,6 +61,7 @@ from ticktape.store.questdb._db import (
     SESSION_LOG_COLUMNS,
     Connections,
     QuestDBAddress,
+    check_schema,
 )
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -593,6 +594,7 @@ class QuestDBStore(Store):
                 async with self._db.writer("create schema") as conn:
                     with ERRORS.wrap("create schema"):
                         await conn.execute(self._db.prefixed(ddl))
+            await check_schema(self._db)
         except BaseException:
             await self._db.close()
             raise
