@@ -6,8 +6,8 @@ population of collect sessions starting and stopping over HTTP (some of them
 resumable), and meanwhile SIGKILLs, SIGTERMs and SIGSTOPs instances at random
 (always leaving one running) and restarts them; with ``--questdb-root`` it also
 restarts that managed QuestDB server once. Store faults are injected in every
-server's runtime through ``TICKTAPE_FAULTS`` (``--faults``; ``--faults ''`` for
-none): they hit the supervisor's store calls (heartbeats, tick writes, its
+server's runtime (``--faults``, run by ``python -m ticktape.testing.faulty_server``;
+``--faults ''`` for none): they hit the supervisor's store calls (heartbeats, tick writes, its
 transitions, the reconciler), not the API's own reads and writes.
 
 Then it verifies, from the store itself and over HTTP:
@@ -39,7 +39,6 @@ import json
 import random
 import re
 import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,6 @@ from typing import Any
 import httpx
 
 from ticktape.api.app import redact_url
-from ticktape.config import sqlite_path_from_url
 from ticktape.domain import is_valid_history, utcnow
 from ticktape.store import open_store
 from ticktape.store.base import SessionQuery
@@ -114,9 +112,13 @@ class Node:
 class Cluster:
     """The servers, what state each is in, and the actions on them (thread-safe)."""
 
-    def __init__(self, store_url: str, count: int, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, store_url: str, count: int, env: dict[str, str], log_dir: Path, faults: str
+    ) -> None:
         self.store_url = store_url
-        self.nodes = [Node(ServerProcess(store_url, log_dir, env=env)) for _ in range(count)]
+        self.nodes = [
+            Node(ServerProcess(store_url, log_dir, env=env, faults=faults)) for _ in range(count)
+        ]
         self.lock = threading.Lock()
         self.actions: Counter[str] = Counter()
         # Times the store itself was down (QuestDB restarts): no reap can happen then, so
@@ -275,16 +277,7 @@ def pause(node: Node, cluster: Cluster, seconds: float) -> None:
     On SQLite, only at a moment it does not hold the write lock: a process frozen
     inside a write transaction blocks every writer of the file (SQLite's nature).
     """
-    path = (
-        sqlite_path_from_url(cluster.store_url) if cluster.store_url.startswith("sqlite") else None
-    )
-    for _ in range(50):
-        node.server.signal(signal.SIGSTOP)
-        if path is None or _write_lock_free(path):
-            break
-        node.server.signal(signal.SIGCONT)
-        time.sleep(0.02)
-    else:
+    if not node.server.freeze(50):
         node.state = "up"
         return
     with cluster.lock:
@@ -294,18 +287,6 @@ def pause(node: Node, cluster: Cluster, seconds: float) -> None:
     with cluster.lock:
         node.state = "up"
     log(f"sigcont {node.name}")
-
-
-def _write_lock_free(path: Path) -> bool:
-    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 def restart_questdb(root: Path, cluster: Cluster) -> None:
@@ -497,7 +478,9 @@ def main() -> int:
     parser.add_argument("--lease-s", type=float, default=2.0)
     parser.add_argument("--population", type=int, default=10, help="active sessions to keep")
     parser.add_argument("--resume-share", type=float, default=0.3)
-    parser.add_argument("--faults", default=DEFAULT_FAULTS, help="TICKTAPE_FAULTS for servers")
+    parser.add_argument(
+        "--faults", default=DEFAULT_FAULTS, help="store faults injected into every server's runtime"
+    )
     parser.add_argument("--questdb-root", default="", help="restart this managed QuestDB once")
     parser.add_argument(
         "--every-s", type=float, nargs=2, default=(6.0, 14.0), metavar=("MIN", "MAX")
@@ -515,9 +498,8 @@ def main() -> int:
     env = {
         "TICKTAPE_HEARTBEAT_S": str(args.heartbeat_s),
         "TICKTAPE_LEASE_S": str(args.lease_s),
-        "TICKTAPE_FAULTS": args.faults,
     }
-    cluster = Cluster(url, args.instances, env, log_dir)
+    cluster = Cluster(url, args.instances, env, log_dir, args.faults)
     ledger, watch = Ledger(), Watch()
     log(
         f"chaos on {redact_url(url)}: {args.instances} instances, {args.minutes} min, "

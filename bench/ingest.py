@@ -87,7 +87,7 @@ def questdb_ceiling(store_url: str, rows: int = 1_000_000, rounds: int = 3) -> d
     import psycopg
     from questdb import Sender
 
-    from ticktape.store._questdb_db import QuestDBAddress
+    from ticktape.store.questdb import QuestDBAddress
 
     address = QuestDBAddress.from_url(store_url)
     table = f"{address.prefix}ceiling"
@@ -95,9 +95,9 @@ def questdb_ceiling(store_url: str, rows: int = 1_000_000, rounds: int = 3) -> d
         conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(
             f"CREATE TABLE {table} (session_id SYMBOL, symbol SYMBOL, trade_id LONG, "
-            "price DOUBLE, qty DOUBLE, side SYMBOL, ts TIMESTAMP, epoch LONG, batch_seq LONG) "
+            "price DOUBLE, qty DOUBLE, side SYMBOL, ts TIMESTAMP, tenure LONG, batch_seq LONG) "
             "TIMESTAMP(ts) PARTITION BY DAY WAL "
-            "DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, epoch)"
+            "DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, tenure)"
         )
     rates = []
     with Sender.from_conf(address.ilp_conf) as sender:
@@ -112,8 +112,8 @@ def questdb_ceiling(store_url: str, rows: int = 1_000_000, rounds: int = 3) -> d
                     "qty": np.full(rows, 0.5),
                     "side": pd.Categorical(np.where(ids % 3 == 0, "buy", "sell")),
                     "ts": pd.to_datetime(1_700_000_000_000_000 + ids, unit="us", utc=True),
-                    "epoch": np.full(rows, 2, dtype=np.int64),  # the fence columns ticktape
-                    "batch_seq": ids // 1000,  # writes too (store/_questdb_fence.py)
+                    "tenure": np.full(rows, 2, dtype=np.int64),  # the fence columns ticktape
+                    "batch_seq": ids // 1000,  # writes too (store/questdb/_fence.py)
                 }
             )
             started = time.perf_counter()

@@ -166,7 +166,7 @@ def _drop_tables(url: str) -> None:
     """Drop a test's tables so a long run does not pile up thousands of them."""
     import psycopg
 
-    from ticktape.store._questdb_db import QuestDBAddress
+    from ticktape.store.questdb import QuestDBAddress
 
     address = QuestDBAddress.from_url(url)
     with psycopg.connect(address.conninfo, autocommit=True) as conn:

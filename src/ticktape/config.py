@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,53 @@ RECONCILE_PASS_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
-STORE_RETRY_ATTEMPTS = 6  # bounded exponential backoff for transient store errors
-STORE_RETRY_BASE_S = 0.05
-STORE_RETRY_MAX_S = 2.0
+# Retries — every bound in one place; docs/design.md ("Retries") states them.
+STORE_RETRY_ATTEMPTS = 6  # attempts of one store call on a transient error (full-jitter backoff)
+STORE_RETRY_BASE_S = 0.05  # first backoff delay, doubling ...
+STORE_RETRY_MAX_S = 2.0  # ... up to this
+CAS_ROUNDS = 20  # a lost compare-and-set: re-read and decide again, at most this often
+FINISH_ROUNDS = 5  # recording a run's end (count, then terminal transition), at most
+RENEW_ATTEMPTS = 3  # a lease renewal is retried within one heartbeat, quickly:
+RENEW_RETRY_BASE_S = 0.02
+RENEW_RETRY_MAX_S = 0.2
+# Inside the QuestDB backend, the two loops a store call may run before it answers:
+# "table busy" (another instance holds the session log for one group commit, a few round
+# trips) is retried soon and often — full jitter capped at 20 ms, about 0.5 s in all —
+# and only StoreBusy; an append whose row another writer changed first is rebuilt from
+# the newest row. Past these bounds the caller gets StoreBusy and its own retry decides.
+QUESTDB_BUSY_ATTEMPTS = 50
+QUESTDB_BUSY_BASE_S = 0.001
+QUESTDB_BUSY_MAX_S = 0.02
+QUESTDB_APPEND_ROUNDS = 50
 VISIBILITY_TIMEOUT_S = 30.0  # how long a final flush may take to become visible
 STOP_WAIT_TIMEOUT_S = 30.0  # default bound for "stop and wait until terminal"
 SHUTDOWN_TIMEOUT_S = 20.0  # graceful server shutdown: time sessions get to finish
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Every retry bound of the runtime, in one object (``Settings.retry``).
+
+    Transient store errors (:class:`~ticktape.errors.StoreBusy`,
+    :class:`~ticktape.errors.StoreUnavailable`) are retried around each store call
+    (``ticktape.retry.retry_transient``), ``store_attempts`` times in all; a lost
+    compare-and-set is decided again by its caller, ``cas_rounds`` times at most; the
+    end of a run (count, then terminal transition) is attempted ``finish_rounds``
+    times at most, then left to the reconciler. Lease renewals use their own, shorter
+    budget so that a heartbeat stays within its interval.
+    """
+
+    store_attempts: int = STORE_RETRY_ATTEMPTS
+    store_base_s: float = STORE_RETRY_BASE_S
+    store_max_s: float = STORE_RETRY_MAX_S
+    cas_rounds: int = CAS_ROUNDS
+    finish_rounds: int = FINISH_ROUNDS
+    renew_attempts: int = RENEW_ATTEMPTS
+    renew_base_s: float = RENEW_RETRY_BASE_S
+    renew_max_s: float = RENEW_RETRY_MAX_S
+
+
+DEFAULT_RETRY = RetryPolicy()
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -75,10 +116,8 @@ class Settings:
     flush_interval_s: float = FLUSH_INTERVAL_S
     flush_max_rows: int = FLUSH_MAX_ROWS
     buffer_max_rows: int = BUFFER_MAX_ROWS
-    store_retry_attempts: int = STORE_RETRY_ATTEMPTS
+    retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
-    faults: str = ""  # TICKTAPE_FAULTS: injected store faults, for chaos runs only
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,7 +136,6 @@ class Settings:
             flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
-            faults=env.get("TICKTAPE_FAULTS", ""),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}
@@ -109,14 +147,6 @@ class Settings:
             )
         if settings.reconcile_every_s <= 0:
             raise SystemExit("ticktape: the reconcile interval must be greater than zero")
-        if settings.faults:
-            from ticktape.errors import ValidationError
-            from ticktape.store.faulty import parse_fault_spec
-
-            try:
-                parse_fault_spec(settings.faults)
-            except ValidationError as exc:
-                raise SystemExit(f"ticktape: TICKTAPE_FAULTS: {exc}") from None
         return settings
 
     @property

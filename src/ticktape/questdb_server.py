@@ -31,7 +31,7 @@ from typing import Any
 
 from ticktape.errors import TicktapeError
 
-#: Newest release on Maven Central (checked 2026-11); its classes target Java 17.
+#: The pinned QuestDB release (from Maven Central); its classes target Java 17.
 QUESTDB_VERSION = "9.3.4"
 #: SHA-256 of the pinned jar (Maven Central's .sha1 was checked when pinning).
 QUESTDB_JAR_SHA256 = {"9.3.4": "939bc53ab22f93dbaa6545143a6e7c536d4904c07b7f2d381e8eef10436be062"}

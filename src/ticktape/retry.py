@@ -1,4 +1,7 @@
-"""Bounded exponential backoff with jitter for transient store errors (invariant 3)."""
+"""The one retry of transient store errors: bounded full-jitter backoff (invariant 3).
+
+Its bounds are named in :class:`ticktape.config.RetryPolicy`; docs/design.md states them.
+"""
 
 from __future__ import annotations
 

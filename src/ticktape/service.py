@@ -9,7 +9,6 @@ the version they were read at, and only then acted on in memory (invariant 3).
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import time
 from datetime import timedelta
@@ -83,9 +82,13 @@ class SessionService:
             lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
             idempotency_key=idempotency_key,
         )
+        retry = self._settings.retry
         stored = await retry_transient(
             lambda: self._create_once(draft),
             what="create session",
+            attempts=retry.store_attempts,
+            base_s=retry.store_base_s,
+            max_s=retry.store_max_s,
             on_retry=self._metrics.store_retry,
         )
         if stored.id == draft.id:
@@ -118,13 +121,13 @@ class SessionService:
         self._metrics.lookup(found=True)
         return session
 
-    async def list(self, query: SessionQuery) -> SessionPage:
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
         return await self._store.sessions.list_sessions(query)
 
     async def count(self, query: SessionQuery) -> int:
         return await self._store.sessions.count_sessions(query)
 
-    async def events(self, session_id: str) -> builtins.list[SessionEvent]:
+    async def events(self, session_id: str) -> list[SessionEvent]:
         return await self._store.sessions.list_events(session_id)
 
     async def stop(
@@ -147,6 +150,7 @@ class SessionService:
             session_id,
             actor=self._runtime.owner,
             reason=reason,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
         if session.status is SessionStatus.STOPPING:
@@ -169,10 +173,10 @@ class SessionService:
         """Soft delete: only terminal sessions (409 otherwise); idempotent."""
         return await self._store.sessions.mark_deleted(session_id)
 
-    async def trades(self, query: TickQuery) -> builtins.list[Trade]:
+    async def trades(self, query: TickQuery) -> list[Trade]:
         await self.get(query.session_id)  # unknown id → 404, never an empty answer
         return await self._store.ticks.read_trades(query)
 
-    async def orderbook(self, query: TickQuery) -> builtins.list[BookSnapshot]:
+    async def orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         await self.get(query.session_id)
         return await self._store.ticks.read_orderbook(query)

@@ -27,8 +27,7 @@ Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 Int8Array = npt.NDArray[np.int8]
 
-SIDE_BUY = 1
-SIDE_SELL = -1
+SIDE_BUY = 1  # a trade's side: +1 buy, anything else (-1) sell
 
 
 @dataclass(frozen=True, slots=True)

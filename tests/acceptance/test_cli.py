@@ -27,9 +27,7 @@ def cli_json(server: ServerProcess, *args: str) -> Any:
 
 
 def test_start_show_stop_events_through_the_cli(server: ServerProcess) -> None:
-    started = cli_json(
-        server, "start", "collect", "--symbols", "BTC_USDT,ETH_USDT", "--rate", "200"
-    )
+    started = cli_json(server, "start", "collect", "--symbols", "BTC_USDT,ETH_USDT", "--rate", "20")
     session_id = started["id"]
     shown = cli_json(server, "show", session_id)
     assert shown["id"] == session_id

@@ -10,7 +10,6 @@ equal its stored rows, and the old owner's /metrics must count the zombie.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 
 from tests.acceptance.helpers import assert_valid_history, start_collect, stored_counts, wait_for
@@ -25,7 +24,6 @@ from tests.acceptance.test_multi_instance import (
     report,
     start_server,
 )
-from ticktape.config import sqlite_path_from_url
 from ticktape.testing import ServerProcess
 
 __all__ = ["start_server"]  # a fixture, used by name
@@ -42,33 +40,9 @@ def metric(server: ServerProcess, name: str) -> float:
 
 
 def pause(server: ServerProcess) -> None:
-    """SIGSTOP, at a moment the server does not hold the SQLite write lock.
-
-    A process frozen inside a write transaction would block every other writer
-    of the file (SQLite has one writer at a time) — a property of SQLite, not
-    the subject of this test. So: freeze, check the lock is free, else thaw and
-    try again a moment later.
-    """
-    path = sqlite_path_from_url(server.store_url) if server.store_url.startswith("sqlite") else None
-    for _ in range(MAX_PAUSE_ATTEMPTS):
-        server.signal(signal.SIGSTOP)
-        if path is None or _write_lock_free(str(path)):
-            return
-        server.signal(signal.SIGCONT)
-        time.sleep(0.02)  # let it finish its transaction
-    raise AssertionError("the server always held the SQLite write lock")
-
-
-def _write_lock_free(path: str) -> bool:
-    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
+    """SIGSTOP at a moment the server does not hold the SQLite write lock (see
+    ServerProcess.freeze: a frozen writer would block the file, not the subject here)."""
+    assert server.freeze(MAX_PAUSE_ATTEMPTS), "the server always held the SQLite write lock"
 
 
 def test_a_paused_owner_stops_its_runner_on_waking_and_stores_nothing_late(

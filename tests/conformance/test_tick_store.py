@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ticktape.domain import Session, SessionStatus
-from ticktape.errors import LeaseLost
+from ticktape.errors import LeaseLost, ValidationError
 from ticktape.store import Store
-from ticktape.store.base import TickQuery, WriteResult
+from ticktape.store.base import MAX_DATA_LIMIT, TickQuery, WriteResult
 from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -577,3 +577,16 @@ def test_read_orderbook_symbol_range_and_limit(
 
 def test_read_orderbook_of_an_unknown_session_is_empty(store: Store, run: Run) -> None:
     assert _read_books(store, run, "00000000-0000-4000-8000-000000000004") == []
+
+
+@pytest.mark.parametrize("limit", [0, -1, MAX_DATA_LIMIT + 1])
+@pytest.mark.parametrize("read", ["read_trades", "read_orderbook"])
+def test_a_tick_read_limit_outside_1_to_max_is_a_validation_error(
+    store: Store, run: Run, running_session: StartSession, read: str, limit: int
+) -> None:
+    """Every backend validates the page size the same way, before touching its data."""
+    session = running_session()
+    with pytest.raises(ValidationError) as caught:
+        run(getattr(store.ticks, read)(TickQuery(session.id, limit=limit)))
+    assert caught.value.field == "limit"
+    assert run(getattr(store.ticks, read)(TickQuery(session.id, limit=MAX_DATA_LIMIT))) == []

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from ticktape.config import STORE_RETRY_ATTEMPTS, Settings
+from ticktape.config import RENEW_ATTEMPTS, RetryPolicy, Settings
 from ticktape.domain import Reason, Session, SessionEvent, SessionStatus, is_valid_history
 from ticktape.errors import LeaseLost, StoreBusy, StoreUnavailable
-from ticktape.runtime.leases import RENEW_ATTEMPTS
 from ticktape.store.base import SessionQuery
 from ticktape.testing import Instance, eventually, instances
 from ticktape.ticks import BookBatch, TradeBatch
@@ -50,7 +49,7 @@ def base_settings(tmp_path: Path) -> Settings:
         flush_interval_s=0.05,
         flush_max_rows=5_000,
         buffer_max_rows=50_000,
-        store_retry_attempts=3,
+        retry=RetryPolicy(store_attempts=3),
     )
 
 
@@ -135,7 +134,7 @@ def test_a_stop_whose_store_write_fails_leaves_the_session_running_and_stoppable
         assert session.id in a.supervisor.running_ids
         before = sum(await stored(a, session.id))
         await wait_for_data(a, session.id, before + 1)
-        assert fault.hits == STORE_RETRY_ATTEMPTS  # retried (bounded), then a clear error
+        assert fault.hits == a.settings.retry.store_attempts  # retried (bounded), then an error
         fault.remove()
         ended = await a.service.stop(session.id, wait=True, timeout_s=10)
         assert (ended.status, ended.reason) == (STOPPED, Reason.USER_STOP)

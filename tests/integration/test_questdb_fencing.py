@@ -1,9 +1,8 @@
 """QuestDB's fencing window, reproduced on a real server.
 
 ILP cannot share a transaction with the session log, so a tick writer is checked
-first and sends after. The chaos run once caught an owner paused between the two
-(SIGSTOP): it was reaped and counted, then its batch landed, and the failed
-session's stats were below its stored rows. Here the pause is made exact: the
+first and sends after. An owner paused between the two (SIGSTOP, a stall) can be
+reaped and counted before its batch lands. Here the pause is made exact: the
 send waits on a gate after the ownership check has passed, the session is reaped
 (or claimed) meanwhile, then the gate opens and the late rows really land — the
 raw table shows them — yet no count, read or position of the store includes them.
@@ -25,7 +24,7 @@ from ticktape.errors import TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.store import Store, open_store
 from ticktape.store.base import TickQuery
-from ticktape.store.questdb_ticks import QuestDBTickStore
+from ticktape.store.questdb import QuestDBTickStore
 from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
@@ -263,45 +262,53 @@ def test_a_seal_from_an_earlier_tenure_is_refused(
     run(scenario())
 
 
-def test_tables_of_an_earlier_release_gain_the_fence_columns(
-    questdb_url: str, run: Run[Any]
-) -> None:
-    """Tables created without ``epoch``/``batch_seq``/``fences`` are migrated on open."""
-    from ticktape.store._questdb_db import ORDERBOOK_DDL, SESSION_LOG_DDL, TRADES_DDL
+def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run[Any]) -> None:
+    """A stale owner's late row never replaces a new owner's: ``tenure`` is a DEDUP key,
+    ``batch_seq`` is not, and the session log carries the tenure and its fences."""
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
 
     url = isolated_questdb_url(questdb_url)
     store = open_store(url)
-
-    def old(ddl: str) -> str:
-        for line in ("    epoch LONG,\n", "    batch_seq LONG\n", "    fences VARCHAR\n"):
-            ddl = ddl.replace(line, "")
-        return ddl.replace("ts TIMESTAMP,\n) TIMESTAMP", "ts TIMESTAMP\n) TIMESTAMP").replace(
-            ", epoch)", ")"
-        )
-
-    async def scenario() -> dict[str, dict[str, bool]]:
-        db = store._db  # type: ignore[attr-defined]
-        await db.open()
-        for ddl in (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL):
-            async with db.writer("old schema") as conn:
-                await conn.execute(db.q(old(ddl)))
-        async with db.reader("columns") as conn:
-            cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{db.q('tt_trades')}')")
-            assert "epoch" not in {str(c) for (c,) in await cur.fetchall()}
-        await db.close()
-        await store.open()  # migrates
-        columns = {}
-        for table in ("tt_session_log", "tt_trades", "tt_orderbook"):
-            async with db.reader("columns") as conn:
-                cur = await conn.execute(
-                    f"SELECT \"column\", upsertKey FROM table_columns('{db.q(table)}')"
-                )
-                columns[table] = {str(c): bool(k) for c, k in await cur.fetchall()}
-        await store.close()
-        return columns
-
-    columns = run(scenario())
-    assert {"epoch", "fences"} <= columns["tt_session_log"].keys()
-    for table in ("tt_trades", "tt_orderbook"):
-        assert columns[table]["epoch"] is True  # a DEDUP key
+    run(store.open())
+    run(store.close())
+    address = QuestDBAddress.from_url(url)
+    columns = {}
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        for table in ("session_log", "trades", "orderbook"):
+            name = f"{address.prefix}{table}"
+            rows = conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
+            columns[table] = {str(c): bool(k) for c, k in rows.fetchall()}
+    assert {"tenure", "fences"} <= columns["session_log"].keys()
+    for table in ("trades", "orderbook"):
+        assert columns[table]["tenure"] is True
         assert columns[table]["batch_seq"] is False
+
+
+def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
+    questdb_url: str, run: Run[Any]
+) -> None:
+    """No migration for builds that were never released: a session log without the
+    ``tenure`` column (it was called ``epoch``) stops the store from opening, by name."""
+    import psycopg
+
+    from ticktape.errors import StoreError
+    from ticktape.store.questdb import QuestDBAddress
+
+    url = isolated_questdb_url(questdb_url)
+    address = QuestDBAddress.from_url(url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {address.prefix}session_log (id SYMBOL, epoch LONG, ts TIMESTAMP) "
+            "TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL"
+        )
+    store = open_store(url)
+    try:
+        with pytest.raises(StoreError, match=r"session_log lacks column\(s\) row_seq, .*tenure"):
+            run(store.open())
+    finally:
+        run(store.close())
+        with psycopg.connect(address.conninfo, autocommit=True) as conn:
+            for table in ("session_log", "trades", "orderbook"):
+                conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")

@@ -138,7 +138,9 @@ class SessionMachine(RuleBasedStateMachine):
                 assert session.stats.trades == counts.trades
 
     def _all(self) -> list[Any]:
-        page = self.run(self.instance.service.list(SessionQuery(limit=500, include_deleted=True)))
+        page = self.run(
+            self.instance.service.list_sessions(SessionQuery(limit=500, include_deleted=True))
+        )
         return list(page.sessions)
 
     @invariant()

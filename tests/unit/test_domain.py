@@ -39,7 +39,8 @@ from ticktape.errors import (
     UnsupportedError,
     ValidationError,
 )
-from ticktape.store._common import (
+from ticktape.store.base import UNCHANGED
+from ticktape.store.rules import (
     after_cursor,
     apply_transition,
     decode_cursor,
@@ -47,7 +48,6 @@ from ticktape.store._common import (
     from_us,
     to_us,
 )
-from ticktape.store.base import UNCHANGED
 
 P, R, SG, SD, C, F = (
     SessionStatus.PENDING,
@@ -656,5 +656,4 @@ def test_apply_transition_checks_status_before_version() -> None:
             owner=UNCHANGED,
             lease_expires_at=UNCHANGED,
             stats=None,
-            unchanged=UNCHANGED,
         )

@@ -18,8 +18,8 @@ from ticktape.errors import (
     ValidationError,
 )
 from ticktape.store.base import SessionQuery
-from ticktape.store.faulty import OPERATIONS, FaultyStore
 from ticktape.store.memory import MemoryStore
+from ticktape.testing import OPERATIONS, FaultyStore
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 

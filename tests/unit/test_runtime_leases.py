@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ticktape.config import Settings
+from ticktape.config import RENEW_ATTEMPTS, Settings
 from ticktape.domain import (
     DataType,
     Reason,
@@ -22,11 +22,10 @@ from ticktape.domain import (
 )
 from ticktape.errors import StoreBusy
 from ticktape.metrics import Metrics
-from ticktape.runners.collect import RunHandle
-from ticktape.runtime.leases import RENEW_ATTEMPTS, LeaseKeeper
-from ticktape.store.faulty import FaultyStore
+from ticktape.runtime.handle import RunHandle
+from ticktape.runtime.leases import LeaseKeeper
 from ticktape.store.memory import MemoryStore
-from ticktape.testing import eventually
+from ticktape.testing import FaultyStore, eventually
 from ticktape.ticks import TickCounts
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -14,6 +15,7 @@ from ticktape.runtime import reconciler as reconciler_module
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler
 from ticktape.store.memory import MemoryStore
+from ticktape.testing import faulty_server
 
 
 def test_the_reconcile_interval_defaults_to_the_heartbeat_interval() -> None:
@@ -49,14 +51,23 @@ def test_self_fencing_comes_after_the_next_heartbeat_and_before_the_lease_ends(
     assert heartbeat < settings.self_fence_after_s < lease
 
 
-def test_the_faults_variable_is_read_once_at_start_up() -> None:
-    assert Settings.from_env({"TICKTAPE_FAULTS": "write=0.1"}).faults == "write=0.1"
-    assert Settings.from_env({}).faults == ""
+def test_the_production_settings_know_nothing_of_fault_injection() -> None:
+    """Faults are injected by composition (ticktape.testing.faulty_server), not by a setting."""
+    assert "faults" not in {f.name for f in dataclasses.fields(Settings)}
+    assert not hasattr(Settings.from_env({"TICKTAPE_FAULTS": "write=0.1"}), "faults")
 
 
-def test_a_malformed_faults_variable_stops_the_start_with_one_line() -> None:
-    with pytest.raises(SystemExit, match=r"TICKTAPE_FAULTS: invalid fault 'wrte=0\.1'"):
-        Settings.from_env({"TICKTAPE_FAULTS": "wrte=0.1"})
+def test_the_faulty_server_reads_its_spec_and_the_usual_settings() -> None:
+    settings, spec = faulty_server.parse_args(
+        ["--faults", "write=0.1", "--port", "9123", "--store", "memory://"]
+    )
+    assert spec == "write=0.1"
+    assert (settings.port, settings.store_url) == (9123, "memory://")
+
+
+def test_a_malformed_fault_spec_stops_the_faulty_server_with_one_line() -> None:
+    with pytest.raises(SystemExit, match=r"--faults: invalid fault 'wrte=0\.1'"):
+        faulty_server.parse_args(["--faults", "wrte=0.1"])
 
 
 def test_reconciler_waits_never_exceed_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,14 +4,15 @@
 Its lifespan opens the store, starts the supervisor (which reconciles orphans
 before the first request is served), and on shutdown stops this instance's
 sessions gracefully before closing the store. Tests pass a ready ``service``
-instead and the lifespan wires nothing.
+instead and the lifespan wires nothing; tests and ``bench/chaos.py`` inject store
+faults by composition, passing ``runtime_store`` (see :mod:`ticktape.testing`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -29,7 +30,7 @@ from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
-from ticktape.store.base import SessionQuery
+from ticktape.store.base import SessionQuery, Store
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,15 @@ def create_app(
     *,
     service: SessionService | None = None,
     metrics: Metrics | None = None,
+    runtime_store: Callable[[Store], Store] | None = None,
 ) -> FastAPI:
     """The ticktape API for ``settings``.
 
     With ``service`` (tests, embedding), that service is used as is and the app
     opens, starts and closes nothing; otherwise the lifespan builds everything
-    from ``settings.store_url``.
+    from ``settings.store_url``. ``runtime_store`` wraps the store handle the
+    supervisor (runners, heartbeats, reconciler) uses, not the API's own — for
+    fault injection (``ticktape.testing.FaultyStore``) only.
     """
 
     @asynccontextmanager
@@ -67,7 +71,8 @@ def create_app(
         await store.open()
         try:
             own_metrics = app.state.metrics
-            supervisor = Supervisor(store, settings, own_metrics)
+            supervisor_store = store if runtime_store is None else runtime_store(store)
+            supervisor = Supervisor(supervisor_store, settings, own_metrics)
             await supervisor.start()
             app.state.service = SessionService(store, supervisor, settings, own_metrics)
             log.info(

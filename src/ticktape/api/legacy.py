@@ -65,7 +65,7 @@ async def legacy_list(
     service: Service, query: Annotated[SessionQuery, Depends(session_query)]
 ) -> LegacySessionListOut:
     """Like ``GET /api/sessions``; ``total_count`` counts every match, not just this page."""
-    page = await service.list(query)
+    page = await service.list_sessions(query)
     total = await service.count(query)
     return LegacySessionListOut(
         sessions=[legacy_session_out(s) for s in page.sessions],

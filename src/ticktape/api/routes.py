@@ -165,7 +165,7 @@ async def list_sessions(
     service: Service, query: Annotated[SessionQuery, Depends(session_query)]
 ) -> SessionListOut:
     """Sessions newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    page = await service.list(query)
+    page = await service.list_sessions(query)
     return SessionListOut(
         sessions=[session_out(s) for s in page.sessions], next_cursor=page.next_cursor
     )

@@ -203,42 +203,32 @@ class TicktapeClient:
         path = self._session_path(session_id, "/events")
         return self._get_model(EventListOut, "GET", path).events
 
-    def trades(
+    def trades(self, session_id: str, **window: Any) -> TradeListOut:
+        """Stored trades (``symbol``, ``start``, ``end``, ``limit``: see :meth:`_ticks`)."""
+        return self._ticks(TradeListOut, session_id, "/trades", **window)
+
+    def orderbook(self, session_id: str, **window: Any) -> BookListOut:
+        """Stored order-book snapshots (same window as :meth:`trades`)."""
+        return self._ticks(BookListOut, session_id, "/orderbook", **window)
+
+    def _ticks(
         self,
+        model: type[M],
         session_id: str,
+        suffix: str,
         *,
         symbol: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
         limit: int | None = None,
-    ) -> TradeListOut:
-        params = _range_params(symbol, start, end, limit)
-        path = self._session_path(session_id, "/trades")
-        return self._get_model(TradeListOut, "GET", path, params=params)
-
-    def orderbook(
-        self,
-        session_id: str,
-        *,
-        symbol: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int | None = None,
-    ) -> BookListOut:
-        params = _range_params(symbol, start, end, limit)
-        path = self._session_path(session_id, "/orderbook")
-        return self._get_model(BookListOut, "GET", path, params=params)
-
-
-def _range_params(
-    symbol: str | None, start: datetime | None, end: datetime | None, limit: int | None
-) -> dict[str, Any]:
-    return {
-        "symbol": symbol,
-        "start": None if start is None else start.isoformat(),
-        "end": None if end is None else end.isoformat(),
-        "limit": limit,
-    }
+    ) -> M:
+        params = {
+            "symbol": symbol,
+            "start": None if start is None else start.isoformat(),
+            "end": None if end is None else end.isoformat(),
+            "limit": limit,
+        }
+        return self._get_model(model, "GET", self._session_path(session_id, suffix), params=params)
 
 
 def _error_from(response: httpx.Response) -> ApiError:

@@ -42,7 +42,7 @@ from ticktape.config import (
     Settings,
 )
 from ticktape.errors import TicktapeError
-from ticktape.store import check_reachable, open_store
+from ticktape.store import Store, check_reachable, open_store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -217,6 +217,17 @@ def serve(
         heartbeat_interval_s=heartbeat_s,
         log_level=log_level.lower() if log_level else None,
     )
+    run_server(settings, store_wait_s=store_wait_s)
+
+
+def run_server(
+    settings: Settings,
+    *,
+    store_wait_s: float = 0.0,
+    runtime_store: Callable[[Store], Store] | None = None,
+) -> None:
+    """What ``ticktape serve`` runs once its settings are read (``runtime_store``: see
+    :func:`ticktape.api.app.create_app`; ``ticktape.testing.faulty_server`` passes one)."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -228,7 +239,7 @@ def serve(
     # an unreachable store is a one-line error (or a wait), not a uvicorn traceback
     asyncio.run(check_reachable(settings.store_url, wait_s=store_wait_s, on_retry=waiting))
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, runtime_store=runtime_store),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -16,34 +16,29 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from enum import StrEnum
 
-from ticktape.config import STORE_RETRY_MAX_S, VISIBILITY_TIMEOUT_S, Settings
+from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, utcnow
 from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.metrics import Metrics
 from ticktape.retry import backoff_delays
 from ticktape.runners.buffer import TickBuffer
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.transitions import note, retry_noted
 from ticktape.store.base import Store, TickQuery
-from ticktape.ticks import TickBatch, TickCounts
+from ticktape.store.rules import from_us, to_us
+from ticktape.ticks import TickBatch
 
 log = logging.getLogger(__name__)
 
 LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's last price
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-
-
-def _to_us(ts: datetime) -> int:
-    return (ts - _EPOCH) // _ONE_US
 
 
 def _iso(us: int) -> str:
-    return (_EPOCH + us * _ONE_US).isoformat()
+    return from_us(us).isoformat()
 
 
 class Outcome(StrEnum):
@@ -51,28 +46,6 @@ class Outcome(StrEnum):
     STOPPED = "stopped"  # a stop was asked
     HANDED_OVER = "handed_over"  # this instance shuts down; another will claim and resume it
     LOST = "lost"  # the lease is gone: someone else decides this session's fate
-
-
-@dataclass
-class RunHandle:
-    """What this instance holds for a session it runs: runtime handles, never its state."""
-
-    session_id: str
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
-    handover: asyncio.Event = field(default_factory=asyncio.Event)
-    written: TickCounts = field(default_factory=TickCounts)
-    unstored: int = 0  # ticks that could not be stored and were given up on
-    resumed: bool = False  # claimed after its owner was lost: continue after what is stored
-    stop_reason: str | None = None  # the reason to record if the stop is not recorded yet
-    lost_reason: str = ""  # how the runner learnt it no longer owns the session
-    task: asyncio.Task[None] | None = None
-
-    def lose(self, why: str) -> None:
-        """Fence this runner: it writes nothing more. The first reason is kept."""
-        if not self.lost.is_set():
-            self.lost_reason = why
-            self.lost.set()
 
 
 @dataclass(frozen=True)
@@ -138,14 +111,13 @@ class CollectRunner:
 
     async def _resume_point(self, session: Session, handle: RunHandle) -> ResumePoint | None:
         """Where the stored recording ends; also makes the handle's tally start from it."""
-        attempts = self._settings.store_retry_attempts
         position = await retry_noted(
             self._store,
             session.id,
             lambda: self._store.ticks.position(session.id),
             what="read tick position",
             actor=self._owner,
-            attempts=attempts,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
         handle.written = await retry_noted(
@@ -154,7 +126,7 @@ class CollectRunner:
             lambda: self._store.ticks.count(session.id),
             what="count ticks",
             actor=self._owner,
-            attempts=attempts,
+            policy=self._settings.retry,
             on_retry=self._metrics.store_retry,
         )
         if position.last_ts is None:
@@ -166,7 +138,7 @@ class CollectRunner:
             )
             if last:
                 prices[symbol] = max(last, key=lambda t: t.trade_id).price
-        return ResumePoint(_to_us(position.last_ts), dict(position.last_trade_ids), prices)
+        return ResumePoint(to_us(position.last_ts), dict(position.last_trade_ids), prices)
 
     async def _record_gap(
         self, session: Session, resume: ResumePoint | None, start_us: int
@@ -226,7 +198,7 @@ class CollectRunner:
         return Outcome.FINISHED
 
     async def _flush_loop(self, buffer: TickBuffer, handle: RunHandle) -> None:
-        closing_attempts = self._settings.store_retry_attempts
+        closing_attempts = self._settings.retry.store_attempts
         while True:
             batches = await buffer.take()
             if not batches or handle.lost.is_set():  # fenced: write nothing more
@@ -242,7 +214,7 @@ class CollectRunner:
                     handle.unstored += buffer.rows
                     await buffer.take()
                     return
-            await asyncio.sleep(backoff_delays(2, 0.1, STORE_RETRY_MAX_S)[0] + 0.05)
+            await asyncio.sleep(backoff_delays(2, 0.1, self._settings.retry.store_max_s)[0] + 0.05)
 
     async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
         try:
@@ -252,7 +224,7 @@ class CollectRunner:
                 lambda: self._store.ticks.write(batches, owner=self._owner),
                 what="write ticks",
                 actor=self._owner,
-                attempts=self._settings.store_retry_attempts,
+                policy=self._settings.retry,
                 on_retry=self._metrics.store_retry,
             )
         except LeaseLost as exc:

@@ -26,17 +26,11 @@ from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionNotFound, StoreError
 from ticktape.metrics import Metrics
 from ticktape.retry import retry_transient
-from ticktape.runners.collect import RunHandle
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.transitions import note
 from ticktape.store.base import Store
 
 log = logging.getLogger(__name__)
-
-# A renewal meeting contention ("busy") is retried a little within the heartbeat;
-# beyond that the next heartbeat tries again, until self-fencing.
-RENEW_ATTEMPTS = 3
-RENEW_RETRY_BASE_S = 0.02
-RENEW_RETRY_MAX_S = 0.2
 
 
 @dataclass
@@ -109,9 +103,9 @@ class LeaseKeeper:
                         session_id, owner=self._owner, lease_expires_at=until, stats=stats
                     ),
                     what="renew lease",
-                    attempts=RENEW_ATTEMPTS,
-                    base_s=RENEW_RETRY_BASE_S,
-                    max_s=RENEW_RETRY_MAX_S,
+                    attempts=self._settings.retry.renew_attempts,
+                    base_s=self._settings.retry.renew_base_s,
+                    max_s=self._settings.retry.renew_max_s,
                     on_retry=self._metrics.store_retry,
                 )
             except (LeaseLost, SessionNotFound) as exc:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -38,10 +38,9 @@ from ticktape.domain import (
 )
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.retry import retry_transient
-from ticktape.runners.collect import RunHandle
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
-from ticktape.runtime.transitions import retry_noted
+from ticktape.runtime.transitions import Retrier
 from ticktape.store.base import Store
 
 T = TypeVar("T")
@@ -87,6 +86,7 @@ class Reconciler:
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
+        self._retried = Retrier(store, owner, settings.retry, metrics.store_retry)
         self._instance = instance
         self._leases = leases
         self._host = host
@@ -172,27 +172,6 @@ class Reconciler:
         if force:
             return f"owner {session.owner} restarted"
         return f"owner {session.owner} lease expired at {expiry.isoformat() if expiry else 'never'}"
-
-    async def _retried(
-        self, operation: Callable[[], Awaitable[T]], what: str, session_id: str | None = None
-    ) -> T:
-        """Retry transient errors (bounded); for a session's write, note retries in its history."""
-        if session_id is not None:
-            return await retry_noted(
-                self._store,
-                session_id,
-                operation,
-                what=what,
-                actor=self._owner,
-                attempts=self._settings.store_retry_attempts,
-                on_retry=self._metrics.store_retry,
-            )
-        return await retry_transient(
-            operation,
-            what=what,
-            attempts=self._settings.store_retry_attempts,
-            on_retry=self._metrics.store_retry,
-        )
 
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
         seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")

@@ -16,19 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
-from ticktape.config import SHUTDOWN_TIMEOUT_S, STORE_RETRY_BASE_S, STORE_RETRY_MAX_S, Settings
+from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.runners.collect import CollectRunner, Outcome, RunHandle, RunResult
+from ticktape.runners.collect import CollectRunner, Outcome, RunResult
+from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
-from ticktape.runtime.transitions import MAX_CAS_ROUNDS, note, request_stop, retry_noted
+from ticktape.runtime.transitions import Retrier, note, request_stop
 from ticktape.store.base import Seal, Store
-from ticktape.store.faulty import FaultyStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ log = logging.getLogger(__name__)
 
 class Supervisor:
     def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
-        if settings.faults:
-            log.warning(
-                "TICKTAPE_FAULTS=%r: injecting store faults (chaos runs only)", settings.faults
-            )
-            store = FaultyStore.from_spec(store, settings.faults)
         self._store = store
         self._settings = settings
         self._metrics = metrics
@@ -49,6 +44,7 @@ class Supervisor:
         self._owner = f"{self._instance}/{uuid.uuid4().hex[:12]}"
         self._handles: dict[str, RunHandle] = {}
         self._leases = LeaseKeeper(store, settings, metrics, self._owner)
+        self._retried = Retrier(store, self._owner, settings.retry, metrics.store_retry)
         self._reconciler = Reconciler(
             store,
             settings,
@@ -122,6 +118,7 @@ class Supervisor:
                     session_id,
                     actor=self._owner,
                     reason=Reason.SERVER_SHUTDOWN,
+                    policy=self._settings.retry,
                     on_retry=self._metrics.store_retry,
                 )
             except TicktapeError as exc:
@@ -202,29 +199,15 @@ class Supervisor:
         finally:
             self._release_handle(session.id)
 
-    async def _retried(
-        self, session_id: str, operation: Callable[[], Awaitable[T]], what: str
-    ) -> T:
-        """Retry transient store errors (bounded), noting retries in the session's history."""
-        return await retry_noted(
-            self._store,
-            session_id,
-            operation,
-            what=what,
-            actor=self._owner,
-            attempts=self._settings.store_retry_attempts,
-            on_retry=self._metrics.store_retry,
-        )
-
     async def _seal(self, session_id: str) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
         return await self._retried(
-            session_id, lambda: self._store.ticks.seal(session_id), "count ticks"
+            lambda: self._store.ticks.seal(session_id), "count ticks", session_id
         )
 
     async def _begin(self, session_id: str) -> Session | None:
         """``pending`` → ``running``; a stop asked before the start ends it here instead."""
-        for _ in range(MAX_CAS_ROUNDS):
+        for _ in range(self._settings.retry.cas_rounds):
             current = await self._store.sessions.get_session(session_id)
             if current.owner != self._owner or current.is_terminal:
                 return None
@@ -241,7 +224,6 @@ class Supervisor:
                 return None
             try:
                 return await self._retried(
-                    session_id,
                     lambda c=current: self._store.sessions.transition(  # type: ignore[misc]
                         c.id,
                         expected_version=c.version,
@@ -251,19 +233,24 @@ class Supervisor:
                         lease_expires_at=self._leases.lease_until(),
                     ),
                     "start session",
+                    session_id,
                 )
             except (TransitionRace, InvalidTransition):
                 continue
         return None
 
     async def _finish(self, handle: RunHandle, result: RunResult) -> None:
-        """Write the end of a run; retried until it is written or this instance loses the lease.
+        """Write the end of a run: ``RetryPolicy.finish_rounds`` rounds at most, each of
+        whose store calls is retried on its own; stops early if the lease is lost.
 
         The handle stays registered meanwhile, so heartbeats keep the lease: the
-        session is never left "stopped here, running in the store".
+        session is never left "stopped here, running in the store". If every round
+        fails, the handle is released, the lease expires, and the reconciler
+        finalises the session from the store (counted there, as here).
         """
-        delay = STORE_RETRY_BASE_S
-        while True:
+        retry = self._settings.retry
+        delay = retry.store_base_s
+        for round_ in range(1, retry.finish_rounds + 1):
             try:
                 await self._finish_once(handle, result)
                 return
@@ -276,6 +263,15 @@ class Supervisor:
                         exc,
                     )
                     return
+                if round_ == retry.finish_rounds:
+                    log.error(
+                        "session %s: could not record its end in %d rounds (%s); the "
+                        "reconciler finalises it once its lease expires",
+                        handle.session_id,
+                        round_,
+                        exc,
+                    )
+                    return
                 log.error(
                     "session %s: could not record its end (%s); retrying in %.2fs",
                     handle.session_id,
@@ -283,7 +279,7 @@ class Supervisor:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, STORE_RETRY_MAX_S)
+                delay = min(delay * 2, retry.store_max_s)
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7)."""
@@ -298,7 +294,7 @@ class Supervisor:
                 detail=f"runner wrote {handle.written}, store holds {counts}",
             )
         stats = counts.as_stats(handle.unstored)
-        for _ in range(MAX_CAS_ROUNDS):
+        for _ in range(self._settings.retry.cas_rounds):
             current = await self._store.sessions.get_session(handle.session_id)
             if current.is_terminal or current.owner != self._owner:
                 return
@@ -318,6 +314,7 @@ class Supervisor:
                     current.id,
                     actor=self._owner,
                     reason=handle.stop_reason or Reason.USER_STOP,
+                    policy=self._settings.retry,
                     on_retry=self._metrics.store_retry,
                 )
                 continue
@@ -338,7 +335,6 @@ class Supervisor:
         seal: Seal,
     ) -> Session:
         ended = await self._retried(
-            current.id,
             lambda: self._store.sessions.transition(
                 current.id,
                 expected_version=current.version,
@@ -351,12 +347,13 @@ class Supervisor:
                 seal=seal,
             ),
             f"mark session {target.value}",
+            current.id,
         )
         self._leases.untrack(current.id)  # ended: nothing left to renew
         return ended
 
     async def _fail(self, session_id: str, reason: str, detail: str) -> None:
-        for _ in range(MAX_CAS_ROUNDS):
+        for _ in range(self._settings.retry.cas_rounds):
             try:
                 current = await self._store.sessions.get_session(session_id)
                 if current.is_terminal or current.owner != self._owner:

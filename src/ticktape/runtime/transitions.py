@@ -1,16 +1,21 @@
-"""Store-first state changes shared by the service and the supervisor.
+"""Store-first state changes and the retry of transient errors, shared by the service,
+the supervisor, the reconciler and the runners.
 
-Each reads the session, decides, and writes conditionally on the version it
-read; a lost race means "read again and decide again", a bounded number of times.
+A state change reads the session, decides, and writes conditionally on the version it
+read; a lost race means "read again and decide again", ``RetryPolicy.cas_rounds`` times
+at most. A transient store error is retried around the one store call that failed
+(:func:`retry_noted`), ``RetryPolicy.store_attempts`` times in all — never around a
+whole round, so the bounds multiply only where docs/design.md says they do.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
-from ticktape.config import STORE_RETRY_ATTEMPTS
+from ticktape.config import DEFAULT_RETRY, RetryPolicy
 from ticktape.domain import Reason, Session, SessionStatus
 from ticktape.errors import InvalidTransition, SessionConflict, StoreError, TransitionRace
 from ticktape.retry import retry_transient
@@ -18,8 +23,6 @@ from ticktape.store.base import Store
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-MAX_CAS_ROUNDS = 20  # re-read/retry rounds when a conditional write loses a race
 
 
 async def note(
@@ -40,16 +43,17 @@ async def note(
 
 async def retry_noted(
     store: Store,
-    session_id: str,
+    session_id: str | None,
     operation: Callable[[], Awaitable[T]],
     *,
     what: str,
     actor: str,
-    attempts: int = STORE_RETRY_ATTEMPTS,
+    policy: RetryPolicy = DEFAULT_RETRY,
     on_retry: Callable[[Exception], None] | None = None,
 ) -> T:
-    """:func:`retry_transient` for one session's operation; if it needed retries, say so in
-    the session's history (``store_retried``) once it succeeded."""
+    """:func:`retry_transient` with ``policy``'s store bounds; for one session's operation
+    (``session_id`` given), if it needed retries, say so in the session's history
+    (``store_retried``) once it succeeded."""
     errors: list[Exception] = []
 
     def retried(exc: Exception) -> None:
@@ -57,8 +61,15 @@ async def retry_noted(
         if on_retry is not None:
             on_retry(exc)
 
-    result = await retry_transient(operation, what=what, attempts=attempts, on_retry=retried)
-    if errors:
+    result = await retry_transient(
+        operation,
+        what=what,
+        attempts=policy.store_attempts,
+        base_s=policy.store_base_s,
+        max_s=policy.store_max_s,
+        on_retry=retried,
+    )
+    if errors and session_id is not None:
         await note(
             store,
             session_id,
@@ -69,12 +80,39 @@ async def retry_noted(
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class Retrier:
+    """:func:`retry_noted` bound to one store, actor, policy and retry counter — the
+    one retry wrapper the supervisor and the reconciler share."""
+
+    store: Store
+    actor: str
+    policy: RetryPolicy
+    on_retry: Callable[[Exception], None] | None = None
+
+    async def __call__(
+        self, operation: Callable[[], Awaitable[T]], what: str, session_id: str | None = None
+    ) -> T:
+        """Retry transient errors (bounded); for a session's write, note retries in its
+        history."""
+        return await retry_noted(
+            self.store,
+            session_id,
+            operation,
+            what=what,
+            actor=self.actor,
+            policy=self.policy,
+            on_retry=self.on_retry,
+        )
+
+
 async def request_stop(
     store: Store,
     session_id: str,
     *,
     actor: str,
     reason: str,
+    policy: RetryPolicy = DEFAULT_RETRY,
     on_retry: Callable[[Exception], None] | None = None,
 ) -> Session:
     """Record a stop request: ``pending``/``running`` → ``stopping``. Idempotent.
@@ -83,7 +121,7 @@ async def request_stop(
     fails, nothing changed and the error propagates: the session is still
     running and still stoppable.
     """
-    for _ in range(MAX_CAS_ROUNDS):
+    for _ in range(policy.cas_rounds):
         session = await store.sessions.get_session(session_id)
         if session.is_terminal or session.status is SessionStatus.STOPPING:
             return session
@@ -97,6 +135,9 @@ async def request_stop(
                     reason=reason,
                 ),
                 what="record stop request",
+                attempts=policy.store_attempts,
+                base_s=policy.store_base_s,
+                max_s=policy.store_max_s,
                 on_retry=on_retry,
             )
         except (TransitionRace, InvalidTransition):

@@ -17,9 +17,9 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(url)
     if url.startswith("questdb://"):
-        from ticktape.store.questdb import QuestDBStore  # type: ignore[import-not-found,unused-ignore]
+        from ticktape.store.questdb import QuestDBStore
 
-        return QuestDBStore(url)  # type: ignore[no-any-return,unused-ignore]
+        return QuestDBStore(url)
     if url.startswith("memory://"):
         from ticktape.store.memory import MemoryStore
 

@@ -27,12 +27,12 @@ DEFAULT_DATA_LIMIT: Final = 1000
 MAX_DATA_LIMIT: Final = 10_000
 
 
-class _Unchanged:
-    """Marker for "leave this field as it is" in conditional writes."""
+class Unchanged:
+    """The type of :data:`UNCHANGED`, "leave this field as it is" in conditional writes."""
 
-    _instance: _Unchanged | None = None
+    _instance: Unchanged | None = None
 
-    def __new__(cls) -> _Unchanged:
+    def __new__(cls) -> Unchanged:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -41,7 +41,7 @@ class _Unchanged:
         return "UNCHANGED"
 
 
-UNCHANGED: Final = _Unchanged()
+UNCHANGED: Final = Unchanged()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +158,8 @@ class SessionStore(abc.ABC):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,

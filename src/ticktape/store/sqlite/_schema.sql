@@ -1,4 +1,4 @@
--- ticktape SQLite schema, applied by versioned migrations in sqlite.py.
+-- ticktape SQLite schema, applied by versioned migrations in _db.py.
 -- Each block below, headed by its migration number, runs once, in order, in one transaction.
 
 -- migration: 1

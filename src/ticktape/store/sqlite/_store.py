@@ -28,17 +28,8 @@ from ticktape.domain import (
     utcnow,
 )
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
-from ticktape.store._common import (
-    apply_claim,
-    apply_transition,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    from_us,
-    to_us,
-)
-from ticktape.store._sqlite_db import Database
 from ticktape.store.base import (
+    MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
     Seal,
@@ -49,9 +40,19 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    Unchanged,
     WriteResult,
-    _Unchanged,
 )
+from ticktape.store.rules import (
+    apply_claim,
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
+    to_us,
+)
+from ticktape.store.sqlite._db import Database
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
@@ -270,8 +271,8 @@ class SqliteSessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -288,7 +289,6 @@ class SqliteSessionStore(SessionStore):
                 owner=owner,
                 lease_expires_at=lease_expires_at,
                 stats=stats,
-                unchanged=UNCHANGED,
                 lease_expired_before=lease_expired_before,
             )
             conn.execute(
@@ -591,6 +591,7 @@ class SqliteTickStore(TickStore):
         return " AND ".join(clauses), params
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = self._range(query)
         sql = (
             f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
@@ -605,6 +606,7 @@ class SqliteTickStore(TickStore):
         )
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = self._range(query)
         sql = (
             f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "

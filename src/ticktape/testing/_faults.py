@@ -17,9 +17,9 @@ Operations are named by their method: ``create_session``, ``get_session``,
 ``read_trades``, ``read_orderbook`` (ticks). ``when`` receives the call's
 arguments by name (``session_id``, ``to_status``, ``batches``, ``owner``, ...).
 
-Tests use it directly; ``bench/chaos.py`` sets ``TICKTAPE_FAULTS`` (see
-:meth:`FaultyStore.from_spec`), which the supervisor applies to its own store
-handle. Never set that in production.
+Tests use it directly; ``bench/chaos.py`` starts its servers through
+:mod:`ticktape.testing.faulty_server`, which wraps the runtime's store handle in
+:meth:`FaultyStore.from_spec`.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    Unchanged,
     WriteResult,
-    _Unchanged,
 )
 from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
 
@@ -192,8 +192,8 @@ class FaultySessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -386,7 +386,7 @@ class FaultyStore(Store):
                 times=None,
                 after=after,
                 probability=probability,
-                error=StoreUnavailable(f"injected fault (TICKTAPE_FAULTS): {operation} failed"),
+                error=StoreUnavailable(f"injected fault ({spec!r}): {operation} failed"),
             )
         return store
 

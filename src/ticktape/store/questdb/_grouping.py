@@ -1,9 +1,9 @@
 """Work that queues up while a group is in progress goes together in the next group.
 
 The QuestDB backend uses this three times: session-log appends share one
-transaction (``_questdb_commit.py``), tick writes share one ILP send
-(``questdb_ticks.py``) and a heartbeat's newest-row reads share one query
-(``questdb.py``). One task at a time takes a group from the queue and runs it;
+transaction (``_commit.py``), tick writes share one ILP send
+(``_ticks.py``) and a heartbeat's newest-row reads share one query
+(``_sessions.py``). One task at a time takes a group from the queue and runs it;
 an item queued meanwhile never joins the group under way, so whatever it
 reads or writes comes after everything that was acknowledged before it.
 """

@@ -13,17 +13,8 @@ from datetime import datetime
 
 from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
-from ticktape.store._common import (
-    after_cursor,
-    apply_claim,
-    apply_transition,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    from_us,
-    to_us,
-)
 from ticktape.store.base import (
+    MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
     Seal,
@@ -34,8 +25,18 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    Unchanged,
     WriteResult,
-    _Unchanged,
+)
+from ticktape.store.rules import (
+    after_cursor,
+    apply_claim,
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
+    to_us,
 )
 from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, side_name
 
@@ -139,8 +140,8 @@ class MemorySessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -157,7 +158,6 @@ class MemorySessionStore(SessionStore):
                 owner=owner,
                 lease_expires_at=lease_expires_at,
                 stats=stats,
-                unchanged=UNCHANGED,
                 lease_expired_before=lease_expired_before,
             )
             self._s.sessions[session_id] = updated
@@ -333,6 +333,7 @@ class MemoryTickStore(TickStore):
         return query.end is None or ts_us < to_us(query.end)
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         rows = [
             (ts, tid, sym, px, qty, side)
             for (sid, sym, tid), (ts, px, qty, side) in self._s.trades.items()
@@ -345,6 +346,7 @@ class MemoryTickStore(TickStore):
         ]
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        check_limit(query.limit, MAX_DATA_LIMIT)
         rows = [
             (ts, sym, sides)
             for (sid, sym, ts), sides in self._s.books.items()

@@ -12,7 +12,7 @@ sending refuses a stale owner. ILP has no transaction to hold the log, so an
 owner paused between check and send can still land a batch after it was reaped
 or claimed; every row therefore carries its writer's tenure and batch number,
 and reads leave out what landed past a sealed tenure's fence
-(``_questdb_fence.py``). ILP cannot say which rows DEDUP merged, so
+(``_fence.py``). ILP cannot say which rows DEDUP merged, so
 :meth:`write` reports rows *sent*; final stats always come from :meth:`seal`.
 
 Writes are sent in groups: writes that arrive while a send is under way wait
@@ -43,10 +43,6 @@ from questdb import QuestDBError, Sender
 from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
-from ticktape.store._common import check_limit
-from ticktape.store._grouping import Grouper, Waiting
-from ticktape.store._questdb_db import Connections
-from ticktape.store._questdb_fence import NO_BATCH, Fence, Tenure
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     Seal,
@@ -55,6 +51,10 @@ from ticktape.store.base import (
     TickStore,
     WriteResult,
 )
+from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
+from ticktape.store.questdb._grouping import Grouper, Waiting
+from ticktape.store.rules import check_limit
 from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,18 @@ def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
 
 
 def _fence_columns(
-    batches: list[TradeBatch] | list[BookBatch], rows: list[int], epochs: dict[str, int]
+    batches: list[TradeBatch] | list[BookBatch], rows: list[int], tenures: dict[str, int]
 ) -> dict[str, npt.NDArray[np.int64]]:
-    """Each row's writer tenure and batch number (``_questdb_fence.py``)."""
+    """Each row's writer tenure and batch number (``_fence.py``)."""
     return {
-        "epoch": np.repeat(np.array([epochs[b.session_id] for b in batches], np.int64), rows),
+        "tenure": np.repeat(np.array([tenures[b.session_id] for b in batches], np.int64), rows),
         "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
     }
 
 
-def trades_frame(batches: list[TradeBatch], epochs: dict[str, int]) -> pd.DataFrame:
+def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataFrame:
     """One DataFrame for many trade batches, in the column layout of ``tt_trades``;
-    ``epochs`` maps each session to the tenure its writer checked."""
+    ``tenures`` maps each session to the tenure its writer checked."""
     n = [len(b) for b in batches]
     return pd.DataFrame(
         {
@@ -93,12 +93,12 @@ def trades_frame(batches: list[TradeBatch], epochs: dict[str, int]) -> pd.DataFr
                 (np.concatenate([b.side for b in batches]) > 0).astype(np.int8), dtype=_SIDES
             ),
             "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
-            **_fence_columns(batches, n, epochs),
+            **_fence_columns(batches, n, tenures),
         }
     )
 
 
-def book_frame(batches: list[BookBatch], epochs: dict[str, int]) -> pd.DataFrame:
+def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFrame:
     """Snapshots exploded to one row per level, the layout of ``tt_orderbook``."""
     rows = [len(b) * b.depth for b in batches]
     return pd.DataFrame(
@@ -113,7 +113,7 @@ def book_frame(batches: list[BookBatch], epochs: dict[str, int]) -> pd.DataFrame
             "ask_price": np.concatenate([b.ask_price.ravel() for b in batches]),
             "ask_qty": np.concatenate([b.ask_qty.ravel() for b in batches]),
             "ts": _timestamps(np.concatenate([np.repeat(b.ts_us, b.depth) for b in batches])),
-            **_fence_columns(batches, rows, epochs),
+            **_fence_columns(batches, rows, tenures),
         }
     )
 
@@ -200,10 +200,12 @@ class QuestDBTickStore(TickStore):
                 raise
 
     async def _writers(self, session_ids: list[str]) -> dict[str, tuple[str, str, int]]:
-        """Status, owner and tenure (epoch) of each session, from its newest log row."""
+        """Status, owner and tenure number of each session, from its newest log row."""
         async with self._db.reader("check tick writer") as conn:
             cur = await conn.execute(
-                self._db.q("SELECT id, status, owner, epoch FROM tt_session_log WHERE id IN ")
+                self._db.prefixed(
+                    "SELECT id, status, owner, tenure FROM tt_session_log WHERE id IN "
+                )
                 + f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
                 session_ids,
             )
@@ -234,20 +236,18 @@ class QuestDBTickStore(TickStore):
                 request.answer(refusal)
         if not admitted:
             return
-        epochs = {b.session_id: writers[b.session_id][2] for w in admitted for b in w.batches}
+        tenures = {b.session_id: writers[b.session_id][2] for w in admitted for b in w.batches}
         batches = [b for request in admitted for b in request.batches]
         trades = [b for b in batches if isinstance(b, TradeBatch)]
         books = [b for b in batches if isinstance(b, BookBatch)]
         frames = []
         if trades:
-            frames.append((self._db.q("tt_trades"), trades_frame(trades, epochs)))
+            frames.append((self._db.prefixed("tt_trades"), trades_frame(trades, tenures)))
         if books:
-            frames.append((self._db.q("tt_orderbook"), book_frame(books, epochs)))
+            frames.append((self._db.prefixed("tt_orderbook"), book_frame(books, tenures)))
         assert self._pool is not None  # close() cancels this task before the pool goes
-        try:
+        with ERRORS.wrap("write ticks"):
             await asyncio.get_running_loop().run_in_executor(self._pool, self._send, frames)
-        except QuestDBError as exc:
-            raise StoreUnavailable(f"write ticks: QuestDB ILP error ({exc})") from exc
         for request in admitted:
             request.answer(
                 WriteResult(
@@ -296,13 +296,13 @@ class QuestDBTickStore(TickStore):
         self, sql: str, params: list[object], what: str
     ) -> list[tuple[Any, ...]]:
         async with self._db.reader(what) as conn:
-            cur = await conn.execute(self._db.q(sql), params)
+            cur = await conn.execute(self._db.prefixed(sql), params)
             return await cur.fetchall()
 
     async def _tenure(self, session_id: str) -> Tenure:
         """The session's current tenure and sealed fences (none for an unknown session)."""
         rows = await self._scalar_rows(
-            "SELECT epoch, fences FROM tt_session_log WHERE id = %s LATEST ON ts PARTITION BY id",
+            "SELECT tenure, fences FROM tt_session_log WHERE id = %s LATEST ON ts PARTITION BY id",
             [session_id],
             "read tick fences",
         )
@@ -317,13 +317,13 @@ class QuestDBTickStore(TickStore):
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
             fenced, params = tenure.excluded(table)
             rows = await self._scalar_rows(
-                f"SELECT epoch, count(), max(batch_seq) FROM tt_{table} "
+                f"SELECT tenure, count(), max(batch_seq) FROM tt_{table} "
                 f"WHERE session_id = %s{extra}{fenced}",
                 [session_id, *params],
                 what,
             )
             count = sum(int(r[1]) for r in rows)
-            last = [int(r[2]) for r in rows if r[0] == tenure.epoch and r[2] is not None]
+            last = [int(r[2]) for r in rows if r[0] == tenure.number and r[2] is not None]
             out[table] = (count, last[0] if last else NO_BATCH)
         return out
 
@@ -336,7 +336,7 @@ class QuestDBTickStore(TickStore):
         count and read (not part of the store contract; for diagnostics and the chaos run)."""
         tenure = await self._tenure(session_id)
         await self.wait_visible(VISIBILITY_TIMEOUT_S)
-        raw = await self._counted(session_id, Tenure(tenure.epoch), "count fenced ticks")
+        raw = await self._counted(session_id, Tenure(tenure.number), "count fenced ticks")
         kept = await self._counted(session_id, tenure, "count fenced ticks")
         return TickCounts(
             raw["trades"][0] - kept["trades"][0], raw["orderbook"][0] - kept["orderbook"][0]
@@ -345,7 +345,7 @@ class QuestDBTickStore(TickStore):
     async def seal(self, session_id: str) -> Seal:
         tenure = await self._tenure(session_id)
         counted = await self._counted(session_id, tenure, "seal ticks")
-        fence = Fence(tenure.epoch, counted["trades"][1], counted["orderbook"][1])
+        fence = Fence(tenure.number, counted["trades"][1], counted["orderbook"][1])
         return Seal(TickCounts(counted["trades"][0], counted["orderbook"][0]), fence.dump())
 
     async def position(self, session_id: str) -> TickPosition:

@@ -1,4 +1,4 @@
-"""Pieces every backend shares: cursors, timestamps, transition bookkeeping."""
+"""Rules every backend applies the same way: page limits, cursors, timestamps, transitions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
 from ticktape.errors import InvalidTransition, TransitionRace, ValidationError
+from ticktape.store.base import Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -57,25 +58,12 @@ def after_cursor(session: Session, cursor: tuple[int, str]) -> bool:
     return (created, session.id) < cursor
 
 
-def apply_transition(
-    current: Session,
-    *,
-    expected_version: int,
-    to_status: SessionStatus,
-    reason: str,
-    now: datetime,
-    owner: object,
-    lease_expires_at: object,
-    stats: Stats | None,
-    unchanged: object,
-    lease_expired_before: datetime | None = None,
-) -> Session:
-    """The new session after a conditional transition, or the error the contract names.
-
-    Status is checked before version: a terminal session answers InvalidTransition
-    whatever version the caller holds.
-    """
-    check_transition(current.id, current.status, to_status)
+def check_expectation(
+    current: Session, expected_version: int, lease_expired_before: datetime | None
+) -> None:
+    """TransitionRace unless ``current`` is at ``expected_version`` and, when
+    ``lease_expired_before`` is given, its lease had expired by then (a reap or claim
+    must not take a session whose owner renewed meanwhile)."""
     if current.version != expected_version:
         raise TransitionRace(current.id, expected_version)
     if (
@@ -84,6 +72,27 @@ def apply_transition(
         and current.lease_expires_at >= lease_expired_before
     ):
         raise TransitionRace(current.id, expected_version)
+
+
+def apply_transition(
+    current: Session,
+    *,
+    expected_version: int,
+    to_status: SessionStatus,
+    reason: str,
+    now: datetime,
+    owner: str | Unchanged | None,
+    lease_expires_at: datetime | Unchanged | None,
+    stats: Stats | None,
+    lease_expired_before: datetime | None = None,
+) -> Session:
+    """The new session after a conditional transition, or the error the contract names.
+
+    Status is checked before version: a terminal session answers InvalidTransition
+    whatever version the caller holds.
+    """
+    check_transition(current.id, current.status, to_status)
+    check_expectation(current, expected_version, lease_expired_before)
     changes: dict[str, object] = {
         "status": to_status,
         "reason": reason,
@@ -93,9 +102,9 @@ def apply_transition(
         changes["started_at"] = now
     if to_status.is_terminal:
         changes["ended_at"] = now
-    if owner is not unchanged:
+    if not isinstance(owner, Unchanged):
         changes["owner"] = owner
-    if lease_expires_at is not unchanged:
+    if not isinstance(lease_expires_at, Unchanged):
         changes["lease_expires_at"] = lease_expires_at
     if stats is not None:
         changes["stats"] = stats
@@ -116,14 +125,7 @@ def apply_claim(
     """
     if current.is_terminal:
         raise InvalidTransition(current.id, current.status.value, current.status.value)
-    if current.version != expected_version:
-        raise TransitionRace(current.id, expected_version)
-    if (
-        lease_expired_before is not None
-        and current.lease_expires_at is not None
-        and current.lease_expires_at >= lease_expired_before
-    ):
-        raise TransitionRace(current.id, expected_version)
+    check_expectation(current, expected_version, lease_expired_before)
     return current.evolve(
         owner=owner, lease_expires_at=lease_expires_at, version=current.version + 1
     )

@@ -24,7 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, TicktapeError
+from ticktape.errors import StoreBusy, StoreError, StoreUnavailable
+from ticktape.store.driver_errors import ErrorMap, Rule
 
 T = TypeVar("T")
 
@@ -34,20 +35,33 @@ BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock: wait this lo
 _MIGRATION_MARK = "-- migration:"
 
 
-def translate(exc: sqlite3.Error, what: str) -> StoreError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-        return StoreBusy(f"{what}: the SQLite database is busy ({text})")
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "unable to open" in text or "disk I/O" in text or "readonly" in text
-    ):
-        return StoreUnavailable(f"{what}: cannot use the SQLite database ({text})")
-    return StoreError(f"{what}: SQLite error ({text})")
+#: Every sqlite3 (and file system) error this backend can meet, as a ticktape store
+#: error (first match wins).
+ERRORS = ErrorMap(
+    "SQLite",
+    (sqlite3.Error, OSError),
+    [
+        Rule(
+            sqlite3.OperationalError,
+            StoreBusy,
+            "{what}: the SQLite database is busy ({text})",
+            contains=("locked", "busy"),
+        ),
+        Rule(
+            sqlite3.OperationalError,
+            StoreUnavailable,
+            "{what}: cannot use the SQLite database ({text})",
+            contains=("unable to open", "disk I/O", "readonly"),
+        ),
+        Rule(OSError, StoreUnavailable, "{what}: cannot use the SQLite database ({text})"),
+        Rule(sqlite3.Error, StoreError, "{what}: SQLite error ({text})"),
+    ],
+)
 
 
 def migrations() -> list[tuple[int, list[str]]]:
-    """(version, statements) blocks of ``sqlite_schema.sql``, in order."""
-    text = resources.files("ticktape.store").joinpath("sqlite_schema.sql").read_text()
+    """(version, statements) blocks of ``_schema.sql``, in order."""
+    text = resources.files("ticktape.store.sqlite").joinpath("_schema.sql").read_text()
     blocks: list[tuple[int, list[str]]] = []
     for chunk in text.split(_MIGRATION_MARK)[1:]:
         header, _, body = chunk.partition("\n")
@@ -111,7 +125,8 @@ class Database:
         return conn
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with ERRORS.wrap("open the store"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ticktape-sqlite-writer")
         self._readers = ThreadPoolExecutor(
             READER_THREADS, thread_name_prefix="ticktape-sqlite-reader"
@@ -148,12 +163,8 @@ class Database:
     async def _run(self, pool: ThreadPoolExecutor | None, fn: Callable[[], T], what: str) -> T:
         if pool is None:
             raise StoreUnavailable(f"{what}: the SQLite store is not open")
-        try:
+        with ERRORS.wrap(what):
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
-        except TicktapeError:
-            raise
-        except sqlite3.Error as exc:
-            raise translate(exc, what) from exc
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
         """Run ``fn`` inside a write transaction on the writer thread; return once committed.
@@ -181,7 +192,7 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for op in group:
-                op.settle(None, translate(exc, op.what))
+                op.settle(None, ERRORS.translate(exc, op.what))
             return
         for op in group:
             conn.execute("SAVEPOINT ticktape_write")
@@ -191,7 +202,10 @@ class Database:
                 conn.execute("ROLLBACK TO ticktape_write")
                 conn.execute("RELEASE ticktape_write")
                 outcomes.append(
-                    (None, translate(exc, op.what) if isinstance(exc, sqlite3.Error) else exc)
+                    (
+                        None,
+                        ERRORS.translate(exc, op.what) if isinstance(exc, sqlite3.Error) else exc,
+                    )
                 )
                 continue
             conn.execute("RELEASE ticktape_write")
@@ -200,7 +214,7 @@ class Database:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
-            outcomes = [(None, translate(exc, op.what)) for op in group]
+            outcomes = [(None, ERRORS.translate(exc, op.what)) for op in group]
         for op, (value, failure) in zip(group, outcomes, strict=True):
             op.settle(value, failure)
 

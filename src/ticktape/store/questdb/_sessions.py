@@ -1,8 +1,8 @@
 """The QuestDB backend: sessions as an append-only log with compare-and-set.
 
 QuestDB has no constraints, ``UPDATE`` on a WAL table is asynchronous, and an
-``UPDATE`` on a non-WAL table rewrites whole columns (measured here at 4 ms plus
-about 3 ms per changed column). So sessions are kept in ``tt_session_log``, a
+``UPDATE`` on a non-WAL table rewrites whole columns (its cost: docs/questdb.md).
+So sessions are kept in ``tt_session_log``, a
 non-WAL table where every change — transition, note, lease renewal, soft
 delete — appends one row holding the whole session state after it. The current
 state is the newest row of the session (``LATEST ON ts PARTITION BY id``).
@@ -26,9 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
-
-from ticktape.config import VISIBILITY_TIMEOUT_S
+from ticktape.config import QUESTDB_APPEND_ROUNDS
 from ticktape.domain import (
     DataType,
     Session,
@@ -46,24 +44,6 @@ from ticktape.errors import (
     StoreBusy,
     TransitionRace,
 )
-from ticktape.store._common import (
-    apply_claim,
-    apply_transition,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    from_us,
-)
-from ticktape.store._grouping import Grouper, Waiting
-from ticktape.store._questdb_commit import Append, GroupCommitter
-from ticktape.store._questdb_db import (
-    SCHEMA,
-    Connections,
-    QuestDBAddress,
-    migrate,
-    translate,
-)
-from ticktape.store._questdb_fence import Fence, Tenure
 from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
@@ -72,44 +52,33 @@ from ticktape.store.base import (
     SessionQuery,
     SessionStore,
     Store,
-    _Unchanged,
+    Unchanged,
+)
+from ticktape.store.questdb._commit import Append, GroupCommitter
+from ticktape.store.questdb._db import (
+    ERRORS,
+    SCHEMA,
+    SESSION_LOG_COLUMNS,
+    Connections,
+    QuestDBAddress,
+    check_schema,
+)
+from ticktape.store.questdb._fence import Fence, Tenure
+from ticktape.store.questdb._grouping import Grouper, Waiting
+from ticktape.store.questdb._ticks import QuestDBTickStore
+from ticktape.store.rules import (
+    apply_claim,
+    apply_transition,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_us,
 )
 
 log = logging.getLogger(__name__)
 
-MAX_APPEND_ROUNDS = 50  # re-read and recompute when another writer appended first
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
-_COLUMNS = (
-    "id",
-    "row_seq",
-    "event_seq",
-    "row_kind",
-    "kind",
-    "status",
-    "from_status",
-    "symbols",
-    "exchange",
-    "data_types",
-    "config",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "reason",
-    "event_reason",
-    "detail",
-    "actor",
-    "trades",
-    "orderbook",
-    "errors",
-    "owner",
-    "lease_expires_at",
-    "version",
-    "deleted",
-    "idempotency_key",
-    "epoch",
-    "fences",
-    "ts",
-)
+_COLUMNS = tuple(name for name, _ in SESSION_LOG_COLUMNS)
 _SELECT = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO tt_session_log ({_SELECT}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
 _LATEST = f"SELECT {_SELECT} FROM tt_session_log LATEST ON ts PARTITION BY id"
@@ -169,42 +138,44 @@ class _Row:
             str(v["event_reason"]),
             v["detail"],
             v["ts"].replace(tzinfo=UTC),
-            Tenure.parse(v["epoch"], v["fences"]),
+            Tenure.parse(v["tenure"], v["fences"]),
         )
 
     def values(self) -> tuple[Any, ...]:
+        """The row's values in the order of ``SESSION_LOG_COLUMNS``."""
         s = self.session
-        return (
-            s.id,
-            self.row_seq,
-            self.event_seq,
-            self.row_kind,
-            s.kind.value,
-            s.status.value,
-            None if self.from_status is None else self.from_status.value,
-            json.dumps(list(s.symbols)),
-            s.exchange,
-            json.dumps([d.value for d in s.data_types]),
-            json.dumps(s.config.to_dict()),
-            s.created_at,
-            s.started_at,
-            s.ended_at,
-            s.reason,
-            self.reason,
-            self.detail,
-            self.actor,
-            s.stats.trades,
-            s.stats.orderbook,
-            s.stats.errors,
-            s.owner,
-            s.lease_expires_at,
-            s.version,
-            s.deleted,
-            s.idempotency_key,
-            self.tenure.epoch,
-            self.tenure.dump_fences(),
-            self.ts,
-        )
+        by_column: dict[str, Any] = {
+            "id": s.id,
+            "row_seq": self.row_seq,
+            "event_seq": self.event_seq,
+            "row_kind": self.row_kind,
+            "kind": s.kind.value,
+            "status": s.status.value,
+            "from_status": None if self.from_status is None else self.from_status.value,
+            "symbols": json.dumps(list(s.symbols)),
+            "exchange": s.exchange,
+            "data_types": json.dumps([d.value for d in s.data_types]),
+            "config": json.dumps(s.config.to_dict()),
+            "created_at": s.created_at,
+            "started_at": s.started_at,
+            "ended_at": s.ended_at,
+            "reason": s.reason,
+            "event_reason": self.reason,
+            "detail": self.detail,
+            "actor": self.actor,
+            "trades": s.stats.trades,
+            "orderbook": s.stats.orderbook,
+            "errors": s.stats.errors,
+            "owner": s.owner,
+            "lease_expires_at": s.lease_expires_at,
+            "version": s.version,
+            "deleted": s.deleted,
+            "idempotency_key": s.idempotency_key,
+            "ts": self.ts,
+            "tenure": self.tenure.number,
+            "fences": self.tenure.dump_fences(),
+        }
+        return tuple(by_column[name] for name in _COLUMNS)
 
     def event(self) -> SessionEvent:
         return SessionEvent(
@@ -325,7 +296,7 @@ class QuestDBSessionStore(SessionStore):
         self, sql: str, params: tuple[Any, ...] | list[Any], what: str
     ) -> list[tuple[Any, ...]]:
         async with self._db.reader(what) as conn:
-            cur = await conn.execute(self._db.q(sql), params)
+            cur = await conn.execute(self._db.prefixed(sql), params)
             return await cur.fetchall()
 
     async def _latest(self, session_id: str) -> _Row:
@@ -418,16 +389,16 @@ class QuestDBSessionStore(SessionStore):
 
         Returns ``row`` once committed, None if the expectation failed (nothing
         written) and, with ``idempotency_key``, the first row of an existing session
-        with that key. See ``_questdb_commit`` for how appends share a transaction.
+        with that key. See ``_commit`` for how appends share a transaction.
         """
         answer = await self._committer.append(
             Append(row.session.id, row.values(), expect_row_seq, idempotency_key)
         )
-        if answer is True:
+        if answer.appended:
             return row
-        if answer is False:
+        if answer.existing is None:
             return None
-        return _Row.parse(answer)
+        return _Row.parse(answer.existing)
 
     async def _first_with_key(self, key: str) -> _Row | None:
         rows = await self._query(
@@ -448,7 +419,7 @@ class QuestDBSessionStore(SessionStore):
         """Read the newest row, build the next one from it (``build`` raises the contract's
         errors), append it; when another writer got there first, read again."""
         read = read or self._latest
-        for _ in range(MAX_APPEND_ROUNDS):
+        for _ in range(QUESTDB_APPEND_ROUNDS):
             current = await read(session_id)
             row = build(current)
             if await self._append(row, expect_row_seq=current.row_seq) is not None:
@@ -493,8 +464,8 @@ class QuestDBSessionStore(SessionStore):
         actor: str,
         reason: str,
         detail: str | None = None,
-        owner: str | _Unchanged | None = UNCHANGED,
-        lease_expires_at: datetime | _Unchanged | None = UNCHANGED,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
@@ -509,7 +480,6 @@ class QuestDBSessionStore(SessionStore):
                 owner=owner,
                 lease_expires_at=lease_expires_at,
                 stats=stats,
-                unchanged=UNCHANGED,
                 lease_expired_before=lease_expired_before,
             )
             return current.next(
@@ -611,8 +581,6 @@ class QuestDBStore(Store):
     """Sessions and ticks in one QuestDB. URL: ``questdb://host:8812?ilp=http://host:9000``."""
 
     def __init__(self, url: str) -> None:
-        from ticktape.store.questdb_ticks import QuestDBTickStore
-
         self.url = url
         self.address = QuestDBAddress.from_url(url)
         self._db = Connections(self.address)
@@ -624,12 +592,9 @@ class QuestDBStore(Store):
         try:
             for ddl in SCHEMA:
                 async with self._db.writer("create schema") as conn:
-                    try:
-                        await conn.execute(self._db.q(ddl))
-                    except psycopg.Error as exc:
-                        raise translate(exc, "create schema") from exc
-            if await migrate(self._db):
-                await self.ticks.wait_visible(VISIBILITY_TIMEOUT_S)  # WAL tables ALTER later
+                    with ERRORS.wrap("create schema"):
+                        await conn.execute(self._db.prefixed(ddl))
+            await check_schema(self._db)
         except BaseException:
             await self._db.close()
             raise

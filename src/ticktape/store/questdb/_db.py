@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from questdb import QuestDBError
 
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError
+from ticktape.store.driver_errors import ErrorMap, Rule
 
 READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 5.0
@@ -27,49 +29,55 @@ SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows th
 #: Session log: every transition, note, lease renewal and soft delete of a session is
 #: one appended row carrying the whole session state after it. A non-WAL table: a
 #: commit is visible at once, and a transaction holding an INSERT keeps every other
-#: writer out ("table busy") — the basis of compare-and-set (see questdb.py).
+#: writer out ("table busy") — the basis of compare-and-set (see _sessions.py).
 #: ``id`` has no INDEX on purpose: on 9.3.4, ``WHERE id = $1 LATEST ON ts PARTITION BY
-#: id`` over an indexed symbol returned *other* sessions' rows under concurrent
-#: queries (689 of 800 wrong with 8 connections; 0 without the index) — docs/questdb.md.
-SESSION_LOG_DDL = f"""
-CREATE TABLE IF NOT EXISTS tt_session_log (
-    id SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY},
-    row_seq LONG,
-    event_seq LONG,
-    row_kind SYMBOL,
-    kind SYMBOL,
-    status SYMBOL,
-    from_status SYMBOL,
-    symbols VARCHAR,
-    exchange SYMBOL,
-    data_types VARCHAR,
-    config VARCHAR,
-    created_at TIMESTAMP,
-    started_at TIMESTAMP,
-    ended_at TIMESTAMP,
-    reason VARCHAR,
-    event_reason VARCHAR,
-    detail VARCHAR,
-    actor VARCHAR,
-    trades LONG,
-    orderbook LONG,
-    errors LONG,
-    owner VARCHAR,
-    lease_expires_at TIMESTAMP,
-    version LONG,
-    deleted BOOLEAN,
-    idempotency_key VARCHAR,
-    ts TIMESTAMP,
-    epoch LONG,
-    fences VARCHAR
-) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
-"""
+#: id`` over an indexed symbol returns *other* sessions' rows under concurrent queries
+#: (docs/questdb.md).
+SESSION_LOG_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", f"SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY}"),
+    ("row_seq", "LONG"),
+    ("event_seq", "LONG"),
+    ("row_kind", "SYMBOL"),
+    ("kind", "SYMBOL"),
+    ("status", "SYMBOL"),
+    ("from_status", "SYMBOL"),
+    ("symbols", "VARCHAR"),
+    ("exchange", "SYMBOL"),
+    ("data_types", "VARCHAR"),
+    ("config", "VARCHAR"),
+    ("created_at", "TIMESTAMP"),
+    ("started_at", "TIMESTAMP"),
+    ("ended_at", "TIMESTAMP"),
+    ("reason", "VARCHAR"),
+    ("event_reason", "VARCHAR"),
+    ("detail", "VARCHAR"),
+    ("actor", "VARCHAR"),
+    ("trades", "LONG"),
+    ("orderbook", "LONG"),
+    ("errors", "LONG"),
+    ("owner", "VARCHAR"),
+    ("lease_expires_at", "TIMESTAMP"),
+    ("version", "LONG"),
+    ("deleted", "BOOLEAN"),
+    ("idempotency_key", "VARCHAR"),
+    ("ts", "TIMESTAMP"),
+    ("tenure", "LONG"),
+    ("fences", "VARCHAR"),
+)
+#: Built from SESSION_LOG_COLUMNS, the one list of the log's columns and types: the
+#: backend's SELECT and INSERT column lists and the order of a row's values
+#: (``_sessions._Row.values``) derive from it too.
+SESSION_LOG_DDL = (
+    "CREATE TABLE IF NOT EXISTS tt_session_log (\n"
+    + ",\n".join(f"    {name} {kind}" for name, kind in SESSION_LOG_COLUMNS)
+    + "\n) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL\n"
+)
 
 #: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
 #: DEDUP keys make a replayed row replace itself while distinct ticks never merge:
 #: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
-#: ``epoch`` (the writer's tenure) is a key too and ``batch_seq`` is not: a stale
-#: owner's late row never replaces a new owner's row (_questdb_fence.py).
+#: ``tenure`` (the writer's tenure number) is a key too and ``batch_seq`` is not: a stale
+#: owner's late row never replaces a new owner's row (_fence.py).
 TRADES_DDL = """
 CREATE TABLE IF NOT EXISTS tt_trades (
     session_id SYMBOL CAPACITY 65536,
@@ -79,10 +87,10 @@ CREATE TABLE IF NOT EXISTS tt_trades (
     qty DOUBLE,
     side SYMBOL CAPACITY 4,
     ts TIMESTAMP,
-    epoch LONG,
+    tenure LONG,
     batch_seq LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, epoch)
+DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, tenure)
 """
 
 ORDERBOOK_DDL = """
@@ -95,28 +103,21 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
     ask_price DOUBLE,
     ask_qty DOUBLE,
     ts TIMESTAMP,
-    epoch LONG,
+    tenure LONG,
     batch_seq LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
-DEDUP UPSERT KEYS(ts, session_id, symbol, level, epoch)
+DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
 SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
-
-#: Columns added after their table was first released, for tables created before:
-#: (table, column, type). Old rows read NULL there (an unfenced tenure).
-ADDED_COLUMNS = (
-    ("tt_session_log", "epoch", "LONG"),
-    ("tt_session_log", "fences", "VARCHAR"),
-    ("tt_trades", "epoch", "LONG"),
-    ("tt_trades", "batch_seq", "LONG"),
-    ("tt_orderbook", "epoch", "LONG"),
-    ("tt_orderbook", "batch_seq", "LONG"),
-)
-DEDUP_KEYS = {
-    "tt_trades": ("ts", "session_id", "symbol", "trade_id", "epoch"),
-    "tt_orderbook": ("ts", "session_id", "symbol", "level", "epoch"),
+#: Columns an existing table must have: tables left by a pre-release build lack some,
+#: and the store refuses to open on them with one clear line (there is no migration).
+REQUIRED_COLUMNS = {
+    "tt_session_log": tuple(name for name, _ in SESSION_LOG_COLUMNS),
+    "tt_trades": ("tenure", "batch_seq"),
+    "tt_orderbook": ("tenure", "batch_seq"),
 }
+
 DEFAULT_PREFIX = "tt_"  # every table name starts so; ``?prefix=`` in the URL changes it
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]{0,30}_", re.ASCII)
 TICK_TABLES = ("tt_trades", "tt_orderbook")
@@ -184,13 +185,28 @@ class QuestDBAddress:
         )
 
 
-def translate(exc: BaseException, what: str) -> StoreError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "table busy" in text or "Timeout expired on waiting for the async command" in text:
-        return StoreBusy(f"{what}: QuestDB table busy ({text})")
-    if isinstance(exc, psycopg.OperationalError | OSError | ConnectionError):
-        return StoreUnavailable(f"{what}: cannot reach QuestDB ({text})")
-    return StoreError(f"{what}: QuestDB error ({text})")
+#: Every error the PostgreSQL-wire driver (and the sockets under it) and the ILP client
+#: raise, as a ticktape store error (first match wins). "table busy": another writer
+#: holds the non-WAL session log — retried with backoff by the store boundary.
+ERRORS = ErrorMap(
+    "QuestDB",
+    (psycopg.Error, OSError, QuestDBError),
+    [
+        Rule(
+            (psycopg.Error, OSError),
+            StoreBusy,
+            "{what}: QuestDB table busy ({text})",
+            contains=("table busy", "Timeout expired on waiting for the async command"),
+        ),
+        Rule(
+            (psycopg.OperationalError, OSError),
+            StoreUnavailable,
+            "{what}: cannot reach QuestDB ({text})",
+        ),
+        Rule(QuestDBError, StoreUnavailable, "{what}: QuestDB ILP error ({text})"),
+        Rule(psycopg.Error, StoreError, "{what}: QuestDB error ({text})"),
+    ],
+)
 
 
 class Connections:
@@ -199,14 +215,14 @@ class Connections:
 
     def __init__(self, address: QuestDBAddress) -> None:
         self.address = address
-        self.tick_tables = tuple(self.q(t) for t in TICK_TABLES)
+        self.tick_tables = tuple(self.prefixed(t) for t in TICK_TABLES)
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._write_lock = asyncio.Lock()
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
 
-    def q(self, sql: str) -> str:
+    def prefixed(self, sql: str) -> str:
         """``sql`` with the default table prefix replaced by this store's."""
         prefix = self.address.prefix
         return sql if prefix == DEFAULT_PREFIX else sql.replace(DEFAULT_PREFIX, prefix)
@@ -219,7 +235,7 @@ class Connections:
                 self.address.conninfo, autocommit=True, prepare_threshold=None
             )
         except (psycopg.Error, OSError) as exc:
-            raise translate(exc, "connect") from exc
+            raise ERRORS.translate(exc, "connect") from exc
         self._all.append(conn)
         return conn
 
@@ -254,7 +270,7 @@ class Connections:
                 self._opened -= 1
                 await _close_quietly(conn)
                 conn = None  # type: ignore[assignment]
-            raise translate(exc, what) from exc
+            raise ERRORS.translate(exc, what) from exc
         finally:
             if conn is not None:
                 self._readers.put_nowait(conn)
@@ -271,42 +287,26 @@ class Connections:
                 if self._writer.closed or isinstance(exc, psycopg.OperationalError):
                     await _close_quietly(self._writer)
                     self._writer = None
-                raise translate(exc, what) from exc
+                raise ERRORS.translate(exc, what) from exc
+
+
+async def check_schema(db: Connections) -> None:
+    """StoreError naming the table and columns if a table lacks what this build writes."""
+    for table, required in REQUIRED_COLUMNS.items():
+        name = db.prefixed(table)
+        async with db.reader("read schema") as conn:
+            # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
+            cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{name}')")
+            present = {str(column) for (column,) in await cur.fetchall()}
+        missing = [column for column in required if column not in present]
+        if missing:
+            raise StoreError(
+                f"open the store: QuestDB table {name} lacks column(s) {', '.join(missing)}: "
+                "it was created by a pre-release build of ticktape; drop its tables or "
+                "choose another ?prefix="
+            )
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
     with suppress(psycopg.Error, OSError):
         await conn.close()
-
-
-async def migrate(db: Connections) -> bool:
-    """Bring tables created by an earlier release up to date; True if anything changed.
-
-    Idempotent. On WAL tables an ALTER is applied asynchronously, so the caller waits
-    for the tick tables' WAL afterwards. Two instances migrating at once is fine: the
-    loser's ALTER is refused as a no-op and ignored.
-    """
-    changed = False
-    for table in dict.fromkeys(t for t, _, _ in ADDED_COLUMNS):
-        name = db.q(table)
-        async with db.reader("read schema") as conn:
-            # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
-            cur = await conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
-            columns = {str(col): bool(key) for col, key in await cur.fetchall()}
-        statements = [
-            f"ALTER TABLE {name} ADD COLUMN {col} {kind}"
-            for t, col, kind in ADDED_COLUMNS
-            if t == table and col not in columns
-        ]
-        keys = DEDUP_KEYS.get(table)
-        if keys and {col for col, key in columns.items() if key} != set(keys):
-            statements.append(f"ALTER TABLE {name} DEDUP ENABLE UPSERT KEYS({', '.join(keys)})")
-        for sql in statements:
-            async with db.writer("migrate schema") as conn:
-                try:
-                    await conn.execute(sql)
-                except psycopg.Error as exc:
-                    if "no-op" not in str(exc):
-                        raise translate(exc, "migrate schema") from exc
-            changed = True
-    return changed

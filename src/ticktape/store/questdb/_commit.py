@@ -21,28 +21,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from ticktape.config import QUESTDB_BUSY_ATTEMPTS, QUESTDB_BUSY_BASE_S, QUESTDB_BUSY_MAX_S
 from ticktape.errors import StoreBusy
 from ticktape.retry import retry_transient
-from ticktape.store._grouping import Grouper, Waiting
-from ticktape.store._questdb_db import Connections
+from ticktape.store.questdb._db import Connections
+from ticktape.store.questdb._grouping import Grouper, Waiting
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
-# "table busy": another instance holds the log for one group commit, a few round trips.
-# Retry soon and often (full jitter, capped at 20 ms, ~0.5 s in all) rather than with the
-# general backoff, whose sleeps grow to seconds and made heartbeats of two instances
-# sharing one QuestDB miss their leases; past this bound the general retry takes over.
-BUSY_RETRY_ATTEMPTS = 50
-BUSY_RETRY_BASE_S = 0.001
-BUSY_RETRY_MAX_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What became of one append: ``appended``; or not, with ``existing`` the first row
+    of the session that already holds its idempotency key, or None when another
+    writer changed the session first (the caller re-reads and decides again)."""
+
+    appended: bool
+    existing: tuple[Any, ...] | None = None
+
+
+APPENDED = AppendResult(appended=True)
+LOST = AppendResult(appended=False)
 
 
 @dataclass
-class Append(Waiting[tuple[Any, ...] | bool]):
+class Append(Waiting[AppendResult]):
     """One compare-and-set append: ``values`` if ``id``'s newest row is ``expect_row_seq``."""
 
     id: str
@@ -64,24 +73,22 @@ class GroupCommitter:
             self._commit_group, lambda queue: MAX_GROUP, "append to session log"
         )
 
-    async def append(self, op: Append) -> tuple[Any, ...] | bool:
-        """True if appended; False if the expectation failed; the existing first row of the
-        idempotency key if one exists."""
+    async def append(self, op: Append) -> AppendResult:
+        """Whether ``op`` was appended, and if not, why (:class:`AppendResult`)."""
         self._groups.submit(op)
         return await op.future
 
     async def _commit_group(self, group: list[Append]) -> None:
+        # Only "table busy" is retried here, briefly (config.QUESTDB_BUSY_*): the
+        # caller's own retry of transient errors is the one retry layer for the rest.
         answers = await retry_transient(
-            lambda: retry_transient(
-                lambda: self._commit(group),
-                what="append to session log (table busy)",
-                attempts=BUSY_RETRY_ATTEMPTS,
-                base_s=BUSY_RETRY_BASE_S,
-                max_s=BUSY_RETRY_MAX_S,
-                errors=(StoreBusy,),
-                log_level=logging.DEBUG,
-            ),
-            what="append to session log",
+            lambda: self._commit(group),
+            what="append to session log (table busy)",
+            attempts=QUESTDB_BUSY_ATTEMPTS,
+            base_s=QUESTDB_BUSY_BASE_S,
+            max_s=QUESTDB_BUSY_MAX_S,
+            errors=(StoreBusy,),
+            log_level=logging.DEBUG,
         )
         retry = []
         for op, answer in zip(group, answers, strict=True):
@@ -91,24 +98,24 @@ class GroupCommitter:
                 op.answer(answer)
         self._groups.requeue(retry)
 
-    async def _commit(self, group: list[Append]) -> list[tuple[Any, ...] | bool | None]:
+    async def _commit(self, group: list[Append]) -> Sequence[AppendResult | None]:
+        """One answer per append; None: not judged, only because the group's first append
+        lost (it is submitted again)."""
         async with self._db.writer("write session log") as conn:
             await conn.execute("BEGIN")
             try:
                 answers = await self._decide(conn, group)
-                if answers[0] is not True:
+                if not answers[0].appended:
                     await conn.execute("ROLLBACK")
-                    lost: list[tuple[Any, ...] | bool | None] = [None] * len(group)
-                    lost[0] = answers[0]
-                    return lost
+                    return [answers[0], *([None] * (len(group) - 1))]
                 winners = [
-                    op.values for op, a in zip(group[1:], answers[1:], strict=True) if a is True
+                    op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
                 ]
                 if winners:
                     async with conn.cursor() as cur:
-                        await cur.executemany(self._db.q(self._insert), winners)
+                        await cur.executemany(self._db.prefixed(self._insert), winners)
                 await conn.execute("COMMIT")
-                return answers
+                return list(answers)
             except BaseException:
                 if not conn.closed:
                     with contextlib.suppress(psycopg.Error):
@@ -117,12 +124,12 @@ class GroupCommitter:
 
     async def _decide(
         self, conn: psycopg.AsyncConnection[Any], group: list[Append]
-    ) -> list[tuple[Any, ...] | bool | None]:
+    ) -> list[AppendResult]:
         """Insert the first row (taking the table), then judge every append of the group."""
-        await conn.execute(self._db.q(self._insert), group[0].values)
+        await conn.execute(self._db.prefixed(self._insert), group[0].values)
         ids = sorted({op.id for op in group})
         cur = await conn.execute(
-            self._db.q(
+            self._db.prefixed(
                 "SELECT id, max(row_seq) FROM tt_session_log WHERE id IN "
                 f"({', '.join('%s' for _ in ids)})"
             ),
@@ -133,7 +140,7 @@ class GroupCommitter:
         first_rows: dict[str, tuple[Any, ...]] = {}
         if keys:
             cur = await conn.execute(
-                self._db.q(
+                self._db.prefixed(
                     f"{self._select} WHERE row_seq = 1 AND idempotency_key IN "
                     f"({', '.join('%s' for _ in keys)})"
                 ),
@@ -141,21 +148,21 @@ class GroupCommitter:
             )
             for r in await cur.fetchall():
                 first_rows.setdefault(str(r[self._key_index]), r)
-        answers: list[tuple[Any, ...] | bool | None] = []
+        answers: list[AppendResult] = []
         taken_ids: set[str] = set()
         taken_keys: set[str] = set()
         for op in group:
             key = op.idempotency_key
             if key is not None and key in first_rows:
-                answers.append(first_rows[key])
+                answers.append(AppendResult(appended=False, existing=first_rows[key]))
             elif (
                 op.id in taken_ids
                 or (key is not None and key in taken_keys)
                 or newest.get(op.id) != op.expect_row_seq
             ):
-                answers.append(False)
+                answers.append(LOST)
             else:
-                answers.append(True)
+                answers.append(APPENDED)
                 taken_ids.add(op.id)
                 if key is not None:
                     taken_keys.add(key)

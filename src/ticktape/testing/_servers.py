@@ -1,13 +1,4 @@
-"""Helpers for tests and benchmarks.
-
-- :class:`ServerProcess`: the real ``ticktape serve`` as a subprocess, configured
-  only through flags and environment variables, as a user would run it.
-- :class:`Instance` and :func:`instances`: what ``ticktape serve`` wires together
-  (store handle, supervisor, service) in this process, several on one store, each
-  behind a :class:`~ticktape.store.faulty.FaultyStore` for fault injection.
-- :func:`crash` (a supervisor dies as with SIGKILL) and :func:`eventually` (await
-  a condition with a deadline instead of sleeping).
-"""
+"""Servers and in-process instances for tests and benchmarks (see :mod:`ticktape.testing`)."""
 
 from __future__ import annotations
 
@@ -16,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,13 +18,13 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ticktape.config import Settings
+from ticktape.config import Settings, sqlite_path_from_url
 from ticktape.domain import Session, validate_spec
 from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
-from ticktape.store.faulty import FaultyStore
+from ticktape.testing._faults import FaultyStore
 
 T = TypeVar("T")
 
@@ -48,7 +40,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One ``ticktape serve`` process; restartable on the same port and store."""
+    """One ``ticktape serve`` process; restartable on the same port and store.
+
+    With ``faults`` (a :func:`~ticktape.testing.parse_fault_spec` spec) it runs
+    ``python -m ticktape.testing.faulty_server`` instead: the same server, with those
+    faults injected into its runtime's store handle.
+    """
 
     def __init__(
         self,
@@ -57,8 +54,10 @@ class ServerProcess:
         *,
         port: int | None = None,
         env: dict[str, str] | None = None,
+        faults: str = "",
     ) -> None:
         self.store_url = store_url
+        self.faults = faults
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = log_dir
@@ -73,8 +72,13 @@ class ServerProcess:
     def start(self) -> None:
         self.starts += 1
         log = self.log_path.open("wb")
+        if self.faults:
+            command = [sys.executable, "-m", "ticktape.testing.faulty_server"]
+            command += ["--faults", self.faults]
+        else:
+            command = [str(TICKTAPE), "serve"]
         self.proc = subprocess.Popen(
-            [str(TICKTAPE), "serve", "--port", str(self.port), "--store", self.store_url],
+            [*command, "--port", str(self.port), "--store", self.store_url],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -102,6 +106,23 @@ class ServerProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def freeze(self, attempts: int = 50) -> bool:
+        """SIGSTOP, at a moment the server does not hold the SQLite write lock.
+
+        A process frozen inside a write transaction blocks every other writer of the
+        file (SQLite has one writer at a time) — a property of SQLite, which leases
+        cannot help. So: freeze, check the lock is free, else thaw and try again a
+        moment later. False (and running) if it held the lock every time.
+        """
+        path = sqlite_path_from_url(self.store_url) if self.store_url.startswith("sqlite") else None
+        for _ in range(attempts):
+            self.signal(signal.SIGSTOP)
+            if path is None or _sqlite_write_lock_free(path):
+                return True
+            self.signal(signal.SIGCONT)
+            time.sleep(0.02)  # let it finish its transaction: there is no event to await
+        return False
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash."""
         assert self.proc is not None
@@ -120,6 +141,18 @@ class ServerProcess:
                 self.terminate()
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _sqlite_write_lock_free(path: Path) -> bool:
+    conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager

@@ -7,19 +7,20 @@ its ownership check and was then paused (SIGSTOP, a stall) can land one batch
 *after* it was reaped and counted. The rows cannot be refused, so they are
 fenced instead:
 
-- A **tenure** is one owner's time with a session, numbered by its **epoch**:
-  the session's version when that owner took it (start or claim). The session
-  log carries the current epoch, and every tick row carries the epoch its writer
-  checked plus its batch ``seq`` (the feed block number, stored in order within
-  a tenure; see :mod:`ticktape.ticks`). The epoch is part of the DEDUP keys, so a
-  stale owner's late row never replaces the new owner's row with the same key.
+- A **tenure** is one owner's time with a session, numbered by the session's
+  version when that owner took it (start or claim). The session log carries the
+  current tenure number, and every tick row carries the tenure its writer checked
+  (column ``tenure``) plus its batch ``seq`` (the feed block number, stored in
+  order within a tenure; see :mod:`ticktape.ticks`). The tenure is part of the
+  DEDUP keys, so a stale owner's late row never replaces the new owner's row with
+  the same key.
 - **Sealing** a tenure (``TickStore.seal``, written by the transition or claim
   that ends it) records per tick table the last batch it counted. From then on
   every count, read and position leaves out rows of that tenure beyond the
   fence — precisely the rows that landed after the count.
 
-A tenure that was never sealed (a legacy row, a terminal transition of a session
-that never ran) keeps all its rows.
+A tenure that was never sealed (a terminal transition of a session that never
+ran) keeps all its rows.
 """
 
 from __future__ import annotations
@@ -37,18 +38,18 @@ NO_BATCH = -1  # fence of a table where the tenure stored nothing
 class Fence:
     """The end of one tenure: the last batch seq counted in each tick table."""
 
-    epoch: int
+    tenure: int
     trades: int = NO_BATCH
     orderbook: int = NO_BATCH
 
     def dump(self) -> str:
-        return json.dumps([self.epoch, self.trades, self.orderbook])
+        return json.dumps([self.tenure, self.trades, self.orderbook])
 
     @classmethod
     def load(cls, text: str) -> Fence:
         try:
-            epoch, trades, orderbook = json.loads(text)
-            return cls(int(epoch), int(trades), int(orderbook))
+            tenure, trades, orderbook = json.loads(text)
+            return cls(int(tenure), int(trades), int(orderbook))
         except (ValueError, TypeError) as exc:
             raise StoreError(f"malformed QuestDB tick fence {text!r}") from exc
 
@@ -58,39 +59,40 @@ class Fence:
 
 @dataclass(frozen=True, slots=True)
 class Tenure:
-    """A session's current epoch (0: never owned) and the fences of its closed tenures."""
+    """A session's current tenure number (0: never owned) and the fences of its closed
+    tenures."""
 
-    epoch: int = 0
+    number: int = 0
     fences: tuple[Fence, ...] = ()
 
     @classmethod
-    def parse(cls, epoch: Any, fences: Any) -> Tenure:
-        """From the session log's ``epoch`` and ``fences`` columns (NULL in legacy rows)."""
+    def parse(cls, number: Any, fences: Any) -> Tenure:
+        """From the session log's ``tenure`` and ``fences`` columns (NULL: never owned)."""
         closed = tuple(Fence.load(json.dumps(f)) for f in json.loads(fences)) if fences else ()
-        return cls(0 if epoch is None else int(epoch), closed)
+        return cls(0 if number is None else int(number), closed)
 
     def dump_fences(self) -> str | None:
         if not self.fences:
             return None
-        return json.dumps([[f.epoch, f.trades, f.orderbook] for f in self.fences])
+        return json.dumps([[f.tenure, f.trades, f.orderbook] for f in self.fences])
 
     def sealed(self, fence: Fence) -> Tenure | None:
         """This tenure closed at ``fence``; None if the fence belongs to another tenure."""
-        if fence.epoch != self.epoch:
+        if fence.tenure != self.number:
             return None
-        kept = tuple(f for f in self.fences if f.epoch != fence.epoch)
-        return Tenure(self.epoch, (*kept, fence))
+        kept = tuple(f for f in self.fences if f.tenure != fence.tenure)
+        return Tenure(self.number, (*kept, fence))
 
-    def opened(self, epoch: int) -> Tenure:
-        return Tenure(epoch, self.fences)
+    def opened(self, number: int) -> Tenure:
+        return Tenure(number, self.fences)
 
     def excluded(self, table: str) -> tuple[str, list[object]]:
         """SQL (`` AND NOT (...)``, or empty) leaving out late rows of ``table``
         (``trades`` or ``orderbook``), with its parameters."""
         if not self.fences:
             return "", []
-        terms = " OR ".join("(epoch = %s AND batch_seq > %s)" for _ in self.fences)
+        terms = " OR ".join("(tenure = %s AND batch_seq > %s)" for _ in self.fences)
         params: list[object] = []
         for f in self.fences:
-            params.extend([f.epoch, f.last(table)])
+            params.extend([f.tenure, f.last(table)])
         return f" AND NOT ({terms})", params

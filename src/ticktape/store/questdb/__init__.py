@@ -1,0 +1,26 @@
+"""The QuestDB backend (``questdb://host:8812?ilp=http://host:9000``).
+
+Sessions are an append-only, non-WAL log with compare-and-set; ticks go over
+ILP/HTTP into WAL tables whose rows are fenced by tenure (docs/questdb.md).
+
+Public face:
+
+- :class:`QuestDBStore`, the store;
+- :class:`QuestDBAddress`, a parsed store URL (connection info, ILP configuration,
+  table prefix) — for tools that talk to the same server, such as ``bench/ingest.py``;
+- :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that
+  check what is physically in the tables;
+- ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
+  to a ticktape store error.
+
+The modules inside this package are private: ``_sessions`` (the session log),
+``_ticks`` (tick tables), ``_db`` (connections, schema, error table), ``_commit``
+(group commit), ``_fence`` (tenure fences), ``_grouping`` (batching of waiting calls).
+"""
+
+from ticktape.store.questdb._db import ERRORS as DRIVER_ERRORS
+from ticktape.store.questdb._db import QuestDBAddress
+from ticktape.store.questdb._sessions import QuestDBStore
+from ticktape.store.questdb._ticks import QuestDBTickStore
+
+__all__ = ["DRIVER_ERRORS", "QuestDBAddress", "QuestDBStore", "QuestDBTickStore"]

@@ -1,0 +1,49 @@
+"""Test support: helpers for tests and benchmarks, never used by the product itself.
+
+- :class:`ServerProcess`, :func:`running_server`: the real ``ticktape serve`` as a
+  subprocess, configured only through flags and environment variables; with
+  ``faults=`` it runs :mod:`ticktape.testing.faulty_server` instead, the same server
+  with store faults injected into its runtime.
+- :class:`Instance`, :func:`instances`: what ``ticktape serve`` wires together (store
+  handle, supervisor, service) in this process, each behind a :class:`FaultyStore`.
+- :class:`FaultyStore`: wraps any store and fails or delays the calls a rule picks
+  (:meth:`FaultyStore.fail`, :meth:`FaultyStore.delay`, :meth:`FaultyStore.from_spec`).
+- :func:`crash` (a supervisor dies as with SIGKILL), :func:`eventually` (await a
+  condition with a deadline instead of sleeping), :func:`free_port`.
+
+Fault injection is composition: the store is wrapped where a test or benchmark
+builds the app (``create_app(runtime_store=...)``); the production settings and
+supervisor know nothing of it. The modules inside this package are private.
+"""
+
+from ticktape.testing._faults import (
+    OPERATIONS,
+    FaultRule,
+    FaultyStore,
+    parse_fault_spec,
+)
+from ticktape.testing._servers import (
+    TICKTAPE,
+    Instance,
+    ServerProcess,
+    crash,
+    eventually,
+    free_port,
+    instances,
+    running_server,
+)
+
+__all__ = [
+    "OPERATIONS",
+    "TICKTAPE",
+    "FaultRule",
+    "FaultyStore",
+    "Instance",
+    "ServerProcess",
+    "crash",
+    "eventually",
+    "free_port",
+    "instances",
+    "parse_fault_spec",
+    "running_server",
+]

@@ -1,0 +1,100 @@
+"""The public surface of each package is pinned, and nothing reaches into a private module.
+
+A backend (``ticktape.store.memory``, ``.sqlite``, ``.questdb``) and the test support
+(``ticktape.testing``) are packages with private ``_modules`` and one public face,
+their ``__init__``. Changing what a face exports is a decision: update this list.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPORTS = {
+    "ticktape.store": ["SessionStore", "Store", "TickStore", "check_reachable", "open_store"],
+    "ticktape.store.memory": ["MemoryStore"],
+    "ticktape.store.sqlite": ["DRIVER_ERRORS", "SqliteStore"],
+    "ticktape.store.questdb": [
+        "DRIVER_ERRORS",
+        "QuestDBAddress",
+        "QuestDBStore",
+        "QuestDBTickStore",
+    ],
+    "ticktape.testing": [
+        "OPERATIONS",
+        "TICKTAPE",
+        "FaultRule",
+        "FaultyStore",
+        "Instance",
+        "ServerProcess",
+        "crash",
+        "eventually",
+        "free_port",
+        "instances",
+        "parse_fault_spec",
+        "running_server",
+    ],
+}
+
+
+@pytest.mark.parametrize("package", sorted(EXPORTS))
+def test_each_package_exports_exactly_its_public_names(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(EXPORTS[package])
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    # nothing defined in the package is public without being exported
+    extra = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and name not in module.__all__
+        and not isinstance(value, types.ModuleType)
+        and str(getattr(value, "__module__", "")).startswith(package)
+    }
+    assert extra == set()
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+            names.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    return names
+
+
+def _module_of(path: Path) -> str:
+    relative = path.relative_to(ROOT / "src") if path.is_relative_to(ROOT / "src") else None
+    if relative is None:
+        return ""  # tests and bench belong to no ticktape package
+    return ".".join(relative.with_suffix("").parts)
+
+
+def test_no_module_imports_a_private_module_of_another_package() -> None:
+    """``a.b._c`` may be imported only from inside ``a.b`` (src, tests and bench alike)."""
+    offenders = []
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    files += (ROOT / "bench").rglob("*.py")
+    for path in files:
+        here = _module_of(path)
+        for name in _imports(path):
+            if not name.startswith("ticktape."):
+                continue
+            parts = name.split(".")
+            for i, part in enumerate(parts):
+                if part.startswith("_") and not part.startswith("__"):
+                    owner = ".".join(parts[:i])
+                    if not (here == owner or here.startswith(owner + ".")):
+                        offenders.append(f"{path.relative_to(ROOT)}: {name}")
+                    break
+    assert offenders == [], "\n".join(offenders)
