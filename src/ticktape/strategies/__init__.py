@@ -50,7 +50,7 @@ from ticktape.strategies._registry import (
     default_registry,
 )
 from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, merge_chunk
-from ticktape.strategies._results import RunResult, results_hash
+from ticktape.strategies._results import RunResult, results_hash, summarize
 
 __all__ = [
     "BUY",
@@ -86,6 +86,7 @@ __all__ = [
     "merge_chunk",
     "results_hash",
     "run_backtest",
+    "summarize",
 ]
 
 

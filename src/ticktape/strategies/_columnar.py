@@ -33,7 +33,7 @@ from ticktape.strategies._model import (
     OrderType,
     SimConfig,
 )
-from ticktape.strategies._replay import Chunk, MergedChunk, Pacer
+from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, pad_levels
 from ticktape.strategies._results import RunResult
 from ticktape.strategies._simulator import QTY_EPSILON, point_of
 
@@ -323,14 +323,24 @@ class ColumnarEngine(Run):
                 f"targets() returned shape {targets.shape}, expected ({len(m)},): "
                 "one target per tick of the chunk"
             )
+        n, d = len(self.symbols), m.depth
         if self._books is None:
-            n, d = len(self.symbols), m.depth
             self._books = (
                 np.full((n, d), np.nan),
                 np.zeros((n, d)),
                 np.full((n, d), np.nan),
                 np.zeros((n, d)),
             )
+        depth = max(d, self._books[0].shape[1])  # snapshots may differ in depth
+        bp, bq, ap, aq = self._books
+        self._books = (
+            pad_levels(bp, depth, np.nan),
+            pad_levels(bq, depth, 0.0),
+            pad_levels(ap, depth, np.nan),
+            pad_levels(aq, depth, 0.0),
+        )
+        bid_p, bid_q = pad_levels(m.bid_price, depth, np.nan), pad_levels(m.bid_qty, depth, 0.0)
+        ask_p, ask_q = pad_levels(m.ask_price, depth, np.nan), pad_levels(m.ask_qty, depth, 0.0)
         self.waiting = True  # the loop is the engine's time (and compiles on first use)
         out_f, out_fi, out_o, out_of, out_e = self._out
         start = 0
@@ -342,10 +352,10 @@ class ColumnarEngine(Run):
                 m.kind,
                 m.row,
                 m.trade_price,
-                m.bid_price,
-                m.bid_qty,
-                m.ask_price,
-                m.ask_qty,
+                bid_p,
+                bid_q,
+                ask_p,
+                ask_q,
                 targets,
                 self._st_i,
                 self._st_f,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from ticktape.strategies._contract import Strategy
 from ticktape.strategies._errors import StrategyFailed, StrategyTimeout
 from ticktape.strategies._model import BookTick, SimConfig, TradeTick
-from ticktape.strategies._replay import KIND_TRADE, Chunk, MergedChunk, Pacer, book_depth
+from ticktape.strategies._replay import KIND_TRADE, Chunk, MergedChunk, Pacer
 from ticktape.strategies._replay import merged_chunks as _merged
 from ticktape.strategies._results import RunResult
 from ticktape.strategies._simulator import FillSimulator
@@ -31,7 +31,7 @@ class Run:
     def __init__(self, symbols: Sequence[str], config: SimConfig, depth: int | None) -> None:
         self.symbols = tuple(symbols)
         self.config = config
-        self.depth = depth
+        self.depth = depth  # book levels replayed; None: as deep as the data
         self.ticks = 0  # replayed so far: the guard's sign of progress
         self.waiting = True  # reading the source or pacing: not the strategy's time
         self.first_us: int | None = None
@@ -40,21 +40,7 @@ class Run:
 
     def chunks(self, source: Iterable[Chunk]) -> Iterator[MergedChunk]:
         """Merged chunks; ``waiting`` is set while the source is read."""
-        it = iter(source)
-        pending: list[Chunk] = []
-        if self.depth is None:
-            first = next(it, None)
-            if first is None:
-                return
-            pending.append(first)
-            self.depth = book_depth(first)
-        depth = self.depth
-
-        def chained() -> Iterator[Chunk]:
-            yield from pending
-            yield from it
-
-        merged = _merged(chained(), self.symbols, depth)
+        merged = _merged(source, self.symbols, self.depth)
         while True:
             self.waiting = True
             chunk = next(merged, None)
@@ -110,8 +96,8 @@ class EventEngine(Run):
     def run(self, source: Iterable[Chunk], pacer: Pacer | None = None) -> RunResult:
         sim = self.sim
         try:
-            self._call("on_start", self.strategy.on_start, sim)
             self.waiting = False
+            self._call("on_start", self.strategy.on_start, sim)
             completed = True
             for chunk in self.chunks(source):
                 if not self._replay(chunk, pacer):

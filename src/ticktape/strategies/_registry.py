@@ -109,10 +109,10 @@ class StrategyRegistry:
             return spec.params_model.model_validate(dict(params or {}))
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "params"
+            where = ".".join(str(p) for p in first["loc"])
+            field = f"params.{where}" if where else "params"
             raise InvalidParams(
-                f"strategy {name!r}: parameter {where}: {first['msg']}",
-                field=f"params.{where}",
+                f"strategy {name!r}: {field}: {first['msg']}", field=field
             ) from None
 
     def create(

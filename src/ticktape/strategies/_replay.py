@@ -120,19 +120,22 @@ def _levels(parts: list[np.ndarray], depth: int, pad: float) -> Float64Array:
     return np.ascontiguousarray(np.vstack(out))
 
 
-def book_depth(chunks_first: Chunk, default: int = 1) -> int:
-    """The deepest book in a chunk (the replay pads shallower snapshots)."""
-    depths = [b.depth for b in chunks_first if isinstance(b, BookBatch) and len(b)]
+def book_depth(chunk: Chunk, default: int = 1) -> int:
+    """The deepest book snapshot in a chunk."""
+    depths = [b.depth for b in chunk if isinstance(b, BookBatch) and len(b)]
     return max(depths, default=default)
 
 
 def merged_chunks(
-    chunks: Iterable[Chunk], symbols: Sequence[str], depth: int
+    chunks: Iterable[Chunk], symbols: Sequence[str], depth: int | None = None
 ) -> Iterator[MergedChunk]:
-    """Merge every chunk, checking that chunks are consecutive in exchange time."""
+    """Merge every chunk, checking that chunks are consecutive in exchange time.
+
+    With ``depth`` None each chunk keeps the depth of its deepest snapshot.
+    """
     last_ts: int | None = None
     for chunk in chunks:
-        merged = merge_chunk(chunk, symbols, depth)
+        merged = merge_chunk(chunk, symbols, depth if depth is not None else book_depth(chunk))
         if not len(merged):
             continue
         first = int(merged.ts_us[0])
@@ -144,6 +147,14 @@ def merged_chunks(
             )
         last_ts = int(merged.ts_us[-1])
         yield merged
+
+
+def pad_levels(levels: Float64Array, depth: int, pad: float) -> Float64Array:
+    """``levels`` (n, d) widened to (n, depth) with ``pad``."""
+    if levels.shape[1] >= depth:
+        return levels
+    extra = np.full((levels.shape[0], depth - levels.shape[1]), pad)
+    return np.ascontiguousarray(np.hstack([levels, extra]))
 
 
 class Pacer:
