@@ -37,7 +37,7 @@ from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, pad_levels
 from ticktape.strategies._results import RunResult
 from ticktape.strategies._simulator import QTY_EPSILON, point_of
 
-MAX_IN_FLIGHT = 4096  # market orders submitted and not yet arrived, per run
+MAX_IN_FLIGHT = 1 << 16  # market orders submitted and not yet arrived, per run
 OUT_CAPACITY = 1 << 16  # fills / orders / equity points buffered per loop call
 
 _STATUS = {
@@ -93,6 +93,8 @@ def _fill_loop(  # type: ignore[no-untyped-def]
     bk_aq,
     pq_i,
     pq_f,
+    st_pend,
+    st_nopen,
     out_f,
     out_fi,
     out_o,
@@ -153,6 +155,7 @@ def _fill_loop(  # type: ignore[no-untyped-def]
                     fee = nt * st_f[2]
                     st_f[0] -= side * nt + fee
                     st_pos[s] += side * take
+                    st_pend[s] -= side * take
                     filled += take
                     notional += nt
                     st_i[1] += 1
@@ -169,6 +172,10 @@ def _fill_loop(  # type: ignore[no-untyped-def]
                     if qty - filled <= qty * qty_eps:
                         break
                 status = 2 if qty - filled <= qty * qty_eps else 4
+            st_pend[s] -= side * (qty - filled)
+            st_nopen[s] -= 1
+            if st_nopen[s] == 0:
+                st_pend[s] = 0.0
             out_o[no, 0] = oid
             out_o[no, 1] = s
             out_o[no, 2] = side
@@ -203,11 +210,7 @@ def _fill_loop(  # type: ignore[no-untyped-def]
                 st_mark[s] = (bidp[r, 0] + askp[r, 0]) / 2.0
         target = targets[i]
         if target == target:
-            pending = 0.0
-            for j in range(st_i[3], st_i[4]):
-                if pq_i[j % cap, 1] == s:
-                    pending += pq_i[j % cap, 2] * pq_f[j % cap]
-            delta = target - (st_pos[s] + pending)
+            delta = target - (st_pos[s] + st_pend[s])
             if abs(delta) > min_qty:
                 if st_i[4] - st_i[3] >= cap:
                     return -1, nf, no, ne
@@ -220,6 +223,8 @@ def _fill_loop(  # type: ignore[no-untyped-def]
                 pq_i[slot, 3] = t
                 pq_i[slot, 4] = t + latency
                 pq_f[slot] = abs(delta)
+                st_pend[s] += pq_i[slot, 2] * pq_f[slot]
+                st_nopen[s] += 1
     return n, nf, no, ne
 
 
@@ -255,6 +260,8 @@ class ColumnarEngine(Run):
         self._hasbook = np.zeros(n, np.int8)
         self._pq_i = np.zeros((MAX_IN_FLIGHT, 5), np.int64)
         self._pq_f = np.zeros(MAX_IN_FLIGHT)
+        self._pend = np.zeros(n)  # signed quantity in flight per symbol
+        self._nopen = np.zeros(n, np.int64)
         self._out: tuple[np.ndarray[Any, Any], ...] = (
             np.zeros((OUT_CAPACITY, 3)),
             np.zeros((OUT_CAPACITY, 5), np.int64),
@@ -366,6 +373,8 @@ class ColumnarEngine(Run):
                 *self._books,
                 self._pq_i,
                 self._pq_f,
+                self._pend,
+                self._nopen,
                 out_f,
                 out_fi,
                 out_o,

@@ -22,7 +22,7 @@ from ticktape.strategies._replay import merged_chunks as _merged
 from ticktape.strategies._results import RunResult
 from ticktape.strategies._simulator import FillSimulator
 
-STOP_CHECK_EVERY = 4096  # ticks between checks of the stop flag at full speed
+PROGRESS_EVERY_MASK = 1023  # at full speed: progress and the stop flag every 1024 ticks
 
 
 class Run:
@@ -77,6 +77,7 @@ class EventEngine(Run):
         super().__init__(symbols, config, depth)
         self.strategy = strategy
         self.sim = FillSimulator(symbols, config)
+        self._counted = 0  # ticks of the current chunk already added to ``ticks``
 
     def result(self, status: str, error: str = "") -> RunResult:
         sim = self.sim
@@ -120,7 +121,10 @@ class EventEngine(Run):
             raise StrategyFailed(f"{what} raised:\n{traceback.format_exc()}") from exc
 
     def _replay(self, m: MergedChunk, pacer: Pacer | None) -> bool:
-        """Replay one chunk; False if stopped before its end."""
+        """Replay one chunk; False if stopped before its end.
+
+        The hot loop: per tick it only touches local lists unless there is work
+        (orders due, resting orders on the symbol, a sample due, a handler)."""
         sim = self.sim
         strategy = self.strategy
         cls = type(strategy)
@@ -130,61 +134,70 @@ class EventEngine(Run):
         names = self.symbols
         interval = self.config.equity_interval_us
         stop = self.stop
-        ts_l, sym_l, kind_l, row_l = (
-            m.ts_us.tolist(),
-            m.sym.tolist(),
-            m.kind.tolist(),
-            m.row.tolist(),
-        )
         tp, tq, tside = m.trade_price.tolist(), m.trade_qty.tolist(), m.trade_side.tolist()
         bpx, bq = m.bid_price.tolist(), m.bid_qty.tolist()
         apx, aq = m.ask_price.tolist(), m.ask_qty.tolist()
         actions = sim.pending_actions
         new_fills = sim.new_fills
-        for i in range(len(ts_l)):
-            ts = ts_l[i]
-            if pacer is not None:
-                self.waiting = True
-                if not pacer.wait(ts):
-                    return False
-                self.waiting = False
-            elif not i % STOP_CHECK_EVERY and stop.is_set():
-                return False
-            sim.set_time(ts)
-            if actions and actions[0][0] <= ts:
-                sim.process_due(ts)
-            if sim.next_sample_us is None or ts >= sim.next_sample_us:
-                sample_due(sim, ts, interval)
-            s = sym_l[i]
-            r = row_l[i]
-            if kind_l[i] == KIND_TRADE:
-                price = tp[r]
-                qty = tq[r]
-                side = tside[r]
-                sim.apply_trade(s, ts, price, qty, side)
-                if new_fills:
-                    self._deliver(on_fill)
-                if on_trade is not None:
-                    try:
-                        on_trade(sim, TradeTick(names[s], ts, price, qty, side))
-                    except Exception as exc:
-                        raise StrategyFailed(
-                            f"on_trade raised at {ts} us:\n{traceback.format_exc()}"
-                        ) from exc
-            else:
-                book = BookTick(names[s], ts, bpx[r], bq[r], apx[r], aq[r])
-                sim.apply_book(s, book)
-                if new_fills:
-                    self._deliver(on_fill)
-                if on_book is not None:
-                    try:
-                        on_book(sim, book)
-                    except Exception as exc:
-                        raise StrategyFailed(
-                            f"on_book raised at {ts} us:\n{traceback.format_exc()}"
-                        ) from exc
-            self.ticks += 1
-            self.last_us = ts
+        mark, traded, resting, books = sim.mark, sim.traded, sim.resting, sim.books
+        next_sample = -1 if sim.next_sample_us is None else sim.next_sample_us
+        done = 0
+        last = self.last_us
+        try:
+            for ts, s, kind, r in zip(
+                m.ts_us.tolist(), m.sym.tolist(), m.kind.tolist(), m.row.tolist(), strict=True
+            ):
+                if pacer is not None:
+                    self.waiting = True
+                    if not pacer.wait(ts):
+                        return False
+                    self.waiting = False
+                elif not done & PROGRESS_EVERY_MASK:
+                    self.ticks += done - self._counted
+                    self._counted = done
+                    if stop.is_set():
+                        return False
+                sim._now = ts
+                if actions and actions[0][0] <= ts:
+                    sim.process_due(ts)
+                if ts >= next_sample:
+                    sample_due(sim, ts, interval)
+                    next_sample = sim.next_sample_us  # type: ignore[assignment]
+                if kind == KIND_TRADE:
+                    price = tp[r]
+                    mark[s] = price
+                    traded[s] = True
+                    if resting[s]:
+                        sim.check_resting(s, ts, price, tq[r], tside[r])
+                    if new_fills:
+                        self._deliver(on_fill)
+                    if on_trade is not None:
+                        try:
+                            on_trade(sim, TradeTick(names[s], ts, price, tq[r], tside[r]))
+                        except Exception as exc:
+                            raise StrategyFailed(
+                                f"on_trade raised at {ts} us:\n{traceback.format_exc()}"
+                            ) from exc
+                else:
+                    book = BookTick(names[s], ts, bpx[r], bq[r], apx[r], aq[r])
+                    books[s] = book
+                    if not traded[s]:
+                        mark[s] = (bpx[r][0] + apx[r][0]) / 2.0
+                    if new_fills:
+                        self._deliver(on_fill)
+                    if on_book is not None:
+                        try:
+                            on_book(sim, book)
+                        except Exception as exc:
+                            raise StrategyFailed(
+                                f"on_book raised at {ts} us:\n{traceback.format_exc()}"
+                            ) from exc
+                done += 1
+                last = ts
+        finally:
+            self.ticks += done - self._counted
+            self._counted = 0
+            self.last_us = last
         return True
 
     def _deliver(self, on_fill: object) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 BUY = 1
 SELL = -1
@@ -52,9 +53,10 @@ TERMINAL_ORDER_STATUSES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TradeTick:
-    """One recorded trade. ``side`` is the aggressor: +1 buy, -1 sell."""
+class TradeTick(NamedTuple):
+    """One recorded trade. ``side`` is the aggressor: +1 buy, -1 sell.
+
+    (A named tuple: one is made per replayed trade, and tuples are the cheapest.)"""
 
     symbol: str
     ts_us: int
@@ -63,9 +65,8 @@ class TradeTick:
     side: int
 
 
-@dataclass(frozen=True, slots=True)
-class BookTick:
-    """One recorded order-book snapshot, best level first on each side."""
+class BookTick(NamedTuple):
+    """One recorded order-book snapshot, best level first on each side (NaN-padded)."""
 
     symbol: str
     ts_us: int

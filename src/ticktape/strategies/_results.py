@@ -22,26 +22,39 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _encode_str
 
 from ticktape.strategies._model import EquityPoint, Fill, Order
 
 SECONDS_PER_YEAR = 365 * 24 * 3600.0
 
 
-def _canon(value: object) -> object:
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"results hold a non-finite number {value!r}")
-        return 0.0 if value == 0.0 else value
-    return value
+def _value(v: object) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"results hold a non-finite number {v!r}")
+        return repr(v + 0.0)  # -0.0 + 0.0 is 0.0: one spelling for zero
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return _encode_str(v)
+    raise TypeError(f"cannot put {type(v).__name__} in a results row")
 
 
 def canonical_line(row: Mapping[str, object]) -> str:
-    return json.dumps({k: _canon(v) for k, v in row.items()}, sort_keys=True, separators=(",", ":"))
+    """One row as canonical JSON: keys sorted, no spaces, floats in shortest round-trip
+    form (what ``json.dumps(sort_keys=True, separators=(",", ":"))`` writes, with -0.0
+    as 0.0); non-finite numbers are refused."""
+    return "{" + ",".join(f"{_encode_str(k)}:{_value(row[k])}" for k in sorted(row)) + "}"
 
 
 def results_hash(
@@ -148,6 +161,7 @@ def _trading_stats(fills: Sequence[Fill], last_us: int | None) -> tuple[int, int
     max_pos = 0.0
     exposed_us = 0
     open_since: int | None = None
+    n_open = 0  # symbols with a position
     for f in fills:
         p = pos.get(f.symbol, 0.0)
         signed = f.side * f.qty
@@ -166,7 +180,9 @@ def _trading_stats(fills: Sequence[Fill], last_us: int | None) -> tuple[int, int
             cost[f.symbol] = (cost[f.symbol] * abs(p) + f.price * f.qty) / abs(new)
         pos[f.symbol] = new
         max_pos = max(max_pos, abs(new))
-        any_open = any(v != 0.0 for v in pos.values())
+        if (p != 0.0) != (new != 0.0):
+            n_open += 1 if new != 0.0 else -1
+        any_open = n_open > 0
         if any_open and open_since is None:
             open_since = f.ts_us
         elif not any_open and open_since is not None:

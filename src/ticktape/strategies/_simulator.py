@@ -64,15 +64,18 @@ class FillSimulator:
         self._cash = config.initial_cash
         n = len(self._symbols)
         self.pos = [0.0] * n
+        # signed remaining quantity of open orders, kept as the columnar loop keeps it
+        self._pend = [0.0] * n
+        self._n_open = [0] * n
         self.mark = [math.nan] * n  # last trade price; the mid before the first trade
-        self._traded = [False] * n
+        self.traded = [False] * n
         self.books: list[BookTick | None] = [None] * n
         self.orders: list[Order] = []
         self._open: dict[int, Order] = {}  # not done yet, in id order
         self.fills: list[Fill] = []
         self.new_fills: list[Fill] = []  # not yet given to the strategy's on_fill
         self.equity_points: list[EquityPoint] = []
-        self._resting: list[list[_Resting]] = [[] for _ in range(n)]
+        self.resting: list[list[_Resting]] = [[] for _ in range(n)]
         self.pending_actions: list[tuple[int, int, int, int]] = []  # (due, seq, action, id)
         self._seq = 0
         self._now = 0
@@ -99,9 +102,7 @@ class FillSimulator:
         return self.pos[self._sym(symbol)]
 
     def pending(self, symbol: str) -> float:
-        s = self._sym(symbol)
-        name = self._symbols[s]
-        return sum(o.side * o.remaining for o in self._open.values() if o.symbol == name)
+        return self._pend[self._sym(symbol)]
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self.orders_open() if symbol is None or o.symbol == symbol]
@@ -154,18 +155,10 @@ class FillSimulator:
             elif not order.is_done:
                 self._end(order, OrderStatus.CANCELLED, due, "cancelled")
 
-    def apply_trade(self, s: int, ts_us: int, price: float, qty: float, side: int) -> None:
-        self.mark[s] = price
-        self._traded[s] = True
-        resting = self._resting[s]
-        if resting:
-            for r in list(resting):
-                self._check_passive(r, ts_us, price, qty, side)
-
-    def apply_book(self, s: int, book: BookTick) -> None:
-        self.books[s] = book
-        if not self._traded[s] and book.bid_prices and book.ask_prices:
-            self.mark[s] = book.mid
+    def check_resting(self, s: int, ts_us: int, price: float, qty: float, side: int) -> None:
+        """A trade against this symbol's resting orders (the engine inlines the rest)."""
+        for r in list(self.resting[s]):
+            self._check_passive(r, ts_us, price, qty, side)
 
     def sample(self, ts_us: int) -> None:
         self.equity_points.append(point_of(ts_us, self._cash, self.pos, self.mark))
@@ -181,7 +174,7 @@ class FillSimulator:
     def _submit(
         self, symbol: str, side: int, qty: float, type_: OrderType, price: float | None, po: bool
     ) -> int:
-        self._sym(symbol)
+        s = self._sym(symbol)
         if side not in (BUY, SELL):
             raise ValueError(f"side must be BUY (+1) or SELL (-1), not {side!r}")
         if not (math.isfinite(qty) and qty > 0):
@@ -190,6 +183,8 @@ class FillSimulator:
         order = Order(order_id, symbol, side, type_, float(qty), price, po, submitted_us=self._now)
         self.orders.append(order)
         self._open[order_id] = order
+        self._pend[s] += side * float(qty)
+        self._n_open[s] += 1
         self._schedule(self._now + self.config.entry_latency_us, _ACTIVATE, order_id)
         return order_id
 
@@ -223,7 +218,7 @@ class FillSimulator:
             if order.is_done:
                 return
         order.status = OrderStatus.OPEN
-        self._resting[s].append(_Resting(order, self._queue_ahead(order, book)))
+        self.resting[s].append(_Resting(order, self._queue_ahead(order, book)))
 
     @staticmethod
     def _queue_ahead(order: Order, book: BookTick | None) -> float:
@@ -280,7 +275,7 @@ class FillSimulator:
             elif r.executed >= order.remaining * (1 - QTY_EPSILON):
                 self._fill(order, limit, order.remaining, ts, "maker")
         if order.is_done:
-            self._resting[self._index[order.symbol]].remove(r)
+            self.resting[self._index[order.symbol]].remove(r)
 
     def _fill(self, order: Order, price: float, qty: float, ts_us: int, liquidity: str) -> None:
         rate = self._maker if liquidity == "maker" else self._taker
@@ -289,6 +284,7 @@ class FillSimulator:
         self._cash -= order.side * notional + fee
         s = self._index[order.symbol]
         self.pos[s] += order.side * qty
+        self._pend[s] -= order.side * qty
         order.filled_qty += qty
         order.notional += notional
         fill = Fill(
@@ -313,6 +309,11 @@ class FillSimulator:
         order.done_us = ts_us
         order.reason = reason
         self._open.pop(order.order_id, None)
+        s = self._index[order.symbol]
+        self._pend[s] -= order.side * order.remaining
+        self._n_open[s] -= 1
+        if self._n_open[s] == 0:
+            self._pend[s] = 0.0  # no drift left behind once nothing is open
         if status is OrderStatus.CANCELLED:
-            resting = self._resting[self._index[order.symbol]]
+            resting = self.resting[self._index[order.symbol]]
             resting[:] = [r for r in resting if r.order is not order]
