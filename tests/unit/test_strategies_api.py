@@ -34,6 +34,7 @@ PUBLIC = {
     "StrategySpec",
     "TradeTick",
     "UnknownStrategy",
+    "canonical_line",
     "default_registry",
     "merge_chunk",
     "results_hash",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -13,6 +14,7 @@ from ticktape.strategies import (
     EquityPoint,
     Fill,
     SimConfig,
+    canonical_line,
     default_registry,
     merge_chunk,
     results_hash,
@@ -20,7 +22,7 @@ from ticktape.strategies import (
     summarize,
 )
 
-from .strategy_data import T0, Scripted, books, trades
+from .strategy_data import SYMBOLS, T0, Scripted, books, sim_blocks, trades
 
 
 def test_the_results_hash_is_sha256_of_canonical_lines() -> None:
@@ -120,3 +122,30 @@ def test_pump_detector_enters_on_a_surge_and_exits_by_its_rule(
     assert exit_.side == SELL and exit_.submitted_us == T0 + SURGE_END_US + trigger * 50_000
     assert exit_.filled_qty == entry.filled_qty == 1.0
     assert result.summary["max_position"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"b": 1.0, "a": 2, "c": None, "d": True, "e": False},
+        {"price": 0.1 + 0.2, "qty": 1e-7, "big": 1e22, "neg": -3.5, "s": 'q"u\u00e9'},
+        {"x": 123456789.123456789, "y": -1, "z": ""},
+    ],
+)
+def test_canonical_lines_are_sorted_key_json_with_one_zero(row: dict[str, object]) -> None:
+    expected = json.dumps(row, sort_keys=True, separators=(",", ":"))
+    assert canonical_line(row) == expected
+    assert canonical_line({"z": -0.0}) == '{"z":0.0}'
+    with pytest.raises(ValueError, match="non-finite"):
+        canonical_line({"z": float("nan")})
+
+
+def test_market_maker_keeps_its_inventory_within_the_limit_counting_orders_in_flight() -> None:
+    strategy = default_registry(entry_points=False).create(
+        "market_maker", {"qty": 0.2, "max_inventory": 0.5, "half_spread_bps": 0.5}
+    )
+    result = run_backtest(strategy, sim_blocks(10), SYMBOLS, SimConfig(partial_passive_fills=True))
+    assert result.status == "completed"
+    assert len(result.fills) > 20
+    assert {f.liquidity for f in result.fills} == {"maker"}  # post-only: never takes
+    assert result.summary["max_position"] <= 0.5 + 1e-9  # type: ignore[operator]

@@ -50,7 +50,7 @@ from ticktape.strategies._registry import (
     default_registry,
 )
 from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, merge_chunk
-from ticktape.strategies._results import RunResult, results_hash, summarize
+from ticktape.strategies._results import RunResult, canonical_line, results_hash, summarize
 
 __all__ = [
     "BUY",
@@ -82,6 +82,7 @@ __all__ = [
     "StrategySpec",
     "TradeTick",
     "UnknownStrategy",
+    "canonical_line",
     "default_registry",
     "merge_chunk",
     "results_hash",
