@@ -23,7 +23,11 @@ from ticktape.strategies._errors import StrategyTimeout
 from ticktape.strategies._results import RunResult
 
 DEFAULT_CALL_BUDGET_S = 5.0  # a strategy call that takes longer fails the run
-_POLL_S = 0.02
+# The watchdog wakes this often (a tenth of the budget, within these bounds). Each
+# wake takes the GIL from the run, which on a busy machine can stall it for a
+# scheduling slice: it wakes rarely.
+POLL_MIN_S = 0.02
+POLL_MAX_S = 0.25
 
 
 def _raise_in(thread: threading.Thread) -> None:
@@ -54,8 +58,9 @@ def run_guarded(
     thread = threading.Thread(target=target, name="ticktape-strategy", daemon=True)
     thread.start()
     seen, since = -1, time.monotonic()
+    poll_s = min(POLL_MAX_S, max(POLL_MIN_S, budget_s / 10))
     while thread.is_alive():
-        thread.join(_POLL_S)
+        thread.join(poll_s)
         now = time.monotonic()
         if run.ticks != seen or run.waiting:
             seen, since = run.ticks, now
