@@ -6,6 +6,10 @@ import ticktape.strategies as strategies
 
 PUBLIC = {
     "BUY",
+    "BacktestSpec",
+    "PaperSpec",
+    "validate_backtest",
+    "validate_paper",
     "DEFAULT_CALL_BUDGET_S",
     "DEFAULT_FEES",
     "DEFAULT_INITIAL_CASH",

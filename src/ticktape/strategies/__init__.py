@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from ticktape.strategies._columnar import ColumnarEngine
 from ticktape.strategies._contract import (
     ColumnarStrategy,
@@ -51,6 +53,7 @@ from ticktape.strategies._registry import (
 )
 from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, merge_chunk
 from ticktape.strategies._results import RunResult, canonical_line, results_hash, summarize
+from ticktape.strategies._spec import BacktestSpec, PaperSpec, validate_backtest, validate_paper
 
 __all__ = [
     "BUY",
@@ -60,6 +63,7 @@ __all__ = [
     "DEFAULT_LATENCY_MS",
     "ENTRY_POINT_GROUP",
     "SELL",
+    "BacktestSpec",
     "BookTick",
     "Chunk",
     "ColumnarStrategy",
@@ -73,6 +77,7 @@ __all__ = [
     "OrderStatus",
     "OrderType",
     "Pacer",
+    "PaperSpec",
     "RunResult",
     "SimConfig",
     "Strategy",
@@ -88,6 +93,8 @@ __all__ = [
     "results_hash",
     "run_backtest",
     "summarize",
+    "validate_backtest",
+    "validate_paper",
 ]
 
 
@@ -102,14 +109,17 @@ def run_backtest(
     call_budget_s: float = DEFAULT_CALL_BUDGET_S,
     stop: threading.Event | None = None,
     pacer: Pacer | None = None,
+    seed: int = 0,
 ) -> RunResult:
     """Replay ``source`` (consecutive chunks of tick batches) through ``strategy``.
 
     Blocks until the source is exhausted (``completed``), ``stop`` is set
     (``stopped``: results up to there) or the strategy fails (``strategy_error``).
-    ``speed`` 0 replays as fast as possible, N at N x exchange time.
+    ``speed`` 0 replays as fast as possible, N at N x exchange time. ``seed`` seeds
+    the strategy's ``rng``: the same inputs and seed give the same results hash.
     """
     config = config or SimConfig()
+    strategy.rng = np.random.default_rng(seed)
     engine: Run
     if isinstance(strategy, ColumnarStrategy):
         columnar = ColumnarEngine(strategy, symbols, config, depth=depth)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ticktape.strategies._model import BookTick, Fill, Order, TradeTick
@@ -91,7 +92,9 @@ class Context(Protocol):
 
 
 class Strategy:
-    """Base of per-event strategies. Override the handlers you need."""
+    """Base of per-event strategies. Override the handlers you need.
+
+    ``rng`` is seeded from the run's seed: the only randomness a strategy may use."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -99,6 +102,7 @@ class Strategy:
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
+        self.rng = np.random.default_rng(0)
 
     def on_start(self, ctx: Context) -> None:
         pass
@@ -132,6 +136,7 @@ class ColumnarStrategy:
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
+        self.rng = np.random.default_rng(0)  # seeded from the run's seed
 
     def start(self, symbols: Sequence[str]) -> None:
         pass
