@@ -23,6 +23,7 @@ PUBLIC = {
     "EquityPoint",
     "Fill",
     "InvalidParams",
+    "LiveSource",
     "MergedChunk",
     "NoParams",
     "Order",

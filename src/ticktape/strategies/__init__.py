@@ -51,7 +51,7 @@ from ticktape.strategies._registry import (
     StrategySpec,
     default_registry,
 )
-from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, merge_chunk
+from ticktape.strategies._replay import Chunk, LiveSource, MergedChunk, Pacer, merge_chunk
 from ticktape.strategies._results import RunResult, canonical_line, results_hash, summarize
 from ticktape.strategies._spec import BacktestSpec, PaperSpec, validate_backtest, validate_paper
 
@@ -71,6 +71,7 @@ __all__ = [
     "EquityPoint",
     "Fill",
     "InvalidParams",
+    "LiveSource",
     "MergedChunk",
     "NoParams",
     "Order",

@@ -18,6 +18,7 @@ at ``start + (ts - first_ts) / N`` of wall-clock time (:class:`Pacer`).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -202,3 +203,35 @@ class Pacer:
         if self.lateness_s is not None:
             self.lateness_s.append(max(0.0, time.monotonic() - due))
         return not self.stop.is_set()
+
+
+_END = object()
+
+
+class LiveSource:
+    """Chunks handed from a live feed to a run on another thread (a paper session).
+
+    The feed side calls :meth:`put` for each chunk — it blocks while ``max_chunks``
+    are waiting, so a slow strategy holds the feed back instead of growing memory —
+    and :meth:`close` at the end. The run iterates it like any source; while it
+    waits for the next chunk the run counts as waiting, not as strategy time. The
+    chunks must be consecutive in exchange time, as for a replay, so a run over a
+    live feed and a backtest over what it recorded see the same ticks in the same
+    order.
+    """
+
+    def __init__(self, max_chunks: int = 64) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(max_chunks)
+
+    def put(self, chunk: Chunk, timeout: float | None = None) -> None:
+        self._queue.put(chunk, timeout=timeout)
+
+    def close(self) -> None:
+        self._queue.put(_END)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
