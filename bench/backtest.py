@@ -9,6 +9,8 @@ would give them, then replays it through:
 - ``event_market_maker``: the per-event engine with ``market_maker`` quoting on
   every book, against the fill simulator;
 - ``columnar_sma_cross``: the columnar engine with ``sma_cross`` (numba fill loop);
+- ``memory``: peak RSS of a fresh process running ``market_maker`` over a lazily
+  generated session of N and 4N ticks (flat if the replay streams);
 - ``pacing_100x``: a short stretch at speed 100 (100 trades/s per symbol), lateness
   of each tick's delivery beside its schedule (p50 / p99 / max).
 
@@ -27,8 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ticktape.feeds.sim import SimExchange
@@ -76,7 +81,11 @@ def generate(ticks: int, rate_per_s: float) -> list[list[TickBatch]]:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process image's peak RSS (VmHWM: unlike ru_maxrss, not inherited over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
@@ -125,11 +134,44 @@ def pacing(seconds: float, speed: float) -> dict[str, Any]:
     }
 
 
+def lazy_blocks(ticks: int) -> Iterator[list[TickBatch]]:
+    ex = SimExchange("bench", SYMBOLS, seed=1, rate_per_s=0, start_us=1_700_000_000_000_000)
+    n = 0
+    while n < ticks:
+        block = ex.next_block()
+        n += sum(len(b) for b in block)
+        yield block
+
+
+def memory_probe(ticks: int) -> None:
+    """In a fresh process: market_maker over a lazily generated session; peak RSS."""
+    strategy = default_registry(entry_points=False).create("market_maker")
+    result = run_backtest(strategy, lazy_blocks(ticks), SYMBOLS)
+    print(json.dumps({"ticks": result.ticks, "peak_rss_mib": round(peak_rss_mib(), 1)}))
+
+
+def memory_flatness(ticks: int) -> dict[str, Any]:
+    out = {}
+    for n in (ticks, 4 * ticks):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=2_000_000)
     parser.add_argument("--pacing-seconds", type=float, default=2.0, help="wall time at 100x")
+    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return
     registry = default_registry(entry_points=False)
     warm = generate(20_000, 0)
     run_backtest(registry.create("sma_cross"), warm, SYMBOLS)  # compile / load the numba loop
@@ -165,6 +207,11 @@ def main() -> None:
     )
     out["peak_rss_mib"] = round(peak_rss_mib(), 1)
     print(f"peak RSS {out['peak_rss_mib']} MiB (the generated ticks are held in memory)")
+    out["memory"] = memory_flatness(args.ticks // 2)
+    for n, m in out["memory"].items():
+        print(
+            f"market_maker over {int(n):,} lazily generated ticks: peak RSS {m['peak_rss_mib']} MiB"
+        )
     print(json.dumps(out))
 
 
