@@ -149,3 +149,19 @@ def test_market_maker_keeps_its_inventory_within_the_limit_counting_orders_in_fl
     assert len(result.fills) > 20
     assert {f.liquidity for f in result.fills} == {"maker"}  # post-only: never takes
     assert result.summary["max_position"] <= 0.5 + 1e-9  # type: ignore[operator]
+
+
+def test_orders_and_fills_write_their_canonical_lines_like_their_dicts() -> None:
+    registry = default_registry(entry_points=False)
+    runs = [
+        run_backtest(registry.create("market_maker"), sim_blocks(6), SYMBOLS),
+        run_backtest(registry.create("sma_cross", {"fast": 3, "slow": 9}), sim_blocks(2), SYMBOLS),
+    ]
+    for result in runs:
+        assert result.orders and result.fills
+        for row in [*result.orders, *result.fills]:
+            assert row.canonical() == canonical_line(row.to_dict())
+        dicts = results_hash(
+            [o.to_dict() for o in result.orders], [f.to_dict() for f in result.fills]
+        )
+        assert result.hash == dicts

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ticktape.strategies._canonical import canonical_line
 from ticktape.strategies._columnar import ColumnarEngine
 from ticktape.strategies._contract import (
     ColumnarStrategy,
@@ -52,7 +53,7 @@ from ticktape.strategies._registry import (
     default_registry,
 )
 from ticktape.strategies._replay import Chunk, LiveSource, MergedChunk, Pacer, merge_chunk
-from ticktape.strategies._results import RunResult, canonical_line, results_hash, summarize
+from ticktape.strategies._results import RunResult, results_hash, summarize
 from ticktape.strategies._spec import BacktestSpec, PaperSpec, validate_backtest, validate_paper
 
 __all__ = [

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
+from ticktape.strategies._canonical import encode_str, value
+
 BUY = 1
 SELL = -1
 
@@ -28,6 +30,14 @@ DEFAULT_FEES: Mapping[str, tuple[float, float]] = {
     "mexc": (0.0, 0.0002),
 }
 FALLBACK_FEES = (0.0002, 0.0005)  # an exchange missing from the table
+
+
+def _num(v: float | None) -> str:
+    return "null" if v is None else value(float(v))
+
+
+def _opt(v: int | None) -> str:
+    return "null" if v is None else str(v)
 
 
 class OrderType(StrEnum):
@@ -120,6 +130,20 @@ class Order:
     def is_done(self) -> bool:
         return self.status in TERMINAL_ORDER_STATUSES
 
+    def canonical(self) -> str:
+        """``canonical_line(self.to_dict())``, written directly (it is on the hot path)."""
+        avg = self.avg_price
+        return (
+            f'{{"active_us":{_opt(self.active_us)},"avg_price":{_num(avg)},'
+            f'"cancel_requested_us":{_opt(self.cancel_requested_us)},'
+            f'"done_us":{_opt(self.done_us)},"filled_qty":{_num(self.filled_qty)},'
+            f'"order_id":{self.order_id},"post_only":{"true" if self.post_only else "false"},'
+            f'"price":{_num(self.price)},"qty":{_num(self.qty)},"reason":{encode_str(self.reason)},'
+            f'"side":"{"buy" if self.side == BUY else "sell"}","status":"{self.status.value}",'
+            f'"submitted_us":{self.submitted_us},"symbol":{encode_str(self.symbol)},'
+            f'"type":"{self.type.value}"}}'
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "order_id": self.order_id,
@@ -151,6 +175,16 @@ class Fill:
     fee: float
     liquidity: str  # "maker" | "taker"
     ts_us: int
+
+    def canonical(self) -> str:
+        """``canonical_line(self.to_dict())``, written directly (it is on the hot path)."""
+        return (
+            f'{{"fee":{_num(self.fee)},"fill_id":{self.fill_id},'
+            f'"liquidity":{encode_str(self.liquidity)},"order_id":{self.order_id},'
+            f'"price":{_num(self.price)},"qty":{_num(self.qty)},'
+            f'"side":"{"buy" if self.side == BUY else "sell"}","symbol":{encode_str(self.symbol)},'
+            f'"ts_us":{self.ts_us}}}'
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -25,50 +25,30 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii as _encode_str
 
+from ticktape.strategies._canonical import canonical_line
 from ticktape.strategies._model import EquityPoint, Fill, Order
 
 SECONDS_PER_YEAR = 365 * 24 * 3600.0
 
 
-def _value(v: object) -> str:
-    if v is None:
-        return "null"
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError(f"results hold a non-finite number {v!r}")
-        return repr(v + 0.0)  # -0.0 + 0.0 is 0.0: one spelling for zero
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return _encode_str(v)
-    raise TypeError(f"cannot put {type(v).__name__} in a results row")
-
-
-def canonical_line(row: Mapping[str, object]) -> str:
-    """One row as canonical JSON: keys sorted, no spaces, floats in shortest round-trip
-    form (what ``json.dumps(sort_keys=True, separators=(",", ":"))`` writes, with -0.0
-    as 0.0); non-finite numbers are refused."""
-    return "{" + ",".join(f"{_encode_str(k)}:{_value(row[k])}" for k in sorted(row)) + "}"
-
-
 def results_hash(
     orders: Iterable[Mapping[str, object]], fills: Iterable[Mapping[str, object]]
 ) -> str:
-    """SHA-256 over orders then fills, as dicts (``Order.to_dict`` / ``Fill.to_dict``)."""
+    """SHA-256 over orders then fills, as dicts (``Order.to_dict`` / ``Fill.to_dict``,
+    or rows read back from a store)."""
+    return hash_lines(map(canonical_line, orders), map(canonical_line, fills))
+
+
+def hash_lines(order_lines: Iterable[str], fill_lines: Iterable[str]) -> str:
     h = hashlib.sha256()
     h.update(b"orders\n")
-    for row in orders:
-        h.update(canonical_line(row).encode())
+    for line in order_lines:
+        h.update(line.encode())
         h.update(b"\n")
     h.update(b"fills\n")
-    for row in fills:
-        h.update(canonical_line(row).encode())
+    for line in fill_lines:
+        h.update(line.encode())
         h.update(b"\n")
     return h.hexdigest()
 
@@ -96,8 +76,8 @@ class RunResult:
     hash: str = ""
 
     def finish(self) -> RunResult:
-        self.hash = results_hash(
-            [o.to_dict() for o in self.orders], [f.to_dict() for f in self.fills]
+        self.hash = hash_lines(
+            (o.canonical() for o in self.orders), (f.canonical() for f in self.fills)
         )
         self.summary = summarize(
             self.fills,
