@@ -118,6 +118,7 @@ class Settings:
     buffer_max_rows: int = BUFFER_MAX_ROWS
     retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
+    strategies_dir: str | None = None  # user strategies (*.py) loaded at start-up
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -136,6 +137,7 @@ class Settings:
             flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
+            strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}

@@ -15,13 +15,14 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
-from ticktape.api import legacy, routes
+from ticktape.api import legacy, routes, strategies
 from ticktape.api.errors import install_error_handlers
 from ticktape.api.models import HealthOut
 from ticktape.config import Settings
@@ -31,6 +32,7 @@ from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
 from ticktape.store.base import SessionQuery, Store
+from ticktape.strategies import default_registry
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    strategies_dir = Path(settings.strategies_dir) if settings.strategies_dir else None
+    app.state.strategies = default_registry(strategies_dir)
     app.state.metrics = metrics or Metrics()
     if service is not None:
         app.state.service = service
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(legacy.router)
+    app.include_router(strategies.router)
     dashboard = _dashboard_html()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
