@@ -36,12 +36,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ticktape.domain import DataType
 from ticktape.feeds.contract import (
-    BATCH_INTERVAL_S,
-    BATCH_ROWS,
-    QUEUE_ITEMS,
-    RECONNECT_BASE_S,
-    RECONNECT_MAX_S,
-    STALE_AFTER_S,
     BookBuilder,
     EventKind,
     FeedEvent,
@@ -54,29 +48,12 @@ from ticktape.feeds.contract import (
     now_us,
     reconnect_delay,
 )
+from ticktape.feeds.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
-OPEN_TIMEOUT_S = 10.0  # a connection attempt (TCP + TLS + handshake) gives up after this
-READY_TIMEOUT_S = 30.0  # a rotation candidate must be ready within this, or it is retried
 MAX_MESSAGE_BYTES = 8 * 2**20  # a larger message is a protocol error (the books are far smaller)
 RECV_QUEUE_MESSAGES = 256  # messages the WebSocket library buffers before it stops reading TCP
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """How a connector connects; every default is the production value."""
-
-    stale_after_s: float = STALE_AFTER_S
-    reconnect_base_s: float = RECONNECT_BASE_S
-    reconnect_max_s: float = RECONNECT_MAX_S
-    rotate_after_s: float | None = None  # None: the connector's own default
-    ping_interval_s: float | None = None  # None: the connector's own default
-    queue_items: int = QUEUE_ITEMS
-    batch_rows: int = BATCH_ROWS
-    batch_interval_s: float = BATCH_INTERVAL_S
-    open_timeout_s: float = OPEN_TIMEOUT_S
-    ready_timeout_s: float = READY_TIMEOUT_S
 
 
 @dataclass
@@ -471,7 +448,7 @@ class StreamFeed(ABC):
         """Run a link's connections (rotating them) until one ends: why, and was it healthy."""
         candidate: asyncio.Task[Conn] | None = None
         next_rotation = None if self.rotate_after_s is None else conn.opened + self.rotate_after_s
-        tick = min(1.0, self.settings.stale_after_s / 6)
+        tick = min(1.0, self.settings.stale_after_s / 6, self.probe_interval_s)
         if next_rotation is not None:
             tick = min(tick, max(0.01, self.rotate_after_s or 1.0) / 4)
         try:

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn, Link, StreamFeed, StreamSettings
+from ticktape.feeds._ws import Conn, Link, StreamFeed
 from ticktape.feeds.binance._parse import (
     DepthSnapshot,
     DepthUpdate,
@@ -43,6 +43,7 @@ from ticktape.feeds.binance._parse import (
 )
 from ticktape.feeds.book import LocalBook
 from ticktape.feeds.contract import GapCause, now_us, reconnect_delay
+from ticktape.feeds.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn, Link, StreamFeed, StreamSettings
+from ticktape.feeds._ws import Conn, Link, StreamFeed
 from ticktape.feeds.book import LocalBook
 from ticktape.feeds.contract import GapCause, now_us, reconnect_delay
 from ticktape.feeds.mexc._parse import (
@@ -45,6 +45,7 @@ from ticktape.feeds.mexc._parse import (
     parse_depth,
     parse_depth_snapshot,
 )
+from ticktape.feeds.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
