@@ -149,10 +149,24 @@ def test_depth_pu_break_resyncs_the_book_and_stores_none_inside(run: Run) -> Non
     run(scenario())
 
 
+def test_event_right_after_the_snapshot_bridges_it(run: Run) -> None:
+    async def scenario() -> None:
+        async with FakeBinance() as fx, Recorder(make_feed(fx)) as rec:
+            await fx.wait_subscribed((SYM,), KINDS)
+            await fx.wait_for(lambda: fx.snapshot_requests >= 1)
+            await fx.send_depth(SYM, 1)  # U = lastUpdateId + 1: nothing lies between them
+            await rec.wait(lambda: bool(rec.books(SYM)))
+            assert rec.books(SYM)[-1][1:] == fx.book(SYM, DEPTH)
+            assert (rec.feed.counters.resyncs, fx.snapshot_requests) == (0, 1)
+
+    run(scenario())
+
+
 def test_stale_snapshot_is_fetched_again(run: Run) -> None:
     async def scenario() -> None:
         async with FakeBinance() as fx:
             fx.stale_snapshot(SYM)  # the book as it is now ...
+            fx.skip_depth(SYM, 2)  # ... misses these updates, which the stream will not repeat
             async with Recorder(make_feed(fx)) as rec:
                 await fx.wait_subscribed((SYM,), KINDS)
                 await fx.send_depth(SYM, 3)  # ... is older than every event the client gets

@@ -226,7 +226,9 @@ class BinanceFeed(StreamFeed):
         assert sync.snapshot_id is not None
         if ev.final_id < sync.snapshot_id:
             return False  # older than the snapshot: drop
-        if ev.first_id > sync.snapshot_id:  # the snapshot is older than the stream: fetch again
+        # The documented rule is U <= lastUpdateId; an event starting right after the snapshot
+        # (U == lastUpdateId + 1) bridges it too: no update lies between them.
+        if ev.first_id > sync.snapshot_id + 1:  # the snapshot is older than the stream
             self.counters.resyncs += 1
             sync.snapshot_id = None
             sync.buffer = [ev]

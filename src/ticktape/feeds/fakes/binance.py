@@ -137,6 +137,10 @@ class FakeBinance(FakeExchange):
             await self.broadcast(symbol, "trades", event)
         return out
 
+    def encoded_depth(self, symbol: str, n: int) -> list[str]:
+        """The next ``n`` depth events, encoded but not sent (to blast them, say)."""
+        return [_dumps(self._next_depth(symbol)) for _ in range(n)]
+
     def skip_trades(self, symbol: str, n: int) -> None:
         """Trades that happen but are never sent: the client sees ``a`` jump by ``n``."""
         self._sym(symbol).next_agg += n

@@ -178,6 +178,10 @@ class FakeMexc(FakeExchange):
         for _ in range(n):
             await self.broadcast(symbol, "depth", self._next_depth(symbol))
 
+    def encoded_depth(self, symbol: str, n: int) -> list[str]:
+        """The next ``n`` depth pushes, encoded but not sent (to blast them, say)."""
+        return [json.dumps(self._next_depth(symbol), separators=(",", ":")) for _ in range(n)]
+
     def skip_depth(self, symbol: str, n: int) -> None:
         for _ in range(n):
             self._next_depth(symbol)
