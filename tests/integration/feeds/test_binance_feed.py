@@ -296,3 +296,29 @@ def test_stop_during_reconnect_is_prompt(run: Run) -> None:
         assert all(g.end_us >= g.start_us for g in gaps)
 
     run(scenario())
+
+
+def test_several_symbols_keep_their_own_ids_books_and_gaps(run: Run) -> None:
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+    async def scenario() -> None:
+        async with FakeBinance() as fx:
+            ends = BinanceEndpoints(fx.ws_public, fx.ws_market, fx.http_url)
+            feed = BinanceFeed("s-1", symbols, depth=3, settings=FAST, endpoints=ends)
+            async with Recorder(feed) as rec:
+                await fx.wait_subscribed(symbols, KINDS)
+                sent = {s: await fx.send_trades(s, 4) for s in symbols}
+                fx.skip_trades("ETHUSDT", 2)
+                sent["ETHUSDT"] += await fx.send_trades("ETHUSDT", 1)
+                for s in symbols:
+                    await rec.keep_moving(
+                        lambda s=s: fx.send_depth(s, 1),  # type: ignore[misc]
+                        lambda s=s: bool(rec.books(s)) and rec.books(s)[-1][1:] == fx.book(s, 3),  # type: ignore[misc]
+                    )
+                await rec.wait(lambda: sum(len(rec.trades(s)) for s in symbols) == 13)
+                for s in symbols:
+                    assert [r[:5] for r in rec.trades(s)] == rows(sent[s])
+                (gap,) = rec.gaps()
+                assert (gap.symbol, gap.lost) == ("ETHUSDT", 2)
+
+    run(scenario())
