@@ -184,10 +184,11 @@ async def serve_fake(exchange: str) -> None:
         else:
             raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
+        started = time.perf_counter()
         for raw in raws:
             for c in conns:
                 await c.ws.send(raw)
-        print("sent", flush=True)
+        print(f"{len(raws) / (time.perf_counter() - started):.0f}", flush=True)
     await fx.stop()
 
 
@@ -251,9 +252,11 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
             await asyncio.wait_for(done.wait(), 120)
         stop.set()
         await asyncio.wait_for(task, 10)
+        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
         c = feed.counters
         print(
-            f"  ({exchange} {kind}: {rows} rows from {c.messages} messages in {last - first:.2f}s; "
+            f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; "
+            f"{rows} rows from {c.messages} messages in {last - first:.2f}s; "
             f"breaks {c.sequence_breaks}, resyncs {c.resyncs}, "
             f"malformed {sum(c.malformed.values())})"
         )
