@@ -227,8 +227,7 @@ class StreamFeed(ABC):
                 t.cancel()
             await asyncio.gather(stopper, *tasks, return_exceptions=True)
             for conn in list(self._primary.values()):
-                with contextlib.suppress(Exception):
-                    await conn.ws.close()
+                await self._drop(conn)  # bounded: a black-holed peer cannot hold the stop up
             await self.aclose()
         for item in self._final_items():
             yield item

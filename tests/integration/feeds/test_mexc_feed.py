@@ -189,3 +189,45 @@ def test_rotation_is_refused_for_mexc() -> None:
 
     with pytest.raises(ValueError, match="rotation is not built"):
         MexcFeed("s", (SYM,), settings=StreamSettings(rotate_after_s=10.0))
+
+
+def test_stop_while_the_exchange_is_silent_is_prompt(run: Run) -> None:
+    async def scenario() -> None:
+        async with FakeMexc() as fx:
+            rec = Recorder(make_feed(fx))
+            async with rec:
+                await started(fx, rec)
+                await fx.go_silent()  # not even the closing handshake will be answered
+            # Leaving the block stopped the feed within the Recorder's bound (10 s), far
+            # below the WebSocket library's own close timeout plus a 10 s stall.
+            assert rec.ended.is_set() and rec.error is None
+
+    run(scenario())
+
+
+def test_full_depth_mode_records_the_pushed_snapshots(run: Run) -> None:
+    async def scenario() -> None:
+        async with FakeMexc() as fx, Recorder(make_feed(fx, full_depth=True)) as rec:
+            await fx.wait_subscribed((SYM,), ("trades", "depth.full"))
+            assert fx.snapshot_requests == 0  # no REST snapshot needed in this mode
+            for _ in range(3):
+                fx.skip_depth(SYM, 2)  # the book moves between pushes
+                await fx.send_full_depth(SYM, 10)
+            await rec.wait(lambda: len(rec.books(SYM)) == 3)
+            assert rec.books(SYM)[-1][1:] == fx.book(SYM, DEPTH)
+            await fx.drop()
+            await fx.wait_subscribed((SYM,), ("trades", "depth.full"))
+            await fx.send_full_depth(SYM, 10)
+            await rec.wait(lambda: bool(rec.gaps(DataType.ORDERBOOK)))
+            (gap,) = rec.gaps(DataType.ORDERBOOK)
+            assert gap.cause is GapCause.DISCONNECT
+            assert gap.start_us == rec.books(SYM)[2][0]
+
+    run(scenario())
+
+
+def test_full_depth_mode_refuses_a_depth_it_cannot_serve() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="at most 20 levels"):
+        MexcFeed("s", (SYM,), depth=50, full_depth=True)

@@ -74,7 +74,7 @@ class FakeMexc(FakeExchange):
             self.pings += 1
             await conn.ws.send(json.dumps({"channel": "pong", "data": now}))
             return
-        if method in ("sub.deal", "sub.depth"):
+        if method in ("sub.deal", "sub.depth", "sub.depth.full"):
             symbol = (msg.get("param") or {}).get("symbol", "")
             if symbol in self.refused:
                 reply = {
@@ -85,7 +85,8 @@ class FakeMexc(FakeExchange):
                 await conn.ws.send(json.dumps(reply))
                 return
             self._sym(symbol)
-            conn.subs.add((symbol, "trades" if method == "sub.deal" else "depth"))
+            kinds = {"sub.deal": "trades", "sub.depth": "depth", "sub.depth.full": "depth.full"}
+            conn.subs.add((symbol, kinds[method]))
             await conn.ws.send(
                 json.dumps({"channel": f"rs.{method}", "data": "success", "ts": now})
             )
@@ -177,6 +178,21 @@ class FakeMexc(FakeExchange):
     async def send_depth(self, symbol: str, n: int) -> None:
         for _ in range(n):
             await self.broadcast(symbol, "depth", self._next_depth(symbol))
+
+    async def send_full_depth(self, symbol: str, limit: int) -> None:
+        """One ``push.depth.full``: the top ``limit`` levels of the book as it is now."""
+        state = self._sym(symbol)
+        state.version += 1
+        bids = sorted(state.bids.items(), reverse=True)[:limit]
+        asks = sorted(state.asks.items())[:limit]
+        data = {
+            "asks": [[p, q, 1] for p, q in asks],
+            "bids": [[p, q, 1] for p, q in bids],
+            "version": state.version,
+        }
+        now = int(time.time() * 1000)
+        push = {"channel": "push.depth.full", "data": data, "symbol": symbol, "ts": now}
+        await self.broadcast(symbol, "depth.full", push)
 
     def encoded_depth(self, symbol: str, n: int) -> list[str]:
         """The next ``n`` depth pushes, encoded but not sent (to blast them, say)."""

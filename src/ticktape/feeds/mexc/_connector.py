@@ -55,6 +55,7 @@ PING_INTERVAL_S = 15.0  # the server drops a client silent for 60 s
 SNAPSHOT_LIMIT = 1000
 SNAPSHOT_TIMEOUT_S = 10.0
 MAX_BUFFERED_PUSHES = 10_000
+FULL_DEPTH_LIMITS = (5, 10, 20)  # the sizes sub.depth.full offers
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,19 @@ class MexcFeed(StreamFeed):
         endpoints: MexcEndpoints | None = None,
         first_trade_ids: dict[str, int] | None = None,
         snapshot_limit: int = SNAPSHOT_LIMIT,
+        full_depth: bool = False,
     ) -> None:
         super().__init__(
             session_id, tuple(symbols), data_types=data_types, depth=depth, settings=settings
         )
+        # sub.depth.full pushes whole top-of-book snapshots (5, 10 or 20 levels): no local
+        # book, no snapshot fetches, no version chain to keep — when the depth allows.
+        self.full_limit: int | None = None
+        if full_depth:
+            fits = [n for n in FULL_DEPTH_LIMITS if n >= depth]
+            if not fits:
+                raise ValueError(f"mexc: sub.depth.full serves at most 20 levels, not {depth}")
+            self.full_limit = fits[0]
         self.endpoints = endpoints or MexcEndpoints()
         self.snapshot_limit = snapshot_limit
         self._next_id = {s: (first_trade_ids or {}).get(s, 1) for s in self.symbols}
@@ -111,7 +121,11 @@ class MexcFeed(StreamFeed):
             if DataType.TRADES in self.data_types:
                 pending.append(("deal", symbol))
                 await conn.send_json({"method": "sub.deal", "param": {"symbol": symbol}})
-            if DataType.ORDERBOOK in self.data_types:
+            if DataType.ORDERBOOK in self.data_types and self.full_limit is not None:
+                pending.append(("depth.full", symbol))
+                param_full = {"symbol": symbol, "limit": self.full_limit}
+                await conn.send_json({"method": "sub.depth.full", "param": param_full})
+            elif DataType.ORDERBOOK in self.data_types:
                 conn.state["books"][symbol] = _BookSync()
                 pending.append(("depth", symbol))
                 param = {"symbol": symbol, "compress": False}
@@ -142,6 +156,8 @@ class MexcFeed(StreamFeed):
                 await self._on_deals(msg, recv_us)
             elif channel == "push.depth":
                 await self._on_depth(conn, msg, recv_us)
+            elif channel == "push.depth.full" and self.full_limit is not None:
+                await self._on_full_depth(conn, msg, recv_us)
             elif channel == "pong":
                 pass
             elif isinstance(channel, str) and channel.startswith("rs.sub."):
@@ -180,6 +196,21 @@ class MexcFeed(StreamFeed):
             await self.add_trade(
                 symbol, deal.ts_us, trade_id, deal.price, deal.qty, deal.side, recv_us
             )
+
+    async def _on_full_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
+        symbol = msg.get("symbol")
+        if not isinstance(symbol, str) or symbol not in self._books:
+            raise MalformedMessage("depth of a symbol not subscribed")
+        push = parse_depth(msg)
+        versions: dict[str, int] = conn.state.setdefault("full_versions", {})
+        if push.version <= versions.get(symbol, -1):
+            self.counters.out_of_order += 1
+            return
+        versions[symbol] = push.version
+        if self.is_primary(conn):
+            bids = sorted(push.bids, reverse=True)[: self.depth]
+            asks = sorted(push.asks)[: self.depth]
+            await self.add_book(symbol, push.ts_us, bids, asks, recv_us)
 
     # ------------------------------------------------------------------ book procedure
 
