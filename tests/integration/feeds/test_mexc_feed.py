@@ -231,3 +231,21 @@ def test_full_depth_mode_refuses_a_depth_it_cannot_serve() -> None:
 
     with pytest.raises(ValueError, match="at most 20 levels"):
         MexcFeed("s", (SYM,), depth=50, full_depth=True)
+
+
+def test_connection_lifetime_end_is_a_gap_and_a_reconnect(run: Run) -> None:
+    async def scenario() -> None:
+        async with FakeMexc(max_age_s=0.5) as fx, Recorder(make_feed(fx)) as rec:
+            await started(fx, rec)
+            before = await fx.send_deals(SYM, 2)
+            await rec.wait(lambda: len(rec.trades(SYM)) == 2)
+            await fx.wait_for(lambda: fx.connections_total >= 2)  # closed at its lifetime
+            await fx.wait_subscribed((SYM,), KINDS)
+            after = await fx.send_deals(SYM, 2)
+            await rec.wait(lambda: len(rec.trades(SYM)) == 4 and bool(rec.gaps(DataType.TRADES)))
+            gap = rec.gaps(DataType.TRADES)[0]
+            assert gap.cause is GapCause.DISCONNECT
+            assert "lifetime" in gap.detail  # the exchange's close reason is kept
+            assert (gap.start_us, gap.end_us) == (before[-1].ts_ms * 1000, after[0].ts_ms * 1000)
+
+    run(scenario())
