@@ -513,8 +513,12 @@ class StreamFeed(ABC):
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(conn.ws.close(), timeout=1.0)
+        except Exception:
+            pass
+        finally:
+            conn.ws.transport.abort()  # a peer that never answered the close must not linger
         if conn.reader is not None and not conn.reader.done():
             conn.reader.cancel()
             await asyncio.gather(conn.reader, return_exceptions=True)
