@@ -167,6 +167,7 @@ class StreamFeed(ABC):
         self._conn_numbers = 0
         self._refused: SubscriptionRefused | None = None
         self._malformed_logged: set[str] = set()
+        self.consumer_waits = 0  # readers waiting for room in the queue right now
 
     # ------------------------------------------------------------------ protocol (subclass)
 
@@ -257,7 +258,15 @@ class StreamFeed(ABC):
         return self._seq - 1
 
     async def emit(self, item: FeedItem) -> None:
-        await self._queue.put(item)
+        """Hand an item on; while the consumer is behind, wait (back-pressure on the reader)."""
+        if not self._queue.full():
+            self._queue.put_nowait(item)
+            return
+        self.consumer_waits += 1
+        try:
+            await self._queue.put(item)
+        finally:
+            self.consumer_waits -= 1
 
     async def event(
         self,
@@ -461,6 +470,11 @@ class StreamFeed(ABC):
                     code = conn.ws.close_code
                     why = f"closed by the exchange (code {code} {conn.ws.close_reason!r})"
                     return GapCause.DISCONNECT, why, self.is_ready(conn)
+                if self.consumer_waits:
+                    # The reader waits for the consumer, not for the exchange: its silence
+                    # says nothing about the link (the backlog is read once the consumer
+                    # catches up; if the exchange gives up on us, that is a disconnect gap).
+                    conn.last_message = now
                 if now - conn.last_message > self.settings.stale_after_s:
                     silent = now - conn.last_message
                     detail = f"no message for {silent:.1f}s"

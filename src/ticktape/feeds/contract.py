@@ -173,6 +173,12 @@ class FeedQueue:
     async def put(self, item: FeedItem) -> None:
         await self._queue.put(item)  # waits while full: back-pressure on the reader
 
+    def put_nowait(self, item: FeedItem) -> None:
+        self._queue.put_nowait(item)
+
+    def full(self) -> bool:
+        return self._queue.full()
+
     def close(self) -> None:
         """Wake the consumer: it ends after the items already queued."""
         self._closed = True

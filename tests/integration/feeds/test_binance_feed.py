@@ -10,7 +10,7 @@ from typing import Any
 from tests.integration.feeds.helpers import FAST, Recorder
 from ticktape.domain import DataType
 from ticktape.feeds.binance import BinanceEndpoints, BinanceFeed
-from ticktape.feeds.contract import EventKind, GapCause, SubscriptionRefused
+from ticktape.feeds.contract import EventKind, FeedEvent, FeedTrades, GapCause, SubscriptionRefused
 from ticktape.feeds.fakes import FakeBinance, SentTrade
 from ticktape.feeds.settings import StreamSettings
 from ticktape.ticks import SIDE_BUY, SIDE_SELL
@@ -320,5 +320,46 @@ def test_several_symbols_keep_their_own_ids_books_and_gaps(run: Run) -> None:
                     assert [r[:5] for r in rec.trades(s)] == rows(sent[s])
                 (gap,) = rec.gaps()
                 assert (gap.symbol, gap.lost) == ("ETHUSDT", 2)
+
+    run(scenario())
+
+
+def test_a_slow_consumer_back_pressures_without_loss_or_false_stalls(run: Run) -> None:
+    async def scenario() -> None:
+        settings = dataclasses.replace(FAST, stale_after_s=0.3, queue_items=2, batch_rows=5)
+        async with FakeBinance() as fx:
+            feed = make_feed(fx, settings)
+            stop = asyncio.Event()
+            gate = asyncio.Event()
+            got: list[Any] = []
+            changed = asyncio.Condition()
+
+            async def slow_consumer() -> None:  # a store that stalls until ``gate`` opens
+                async for item in feed.items(stop):
+                    await gate.wait()
+                    got.append(item)
+                    async with changed:
+                        changed.notify_all()
+
+            def trade_ids() -> list[int]:
+                return [int(x) for i in got if isinstance(i, FeedTrades) for x in i.batch.trade_id]
+
+            task = asyncio.create_task(slow_consumer())
+            await fx.wait_subscribed((SYM,), KINDS)
+            # Far more than the queue holds, and than the WebSocket library buffers before it
+            # stops reading the socket (then not even pongs get through).
+            sent = await fx.send_trades(SYM, 3000)
+            # The stall lasts several stale_after_s periods: time has to pass here.
+            await asyncio.sleep(4 * settings.stale_after_s)
+            assert feed.consumer_waits >= 1  # the reader waits for room: back-pressure
+            gate.set()
+            async with asyncio.timeout(10), changed:
+                await changed.wait_for(lambda: len(trade_ids()) == 3000)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            assert trade_ids() == [t.agg_id for t in sent]  # nothing lost, nothing twice
+            kinds = [i.kind for i in got if isinstance(i, FeedEvent)]
+            assert EventKind.STALE not in kinds  # a blocked reader is not a dead link
+            assert EventKind.GAP not in kinds
 
     run(scenario())
