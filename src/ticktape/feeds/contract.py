@@ -21,9 +21,11 @@ on them):
    the end set to the last moment the feed ran).
 2. No book snapshot is yielded between a gap's start and the ``resynced`` event
    that ends it: a book is rebuilt from a snapshot before it is yielded again.
-3. Within a symbol, trade rows and book rows are each yielded in increasing
-   exchange-time order, and no trade is yielded twice (across reconnects and
-   connection rotations included).
+3. Within a symbol, rows are yielded in the order the exchange sent them (a
+   row older than the one before it is yielded and counted as out of order);
+   book rows have strictly increasing times; no trade is yielded twice (across
+   reconnects and connection rotations included, where the exchange numbers
+   its trades).
 4. The feed never gives up: connection failures are retried for ever with capped
    exponential backoff and jitter, until the stop event is set; a stop ends
    :meth:`Feed.items` promptly, even mid-reconnect.
