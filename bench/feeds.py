@@ -281,7 +281,13 @@ def raise_if_dead(task: asyncio.Task[None]) -> None:
 
 
 async def recovery_times(exchange: str, drops: int) -> list[float]:
-    """Seconds from each drop to the book's ``resynced`` event (production backoff)."""
+    """Seconds from each drop to the book's ``resynced`` event.
+
+    Production settings, except that every drop counts as an isolated one: the
+    backoff restarts from its first step (in production it does so only after a
+    connection served ``healthy_after_s``; drops seconds apart back off further).
+    """
+    isolated = StreamSettings(healthy_after_s=0.0)
     fx: FakeBinance | FakeMexc = FakeBinance() if exchange == "binance" else FakeMexc()
     await fx.start()
     symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
@@ -289,7 +295,7 @@ async def recovery_times(exchange: str, drops: int) -> list[float]:
     if exchange == "binance":
         assert isinstance(fx, FakeBinance)
         ends = BinanceEndpoints(fx.ws_public, fx.ws_market, fx.http_url)
-        feed = BinanceFeed("bench", (symbol,), depth=DEPTH, endpoints=ends)
+        feed = BinanceFeed("bench", (symbol,), depth=DEPTH, endpoints=ends, settings=isolated)
     else:
         assert isinstance(fx, FakeMexc)
         feed = MexcFeed(

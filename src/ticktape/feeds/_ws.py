@@ -67,6 +67,7 @@ class FeedCounters:
     duplicates_dropped: int = 0
     out_of_order: int = 0
     rotations: int = 0
+    backoff_attempt: int = 0  # the latest link's reconnect attempt level (0: at full speed)
     malformed: dict[str, int] = field(default_factory=dict)
 
 
@@ -430,6 +431,7 @@ class StreamFeed(ABC):
                 self._disconnected(link, GapCause.DISCONNECT, f"connect failed: {exc}")
                 await self._sleep(stop, self._delay(attempt))
                 attempt += 1
+                self.counters.backoff_attempt = attempt
                 continue
             self._primary[link.name] = conn
             await self.event(EventKind.CONNECTED, detail=f"{link.name} #{conn.number}")
@@ -441,7 +443,11 @@ class StreamFeed(ABC):
             self.counters.reconnects += 1
             self._disconnected(link, cause, detail)
             await self.event(EventKind.DISCONNECTED, detail=f"{link.name}: {cause}: {detail}")
+            # Back off from zero only after a connection that served well for a while: one
+            # that the exchange closes right after subscribing must not make us reconnect at
+            # full speed (exchanges limit connection attempts per IP, and ban past them).
             attempt = 0 if healthy else attempt + 1
+            self.counters.backoff_attempt = attempt
             await self._sleep(stop, self._delay(attempt))
 
     def _delay(self, attempt: int) -> float:
@@ -453,7 +459,12 @@ class StreamFeed(ABC):
             self.open_gap(symbol, dt, cause, detail)
 
     async def _serve(self, conn: Conn, stop: asyncio.Event) -> tuple[GapCause, str, bool]:
-        """Run a link's connections (rotating them) until one ends: why, and was it healthy."""
+        """Run a link's connections (rotating them) until one ends: why, and was it healthy.
+
+        Healthy: ready (subscribed, books in sync) when it ended, after serving for at
+        least ``healthy_after_s``.
+        """
+        served_since = time.monotonic()
         candidate: asyncio.Task[Conn] | None = None
         next_rotation = None if self.rotate_after_s is None else conn.opened + self.rotate_after_s
         tick = min(1.0, self.settings.stale_after_s / 6, self.probe_interval_s)
@@ -465,11 +476,14 @@ class StreamFeed(ABC):
                 done, _ = await asyncio.wait({conn.reader}, timeout=tick)
                 now = time.monotonic()
                 if done or stop.is_set():
+                    healthy = (
+                        self.is_ready(conn) and now - served_since >= self.settings.healthy_after_s
+                    )
                     if conn.close_cause is not None:
-                        return (*conn.close_cause, self.is_ready(conn))
+                        return (*conn.close_cause, healthy)
                     code = conn.ws.close_code
                     why = f"closed by the exchange (code {code} {conn.ws.close_reason!r})"
-                    return GapCause.DISCONNECT, why, self.is_ready(conn)
+                    return GapCause.DISCONNECT, why, healthy
                 if self.consumer_waits:
                     # The reader waits for the consumer, not for the exchange: its silence
                     # says nothing about the link (the backlog is read once the consumer

@@ -15,6 +15,7 @@ from ticktape.feeds.contract import (
 
 OPEN_TIMEOUT_S = 10.0  # a connection attempt (TCP + TLS + handshake) gives up after this
 READY_TIMEOUT_S = 30.0  # a rotation candidate must be ready within this, or it is retried
+HEALTHY_AFTER_S = 30.0  # a connection that served this long resets the reconnect backoff
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,4 @@ class StreamSettings:
     batch_interval_s: float = BATCH_INTERVAL_S
     open_timeout_s: float = OPEN_TIMEOUT_S
     ready_timeout_s: float = READY_TIMEOUT_S
+    healthy_after_s: float = HEALTHY_AFTER_S

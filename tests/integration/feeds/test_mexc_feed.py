@@ -249,3 +249,15 @@ def test_connection_lifetime_end_is_a_gap_and_a_reconnect(run: Run) -> None:
             assert (gap.start_us, gap.end_us) == (before[-1].ts_ms * 1000, after[0].ts_ms * 1000)
 
     run(scenario())
+
+
+def test_connections_closed_right_away_back_off_instead_of_hammering(run: Run) -> None:
+    async def scenario() -> None:
+        # Every connection ends 50 ms after it opens, subscribed and ready (trades only):
+        # it never served long enough to count as healthy, so the backoff grows.
+        trades_only = {"data_types": (DataType.TRADES,)}
+        async with FakeMexc(max_age_s=0.05) as fx, Recorder(make_feed(fx, **trades_only)) as rec:
+            await rec.wait(lambda: len(rec.events(EventKind.DISCONNECTED)) >= 5)
+            assert rec.feed.counters.backoff_attempt >= 5
+
+    run(scenario())
