@@ -53,8 +53,10 @@ from typing import Protocol
 import numpy as np
 
 from ticktape.domain import DataType
+from ticktape.ticks import SIDE_BUY as SIDE_BUY  # re-exported beside SIDE_SELL
 from ticktape.ticks import BookBatch, Int64Array, TradeBatch
 
+SIDE_SELL = -1  # a taker sell, as ``TradeBatch.side`` stores it (a buy is ``SIDE_BUY``)
 RECONNECT_BASE_S = 0.25  # first reconnect delay (full jitter below the cap)
 RECONNECT_MAX_S = 30.0  # reconnect delays never exceed this
 STALE_AFTER_S = 10.0  # no message for this long while subscribed: the connection is stale

@@ -10,10 +10,17 @@ from typing import Any
 from tests.integration.feeds.helpers import FAST, Recorder
 from ticktape.domain import DataType
 from ticktape.feeds.binance import BinanceEndpoints, BinanceFeed
-from ticktape.feeds.contract import EventKind, FeedEvent, FeedTrades, GapCause, SubscriptionRefused
+from ticktape.feeds.contract import (
+    SIDE_BUY,
+    SIDE_SELL,
+    EventKind,
+    FeedEvent,
+    FeedTrades,
+    GapCause,
+    SubscriptionRefused,
+)
 from ticktape.feeds.fakes import FakeBinance, SentTrade
 from ticktape.feeds.settings import StreamSettings
-from ticktape.ticks import SIDE_BUY, SIDE_SELL
 
 SYM = "BTCUSDT"
 DEPTH = 5

@@ -9,11 +9,10 @@ from typing import Any
 
 from tests.integration.feeds.helpers import FAST, Recorder
 from ticktape.domain import DataType
-from ticktape.feeds.contract import EventKind, GapCause, SubscriptionRefused
+from ticktape.feeds.contract import SIDE_BUY, SIDE_SELL, EventKind, GapCause, SubscriptionRefused
 from ticktape.feeds.fakes import FakeMexc, SentDeal
 from ticktape.feeds.mexc import MexcEndpoints, MexcFeed
 from ticktape.feeds.settings import StreamSettings
-from ticktape.ticks import SIDE_BUY, SIDE_SELL
 
 SYM = "BTC_USDT"
 DEPTH = 5

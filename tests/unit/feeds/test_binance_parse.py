@@ -13,7 +13,7 @@ from ticktape.feeds.binance import (
     parse_depth_update,
     unwrap,
 )
-from ticktape.ticks import SIDE_BUY, SIDE_SELL
+from ticktape.feeds.contract import SIDE_BUY, SIDE_SELL
 
 AGG_TRADE = """{"e":"aggTrade","E":123456789,"s":"BTCUSDT","a":5933014,"p":"0.001",
 "q":"100","f":100,"l":105,"T":123456785,"m":true}"""

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from ticktape.feeds.contract import SIDE_BUY, SIDE_SELL
 from ticktape.feeds.mexc import MalformedMessage, parse_deals, parse_depth, parse_depth_snapshot
-from ticktape.ticks import SIDE_BUY, SIDE_SELL
 
 DEAL = """{"channel":"push.deal","data":{"M":1,"O":1,"T":1,"p":6866.5,"t":1587442049632,
 "v":2096},"symbol":"BTC_USDT","ts":1587442022003}"""

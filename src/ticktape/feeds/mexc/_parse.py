@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ticktape.ticks import SIDE_BUY, SIDE_SELL
+from ticktape.feeds.contract import SIDE_BUY, SIDE_SELL
 
 
 class MalformedMessage(ValueError):
