@@ -229,13 +229,11 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
         done = asyncio.Event()
 
         async def consume() -> None:
-            nonlocal rows, first, last
+            nonlocal rows, last
             async for item in feed.items(stop):
                 if isinstance(item, FeedEvent) and item.kind is EventKind.SUBSCRIBED:
                     synced.set()
                 elif isinstance(item, FeedTrades | FeedBooks):
-                    if rows == 0:
-                        first = time.perf_counter()
                     rows += len(item)
                     last = time.perf_counter()
                     if rows >= n:
@@ -246,6 +244,7 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
         if kind == "depth":  # the book must be in sync before depth rows come out
             await asyncio.sleep(0.5)
             raise_if_dead(task)
+        first = time.perf_counter()  # from the order to blast: rows arrive in batches
         child.stdin.write(f"{kind} {n}\n".encode())
         await child.stdin.drain()
         with contextlib.suppress(TimeoutError):
