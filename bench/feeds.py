@@ -1,0 +1,392 @@
+"""Feed benchmarks: parse + book throughput, and recovery time after dropped connections.
+
+1. ``parse``: the connectors' hot path without sockets — a message's JSON is
+   parsed, normalized and gathered into columnar batches; a depth message is
+   also applied to the local book and a top-``depth`` snapshot taken after it.
+   Per exchange, for trade messages and depth messages, in this one process.
+2. ``wire``: the same through a real local WebSocket: a fake exchange in a
+   *separate process* sends pre-encoded messages as fast as it can; this process
+   runs the real connector and counts the rows it yields per second.
+3. ``recover``: a fake exchange (in this process) keeps its book moving; the
+   bench drops every connection ``--drops`` times and measures, per drop, the
+   time until the feed has reconnected, resubscribed and resynced its book (the
+   ``resynced`` event), with the connector's production backoff.
+
+Prints figures and, last, one JSON line.
+
+    .venv/bin/python bench/feeds.py
+    .venv/bin/python bench/feeds.py --messages 300000 --drops 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ticktape.domain import DataType
+from ticktape.feeds.binance import (
+    BinanceEndpoints,
+    BinanceFeed,
+    parse_agg_trade,
+    parse_depth_update,
+    unwrap,
+)
+from ticktape.feeds.book import LocalBook
+from ticktape.feeds.contract import (
+    BookBuilder,
+    EventKind,
+    FeedBooks,
+    FeedEvent,
+    FeedTrades,
+    TradeBuilder,
+)
+from ticktape.feeds.fakes import FakeBinance, FakeMexc
+from ticktape.feeds.mexc import MexcEndpoints, MexcFeed, parse_deals, parse_depth
+from ticktape.feeds.settings import StreamSettings
+
+DEPTH = 10
+
+# ---------------------------------------------------------------------- messages
+
+
+def _enc(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def binance_trades(n: int) -> list[str]:
+    return [
+        _enc(
+            {
+                "e": "aggTrade", "E": 1_700_000_000_000 + i // 50, "s": "BTCUSDT", "a": i,
+                "p": f"{40000 + i % 50 / 10:.1f}", "q": f"{0.001 * (1 + i % 7):.3f}",
+                "f": i, "l": i, "T": 1_700_000_000_000 + i // 50, "m": i % 2 == 1,
+            }
+        )
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
+def binance_depth(n: int) -> list[str]:
+    out = []
+    for i in range(1, n + 1):
+        bid = 40000 - (1 + i % 40) / 10
+        ask = 40000 + (1 + (i * 7) % 40) / 10
+        out.append(
+            _enc(
+                {
+                    "e": "depthUpdate", "E": 1_700_000_000_000 + i, "T": 1_700_000_000_000 + i,
+                    "s": "BTCUSDT", "U": 3 * i - 2, "u": 3 * i, "pu": 3 * i - 3,
+                    "b": [[f"{bid:.1f}", str(i % 13)], [f"{bid - 5:.1f}", str(i % 5)]],
+                    "a": [[f"{ask:.1f}", str(1 + i % 11)]],
+                }
+            )
+        )  # fmt: skip
+    return out
+
+
+def mexc_trades(n: int) -> list[str]:
+    return [
+        _enc(
+            {
+                "channel": "push.deal", "symbol": "BTC_USDT", "ts": 1_700_000_000_000 + i // 50,
+                "data": {"M": 2, "O": 1, "T": 1 + i % 2, "p": 40000 + i % 50 / 2,
+                         "t": 1_700_000_000_000 + i // 50, "v": 1 + i % 9},
+            }
+        )
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+
+
+def mexc_depth(n: int) -> list[str]:
+    out = []
+    for i in range(1, n + 1):
+        bid = 40000 - (1 + i % 40) / 2
+        ask = 40000 + (1 + (i * 7) % 40) / 2
+        data = {
+            "asks": [[ask, 1 + i % 11, 1]],
+            "bids": [[bid, i % 13, 1], [bid - 5, i % 5, 1]],
+            "version": i,
+        }
+        out.append(_enc({"channel": "push.depth", "data": data, "symbol": "BTC_USDT",
+                         "ts": 1_700_000_000_000 + i}))  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------- 1. parse
+
+
+def parse_rate(kind: str, exchange: str, raws: list[str]) -> float:
+    """Messages per second through parse → normalize → batch (→ book → snapshot)."""
+    trades = TradeBuilder("bench", "X")
+    books = BookBuilder("bench", "X", DEPTH)
+    book = LocalBook()
+    book.reset([(39990.0 - i, 1.0) for i in range(100)], [(40010.0 + i, 1.0) for i in range(100)])
+    batch = 1000
+    seq = 0
+    started = time.perf_counter()
+    for raw in raws:
+        recv = time.time_ns() // 1000
+        d = json.loads(raw)
+        if kind == "trades":
+            if exchange == "binance":
+                t = parse_agg_trade(unwrap(d))
+                trades.add(t.ts_us, t.agg_id, t.price, t.qty, t.side, recv)
+            else:
+                for deal in parse_deals(d):
+                    seq += 1
+                    trades.add(deal.ts_us, seq, deal.price, deal.qty, deal.side, recv)
+            if len(trades) >= batch:
+                trades.take(0)
+        else:
+            if exchange == "binance":
+                ev = parse_depth_update(unwrap(d))
+                bids, asks, ts = ev.bids, ev.asks, ev.ts_us
+            else:
+                push = parse_depth(d)
+                bids, asks, ts = push.bids, push.asks, push.ts_us
+            for p, q in bids:
+                book.set_bid(p, q)
+            for p, q in asks:
+                book.set_ask(p, q)
+            top_bids, top_asks = book.top(DEPTH)
+            books.add(ts, top_bids, top_asks, recv)
+            if len(books) >= batch:
+                books.take(0)
+    return len(raws) / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------- 2. wire
+
+
+async def serve_fake(exchange: str) -> None:
+    """Child process: a fake exchange that blasts pre-encoded messages on command."""
+    fx: FakeBinance | FakeMexc = FakeBinance() if exchange == "binance" else FakeMexc()
+    await fx.start()
+    print(fx.port, flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line.strip():
+            break
+        kind, n = line.split()
+        symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
+        if kind == "depth":  # from the fake's own book, so its snapshots agree with them
+            raws = fx.encoded_depth(symbol, int(n))
+        else:
+            raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
+        conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
+        started = time.perf_counter()
+        for raw in raws:
+            for c in conns:
+                await c.ws.send(raw)
+        print(f"{len(raws) / (time.perf_counter() - started):.0f}", flush=True)
+    await fx.stop()
+
+
+async def wire_rate(exchange: str, kind: str, n: int) -> float:
+    """Rows per second the real connector yields while a fake in another process blasts."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve-fake",
+        exchange,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        port = int(await child.stdout.readline())
+        base = f"ws://127.0.0.1:{port}"
+        data_type = DataType.TRADES if kind == "trades" else DataType.ORDERBOOK
+        settings = StreamSettings(stale_after_s=30.0)
+        feed: BinanceFeed | MexcFeed
+        if exchange == "binance":
+            ends = BinanceEndpoints(
+                f"{base}/public/ws", f"{base}/market/ws", f"http://127.0.0.1:{port}"
+            )
+            feed = BinanceFeed(
+                "bench", ("BTCUSDT",), data_types=(data_type,), depth=DEPTH,
+                settings=settings, endpoints=ends, subscribe_interval_s=0.0,
+            )  # fmt: skip
+        else:
+            feed = MexcFeed(
+                "bench", ("BTC_USDT",), data_types=(data_type,), depth=DEPTH,
+                settings=settings, endpoints=MexcEndpoints(f"{base}/edge", f"http://127.0.0.1:{port}"),
+            )  # fmt: skip
+        stop = asyncio.Event()
+        rows = 0
+        first = last = 0.0
+        synced = asyncio.Event()
+        done = asyncio.Event()
+
+        async def consume() -> None:
+            nonlocal rows, last
+            async for item in feed.items(stop):
+                if isinstance(item, FeedEvent) and item.kind is EventKind.SUBSCRIBED:
+                    synced.set()
+                elif isinstance(item, FeedTrades | FeedBooks):
+                    rows += len(item)
+                    last = time.perf_counter()
+                    if rows >= n:
+                        done.set()
+
+        task = asyncio.create_task(consume())
+        await synced.wait()
+        if kind == "depth":  # the book must be in sync before depth rows come out
+            await asyncio.sleep(0.5)
+            raise_if_dead(task)
+        first = time.perf_counter()  # from the order to blast: rows arrive in batches
+        child.stdin.write(f"{kind} {n}\n".encode())
+        await child.stdin.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 120)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
+        c = feed.counters
+        print(
+            f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; "
+            f"{rows} rows from {c.messages} messages in {last - first:.2f}s; "
+            f"breaks {c.sequence_breaks}, resyncs {c.resyncs}, "
+            f"malformed {sum(c.malformed.values())})"
+        )
+        return rows / (last - first) if last > first else 0.0
+    finally:
+        with contextlib.suppress(Exception):
+            child.stdin.write(b"\n")
+            await child.stdin.drain()
+        try:
+            await asyncio.wait_for(child.wait(), 5)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+
+def raise_if_dead(task: asyncio.Task[None]) -> None:
+    if task.done():
+        task.result()
+
+
+# ---------------------------------------------------------------------- 3. recover
+
+
+async def recovery_times(exchange: str, drops: int) -> list[float]:
+    """Seconds from each drop to the book's ``resynced`` event.
+
+    Production settings, except that every drop counts as an isolated one: the
+    backoff restarts from its first step (in production it does so only after a
+    connection served ``healthy_after_s``; drops seconds apart back off further).
+    """
+    isolated = StreamSettings(healthy_after_s=0.0)
+    fx: FakeBinance | FakeMexc = FakeBinance() if exchange == "binance" else FakeMexc()
+    await fx.start()
+    symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
+    feed: BinanceFeed | MexcFeed
+    if exchange == "binance":
+        assert isinstance(fx, FakeBinance)
+        ends = BinanceEndpoints(fx.ws_public, fx.ws_market, fx.http_url)
+        feed = BinanceFeed("bench", (symbol,), depth=DEPTH, endpoints=ends, settings=isolated)
+    else:
+        assert isinstance(fx, FakeMexc)
+        feed = MexcFeed(
+            "bench", (symbol,), depth=DEPTH, endpoints=MexcEndpoints(fx.ws_url, fx.http_url)
+        )
+    stop = asyncio.Event()
+    resynced: asyncio.Queue[float] = asyncio.Queue()
+    booked = asyncio.Event()
+
+    async def consume() -> None:
+        async for item in feed.items(stop):
+            if isinstance(item, FeedEvent) and item.kind is EventKind.RESYNCED:
+                resynced.put_nowait(time.perf_counter())
+            elif isinstance(item, FeedBooks):
+                booked.set()
+
+    async def market() -> None:  # a live market: the book moves every 10 ms
+        while not stop.is_set():
+            await fx.send_depth(symbol, 1)
+            if isinstance(fx, FakeBinance):
+                await fx.send_trades(symbol, 1)
+            else:
+                await fx.send_deals(symbol, 1)
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(consume())
+    mover = asyncio.create_task(market())
+    times = []
+    try:
+        await asyncio.wait_for(booked.wait(), 30)
+        for _ in range(drops):
+            dropped = time.perf_counter()
+            await fx.drop()
+            times.append(await asyncio.wait_for(resynced.get(), 60) - dropped)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        mover.cancel()
+        await asyncio.gather(mover, return_exceptions=True)
+        await fx.stop()
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=200_000, help="messages per parse/wire run")
+    parser.add_argument("--drops", type=int, default=50, help="dropped connections per exchange")
+    parser.add_argument("--serve-fake", choices=("binance", "mexc"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fake:
+        asyncio.run(serve_fake(args.serve_fake))
+        return
+    load = os.getloadavg()[0]
+    machine = f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    result: dict[str, Any] = {
+        "machine": machine,
+        "load_avg_1m_at_start": round(load, 2),
+        "messages": args.messages,
+        "depth": DEPTH,
+    }
+    print(f"machine: {machine}; load average (1 min) at start: {load:.2f}")
+    gens = {"trades": (binance_trades, mexc_trades), "depth": (binance_depth, mexc_depth)}
+    for kind, (b_gen, m_gen) in gens.items():
+        for exchange, gen in (("binance", b_gen), ("mexc", m_gen)):
+            raws = gen(args.messages)
+            rate = parse_rate(kind, exchange, raws)
+            result[f"parse_{exchange}_{kind}_msgs_per_s"] = round(rate)
+            print(f"parse+book  {exchange:8} {kind:6}: {rate:12,.0f} messages/s")
+    for kind in ("trades", "depth"):
+        for exchange in ("binance", "mexc"):
+            rate = asyncio.run(wire_rate(exchange, kind, args.messages))
+            result[f"wire_{exchange}_{kind}_rows_per_s"] = round(rate)
+            print(f"over a WebSocket {exchange:8} {kind:6}: {rate:12,.0f} rows/s")
+    for exchange in ("binance", "mexc"):
+        times = asyncio.run(recovery_times(exchange, args.drops))
+        p50, p95 = statistics.median(times), pct(times, 0.95)
+        result[f"recover_{exchange}_p50_s"] = round(p50, 4)
+        result[f"recover_{exchange}_p95_s"] = round(p95, 4)
+        result[f"recover_{exchange}_max_s"] = round(max(times), 4)
+        print(
+            f"reconnect+resubscribe+resync {exchange:8}: p50 {p50:.3f}s p95 {p95:.3f}s "
+            f"max {max(times):.3f}s over {len(times)} drops"
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The MEXC futures (contract) connector: ``sub.deal`` and the versioned ``sub.depth`` book.
+
+One connection carries every symbol. Subscriptions are sent in order and their
+acknowledgements (``rs.sub.*``) or refusals (``rs.error``) come back in the same
+order, so a refusal names its symbol: the feed ends with
+:class:`~ticktape.feeds.contract.SubscriptionRefused` rather than recording
+without it. The client pings every ``ping_interval_s`` (MEXC closes a silent
+client after a minute).
+
+The book follows MEXC's incremental procedure: depth pushes are subscribed with
+``"compress": false`` so versions are contiguous; they are buffered while a REST
+snapshot (``/api/v1/contract/depth/{symbol}``) is fetched; pushes at or below the
+snapshot's version are dropped and the first applied one must be
+``version + 1`` — otherwise the snapshot is stale and fetched again. Once in
+sync every push must be the previous version + 1; a jump is a sequence break
+whose lost-message count the versions give, and the book is rebuilt.
+
+``push.deal`` has no trade id, so ticktape numbers each symbol's deals in the
+order received (``first_trade_ids`` continues a resumed recording). The number
+is the deduplication key: two distinct deals sharing a timestamp, price and size
+keep distinct numbers and are both stored. Without exchange ids a rotation
+overlap cannot be deduplicated, so MEXC connections are not rotated (the
+contract endpoint documents no connection lifetime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ticktape.domain import DataType
+from ticktape.feeds._ws import Conn, Link, StreamFeed
+from ticktape.feeds.book import LocalBook
+from ticktape.feeds.contract import GapCause, now_us, reconnect_delay
+from ticktape.feeds.mexc._parse import (
+    DepthData,
+    MalformedMessage,
+    parse_deals,
+    parse_depth,
+    parse_depth_snapshot,
+)
+from ticktape.feeds.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+WS_URL = "wss://contract.mexc.com/edge"
+REST_URL = "https://api.mexc.com"
+PING_INTERVAL_S = 15.0  # the server drops a client silent for 60 s
+SNAPSHOT_LIMIT = 1000
+SNAPSHOT_TIMEOUT_S = 10.0
+MAX_BUFFERED_PUSHES = 10_000
+FULL_DEPTH_LIMITS = (5, 10, 20)  # the sizes sub.depth.full offers
+
+
+@dataclass(frozen=True)
+class MexcEndpoints:
+    ws: str = WS_URL
+    rest: str = REST_URL
+
+
+@dataclass
+class _BookSync:
+    book: LocalBook = field(default_factory=LocalBook)
+    synced: bool = False
+    buffer: list[DepthData] = field(default_factory=list)
+    snapshot_version: int | None = None
+    version: int = 0
+
+
+class MexcFeed(StreamFeed):
+    exchange = "mexc"
+    default_ping_interval_s = PING_INTERVAL_S
+
+    def __init__(
+        self,
+        session_id: str,
+        symbols: tuple[str, ...],
+        *,
+        data_types: tuple[DataType, ...] = (DataType.TRADES, DataType.ORDERBOOK),
+        depth: int = 10,
+        settings: StreamSettings | None = None,
+        endpoints: MexcEndpoints | None = None,
+        first_trade_ids: dict[str, int] | None = None,
+        snapshot_limit: int = SNAPSHOT_LIMIT,
+        full_depth: bool = False,
+    ) -> None:
+        super().__init__(
+            session_id, tuple(symbols), data_types=data_types, depth=depth, settings=settings
+        )
+        # sub.depth.full pushes whole top-of-book snapshots (5, 10 or 20 levels): no local
+        # book, no snapshot fetches, no version chain to keep — when the depth allows.
+        self.full_limit: int | None = None
+        if full_depth:
+            fits = [n for n in FULL_DEPTH_LIMITS if n >= depth]
+            if not fits:
+                raise ValueError(f"mexc: sub.depth.full serves at most 20 levels, not {depth}")
+            self.full_limit = fits[0]
+        self.endpoints = endpoints or MexcEndpoints()
+        self.snapshot_limit = snapshot_limit
+        self._next_id = {s: (first_trade_ids or {}).get(s, 1) for s in self.symbols}
+        self._http = httpx.AsyncClient(base_url=self.endpoints.rest, timeout=SNAPSHOT_TIMEOUT_S)
+
+    def links(self) -> list[Link]:
+        streams = tuple((s, dt) for s in self.symbols for dt in self.data_types)
+        return [Link("edge", self.endpoints.ws, streams)]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def subscribe(self, conn: Conn) -> None:
+        pending: deque[tuple[str, str]] = deque()
+        conn.state["acks"] = pending
+        conn.state["books"] = {}
+        for symbol in self.symbols:
+            if DataType.TRADES in self.data_types:
+                pending.append(("deal", symbol))
+                await conn.send_json({"method": "sub.deal", "param": {"symbol": symbol}})
+            if DataType.ORDERBOOK in self.data_types and self.full_limit is not None:
+                pending.append(("depth.full", symbol))
+                param_full = {"symbol": symbol, "limit": self.full_limit}
+                await conn.send_json({"method": "sub.depth.full", "param": param_full})
+            elif DataType.ORDERBOOK in self.data_types:
+                conn.state["books"][symbol] = _BookSync()
+                pending.append(("depth", symbol))
+                param = {"symbol": symbol, "compress": False}
+                await conn.send_json({"method": "sub.depth", "param": param})
+        for symbol in conn.state["books"]:
+            conn.spawn(self._fetch_snapshot(conn, symbol))
+
+    def is_ready(self, conn: Conn) -> bool:
+        books: dict[str, _BookSync] = conn.state.get("books", {})
+        return (
+            "acks" in conn.state
+            and not conn.state["acks"]
+            and all(b.synced for b in books.values())
+        )
+
+    async def probe(self, conn: Conn) -> None:
+        await conn.send_json({"method": "ping"})  # answered by a ``pong`` message
+
+    # ------------------------------------------------------------------ messages
+
+    async def on_message(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
+        try:
+            msg = json.loads(raw)
+            if not isinstance(msg, dict):
+                raise MalformedMessage("not an object")
+            channel = msg.get("channel")
+            if channel == "push.deal":
+                await self._on_deals(msg, recv_us)
+            elif channel == "push.depth":
+                await self._on_depth(conn, msg, recv_us)
+            elif channel == "push.depth.full" and self.full_limit is not None:
+                await self._on_full_depth(conn, msg, recv_us)
+            elif channel == "pong":
+                pass
+            elif isinstance(channel, str) and channel.startswith("rs.sub."):
+                self._on_ack(conn, channel[len("rs.sub.") :], msg)
+            elif channel == "rs.error":
+                self._on_refusal(conn, msg)
+            else:
+                raise MalformedMessage(f"unexpected channel {str(channel)[:40]!r}")
+        except json.JSONDecodeError:
+            self.malformed("invalid JSON", raw)
+        except MalformedMessage as exc:
+            self.malformed(exc.kind, raw)
+
+    def _on_ack(self, conn: Conn, kind: str, msg: dict[str, Any]) -> None:
+        pending: deque[tuple[str, str]] = conn.state["acks"]
+        if not pending or pending[0][0] != kind:
+            raise MalformedMessage("acknowledgement of nothing asked")
+        _, symbol = pending.popleft()
+        if msg.get("data") != "success":
+            self.refuse(symbol, f"sub.{kind}", str(msg.get("data")))
+
+    def _on_refusal(self, conn: Conn, msg: dict[str, Any]) -> None:
+        pending: deque[tuple[str, str]] = conn.state["acks"]
+        if not pending:
+            raise MalformedMessage("rs.error with nothing asked")
+        kind, symbol = pending.popleft()
+        self.refuse(symbol, f"sub.{kind}", str(msg.get("data")))
+
+    async def _on_deals(self, msg: dict[str, Any], recv_us: int) -> None:
+        symbol = msg.get("symbol")
+        if symbol not in self._next_id:
+            raise MalformedMessage("deal of a symbol not subscribed")
+        for deal in parse_deals(msg):
+            trade_id = self._next_id[symbol]
+            self._next_id[symbol] = trade_id + 1
+            await self.add_trade(
+                symbol, deal.ts_us, trade_id, deal.price, deal.qty, deal.side, recv_us
+            )
+
+    async def _on_full_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
+        symbol = msg.get("symbol")
+        if not isinstance(symbol, str) or symbol not in self._books:
+            raise MalformedMessage("depth of a symbol not subscribed")
+        push = parse_depth(msg)
+        versions: dict[str, int] = conn.state.setdefault("full_versions", {})
+        if push.version <= versions.get(symbol, -1):
+            self.counters.out_of_order += 1
+            return
+        versions[symbol] = push.version
+        if self.is_primary(conn):
+            bids = sorted(push.bids, reverse=True)[: self.depth]
+            asks = sorted(push.asks)[: self.depth]
+            await self.add_book(symbol, push.ts_us, bids, asks, recv_us)
+
+    # ------------------------------------------------------------------ book procedure
+
+    async def _on_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
+        symbol = msg.get("symbol")
+        books: dict[str, _BookSync] = conn.state.get("books", {})
+        sync = books.get(symbol) if isinstance(symbol, str) else None
+        if sync is None or not isinstance(symbol, str):
+            raise MalformedMessage("depth of a symbol not subscribed")
+        push = parse_depth(msg)
+        if sync.synced:
+            if push.version <= sync.version:
+                self.counters.out_of_order += 1
+                return
+            if push.version != sync.version + 1:
+                self._break(conn, symbol, sync, push)
+                return
+            self._apply(sync, push)
+        elif sync.snapshot_version is not None:
+            if not self._bridge(conn, symbol, sync, push):
+                return
+        else:
+            if len(sync.buffer) >= MAX_BUFFERED_PUSHES:
+                sync.buffer.pop(0)
+            sync.buffer.append(push)
+            return
+        if self.is_primary(conn):
+            bids, asks = sync.book.top(self.depth)
+            await self.add_book(symbol, push.ts_us, bids, asks, recv_us)
+
+    def _apply(self, sync: _BookSync, push: DepthData) -> None:
+        book = sync.book
+        for p, q in push.bids:
+            book.set_bid(p, q)
+        for p, q in push.asks:
+            book.set_ask(p, q)
+        sync.version = push.version
+
+    def _bridge(self, conn: Conn, symbol: str, sync: _BookSync, push: DepthData) -> bool:
+        assert sync.snapshot_version is not None
+        if push.version <= sync.snapshot_version:
+            return False
+        if push.version != sync.snapshot_version + 1:  # updates between snapshot and stream lost
+            self.counters.resyncs += 1
+            sync.snapshot_version = None
+            sync.buffer = [push]
+            conn.spawn(self._fetch_snapshot(conn, symbol, attempt=1))
+            return False
+        self._apply(sync, push)
+        sync.snapshot_version = None
+        sync.synced = True
+        return True
+
+    def _break(self, conn: Conn, symbol: str, sync: _BookSync, push: DepthData) -> None:
+        self.counters.sequence_breaks += 1
+        lost = push.version - sync.version - 1
+        if self.is_primary(conn):
+            why = f"version {push.version} after {sync.version}"
+            self.open_gap(symbol, DataType.ORDERBOOK, GapCause.SEQUENCE_BREAK, why, lost=lost)
+        sync.synced = False
+        sync.book.clear()
+        sync.buffer = [push]
+        conn.spawn(self._fetch_snapshot(conn, symbol))
+
+    async def _fetch_snapshot(self, conn: Conn, symbol: str, attempt: int = 0) -> None:
+        if attempt:
+            await asyncio.sleep(reconnect_delay(attempt, 0.05, 1.0))
+        while not conn.closed:
+            try:
+                resp = await self._http.get(
+                    f"/api/v1/contract/depth/{symbol}", params={"limit": self.snapshot_limit}
+                )
+                resp.raise_for_status()
+                snap = parse_depth_snapshot(resp.json())
+                break
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("mexc %s: depth snapshot failed: %s", symbol, exc)
+                attempt += 1
+                await asyncio.sleep(reconnect_delay(attempt, 0.25, 5.0))
+        else:
+            return
+        sync: _BookSync = conn.state["books"][symbol]
+        sync.book.reset(snap.bids, snap.asks)
+        sync.snapshot_version = snap.version
+        buffered, sync.buffer = sync.buffer, []
+        last_ts = snap.ts_us
+        for i, push in enumerate(buffered):
+            if sync.synced:
+                if push.version <= sync.version:
+                    continue
+                if push.version != sync.version + 1:
+                    self._break(conn, symbol, sync, push)
+                    sync.buffer.extend(buffered[i + 1 :])
+                    return
+                self._apply(sync, push)
+                last_ts = push.ts_us
+            elif sync.snapshot_version is None:  # stale snapshot: a new fetch is under way
+                sync.buffer.extend(buffered[i + 1 :])
+                return
+            elif self._bridge(conn, symbol, sync, push):
+                last_ts = push.ts_us
+        if sync.synced and self.is_primary(conn):
+            bids, asks = sync.book.top(self.depth)
+            await self.add_book(symbol, last_ts, bids, asks, now_us())
