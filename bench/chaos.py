@@ -498,6 +498,10 @@ def main() -> int:
     env = {
         "TICKTAPE_HEARTBEAT_S": str(args.heartbeat_s),
         "TICKTAPE_LEASE_S": str(args.lease_s),
+        # sessions are created as fast as the workers go, from one client address
+        "TICKTAPE_CREATE_RATE_PER_MIN": "100000000",
+        "TICKTAPE_MAX_RUNNING_PER_STORE": "100000000",
+        "TICKTAPE_MAX_RUNNING_PER_INSTANCE": "100000000",
     }
     cluster = Cluster(url, args.instances, env, log_dir, args.faults)
     ledger, watch = Ledger(), Watch()

@@ -173,7 +173,13 @@ def main() -> None:
                 server = ServerProcess(
                     store_url_for(name, Path(tmp), args.questdb_url),
                     Path(tmp),
-                    env={"TICKTAPE_LOG_LEVEL": "warning"},
+                    env={
+                        "TICKTAPE_LOG_LEVEL": "warning",
+                        # a benchmark creates sessions as fast as it can, and keeps many:
+                        "TICKTAPE_CREATE_RATE_PER_MIN": "100000000",
+                        "TICKTAPE_MAX_RUNNING_PER_STORE": "100000000",
+                        "TICKTAPE_MAX_RUNNING_PER_INSTANCE": "100000000",
+                    },
                 )
                 server.start()
                 url = server.url

@@ -55,6 +55,19 @@ QUESTDB_APPEND_ROUNDS = 50
 VISIBILITY_TIMEOUT_S = 30.0  # how long a final flush may take to become visible
 STOP_WAIT_TIMEOUT_S = 30.0  # default bound for "stop and wait until terminal"
 SHUTDOWN_TIMEOUT_S = 20.0  # graceful server shutdown: time sessions get to finish
+REQUEST_SHUTDOWN_TIMEOUT_S = 5.0  # on SIGTERM, in-flight requests get this long to answer
+READY_TIMEOUT_S = 2.0  # the readiness probe's store check gives up after this long
+HEALTH_PROBE_TIMEOUT_S = 1.0  # /health's look at the store (it answers 200 regardless)
+
+# Exposure and limits (docs/security.md). Each is a TICKTAPE_* variable.
+MAX_BODY_BYTES = 1_048_576  # request bodies larger than this are refused (413) while read
+ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")  # Host header names served ("*": any)
+MAX_SYMBOLS_PER_SESSION = 100  # at most this many symbols in one session (hard cap 100)
+MAX_RUNNING_PER_INSTANCE = 200  # sessions running on one instance at once
+MAX_RUNNING_PER_STORE = 1_000  # active (pending/running/stopping) sessions in one store
+CREATE_RATE_PER_MIN = 120  # session creations per client address per minute (burst: same)
+DISK_BUDGET_MB: float | None = None  # optional cap on the store's files (SQLite only)
+IDEMPOTENCY_KEY_TTL_S = 86_400.0  # an Idempotency-Key is remembered this long (24 h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +111,29 @@ def _env_opt_float(env: Mapping[str, str], name: str) -> float | None:
     return None if raw is None or raw == "" else _env_float(env, name, 0.0)
 
 
+def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    value = _env_float(env, name, default)
+    if value != int(value) or value < minimum:
+        raise SystemExit(f"ticktape: {name}={env.get(name)!r} must be an integer >= {minimum}")
+    return int(value)
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise SystemExit(f"ticktape: {name}={env.get(name)!r} is not a boolean (use 1 or 0)")
+
+
+def _env_hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return ALLOWED_HOSTS
+    return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+
+
 def default_instance_name(port: int) -> str:
     """Stable across restarts of the same server, so a restart can reap its own orphans."""
     return f"{socket.gethostname()}:{port}"
@@ -119,6 +155,14 @@ class Settings:
     retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
     strategies_dir: str | None = None  # user strategies (*.py) loaded at start-up
+    max_body_bytes: int = MAX_BODY_BYTES
+    allowed_hosts: tuple[str, ...] = ALLOWED_HOSTS
+    protect_reads: bool = False  # TICKTAPE_PROTECT_READS: the token is needed to read too
+    max_symbols_per_session: int = MAX_SYMBOLS_PER_SESSION
+    max_running_per_instance: int = MAX_RUNNING_PER_INSTANCE
+    max_running_per_store: int = MAX_RUNNING_PER_STORE
+    create_rate_per_min: int = CREATE_RATE_PER_MIN
+    disk_budget_mb: float | None = DISK_BUDGET_MB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -138,6 +182,21 @@ class Settings:
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
             strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,
+            max_body_bytes=_env_int(env, "TICKTAPE_MAX_BODY_BYTES", MAX_BODY_BYTES),
+            allowed_hosts=_env_hosts(env, "TICKTAPE_ALLOWED_HOSTS"),
+            protect_reads=_env_bool(env, "TICKTAPE_PROTECT_READS"),
+            max_symbols_per_session=min(
+                _env_int(env, "TICKTAPE_MAX_SYMBOLS", MAX_SYMBOLS_PER_SESSION),
+                MAX_SYMBOLS_PER_SESSION,
+            ),
+            max_running_per_instance=_env_int(
+                env, "TICKTAPE_MAX_RUNNING_PER_INSTANCE", MAX_RUNNING_PER_INSTANCE
+            ),
+            max_running_per_store=_env_int(
+                env, "TICKTAPE_MAX_RUNNING_PER_STORE", MAX_RUNNING_PER_STORE
+            ),
+            create_rate_per_min=_env_int(env, "TICKTAPE_CREATE_RATE_PER_MIN", CREATE_RATE_PER_MIN),
+            disk_budget_mb=_env_opt_float(env, "TICKTAPE_DISK_BUDGET_MB"),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}

@@ -13,13 +13,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from ticktape.errors import InvalidTransition, UnsupportedError, ValidationError
+from ticktape.errors import InvalidTransition, UnsupportedError, ValidationError, clip
 
 MAX_SYMBOLS = 100
 DEFAULT_BOOK_DEPTH = 3
 MAX_BOOK_DEPTH = 20
 DEFAULT_SIM_RATE_PER_S = 20.0  # trades per second per symbol on the simulated exchange
 MAX_SIM_RATE_PER_S = 1_000_000.0
+# The slowest set rate: one trade per symbol every ~17 minutes. Slower rates make the
+# feed's spacing (1e6 / rate microseconds) overflow; 0 means "as fast as possible".
+MIN_SIM_RATE_PER_S = 0.001
 DEFAULT_BOOK_EVERY = 5  # one order-book snapshot per this many simulated trades
 MAX_DURATION_S = 30 * 86_400
 
@@ -93,6 +96,7 @@ class Reason:
     START_FAILED = "start_failed"
     ERROR = "error"
     FLUSHED = "flushed"
+    DISK_BUDGET = "disk_budget"  # stopped: the store's files reached TICKTAPE_DISK_BUDGET_MB
     # Notes in a session's history (events that do not change its status):
     OWNER_CHANGED = "owner_changed"  # a live instance claimed it after its owner was lost
     RESUMED = "resumed"  # recording continues after a claim; the detail gives the gap
@@ -252,7 +256,7 @@ def parse_duration(text: str | None) -> float | None:
     match = _DURATION_RE.fullmatch(text)
     if not match:
         raise ValidationError(
-            f"invalid duration {text!r}: use a number and a unit s, m, h or d, e.g. '30s'",
+            f"invalid duration {clip(text)!r}: use a number and a unit s, m, h or d, e.g. '30s'",
             field="duration",
         )
     seconds = float(match.group(1)) * _DURATION_UNIT_S[match.group(2)]
@@ -278,12 +282,12 @@ def validate_symbols(symbols: object) -> tuple[str, ...]:
     for sym in symbols:
         if not isinstance(sym, str) or not _SYMBOL_RE.fullmatch(sym):
             raise ValidationError(
-                f"invalid symbol {sym!r}: upper-case letters and digits with one underscore, "
+                f"invalid symbol {clip(sym)!r}: upper-case letters and digits with one underscore, "
                 "e.g. 'BTC_USDT'",
                 field="symbols",
             )
         if sym in seen:
-            raise ValidationError(f"duplicate symbol {sym!r}", field="symbols")
+            raise ValidationError(f"duplicate symbol {clip(sym)!r}", field="symbols")
         seen.add(sym)
     return tuple(symbols)
 
@@ -301,11 +305,11 @@ def validate_data_types(data_types: object) -> tuple[DataType, ...]:
             dt = DataType(item)
         except ValueError:
             raise ValidationError(
-                f"unknown data type {item!r}: choose from 'trades', 'orderbook'",
+                f"unknown data type {clip(item)!r}: choose from 'trades', 'orderbook'",
                 field="data_types",
             ) from None
         if dt in out:
-            raise ValidationError(f"duplicate data type {item!r}", field="data_types")
+            raise ValidationError(f"duplicate data type {clip(item)!r}", field="data_types")
         out.append(dt)
     return tuple(out)
 
@@ -315,7 +319,7 @@ def validate_kind(kind: object) -> SessionKind:
         parsed = SessionKind(str(kind)) if isinstance(kind, str) else SessionKind("")
     except ValueError:
         raise ValidationError(
-            f"unknown session kind {kind!r}: choose from 'collect', 'backtest', 'paper'",
+            f"unknown session kind {clip(kind)!r}: choose from 'collect', 'backtest', 'paper'",
             field="kind",
         ) from None
     if parsed not in SUPPORTED_KINDS:
@@ -343,8 +347,8 @@ def validate_spec(
     parsed_kind = validate_kind(kind)
     if exchange != "sim":
         raise UnsupportedError(
-            f"exchange {exchange!r} is not available yet; use 'sim' (the simulated exchange)",
-            exchange=str(exchange),
+            f"exchange {clip(exchange)!r} is not available yet; use 'sim' (the simulated exchange)",
+            exchange=str(clip(exchange)),
         )
     sym = validate_symbols(symbols)
     dts = validate_data_types(data_types)
@@ -362,10 +366,11 @@ def validate_spec(
     if (
         isinstance(rate_per_s, bool)
         or not isinstance(rate_per_s, int | float)
-        or not (0 <= rate_per_s <= MAX_SIM_RATE_PER_S)
+        or not (rate_per_s == 0 or MIN_SIM_RATE_PER_S <= rate_per_s <= MAX_SIM_RATE_PER_S)
     ):
         raise ValidationError(
-            f"rate_per_s must be between 0 (as fast as possible) and {MAX_SIM_RATE_PER_S:g}",
+            f"rate_per_s must be 0 (as fast as possible) or from {MIN_SIM_RATE_PER_S:g} "
+            f"to {MAX_SIM_RATE_PER_S:g}",
             field="rate_per_s",
         )
     if (

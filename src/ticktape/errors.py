@@ -19,7 +19,9 @@ driver escapes the store: backends wrap driver errors with ``raise ... from``.
     │   ├── StoreUnavailable       cannot reach / open the store; retrying may help
     │   └── StoreBusy              transient contention (locked / table busy); retry
     ├── StopTimeout                a stop was accepted but did not finish in time (504)
-    └── Unauthorized               missing or wrong bearer token (401)
+    ├── Unauthorized               missing or wrong bearer token (401)
+    ├── IdempotencyKeyReused       an Idempotency-Key sent again with a different request (409)
+    └── LimitExceeded              a configured limit refuses the request (429)
 """
 
 from __future__ import annotations
@@ -147,3 +149,49 @@ class StopTimeout(TicktapeError):
 
 class Unauthorized(TicktapeError):
     code = "unauthorized"
+
+
+class IdempotencyKeyReused(TicktapeError):
+    """The key was first used with a different request; it cannot name this one."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, key: str, session_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {clip(key)!r} was used for a different request (session "
+            f"{session_id!r}); use a new key for a new request",
+            session_id=session_id,
+        )
+        self.session_id = session_id
+
+
+class LimitExceeded(TicktapeError):
+    """A configured limit refuses the request; ``limit`` names the setting."""
+
+    code = "limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, limit=limit)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        if code is not None:
+            self.code = code
+
+
+CLIP_CHARS = 64  # input echoed in an error message is cut to this many characters
+
+
+def clip(value: object, limit: int = CLIP_CHARS) -> object:
+    """``value`` for an error message: a long string is cut, so errors never echo megabytes."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}…(+{len(value) - limit} chars)"
+    if isinstance(value, list | tuple | dict) and len(repr(value)) > limit:
+        return f"{repr(value)[:limit]}…"
+    return value

@@ -64,6 +64,26 @@ class Metrics:
             "Tick writes the store rejected because this instance no longer owned the session",
             registry=r,
         )
+        self.store_errors = Counter(
+            "ticktape_store_errors",
+            "Requests answered with a store error (503), by error code",
+            ["code"],
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "ticktape_store_up", "1 if the store answers and takes writes, else 0", registry=r
+        )
+        self.store_write_failures = Gauge(
+            "ticktape_store_write_failures",
+            "Times the store's write path failed since it was opened (SQLite)",
+            registry=r,
+        )
+        self.limits_hit = Counter(
+            "ticktape_limit_refusals",
+            "Requests refused by a configured limit",
+            ["limit"],
+            registry=r,
+        )
         self.local_runners = Gauge(
             "ticktape_local_runners", "Sessions with a live runner on this instance", registry=r
         )
@@ -86,6 +106,10 @@ class Metrics:
     def set_status_counts(self, counts: dict[SessionStatus, int]) -> None:
         for status in SessionStatus:
             self.sessions.labels(status=status.value).set(counts.get(status, 0))
+
+    def store_status(self, *, up: bool, write_failures: int) -> None:
+        self.store_up.set(1 if up else 0)
+        self.store_write_failures.set(write_failures)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

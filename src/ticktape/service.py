@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from ticktape.config import STOP_WAIT_TIMEOUT_S, Settings
+from ticktape.config import IDEMPOTENCY_KEY_TTL_S, STOP_WAIT_TIMEOUT_S, Settings
 from ticktape.domain import (
+    ACTIVE_STATUSES,
     Reason,
     Session,
     SessionEvent,
@@ -24,8 +25,17 @@ from ticktape.domain import (
     new_session_id,
     utcnow,
 )
-from ticktape.errors import SessionConflict, StopTimeout
+from ticktape.errors import (
+    IdempotencyKeyReused,
+    LimitExceeded,
+    SessionConflict,
+    StopTimeout,
+    StoreUnavailable,
+    ValidationError,
+    clip,
+)
 from ticktape.metrics import Metrics
+from ticktape.redact import redact
 from ticktape.retry import retry_transient
 from ticktape.runtime.transitions import request_stop
 from ticktape.store.base import SessionPage, SessionQuery, Store, TickQuery
@@ -34,6 +44,7 @@ from ticktape.ticks import BookSnapshot, Trade
 log = logging.getLogger(__name__)
 
 STOP_POLL_INTERVAL_S = 0.05  # how often a waiting stop re-reads the store
+ACTIVE_COUNT_MAX_AGE_S = 1.0  # the per-store session limit counts the store this often
 
 
 class Runtime(Protocol):
@@ -49,6 +60,35 @@ class Runtime(Protocol):
     def request_stop(self, session_id: str) -> None:
         """Wake the local runner of this session, if any, to act on a stop now."""
 
+    @property
+    def running_ids(self) -> list[str]:
+        """Sessions with a live runner on this instance."""
+
+
+def _check_key_reuse(key: str, found: Session, spec: SessionSpec, now: datetime) -> None:
+    """An ``Idempotency-Key`` names one request: the same again, within its lifetime.
+
+    Stripe's semantics: the key sent with a different request is refused (409
+    ``idempotency_key_reused``), whatever became of the first session (deleted too);
+    a key older than :data:`IDEMPOTENCY_KEY_TTL_S` has expired and is refused (422)
+    rather than silently answered with a session from long ago.
+    """
+    if (now - found.created_at).total_seconds() > IDEMPOTENCY_KEY_TTL_S:
+        raise ValidationError(
+            f"Idempotency-Key {clip(key)!r} expired (keys are kept "
+            f"{IDEMPOTENCY_KEY_TTL_S / 3600:g} h); use a new key",
+            field="Idempotency-Key",
+        )
+    same = (
+        found.kind,
+        found.symbols,
+        found.exchange,
+        found.data_types,
+        found.config,
+    ) == (spec.kind, spec.symbols, spec.exchange, spec.data_types, spec.config)
+    if not same:
+        raise IdempotencyKeyReused(key, found.id)
+
 
 class SessionService:
     def __init__(
@@ -58,6 +98,7 @@ class SessionService:
         self._runtime = runtime
         self._settings = settings
         self._metrics = metrics
+        self._active_count: tuple[int, float] | None = None  # (count, monotonic time)
 
     async def create(self, spec: SessionSpec, *, idempotency_key: str | None = None) -> Session:
         """Write the ``pending`` session durably and visibly, hand it to the runtime, return it.
@@ -67,6 +108,15 @@ class SessionService:
         wrote it may have failed before it could).
         """
         started = time.perf_counter()
+        failing = self._store.write_failure
+        if failing is not None:
+            # Admission control: a session started on a store that is failing writes (a
+            # nearly full disk takes a small row, then not its ticks) would fail anyway.
+            raise StoreUnavailable(
+                f"create session: the store is failing writes ({redact(failing)}); "
+                "retry when /ready answers 200"
+            )
+        await self._check_limits(spec)
         now = utcnow()
         draft = Session(
             id=new_session_id(),
@@ -92,14 +142,67 @@ class SessionService:
             on_retry=self._metrics.store_retry,
         )
         if stored.id == draft.id:
+            if self._active_count is not None:
+                self._active_count = (self._active_count[0] + 1, self._active_count[1])
             self._runtime.launch(stored)
             self._metrics.session_created(time.perf_counter() - started)
-        elif stored.status is SessionStatus.PENDING and stored.owner == self._runtime.owner:
+            return stored
+        if idempotency_key is not None:
+            _check_key_reuse(idempotency_key, stored, spec, now)
+        if stored.status is SessionStatus.PENDING and stored.owner == self._runtime.owner:
             # A client retrying with its key after an earlier attempt was written but
             # answered with an error: that attempt launched nothing, so launch it now
             # (a no-op if it is running here; the pending → running CAS decides the rest).
             self._runtime.launch(stored)
         return stored
+
+    async def _check_limits(self, spec: SessionSpec) -> None:
+        """The configured limits a new session must fit (each error names its setting)."""
+        settings = self._settings
+        if len(spec.symbols) > settings.max_symbols_per_session:
+            raise ValidationError(
+                f"at most {settings.max_symbols_per_session} symbols per session "
+                f"(got {len(spec.symbols)}; limit TICKTAPE_MAX_SYMBOLS)",
+                field="symbols",
+            )
+        budget = settings.disk_budget_mb
+        used = self._store.disk_usage_bytes()
+        if budget is not None and used is not None and used >= budget * 1_000_000:
+            raise LimitExceeded(
+                f"the store's files take {used / 1e6:.1f} MB, at or over the disk budget of "
+                f"{budget:g} MB (limit TICKTAPE_DISK_BUDGET_MB)",
+                limit="TICKTAPE_DISK_BUDGET_MB",
+                code="disk_budget",
+            )
+        local = len(self._runtime.running_ids)
+        if local >= settings.max_running_per_instance:
+            raise LimitExceeded(
+                f"this instance already runs {local} sessions "
+                f"(limit TICKTAPE_MAX_RUNNING_PER_INSTANCE={settings.max_running_per_instance})",
+                limit="TICKTAPE_MAX_RUNNING_PER_INSTANCE",
+                retry_after_s=self._settings.heartbeat_interval_s,
+            )
+        active = await self._active_in_store()
+        if active >= settings.max_running_per_store:
+            raise LimitExceeded(
+                f"the store already holds {active} active sessions "
+                f"(limit TICKTAPE_MAX_RUNNING_PER_STORE={settings.max_running_per_store})",
+                limit="TICKTAPE_MAX_RUNNING_PER_STORE",
+                retry_after_s=self._settings.heartbeat_interval_s,
+            )
+
+    async def _active_in_store(self) -> int:
+        """Active sessions in the store, for the per-store limit: counted at most every
+        :data:`ACTIVE_COUNT_MAX_AGE_S` (a count on QuestDB scans the session log), plus
+        the creates this instance made since — so the limit may be passed by what
+        other instances (or creates racing here) added within that time."""
+        now = time.monotonic()
+        if self._active_count is None or now - self._active_count[1] > ACTIVE_COUNT_MAX_AGE_S:
+            counted = await self._store.sessions.count_sessions(
+                SessionQuery(statuses=ACTIVE_STATUSES, include_deleted=True)
+            )
+            self._active_count = (counted, now)
+        return self._active_count[0]
 
     async def _create_once(self, draft: Session) -> Session:
         try:
@@ -111,6 +214,21 @@ class SessionService:
             if (found.owner, found.created_at) == (draft.owner, draft.created_at):
                 return found
             raise
+
+    def local_running_ids(self) -> list[str]:
+        """Sessions with a live runner on this instance."""
+        return list(self._runtime.running_ids)
+
+    def store_problem(self) -> str | None:
+        """Why the store's writes are failing right now, or None (health, metrics)."""
+        return self._store.write_failure
+
+    def store_write_failures(self) -> int:
+        return self._store.write_failures
+
+    async def check_store(self) -> None:
+        """Raise the store's error unless it answers a read and takes writes (readiness)."""
+        await self._store.check_ready()
 
     async def get(self, session_id: str) -> Session:
         try:

@@ -12,10 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.acceptance.helpers import LIFTED_LIMITS
 from tests.conftest import isolated_questdb_url, questdb_available
 from ticktape.testing import ServerProcess, running_server
 
-ACCEPTANCE_ENV = {"TICKTAPE_HEARTBEAT_S": "0.5", "TICKTAPE_LEASE_S": "3"}
+ACCEPTANCE_ENV = {
+    "TICKTAPE_HEARTBEAT_S": "0.5",
+    "TICKTAPE_LEASE_S": "3",
+    **LIFTED_LIMITS,
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

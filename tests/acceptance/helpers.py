@@ -11,6 +11,14 @@ from ticktape.domain import SessionStatus, is_valid_history
 
 TERMINAL = {"stopped", "completed", "failed"}
 
+# Acceptance tests start hundreds of sessions from one client in seconds; the limits
+# have tests of their own (tests/unit/test_limits.py).
+LIFTED_LIMITS = {
+    "TICKTAPE_CREATE_RATE_PER_MIN": "1000000",
+    "TICKTAPE_MAX_RUNNING_PER_INSTANCE": "100000",
+    "TICKTAPE_MAX_RUNNING_PER_STORE": "100000",
+}
+
 
 def start_collect(client: httpx.Client, **body: Any) -> dict[str, Any]:
     payload = {"kind": "collect", "symbols": ["BTC_USDT", "ETH_USDT"], **body}

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.acceptance.helpers import (
+    LIFTED_LIMITS,
     TERMINAL,
     assert_valid_history,
     start_collect,
@@ -38,7 +39,11 @@ HEARTBEAT_S = 0.5
 LEASE_S = 2.0
 BOUND_S = LEASE_S + HEARTBEAT_S
 SLACK_S = 1.5  # process scheduling, SQLite fsyncs and HTTP polling on a loaded machine
-CLUSTER_ENV = {"TICKTAPE_HEARTBEAT_S": str(HEARTBEAT_S), "TICKTAPE_LEASE_S": str(LEASE_S)}
+CLUSTER_ENV = {
+    "TICKTAPE_HEARTBEAT_S": str(HEARTBEAT_S),
+    "TICKTAPE_LEASE_S": str(LEASE_S),
+    **LIFTED_LIMITS,
+}
 
 StartServer = Callable[..., ServerProcess]
 

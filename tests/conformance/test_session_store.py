@@ -1178,3 +1178,34 @@ def test_mark_deleted_of_a_non_terminal_session_raises_session_conflict(
 def test_mark_deleted_of_unknown_id_raises_session_not_found(store: Store, run: Run) -> None:
     with pytest.raises(SessionNotFound):
         run(store.sessions.mark_deleted(new_session_id()))
+
+
+# Symbol sets with values that break a substring search over a stored list: an element
+# that ends in ", ", quotes, commas, backslashes, brackets, unicode. The store contract
+# does not restrict symbols (the domain does): the filter must be exact for any value.
+TRICKY_SETS: list[tuple[str, ...]] = [
+    ("BTC_USDT", "ETH_USDT"),
+    ("a, ", ","),
+    ('A"B', "C"),
+    ("A,B",),
+    ("Ünï_CØDE", "日本_円"),
+    ("back\\", "slash"),
+    ("[x]", "]"),
+    (", ",),
+]
+TRICKY_QUERIES = [
+    "BTC_USDT", "BTC", ", ", ",", '"', '", "', 'A"B', "A", "B", "A,B", "Ünï_CØDE",
+    "日本_円", "日本", "back\\", "\\", "[x]", "]", "[", "a, ", "a", "x", "",
+]  # fmt: skip
+
+
+def test_the_symbol_filter_is_an_exact_match_for_tricky_values(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    sessions = [_create(store, run, make_session(symbols=s)) for s in TRICKY_SETS]
+    for symbol in TRICKY_QUERIES:
+        query = SessionQuery(symbol=symbol, limit=500)
+        expected = _newest_first([s for s in sessions if symbol in s.symbols])
+        got = [s.id for s in run(store.sessions.list_sessions(query)).sessions]
+        assert got == expected, symbol
+        assert run(store.sessions.count_sessions(query)) == len(expected), symbol

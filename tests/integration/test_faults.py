@@ -21,7 +21,7 @@ import pytest
 
 from ticktape.config import RENEW_ATTEMPTS, RetryPolicy, Settings
 from ticktape.domain import Reason, Session, SessionEvent, SessionStatus, is_valid_history
-from ticktape.errors import LeaseLost, StoreBusy, StoreUnavailable
+from ticktape.errors import IdempotencyKeyReused, LeaseLost, StoreBusy, StoreUnavailable
 from ticktape.store.base import SessionQuery
 from ticktape.testing import Instance, eventually, instances
 from ticktape.ticks import BookBatch, TradeBatch
@@ -250,8 +250,10 @@ def test_a_retry_with_the_key_of_a_create_written_then_failed_runs_that_session(
         assert a.supervisor.running_ids == [session.id]
         await wait_status(a, session.id, RUNNING)
         await wait_for_data(a, session.id)
-        again = await a.create(idempotency_key="order-7")  # a third call changes nothing
+        again = await a.create(idempotency_key="order-7", rate_per_s=1000)  # changes nothing
         assert again.id == session.id and a.supervisor.running_ids == [session.id]
+        with pytest.raises(IdempotencyKeyReused):  # the key names that request only
+            await a.create(idempotency_key="order-7")
         moves = [e.to_status for e in await history(a, session.id) if e.from_status != e.to_status]
         assert moves == [SessionStatus.PENDING, RUNNING]  # launched once, by the retry
 

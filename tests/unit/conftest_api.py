@@ -42,11 +42,16 @@ class FakeRuntime:
         self.finish_stops = finish_stops
         self.launched: list[str] = []
         self.stop_requests: list[str] = []
+        self.running: list[str] = []  # what running_ids reports (it runs nothing itself)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def owner(self) -> str:
         return OWNER
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self.running)
 
     def launch(self, session: Session) -> None:
         if session.id not in self.launched:  # like the supervisor: a no-op while it runs
@@ -152,7 +157,12 @@ class ApiHarness:
 def make_harness(
     run: Run[Any], *, token: str | None = None, finish_stops: bool = True
 ) -> ApiHarness:
-    settings = Settings(store_url="memory://", instance_name="test-instance", api_token=token)
+    settings = Settings(
+        store_url="memory://",
+        instance_name="test-instance",
+        api_token=token,
+        allowed_hosts=("ticktape.test",),
+    )
     store = MemoryStore()
     metrics = Metrics()
     runtime = FakeRuntime(store, finish_stops=finish_stops)

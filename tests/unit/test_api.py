@@ -592,7 +592,10 @@ def test_health_metrics_dashboard_and_docs(api: ApiHarness, http: httpx.Client) 
         "status": "ok",
         "instance": "test-instance",
         "store": "memory://",
+        "store_ok": True,
+        "store_error": None,
     }
+    assert http.get("/ready").json() == {"status": "ready"}
     api.create()
     api.stopped()
     metrics = http.get("/metrics")
@@ -633,7 +636,7 @@ def test_the_real_supervisor_runs_and_stops_a_session(run: Run[Any]) -> None:
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://unit"
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost"
             ) as client,
         ):
             created = await client.post(

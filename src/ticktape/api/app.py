@@ -10,24 +10,30 @@ faults by composition, passing ``runtime_store`` (see :mod:`ticktape.testing`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
 from ticktape.api import legacy, routes, strategies
-from ticktape.api.errors import install_error_handlers
-from ticktape.api.models import HealthOut
-from ticktape.config import Settings
+from ticktape.api.errors import error_body, install_error_handlers
+from ticktape.api.guard import RequestGuard
+from ticktape.api.limits import CreateRateLimiter
+from ticktape.api.models import ErrorOut, HealthOut, ReadyOut
+from ticktape.config import HEALTH_PROBE_TIMEOUT_S, READY_TIMEOUT_S, Settings
 from ticktape.domain import SessionStatus
+from ticktape.errors import StoreError
 from ticktape.metrics import Metrics
+from ticktape.redact import redact_url
+from ticktape.runtime.budget import enforce_disk_budget
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
@@ -36,12 +42,18 @@ from ticktape.strategies import default_registry
 
 log = logging.getLogger(__name__)
 
-_PASSWORD_RE = re.compile(r"(://[^:/@\s]*):[^@/\s]+@")
+# What the system routes may answer besides 200: the request guard's 400/401 and a
+# failing store's 503.
+SYSTEM_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 503)
+}
 
 
-def redact_url(url: str) -> str:
-    """``questdb://admin:secret@host`` → ``questdb://admin:***@host`` (nested URLs too)."""
-    return _PASSWORD_RE.sub(r"\1:***@", url)
+async def _status_counts(svc: SessionService) -> dict[SessionStatus, int]:
+    return {
+        status: await svc.count(SessionQuery(statuses=frozenset({status}), include_deleted=True))
+        for status in SessionStatus
+    }
 
 
 def _dashboard_html() -> str:
@@ -83,9 +95,23 @@ def create_app(
                 supervisor.owner,
                 redact_url(settings.store_url),
             )
+            budget = None
+            if settings.disk_budget_mb is not None:
+                budget = asyncio.create_task(
+                    enforce_disk_budget(
+                        store,
+                        app.state.service,
+                        settings.disk_budget_mb,
+                        settings.heartbeat_interval_s,
+                    ),
+                    name="ticktape-disk-budget",
+                )
             try:
                 yield
             finally:
+                if budget is not None:
+                    budget.cancel()
+                    await asyncio.gather(budget, return_exceptions=True)
                 await supervisor.shutdown()
         finally:
             await store.close()
@@ -100,6 +126,7 @@ def create_app(
     strategies_dir = Path(settings.strategies_dir) if settings.strategies_dir else None
     app.state.strategies = default_registry(strategies_dir)
     app.state.metrics = metrics or Metrics()
+    app.state.create_limiter = CreateRateLimiter(settings.create_rate_per_min)
     if service is not None:
         app.state.service = service
     install_error_handlers(app)
@@ -112,24 +139,73 @@ def create_app(
     async def index() -> HTMLResponse:
         return HTMLResponse(dashboard)
 
-    @app.get("/health", response_model=HealthOut, tags=["system"])
-    async def health() -> HealthOut:
+    @app.get("/health", response_model=HealthOut, tags=["system"], responses=SYSTEM_ERRORS)
+    async def health(request: Request) -> HealthOut:
+        """Liveness: 200 while the process serves; says whether the store is failing.
+
+        A load balancer that should route only to instances whose store works uses
+        ``/ready`` instead.
+        """
+        svc: SessionService = request.app.state.service
+        problem = svc.store_problem()
+        if problem is None:
+            try:  # a bounded look at the store: one read (QuestDB down shows here)
+                await asyncio.wait_for(svc.check_store(), HEALTH_PROBE_TIMEOUT_S)
+            except StoreError as exc:
+                problem = str(exc)
+            except TimeoutError:
+                problem = f"the store did not answer within {HEALTH_PROBE_TIMEOUT_S:g}s"
         return HealthOut(
-            status="ok", instance=settings.instance, store=redact_url(settings.store_url)
+            status="ok" if problem is None else "degraded",
+            instance=settings.instance,
+            store=redact_url(settings.store_url),
+            store_ok=problem is None,
+            store_error=None if problem is None else redact_url(problem),
         )
 
-    @app.get("/metrics", tags=["system"], response_class=Response)
+    @app.get(
+        "/ready",
+        response_model=ReadyOut,
+        tags=["system"],
+        responses=SYSTEM_ERRORS,
+    )
+    async def ready(request: Request) -> Response:
+        """Readiness: 200 when the store answers and takes writes, else 503 within a bound."""
+        svc: SessionService = request.app.state.service
+        try:
+            await asyncio.wait_for(svc.check_store(), READY_TIMEOUT_S)
+        except (StoreError, TimeoutError) as exc:
+            message = (
+                f"the store did not answer within {READY_TIMEOUT_S:g}s"
+                if isinstance(exc, TimeoutError)
+                else redact_url(str(exc))
+            )
+            return JSONResponse(error_body("store_unavailable", message), status_code=503)
+        return JSONResponse(ReadyOut(status="ready").model_dump())
+
+    @app.get("/metrics", tags=["system"], response_class=Response, responses=SYSTEM_ERRORS)
     async def prometheus_metrics(request: Request) -> Response:
-        """Prometheus text format; the sessions gauge is refreshed from the store first."""
+        """Prometheus text format; the sessions gauge is refreshed from the store first.
+
+        With the store failing, the gauges keep their last values and
+        ``ticktape_store_up`` is 0: the metrics answer, whatever the store does.
+        """
         svc: SessionService = request.app.state.service
         registry: Metrics = request.app.state.metrics
-        counts = {
-            status: await svc.count(
-                SessionQuery(statuses=frozenset({status}), include_deleted=True)
+        try:
+            counts = await asyncio.wait_for(_status_counts(svc), READY_TIMEOUT_S)
+        except (StoreError, TimeoutError):
+            registry.store_status(up=False, write_failures=svc.store_write_failures())
+        else:
+            registry.set_status_counts(counts)
+            registry.store_status(
+                up=svc.store_problem() is None, write_failures=svc.store_write_failures()
             )
-            for status in SessionStatus
-        }
-        registry.set_status_counts(counts)
         return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # Outermost: Host, token and body size are checked before anything reads the request.
+    app.add_middleware(RequestGuard, settings=settings)
     return app
+
+
+__all__ = ["create_app", "redact_url"]

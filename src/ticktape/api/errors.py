@@ -12,6 +12,7 @@ sees a traceback.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ticktape import errors
+from ticktape.errors import clip
+from ticktape.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,17 @@ STATUS_BY_ERROR: dict[type[errors.TicktapeError], int] = {
     errors.StoreError: 503,  # and StoreUnavailable, StoreBusy
     errors.StopTimeout: 504,
     errors.Unauthorized: 401,
+    errors.IdempotencyKeyReused: 409,
+    errors.LimitExceeded: 429,
 }
 
-_CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+_CODE_BY_HTTP_STATUS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    401: "unauthorized",
+    413: "request_too_large",
+}
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -70,7 +81,7 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[str, str, str | No
     """One pydantic/FastAPI error → (code, human message naming the field, field)."""
     kind = str(error.get("type", ""))
     loc = error.get("loc", ())
-    field = _field_path(loc) or None
+    field = str(clip(_field_path(loc))) or None  # a field name is input too
     if kind == "json_invalid":
         reason = (error.get("ctx") or {}).get("error", "JSON decode error")
         position = loc[1] if len(loc) > 1 else "?"
@@ -80,7 +91,7 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[str, str, str | No
             None,
         )
     if kind == "extra_forbidden":
-        return "validation_error", f"unknown field {field!r}", field
+        return "validation_error", f"unknown field {clip(field)!r}", field
     if field is None:
         if kind == "missing":
             return "validation_error", "a JSON request body is required", None
@@ -101,19 +112,31 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[str, str, str | No
 async def _ticktape_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.TicktapeError)
     status = status_for(exc)
+    message = exc.message
     if status >= 500:
+        message = redact(message)  # a driver's message may quote a store URL
         log.warning(
             "%s %s → %d: %s",
             request.method,
             request.url.path,
             status,
-            exc,
+            message,
             exc_info=exc.__cause__ is not None,
         )
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and isinstance(exc, errors.StoreError):
+        metrics.store_errors.labels(code=exc.code).inc()
+    if metrics is not None and isinstance(exc, errors.LimitExceeded):
+        metrics.limits_hit.labels(limit=exc.limit).inc()
     field = getattr(exc, "field", None)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(
-        error_body(exc.code, exc.message, field), status_code=status, headers=headers
+        error_body(exc.code, message, field), status_code=status, headers=headers or None
     )
 
 

@@ -27,6 +27,7 @@ from ticktape.api.routes import (
     ERRORS,
     MAX_IDEMPOTENCY_KEY_CHARS,
     Authorized,
+    RateLimited,
     Service,
     session_query,
 )
@@ -35,7 +36,11 @@ from ticktape.store.base import SessionQuery
 router = APIRouter(tags=["legacy"], responses=ERRORS)
 
 
-@router.post("/sessions/start", response_model=LegacyStartOut, dependencies=[Authorized])
+@router.post(
+    "/sessions/start",
+    response_model=LegacyStartOut,
+    dependencies=[Authorized, RateLimited],
+)
 async def legacy_start(
     body: LegacyStartRequest,
     service: Service,

@@ -204,9 +204,15 @@ class BookListOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="'ok', or 'degraded' while the store is failing")
     instance: str
-    store: str
+    store: str = Field(description="the store URL, credentials masked")
+    store_ok: bool
+    store_error: str | None = Field(description="why the store is failing, if it is")
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
 
 
 class ErrorDetail(BaseModel):

@@ -5,8 +5,10 @@ keep nothing between requests (DESIGN.md, invariant 1). Errors are raised as
 ticktape errors and rendered by :mod:`ticktape.api.errors`.
 
 Idempotency: ``POST /api/sessions`` with an ``Idempotency-Key`` header already
-used returns the session created by the first request — same id, its current
-state — with status 201 like the first time; nothing new is created.
+used for the same request returns the session created by the first request —
+same id, its current state — with status 201 like the first time; nothing new is
+created. The key with a different request is 409 ``idempotency_key_reused``; a
+key older than 24 hours has expired (422).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.models import (
     BookListOut,
     CreateSessionRequest,
@@ -33,7 +36,7 @@ from ticktape.api.models import (
 )
 from ticktape.config import STOP_WAIT_TIMEOUT_S, Settings
 from ticktape.domain import SessionKind, SessionStatus
-from ticktape.errors import Unauthorized, ValidationError
+from ticktape.errors import Unauthorized, ValidationError, clip
 from ticktape.service import SessionService
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
@@ -73,8 +76,15 @@ def require_token(
         raise Unauthorized("invalid bearer token")
 
 
+def limit_create_rate(request: Request) -> None:
+    """``TICKTAPE_CREATE_RATE_PER_MIN`` per client address (429 beyond it)."""
+    limiter: CreateRateLimiter = request.app.state.create_limiter
+    limiter.take(request.client.host if request.client else "unknown")
+
+
 Service = Annotated[SessionService, Depends(get_service)]
 Authorized = Depends(require_token)
+RateLimited = Depends(limit_create_rate)
 
 
 def parse_statuses(values: list[str] | None) -> frozenset[SessionStatus]:
@@ -90,7 +100,7 @@ def parse_statuses(values: list[str] | None) -> frozenset[SessionStatus]:
             except ValueError:
                 choices = ", ".join(repr(s.value) for s in SessionStatus)
                 raise ValidationError(
-                    f"unknown status {part.strip()!r}: choose from {choices}", field="status"
+                    f"unknown status {clip(part.strip())!r}: choose from {choices}", field="status"
                 ) from None
     return frozenset(out)
 
@@ -136,14 +146,21 @@ def tick_query(
     )
 
 
+# Every route may answer these (the request guard answers 400/401/413 before any
+# handler; 400 is also a body that is not JSON at all).
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (401, 404, 409, 422, 503)
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429, 503)
 }
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses=ERRORS)
 
 
-@router.post("", status_code=201, response_model=SessionOut, dependencies=[Authorized])
+@router.post(
+    "",
+    status_code=201,
+    response_model=SessionOut,
+    dependencies=[Authorized, RateLimited],
+)
 async def create_session(
     body: CreateSessionRequest,
     service: Service,

@@ -26,7 +26,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ticktape.api import create_app
-from ticktape.api.app import redact_url
 from ticktape.api.models import SessionOut
 from ticktape.cli.client import TicktapeClient
 from ticktape.cli.demo import run_demo, watch_session
@@ -38,10 +37,12 @@ from ticktape.config import (
     DEFAULT_URL,
     HEARTBEAT_INTERVAL_S,
     LEASE_S,
+    REQUEST_SHUTDOWN_TIMEOUT_S,
     STOP_WAIT_TIMEOUT_S,
     Settings,
 )
 from ticktape.errors import TicktapeError
+from ticktape.redact import redact_url
 from ticktape.store import Store, check_reachable, open_store
 
 P = ParamSpec("P")
@@ -244,6 +245,9 @@ def run_server(
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
+        # SIGTERM: requests still open (a long stop?wait=true) get this long, then the
+        # lifespan shutdown (bounded by SHUTDOWN_TIMEOUT_S) runs: the server always exits.
+        timeout_graceful_shutdown=int(REQUEST_SHUTDOWN_TIMEOUT_S),
     )
     try:
         _AnnouncingServer(config, settings).run()
@@ -275,7 +279,10 @@ class _AnnouncingServer(uvicorn.Server):
         await super().startup(sockets)
         s = self._settings
         base = f"http://{s.host}:{s.port}"
-        token = ", bearer token required for changes" if s.api_token else ""
+        token = ""
+        if s.api_token:
+            scope = "every request" if s.protect_reads else "changes"
+            token = f", bearer token required for {scope}"
         out.print(
             f"ticktape listening on [bold]{base}[/] — dashboard {base}/, API docs "
             f"{base}/docs\ninstance {s.instance}, store {redact_url(s.store_url)}{token}"

@@ -47,7 +47,8 @@ class TickBuffer:
             self._changed.notify_all()
 
     async def take(self) -> list[TickBatch]:
-        """Wait for a flush to be due and take everything; [] only once closed and empty.
+        """Wait for a flush to be due and take up to ``flush_rows`` rows (whole batches,
+        at least one); [] only once closed and empty.
 
         Due means: closed, or ``flush_rows`` buffered, or ``flush_interval_s`` passed
         since the first row arrived.
@@ -61,7 +62,17 @@ class TickBuffer:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-            taken, self._batches, self._rows = self._batches, [], 0
+            # At most ~flush_rows per write (whole batches): one write of a huge backlog
+            # (a block of 100 symbols at the maximum rate is ~600,000 rows) would hold
+            # the store's writer for seconds, with lease renewals waiting behind it.
+            count = rows = 0
+            for batch in self._batches:
+                if count and rows + len(batch) > self.flush_rows:
+                    break
+                count += 1
+                rows += len(batch)
+            taken, self._batches = self._batches[:count], self._batches[count:]
+            self._rows -= rows
             self._changed.notify_all()
             return taken
 

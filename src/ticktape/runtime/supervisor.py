@@ -107,12 +107,15 @@ class Supervisor:
         self._closing = True
         # First stop looking for orphans: this instance must not claim what it releases.
         await _cancel(self._reconcile_task)
-        for session_id, handle in list(self._handles.items()):
-            if await self._hands_over(session_id):
-                handle.handover.set()
-                continue
-            handle.stop_reason = Reason.SERVER_SHUTDOWN
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+
+        async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
+                if await self._hands_over(session_id):
+                    handle.handover.set()
+                    return
+                handle.stop_reason = Reason.SERVER_SHUTDOWN
                 await request_stop(
                     self._store,
                     session_id,
@@ -124,9 +127,23 @@ class Supervisor:
             except TicktapeError as exc:
                 log.error("session %s: could not record shutdown stop: %s", session_id, exc)
             handle.stop.set()
+
+        # All at once and within half the timeout: with the store failing, one retried
+        # stop per session in turn would make shutdown as long as the session count.
+        handles = list(self._handles.items())
+        stops = [asyncio.create_task(stop_one(sid, h)) for sid, h in handles]
+        if stops:
+            _done, late = await asyncio.wait(stops, timeout=timeout_s / 2)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for _sid, handle in handles:
+                if not handle.handover.is_set():
+                    handle.stop.set()
         tasks = [h.task for h in self._handles.values() if h.task is not None]
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            left = max(0.0, deadline - loop.time())
+            _done, pending = await asyncio.wait(tasks, timeout=left)
             for task in pending:
                 log.error(
                     "task %s did not stop within %.0fs; cancelling", task.get_name(), timeout_s

@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ticktape.errors import StoreBusy, StoreUnavailable, ValidationError
+from ticktape.errors import StoreBusy, StoreUnavailable, ValidationError, clip
+from ticktape.redact import redact
 from ticktape.store.base import SessionStore, Store, TickStore
 
 
@@ -25,7 +26,7 @@ def open_store(url: str) -> Store:
 
         return MemoryStore(url)
     raise ValidationError(
-        f"unknown store URL {url!r}: use sqlite:///path/to/file.db, "
+        f"unknown store URL {clip(redact(url))!r}: use sqlite:///path/to/file.db, "
         "questdb://host:8812?ilp=http://host:9000 or memory://",
         field="store",
     )

@@ -368,6 +368,33 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections. Idempotent."""
 
+    @property
+    def write_failure(self) -> str | None:
+        """Why the store's writes are failing now (the last error), or None if they work.
+
+        Backends that see their own write path fail (SQLite's writer) report it here
+        until a write succeeds again; the readiness check and /metrics read it.
+        """
+        return None
+
+    @property
+    def write_failures(self) -> int:
+        """How many times the store's write path has failed since it was opened."""
+        return 0
+
+    def disk_usage_bytes(self) -> int | None:
+        """Bytes the store's files take on this machine, or None if it cannot tell
+        (a remote server): what ``TICKTAPE_DISK_BUDGET_MB`` is checked against."""
+        return None
+
+    async def check_ready(self) -> None:
+        """Raise a :class:`~ticktape.errors.StoreError` unless the store can serve now.
+
+        The default reads one session (a round trip to the database). Backends that
+        know their write path failed (:attr:`write_failure`) also try a write.
+        """
+        await self.sessions.list_sessions(SessionQuery(limit=1))
+
     async def __aenter__(self) -> Store:
         await self.open()
         return self

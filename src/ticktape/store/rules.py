@@ -7,7 +7,7 @@ import binascii
 from datetime import UTC, datetime, timedelta
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
-from ticktape.errors import InvalidTransition, TransitionRace, ValidationError
+from ticktape.errors import InvalidTransition, TransitionRace, ValidationError, clip
 from ticktape.store.base import Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,7 +49,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
             raise ValueError("no id or time out of range")
         return position, sid
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError(f"invalid cursor {cursor!r}", field="cursor") from None
+        raise ValidationError(f"invalid cursor {clip(cursor)!r}", field="cursor") from None
 
 
 def after_cursor(session: Session, cursor: tuple[int, str]) -> bool:

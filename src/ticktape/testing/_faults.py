@@ -396,5 +396,16 @@ class FaultyStore(Store):
     async def close(self) -> None:
         await self.inner.close()
 
+    @property
+    def write_failure(self) -> str | None:
+        return self.inner.write_failure
+
+    @property
+    def write_failures(self) -> int:
+        return self.inner.write_failures
+
+    def disk_usage_bytes(self) -> int | None:
+        return self.inner.disk_usage_bytes()
+
 
 __all__ = ["OPERATIONS", "FaultRule", "FaultyStore", "parse_fault_spec"]

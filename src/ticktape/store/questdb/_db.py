@@ -9,17 +9,20 @@ non-WAL table) becomes :class:`StoreBusy`, which callers retry with backoff.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from questdb import QuestDBError
 
-from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError
+from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError, clip
+from ticktape.redact import redact
 from ticktape.store.driver_errors import ErrorMap, Rule
 
 READ_CONNECTIONS = 4
@@ -140,7 +143,7 @@ class QuestDBAddress:
         """``questdb://host:8812?ilp=http://host:9000&user=admin&password=quest``."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "questdb" or not parts.hostname:
-            raise ValidationError(f"invalid QuestDB URL {url!r}", field="store")
+            raise ValidationError(f"invalid QuestDB URL {clip(redact(url))!r}", field="store")
         query = dict(urllib.parse.parse_qsl(parts.query))
         host = parts.hostname
         prefix = query.get("prefix", DEFAULT_PREFIX)
@@ -152,13 +155,15 @@ class QuestDBAddress:
         try:
             pg_port = parts.port or 8812
         except ValueError:
-            raise ValidationError(f"invalid port in QuestDB URL {url!r}", field="store") from None
+            raise ValidationError(
+                f"invalid port in QuestDB URL {clip(redact(url))!r}", field="store"
+            ) from None
         return cls(
             host=host,
             pg_port=pg_port,
             ilp_url=query.get("ilp", f"http://{host}:9000"),
-            user=parts.username or query.get("user", "admin"),
-            password=parts.password or query.get("password", "quest"),
+            user=parts.username or query.get("user") or _env_user() or "admin",
+            password=parts.password or query.get("password") or _env_password() or "quest",
             dbname=query.get("dbname", "qdb"),
             prefix=prefix,
         )
@@ -207,6 +212,25 @@ ERRORS = ErrorMap(
         Rule(psycopg.Error, StoreError, "{what}: QuestDB error ({text})"),
     ],
 )
+
+
+def _env_user() -> str | None:
+    return os.environ.get("TICKTAPE_STORE_USER") or None
+
+
+def _env_password() -> str | None:
+    """The store password kept out of the URL: ``TICKTAPE_STORE_PASSWORD_FILE`` (first
+    line of the file, e.g. a mounted secret) or ``TICKTAPE_STORE_PASSWORD``."""
+    path = os.environ.get("TICKTAPE_STORE_PASSWORD_FILE")
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot read TICKTAPE_STORE_PASSWORD_FILE: {exc.strerror}", field="store"
+            ) from None
+        return lines[0] if lines else None
+    return os.environ.get("TICKTAPE_STORE_PASSWORD") or None
 
 
 class Connections:

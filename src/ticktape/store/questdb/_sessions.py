@@ -227,6 +227,23 @@ class _Row:
         )
 
 
+# One JSON string as json.dumps writes it (ASCII only: "...", escapes inside).
+_JSON_STRING_RE = r'"(?:[^"\\]|\\.)*"'
+
+
+def symbol_pattern(symbol: str) -> str:
+    """A regular expression matching a stored ``symbols`` JSON list that holds ``symbol``.
+
+    The whole list is parsed — ``["A", "B"]`` as ``json.dumps`` writes it — so the
+    symbol matches one element exactly: never a substring of an element, never a
+    run of characters across the ``", "`` between two elements (which a plain
+    substring search did: ``?symbol=, `` matched every multi-symbol session).
+    """
+    literal = "".join(c if c.isalnum() else "\\" + c for c in json.dumps(symbol))
+    any_ = _JSON_STRING_RE
+    return f"^\\[({any_}, )*{literal}(, {any_})*\\]$"
+
+
 def _filters(query: SessionQuery) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -239,8 +256,8 @@ def _filters(query: SessionQuery) -> tuple[list[str], list[Any]]:
         clauses.append("kind = %s")
         params.append(query.kind.value)
     if query.symbol is not None:
-        clauses.append("strpos(symbols, %s) > 0")  # symbols is a JSON array of strings
-        params.append(json.dumps(query.symbol))
+        clauses.append("symbols ~ %s")
+        params.append(symbol_pattern(query.symbol))
     return clauses, params
 
 

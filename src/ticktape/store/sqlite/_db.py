@@ -10,33 +10,52 @@ Group commit: writes that queue up while the writer is busy run together in one
 transaction, each inside its own SAVEPOINT (a failing write rolls back alone),
 and share one COMMIT — one fsync for the group. Each caller is answered only
 after that COMMIT, so "acknowledged" still means durable and visible.
+
+Faults (disk full, I/O error, corrupt page, file removed or read-only): whatever
+statement fails — BEGIN, a write, COMMIT or ROLLBACK — every write of the group
+is answered with the translated error, the connection is rolled back or, if
+even that fails, closed and reopened for the next group: the writer never
+wedges. A failure is logged once with its cause (again only if the cause changes
+or it lasts past :data:`FAILURE_LOG_EVERY_S`) and reported by
+:attr:`Database.write_failure` (health, readiness, metrics) until commits work again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable
 from ticktape.store.driver_errors import ErrorMap, Rule
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 READER_THREADS = 4
 MAX_GROUP_WRITES = 128  # writes sharing one commit, at most
+# A group stops taking tick batches after this long, so session writes queued behind
+# them (lease renewals, transitions) wait one slice at most, not the whole backlog.
+BULK_GROUP_BUDGET_S = 0.05
+FAILURE_HOLD_S = 5.0  # a write failure keeps the store "failing" at least this long
+FAILURE_LOG_EVERY_S = 60.0  # the same write failure is logged again after this long, at most
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock: wait this long, then StoreBusy
 _MIGRATION_MARK = "-- migration:"
 
 
 #: Every sqlite3 (and file system) error this backend can meet, as a ticktape store
-#: error (first match wins).
+#: error (first match wins). "Unavailable" means the database file cannot be used
+#: right now — disk full, I/O error, corruption, removed or read-only — as opposed to a
+#: bug in a statement: 503 store_unavailable, retried, and the server stays up.
 ERRORS = ErrorMap(
     "SQLite",
     (sqlite3.Error, OSError),
@@ -48,15 +67,27 @@ ERRORS = ErrorMap(
             contains=("locked", "busy"),
         ),
         Rule(
-            sqlite3.OperationalError,
+            sqlite3.Error,
             StoreUnavailable,
             "{what}: cannot use the SQLite database ({text})",
-            contains=("unable to open", "disk I/O", "readonly"),
+            contains=(
+                "unable to open",
+                "disk I/O",
+                "readonly",
+                "disk is full",
+                "malformed",
+                "not a database",
+                "out of memory",
+            ),
         ),
         Rule(OSError, StoreUnavailable, "{what}: cannot use the SQLite database ({text})"),
         Rule(sqlite3.Error, StoreError, "{what}: SQLite error ({text})"),
     ],
 )
+
+
+def translate(exc: sqlite3.Error, what: str) -> StoreError:
+    return ERRORS.translate(exc, what)
 
 
 def migrations() -> list[tuple[int, list[str]]]:
@@ -96,14 +127,29 @@ class _Write(Generic[T]):
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        connection_factory: type[sqlite3.Connection] | None = None,
+        failure_hold_s: float = FAILURE_HOLD_S,
+    ) -> None:
         self.path = path
+        self.failure_hold_s = failure_hold_s
+        # Tests pass a sqlite3.Connection subclass that fails chosen statements: faults
+        # injected at the driver boundary, under every line of this module.
+        self._factory = connection_factory or sqlite3.Connection
+        self.write_failures = 0  # groups that failed, ever (a counter for /metrics)
+        self._failure: tuple[str, float] | None = None  # last failure: message, monotonic time
+        self._failed_since_success = False
+        self._last_logged: tuple[str, float] = ("", -FAILURE_LOG_EVERY_S)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
-        self._queued: list[_Write[Any]] = []
+        self._queued: list[_Write[Any]] = []  # session writes: leases, transitions, creates
+        self._bulk: list[_Write[Any]] = []  # tick batches
         self._queued_lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
@@ -114,6 +160,7 @@ class Database:
                 isolation_level=None,
                 check_same_thread=False,
                 timeout=BUSY_TIMEOUT_MS / 1000,
+                factory=self._factory,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # FULL: a commit is on disk when acknowledged (invariant 2), power loss included.
@@ -150,7 +197,30 @@ class Database:
             conn.execute("ROLLBACK")
             raise
 
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection (after a failure it could not roll back)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is None:
+            return
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL back into the database file, so a closed store is one file."""
+        try:
+            self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            # Nothing is lost: the WAL stays and the next open replays it.
+            log.warning("SQLite checkpoint on close failed (%s); the WAL is kept", exc)
+
     async def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(RuntimeError):
+                await asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint)
         for pool in (self._writer, self._readers):
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -166,57 +236,157 @@ class Database:
         with ERRORS.wrap(what):
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], what: str, *, bulk: bool = False
+    ) -> T:
         """Run ``fn`` inside a write transaction on the writer thread; return once committed.
 
         ``fn`` may share its transaction with other queued writes (group commit) but
         runs in its own savepoint: if it raises, only its changes are rolled back.
+
+        ``bulk`` writes (tick batches) wait behind every other queued write and a
+        group takes only :data:`BULK_GROUP_BUDGET_S` of them, so a lease renewal or a
+        transition waits for at most one such slice, however many ticks are queued.
         """
         if self._writer is None:
             raise StoreUnavailable(f"{what}: the SQLite store is not open")
         loop = asyncio.get_running_loop()
         op: _Write[T] = _Write(fn, what, loop, loop.create_future())
         with self._queued_lock:
-            self._queued.append(op)
+            (self._bulk if bulk else self._queued).append(op)
         self._writer.submit(self._commit_group)
         return await op.future
 
-    def _commit_group(self) -> None:
+    def _take(self) -> list[_Write[Any]]:
+        """A new group: every queued session write (up to the cap), else one bulk write."""
         with self._queued_lock:
-            group, self._queued = self._queued[:MAX_GROUP_WRITES], self._queued[MAX_GROUP_WRITES:]
+            if self._queued:
+                group = self._queued[:MAX_GROUP_WRITES]
+                del self._queued[:MAX_GROUP_WRITES]
+                return group
+            if self._bulk:
+                return [self._bulk.pop(0)]
+        return []
+
+    def _commit_group(self) -> None:
+        group = self._take()
         if not group:
             return  # an earlier group already took these writes
+        try:
+            outcomes = self._run_group(group)
+        except BaseException as exc:  # BEGIN, SAVEPOINT, COMMIT or ROLLBACK failed
+            self._abandon_transaction()
+            self._record_failure(exc)
+            outcomes = [(None, _store_error(exc, op.what)) for op in group]
+        else:
+            # A write that failed because the file cannot be used (disk full inside an
+            # INSERT) is a store failure even if the rest of its group committed.
+            unusable = [e for _, e in outcomes if isinstance(e, StoreUnavailable)]
+            if unusable:
+                self._record_failure(unusable[0])
+            else:
+                self._record_success()
+        # Every queued write is answered, whatever happened above.
+        for op, (value, failure) in zip(group, outcomes, strict=True):
+            op.settle(value, failure)
+
+    def _run_group(self, group: list[_Write[Any]]) -> list[tuple[object, BaseException | None]]:
+        """One transaction for the group: each write in its savepoint, one COMMIT.
+
+        ``group`` holds the first write; more are taken while the group runs — every
+        queued session write, and bulk writes until the group has run for
+        :data:`BULK_GROUP_BUDGET_S` — and appended to ``group``.
+        """
         conn = self._connection()
         outcomes: list[tuple[object, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            for op in group:
-                op.settle(None, ERRORS.translate(exc, op.what))
-            return
-        for op in group:
+        started = time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        index = 0
+        while index < len(group):
+            op = group[index]
+            index += 1
             conn.execute("SAVEPOINT ticktape_write")
             try:
                 result = op.fn(conn)
-            except BaseException as exc:
+            except Exception as exc:  # this write alone fails; the group goes on
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back itself (disk full, I/O
+                    # error): the writes before this one are gone too — the group fails.
+                    raise
                 conn.execute("ROLLBACK TO ticktape_write")
                 conn.execute("RELEASE ticktape_write")
-                outcomes.append(
-                    (
-                        None,
-                        ERRORS.translate(exc, op.what) if isinstance(exc, sqlite3.Error) else exc,
-                    )
-                )
-                continue
-            conn.execute("RELEASE ticktape_write")
-            outcomes.append((result, None))
+                outcomes.append((None, translate(exc, op.what) if _driver(exc) else exc))
+            else:
+                conn.execute("RELEASE ticktape_write")
+                outcomes.append((result, None))
+            if len(group) < MAX_GROUP_WRITES:
+                more = self._take_more(time.monotonic() - started)
+                if more is not None:
+                    group.append(more)
+        conn.execute("COMMIT")
+        return outcomes
+
+    def _take_more(self, elapsed_s: float) -> _Write[Any] | None:
+        with self._queued_lock:
+            if self._queued:
+                return self._queued.pop(0)
+            if self._bulk and elapsed_s < BULK_GROUP_BUDGET_S:
+                return self._bulk.pop(0)
+        return None
+
+    def _abandon_transaction(self) -> None:
+        """Leave no transaction open: roll back, or drop the connection if that fails too.
+
+        After a failed COMMIT SQLite may already have rolled back (disk full), so a
+        ROLLBACK is only sent when a transaction is still open.
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
         try:
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            outcomes = [(None, ERRORS.translate(exc, op.what)) for op in group]
-        for op, (value, failure) in zip(group, outcomes, strict=True):
-            op.settle(value, failure)
+            log.warning("SQLite ROLLBACK failed (%s); reopening the writer connection", exc)
+            self._drop_connection()
+
+    def _record_failure(self, exc: BaseException) -> None:
+        self.write_failures += 1
+        message = str(exc) or type(exc).__name__
+        now = time.monotonic()
+        last_message, last_at = self._last_logged
+        if message != last_message or now - last_at >= FAILURE_LOG_EVERY_S:
+            # Once per outage (and per distinct cause), with its cause — not once per write.
+            log.error("SQLite writes are failing: %s", message, exc_info=exc)
+            self._last_logged = (message, now)
+        self._failure = (message, now)
+        self._failed_since_success = True
+
+    def _record_success(self) -> None:
+        if self._failure is not None and self._failed_since_success:
+            log.info("SQLite writes work again (after: %s)", self._failure[0])
+        self._failed_since_success = False
+
+    @property
+    def write_failure(self) -> str | None:
+        """The last write failure, while it is recent: after it, no commit has worked, or
+        it is less than ``failure_hold_s`` old (writes that fail between ones that
+        work — a nearly full disk — keep the store failing, not flapping)."""
+        if self._failure is None:
+            return None
+        message, at = self._failure
+        if self._failed_since_success or time.monotonic() - at < self.failure_hold_s:
+            return message
+        return None
+
+    async def probe_write(self) -> None:
+        """A real write that changes nothing: rewrites the schema version in page 1."""
+
+        def rewrite_version(conn: sqlite3.Connection) -> None:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+
+        await self.write(rewrite_version, "probe the store")
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
         """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot)."""
@@ -227,6 +397,22 @@ class Database:
             try:
                 return fn(conn)
             finally:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    # A reader left inside its transaction would fail every later read
+                    # ("cannot start a transaction within a transaction") and pin an
+                    # old snapshot: end it, or drop the connection.
+                    self._abandon_transaction()
+                    raise
 
         return await self._run(self._readers, run, what)
+
+
+def _driver(exc: BaseException) -> TypeGuard[sqlite3.Error]:
+    return isinstance(exc, sqlite3.Error)
+
+
+def _store_error(exc: BaseException, what: str) -> BaseException:
+    """A driver error as a store error; anything else passes unchanged."""
+    return translate(exc, what) if _driver(exc) else exc

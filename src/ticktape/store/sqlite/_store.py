@@ -9,6 +9,7 @@ once, so read-your-writes needs nothing more (invariant 2).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import datetime
 from itertools import repeat
@@ -27,7 +28,7 @@ from ticktape.domain import (
     Stats,
     utcnow,
 )
-from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
+from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, StoreUnavailable
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
@@ -533,7 +534,7 @@ class SqliteTickStore(TickStore):
                     books += conn.total_changes - before
             return WriteResult(TickCounts(trades, books))
 
-        return await self._db.write(run, "write ticks")
+        return await self._db.write(run, "write ticks", bulk=True)
 
     async def wait_visible(self, timeout_s: float) -> None:
         return None  # a committed SQLite transaction is visible to every new reader
@@ -632,15 +633,51 @@ class SqliteTickStore(TickStore):
 
 
 class SqliteStore(Store):
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_factory: type[sqlite3.Connection] | None = None,
+        failure_hold_s: float | None = None,
+    ) -> None:
+        """``connection_factory`` and ``failure_hold_s`` are for fault-injection tests."""
         self.url = url
-        self._db = Database(sqlite_path_from_url(url))
+        self._db = Database(
+            sqlite_path_from_url(url),
+            connection_factory=connection_factory,
+            **({} if failure_hold_s is None else {"failure_hold_s": failure_hold_s}),
+        )
         self.sessions = SqliteSessionStore(self._db)
         self.ticks = SqliteTickStore(self._db)
 
     @property
     def path(self) -> str:
         return str(self._db.path)
+
+    @property
+    def write_failure(self) -> str | None:
+        return self._db.write_failure
+
+    @property
+    def write_failures(self) -> int:
+        return self._db.write_failures
+
+    def disk_usage_bytes(self) -> int | None:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(f"{self._db.path}{suffix}").st_size
+            except FileNotFoundError:
+                continue
+        return total
+
+    async def check_ready(self) -> None:
+        if self._db.write_failure is not None:
+            await self._db.probe_write()  # succeeds once the fault has cleared
+            failing = self._db.write_failure  # still within its hold time
+            if failing is not None:
+                raise StoreUnavailable(f"SQLite writes failed moments ago ({failing})")
+        await super().check_ready()
 
     async def open(self) -> None:
         await self._db.open()

@@ -1,0 +1,148 @@
+"""Configured limits: each refuses with a clear 4xx/429 that names its setting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.unit.conftest_api import BASE_URL, FakeRuntime, Run, SyncAsgiTransport
+from ticktape.api import create_app
+from ticktape.api.limits import CreateRateLimiter
+from ticktape.config import Settings
+from ticktape.domain import Reason, SessionStatus, validate_spec
+from ticktape.errors import LimitExceeded
+from ticktape.metrics import Metrics
+from ticktape.runtime.budget import check_disk_budget
+from ticktape.service import ACTIVE_COUNT_MAX_AGE_S, SessionService
+from ticktape.store.memory import MemoryStore
+from ticktape.store.sqlite import SqliteStore
+
+BODY = {"kind": "collect", "symbols": ["BTC_USDT"]}
+BASE = Settings(store_url="memory://", instance_name="limits", allowed_hosts=("ticktape.test",))
+
+
+class Harness:
+    def __init__(self, run: Run[Any], **overrides: Any) -> None:
+        self.settings = replace(BASE, **overrides)
+        self.store = MemoryStore()
+        self.runtime = FakeRuntime(self.store)
+        self.service = SessionService(self.store, self.runtime, self.settings, Metrics())
+        self.app = create_app(self.settings, service=self.service)
+        self.http = httpx.Client(transport=SyncAsgiTransport(self.app, run), base_url=BASE_URL)
+
+
+@pytest.fixture
+def harness(run: Run[Any]) -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def make(**overrides: Any) -> Harness:
+        made.append(Harness(run, **overrides))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.http.close()
+
+
+def _refused(response: httpx.Response, status: int, setting: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert setting in error["message"], error
+    return error
+
+
+def test_symbols_per_session(harness: Any) -> None:
+    h = harness(max_symbols_per_session=2)
+    ok = h.http.post("/api/sessions", json={**BODY, "symbols": ["A_B", "C_D"]})
+    assert ok.status_code == 201
+    too_many = h.http.post("/api/sessions", json={**BODY, "symbols": ["A_B", "C_D", "E_F"]})
+    assert _refused(too_many, 422, "TICKTAPE_MAX_SYMBOLS")["field"] == "symbols"
+
+
+def test_running_sessions_per_instance(harness: Any) -> None:
+    h = harness(max_running_per_instance=2)
+    h.runtime.running = ["a", "b"]
+    refused = h.http.post("/api/sessions", json=BODY)
+    error = _refused(refused, 429, "TICKTAPE_MAX_RUNNING_PER_INSTANCE")
+    assert error["code"] == "limit_exceeded" and "Retry-After" in refused.headers
+    h.runtime.running = ["a"]
+    assert h.http.post("/api/sessions", json=BODY).status_code == 201
+
+
+def test_active_sessions_per_store(harness: Any) -> None:
+    h = harness(max_running_per_store=2)
+    for _ in range(2):
+        assert h.http.post("/api/sessions", json=BODY).status_code == 201
+    refused = h.http.post("/sessions/start", json={"session_type": "collect", "symbols": ["A_B"]})
+    _refused(refused, 429, "TICKTAPE_MAX_RUNNING_PER_STORE")
+    first = h.http.get("/api/sessions").json()["sessions"][0]["id"]
+    h.http.post(f"/api/sessions/{first}/stop?wait=true&timeout=5")
+    # Room again once the store is counted anew (at most every ACTIVE_COUNT_MAX_AGE_S).
+    deadline = time.monotonic() + 5 * ACTIVE_COUNT_MAX_AGE_S
+    while (code := h.http.post("/api/sessions", json=BODY).status_code) == 429:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # waiting out the count's age: there is no event to await
+    assert code == 201
+
+
+def test_session_creation_rate_per_client(harness: Any) -> None:
+    h = harness(create_rate_per_min=3)
+    codes = [h.http.post("/api/sessions", json=BODY).status_code for _ in range(4)]
+    assert codes == [201, 201, 201, 429]
+    refused = h.http.post("/api/sessions", json=BODY)
+    _refused(refused, 429, "TICKTAPE_CREATE_RATE_PER_MIN")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "ticktape_limit_refusals_total" in h.http.get("/metrics").text
+
+
+def test_the_rate_limiter_refills_with_time() -> None:
+    now = [0.0]
+    limiter = CreateRateLimiter(60, clock=lambda: now[0])  # one a second, burst 60
+    for _ in range(60):
+        limiter.take("c")
+    with pytest.raises(LimitExceeded) as caught:
+        limiter.take("c")
+    assert caught.value.retry_after_s == pytest.approx(1.0)
+    limiter.take("other")  # per client
+    now[0] = 1.0
+    limiter.take("c")
+
+
+def test_the_disk_budget_refuses_new_sessions_and_stops_running_ones(
+    run: Run[Any], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/budget.db"
+    settings = replace(BASE, store_url=url, disk_budget_mb=1.0)
+
+    async def scenario() -> None:
+        store = SqliteStore(url)
+        await store.open()
+        try:
+            runtime = FakeRuntime(store)  # type: ignore[arg-type]
+            service = SessionService(store, runtime, settings, Metrics())
+            spec = validate_spec(kind="collect", symbols=["BTC_USDT"])
+            running = await service.create(spec)
+            runtime.running = [running.id]
+            assert await check_disk_budget(store, service, 1.0) == 0  # under budget
+            filler = tmp_path / "budget.db-wal"
+            with filler.open("ab") as f:  # the WAL counts: grow it past the budget
+                f.write(b"\0" * 1_100_000)
+            with pytest.raises(LimitExceeded) as caught:
+                await service.create(spec)
+            assert caught.value.code == "disk_budget"
+            assert "TICKTAPE_DISK_BUDGET_MB" in caught.value.message
+            assert await check_disk_budget(store, service, 1.0) == 1
+            stopped = await service.wait_terminal(running.id, 5)
+            assert stopped.status is SessionStatus.STOPPED
+            events = await store.sessions.list_events(running.id)
+            assert any(e.reason == Reason.DISK_BUDGET for e in events)
+        finally:
+            await store.close()
+
+    run(scenario())
