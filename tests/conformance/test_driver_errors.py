@@ -33,7 +33,10 @@ from ticktape.store.sqlite import DRIVER_ERRORS as SQLITE_ERRORS
         (sqlite3.OperationalError("attempt to write a readonly database"), StoreUnavailable),
         (sqlite3.OperationalError("no such table: x"), StoreError),
         (sqlite3.IntegrityError("UNIQUE constraint failed"), StoreError),
-        (sqlite3.DatabaseError("file is not a database"), StoreError),
+        # A file that cannot be used (replaced, corrupt, full) is a store outage: 503.
+        (sqlite3.DatabaseError("file is not a database"), StoreUnavailable),
+        (sqlite3.DatabaseError("database disk image is malformed"), StoreUnavailable),
+        (sqlite3.OperationalError("database or disk is full"), StoreUnavailable),
         (FileExistsError(17, "File exists"), StoreUnavailable),
     ],
 )
