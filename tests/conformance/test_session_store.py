@@ -22,6 +22,7 @@ from ticktape.domain import (
     SessionKind,
     SessionStatus,
     Stats,
+    ignored_pairs,
     is_valid_history,
     new_session_id,
 )
@@ -136,6 +137,20 @@ def test_create_returns_pending_v1_and_get_returns_it(
     assert created == session
     assert created.status is P and created.version == 1
     assert run(store.sessions.get_session(session.id)) == session
+
+
+def test_ignored_request_fields_round_trip(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    ignored = ignored_pairs({"config.data_path": "data", "config.budget": {"cap": 1.5}})
+    session = make_session(config=SessionConfig(ignored=ignored))
+    _create(store, run, session)
+    got = run(store.sessions.get_session(session.id))
+    assert got == session
+    assert got.config.ignored_fields() == {
+        "config.budget": {"cap": 1.5},
+        "config.data_path": "data",
+    }
 
 
 def test_create_records_the_creation_event(
