@@ -119,6 +119,7 @@ class Settings:
     retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
     strategies_dir: str | None = None  # user strategies (*.py) loaded at start-up
+    cors_origins: tuple[str, ...] = ()  # TICKTAPE_CORS_ORIGINS: browser origins allowed; none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -138,6 +139,9 @@ class Settings:
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
             strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,
+            cors_origins=tuple(
+                o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}

@@ -59,6 +59,11 @@ class SessionService:
         self._settings = settings
         self._metrics = metrics
 
+    @property
+    def owner(self) -> str:
+        """The owner token of this instance: a session it runs carries it."""
+        return self._runtime.owner
+
     async def create(self, spec: SessionSpec, *, idempotency_key: str | None = None) -> Session:
         """Write the ``pending`` session durably and visibly, hand it to the runtime, return it.
 

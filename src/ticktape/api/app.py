@@ -18,11 +18,12 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
-from ticktape.api import legacy, routes, strategies
+from ticktape.api import compat, routes, strategies
 from ticktape.api.errors import install_error_handlers
 from ticktape.api.models import HealthOut
 from ticktape.config import Settings
@@ -104,8 +105,17 @@ def create_app(
         app.state.service = service
     install_error_handlers(app)
     app.include_router(routes.router)
-    app.include_router(legacy.router)
+    app.include_router(compat.router)
     app.include_router(strategies.router)
+    if settings.cors_origins:
+        # Browsers on these origins may call the API with their cookies (none by default).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-CSRF-Token"],
+        )
     dashboard = _dashboard_html()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -98,7 +98,7 @@ async def _json_body(request: Request) -> object:
 
 
 async def _active(service: SessionService, statuses: frozenset[SessionStatus]) -> list[Session]:
-    page = await service.list(SessionQuery(statuses=statuses, limit=MAX_LIST_LIMIT))
+    page = await service.list_sessions(SessionQuery(statuses=statuses, limit=MAX_LIST_LIMIT))
     return page.sessions
 
 
@@ -215,7 +215,7 @@ async def list_sessions(
         limit=limit,
         cursor=cursor or None,
     )
-    page = await service.list(query)
+    page = await service.list_sessions(query)
     total = await service.count(replace(query, cursor=None))
     sessions = []
     for s in page.sessions:
