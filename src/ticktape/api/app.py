@@ -23,9 +23,10 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
-from ticktape.api import compat, routes, strategies
+from ticktape.api import compat, routes, strategies, stream
 from ticktape.api.errors import install_error_handlers
 from ticktape.api.models import HealthOut
+from ticktape.api.push import close_feed
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
 from ticktape.metrics import Metrics
@@ -67,6 +68,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with own_lifespan(app):
+            try:
+                yield
+            finally:
+                await close_feed(app)  # push clients first: the feed reads the store
+
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if service is not None:
             yield
             return
@@ -104,9 +113,11 @@ def create_app(
     if service is not None:
         app.state.service = service
     install_error_handlers(app)
+    app.include_router(stream.router)  # before /api/sessions/{session_id}
     app.include_router(routes.router)
     app.include_router(compat.router)
     app.include_router(strategies.router)
+    app.include_router(compat.ws_router)
     if settings.cors_origins:
         # Browsers on these origins may call the API with their cookies (none by default).
         app.add_middleware(

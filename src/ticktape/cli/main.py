@@ -21,6 +21,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
@@ -28,6 +29,7 @@ from rich.table import Table
 from ticktape.api import create_app
 from ticktape.api.app import redact_url
 from ticktape.api.models import SessionOut
+from ticktape.api.push import close_feed
 from ticktape.cli.client import TicktapeClient
 from ticktape.cli.demo import run_demo, watch_session
 from ticktape.cli.questdb_cmd import questdb_app
@@ -270,6 +272,12 @@ class _AnnouncingServer(uvicorn.Server):
         with super().capture_signals():
             yield
             self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Push streams never finish by themselves: end them so their connections close.
+        if isinstance(self.config.app, FastAPI):
+            await close_feed(self.config.app)
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -7,5 +7,6 @@ ticktape's own ``/api/sessions``.
 """
 
 from ticktape.api.compat._routes import router
+from ticktape.api.compat._ws import router as ws_router
 
-__all__ = ["router"]
+__all__ = ["router", "ws_router"]
