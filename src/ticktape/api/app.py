@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
 from ticktape.api import compat, routes, strategies, stream
+from ticktape.api.auth import Authenticator, load_users
 from ticktape.api.errors import install_error_handlers
 from ticktape.api.models import HealthOut
 from ticktape.api.push import close_feed
@@ -109,6 +110,10 @@ def create_app(
     app.state.settings = settings
     strategies_dir = Path(settings.strategies_dir) if settings.strategies_dir else None
     app.state.strategies = default_registry(strategies_dir)
+    app.state.authenticator = Authenticator(
+        load_users(settings.users_file),
+        settings.secret_key.encode() if settings.secret_key else None,
+    )
     app.state.metrics = metrics or Metrics()
     if service is not None:
         app.state.service = service
@@ -118,6 +123,7 @@ def create_app(
     app.include_router(compat.router)
     app.include_router(strategies.router)
     app.include_router(compat.ws_router)
+    app.include_router(compat.auth_router)
     if settings.cors_origins:
         # Browsers on these origins may call the API with their cookies (none by default).
         app.add_middleware(

@@ -6,7 +6,8 @@ by the one :class:`~ticktape.service.SessionService`, without weakening
 ticktape's own ``/api/sessions``.
 """
 
+from ticktape.api.compat._auth import router as auth_router
 from ticktape.api.compat._routes import router
 from ticktape.api.compat._ws import router as ws_router
 
-__all__ = ["router", "ws_router"]
+__all__ = ["auth_router", "router", "ws_router"]

@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from ticktape.api.auth import Forbidden, TooManyAttempts
 from ticktape.api.errors import status_for
 from ticktape.domain import DataType, Session, SessionStatus, utcnow
 from ticktape.errors import (
@@ -203,6 +204,10 @@ def ok(data: Any) -> JSONResponse:
 
 
 def _status(exc: TicktapeError) -> int:
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, TooManyAttempts):
+        return 429
     if isinstance(exc, ValidationError):
         return 400  # the original answered bad input with 400
     if isinstance(exc, UnsupportedError):
@@ -219,6 +224,8 @@ def error_response(exc: TicktapeError) -> JSONResponse:
         detail["field"] = field
     status = _status(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, TooManyAttempts):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
     body = {
         "type": "error",
         "error_code": code,
