@@ -163,6 +163,10 @@ def test_start_refuses_clearly(
 
 
 def test_start_refuses_bodies_that_are_not_objects(http: httpx.Client) -> None:
+    long_key = {"Idempotency-Key": "k" * 201}
+    original_error(
+        http.post("/sessions/start", json=COLLECT_BODY, headers=long_key), 400, "validation_error"
+    )
     original_error(http.post("/sessions/start", content=b"[1]"), 400, "validation_error")
     original_error(http.post("/sessions/start", content=b"{nope"), 400, "validation_error")
 

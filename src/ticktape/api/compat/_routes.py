@@ -41,7 +41,7 @@ from ticktape.api.compat._answers import (
 )
 from ticktape.api.compat._requests import parse_start
 from ticktape.api.errors import describe_validation_error
-from ticktape.api.routes import Authorized, Service, parse_statuses
+from ticktape.api.routes import MAX_IDEMPOTENCY_KEY_CHARS, Authorized, Service, parse_statuses
 from ticktape.domain import (
     ACTIVE_STATUSES,
     Session,
@@ -116,6 +116,11 @@ async def start(request: Request, service: Service) -> JSONResponse:
     """Start a session from the original's body; answers the session's own id."""
     parsed = parse_start(await _json_body(request))
     key = request.headers.get("idempotency-key") or None
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ValidationError(
+            f"Idempotency-Key is at most {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            field="Idempotency-Key",
+        )
     session: Session | None = None
     if parsed.idempotent and key is None:
         running = await _active(service, STARTABLE)
