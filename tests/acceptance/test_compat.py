@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.acceptance.helpers import wait_for
+from ticktape.testing import ServerProcess
 
 # What the original's axios client sends with every mutating request.
 BROWSER_HEADERS = {"Content-Type": "application/json", "X-CSRF-Token": "token-from-csrf-service"}
@@ -193,3 +194,7 @@ def test_other_session_types_are_refused_clearly(client: httpx.Client) -> None:
     )
     assert "paper" in refused["error_message"]
     assert client.get("/api/data-collection/sessions").json()["total_count"] == 0
+
+
+def test_serve_says_at_start_up_that_changes_are_open(server: ServerProcess) -> None:
+    assert "changes are OPEN to anyone who can reach this address" in server.logs()
