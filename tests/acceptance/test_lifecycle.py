@@ -129,7 +129,7 @@ def test_legacy_start_returns_the_session_id(client: httpx.Client) -> None:
         },
     )
     assert response.status_code == 200, response.text
-    body = response.json()
+    body = response.json()["data"]
     assert body["status"] == "session_started"
     got = client.get(f"/api/sessions/{body['session_id']}")
     assert got.status_code == 200

@@ -18,13 +18,16 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
-from ticktape.api import legacy, routes, strategies
+from ticktape.api import compat, routes, strategies, stream
+from ticktape.api.auth import Authenticator, load_users
 from ticktape.api.errors import install_error_handlers
 from ticktape.api.models import HealthOut
+from ticktape.api.push import close_feed
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
 from ticktape.metrics import Metrics
@@ -66,6 +69,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with own_lifespan(app):
+            try:
+                yield
+            finally:
+                await close_feed(app)  # push clients first: the feed reads the store
+
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if service is not None:
             yield
             return
@@ -99,13 +110,29 @@ def create_app(
     app.state.settings = settings
     strategies_dir = Path(settings.strategies_dir) if settings.strategies_dir else None
     app.state.strategies = default_registry(strategies_dir)
+    app.state.authenticator = Authenticator(
+        load_users(settings.users_file),
+        settings.secret_key.encode() if settings.secret_key else None,
+    )
     app.state.metrics = metrics or Metrics()
     if service is not None:
         app.state.service = service
     install_error_handlers(app)
+    app.include_router(stream.router)  # before /api/sessions/{session_id}
     app.include_router(routes.router)
-    app.include_router(legacy.router)
+    app.include_router(compat.router)
     app.include_router(strategies.router)
+    app.include_router(compat.ws_router)
+    app.include_router(compat.auth_router)
+    if settings.cors_origins:
+        # Browsers on these origins may call the API with their cookies (none by default).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-CSRF-Token"],
+        )
     dashboard = _dashboard_html()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ticktape import errors
+from ticktape.api.auth import Forbidden, TooManyAttempts
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ STATUS_BY_ERROR: dict[type[errors.TicktapeError], int] = {
     errors.StoreError: 503,  # and StoreUnavailable, StoreBusy
     errors.StopTimeout: 504,
     errors.Unauthorized: 401,
+    Forbidden: 403,  # signed in, but no valid CSRF token
+    TooManyAttempts: 429,
 }
 
 _CODE_BY_HTTP_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}

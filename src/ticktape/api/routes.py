@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ticktape.api.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, Forbidden
 from ticktape.api.models import (
     BookListOut,
     CreateSessionRequest,
@@ -61,16 +62,33 @@ def get_settings(request: Request) -> Settings:
 
 
 def require_token(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Mutating routes need ``Authorization: Bearer <token>`` when a token is configured."""
-    if not settings.api_token:
+    """Mutating routes need ``Authorization: Bearer <token>``, or a browser sign-in cookie
+    with its ``X-CSRF-Token``, when a token or users are configured (:mod:`.auth`)."""
+    auth: Authenticator = request.app.state.authenticator
+    if not settings.api_token and not auth.enabled:
         return
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("this server requires 'Authorization: Bearer <token>' on changes")
-    if not hmac.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        token = settings.api_token or ""
+        if token and hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            return
         raise Unauthorized("invalid bearer token")
+    who = auth.signed_in(request.cookies.get(COOKIE_NAME))
+    if who is not None:
+        if auth.csrf_valid(who, request.headers.get(CSRF_HEADER)):
+            return
+        raise Forbidden(
+            f"a signed-in change needs the {CSRF_HEADER} header with a token from GET /csrf-token"
+        )
+    if not auth.enabled:
+        raise Unauthorized("this server requires 'Authorization: Bearer <token>' on changes")
+    raise Unauthorized(
+        "this server requires 'Authorization: Bearer <token>' or a browser sign-in "
+        "(POST /api/v1/auth/login) on changes"
+    )
 
 
 Service = Annotated[SessionService, Depends(get_service)]
