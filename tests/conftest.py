@@ -41,8 +41,13 @@ from ticktape.store.memory import MemoryStore
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
-# Deterministic property tests that leave no example database behind.
+# Deterministic property tests that leave no example database behind (the state machine
+# test searches at random even so: see tests/integration/test_stateful.py). For a long
+# search (nightly, or on purpose): ``pytest --hypothesis-profile ticktape-nightly``.
 settings.register_profile("ticktape", derandomize=True, database=None, deadline=None)
+settings.register_profile(
+    "ticktape-nightly", derandomize=False, database=None, deadline=None, max_examples=500
+)
 settings.load_profile("ticktape")
 
 BACKEND_OPTION_CHOICES = ("memory", "sqlite", "questdb", "all")

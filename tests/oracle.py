@@ -28,19 +28,19 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ticktape.domain import DataType, Reason, Session, SessionEvent
 from ticktape.feeds.sim import SimExchange
-from ticktape.store.base import Store, TickQuery
+from ticktape.store.base import MAX_DATA_LIMIT, Store, TickQuery
 from ticktape.ticks import TickCounts, TradeBatch
 
-ALL_ROWS = 10**9  # a read limit no test session reaches
+R = TypeVar("R")
 PRICE_TOLERANCE = 1e-9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -254,9 +254,15 @@ def assert_no_count_mismatch(events: Iterable[SessionEvent | Mapping[str, Any]])
 def assert_stats_match_tally(
     stats: Mapping[str, int], events: Iterable[SessionEvent | Mapping[str, Any]]
 ) -> None:
-    """The stats (counted from the store) equal the last runner's own tally."""
+    """The stats (counted from the store) equal the last runner's own tally.
+
+    A session that never started running had no runner: it must have stored nothing.
+    """
     events = list(events)
     assert_no_count_mismatch(events)
+    if not any(_reason_detail(e)[0] == Reason.STARTED for e in events):
+        assert (stats["trades"], stats["orderbook"]) == (0, 0), f"no runner, yet stats {stats}"
+        return
     tallies = runner_tallies(events)
     assert tallies, "no runner_tally event: the runner's count is unknown"
     last = tallies[-1]
@@ -275,13 +281,35 @@ def _reason_detail(e: SessionEvent | Mapping[str, Any]) -> tuple[str, str | None
 
 
 async def read_stored(store: Store, session_id: str) -> StoredTicks:
-    """Every stored tick of the session, through the public tick store API."""
+    """Every stored tick of the session, through the public tick store API (paged)."""
     out = StoredTicks()
-    for t in await store.ticks.read_trades(TickQuery(session_id, limit=ALL_ROWS)):
+    for t in await _read_all(store.ticks.read_trades, session_id):
         out.add_trade(t.symbol, t.trade_id, t.ts, t.price, t.qty, t.side)
-    for b in await store.ticks.read_orderbook(TickQuery(session_id, limit=ALL_ROWS)):
+    for b in await _read_all(store.ticks.read_orderbook, session_id):
         out.add_book(b.symbol, b.ts)
     return out
+
+
+async def _read_all(
+    read: Callable[[TickQuery], Awaitable[Sequence[R]]], session_id: str
+) -> list[R]:
+    """Every row, in pages of ``MAX_DATA_LIMIT`` that continue from the last timestamp.
+
+    A page starts with the rows at the previous page's last timestamp (``start <= ts``):
+    exactly as many as the previous page ended with are skipped — in the store's stable
+    order they are the same rows — so a row stored twice is still read twice.
+    """
+    rows: list[R] = []
+    start: datetime | None = None
+    skip = 0
+    while True:
+        page = await read(TickQuery(session_id, start=start, limit=MAX_DATA_LIMIT))
+        rows.extend(page[skip:])
+        if len(page) < MAX_DATA_LIMIT:
+            return rows
+        last = page[-1].ts  # type: ignore[attr-defined]
+        assert last != start, f"more than {MAX_DATA_LIMIT} rows at {last}: cannot page"
+        start, skip = last, sum(1 for r in page if r.ts == last)  # type: ignore[attr-defined]
 
 
 async def check_stored(
@@ -345,30 +373,21 @@ def check_served(
     return session
 
 
-PAGE_ROWS = 10_000
-
-
 def _all_rows(client: Any, session_id: str, kind: str) -> list[dict[str, Any]]:
-    """Every row a data route serves, paging on ``start`` (rows at the boundary once)."""
-    out: list[dict[str, Any]] = []
+    """Every row a data route serves, paged as :func:`_read_all` pages the store."""
+    rows: list[dict[str, Any]] = []
     start: str | None = None
-    seen: set[tuple[Any, ...]] = set()
+    skip = 0
     while True:
-        params: dict[str, Any] = {"limit": PAGE_ROWS}
+        params: dict[str, Any] = {"limit": MAX_DATA_LIMIT}
         if start is not None:
             params["start"] = start
         response = client.get(f"/api/sessions/{session_id}/{kind}", params=params)
         assert response.status_code == 200, response.text
-        rows = response.json()[kind]
-        fresh = [r for r in rows if _key(kind, r) not in seen]
-        out.extend(fresh)
-        if len(rows) < PAGE_ROWS:
-            return out
-        start = rows[-1]["ts"]
-        seen = {_key(kind, r) for r in rows if r["ts"] == start}
-
-
-def _key(kind: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    if kind == "trades":
-        return (row["symbol"], row["trade_id"], row["ts"])
-    return (row["symbol"], row["ts"])
+        page = response.json()[kind]
+        rows.extend(page[skip:])
+        if len(page) < MAX_DATA_LIMIT:
+            return rows
+        last = page[-1]["ts"]
+        assert last != start, f"more than {MAX_DATA_LIMIT} rows at {last}: cannot page"
+        start, skip = last, sum(1 for r in page if r["ts"] == last)

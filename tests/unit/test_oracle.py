@@ -125,11 +125,46 @@ def _event(reason: str, detail: str | None) -> SessionEvent:
 
 
 def test_the_tally_helpers_fail_on_a_mismatch_or_no_tally() -> None:
+    started = _event(Reason.STARTED, None)
     tally = _event(Reason.RUNNER_TALLY, json.dumps({"trades": 10, "orderbook": 2}))
-    assert_stats_match_tally({"trades": 10, "orderbook": 2}, [tally])
+    assert_stats_match_tally({"trades": 10, "orderbook": 2}, [started, tally])
     with pytest.raises(AssertionError, match="tally"):
-        assert_stats_match_tally({"trades": 11, "orderbook": 2}, [tally])
+        assert_stats_match_tally({"trades": 11, "orderbook": 2}, [started, tally])
     with pytest.raises(AssertionError, match="no runner_tally"):
-        assert_stats_match_tally({"trades": 10, "orderbook": 2}, [])
+        assert_stats_match_tally({"trades": 10, "orderbook": 2}, [started])
+    assert_stats_match_tally({"trades": 0, "orderbook": 0}, [])  # never ran: nothing stored
+    with pytest.raises(AssertionError, match="no runner"):
+        assert_stats_match_tally({"trades": 1, "orderbook": 0}, [])
     with pytest.raises(AssertionError, match="count_mismatch"):
         assert_no_count_mismatch([tally, _event(Reason.COUNT_MISMATCH, "runner wrote ...")])
+
+
+def test_paged_reads_keep_every_row_once_and_duplicates_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    from dataclasses import dataclass
+
+    import tests.oracle as oracle
+
+    @dataclass(frozen=True)
+    class Row:
+        ts: datetime
+        n: int
+
+    t = [EPOCH + timedelta(seconds=i) for i in range(4)]
+    stored_rows = [
+        Row(t[0], 1),
+        Row(t[1], 2),
+        Row(t[1], 3),
+        Row(t[1], 3),
+        Row(t[2], 4),
+        Row(t[3], 5),
+    ]
+
+    async def read(query: oracle.TickQuery) -> list[Row]:
+        rows = [r for r in stored_rows if query.start is None or r.ts >= query.start]
+        return rows[: query.limit]
+
+    monkeypatch.setattr(oracle, "MAX_DATA_LIMIT", 4)
+    assert asyncio.run(oracle._read_all(read, "s")) == stored_rows
