@@ -131,10 +131,9 @@ def test_claim_records_an_event_at_the_current_status(
 
 
 def test_claim_is_visible_to_another_handle_at_once(
-    store_factory: Callable[[], Store], run: Run, make_session: MakeSession
+    store: Store, other_handle: Store, run: Run, make_session: MakeSession
 ) -> None:
-    store = store_factory()
-    other = store_factory()
+    other = other_handle
     claimed = _claim(store, run, _owned(store, run, make_session))
     assert run(other.sessions.get_session(claimed.id)) == claimed
 

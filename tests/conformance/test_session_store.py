@@ -168,9 +168,9 @@ def test_create_records_the_creation_event(
 
 
 def test_created_session_is_visible_to_another_handle_at_once(
-    store: Store, store_factory: Callable[[], Store], run: Run, make_session: MakeSession
+    store: Store, other_handle: Store, run: Run, make_session: MakeSession
 ) -> None:
-    other = store_factory()
+    other = other_handle
     session = _create(store, run, make_session())
     assert run(other.sessions.get_session(session.id)) == session
     page = run(other.sessions.list_sessions(SessionQuery()))
@@ -178,9 +178,9 @@ def test_created_session_is_visible_to_another_handle_at_once(
 
 
 def test_transition_is_visible_to_another_handle_at_once(
-    store: Store, store_factory: Callable[[], Store], run: Run, make_session: MakeSession
+    store: Store, other_handle: Store, run: Run, make_session: MakeSession
 ) -> None:
-    other = store_factory()
+    other = other_handle
     session = _drive(store, run, _create(store, run, make_session()), [R])
     seen = run(other.sessions.get_session(session.id))
     assert (seen.status, seen.version) == (R, 2)
