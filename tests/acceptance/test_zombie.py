@@ -36,7 +36,7 @@ def metric(server: ServerProcess, name: str) -> float:
         for line in c.get("/metrics").text.splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
-    return 0.0
+    raise AssertionError(f"no metric {name!r} in /metrics: a misspelt name must not read as 0")
 
 
 def pause(server: ServerProcess) -> None:
