@@ -271,6 +271,13 @@ def assert_stats_match_tally(
     )
 
 
+def was_resumed(events: Iterable[SessionEvent | Mapping[str, Any]]) -> bool:
+    """Another runner continued the recording: a claim (a transition, always recorded) or
+    a ``resumed`` note (best effort: a failing store may have kept it out)."""
+    resumed = (Reason.OWNER_CHANGED, Reason.RESUMED)
+    return any(_reason_detail(e)[0] in resumed for e in events)
+
+
 def _reason_detail(e: SessionEvent | Mapping[str, Any]) -> tuple[str, str | None]:
     if isinstance(e, SessionEvent):
         return e.reason, e.detail
@@ -324,7 +331,7 @@ async def check_stored(
     """
     session = await store.sessions.get_session(session_id)
     events = await store.sessions.list_events(session_id)
-    resumed = any(e.reason == Reason.RESUMED for e in events)
+    resumed = was_resumed(events)
     counts = check_recording(
         Recording.of(session),
         await read_stored(store, session_id),
@@ -359,7 +366,7 @@ def check_served(
         )
     for row in _all_rows(client, session_id, "orderbook"):
         stored.add_book(row["symbol"], datetime.fromisoformat(row["ts"]))
-    resumed = any(e["reason"] == Reason.RESUMED for e in events)
+    resumed = was_resumed(events)
     counts = check_recording(
         Recording.from_json(session), stored, resumed=resumed, tail_lost=tail_lost
     )
