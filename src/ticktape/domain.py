@@ -103,6 +103,7 @@ class Reason:
     ZOMBIE_STOPPED = "zombie_stopped"  # a runner that lost its lease stopped itself
     STORE_RETRIED = "store_retried"  # a store operation succeeded after transient errors
     COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
+    RUNNER_TALLY = "runner_tally"  # what the runner saw stored, counted by itself (JSON detail)
 
 
 def can_transition(current: SessionStatus, target: SessionStatus) -> bool:
