@@ -18,7 +18,12 @@ Then it verifies, from the store itself and over HTTP:
   says it owns for longer than the bound, and none runs anything once every
   session is stopped;
 - every history is a path of the state machine;
-- every ended session's stats equal its stored rows;
+- every ended session recorded exactly what the simulated feed produced, checked
+  by the oracle of ``tests/oracle.py`` (not by comparing stats with a number
+  counted from the same rows): per symbol, trade ids 1..n each once and the
+  snapshots of those trades, the stats equal to that, and no ``count_mismatch``
+  event — allowing only the unflushed tail a crashed owner loses, which is counted
+  (a resume's gap, a self-stopped runner's unwritten buffer, reaped sessions);
 - orphans were reaped or claimed within lease + one heartbeat of their owner's
   last renewal (from each reap's own record: time, and the lease it found expired)
   — except those whose lease window overlaps a QuestDB restart: nothing can be
@@ -57,6 +62,9 @@ from ticktape.domain import is_valid_history, utcnow
 from ticktape.store import open_store
 from ticktape.store.base import SessionQuery
 from ticktape.testing import ServerProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests/oracle.py
+from tests.oracle import Recording, check_recording, read_stored, was_resumed
 
 DEFAULT_FAULTS = (
     "write=0.02,write@after=0.01,renew_lease=0.05,transition=0.02,transition@after=0.01,"
@@ -375,11 +383,52 @@ def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+async def _recorded_exactly(
+    store: Any, session: Any, events: list[Any], tail: Counter[str]
+) -> str | None:
+    """The oracle (tests/oracle.py) for one ended session; what is wrong, or None.
+
+    A session whose owner crashed (reaped, claimed after its lease expired, or its
+    runner stopped itself) may have lost its unflushed tail: that is allowed, and
+    counted in ``tail`` — never a hole or a repeat before it.
+    """
+    crashed = False
+    for i, e in enumerate(events):
+        handed = i > 0 and events[i - 1].reason == "handed_over"
+        if e.reason in ("owner_lost", "owner_changed") and not handed:
+            crashed = True
+        if e.reason == "zombie_stopped":
+            crashed = True
+            found = re.search(r"(\d+) buffered ticks not written", e.detail or "")
+            tail["self_stopped_unwritten_ticks"] += int(found.group(1)) if found else 0
+        if e.reason == "resumed" and e.detail:
+            lost_s = json.loads(e.detail).get("lost_s")
+            if lost_s:  # the feed's trades in the gap between the last stored and the resume
+                rate = session.config.rate_per_s
+                tail["resume_gap_trades_est"] += round(lost_s * rate) * len(session.symbols)
+    if crashed and session.reason == "owner_lost":
+        tail["sessions_reaped_after_a_crash"] += 1
+    try:
+        counts = check_recording(
+            Recording.of(session),
+            await read_stored(store, session.id),
+            resumed=was_resumed(events),
+            tail_lost=crashed,
+        )
+    except AssertionError as exc:
+        return str(exc)[:300]
+    if (session.stats.trades, session.stats.orderbook) != (counts.trades, counts.orderbook):
+        return f"stats {session.stats} differ from the feed's ticks stored {counts}"
+    return None
+
+
 async def verify_store(
     url: str,
     acknowledged: set[str],
     lease_s: float,
     outages: list[tuple[datetime, datetime]],
+    *,
+    check_data: bool = True,
 ) -> dict[str, Any]:
     store = open_store(url)
     await store.open()
@@ -397,6 +446,9 @@ async def verify_store(
                 break
             cursor = page.next_cursor
         invalid, mismatched, still_active = [], [], []
+        oracle_failures: dict[str, str] = {}
+        count_mismatch_events: list[str] = []
+        tail = Counter[str]()
         fenced: dict[str, list[int]] = {}  # QuestDB: late rows of stale owners, kept out
         reaps: list[float] = []
         claims: list[float] = []
@@ -411,9 +463,12 @@ async def verify_store(
             if not is_valid_history(moves) or moves[-1] is not s.status:
                 invalid.append(s.id)
             if s.is_terminal:
-                counts = await store.ticks.count(s.id)
-                if (s.stats.trades, s.stats.orderbook) != (counts.trades, counts.orderbook):
+                problem = await _recorded_exactly(store, s, events, tail) if check_data else None
+                if problem is not None:
                     mismatched.append(s.id)
+                    oracle_failures[s.id] = problem
+                if any(e.reason == "count_mismatch" for e in events):
+                    count_mismatch_events.append(s.id)
                 late = await store.ticks.fenced(s.id) if hasattr(store.ticks, "fenced") else None
                 if late is not None and (late.trades or late.orderbook):
                     fenced[s.id] = [late.trades, late.orderbook]
@@ -441,6 +496,9 @@ async def verify_store(
             "still_active": still_active,
             "invalid_histories": invalid,
             "stats_mismatches": mismatched,
+            "oracle_failures": oracle_failures,
+            "count_mismatch_events": count_mismatch_events,
+            "crash_lost_tail": dict(tail),
             "late_rows_fenced": fenced,
             "reaps": reaps,
             "claims": claims,
@@ -529,7 +587,9 @@ def main() -> int:
                 node.server.stop()
                 cluster.start(node)
         time.sleep(bound_s + 2.0)  # an orphan left now is one the reconcilers did not reap
-        settled = asyncio.run(verify_store(url, set(), args.lease_s, cluster.outages))
+        settled = asyncio.run(
+            verify_store(url, set(), args.lease_s, cluster.outages, check_data=False)
+        )
         orphans_first = settled["orphans_left"]
         found = 0
         picked = cluster.client()
@@ -574,6 +634,9 @@ def main() -> int:
         "zombie_stopped_notes": checked["zombie_notes"],
         "invalid_transitions": len(checked["invalid_histories"]),
         "stats_mismatches": len(checked["stats_mismatches"]),
+        "oracle_failures": dict(list(checked["oracle_failures"].items())[:5]),
+        "count_mismatch_events": len(checked["count_mismatch_events"]),
+        "crash_lost_tail": checked["crash_lost_tail"],
         "sessions_with_late_rows_fenced": checked["late_rows_fenced"],
         "still_active_after_final_stop": len(checked["still_active"]),
         "orphan_reap_s": summary(checked["reaps"]),
@@ -596,6 +659,7 @@ def main() -> int:
         and report["zombies_observed_after_bound"] == 0
         and report["invalid_transitions"] == 0
         and report["stats_mismatches"] == 0
+        and report["count_mismatch_events"] == 0
         and report["still_active_after_final_stop"] == 0
         and (not reaps or max(reaps) <= bound_s)
     )
@@ -603,6 +667,7 @@ def main() -> int:
     for key in (
         "actions", "sessions_acknowledged", "sessions_found", "orphans_left",
         "zombies_observed_after_bound", "invalid_transitions", "stats_mismatches",
+        "count_mismatch_events", "crash_lost_tail",
         "orphan_reap_s", "orphan_claim_s", "handover_claim_s", "reap_across_store_outage_s",
         "store_outages_s", "counters",
     ):  # fmt: skip

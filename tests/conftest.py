@@ -41,8 +41,13 @@ from ticktape.store.memory import MemoryStore
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
-# Deterministic property tests that leave no example database behind.
+# Deterministic property tests that leave no example database behind (the state machine
+# test searches at random even so: see tests/integration/test_stateful.py). For a long
+# search (nightly, or on purpose): ``pytest --hypothesis-profile ticktape-nightly``.
 settings.register_profile("ticktape", derandomize=True, database=None, deadline=None)
+settings.register_profile(
+    "ticktape-nightly", derandomize=False, database=None, deadline=None, max_examples=500
+)
 settings.load_profile("ticktape")
 
 BACKEND_OPTION_CHOICES = ("memory", "sqlite", "questdb", "all")
@@ -177,13 +182,15 @@ def _drop_tables(url: str) -> None:
 #: What each backend can promise beyond the common contract; a test that needs more
 #: carries ``@pytest.mark.requires("name")`` and is skipped, with the reason, elsewhere.
 CAPABILITIES: dict[str, dict[str, str]] = {
-    "memory": {"exact_write_counts": "", "first_write_wins": ""},
-    "sqlite": {"exact_write_counts": "", "first_write_wins": ""},
+    "memory": {"exact_write_counts": "", "first_write_wins": "", "trade_identity_without_ts": ""},
+    "sqlite": {"exact_write_counts": "", "first_write_wins": "", "trade_identity_without_ts": ""},
     "questdb": {},
 }
 MISSING_REASONS = {
     "exact_write_counts": "ILP cannot report which rows DEDUP merged: write() returns rows sent",
     "first_write_wins": "DEDUP UPSERT KEYS keeps the last write of a key, not the first",
+    "trade_identity_without_ts": "DEDUP keys must include the designated timestamp: a trade "
+    "id stored again at another ts is another row (a replay from the feed has the same ts)",
 }
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
@@ -262,6 +269,18 @@ def store_factory(
 def store(store_factory: Callable[[], Store]) -> Store:
     """An opened store of the selected backend, empty, closed at teardown."""
     return store_factory()
+
+
+@pytest.fixture
+def other_handle(backend: str, store: Store, store_factory: Callable[[], Store]) -> Store:
+    """A second opened handle on ``store``'s database (its own connections), as another
+    process or instance has. The memory backend has no such thing — its whole state is
+    one object in this process — so tests that need one skip there, saying so."""
+    if backend == "memory":
+        pytest.skip("memory: the store is one in-process object; there is no second handle")
+    other = store_factory()
+    assert other is not store
+    return other
 
 
 # --------------------------------------------------------------------------- sessions

@@ -54,6 +54,8 @@ QUESTDB_BUSY_MAX_S = 0.02
 QUESTDB_APPEND_ROUNDS = 50
 VISIBILITY_TIMEOUT_S = 30.0  # how long a final flush may take to become visible
 STOP_WAIT_TIMEOUT_S = 30.0  # default bound for "stop and wait until terminal"
+PUSH_INTERVAL_S = 0.25  # how often the change feed reads the store while clients listen
+PUSH_QUEUE_MAX = 256  # updates held for one push client before it is dropped as too slow
 SHUTDOWN_TIMEOUT_S = 20.0  # graceful server shutdown: time sessions get to finish
 REQUEST_SHUTDOWN_TIMEOUT_S = 5.0  # on SIGTERM, in-flight requests get this long to answer
 READY_TIMEOUT_S = 2.0  # the readiness probe's store check gives up after this long
@@ -163,6 +165,11 @@ class Settings:
     max_running_per_store: int = MAX_RUNNING_PER_STORE
     create_rate_per_min: int = CREATE_RATE_PER_MIN
     disk_budget_mb: float | None = DISK_BUDGET_MB
+    users_file: Path | None = None  # TICKTAPE_USERS_FILE: browser sign-in users (ticktape user add)
+    secret_key: str | None = None  # TICKTAPE_SECRET_KEY: signs sign-in cookies and CSRF tokens
+    cors_origins: tuple[str, ...] = ()  # TICKTAPE_CORS_ORIGINS: browser origins allowed; none
+    push_interval_s: float = PUSH_INTERVAL_S  # TICKTAPE_PUSH_INTERVAL_S: change feed period
+    push_queue_max: int = PUSH_QUEUE_MAX  # TICKTAPE_PUSH_QUEUE_MAX: updates held per client
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -197,6 +204,13 @@ class Settings:
             ),
             create_rate_per_min=_env_int(env, "TICKTAPE_CREATE_RATE_PER_MIN", CREATE_RATE_PER_MIN),
             disk_budget_mb=_env_opt_float(env, "TICKTAPE_DISK_BUDGET_MB"),
+            users_file=Path(env["TICKTAPE_USERS_FILE"]) if env.get("TICKTAPE_USERS_FILE") else None,
+            secret_key=env.get("TICKTAPE_SECRET_KEY") or None,
+            push_interval_s=_env_float(env, "TICKTAPE_PUSH_INTERVAL_S", PUSH_INTERVAL_S),
+            push_queue_max=int(_env_float(env, "TICKTAPE_PUSH_QUEUE_MAX", PUSH_QUEUE_MAX)),
+            cors_origins=tuple(
+                o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}

@@ -7,6 +7,7 @@ here are immutable snapshots of what the store said at one moment.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -106,6 +107,7 @@ class Reason:
     ZOMBIE_STOPPED = "zombie_stopped"  # a runner that lost its lease stopped itself
     STORE_RETRIED = "store_retried"  # a store operation succeeded after transient errors
     COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
+    RUNNER_TALLY = "runner_tally"  # what the runner saw stored, counted by itself (JSON detail)
 
 
 def can_transition(current: SessionStatus, target: SessionStatus) -> bool:
@@ -163,9 +165,16 @@ class SessionConfig:
     rate_per_s: float = DEFAULT_SIM_RATE_PER_S  # 0 means "as fast as possible"
     book_every: int = DEFAULT_BOOK_EVERY
     on_owner_loss: OwnerLossPolicy = OwnerLossPolicy.FAIL
+    #: Request fields accepted and not acted on (the original platform's routes accept
+    #: e.g. ``data_path``): ``(name, JSON text)`` pairs, sorted, so they are kept with the
+    #: session rather than dropped silently, and the config stays immutable.
+    ignored: tuple[tuple[str, str], ...] = ()
+
+    def ignored_fields(self) -> dict[str, object]:
+        return {name: json.loads(text) for name, text in self.ignored}
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "duration_s": self.duration_s,
             "book_depth": self.book_depth,
             "seed": self.seed,
@@ -173,6 +182,9 @@ class SessionConfig:
             "book_every": self.book_every,
             "on_owner_loss": self.on_owner_loss.value,
         }
+        if self.ignored:
+            out["ignored"] = self.ignored_fields()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SessionConfig:
@@ -184,7 +196,17 @@ class SessionConfig:
             rate_per_s=float(data.get("rate_per_s", DEFAULT_SIM_RATE_PER_S)),  # type: ignore[arg-type]
             book_every=int(data.get("book_every", DEFAULT_BOOK_EVERY)),  # type: ignore[call-overload]
             on_owner_loss=OwnerLossPolicy(str(data.get("on_owner_loss", "fail"))),
+            ignored=ignored_pairs(data.get("ignored")),
         )
+
+
+def ignored_pairs(fields: object) -> tuple[tuple[str, str], ...]:
+    """``{"data_path": "data"}`` → ``(("data_path", '"data"'),)``, the form kept in a config."""
+    if not isinstance(fields, dict):
+        return ()
+    return tuple(
+        sorted((str(name), json.dumps(value, sort_keys=True)) for name, value in fields.items())
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from ticktape.metrics import Metrics
 from ticktape.redact import redact
 from ticktape.retry import retry_transient
 from ticktape.runtime.transitions import request_stop
-from ticktape.store.base import SessionPage, SessionQuery, Store, TickQuery
+from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,11 @@ class SessionService:
         self._settings = settings
         self._metrics = metrics
         self._active_count: tuple[int, float] | None = None  # (count, monotonic time)
+
+    @property
+    def owner(self) -> str:
+        """The owner token of this instance: a session it runs carries it."""
+        return self._runtime.owner
 
     async def create(self, spec: SessionSpec, *, idempotency_key: str | None = None) -> Session:
         """Write the ``pending`` session durably and visibly, hand it to the runtime, return it.
@@ -244,6 +249,10 @@ class SessionService:
 
     async def count(self, query: SessionQuery) -> int:
         return await self._store.sessions.count_sessions(query)
+
+    async def changes(self, since: str | None) -> ChangePage:
+        """Sessions changed since a change-feed position (see ``SessionStore.list_changed``)."""
+        return await self._store.sessions.list_changed(since)
 
     async def events(self, session_id: str) -> list[SessionEvent]:
         return await self._store.sessions.list_events(session_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tests.oracle import check_served
 from ticktape.testing import TICKTAPE, ServerProcess
 
 
@@ -38,9 +39,12 @@ def test_start_show_stop_events_through_the_cli(server: ServerProcess) -> None:
     assert stopped["status"] == "stopped"
     with httpx.Client(base_url=server.url) as c:
         trades = c.get(f"/api/sessions/{session_id}/trades", params={"limit": 10_000}).json()
+        check_served(c, session_id)  # the oracle: the feed's ticks, the runner's tally
     assert stopped["stats"]["trades"] == trades["count"]
     events = cli_json(server, "events", session_id)
-    assert [e["to_status"] for e in events] == ["pending", "running", "stopping", "stopped"]
+    moves = [e["to_status"] for e in events if e["from_status"] != e["to_status"]]  # notes aside
+    assert moves == ["pending", "running", "stopping", "stopped"]
+    assert "runner_tally" in [e["reason"] for e in events]
 
 
 def test_watch_follows_a_session_to_its_end(server: ServerProcess) -> None:

@@ -13,6 +13,7 @@ from tests.acceptance.helpers import (
     stored_counts,
     wait_for,
 )
+from tests.oracle import check_served
 from ticktape.testing import ServerProcess
 
 SEQUENTIAL_PAIRS = 500
@@ -69,6 +70,9 @@ def test_stop_makes_stats_equal_the_stored_rows(client: httpx.Client) -> None:
     session = stopped.json()
     assert session["status"] == "stopped"
     assert session["reason"] == "user_stop"
+    # the oracle: served ticks are the feed's (ids 1..n per symbol, each once, their
+    # snapshots), stats equal them and the runner's own tally, no count_mismatch
+    check_served(client, created["id"])
     rows = stored_counts(client, created["id"])
     assert session["stats"]["trades"] == rows["trades"] > 0
     assert session["stats"]["orderbook"] == rows["orderbook"] > 0
@@ -114,8 +118,8 @@ def test_duration_completes_the_session(client: httpx.Client) -> None:
     done = wait_for(client, created["id"], lambda s: s["status"] in TERMINAL, what="completion")
     assert done["status"] == "completed"
     assert done["reason"] == "duration_reached"
-    rows = stored_counts(client, created["id"])
-    assert done["stats"]["trades"] == rows["trades"] > 0
+    check_served(client, created["id"])
+    assert done["stats"]["trades"] > 0
     assert_valid_history(client, created["id"])
 
 
@@ -129,7 +133,7 @@ def test_legacy_start_returns_the_session_id(client: httpx.Client) -> None:
         },
     )
     assert response.status_code == 200, response.text
-    body = response.json()
+    body = response.json()["data"]
     assert body["status"] == "session_started"
     got = client.get(f"/api/sessions/{body['session_id']}")
     assert got.status_code == 200
@@ -161,4 +165,4 @@ def test_graceful_shutdown_leaves_nothing_running(server: ServerProcess) -> None
             session = c.get(f"/api/sessions/{sid}").json()
             assert session["status"] == "stopped", session
             assert session["reason"] == "server_shutdown"
-            assert session["stats"]["trades"] == stored_counts(c, sid)["trades"]
+            check_served(c, sid)

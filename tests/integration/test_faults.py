@@ -4,14 +4,16 @@ Each test runs one or more in-process instances (``ticktape.testing.Instance``:
 store handle, Supervisor, SessionService) over one SQLite file, makes chosen
 store calls fail through ``FaultyStore``, and checks that the store never holds
 a state the runtime does not act on: nothing "stopped in memory, running in the
-store", nothing running that the store does not know about, and stats that
-equal the stored rows. Leases are short (1 s, heartbeat 0.2 s) so that expiry
-happens within the test; every wait is a deadline, never a fixed sleep.
+store", nothing running that the store does not know about, and recorded data
+checked against an oracle the stats are not derived from (``tests/oracle.py``:
+the simulated feed's contiguous trade ids and snapshots, the runner's own tally,
+no ``count_mismatch``). Leases are short (1 s, heartbeat 0.2 s) so that expiry
+happens within the test; every wait is a deadline, never a fixed sleep, and
+latencies are asserted as order and eventual outcome (figures are bench/'s job).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
@@ -19,20 +21,20 @@ from typing import Any
 
 import pytest
 
+from tests.oracle import assert_no_count_mismatch, check_stored, read_stored, runner_tallies
 from ticktape.config import RENEW_ATTEMPTS, RetryPolicy, Settings
 from ticktape.domain import Reason, Session, SessionEvent, SessionStatus, is_valid_history
 from ticktape.errors import IdempotencyKeyReused, LeaseLost, StoreBusy, StoreUnavailable
 from ticktape.store.base import SessionQuery
 from ticktape.testing import Instance, eventually, instances
-from ticktape.ticks import BookBatch, TradeBatch
+from ticktape.ticks import BookBatch, TickCounts, TradeBatch
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 Add = Callable[..., Awaitable[Instance]]
 
 HEARTBEAT_S = 0.2
 LEASE_S = 1.0
-BOUND_S = LEASE_S + HEARTBEAT_S  # reaped within lease + one heartbeat of the last renewal
-SLACK_S = 0.75  # scheduling and SQLite latency on a busy machine
+EVENTUAL_S = 15.0  # deadline for an outcome that must come: generous on a loaded machine
 RUNNING, STOPPING, STOPPED, FAILED = (
     SessionStatus.RUNNING,
     SessionStatus.STOPPING,
@@ -102,10 +104,10 @@ async def history(node: Instance, session_id: str) -> list[SessionEvent]:
     return events
 
 
-async def stats_equal_rows(node: Instance, session_id: str) -> Session:
-    session = await node.raw.sessions.get_session(session_id)
-    assert (session.stats.trades, session.stats.orderbook) == await stored(node, session_id)
-    return session
+async def recorded_exactly(node: Instance, session_id: str, *, tally: bool = True) -> Session:
+    """The oracle (tests/oracle.py): stored ticks are the feed's, nothing lost or doubled,
+    stats equal them and the runner's own tally, and no ``count_mismatch`` was recorded."""
+    return await check_stored(node.raw, session_id, tally=tally)
 
 
 def reasons(events: list[SessionEvent]) -> list[str]:
@@ -138,7 +140,7 @@ def test_a_stop_whose_store_write_fails_leaves_the_session_running_and_stoppable
         fault.remove()
         ended = await a.service.stop(session.id, wait=True, timeout_s=10)
         assert (ended.status, ended.reason) == (STOPPED, Reason.USER_STOP)
-        await stats_equal_rows(a, session.id)
+        await recorded_exactly(a, session.id)
         assert STOPPING in [e.to_status for e in await history(a, session.id)]
 
     scenario(body)
@@ -153,7 +155,7 @@ def test_a_failing_final_stopped_write_is_retried_and_completes(scenario: Any) -
         fault = a.store.fail("transition", times=5, when=to(STOPPED), error=StoreBusy("locked"))
         ended = await a.service.stop(session.id, wait=True, timeout_s=15)
         assert ended.status is STOPPED and fault.hits == 5
-        await stats_equal_rows(a, session.id)
+        await recorded_exactly(a, session.id)
         assert Reason.STORE_RETRIED in reasons(await history(a, session.id))
         assert a.metric("ticktape_store_retries_total") >= 4
         assert a.supervisor.running_ids == []
@@ -166,16 +168,17 @@ def test_a_stop_asked_on_another_instance_is_finished_by_the_owner(scenario: Any
         a, b = await add("a"), await add("b")
         session = await a.create(rate_per_s=1000)
         await wait_for_data(a, session.id)
-        asked = time.monotonic()
-        ended = await b.service.stop(session.id, wait=True, timeout_s=10)
-        assert time.monotonic() - asked <= HEARTBEAT_S + SLACK_S
+        # b records the request; a (the owner) sees it on a heartbeat and finishes the stop.
+        # How soon is bench/lifecycle.py's figure; here: in that order, and it happens.
+        ended = await b.service.stop(session.id, wait=True, timeout_s=EVENTUAL_S)
         assert ended.status is STOPPED
         events = await history(b, session.id)
-        assert [(e.to_status, e.actor) for e in events if e.to_status in (STOPPING, STOPPED)] == [
+        moves = [e for e in events if e.from_status != e.to_status]  # notes aside
+        assert [(e.to_status, e.actor) for e in moves if e.to_status in (STOPPING, STOPPED)] == [
             (STOPPING, b.owner),
             (STOPPED, a.owner),
         ]
-        await stats_equal_rows(b, session.id)
+        await recorded_exactly(b, session.id)
 
     scenario(body)
 
@@ -223,11 +226,13 @@ def test_a_create_committed_then_failing_for_good_runs_nothing_and_is_reaped(
         (orphan,) = (await a.raw.sessions.list_sessions(SessionQuery())).sessions
         # the bounded retries may outlast the lease: it may be reaped already
         assert orphan.status in (SessionStatus.PENDING, FAILED)
-        reaped = await wait_status(a, orphan.id, FAILED, timeout_s=BOUND_S + SLACK_S + 1)
+        reaped = await wait_status(a, orphan.id, FAILED, timeout_s=EVENTUAL_S)
         assert reaped.reason == Reason.OWNER_LOST
-        created = (await history(a, orphan.id))[0].at
+        await history(a, orphan.id)
         assert reaped.ended_at is not None
-        assert reaped.ended_at - created <= timedelta(seconds=BOUND_S + SLACK_S)
+        if orphan.status is SessionStatus.PENDING:  # reaped only once its lease expired
+            assert orphan.lease_expires_at is not None
+            assert reaped.ended_at >= orphan.lease_expires_at
         assert a.supervisor.running_ids == []
 
     scenario(body)
@@ -297,7 +302,7 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         a.store.fail("find_expired", times=None)
         await eventually(
             lambda: _true(session.id not in a.supervisor.running_ids),
-            timeout_s=LEASE_S + SLACK_S,
+            timeout_s=EVENTUAL_S,
             what="the runner to stop itself",
         )
         fenced = await a.raw.sessions.get_session(session.id)
@@ -305,12 +310,13 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         assert fenced.lease_expires_at is not None
         last_renewal = fenced.lease_expires_at - timedelta(seconds=LEASE_S)
         frozen = await stored(a, session.id)
-        reaped = await wait_status(b, session.id, FAILED, timeout_s=BOUND_S + SLACK_S)
+        reaped = await wait_status(b, session.id, FAILED, timeout_s=EVENTUAL_S)
         assert reaped.reason == Reason.OWNER_LOST
         assert reaped.ended_at is not None
-        assert reaped.ended_at - last_renewal <= timedelta(seconds=BOUND_S + SLACK_S)
+        # order: the reap comes after the lease expired (how soon after: bench/chaos.py)
+        assert reaped.ended_at >= last_renewal + timedelta(seconds=LEASE_S)
         assert await stored(a, session.id) == frozen  # nothing written after it stopped
-        await stats_equal_rows(b, session.id)
+        await recorded_exactly(b, session.id)
         events = await history(b, session.id)
         order = reasons(events)
         assert order.index(Reason.ZOMBIE_STOPPED) < order.index(Reason.OWNER_LOST)
@@ -349,14 +355,14 @@ def test_a_renewal_outage_shorter_than_the_lease_is_survived_and_recorded(
         fault = a.store.fail("renew_lease", times=2 * RENEW_ATTEMPTS)  # two heartbeats' worth
         await eventually(
             lambda: _true(fault.hits == 2 * RENEW_ATTEMPTS),
-            timeout_s=2 * HEARTBEAT_S + SLACK_S,
+            timeout_s=EVENTUAL_S,
             what="two failed heartbeats",
         )
 
         async def noted() -> bool:
             return Reason.LEASE_RENEW_FAILED in reasons(await history(a, session.id))
 
-        await eventually(noted, timeout_s=HEARTBEAT_S + SLACK_S, what="the recovery note")
+        await eventually(noted, timeout_s=EVENTUAL_S, what="the recovery note")
         assert session.id in a.supervisor.running_ids
         ended = await a.service.stop(session.id, wait=True, timeout_s=10)
         assert ended.status is STOPPED
@@ -379,7 +385,7 @@ def test_transient_tick_write_failures_are_retried_and_counts_equal_rows(
         await eventually(lambda: _true(fault.hits == 4), timeout_s=5, what="4 failed writes")
         ended = await a.service.stop(session.id, wait=True, timeout_s=10)
         assert (ended.status, ended.stats.errors) == (STOPPED, 0)
-        await stats_equal_rows(a, session.id)
+        await recorded_exactly(a, session.id)
         assert a.metric("ticktape_store_retries_total") >= 3
         assert Reason.STORE_RETRIED in reasons(await history(a, session.id))
 
@@ -395,7 +401,7 @@ def test_tick_writes_acknowledged_late_are_not_counted_twice(scenario: Any) -> N
         await eventually(lambda: _true(fault.hits == 2), timeout_s=5, what="2 lost acks")
         ended = await a.service.stop(session.id, wait=True, timeout_s=10)
         assert ended.status is STOPPED
-        await stats_equal_rows(a, session.id)  # the store's count, not the runner's tally
+        await recorded_exactly(a, session.id)  # the store's count, not the runner's tally
 
     scenario(body)
 
@@ -422,5 +428,35 @@ def test_tick_writes_failing_for_good_during_stop_end_failed_with_the_unstored_c
                 else:
                     refused |= {("trade", batch.symbol, t) for t in batch.trade_id.tolist()}
         assert ended.stats.errors == len(refused) > 0
+        # what was stored is the feed's, and what was refused continues it with no hole:
+        # every tick up to the last one the feed produced is either stored or counted lost
+        await recorded_exactly(a, session.id)
+        trades = await read_stored(a.raw, session.id)
+        for symbol, rows in trades.trades.items():
+            last = max(t[0] for t in rows)
+            lost = sorted(t for kind, sym, t in refused if kind == "trade" and sym == symbol)
+            assert lost == list(range(last + 1, last + 1 + len(lost))), symbol
+
+    scenario(body)
+
+
+def test_the_oracle_catches_a_runner_tally_that_differs_from_the_store(scenario: Any) -> None:
+    """The no-``count_mismatch`` check is not vacuous: a miscounting runner is caught."""
+
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=2000)
+        await wait_for_data(a, session.id)
+        handle = a.supervisor.handles[session.id]
+        handle.written = handle.written + TickCounts(1, 0)  # the runner counts one trade too many
+        ended = await a.service.stop(session.id, wait=True, timeout_s=EVENTUAL_S)
+        assert ended.status is STOPPED
+        events = await history(a, session.id)
+        (tally,) = runner_tallies(events)
+        assert tally["trades"] == ended.stats.trades + 1
+        with pytest.raises(AssertionError, match="count_mismatch"):
+            assert_no_count_mismatch(events)
+        with pytest.raises(AssertionError, match="count_mismatch"):
+            await recorded_exactly(a, session.id)
 
     scenario(body)

@@ -82,6 +82,7 @@ def test_start_collect_prints_only_the_session_id(api: ApiHarness, runner: CliRu
         "rate_per_s": 7.0,
         "book_every": 5,
         "on_owner_loss": "fail",
+        "ignored": {},
     }
 
 

@@ -19,15 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
-from ticktape.api import legacy, routes, strategies
+from ticktape.api import compat, routes, strategies, stream
+from ticktape.api.auth import Authenticator, load_users
 from ticktape.api.errors import error_body, install_error_handlers
 from ticktape.api.guard import RequestGuard
 from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.models import ErrorOut, HealthOut, ReadyOut
+from ticktape.api.push import close_feed
 from ticktape.config import HEALTH_PROBE_TIMEOUT_S, READY_TIMEOUT_S, Settings
 from ticktape.domain import SessionStatus
 from ticktape.errors import StoreError
@@ -78,6 +81,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with own_lifespan(app):
+            try:
+                yield
+            finally:
+                await close_feed(app)  # push clients first: the feed reads the store
+
+    @asynccontextmanager
+    async def own_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if service is not None:
             yield
             return
@@ -125,14 +136,21 @@ def create_app(
     app.state.settings = settings
     strategies_dir = Path(settings.strategies_dir) if settings.strategies_dir else None
     app.state.strategies = default_registry(strategies_dir)
+    app.state.authenticator = Authenticator(
+        load_users(settings.users_file),
+        settings.secret_key.encode() if settings.secret_key else None,
+    )
     app.state.metrics = metrics or Metrics()
     app.state.create_limiter = CreateRateLimiter(settings.create_rate_per_min)
     if service is not None:
         app.state.service = service
     install_error_handlers(app)
+    app.include_router(stream.router)  # before /api/sessions/{session_id}
     app.include_router(routes.router)
-    app.include_router(legacy.router)
+    app.include_router(compat.router)
     app.include_router(strategies.router)
+    app.include_router(compat.ws_router)
+    app.include_router(compat.auth_router)
     dashboard = _dashboard_html()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -203,8 +221,19 @@ def create_app(
             )
         return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
-    # Outermost: Host, token and body size are checked before anything reads the request.
-    app.add_middleware(RequestGuard, settings=settings)
+    # Host, credentials and body size are checked before anything reads the request
+    # (only CORS, which reads no body, sits outside).
+    app.add_middleware(RequestGuard, settings=settings, authenticator=app.state.authenticator)
+    if settings.cors_origins:
+        # Browsers on these origins may call the API with their cookies (none by default);
+        # outside the guard, so that its refusals reach the page with CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-CSRF-Token"],
+        )
     return app
 
 

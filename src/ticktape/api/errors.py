@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ticktape import errors
+from ticktape.api.auth import Forbidden, TooManyAttempts
 from ticktape.errors import clip
 from ticktape.redact import redact
 
@@ -40,6 +41,8 @@ STATUS_BY_ERROR: dict[type[errors.TicktapeError], int] = {
     errors.Unauthorized: 401,
     errors.IdempotencyKeyReused: 409,
     errors.LimitExceeded: 429,
+    Forbidden: 403,  # signed in, but no valid CSRF token
+    TooManyAttempts: 429,
 }
 
 _CODE_BY_HTTP_STATUS = {

@@ -5,10 +5,16 @@ A plain ASGI middleware, outermost, so that it acts on the raw request:
 1. **Host.** Only the names in ``TICKTAPE_ALLOWED_HOSTS`` are served (loopback by
    default): a page on another site that rebinds its DNS name to 127.0.0.1 sends
    its own name as ``Host`` and is refused (400 ``host_not_allowed``).
-2. **Token, before the body is read.** With ``TICKTAPE_API_TOKEN`` set, a change
-   (any method but GET/HEAD/OPTIONS) without the right bearer token is answered
-   401 at once; with ``TICKTAPE_PROTECT_READS`` reads need it too, except the
-   probes ``/health`` and ``/ready``. Nothing of the body is read first.
+2. **Credentials, before the body is read.** With ``TICKTAPE_API_TOKEN`` set or
+   users configured (``TICKTAPE_USERS_FILE``), a change (any method but
+   GET/HEAD/OPTIONS) needs the bearer token, or a browser's sign-in cookie with its
+   ``X-CSRF-Token`` (:func:`ticktape.api.auth.check_access`); without them it is
+   answered 401 (403 ``csrf_failed`` for a cookie without its CSRF token) at once.
+   With ``TICKTAPE_PROTECT_READS`` reads need the token or a sign-in cookie too,
+   except the probes ``/health`` and ``/ready`` and CORS preflights. The sign-in
+   routes themselves (``/api/v1/auth/...``) are open: they check what they need.
+   Nothing of the body is read first. On the original platform's routes the
+   refusal has the original's error shape, as the route itself would answer.
 3. **Body size, while reading.** A ``Content-Length`` above
    ``TICKTAPE_MAX_BODY_BYTES`` is refused before reading; a body without one is
    counted as it arrives and refused (413 ``request_too_large``) as soon as it
@@ -17,18 +23,23 @@ A plain ASGI middleware, outermost, so that it acts on the raw request:
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import cookie_parser
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ticktape.api.errors import error_body
+from ticktape.api.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, check_access
+from ticktape.api.compat import error_response
+from ticktape.api.compat import router as compat_router
+from ticktape.api.errors import error_body, status_for
 from ticktape.config import Settings
-from ticktape.errors import clip
+from ticktape.errors import TicktapeError, clip
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBE_PATHS = frozenset({"/health", "/ready"})  # always open: load balancers call them
+# Browser sign-in: open to anyone, each checks what it needs itself (compat/_auth.py).
+SIGN_IN_PATHS = frozenset({"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout"})
 
 
 class BodyTooLarge(HTTPException):
@@ -59,10 +70,30 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _cookie(scope: Scope, name: str) -> str | None:
+    raw = _header(scope, b"cookie")
+    return cookie_parser(raw).get(name) if raw else None
+
+
+def _is_compat_route(scope: Scope) -> bool:
+    """Whether the request goes to one of the original platform's routes (their paths
+    are disjoint from ticktape's own ``/api/sessions``)."""
+    return any(route.matches(scope)[0] is not Match.NONE for route in compat_router.routes)
+
+
+def _refusal_for(scope: Scope, exc: TicktapeError) -> JSONResponse:
+    if _is_compat_route(scope):
+        return error_response(exc)
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
+
+
 class RequestGuard:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, authenticator: Authenticator) -> None:
         self.app = app
         self.settings = settings
+        self.auth = authenticator
         self.any_host = "*" in settings.allowed_hosts
         self.hosts = frozenset(settings.allowed_hosts)
 
@@ -100,14 +131,18 @@ class RequestGuard:
                     ),
                     status_code=400,
                 )
-        if self._needs_token(scope):
-            problem = self._token_problem(scope)
-            if problem is not None:
-                return JSONResponse(
-                    error_body("unauthorized", problem),
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
+        if self._needs_credentials(scope):
+            try:
+                check_access(
+                    self.settings.api_token,
+                    self.auth,
+                    authorization=_header(scope, b"authorization"),
+                    cookie=_cookie(scope, COOKIE_NAME),
+                    csrf=_header(scope, CSRF_HEADER.lower().encode()),
+                    change=scope["method"] not in SAFE_METHODS,
                 )
+            except TicktapeError as exc:
+                return _refusal_for(scope, exc)
         length = _header(scope, b"content-length")
         if length is not None:
             try:
@@ -125,20 +160,15 @@ class RequestGuard:
                 )
         return None
 
-    def _needs_token(self, scope: Scope) -> bool:
-        if not self.settings.api_token:
+    def _needs_credentials(self, scope: Scope) -> bool:
+        if not self.settings.api_token and not self.auth.enabled:
             return False
-        if scope["method"] not in SAFE_METHODS:
+        path = scope["path"]
+        if path in SIGN_IN_PATHS:
+            return False
+        method = scope["method"]
+        if method not in SAFE_METHODS:
             return True
-        return self.settings.protect_reads and scope["path"] not in PROBE_PATHS
-
-    def _token_problem(self, scope: Scope) -> str | None:
-        token = self.settings.api_token or ""
-        header = _header(scope, b"authorization") or ""
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            what = "changes" if scope["method"] not in SAFE_METHODS else "every request"
-            return f"this server requires 'Authorization: Bearer <token>' on {what}"
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return "invalid bearer token"
-        return None
+        if method == "OPTIONS" and _header(scope, b"access-control-request-method"):
+            return False  # a CORS preflight: browsers never send credentials on it
+        return self.settings.protect_reads and path not in PROBE_PATHS

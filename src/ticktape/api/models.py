@@ -13,7 +13,7 @@ double as the client's typed view of the server's answers (``ticktape.cli.client
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,25 +78,6 @@ class CreateSessionRequest(SessionOptions):
         return self.to_spec(kind=self.kind, symbols=self.symbols)
 
 
-class LegacyStartRequest(BaseModel):
-    """``POST /sessions/start`` as clients of the original system send it."""
-
-    model_config = _REQUEST
-
-    session_type: str
-    symbols: list[str]
-    config: SessionOptions = Field(default_factory=SessionOptions)
-
-    def spec(self) -> SessionSpec:
-        return self.config.to_spec(kind=self.session_type, symbols=self.symbols)
-
-
-class LegacyStopRequest(BaseModel):
-    model_config = _REQUEST
-
-    session_id: str
-
-
 class ConfigOut(BaseModel):
     duration_s: float | None
     book_depth: int
@@ -104,6 +85,10 @@ class ConfigOut(BaseModel):
     rate_per_s: float
     book_every: int
     on_owner_loss: str
+    ignored: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields of an original-platform request accepted but not acted on",
+    )
 
 
 class StatsOut(BaseModel):
@@ -136,31 +121,9 @@ class SessionOut(BaseModel):
         return self.status in {"stopped", "completed", "failed"}
 
 
-class LegacySessionOut(SessionOut):
-    session_id: str
-
-
 class SessionListOut(BaseModel):
     sessions: list[SessionOut]
     next_cursor: str | None
-
-
-class LegacySessionListOut(BaseModel):
-    sessions: list[LegacySessionOut]
-    total_count: int
-    next_cursor: str | None
-
-
-class LegacyStartOut(BaseModel):
-    status: Literal["session_started"] = "session_started"
-    session_id: str
-    session: SessionOut
-
-
-class LegacyStopOut(BaseModel):
-    status: str = Field(description="the session's status after the request: 'stopping', ...")
-    session_id: str
-    session: SessionOut
 
 
 class EventOut(BaseModel):
@@ -243,6 +206,7 @@ def session_out(session: Session) -> SessionOut:
             rate_per_s=cfg.rate_per_s,
             book_every=cfg.book_every,
             on_owner_loss=cfg.on_owner_loss.value,
+            ignored=cfg.ignored_fields(),
         ),
         created_at=session.created_at,
         started_at=session.started_at,
@@ -254,10 +218,6 @@ def session_out(session: Session) -> SessionOut:
         version=session.version,
         deleted=session.deleted,
     )
-
-
-def legacy_session_out(session: Session) -> LegacySessionOut:
-    return LegacySessionOut(**session_out(session).model_dump(), session_id=session.id)
 
 
 def event_out(event: SessionEvent) -> EventOut:

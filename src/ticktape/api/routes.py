@@ -13,13 +13,13 @@ key older than 24 hours has expired (422).
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ticktape.api.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, check_access
 from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.models import (
     BookListOut,
@@ -36,7 +36,7 @@ from ticktape.api.models import (
 )
 from ticktape.config import STOP_WAIT_TIMEOUT_S, Settings
 from ticktape.domain import SessionKind, SessionStatus
-from ticktape.errors import Unauthorized, ValidationError, clip
+from ticktape.errors import ValidationError, clip
 from ticktape.service import SessionService
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
@@ -64,16 +64,27 @@ def get_settings(request: Request) -> Settings:
 
 
 def require_token(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Mutating routes need ``Authorization: Bearer <token>`` when a token is configured."""
-    if not settings.api_token:
-        return
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("this server requires 'Authorization: Bearer <token>' on changes")
-    if not hmac.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
-        raise Unauthorized("invalid bearer token")
+    """Mutating routes need ``Authorization: Bearer <token>``, or a browser sign-in cookie
+    with its ``X-CSRF-Token``, when a token or users are configured (:mod:`.auth`).
+
+    The request guard (:mod:`.guard`) makes the same check before the body is read;
+    this dependency keeps every mutating route closed even where the guard is not
+    in front of it (an embedding app), and documents the scheme in OpenAPI.
+    """
+    del credentials  # declared for the OpenAPI security scheme; check_access reads the header
+    auth: Authenticator = request.app.state.authenticator
+    check_access(
+        settings.api_token,
+        auth,
+        authorization=request.headers.get("authorization"),
+        cookie=request.cookies.get(COOKIE_NAME),
+        csrf=request.headers.get(CSRF_HEADER),
+        change=True,
+    )
 
 
 def limit_create_rate(request: Request) -> None:

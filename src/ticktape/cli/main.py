@@ -17,16 +17,20 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 from ticktape.api import create_app
+from ticktape.api.auth import add_user, load_users
 from ticktape.api.models import SessionOut
+from ticktape.api.push import close_feed
 from ticktape.cli.client import TicktapeClient
 from ticktape.cli.demo import run_demo, watch_session
 from ticktape.cli.questdb_cmd import questdb_app
@@ -58,6 +62,8 @@ app = typer.Typer(
 start_app = typer.Typer(help="Start a session.", no_args_is_help=True)
 app.add_typer(start_app, name="start")
 app.add_typer(questdb_app, name="questdb", help="Run a local QuestDB server for ticktape.")
+user_app = typer.Typer(help="Users who may sign in from a browser.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 PIPED_WIDTH = 160  # columns for tables when stdout is not a terminal (pipes, files)
 
@@ -275,18 +281,59 @@ class _AnnouncingServer(uvicorn.Server):
             yield
             self._captured_signals.clear()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Push streams never finish by themselves: end them so their connections close.
+        if isinstance(self.config.app, FastAPI):
+            await close_feed(self.config.app)
+        await super().shutdown(sockets)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         s = self._settings
         base = f"http://{s.host}:{s.port}"
-        token = ""
-        if s.api_token:
-            scope = "every request" if s.protect_reads else "changes"
-            token = f", bearer token required for {scope}"
+        users = len(load_users(s.users_file))
+        guards = [
+            *(["bearer token"] if s.api_token else []),
+            *([f"browser sign-in ({users} users)"] if users else []),
+        ]
+        scope = "every request but /health and /ready" if s.protect_reads else "changes"
+        access = (
+            f"{scope} need: {' or '.join(guards)}"
+            if guards
+            else "changes are OPEN to anyone who can reach this address "
+            "(no TICKTAPE_API_TOKEN, no users)"
+        )
         out.print(
             f"ticktape listening on [bold]{base}[/] — dashboard {base}/, API docs "
-            f"{base}/docs\ninstance {s.instance}, store {redact_url(s.store_url)}{token}"
+            f"{base}/docs\ninstance {s.instance}, store {redact_url(s.store_url)}\n{access}"
         )
+
+
+# ---------------------------------------------------------------------------- user
+
+
+@user_app.command("add")
+@reported
+def user_add(
+    username: Annotated[str, typer.Argument(help="The name to sign in with.")],
+    users_file: Annotated[
+        Path,
+        typer.Option(
+            envvar="TICKTAPE_USERS_FILE",
+            help="The users file `ticktape serve` reads (created if missing).",
+        ),
+    ],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Add a user (or set a user's password); passwords are stored as Argon2id hashes."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    add_user(users_file, username, password)
+    typer.echo(f"user {username.strip()!r} saved in {users_file}; restart the server to use it")
 
 
 # ---------------------------------------------------------------------------- start

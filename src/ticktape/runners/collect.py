@@ -30,7 +30,7 @@ from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.transitions import note, retry_noted
 from ticktape.store.base import Store, TickQuery
 from ticktape.store.rules import from_us, to_us
-from ticktape.ticks import TickBatch
+from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class CollectRunner:
 
     async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
         try:
-            result = await retry_noted(
+            await retry_noted(
                 self._store,
                 handle.session_id,
                 lambda: self._store.ticks.write(batches, owner=self._owner),
@@ -241,6 +241,13 @@ class CollectRunner:
                 exc,
             )
             return False
-        handle.written = handle.written + result.counts
-        self._metrics.ticks_written(result.counts.trades, result.counts.orderbook)
+        # The runner's own tally: what it handed over and saw acknowledged, once per tick
+        # however many tries that took. Not the store's "new rows" answer — a try whose
+        # acknowledgement was lost stored the rows, and its retry then reports none new.
+        delivered = TickCounts(
+            sum(len(b) for b in batches if isinstance(b, TradeBatch)),
+            sum(len(b) for b in batches if isinstance(b, BookBatch)),
+        )
+        handle.written = handle.written + delivered
+        self._metrics.ticks_written(delivered.trades, delivered.orderbook)
         return True

@@ -14,6 +14,7 @@ shutdown, hand a resumable session over to another instance.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -265,6 +266,7 @@ class Supervisor:
         fails, the handle is released, the lease expires, and the reconciler
         finalises the session from the store (counted there, as here).
         """
+        await self._note_tally(handle)
         retry = self._settings.retry
         delay = retry.store_base_s
         for round_ in range(1, retry.finish_rounds + 1):
@@ -297,6 +299,26 @@ class Supervisor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry.store_max_s)
+
+    async def _note_tally(self, handle: RunHandle, dropped: int = 0) -> None:
+        """Record the runner's own tally, so stats can be checked against it (invariant 7).
+
+        The stats are counted from the store; this is counted by the runner as the
+        store acknowledged its writes (a resumed run starts from what was stored).
+        """
+        tally = {
+            "trades": handle.written.trades,
+            "orderbook": handle.written.orderbook,
+            "unstored": handle.unstored,
+            "dropped": dropped,
+        }
+        await note(
+            self._store,
+            handle.session_id,
+            actor=self._owner,
+            reason=Reason.RUNNER_TALLY,
+            detail=json.dumps(tally, sort_keys=True),
+        )
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7)."""
@@ -408,6 +430,7 @@ class Supervisor:
             reason=Reason.LEASE_LOST,
             detail=handle.lost_reason or None,
         )
+        await self._note_tally(handle, dropped=result.dropped)
         await note(
             self._store,
             handle.session_id,
@@ -423,6 +446,7 @@ class Supervisor:
             # a stop arrived meanwhile, or ticks were lost: end it here as usual
             await self._finish(handle, RunResult(Outcome.STOPPED, result.error))
             return
+        await self._note_tally(handle)
         counts = (await self._seal(handle.session_id)).counts  # the claim seals the tenure
         stats = counts.as_stats(handle.unstored)
         try:

@@ -117,8 +117,9 @@ async def request_stop(
 ) -> Session:
     """Record a stop request: ``pending``/``running`` → ``stopping``. Idempotent.
 
-    A session already ``stopping`` or terminal is returned as it is. If the write
-    fails, nothing changed and the error propagates: the session is still
+    A session already ``stopping`` or terminal is returned as it is. A transient
+    store error is retried as ``policy`` (the configured one) says; if the write
+    still fails, nothing changed and the error propagates: the session is still
     running and still stoppable.
     """
     for _ in range(policy.cas_rounds):

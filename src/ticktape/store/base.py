@@ -23,6 +23,7 @@ from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 500
+MAX_CHANGES: Final = 1000  # sessions one list_changed call returns at most
 DEFAULT_DATA_LIMIT: Final = 1000
 MAX_DATA_LIMIT: Final = 10_000
 
@@ -60,6 +61,14 @@ class SessionQuery:
 class SessionPage:
     sessions: list[Session]
     next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """Sessions changed since a position of the change feed, and the position after them."""
+
+    sessions: list[Session]
+    cursor: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +293,23 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         """Non-terminal sessions whose owner starts with ``owner_prefix``."""
+
+    @abc.abstractmethod
+    async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
+        """Sessions whose stored state changed after position ``since``, oldest change first.
+
+        ``since=None`` asks for the current position only: no sessions, and a
+        ``cursor`` from which every later change will be returned. Otherwise each
+        changed session is returned once, at its current state (several changes of
+        one session may show as one), with the cursor to pass next time; at most
+        ``limit`` sessions, the rest on the next call. Every change of a session's
+        stored state counts — creation, transition, claim, lease renewal, soft
+        delete — made by any instance. A change is never missed; a session may be
+        returned again without having changed (a backend whose positions are
+        timestamps from several clocks re-reads a short window, so that a change
+        committed late is not skipped). A cursor is opaque: pass back only what
+        this method returned.
+        """
 
 
 class TickStore(abc.ABC):

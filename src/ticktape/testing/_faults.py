@@ -35,7 +35,9 @@ from typing import Any, TypeVar
 from ticktape.domain import Session, SessionEvent, SessionStatus, Stats
 from ticktape.errors import StoreUnavailable, ValidationError
 from ticktape.store.base import (
+    MAX_CHANGES,
     UNCHANGED,
+    ChangePage,
     Seal,
     SessionPage,
     SessionQuery,
@@ -65,6 +67,7 @@ SESSION_OPERATIONS = frozenset(
         "mark_deleted",
         "find_expired",
         "find_owned",
+        "list_changed",
     }
 )
 TICK_OPERATIONS = frozenset(
@@ -284,6 +287,10 @@ class FaultySessionStore(SessionStore):
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         i = self._inner
         return await self._f.call("find_owned", i.find_owned, owner_prefix=owner_prefix)
+
+    async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
+        i = self._inner
+        return await self._f.call("list_changed", i.list_changed, since=since, limit=limit)
 
 
 class FaultyTickStore(TickStore):

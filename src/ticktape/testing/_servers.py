@@ -251,8 +251,11 @@ class Instance:
         return await self.service.create(validate_spec(**body), idempotency_key=idempotency_key)
 
     def metric(self, name: str) -> float:
+        """A sample's value; a name the registry does not have fails (never reads as 0)."""
         value = self.metrics.registry.get_sample_value(name)
-        return 0.0 if value is None else value
+        if value is None:
+            raise AssertionError(f"no metric {name!r}: a misspelt name must not read as 0")
+        return value
 
 
 @contextlib.asynccontextmanager

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
-from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound
+from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, ValidationError
 from ticktape.store.base import (
+    MAX_CHANGES,
     MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
+    ChangePage,
     Seal,
     SessionPage,
     SessionQuery,
@@ -53,6 +55,9 @@ class _State:
         default_factory=dict
     )
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # the change feed: a counter bumped by every write, and each session's last value
+    change_seq: int = 0
+    changed: dict[str, int] = field(default_factory=dict)
 
 
 def _matches(session: Session, query: SessionQuery) -> bool:
@@ -74,6 +79,24 @@ class MemorySessionStore(SessionStore):
             return self._s.sessions[session_id]
         except KeyError:
             raise SessionNotFound(session_id) from None
+
+    def _put(self, session: Session) -> None:
+        self._s.sessions[session.id] = session
+        self._s.change_seq += 1
+        self._s.changed.pop(session.id, None)  # re-inserted last: dicts keep change order
+        self._s.changed[session.id] = self._s.change_seq
+
+    async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
+        if since is None:
+            return ChangePage([], str(self._s.change_seq))
+        try:
+            after = int(since)
+        except ValueError:
+            raise ValidationError(f"invalid change cursor {since!r}", field="cursor") from None
+        ids = [sid for sid, seq in self._s.changed.items() if seq > after][:limit]
+        if not ids:
+            return ChangePage([], since)
+        return ChangePage([self._s.sessions[sid] for sid in ids], str(self._s.changed[ids[-1]]))
 
     def _record(
         self,
@@ -102,7 +125,7 @@ class MemorySessionStore(SessionStore):
                     session_id=session.id,
                     status=session.status.value,
                 )
-            self._s.sessions[session.id] = session
+            self._put(session)
             if session.idempotency_key is not None:
                 self._s.by_key[session.idempotency_key] = session.id
             self._record(
@@ -160,7 +183,7 @@ class MemorySessionStore(SessionStore):
                 stats=stats,
                 lease_expired_before=lease_expired_before,
             )
-            self._s.sessions[session_id] = updated
+            self._put(updated)
             self._record(session_id, current.status, to_status, actor, reason, detail, now)
             return updated
 
@@ -182,7 +205,7 @@ class MemorySessionStore(SessionStore):
             if stats is not None:
                 changes["stats"] = stats
             updated = current.evolve(**changes)
-            self._s.sessions[session_id] = updated
+            self._put(updated)
             return updated
 
     async def claim(
@@ -207,7 +230,7 @@ class MemorySessionStore(SessionStore):
                 lease_expires_at=lease_expires_at,
                 lease_expired_before=lease_expired_before,
             )
-            self._s.sessions[session_id] = updated
+            self._put(updated)
             self._record(
                 session_id, current.status, current.status, actor, reason, detail, utcnow()
             )
@@ -236,7 +259,7 @@ class MemorySessionStore(SessionStore):
                     status=current.status.value,
                 )
             updated = current.evolve(deleted=True)
-            self._s.sessions[session_id] = updated
+            self._put(updated)
             return updated
 
     async def find_expired(self, now: datetime) -> list[Session]:

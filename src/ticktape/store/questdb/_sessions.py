@@ -43,10 +43,13 @@ from ticktape.errors import (
     SessionNotFound,
     StoreBusy,
     TransitionRace,
+    ValidationError,
 )
 from ticktape.store.base import (
+    MAX_CHANGES,
     MAX_LIST_LIMIT,
     UNCHANGED,
+    ChangePage,
     Seal,
     SessionPage,
     SessionQuery,
@@ -73,10 +76,13 @@ from ticktape.store.rules import (
     decode_cursor,
     encode_cursor,
     from_us,
+    to_us,
 )
 
 log = logging.getLogger(__name__)
 
+CHANGE_OVERLAP_S = 2.0  # list_changed re-reads this much before the newest row it saw
+CHANGE_OVERLAP_US = int(CHANGE_OVERLAP_S * 1_000_000)
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
 _COLUMNS = tuple(name for name, _ in SESSION_LOG_COLUMNS)
 _SELECT = ", ".join(_COLUMNS)
@@ -396,6 +402,36 @@ class QuestDBSessionStore(SessionStore):
             for s in await self._active()
             if s.owner is not None and s.owner.startswith(owner_prefix)
         ]
+
+    async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
+        """Positions are row timestamps, written by each instance's clock before its
+        commit: each call re-reads :data:`CHANGE_OVERLAP_S` before the newest row seen,
+        so a row committed up to that long after its timestamp is still found. A full
+        page continues exactly after its last row (cursor ``<us>!``), with no re-read."""
+        if since is None:
+            rows = await self._query(
+                "SELECT max(ts) FROM tt_session_log", (), "read the change position"
+            )
+            top = rows[0][0] if rows else None
+            return ChangePage([], str(to_us(top) if top is not None else 0))
+        exact = since.endswith("!")
+        try:
+            after_us = int(since.removesuffix("!"))
+        except ValueError:
+            raise ValidationError(f"invalid change cursor {since!r}", field="cursor") from None
+        start_us = after_us if exact else after_us - CHANGE_OVERLAP_US
+        rows = await self._query(
+            f"SELECT * FROM (SELECT {_SELECT} FROM tt_session_log WHERE ts > %s "
+            "LATEST ON ts PARTITION BY id) ORDER BY ts LIMIT %s",
+            [from_us(start_us), limit],
+            "list changed sessions",
+        )
+        changed = [_Row.parse(r) for r in rows]
+        if len(changed) >= limit:
+            cursor = f"{to_us(changed[-1].ts) - 1}!"
+        else:
+            cursor = str(max([after_us, *(to_us(r.ts) for r in changed)]))
+        return ChangePage([r.session for r in changed], cursor)
 
     # ------------------------------------------------------------------ writing
 

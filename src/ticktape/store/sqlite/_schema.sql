@@ -72,3 +72,12 @@ CREATE TABLE orderbook (
     PRIMARY KEY (sid, symbol, ts_us)
 ) WITHOUT ROWID;
 CREATE INDEX orderbook_by_time ON orderbook (sid, ts_us);
+
+-- migration: 2
+-- The change feed (SessionStore.list_changed): every write of a session row gives it
+-- the next change number. SQLite runs one write transaction at a time, so the numbers
+-- follow commit order and a reader never sees a number before a smaller one.
+ALTER TABLE sessions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX sessions_changed ON sessions (change_seq);
+CREATE TRIGGER sessions_change_on_insert AFTER INSERT ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
+CREATE TRIGGER sessions_change_on_update AFTER UPDATE OF status, version, owner, lease_us, trades, orderbook, errors, deleted ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;

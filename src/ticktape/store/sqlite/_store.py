@@ -28,11 +28,19 @@ from ticktape.domain import (
     Stats,
     utcnow,
 )
-from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, StoreUnavailable
+from ticktape.errors import (
+    LeaseLost,
+    SessionConflict,
+    SessionNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
 from ticktape.store.base import (
+    MAX_CHANGES,
     MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
+    ChangePage,
     Seal,
     SessionPage,
     SessionQuery,
@@ -450,6 +458,32 @@ class SqliteSessionStore(SessionStore):
             ],
             "find owned sessions",
         )
+
+    async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
+        if since is None:
+            top = await self._db.read(
+                lambda conn: conn.execute("SELECT max(change_seq) FROM sessions").fetchone()[0],
+                "read the change position",
+            )
+            return ChangePage([], str(top or 0))
+        after = _change_position(since)
+        sql = (
+            f"SELECT {_SESSION_COLUMNS}, change_seq FROM sessions WHERE change_seq > ? "
+            "ORDER BY change_seq LIMIT ?"
+        )
+        rows = await self._db.read(
+            lambda conn: conn.execute(sql, (after, limit)).fetchall(), "list changed sessions"
+        )
+        if not rows:
+            return ChangePage([], since)
+        return ChangePage([_row_to_session(r[:-1]) for r in rows], str(rows[-1][-1]))
+
+
+def _change_position(cursor: str) -> int:
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValidationError(f"invalid change cursor {cursor!r}", field="cursor") from None
 
 
 def _trade_rows(sid: int, batch: TradeBatch) -> zip[tuple[object, ...]]:

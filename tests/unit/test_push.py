@@ -1,0 +1,143 @@
+"""The change feed over the in-memory store: fan-out, order, dedupe, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from tests.conftest import Run
+from ticktape.api.push import ChangeFeed, Subscription
+from ticktape.domain import (
+    DataType,
+    Session,
+    SessionConfig,
+    SessionKind,
+    SessionStatus,
+    Stats,
+    new_session_id,
+    utcnow,
+)
+from ticktape.store.base import ChangePage
+from ticktape.store.memory import MemoryStore
+
+INTERVAL_S = 0.01
+OWNER = "inst:1"
+
+
+def _session() -> Session:
+    return Session(
+        id=new_session_id(),
+        kind=SessionKind.COLLECT,
+        status=SessionStatus.PENDING,
+        symbols=("BTC_USDT",),
+        exchange="sim",
+        data_types=(DataType.TRADES,),
+        config=SessionConfig(),
+        created_at=utcnow(),
+        owner=OWNER,
+        lease_expires_at=utcnow() + timedelta(seconds=60),
+    )
+
+
+class CountingSource:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.calls = 0
+
+    async def __call__(self, since: str | None) -> ChangePage:
+        self.calls += 1
+        return await self.store.sessions.list_changed(since)
+
+
+async def _next(sub: Subscription) -> Session | None:
+    return await asyncio.wait_for(sub.next(), 5.0)
+
+
+def test_every_subscriber_sees_changes_in_order_and_lease_renewals_are_skipped(
+    run: Run[Any],
+) -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        feed = ChangeFeed(CountingSource(store), interval_s=INTERVAL_S)
+        first, second = await feed.subscribe(), await feed.subscribe()
+        created = await store.sessions.create_session(_session(), actor="t")
+        await store.sessions.renew_lease(
+            created.id, owner=OWNER, lease_expires_at=utcnow() + timedelta(seconds=90)
+        )
+        running = await store.sessions.transition(
+            created.id,
+            expected_version=1,
+            to_status=SessionStatus.RUNNING,
+            actor="t",
+            reason="started",
+        )
+        for sub in (first, second):
+            got = [await _next(sub)]
+            if got[0] is not None and got[0].version == 1:
+                got.append(await _next(sub))
+            assert got[-1] == running
+            assert sub.pending() == 0
+        await feed.aclose()
+
+    run(scenario())
+
+
+def test_a_subscriber_that_does_not_read_is_dropped_and_the_others_go_on(run: Run[Any]) -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        feed = ChangeFeed(CountingSource(store), interval_s=INTERVAL_S, queue_max=3)
+        slow, fast = await feed.subscribe(), await feed.subscribe()
+        session = await store.sessions.create_session(_session(), actor="t")
+        for n in range(1, 8):
+            await store.sessions.renew_lease(
+                session.id,
+                owner=OWNER,
+                lease_expires_at=utcnow() + timedelta(seconds=60),
+                stats=Stats(trades=n),
+            )
+            got = await _next(fast)
+            while got is not None and got.stats.trades < n:
+                got = await _next(fast)
+            assert got is not None and got.stats.trades == n
+        assert slow.dropped.is_set()
+        assert slow.pending() <= 3  # never more than its bound held
+        assert await slow.next() is None
+        assert feed.subscribers == 1 and feed.dropped_total == 1
+        await feed.aclose()
+
+    run(scenario())
+
+
+def test_no_reads_without_subscribers_and_close_ends_streams(run: Run[Any]) -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        source = CountingSource(store)
+        feed = ChangeFeed(source, interval_s=INTERVAL_S)
+        await asyncio.sleep(INTERVAL_S * 5)
+        assert source.calls == 0
+        sub = await feed.subscribe()
+        sub.close()
+        await asyncio.sleep(INTERVAL_S * 5)
+        calls = source.calls
+        await asyncio.sleep(INTERVAL_S * 5)
+        assert source.calls == calls  # the feed stopped with its last subscriber
+        again = await feed.subscribe()
+        waiting = asyncio.ensure_future(again.next())
+        await feed.aclose()
+        assert await asyncio.wait_for(waiting, 5.0) is None
+        assert again.ended.is_set()
+
+    run(scenario())
+
+
+def test_subscribe_returns_only_once_the_feed_has_its_position(run: Run[Any]) -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        feed = ChangeFeed(CountingSource(store), interval_s=INTERVAL_S)
+        sub = await feed.subscribe()
+        created = await store.sessions.create_session(_session(), actor="t")
+        assert await _next(sub) == created  # created right after subscribing: not missed
+        await feed.aclose()
+
+    run(scenario())
