@@ -327,7 +327,11 @@ class TickStore(abc.ABC):
         fenced: no count, read or position ever includes it.
         Idempotent per tick: a trade is identified by (session, symbol, trade_id),
         a snapshot by (session, symbol, ts); storing one again changes nothing and
-        is not counted. On return the rows are durable (acknowledged); they are
+        is not counted. A feed never changes a trade's timestamp, so a retried or
+        replayed trade comes again with the same ts; a backend whose deduplication
+        must include the timestamp (QuestDB) may keep a trade id stored again at
+        *another* ts as a second row, and declares so (the conformance capability
+        ``trade_identity_without_ts``). On return the rows are durable (acknowledged); they are
         visible after :meth:`wait_visible`. On error, nothing of *this* call may be
         assumed stored (callers retry the same batches, which is safe).
         """
