@@ -55,7 +55,12 @@ def api_schema(fuzz_server: ServerProcess) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# The change stream never ends by design (it is a Server-Sent Events feed that
+# stays open); schemathesis reads an event stream until 20 events or its timeout,
+# so a quiet store turns every example into a 30 s timeout and the run flakes.
+# The stream's answers (``ready`` first, one ``session`` event per committed
+# change, slow clients cut off) are checked by tests/acceptance/test_push.py.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/sessions/stream")
 
 
 @schema.parametrize()
