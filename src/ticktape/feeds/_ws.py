@@ -29,7 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -110,6 +110,16 @@ class Conn:
 
     async def send_json(self, message: object) -> None:
         await self.ws.send(json.dumps(message, separators=(",", ":")))
+
+
+@dataclass
+class BookSync(Generic[T]):
+    """One symbol's diff book on one connection, while the connector rebuilds and keeps it:
+    the events (of type ``T``) that arrive before it is in sync wait in ``buffer``."""
+
+    book: LocalBook = field(default_factory=LocalBook)
+    synced: bool = False
+    buffer: list[T] = field(default_factory=list)
 
 
 @dataclass

@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn, Link, StreamFeed, keep_last
+from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
 from ticktape.feeds.binance._parse import (
     DepthSnapshot,
     DepthUpdate,
@@ -41,7 +41,6 @@ from ticktape.feeds.binance._parse import (
     parse_depth_update,
     unwrap,
 )
-from ticktape.feeds.book import LocalBook
 from ticktape.feeds.contract import GapCause, now_us
 from ticktape.feeds.settings import StreamSettings
 
@@ -66,12 +65,7 @@ class BinanceEndpoints:
 
 
 @dataclass
-class _BookSync:
-    """One symbol's book on one connection."""
-
-    book: LocalBook = field(default_factory=LocalBook)
-    synced: bool = False
-    buffer: list[DepthUpdate] = field(default_factory=list)
+class _BookSync(BookSync[DepthUpdate]):
     snapshot_id: int | None = None  # a snapshot is in the book, waiting for its bridging event
     last_u: int = 0
     fetch: asyncio.Task[None] | None = None

@@ -28,14 +28,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn, Link, StreamFeed, keep_last
-from ticktape.feeds.book import LocalBook
+from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
 from ticktape.feeds.contract import GapCause, now_us
 from ticktape.feeds.mexc._parse import (
     DepthData,
@@ -64,10 +63,7 @@ class MexcEndpoints:
 
 
 @dataclass
-class _BookSync:
-    book: LocalBook = field(default_factory=LocalBook)
-    synced: bool = False
-    buffer: list[DepthData] = field(default_factory=list)
+class _BookSync(BookSync[DepthData]):
     snapshot_version: int | None = None
     version: int = 0
 
