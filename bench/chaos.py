@@ -469,7 +469,9 @@ async def verify_store(
                     oracle_failures[s.id] = problem
                 if any(e.reason == "count_mismatch" for e in events):
                     count_mismatch_events.append(s.id)
-                late = await store.ticks.fenced(s.id) if hasattr(store.ticks, "fenced") else None
+                backend_ticks = store.inner.ticks  # QuestDB's tick store counts fenced rows
+                fenced_rows = getattr(backend_ticks, "fenced", None)
+                late = await fenced_rows(s.id) if fenced_rows is not None else None
                 if late is not None and (late.trades or late.orderbook):
                     fenced[s.id] = [late.trades, late.orderbook]
             else:

@@ -46,8 +46,9 @@ RENEW_RETRY_MAX_S = 0.2
 # Inside the QuestDB backend, the two loops a store call may run before it answers:
 # "table busy" (another instance holds the session log for one group commit, a few round
 # trips) is retried soon and often — full jitter capped at 20 ms, about 0.5 s in all —
-# and only StoreBusy; an append whose row another writer changed first is rebuilt from
-# the newest row. Past these bounds the caller gets StoreBusy and its own retry decides.
+# and only StoreBusy (RetryPolicy.busy_*); an append whose row another writer changed
+# first is rebuilt from the newest row (a compare-and-set round inside the backend).
+# Past these bounds the call raises StoreBusy and the store boundary's retry decides.
 QUESTDB_BUSY_ATTEMPTS = 50
 QUESTDB_BUSY_BASE_S = 0.001
 QUESTDB_BUSY_MAX_S = 0.02
@@ -74,15 +75,23 @@ IDEMPOTENCY_KEY_TTL_S = 86_400.0  # an Idempotency-Key is remembered this long (
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Every retry bound of the runtime, in one object (``Settings.retry``).
+    """Every retry bound, in one object (``Settings.retry``); docs/design.md states them.
 
-    Transient store errors (:class:`~ticktape.errors.StoreBusy`,
-    :class:`~ticktape.errors.StoreUnavailable`) are retried around each store call
-    (``ticktape.retry.retry_transient``), ``store_attempts`` times in all; a lost
-    compare-and-set is decided again by its caller, ``cas_rounds`` times at most; the
-    end of a run (count, then terminal transition) is attempted ``finish_rounds``
-    times at most, then left to the reconciler. Lease renewals use their own, shorter
-    budget so that a heartbeat stays within its interval.
+    One retry layer: a transient store error (:class:`~ticktape.errors.StoreBusy`,
+    :class:`~ticktape.errors.StoreUnavailable`) is retried at the store boundary — the
+    handle :func:`ticktape.store.open_store` returns
+    (:class:`~ticktape.store.retrying.RetryingStore`) — ``store_attempts`` times in all per
+    call, a lease renewal ``renew_attempts`` times (quickly, to stay within one
+    heartbeat). Callers never retry transient errors; they only decide again:
+    a lost compare-and-set ``cas_rounds`` times at most, the end of a run (count, then
+    terminal transition) ``finish_rounds`` times at most, then left to the reconciler.
+
+    One nesting is kept on purpose: inside the QuestDB backend a group commit that
+    finds the session log "table busy" (another instance's transaction, about a
+    millisecond) is tried again at once, ``busy_attempts`` times at most, before the
+    boundary sees :class:`~ticktape.errors.StoreBusy`: retrying each append of the
+    group from the boundary would cost every caller a whole read-decide-append
+    round and a backoff sized for outages, not for a lock held for a millisecond.
     """
 
     store_attempts: int = STORE_RETRY_ATTEMPTS
@@ -93,6 +102,15 @@ class RetryPolicy:
     renew_attempts: int = RENEW_ATTEMPTS
     renew_base_s: float = RENEW_RETRY_BASE_S
     renew_max_s: float = RENEW_RETRY_MAX_S
+    busy_attempts: int = QUESTDB_BUSY_ATTEMPTS
+    busy_base_s: float = QUESTDB_BUSY_BASE_S
+    busy_max_s: float = QUESTDB_BUSY_MAX_S
+
+    def attempts(self, operation: str) -> tuple[int, float, float]:
+        """``(attempts, base_s, max_s)`` for one store call named by its method."""
+        if operation == "renew_lease":
+            return self.renew_attempts, self.renew_base_s, self.renew_max_s
+        return self.store_attempts, self.store_base_s, self.store_max_s
 
 
 DEFAULT_RETRY = RetryPolicy()

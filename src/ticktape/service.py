@@ -36,9 +36,8 @@ from ticktape.errors import (
 )
 from ticktape.metrics import Metrics
 from ticktape.redact import redact
-from ticktape.retry import retry_transient
-from ticktape.runtime.transitions import request_stop
 from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
+from ticktape.store.transitions import request_stop
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
@@ -137,15 +136,7 @@ class SessionService:
             lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
             idempotency_key=idempotency_key,
         )
-        retry = self._settings.retry
-        stored = await retry_transient(
-            lambda: self._create_once(draft),
-            what="create session",
-            attempts=retry.store_attempts,
-            base_s=retry.store_base_s,
-            max_s=retry.store_max_s,
-            on_retry=self._metrics.store_retry,
-        )
+        stored = await self._create_once(draft)
         if stored.id == draft.id:
             if self._active_count is not None:
                 self._active_count = (self._active_count[0] + 1, self._active_count[1])
@@ -213,7 +204,8 @@ class SessionService:
         try:
             return await self._store.sessions.create_session(draft, actor=self._runtime.owner)
         except SessionConflict:
-            # A retry after an attempt that was written but whose answer was lost:
+            # The store handle's retry after an attempt that was written but whose
+            # answer was lost:
             # the session found is this very draft, not a conflict.
             found = await self._store.sessions.get_session(draft.id)
             if (found.owner, found.created_at) == (draft.owner, draft.created_at):
@@ -278,7 +270,6 @@ class SessionService:
             actor=self._runtime.owner,
             reason=reason,
             policy=self._settings.retry,
-            on_retry=self._metrics.store_retry,
         )
         if session.status is SessionStatus.STOPPING:
             self._runtime.request_stop(session_id)

@@ -6,6 +6,10 @@ reaped and counted before its batch lands. Here the pause is made exact: the
 send waits on a gate after the ownership check has passed, the session is reaped
 (or claimed) meanwhile, then the gate opens and the late rows really land — the
 raw table shows them — yet no count, read or position of the store includes them.
+
+The pause uses the backend's documented testing hook,
+:attr:`~ticktape.store.questdb.QuestDBTickStore.before_send`; the raw rows are
+counted over a connection of the test's own.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Run, isolated_questdb_url
 from ticktape.domain import SessionStatus, utcnow
 from ticktape.errors import TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
-from ticktape.store import Store, open_store
+from ticktape.store import RetryingStore, open_store
 from ticktape.store.base import TickQuery
-from ticktape.store.questdb import QuestDBTickStore
+from ticktape.store.questdb import QuestDBAddress, QuestDBTickStore
 from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
@@ -34,7 +39,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[Store, Store]]:
+def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
     """Two instances' stores on one QuestDB: the stale owner's and the reaper's."""
     url = isolated_questdb_url(questdb_url)
     pair = (open_store(url), open_store(url))
@@ -48,31 +53,25 @@ def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[Store, Store]]:
 class PausedSend:
     """Holds the next ILP send of one store after its ownership check has passed."""
 
-    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-        ticks = store.ticks
+    def __init__(self, store: RetryingStore) -> None:
+        ticks = store.inner.ticks
         assert isinstance(ticks, QuestDBTickStore)
+        self.ticks = ticks
         self.checked = asyncio.Event()
         self.gate = threading.Event()
-        original_check = ticks._writers
-        original_send = ticks._send
         loop = asyncio.get_running_loop()
 
-        async def check(session_ids: list[str]) -> dict[str, tuple[str, str, int]]:
-            writers = await original_check(session_ids)
+        def hold() -> None:  # in the sender thread, after the check passed
             loop.call_soon_threadsafe(self.checked.set)
-            return writers
-
-        def send(frames: list[tuple[str, Any]]) -> None:
             assert self.gate.wait(30), "the test never opened the gate"
-            original_send(frames)
 
-        monkeypatch.setattr(ticks, "_writers", check)
-        monkeypatch.setattr(ticks, "_send", send)
+        ticks.before_send = hold
 
     def __enter__(self) -> PausedSend:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.ticks.before_send = None
         self.gate.set()  # whatever happened, never leave the sender thread waiting
 
 
@@ -80,18 +79,20 @@ def _feed(session_id: str, resume: ResumePoint | None = None) -> SimExchange:
     return SimExchange(session_id, ("BTC_USDT",), rate_per_s=0, start_us=START_US, resume=resume)
 
 
-async def _raw_trades(store: Store, session_id: str) -> int:
+async def _raw_trades(store: RetryingStore, session_id: str) -> int:
     """Rows physically in the trades table, fenced or not."""
-    ticks = store.ticks
-    assert isinstance(ticks, QuestDBTickStore)
-    await ticks.wait_visible(30)
-    rows = await ticks._scalar_rows(
-        "SELECT count() FROM tt_trades WHERE session_id = %s", [session_id], "raw count"
-    )
-    return int(rows[0][0])
+    await store.ticks.wait_visible(30)
+    address = QuestDBAddress.from_url(store.url)
+    async with await psycopg.AsyncConnection.connect(address.conninfo, autocommit=True) as conn:
+        cur = await conn.execute(
+            f"SELECT count() FROM {address.prefix}trades WHERE session_id = %s", [session_id]
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-async def _start(store: Store, make_session: Callable[..., Any], owner: str) -> Any:
+async def _start(store: RetryingStore, make_session: Callable[..., Any], owner: str) -> Any:
     session = await store.sessions.create_session(make_session(owner=owner), actor="test")
     return await store.sessions.transition(
         session.id,
@@ -104,10 +105,9 @@ async def _start(store: Store, make_session: Callable[..., Any], owner: str) -> 
 
 
 def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
-    stores: tuple[Store, Store],
+    stores: tuple[RetryingStore, RetryingStore],
     run: Run[Any],
     make_session: Callable[..., Any],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stale, reaper = stores
 
@@ -115,7 +115,7 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
         session = await _start(stale, make_session, "stale")
         feed = _feed(session.id)
         await stale.ticks.write(feed.next_block(), owner="stale")
-        with PausedSend(stale, monkeypatch) as paused:
+        with PausedSend(stale) as paused:
             await reap_while_paused(session, paused, feed.next_block())
 
     async def reap_while_paused(session: Any, paused: PausedSend, block: list[TickBatch]) -> None:
@@ -143,7 +143,7 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
         assert raw > seal.counts.trades, "the late rows must really be in the table"
 
         assert await reaper.ticks.count(session.id) == seal.counts
-        ticks = reaper.ticks
+        ticks = reaper.inner.ticks
         assert isinstance(ticks, QuestDBTickStore)
         late_trades = sum(len(b) for b in block if isinstance(b, TradeBatch))
         assert (await ticks.fenced(session.id)).trades == raw - seal.counts.trades == late_trades
@@ -160,10 +160,9 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
 
 
 def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
-    stores: tuple[Store, Store],
+    stores: tuple[RetryingStore, RetryingStore],
     run: Run[Any],
     make_session: Callable[..., Any],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stale, claimer = stores
 
@@ -176,7 +175,7 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
         after_us = (position.last_ts - EPOCH) // timedelta(microseconds=1)
         resume = ResumePoint(after_us, dict(position.last_trade_ids), {})
         # the stale owner's next block and the new owner's first one share their keys
-        with PausedSend(stale, monkeypatch) as paused:
+        with PausedSend(stale) as paused:
             await claim_while_paused(session, paused, resume)
 
     async def claim_while_paused(session: Any, paused: PausedSend, resume: ResumePoint) -> None:
@@ -230,7 +229,7 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
 
 
 def test_a_seal_from_an_earlier_tenure_is_refused(
-    stores: tuple[Store, Store], run: Run[Any], make_session: Callable[..., Any]
+    stores: tuple[RetryingStore, RetryingStore], run: Run[Any], make_session: Callable[..., Any]
 ) -> None:
     """A seal taken before a claim cannot close the new owner's tenure."""
     store = stores[0]
@@ -265,10 +264,6 @@ def test_a_seal_from_an_earlier_tenure_is_refused(
 def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run[Any]) -> None:
     """A stale owner's late row never replaces a new owner's: ``tenure`` is a DEDUP key,
     ``batch_seq`` is not, and the session log carries the tenure and its fences."""
-    import psycopg
-
-    from ticktape.store.questdb import QuestDBAddress
-
     url = isolated_questdb_url(questdb_url)
     store = open_store(url)
     run(store.open())
@@ -291,10 +286,7 @@ def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
 ) -> None:
     """No migration for builds that were never released: a session log without the
     ``tenure`` column (it was called ``epoch``) stops the store from opening, by name."""
-    import psycopg
-
     from ticktape.errors import StoreError
-    from ticktape.store.questdb import QuestDBAddress
 
     url = isolated_questdb_url(questdb_url)
     address = QuestDBAddress.from_url(url)

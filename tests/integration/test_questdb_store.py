@@ -24,7 +24,7 @@ from ticktape.feeds.sim import SimExchange
 from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
-from ticktape.store import Store, open_store
+from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.base import TickQuery
 
 pytestmark = pytest.mark.questdb
@@ -193,7 +193,7 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, obj: Any, name: str) -> list[A
 
 
 def test_a_heartbeat_of_many_renewals_reads_them_together_and_renews_each(
-    handles: list[Store],
+    handles: list[RetryingStore],
     run: Run[Any],
     make_session: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
@@ -205,7 +205,7 @@ def test_a_heartbeat_of_many_renewals_reads_them_together_and_renews_each(
         for sid in ids:
             await store.sessions.create_session(make_session(id=sid, owner="me"), actor="t")
         await other.sessions.create_session(make_session(id="not-mine", owner="you"), actor="t")
-        reads = _count_calls(monkeypatch, store.sessions, "_latest_many")
+        reads = _count_calls(monkeypatch, store.inner.sessions, "_latest_many")
         until = utcnow() + timedelta(seconds=30)
         results = await asyncio.gather(
             *(
@@ -228,7 +228,7 @@ def test_a_heartbeat_of_many_renewals_reads_them_together_and_renews_each(
 
 
 def test_concurrent_tick_writes_go_in_one_send_and_a_stale_writer_is_refused_alone(
-    handles: list[Store],
+    handles: list[RetryingStore],
     run: Run[Any],
     make_session: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
@@ -243,7 +243,7 @@ def test_concurrent_tick_writes_go_in_one_send_and_a_stale_writer_is_refused_alo
     async def scenario() -> list[Any]:
         for s in sessions:
             await store.sessions.create_session(s, actor="t")
-        sends = _count_calls(monkeypatch, store.ticks, "_send_group")
+        sends = _count_calls(monkeypatch, store.inner.ticks, "_send_group")
         results = await asyncio.gather(
             *(store.ticks.write(block, owner="me") for block in blocks), return_exceptions=True
         )

@@ -17,7 +17,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 EXPORTS = {
-    "ticktape.store": ["SessionStore", "Store", "TickStore", "check_reachable", "open_store"],
+    "ticktape.store": [
+        "RetryingStore",
+        "SessionStore",
+        "Store",
+        "TickStore",
+        "check_reachable",
+        "open_store",
+    ],
     "ticktape.store.memory": ["MemoryStore"],
     "ticktape.store.sqlite": ["DRIVER_ERRORS", "SqliteStore"],
     "ticktape.store.questdb": [

@@ -1,8 +1,11 @@
-"""Every retry is bounded, and the bounds are the ones docs/design.md states.
+"""Every retry is bounded, there is one retry layer, and the bounds are the ones
+docs/design.md states.
 
 A store that always fails is called exactly as often as ``RetryPolicy`` says: a
-transient error ``store_attempts`` times per store call, a lost compare-and-set
-``cas_rounds`` times, the end of a run ``finish_rounds`` x ``store_attempts`` times.
+transient error ``store_attempts`` times per store call (a lease renewal
+``renew_attempts`` times) — by the store handle, and by nobody above it — a lost
+compare-and-set ``cas_rounds`` times, the end of a run ``finish_rounds`` x
+``store_attempts`` times.
 """
 
 from __future__ import annotations
@@ -18,23 +21,32 @@ import pytest
 from ticktape.config import (
     CAS_ROUNDS,
     FINISH_ROUNDS,
+    RENEW_ATTEMPTS,
     STORE_RETRY_ATTEMPTS,
     RetryPolicy,
     Settings,
 )
 from ticktape.domain import (
     DataType,
+    Reason,
     Session,
     SessionConfig,
     SessionKind,
     SessionStatus,
     utcnow,
 )
-from ticktape.errors import SessionConflict, StoreUnavailable, TransitionRace
-from ticktape.runtime.transitions import request_stop
-from ticktape.store import Store
+from ticktape.errors import (
+    SessionConflict,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+    TransitionRace,
+)
+from ticktape.store import RetryingStore, Store, open_store
+from ticktape.store.base import SessionQuery, TickQuery
 from ticktape.store.memory import MemoryStore
-from ticktape.testing import FaultyStore, eventually, instances
+from ticktape.store.transitions import request_stop
+from ticktape.testing import OPERATIONS, FaultyStore, eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 FAST = RetryPolicy(store_base_s=0.0001, store_max_s=0.0005)
@@ -65,14 +77,119 @@ async def _running(store: Store) -> str:
     return running.id
 
 
-def test_a_transient_error_is_tried_store_attempts_times_in_all(run: Run) -> None:
+def _arguments(operation: str) -> dict[str, Any]:
+    """Arguments for one call of each store operation (the fault fires before the call)."""
+    now = utcnow()
+    sid: dict[str, Any] = {"session_id": "s-1"}
+    calls: dict[str, dict[str, Any]] = {
+        "create_session": {"session": None, "actor": "me"},
+        "get_session": sid,
+        "list_sessions": {"query": SessionQuery()},
+        "count_sessions": {"query": SessionQuery()},
+        "transition": sid
+        | {
+            "expected_version": 1,
+            "to_status": SessionStatus.STOPPING,
+            "actor": "me",
+            "reason": "x",
+        },
+        "claim": sid
+        | {
+            "expected_version": 1,
+            "owner": "me",
+            "lease_expires_at": now,
+            "actor": "me",
+            "reason": "x",
+        },
+        "renew_lease": sid | {"owner": "me", "lease_expires_at": now},
+        "add_event": sid | {"actor": "me", "reason": "x"},
+        "list_events": sid,
+        "mark_deleted": sid,
+        "find_expired": {"now": now},
+        "find_owned": {"owner_prefix": "me/"},
+        "list_changed": {"since": None},
+        "write": {"batches": [], "owner": "me"},
+        "wait_visible": {"timeout_s": 1.0},
+        "count": sid,
+        "seal": sid,
+        "position": sid,
+        "read_trades": {"query": TickQuery("s-1")},
+        "read_orderbook": {"query": TickQuery("s-1")},
+    }
+    return calls[operation]
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_an_always_failing_store_sees_the_documented_attempts_per_operation(
+    run: Run, operation: str
+) -> None:
+    """The store handle retries every call; a renewal has its own, shorter budget."""
+
     async def body() -> None:
-        store = FaultyStore(MemoryStore())
+        faulty = FaultyStore(MemoryStore())
+        retried: list[Exception] = []
+        store = RetryingStore(faulty, FAST, on_retry=retried.append)
+        fault = faulty.fail(operation, times=None)
+        face = store.sessions if hasattr(store.sessions, operation) else store.ticks
+        with pytest.raises(StoreUnavailable):
+            await getattr(face, operation)(**_arguments(operation))
+        expected = RENEW_ATTEMPTS if operation == "renew_lease" else STORE_RETRY_ATTEMPTS
+        assert fault.hits == FAST.attempts(operation)[0] == expected
+        assert len(retried) == expected - 1  # each retry counted (ticktape_store_retries_total)
+
+    run(body())
+
+
+def test_open_store_answers_with_the_retry_layer_and_it_never_nests() -> None:
+    store = open_store("memory://", FAST)
+    assert isinstance(store, RetryingStore) and store.policy is FAST
+    assert not isinstance(store.inner, RetryingStore)
+    with pytest.raises(TypeError, match="nest"):
+        RetryingStore(store)
+    faulted = store.over(FaultyStore(store.inner))  # faults under the same, single layer
+    assert isinstance(faulted.inner, FaultyStore) and faulted.policy is FAST
+
+
+def test_an_error_that_is_not_transient_is_not_retried(run: Run) -> None:
+    async def body() -> None:
+        faulty = FaultyStore(MemoryStore())
+        store = RetryingStore(faulty, FAST)
+        # a store error that is not transient (a disk full, a corrupt file): no retry
+        fault = faulty.fail("transition", times=None, error=StoreError("disk full"))
+        with pytest.raises(StoreError, match="disk full"):
+            await store.sessions.transition(**_arguments("transition"))
+        assert fault.hits == 1
+
+    run(body())
+
+
+def test_a_stop_request_is_tried_store_attempts_times_in_all(run: Run) -> None:
+    """Through the store handle, as the service and the supervisor call it: the stop's
+    transition is tried ``store_attempts`` times — not once more per caller."""
+
+    async def body() -> None:
+        faulty = FaultyStore(MemoryStore())
+        store = RetryingStore(faulty, FAST)
         session_id = await _running(store)
-        fault = store.fail("transition", times=None)
+        fault = faulty.fail("transition", times=None)
         with pytest.raises(StoreUnavailable):
             await request_stop(store, session_id, actor="me", reason="user_stop", policy=FAST)
         assert fault.hits == FAST.store_attempts == STORE_RETRY_ATTEMPTS
+
+    run(body())
+
+
+def test_a_write_that_needed_retries_is_recorded_in_the_sessions_history(run: Run) -> None:
+    async def body() -> None:
+        faulty = FaultyStore(MemoryStore())
+        store = RetryingStore(faulty, FAST, actor="instance-a")
+        session_id = await _running(store)
+        faulty.fail("transition", times=2, error=StoreBusy("locked"))
+        await request_stop(store, session_id, actor="me", reason="user_stop", policy=FAST)
+        events = await store.sessions.list_events(session_id)
+        noted = [e for e in events if e.reason == Reason.STORE_RETRIED]
+        assert len(noted) == 1 and noted[0].actor == "instance-a"
+        assert "transition: succeeded after 2 transient error(s)" in (noted[0].detail or "")
 
     run(body())
 
@@ -142,5 +259,6 @@ def test_design_doc_states_the_real_bounds() -> None:
         ("cas_rounds", policy.cas_rounds),
         ("finish_rounds", policy.finish_rounds),
         ("renew_attempts", policy.renew_attempts),
+        ("busy_attempts", policy.busy_attempts),
     ]:
         assert re.search(rf"`{name}`[^|\n]*\|\s*{value}\b", text), f"{name} = {value} not stated"

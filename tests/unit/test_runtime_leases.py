@@ -24,6 +24,7 @@ from ticktape.errors import StoreBusy
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
+from ticktape.store import RetryingStore
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import FaultyStore, eventually
 from ticktape.ticks import TickCounts
@@ -36,9 +37,10 @@ FENCE_DEADLINE_S = 10.0  # the fence must come; how soon is not a test's busines
 
 class Harness:
     def __init__(self) -> None:
-        self.store = FaultyStore(MemoryStore())
+        self.store = FaultyStore(MemoryStore())  # faults under the store handle's retry
         self.metrics = Metrics()
-        self.keeper = LeaseKeeper(self.store, SETTINGS, self.metrics, OWNER)
+        handle = RetryingStore(self.store, SETTINGS.retry, on_retry=self.metrics.store_retry)
+        self.keeper = LeaseKeeper(handle, SETTINGS, self.metrics, OWNER)
 
     async def running(self) -> tuple[Session, RunHandle]:
         now = utcnow()

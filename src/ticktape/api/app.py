@@ -74,9 +74,10 @@ def create_app(
 
     With ``service`` (tests, embedding), that service is used as is and the app
     opens, starts and closes nothing; otherwise the lifespan builds everything
-    from ``settings.store_url``. ``runtime_store`` wraps the store handle the
-    supervisor (runners, heartbeats, reconciler) uses, not the API's own — for
-    fault injection (``ticktape.testing.FaultyStore``) only.
+    from ``settings.store_url``. ``runtime_store`` wraps the backend under the retry
+    layer of the store handle the supervisor (runners, heartbeats, reconciler) uses,
+    not the API's own — for fault injection (``ticktape.testing.FaultyStore``) only:
+    injected faults are retried as the store's own are.
     """
 
     @asynccontextmanager
@@ -92,11 +93,18 @@ def create_app(
         if service is not None:
             yield
             return
-        store = open_store(settings.store_url)
+        own_metrics = app.state.metrics
+        store = open_store(
+            settings.store_url,
+            settings.retry,
+            on_retry=own_metrics.store_retry,
+            actor=settings.instance,
+        )
         await store.open()
         try:
-            own_metrics = app.state.metrics
-            supervisor_store = store if runtime_store is None else runtime_store(store)
+            supervisor_store = (
+                store if runtime_store is None else store.over(runtime_store(store.inner))
+            )
             supervisor = Supervisor(supervisor_store, settings, own_metrics)
             await supervisor.start()
             app.state.service = SessionService(store, supervisor, settings, own_metrics)

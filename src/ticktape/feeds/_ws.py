@@ -27,14 +27,16 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ticktape.domain import DataType
+from ticktape.feeds.book import LocalBook
 from ticktape.feeds.contract import (
     BookBuilder,
     EventKind,
@@ -50,6 +52,7 @@ from ticktape.feeds.contract import (
 )
 from ticktape.feeds.settings import StreamSettings
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 8 * 2**20  # a larger message is a protocol error (the books are far smaller)
@@ -107,6 +110,16 @@ class Conn:
 
     async def send_json(self, message: object) -> None:
         await self.ws.send(json.dumps(message, separators=(",", ":")))
+
+
+@dataclass
+class BookSync(Generic[T]):
+    """One symbol's diff book on one connection, while the connector rebuilds and keeps it:
+    the events (of type ``T``) that arrive before it is in sync wait in ``buffer``."""
+
+    book: LocalBook = field(default_factory=LocalBook)
+    synced: bool = False
+    buffer: list[T] = field(default_factory=list)
 
 
 @dataclass
@@ -280,6 +293,39 @@ class StreamFeed(ABC):
 
     def is_primary(self, conn: Conn) -> bool:
         return self._primary.get(conn.link.name) is conn
+
+    async def emit_top(
+        self, conn: Conn, symbol: str, book: LocalBook, ts_us: int, recv_us: int
+    ) -> None:
+        """The top ``depth`` levels of ``book`` as a snapshot, from the link's primary
+        connection only (during a rotation both connections keep a book)."""
+        if self.is_primary(conn):
+            bids, asks = book.top(self.depth)
+            await self.add_book(symbol, ts_us, bids, asks, recv_us)
+
+    async def fetch_snapshot(
+        self,
+        conn: Conn,
+        symbol: str,
+        get: Callable[[], Awaitable[httpx.Response]],
+        parse: Callable[[Any], T],
+        attempt: int = 0,
+    ) -> T | None:
+        """A REST book snapshot: ``parse`` of ``get()``'s JSON, asked again with capped
+        backoff until it comes; None once ``conn`` closed. A non-zero ``attempt`` (a
+        snapshot found stale) waits before the first request, as a retry does."""
+        if attempt:
+            await asyncio.sleep(reconnect_delay(attempt, 0.05, 1.0))
+        while not conn.closed:
+            try:
+                resp = await get()
+                resp.raise_for_status()
+                return parse(resp.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("%s %s: depth snapshot failed: %s", self.exchange, symbol, exc)
+                attempt += 1
+                await asyncio.sleep(reconnect_delay(attempt, 0.25, 5.0))
+        return None
 
     def malformed(self, kind: str, raw: str | bytes) -> None:
         counts = self.counters.malformed
@@ -550,3 +596,11 @@ class StreamFeed(ABC):
         if conn.reader is not None and not conn.reader.done():
             conn.reader.cancel()
             await asyncio.gather(conn.reader, return_exceptions=True)
+
+
+def keep_last(buffer: list[T], item: T, limit: int) -> None:
+    """Append ``item`` to ``buffer``, dropping the oldest once it holds ``limit`` (a book
+    procedure's bridge check then sees that the buffer lost its start)."""
+    if len(buffer) >= limit:
+        buffer.pop(0)
+    buffer.append(item)

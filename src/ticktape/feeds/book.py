@@ -60,6 +60,15 @@ class LocalBook:
             keys = self._ask_px
             del keys[bisect_left(keys, price)]
 
+    def apply(
+        self, bids: Iterable[tuple[float, float]], asks: Iterable[tuple[float, float]]
+    ) -> None:
+        """One diff update: each (price, quantity) level set, a quantity of 0 removing it."""
+        for price, qty in bids:
+            self.set_bid(price, qty)
+        for price, qty in asks:
+            self.set_ask(price, qty)
+
     def top(self, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """The best ``depth`` bids (highest first) and asks (lowest first)."""
         bids = self._bids

@@ -27,9 +27,9 @@ from ticktape.metrics import Metrics
 from ticktape.retry import backoff_delays
 from ticktape.runners.buffer import TickBuffer
 from ticktape.runtime.handle import RunHandle
-from ticktape.runtime.transitions import note, retry_noted
 from ticktape.store.base import Store, TickQuery
 from ticktape.store.rules import from_us, to_us
+from ticktape.store.transitions import note
 from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 log = logging.getLogger(__name__)
@@ -111,24 +111,8 @@ class CollectRunner:
 
     async def _resume_point(self, session: Session, handle: RunHandle) -> ResumePoint | None:
         """Where the stored recording ends; also makes the handle's tally start from it."""
-        position = await retry_noted(
-            self._store,
-            session.id,
-            lambda: self._store.ticks.position(session.id),
-            what="read tick position",
-            actor=self._owner,
-            policy=self._settings.retry,
-            on_retry=self._metrics.store_retry,
-        )
-        handle.written = await retry_noted(
-            self._store,
-            session.id,
-            lambda: self._store.ticks.count(session.id),
-            what="count ticks",
-            actor=self._owner,
-            policy=self._settings.retry,
-            on_retry=self._metrics.store_retry,
-        )
+        position = await self._store.ticks.position(session.id)
+        handle.written = await self._store.ticks.count(session.id)
         if position.last_ts is None:
             return None  # nothing stored yet: a fresh start loses nothing
         prices: dict[str, float] = {}
@@ -198,7 +182,14 @@ class CollectRunner:
         return Outcome.FINISHED
 
     async def _flush_loop(self, buffer: TickBuffer, handle: RunHandle) -> None:
-        closing_attempts = self._settings.retry.store_attempts
+        """Write what the buffer holds, flush after flush. Each write is retried by the
+        store handle (``RetryPolicy.store_attempts``); nothing here retries it again.
+
+        A write that still failed keeps its ticks: while the run goes on they go back
+        into the buffer and leave with the next flush (the buffer's bound holds the
+        feed back meanwhile). Once the run is ending, a failed write is final: what is
+        left is counted as unstored.
+        """
         while True:
             batches = await buffer.take()
             if not batches or handle.lost.is_set():  # fenced: write nothing more
@@ -208,25 +199,15 @@ class CollectRunner:
             if handle.lost.is_set():
                 return
             await buffer.put_back(batches)
-            if buffer.closed:  # ending (stop, hand-over or duration) and the store still refuses
-                closing_attempts -= 1
-                if closing_attempts <= 0:  # give up on what is left, and count it
-                    handle.unstored += buffer.rows
-                    await buffer.take()
-                    return
+            if buffer.closed:  # ending (stop, hand-over or duration) and the store refused
+                handle.unstored += buffer.rows
+                await buffer.take()
+                return
             await asyncio.sleep(backoff_delays(2, 0.1, self._settings.retry.store_max_s)[0] + 0.05)
 
     async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
         try:
-            await retry_noted(
-                self._store,
-                handle.session_id,
-                lambda: self._store.ticks.write(batches, owner=self._owner),
-                what="write ticks",
-                actor=self._owner,
-                policy=self._settings.retry,
-                on_retry=self._metrics.store_retry,
-            )
+            await self._store.ticks.write(batches, owner=self._owner)
         except LeaseLost as exc:
             self._metrics.fenced_writes.inc()
             log.warning("session %s: %s; runner stops writing", handle.session_id, exc)

@@ -25,10 +25,9 @@ from ticktape.config import Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionNotFound, StoreError
 from ticktape.metrics import Metrics
-from ticktape.retry import retry_transient
 from ticktape.runtime.handle import RunHandle
-from ticktape.runtime.transitions import note
 from ticktape.store.base import Store
+from ticktape.store.transitions import note
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +97,9 @@ class LeaseKeeper:
             stats = Stats(handle.written.trades, handle.written.orderbook, handle.unstored)
             until = self.lease_until()
             try:
-                current = await retry_transient(
-                    lambda: self._store.sessions.renew_lease(
-                        session_id, owner=self._owner, lease_expires_at=until, stats=stats
-                    ),
-                    what="renew lease",
-                    attempts=self._settings.retry.renew_attempts,
-                    base_s=self._settings.retry.renew_base_s,
-                    max_s=self._settings.retry.renew_max_s,
-                    on_retry=self._metrics.store_retry,
+                # retried by the store handle, within RetryPolicy.renew_attempts
+                current = await self._store.sessions.renew_lease(
+                    session_id, owner=self._owner, lease_expires_at=until, stats=stats
                 )
             except (LeaseLost, SessionNotFound) as exc:
                 if self._leases.get(session_id) is not lease:

@@ -40,7 +40,6 @@ from ticktape.errors import InvalidTransition, StoreError, TicktapeError, Transi
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
-from ticktape.runtime.transitions import Retrier
 from ticktape.store.base import Store
 
 T = TypeVar("T")
@@ -86,7 +85,6 @@ class Reconciler:
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
-        self._retried = Retrier(store, owner, settings.retry, metrics.store_retry)
         self._instance = instance
         self._leases = leases
         self._host = host
@@ -114,17 +112,10 @@ class Reconciler:
 
     async def _reconcile(self, startup: bool) -> int:
         now = utcnow()
-        expired = {
-            s.id: s
-            for s in await self._retried(
-                lambda: self._store.sessions.find_expired(now), "find expired leases"
-            )
-        }
+        expired = {s.id: s for s in await self._store.sessions.find_expired(now)}
         restarted: dict[str, Session] = {}
         if startup:
-            mine = await self._retried(
-                lambda: self._store.sessions.find_owned(f"{self._instance}/"), "find owned"
-            )
+            mine = await self._store.sessions.find_owned(f"{self._instance}/")
             for s in mine:
                 if s.owner != self._owner and s.id not in expired:
                     restarted[s.id] = s
@@ -174,25 +165,21 @@ class Reconciler:
         return f"owner {session.owner} lease expired at {expiry.isoformat() if expiry else 'never'}"
 
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
-        seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")
+        seal = await self._store.ticks.seal(session.id)
         stats = seal.counts.as_stats(session.stats.errors)
         detail = self._why(session, force)
         try:
-            await self._retried(
-                lambda: self._store.sessions.transition(
-                    session.id,
-                    expected_version=session.version,
-                    to_status=SessionStatus.FAILED,
-                    actor=self._owner,
-                    reason=Reason.OWNER_LOST,
-                    detail=detail,
-                    stats=stats,
-                    lease_expires_at=None,
-                    lease_expired_before=None if force else now,
-                    seal=seal,  # late ticks of the lost owner are never counted
-                ),
-                "reap session",
+            await self._store.sessions.transition(
                 session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.FAILED,
+                actor=self._owner,
+                reason=Reason.OWNER_LOST,
+                detail=detail,
+                stats=stats,
+                lease_expires_at=None,
+                lease_expired_before=None if force else now,
+                seal=seal,  # late ticks of the lost owner are never counted
             )
         except (TransitionRace, InvalidTransition):
             return False  # renewed, stopped, claimed or reaped by someone else meanwhile
@@ -203,28 +190,22 @@ class Reconciler:
     async def _claim(self, session: Session, now: datetime, *, force: bool) -> bool:
         detail = f"{self._why(session, force)}; claimed by {self._owner}"
         # closes the lost owner's tenure: its late ticks are never counted, read or resumed after
-        seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")
+        seal = await self._store.ticks.seal(session.id)
         try:
-            claimed = await self._retried(
-                lambda: self._store.sessions.claim(
-                    session.id,
-                    expected_version=session.version,
-                    owner=self._owner,
-                    lease_expires_at=self._leases.lease_until(),
-                    actor=self._owner,
-                    reason=Reason.OWNER_CHANGED,
-                    detail=detail,
-                    lease_expired_before=None if force else now,
-                    seal=seal,
-                ),
-                "claim session",
+            claimed = await self._store.sessions.claim(
                 session.id,
+                expected_version=session.version,
+                owner=self._owner,
+                lease_expires_at=self._leases.lease_until(),
+                actor=self._owner,
+                reason=Reason.OWNER_CHANGED,
+                detail=detail,
+                lease_expired_before=None if force else now,
+                seal=seal,
             )
         except (TransitionRace, InvalidTransition):
             # Taken by someone else meanwhile — or by us, in an attempt whose answer was lost.
-            claimed = await self._retried(
-                lambda: self._store.sessions.get_session(session.id), "read session"
-            )
+            claimed = await self._store.sessions.get_session(session.id)
             mine = claimed.owner == self._owner and not claimed.is_terminal
             if not mine or claimed.id in self._host.handles:  # not ours, or run here already
                 return False
@@ -238,7 +219,7 @@ class Reconciler:
 
     async def _finish_stop(self, session: Session) -> None:
         """The previous owner died while stopping: record the stop with what is stored."""
-        seal = await self._retried(lambda: self._store.ticks.seal(session.id), "count ticks")
+        seal = await self._store.ticks.seal(session.id)
         # moved meanwhile (TransitionRace, InvalidTransition): whoever moved it decides
         with contextlib.suppress(TransitionRace, InvalidTransition):
             await self._store.sessions.transition(

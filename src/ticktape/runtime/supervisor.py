@@ -28,8 +28,8 @@ from ticktape.runners.collect import CollectRunner, Outcome, RunResult
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
-from ticktape.runtime.transitions import Retrier, note, request_stop
 from ticktape.store.base import Seal, Store
+from ticktape.store.transitions import note, request_stop
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ class Supervisor:
         self._owner = f"{self._instance}/{uuid.uuid4().hex[:12]}"
         self._handles: dict[str, RunHandle] = {}
         self._leases = LeaseKeeper(store, settings, metrics, self._owner)
-        self._retried = Retrier(store, self._owner, settings.retry, metrics.store_retry)
         self._reconciler = Reconciler(
             store,
             settings,
@@ -123,7 +122,6 @@ class Supervisor:
                     actor=self._owner,
                     reason=Reason.SERVER_SHUTDOWN,
                     policy=self._settings.retry,
-                    on_retry=self._metrics.store_retry,
                 )
             except TicktapeError as exc:
                 log.error("session %s: could not record shutdown stop: %s", session_id, exc)
@@ -219,9 +217,7 @@ class Supervisor:
 
     async def _seal(self, session_id: str) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
-        return await self._retried(
-            lambda: self._store.ticks.seal(session_id), "count ticks", session_id
-        )
+        return await self._store.ticks.seal(session_id)
 
     async def _begin(self, session_id: str) -> Session | None:
         """``pending`` → ``running``; a stop asked before the start ends it here instead."""
@@ -241,25 +237,21 @@ class Supervisor:
                     continue
                 return None
             try:
-                return await self._retried(
-                    lambda c=current: self._store.sessions.transition(  # type: ignore[misc]
-                        c.id,
-                        expected_version=c.version,
-                        to_status=SessionStatus.RUNNING,
-                        actor=self._owner,
-                        reason=Reason.STARTED,
-                        lease_expires_at=self._leases.lease_until(),
-                    ),
-                    "start session",
-                    session_id,
+                return await self._store.sessions.transition(
+                    current.id,
+                    expected_version=current.version,
+                    to_status=SessionStatus.RUNNING,
+                    actor=self._owner,
+                    reason=Reason.STARTED,
+                    lease_expires_at=self._leases.lease_until(),
                 )
             except (TransitionRace, InvalidTransition):
                 continue
         return None
 
     async def _finish(self, handle: RunHandle, result: RunResult) -> None:
-        """Write the end of a run: ``RetryPolicy.finish_rounds`` rounds at most, each of
-        whose store calls is retried on its own; stops early if the lease is lost.
+        """Write the end of a run: ``RetryPolicy.finish_rounds`` rounds at most (each store
+        call of a round retried by the store handle); stops early if the lease is lost.
 
         The handle stays registered meanwhile, so heartbeats keep the lease: the
         session is never left "stopped here, running in the store". If every round
@@ -354,7 +346,6 @@ class Supervisor:
                     actor=self._owner,
                     reason=handle.stop_reason or Reason.USER_STOP,
                     policy=self._settings.retry,
-                    on_retry=self._metrics.store_retry,
                 )
                 continue
             try:
@@ -373,20 +364,16 @@ class Supervisor:
         *,
         seal: Seal,
     ) -> Session:
-        ended = await self._retried(
-            lambda: self._store.sessions.transition(
-                current.id,
-                expected_version=current.version,
-                to_status=target,
-                actor=self._owner,
-                reason=reason,
-                detail=detail,
-                stats=stats,
-                lease_expires_at=None,
-                seal=seal,
-            ),
-            f"mark session {target.value}",
+        ended = await self._store.sessions.transition(
             current.id,
+            expected_version=current.version,
+            to_status=target,
+            actor=self._owner,
+            reason=reason,
+            detail=detail,
+            stats=stats,
+            lease_expires_at=None,
+            seal=seal,
         )
         self._leases.untrack(current.id)  # ended: nothing left to renew
         return ended

@@ -6,13 +6,29 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from ticktape.config import DEFAULT_RETRY, RetryPolicy
 from ticktape.errors import StoreBusy, StoreUnavailable, ValidationError, clip
 from ticktape.redact import redact
 from ticktape.store.base import SessionStore, Store, TickStore
+from ticktape.store.retrying import RetryingStore
 
 
-def open_store(url: str) -> Store:
-    """The store for ``url`` (not yet opened: call ``await store.open()``)."""
+def open_store(
+    url: str,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    *,
+    on_retry: Callable[[Exception], None] | None = None,
+    actor: str = "store",
+) -> RetryingStore:
+    """The store for ``url`` (not yet opened: call ``await store.open()``).
+
+    Its public face is the retry layer (:class:`~ticktape.store.retrying.RetryingStore`,
+    bounded by ``retry``) around the backend, which is ``.inner``.
+    """
+    return RetryingStore(_backend(url, retry), retry, on_retry=on_retry, actor=actor)
+
+
+def _backend(url: str, retry: RetryPolicy) -> Store:
     if url.startswith("sqlite:///"):
         from ticktape.store.sqlite import SqliteStore
 
@@ -20,7 +36,7 @@ def open_store(url: str) -> Store:
     if url.startswith("questdb://"):
         from ticktape.store.questdb import QuestDBStore
 
-        return QuestDBStore(url)
+        return QuestDBStore(url, retry)
     if url.startswith("memory://"):
         from ticktape.store.memory import MemoryStore
 
@@ -58,4 +74,11 @@ async def check_reachable(
             await store.close()
 
 
-__all__ = ["SessionStore", "Store", "TickStore", "check_reachable", "open_store"]
+__all__ = [
+    "RetryingStore",
+    "SessionStore",
+    "Store",
+    "TickStore",
+    "check_reachable",
+    "open_store",
+]

@@ -207,17 +207,24 @@ class Instance:
     """One ticktape instance in this process: its own store handle (faulty), supervisor, service.
 
     ``store`` is the :class:`FaultyStore` everything of this instance goes through
-    (inject faults there); ``raw`` is the handle underneath, for checks that must
-    not be faulted.
+    (inject faults there), under the retry layer of ``handle`` — the store handle
+    the supervisor and the service use, so injected faults are retried as real ones
+    are; ``raw`` is the handle without faults, for checks that must not be faulted.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.raw = open_store(settings.store_url)
-        self.store = FaultyStore(self.raw)
         self.metrics = Metrics()
-        self.supervisor = Supervisor(self.store, settings, self.metrics)
-        self.service = SessionService(self.store, self.supervisor, settings, self.metrics)
+        self.raw = open_store(
+            settings.store_url,
+            settings.retry,
+            on_retry=self.metrics.store_retry,
+            actor=settings.instance,
+        )
+        self.store = FaultyStore(self.raw.inner)
+        self.handle = self.raw.over(self.store)
+        self.supervisor = Supervisor(self.handle, settings, self.metrics)
+        self.service = SessionService(self.handle, self.supervisor, settings, self.metrics)
         self.alive = False
 
     @property

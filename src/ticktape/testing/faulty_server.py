@@ -5,8 +5,8 @@
 
 Everything else (settings from ``TICKTAPE_*`` variables, start-up, graceful
 shutdown) is the real server's: the store handle of the supervisor (heartbeats,
-tick writes, its transitions, the reconciler) is wrapped in a
-:class:`~ticktape.testing.FaultyStore` built from ``--faults``
+tick writes, its transitions, the reconciler) has a
+:class:`~ticktape.testing.FaultyStore` built from ``--faults`` under its retry layer
 (:meth:`~ticktape.testing.FaultyStore.from_spec`); the API's own store calls are
 not faulted. ``bench/chaos.py`` starts its servers so, through
 :class:`~ticktape.testing.ServerProcess` ``(faults=...)``.

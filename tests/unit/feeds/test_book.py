@@ -41,3 +41,10 @@ def test_top_matches_a_sorted_dict(ops: list[tuple[bool, float, float]], depth: 
     want_bids = sorted(bids.items(), reverse=True)[:depth]
     want_asks = sorted(asks.items())[:depth]
     assert book.top(depth) == (want_bids, want_asks)
+
+
+def test_apply_sets_and_removes_levels_of_both_sides() -> None:
+    book = LocalBook()
+    book.reset([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0)])
+    book.apply([(100.0, 0.0), (98.0, 3.0)], [(101.0, 5.0), (102.0, 1.0)])
+    assert book.top(5) == ([(99.0, 2.0), (98.0, 3.0)], [(101.0, 5.0), (102.0, 1.0)])

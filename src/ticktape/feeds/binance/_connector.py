@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn, Link, StreamFeed
+from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
 from ticktape.feeds.binance._parse import (
     DepthSnapshot,
     DepthUpdate,
@@ -41,8 +41,7 @@ from ticktape.feeds.binance._parse import (
     parse_depth_update,
     unwrap,
 )
-from ticktape.feeds.book import LocalBook
-from ticktape.feeds.contract import GapCause, now_us, reconnect_delay
+from ticktape.feeds.contract import GapCause, now_us
 from ticktape.feeds.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -66,12 +65,7 @@ class BinanceEndpoints:
 
 
 @dataclass
-class _BookSync:
-    """One symbol's book on one connection."""
-
-    book: LocalBook = field(default_factory=LocalBook)
-    synced: bool = False
-    buffer: list[DepthUpdate] = field(default_factory=list)
+class _BookSync(BookSync[DepthUpdate]):
     snapshot_id: int | None = None  # a snapshot is in the book, waiting for its bridging event
     last_u: int = 0
     fetch: asyncio.Task[None] | None = None
@@ -205,20 +199,12 @@ class BinanceFeed(StreamFeed):
             if not await self._bridge(conn, ev.symbol, sync, ev):
                 return
         else:
-            if len(sync.buffer) >= MAX_BUFFERED_EVENTS:
-                sync.buffer.pop(0)  # the bridge check below catches a buffer that lost its start
-            sync.buffer.append(ev)
+            keep_last(sync.buffer, ev, MAX_BUFFERED_EVENTS)
             return
-        if self.is_primary(conn):
-            bids, asks = sync.book.top(self.depth)
-            await self.add_book(ev.symbol, ev.ts_us, bids, asks, recv_us)
+        await self.emit_top(conn, ev.symbol, sync.book, ev.ts_us, recv_us)
 
     def _apply(self, sync: _BookSync, ev: DepthUpdate) -> None:
-        book = sync.book
-        for p, q in ev.bids:
-            book.set_bid(p, q)
-        for p, q in ev.asks:
-            book.set_ask(p, q)
+        sync.book.apply(ev.bids, ev.asks)
         sync.last_u = ev.final_id
 
     async def _bridge(self, conn: Conn, symbol: str, sync: _BookSync, ev: DepthUpdate) -> bool:
@@ -232,7 +218,7 @@ class BinanceFeed(StreamFeed):
             self.counters.resyncs += 1
             sync.snapshot_id = None
             sync.buffer = [ev]
-            self._start_fetch(conn, symbol, sync, delay_attempt=1)
+            self._start_fetch(conn, symbol, sync, attempt=1)
             return False
         self._apply(sync, ev)
         sync.snapshot_id = None
@@ -251,32 +237,22 @@ class BinanceFeed(StreamFeed):
         sync.buffer = list(events)
         self._start_fetch(conn, symbol, sync)
 
-    def _start_fetch(
-        self, conn: Conn, symbol: str, sync: _BookSync, delay_attempt: int | None = None
-    ) -> None:
+    def _start_fetch(self, conn: Conn, symbol: str, sync: _BookSync, attempt: int = 0) -> None:
         if sync.fetch is not None and not sync.fetch.done():
             return
-        sync.fetch = conn.spawn(self._fetch_snapshot(conn, symbol, delay_attempt))
+        sync.fetch = conn.spawn(self._fetch_snapshot(conn, symbol, attempt))
 
-    async def _fetch_snapshot(
-        self, conn: Conn, symbol: str, delay_attempt: int | None = None
-    ) -> None:
-        attempt = delay_attempt or 0
-        if delay_attempt is not None:
-            await asyncio.sleep(reconnect_delay(attempt, 0.05, 1.0))
-        while not conn.closed:
-            try:
-                resp = await self._http.get(
-                    "/fapi/v1/depth", params={"symbol": symbol, "limit": self.snapshot_limit}
-                )
-                resp.raise_for_status()
-                snap = parse_depth_snapshot(resp.json())
-                break
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("binance %s: depth snapshot failed: %s", symbol, exc)
-                attempt += 1
-                await asyncio.sleep(reconnect_delay(attempt, 0.25, 5.0))
-        else:
+    async def _fetch_snapshot(self, conn: Conn, symbol: str, attempt: int = 0) -> None:
+        snap = await self.fetch_snapshot(
+            conn,
+            symbol,
+            lambda: self._http.get(
+                "/fapi/v1/depth", params={"symbol": symbol, "limit": self.snapshot_limit}
+            ),
+            parse_depth_snapshot,
+            attempt,
+        )
+        if snap is None:
             return
         sync: _BookSync = conn.state["books"][symbol]
         sync.fetch = None  # this fetch is done: a stale snapshot may start the next one
@@ -300,7 +276,6 @@ class BinanceFeed(StreamFeed):
                 return
             else:
                 await self._bridge(conn, symbol, sync, ev)
-        if sync.synced and self.is_primary(conn):
-            bids, asks = sync.book.top(self.depth)
+        if sync.synced:
             ts = buffered[-1].ts_us if buffered else snap.ts_us
-            await self.add_book(symbol, ts, bids, asks, now_us())
+            await self.emit_top(conn, symbol, sync.book, ts, now_us())

@@ -14,7 +14,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -196,3 +196,102 @@ class FakeExchange(ABC):
         assert self.max_age_s is not None
         await asyncio.sleep(self.max_age_s)
         await conn.ws.close(1000, "connection lifetime reached")
+
+
+@dataclass
+class SymbolBook:
+    """One symbol's true book on a fake exchange: 20 levels a side around ``price``,
+    ``tick`` apart (prices rounded to 0.1, which both fakes' ticks are multiples of),
+    moved one level a side per depth update."""
+
+    price: float = 100.0
+    tick: float = 0.1
+    seed_qty: float = 1.0  # level i (1..20) starts with i x this
+    bids: dict[float, float] = field(default_factory=dict)
+    asks: dict[float, float] = field(default_factory=dict)
+    step: int = 0  # counts trades and depth updates: what the next ones look like
+    stale: list[dict[str, Any]] = field(default_factory=list)  # snapshots to serve instead
+
+    def seed(self) -> None:
+        for i in range(1, 21):
+            self.bids[round(self.price - i * self.tick, 1)] = self.seed_qty * i
+            self.asks[round(self.price + i * self.tick, 1)] = self.seed_qty * i
+
+    def move(self) -> tuple[float, float, float, float]:
+        """The next update, applied: (bid price, bid qty, ask price, ask qty); qty 0 removes."""
+        self.step += 1
+        k = self.step
+        bid_px = round(self.price - (1 + k % 20) * self.tick, 1)
+        ask_px = round(self.price + (1 + (k * 7) % 20) * self.tick, 1)
+        bid_qty = 0.0 if k % 9 == 0 else float(k % 13 + 1)
+        ask_qty = float(k % 11 + 1)
+        for side, px, qty in ((self.bids, bid_px, bid_qty), (self.asks, ask_px, ask_qty)):
+            if qty:
+                side[px] = qty
+            else:
+                side.pop(px, None)
+        return bid_px, bid_qty, ask_px, ask_qty
+
+    def top(self, limit: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best ``limit`` bids (highest first) and asks (lowest first)."""
+        return (
+            sorted(self.bids.items(), reverse=True)[:limit],
+            sorted(self.asks.items())[:limit],
+        )
+
+
+S = TypeVar("S", bound=SymbolBook)
+
+
+class BookExchange(FakeExchange, Generic[S]):
+    """A fake exchange that keeps a true book per symbol (:class:`SymbolBook`), so that
+    its REST snapshots agree with the depth updates it sent."""
+
+    def __init__(self, *, max_age_s: float | None = None) -> None:
+        super().__init__(max_age_s=max_age_s)
+        self.symbols: dict[str, S] = {}
+
+    @abstractmethod
+    def _new_symbol(self) -> S:
+        """A symbol's state before its book is seeded."""
+
+    @abstractmethod
+    def _next_depth(self, symbol: str) -> dict[str, Any]:
+        """The next depth message of ``symbol`` (its book moved by it)."""
+
+    @abstractmethod
+    def _snapshot(self, state: S, limit: int) -> dict[str, Any]:
+        """The REST snapshot body of a book as it is now."""
+
+    def _sym(self, symbol: str) -> S:
+        state = self.symbols.get(symbol)
+        if state is None:
+            state = self.symbols[symbol] = self._new_symbol()
+            state.seed()
+        return state
+
+    def serve_snapshot(self, symbol: str, query: dict[str, str]) -> tuple[int, Any]:
+        """The answer to a snapshot request: a stale one if scripted, else the book now."""
+        self.snapshot_requests += 1
+        state = self._sym(symbol)
+        if state.stale:
+            return 200, state.stale.pop(0)
+        return 200, self._snapshot(state, int(query.get("limit", 1000)))
+
+    def encoded_depth(self, symbol: str, n: int) -> list[str]:
+        """The next ``n`` depth messages, encoded but not sent (to blast them, say)."""
+        return [json.dumps(self._next_depth(symbol), separators=(",", ":")) for _ in range(n)]
+
+    def skip_depth(self, symbol: str, n: int) -> None:
+        """Depth updates that change the book but are never sent (a sequence break)."""
+        for _ in range(n):
+            self._next_depth(symbol)
+
+    def stale_snapshot(self, symbol: str, times: int = 1) -> None:
+        """The next ``times`` snapshots are the book as it is now, however late they are asked."""
+        state = self._sym(symbol)
+        state.stale.extend(self._snapshot(state, 1000) for _ in range(times))
+
+    def book(self, symbol: str, depth: int) -> tuple[list[tuple[float, float]], ...]:
+        """The true top of the book."""
+        return self._sym(symbol).top(depth)

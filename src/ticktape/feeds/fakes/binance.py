@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ticktape.feeds.fakes._server import FakeConn, FakeExchange
+from ticktape.feeds.fakes._server import BookExchange, FakeConn, SymbolBook
 
 TICK = 0.1
 
@@ -31,32 +31,20 @@ class SentTrade:
 
 
 @dataclass
-class _Symbol:
+class _Symbol(SymbolBook):
     next_agg: int = 1_000
     update_id: int = 5_000  # the book's last update id
-    price: float = 100.0
-    bids: dict[float, float] = field(default_factory=dict)
-    asks: dict[float, float] = field(default_factory=dict)
-    step: int = 0
-    stale: list[dict[str, Any]] = field(default_factory=list)  # snapshots to serve instead
 
 
-class FakeBinance(FakeExchange):
+class FakeBinance(BookExchange[_Symbol]):
     def __init__(self, *, max_age_s: float | None = None, updates_per_event: int = 3) -> None:
         super().__init__(max_age_s=max_age_s)
         self.updates_per_event = updates_per_event
-        self.symbols: dict[str, _Symbol] = {}
         self.trades: list[SentTrade] = []
         self.depth_events: list[dict[str, Any]] = []
 
-    def _sym(self, symbol: str) -> _Symbol:
-        state = self.symbols.get(symbol)
-        if state is None:
-            state = self.symbols[symbol] = _Symbol()
-            for i in range(1, 21):
-                state.bids[round(state.price - i * TICK, 1)] = float(i)
-                state.asks[round(state.price + i * TICK, 1)] = float(i)
-        return state
+    def _new_symbol(self) -> _Symbol:
+        return _Symbol(price=100.0, tick=TICK)
 
     @property
     def ws_public(self) -> str:
@@ -86,16 +74,11 @@ class FakeBinance(FakeExchange):
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
         if path != "/fapi/v1/depth" or "symbol" not in query:
             return 400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbol'"}
-        self.snapshot_requests += 1
-        state = self._sym(query["symbol"])
-        if state.stale:
-            return 200, state.stale.pop(0)
-        return 200, self._snapshot(state, int(query.get("limit", 1000)))
+        return self.serve_snapshot(query["symbol"], query)
 
     def _snapshot(self, state: _Symbol, limit: int) -> dict[str, Any]:
         now = int(time.time() * 1000)
-        bids = sorted(state.bids.items(), reverse=True)[:limit]
-        asks = sorted(state.asks.items())[:limit]
+        bids, asks = state.top(limit)
         return {
             "lastUpdateId": state.update_id,
             "E": now,
@@ -137,31 +120,17 @@ class FakeBinance(FakeExchange):
             await self.broadcast(symbol, "trades", event)
         return out
 
-    def encoded_depth(self, symbol: str, n: int) -> list[str]:
-        """The next ``n`` depth events, encoded but not sent (to blast them, say)."""
-        return [_dumps(self._next_depth(symbol)) for _ in range(n)]
-
     def skip_trades(self, symbol: str, n: int) -> None:
         """Trades that happen but are never sent: the client sees ``a`` jump by ``n``."""
         self._sym(symbol).next_agg += n
 
     def _next_depth(self, symbol: str) -> dict[str, Any]:
         state = self._sym(symbol)
-        state.step += 1
         first = state.update_id + 1
         last = state.update_id + self.updates_per_event
         pu = state.update_id
         state.update_id = last
-        k = state.step
-        bid_px = round(state.price - (1 + k % 20) * TICK, 1)
-        ask_px = round(state.price + (1 + (k * 7) % 20) * TICK, 1)
-        bid_qty = 0.0 if k % 9 == 0 else float(k % 13 + 1)
-        ask_qty = float(k % 11 + 1)
-        for side, px, qty in ((state.bids, bid_px, bid_qty), (state.asks, ask_px, ask_qty)):
-            if qty:
-                side[px] = qty
-            else:
-                side.pop(px, None)
+        bid_px, bid_qty, ask_px, ask_qty = state.move()
         now = int(time.time() * 1000)
         return {
             "e": "depthUpdate",
@@ -180,24 +149,6 @@ class FakeBinance(FakeExchange):
             event = self._next_depth(symbol)
             self.depth_events.append(event)
             await self.broadcast(symbol, "depth", event)
-
-    def skip_depth(self, symbol: str, n: int) -> None:
-        """Depth events that change the book but are never sent (a sequence break)."""
-        for _ in range(n):
-            self._next_depth(symbol)
-
-    def stale_snapshot(self, symbol: str, times: int = 1) -> None:
-        """The next ``times`` snapshots are the book as it is now, however late they are asked."""
-        state = self._sym(symbol)
-        state.stale.extend(self._snapshot(state, 1000) for _ in range(times))
-
-    def book(self, symbol: str, depth: int) -> tuple[list[tuple[float, float]], ...]:
-        """The true top of the book."""
-        state = self._sym(symbol)
-        return (
-            sorted(state.bids.items(), reverse=True)[:depth],
-            sorted(state.asks.items())[:depth],
-        )
 
     async def ping_clients(self, within_s: float = 5.0) -> int:
         """Send a ping frame to every connection; how many answered with a pong in time."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ticktape.feeds.fakes._server import FakeConn, FakeExchange
+from ticktape.feeds.fakes._server import BookExchange, FakeConn, SymbolBook
 
 TICK = 0.5
 CLIENT_TIMEOUT_S = 60.0
@@ -30,22 +30,16 @@ class SentDeal:
 
 
 @dataclass
-class _Symbol:
+class _Symbol(SymbolBook):
     version: int = 10_000
-    price: float = 60_000.0
-    bids: dict[float, float] = field(default_factory=dict)
-    asks: dict[float, float] = field(default_factory=dict)
-    step: int = 0
-    stale: list[dict[str, Any]] = field(default_factory=list)
 
 
-class FakeMexc(FakeExchange):
+class FakeMexc(BookExchange[_Symbol]):
     def __init__(
         self, *, max_age_s: float | None = None, client_timeout_s: float = CLIENT_TIMEOUT_S
     ) -> None:
         super().__init__(max_age_s=max_age_s)
         self._client_timeout_s = client_timeout_s
-        self.symbols: dict[str, _Symbol] = {}
         self.deals: list[SentDeal] = []
         self.pings = 0
 
@@ -56,14 +50,8 @@ class FakeMexc(FakeExchange):
     def ws_url(self) -> str:
         return f"{self.ws_base}/edge"
 
-    def _sym(self, symbol: str) -> _Symbol:
-        state = self.symbols.get(symbol)
-        if state is None:
-            state = self.symbols[symbol] = _Symbol()
-            for i in range(1, 21):
-                state.bids[state.price - i * TICK] = float(10 * i)
-                state.asks[state.price + i * TICK] = float(10 * i)
-        return state
+    def _new_symbol(self) -> _Symbol:
+        return _Symbol(price=60_000.0, tick=TICK, seed_qty=10.0)
 
     # ------------------------------------------------------------------ protocol
 
@@ -97,15 +85,10 @@ class FakeMexc(FakeExchange):
         prefix = "/api/v1/contract/depth/"
         if not path.startswith(prefix):
             return 404, {"success": False, "code": 404}
-        self.snapshot_requests += 1
-        state = self._sym(path[len(prefix) :])
-        if state.stale:
-            return 200, state.stale.pop(0)
-        return 200, self._snapshot(state, int(query.get("limit", 1000)))
+        return self.serve_snapshot(path[len(prefix) :], query)
 
     def _snapshot(self, state: _Symbol, limit: int) -> dict[str, Any]:
-        bids = sorted(state.bids.items(), reverse=True)[:limit]
-        asks = sorted(state.asks.items())[:limit]
+        bids, asks = state.top(limit)
         return {
             "success": True,
             "code": 0,
@@ -152,18 +135,8 @@ class FakeMexc(FakeExchange):
 
     def _next_depth(self, symbol: str) -> dict[str, Any]:
         state = self._sym(symbol)
-        state.step += 1
         state.version += 1
-        k = state.step
-        bid_px = state.price - (1 + k % 20) * TICK
-        ask_px = state.price + (1 + (k * 7) % 20) * TICK
-        bid_qty = 0.0 if k % 9 == 0 else float(k % 13 + 1)
-        ask_qty = float(k % 11 + 1)
-        for side, px, qty in ((state.bids, bid_px, bid_qty), (state.asks, ask_px, ask_qty)):
-            if qty:
-                side[px] = qty
-            else:
-                side.pop(px, None)
+        bid_px, bid_qty, ask_px, ask_qty = state.move()
         return {
             "channel": "push.depth",
             "data": {
@@ -183,8 +156,7 @@ class FakeMexc(FakeExchange):
         """One ``push.depth.full``: the top ``limit`` levels of the book as it is now."""
         state = self._sym(symbol)
         state.version += 1
-        bids = sorted(state.bids.items(), reverse=True)[:limit]
-        asks = sorted(state.asks.items())[:limit]
+        bids, asks = state.top(limit)
         data = {
             "asks": [[p, q, 1] for p, q in asks],
             "bids": [[p, q, 1] for p, q in bids],
@@ -193,22 +165,3 @@ class FakeMexc(FakeExchange):
         now = int(time.time() * 1000)
         push = {"channel": "push.depth.full", "data": data, "symbol": symbol, "ts": now}
         await self.broadcast(symbol, "depth.full", push)
-
-    def encoded_depth(self, symbol: str, n: int) -> list[str]:
-        """The next ``n`` depth pushes, encoded but not sent (to blast them, say)."""
-        return [json.dumps(self._next_depth(symbol), separators=(",", ":")) for _ in range(n)]
-
-    def skip_depth(self, symbol: str, n: int) -> None:
-        for _ in range(n):
-            self._next_depth(symbol)
-
-    def stale_snapshot(self, symbol: str, times: int = 1) -> None:
-        state = self._sym(symbol)
-        state.stale.extend(self._snapshot(state, 1000) for _ in range(times))
-
-    def book(self, symbol: str, depth: int) -> tuple[list[tuple[float, float]], ...]:
-        state = self._sym(symbol)
-        return (
-            sorted(state.bids.items(), reverse=True)[:depth],
-            sorted(state.asks.items())[:depth],
-        )

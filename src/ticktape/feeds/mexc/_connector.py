@@ -25,19 +25,17 @@ contract endpoint documents no connection lifetime).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn, Link, StreamFeed
-from ticktape.feeds.book import LocalBook
-from ticktape.feeds.contract import GapCause, now_us, reconnect_delay
+from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
+from ticktape.feeds.contract import GapCause, now_us
 from ticktape.feeds.mexc._parse import (
     DepthData,
     MalformedMessage,
@@ -65,10 +63,7 @@ class MexcEndpoints:
 
 
 @dataclass
-class _BookSync:
-    book: LocalBook = field(default_factory=LocalBook)
-    synced: bool = False
-    buffer: list[DepthData] = field(default_factory=list)
+class _BookSync(BookSync[DepthData]):
     snapshot_version: int | None = None
     version: int = 0
 
@@ -233,20 +228,12 @@ class MexcFeed(StreamFeed):
             if not self._bridge(conn, symbol, sync, push):
                 return
         else:
-            if len(sync.buffer) >= MAX_BUFFERED_PUSHES:
-                sync.buffer.pop(0)
-            sync.buffer.append(push)
+            keep_last(sync.buffer, push, MAX_BUFFERED_PUSHES)
             return
-        if self.is_primary(conn):
-            bids, asks = sync.book.top(self.depth)
-            await self.add_book(symbol, push.ts_us, bids, asks, recv_us)
+        await self.emit_top(conn, symbol, sync.book, push.ts_us, recv_us)
 
     def _apply(self, sync: _BookSync, push: DepthData) -> None:
-        book = sync.book
-        for p, q in push.bids:
-            book.set_bid(p, q)
-        for p, q in push.asks:
-            book.set_ask(p, q)
+        sync.book.apply(push.bids, push.asks)
         sync.version = push.version
 
     def _bridge(self, conn: Conn, symbol: str, sync: _BookSync, push: DepthData) -> bool:
@@ -276,21 +263,16 @@ class MexcFeed(StreamFeed):
         conn.spawn(self._fetch_snapshot(conn, symbol))
 
     async def _fetch_snapshot(self, conn: Conn, symbol: str, attempt: int = 0) -> None:
-        if attempt:
-            await asyncio.sleep(reconnect_delay(attempt, 0.05, 1.0))
-        while not conn.closed:
-            try:
-                resp = await self._http.get(
-                    f"/api/v1/contract/depth/{symbol}", params={"limit": self.snapshot_limit}
-                )
-                resp.raise_for_status()
-                snap = parse_depth_snapshot(resp.json())
-                break
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("mexc %s: depth snapshot failed: %s", symbol, exc)
-                attempt += 1
-                await asyncio.sleep(reconnect_delay(attempt, 0.25, 5.0))
-        else:
+        snap = await self.fetch_snapshot(
+            conn,
+            symbol,
+            lambda: self._http.get(
+                f"/api/v1/contract/depth/{symbol}", params={"limit": self.snapshot_limit}
+            ),
+            parse_depth_snapshot,
+            attempt,
+        )
+        if snap is None:
             return
         sync: _BookSync = conn.state["books"][symbol]
         sync.book.reset(snap.bids, snap.asks)
@@ -312,6 +294,5 @@ class MexcFeed(StreamFeed):
                 return
             elif self._bridge(conn, symbol, sync, push):
                 last_ts = push.ts_us
-        if sync.synced and self.is_primary(conn):
-            bids, asks = sync.book.top(self.depth)
-            await self.add_book(symbol, last_ts, bids, asks, now_us())
+        if sync.synced:
+            await self.emit_top(conn, symbol, sync.book, last_ts, now_us())

@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from ticktape.config import QUESTDB_BUSY_ATTEMPTS, QUESTDB_BUSY_BASE_S, QUESTDB_BUSY_MAX_S
+from ticktape.config import RetryPolicy
 from ticktape.errors import StoreBusy
 from ticktape.retry import retry_transient
 from ticktape.store.questdb._db import Connections
@@ -63,9 +63,13 @@ class Append(Waiting[AppendResult]):
 class GroupCommitter:
     """Queues appends and commits them in groups; see the module docstring."""
 
-    def __init__(self, db: Connections, insert_sql: str, select_sql: str, key_index: int) -> None:
-        """``select_sql`` reads whole rows; ``key_index`` is where idempotency_key is in one."""
+    def __init__(
+        self, db: Connections, insert_sql: str, select_sql: str, key_index: int, retry: RetryPolicy
+    ) -> None:
+        """``select_sql`` reads whole rows; ``key_index`` is where idempotency_key is in one;
+        ``retry.busy_*`` bound the retry of a "table busy" group."""
         self._db = db
+        self._retry = retry
         self._insert = insert_sql
         self._select = select_sql
         self._key_index = key_index
@@ -79,14 +83,14 @@ class GroupCommitter:
         return await op.future
 
     async def _commit_group(self, group: list[Append]) -> None:
-        # Only "table busy" is retried here, briefly (config.QUESTDB_BUSY_*): the
-        # caller's own retry of transient errors is the one retry layer for the rest.
+        # Only "table busy" is retried here, briefly (RetryPolicy.busy_*, the one named
+        # nesting): every other transient error goes to the store boundary's retry.
         answers = await retry_transient(
             lambda: self._commit(group),
             what="append to session log (table busy)",
-            attempts=QUESTDB_BUSY_ATTEMPTS,
-            base_s=QUESTDB_BUSY_BASE_S,
-            max_s=QUESTDB_BUSY_MAX_S,
+            attempts=self._retry.busy_attempts,
+            base_s=self._retry.busy_base_s,
+            max_s=self._retry.busy_max_s,
             errors=(StoreBusy,),
             log_level=logging.DEBUG,
         )

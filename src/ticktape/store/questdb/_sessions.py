@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ticktape.config import QUESTDB_APPEND_ROUNDS
+from ticktape.config import DEFAULT_RETRY, QUESTDB_APPEND_ROUNDS, RetryPolicy
 from ticktape.domain import (
     DataType,
     Session,
@@ -303,13 +303,14 @@ class _NewestRows:
 
 
 class QuestDBSessionStore(SessionStore):
-    def __init__(self, connections: Connections) -> None:
+    def __init__(self, connections: Connections, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._db = connections
         self._committer = GroupCommitter(
             connections,
             _INSERT,
             f"SELECT {_SELECT} FROM tt_session_log",
             _COLUMNS.index("idempotency_key"),
+            retry,
         )
         self._lease_reads = _NewestRows(lambda ids: self._latest_many(ids))
 
@@ -633,11 +634,12 @@ class QuestDBSessionStore(SessionStore):
 class QuestDBStore(Store):
     """Sessions and ticks in one QuestDB. URL: ``questdb://host:8812?ilp=http://host:9000``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+        """``retry``'s ``busy_*`` bound the one retry inside this backend (config.RetryPolicy)."""
         self.url = url
         self.address = QuestDBAddress.from_url(url)
         self._db = Connections(self.address)
-        self.sessions = QuestDBSessionStore(self._db)
+        self.sessions = QuestDBSessionStore(self._db, retry)
         self.ticks = QuestDBTickStore(self._db)
 
     async def open(self) -> None:

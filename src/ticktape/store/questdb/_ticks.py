@@ -30,6 +30,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC
@@ -152,6 +153,16 @@ def _group_size(queue: list[_Write]) -> int:
 
 
 class QuestDBTickStore(TickStore):
+    """Ticks in QuestDB's WAL tables, sent over ILP/HTTP after an ownership check.
+
+    Testing hook: :attr:`before_send`, if set, is called in the sender thread after a
+    group's ownership check passed and before its rows go out — a test blocks in it
+    to reproduce an owner stalled between the two (tests/integration/test_questdb_fencing.py).
+    The product never sets it.
+    """
+
+    before_send: Callable[[], None] | None = None
+
     def __init__(self, connections: Connections) -> None:
         self._db = connections
         self._sender: Sender | None = None
@@ -175,6 +186,8 @@ class QuestDBTickStore(TickStore):
                 self._sender = None
 
     def _send(self, frames: list[tuple[str, pd.DataFrame]]) -> None:
+        if self.before_send is not None:
+            self.before_send()
         with self._sender_lock:
             if self._sender is None:
                 self._sender = Sender.from_conf(self._db.address.ilp_conf)

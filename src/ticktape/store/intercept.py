@@ -1,0 +1,266 @@
+"""Store handles that pass every call through one function: the shared shape of wrappers.
+
+:class:`InterceptedSessionStore` and :class:`InterceptedTickStore` keep both contracts
+by handing each call to an :data:`Interceptor` with the operation's name (the method's)
+and its arguments by name; the interceptor decides what happens around the real call.
+:class:`InterceptedStore` is a whole store so wrapped. The retry layer
+(:mod:`ticktape.store.retrying`) and fault injection (:mod:`ticktape.testing`) are
+both built on it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from ticktape.domain import Session, SessionEvent, SessionStatus, Stats
+from ticktape.store.base import (
+    MAX_CHANGES,
+    UNCHANGED,
+    ChangePage,
+    Seal,
+    SessionPage,
+    SessionQuery,
+    SessionStore,
+    Store,
+    TickPosition,
+    TickQuery,
+    TickStore,
+    Unchanged,
+    WriteResult,
+)
+from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
+
+T = TypeVar("T")
+
+SESSION_OPERATIONS = frozenset(
+    {
+        "create_session",
+        "get_session",
+        "list_sessions",
+        "count_sessions",
+        "transition",
+        "claim",
+        "renew_lease",
+        "add_event",
+        "list_events",
+        "mark_deleted",
+        "find_expired",
+        "find_owned",
+        "list_changed",
+    }
+)
+TICK_OPERATIONS = frozenset(
+    {"write", "wait_visible", "count", "seal", "position", "read_trades", "read_orderbook"}
+)
+OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS
+
+
+class Interceptor(Protocol):
+    """``await call(operation, fn, **arguments)``: what happens around ``fn(**arguments)``."""
+
+    def __call__(
+        self, operation: str, fn: Callable[..., Awaitable[T]], **kwargs: Any
+    ) -> Awaitable[T]: ...
+
+
+class InterceptedSessionStore(SessionStore):
+    def __init__(self, inner: SessionStore, call: Interceptor) -> None:
+        self._inner = inner
+        self._f = call
+
+    async def create_session(self, session: Session, *, actor: str) -> Session:
+        i = self._inner
+        return await self._f("create_session", i.create_session, session=session, actor=actor)
+
+    async def get_session(self, session_id: str) -> Session:
+        i = self._inner
+        return await self._f("get_session", i.get_session, session_id=session_id)
+
+    async def list_sessions(self, query: SessionQuery) -> SessionPage:
+        return await self._f("list_sessions", self._inner.list_sessions, query=query)
+
+    async def count_sessions(self, query: SessionQuery) -> int:
+        return await self._f("count_sessions", self._inner.count_sessions, query=query)
+
+    async def transition(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        to_status: SessionStatus,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | Unchanged | None = UNCHANGED,
+        lease_expires_at: datetime | Unchanged | None = UNCHANGED,
+        stats: Stats | None = None,
+        lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
+    ) -> Session:
+        return await self._f(
+            "transition",
+            self._inner.transition,
+            session_id=session_id,
+            expected_version=expected_version,
+            to_status=to_status,
+            actor=actor,
+            reason=reason,
+            detail=detail,
+            owner=owner,
+            lease_expires_at=lease_expires_at,
+            stats=stats,
+            lease_expired_before=lease_expired_before,
+            seal=seal,
+        )
+
+    async def renew_lease(
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        lease_expires_at: datetime,
+        stats: Stats | None = None,
+    ) -> Session:
+        return await self._f(
+            "renew_lease",
+            self._inner.renew_lease,
+            session_id=session_id,
+            owner=owner,
+            lease_expires_at=lease_expires_at,
+            stats=stats,
+        )
+
+    async def claim(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        owner: str,
+        lease_expires_at: datetime,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        lease_expired_before: datetime | None = None,
+        seal: Seal | None = None,
+    ) -> Session:
+        return await self._f(
+            "claim",
+            self._inner.claim,
+            session_id=session_id,
+            expected_version=expected_version,
+            owner=owner,
+            lease_expires_at=lease_expires_at,
+            actor=actor,
+            reason=reason,
+            detail=detail,
+            lease_expired_before=lease_expired_before,
+            seal=seal,
+        )
+
+    async def add_event(
+        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+    ) -> SessionEvent:
+        return await self._f(
+            "add_event",
+            self._inner.add_event,
+            session_id=session_id,
+            actor=actor,
+            reason=reason,
+            detail=detail,
+        )
+
+    async def list_events(self, session_id: str) -> list[SessionEvent]:
+        i = self._inner
+        return await self._f("list_events", i.list_events, session_id=session_id)
+
+    async def mark_deleted(self, session_id: str) -> Session:
+        i = self._inner
+        return await self._f("mark_deleted", i.mark_deleted, session_id=session_id)
+
+    async def find_expired(self, now: datetime) -> list[Session]:
+        return await self._f("find_expired", self._inner.find_expired, now=now)
+
+    async def find_owned(self, owner_prefix: str) -> list[Session]:
+        i = self._inner
+        return await self._f("find_owned", i.find_owned, owner_prefix=owner_prefix)
+
+    async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
+        i = self._inner
+        return await self._f("list_changed", i.list_changed, since=since, limit=limit)
+
+
+class InterceptedTickStore(TickStore):
+    def __init__(self, inner: TickStore, call: Interceptor) -> None:
+        self._inner = inner
+        self._f = call
+
+    async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
+        return await self._f("write", self._inner.write, batches=batches, owner=owner)
+
+    async def wait_visible(self, timeout_s: float) -> None:
+        i = self._inner
+        return await self._f("wait_visible", i.wait_visible, timeout_s=timeout_s)
+
+    async def count(self, session_id: str) -> TickCounts:
+        return await self._f("count", self._inner.count, session_id=session_id)
+
+    async def seal(self, session_id: str) -> Seal:
+        return await self._f("seal", self._inner.seal, session_id=session_id)
+
+    async def position(self, session_id: str) -> TickPosition:
+        return await self._f("position", self._inner.position, session_id=session_id)
+
+    async def read_trades(self, query: TickQuery) -> list[Trade]:
+        return await self._f("read_trades", self._inner.read_trades, query=query)
+
+    async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
+        return await self._f("read_orderbook", self._inner.read_orderbook, query=query)
+
+
+class InterceptedStore(Store):
+    """``inner`` with every session and tick call handed to :meth:`intercept`.
+
+    Opening, closing and the write-failure and disk-usage reports go straight to
+    ``inner``.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.sessions = InterceptedSessionStore(inner.sessions, self.intercept)
+        self.ticks = InterceptedTickStore(inner.ticks, self.intercept)
+
+    @abc.abstractmethod
+    async def intercept(self, operation: str, fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+        """Run ``fn(**kwargs)``, the call named ``operation``, with this wrapper's behaviour."""
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    @property
+    def write_failure(self) -> str | None:
+        return self.inner.write_failure
+
+    @property
+    def write_failures(self) -> int:
+        return self.inner.write_failures
+
+    def disk_usage_bytes(self) -> int | None:
+        return self.inner.disk_usage_bytes()
+
+
+__all__ = [
+    "OPERATIONS",
+    "SESSION_OPERATIONS",
+    "TICK_OPERATIONS",
+    "InterceptedSessionStore",
+    "InterceptedStore",
+    "InterceptedTickStore",
+    "Interceptor",
+]

@@ -1,0 +1,73 @@
+"""Store-first state changes shared by the service and the runtime.
+
+A state change reads the session, decides, and writes conditionally on the version it
+read; a lost race means "read again and decide again", ``RetryPolicy.cas_rounds`` times
+at most. Transient store errors are not retried here: the store handle does that
+(:mod:`ticktape.store.retrying`, the one retry layer).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ticktape.config import DEFAULT_RETRY, RetryPolicy
+from ticktape.domain import Session, SessionStatus
+from ticktape.errors import InvalidTransition, SessionConflict, StoreError, TransitionRace
+from ticktape.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+async def note(
+    store: Store, session_id: str, *, actor: str, reason: str, detail: str | None = None
+) -> bool:
+    """Record an event in the session's history, best effort: False (logged) if the store failed.
+
+    For facts worth keeping (a lost lease, a retried write) whose recording must
+    never change what the caller does next.
+    """
+    try:
+        await store.sessions.add_event(session_id, actor=actor, reason=reason, detail=detail)
+    except StoreError as exc:
+        log.warning("session %s: could not record %r (%s): %s", session_id, reason, detail, exc)
+        return False
+    return True
+
+
+async def request_stop(
+    store: Store,
+    session_id: str,
+    *,
+    actor: str,
+    reason: str,
+    policy: RetryPolicy = DEFAULT_RETRY,
+) -> Session:
+    """Record a stop request: ``pending``/``running`` → ``stopping``. Idempotent.
+
+    A session already ``stopping`` or terminal is returned as it is. A lost
+    compare-and-set is decided again, ``policy.cas_rounds`` times at most. Transient
+    store errors are the store boundary's to retry; if the write still fails, nothing
+    changed and the error propagates: the session is still running and still stoppable.
+    """
+    for _ in range(policy.cas_rounds):
+        session = await store.sessions.get_session(session_id)
+        if session.is_terminal or session.status is SessionStatus.STOPPING:
+            return session
+        try:
+            return await store.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.STOPPING,
+                actor=actor,
+                reason=reason,
+            )
+        except (TransitionRace, InvalidTransition):
+            continue  # it moved meanwhile (started, completed, ...): read it again
+    raise SessionConflict(
+        f"session {session_id!r} kept changing; stop not recorded, try again",
+        session_id=session_id,
+        status="unknown",
+    )
+
+
+__all__ = ["note", "request_stop"]
