@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from ticktape.domain import Session, SessionEvent, SessionKind, SessionStatus, Stats
-from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
+from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
+from ticktape.feeds.contract import Gap
+from ticktape.ticks import BookSnapshot, StreamTimes, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 500
@@ -381,6 +382,26 @@ class TickStore(abc.ABC):
     @abc.abstractmethod
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         """Order-book snapshots in ``query``'s range, oldest first (ts, then symbol)."""
+
+    @abc.abstractmethod
+    async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
+        """Exchange and receive times (µs) of one stream's visible rows, in arrival order
+        (trades by trade id, snapshots by time); a row stored without a receive time has
+        -1. Every row of the stream: for the quality report, not for paging."""
+
+    @abc.abstractmethod
+    async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
+        """Store gaps of the session's recording (:class:`~ticktape.feeds.contract.Gap`).
+
+        Fenced like :meth:`write`: accepted only while the session is non-terminal and
+        owned by ``owner``, else :class:`~ticktape.errors.LeaseLost` and nothing stored.
+        Idempotent: a gap is identified by (session, symbol, data type, start, cause);
+        storing it again changes nothing. On return the rows are durable and visible.
+        """
+
+    @abc.abstractmethod
+    async def read_gaps(self, session_id: str) -> list[Gap]:
+        """The session's gaps, oldest first (start, then symbol, data type, cause); [] if none."""
 
 
 class Store(abc.ABC):
