@@ -34,11 +34,13 @@ from ticktape.errors import (
     ValidationError,
     clip,
 )
+from ticktape.feeds.quality import StreamQuality, stream_quality
 from ticktape.metrics import Metrics
 from ticktape.redact import redact
 from ticktape.retry import retry_transient
 from ticktape.runtime.transitions import request_stop
 from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
+from ticktape.store.rules import to_us
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
@@ -307,3 +309,22 @@ class SessionService:
     async def orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         await self.get(query.session_id)
         return await self._store.ticks.read_orderbook(query)
+
+    async def quality(
+        self, session_id: str
+    ) -> tuple[Session, datetime, datetime, list[StreamQuality]]:
+        """Per symbol and data type: rows, gaps, coverage, latency (``feeds.quality``)."""
+        session = await self.get(session_id)
+        gaps = await self._store.ticks.read_gaps(session_id)
+        start = session.started_at or session.created_at
+        end = session.ended_at or utcnow()
+        end = max(end, start)
+        window = (to_us(start), to_us(end))
+        out = []
+        for symbol in session.symbols:
+            for data_type in session.data_types:
+                times = await self._store.ticks.read_times(session_id, symbol, data_type)
+                out.append(
+                    stream_quality(symbol, data_type, times.ts_us, times.recv_us, gaps, window)
+                )
+        return session, start, end, out

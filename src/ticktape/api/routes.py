@@ -26,11 +26,13 @@ from ticktape.api.models import (
     CreateSessionRequest,
     ErrorOut,
     EventListOut,
+    QualityOut,
     SessionListOut,
     SessionOut,
     TradeListOut,
     book_out,
     event_out,
+    quality_out,
     session_out,
     trade_out,
 )
@@ -248,3 +250,10 @@ async def session_orderbook(
 ) -> BookListOut:
     books = [book_out(b) for b in await service.orderbook(query)]
     return BookListOut(orderbook=books, count=len(books))
+
+
+@router.get("/{session_id}/quality", response_model=QualityOut)
+async def session_quality(session_id: str, service: Service) -> QualityOut:
+    """Data quality per symbol and data type: rows, rate, gaps (with their rows), lost
+    messages, reconnects, sequence breaks, out-of-order rows, receive latency, coverage."""
+    return quality_out(*await service.quality(session_id))

@@ -22,6 +22,7 @@ from ticktape.api.models import (
     EventListOut,
     EventOut,
     HealthOut,
+    QualityOut,
     SessionListOut,
     SessionOut,
     TradeListOut,
@@ -202,6 +203,9 @@ class TicktapeClient:
     def events(self, session_id: str) -> list[EventOut]:
         path = self._session_path(session_id, "/events")
         return self._get_model(EventListOut, "GET", path).events
+
+    def quality(self, session_id: str) -> QualityOut:
+        return self._get_model(QualityOut, "GET", self._session_path(session_id, "/quality"))
 
     def trades(self, session_id: str, **window: Any) -> TradeListOut:
         """Stored trades (``symbol``, ``start``, ``end``, ``limit``: see :meth:`_ticks`)."""
