@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from ticktape.config import IDEMPOTENCY_KEY_TTL_S, STOP_WAIT_TIMEOUT_S, Settings
 from ticktape.domain import (
     ACTIVE_STATUSES,
+    DataType,
     Reason,
     Session,
     SessionEvent,
@@ -34,6 +36,7 @@ from ticktape.errors import (
     ValidationError,
     clip,
 )
+from ticktape.export import ExportFormat, book_pages, encode, trade_pages
 from ticktape.feeds.quality import StreamQuality, stream_quality
 from ticktape.metrics import Metrics
 from ticktape.redact import redact
@@ -309,6 +312,18 @@ class SessionService:
     async def orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         await self.get(query.session_id)
         return await self._store.ticks.read_orderbook(query)
+
+    async def export(
+        self, session_id: str, data: DataType, fmt: ExportFormat, symbol: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The session's trades or snapshots as CSV or Parquet bytes, streamed page by page.
+        Checks the session exists first, so an unknown id is a 404, not a broken stream."""
+        session = await self.get(session_id)
+        query = TickQuery(session_id, symbol=symbol)
+        if data is DataType.TRADES:
+            return encode(trade_pages(self._store.ticks.read_trades, query), fmt)
+        pages = book_pages(self._store.ticks.read_orderbook, query)
+        return encode(pages, fmt, depth=session.config.book_depth)
 
     async def quality(
         self, session_id: str

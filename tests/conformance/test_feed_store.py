@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,8 @@ from ticktape.domain import DataType, Session, SessionStatus
 from ticktape.errors import LeaseLost
 from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store import Store
+from ticktape.store.base import TickQuery
+from ticktape.store.rules import to_us
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 StartSession = Callable[..., Session]
@@ -114,3 +117,65 @@ def test_receive_times_are_kept_per_row_in_arrival_order(
     assert book.recv_us.tolist() == (b.ts_us + 250).tolist()
     none = run(store.ticks.read_times(s.id, "XRP_USDT", DataType.ORDERBOOK))
     assert none.ts_us.tolist() == none.recv_us.tolist() == []
+
+
+def _key_us(ts: datetime) -> int:
+    return to_us(ts)
+
+
+def test_trades_page_through_with_after_exactly_once_even_on_ties(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    # Two symbols with the same ids at the same times, and a burst in one microsecond.
+    a = trades(s.id, "BTC_USDT", n=40, step_us=1000, seed=3)
+    b = trades(s.id, "ETH_USDT", n=40, step_us=1000, seed=4)
+    burst = dataclasses.replace(
+        trades(s.id, "SOL_USDT", n=9, first_id=7, seed=5), ts_us=np.full(9, BASE_US + 3000)
+    )
+    run(store.ticks.write([a, b, burst], owner=OWNER))
+    run(store.ticks.wait_visible(10.0))
+    everything = run(store.ticks.read_trades(TickQuery(s.id, limit=1000)))
+    assert len(everything) == 89
+    keys = [(_key_us(t.ts), t.trade_id, t.symbol) for t in everything]
+    assert keys == sorted(keys)  # a total order: ts, trade id, symbol
+    pages: list[Any] = []
+    after = None
+    while True:
+        page = run(store.ticks.read_trades(TickQuery(s.id, limit=7, after=after)))
+        pages += page
+        if len(page) < 7:
+            break
+        last = page[-1]
+        after = (_key_us(last.ts), last.trade_id, last.symbol)
+    assert pages == everything
+    # ``after`` combines with the other filters.
+    eth = run(store.ticks.read_trades(TickQuery(s.id, symbol="ETH_USDT", limit=1000)))
+    k = eth[9]
+    rest = run(
+        store.ticks.read_trades(
+            TickQuery(s.id, symbol="ETH_USDT", after=(_key_us(k.ts), k.trade_id, k.symbol))
+        )
+    )
+    assert rest == eth[10:]
+
+
+def test_snapshots_page_through_with_after_exactly_once(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    x = books(s.id, "BTC_USDT", n=12, step_us=5000, seed=5)
+    y = books(s.id, "ETH_USDT", n=12, step_us=2500, seed=6)  # every 2nd time shared
+    run(store.ticks.write([x, y], owner=OWNER))
+    run(store.ticks.wait_visible(10.0))
+    everything = run(store.ticks.read_orderbook(TickQuery(s.id, limit=1000)))
+    assert len(everything) == 24
+    pages: list[Any] = []
+    after = None
+    while True:
+        page = run(store.ticks.read_orderbook(TickQuery(s.id, limit=5, after=after)))
+        pages += page
+        if len(page) < 5:
+            break
+        after = (_key_us(page[-1].ts), 0, page[-1].symbol)
+    assert pages == everything

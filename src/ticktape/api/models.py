@@ -157,6 +157,9 @@ class TradeOut(BaseModel):
 class TradeListOut(BaseModel):
     trades: list[TradeOut]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="pass back as ``cursor`` for the next page; null: no more"
+    )
 
 
 class BookOut(BaseModel):
@@ -169,6 +172,9 @@ class BookOut(BaseModel):
 class BookListOut(BaseModel):
     orderbook: list[BookOut]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="pass back as ``cursor`` for the next page; null: no more"
+    )
 
 
 class GapOut(BaseModel):

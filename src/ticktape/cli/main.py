@@ -25,6 +25,13 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import (
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from ticktape.api import create_app
@@ -562,6 +569,48 @@ def events(
             e.detail or "",
         )
     out.print(table)
+
+
+@app.command("export")
+@reported
+def export_cmd(
+    session_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
+    data: Annotated[str, typer.Option("--data", help="trades or orderbook.")] = "trades",
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Export a session's trades or order books to a CSV or Parquet file (streamed)."""
+    partial = output.with_name(output.name + ".part")
+    with (
+        client_for(url, token) as client,
+        Progress(
+            TextColumn("exporting"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("export", total=None)
+        try:
+            with partial.open("wb") as target:
+                written = client.export(
+                    session_id,
+                    target,
+                    fmt=fmt,
+                    data=data,
+                    symbol=symbol,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        except BaseException:
+            partial.unlink(missing_ok=True)  # never leave half a file under the real name
+            raise
+    partial.replace(output)
+    out.print(f"{output}: {written:,} bytes", markup=False)
 
 
 @app.command()

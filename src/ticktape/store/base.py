@@ -74,13 +74,19 @@ class ChangePage:
 
 @dataclass(frozen=True, slots=True)
 class TickQuery:
-    """A range of one session's ticks: ``start <= ts < end``, oldest first."""
+    """A range of one session's ticks: ``start <= ts < end``, oldest first.
+
+    ``after`` continues a previous page: only rows strictly after that row's key in
+    the read order — (ts_us, trade_id, symbol) for trades, (ts_us, 0, symbol) for
+    snapshots (see :meth:`TickStore.read_trades` / :meth:`TickStore.read_orderbook`).
+    """
 
     session_id: str
     symbol: str | None = None
     start: datetime | None = None
     end: datetime | None = None
     limit: int = DEFAULT_DATA_LIMIT
+    after: tuple[int, int, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,11 +383,13 @@ class TickStore(abc.ABC):
 
     @abc.abstractmethod
     async def read_trades(self, query: TickQuery) -> list[Trade]:
-        """Trades of the session in ``query``'s range, oldest first (ts, then trade_id)."""
+        """Trades of the session in ``query``'s range, oldest first (ts, then trade_id, then
+        symbol: a total order, so ``query.after`` pages through every row exactly once)."""
 
     @abc.abstractmethod
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
-        """Order-book snapshots in ``query``'s range, oldest first (ts, then symbol)."""
+        """Order-book snapshots in ``query``'s range, oldest first (ts, then symbol), after
+        ``query.after`` when given."""
 
     @abc.abstractmethod
     async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:

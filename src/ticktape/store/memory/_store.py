@@ -412,9 +412,11 @@ class MemoryTickStore(TickStore):
         rows = [
             (ts, tid, sym, px, qty, side)
             for (sid, sym, tid), (ts, px, qty, side) in self._s.trades.items()
-            if sid == query.session_id and self._in_range(query, sym, ts)
+            if sid == query.session_id
+            and self._in_range(query, sym, ts)
+            and (query.after is None or (ts, tid, sym) > query.after)
         ]
-        rows.sort(key=lambda r: (r[0], r[1]))
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
         return [
             Trade(sym, from_us(ts), tid, px, qty, side_name(side))
             for ts, tid, sym, px, qty, side in rows[: query.limit]
@@ -425,7 +427,9 @@ class MemoryTickStore(TickStore):
         rows = [
             (ts, sym, sides)
             for (sid, sym, ts), sides in self._s.books.items()
-            if sid == query.session_id and self._in_range(query, sym, ts)
+            if sid == query.session_id
+            and self._in_range(query, sym, ts)
+            and (query.after is None or (ts, 0, sym) > query.after)
         ]
         rows.sort(key=lambda r: (r[0], r[1]))
         return [

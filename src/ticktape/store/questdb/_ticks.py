@@ -419,6 +419,20 @@ class QuestDBTickStore(TickStore):
         if query.end is not None:
             clauses.append("ts < %s")
             params.append(query.end)
+        if query.after is not None:
+            ts_us, tid, sym = query.after
+            at = _timestamps(np.array([ts_us], np.int64))[0].to_pydatetime()
+            clauses.append("ts >= %s")
+            params.append(at)
+            if table == "trades":
+                clauses.append(
+                    "(ts > %s OR (ts = %s AND (trade_id > %s OR "
+                    "(trade_id = %s AND symbol::varchar > %s))))"
+                )
+                params += [at, at, tid, tid, sym]
+            else:
+                clauses.append("(ts > %s OR (ts = %s AND symbol::varchar > %s))")
+                params += [at, at, sym]
         return " AND ".join(clauses) + fenced, params + fence_params
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
@@ -426,7 +440,7 @@ class QuestDBTickStore(TickStore):
         where, params = await self._range(query, "trades")
         rows = await self._scalar_rows(
             f"SELECT symbol, ts, trade_id, price, qty, side FROM tt_trades WHERE {where} "
-            "ORDER BY ts, trade_id LIMIT %s",
+            "ORDER BY ts, trade_id, symbol LIMIT %s",
             [*params, query.limit],
             "read trades",
         )

@@ -679,9 +679,19 @@ class SqliteTickStore(TickStore):
         return await self._db.read(run, "read tick position")
 
     @staticmethod
-    def _range(query: TickQuery) -> tuple[str, list[object]]:
+    def _range(query: TickQuery, trades: bool = True) -> tuple[str, list[object]]:
         clauses = ["sid = (SELECT sid FROM sessions WHERE id = ?)"]
         params: list[object] = [query.session_id]
+        if query.after is not None:
+            ts, tid, sym = query.after
+            clauses.append("ts_us >= ?")
+            params.append(ts)
+            if trades:
+                clauses.append("(ts_us, trade_id, symbol) > (?, ?, ?)")
+                params += [ts, tid, sym]
+            else:
+                clauses.append("(ts_us, symbol) > (?, ?)")
+                params += [ts, sym]
         if query.symbol is not None:
             clauses.append("symbol = ?")
             params.append(query.symbol)
@@ -698,7 +708,7 @@ class SqliteTickStore(TickStore):
         where, params = self._range(query)
         sql = (
             f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
-            "ORDER BY ts_us, trade_id LIMIT ?"
+            "ORDER BY ts_us, trade_id, symbol LIMIT ?"
         )
         return await self._db.read(
             lambda conn: [
@@ -710,7 +720,7 @@ class SqliteTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         check_limit(query.limit, MAX_DATA_LIMIT)
-        where, params = self._range(query)
+        where, params = self._range(query, trades=False)
         sql = (
             f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
             f"WHERE {where} ORDER BY ts_us, symbol LIMIT ?"
