@@ -150,3 +150,24 @@ def test_cli_export_writes_a_parquet_file(
     session = client.get(f"/api/sessions/{recorded}").json()
     assert pq.read_table(target).num_rows == session["stats"]["trades"]
     assert not (tmp_path / "out.parquet.part").exists()
+
+
+def test_quality_of_a_simulated_session(client: httpx.Client, recorded: str) -> None:
+    session = client.get(f"/api/sessions/{recorded}").json()
+    report = client.get(f"/api/sessions/{recorded}/quality").json()
+    streams = {(q["symbol"], q["data_type"]): q for q in report["streams"]}
+    assert set(streams) == {
+        (s, d) for s in ("BTC_USDT", "ETH_USDT") for d in ("trades", "orderbook")
+    }
+    assert (
+        sum(q["rows"] for (_, d), q in streams.items() if d == "trades")
+        == (session["stats"]["trades"])
+    )
+    assert (
+        sum(q["rows"] for (_, d), q in streams.items() if d == "orderbook")
+        == (session["stats"]["orderbook"])
+    )
+    for q in streams.values():
+        assert (q["gaps"], q["lost"], q["coverage_pct"], q["out_of_order"]) == (0, 0, 100.0, 0)
+        assert q["latency"]["p50_ms"] is not None  # receive times are stored for sim too
+        assert q["rate_per_s"] > 0

@@ -138,6 +138,16 @@ def _quality(c: httpx.Client, sid: str) -> dict[tuple[str, str], dict[str, Any]]
     return {(q["symbol"], q["data_type"]): q for q in response.json()["streams"]}
 
 
+def _metrics(c: httpx.Client) -> dict[str, float]:
+    text = c.get("/metrics").text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
 def _us(ts: str) -> int:
     d = datetime.fromisoformat(ts)
     return int(d.timestamp()) * 1_000_000 + d.microsecond
@@ -224,6 +234,15 @@ def test_binance_session_records_through_sequence_breaks_and_a_drop(
         assert 0 < qt["coverage_pct"] < 100
         _assert_stats_equal_rows(c, sid)
         assert_valid_history(c, sid)
+        metrics = _metrics(c)
+        assert (
+            metrics['ticktape_feed_rows_received_total{data_type="trades",exchange="binance"}']
+            == 180
+        )
+        assert metrics['ticktape_feed_gaps_total{cause="sequence_break",exchange="binance"}'] == 2
+        assert metrics['ticktape_feed_gaps_total{cause="disconnect",exchange="binance"}'] == 2
+        assert metrics['ticktape_feed_messages_lost_total{exchange="binance"}'] >= 11
+        assert metrics["ticktape_feed_commit_lag_seconds_count"] > 0
 
 
 def test_binance_symbols_in_the_wrong_form_are_refused(

@@ -31,10 +31,12 @@ from ticktape.domain import DataType, Reason, Session, utcnow
 from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.contract import (
     EventKind,
+    FeedBooks,
     FeedEvent,
     Gap,
     GapCause,
     SubscriptionRefused,
+    now_us,
 )
 from ticktape.feeds.factory import BuiltFeed, build_feed
 from ticktape.feeds.sim import ResumePoint
@@ -77,12 +79,14 @@ class CollectRunner:
         self._metrics = metrics
         self._owner = owner
         self._gaps: list[Gap] = []  # gap rows not stored yet (written by the flusher)
+        self._exchange = "sim"
         self._refused: str | None = None
 
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
         resume = await self._resume_point(session, handle) if handle.resumed else None
         built = build_feed(session, self._settings.feeds, resume)
+        self._exchange = session.exchange
         if handle.resumed:
             await self._record_gap(session, resume, built.start_us)
             if resume is not None and built.connector is None:
@@ -216,6 +220,10 @@ class CollectRunner:
                 if isinstance(item, FeedEvent):
                     self._on_event(handle, item)
                 else:  # the rows keep their receive times
+                    self._metrics.feed_rows.labels(
+                        exchange=self._exchange,
+                        data_type="orderbook" if isinstance(item, FeedBooks) else "trades",
+                    ).inc(len(item))
                     await buffer.put([dataclasses.replace(item.batch, recv_us=item.recv_us)])
         except SubscriptionRefused as exc:
             self._refused = str(exc)
@@ -235,6 +243,11 @@ class CollectRunner:
     def _on_event(self, handle: RunHandle, event: FeedEvent) -> None:
         if event.kind is EventKind.GAP and event.gap is not None:
             self._gaps.append(event.gap)
+            self._metrics.feed_gaps.labels(
+                exchange=self._exchange, cause=event.gap.cause.value
+            ).inc()
+            if event.gap.lost:
+                self._metrics.feed_lost.labels(exchange=self._exchange).inc(event.gap.lost)
             log.warning("session %s: gap %s", handle.session_id, event.gap)
         elif event.kind in (EventKind.DISCONNECTED, EventKind.STALE):
             log.info("session %s: feed %s %s", handle.session_id, event.kind, event.detail)
@@ -318,4 +331,10 @@ class CollectRunner:
         )
         handle.written = handle.written + delivered
         self._metrics.ticks_written(delivered.trades, delivered.orderbook)
+        committed = now_us()
+        for b in batches:
+            if b.recv_us is not None and len(b.recv_us):
+                self._metrics.feed_commit_lag.observe(
+                    max(0, committed - int(b.recv_us.min())) / 1e6
+                )
         return True
