@@ -334,6 +334,32 @@ def test_mexc_session_records_through_a_version_gap_and_a_drop(
         assert_valid_history(c, sid)
 
 
+def test_a_stop_while_the_exchange_is_down_is_prompt_and_keeps_the_open_gap(
+    store_url: str, tmp_path: Path, mexc: FakeInThread
+) -> None:
+    fx = mexc
+    fake: FakeMexc = fx.fake  # type: ignore[assignment]
+    sym = "ETH_USDT"
+    with (
+        running_server(store_url, tmp_path, env=_env(fake)) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as c,
+    ):
+        sid = _create(c, "mexc", sym, data_types=["trades"])
+        fx.call(fake.wait_subscribed((sym,), ("trades",)))
+        fx.call(fake.send_deals(sym, 20))
+        _until(lambda: len(_rows(c, sid, "trades")) == 20, "20 deals stored")
+        fx.call(fake.stop())  # the exchange goes away: the feed keeps reconnecting
+        started = time.monotonic()
+        session = _stop(c, sid)
+        assert time.monotonic() - started < 10.0
+        assert session["status"] == "stopped"
+        gaps = _quality(c, sid)[(sym, "trades")]["gap_rows"]
+        assert [g["cause"] for g in gaps] == ["disconnect"]  # still open at the stop
+        assert _us(gaps[0]["end"]) >= _us(gaps[0]["start"])
+        _assert_stats_equal_rows(c, sid)
+        fx.call(fake.start())  # for the fixture's teardown
+
+
 # --------------------------------------------------------------------------- crash
 
 
