@@ -11,9 +11,10 @@ trade id of each symbol — and the gap is recorded in the session's history.
 
 The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
 :func:`~ticktape.feeds.factory.build_feed` picks the source for the session's
-``exchange``. Ticks go to the bounded buffer; ``gap`` events become gap rows of
-the session (written, fenced, by the flusher after the ticks before them); a
-refused subscription fails the session with the exchange's reason.
+``exchange``. Ticks go to the bounded buffer with their receive times; ``gap``
+events become gap rows of the session, written (fenced like ticks) by the
+flusher before the ticks that follow them; a refused subscription fails the
+session with the exchange's reason.
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class CollectRunner:
             log.info("session %s: feed %s %s", handle.session_id, event.kind, event.detail)
 
     async def _write_gaps(self, handle: RunHandle) -> None:
-        """Store the gaps seen so far (after the ticks before them); kept for later on error."""
+        """Store the gaps seen so far; on a store error they are kept and tried again."""
         gaps, self._gaps = self._gaps, []
         try:
             await retry_noted(
