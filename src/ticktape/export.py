@@ -22,9 +22,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from ticktape.store.base import MAX_DATA_LIMIT, TickQuery
 from ticktape.store.rules import to_us
@@ -39,17 +37,25 @@ class ExportFormat(StrEnum):
 
 
 MEDIA_TYPES = {ExportFormat.CSV: "text/csv", ExportFormat.PARQUET: "application/vnd.apache.parquet"}
+TRADE_COLUMNS = ["symbol", "ts", "trade_id", "price", "qty", "side"]
 
-TRADE_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("trade_id", pa.int64()),
-        ("price", pa.float64()),
-        ("qty", pa.float64()),
-        ("side", pa.string()),
-    ]
-)
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def trade_schema() -> pa.Schema:
+    import pyarrow as pa  # imported on first use: the CLI and the server start without it
+
+    return pa.schema(
+        [
+            ("symbol", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("trade_id", pa.int64()),
+            ("price", pa.float64()),
+            ("qty", pa.float64()),
+            ("side", pa.string()),
+        ]
+    )
 
 
 def book_columns(depth: int) -> list[str]:
@@ -62,6 +68,8 @@ def book_columns(depth: int) -> list[str]:
 
 
 def book_schema(depth: int) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.schema(
         [("symbol", pa.string()), ("ts", pa.timestamp("us", tz="UTC"))]
         + [(name, pa.float64()) for name in book_columns(depth)]
@@ -148,7 +156,7 @@ async def encode(
     depth: int | None = None,
 ) -> AsyncIterator[bytes]:
     """The bytes of an export, one chunk per page; ``depth`` set for order books."""
-    schema = TRADE_SCHEMA if depth is None else book_schema(depth)
+    names = TRADE_COLUMNS if depth is None else ["symbol", "ts", *book_columns(depth)]
 
     def columns(page: list[Trade] | list[BookSnapshot]) -> dict[str, list[object]]:
         if depth is None:
@@ -158,7 +166,7 @@ async def encode(
     if fmt is ExportFormat.CSV:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(schema.names)
+        writer.writerow(names)
         yield buffer.getvalue().encode()
         async for page in pages:
             buffer.seek(0)
@@ -169,6 +177,10 @@ async def encode(
                 writer.writerow(["" if v is None else v for v in row])
             yield buffer.getvalue().encode()
         return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = trade_schema() if depth is None else book_schema(depth)
     sink = _Sink()
     parquet = pq.ParquetWriter(sink, schema, compression="zstd")
     try:
