@@ -7,6 +7,13 @@
 2. ``wire``: the same through a real local WebSocket: a fake exchange in a
    *separate process* sends pre-encoded messages as fast as it can; this process
    runs the real connector and counts the rows it yields per second.
+4. ``store`` (run first): the whole session path into SQLite — the fake in a
+   separate process sends ``--messages`` messages as fast as it can; the real
+   connector, the real collect runner (buffer, flusher, gap rows) and a real
+   SQLite store take them; the rate is stored rows per second from the order to
+   send until the store holds them all. Then ``lag``: the same path with the fake
+   paced at ``--lag-rate`` messages/s for ``--lag-seconds``; receive→commit lag
+   is measured per row (store acknowledgement time minus the row's receive time).
 3. ``recover``: a fake exchange (in this process) keeps its book moving; the
    bench drops every connection ``--drops`` times and measures, per drop, the
    time until the feed has reconnected, resubscribed and resynced its book (the
@@ -177,17 +184,32 @@ async def serve_fake(exchange: str) -> None:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line.strip():
             break
-        kind, n = line.split()
+        kind, n, *paced = line.split()
+        rate = float(paced[0]) if paced else 0.0  # messages per second; 0: as fast as it can
         symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
+        if kind == "wait":  # subscribed (a book: in sync after a first event), then answer
+            await fx.wait_subscribed((symbol,), (n,))
+            if n == "depth":
+                for _ in range(5):
+                    for raw in fx.encoded_depth(symbol, 1):
+                        for c in fx.conns:
+                            await c.ws.send(raw)
+                    await asyncio.sleep(0.1)
+            print("ready", flush=True)
+            continue
         if kind == "depth":  # from the fake's own book, so its snapshots agree with them
             raws = fx.encoded_depth(symbol, int(n))
         else:
             raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
         started = time.perf_counter()
-        for raw in raws:
+        for i, raw in enumerate(raws):
             for c in conns:
                 await c.ws.send(raw)
+            if rate and i % 100 == 99:  # paced in steps of 100 messages
+                ahead = started + (i + 1) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
         print(f"{len(raws) / (time.perf_counter() - started):.0f}", flush=True)
     await fx.stop()
 
@@ -271,6 +293,123 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
             await child.wait()
 
 
+async def store_rate(
+    exchange: str, kind: str, n: int, workdir: str, pace: float = 0.0
+) -> dict[str, float]:
+    """Messages → connector → collect runner → SQLite; rows/s and per-row receive→commit lag."""
+    import numpy as np
+
+    from ticktape.config import FeedEndpoints, Settings
+    from ticktape.domain import (
+        Session,
+        SessionConfig,
+        SessionKind,
+        SessionStatus,
+        new_session_id,
+        utcnow,
+    )
+    from ticktape.feeds.contract import now_us
+    from ticktape.metrics import Metrics
+    from ticktape.runners.collect import CollectRunner
+    from ticktape.runtime.handle import RunHandle
+    from ticktape.store import open_store
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve-fake", exchange,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdin is not None
+    url = f"sqlite:///{workdir}/{exchange}-{kind}-{int(pace)}.db"
+    store = open_store(url)
+    try:
+        await store.open()
+        port = int(await child.stdout.readline())
+        base = f"ws://127.0.0.1:{port}"
+        settings = Settings(
+            store_url=url,
+            feeds=FeedEndpoints(
+                binance_ws_url=base,
+                binance_rest_url=f"http://127.0.0.1:{port}",
+                mexc_ws_url=f"{base}/edge",
+                mexc_rest_url=f"http://127.0.0.1:{port}",
+                stale_after_s=30.0,
+            ),
+        )
+        symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
+        data_type = DataType.TRADES if kind == "trades" else DataType.ORDERBOOK
+        owner = "bench"
+        created = await store.sessions.create_session(
+            Session(
+                new_session_id(), SessionKind.COLLECT, SessionStatus.PENDING, (symbol,),
+                exchange, (data_type,), SessionConfig(book_depth=DEPTH), utcnow(),
+            ),
+            actor=owner,
+        )  # fmt: skip
+        session = await store.sessions.transition(
+            created.id, expected_version=created.version, to_status=SessionStatus.RUNNING,
+            actor=owner, reason="started", owner=owner,
+            lease_expires_at=utcnow() + __import__("datetime").timedelta(hours=1),
+        )  # fmt: skip
+        lags: list[np.ndarray[Any, Any]] = []
+        inner_write = store.ticks.write
+
+        async def timed_write(batches: Any, *, owner: str) -> Any:
+            result = await inner_write(batches, owner=owner)
+            acked = now_us()
+            lags.extend(acked - b.recv_us for b in batches if b.recv_us is not None)
+            return result
+
+        store.ticks.write = timed_write  # type: ignore[method-assign]
+        handle = RunHandle(session.id)
+        runner = CollectRunner(store, settings, Metrics(), owner)
+        task = asyncio.create_task(runner.run(session, handle))
+        child.stdin.write(f"wait {'trades' if kind == 'trades' else 'depth'}\n".encode())
+        await child.stdin.drain()
+        assert (await asyncio.wait_for(child.stdout.readline(), 30)).strip() == b"ready"
+        await asyncio.sleep(0.5)
+        before = await store.ticks.count(session.id)
+        lags.clear()
+        started = time.perf_counter()
+        child.stdin.write(f"{kind} {n} {pace}\n".encode())
+        await child.stdin.drain()
+        deadline = started + 300
+        while time.perf_counter() < deadline:
+            counts = await store.ticks.count(session.id)
+            stored = (counts.trades - before.trades) + (counts.orderbook - before.orderbook)
+            if stored >= n:
+                break
+            raise_if_dead(task)  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 60))
+        handle.stop.set()
+        await asyncio.wait_for(task, 30)
+        lag_ms = np.concatenate(lags) / 1000.0 if lags else np.zeros(1)
+        out = {
+            "rows_per_s": stored / elapsed,
+            "stored": float(stored),
+            "sender_msgs_per_s": sender_rate,
+            "lag_p50_ms": float(np.percentile(lag_ms, 50)),
+            "lag_p99_ms": float(np.percentile(lag_ms, 99)),
+            "lag_max_ms": float(lag_ms.max()),
+        }
+        print(
+            f"  ({exchange} {kind} into SQLite{f' paced at {pace:,.0f}/s' if pace else ''}: "
+            f"{stored:,} rows in {elapsed:.2f}s; the fake sent {sender_rate:,.0f} msgs/s)"
+        )
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            child.stdin.write(b"\n")
+            await child.stdin.drain()
+        try:
+            await asyncio.wait_for(child.wait(), 5)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+        await store.close()
+
+
 def raise_if_dead(task: asyncio.Task[None]) -> None:
     if task.done():
         task.result()
@@ -349,8 +488,16 @@ def main() -> None:
     )
     parser.add_argument("--messages", type=int, default=200_000, help="messages per parse/wire run")
     parser.add_argument("--drops", type=int, default=50, help="dropped connections per exchange")
+    parser.add_argument("--lag-rate", type=float, default=10_000, help="messages/s for lag")
+    parser.add_argument("--lag-seconds", type=float, default=10, help="length of the lag run")
+    parser.add_argument(
+        "--stages",
+        default="store,parse,wire,recover",
+        help="comma-separated: store (incl. lag), parse, wire, recover",
+    )
     parser.add_argument("--serve-fake", choices=("binance", "mexc"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    stages = set(args.stages.split(","))
     if args.serve_fake:
         asyncio.run(serve_fake(args.serve_fake))
         return
@@ -363,19 +510,39 @@ def main() -> None:
         "depth": DEPTH,
     }
     print(f"machine: {machine}; load average (1 min) at start: {load:.2f}")
+    if "store" in stages:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            for kind in ("trades", "depth"):
+                for exchange in ("binance", "mexc"):
+                    got = asyncio.run(store_rate(exchange, kind, args.messages, workdir))
+                    result[f"store_{exchange}_{kind}_rows_per_s"] = round(got["rows_per_s"])
+                    print(f"into SQLite {exchange:8} {kind:6}: {got['rows_per_s']:12,.0f} rows/s")
+            for exchange in ("binance", "mexc"):
+                n = int(args.lag_rate * args.lag_seconds)
+                got = asyncio.run(store_rate(exchange, "trades", n, workdir, args.lag_rate))
+                for q in ("p50", "p99", "max"):
+                    result[f"lag_{exchange}_{q}_ms"] = round(got[f"lag_{q}_ms"], 2)
+                result[f"lag_{exchange}_sent_msgs_per_s"] = round(got["sender_msgs_per_s"])
+                print(
+                    f"receive->commit {exchange:8} at {got['sender_msgs_per_s']:,.0f} msg/s: "
+                    f"p50 {got['lag_p50_ms']:.1f} ms, p99 {got['lag_p99_ms']:.1f} ms, "
+                    f"max {got['lag_max_ms']:.1f} ms"
+                )
     gens = {"trades": (binance_trades, mexc_trades), "depth": (binance_depth, mexc_depth)}
-    for kind, (b_gen, m_gen) in gens.items():
+    for kind, (b_gen, m_gen) in gens.items() if "parse" in stages else ():
         for exchange, gen in (("binance", b_gen), ("mexc", m_gen)):
             raws = gen(args.messages)
             rate = parse_rate(kind, exchange, raws)
             result[f"parse_{exchange}_{kind}_msgs_per_s"] = round(rate)
             print(f"parse+book  {exchange:8} {kind:6}: {rate:12,.0f} messages/s")
-    for kind in ("trades", "depth"):
+    for kind in ("trades", "depth") if "wire" in stages else ():
         for exchange in ("binance", "mexc"):
             rate = asyncio.run(wire_rate(exchange, kind, args.messages))
             result[f"wire_{exchange}_{kind}_rows_per_s"] = round(rate)
             print(f"over a WebSocket {exchange:8} {kind:6}: {rate:12,.0f} rows/s")
-    for exchange in ("binance", "mexc"):
+    for exchange in ("binance", "mexc") if "recover" in stages else ():
         times = asyncio.run(recovery_times(exchange, args.drops))
         p50, p95 = statistics.median(times), pct(times, 0.95)
         result[f"recover_{exchange}_p50_s"] = round(p50, 4)

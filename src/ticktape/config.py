@@ -159,6 +159,50 @@ def default_instance_name(port: int) -> str:
     return f"{socket.gethostname()}:{port}"
 
 
+# Exchange feeds (docs/feeds.md). The defaults are the production endpoints.
+BINANCE_WS_URL = "wss://fstream.binance.com"  # + /public/ws (depth) and /market/ws (aggTrade)
+BINANCE_REST_URL = "https://fapi.binance.com"
+MEXC_WS_URL = "wss://contract.mexc.com/edge"
+MEXC_REST_URL = "https://api.mexc.com"
+FEED_STALE_AFTER_S = 10.0  # no message this long while subscribed: reconnect
+FEED_RECONNECT_MAX_S = 30.0  # reconnect backoff cap
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEndpoints:
+    """Where the exchange feeds connect: ``TICKTAPE_BINANCE_*``, ``TICKTAPE_MEXC_*``,
+    ``TICKTAPE_FEED_*``."""
+
+    binance_ws_url: str = BINANCE_WS_URL
+    binance_rest_url: str = BINANCE_REST_URL
+    mexc_ws_url: str = MEXC_WS_URL
+    mexc_rest_url: str = MEXC_REST_URL
+    stale_after_s: float = FEED_STALE_AFTER_S
+    reconnect_max_s: float = FEED_RECONNECT_MAX_S
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FeedEndpoints:
+        out = cls(
+            binance_ws_url=(env.get("TICKTAPE_BINANCE_WS_URL") or BINANCE_WS_URL).rstrip("/"),
+            binance_rest_url=(env.get("TICKTAPE_BINANCE_REST_URL") or BINANCE_REST_URL).rstrip("/"),
+            mexc_ws_url=env.get("TICKTAPE_MEXC_WS_URL") or MEXC_WS_URL,
+            mexc_rest_url=(env.get("TICKTAPE_MEXC_REST_URL") or MEXC_REST_URL).rstrip("/"),
+            stale_after_s=_env_float(env, "TICKTAPE_FEED_STALE_S", FEED_STALE_AFTER_S),
+            reconnect_max_s=_env_float(env, "TICKTAPE_FEED_RECONNECT_MAX_S", FEED_RECONNECT_MAX_S),
+        )
+        for name, url, schemes in (
+            ("TICKTAPE_BINANCE_WS_URL", out.binance_ws_url, ("ws://", "wss://")),
+            ("TICKTAPE_MEXC_WS_URL", out.mexc_ws_url, ("ws://", "wss://")),
+            ("TICKTAPE_BINANCE_REST_URL", out.binance_rest_url, ("http://", "https://")),
+            ("TICKTAPE_MEXC_REST_URL", out.mexc_rest_url, ("http://", "https://")),
+        ):
+            if not url.startswith(schemes):
+                raise SystemExit(f"ticktape: {name}={url!r} must start with {' or '.join(schemes)}")
+        if out.stale_after_s <= 0 or out.reconnect_max_s <= 0:
+            raise SystemExit("ticktape: TICKTAPE_FEED_STALE_S and _RECONNECT_MAX_S must be > 0")
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     store_url: str = DEFAULT_STORE_URL
@@ -188,6 +232,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()  # TICKTAPE_CORS_ORIGINS: browser origins allowed; none
     push_interval_s: float = PUSH_INTERVAL_S  # TICKTAPE_PUSH_INTERVAL_S: change feed period
     push_queue_max: int = PUSH_QUEUE_MAX  # TICKTAPE_PUSH_QUEUE_MAX: updates held per client
+    feeds: FeedEndpoints = FeedEndpoints()  # exchange endpoints and feed timing
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -229,6 +274,7 @@ class Settings:
             cors_origins=tuple(
                 o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
             ),
+            feeds=FeedEndpoints.from_env(env),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}

@@ -28,6 +28,10 @@ DEFAULT_BOOK_EVERY = 5  # one order-book snapshot per this many simulated trades
 MAX_DURATION_S = 30 * 86_400
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9]+_[A-Z0-9]+", re.ASCII)
+# Binance USD-M: ``BTCUSDT``, ``1000PEPEUSDT``; delivery contracts carry their date
+# (``BTCUSDT_250627``).
+_BINANCE_SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(?:_[0-9]{6})?", re.ASCII)
+EXCHANGES = ("sim", "binance", "mexc")  # where a collect session can record from
 _DURATION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", re.ASCII)
 _DURATION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
@@ -291,10 +295,12 @@ def parse_duration(text: str | None) -> float | None:
     return seconds
 
 
-def validate_symbols(symbols: object) -> tuple[str, ...]:
+def validate_symbols(symbols: object, exchange: str = "sim") -> tuple[str, ...]:
+    """Symbols in the exchange's own form: ``BTC_USDT`` (sim, MEXC) or ``BTCUSDT`` (Binance)."""
     if not isinstance(symbols, list | tuple) or not symbols:
+        example = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
         raise ValidationError(
-            "symbols must be a non-empty list such as ['BTC_USDT']", field="symbols"
+            f"symbols must be a non-empty list such as ['{example}']", field="symbols"
         )
     if len(symbols) > MAX_SYMBOLS:
         raise ValidationError(
@@ -302,7 +308,14 @@ def validate_symbols(symbols: object) -> tuple[str, ...]:
         )
     seen: set[str] = set()
     for sym in symbols:
-        if not isinstance(sym, str) or not _SYMBOL_RE.fullmatch(sym):
+        if exchange == "binance":
+            if not isinstance(sym, str) or not _BINANCE_SYMBOL_RE.fullmatch(sym):
+                raise ValidationError(
+                    f"invalid symbol {clip(sym)!r} for binance: Binance USD-M symbols are "
+                    "upper-case letters and digits without an underscore, e.g. 'BTCUSDT'",
+                    field="symbols",
+                )
+        elif not isinstance(sym, str) or not _SYMBOL_RE.fullmatch(sym):
             raise ValidationError(
                 f"invalid symbol {clip(sym)!r}: upper-case letters and digits with one underscore, "
                 "e.g. 'BTC_USDT'",
@@ -367,12 +380,13 @@ def validate_spec(
 ) -> SessionSpec:
     """Check every rule of a create request and return the normalised spec."""
     parsed_kind = validate_kind(kind)
-    if exchange != "sim":
-        raise UnsupportedError(
-            f"exchange {clip(exchange)!r} is not available yet; use 'sim' (the simulated exchange)",
-            exchange=str(clip(exchange)),
+    if not isinstance(exchange, str) or exchange not in EXCHANGES:
+        raise ValidationError(
+            f"unknown exchange {clip(exchange)!r}: choose from 'sim' (the simulated exchange), "
+            "'binance' (Binance USD-M futures), 'mexc' (MEXC futures)",
+            field="exchange",
         )
-    sym = validate_symbols(symbols)
+    sym = validate_symbols(symbols, exchange)
     dts = validate_data_types(data_types)
     duration_s = parse_duration(duration)
     if (
@@ -414,7 +428,7 @@ def validate_spec(
     return SessionSpec(
         kind=parsed_kind,
         symbols=sym,
-        exchange="sim",
+        exchange=exchange,
         data_types=dts,
         config=SessionConfig(
             duration_s=duration_s,

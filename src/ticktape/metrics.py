@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from ticktape.domain import SessionStatus
 
 CREATE_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+COMMIT_LAG_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -86,6 +87,31 @@ class Metrics:
         )
         self.local_runners = Gauge(
             "ticktape_local_runners", "Sessions with a live runner on this instance", registry=r
+        )
+        self.feed_rows = Counter(
+            "ticktape_feed_rows_received",
+            "Rows the feeds handed to collect runners, by exchange and data type",
+            ["exchange", "data_type"],
+            registry=r,
+        )
+        self.feed_gaps = Counter(
+            "ticktape_feed_gaps",
+            "Gaps in recordings, by exchange and cause (disconnect and stale are reconnects)",
+            ["exchange", "cause"],
+            registry=r,
+        )
+        self.feed_lost = Counter(
+            "ticktape_feed_messages_lost",
+            "Exchange messages known lost (from sequence numbers), by exchange",
+            ["exchange"],
+            registry=r,
+        )
+        self.feed_commit_lag = Histogram(
+            "ticktape_feed_commit_lag_seconds",
+            "Receive to commit: local receive time of each stored batch's oldest row to the "
+            "store's acknowledgement",
+            buckets=COMMIT_LAG_BUCKETS_S,
+            registry=r,
         )
 
     def session_created(self, latency_s: float) -> None:

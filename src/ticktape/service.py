@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from ticktape.config import IDEMPOTENCY_KEY_TTL_S, STOP_WAIT_TIMEOUT_S, Settings
 from ticktape.domain import (
     ACTIVE_STATUSES,
+    DataType,
     Reason,
     Session,
     SessionEvent,
@@ -34,9 +36,12 @@ from ticktape.errors import (
     ValidationError,
     clip,
 )
+from ticktape.export import ExportFormat, book_pages, encode, trade_pages
+from ticktape.feeds.quality import StreamQuality, stream_quality
 from ticktape.metrics import Metrics
 from ticktape.redact import redact
 from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
+from ticktape.store.rules import to_us
 from ticktape.store.transitions import request_stop
 from ticktape.ticks import BookSnapshot, Trade
 
@@ -298,3 +303,34 @@ class SessionService:
     async def orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         await self.get(query.session_id)
         return await self._store.ticks.read_orderbook(query)
+
+    async def export(
+        self, session_id: str, data: DataType, fmt: ExportFormat, symbol: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The session's trades or snapshots as CSV or Parquet bytes, streamed page by page.
+        Checks the session exists first, so an unknown id is a 404, not a broken stream."""
+        session = await self.get(session_id)
+        query = TickQuery(session_id, symbol=symbol)
+        if data is DataType.TRADES:
+            return encode(trade_pages(self._store.ticks.read_trades, query), fmt)
+        pages = book_pages(self._store.ticks.read_orderbook, query)
+        return encode(pages, fmt, depth=session.config.book_depth)
+
+    async def quality(
+        self, session_id: str
+    ) -> tuple[Session, datetime, datetime, list[StreamQuality]]:
+        """Per symbol and data type: rows, gaps, coverage, latency (``feeds.quality``)."""
+        session = await self.get(session_id)
+        gaps = await self._store.ticks.read_gaps(session_id)
+        start = session.started_at or session.created_at
+        end = session.ended_at or utcnow()
+        end = max(end, start)
+        window = (to_us(start), to_us(end))
+        out = []
+        for symbol in session.symbols:
+            for data_type in session.data_types:
+                times = await self._store.ticks.read_times(session_id, symbol, data_type)
+                out.append(
+                    stream_quality(symbol, data_type, times.ts_us, times.recv_us, gaps, window)
+                )
+        return session, start, end, out

@@ -37,6 +37,7 @@ class TradeBatch:
     ``ts_us`` is the exchange timestamp in microseconds since the Unix epoch;
     ``trade_id`` increases strictly within a symbol; ``side`` is +1 (buy) / -1 (sell).
     ``seq`` numbers the feed block the batch came in (module docstring).
+    ``recv_us`` is each row's local receive time (µs), when the feed knows it.
     """
 
     session_id: str
@@ -47,6 +48,7 @@ class TradeBatch:
     qty: Float64Array
     side: Int8Array
     seq: int = 0
+    recv_us: Int64Array | None = None
 
     def __len__(self) -> int:
         return int(self.ts_us.shape[0])
@@ -59,6 +61,7 @@ class BookBatch:
     Price/quantity arrays have shape ``(n, depth)``; level 0 is the best bid/ask.
     A snapshot is identified by (session, symbol, ts_us): ``ts_us`` increases strictly.
     ``seq`` numbers the feed block the batch came in (module docstring).
+    ``recv_us`` is each snapshot's local receive time (µs), when the feed knows it.
     """
 
     session_id: str
@@ -69,6 +72,7 @@ class BookBatch:
     ask_price: Float64Array
     ask_qty: Float64Array
     seq: int = 0
+    recv_us: Int64Array | None = None
 
     def __len__(self) -> int:
         return int(self.ts_us.shape[0])
@@ -115,6 +119,15 @@ class BookSnapshot:
             "bids": [list(level) for level in self.bids],
             "asks": [list(level) for level in self.asks],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTimes:
+    """One stream's (symbol and data type) stored times, in arrival order: exchange time
+    and local receive time (µs; -1 where a row has none), for the quality report."""
+
+    ts_us: Int64Array
+    recv_us: Int64Array
 
 
 @dataclass(frozen=True, slots=True)

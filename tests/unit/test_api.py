@@ -155,6 +155,9 @@ def test_same_idempotency_key_gives_the_same_session(api: ApiHarness, http: http
         ({"rate_per_s": 2_000_000}, "rate_per_s", "rate_per_s must be"),
         ({"book_every": 0}, "book_every", "book_every must be"),
         ({"on_owner_loss": "explode"}, "on_owner_loss", "on_owner_loss must be"),
+        ({"exchange": "kraken"}, "exchange", "unknown exchange 'kraken'"),
+        ({"exchange": "binance"}, "symbols", "invalid symbol 'BTC_USDT' for binance"),
+        ({"exchange": "mexc", "symbols": ["BTCUSDT"]}, "symbols", "invalid symbol 'BTCUSDT'"),
     ],
 )
 def test_each_domain_rule_is_a_422_naming_the_field(
@@ -171,7 +174,6 @@ def test_each_domain_rule_is_a_422_naming_the_field(
     [
         ({"kind": "backtest"}, "backtest sessions are not available yet"),
         ({"kind": "paper"}, "paper sessions are not available yet"),
-        ({"exchange": "binance"}, "exchange 'binance' is not available yet"),
     ],
 )
 def test_known_but_unbuilt_capabilities_are_422_unsupported(

@@ -388,11 +388,38 @@ def test_unknown_kind(kind: object) -> None:
     invalid("kind", "unknown session kind", kind=kind)
 
 
-@pytest.mark.parametrize("exchange", ["binance", "SIM", "", None])
-def test_only_the_simulated_exchange(exchange: object) -> None:
-    with pytest.raises(UnsupportedError, match="use 'sim'") as info:
-        spec(exchange=exchange)
-    assert info.value.fields["exchange"] == str(exchange)
+@pytest.mark.parametrize("exchange", ["kraken", "SIM", "Binance", "", None, 3])
+def test_unknown_exchanges_are_refused_naming_the_field(exchange: object) -> None:
+    invalid("exchange", "choose from .sim.", exchange=exchange)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "symbols"),
+    [
+        ("sim", ["BTC_USDT"]),
+        ("mexc", ["BTC_USDT", "ETH_USDT"]),
+        ("binance", ["BTCUSDT", "1000PEPEUSDT", "BTCUSDT_250627"]),
+    ],
+)
+def test_each_exchange_takes_symbols_in_its_own_form(exchange: str, symbols: list[str]) -> None:
+    made = spec(exchange=exchange, symbols=symbols)
+    assert (made.exchange, made.symbols) == (exchange, tuple(symbols))
+
+
+@pytest.mark.parametrize(
+    ("exchange", "symbol", "mentions"),
+    [
+        ("binance", "BTC_USDT", "e.g. .BTCUSDT."),
+        ("binance", "btcusdt", "e.g. .BTCUSDT."),
+        ("binance", "BTCUSDT_PERP", "e.g. .BTCUSDT."),
+        ("mexc", "BTCUSDT", "e.g. .BTC_USDT."),
+        ("sim", "BTCUSDT", "e.g. .BTC_USDT."),
+    ],
+)
+def test_a_symbol_in_another_exchanges_form_is_refused(
+    exchange: str, symbol: str, mentions: str
+) -> None:
+    invalid("symbols", mentions, exchange=exchange, symbols=[symbol])
 
 
 def test_kind_is_checked_before_the_rest() -> None:

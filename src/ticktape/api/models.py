@@ -12,7 +12,7 @@ double as the client's typed view of the server's answers (``ticktape.cli.client
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ from ticktape.domain import (
     SessionSpec,
     validate_spec,
 )
+from ticktape.feeds.quality import StreamQuality
 from ticktape.ticks import BookSnapshot, Trade
 
 _REQUEST = ConfigDict(extra="forbid", strict=True)
@@ -36,7 +37,11 @@ class SessionOptions(BaseModel):
 
     model_config = _REQUEST
 
-    exchange: str = "sim"
+    exchange: str = Field(
+        default="sim",
+        description="'sim' (simulated), 'binance' (Binance USD-M futures, symbols like "
+        "'BTCUSDT') or 'mexc' (MEXC futures, symbols like 'BTC_USDT')",
+    )
     data_types: list[str] | None = Field(
         default=None, description="'trades' and/or 'orderbook'; default both"
     )
@@ -152,6 +157,9 @@ class TradeOut(BaseModel):
 class TradeListOut(BaseModel):
     trades: list[TradeOut]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="pass back as ``cursor`` for the next page; null: no more"
+    )
 
 
 class BookOut(BaseModel):
@@ -164,6 +172,57 @@ class BookOut(BaseModel):
 class BookListOut(BaseModel):
     orderbook: list[BookOut]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="pass back as ``cursor`` for the next page; null: no more"
+    )
+
+
+class GapOut(BaseModel):
+    symbol: str
+    data_type: str
+    start: datetime = Field(description="exchange time of the last row before the gap")
+    end: datetime = Field(description="exchange time of the first row after it")
+    duration_s: float
+    cause: str = Field(
+        description="disconnect, stale, sequence_break, resync, overflow, refused or restart"
+    )
+    lost: int | None = Field(
+        description="messages known lost (exchange sequence numbers); null: unknown"
+    )
+    detail: str
+
+
+class LatencyOut(BaseModel):
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+
+class StreamQualityOut(BaseModel):
+    symbol: str
+    data_type: str
+    rows: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    rate_per_s: float = Field(description="rows per second of the session's wall time")
+    gaps: int
+    gap_total_s: float = Field(description="time inside at least one gap")
+    gap_longest_s: float
+    lost: int = Field(description="messages known lost, summed over the gaps")
+    reconnects: int = Field(description="gaps caused by a disconnect or a stall")
+    sequence_breaks: int
+    out_of_order: int = Field(description="rows older than the row that arrived before them")
+    latency: LatencyOut = Field(description="receive time minus exchange time")
+    coverage_pct: float = Field(description="share of the session's wall time outside every gap")
+    gap_rows: list[GapOut]
+
+
+class QualityOut(BaseModel):
+    session_id: str
+    exchange: str
+    start: datetime = Field(description="the session's start (its creation if it never ran)")
+    end: datetime = Field(description="its end, or now while it runs")
+    streams: list[StreamQualityOut]
 
 
 class HealthOut(BaseModel):
@@ -245,3 +304,53 @@ def trade_out(trade: Trade) -> TradeOut:
 
 def book_out(book: BookSnapshot) -> BookOut:
     return BookOut(symbol=book.symbol, ts=book.ts, bids=list(book.bids), asks=list(book.asks))
+
+
+def _dt_us(us: int) -> datetime:
+    return datetime.fromtimestamp(0, UTC) + timedelta(microseconds=us)
+
+
+def quality_out(
+    session: Session, start: datetime, end: datetime, streams: list[StreamQuality]
+) -> QualityOut:
+    return QualityOut(
+        session_id=session.id,
+        exchange=session.exchange,
+        start=start,
+        end=end,
+        streams=[
+            StreamQualityOut(
+                symbol=q.symbol,
+                data_type=q.data_type.value,
+                rows=q.rows,
+                first_ts=None if q.first_ts_us is None else _dt_us(q.first_ts_us),
+                last_ts=None if q.last_ts_us is None else _dt_us(q.last_ts_us),
+                rate_per_s=q.rate_per_s,
+                gaps=len(q.gaps),
+                gap_total_s=q.gap_total_s,
+                gap_longest_s=q.gap_longest_s,
+                lost=q.lost_known,
+                reconnects=q.reconnects,
+                sequence_breaks=q.sequence_breaks,
+                out_of_order=q.out_of_order,
+                latency=LatencyOut(
+                    p50_ms=q.latency_p50_ms, p99_ms=q.latency_p99_ms, max_ms=q.latency_max_ms
+                ),
+                coverage_pct=q.coverage_pct,
+                gap_rows=[
+                    GapOut(
+                        symbol=g.symbol,
+                        data_type=g.data_type.value,
+                        start=_dt_us(g.start_us),
+                        end=_dt_us(g.end_us),
+                        duration_s=g.duration_s,
+                        cause=g.cause.value,
+                        lost=g.lost,
+                        detail=g.detail,
+                    )
+                    for g in q.gaps
+                ],
+            )
+            for q in streams
+        ],
+    )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ticktape.api.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, check_access
@@ -26,17 +27,20 @@ from ticktape.api.models import (
     CreateSessionRequest,
     ErrorOut,
     EventListOut,
+    QualityOut,
     SessionListOut,
     SessionOut,
     TradeListOut,
     book_out,
     event_out,
+    quality_out,
     session_out,
     trade_out,
 )
 from ticktape.config import STOP_WAIT_TIMEOUT_S, Settings
-from ticktape.domain import SessionKind, SessionStatus
+from ticktape.domain import DataType, SessionKind, SessionStatus
 from ticktape.errors import ValidationError, clip
+from ticktape.export import MEDIA_TYPES, ExportFormat
 from ticktape.service import SessionService
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
@@ -46,6 +50,7 @@ from ticktape.store.base import (
     SessionQuery,
     TickQuery,
 )
+from ticktape.store.rules import decode_tick_cursor, encode_tick_cursor, to_us
 
 MAX_STOP_WAIT_S = 300.0  # longest a client may hold a "stop and wait" request open
 MAX_IDEMPOTENCY_KEY_CHARS = 200
@@ -148,12 +153,21 @@ def tick_query(
     start: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
     end: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_DATA_LIMIT)] = DEFAULT_DATA_LIMIT,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=400, description="a page's next_cursor: continue right after it"),
+    ] = None,
 ) -> TickQuery:
     start, end = _utc(start), _utc(end)
     if start is not None and end is not None and end < start:
         raise ValidationError("end must not be before start", field="end")
     return TickQuery(
-        session_id=session_id, symbol=symbol or None, start=start, end=end, limit=limit
+        session_id=session_id,
+        symbol=symbol or None,
+        start=start,
+        end=end,
+        limit=limit,
+        after=decode_tick_cursor(cursor) if cursor else None,
     )
 
 
@@ -238,13 +252,59 @@ async def session_events(session_id: str, service: Service) -> EventListOut:
 async def session_trades(
     service: Service, query: Annotated[TickQuery, Depends(tick_query)]
 ) -> TradeListOut:
-    trades = [trade_out(t) for t in await service.trades(query)]
-    return TradeListOut(trades=trades, count=len(trades))
+    """Stored trades, oldest first; ``next_cursor`` (when the page is full) continues."""
+    found = await service.trades(query)
+    cursor = None
+    if len(found) == query.limit:
+        last = found[-1]
+        cursor = encode_tick_cursor((to_us(last.ts), last.trade_id, last.symbol))
+    trades = [trade_out(t) for t in found]
+    return TradeListOut(trades=trades, count=len(trades), next_cursor=cursor)
 
 
 @router.get("/{session_id}/orderbook", response_model=BookListOut)
 async def session_orderbook(
     service: Service, query: Annotated[TickQuery, Depends(tick_query)]
 ) -> BookListOut:
-    books = [book_out(b) for b in await service.orderbook(query)]
-    return BookListOut(orderbook=books, count=len(books))
+    """Stored snapshots, oldest first; ``next_cursor`` (when the page is full) continues."""
+    found = await service.orderbook(query)
+    cursor = None
+    if len(found) == query.limit:
+        cursor = encode_tick_cursor((to_us(found[-1].ts), 0, found[-1].symbol))
+    books = [book_out(b) for b in found]
+    return BookListOut(orderbook=books, count=len(books), next_cursor=cursor)
+
+
+@router.get("/{session_id}/quality", response_model=QualityOut)
+async def session_quality(session_id: str, service: Service) -> QualityOut:
+    """Data quality per symbol and data type: rows, rate, gaps (with their rows), lost
+    messages, reconnects, sequence breaks, out-of-order rows, receive latency, coverage."""
+    return quality_out(*await service.quality(session_id))
+
+
+@router.get(
+    "/{session_id}/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "the rows, streamed (docs/feeds.md lists the columns)",
+            "content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+        }
+    },
+)
+async def export_session(
+    session_id: str,
+    service: Service,
+    format: Annotated[ExportFormat, Query(description="csv or parquet")] = ExportFormat.CSV,
+    data: Annotated[DataType, Query(description="trades or orderbook")] = DataType.TRADES,
+    symbol: Annotated[str | None, Query(max_length=64)] = None,
+) -> StreamingResponse:
+    """Every stored trade or snapshot of the session, oldest first, streamed in constant
+    memory (one page of rows at a time)."""
+    chunks = await service.export(session_id, data, format, symbol or None)
+    name = f"{session_id}-{data.value}.{format.value}"
+    return StreamingResponse(
+        chunks,
+        media_type=MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

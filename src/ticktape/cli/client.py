@@ -8,10 +8,10 @@ cannot be reached is :class:`ServerUnreachable`. Both are ticktape errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +22,7 @@ from ticktape.api.models import (
     EventListOut,
     EventOut,
     HealthOut,
+    QualityOut,
     SessionListOut,
     SessionOut,
     TradeListOut,
@@ -202,6 +203,48 @@ class TicktapeClient:
     def events(self, session_id: str) -> list[EventOut]:
         path = self._session_path(session_id, "/events")
         return self._get_model(EventListOut, "GET", path).events
+
+    def export(
+        self,
+        session_id: str,
+        target: BinaryIO,
+        *,
+        fmt: str = "csv",
+        data: str = "trades",
+        symbol: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream an export into ``target``; the bytes written (``progress`` gets each chunk's
+        size as it arrives)."""
+        params = {"format": fmt, "data": data, "symbol": symbol}
+        url = self.url + self._session_path(session_id, "/export")
+        written = 0
+        try:
+            with self._http.stream(
+                "GET",
+                url,
+                params={k: v for k, v in params.items() if v is not None},
+                headers={**self._headers, "Accept": "*/*"},
+                timeout=self._timeout_s,
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _error_from(response)
+                for chunk in response.iter_bytes():
+                    target.write(chunk)
+                    written += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except httpx.TimeoutException as exc:
+            raise ServerUnreachable(f"ticktape at {self.url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(
+                f"cannot reach ticktape at {self.url}: is `ticktape serve` running?"
+            ) from exc
+        return written
+
+    def quality(self, session_id: str) -> QualityOut:
+        return self._get_model(QualityOut, "GET", self._session_path(session_id, "/quality"))
 
     def trades(self, session_id: str, **window: Any) -> TradeListOut:
         """Stored trades (``symbol``, ``start``, ``end``, ``limit``: see :meth:`_ticks`)."""

@@ -25,6 +25,13 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import (
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from ticktape.api import create_app
@@ -343,8 +350,22 @@ def user_add(
 @reported
 def start_collect(
     symbols: Annotated[
-        str, typer.Option("--symbols", "-s", help="Comma-separated, e.g. BTC_USDT,ETH_USDT.")
+        str,
+        typer.Option(
+            "--symbols",
+            "-s",
+            help="Comma-separated, in the exchange's form: BTC_USDT,ETH_USDT (sim, mexc) "
+            "or BTCUSDT,ETHUSDT (binance).",
+        ),
     ],
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange",
+            "-x",
+            help="sim (default), binance (Binance USD-M futures) or mexc (MEXC futures).",
+        ),
+    ] = None,
     duration: Annotated[
         str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")
     ] = None,
@@ -375,6 +396,7 @@ def start_collect(
             "collect",
             split_csv(symbols),
             idempotency_key=idempotency_key,
+            exchange=exchange,
             duration=duration,
             data_types=split_csv(data_types) if data_types is not None else None,
             book_depth=depth,
@@ -547,6 +569,114 @@ def events(
             e.detail or "",
         )
     out.print(table)
+
+
+@app.command("export")
+@reported
+def export_cmd(
+    session_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
+    data: Annotated[str, typer.Option("--data", help="trades or orderbook.")] = "trades",
+    symbol: Annotated[str | None, typer.Option(help="Only this symbol.")] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Export a session's trades or order books to a CSV or Parquet file (streamed)."""
+    partial = output.with_name(output.name + ".part")
+    with (
+        client_for(url, token) as client,
+        Progress(
+            TextColumn("exporting"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("export", total=None)
+        try:
+            with partial.open("wb") as target:
+                written = client.export(
+                    session_id,
+                    target,
+                    fmt=fmt,
+                    data=data,
+                    symbol=symbol,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        except BaseException:
+            partial.unlink(missing_ok=True)  # never leave half a file under the real name
+            raise
+    partial.replace(output)
+    out.print(f"{output}: {written:,} bytes", markup=False)
+
+
+@app.command()
+@reported
+def quality(
+    session_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
+    """Show a session's data quality per symbol and data type, and its gaps."""
+    with client_for(url, token) as client:
+        report = client.quality(session_id)
+    if as_json:
+        print_json(report)
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for name in (
+        "symbol",
+        "data",
+        "rows",
+        "rate/s",
+        "gaps",
+        "gap s",
+        "lost",
+        "reconn.",
+        "seq. breaks",
+        "out of order",
+        "latency p50/p99/max ms",
+        "coverage %",
+    ):
+        table.add_column(name)
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    for q in report.streams:
+        lat = q.latency
+        table.add_row(
+            q.symbol,
+            q.data_type,
+            f"{q.rows:,}",
+            f"{q.rate_per_s:.1f}",
+            str(q.gaps),
+            f"{q.gap_total_s:.3f}",
+            str(q.lost),
+            str(q.reconnects),
+            str(q.sequence_breaks),
+            str(q.out_of_order),
+            f"{ms(lat.p50_ms)}/{ms(lat.p99_ms)}/{ms(lat.max_ms)}",
+            f"{q.coverage_pct:.2f}",
+        )
+    out.print(table)
+    gaps = [g for q in report.streams for g in q.gap_rows]
+    if gaps:
+        rows = Table(show_edge=False, pad_edge=False, title="gaps")
+        for name in ("symbol", "data", "start (UTC)", "duration s", "cause", "lost", "detail"):
+            rows.add_column(name)
+        for g in sorted(gaps, key=lambda g: g.start):
+            rows.add_row(
+                g.symbol,
+                g.data_type,
+                g.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                f"{g.duration_s:.3f}",
+                g.cause,
+                "?" if g.lost is None else str(g.lost),
+                g.detail,
+            )
+        out.print(rows)
 
 
 @app.command()

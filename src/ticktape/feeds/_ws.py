@@ -348,6 +348,13 @@ class StreamFeed(ABC):
             start = self._last_ts.get(key, now_us())
             self._pending[key] = _Pending(start, cause, detail, lost)
 
+    def resume_after(self, after_us: int, detail: str = "resumed by another instance") -> None:
+        """A resumed recording: every stream starts inside a ``restart`` gap from ``after_us``
+        (the newest stored tick), closed by its first row as any other gap is."""
+        for symbol in self.symbols:
+            for data_type in self.data_types:
+                self._pending[(symbol, data_type)] = _Pending(after_us, GapCause.RESTART, detail)
+
     def gap_open(self, symbol: str, data_type: DataType) -> bool:
         return (symbol, data_type) in self._pending
 

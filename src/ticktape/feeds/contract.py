@@ -81,6 +81,7 @@ class GapCause(StrEnum):
     RESYNC = "resync"  # the book was rebuilt from a snapshot (a stale or missing one)
     OVERFLOW = "overflow"  # the consumer fell behind past the queue bound
     REFUSED = "refused"  # the exchange refused the subscription
+    RESTART = "restart"  # the recording's instance was lost; another one resumed it
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,9 @@ def stream_quality(
     n = int(ts_us.shape[0])
     wall_s = (end_us - start_us) / 1e6
     gap_total = _union_s(mine, start_us, end_us)
-    latency = (recv_us - ts_us) / 1000.0 if n else np.empty(0)
+    known = recv_us >= 0  # a row stored without its receive time (-1) has no latency
+    latency = (recv_us[known] - ts_us[known]) / 1000.0 if n else np.empty(0)
+    m = int(latency.shape[0])
     return StreamQuality(
         symbol=symbol,
         data_type=data_type,
@@ -134,8 +136,8 @@ def stream_quality(
         reconnects=sum(1 for g in mine if g.cause in RECONNECT_CAUSES),
         sequence_breaks=sum(1 for g in mine if g.cause is GapCause.SEQUENCE_BREAK),
         out_of_order=int(np.count_nonzero(np.diff(ts_us) < 0)) if n > 1 else 0,
-        latency_p50_ms=float(np.percentile(latency, 50)) if n else None,
-        latency_p99_ms=float(np.percentile(latency, 99)) if n else None,
-        latency_max_ms=float(latency.max()) if n else None,
+        latency_p50_ms=float(np.percentile(latency, 50)) if m else None,
+        latency_p99_ms=float(np.percentile(latency, 99)) if m else None,
+        latency_max_ms=float(latency.max()) if m else None,
         coverage_pct=100.0 * (1 - gap_total / wall_s) if wall_s > 0 else 100.0,
     )

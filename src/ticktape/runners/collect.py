@@ -8,11 +8,19 @@ no longer owns the session (fencing, invariant 5).
 A resumed session (claimed after its owner was lost) continues after what is
 already stored — the feed starts after the newest stored tick and the last
 trade id of each symbol — and the gap is recorded in the session's history.
+
+The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
+:func:`~ticktape.feeds.factory.build_feed` picks the source for the session's
+``exchange``. Ticks go to the bounded buffer with their receive times; ``gap``
+events become gap rows of the session, written (fenced like ticks) by the
+flusher before the ticks that follow them; a refused subscription fails the
+session with the exchange's reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -20,9 +28,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
-from ticktape.domain import Reason, Session, utcnow
+from ticktape.domain import DataType, Reason, Session, utcnow
 from ticktape.errors import LeaseLost, StoreError
-from ticktape.feeds.sim import ResumePoint, SimExchange
+from ticktape.feeds.contract import (
+    EventKind,
+    FeedBooks,
+    FeedEvent,
+    Gap,
+    GapCause,
+    SubscriptionRefused,
+    now_us,
+)
+from ticktape.feeds.factory import BuiltFeed, build_feed
+from ticktape.feeds.sim import ResumePoint
 from ticktape.metrics import Metrics
 from ticktape.retry import backoff_delays
 from ticktape.runners.buffer import TickBuffer
@@ -61,22 +79,33 @@ class CollectRunner:
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
+        self._gaps: list[Gap] = []  # gap rows not stored yet (written by the flusher)
+        self._exchange = "sim"
+        self._refused: str | None = None
 
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
         resume = await self._resume_point(session, handle) if handle.resumed else None
-        feed = SimExchange(
-            session.id,
-            session.symbols,
-            data_types=session.data_types,
-            depth=cfg.book_depth,
-            seed=cfg.seed,
-            rate_per_s=cfg.rate_per_s,
-            book_every=cfg.book_every,
-            resume=resume,
-        )
+        built = build_feed(session, self._settings.feeds, resume)
+        self._exchange = session.exchange
         if handle.resumed:
-            await self._record_gap(session, resume, feed.start_us)
+            await self._record_gap(session, resume, built.start_us)
+            if resume is not None and built.connector is None:
+                # The simulated exchange continues right after the stored ids: the restart
+                # is a stretch of time without data, not lost trades.
+                self._gaps.extend(
+                    Gap(
+                        symbol,
+                        dt,
+                        resume.after_us,
+                        built.start_us,
+                        GapCause.RESTART,
+                        0 if dt is DataType.TRADES else None,
+                        "resumed by another instance",
+                    )
+                    for symbol in session.symbols
+                    for dt in session.data_types
+                )
         buffer = TickBuffer(
             max_rows=self._settings.buffer_max_rows,
             flush_rows=self._settings.flush_max_rows,
@@ -90,7 +119,7 @@ class CollectRunner:
                 remaining -= (utcnow() - session.started_at).total_seconds()
             deadline = time.monotonic() + max(0.0, remaining)
         try:
-            outcome = await self._pump(feed, buffer, handle, deadline)
+            outcome = await self._pump(built, buffer, handle, deadline)
             await buffer.close()
             if outcome is Outcome.LOST:
                 return RunResult(Outcome.LOST, dropped=buffer.rows)
@@ -104,6 +133,11 @@ class CollectRunner:
         error = None
         if handle.unstored:
             error = f"{handle.unstored} ticks could not be stored"
+        if self._gaps:
+            log.error("session %s: %d gap rows could not be stored", session.id, len(self._gaps))
+            error = error or f"{len(self._gaps)} gap rows could not be stored"
+        if self._refused is not None:
+            error = self._refused
         await self._store.ticks.wait_visible(VISIBILITY_TIMEOUT_S)
         return RunResult(outcome, error)
 
@@ -146,7 +180,7 @@ class CollectRunner:
     # ------------------------------------------------------------------ pump and flush
 
     async def _pump(
-        self, feed: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+        self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline."""
         until = asyncio.Event()
@@ -167,9 +201,19 @@ class CollectRunner:
 
         watcher = asyncio.create_task(watch())
         try:
-            async for block in feed.blocks(until):
-                if block:
-                    await buffer.put(block)
+            async for item in built.feed.items(until):
+                if isinstance(item, FeedEvent):
+                    self._on_event(handle, item)
+                else:  # the rows keep their receive times
+                    self._metrics.feed_rows.labels(
+                        exchange=self._exchange,
+                        data_type="orderbook" if isinstance(item, FeedBooks) else "trades",
+                    ).inc(len(item))
+                    await buffer.put([dataclasses.replace(item.batch, recv_us=item.recv_us)])
+        except SubscriptionRefused as exc:
+            self._refused = str(exc)
+            log.error("session %s: %s", handle.session_id, exc)
+            return Outcome.FINISHED
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -180,6 +224,38 @@ class CollectRunner:
         if handle.handover.is_set():
             return Outcome.HANDED_OVER
         return Outcome.FINISHED
+
+    def _on_event(self, handle: RunHandle, event: FeedEvent) -> None:
+        if event.kind is EventKind.GAP and event.gap is not None:
+            self._gaps.append(event.gap)
+            self._metrics.feed_gaps.labels(
+                exchange=self._exchange, cause=event.gap.cause.value
+            ).inc()
+            if event.gap.lost:
+                self._metrics.feed_lost.labels(exchange=self._exchange).inc(event.gap.lost)
+            log.warning("session %s: gap %s", handle.session_id, event.gap)
+        elif event.kind in (EventKind.DISCONNECTED, EventKind.STALE):
+            log.info("session %s: feed %s %s", handle.session_id, event.kind, event.detail)
+
+    async def _write_gaps(self, handle: RunHandle) -> None:
+        """Store the gaps seen so far; on a store error they are kept and tried again."""
+        gaps, self._gaps = self._gaps, []
+        try:
+            await retry_noted(
+                self._store,
+                handle.session_id,
+                lambda: self._store.ticks.write_gaps(handle.session_id, gaps, owner=self._owner),
+                what="write gaps",
+                actor=self._owner,
+                policy=self._settings.retry,
+                on_retry=self._metrics.store_retry,
+            )
+        except LeaseLost as exc:
+            self._gaps[:0] = gaps
+            handle.lose(f"gap write rejected by the store: {exc}")
+        except StoreError as exc:
+            self._gaps[:0] = gaps
+            log.error("session %s: could not store %d gaps: %s", handle.session_id, len(gaps), exc)
 
     async def _flush_loop(self, buffer: TickBuffer, handle: RunHandle) -> None:
         """Write what the buffer holds, flush after flush. Each write is retried by the
@@ -192,7 +268,13 @@ class CollectRunner:
         """
         while True:
             batches = await buffer.take()
-            if not batches or handle.lost.is_set():  # fenced: write nothing more
+            if handle.lost.is_set():  # fenced: write nothing more
+                return
+            if self._gaps:  # before the ticks after them: a crash never hides a gap
+                await self._write_gaps(handle)
+                if handle.lost.is_set():
+                    return
+            if not batches:
                 return
             if await self._write(batches, handle):
                 continue
@@ -231,4 +313,10 @@ class CollectRunner:
         )
         handle.written = handle.written + delivered
         self._metrics.ticks_written(delivered.trades, delivered.orderbook)
+        committed = now_us()
+        for b in batches:
+            if b.recv_us is not None and len(b.recv_us):
+                self._metrics.feed_commit_lag.observe(
+                    max(0, committed - int(b.recv_us.min())) / 1e6
+                )
         return True

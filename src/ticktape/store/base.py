@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from ticktape.domain import Session, SessionEvent, SessionKind, SessionStatus, Stats
-from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
+from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
+from ticktape.feeds.contract import Gap
+from ticktape.ticks import BookSnapshot, StreamTimes, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 500
@@ -73,13 +74,19 @@ class ChangePage:
 
 @dataclass(frozen=True, slots=True)
 class TickQuery:
-    """A range of one session's ticks: ``start <= ts < end``, oldest first."""
+    """A range of one session's ticks: ``start <= ts < end``, oldest first.
+
+    ``after`` continues a previous page: only rows strictly after that row's key in
+    the read order — (ts_us, trade_id, symbol) for trades, (ts_us, 0, symbol) for
+    snapshots (see :meth:`TickStore.read_trades` / :meth:`TickStore.read_orderbook`).
+    """
 
     session_id: str
     symbol: str | None = None
     start: datetime | None = None
     end: datetime | None = None
     limit: int = DEFAULT_DATA_LIMIT
+    after: tuple[int, int, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,11 +383,33 @@ class TickStore(abc.ABC):
 
     @abc.abstractmethod
     async def read_trades(self, query: TickQuery) -> list[Trade]:
-        """Trades of the session in ``query``'s range, oldest first (ts, then trade_id)."""
+        """Trades of the session in ``query``'s range, oldest first (ts, then trade_id, then
+        symbol: a total order, so ``query.after`` pages through every row exactly once)."""
 
     @abc.abstractmethod
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
-        """Order-book snapshots in ``query``'s range, oldest first (ts, then symbol)."""
+        """Order-book snapshots in ``query``'s range, oldest first (ts, then symbol), after
+        ``query.after`` when given."""
+
+    @abc.abstractmethod
+    async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
+        """Exchange and receive times (µs) of one stream's visible rows, in arrival order
+        (trades by trade id, snapshots by time); a row stored without a receive time has
+        -1. Every row of the stream: for the quality report, not for paging."""
+
+    @abc.abstractmethod
+    async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
+        """Store gaps of the session's recording (:class:`~ticktape.feeds.contract.Gap`).
+
+        Fenced like :meth:`write`: accepted only while the session is non-terminal and
+        owned by ``owner``, else :class:`~ticktape.errors.LeaseLost` and nothing stored.
+        Idempotent: a gap is identified by (session, symbol, data type, start, cause);
+        storing it again changes nothing. On return the rows are durable and visible.
+        """
+
+    @abc.abstractmethod
+    async def read_gaps(self, session_id: str) -> list[Gap]:
+        """The session's gaps, oldest first (start, then symbol, data type, cause); [] if none."""
 
 
 class Store(abc.ABC):

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ticktape.domain import Session, SessionEvent, SessionStatus, Stats
+from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats
+from ticktape.feeds.contract import Gap
 from ticktape.store.base import (
     MAX_CHANGES,
     UNCHANGED,
@@ -31,7 +32,7 @@ from ticktape.store.base import (
     Unchanged,
     WriteResult,
 )
-from ticktape.ticks import BookSnapshot, TickBatch, TickCounts, Trade
+from ticktape.ticks import BookSnapshot, StreamTimes, TickBatch, TickCounts, Trade
 
 T = TypeVar("T")
 
@@ -53,7 +54,18 @@ SESSION_OPERATIONS = frozenset(
     }
 )
 TICK_OPERATIONS = frozenset(
-    {"write", "wait_visible", "count", "seal", "position", "read_trades", "read_orderbook"}
+    {
+        "write",
+        "wait_visible",
+        "count",
+        "seal",
+        "position",
+        "read_trades",
+        "read_orderbook",
+        "write_gaps",
+        "read_gaps",
+        "read_times",
+    }
 )
 OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS
 
@@ -218,6 +230,21 @@ class InterceptedTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         return await self._f("read_orderbook", self._inner.read_orderbook, query=query)
+
+    async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
+        i = self._inner
+        return await self._f(
+            "write_gaps", i.write_gaps, session_id=session_id, gaps=gaps, owner=owner
+        )
+
+    async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
+        i = self._inner
+        return await self._f(
+            "read_times", i.read_times, session_id=session_id, symbol=symbol, data_type=data_type
+        )
+
+    async def read_gaps(self, session_id: str) -> list[Gap]:
+        return await self._f("read_gaps", self._inner.read_gaps, session_id=session_id)
 
 
 class InterceptedStore(Store):

@@ -129,3 +129,21 @@ def apply_claim(
     return current.evolve(
         owner=owner, lease_expires_at=lease_expires_at, version=current.version + 1
     )
+
+
+def encode_tick_cursor(key: tuple[int, int, str]) -> str:
+    """The ``next_cursor`` of a data page: the last row's key (ts_us, trade_id, symbol)."""
+    raw = f"{key[0]}:{key[1]}:{key[2]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_tick_cursor(cursor: str) -> tuple[int, int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        ts, tid, symbol = base64.urlsafe_b64decode(padded.encode()).decode().split(":", 2)
+        key = (int(ts), int(tid), symbol)
+        if not symbol or not (_MIN_US <= key[0] <= _MAX_US) or key[1] < 0:
+            raise ValueError("out of range")
+        return key
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError(f"invalid cursor {clip(cursor)!r}", field="cursor") from None

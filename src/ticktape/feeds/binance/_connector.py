@@ -87,6 +87,7 @@ class BinanceFeed(StreamFeed):
         endpoints: BinanceEndpoints | None = None,
         subscribe_interval_s: float = SUBSCRIBE_INTERVAL_S,
         snapshot_limit: int = SNAPSHOT_LIMIT,
+        last_trade_ids: dict[str, int] | None = None,
     ) -> None:
         super().__init__(
             session_id,
@@ -100,7 +101,9 @@ class BinanceFeed(StreamFeed):
         self.endpoints = endpoints or BinanceEndpoints()
         self.subscribe_interval_s = subscribe_interval_s
         self.snapshot_limit = snapshot_limit
-        self._last_agg: dict[str, int] = {}
+        # A resumed recording continues after the stored aggregate ids: what is older is a
+        # duplicate, and the jump to the first new id is what was lost meanwhile.
+        self._last_agg: dict[str, int] = {s.upper(): i for s, i in (last_trade_ids or {}).items()}
         self._http = httpx.AsyncClient(base_url=self.endpoints.rest, timeout=SNAPSHOT_TIMEOUT_S)
 
     def links(self) -> list[Link]:

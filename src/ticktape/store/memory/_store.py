@@ -11,8 +11,11 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ticktape.domain import Session, SessionEvent, SessionStatus, Stats, utcnow
+import numpy as np
+
+from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, ValidationError
+from ticktape.feeds.contract import Gap
 from ticktape.store.base import (
     MAX_CHANGES,
     MAX_DATA_LIMIT,
@@ -40,7 +43,15 @@ from ticktape.store.rules import (
     from_us,
     to_us,
 )
-from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, side_name
+from ticktape.ticks import (
+    BookBatch,
+    BookSnapshot,
+    StreamTimes,
+    TickBatch,
+    TickCounts,
+    Trade,
+    side_name,
+)
 
 
 @dataclass
@@ -58,6 +69,11 @@ class _State:
     # the change feed: a counter bumped by every write, and each session's last value
     change_seq: int = 0
     changed: dict[str, int] = field(default_factory=dict)
+    # (session, symbol, trade_id or ts_us) -> receive time (µs) of trades / snapshots
+    trades_recv: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    books_recv: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # (session, symbol, data type, start_us, cause) -> gap
+    gaps: dict[tuple[str, str, str, int, str], Gap] = field(default_factory=dict)
 
 
 def _matches(session: Session, query: SessionQuery) -> bool:
@@ -293,6 +309,8 @@ class MemoryTickStore(TickStore):
                     for i in range(len(batch)):
                         key = (batch.session_id, batch.symbol, int(batch.ts_us[i]))
                         if key not in self._s.books:
+                            if batch.recv_us is not None:
+                                self._s.books_recv[key] = int(batch.recv_us[i])
                             self._s.books[key] = (
                                 tuple(
                                     zip(
@@ -311,22 +329,56 @@ class MemoryTickStore(TickStore):
                             )
                             books += 1
                 else:
-                    for ts, tid, px, qty, side in zip(
+                    recv = (
+                        batch.recv_us.tolist() if batch.recv_us is not None else [-1] * len(batch)
+                    )
+                    for ts, tid, px, qty, side, rcv in zip(
                         batch.ts_us.tolist(),
                         batch.trade_id.tolist(),
                         batch.price.tolist(),
                         batch.qty.tolist(),
                         batch.side.tolist(),
+                        recv,
                         strict=True,
                     ):
                         key3 = (batch.session_id, batch.symbol, tid)
                         if key3 not in self._s.trades:
+                            if rcv >= 0:
+                                self._s.trades_recv[key3] = rcv
                             self._s.trades[key3] = (ts, px, qty, side)
                             trades += 1
             return WriteResult(TickCounts(trades, books))
 
     async def wait_visible(self, timeout_s: float) -> None:
         return None
+
+    async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
+        async with self._s.lock:
+            if data_type is DataType.TRADES:
+                keys = sorted(k for k in self._s.trades if k[0] == session_id and k[1] == symbol)
+                ts = [self._s.trades[k][0] for k in keys]
+                recv = [self._s.trades_recv.get(k, -1) for k in keys]
+            else:
+                keys = sorted(k for k in self._s.books if k[0] == session_id and k[1] == symbol)
+                ts = [k[2] for k in keys]
+                recv = [self._s.books_recv.get(k, -1) for k in keys]
+        return StreamTimes(np.array(ts, dtype=np.int64), np.array(recv, dtype=np.int64))
+
+    async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
+        async with self._s.lock:
+            session = self._s.sessions.get(session_id)
+            if session is None or session.is_terminal or session.owner != owner:
+                raise LeaseLost(session_id, owner, "gap write rejected")
+            for g in gaps:
+                key = (session_id, g.symbol, g.data_type.value, g.start_us, g.cause.value)
+                self._s.gaps.setdefault(key, g)
+
+    async def read_gaps(self, session_id: str) -> list[Gap]:
+        async with self._s.lock:
+            found = [(k, g) for k, g in self._s.gaps.items() if k[0] == session_id]
+        return [
+            g for _, g in sorted(found, key=lambda kg: (kg[0][3], kg[0][1], kg[0][2], kg[0][4]))
+        ]
 
     async def count(self, session_id: str) -> TickCounts:
         trades = sum(1 for k in self._s.trades if k[0] == session_id)
@@ -360,9 +412,11 @@ class MemoryTickStore(TickStore):
         rows = [
             (ts, tid, sym, px, qty, side)
             for (sid, sym, tid), (ts, px, qty, side) in self._s.trades.items()
-            if sid == query.session_id and self._in_range(query, sym, ts)
+            if sid == query.session_id
+            and self._in_range(query, sym, ts)
+            and (query.after is None or (ts, tid, sym) > query.after)
         ]
-        rows.sort(key=lambda r: (r[0], r[1]))
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
         return [
             Trade(sym, from_us(ts), tid, px, qty, side_name(side))
             for ts, tid, sym, px, qty, side in rows[: query.limit]
@@ -373,7 +427,9 @@ class MemoryTickStore(TickStore):
         rows = [
             (ts, sym, sides)
             for (sid, sym, ts), sides in self._s.books.items()
-            if sid == query.session_id and self._in_range(query, sym, ts)
+            if sid == query.session_id
+            and self._in_range(query, sym, ts)
+            and (query.after is None or (ts, 0, sym) > query.after)
         ]
         rows.sort(key=lambda r: (r[0], r[1]))
         return [

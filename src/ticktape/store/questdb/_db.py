@@ -76,6 +76,7 @@ SESSION_LOG_DDL = (
     + "\n) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL\n"
 )
 
+#: ``recv_us`` (local receive time) came later: ILP adds it to a table made before.
 #: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
 #: DEDUP keys make a replayed row replace itself while distinct ticks never merge:
 #: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
@@ -91,7 +92,8 @@ CREATE TABLE IF NOT EXISTS tt_trades (
     side SYMBOL CAPACITY 4,
     ts TIMESTAMP,
     tenure LONG,
-    batch_seq LONG
+    batch_seq LONG,
+    recv_us LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
 DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, tenure)
 """
@@ -107,12 +109,30 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
     ask_qty DOUBLE,
     ts TIMESTAMP,
     tenure LONG,
-    batch_seq LONG
+    batch_seq LONG,
+    recv_us LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
 DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
-SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
+#: Gaps of a recording (ticktape.feeds.contract.Gap): few rows, written over PG wire into
+#: a non-WAL table so they are visible on return; a gap written twice (a retried write)
+#: is read once — reads keep one row per (symbol, data type, start, cause).
+GAPS_DDL = """
+CREATE TABLE IF NOT EXISTS tt_gaps (
+    session_id SYMBOL CAPACITY 65536,
+    symbol SYMBOL CAPACITY 4096,
+    data_type SYMBOL CAPACITY 4,
+    start_us LONG,
+    end_us LONG,
+    cause SYMBOL CAPACITY 16,
+    lost LONG,
+    detail VARCHAR,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
+"""
+
+SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL, GAPS_DDL)
 #: Columns an existing table must have: tables left by a pre-release build lack some,
 #: and the store refuses to open on them with one clear line (there is no migration).
 REQUIRED_COLUMNS = {

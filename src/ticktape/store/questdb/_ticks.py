@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -42,8 +42,9 @@ import pandas as pd
 from questdb import QuestDBError, Sender
 
 from ticktape.config import VISIBILITY_TIMEOUT_S
-from ticktape.domain import ACTIVE_STATUSES
+from ticktape.domain import ACTIVE_STATUSES, DataType
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
+from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     Seal,
@@ -56,13 +57,28 @@ from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.rules import check_limit
-from ticktape.ticks import BookBatch, BookSnapshot, TickBatch, TickCounts, Trade, TradeBatch
+from ticktape.ticks import (
+    BookBatch,
+    BookSnapshot,
+    StreamTimes,
+    TickBatch,
+    TickCounts,
+    Trade,
+    TradeBatch,
+)
 
 log = logging.getLogger(__name__)
 
 VISIBILITY_POLL_S = 0.005  # first poll interval of wal_tables(); doubles up to 100 ms
 MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
+_EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
+
+
+def _us(ts: datetime) -> int:
+    """A naive UTC timestamp as exact microseconds since the epoch."""
+    d = ts.replace(tzinfo=None) - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
@@ -77,6 +93,21 @@ def _fence_columns(
         "tenure": np.repeat(np.array([tenures[b.session_id] for b in batches], np.int64), rows),
         "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
     }
+
+
+def _recv_column(batches: list[TradeBatch] | list[BookBatch], repeat: list[int]) -> Any:
+    """Receive times per row (nullable: a batch without them sends nulls)."""
+    if all(b.recv_us is not None for b in batches):
+        return np.repeat(
+            np.concatenate([b.recv_us for b in batches if b.recv_us is not None]), repeat
+        )
+    parts = [
+        b.recv_us.astype(np.float64)
+        if b.recv_us is not None
+        else np.full(len(b), np.nan, dtype=np.float64)
+        for b in batches
+    ]
+    return pd.array(np.repeat(np.concatenate(parts), repeat), dtype="Int64")
 
 
 def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataFrame:
@@ -95,6 +126,7 @@ def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataF
             ),
             "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
             **_fence_columns(batches, n, tenures),
+            "recv_us": _recv_column(batches, [1] * sum(n)),
         }
     )
 
@@ -115,6 +147,7 @@ def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFram
             "ask_qty": np.concatenate([b.ask_qty.ravel() for b in batches]),
             "ts": _timestamps(np.concatenate([np.repeat(b.ts_us, b.depth) for b in batches])),
             **_fence_columns(batches, rows, tenures),
+            "recv_us": _recv_column(batches, [b.depth for b in batches for _ in range(len(b))]),
         }
     )
 
@@ -399,6 +432,20 @@ class QuestDBTickStore(TickStore):
         if query.end is not None:
             clauses.append("ts < %s")
             params.append(query.end)
+        if query.after is not None:
+            ts_us, tid, sym = query.after
+            at = _timestamps(np.array([ts_us], np.int64))[0].to_pydatetime()
+            clauses.append("ts >= %s")
+            params.append(at)
+            if table == "trades":
+                clauses.append(
+                    "(ts > %s OR (ts = %s AND (trade_id > %s OR "
+                    "(trade_id = %s AND symbol::varchar > %s))))"
+                )
+                params += [at, at, tid, tid, sym]
+            else:
+                clauses.append("(ts > %s OR (ts = %s AND symbol::varchar > %s))")
+                params += [at, at, sym]
         return " AND ".join(clauses) + fenced, params + fence_params
 
     async def read_trades(self, query: TickQuery) -> list[Trade]:
@@ -406,7 +453,7 @@ class QuestDBTickStore(TickStore):
         where, params = await self._range(query, "trades")
         rows = await self._scalar_rows(
             f"SELECT symbol, ts, trade_id, price, qty, side FROM tt_trades WHERE {where} "
-            "ORDER BY ts, trade_id LIMIT %s",
+            "ORDER BY ts, trade_id, symbol LIMIT %s",
             [*params, query.limit],
             "read trades",
         )
@@ -454,3 +501,71 @@ class QuestDBTickStore(TickStore):
                 )
             )
         return out
+
+    async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
+        if not gaps:
+            return
+        row = (await self._writers([session_id])).get(session_id)
+        active = {s.value for s in ACTIVE_STATUSES}
+        if row is None or row[0] not in active or row[1] != owner:
+            detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
+            raise LeaseLost(session_id, owner, f"gap write rejected ({detail})")
+        async with self._db.writer("write gaps") as conn:
+            with ERRORS.wrap("write gaps"):
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        self._db.prefixed(
+                            "INSERT INTO tt_gaps (session_id, symbol, data_type, start_us, "
+                            "end_us, cause, lost, detail, ts) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        ),
+                        [
+                            (
+                                session_id,
+                                g.symbol,
+                                g.data_type.value,
+                                g.start_us,
+                                g.end_us,
+                                g.cause.value,
+                                g.lost,
+                                g.detail,
+                                _timestamps(np.array([g.start_us], np.int64))[0].to_pydatetime(),
+                            )
+                            for g in gaps
+                        ],
+                    )
+
+    async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
+        table = "trades" if data_type is DataType.TRADES else "orderbook"
+        where, params = await self._range(TickQuery(session_id, symbol=symbol), table)
+        extra, order = ("", "trade_id") if table == "trades" else (" AND level = 0", "ts")
+        rows = await self._scalar_rows(
+            f"SELECT ts, recv_us FROM tt_{table} WHERE {where}{extra} ORDER BY {order}",
+            params,
+            "read stream times",
+        )
+        ts = np.array([_us(r[0]) for r in rows], dtype=np.int64)
+        recv = np.array([-1 if r[1] is None else int(r[1]) for r in rows], dtype=np.int64)
+        return StreamTimes(ts, recv)
+
+    async def read_gaps(self, session_id: str) -> list[Gap]:
+        rows = await self._scalar_rows(
+            "SELECT symbol, data_type, start_us, end_us, cause, lost, detail FROM tt_gaps "
+            "WHERE session_id = %s ORDER BY start_us, symbol, data_type, cause",
+            [session_id],
+            "read gaps",
+        )
+        out: dict[tuple[str, str, int, str], Gap] = {}
+        for sym, dt, start, end, cause, lost, detail in rows:
+            key = (str(sym), str(dt), int(start), str(cause))
+            if key not in out:
+                out[key] = Gap(
+                    str(sym),
+                    DataType(str(dt)),
+                    int(start),
+                    int(end),
+                    GapCause(str(cause)),
+                    None if lost is None else int(lost),
+                    "" if detail is None else str(detail),
+                )
+        return list(out.values())

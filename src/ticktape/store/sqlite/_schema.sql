@@ -81,3 +81,22 @@ ALTER TABLE sessions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX sessions_changed ON sessions (change_seq);
 CREATE TRIGGER sessions_change_on_insert AFTER INSERT ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
 CREATE TRIGGER sessions_change_on_update AFTER UPDATE OF status, version, owner, lease_us, trades, orderbook, errors, deleted ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
+
+-- migration: 3
+-- Gaps of a recording (ticktape.feeds.contract.Gap): what a feed knows it did not
+-- deliver, per symbol and data type, with its bounds (exchange µs), cause and the
+-- messages known lost (NULL: the exchange does not number them).
+CREATE TABLE gaps (
+    sid       INTEGER NOT NULL,
+    symbol    TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    start_us  INTEGER NOT NULL,
+    end_us    INTEGER NOT NULL,
+    cause     TEXT NOT NULL,
+    lost      INTEGER,
+    detail    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (sid, start_us, symbol, data_type, cause)
+) WITHOUT ROWID;
+-- The local receive time of each tick (µs since the epoch; NULL for rows stored before).
+ALTER TABLE trades ADD COLUMN recv_us INTEGER;
+ALTER TABLE orderbook ADD COLUMN recv_us INTEGER;

@@ -35,6 +35,7 @@ from ticktape.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.base import (
     MAX_CHANGES,
     MAX_DATA_LIMIT,
@@ -65,6 +66,7 @@ from ticktape.store.sqlite._db import Database
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
+    StreamTimes,
     TickBatch,
     TickCounts,
     Trade,
@@ -495,6 +497,7 @@ def _trade_rows(sid: int, batch: TradeBatch) -> zip[tuple[object, ...]]:
         batch.price.tolist(),
         batch.qty.tolist(),
         batch.side.tolist(),
+        repeat(None) if batch.recv_us is None else batch.recv_us.tolist(),
         strict=False,
     )
 
@@ -504,6 +507,9 @@ def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
     bq = np.ascontiguousarray(batch.bid_qty, dtype="<f8")
     ap = np.ascontiguousarray(batch.ask_price, dtype="<f8")
     aq = np.ascontiguousarray(batch.ask_qty, dtype="<f8")
+    recv: list[int | None] = (
+        [None] * len(batch) if batch.recv_us is None else batch.recv_us.tolist()
+    )
     return [
         (
             sid,
@@ -516,6 +522,7 @@ def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
             bq[i].tobytes(),
             ap[i].tobytes(),
             aq[i].tobytes(),
+            recv[i],
         )
         for i, ts in enumerate(batch.ts_us.tolist())
     ]
@@ -554,15 +561,15 @@ class SqliteTickStore(TickStore):
                 if isinstance(batch, TradeBatch):
                     conn.executemany(
                         "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, "
-                        "side) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "side, recv_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         _trade_rows(sid, batch),
                     )
                     trades += conn.total_changes - before
                 else:
                     conn.executemany(
                         "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, "
-                        "best_ask, bid_price, bid_qty, ask_price, ask_qty) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "best_ask, bid_price, bid_qty, ask_price, ask_qty, recv_us) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         _book_rows(sid, batch),
                     )
                     books += conn.total_changes - before
@@ -572,6 +579,67 @@ class SqliteTickStore(TickStore):
 
     async def wait_visible(self, timeout_s: float) -> None:
         return None  # a committed SQLite transaction is visible to every new reader
+
+    async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
+                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                raise LeaseLost(session_id, owner, f"gap write rejected ({detail})")
+            conn.executemany(
+                "INSERT OR IGNORE INTO gaps (sid, symbol, data_type, start_us, end_us, cause, "
+                "lost, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row[0],
+                        g.symbol,
+                        g.data_type.value,
+                        g.start_us,
+                        g.end_us,
+                        g.cause.value,
+                        g.lost,
+                        g.detail,
+                    )
+                    for g in gaps
+                ],
+            )
+
+        if gaps:
+            await self._db.write(run, "write gaps")
+
+    async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
+        table, order = (
+            ("trades", "trade_id") if data_type is DataType.TRADES else ("orderbook", "ts_us")
+        )
+
+        def run(conn: sqlite3.Connection) -> StreamTimes:
+            rows = conn.execute(
+                f"SELECT t.ts_us, coalesce(t.recv_us, -1) FROM {table} t "
+                "JOIN sessions s ON s.sid = t.sid WHERE s.id = ? AND t.symbol = ? "
+                f"ORDER BY t.{order}",
+                (session_id, symbol),
+            ).fetchall()
+            arr = np.array(rows, dtype=np.int64).reshape(len(rows), 2)
+            return StreamTimes(arr[:, 0].copy(), arr[:, 1].copy())
+
+        return await self._db.read(run, "read stream times")
+
+    async def read_gaps(self, session_id: str) -> list[Gap]:
+        def run(conn: sqlite3.Connection) -> list[Gap]:
+            rows = conn.execute(
+                "SELECT g.symbol, g.data_type, g.start_us, g.end_us, g.cause, g.lost, g.detail "
+                "FROM gaps g JOIN sessions s ON s.sid = g.sid WHERE s.id = ? "
+                "ORDER BY g.start_us, g.symbol, g.data_type, g.cause",
+                (session_id,),
+            ).fetchall()
+            return [
+                Gap(sym, DataType(dt), int(a), int(b), GapCause(c), lost, detail)
+                for sym, dt, a, b, c, lost, detail in rows
+            ]
+
+        return await self._db.read(run, "read gaps")
 
     async def count(self, session_id: str) -> TickCounts:
         def run(conn: sqlite3.Connection) -> TickCounts:
@@ -611,9 +679,19 @@ class SqliteTickStore(TickStore):
         return await self._db.read(run, "read tick position")
 
     @staticmethod
-    def _range(query: TickQuery) -> tuple[str, list[object]]:
+    def _range(query: TickQuery, trades: bool = True) -> tuple[str, list[object]]:
         clauses = ["sid = (SELECT sid FROM sessions WHERE id = ?)"]
         params: list[object] = [query.session_id]
+        if query.after is not None:
+            ts, tid, sym = query.after
+            clauses.append("ts_us >= ?")
+            params.append(ts)
+            if trades:
+                clauses.append("(ts_us, trade_id, symbol) > (?, ?, ?)")
+                params += [ts, tid, sym]
+            else:
+                clauses.append("(ts_us, symbol) > (?, ?)")
+                params += [ts, sym]
         if query.symbol is not None:
             clauses.append("symbol = ?")
             params.append(query.symbol)
@@ -630,7 +708,7 @@ class SqliteTickStore(TickStore):
         where, params = self._range(query)
         sql = (
             f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
-            "ORDER BY ts_us, trade_id LIMIT ?"
+            "ORDER BY ts_us, trade_id, symbol LIMIT ?"
         )
         return await self._db.read(
             lambda conn: [
@@ -642,7 +720,7 @@ class SqliteTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         check_limit(query.limit, MAX_DATA_LIMIT)
-        where, params = self._range(query)
+        where, params = self._range(query, trades=False)
         sql = (
             f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
             f"WHERE {where} ORDER BY ts_us, symbol LIMIT ?"
