@@ -37,8 +37,8 @@ from ticktape.errors import (
     clip,
 )
 from ticktape.export import ExportFormat, book_pages, encode, trade_pages
-from ticktape.feeds.quality import StreamQuality, stream_quality
 from ticktape.metrics import Metrics
+from ticktape.quality import StreamQuality, stream_quality
 from ticktape.redact import redact
 from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
 from ticktape.store.rules import to_us
@@ -319,7 +319,7 @@ class SessionService:
     async def quality(
         self, session_id: str
     ) -> tuple[Session, datetime, datetime, list[StreamQuality]]:
-        """Per symbol and data type: rows, gaps, coverage, latency (``feeds.quality``)."""
+        """Per symbol and data type: rows, gaps, coverage, latency (``ticktape.quality``)."""
         session = await self.get(session_id)
         gaps = await self._store.ticks.read_gaps(session_id)
         start = session.started_at or session.created_at

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
-from ticktape.domain import Stats
+from ticktape.domain import DataType, Stats
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -147,3 +148,37 @@ class TickCounts:
 
 def side_name(side: int) -> str:
     return "buy" if side == SIDE_BUY else "sell"
+
+
+class GapCause(StrEnum):
+    DISCONNECT = "disconnect"  # the connection closed or failed
+    STALE = "stale"  # no message for ``stale_after_s``; the feed reconnected
+    SEQUENCE_BREAK = "sequence_break"  # an exchange sequence number skipped
+    RESYNC = "resync"  # the book was rebuilt from a snapshot (a stale or missing one)
+    OVERFLOW = "overflow"  # the consumer fell behind past the queue bound
+    REFUSED = "refused"  # the exchange refused the subscription
+    RESTART = "restart"  # the recording's instance was lost; another one resumed it
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Data of one symbol and data type the feed did not deliver.
+
+    ``start_us`` is the exchange time of the last row delivered before the gap
+    (or the local time the gap began when nothing was delivered yet); ``end_us``
+    the exchange time of the first row delivered after it. ``lost`` counts the
+    exchange messages known to be missing (from its sequence numbers), ``None``
+    when the exchange does not number them.
+    """
+
+    symbol: str
+    data_type: DataType
+    start_us: int
+    end_us: int
+    cause: GapCause
+    lost: int | None = None
+    detail: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return max(0, self.end_us - self.start_us) / 1e6

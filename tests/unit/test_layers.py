@@ -23,7 +23,10 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         ),
     ),
     ("store", frozenset({"store", "questdb_server"})),  # questdb_server runs the store's server
-    ("service", frozenset({"service"})),
+    (
+        "service",
+        frozenset({"service", "quality", "export"}),
+    ),  # quality/export: read-side reports over the store
     ("runtime", frozenset({"runtime"})),
     ("runners/feeds", frozenset({"runners", "feeds", "strategies"})),
     ("api/cli/web", frozenset({"api", "cli", "web"})),

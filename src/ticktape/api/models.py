@@ -26,7 +26,7 @@ from ticktape.domain import (
     SessionSpec,
     validate_spec,
 )
-from ticktape.feeds.quality import StreamQuality
+from ticktape.quality import StreamQuality
 from ticktape.ticks import BookSnapshot, Trade
 
 _REQUEST = ConfigDict(extra="forbid", strict=True)

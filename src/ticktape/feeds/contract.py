@@ -55,6 +55,8 @@ import numpy as np
 from ticktape.domain import DataType
 from ticktape.ticks import SIDE_BUY as SIDE_BUY  # re-exported beside SIDE_SELL
 from ticktape.ticks import BookBatch, Int64Array, TradeBatch
+from ticktape.ticks import Gap as Gap  # gaps are stored with ticks; the feed contract names them
+from ticktape.ticks import GapCause as GapCause
 
 SIDE_SELL = -1  # a taker sell, as ``TradeBatch.side`` stores it (a buy is ``SIDE_BUY``)
 RECONNECT_BASE_S = 0.25  # first reconnect delay (full jitter below the cap)
@@ -72,40 +74,6 @@ class EventKind(StrEnum):
     GAP = "gap"
     RESYNCED = "resynced"
     STALE = "stale"
-
-
-class GapCause(StrEnum):
-    DISCONNECT = "disconnect"  # the connection closed or failed
-    STALE = "stale"  # no message for ``stale_after_s``; the feed reconnected
-    SEQUENCE_BREAK = "sequence_break"  # an exchange sequence number skipped
-    RESYNC = "resync"  # the book was rebuilt from a snapshot (a stale or missing one)
-    OVERFLOW = "overflow"  # the consumer fell behind past the queue bound
-    REFUSED = "refused"  # the exchange refused the subscription
-    RESTART = "restart"  # the recording's instance was lost; another one resumed it
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Data of one symbol and data type the feed did not deliver.
-
-    ``start_us`` is the exchange time of the last row delivered before the gap
-    (or the local time the gap began when nothing was delivered yet); ``end_us``
-    the exchange time of the first row delivered after it. ``lost`` counts the
-    exchange messages known to be missing (from its sequence numbers), ``None``
-    when the exchange does not number them.
-    """
-
-    symbol: str
-    data_type: DataType
-    start_us: int
-    end_us: int
-    cause: GapCause
-    lost: int | None = None
-    detail: str = ""
-
-    @property
-    def duration_s(self) -> float:
-        return max(0, self.end_us - self.start_us) / 1e6
 
 
 @dataclass(frozen=True, slots=True)

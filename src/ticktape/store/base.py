@@ -19,8 +19,7 @@ from datetime import datetime
 from typing import Final
 
 from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
-from ticktape.feeds.contract import Gap
-from ticktape.ticks import BookSnapshot, StreamTimes, TickBatch, TickCounts, Trade
+from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 500

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats
-from ticktape.feeds.contract import Gap
 from ticktape.store.base import (
     MAX_CHANGES,
     UNCHANGED,
@@ -32,7 +31,7 @@ from ticktape.store.base import (
     Unchanged,
     WriteResult,
 )
-from ticktape.ticks import BookSnapshot, StreamTimes, TickBatch, TickCounts, Trade
+from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import pytest
 
 from ticktape.domain import DataType
 from ticktape.feeds.contract import Gap, GapCause
-from ticktape.feeds.quality import stream_quality
+from ticktape.quality import stream_quality
 
 T = DataType.TRADES
 S = 1_000_000  # one second in µs

@@ -15,7 +15,6 @@ import numpy as np
 
 from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, ValidationError
-from ticktape.feeds.contract import Gap
 from ticktape.store.base import (
     MAX_CHANGES,
     MAX_DATA_LIMIT,
@@ -46,6 +45,7 @@ from ticktape.store.rules import (
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
+    Gap,
     StreamTimes,
     TickBatch,
     TickCounts,

@@ -44,7 +44,6 @@ from questdb import QuestDBError, Sender
 from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES, DataType
 from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
-from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     Seal,
@@ -60,6 +59,8 @@ from ticktape.store.rules import check_limit
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
+    Gap,
+    GapCause,
     StreamTimes,
     TickBatch,
     TickCounts,

@@ -35,7 +35,6 @@ from ticktape.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.base import (
     MAX_CHANGES,
     MAX_DATA_LIMIT,
@@ -66,6 +65,8 @@ from ticktape.store.sqlite._db import Database
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
+    Gap,
+    GapCause,
     StreamTimes,
     TickBatch,
     TickCounts,

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ticktape.domain import DataType
-from ticktape.feeds.contract import Gap, GapCause
-from ticktape.ticks import Int64Array
+from ticktape.ticks import Gap, GapCause, Int64Array
 
 RECONNECT_CAUSES = (GapCause.DISCONNECT, GapCause.STALE)
 
