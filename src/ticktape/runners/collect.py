@@ -241,15 +241,8 @@ class CollectRunner:
         """Store the gaps seen so far; on a store error they are kept and tried again."""
         gaps, self._gaps = self._gaps, []
         try:
-            await retry_noted(
-                self._store,
-                handle.session_id,
-                lambda: self._store.ticks.write_gaps(handle.session_id, gaps, owner=self._owner),
-                what="write gaps",
-                actor=self._owner,
-                policy=self._settings.retry,
-                on_retry=self._metrics.store_retry,
-            )
+            # transient errors are retried by the store handle (store/retrying.py)
+            await self._store.ticks.write_gaps(handle.session_id, gaps, owner=self._owner)
         except LeaseLost as exc:
             self._gaps[:0] = gaps
             handle.lose(f"gap write rejected by the store: {exc}")
