@@ -146,3 +146,26 @@ def test_the_disk_budget_refuses_new_sessions_and_stops_running_ones(
             await store.close()
 
     run(scenario())
+
+
+def _refusals(h: Harness, limit: str) -> float:
+    prefix = f'ticktape_limit_refusals_total{{limit="{limit}"}} '
+    for line in h.http.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_refusals_on_the_original_routes_are_counted_like_ticktapes_own(harness: Any) -> None:
+    h = harness(create_rate_per_min=1)
+    start = {"session_type": "collect", "symbols": ["A_B"]}
+    assert h.http.post("/sessions/start", json=start).status_code == 200
+    refused = h.http.post("/sessions/start", json=start)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error_code"] == "limit_exceeded"
+    assert _refusals(h, "TICKTAPE_CREATE_RATE_PER_MIN") == 1.0
+    h2 = harness(max_running_per_store=1)
+    assert h2.http.post("/api/sessions", json=BODY).status_code == 201
+    refused = h2.http.post("/sessions/start", json=start)
+    assert refused.status_code == 429, refused.text
+    assert _refusals(h2, "TICKTAPE_MAX_RUNNING_PER_STORE") == 1.0

@@ -41,7 +41,7 @@ from ticktape.api.compat._answers import (
     status_from_name,
 )
 from ticktape.api.compat._requests import parse_start
-from ticktape.api.errors import describe_validation_error
+from ticktape.api.errors import count_error, describe_validation_error
 from ticktape.api.routes import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     Authorized,
@@ -80,6 +80,7 @@ class CompatRoute(APIRoute):
             try:
                 return await handler(request)
             except TicktapeError as exc:
+                count_error(request, exc)
                 return error_response(exc)
             except RequestValidationError as exc:
                 problems = [describe_validation_error(dict(e)) for e in exc.errors()]
