@@ -84,6 +84,11 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.push_clients_dropped = Counter(
+            "ticktape_push_clients_dropped",
+            "Push clients (/api/sessions/stream, /ws) cut off because they did not keep up",
+            registry=r,
+        )
         self.local_runners = Gauge(
             "ticktape_local_runners", "Sessions with a live runner on this instance", registry=r
         )

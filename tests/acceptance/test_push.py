@@ -210,6 +210,12 @@ def test_a_client_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the server kept a client that read nothing"
                 time.sleep(0.1)  # polling the server's log: no event to await from here
             grown_kib = _rss_kib(server) - rss_before
+            dropped = [
+                line
+                for line in c.get("/metrics").text.splitlines()
+                if line.startswith("ticktape_push_clients_dropped_total ")
+            ]
+            assert dropped == ["ticktape_push_clients_dropped_total 1.0"], dropped
             for sid in ids:
                 c.post(f"/api/sessions/{sid}/stop")
         assert grown_kib < 50_000, grown_kib  # nothing unbounded was kept for the reader
