@@ -178,12 +178,9 @@ def test_ws_protocol_answers(cluster: tuple[ServerProcess, ServerProcess]) -> No
         ws.send(json.dumps({"type": "subscribe", "stream": "market_data"}))
         refused = json.loads(ws.recv(timeout=10))
         assert refused["type"] == "error" and refused["error_code"] == "stream_not_supported"
-        ws.send(json.dumps({"type": "command", "command": "start_session"}))
+        ws.send(json.dumps({"type": "command", "action": "start_session"}))
         command = json.loads(ws.recv(timeout=10))
-        assert (
-            command["error_code"] == "not_supported"
-            and "POST /sessions/start" in (command["error_message"])
-        )
+        assert command["error_code"] == "unknown_command"  # the original sent it over HTTP
         ws.send("not json")
         assert json.loads(ws.recv(timeout=10))["error_code"] == "invalid_json"
 

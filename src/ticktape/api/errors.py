@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ticktape import errors
@@ -112,7 +113,7 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[str, str, str | No
     return "validation_error", f"{field}: {message[0].lower()}{message[1:]}", field
 
 
-def count_error(request: Request, exc: errors.TicktapeError) -> None:
+def count_error(request: HTTPConnection, exc: errors.TicktapeError) -> None:
     """Count a refusal in /metrics: store errors by code, limits by setting. Every route
     family answering a ticktape error calls this (the original's routes too)."""
     metrics = getattr(request.app.state, "metrics", None)
