@@ -169,3 +169,13 @@ def test_refusals_on_the_original_routes_are_counted_like_ticktapes_own(harness:
     refused = h2.http.post("/sessions/start", json=start)
     assert refused.status_code == 429, refused.text
     assert _refusals(h2, "TICKTAPE_MAX_RUNNING_PER_STORE") == 1.0
+
+
+def test_a_disk_budget_on_a_store_it_cannot_measure_is_refused_at_start_up() -> None:
+    env = {"TICKTAPE_DISK_BUDGET_MB": "100"}
+    for url in ("questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000", "memory://"):
+        with pytest.raises(SystemExit) as refused:
+            Settings.from_env({**env, "TICKTAPE_STORE": url})
+        assert "TICKTAPE_DISK_BUDGET_MB applies to the SQLite store only" in str(refused.value)
+    settings = Settings.from_env({**env, "TICKTAPE_STORE": "sqlite:///./x.db"})
+    assert settings.disk_budget_mb == 100

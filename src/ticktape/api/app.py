@@ -93,6 +93,7 @@ def create_app(
             yield
             return
         store = open_store(settings.store_url)
+        store.write_timeout_s = settings.store_write_timeout_s
         await store.open()
         try:
             own_metrics = app.state.metrics

@@ -411,6 +411,14 @@ class FaultyStore(Store):
     def write_failures(self) -> int:
         return self.inner.write_failures
 
+    @property
+    def write_timeout_s(self) -> float:
+        return self.inner.write_timeout_s
+
+    @write_timeout_s.setter
+    def write_timeout_s(self, value: float) -> None:
+        self.inner.write_timeout_s = value
+
     def disk_usage_bytes(self) -> int | None:
         return self.inner.disk_usage_bytes()
 

@@ -214,6 +214,7 @@ class Instance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.raw = open_store(settings.store_url)
+        self.raw.write_timeout_s = settings.store_write_timeout_s
         self.store = FaultyStore(self.raw)
         self.metrics = Metrics()
         self.supervisor = Supervisor(self.store, settings, self.metrics)

@@ -21,8 +21,10 @@ from typing import Any
 import psycopg
 from questdb import QuestDBError
 
+from ticktape.config import STORE_WRITE_TIMEOUT_S
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError, clip
 from ticktape.redact import redact
+from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
 
 READ_CONNECTIONS = 4
@@ -245,6 +247,10 @@ class Connections:
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
+        # Whether writes (session log over PG wire, ticks over ILP) work: what /health,
+        # /ready, /metrics and the admission of new sessions read (Store.write_failure).
+        self.health = WriteHealth("QuestDB")
+        self.write_timeout_s = STORE_WRITE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
 
     def prefixed(self, sql: str) -> str:
         """``sql`` with the default table prefix replaced by this store's."""
@@ -301,17 +307,26 @@ class Connections:
 
     @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """The session-log write connection, one user at a time; reconnects if broken."""
+        """The session-log write connection, one user at a time; reconnects if broken.
+
+        A connection failure (server down, connection lost) counts as a write failure
+        (:attr:`health`) until a use of the writer succeeds again."""
         async with self._write_lock:
-            if self._writer is None or self._writer.closed:
-                self._writer = await self._connect()
             try:
-                yield self._writer
-            except psycopg.Error as exc:
-                if self._writer.closed or isinstance(exc, psycopg.OperationalError):
-                    await _close_quietly(self._writer)
-                    self._writer = None
-                raise ERRORS.translate(exc, what) from exc
+                if self._writer is None or self._writer.closed:
+                    self._writer = await self._connect()
+                try:
+                    yield self._writer
+                except psycopg.Error as exc:
+                    if self._writer.closed or isinstance(exc, psycopg.OperationalError):
+                        await _close_quietly(self._writer)
+                        self._writer = None
+                    raise ERRORS.translate(exc, what) from exc
+            except StoreUnavailable as exc:
+                self.health.failed(exc)
+                raise
+            else:
+                self.health.succeeded()
 
 
 async def check_schema(db: Connections) -> None:
