@@ -319,9 +319,12 @@ class QuestDBSessionStore(SessionStore):
     async def _query(
         self, sql: str, params: tuple[Any, ...] | list[Any], what: str
     ) -> list[tuple[Any, ...]]:
-        async with self._db.reader(what) as conn:
-            cur = await conn.execute(self._db.prefixed(sql), params)
-            return await cur.fetchall()
+        async def query() -> list[tuple[Any, ...]]:
+            async with self._db.reader(what) as conn:
+                cur = await conn.execute(self._db.prefixed(sql), params)
+                return await cur.fetchall()
+
+        return await self._db.bounded(query(), what)
 
     async def _latest(self, session_id: str) -> _Row:
         rows = await self._query(
