@@ -75,7 +75,7 @@ class Metrics:
         )
         self.store_write_failures = Gauge(
             "ticktape_store_write_failures",
-            "Times the store's write path failed since it was opened (SQLite)",
+            "Times the store's write path failed (or hung) since it was opened",
             registry=r,
         )
         self.limits_hit = Counter(

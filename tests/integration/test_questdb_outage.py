@@ -18,6 +18,7 @@ hang rather than fail: they fail after ``TICKTAPE_STORE_WRITE_TIMEOUT_S`` instea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -56,10 +57,10 @@ def questdb(tmp_path: Path) -> Iterator[qs.ServerHandle]:
     try:
         yield handle
     finally:
-        with_pid = qs._read_pid(config.root.resolve())
-        if with_pid is not None:
-            os.kill(with_pid, signal.SIGCONT)  # never leave a frozen JVM behind
-        qs.stop(config.root)
+        if handle.process.poll() is None:  # still ours and alive: never leave it frozen
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGCONT)
+        handle.stop()  # (a no-op if the test stopped it)
 
 
 def _settings(url: str, **overrides: Any) -> Settings:
