@@ -61,6 +61,11 @@ SHUTDOWN_TIMEOUT_S = 20.0  # graceful server shutdown: time sessions get to fini
 REQUEST_SHUTDOWN_TIMEOUT_S = 5.0  # on SIGTERM, in-flight requests get this long to answer
 READY_TIMEOUT_S = 2.0  # the readiness probe's store check gives up after this long
 HEALTH_PROBE_TIMEOUT_S = 1.0  # /health's look at the store (it answers 200 regardless)
+#: A store write (session change, lease renewal, tick batch) that has not finished after
+#: this long fails as ``store_unavailable`` (a hung disk or a frozen QuestDB): callers
+#: answer within a bound. The write may still complete later; every write is idempotent
+#: or compare-and-set, so a retry cannot apply it twice.
+STORE_WRITE_TIMEOUT_S = 15.0
 
 # Exposure and limits (docs/security.md). Each is a TICKTAPE_* variable.
 MAX_BODY_BYTES = 1_048_576  # request bodies larger than this are refused (413) while read
@@ -233,6 +238,7 @@ class Settings:
     push_interval_s: float = PUSH_INTERVAL_S  # TICKTAPE_PUSH_INTERVAL_S: change feed period
     push_queue_max: int = PUSH_QUEUE_MAX  # TICKTAPE_PUSH_QUEUE_MAX: updates held per client
     feeds: FeedEndpoints = FeedEndpoints()  # exchange endpoints and feed timing
+    store_write_timeout_s: float = STORE_WRITE_TIMEOUT_S  # TICKTAPE_STORE_WRITE_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -271,6 +277,9 @@ class Settings:
             secret_key=env.get("TICKTAPE_SECRET_KEY") or None,
             push_interval_s=_env_float(env, "TICKTAPE_PUSH_INTERVAL_S", PUSH_INTERVAL_S),
             push_queue_max=int(_env_float(env, "TICKTAPE_PUSH_QUEUE_MAX", PUSH_QUEUE_MAX)),
+            store_write_timeout_s=_env_float(
+                env, "TICKTAPE_STORE_WRITE_TIMEOUT_S", STORE_WRITE_TIMEOUT_S
+            ),
             cors_origins=tuple(
                 o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -286,6 +295,14 @@ class Settings:
             )
         if settings.reconcile_every_s <= 0:
             raise SystemExit("ticktape: the reconcile interval must be greater than zero")
+        if settings.disk_budget_mb is not None and not settings.store_url.startswith("sqlite:"):
+            raise SystemExit(
+                "ticktape: TICKTAPE_DISK_BUDGET_MB applies to the SQLite store only (its files "
+                "are on this machine); a QuestDB server's disk is its own to limit "
+                "(docs/security.md). Unset TICKTAPE_DISK_BUDGET_MB for this store."
+            )
+        if settings.store_write_timeout_s <= 0:
+            raise SystemExit("ticktape: TICKTAPE_STORE_WRITE_TIMEOUT_S must be greater than zero")
         return settings
 
     @property

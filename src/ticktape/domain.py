@@ -102,6 +102,7 @@ class Reason:
     ERROR = "error"
     FLUSHED = "flushed"
     DISK_BUDGET = "disk_budget"  # stopped: the store's files reached TICKTAPE_DISK_BUDGET_MB
+    STORE_UNAVAILABLE = "store_unavailable"  # failed: the store failed past the lease
     # Notes in a session's history (events that do not change its status):
     OWNER_CHANGED = "owner_changed"  # a live instance claimed it after its owner was lost
     RESUMED = "resumed"  # recording continues after a claim; the detail gives the gap

@@ -76,13 +76,18 @@ class Metrics:
         )
         self.store_write_failures = Gauge(
             "ticktape_store_write_failures",
-            "Times the store's write path failed since it was opened (SQLite)",
+            "Times the store's write path failed (or hung) since it was opened",
             registry=r,
         )
         self.limits_hit = Counter(
             "ticktape_limit_refusals",
             "Requests refused by a configured limit",
             ["limit"],
+            registry=r,
+        )
+        self.push_clients_dropped = Counter(
+            "ticktape_push_clients_dropped",
+            "Push clients (/api/sessions/stream, /ws) cut off because they did not keep up",
             registry=r,
         )
         self.local_runners = Gauge(

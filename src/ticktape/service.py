@@ -9,13 +9,19 @@ the version they were read at, and only then acted on in memory (invariant 3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from ticktape.config import IDEMPOTENCY_KEY_TTL_S, STOP_WAIT_TIMEOUT_S, Settings
+from ticktape.config import (
+    IDEMPOTENCY_KEY_TTL_S,
+    READY_TIMEOUT_S,
+    STOP_WAIT_TIMEOUT_S,
+    Settings,
+)
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
@@ -32,6 +38,7 @@ from ticktape.errors import (
     LimitExceeded,
     SessionConflict,
     StopTimeout,
+    StoreError,
     StoreUnavailable,
     ValidationError,
     clip,
@@ -118,6 +125,12 @@ class SessionService:
         """
         started = time.perf_counter()
         failing = self._store.write_failure
+        if failing is not None:
+            # The fault may have cleared with no write since to tell (no session running,
+            # no probe from a load balancer): one bounded probe decides.
+            with contextlib.suppress(StoreError, TimeoutError):
+                await asyncio.wait_for(self._store.check_ready(), READY_TIMEOUT_S)
+            failing = self._store.write_failure
         if failing is not None:
             # Admission control: a session started on a store that is failing writes (a
             # nearly full disk takes a small row, then not its ticks) would fail anyway.

@@ -198,3 +198,35 @@ def test_other_session_types_are_refused_clearly(client: httpx.Client) -> None:
 
 def test_serve_says_at_start_up_that_changes_are_open(server: ServerProcess) -> None:
     assert "changes are OPEN to anyone who can reach this address" in server.logs()
+
+
+def test_concurrent_identical_idempotent_starts_give_one_session(server: ServerProcess) -> None:
+    """``idempotent: true`` and an Idempotency-Key each hold as a lock: identical starts
+    sent together (real HTTP, separate connections) answer one session id."""
+    import concurrent.futures
+    import threading
+
+    def fire(body: dict[str, Any], headers: dict[str, str]) -> list[str]:
+        together = threading.Barrier(8)
+
+        def one(_: int) -> str:
+            with httpx.Client(base_url=server.url, timeout=30.0) as c:
+                assert c.get("/health").status_code == 200  # connected before the race
+                together.wait(timeout=30)
+                response = c.post("/sessions/start", json=body, headers=headers)
+                assert response.status_code == 200, response.text
+                return str(response.json()["data"]["session_id"])
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, range(8)))
+
+    idempotent = {**SUITE_START, "symbols": ["ETH_USDT"], "idempotent": True}
+    ids = fire(idempotent, BROWSER_HEADERS)
+    assert len(set(ids)) == 1, ids
+    keyed = fire(
+        {**SUITE_START, "symbols": ["SOL_USDT"]}, {**BROWSER_HEADERS, "Idempotency-Key": "k-1"}
+    )
+    assert len(set(keyed)) == 1, keyed
+    with httpx.Client(base_url=server.url, timeout=30.0) as c:
+        listed = c.get("/api/sessions", params={"status": "pending,running"}).json()["sessions"]
+    assert sorted(s["id"] for s in listed) == sorted({ids[0], keyed[0]})

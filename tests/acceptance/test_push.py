@@ -178,12 +178,9 @@ def test_ws_protocol_answers(cluster: tuple[ServerProcess, ServerProcess]) -> No
         ws.send(json.dumps({"type": "subscribe", "stream": "market_data"}))
         refused = json.loads(ws.recv(timeout=10))
         assert refused["type"] == "error" and refused["error_code"] == "stream_not_supported"
-        ws.send(json.dumps({"type": "command", "command": "start_session"}))
+        ws.send(json.dumps({"type": "command", "action": "start_session"}))
         command = json.loads(ws.recv(timeout=10))
-        assert (
-            command["error_code"] == "not_supported"
-            and "POST /sessions/start" in (command["error_message"])
-        )
+        assert command["error_code"] == "unknown_command"  # the original sent it over HTTP
         ws.send("not json")
         assert json.loads(ws.recv(timeout=10))["error_code"] == "invalid_json"
 
@@ -210,6 +207,12 @@ def test_a_client_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the server kept a client that read nothing"
                 time.sleep(0.1)  # polling the server's log: no event to await from here
             grown_kib = _rss_kib(server) - rss_before
+            dropped = [
+                line
+                for line in c.get("/metrics").text.splitlines()
+                if line.startswith("ticktape_push_clients_dropped_total ")
+            ]
+            assert dropped == ["ticktape_push_clients_dropped_total 1.0"], dropped
             for sid in ids:
                 c.post(f"/api/sessions/{sid}/stop")
         assert grown_kib < 50_000, grown_kib  # nothing unbounded was kept for the reader

@@ -23,10 +23,17 @@ import pytest
 
 from tests.oracle import assert_no_count_mismatch, check_stored, read_stored, runner_tallies
 from ticktape.config import RENEW_ATTEMPTS, RetryPolicy, Settings
-from ticktape.domain import Reason, Session, SessionEvent, SessionStatus, is_valid_history
+from ticktape.domain import (
+    Reason,
+    Session,
+    SessionEvent,
+    SessionStatus,
+    is_valid_history,
+    utcnow,
+)
 from ticktape.errors import IdempotencyKeyReused, LeaseLost, StoreBusy, StoreUnavailable
 from ticktape.store.base import SessionQuery
-from ticktape.testing import Instance, eventually, instances
+from ticktape.testing import OPERATIONS, Instance, eventually, instances
 from ticktape.ticks import BookBatch, TickCounts, TradeBatch
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -288,6 +295,46 @@ async def _true(value: bool) -> bool:
 
 
 # --------------------------------------------------------------------------- leases
+
+
+def test_a_store_down_past_the_lease_ends_the_session_failed_naming_the_store_fault(
+    scenario: Any,
+) -> None:
+    """The whole store fails (every operation) for longer than the lease, then recovers:
+    the session ends ``failed`` with reason ``store_unavailable`` and the cause in its
+    detail — not ``owner_lost``, which would blame a vanished owner."""
+
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        cause = "disk I/O error (injected)"
+        for operation in sorted(OPERATIONS):
+            a.store.fail(operation, times=None, error=StoreUnavailable(cause))
+        await eventually(
+            lambda: _true(session.id not in a.supervisor.running_ids),
+            timeout_s=EVENTUAL_S,
+            what="the runner to stop itself",
+        )
+
+        async def lease_expired() -> bool:
+            current = await a.raw.sessions.get_session(session.id)
+            expiry = current.lease_expires_at
+            return expiry is not None and expiry < utcnow()
+
+        await eventually(lease_expired, timeout_s=EVENTUAL_S, what="the lease to expire")
+        assert (await a.raw.sessions.get_session(session.id)).status is RUNNING
+        a.store.clear()  # the store is back
+        ended = await wait_status(a, session.id, FAILED, timeout_s=EVENTUAL_S)
+        assert ended.reason == Reason.STORE_UNAVAILABLE, ended.reason
+        events = await history(a, session.id)
+        final = events[-1]
+        assert final.reason == Reason.STORE_UNAVAILABLE and final.detail is not None
+        assert cause in final.detail, final.detail
+        assert Reason.OWNER_LOST not in reasons(events)
+        await recorded_exactly(a, session.id, tally=False)
+
+    scenario(body)
 
 
 def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_instance_reaps(

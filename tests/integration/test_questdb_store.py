@@ -293,7 +293,12 @@ def test_questdb_restarted_mid_session_loses_nothing_acknowledged(
                 after.orderbook,
             )
             if stopped.status is SessionStatus.FAILED:
-                assert stopped.reason == Reason.ERROR and stopped.stats.errors > 0
+                # ERROR: ticks given up on. STORE_UNAVAILABLE: the restart took longer than
+                # the lease (seen at >29 s on a loaded 2-core host), the runner stopped
+                # itself and the session was ended naming the store fault.
+                assert stopped.reason in {Reason.ERROR, Reason.STORE_UNAVAILABLE}, stopped
+                if stopped.reason == Reason.ERROR:
+                    assert stopped.stats.errors > 0
 
         run(scenario())
         run(store.close())

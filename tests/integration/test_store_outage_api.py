@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 
 from ticktape.api import create_app
-from ticktape.config import Settings
+from ticktape.config import RetryPolicy, Settings
 from ticktape.metrics import Metrics
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
@@ -99,6 +100,91 @@ def test_a_failing_store_answers_503_fails_readiness_counts_and_recovers(
                 assert "ticktape_store_up 1.0" in (await http.get("/metrics")).text
         finally:
             DiskFull.on = False
+            await supervisor.shutdown(timeout_s=5)
+            await store.close()
+
+    run(scenario())
+
+
+class Stall:
+    """While ``on``, every write's COMMIT blocks until ``release`` is set: a stalled disk
+    (the writer thread's; a reader's COMMIT of its snapshot writes nothing)."""
+
+    on = False
+    release = threading.Event()
+
+
+class StallingConnection(sqlite3.Connection):
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        writer = threading.current_thread().name.startswith("ticktape-sqlite-writer")
+        if Stall.on and writer and sql.lstrip().upper().startswith("COMMIT"):
+            Stall.release.wait(timeout=60)
+        return super().execute(sql, *args)
+
+
+def test_a_write_that_hangs_is_bounded_by_the_write_timeout_and_is_a_store_fault(
+    run: Run, tmp_path: Path
+) -> None:
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path}/stall.db",
+        instance_name="stall",
+        heartbeat_interval_s=0.2,
+        lease_s=5.0,
+        allowed_hosts=("localhost",),
+        store_write_timeout_s=0.5,
+        retry=RetryPolicy(store_attempts=2),
+    )
+
+    async def scenario() -> None:
+        store = SqliteStore(
+            settings.store_url, connection_factory=StallingConnection, failure_hold_s=0
+        )
+        store.write_timeout_s = settings.store_write_timeout_s
+        await store.open()
+        metrics = Metrics()
+        supervisor = Supervisor(store, settings, metrics)
+        await supervisor.start()
+        service = SessionService(store, supervisor, settings, metrics)
+        app = create_app(settings, service=service, metrics=metrics)
+        body = {"kind": "collect", "symbols": ["BTC_USDT"], "rate_per_s": 50}
+        Stall.release.clear()
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://localhost", timeout=30
+            ) as http:
+                Stall.on = True
+                started = time.monotonic()
+                refused = await asyncio.wait_for(http.post("/api/sessions", json=body), BOUND_S)
+                assert time.monotonic() - started < BOUND_S
+                assert refused.status_code == 503, refused.text
+                error = refused.json()["error"]
+                assert error["code"] == "store_unavailable"
+                assert "TICKTAPE_STORE_WRITE_TIMEOUT_S" in error["message"]
+                health = (await http.get("/health")).json()
+                assert health["store_ok"] is False
+                assert "TICKTAPE_STORE_WRITE_TIMEOUT_S" in health["store_error"]
+                assert (await http.get("/ready")).status_code == 503
+                assert "ticktape_store_write_failures 0.0" not in (await http.get("/metrics")).text
+
+                Stall.on = False
+                Stall.release.set()  # the disk answers again: the stalled commit completes
+                deadline = time.monotonic() + BOUND_S
+                while (await http.get("/ready")).status_code != 200:
+                    assert time.monotonic() < deadline, "no recovery"
+                    await asyncio.sleep(0.05)  # polling the probe: no event to await
+                created = await http.post("/api/sessions", json=body)
+                assert created.status_code == 201, created.text
+                sid = created.json()["id"]
+                stopped = await http.post(f"/api/sessions/{sid}/stop?wait=true&timeout=10")
+                assert stopped.json()["status"] == "stopped"
+                # The attempt stalled inside its COMMIT completed once the disk answered (an
+                # ambiguous outcome, as with any lost answer: it is a pending session the
+                # reconciler ends at its lease); the retry queued behind it never ran.
+                listed = (await http.get("/api/sessions")).json()["sessions"]
+                assert sid in [s["id"] for s in listed] and len(listed) == 2, listed
+        finally:
+            Stall.on = False
+            Stall.release.set()
             await supervisor.shutdown(timeout_s=5)
             await store.close()
 

@@ -146,3 +146,36 @@ def test_the_disk_budget_refuses_new_sessions_and_stops_running_ones(
             await store.close()
 
     run(scenario())
+
+
+def _refusals(h: Harness, limit: str) -> float:
+    prefix = f'ticktape_limit_refusals_total{{limit="{limit}"}} '
+    for line in h.http.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return 0.0
+
+
+def test_refusals_on_the_original_routes_are_counted_like_ticktapes_own(harness: Any) -> None:
+    h = harness(create_rate_per_min=1)
+    start = {"session_type": "collect", "symbols": ["A_B"]}
+    assert h.http.post("/sessions/start", json=start).status_code == 200
+    refused = h.http.post("/sessions/start", json=start)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error_code"] == "limit_exceeded"
+    assert _refusals(h, "TICKTAPE_CREATE_RATE_PER_MIN") == 1.0
+    h2 = harness(max_running_per_store=1)
+    assert h2.http.post("/api/sessions", json=BODY).status_code == 201
+    refused = h2.http.post("/sessions/start", json=start)
+    assert refused.status_code == 429, refused.text
+    assert _refusals(h2, "TICKTAPE_MAX_RUNNING_PER_STORE") == 1.0
+
+
+def test_a_disk_budget_on_a_store_it_cannot_measure_is_refused_at_start_up() -> None:
+    env = {"TICKTAPE_DISK_BUDGET_MB": "100"}
+    for url in ("questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000", "memory://"):
+        with pytest.raises(SystemExit) as refused:
+            Settings.from_env({**env, "TICKTAPE_STORE": url})
+        assert "TICKTAPE_DISK_BUDGET_MB applies to the SQLite store only" in str(refused.value)
+    settings = Settings.from_env({**env, "TICKTAPE_STORE": "sqlite:///./x.db"})
+    assert settings.disk_budget_mb == 100

@@ -86,7 +86,13 @@ def test_every_subscriber_sees_changes_in_order_and_lease_renewals_are_skipped(
 def test_a_subscriber_that_does_not_read_is_dropped_and_the_others_go_on(run: Run[Any]) -> None:
     async def scenario() -> None:
         store = MemoryStore()
-        feed = ChangeFeed(CountingSource(store), interval_s=INTERVAL_S, queue_max=3)
+        drops: list[int] = []
+        feed = ChangeFeed(
+            CountingSource(store),
+            interval_s=INTERVAL_S,
+            queue_max=3,
+            on_drop=lambda: drops.append(1),
+        )
         slow, fast = await feed.subscribe(), await feed.subscribe()
         session = await store.sessions.create_session(_session(), actor="t")
         for n in range(1, 8):
@@ -103,7 +109,7 @@ def test_a_subscriber_that_does_not_read_is_dropped_and_the_others_go_on(run: Ru
         assert slow.dropped.is_set()
         assert slow.pending() <= 3  # never more than its bound held
         assert await slow.next() is None
-        assert feed.subscribers == 1 and feed.dropped_total == 1
+        assert feed.subscribers == 1 and feed.dropped_total == 1 and drops == [1]
         await feed.aclose()
 
     run(scenario())

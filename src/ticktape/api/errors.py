@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ticktape import errors
@@ -112,6 +113,18 @@ def describe_validation_error(error: dict[str, Any]) -> tuple[str, str, str | No
     return "validation_error", f"{field}: {message[0].lower()}{message[1:]}", field
 
 
+def count_error(request: HTTPConnection, exc: errors.TicktapeError) -> None:
+    """Count a refusal in /metrics: store errors by code, limits by setting. Every route
+    family answering a ticktape error calls this (the original's routes too)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is None:
+        return
+    if isinstance(exc, errors.StoreError):
+        metrics.store_errors.labels(code=exc.code).inc()
+    if isinstance(exc, errors.LimitExceeded):
+        metrics.limits_hit.labels(limit=exc.limit).inc()
+
+
 async def _ticktape_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.TicktapeError)
     status = status_for(exc)
@@ -126,11 +139,7 @@ async def _ticktape_error(request: Request, exc: Exception) -> JSONResponse:
             message,
             exc_info=exc.__cause__ is not None,
         )
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None and isinstance(exc, errors.StoreError):
-        metrics.store_errors.labels(code=exc.code).inc()
-    if metrics is not None and isinstance(exc, errors.LimitExceeded):
-        metrics.limits_hit.labels(limit=exc.limit).inc()
+    count_error(request, exc)
     field = getattr(exc, "field", None)
     headers: dict[str, str] = {}
     if status == 401:

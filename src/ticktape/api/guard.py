@@ -19,6 +19,14 @@ A plain ASGI middleware, outermost, so that it acts on the raw request:
    ``TICKTAPE_MAX_BODY_BYTES`` is refused before reading; a body without one is
    counted as it arrives and refused (413 ``request_too_large``) as soon as it
    passes the limit, so memory never holds more than the limit.
+
+WebSocket handshakes (``/ws``) pass the same Host check and, with
+``TICKTAPE_PROTECT_READS``, the same credential check (bearer token or sign-in
+cookie; a handshake is a read). A browser's handshake also names its page's
+``Origin``: it must be an allowed host or one of ``TICKTAPE_CORS_ORIGINS``
+(403 ``origin_not_allowed``), so a page elsewhere cannot ride a signed-in
+browser's cookie into the socket (cross-site WebSocket hijacking). A refused
+handshake is answered with the HTTP error (400/401/403 and the JSON error body).
 """
 
 from __future__ import annotations
@@ -89,6 +97,25 @@ def _refusal_for(scope: Scope, exc: TicktapeError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
 
 
+async def _refuse_handshake(
+    refusal: JSONResponse, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer a WebSocket handshake with an HTTP error (ASGI's denial response), or close
+    it before accepting where the server does not offer that (the client sees 403)."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": refusal.status_code,
+                "headers": refusal.raw_headers,
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": refusal.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
 class RequestGuard:
     def __init__(self, app: ASGIApp, settings: Settings, authenticator: Authenticator) -> None:
         self.app = app
@@ -98,6 +125,13 @@ class RequestGuard:
         self.hosts = frozenset(settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            refusal = self._refusal(scope) or self._origin_refusal(scope)
+            if refusal is not None:
+                await _refuse_handshake(refusal, scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -139,7 +173,7 @@ class RequestGuard:
                     authorization=_header(scope, b"authorization"),
                     cookie=_cookie(scope, COOKIE_NAME),
                     csrf=_header(scope, CSRF_HEADER.lower().encode()),
-                    change=scope["method"] not in SAFE_METHODS,
+                    change=scope.get("method", "GET") not in SAFE_METHODS,
                 )
             except TicktapeError as exc:
                 return _refusal_for(scope, exc)
@@ -160,13 +194,29 @@ class RequestGuard:
                 )
         return None
 
+    def _origin_refusal(self, scope: Scope) -> JSONResponse | None:
+        """A browser's WebSocket from a page this server does not serve nor allow (CORS)."""
+        origin = _header(scope, b"origin")
+        if origin is None or self.any_host or origin in self.settings.cors_origins:
+            return None
+        if host_name(origin.partition("://")[2].split("/", 1)[0]) in self.hosts:
+            return None
+        return JSONResponse(
+            error_body(
+                "origin_not_allowed",
+                f"Origin {clip(origin)!r} may not open this WebSocket "
+                "(allowed: TICKTAPE_ALLOWED_HOSTS, TICKTAPE_CORS_ORIGINS)",
+            ),
+            status_code=403,
+        )
+
     def _needs_credentials(self, scope: Scope) -> bool:
         if not self.settings.api_token and not self.auth.enabled:
             return False
         path = scope["path"]
         if path in SIGN_IN_PATHS:
             return False
-        method = scope["method"]
+        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
         if method not in SAFE_METHODS:
             return True
         if method == "OPTIONS" and _header(scope, b"access-control-request-method"):

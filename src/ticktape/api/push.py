@@ -9,7 +9,8 @@ listens.
 
 Each subscriber has a bounded queue: a subscriber that does not keep up (a
 slow or dead client) is dropped when its queue is full — its connection is
-closed and it may reconnect — so the server never buffers without bound.
+closed and it may reconnect — so the server never buffers without bound — and
+counted in ``ticktape_push_clients_dropped_total``.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ class ChangeFeed:
         *,
         interval_s: float = PUSH_INTERVAL_S,
         queue_max: int = PUSH_QUEUE_MAX,
+        on_drop: Callable[[], None] | None = None,
     ) -> None:
         self._source = source
+        self._on_drop = on_drop  # counts a dropped client (the push_clients_dropped metric)
         self._interval_s = interval_s
         self._queue_max = queue_max
         self._subscribers: set[Subscription] = set()
@@ -148,6 +151,8 @@ class ChangeFeed:
             if not sub.offer(session):
                 self._subscribers.discard(sub)
                 self.dropped_total += 1
+                if self._on_drop is not None:
+                    self._on_drop()
                 log.warning("push client dropped: too slow, %d updates not read", sub.pending())
 
     async def _run(self, ready: asyncio.Future[None]) -> None:
@@ -180,6 +185,7 @@ def feed_for(app: FastAPI) -> ChangeFeed:
             app.state.service.changes,
             interval_s=settings.push_interval_s,
             queue_max=settings.push_queue_max,
+            on_drop=app.state.metrics.push_clients_dropped.inc,
         )
         app.state.change_feed = feed
     return feed

@@ -27,6 +27,7 @@ class RunHandle:
     resumed: bool = False  # claimed after its owner was lost: continue after what is stored
     stop_reason: str | None = None  # the reason to record if the stop is not recorded yet
     lost_reason: str = ""  # how the runner learnt it no longer owns the session
+    store_fault: str = ""  # the store error that kept its lease from being renewed, if any
     task: asyncio.Task[None] | None = None
 
     def lose(self, why: str) -> None:

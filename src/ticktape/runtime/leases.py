@@ -149,6 +149,7 @@ class LeaseKeeper:
         why = f"lease not renewed for {since:.1f}s"
         if lease.failures:
             why += f" ({lease.failures} renewal(s) failed, last: {lease.last_error})"
+            lease.handle.store_fault = lease.last_error
         log.error("session %s: %s; the runner stops itself", lease.handle.session_id, why)
         lease.handle.lose(why)
 

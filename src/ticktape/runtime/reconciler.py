@@ -68,6 +68,9 @@ class Host(Protocol):
     def launch(self, session: Session, *, resumed: bool = False) -> None:
         """Run a session this instance owns."""
 
+    def store_fault(self, session_id: str) -> str | None:
+        """The store error that made a runner here lose the session's lease, if one did."""
+
 
 class Reconciler:
     def __init__(
@@ -168,13 +171,18 @@ class Reconciler:
         seal = await self._store.ticks.seal(session.id)
         stats = seal.counts.as_stats(session.stats.errors)
         detail = self._why(session, force)
+        # Its owner is this instance, whose store failed past the lease: name the fault.
+        fault = self._host.store_fault(session.id)
+        reason = Reason.STORE_UNAVAILABLE if fault else Reason.OWNER_LOST
+        if fault:
+            detail = f"the store failed for longer than the lease ({fault}); {detail}"
         try:
             await self._store.sessions.transition(
                 session.id,
                 expected_version=session.version,
                 to_status=SessionStatus.FAILED,
                 actor=self._owner,
-                reason=Reason.OWNER_LOST,
+                reason=reason,
                 detail=detail,
                 stats=stats,
                 lease_expires_at=None,

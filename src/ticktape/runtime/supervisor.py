@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from ticktape.store.base import Seal, Store
 from ticktape.store.transitions import note, request_stop
 
 T = TypeVar("T")
+STORE_FAULTS_REMEMBERED = 10_000  # sessions whose store fault is kept for the reaper
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +59,9 @@ class Supervisor:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         self._closing = False
+        # Sessions whose runner here stopped because the store failed past the lease, with
+        # the store's error: the reaper names it (not owner_lost) once the store is back.
+        self._store_faults: OrderedDict[str, str] = OrderedDict()
 
     @property
     def owner(self) -> str:
@@ -70,6 +75,9 @@ class Supervisor:
     @property
     def handles(self) -> Mapping[str, RunHandle]:
         return self._handles
+
+    def store_fault(self, session_id: str) -> str | None:
+        return self._store_faults.get(session_id)
 
     @property
     def closing(self) -> bool:
@@ -404,6 +412,10 @@ class Supervisor:
     async def _stopped_as_zombie(self, handle: RunHandle, result: RunResult) -> None:
         """The runner stopped itself on losing its lease; say so in the session's history."""
         self._release_handle(handle.session_id)  # gone here, whatever the store says next
+        if handle.store_fault:
+            self._store_faults[handle.session_id] = handle.store_fault
+            while len(self._store_faults) > STORE_FAULTS_REMEMBERED:
+                self._store_faults.popitem(last=False)
         self._metrics.zombies_stopped.inc()
         log.warning(
             "session %s: lease lost (%s), runner stopped itself",

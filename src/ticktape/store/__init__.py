@@ -19,13 +19,18 @@ def open_store(
     *,
     on_retry: Callable[[Exception], None] | None = None,
     actor: str = "store",
+    write_timeout_s: float | None = None,
 ) -> RetryingStore:
     """The store for ``url`` (not yet opened: call ``await store.open()``).
 
     Its public face is the retry layer (:class:`~ticktape.store.retrying.RetryingStore`,
-    bounded by ``retry``) around the backend, which is ``.inner``.
+    bounded by ``retry``) around the backend, which is ``.inner``. ``write_timeout_s``
+    bounds each of the backend's writes (``TICKTAPE_STORE_WRITE_TIMEOUT_S``).
     """
-    return RetryingStore(_backend(url, retry), retry, on_retry=on_retry, actor=actor)
+    backend = _backend(url, retry)
+    if write_timeout_s is not None:
+        backend.write_timeout_s = write_timeout_s
+    return RetryingStore(backend, retry, on_retry=on_retry, actor=actor)
 
 
 def _backend(url: str, retry: RetryPolicy) -> Store:

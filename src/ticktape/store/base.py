@@ -14,16 +14,26 @@ on return and visible after :meth:`TickStore.wait_visible`.
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
+from ticktape.config import STORE_WRITE_TIMEOUT_S
 from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
+from ticktape.errors import WriteTimedOut
 from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 500
 MAX_CHANGES: Final = 1000  # sessions one list_changed call returns at most
+FAILURE_HOLD_S: Final = 5.0  # a write failure keeps the store "failing" at least this long
+FAILURE_LOG_EVERY_S: Final = 60.0  # the same write failure is logged again after this long
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 DEFAULT_DATA_LIMIT: Final = 1000
 MAX_DATA_LIMIT: Final = 10_000
 
@@ -411,12 +421,69 @@ class TickStore(abc.ABC):
         """The session's gaps, oldest first (start, then symbol, data type, cause); [] if none."""
 
 
+class WriteHealth:
+    """Whether a store's writes work: its last failure, logged once per cause and counted,
+    reported until a write succeeds again (and at least ``hold_s``: writes that fail
+    between ones that work keep the store failing, not flapping)."""
+
+    def __init__(self, name: str, hold_s: float = FAILURE_HOLD_S) -> None:
+        self.name = name
+        self.hold_s = hold_s
+        self.failures = 0
+        self._failure: tuple[str, float] | None = None
+        self._failed_since_success = False
+        self._last_logged: tuple[str, float] = ("", -FAILURE_LOG_EVERY_S)
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        message = str(exc) or type(exc).__name__
+        now = time.monotonic()
+        last_message, last_at = self._last_logged
+        if message != last_message or now - last_at >= FAILURE_LOG_EVERY_S:
+            log.error("%s writes are failing: %s", self.name, message)
+            self._last_logged = (message, now)
+        self._failure = (message, now)
+        self._failed_since_success = True
+
+    def succeeded(self) -> None:
+        if self._failure is not None and self._failed_since_success:
+            log.info("%s writes work again (after: %s)", self.name, self._failure[0])
+        self._failed_since_success = False
+
+    @property
+    def failure(self) -> str | None:
+        if self._failure is None:
+            return None
+        message, at = self._failure
+        if self._failed_since_success or time.monotonic() - at < self.hold_s:
+            return message
+        return None
+
+
+async def bounded_write(future: asyncio.Future[T], timeout_s: float, what: str) -> T:
+    """Await a queued write's answer for at most ``timeout_s``; past it the write fails as
+    :class:`~ticktape.errors.WriteTimedOut` (503 ``store_unavailable``) and ``future`` is
+    cancelled, so a write that has not started yet never runs (one under way may still
+    complete: callers' writes are idempotent or compare-and-set, so a retry cannot apply
+    it twice)."""
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except TimeoutError:
+        raise WriteTimedOut(
+            f"{what}: the store did not finish the write within {timeout_s:g}s "
+            "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+        ) from None
+
+
 class Store(abc.ABC):
     """A session store and a tick store over one database, opened by URL."""
 
     url: str
     sessions: SessionStore
     ticks: TickStore
+    #: A write not finished after this long fails as unavailable (set from the settings
+    #: by whoever opens the store; see config.STORE_WRITE_TIMEOUT_S).
+    write_timeout_s: float = STORE_WRITE_TIMEOUT_S
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -249,8 +249,8 @@ class InterceptedTickStore(TickStore):
 class InterceptedStore(Store):
     """``inner`` with every session and tick call handed to :meth:`intercept`.
 
-    Opening, closing and the write-failure and disk-usage reports go straight to
-    ``inner``.
+    Opening, closing, the readiness check, the write timeout and the write-failure and
+    disk-usage reports go straight to ``inner``.
     """
 
     def __init__(self, inner: Store) -> None:
@@ -277,8 +277,19 @@ class InterceptedStore(Store):
     def write_failures(self) -> int:
         return self.inner.write_failures
 
+    @property  # a class attribute in Store; the inner store's here
+    def write_timeout_s(self) -> float:
+        return self.inner.write_timeout_s
+
+    @write_timeout_s.setter
+    def write_timeout_s(self, value: float) -> None:
+        self.inner.write_timeout_s = value
+
     def disk_usage_bytes(self) -> int | None:
         return self.inner.disk_usage_bytes()
+
+    async def check_ready(self) -> None:
+        await self.inner.check_ready()
 
 
 __all__ = [

@@ -15,6 +15,7 @@ there are several.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Coroutine
@@ -40,8 +41,8 @@ from ticktape.api.compat._answers import (
     session_entry,
     status_from_name,
 )
-from ticktape.api.compat._requests import parse_start
-from ticktape.api.errors import describe_validation_error
+from ticktape.api.compat._requests import StartRequest, parse_start
+from ticktape.api.errors import count_error, describe_validation_error
 from ticktape.api.routes import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     Authorized,
@@ -80,6 +81,7 @@ class CompatRoute(APIRoute):
             try:
                 return await handler(request)
             except TicktapeError as exc:
+                count_error(request, exc)
                 return error_response(exc)
             except RequestValidationError as exc:
                 problems = [describe_validation_error(dict(e)) for e in exc.errors()]
@@ -118,6 +120,41 @@ def _same_request(session: Session, spec: SessionSpec) -> bool:
     )
 
 
+def _idempotent_lock(app: Any) -> asyncio.Lock:
+    """The instance's one lock for ``idempotent: true`` starts (made on first use)."""
+    lock: asyncio.Lock | None = getattr(app.state, "idempotent_start_lock", None)
+    if lock is None:
+        lock = app.state.idempotent_start_lock = asyncio.Lock()
+    return lock
+
+
+async def start_parsed(
+    app: Any, service: SessionService, parsed: StartRequest, key: str | None
+) -> Session:
+    """Start ``parsed`` (the HTTP route and the WebSocket ``command`` share this).
+
+    ``idempotent: true`` without an Idempotency-Key: the look for an active twin and
+    the create happen under one lock, so two identical starts arriving together on
+    this instance give one session, not two that each saw no twin. (With an
+    Idempotency-Key the store decides: one session per key, on every instance.)
+    """
+    if not parsed.idempotent or key is not None:
+        return await service.create(parsed.spec, idempotency_key=key)
+    async with _idempotent_lock(app):
+        running = await _active(service, STARTABLE)
+        twin = next((s for s in running if _same_request(s, parsed.spec)), None)
+        return twin if twin is not None else await service.create(parsed.spec)
+
+
+def started_answer(session: Session) -> dict[str, Any]:
+    return {
+        "status": "session_started",
+        "session_id": session.id,
+        "session_type": session.kind.value,
+        "symbols": list(session.symbols),
+    }
+
+
 @router.post("/sessions/start", dependencies=[Authorized, RateLimited])
 async def start(request: Request, service: Service) -> JSONResponse:
     """Start a session from the original's body; answers the session's own id."""
@@ -128,31 +165,12 @@ async def start(request: Request, service: Service) -> JSONResponse:
             f"Idempotency-Key is at most {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             field="Idempotency-Key",
         )
-    session: Session | None = None
-    if parsed.idempotent and key is None:
-        running = await _active(service, STARTABLE)
-        session = next((s for s in running if _same_request(s, parsed.spec)), None)
-    if session is None:
-        session = await service.create(parsed.spec, idempotency_key=key)
-    return ok(
-        {
-            "status": "session_started",
-            "session_id": session.id,
-            "session_type": session.kind.value,
-            "symbols": list(session.symbols),
-        }
-    )
+    return ok(started_answer(await start_parsed(request.app, service, parsed, key)))
 
 
-@router.post("/sessions/stop", dependencies=[Authorized])
-async def stop(request: Request, service: Service) -> JSONResponse:
-    """Stop the named session — or, with an empty body, the one starting or running."""
-    body = await _json_body(request)
-    if not isinstance(body, dict):
-        raise ValidationError("request body must be a JSON object")
-    session_id = body.get("session_id")
-    if session_id is not None and not isinstance(session_id, str):
-        raise ValidationError("session_id must be a string", field="session_id")
+async def stop_session(service: SessionService, session_id: str | None) -> dict[str, Any]:
+    """Stop the named session — or, with none named, the one starting or running — and
+    answer as the original did (the HTTP route and the WebSocket ``command`` share this)."""
     if session_id:
         session = await service.get(session_id)
     else:
@@ -185,14 +203,24 @@ async def stop(request: Request, service: Service) -> JSONResponse:
         "was_orphaned": orphaned,
     }
     # The original nested these under data.data; its page reads them one level up.
-    return ok(
-        {
-            "status": "session_stopped",
-            **result,
-            "session_status": after.status.value,
-            "data": result,
-        }
-    )
+    return {
+        "status": "session_stopped",
+        **result,
+        "session_status": after.status.value,
+        "data": result,
+    }
+
+
+@router.post("/sessions/stop", dependencies=[Authorized])
+async def stop(request: Request, service: Service) -> JSONResponse:
+    """Stop the named session — or, with an empty body, the one starting or running."""
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ValidationError("request body must be a JSON object")
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise ValidationError("session_id must be a string", field="session_id")
+    return ok(await stop_session(service, session_id))
 
 
 @router.get("/sessions/execution-status")

@@ -14,17 +14,31 @@ from the store:
 
 ``data`` is the session entry of the HTTP routes (docs/compat.md) plus
 ``progress``, ``mode`` and ``command_type``. ``{"type": "heartbeat"}`` is
-answered ``{"type": "status", "status": "pong"}``. Sessions are started and
-stopped over HTTP, as the original frontend does: a ``command`` message is
-refused, as are streams ticktape does not have (market data, indicators,
-signals). A client that does not keep up is disconnected (close code 1013);
-it may reconnect.
+answered ``{"type": "status", "status": "pong"}``. Streams ticktape does not
+have (market data, indicators, signals) are refused. A client that does not
+keep up is disconnected (close code 1013); it may reconnect.
+
+Commands, as the original's protocol sent them — ``{"type": "command", "action",
+"params"}``, answered ``{"type": "response", "status": "success", "command",
+"data"}`` or ``{"type": "error", "error_code", "error_message"}``:
+``start_data_collection`` (``symbols``, ``duration``), ``start_backtest``
+(``symbols``, ``acceleration``, ``session_id`` of the recording),
+``start_live_trading`` (``mode: "paper"`` only; real orders are refused),
+``stop_execution`` (``session_id``, or the one running) and ``get_status``. They
+start and stop sessions exactly as ``POST /sessions/start`` and ``/sessions/stop``
+do (same validation, limits and answers). A command is a change: on a server with
+a token or users it needs a connection that is authenticated — its handshake
+carried the bearer token or a sign-in cookie (the request guard checked its Origin),
+or it sent ``{"type": "auth", "token": "<TICKTAPE_API_TOKEN>"}`` (answered
+``{"type": "response", "status": "authenticated", ...}``, or ``invalid_token``);
+else ``authentication_required``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import uuid
 from collections import OrderedDict
@@ -32,11 +46,23 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from ticktape.api.compat._answers import PROTOCOL_VERSION, progress, session_entry
+from ticktape.api.auth import COOKIE_NAME, Authenticator, check_access
+from ticktape.api.compat._answers import (
+    PROTOCOL_VERSION,
+    execution_status,
+    progress,
+    session_entry,
+)
+from ticktape.api.compat._requests import parse_start
+from ticktape.api.compat._routes import start_parsed, started_answer, stop_session
+from ticktape.api.errors import count_error
+from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.push import Subscription, feed_for
+from ticktape.config import Settings
 from ticktape.domain import ACTIVE_STATUSES, Session, utcnow
+from ticktape.errors import TicktapeError, ValidationError
 from ticktape.service import SessionService
-from ticktape.store.base import SessionQuery
+from ticktape.store.base import MAX_LIST_LIMIT, SessionQuery
 
 router = APIRouter()
 
@@ -61,10 +87,62 @@ def _status_data(session: Session) -> dict[str, Any]:
     }
 
 
+def _handshake_may_change(websocket: WebSocket) -> bool:
+    """Whether the handshake's own credentials allow changes: nothing is asked (an open
+    server), or it carried the bearer token or a sign-in cookie. A cookie needs no CSRF
+    token here: the request guard refused handshakes from origins not allowed."""
+    settings: Settings = websocket.app.state.settings
+    try:
+        check_access(
+            settings.api_token,
+            websocket.app.state.authenticator,
+            authorization=websocket.headers.get("authorization"),
+            cookie=websocket.cookies.get(COOKIE_NAME),
+            csrf=None,
+            change=False,
+        )
+    except TicktapeError:
+        return False
+    return True
+
+
+def _params(message: dict[str, Any]) -> dict[str, Any]:
+    params = message.get("params")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ValidationError("params must be a JSON object", field="params")
+    return params
+
+
+def _start_body(action: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A start command's params as the body of ``POST /sessions/start``."""
+    body: dict[str, Any] = {"symbols": params.get("symbols")}
+    if action == "start_data_collection":
+        body.update(session_type="collect", config={"duration": params.get("duration", "1h")})
+    elif action == "start_backtest":
+        config: dict[str, Any] = {"acceleration_factor": params.get("acceleration", 10.0)}
+        if params.get("session_id") is not None:
+            config["session_id"] = params["session_id"]
+        body.update(session_type="backtest", config=config)
+    else:  # start_live_trading: "paper" unless it says otherwise; "live" is refused
+        mode = params.get("mode", "paper")
+        body.update(session_type="live" if mode == "live" else mode)
+    if not isinstance(body["symbols"], list) or not body["symbols"]:
+        raise ValidationError("Parameter 'symbols' must be a non-empty list", field="symbols")
+    return body
+
+
+START_ACTIONS = frozenset({"start_data_collection", "start_backtest", "start_live_trading"})
+ACTIONS = START_ACTIONS | {"stop_execution", "get_status"}
+
+
 class _Connection:
     def __init__(self, websocket: WebSocket, service: SessionService) -> None:
         self.ws = websocket
         self.service = service
+        self.settings: Settings = websocket.app.state.settings
+        self.may_change = _handshake_may_change(websocket)
         self.client_id = uuid.uuid4().hex
         self.streams: set[str] = set()
         self.versions: OrderedDict[str, int] = OrderedDict()
@@ -112,19 +190,92 @@ class _Connection:
                     **extra,
                 }
             )
+        elif kind == "auth":
+            await self.authenticate(message.get("token"), extra)
         elif kind == "command":
-            await self.send(
-                self._error(
-                    "not_supported",
-                    "session commands are sent over HTTP: "
-                    "POST /sessions/start, POST /sessions/stop",
-                    **extra,
-                )
-            )
+            await self.command(message, extra)
         else:
             await self.send(
                 self._error("unknown_message_type", f"unknown message type {kind!r}", **extra)
             )
+
+    async def authenticate(self, token: object, extra: dict[str, Any]) -> None:
+        """The original's ``auth`` message; the token here is ``TICKTAPE_API_TOKEN``."""
+        expected = self.settings.api_token
+        auth: Authenticator = self.ws.app.state.authenticator
+        if not expected and not auth.enabled:
+            self.may_change = True  # nothing is asked on this server: open, as over HTTP
+        elif (
+            expected
+            and isinstance(token, str)
+            and hmac.compare_digest(token.encode(), expected.encode())
+        ):
+            self.may_change = True
+        else:
+            await self.send(
+                self._error("invalid_token", "the token is not this server's API token", **extra)
+            )
+            return
+        await self.send(
+            {
+                "type": "response",
+                "status": "authenticated",
+                "user_id": "api-token" if expected else "anonymous",
+                "permissions": ["read", "write"],
+                "session_expires": None,
+                **extra,
+            }
+        )
+
+    async def command(self, message: dict[str, Any], extra: dict[str, Any]) -> None:
+        action = message.get("action")
+        if action not in ACTIONS:
+            await self.send(
+                self._error(
+                    "unknown_command",
+                    f"unknown command {str(action)[:64]!r}: ticktape serves "
+                    + ", ".join(sorted(ACTIONS)),
+                    **extra,
+                )
+            )
+            return
+        if not self.may_change:
+            await self.send(
+                self._error(
+                    "authentication_required",
+                    "Authentication required for commands: connect with the bearer token or a "
+                    'sign-in cookie, or send {"type": "auth", "token": ...} first',
+                    **extra,
+                )
+            )
+            return
+        try:
+            data = await self._run(str(action), _params(message))
+        except TicktapeError as exc:
+            count_error(self.ws, exc)
+            await self.send(self._error(exc.code, exc.message, command=action, **extra))
+            return
+        await self.send(
+            {"type": "response", "status": "success", "command": action, "data": data, **extra}
+        )
+
+    async def _run(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        if action in START_ACTIONS:
+            parsed = parse_start(_start_body(action, params))
+            limiter: CreateRateLimiter = self.ws.app.state.create_limiter
+            limiter.take(self.ws.client.host if self.ws.client else "unknown")
+            session = await start_parsed(self.ws.app, self.service, parsed, None)
+            return started_answer(session)
+        if action == "stop_execution":
+            session_id = params.get("session_id")
+            if session_id is not None and not isinstance(session_id, str):
+                raise ValidationError("session_id must be a string", field="session_id")
+            return await stop_session(self.service, session_id)
+        page = await self.service.list_sessions(
+            SessionQuery(statuses=ACTIVE_STATUSES, limit=MAX_LIST_LIMIT)
+        )
+        active = page.sessions
+        return execution_status(active[0] if active else None, len(active))
 
     async def subscribe(self, stream: object, params: object, extra: dict[str, Any]) -> None:
         if stream not in STREAMS:

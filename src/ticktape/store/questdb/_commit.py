@@ -28,8 +28,9 @@ from typing import Any
 import psycopg
 
 from ticktape.config import RetryPolicy
-from ticktape.errors import StoreBusy
+from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.retry import retry_transient
+from ticktape.store.base import bounded_write
 from ticktape.store.questdb._db import Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 
@@ -78,9 +79,16 @@ class GroupCommitter:
         )
 
     async def append(self, op: Append) -> AppendResult:
-        """Whether ``op`` was appended, and if not, why (:class:`AppendResult`)."""
+        """Whether ``op`` was appended, and if not, why (:class:`AppendResult`).
+
+        Bounded by the store's write timeout: an append that hangs (a frozen server)
+        fails as unavailable and counts as a write failure."""
         self._groups.submit(op)
-        return await op.future
+        try:
+            return await bounded_write(op.future, self._db.write_timeout_s, "write session log")
+        except WriteTimedOut as exc:
+            self._db.health.failed(exc)
+            raise
 
     async def _commit_group(self, group: list[Append]) -> None:
         # Only "table busy" is retried here, briefly (RetryPolicy.busy_*, the one named

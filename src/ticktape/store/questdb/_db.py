@@ -12,19 +12,29 @@ import asyncio
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from questdb import QuestDBError
 
-from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, ValidationError, clip
+from ticktape.config import STORE_WRITE_TIMEOUT_S
+from ticktape.errors import (
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+    ValidationError,
+    WriteTimedOut,
+    clip,
+)
 from ticktape.redact import redact
+from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
 
+T = TypeVar("T")
 READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 5.0
 SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows the symbol table
@@ -265,6 +275,29 @@ class Connections:
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
+        # Whether writes (session log over PG wire, ticks over ILP) work: what /health,
+        # /ready, /metrics and the admission of new sessions read (Store.write_failure).
+        self.health = WriteHealth("QuestDB")
+        self.write_timeout_s = STORE_WRITE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
+
+    async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
+        """``work`` (a read) answered within the store timeout, or :class:`WriteTimedOut`.
+
+        A frozen server answers nothing and never closes the socket: the caller stops
+        waiting, but the query is not cancelled mid-flight (that would leave its
+        connection in an unknown state); it finishes, and frees its connection, when
+        the server answers again."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.write_timeout_s)
+        except TimeoutError:
+            task.add_done_callback(_retrieve)
+            timed_out = WriteTimedOut(
+                f"{what}: QuestDB did not answer within {self.write_timeout_s:g}s "
+                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+            )
+            self.health.failed(timed_out)
+            raise timed_out from None
 
     def prefixed(self, sql: str) -> str:
         """``sql`` with the default table prefix replaced by this store's."""
@@ -297,13 +330,19 @@ class Connections:
 
     @asynccontextmanager
     async def reader(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A read connection; a broken one is dropped and replaced next time."""
+        """A read connection; a broken one is dropped and replaced next time.
+
+        QuestDB unreachable here is a write failure too (:attr:`health`): every write
+        first reads (the newest row, the tick writers' tenure). Only a write that works
+        clears it: reads can work while writes do not."""
         if self._readers.empty() and self._opened < READ_CONNECTIONS:
             self._opened += 1
             try:
                 conn = await self._connect()
-            except StoreError:
+            except StoreError as exc:
                 self._opened -= 1
+                if isinstance(exc, StoreUnavailable):
+                    self.health.failed(exc)
                 raise
         else:
             conn = await self._readers.get()
@@ -314,24 +353,36 @@ class Connections:
                 self._opened -= 1
                 await _close_quietly(conn)
                 conn = None  # type: ignore[assignment]
-            raise ERRORS.translate(exc, what) from exc
+            error = ERRORS.translate(exc, what)
+            if isinstance(error, StoreUnavailable):
+                self.health.failed(error)
+            raise error from exc
         finally:
             if conn is not None:
                 self._readers.put_nowait(conn)
 
     @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """The session-log write connection, one user at a time; reconnects if broken."""
+        """The session-log write connection, one user at a time; reconnects if broken.
+
+        A connection failure (server down, connection lost) counts as a write failure
+        (:attr:`health`) until a use of the writer succeeds again."""
         async with self._write_lock:
-            if self._writer is None or self._writer.closed:
-                self._writer = await self._connect()
             try:
-                yield self._writer
-            except psycopg.Error as exc:
-                if self._writer.closed or isinstance(exc, psycopg.OperationalError):
-                    await _close_quietly(self._writer)
-                    self._writer = None
-                raise ERRORS.translate(exc, what) from exc
+                if self._writer is None or self._writer.closed:
+                    self._writer = await self._connect()
+                try:
+                    yield self._writer
+                except psycopg.Error as exc:
+                    if self._writer.closed or isinstance(exc, psycopg.OperationalError):
+                        await _close_quietly(self._writer)
+                        self._writer = None
+                    raise ERRORS.translate(exc, what) from exc
+            except StoreUnavailable as exc:
+                self.health.failed(exc)
+                raise
+            else:
+                self.health.succeeded()
 
 
 async def check_schema(db: Connections) -> None:
@@ -349,6 +400,12 @@ async def check_schema(db: Connections) -> None:
                 "it was created by a pre-release build of ticktape; drop its tables or "
                 "choose another ?prefix="
             )
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume the outcome of work nobody waits for any more (no 'never retrieved')."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -42,6 +42,7 @@ from ticktape.errors import (
     SessionConflict,
     SessionNotFound,
     StoreBusy,
+    StoreUnavailable,
     TransitionRace,
     ValidationError,
 )
@@ -319,9 +320,12 @@ class QuestDBSessionStore(SessionStore):
     async def _query(
         self, sql: str, params: tuple[Any, ...] | list[Any], what: str
     ) -> list[tuple[Any, ...]]:
-        async with self._db.reader(what) as conn:
-            cur = await conn.execute(self._db.prefixed(sql), params)
-            return await cur.fetchall()
+        async def query() -> list[tuple[Any, ...]]:
+            async with self._db.reader(what) as conn:
+                cur = await conn.execute(self._db.prefixed(sql), params)
+                return await cur.fetchall()
+
+        return await self._db.bounded(query(), what)
 
     async def _latest(self, session_id: str) -> _Row:
         rows = await self._query(
@@ -658,6 +662,33 @@ class QuestDBStore(Store):
     async def close(self) -> None:
         await self.ticks.close()  # type: ignore[attr-defined]
         await self._db.close()
+
+    @property
+    def write_timeout_s(self) -> float:
+        return self._db.write_timeout_s
+
+    @write_timeout_s.setter
+    def write_timeout_s(self, value: float) -> None:
+        self._db.write_timeout_s = value
+
+    @property
+    def write_failure(self) -> str | None:
+        return self._db.health.failure
+
+    @property
+    def write_failures(self) -> int:
+        return self._db.health.failures
+
+    async def check_ready(self) -> None:
+        """A read; and while writes are failing, a use of the write connection (a
+        ``SELECT 1`` through it, reconnecting if need be) must work again too."""
+        if self._db.health.failure is not None:
+            async with self._db.writer("probe the store") as conn:
+                await conn.execute("SELECT 1")
+            failing = self._db.health.failure  # still within its hold time
+            if failing is not None:
+                raise StoreUnavailable(f"QuestDB writes failed moments ago ({failing})")
+        await super().check_ready()
 
 
 __all__ = ["QuestDBStore"]

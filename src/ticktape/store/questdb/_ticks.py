@@ -43,7 +43,7 @@ from questdb import QuestDBError, Sender
 
 from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES, DataType
-from ticktape.errors import LeaseLost, StoreError, StoreUnavailable
+from ticktape.errors import LeaseLost, StoreError, StoreUnavailable, WriteTimedOut
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     Seal,
@@ -51,6 +51,7 @@ from ticktape.store.base import (
     TickQuery,
     TickStore,
     WriteResult,
+    bounded_write,
 )
 from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
@@ -269,7 +270,11 @@ class QuestDBTickStore(TickStore):
             raise StoreUnavailable("write ticks: the QuestDB store is not open")
         request = _Write(batches, owner)
         self._sends.submit(request)
-        return await request.future
+        try:
+            return await bounded_write(request.future, self._db.write_timeout_s, "write ticks")
+        except WriteTimedOut as exc:
+            self._db.health.failed(exc)  # a hung send (a frozen server) is a failure too
+            raise
 
     async def _send_group(self, group: list[_Write]) -> None:
         """Check every write's owner in one query, send the admitted ones together."""
@@ -293,8 +298,13 @@ class QuestDBTickStore(TickStore):
         if books:
             frames.append((self._db.prefixed("tt_orderbook"), book_frame(books, tenures)))
         assert self._pool is not None  # close() cancels this task before the pool goes
-        with ERRORS.wrap("write ticks"):
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._send, frames)
+        try:
+            with ERRORS.wrap("write ticks"):
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._send, frames)
+        except StoreUnavailable as exc:
+            self._db.health.failed(exc)
+            raise
+        self._db.health.succeeded()
         for request in admitted:
             request.answer(
                 WriteResult(

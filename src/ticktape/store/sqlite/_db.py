@@ -35,7 +35,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeGuard, TypeVar
 
-from ticktape.errors import StoreBusy, StoreError, StoreUnavailable
+from ticktape.config import STORE_WRITE_TIMEOUT_S
+from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, WriteTimedOut
 from ticktape.store.driver_errors import ErrorMap, Rule
 
 T = TypeVar("T")
@@ -136,6 +137,7 @@ class Database:
     ) -> None:
         self.path = path
         self.failure_hold_s = failure_hold_s
+        self.write_timeout_s = STORE_WRITE_TIMEOUT_S  # SqliteStore.write_timeout_s sets it
         # Tests pass a sqlite3.Connection subclass that fails chosen statements: faults
         # injected at the driver boundary, under every line of this module.
         self._factory = connection_factory or sqlite3.Connection
@@ -255,7 +257,17 @@ class Database:
         with self._queued_lock:
             (self._bulk if bulk else self._queued).append(op)
         self._writer.submit(self._commit_group)
-        return await op.future
+        try:
+            # Bounded: a write that hangs (a stalled disk) fails as unavailable, counted as
+            # a write failure; cancelling the future keeps it from running if not begun.
+            return await asyncio.wait_for(op.future, self.write_timeout_s)
+        except TimeoutError:
+            timed_out = WriteTimedOut(
+                f"{what}: SQLite did not finish the write within {self.write_timeout_s:g}s "
+                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+            )
+            self._record_failure(timed_out)
+            raise timed_out from None
 
     def _take(self) -> list[_Write[Any]]:
         """A new group: every queued session write (up to the cap), else one bulk write."""
@@ -305,6 +317,9 @@ class Database:
         while index < len(group):
             op = group[index]
             index += 1
+            if op.future.done():  # its caller gave up (timed out) before it ran: skip it
+                outcomes.append((None, None))
+                continue
             conn.execute("SAVEPOINT ticktape_write")
             try:
                 result = op.fn(conn)

@@ -768,6 +768,14 @@ class SqliteStore(Store):
         return str(self._db.path)
 
     @property
+    def write_timeout_s(self) -> float:
+        return self._db.write_timeout_s
+
+    @write_timeout_s.setter
+    def write_timeout_s(self, value: float) -> None:
+        self._db.write_timeout_s = value
+
+    @property
     def write_failure(self) -> str | None:
         return self._db.write_failure
 
