@@ -115,6 +115,9 @@ def _arguments(operation: str) -> dict[str, Any]:
         "position": sid,
         "read_trades": {"query": TickQuery("s-1")},
         "read_orderbook": {"query": TickQuery("s-1")},
+        "write_gaps": sid | {"gaps": [], "owner": "me"},
+        "read_gaps": sid,
+        "read_times": sid | {"symbol": "BTC_USDT", "data_type": DataType.TRADES},
     }
     return calls[operation]
 

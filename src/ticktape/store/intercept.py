@@ -249,8 +249,9 @@ class InterceptedTickStore(TickStore):
 class InterceptedStore(Store):
     """``inner`` with every session and tick call handed to :meth:`intercept`.
 
-    Opening, closing, the readiness check, the write timeout and the write-failure and
-    disk-usage reports go straight to ``inner``.
+    Opening, closing, the write timeout and the write-failure and disk-usage reports go
+    straight to ``inner``; the readiness check reads through the wrapper, then asks
+    ``inner``.
     """
 
     def __init__(self, inner: Store) -> None:
@@ -289,7 +290,8 @@ class InterceptedStore(Store):
         return self.inner.disk_usage_bytes()
 
     async def check_ready(self) -> None:
-        await self.inner.check_ready()
+        await super().check_ready()  # one read through this wrapper (its faults show)
+        await self.inner.check_ready()  # and the backend's own check (a write probe)
 
 
 __all__ = [
