@@ -320,6 +320,22 @@ class FaultyTickStore(TickStore):
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         return await self._f.call("read_orderbook", self._inner.read_orderbook, query=query)
 
+    async def read_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        return await self._f.call(
+            "read_window",
+            self._inner.read_window,
+            session_id=session_id,
+            start_us=start_us,
+            end_us=end_us,
+            symbols=symbols,
+        )
+
 
 class FaultyStore(Store):
     """``inner`` with injected faults. Opening and closing go straight to ``inner``."""
@@ -330,6 +346,7 @@ class FaultyStore(Store):
         self._faults = _Faults(random.Random(seed))
         self.sessions = FaultySessionStore(inner.sessions, self._faults)
         self.ticks = FaultyTickStore(inner.ticks, self._faults)
+        self.results = inner.results  # no faults injected into results (yet)
 
     def fail(
         self,

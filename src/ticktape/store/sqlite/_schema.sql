@@ -81,3 +81,36 @@ ALTER TABLE sessions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX sessions_changed ON sessions (change_seq);
 CREATE TRIGGER sessions_change_on_insert AFTER INSERT ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
 CREATE TRIGGER sessions_change_on_update AFTER UPDATE OF status, version, owner, lease_us, trades, orderbook, errors, deleted ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
+
+-- migration: 4
+-- Results of backtest and paper sessions (ResultStore): one summary row per session and
+-- its orders, fills and equity points as canonical JSON lines numbered 0, 1, ... A write
+-- replaces all four in one transaction, fenced by the session's owner like tick writes.
+CREATE TABLE result_summary (
+    sid        INTEGER PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    summary    TEXT NOT NULL,               -- JSON object
+    orders     INTEGER NOT NULL,
+    fills      INTEGER NOT NULL,
+    equity     INTEGER NOT NULL,
+    written_us INTEGER NOT NULL
+);
+CREATE TABLE result_orders (
+    sid  INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sid, seq)
+) WITHOUT ROWID;
+CREATE TABLE result_fills (
+    sid  INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sid, seq)
+) WITHOUT ROWID;
+CREATE TABLE result_equity (
+    sid  INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sid, seq)
+) WITHOUT ROWID;
