@@ -38,8 +38,10 @@ class SessionKind(StrEnum):
     PAPER = "paper"
 
 
-#: Kinds that can be started today; the others are refused with a clear error.
-SUPPORTED_KINDS = frozenset({SessionKind.COLLECT})
+#: Kinds that can be started today; the others are refused with a clear error. A
+#: backtest is created from its own fields (``ticktape.strategies.BacktestSpec``), not
+#: by :func:`validate_spec`.
+SUPPORTED_KINDS = frozenset({SessionKind.COLLECT, SessionKind.BACKTEST})
 
 
 class SessionStatus(StrEnum):
@@ -108,6 +110,10 @@ class Reason:
     STORE_RETRIED = "store_retried"  # a store operation succeeded after transient errors
     COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
     RUNNER_TALLY = "runner_tally"  # what the runner saw stored, counted by itself (JSON detail)
+    # Backtest and paper sessions:
+    SOURCE_EXHAUSTED = "source_exhausted"  # a backtest replayed its whole source
+    STRATEGY_ERROR = "strategy_error"  # the strategy raised or overran its time budget
+    RESTARTED = "restarted"  # a claimed backtest replays again from the beginning
 
 
 def can_transition(current: SessionStatus, target: SessionStatus) -> bool:
@@ -169,6 +175,12 @@ class SessionConfig:
     #: e.g. ``data_path``): ``(name, JSON text)`` pairs, sorted, so they are kept with the
     #: session rather than dropped silently, and the config stays immutable.
     ignored: tuple[tuple[str, str], ...] = ()
+    #: A backtest's or paper session's validated request (strategy, params, fill model,
+    #: source, speed, ...) as canonical JSON (sorted keys); None for collect sessions.
+    strategy_run: str | None = None
+
+    def strategy_fields(self) -> dict[str, object] | None:
+        return None if self.strategy_run is None else json.loads(self.strategy_run)
 
     def ignored_fields(self) -> dict[str, object]:
         return {name: json.loads(text) for name, text in self.ignored}
@@ -184,6 +196,8 @@ class SessionConfig:
         }
         if self.ignored:
             out["ignored"] = self.ignored_fields()
+        if self.strategy_run is not None:
+            out["strategy_run"] = self.strategy_fields()
         return out
 
     @classmethod
@@ -197,6 +211,11 @@ class SessionConfig:
             book_every=int(data.get("book_every", DEFAULT_BOOK_EVERY)),  # type: ignore[call-overload]
             on_owner_loss=OwnerLossPolicy(str(data.get("on_owner_loss", "fail"))),
             ignored=ignored_pairs(data.get("ignored")),
+            strategy_run=(
+                None
+                if data.get("strategy_run") is None
+                else json.dumps(data["strategy_run"], sort_keys=True)
+            ),
         )
 
 
@@ -346,7 +365,8 @@ def validate_kind(kind: object) -> SessionKind:
         ) from None
     if parsed not in SUPPORTED_KINDS:
         raise UnsupportedError(
-            f"{parsed.value} sessions are not available yet; only 'collect' can be started",
+            f"{parsed.value} sessions are not available yet; 'collect' and 'backtest' can be "
+            "started",
             kind=parsed.value,
         )
     return parsed
@@ -367,6 +387,14 @@ def validate_spec(
 ) -> SessionSpec:
     """Check every rule of a create request and return the normalised spec."""
     parsed_kind = validate_kind(kind)
+    if parsed_kind is not SessionKind.COLLECT:
+        # Unsupported, not invalid: this request shape (the collect fields, or the original
+        # platform's) cannot start a backtest; POST /api/sessions with its own fields can.
+        raise UnsupportedError(
+            f"a {parsed_kind.value} session is created with 'source_session' and 'strategy' "
+            "(POST /api/sessions, docs/strategies.md)",
+            kind=parsed_kind.value,
+        )
     if exchange != "sim":
         raise UnsupportedError(
             f"exchange {clip(exchange)!r} is not available yet; use 'sim' (the simulated exchange)",

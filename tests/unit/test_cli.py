@@ -83,6 +83,7 @@ def test_start_collect_prints_only_the_session_id(api: ApiHarness, runner: CliRu
         "book_every": 5,
         "on_owner_loss": "fail",
         "ignored": {},
+        "strategy_run": None,
     }
 
 
@@ -94,14 +95,14 @@ def test_start_collect_json_and_idempotency_key(api: ApiHarness, runner: CliRunn
     assert api.runtime.launched == [first["id"]]
 
 
-@pytest.mark.parametrize("kind", ["backtest", "paper"])
+@pytest.mark.parametrize("kind", ["paper"])
 def test_start_unbuilt_kinds_show_the_servers_message(
     api: ApiHarness, runner: CliRunner, kind: str
 ) -> None:
     result = invoke(runner, "start", kind, "--symbols", "BTC_USDT", *URL)
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: {kind} sessions are not available yet; only 'collect' can be started"
+        f"error: {kind} sessions are not available yet; 'collect' and 'backtest' can be started"
     )
     assert "Traceback" not in result.output
 

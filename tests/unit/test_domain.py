@@ -371,9 +371,14 @@ def test_collect_kind() -> None:
     assert spec(kind=SessionKind.COLLECT).kind is SessionKind.COLLECT
 
 
-@pytest.mark.parametrize("kind", ["backtest", "paper", SessionKind.PAPER])
+def test_a_backtest_is_not_made_from_collect_fields() -> None:
+    with pytest.raises(UnsupportedError, match="created with 'source_session' and 'strategy'"):
+        spec(kind="backtest")
+
+
+@pytest.mark.parametrize("kind", ["paper", SessionKind.PAPER])
 def test_known_but_unbuilt_kinds_are_unsupported(kind: object) -> None:
-    with pytest.raises(UnsupportedError, match="only 'collect' can be started") as info:
+    with pytest.raises(UnsupportedError, match="'collect' and 'backtest' can be started") as info:
         spec(kind=kind)
     assert not isinstance(info.value, ValidationError)
     assert info.value.fields["kind"] == SessionKind(str(kind)).value
@@ -396,8 +401,8 @@ def test_only_the_simulated_exchange(exchange: object) -> None:
 
 
 def test_kind_is_checked_before_the_rest() -> None:
-    with pytest.raises(UnsupportedError, match="backtest"):
-        spec(kind="backtest", exchange="binance", symbols=[])
+    with pytest.raises(UnsupportedError, match="paper"):
+        spec(kind="paper", exchange="binance", symbols=[])
 
 
 def test_errors_share_the_root() -> None:

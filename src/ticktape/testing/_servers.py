@@ -21,6 +21,7 @@ import httpx
 from ticktape.config import Settings, sqlite_path_from_url
 from ticktape.domain import Session, validate_spec
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
@@ -216,7 +217,7 @@ class Instance:
         self.raw = open_store(settings.store_url)
         self.store = FaultyStore(self.raw)
         self.metrics = Metrics()
-        self.supervisor = Supervisor(self.store, settings, self.metrics)
+        self.supervisor = Supervisor(self.store, settings, self.metrics, default_runners())
         self.service = SessionService(self.store, self.supervisor, settings, self.metrics)
         self.alive = False
 
