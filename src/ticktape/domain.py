@@ -38,10 +38,10 @@ class SessionKind(StrEnum):
     PAPER = "paper"
 
 
-#: Kinds that can be started today; the others are refused with a clear error. A
-#: backtest is created from its own fields (``ticktape.strategies.BacktestSpec``), not
-#: by :func:`validate_spec`.
-SUPPORTED_KINDS = frozenset({SessionKind.COLLECT, SessionKind.BACKTEST})
+#: Kinds that can be started today. A backtest or paper session is created from its
+#: own fields (``ticktape.strategies.BacktestSpec`` / ``PaperSpec``): :func:`validate_spec`
+#: makes collect sessions only.
+SUPPORTED_KINDS = frozenset({SessionKind.COLLECT, SessionKind.BACKTEST, SessionKind.PAPER})
 
 
 class SessionStatus(StrEnum):
@@ -365,8 +365,7 @@ def validate_kind(kind: object) -> SessionKind:
         ) from None
     if parsed not in SUPPORTED_KINDS:
         raise UnsupportedError(
-            f"{parsed.value} sessions are not available yet; 'collect' and 'backtest' can be "
-            "started",
+            f"{parsed.value} sessions are not available yet",
             kind=parsed.value,
         )
     return parsed
@@ -390,8 +389,13 @@ def validate_spec(
     if parsed_kind is not SessionKind.COLLECT:
         # Unsupported, not invalid: this request shape (the collect fields, or the original
         # platform's) cannot start a backtest; POST /api/sessions with its own fields can.
+        needs = (
+            "'source_session' and 'strategy'"
+            if parsed_kind is SessionKind.BACKTEST
+            else "'strategy' and 'symbols'"
+        )
         raise UnsupportedError(
-            f"a {parsed_kind.value} session is created with 'source_session' and 'strategy' "
+            f"a {parsed_kind.value} session is created with {needs} "
             "(POST /api/sessions, docs/strategies.md)",
             kind=parsed_kind.value,
         )

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -54,7 +55,7 @@ from ticktape.store.base import (
     Store,
     TickQuery,
 )
-from ticktape.strategies import BacktestSpec
+from ticktape.strategies import BacktestSpec, PaperSpec
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
@@ -399,3 +400,18 @@ class SessionService:
 
 #: Key of the replay's tick total in a backtest's ``strategy_run`` (not a request field).
 TICKS_TOTAL = "ticks_total"
+
+
+def paper_spec(recording: SessionSpec, spec: PaperSpec) -> SessionSpec:
+    """A paper session: ``recording`` (validated collect fields) with a strategy listening."""
+    if recording.config.on_owner_loss is OwnerLossPolicy.RESUME:
+        raise ValidationError(
+            "a paper session cannot be resumed after its owner is lost (on_owner_loss: fail)",
+            field="on_owner_loss",
+        )
+    run = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    return replace(
+        recording,
+        kind=SessionKind.PAPER,
+        config=replace(recording.config, strategy_run=run),
+    )

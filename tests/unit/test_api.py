@@ -179,7 +179,6 @@ def test_each_domain_rule_is_a_422_naming_the_field(
 @pytest.mark.parametrize(
     ("change", "mentions"),
     [
-        ({"kind": "paper"}, "paper sessions are not available yet"),
         ({"exchange": "binance"}, "exchange 'binance' is not available yet"),
     ],
 )

@@ -135,3 +135,39 @@ def test_results_routes_serve_the_stored_results_paged(api: ApiHarness, source: 
     assert bad["field"] == "cursor"
     unknown = _error(api.http.get("/api/sessions/nope/equity"), 404)
     assert unknown["code"] == "session_not_found"
+
+
+def test_a_paper_session_is_created_with_its_strategy_and_recording(api: ApiHarness) -> None:
+    body = {
+        "kind": "paper",
+        "symbols": ["BTC_USDT"],
+        "strategy": "market_maker",
+        "params": {"qty": 0.1},
+        "duration": "10s",
+        "rate_per_s": 50.0,
+    }
+    created = api.http.post("/api/sessions", json=body)
+    assert created.status_code == 201, created.text
+    session = created.json()
+    assert session["kind"] == "paper" and session["config"]["rate_per_s"] == 50.0
+    assert session["config"]["strategy_run"]["strategy"] == "market_maker"
+    assert session["stats"]["ticks_total"] is None  # a live feed has no total
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"strategy": "no_such"}, "strategy"),
+        ({"source_session": "x"}, "source_session"),
+        ({"speed": 2.0}, "speed"),
+        ({"symbols": None}, "symbols"),
+        ({"on_owner_loss": "resume"}, "on_owner_loss"),
+        ({"params": {"qty": -1}}, "qty"),
+    ],
+)
+def test_bad_paper_requests_are_422(api: ApiHarness, change: dict[str, Any], field: str) -> None:
+    body = {"kind": "paper", "symbols": ["BTC_USDT"], "strategy": "market_maker", **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    error = _error(api.http.post("/api/sessions", json=body), 422)
+    assert field in (error.get("field") or "") or field in error["message"]
+    assert api.runtime.launched == []

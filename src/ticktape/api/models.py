@@ -139,6 +139,7 @@ class CreateSessionRequest(SessionOptions):
     partial_passive_fills: bool | None = None
 
     def spec(self) -> SessionSpec:
+        """The collect fields as a spec (kind collect; a paper session's recording too)."""
         given = [f for f in STRATEGY_FIELDS if getattr(self, f) is not None]
         if given and self.kind == "collect":
             raise ValidationError(
@@ -159,6 +160,24 @@ class CreateSessionRequest(SessionOptions):
                 )
         data: dict[str, Any] = {"seed": self.seed}
         for name in ("symbols", *STRATEGY_FIELDS):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+    def paper_fields(self) -> dict[str, Any]:
+        """The fields ``ticktape.strategies.validate_paper`` checks (422 on backtest ones)."""
+        for name in ("source_session", "speed", "start", "end"):
+            if getattr(self, name) is not None:
+                raise ValidationError(
+                    f"{name} applies to backtest sessions: a paper session trades a live feed",
+                    field=name,
+                )
+        if self.symbols is None:
+            raise ValidationError("symbols is required", field="symbols")
+        data: dict[str, Any] = {"seed": self.seed, "symbols": self.symbols}
+        data["exchange"] = self.exchange
+        for name in STRATEGY_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 data[name] = value

@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ticktape.api.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, check_access
 from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.models import (
+    STRATEGY_FIELDS,
     BookListOut,
     CreateSessionRequest,
     ErrorOut,
@@ -40,7 +41,7 @@ from ticktape.api.models import (
 from ticktape.config import STOP_WAIT_TIMEOUT_S, Settings
 from ticktape.domain import OwnerLossPolicy, SessionKind, SessionStatus
 from ticktape.errors import ResultsNotFound, ValidationError, clip
-from ticktape.service import SessionService
+from ticktape.service import SessionService, paper_spec
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
     DEFAULT_LIST_LIMIT,
@@ -50,7 +51,7 @@ from ticktape.store.base import (
     SessionQuery,
     TickQuery,
 )
-from ticktape.strategies import StrategyRegistry, validate_backtest
+from ticktape.strategies import StrategyRegistry, validate_backtest, validate_paper
 
 MAX_STOP_WAIT_S = 300.0  # longest a client may hold a "stop and wait" request open
 MAX_IDEMPOTENCY_KEY_CHARS = 200
@@ -195,10 +196,16 @@ async def create_session(
     ``strategy`` with its ``params``; an unknown strategy, a bad parameter or a source
     that is not a finished recording with data is 422.
     """
+    registry: StrategyRegistry = request.app.state.strategies
     if body.kind == SessionKind.BACKTEST.value:
-        registry: StrategyRegistry = request.app.state.strategies
         run = validate_backtest(body.backtest_fields(), registry)
         spec = await service.backtest_spec(run, on_owner_loss=_owner_loss(body.on_owner_loss))
+    elif body.kind == SessionKind.PAPER.value:
+        paper = validate_paper(body.paper_fields(), registry)
+        recording = body.model_copy(update={"kind": "collect"}, deep=True)
+        for name in STRATEGY_FIELDS:  # checked above; the recording takes the collect fields
+            setattr(recording, name, None)
+        spec = paper_spec(recording.spec(), paper)
     else:
         spec = body.spec()
     session = await service.create(spec, idempotency_key=idempotency_key or None)

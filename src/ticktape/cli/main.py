@@ -387,15 +387,6 @@ def start_collect(
         typer.echo(session.id)
 
 
-def _start_other(kind: str, symbols: str, url: str, token: str | None, as_json: bool) -> None:
-    with client_for(url, token) as client:
-        session = client.create_session(kind, split_csv(symbols))
-    if as_json:
-        print_json(session)
-    else:
-        typer.echo(session.id)
-
-
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
     """``["fast=10", "name=x"]`` → ``{"fast": 10, "name": "x"}``: a value is JSON if it
     parses as JSON, else a string."""
@@ -500,13 +491,41 @@ def show_results(
 @start_app.command("paper")
 @reported
 def start_paper(
-    symbols: Annotated[str, typer.Option("--symbols", "-s")],
+    symbols: Annotated[
+        str, typer.Option("--symbols", "-s", help="Comma-separated, e.g. BTC_USDT,ETH_USDT.")
+    ],
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="A registered strategy (GET /api/strategies).")
+    ],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Simulated trades per second per symbol.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the feed and the strategy.")] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Start a paper-trading session (not available yet: the server says so)."""
-    _start_other("paper", symbols, url, token, as_json)
+    """Start a paper session (a strategy on the live feed, simulated fills) and print its id."""
+    with client_for(url, token) as client:
+        session = client.create_session(
+            "paper",
+            split_csv(symbols),
+            strategy=strategy,
+            params=parse_params(param),
+            duration=duration,
+            rate_per_s=rate,
+            seed=seed,
+        )
+    if as_json:
+        print_json(session)
+    else:
+        typer.echo(session.id)
 
 
 # ---------------------------------------------------------------------------- read
