@@ -29,7 +29,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from ticktape.config import Settings
 from ticktape.domain import Reason, Session, Stats
@@ -109,11 +109,11 @@ class BacktestRunner:
         self._owner = owner
         self._strategies = strategies
 
-    async def _retried(self, session_id: str, op: object, what: str) -> object:
-        return await retry_noted(
+    async def _retried(self, session_id: str, op: Callable[[], Awaitable[None]], what: str) -> None:
+        await retry_noted(
             self._store,
             session_id,
-            op,  # type: ignore[arg-type]
+            op,
             what=what,
             actor=self._owner,
             policy=self._settings.retry,
