@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.acceptance.helpers import TERMINAL, assert_valid_history, start_collect, wait_for
 from tests.acceptance.test_cli import cli, cli_json
@@ -42,6 +43,9 @@ def all_rows(c: httpx.Client, session_id: str, table: str) -> list[dict[str, Any
         params["cursor"] = page["next_cursor"]
 
 
+# Each records a session, then replays it twice through a real server (and restarts
+# it): more than the default per-test budget on a busy machine.
+@pytest.mark.timeout(360)
 def test_a_backtest_over_http_and_the_cli(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=30.0) as c:
         source = record(c)
@@ -79,6 +83,7 @@ def test_a_backtest_over_http_and_the_cli(server: ServerProcess) -> None:
         assert c.get(f"/api/sessions/{again['id']}/results").json()["hash"] == summary["hash"]
 
 
+@pytest.mark.timeout(360)
 def test_sigkill_mid_replay_then_the_claimed_restart_gives_the_same_results(
     server: ServerProcess,
 ) -> None:

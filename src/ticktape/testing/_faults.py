@@ -71,7 +71,17 @@ SESSION_OPERATIONS = frozenset(
     }
 )
 TICK_OPERATIONS = frozenset(
-    {"write", "wait_visible", "count", "seal", "position", "read_trades", "read_orderbook"}
+    {
+        "write",
+        "wait_visible",
+        "count",
+        "seal",
+        "position",
+        "read_trades",
+        "read_orderbook",
+        "read_window",
+        "span",
+    }
 )
 OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS
 
@@ -319,6 +329,9 @@ class FaultyTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         return await self._f.call("read_orderbook", self._inner.read_orderbook, query=query)
+
+    async def span(self, session_id: str) -> tuple[int, int] | None:
+        return await self._f.call("span", self._inner.span, session_id=session_id)
 
     async def read_window(
         self,
