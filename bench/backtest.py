@@ -22,11 +22,25 @@ The numba loop is compiled (or loaded from its cache) before timing. Peak RSS is
 sampled in the same process. Last line: JSON.
 
     .venv/bin/python bench/backtest.py --ticks 2000000
+
+With ``--store URL`` (repeatable) it measures the store path instead, on each store
+in one run: a recording of ``--store-ticks`` ticks (default 10 M) written through
+the store's fenced tick writes (or ``--source ID``, a recording already there),
+then
+
+- ``read``: the replay reader (``runners.replay.read_chunks`` over
+  ``TickStore.read_window``) through the whole recording, rows/s;
+- ``backtest_noop`` / ``backtest_market_maker``: a backtest *session* under a real
+  supervisor (create → ``completed``), ticks replayed per second of session time,
+  and the process's peak RSS after it.
+
+    .venv/bin/python bench/backtest.py --store sqlite:////tmp/bt.db --store-ticks 10000000
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -163,14 +177,222 @@ def memory_flatness(ticks: int) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- store path
+
+STORE_TARGETS = {"read_rows_per_s": 1_000_000}  # from QuestDB, per the issue
+RECORD_OWNER = "bench-recorder/0"
+
+
+async def record(store: Any, ticks: int) -> str:
+    """A ``stopped`` collect session of ``ticks`` simulated ticks, written in feed blocks."""
+    from datetime import timedelta
+
+    from ticktape.domain import (
+        DataType,
+        Reason,
+        Session,
+        SessionConfig,
+        SessionKind,
+        SessionStatus,
+        new_session_id,
+        utcnow,
+    )
+
+    now = utcnow()
+    lease = now + timedelta(hours=6)
+    draft = Session(
+        id=new_session_id(),
+        kind=SessionKind.COLLECT,
+        status=SessionStatus.PENDING,
+        symbols=SYMBOLS,
+        exchange="sim",
+        data_types=(DataType.TRADES, DataType.ORDERBOOK),
+        config=SessionConfig(),
+        created_at=now,
+        reason=Reason.CREATED,
+        owner=RECORD_OWNER,
+        lease_expires_at=lease,
+    )
+    s = await store.sessions.create_session(draft, actor=RECORD_OWNER)
+    s = await store.sessions.transition(
+        s.id,
+        expected_version=s.version,
+        to_status=SessionStatus.RUNNING,
+        actor=RECORD_OWNER,
+        reason=Reason.STARTED,
+        lease_expires_at=lease,
+    )
+    ex = SimExchange(s.id, SYMBOLS, seed=1, rate_per_s=0, start_us=1_700_000_000_000_000)
+    written = 0
+    started = time.perf_counter()
+    pending: list[TickBatch] = []
+    while written < ticks:
+        block = ex.next_block()
+        pending.extend(block)
+        written += sum(len(b) for b in block)
+        if sum(len(b) for b in pending) >= 100_000:
+            await store.ticks.write(pending, owner=RECORD_OWNER)
+            pending = []
+    if pending:
+        await store.ticks.write(pending, owner=RECORD_OWNER)
+    await store.ticks.wait_visible(300.0)
+    elapsed = time.perf_counter() - started
+    print(f"  recorded {written:,} ticks in {elapsed:.1f} s ({written / elapsed:,.0f} ticks/s)")
+    s = await store.sessions.transition(
+        s.id,
+        expected_version=s.version,
+        to_status=SessionStatus.STOPPING,
+        actor=RECORD_OWNER,
+        reason=Reason.USER_STOP,
+    )
+    seal = await store.ticks.seal(s.id)
+    await store.sessions.transition(
+        s.id,
+        expected_version=s.version,
+        to_status=SessionStatus.STOPPED,
+        actor=RECORD_OWNER,
+        reason=Reason.USER_STOP,
+        stats=seal.counts.as_stats(0),
+        lease_expires_at=None,
+        seal=seal,
+    )
+    return str(s.id)
+
+
+async def read_rate(store: Any, source_id: str) -> dict[str, Any]:
+    from ticktape.runners.replay import read_chunks
+
+    source = await store.sessions.get_session(source_id)
+    span = await store.ticks.span(source_id)
+    assert span is not None, "the recording has no ticks"
+    rows = chunks = 0
+    cpu = time.process_time()
+    started = time.perf_counter()
+    async for chunk in read_chunks(
+        store.ticks,
+        source_id,
+        symbols=None,
+        first_us=span[0],
+        last_us=span[1],
+        total_rows=source.stats.records_collected,
+    ):
+        rows += sum(len(b) for b in chunk)
+        chunks += 1
+    elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu
+    assert rows == source.stats.records_collected, (rows, source.stats)
+    return {
+        "rows": rows,
+        "chunks": chunks,
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(rows / elapsed),
+        "cpu_seconds": round(cpu_s, 3),
+        "target_rows_per_s": STORE_TARGETS["read_rows_per_s"],
+    }
+
+
+async def session_rate(store_url: str, source_id: str, strategy: str) -> dict[str, Any]:
+    """A backtest session under a real supervisor, from create to ``completed``."""
+    from ticktape.config import Settings
+    from ticktape.domain import SessionStatus
+    from ticktape.metrics import Metrics
+    from ticktape.runners import default_runners
+    from ticktape.runtime.supervisor import Supervisor
+    from ticktape.service import SessionService
+    from ticktape.store import open_store
+    from ticktape.strategies import validate_backtest
+
+    registry = default_registry(entry_points=False)
+    registry.register(DoNothing, origin="bench")
+    settings = Settings(store_url=store_url, lease_s=60.0, heartbeat_interval_s=2.0)
+    store = open_store(store_url)
+    await store.open()
+    metrics = Metrics()
+    supervisor = Supervisor(store, settings, metrics, default_runners(registry))
+    service = SessionService(store, supervisor, settings, metrics)
+    await supervisor.start()
+    try:
+        spec = validate_backtest({"source_session": source_id, "strategy": strategy}, registry)
+        started = time.perf_counter()
+        cpu = time.process_time()
+        session = await service.create(await service.backtest_spec(spec))
+        while True:
+            current = await store.sessions.get_session(session.id)
+            if current.is_terminal:
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu
+        assert current.status is SessionStatus.COMPLETED, current
+        summary = await store.results.summary(session.id)
+        ticks = current.stats.records_collected
+        return {
+            "strategy": strategy,
+            "ticks": ticks,
+            "seconds": round(elapsed, 3),
+            "ticks_per_s": round(ticks / elapsed),
+            "cpu_seconds": round(cpu_s, 3),
+            "orders": None if summary is None else summary.orders,
+            "fills": None if summary is None else summary.fills,
+            "hash": None if summary is None else summary.hash[:16],
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+        }
+    finally:
+        await supervisor.shutdown()
+        await store.close()
+
+
+async def store_bench(url: str, ticks: int, source: str | None) -> dict[str, Any]:
+    from ticktape.redact import redact
+    from ticktape.store import open_store
+
+    print(f"store {redact(url)}")
+    store = open_store(url)
+    await store.open()
+    try:
+        source_id = source or await record(store, ticks)
+        out: dict[str, Any] = {"source": source_id}
+        out["read"] = await read_rate(store, source_id)
+        r = out["read"]
+        print(
+            f"  read   {r['rows']:,} rows in {r['chunks']} windows: {r['rows_per_s']:,} rows/s "
+            f"({r['seconds']} s, {r['cpu_seconds']} CPU s; target {r['target_rows_per_s']:,} "
+            "from QuestDB)"
+        )
+    finally:
+        await store.close()
+    for name, strategy in (("backtest_noop", "do_nothing"), ("backtest_mm", "market_maker")):
+        out[name] = await session_rate(url, source_id, strategy)
+        b = out[name]
+        print(
+            f"  {name:14s} {b['ticks']:,} ticks in {b['seconds']} s: {b['ticks_per_s']:,} "
+            f"ticks/s end to end ({b['orders']} orders, {b['fills']} fills; "
+            f"peak RSS {b['peak_rss_mib']} MiB)"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=2_000_000)
+    parser.add_argument("--store", action="append", help="measure the store path on URL")
+    parser.add_argument("--store-ticks", type=int, default=10_000_000)
+    parser.add_argument("--source", help="an existing recording (one --store only)")
     parser.add_argument("--pacing-seconds", type=float, default=2.0, help="wall time at 100x")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return
+    if args.store:
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} CPUs")
+        results: dict[str, Any] = {"load_average": load}
+        for url in args.store:
+            results[url.split(":", 1)[0]] = asyncio.run(
+                store_bench(url, args.store_ticks, args.source)
+            )
+        print(json.dumps(results))
         return
     registry = default_registry(entry_points=False)
     warm = generate(20_000, 0)

@@ -23,6 +23,7 @@ from typing import Any
 from ticktape.config import Settings
 from ticktape.domain import validate_spec
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
@@ -40,7 +41,7 @@ async def run(store_url: str, seconds: float, symbols: list[str]) -> dict[str, A
     store = open_store(store_url)
     await store.open()
     metrics = Metrics()
-    supervisor = Supervisor(store, settings, metrics)
+    supervisor = Supervisor(store, settings, metrics, default_runners())
     await supervisor.start()
     service = SessionService(store, supervisor, settings, metrics)
     samples: list[float] = [rss_mib()]

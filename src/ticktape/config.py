@@ -208,6 +208,9 @@ class FeedEndpoints:
         return out
 
 
+STRATEGY_CALL_BUDGET_S = 5.0  # as ticktape.strategies.DEFAULT_CALL_BUDGET_S
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     store_url: str = DEFAULT_STORE_URL
@@ -224,6 +227,8 @@ class Settings:
     retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
     strategies_dir: str | None = None  # user strategies (*.py) loaded at start-up
+    # TICKTAPE_STRATEGY_BUDGET_S: a strategy call that takes longer fails its session
+    strategy_call_budget_s: float = STRATEGY_CALL_BUDGET_S
     max_body_bytes: int = MAX_BODY_BYTES
     allowed_hosts: tuple[str, ...] = ALLOWED_HOSTS
     protect_reads: bool = False  # TICKTAPE_PROTECT_READS: the token is needed to read too
@@ -258,6 +263,9 @@ class Settings:
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
             strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,
+            strategy_call_budget_s=_env_float(
+                env, "TICKTAPE_STRATEGY_BUDGET_S", STRATEGY_CALL_BUDGET_S
+            ),
             max_body_bytes=_env_int(env, "TICKTAPE_MAX_BODY_BYTES", MAX_BODY_BYTES),
             allowed_hosts=_env_hosts(env, "TICKTAPE_ALLOWED_HOSTS"),
             protect_reads=_env_bool(env, "TICKTAPE_PROTECT_READS"),

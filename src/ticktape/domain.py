@@ -42,8 +42,10 @@ class SessionKind(StrEnum):
     PAPER = "paper"
 
 
-#: Kinds that can be started today; the others are refused with a clear error.
-SUPPORTED_KINDS = frozenset({SessionKind.COLLECT})
+#: Kinds that can be started today. A backtest or paper session is created from its
+#: own fields (``ticktape.strategies.BacktestSpec`` / ``PaperSpec``): :func:`validate_spec`
+#: makes collect sessions only.
+SUPPORTED_KINDS = frozenset({SessionKind.COLLECT, SessionKind.BACKTEST, SessionKind.PAPER})
 
 
 class SessionStatus(StrEnum):
@@ -113,6 +115,10 @@ class Reason:
     STORE_RETRIED = "store_retried"  # a store operation succeeded after transient errors
     COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
     RUNNER_TALLY = "runner_tally"  # what the runner saw stored, counted by itself (JSON detail)
+    # Backtest and paper sessions:
+    SOURCE_EXHAUSTED = "source_exhausted"  # a backtest replayed its whole source
+    STRATEGY_ERROR = "strategy_error"  # the strategy raised or overran its time budget
+    RESTARTED = "restarted"  # a claimed backtest replays again from the beginning
 
 
 def can_transition(current: SessionStatus, target: SessionStatus) -> bool:
@@ -174,6 +180,12 @@ class SessionConfig:
     #: e.g. ``data_path``): ``(name, JSON text)`` pairs, sorted, so they are kept with the
     #: session rather than dropped silently, and the config stays immutable.
     ignored: tuple[tuple[str, str], ...] = ()
+    #: A backtest's or paper session's validated request (strategy, params, fill model,
+    #: source, speed, ...) as canonical JSON (sorted keys); None for collect sessions.
+    strategy_run: str | None = None
+
+    def strategy_fields(self) -> dict[str, object] | None:
+        return None if self.strategy_run is None else json.loads(self.strategy_run)
 
     def ignored_fields(self) -> dict[str, object]:
         return {name: json.loads(text) for name, text in self.ignored}
@@ -189,6 +201,8 @@ class SessionConfig:
         }
         if self.ignored:
             out["ignored"] = self.ignored_fields()
+        if self.strategy_run is not None:
+            out["strategy_run"] = self.strategy_fields()
         return out
 
     @classmethod
@@ -202,6 +216,11 @@ class SessionConfig:
             book_every=int(data.get("book_every", DEFAULT_BOOK_EVERY)),  # type: ignore[call-overload]
             on_owner_loss=OwnerLossPolicy(str(data.get("on_owner_loss", "fail"))),
             ignored=ignored_pairs(data.get("ignored")),
+            strategy_run=(
+                None
+                if data.get("strategy_run") is None
+                else json.dumps(data["strategy_run"], sort_keys=True)
+            ),
         )
 
 
@@ -360,7 +379,7 @@ def validate_kind(kind: object) -> SessionKind:
         ) from None
     if parsed not in SUPPORTED_KINDS:
         raise UnsupportedError(
-            f"{parsed.value} sessions are not available yet; only 'collect' can be started",
+            f"{parsed.value} sessions are not available yet",
             kind=parsed.value,
         )
     return parsed
@@ -381,6 +400,19 @@ def validate_spec(
 ) -> SessionSpec:
     """Check every rule of a create request and return the normalised spec."""
     parsed_kind = validate_kind(kind)
+    if parsed_kind is not SessionKind.COLLECT:
+        # Unsupported, not invalid: this request shape (the collect fields, or the original
+        # platform's) cannot start a backtest; POST /api/sessions with its own fields can.
+        needs = (
+            "'source_session' and 'strategy'"
+            if parsed_kind is SessionKind.BACKTEST
+            else "'strategy' and 'symbols'"
+        )
+        raise UnsupportedError(
+            f"a {parsed_kind.value} session is created with {needs} "
+            "(POST /api/sessions, docs/strategies.md)",
+            kind=parsed_kind.value,
+        )
     if not isinstance(exchange, str) or exchange not in EXCHANGES:
         raise ValidationError(
             f"unknown exchange {clip(exchange)!r}: choose from 'sim' (the simulated exchange), "

@@ -66,6 +66,15 @@ class SessionNotFound(TicktapeError):
         self.session_id = session_id
 
 
+class ResultsNotFound(TicktapeError):
+    """The session exists but has no stored results (not a backtest, or not written yet)."""
+
+    code = "results_not_found"
+
+    def __init__(self, session_id: str, why: str) -> None:
+        super().__init__(f"session {session_id!r} has no results: {why}", session_id=session_id)
+
+
 class SessionConflict(TicktapeError):
     """The request is well-formed but does not fit the session's current state."""
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -25,9 +27,12 @@ from ticktape.config import (
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
+    OwnerLossPolicy,
     Reason,
     Session,
+    SessionConfig,
     SessionEvent,
+    SessionKind,
     SessionSpec,
     SessionStatus,
     new_session_id,
@@ -37,6 +42,7 @@ from ticktape.errors import (
     IdempotencyKeyReused,
     LimitExceeded,
     SessionConflict,
+    SessionNotFound,
     StopTimeout,
     StoreError,
     StoreUnavailable,
@@ -47,9 +53,20 @@ from ticktape.export import ExportFormat, book_pages, encode, trade_pages
 from ticktape.metrics import Metrics
 from ticktape.quality import StreamQuality, stream_quality
 from ticktape.redact import redact
-from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
+from ticktape.store.base import (
+    DEFAULT_DATA_LIMIT,
+    ChangePage,
+    ResultRow,
+    ResultSummary,
+    ResultTable,
+    SessionPage,
+    SessionQuery,
+    Store,
+    TickQuery,
+)
 from ticktape.store.rules import to_us
 from ticktape.store.transitions import request_stop
+from ticktape.strategies import BacktestSpec, PaperSpec
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
@@ -347,3 +364,94 @@ class SessionService:
                     stream_quality(symbol, data_type, times.ts_us, times.recv_us, gaps, window)
                 )
         return session, start, end, out
+
+    # ------------------------------------------------------------------ backtests
+
+    async def backtest_spec(
+        self, spec: BacktestSpec, *, on_owner_loss: OwnerLossPolicy = OwnerLossPolicy.FAIL
+    ) -> SessionSpec:
+        """The session a validated backtest request asks for, checked against its source:
+        a finished collect (or paper) session with recorded ticks, else 422."""
+        field = "source_session"
+        try:
+            source = await self._store.sessions.get_session(spec.source_session)
+        except SessionNotFound:
+            raise ValidationError(
+                f"source_session {clip(spec.source_session)!r} not found", field=field
+            ) from None
+        if source.kind not in (SessionKind.COLLECT, SessionKind.PAPER):
+            raise ValidationError(
+                f"source_session {source.id} is a {source.kind.value} session: replay a "
+                "collect or paper session",
+                field=field,
+            )
+        if not source.is_terminal:
+            raise ValidationError(
+                f"source_session {source.id} is still {source.status.value}: replay a "
+                "finished session (stopped, completed or failed)",
+                field=field,
+            )
+        if source.stats.records_collected == 0:
+            raise ValidationError(
+                f"source_session {source.id} has no recorded ticks to replay", field=field
+            )
+        symbols = tuple(spec.symbols) if spec.symbols else source.symbols
+        missing = [s for s in symbols if s not in source.symbols]
+        if missing:
+            raise ValidationError(
+                f"symbols {', '.join(missing)} were not recorded by source_session "
+                f"{source.id} (it has {', '.join(source.symbols)})",
+                field="symbols",
+            )
+        if len(set(symbols)) != len(symbols):
+            raise ValidationError("duplicate symbols", field="symbols")
+        whole = spec.symbols is None and spec.start is None and spec.end is None
+        run: dict[str, object] = spec.model_dump(mode="json")
+        # the progress total: the source's final stats equal its stored ticks (invariant 7)
+        run[TICKS_TOTAL] = source.stats.records_collected if whole else None
+        return SessionSpec(
+            kind=SessionKind.BACKTEST,
+            symbols=symbols,
+            exchange=source.exchange,
+            data_types=source.data_types,
+            config=SessionConfig(
+                seed=spec.seed,
+                on_owner_loss=on_owner_loss,
+                strategy_run=json.dumps(run, sort_keys=True),
+            ),
+        )
+
+    async def results(self, session_id: str) -> ResultSummary | None:
+        """The session's results summary; None while it has none (404 for an unknown id)."""
+        await self.get(session_id)
+        return await self._store.results.summary(session_id)
+
+    async def result_rows(
+        self,
+        session_id: str,
+        table: ResultTable,
+        *,
+        after: int = -1,
+        limit: int = DEFAULT_DATA_LIMIT,
+    ) -> list[ResultRow]:
+        await self.get(session_id)
+        return await self._store.results.rows(session_id, table, after=after, limit=limit)
+
+
+#: Key of the replay's tick total in a backtest's ``strategy_run`` (not a request field).
+TICKS_TOTAL = "ticks_total"
+
+
+def paper_spec(recording: SessionSpec, spec: PaperSpec) -> SessionSpec:
+    """A paper session: ``recording`` (validated collect fields) with a strategy listening."""
+    if recording.config.on_owner_loss is OwnerLossPolicy.RESUME:
+        raise ValidationError(
+            "a paper session cannot be resumed after its owner is lost (on_owner_loss: fail)",
+            field="on_owner_loss",
+        )
+    run = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    return replace(
+        recording,
+        kind=SessionKind.PAPER,
+        config=replace(recording.config, strategy_run=run),
+    )

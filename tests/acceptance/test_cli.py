@@ -60,8 +60,14 @@ def test_cli_errors_are_one_line_and_non_zero(server: ServerProcess) -> None:
     missing = cli(server, "show", "00000000-0000-0000-0000-000000000000", check=False)
     assert missing.returncode != 0
     assert "not found" in missing.stderr
-    backtest = cli(server, "start", "backtest", "--symbols", "BTC_USDT", check=False)
-    assert backtest.returncode != 0 and "not available yet" in backtest.stderr
+    paper = cli(
+        server, "start", "paper", "--symbols", "BTC_USDT", "--strategy", "no_such", check=False
+    )
+    assert paper.returncode != 0 and "no_such" in paper.stderr
+    backtest = cli(
+        server, "start", "backtest", "--source", "nope", "--strategy", "sma_cross", check=False
+    )
+    assert backtest.returncode != 0 and "'nope' not found" in backtest.stderr
 
 
 def test_cli_says_clearly_when_no_server_answers() -> None:

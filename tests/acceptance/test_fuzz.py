@@ -63,6 +63,9 @@ def api_schema(fuzz_server: ServerProcess) -> schemathesis.BaseSchema:
 schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/sessions/stream")
 
 
+# Every operation's examples share one test's time budget: 31 operations (the results
+# routes of backtests among them) need more than the default 120 s on a busy machine.
+@pytest.mark.timeout(600)
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,

@@ -302,5 +302,7 @@ def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
     finally:
         run(store.close())
         with psycopg.connect(address.conninfo, autocommit=True) as conn:
-            for table in ("session_log", "trades", "orderbook"):
+            for table in ("session_log", "trades", "orderbook", "result_summary"):
                 conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")
+            for table in ("orders", "fills", "equity"):
+                conn.execute(f"DROP TABLE IF EXISTS {address.prefix}result_{table}")

@@ -22,6 +22,7 @@ from ticktape.domain import (
 from ticktape.errors import InvalidTransition, LeaseLost, SessionNotFound, TransitionRace
 from ticktape.feeds.sim import SimExchange
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import RetryingStore, Store, open_store
@@ -61,7 +62,7 @@ async def _until_recorded(service: SessionService, session_id: str, records: int
 def _service(store: Store, tmp_name: str, **settings: Any) -> tuple[Supervisor, SessionService]:
     cfg = Settings(store_url=store.url, instance_name=tmp_name, **settings)
     metrics = Metrics()
-    supervisor = Supervisor(store, cfg, metrics)
+    supervisor = Supervisor(store, cfg, metrics, default_runners())
     return supervisor, SessionService(store, supervisor, cfg, metrics)
 
 

@@ -50,6 +50,7 @@ from ticktape.domain import (
 )
 from ticktape.errors import SessionNotFound
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
@@ -72,7 +73,7 @@ class Instance:
 
     def __init__(self, store: Any, settings_: Settings) -> None:
         self.metrics = Metrics()
-        self.supervisor = Supervisor(store, settings_, self.metrics)
+        self.supervisor = Supervisor(store, settings_, self.metrics, default_runners())
         self.service = SessionService(store, self.supervisor, settings_, self.metrics)
 
 

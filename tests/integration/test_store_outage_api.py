@@ -23,6 +23,7 @@ import httpx
 from ticktape.api import create_app
 from ticktape.config import RetryPolicy, Settings
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store.sqlite import SqliteStore
@@ -59,7 +60,7 @@ def test_a_failing_store_answers_503_fails_readiness_counts_and_recovers(
         )
         await store.open()
         metrics = Metrics()
-        supervisor = Supervisor(store, settings, metrics)
+        supervisor = Supervisor(store, settings, metrics, default_runners())
         await supervisor.start()
         service = SessionService(store, supervisor, settings, metrics)
         app = create_app(settings, service=service, metrics=metrics)

@@ -83,6 +83,7 @@ def test_start_collect_prints_only_the_session_id(api: ApiHarness, runner: CliRu
         "book_every": 5,
         "on_owner_loss": "fail",
         "ignored": {},
+        "strategy_run": None,
     }
 
 
@@ -94,16 +95,46 @@ def test_start_collect_json_and_idempotency_key(api: ApiHarness, runner: CliRunn
     assert api.runtime.launched == [first["id"]]
 
 
-@pytest.mark.parametrize("kind", ["backtest", "paper"])
-def test_start_unbuilt_kinds_show_the_servers_message(
-    api: ApiHarness, runner: CliRunner, kind: str
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("paper", "--symbols", "BTC_USDT", "--strategy", "no_such"),
+        ("backtest", "--source", "no-such-session", "--strategy", "sma_cross"),
+    ],
+    ids=["paper", "backtest"],
+)
+def test_start_strategy_kinds_show_the_servers_message(
+    api: ApiHarness, runner: CliRunner, args: tuple[str, ...]
 ) -> None:
-    result = invoke(runner, "start", kind, "--symbols", "BTC_USDT", *URL)
+    result = invoke(runner, "start", *args, *URL)
     assert result.exit_code == 1
-    assert result.stderr.strip() == (
-        f"error: {kind} sessions are not available yet; only 'collect' can be started"
-    )
+    assert result.stderr.strip().startswith("error: ")
+    assert ("no_such" in result.stderr) or ("'no-such-session' not found" in result.stderr)
     assert "Traceback" not in result.output
+    assert api.runtime.launched == []
+
+
+def test_start_paper_creates_a_paper_session(api: ApiHarness, runner: CliRunner) -> None:
+    result = invoke(
+        runner,
+        "start",
+        "paper",
+        "-s",
+        "BTC_USDT",
+        "--strategy",
+        "sma_cross",
+        "-p",
+        "fast=3",
+        "-p",
+        "slow=9",
+        "--duration",
+        "5s",
+        *URL,
+    )
+    assert result.exit_code == 0, result.output
+    session = api.http.get(f"/api/sessions/{result.stdout.strip()}").json()
+    assert session["kind"] == "paper" and session["config"]["duration_s"] == 5.0
+    assert session["config"]["strategy_run"]["params"] == {"fast": 3, "slow": 9}
 
 
 def test_start_with_a_bad_symbol_is_a_one_line_error(api: ApiHarness, runner: CliRunner) -> None:

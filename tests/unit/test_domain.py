@@ -371,9 +371,14 @@ def test_collect_kind() -> None:
     assert spec(kind=SessionKind.COLLECT).kind is SessionKind.COLLECT
 
 
+def test_a_backtest_is_not_made_from_collect_fields() -> None:
+    with pytest.raises(UnsupportedError, match="created with 'source_session' and 'strategy'"):
+        spec(kind="backtest")
+
+
 @pytest.mark.parametrize("kind", ["backtest", "paper", SessionKind.PAPER])
-def test_known_but_unbuilt_kinds_are_unsupported(kind: object) -> None:
-    with pytest.raises(UnsupportedError, match="only 'collect' can be started") as info:
+def test_strategy_kinds_are_not_made_from_collect_fields(kind: object) -> None:
+    with pytest.raises(UnsupportedError, match="session is created with") as info:
         spec(kind=kind)
     assert not isinstance(info.value, ValidationError)
     assert info.value.fields["kind"] == SessionKind(str(kind)).value
@@ -423,8 +428,8 @@ def test_a_symbol_in_another_exchanges_form_is_refused(
 
 
 def test_kind_is_checked_before_the_rest() -> None:
-    with pytest.raises(UnsupportedError, match="backtest"):
-        spec(kind="backtest", exchange="binance", symbols=[])
+    with pytest.raises(UnsupportedError, match="paper"):
+        spec(kind="paper", exchange="binance", symbols=[])
 
 
 def test_errors_share_the_root() -> None:

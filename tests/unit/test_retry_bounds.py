@@ -118,8 +118,21 @@ def _arguments(operation: str) -> dict[str, Any]:
         "write_gaps": sid | {"gaps": [], "owner": "me"},
         "read_gaps": sid,
         "read_times": sid | {"symbol": "BTC_USDT", "data_type": DataType.TRADES},
+        "read_window": sid | {"start_us": 0, "end_us": 1},
+        "span": sid,
+        "write_results": sid | {"results": None, "owner": "me"},
+        "read_results_summary": sid,
+        "read_result_rows": sid | {"table": "orders"},
     }
     return calls[operation]
+
+
+#: The result store's methods, by the operation names the store wrappers give them.
+RESULT_METHODS = {
+    "write_results": "write",
+    "read_results_summary": "summary",
+    "read_result_rows": "rows",
+}
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
@@ -133,9 +146,13 @@ def test_an_always_failing_store_sees_the_documented_attempts_per_operation(
         retried: list[Exception] = []
         store = RetryingStore(faulty, FAST, on_retry=retried.append)
         fault = faulty.fail(operation, times=None)
-        face = store.sessions if hasattr(store.sessions, operation) else store.ticks
+        if operation in RESULT_METHODS:
+            call = getattr(store.results, RESULT_METHODS[operation])
+        else:
+            face = store.sessions if hasattr(store.sessions, operation) else store.ticks
+            call = getattr(face, operation)
         with pytest.raises(StoreUnavailable):
-            await getattr(face, operation)(**_arguments(operation))
+            await call(**_arguments(operation))
         expected = RENEW_ATTEMPTS if operation == "renew_lease" else STORE_RETRY_ATTEMPTS
         assert fault.hits == FAST.attempts(operation)[0] == expected
         assert len(retried) == expected - 1  # each retry counted (ticktape_store_retries_total)

@@ -36,6 +36,7 @@ from ticktape.domain import SessionStatus
 from ticktape.errors import StoreError
 from ticktape.metrics import Metrics
 from ticktape.redact import redact_url
+from ticktape.runners import default_runners
 from ticktape.runtime.budget import enforce_disk_budget
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
@@ -106,7 +107,9 @@ def create_app(
             supervisor_store = (
                 store if runtime_store is None else store.over(runtime_store(store.inner))
             )
-            supervisor = Supervisor(supervisor_store, settings, own_metrics)
+            supervisor = Supervisor(
+                supervisor_store, settings, own_metrics, default_runners(app.state.strategies)
+            )
             await supervisor.start()
             app.state.service = SessionService(store, supervisor, settings, own_metrics)
             log.info(

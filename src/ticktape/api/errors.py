@@ -34,6 +34,7 @@ STATUS_BY_ERROR: dict[type[errors.TicktapeError], int] = {
     errors.ValidationError: 422,
     errors.UnsupportedError: 422,
     errors.SessionNotFound: 404,
+    errors.ResultsNotFound: 404,
     errors.SessionConflict: 409,  # and InvalidTransition
     errors.TransitionRace: 409,
     errors.LeaseLost: 409,

@@ -23,11 +23,17 @@ from ticktape.domain import (
     DEFAULT_SIM_RATE_PER_S,
     Session,
     SessionEvent,
+    SessionKind,
     SessionSpec,
+    SessionStatus,
+    utcnow,
     validate_spec,
 )
+from ticktape.errors import ValidationError
 from ticktape.quality import StreamQuality
 from ticktape.ticks import BookSnapshot, Trade
+
+TICKS_TOTAL = "ticks_total"  # as ticktape.service.TICKS_TOTAL
 
 _REQUEST = ConfigDict(extra="forbid", strict=True)
 
@@ -73,14 +79,114 @@ class SessionOptions(BaseModel):
         )
 
 
-class CreateSessionRequest(SessionOptions):
-    """``POST /api/sessions``: only ``kind`` and ``symbols`` are required."""
+#: Request fields of backtest (and paper) sessions only; a collect request with one is 422.
+STRATEGY_FIELDS = (
+    "source_session",
+    "strategy",
+    "params",
+    "form",
+    "speed",
+    "start",
+    "end",
+    "initial_cash",
+    "fees",
+    "latency_ms",
+    "equity_interval_s",
+    "partial_passive_fills",
+)
+#: Fields that shape a recording; a backtest replays one, so they are 422 there.
+COLLECT_FIELDS = ("exchange", "data_types", "duration", "book_depth", "rate_per_s", "book_every")
 
-    kind: str = Field(description="'collect' (today), 'backtest' or 'paper' (not yet)")
-    symbols: list[str] = Field(description="e.g. ['BTC_USDT', 'ETH_USDT']; at most 100")
+
+class CreateSessionRequest(SessionOptions):
+    """``POST /api/sessions``.
+
+    collect: ``kind`` and ``symbols`` required. backtest: ``kind``, ``source_session``
+    and ``strategy`` required; ``symbols`` (a subset of the source's) optional.
+    Values are checked by the domain (collect) or ``ticktape.strategies.BacktestSpec``
+    and the strategy's parameter schema (backtest): 422 naming the field.
+    """
+
+    kind: str = Field(description="'collect', 'backtest' or 'paper' (not yet)")
+    symbols: list[str] | None = Field(
+        default=None,
+        description="e.g. ['BTC_USDT', 'ETH_USDT']; at most 100. Required for collect; "
+        "for backtest a subset of the source's (default: all of them)",
+    )
+    source_session: str | None = Field(
+        default=None, description="backtest: the finished collect or paper session to replay"
+    )
+    strategy: str | None = Field(
+        default=None, description="backtest: a registered strategy (GET /api/strategies)"
+    )
+    params: dict[str, Any] | None = Field(
+        default=None, description="backtest: the strategy's parameters, checked by its schema"
+    )
+    form: str | None = Field(
+        default=None, description="backtest: 'event' or 'columnar' if the strategy has both"
+    )
+    speed: float | None = Field(
+        default=None,
+        description="backtest: 0 = as fast as possible (default), N = N x exchange time",
+    )
+    start: str | None = Field(default=None, description="backtest: replay from (ISO 8601)")
+    end: str | None = Field(default=None, description="backtest: replay until (exclusive)")
+    initial_cash: float | None = Field(default=None, description="backtest: quote currency")
+    fees: dict[str, list[float]] | None = Field(
+        default=None, description="backtest: exchange -> [maker, taker] fee rates"
+    )
+    latency_ms: float | None = Field(
+        default=None, description="backtest: order entry and cancel latency (default 20)"
+    )
+    equity_interval_s: float | None = Field(
+        default=None, description="backtest: equity curve sampling interval (default 60)"
+    )
+    partial_passive_fills: bool | None = None
 
     def spec(self) -> SessionSpec:
+        """The collect fields as a spec (kind collect; a paper session's recording too)."""
+        given = [f for f in STRATEGY_FIELDS if getattr(self, f) is not None]
+        if given and self.kind == "collect":
+            raise ValidationError(
+                f"{given[0]} applies to backtest sessions, not to collect sessions", field=given[0]
+            )
+        if self.symbols is None:
+            raise ValidationError("symbols is required", field="symbols")
         return self.to_spec(kind=self.kind, symbols=self.symbols)
+
+    def backtest_fields(self) -> dict[str, Any]:
+        """The fields ``ticktape.strategies.validate_backtest`` checks (422 on collect ones)."""
+        for name in COLLECT_FIELDS:
+            if name in self.model_fields_set:
+                raise ValidationError(
+                    f"{name} applies to collect sessions: a backtest replays its "
+                    "source session as recorded",
+                    field=name,
+                )
+        data: dict[str, Any] = {"seed": self.seed}
+        for name in ("symbols", *STRATEGY_FIELDS):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+    def paper_fields(self) -> dict[str, Any]:
+        """The fields ``ticktape.strategies.validate_paper`` checks (422 on backtest ones)."""
+        for name in ("source_session", "speed", "start", "end"):
+            if getattr(self, name) is not None:
+                raise ValidationError(
+                    f"{name} applies to backtest sessions: a paper session trades a live feed",
+                    field=name,
+                )
+        if self.symbols is None:
+            raise ValidationError("symbols is required", field="symbols")
+        data: dict[str, Any] = {"seed": self.seed, "symbols": self.symbols}
+        data["exchange"] = self.exchange
+        for name in STRATEGY_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
 
 
 class ConfigOut(BaseModel):
@@ -94,13 +200,43 @@ class ConfigOut(BaseModel):
         default_factory=dict,
         description="fields of an original-platform request accepted but not acted on",
     )
+    strategy_run: dict[str, Any] | None = Field(
+        default=None,
+        description="backtest: the validated request (strategy, params, fill model, source)",
+    )
 
 
 class StatsOut(BaseModel):
-    trades: int
-    orderbook: int
+    trades: int = Field(description="collect: trades stored; backtest: trades replayed")
+    orderbook: int = Field(description="collect: snapshots stored; backtest: replayed")
     records_collected: int
     errors: int
+    ticks_total: int | None = Field(
+        default=None, description="backtest: ticks to replay (null: not known up front)"
+    )
+    progress: float | None = Field(default=None, description="backtest: replayed / total")
+    eta_s: float | None = Field(
+        default=None, description="backtest: seconds left at the rate so far (running only)"
+    )
+
+
+class ResultSummaryOut(BaseModel):
+    session_id: str
+    status: str = Field(description="how the run ended: completed, stopped, strategy_error")
+    hash: str = Field(description="SHA-256 over the orders then the fills (docs/strategies.md)")
+    summary: dict[str, Any] = Field(
+        description="pnl, return, sharpe, sortino, max_drawdown, fees, turnover, trade_count, "
+        "win_rate, max_position, exposure_time, ..."
+    )
+    orders: int
+    fills: int
+    equity: int
+    written_at: datetime
+
+
+class ResultRowsOut(BaseModel):
+    rows: list[dict[str, Any]]
+    next_cursor: str | None = Field(description="pass back as cursor for the next page")
 
 
 class SessionOut(BaseModel):
@@ -266,17 +402,41 @@ def session_out(session: Session) -> SessionOut:
             book_every=cfg.book_every,
             on_owner_loss=cfg.on_owner_loss.value,
             ignored=cfg.ignored_fields(),
+            strategy_run=_public_run(cfg.strategy_fields()),
         ),
         created_at=session.created_at,
         started_at=session.started_at,
         ended_at=session.ended_at,
         reason=session.reason,
-        stats=StatsOut(**session.stats.to_dict()),
+        stats=_stats_out(session),
         owner=session.owner,
         lease_expires_at=session.lease_expires_at,
         version=session.version,
         deleted=session.deleted,
     )
+
+
+def _public_run(fields: dict[str, object] | None) -> dict[str, object] | None:
+    if fields is None:
+        return None
+    return {k: v for k, v in fields.items() if k != TICKS_TOTAL}
+
+
+def _stats_out(session: Session) -> StatsOut:
+    out = StatsOut(**session.stats.to_dict())
+    fields = session.config.strategy_fields()
+    if session.kind is not SessionKind.BACKTEST or fields is None:
+        return out
+    total = fields.get(TICKS_TOTAL)
+    if not isinstance(total, int) or total <= 0:
+        return out
+    done = session.stats.records_collected
+    out.ticks_total = total
+    out.progress = min(1.0, done / total)
+    if session.status is SessionStatus.RUNNING and session.started_at is not None and done:
+        elapsed = (utcnow() - session.started_at).total_seconds()
+        out.eta_s = round(max(0.0, elapsed * (total - done) / done), 3)
+    return out
 
 
 def event_out(event: SessionEvent) -> EventOut:

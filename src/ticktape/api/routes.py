@@ -13,6 +13,7 @@ key older than 24 hours has expired (422).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,11 +24,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ticktape.api.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, check_access
 from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.models import (
+    STRATEGY_FIELDS,
     BookListOut,
     CreateSessionRequest,
     ErrorOut,
     EventListOut,
     QualityOut,
+    ResultRowsOut,
+    ResultSummaryOut,
     SessionListOut,
     SessionOut,
     TradeListOut,
@@ -38,19 +42,21 @@ from ticktape.api.models import (
     trade_out,
 )
 from ticktape.config import STOP_WAIT_TIMEOUT_S, Settings
-from ticktape.domain import DataType, SessionKind, SessionStatus
-from ticktape.errors import ValidationError, clip
+from ticktape.domain import DataType, OwnerLossPolicy, SessionKind, SessionStatus
+from ticktape.errors import ResultsNotFound, ValidationError, clip
 from ticktape.export import MEDIA_TYPES, ExportFormat
-from ticktape.service import SessionService
+from ticktape.service import SessionService, paper_spec
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
     DEFAULT_LIST_LIMIT,
     MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
+    ResultTable,
     SessionQuery,
     TickQuery,
 )
 from ticktape.store.rules import decode_tick_cursor, encode_tick_cursor, to_us
+from ticktape.strategies import StrategyRegistry, validate_backtest, validate_paper
 
 MAX_STOP_WAIT_S = 300.0  # longest a client may hold a "stop and wait" request open
 MAX_IDEMPOTENCY_KEY_CHARS = 200
@@ -189,6 +195,7 @@ router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses=ERRORS)
 async def create_session(
     body: CreateSessionRequest,
     service: Service,
+    request: Request,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -197,9 +204,35 @@ async def create_session(
         ),
     ] = None,
 ) -> SessionOut:
-    """Create a session; it is durable and readable everywhere when this answers."""
-    session = await service.create(body.spec(), idempotency_key=idempotency_key or None)
+    """Create a session; it is durable and readable everywhere when this answers.
+
+    A backtest names a finished collect session (``source_session``) and a registered
+    ``strategy`` with its ``params``; an unknown strategy, a bad parameter or a source
+    that is not a finished recording with data is 422.
+    """
+    registry: StrategyRegistry = request.app.state.strategies
+    if body.kind == SessionKind.BACKTEST.value:
+        run = validate_backtest(body.backtest_fields(), registry)
+        spec = await service.backtest_spec(run, on_owner_loss=_owner_loss(body.on_owner_loss))
+    elif body.kind == SessionKind.PAPER.value:
+        paper = validate_paper(body.paper_fields(), registry)
+        recording = body.model_copy(update={"kind": "collect"}, deep=True)
+        for name in STRATEGY_FIELDS:  # checked above; the recording takes the collect fields
+            setattr(recording, name, None)
+        spec = paper_spec(recording.spec(), paper)
+    else:
+        spec = body.spec()
+    session = await service.create(spec, idempotency_key=idempotency_key or None)
     return session_out(session)
+
+
+def _owner_loss(value: str) -> OwnerLossPolicy:
+    try:
+        return OwnerLossPolicy(value)
+    except ValueError:
+        raise ValidationError(
+            "on_owner_loss must be 'fail' or 'resume'", field="on_owner_loss"
+        ) from None
 
 
 @router.get("", response_model=SessionListOut)
@@ -308,3 +341,75 @@ async def export_session(
         media_type=MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@router.get("/{session_id}/results", response_model=ResultSummaryOut)
+async def session_results(session_id: str, service: Service) -> ResultSummaryOut:
+    """A backtest's results summary and hash (404 ``results_not_found`` until it has any:
+    they are written when the run ends)."""
+    found = await service.results(session_id)
+    if found is None:
+        raise ResultsNotFound(session_id, "results are stored when a backtest ends")
+    return ResultSummaryOut(
+        session_id=found.session_id,
+        status=found.status,
+        hash=found.hash,
+        summary=json.loads(found.summary),
+        orders=found.orders,
+        fills=found.fills,
+        equity=found.equity,
+        written_at=found.written_at,
+    )
+
+
+def _cursor(value: str | None) -> int:
+    if value is None or value == "":
+        return -1
+    try:
+        after = int(value)
+    except ValueError:
+        after = -2
+    if after < -1:
+        raise ValidationError(f"invalid cursor {clip(value)!r}", field="cursor")
+    return after
+
+
+async def _rows(
+    service: SessionService, session_id: str, table: ResultTable, cursor: str | None, limit: int
+) -> ResultRowsOut:
+    rows = await service.result_rows(session_id, table, after=_cursor(cursor), limit=limit)
+    return ResultRowsOut(
+        rows=[json.loads(r.body) for r in rows],
+        next_cursor=str(rows[-1].seq) if len(rows) == limit else None,
+    )
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_DATA_LIMIT)]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+@router.get("/{session_id}/orders", response_model=ResultRowsOut)
+async def session_orders(
+    session_id: str, service: Service, cursor: Cursor = None, limit: Limit = DEFAULT_DATA_LIMIT
+) -> ResultRowsOut:
+    """A backtest's orders with their lifecycle, by order id (cursor-paged)."""
+    return await _rows(service, session_id, "orders", cursor, limit)
+
+
+@router.get("/{session_id}/fills", response_model=ResultRowsOut)
+async def session_fills(
+    session_id: str, service: Service, cursor: Cursor = None, limit: Limit = DEFAULT_DATA_LIMIT
+) -> ResultRowsOut:
+    """A backtest's fills: price, qty, fee, liquidity, ts (cursor-paged)."""
+    return await _rows(service, session_id, "fills", cursor, limit)
+
+
+@router.get("/{session_id}/equity", response_model=ResultRowsOut)
+async def session_equity(
+    session_id: str, service: Service, cursor: Cursor = None, limit: Limit = DEFAULT_DATA_LIMIT
+) -> ResultRowsOut:
+    """A backtest's equity curve: every sampling interval and every fill (cursor-paged)."""
+    return await _rows(service, session_id, "equity", cursor, limit)

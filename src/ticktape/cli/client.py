@@ -23,6 +23,8 @@ from ticktape.api.models import (
     EventOut,
     HealthOut,
     QualityOut,
+    ResultRowsOut,
+    ResultSummaryOut,
     SessionListOut,
     SessionOut,
     TradeListOut,
@@ -148,15 +150,17 @@ class TicktapeClient:
     def create_session(
         self,
         kind: str,
-        symbols: list[str],
+        symbols: list[str] | None,
         *,
         idempotency_key: str | None = None,
         **options: Any,
     ) -> SessionOut:
-        """``options``: exchange, data_types, duration, book_depth, seed, rate_per_s, ..."""
+        """``options``: exchange, data_types, duration, book_depth, seed, rate_per_s, ...;
+        for a backtest source_session, strategy, params, speed, ... (``symbols`` None:
+        all of the source's)."""
         body = {
             "kind": kind,
-            "symbols": symbols,
+            **({} if symbols is None else {"symbols": symbols}),
             **{k: v for k, v in options.items() if v is not None},
         }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -253,6 +257,18 @@ class TicktapeClient:
     def orderbook(self, session_id: str, **window: Any) -> BookListOut:
         """Stored order-book snapshots (same window as :meth:`trades`)."""
         return self._ticks(BookListOut, session_id, "/orderbook", **window)
+
+    def results(self, session_id: str) -> ResultSummaryOut:
+        path = self._session_path(session_id, "/results")
+        return self._get_model(ResultSummaryOut, "GET", path)
+
+    def result_rows(
+        self, session_id: str, table: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> ResultRowsOut:
+        """One page of a backtest's ``orders``, ``fills`` or ``equity``."""
+        path = self._session_path(session_id, f"/{table}")
+        params = {"cursor": cursor, "limit": limit}
+        return self._get_model(ResultRowsOut, "GET", path, params=params)
 
     def _ticks(
         self,

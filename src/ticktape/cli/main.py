@@ -409,37 +409,145 @@ def start_collect(
         typer.echo(session.id)
 
 
-def _start_other(kind: str, symbols: str, url: str, token: str | None, as_json: bool) -> None:
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """``["fast=10", "name=x"]`` → ``{"fast": 10, "name": "x"}``: a value is JSON if it
+    parses as JSON, else a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--param {pair!r}: use name=value", param_hint="--param")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
+@start_app.command("backtest")
+@reported
+def start_backtest(
+    source: Annotated[str, typer.Option("--source", help="The finished session to replay.")],
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="A registered strategy (ticktape strategies).")
+    ],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", "-s", help="A subset of the source's symbols.")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="0 = as fast as possible (default), N = N x real time.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the strategy's random numbers.")] = None,
+    initial_cash: Annotated[float | None, typer.Option("--initial-cash")] = None,
+    latency_ms: Annotated[float | None, typer.Option("--latency-ms")] = None,
+    on_owner_loss: Annotated[
+        str | None, typer.Option("--on-owner-loss", help="fail (default) or resume.")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start a backtest of a recorded session and print its id."""
     with client_for(url, token) as client:
-        session = client.create_session(kind, split_csv(symbols))
+        session = client.create_session(
+            "backtest",
+            split_csv(symbols) if symbols is not None else None,
+            source_session=source,
+            strategy=strategy,
+            params=parse_params(param),
+            speed=speed,
+            seed=seed,
+            initial_cash=initial_cash,
+            latency_ms=latency_ms,
+            on_owner_loss=on_owner_loss,
+        )
     if as_json:
         print_json(session)
     else:
         typer.echo(session.id)
 
 
-@start_app.command("backtest")
+@app.command("results")
 @reported
-def start_backtest(
-    symbols: Annotated[str, typer.Option("--symbols", "-s")],
+def show_results(
+    session_id: Annotated[str, typer.Argument(help="A backtest session's id.")],
+    rows: Annotated[
+        str | None,
+        typer.Option("--rows", help="Print orders, fills or equity (JSON lines) instead."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows per page (with --rows).")] = 1000,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Start a backtest session (not available yet: the server says so)."""
-    _start_other("backtest", symbols, url, token, as_json)
+    """A backtest's results: summary and hash, or every order, fill or equity point."""
+    with client_for(url, token) as client:
+        if rows is not None:
+            if rows not in ("orders", "fills", "equity"):
+                raise typer.BadParameter("choose orders, fills or equity", param_hint="--rows")
+            cursor = None
+            while True:
+                page = client.result_rows(session_id, rows, cursor=cursor, limit=limit)
+                for row in page.rows:
+                    typer.echo(json.dumps(row, sort_keys=True))
+                if page.next_cursor is None:
+                    return
+                cursor = page.next_cursor
+        found = client.results(session_id)
+    if as_json:
+        print_json(found)
+        return
+    typer.echo(f"session  {found.session_id}")
+    typer.echo(f"status   {found.status}")
+    typer.echo(f"hash     {found.hash}")
+    typer.echo(f"orders   {found.orders:,}   fills {found.fills:,}   equity {found.equity:,}")
+    for key in sorted(found.summary):
+        value = found.summary[key]
+        shown = f"{value:,.6g}" if isinstance(value, float) else str(value)
+        typer.echo(f"{key:<14} {shown}")
 
 
 @start_app.command("paper")
 @reported
 def start_paper(
-    symbols: Annotated[str, typer.Option("--symbols", "-s")],
+    symbols: Annotated[
+        str, typer.Option("--symbols", "-s", help="Comma-separated, e.g. BTC_USDT,ETH_USDT.")
+    ],
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="A registered strategy (GET /api/strategies).")
+    ],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Simulated trades per second per symbol.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the feed and the strategy.")] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """Start a paper-trading session (not available yet: the server says so)."""
-    _start_other("paper", symbols, url, token, as_json)
+    """Start a paper session (a strategy on the live feed, simulated fills) and print its id."""
+    with client_for(url, token) as client:
+        session = client.create_session(
+            "paper",
+            split_csv(symbols),
+            strategy=strategy,
+            params=parse_params(param),
+            duration=duration,
+            rate_per_s=rate,
+            seed=seed,
+        )
+    if as_json:
+        print_json(session)
+    else:
+        typer.echo(session.id)
 
 
 # ---------------------------------------------------------------------------- read

@@ -24,8 +24,6 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
-from enum import StrEnum
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -45,6 +43,7 @@ from ticktape.metrics import Metrics
 from ticktape.retry import backoff_delays
 from ticktape.runners.buffer import TickBuffer
 from ticktape.runtime.handle import RunHandle
+from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store, TickQuery
 from ticktape.store.rules import from_us, to_us
 from ticktape.store.transitions import note
@@ -57,20 +56,6 @@ LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's 
 
 def _iso(us: int) -> str:
     return from_us(us).isoformat()
-
-
-class Outcome(StrEnum):
-    FINISHED = "finished"  # duration reached
-    STOPPED = "stopped"  # a stop was asked
-    HANDED_OVER = "handed_over"  # this instance shuts down; another will claim and resume it
-    LOST = "lost"  # the lease is gone: someone else decides this session's fate
-
-
-@dataclass(frozen=True)
-class RunResult:
-    outcome: Outcome
-    error: str | None = None  # set when ticks could not be stored at the end
-    dropped: int = 0  # buffered ticks left unwritten because the lease was lost
 
 
 class CollectRunner:

@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 
 
 def is_resumable(session: Session) -> bool:
-    """A session another instance resumes when its owner is lost (opt-in, collect only)."""
+    """A session another instance resumes when its owner is lost (opt-in; a collect
+    session continues after what is stored, a backtest replays again from the start)."""
     return (
-        session.kind is SessionKind.COLLECT
+        session.kind in (SessionKind.COLLECT, SessionKind.BACKTEST)
         and session.config.on_owner_loss is OwnerLossPolicy.RESUME
     )
 

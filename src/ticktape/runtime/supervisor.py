@@ -25,10 +25,10 @@ from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats
 from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
 from ticktape.metrics import Metrics
-from ticktape.runners.collect import CollectRunner, Outcome, RunResult
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
+from ticktape.runtime.runner import Outcome, RunnerRegistry, RunResult
 from ticktape.store.base import Seal, Store
 from ticktape.store.transitions import note, request_stop
 
@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 
 
 class Supervisor:
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, metrics: Metrics, runners: RunnerRegistry
+    ) -> None:
+        """``runners`` picks each session's runner by kind (``ticktape.runners``)."""
         self._store = store
+        self._runners = runners
         self._settings = settings
         self._metrics = metrics
         # "<instance>/<incarnation>": a restarted instance recognises its own orphans
@@ -206,9 +210,10 @@ class Supervisor:
                 return
             if running is None:
                 return
-            result = await CollectRunner(
-                self._store, self._settings, self._metrics, self._owner
-            ).run(running, handle)
+            runner = self._runners.create(
+                running.kind, self._store, self._settings, self._metrics, self._owner
+            )
+            result = await runner.run(running, handle)
             if result.outcome is Outcome.LOST:
                 await self._stopped_as_zombie(handle, result)
             elif result.outcome is Outcome.HANDED_OVER:
@@ -266,7 +271,8 @@ class Supervisor:
         fails, the handle is released, the lease expires, and the reconciler
         finalises the session from the store (counted there, as here).
         """
-        await self._note_tally(handle)
+        if result.stats is None:
+            await self._note_tally(handle)
         retry = self._settings.retry
         delay = retry.store_base_s
         for round_ in range(1, retry.finish_rounds + 1):
@@ -324,21 +330,24 @@ class Supervisor:
         """Stats from what is actually stored, then the terminal state (invariant 7)."""
         seal = await self._seal(handle.session_id)
         counts = seal.counts
-        if counts != handle.written:
-            await note(
-                self._store,
-                handle.session_id,
-                actor=self._owner,
-                reason=Reason.COUNT_MISMATCH,
-                detail=f"runner wrote {handle.written}, store holds {counts}",
-            )
-        stats = counts.as_stats(handle.unstored)
+        if result.stats is not None:  # a run that stores no ticks: its own final stats
+            stats = result.stats
+        else:
+            if counts != handle.written:
+                await note(
+                    self._store,
+                    handle.session_id,
+                    actor=self._owner,
+                    reason=Reason.COUNT_MISMATCH,
+                    detail=f"runner wrote {handle.written}, store holds {counts}",
+                )
+            stats = counts.as_stats(handle.unstored)
         for _ in range(self._settings.retry.cas_rounds):
             current = await self._store.sessions.get_session(handle.session_id)
             if current.is_terminal or current.owner != self._owner:
                 return
             if result.error is not None:
-                target, reason, detail = SessionStatus.FAILED, Reason.ERROR, result.error
+                target, reason, detail = SessionStatus.FAILED, result.error_reason, result.error
             elif current.status is SessionStatus.STOPPING:
                 target, reason, detail = (
                     SessionStatus.STOPPED,
@@ -346,7 +355,7 @@ class Supervisor:
                     None,
                 )
             elif result.outcome is Outcome.FINISHED:
-                target, reason, detail = SessionStatus.COMPLETED, Reason.DURATION_REACHED, None
+                target, reason, detail = SessionStatus.COMPLETED, result.finish_reason, None
             else:  # stopped locally without a recorded request: record it first
                 await request_stop(
                     self._store,

@@ -18,8 +18,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Final, TypeVar
+from datetime import UTC, datetime
+from typing import Final, Literal, TypeVar
 
 from ticktape.config import STORE_WRITE_TIMEOUT_S
 from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
@@ -36,6 +36,13 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 DEFAULT_DATA_LIMIT: Final = 1000
 MAX_DATA_LIMIT: Final = 10_000
+
+
+def _us(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class Unchanged:
@@ -131,6 +138,51 @@ class Seal:
 
     counts: TickCounts
     fence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResults:
+    """A backtest's or paper session's results, as written to and read from a store.
+
+    Orders, fills and equity points are canonical JSON lines (``strategies``'
+    ``canonical_line``: sorted keys, shortest round-trip floats), stored and returned
+    byte for byte, so the results hash recomputed from what a store returns equals
+    the run's on every backend. ``summary`` is a JSON object; ``status`` how the run
+    ended (``completed``, ``stopped``, ``strategy_error``).
+    """
+
+    orders: list[str]
+    fills: list[str]
+    equity: list[str]
+    summary: str
+    hash: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResultSummary:
+    """What :meth:`ResultStore.summary` returns: the summary and the size of each table."""
+
+    session_id: str
+    hash: str
+    status: str
+    summary: str  # JSON object
+    orders: int
+    fills: int
+    equity: int
+    written_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One stored order, fill or equity point: its position (0, 1, ...) and JSON line."""
+
+    seq: int
+    body: str
+
+
+ResultTable = Literal["orders", "fills", "equity"]
+RESULT_TABLES: Final[tuple[ResultTable, ...]] = ("orders", "fills", "equity")
 
 
 class SessionStore(abc.ABC):
@@ -420,6 +472,38 @@ class TickStore(abc.ABC):
     async def read_gaps(self, session_id: str) -> list[Gap]:
         """The session's gaps, oldest first (start, then symbol, data type, cause); [] if none."""
 
+    @abc.abstractmethod
+    async def read_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        """Every visible tick of the session with ``start_us <= ts < end_us``, columnar.
+
+        The replay path: a reader walks a session in consecutive windows and never
+        holds more than one window's ticks (``ticktape.runners.replay``). Returns at
+        most one :class:`TradeBatch` (ordered by ts, then trade id) and one
+        :class:`BookBatch` (ordered by ts) per symbol, symbols in sorted order, only
+        of ``symbols`` when given; values exactly as stored (``read_trades`` /
+        ``read_orderbook`` return the same ticks as rows). Snapshots of one symbol
+        stored with fewer levels than the deepest in the window are padded with NaN
+        prices and zero quantities. Batches carry ``seq`` 0. An unknown session, or
+        an empty window, gives ``[]``.
+        """
+
+    async def span(self, session_id: str) -> tuple[int, int] | None:
+        """Exchange times (us) of the session's oldest and newest visible tick, or None."""
+        first = [
+            *(t.ts for t in await self.read_trades(TickQuery(session_id, limit=1))),
+            *(b.ts for b in await self.read_orderbook(TickQuery(session_id, limit=1))),
+        ]
+        last = (await self.position(session_id)).last_ts
+        if not first or last is None:
+            return None
+        return _us(min(first)), _us(last)
+
 
 class WriteHealth:
     """Whether a store's writes work: its last failure, logged once per cause and counted,
@@ -475,8 +559,42 @@ async def bounded_write(future: asyncio.Future[T], timeout_s: float, what: str) 
         ) from None
 
 
+class ResultStore(abc.ABC):
+    """Results of backtest and paper sessions: orders, fills, equity curve, summary."""
+
+    @abc.abstractmethod
+    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+        """Replace the session's results with ``results`` (everything written before goes).
+
+        Fenced like :meth:`TickStore.write`: accepted only while the session is
+        non-terminal and owned by ``owner``, otherwise
+        :class:`~ticktape.errors.LeaseLost` and nothing changes. A reader sees the
+        previous results or these, never a mix. On return they are durable and
+        visible to every reader.
+        """
+
+    @abc.abstractmethod
+    async def summary(self, session_id: str) -> ResultSummary | None:
+        """The session's stored results summary, or None if it has none."""
+
+    @abc.abstractmethod
+    async def rows(
+        self,
+        session_id: str,
+        table: ResultTable,
+        *,
+        after: int = -1,
+        limit: int = DEFAULT_DATA_LIMIT,
+    ) -> list[ResultRow]:
+        """Rows of ``table`` with ``seq > after``, in ``seq`` order, at most ``limit``.
+
+        ``limit`` outside 1..``MAX_DATA_LIMIT`` raises
+        :class:`~ticktape.errors.ValidationError`. No results: ``[]``.
+        """
+
+
 class Store(abc.ABC):
-    """A session store and a tick store over one database, opened by URL."""
+    """A session store, a tick store and a result store over one database, opened by URL."""
 
     url: str
     sessions: SessionStore
@@ -484,6 +602,7 @@ class Store(abc.ABC):
     #: A write not finished after this long fails as unavailable (set from the settings
     #: by whoever opens the store; see config.STORE_WRITE_TIMEOUT_S).
     write_timeout_s: float = STORE_WRITE_TIMEOUT_S
+    results: ResultStore
 
     @abc.abstractmethod
     async def open(self) -> None:

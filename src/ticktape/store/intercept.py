@@ -17,14 +17,20 @@ from typing import Any, Protocol, TypeVar
 
 from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats
 from ticktape.store.base import (
+    DEFAULT_DATA_LIMIT,
     MAX_CHANGES,
     UNCHANGED,
     ChangePage,
+    ResultRow,
+    ResultStore,
+    ResultSummary,
+    ResultTable,
     Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
     Store,
+    StoredResults,
     TickPosition,
     TickQuery,
     TickStore,
@@ -64,9 +70,14 @@ TICK_OPERATIONS = frozenset(
         "write_gaps",
         "read_gaps",
         "read_times",
+        "read_window",
+        "span",
     }
 )
-OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS
+#: Result-store calls, named apart from the tick store's (``ResultStore.write`` is
+#: ``write_results`` here).
+RESULT_OPERATIONS = frozenset({"write_results", "read_results_summary", "read_result_rows"})
+OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS | RESULT_OPERATIONS
 
 
 class Interceptor(Protocol):
@@ -245,6 +256,58 @@ class InterceptedTickStore(TickStore):
     async def read_gaps(self, session_id: str) -> list[Gap]:
         return await self._f("read_gaps", self._inner.read_gaps, session_id=session_id)
 
+    async def span(self, session_id: str) -> tuple[int, int] | None:
+        return await self._f("span", self._inner.span, session_id=session_id)
+
+    async def read_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        return await self._f(
+            "read_window",
+            self._inner.read_window,
+            session_id=session_id,
+            start_us=start_us,
+            end_us=end_us,
+            symbols=symbols,
+        )
+
+
+class InterceptedResultStore(ResultStore):
+    def __init__(self, inner: ResultStore, call: Interceptor) -> None:
+        self._inner = inner
+        self._f = call
+
+    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+        i = self._inner
+        return await self._f(
+            "write_results", i.write, session_id=session_id, results=results, owner=owner
+        )
+
+    async def summary(self, session_id: str) -> ResultSummary | None:
+        i = self._inner
+        return await self._f("read_results_summary", i.summary, session_id=session_id)
+
+    async def rows(
+        self,
+        session_id: str,
+        table: ResultTable,
+        *,
+        after: int = -1,
+        limit: int = DEFAULT_DATA_LIMIT,
+    ) -> list[ResultRow]:
+        return await self._f(
+            "read_result_rows",
+            self._inner.rows,
+            session_id=session_id,
+            table=table,
+            after=after,
+            limit=limit,
+        )
+
 
 class InterceptedStore(Store):
     """``inner`` with every session and tick call handed to :meth:`intercept`.
@@ -259,6 +322,7 @@ class InterceptedStore(Store):
         self.url = inner.url
         self.sessions = InterceptedSessionStore(inner.sessions, self.intercept)
         self.ticks = InterceptedTickStore(inner.ticks, self.intercept)
+        self.results = InterceptedResultStore(inner.results, self.intercept)
 
     @abc.abstractmethod
     async def intercept(self, operation: str, fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
@@ -296,8 +360,10 @@ class InterceptedStore(Store):
 
 __all__ = [
     "OPERATIONS",
+    "RESULT_OPERATIONS",
     "SESSION_OPERATIONS",
     "TICK_OPERATIONS",
+    "InterceptedResultStore",
     "InterceptedSessionStore",
     "InterceptedStore",
     "InterceptedTickStore",

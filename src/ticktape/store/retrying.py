@@ -7,7 +7,8 @@ tried again with bounded full-jitter backoff, as :class:`ticktape.config.RetryPo
 says for that operation (``RetryPolicy.attempts``). Nothing above the store retries
 a transient error; callers only decide again after a lost compare-and-set.
 
-A call that changes a session (``transition``, ``claim``, ``seal``, ``write``) and
+A call that changes a session (``transition``, ``claim``, ``seal``, ``write``,
+``write_results``) and
 needed retries is recorded in that session's history once it succeeded
 (``store_retried``: which call, how many transient errors, the last one) — best
 effort, one attempt, never changing the call's answer.
@@ -34,7 +35,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: Calls whose retries are recorded in the session's history once they succeed.
-NOTED_OPERATIONS = frozenset({"transition", "claim", "seal", "write"})
+NOTED_OPERATIONS = frozenset({"transition", "claim", "seal", "write", "write_results"})
 
 
 def _session_of(operation: str, kwargs: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ at ``start + (ts - first_ts) / N`` of wall-clock time (:class:`Pacer`).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -228,6 +229,12 @@ class LiveSource:
 
     def close(self) -> None:
         self._queue.put(_END)
+
+    def abort(self) -> None:
+        """End the source now if a reader may be waiting (the queue is not full); with a
+        full queue nobody waits on it. For a run that was stopped: never blocks."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_END)
 
     def __iter__(self) -> Iterator[Chunk]:
         while True:

@@ -21,6 +21,7 @@ import httpx
 from ticktape.config import Settings, sqlite_path_from_url
 from ticktape.domain import Session, validate_spec
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
@@ -224,7 +225,7 @@ class Instance:
         )
         self.store = FaultyStore(self.raw.inner)
         self.handle = self.raw.over(self.store)
-        self.supervisor = Supervisor(self.handle, settings, self.metrics)
+        self.supervisor = Supervisor(self.handle, settings, self.metrics, default_runners())
         self.service = SessionService(self.handle, self.supervisor, settings, self.metrics)
         self.alive = False
 

@@ -16,16 +16,22 @@ import numpy as np
 from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, ValidationError
 from ticktape.store.base import (
+    DEFAULT_DATA_LIMIT,
     MAX_CHANGES,
     MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    ResultRow,
+    ResultStore,
+    ResultSummary,
+    ResultTable,
     Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
     Store,
+    StoredResults,
     TickPosition,
     TickQuery,
     TickStore,
@@ -45,11 +51,13 @@ from ticktape.store.rules import (
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
+    Float64Array,
     Gap,
     StreamTimes,
     TickBatch,
     TickCounts,
     Trade,
+    TradeBatch,
     side_name,
 )
 
@@ -74,6 +82,8 @@ class _State:
     books_recv: dict[tuple[str, str, int], int] = field(default_factory=dict)
     # (session, symbol, data type, start_us, cause) -> gap
     gaps: dict[tuple[str, str, str, int, str], Gap] = field(default_factory=dict)
+    # session -> (results, when written)
+    results: dict[str, tuple[StoredResults, datetime]] = field(default_factory=dict)
 
 
 def _matches(session: Session, query: SessionQuery) -> bool:
@@ -437,6 +447,106 @@ class MemoryTickStore(TickStore):
             for ts, sym, sides in rows[: query.limit]
         ]
 
+    async def read_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        wanted = None if symbols is None else set(symbols)
+        trades: dict[str, list[tuple[int, int, float, float, int]]] = {}
+        for (sid, sym, tid), (ts, px, qty, side) in self._s.trades.items():
+            if sid == session_id and start_us <= ts < end_us and (wanted is None or sym in wanted):
+                trades.setdefault(sym, []).append((ts, tid, px, qty, side))
+        books: dict[str, list[tuple[int, tuple[tuple[tuple[float, float], ...], ...]]]] = {}
+        for (sid, sym, ts), sides in self._s.books.items():
+            if sid == session_id and start_us <= ts < end_us and (wanted is None or sym in wanted):
+                books.setdefault(sym, []).append((ts, sides))
+        out: list[TickBatch] = []
+        for sym in sorted(set(trades) | set(books)):
+            if sym in trades:
+                rows = sorted(trades[sym])
+                out.append(
+                    TradeBatch(
+                        session_id,
+                        sym,
+                        np.array([r[0] for r in rows], np.int64),
+                        np.array([r[1] for r in rows], np.int64),
+                        np.array([r[2] for r in rows], np.float64),
+                        np.array([r[3] for r in rows], np.float64),
+                        np.array([r[4] for r in rows], np.int8),
+                    )
+                )
+            if sym in books:
+                snaps = sorted(books[sym], key=lambda b: b[0])
+                depth = max(max(len(s[1][0]), len(s[1][1])) for s in snaps)
+
+                out.append(
+                    BookBatch(
+                        session_id,
+                        sym,
+                        np.array([s[0] for s in snaps], np.int64),
+                        _levels(snaps, 0, 0, np.nan, depth),
+                        _levels(snaps, 0, 1, 0.0, depth),
+                        _levels(snaps, 1, 0, np.nan, depth),
+                        _levels(snaps, 1, 1, 0.0, depth),
+                    )
+                )
+        return out
+
+
+def _levels(
+    snaps: list[tuple[int, tuple[tuple[tuple[float, float], ...], ...]]],
+    side: int,
+    column: int,
+    pad: float,
+    depth: int,
+) -> Float64Array:
+    """One side's prices (column 0) or quantities (1) of ``snaps``, padded to ``depth``."""
+    out = np.full((len(snaps), depth), pad)
+    for n, (_ts, sides) in enumerate(snaps):
+        values = [level[column] for level in sides[side]]
+        out[n, : len(values)] = values
+    return out
+
+
+class MemoryResultStore(ResultStore):
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+        async with self._s.lock:
+            session = self._s.sessions.get(session_id)
+            if session is None or session.is_terminal or session.owner != owner:
+                raise LeaseLost(session_id, owner, "results write rejected")
+            self._s.results[session_id] = (results, utcnow())
+
+    async def summary(self, session_id: str) -> ResultSummary | None:
+        found = self._s.results.get(session_id)
+        if found is None:
+            return None
+        r, at = found
+        return ResultSummary(
+            session_id, r.hash, r.status, r.summary, len(r.orders), len(r.fills), len(r.equity), at
+        )
+
+    async def rows(
+        self,
+        session_id: str,
+        table: ResultTable,
+        *,
+        after: int = -1,
+        limit: int = DEFAULT_DATA_LIMIT,
+    ) -> list[ResultRow]:
+        check_limit(limit, MAX_DATA_LIMIT)
+        found = self._s.results.get(session_id)
+        if found is None:
+            return []
+        lines: list[str] = getattr(found[0], table)
+        start = max(after + 1, 0)
+        return [ResultRow(n, lines[n]) for n in range(start, min(start + limit, len(lines)))]
+
 
 class MemoryStore(Store):
     """Both contracts over one in-process state. URL: ``memory://``."""
@@ -446,6 +556,7 @@ class MemoryStore(Store):
         state = _State()
         self.sessions = MemorySessionStore(state)
         self.ticks = MemoryTickStore(state)
+        self.results = MemoryResultStore(state)
 
     async def open(self) -> None:
         return None

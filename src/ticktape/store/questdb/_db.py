@@ -125,7 +125,7 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
 DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
-#: Gaps of a recording (ticktape.feeds.contract.Gap): few rows, written over PG wire into
+#: Gaps of a recording (ticktape.ticks.Gap): few rows, written over PG wire into
 #: a non-WAL table so they are visible on return; a gap written twice (a retried write)
 #: is read once — reads keep one row per (symbol, data type, start, cause).
 GAPS_DDL = """
@@ -142,7 +142,45 @@ CREATE TABLE IF NOT EXISTS tt_gaps (
 ) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
 """
 
-SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL, GAPS_DDL)
+#: Results of backtest and paper sessions: non-WAL tables written over PG wire (visible
+#: on commit). A results write never deletes: it appends rows under a fresh ``run`` id
+#: and then the summary row naming that run; readers take the newest summary written
+#: by the session's current owner and the rows of its run (``_results.py``).
+RESULT_SUMMARY_DDL = """
+CREATE TABLE IF NOT EXISTS tt_result_summary (
+    session_id SYMBOL CAPACITY 65536,
+    run VARCHAR,
+    owner VARCHAR,
+    hash VARCHAR,
+    status VARCHAR,
+    summary VARCHAR,
+    orders LONG,
+    fills LONG,
+    equity LONG,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
+"""
+
+RESULT_ROWS_DDL = """
+CREATE TABLE IF NOT EXISTS tt_result_{table} (
+    session_id SYMBOL CAPACITY 65536,
+    run VARCHAR,
+    seq LONG,
+    body VARCHAR,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
+"""
+
+RESULT_TABLES = ("tt_result_summary", "tt_result_orders", "tt_result_fills", "tt_result_equity")
+
+SCHEMA = (
+    SESSION_LOG_DDL,
+    TRADES_DDL,
+    ORDERBOOK_DDL,
+    GAPS_DDL,
+    RESULT_SUMMARY_DDL,
+    *(RESULT_ROWS_DDL.replace("{table}", t) for t in ("orders", "fills", "equity")),
+)
 #: Columns an existing table must have: tables left by a pre-release build lack some,
 #: and the store refuses to open on them with one clear line (there is no migration).
 REQUIRED_COLUMNS = {

@@ -69,6 +69,7 @@ from ticktape.store.questdb._db import (
 )
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
+from ticktape.store.questdb._results import QuestDBResultStore
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
@@ -645,6 +646,7 @@ class QuestDBStore(Store):
         self._db = Connections(self.address)
         self.sessions = QuestDBSessionStore(self._db, retry)
         self.ticks = QuestDBTickStore(self._db)
+        self.results = QuestDBResultStore(self._db)
 
     async def open(self) -> None:
         await self._db.open()

@@ -56,7 +56,8 @@ from ticktape.store.base import (
 from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
-from ticktape.store.rules import check_limit
+from ticktape.store.rules import check_limit, from_us
+from ticktape.store.window import window_batches
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
@@ -580,3 +581,55 @@ class QuestDBTickStore(TickStore):
                     "" if detail is None else str(detail),
                 )
         return list(out.values())
+
+    async def read_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        tenure = await self._tenure(session_id)
+        window = [session_id, from_us(start_us), from_us(end_us)]
+        fenced, params = tenure.excluded("trades")
+        trades = await self._scalar_rows(
+            "SELECT symbol, cast(ts AS LONG), trade_id, price, qty, "
+            "CASE WHEN side = 'buy' THEN 1 ELSE -1 END "
+            f"FROM tt_trades WHERE session_id = %s AND ts >= %s AND ts < %s{fenced}",
+            [*window, *params],
+            "read tick window",
+        )
+        fenced, params = tenure.excluded("orderbook")
+        levels = await self._scalar_rows(
+            "SELECT symbol, cast(ts AS LONG), level, bid_price, bid_qty, ask_price, ask_qty "
+            f"FROM tt_orderbook WHERE session_id = %s AND ts >= %s AND ts < %s{fenced}",
+            [*window, *params],
+            "read tick window",
+        )
+        return window_batches(session_id, trades, _snapshots(levels), symbols)
+
+
+def _snapshots(
+    levels: list[tuple[Any, ...]],
+) -> list[tuple[str, int, int, bytes, bytes, bytes, bytes]]:
+    """Level rows (one per book level) regrouped into one row per snapshot, in the blob
+    layout of ``window_batches`` (float64 little-endian levels, best first)."""
+    grouped: dict[tuple[str, int], list[tuple[int, float, float, float, float]]] = {}
+    for sym, ts, level, bp, bq, ap, aq in levels:
+        grouped.setdefault((str(sym), int(ts)), []).append((int(level), bp, bq, ap, aq))
+    out = []
+    for (sym, ts), rows in grouped.items():
+        rows.sort()
+        cols = np.array([r[1:] for r in rows], dtype="<f8").T
+        out.append(
+            (
+                sym,
+                ts,
+                len(rows),
+                cols[0].tobytes(),
+                cols[1].tobytes(),
+                cols[2].tobytes(),
+                cols[3].tobytes(),
+            )
+        )
+    return out

@@ -100,3 +100,35 @@ CREATE TABLE gaps (
 -- The local receive time of each tick (µs since the epoch; NULL for rows stored before).
 ALTER TABLE trades ADD COLUMN recv_us INTEGER;
 ALTER TABLE orderbook ADD COLUMN recv_us INTEGER;
+-- migration: 4
+-- Results of backtest and paper sessions (ResultStore): one summary row per session and
+-- its orders, fills and equity points as canonical JSON lines numbered 0, 1, ... A write
+-- replaces all four in one transaction, fenced by the session's owner like tick writes.
+CREATE TABLE result_summary (
+    sid        INTEGER PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    summary    TEXT NOT NULL,               -- JSON object
+    orders     INTEGER NOT NULL,
+    fills      INTEGER NOT NULL,
+    equity     INTEGER NOT NULL,
+    written_us INTEGER NOT NULL
+);
+CREATE TABLE result_orders (
+    sid  INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sid, seq)
+) WITHOUT ROWID;
+CREATE TABLE result_fills (
+    sid  INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sid, seq)
+) WITHOUT ROWID;
+CREATE TABLE result_equity (
+    sid  INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sid, seq)
+) WITHOUT ROWID;

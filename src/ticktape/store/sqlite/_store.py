@@ -36,16 +36,22 @@ from ticktape.errors import (
     ValidationError,
 )
 from ticktape.store.base import (
+    DEFAULT_DATA_LIMIT,
     MAX_CHANGES,
     MAX_DATA_LIMIT,
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    ResultRow,
+    ResultStore,
+    ResultSummary,
+    ResultTable,
     Seal,
     SessionPage,
     SessionQuery,
     SessionStore,
     Store,
+    StoredResults,
     TickPosition,
     TickQuery,
     TickStore,
@@ -62,6 +68,7 @@ from ticktape.store.rules import (
     to_us,
 )
 from ticktape.store.sqlite._db import Database
+from ticktape.store.window import window_batches
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
@@ -744,6 +751,112 @@ class SqliteTickStore(TickStore):
             "read orderbook",
         )
 
+    async def read_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        def run(conn: sqlite3.Connection) -> list[TickBatch]:
+            row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                return []
+            sid = row[0]
+            # The (sid, ts_us) index gives the window's rows in time order; the per-symbol
+            # split and the trade-id order within a timestamp are done in numpy.
+            trade_rows = conn.execute(
+                "SELECT symbol, ts_us, trade_id, price, qty, side FROM trades "
+                "WHERE sid = ? AND ts_us >= ? AND ts_us < ?",
+                (sid, start_us, end_us),
+            ).fetchall()
+            book_rows = conn.execute(
+                "SELECT symbol, ts_us, depth, bid_price, bid_qty, ask_price, ask_qty "
+                "FROM orderbook WHERE sid = ? AND ts_us >= ? AND ts_us < ?",
+                (sid, start_us, end_us),
+            ).fetchall()
+            return window_batches(session_id, trade_rows, book_rows, symbols)
+
+        return await self._db.read(run, "read tick window")
+
+
+_RESULT_TABLES = {"orders": "result_orders", "fills": "result_fills", "equity": "result_equity"}
+
+
+class SqliteResultStore(ResultStore):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
+                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+            sid = row[0]
+            conn.execute("DELETE FROM result_summary WHERE sid = ?", (sid,))
+            for name, table in _RESULT_TABLES.items():
+                conn.execute(f"DELETE FROM {table} WHERE sid = ?", (sid,))
+                conn.executemany(
+                    f"INSERT INTO {table} (sid, seq, body) VALUES (?, ?, ?)",
+                    ((sid, n, line) for n, line in enumerate(getattr(results, name))),
+                )
+            conn.execute(
+                "INSERT INTO result_summary (sid, hash, status, summary, orders, fills, equity, "
+                "written_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sid,
+                    results.hash,
+                    results.status,
+                    results.summary,
+                    len(results.orders),
+                    len(results.fills),
+                    len(results.equity),
+                    to_us(utcnow()),
+                ),
+            )
+
+        await self._db.write(run, "write results")
+
+    async def summary(self, session_id: str) -> ResultSummary | None:
+        def run(conn: sqlite3.Connection) -> ResultSummary | None:
+            row = conn.execute(
+                "SELECT hash, status, summary, orders, fills, equity, written_us "
+                "FROM result_summary WHERE sid = (SELECT sid FROM sessions WHERE id = ?)",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            h, status, summary, orders, fills, equity, written = row
+            return ResultSummary(
+                session_id, h, status, summary, orders, fills, equity, from_us(written)
+            )
+
+        return await self._db.read(run, "read results summary")
+
+    async def rows(
+        self,
+        session_id: str,
+        table: ResultTable,
+        *,
+        after: int = -1,
+        limit: int = DEFAULT_DATA_LIMIT,
+    ) -> list[ResultRow]:
+        check_limit(limit, MAX_DATA_LIMIT)
+        name = _RESULT_TABLES[table]
+        sql = (
+            f"SELECT seq, body FROM {name} WHERE sid = (SELECT sid FROM sessions WHERE id = ?) "
+            "AND seq > ? ORDER BY seq LIMIT ?"
+        )
+        return await self._db.read(
+            lambda conn: [
+                ResultRow(seq, body) for seq, body in conn.execute(sql, (session_id, after, limit))
+            ],
+            f"read results {table}",
+        )
+
 
 class SqliteStore(Store):
     def __init__(
@@ -762,6 +875,7 @@ class SqliteStore(Store):
         )
         self.sessions = SqliteSessionStore(self._db)
         self.ticks = SqliteTickStore(self._db)
+        self.results = SqliteResultStore(self._db)
 
     @property
     def path(self) -> str:

@@ -1,0 +1,138 @@
+"""The paper runner: a strategy on a live feed with simulated fills, recording what it saw.
+
+A paper session is a collect session with a strategy listening: the collect runner
+records the feed exactly as a collect session does (same buffer, fenced writes,
+counts from the store), and every feed block it buffers is also handed, in order,
+to the replay engine on its own thread through a bounded queue (``LiveSource``).
+The strategy therefore sees exactly the ticks that are recorded, merged in the
+same order a backtest of the recording merges them — so a backtest of a paper
+session reproduces its orders and fills (invariant 9).
+
+At the end (duration reached, stop, or the strategy failing) the queue is closed,
+the engine finishes the ticks it was given, and the results are written fenced by
+the owner before the supervisor writes the end. A strategy that raises or overruns
+its budget stops the recording and fails the session with ``strategy_error``. A
+paper session is not resumable: a crashed owner's session is reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+
+from ticktape.config import Settings
+from ticktape.domain import Reason, Session
+from ticktape.errors import LeaseLost, StoreError
+from ticktape.feeds.factory import BuiltFeed
+from ticktape.metrics import Metrics
+from ticktape.runners.backtest import stored
+from ticktape.runners.buffer import TickBuffer
+from ticktape.runners.collect import CollectRunner
+from ticktape.runtime.handle import RunHandle
+from ticktape.runtime.runner import Outcome, RunResult
+from ticktape.store.base import Store
+from ticktape.strategies import LiveSource, PaperSpec, StrategyRegistry, run_backtest
+from ticktape.strategies import RunResult as Results
+from ticktape.ticks import TickBatch
+
+QUEUE_BLOCKS = 64  # feed blocks waiting for the strategy; a slower strategy holds the feed back
+PUT_POLL_S = 0.2
+
+
+class _Tap:
+    """The buffer the collect pump writes to, also feeding the strategy each block."""
+
+    def __init__(self, buffer: TickBuffer, live: LiveSource, engine_done: threading.Event):
+        self._buffer = buffer
+        self._live = live
+        self._engine_done = engine_done
+
+    async def put(self, block: list[TickBatch]) -> None:
+        if self._engine_done.is_set():
+            return  # the strategy failed: the session is being stopped, record nothing more
+        while not self._engine_done.is_set():
+            try:
+                await asyncio.to_thread(self._live.put, block, PUT_POLL_S)
+                break
+            except queue.Full:
+                continue
+        if not self._engine_done.is_set():
+            await self._buffer.put(block)
+
+
+class PaperRunner(CollectRunner):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        owner: str,
+        strategies: StrategyRegistry,
+    ) -> None:
+        super().__init__(store, settings, metrics, owner)
+        self._strategies = strategies
+        self._live = LiveSource(QUEUE_BLOCKS)
+        self._engine_done = threading.Event()
+
+    async def _pump(
+        self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+    ) -> Outcome:
+        return await super()._pump(
+            built,
+            _Tap(buffer, self._live, self._engine_done),  # type: ignore[arg-type]
+            handle,
+            deadline,
+        )
+
+    async def run(self, session: Session, handle: RunHandle) -> RunResult:
+        fields = session.config.strategy_fields()
+        if fields is None:
+            return RunResult(Outcome.STOPPED, error="paper session without its strategy run")
+        spec = PaperSpec.model_validate(fields)
+        strategy = self._strategies.create(spec.strategy, spec.params, spec.form)
+        done = self._engine_done
+
+        def engine() -> Results:
+            try:
+                return run_backtest(
+                    strategy,
+                    self._live,
+                    session.symbols,
+                    spec.sim_config(session.exchange),
+                    seed=spec.seed,
+                    call_budget_s=self._settings.strategy_call_budget_s,
+                )
+            finally:
+                done.set()
+
+        engine_task = asyncio.create_task(asyncio.to_thread(engine))
+
+        async def watch_engine() -> None:
+            await asyncio.to_thread(done.wait)
+            handle.stop_reason = Reason.STRATEGY_ERROR
+            handle.stop.set()  # the strategy ended early (it failed): stop recording
+
+        watcher = asyncio.create_task(watch_engine())
+        try:
+            result = await super().run(session, handle)
+        finally:
+            if not done.is_set():
+                await asyncio.to_thread(self._live.close)  # the engine finishes what it got
+            results = await engine_task
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        if result.outcome in (Outcome.LOST, Outcome.HANDED_OVER):
+            return result
+        try:
+            await self._store.results.write(session.id, stored(results), owner=self._owner)
+        except LeaseLost as exc:
+            handle.lose(f"results write rejected by the store: {exc}")
+            return RunResult(Outcome.LOST)
+        except StoreError as exc:
+            return RunResult(Outcome.STOPPED, error=f"results could not be stored: {exc}")
+        if results.status == "strategy_error":
+            return RunResult(
+                Outcome.STOPPED, error=results.error, error_reason=Reason.STRATEGY_ERROR
+            )
+        return result

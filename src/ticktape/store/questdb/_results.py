@@ -1,0 +1,149 @@
+"""QuestDB result store: results of backtest and paper sessions in four non-WAL tables.
+
+QuestDB has no DELETE, so "replace" is done by names: a write appends every row
+under a fresh ``run`` id, then one summary row naming that run and the writer.
+Readers take the newest summary row written by the session's *current* owner and
+read the rows of its run only; rows of older runs, or of a half-finished write
+(rows without their summary), are never read. Fencing: the writer's ownership is
+checked against the session log just before the write (as tick writes are); a
+stale owner that passed the check and wrote after a claim wrote under its own
+owner token, which is no longer the session's owner, so its results are ignored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+from ticktape.domain import ACTIVE_STATUSES, utcnow
+from ticktape.errors import LeaseLost
+from ticktape.store.base import (
+    DEFAULT_DATA_LIMIT,
+    MAX_DATA_LIMIT,
+    ResultRow,
+    ResultStore,
+    ResultSummary,
+    ResultTable,
+    StoredResults,
+)
+from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.rules import check_limit
+
+INSERT_ROWS = 500  # rows per multi-row INSERT statement
+
+
+class QuestDBResultStore(ResultStore):
+    def __init__(self, connections: Connections) -> None:
+        self._db = connections
+
+    async def _session(self, session_id: str) -> tuple[str, str | None] | None:
+        async with self._db.reader("read session owner") as conn:
+            cur = await conn.execute(
+                self._db.prefixed(
+                    "SELECT status, owner FROM tt_session_log WHERE id = %s "
+                    "LATEST ON ts PARTITION BY id"
+                ),
+                [session_id],
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return str(row[0]), None if row[1] is None else str(row[1])
+
+    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+        found = await self._session(session_id)
+        active = {s.value for s in ACTIVE_STATUSES}
+        if found is None or found[0] not in active or found[1] != owner:
+            detail = "unknown session" if found is None else f"status {found[0]}, owner {found[1]}"
+            raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+        run = uuid.uuid4().hex
+        now = utcnow()
+        async with self._db.writer("write results") as conn:
+            for table in ("orders", "fills", "equity"):
+                lines: list[str] = getattr(results, table)
+                name = self._db.prefixed(f"tt_result_{table}")
+                for start in range(0, len(lines), INSERT_ROWS):
+                    part = lines[start : start + INSERT_ROWS]
+                    values = ", ".join("(%s, %s, %s, %s, %s)" for _ in part)
+                    params: list[object] = []
+                    for n, line in enumerate(part, start):
+                        params.extend([session_id, run, n, line, now])
+                    with ERRORS.wrap("write results"):
+                        await conn.execute(
+                            f"INSERT INTO {name} (session_id, run, seq, body, ts) VALUES {values}",
+                            params,
+                        )
+            with ERRORS.wrap("write results"):
+                await conn.execute(
+                    self._db.prefixed(
+                        "INSERT INTO tt_result_summary (session_id, run, owner, hash, status, "
+                        "summary, orders, fills, equity, ts) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    ),
+                    [
+                        session_id,
+                        run,
+                        owner,
+                        results.hash,
+                        results.status,
+                        results.summary,
+                        len(results.orders),
+                        len(results.fills),
+                        len(results.equity),
+                        now,
+                    ],
+                )
+
+    async def _current(self, session_id: str) -> tuple[str, ResultSummary] | None:
+        found = await self._session(session_id)
+        if found is None or found[1] is None:
+            return None
+        async with self._db.reader("read results summary") as conn:
+            cur = await conn.execute(
+                self._db.prefixed(
+                    "SELECT run, hash, status, summary, orders, fills, equity, ts "
+                    "FROM tt_result_summary WHERE session_id = %s AND owner = %s "
+                    "ORDER BY ts DESC LIMIT 1"
+                ),
+                [session_id, found[1]],
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        run, h, status, summary, orders, fills, equity, ts = row
+        return str(run), ResultSummary(
+            session_id,
+            str(h),
+            str(status),
+            str(summary),
+            int(orders),
+            int(fills),
+            int(equity),
+            ts.replace(tzinfo=UTC),
+        )
+
+    async def summary(self, session_id: str) -> ResultSummary | None:
+        current = await self._current(session_id)
+        return None if current is None else current[1]
+
+    async def rows(
+        self,
+        session_id: str,
+        table: ResultTable,
+        *,
+        after: int = -1,
+        limit: int = DEFAULT_DATA_LIMIT,
+    ) -> list[ResultRow]:
+        check_limit(limit, MAX_DATA_LIMIT)
+        current = await self._current(session_id)
+        if current is None:
+            return []
+        async with self._db.reader(f"read results {table}") as conn:
+            cur = await conn.execute(
+                self._db.prefixed(
+                    f"SELECT seq, body FROM tt_result_{table} WHERE session_id = %s "
+                    "AND run = %s AND seq > %s ORDER BY seq LIMIT %s"
+                ),
+                [session_id, current[0], after, limit],
+            )
+            return [ResultRow(int(seq), str(body)) for seq, body in await cur.fetchall()]

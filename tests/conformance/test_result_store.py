@@ -1,0 +1,219 @@
+"""The ResultStore contract and ``TickStore.read_window`` (``ticktape.store.base``), on
+every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conformance.test_tick_store import BASE_US, OWNER, books, trades
+from ticktape.domain import Session, SessionStatus
+from ticktape.errors import LeaseLost, ValidationError
+from ticktape.store import Store
+from ticktape.store.base import ResultRow, StoredResults, TickQuery
+from ticktape.ticks import BookBatch, TradeBatch
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+StartSession = Callable[..., Session]
+
+
+def _results(n_orders: int = 3, tag: str = "a") -> StoredResults:
+    # awkward bodies: unicode, quotes, backslashes, floats in shortest form
+    orders = [
+        f'{{"order_id":{i},"price":0.1,"tag":"{tag}\\u00e9\\\\\\"x"}}' for i in range(n_orders)
+    ]
+    fills = [f'{{"fill_id":{i},"qty":1e-09}}' for i in range(n_orders // 2)]
+    equity = [f'{{"equity":100000.5,"ts_us":{i}}}' for i in range(n_orders + 2)]
+    return StoredResults(
+        orders=orders,
+        fills=fills,
+        equity=equity,
+        summary='{"pnl":-1.5,"trade_count":1}',
+        hash=f"h-{tag}",
+        status="completed",
+    )
+
+
+def test_no_results_is_none_and_empty(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session()
+    assert run(store.results.summary(s.id)) is None
+    assert run(store.results.rows(s.id, "orders")) == []
+    assert run(store.results.summary("no-such-session")) is None
+
+
+def test_written_results_read_back_exactly(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    written = _results(7)
+    run(store.results.write(s.id, written, owner=OWNER))
+    summary = run(store.results.summary(s.id))
+    assert summary is not None
+    assert (summary.hash, summary.status, summary.summary) == ("h-a", "completed", written.summary)
+    assert (summary.orders, summary.fills, summary.equity) == (7, 3, 9)
+    for table in ("orders", "fills", "equity"):
+        rows = run(store.results.rows(s.id, table))
+        assert [r.body for r in rows] == getattr(written, table)
+        assert [r.seq for r in rows] == list(range(len(rows)))
+
+
+def test_rows_are_cursor_paged(store: Store, run: Run, running_session: StartSession) -> None:
+    s = running_session(owner=OWNER)
+    written = _results(25)
+    run(store.results.write(s.id, written, owner=OWNER))
+    seen: list[ResultRow] = []
+    after = -1
+    while True:
+        page = run(store.results.rows(s.id, "orders", after=after, limit=4))
+        if not page:
+            break
+        assert len(page) <= 4
+        seen.extend(page)
+        after = page[-1].seq
+    assert [r.body for r in seen] == written.orders
+    with pytest.raises(ValidationError):
+        run(store.results.rows(s.id, "orders", limit=0))
+
+
+def test_a_write_replaces_the_previous_results(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    run(store.results.write(s.id, _results(9, "first"), owner=OWNER))
+    second = _results(2, "second")
+    run(store.results.write(s.id, second, owner=OWNER))
+    summary = run(store.results.summary(s.id))
+    assert summary is not None and summary.hash == "h-second" and summary.orders == 2
+    assert [r.body for r in run(store.results.rows(s.id, "orders"))] == second.orders
+    assert [r.body for r in run(store.results.rows(s.id, "equity"))] == second.equity
+
+
+def test_results_of_sessions_are_apart(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    a = running_session(owner=OWNER)
+    b = running_session(owner=OWNER)
+    run(store.results.write(a.id, _results(3, "a"), owner=OWNER))
+    run(store.results.write(b.id, _results(5, "b"), owner=OWNER))
+    assert len(run(store.results.rows(a.id, "orders"))) == 3
+    assert len(run(store.results.rows(b.id, "orders"))) == 5
+
+
+def test_results_write_is_fenced_by_owner_and_status(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    with pytest.raises(LeaseLost):
+        run(store.results.write(s.id, _results(), owner="someone-else"))
+    assert run(store.results.summary(s.id)) is None
+    run(store.results.write(s.id, _results(4, "kept"), owner=OWNER))
+    current = run(store.sessions.get_session(s.id))
+    run(
+        store.sessions.transition(
+            s.id,
+            expected_version=current.version,
+            to_status=SessionStatus.FAILED,
+            actor="test",
+            reason="error",
+        )
+    )
+    with pytest.raises(LeaseLost):
+        run(store.results.write(s.id, _results(1, "late"), owner=OWNER))
+    summary = run(store.results.summary(s.id))
+    assert summary is not None and summary.hash == "h-kept"
+    with pytest.raises(LeaseLost):
+        run(store.results.write("no-such-session", _results(), owner=OWNER))
+
+
+def test_results_seen_from_another_handle(
+    store: Store, other_handle: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    written = _results(6)
+    run(store.results.write(s.id, written, owner=OWNER))
+    summary = run(other_handle.results.summary(s.id))
+    assert summary is not None and summary.hash == written.hash
+    assert [r.body for r in run(other_handle.results.rows(s.id, "fills"))] == written.fills
+
+
+# --------------------------------------------------------------------------- read_window
+
+
+def _write_ticks(
+    store: Store, run: Run, session_id: str
+) -> tuple[list[TradeBatch], list[BookBatch]]:
+    t = [
+        trades(session_id, "BTC_USDT", n=40, step_us=1000, seed=1),
+        trades(session_id, "ETH_USDT", n=30, step_us=1500, seed=2),
+    ]
+    b = [
+        books(session_id, "BTC_USDT", n=8, depth=3, step_us=5000, seed=3),
+        books(session_id, "ETH_USDT", n=6, depth=3, step_us=7000, seed=4),
+    ]
+    run(store.ticks.write([*t, *b], owner=OWNER))
+    run(store.ticks.wait_visible(10.0))
+    return t, b
+
+
+def test_read_window_returns_exactly_the_window(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER, symbols=("BTC_USDT", "ETH_USDT"))
+    t, b = _write_ticks(store, run, s.id)
+    lo, hi = BASE_US + 7_000, BASE_US + 31_000
+    got = run(store.ticks.read_window(s.id, lo, hi))
+    assert [(type(x).__name__, x.symbol) for x in got] == [
+        ("TradeBatch", "BTC_USDT"),
+        ("BookBatch", "BTC_USDT"),
+        ("TradeBatch", "ETH_USDT"),
+        ("BookBatch", "ETH_USDT"),
+    ]
+    sources: list[TradeBatch | BookBatch] = [*t, *b]
+    for src in sources:
+        mask = (src.ts_us >= lo) & (src.ts_us < hi)
+        (out,) = [x for x in got if type(x) is type(src) and x.symbol == src.symbol]
+        np.testing.assert_array_equal(out.ts_us, src.ts_us[mask])
+        if isinstance(src, TradeBatch):
+            assert isinstance(out, TradeBatch)
+            np.testing.assert_array_equal(out.trade_id, src.trade_id[mask])
+            np.testing.assert_array_equal(out.price, src.price[mask])  # exact, not close
+            np.testing.assert_array_equal(out.qty, src.qty[mask])
+            np.testing.assert_array_equal(out.side, src.side[mask])
+        else:
+            assert isinstance(out, BookBatch)
+            for col in ("bid_price", "bid_qty", "ask_price", "ask_qty"):
+                np.testing.assert_array_equal(getattr(out, col), getattr(src, col)[mask])
+
+
+def test_read_window_symbols_and_empty(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER, symbols=("BTC_USDT", "ETH_USDT"))
+    _write_ticks(store, run, s.id)
+    only = run(store.ticks.read_window(s.id, BASE_US, BASE_US + 10**9, ("ETH_USDT",)))
+    assert {x.symbol for x in only} == {"ETH_USDT"}
+    assert sum(len(x) for x in only) == 30 + 6
+    assert run(store.ticks.read_window(s.id, BASE_US - 10**6, BASE_US)) == []
+    assert run(store.ticks.read_window("no-such-session", BASE_US, BASE_US + 10**9)) == []
+
+
+def test_consecutive_windows_cover_every_tick_once(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER, symbols=("BTC_USDT", "ETH_USDT"))
+    _write_ticks(store, run, s.id)
+    span = run(store.ticks.span(s.id))
+    assert span is not None and span[0] == BASE_US
+    total = 0
+    lo = span[0]
+    while lo <= span[1]:
+        total += sum(len(x) for x in run(store.ticks.read_window(s.id, lo, lo + 3_333)))
+        lo += 3_333
+    assert total == 40 + 30 + 8 + 6
+    rows = run(store.ticks.read_trades(TickQuery(s.id, limit=1000)))
+    assert len(rows) == 70
