@@ -46,6 +46,7 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    TradeBucket,
     Unchanged,
     WriteResult,
 )
@@ -71,7 +72,17 @@ SESSION_OPERATIONS = frozenset(
     }
 )
 TICK_OPERATIONS = frozenset(
-    {"write", "wait_visible", "count", "seal", "position", "read_trades", "read_orderbook"}
+    {
+        "write",
+        "wait_visible",
+        "count",
+        "seal",
+        "position",
+        "read_trades",
+        "read_orderbook",
+        "trade_span",
+        "trade_buckets",
+    }
 )
 OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS
 
@@ -319,6 +330,14 @@ class FaultyTickStore(TickStore):
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         return await self._f.call("read_orderbook", self._inner.read_orderbook, query=query)
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        i = self._inner
+        return await self._f.call("trade_span", i.trade_span, session_id=session_id, symbol=symbol)
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        i = self._inner
+        return await self._f.call("trade_buckets", i.trade_buckets, query=query, width_us=width_us)
 
 
 class FaultyStore(Store):
