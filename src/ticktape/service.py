@@ -38,7 +38,14 @@ from ticktape.metrics import Metrics
 from ticktape.redact import redact
 from ticktape.retry import retry_transient
 from ticktape.runtime.transitions import request_stop
-from ticktape.store.base import ChangePage, SessionPage, SessionQuery, Store, TickQuery
+from ticktape.store.base import (
+    ChangePage,
+    SessionPage,
+    SessionQuery,
+    Store,
+    TickQuery,
+    TradeBucket,
+)
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
@@ -307,3 +314,13 @@ class SessionService:
     async def orderbook(self, query: TickQuery) -> list[BookSnapshot]:
         await self.get(query.session_id)
         return await self._store.ticks.read_orderbook(query)
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        """First and last trade time of ``symbol`` in the session (404 for an unknown id)."""
+        await self.get(session_id)
+        return await self._store.ticks.trade_span(session_id, symbol)
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        """The session's trades summed into chart buckets (see ``TickStore.trade_buckets``)."""
+        await self.get(query.session_id)
+        return await self._store.ticks.trade_buckets(query, width_us)
