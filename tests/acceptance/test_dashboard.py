@@ -325,3 +325,36 @@ def test_a_dropped_push_channel_falls_back_to_polling_and_back(
     expect(page.locator(f"#sessions tr[data-id='{sid}']")).not_to_contain_text("running")
     assert len(watched.list_requests) == settled
     assert all(r.startswith(("5", "4")) is False for r in watched.bad_responses)
+
+
+def test_zooming_the_chart_loads_finer_buckets_from_the_server(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    sid = start_collect(client, symbols=["ZOOM_USDT"], rate_per_s=300, duration="3s")["id"]
+    wait_for(client, sid, lambda s: s["status"] == "completed", what="the 3 s session to end")
+    overview = client.get(f"/api/sessions/{sid}/chart").json()
+    page = watched.page
+    details: list[dict[str, Any]] = []
+
+    def on_response(r: Any) -> None:
+        if "/chart?" in r.url and "start=" in r.url and r.status == 200:
+            details.append(r.json())
+
+    page.on("response", on_response)
+    page.goto(f"{server.url}/ui/sessions/{sid}")
+    chart = page.locator("#chart")
+    expect(chart).to_have_attribute("data-points", str(len(overview["buckets"])))
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(12):
+        page.mouse.wheel(0, -400)
+    expect(page.locator("#chart-info")).to_contain_text("zoomed")
+    assert details, "zooming asked the server for nothing"
+    finer = details[-1]
+    assert finer["width_us"] < overview["width_us"]
+    assert finer["buckets"] and finer["trades"] < overview["trades"]
+    page.get_by_role("button", name="Whole session").click()
+    expect(page.locator("#chart-info")).not_to_contain_text("zoomed")
+    expect(chart).to_have_attribute("data-points", str(len(overview["buckets"])))
+    watched.assert_clean()
