@@ -63,6 +63,7 @@ from ticktape.store.base import (
     SessionQuery,
     Store,
     TickQuery,
+    TradeBucket,
 )
 from ticktape.store.rules import to_us
 from ticktape.store.transitions import request_stop
@@ -436,6 +437,16 @@ class SessionService:
     ) -> list[ResultRow]:
         await self.get(session_id)
         return await self._store.results.rows(session_id, table, after=after, limit=limit)
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        """First and last trade time of ``symbol`` in the session (404 for an unknown id)."""
+        await self.get(session_id)
+        return await self._store.ticks.trade_span(session_id, symbol)
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        """The session's trades summed into chart buckets (see ``TickStore.trade_buckets``)."""
+        await self.get(query.session_id)
+        return await self._store.ticks.trade_buckets(query, width_us)
 
 
 #: Key of the replay's tick total in a backtest's ``strategy_run`` (not a request field).

@@ -49,3 +49,12 @@ def server(store_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30.0) as c:
         yield c
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test item (``item.rep_call``), so that fixtures
+    can tell in their teardown that the test failed (the dashboard tests' screenshots)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,66 +1,360 @@
-"""The dashboard in a real headless Chromium: live updates arrive without a reload.
+"""The dashboard in a real headless Chromium against a real ``ticktape serve``.
 
 Chromium is Debian's ``chromium`` package (``scripts/install`` adds it), driven by
-Playwright through its executable path. Without it the test skips, saying so —
-except under ``.ci/run`` (``TICKTAPE_REQUIRE_BROWSER=1``), where it fails.
+Playwright through its executable path. Without it the tests skip, saying so —
+except under ``.ci/run`` (``TICKTAPE_REQUIRE_BROWSER=1``), where they fail. The
+dashboard must be built (``scripts/install`` runs ``npm ci && npm run build`` in
+dashboard/); a missing build fails here, it never skips.
+
+One server and one browser serve the whole module; every test has its own page,
+whose network and console are watched: in a normal flow any 4xx/5xx answer, failed
+request or console error fails the test. A failing test leaves a screenshot of its
+page under its temporary directory (``failure.png``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.acceptance.conftest import ACCEPTANCE_ENV
+from tests.acceptance.helpers import start_collect, wait_for
 from ticktape.testing import ServerProcess
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-UPDATE_TIMEOUT_MS = 5_000  # a pushed change shows within the feed period; slack for the host
+UPDATE_TIMEOUT_MS = 10_000  # a pushed change shows within the feed period; slack for the host
+DIST = Path(__file__).parents[2] / "src" / "ticktape" / "web" / "dist" / "index.html"
 
 
-@pytest.fixture
-def browser_page(tmp_path: Path) -> Iterator[tuple[ServerProcess, object]]:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     if CHROMIUM is None:
         if os.environ.get("TICKTAPE_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium is required here (TICKTAPE_REQUIRE_BROWSER=1)")
         pytest.skip("no chromium here (apt-get install chromium)")
-    server = ServerProcess(f"sqlite:///{tmp_path}/ticktape.db", tmp_path)
-    server.start()
+    assert DIST.is_file(), "the dashboard is not built: cd dashboard && npm ci && npm run build"
+    tmp = tmp_path_factory.mktemp("dashboard")
+    srv = ServerProcess(f"sqlite:///{tmp}/ticktape.db", tmp, env=ACCEPTANCE_ENV)
+    srv.start()
     try:
-        with playwright_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-            try:
-                yield server, browser.new_page()
-            finally:
-                browser.close()
+        yield srv
     finally:
-        server.stop()
+        srv.stop()
 
 
-def test_sessions_appear_and_change_live_without_polling(
-    browser_page: tuple[ServerProcess, object],
-) -> None:
-    server, page = browser_page
-    expect = playwright_api.expect
-    list_requests: list[str] = []
-    page.on("request", lambda r: list_requests.append(r.url) if "/api/sessions?" in r.url else None)
-    page.goto(server.url + "/")
-    updated = page.locator("#updated")
-    expect(updated).to_contain_text("live", timeout=UPDATE_TIMEOUT_MS)
-    loaded = len(list_requests)
+@pytest.fixture(scope="module")
+def browser(server: ServerProcess) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30.0) as c:
-        created = c.post("/api/sessions", json={"kind": "collect", "symbols": ["SOL_USDT"]})
-        sid = created.json()["id"]
-        row = page.locator("#sessions tr", has=page.locator(f"code[title='{sid}']"))
-        expect(row).to_contain_text("running", timeout=UPDATE_TIMEOUT_MS)
-        expect(row).to_contain_text("SOL_USDT")
-        assert c.post(f"/api/sessions/{sid}/stop", params={"wait": "true"}).status_code == 200
-        expect(row).to_contain_text("stopped", timeout=UPDATE_TIMEOUT_MS)
-        expect(row.locator("button")).to_have_count(0)
-    assert len(list_requests) == loaded, "the page polled the list while the stream was live"
+        yield c
+
+
+@dataclass
+class Watched:
+    """A page and what its browser saw go wrong."""
+
+    page: Any
+    bad_responses: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    list_requests: list[str] = field(default_factory=list)
+
+    def assert_clean(self) -> None:
+        assert self.bad_responses == [], "requests answered 4xx/5xx in a normal flow"
+        assert self.failed_requests == [], "requests failed in a normal flow"
+        assert self.console_errors == [], "the page logged errors"
+
+
+def _watch(page: Any) -> Watched:
+    w = Watched(page)
+
+    def on_response(r: Any) -> None:
+        if r.status >= 400:
+            w.bad_responses.append(f"{r.status} {r.request.method} {r.url}")
+
+    def on_failed(r: Any) -> None:
+        # An open event stream is cut when the page goes away: that is no failure.
+        if not r.url.endswith("/api/sessions/stream"):
+            w.failed_requests.append(f"{r.method} {r.url}: {r.failure}")
+
+    page.on("response", on_response)
+    page.on("requestfailed", on_failed)
+    page.on("console", lambda m: w.console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: w.console_errors.append(f"uncaught: {e}"))
+    page.on(
+        "request", lambda r: w.list_requests.append(r.url) if "/api/sessions?" in r.url else None
+    )
+    return w
+
+
+@pytest.fixture
+def watched(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(UPDATE_TIMEOUT_MS)
+    try:
+        yield _watch(page)
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        context.close()
+
+
+def _wait_live(page: Any) -> None:
+    expect(page.locator("#updated")).to_have_attribute("data-live", "yes")
+    expect(page.locator("#updated")).to_contain_text("live")
+
+
+def _number(text: str) -> int:
+    assert re.fullmatch(r"\d{1,3}(,\d{3})*", text), f"not a grouped number: {text!r}"
+    return int(text.replace(",", ""))
+
+
+def test_start_watch_open_chart_and_stop_a_session(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(server.url + "/")
+    _wait_live(page)
+    loaded = len(watched.list_requests)
+    expect(page.locator("#s-exchange option")).to_contain_text(["sim"])
+
+    form = page.locator("#start")
+    form.get_by_label("Symbols").fill("SOL_USDT")
+    form.get_by_label("Trades/s per symbol").fill("400")
+    form.get_by_role("button", name="Start collecting").click()
+    expect(page.locator("#message")).to_contain_text("started session")
+    sid = page.locator("#message").inner_text().split()[-1]
+    row = page.locator(f"#sessions tr[data-id='{sid}']")
+    expect(row).to_contain_text("running")
+    expect(row).to_contain_text("SOL_USDT")
+
+    # The counts rise without a reload, pushed: past 1,000 (grouped with a comma).
+    trades = row.locator("td").nth(5)
+    expect(trades).to_have_text(re.compile(r"^\d{1,3},\d{3}$"), timeout=30_000)
+    first = _number(trades.inner_text())
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).textContent.replace(/,/g, '')) > n",
+        arg=[f"#sessions tr[data-id='{sid}'] td:nth-child(6)", first],
+    )
+    assert len(watched.list_requests) == loaded, "the list polled while the stream was live"
+    created = row.locator("time")
+    assert "UTC" in created.inner_text()
+    assert re.search(r"local time .* \(UTC[+-]\d\d:\d\d\)", created.get_attribute("title") or "")
+
+    # Its own page, at a URL to share.
+    row.get_by_role("link").click()
+    page.wait_for_url(f"**/ui/sessions/{sid}")
+    status = page.locator("#facts dd[data-fact='status']")
+    expect(status).to_have_text("running")
+    chart = page.locator("#chart")
+    expect(chart.locator("canvas").first).to_be_visible()
+    expect(chart).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#book table.depth.bid tbody tr").first).to_be_visible()
+    expect(page.locator("#timeline")).to_contain_text("running")
+
+    page.get_by_role("button", name="Stop session").click()
+    expect(status).to_have_text("stopped")
+    expect(page.locator("#timeline")).to_contain_text("stopped")
+    expect(page.get_by_role("button", name="Stop session")).to_have_count(0)
+
+    # The chart, redrawn once the session ended, has exactly the server's buckets,
+    # which hold every trade the session recorded.
+    final = client.get(f"/api/sessions/{sid}").json()
+    answer = client.get(f"/api/sessions/{sid}/chart", params={"points": 600}).json()
+    assert sum(b["count"] for b in answer["buckets"]) == final["stats"]["trades"]
+    expect(chart).to_have_attribute("data-points", str(len(answer["buckets"])))
+    expect(page.locator("#chart-info")).to_contain_text(f"{len(answer['buckets']):,} points")
+    facts = page.locator("#facts dd[data-fact='trades']")
+    expect(facts).to_have_text(f"{final['stats']['trades']:,}")
+    watched.assert_clean()
+
+
+def test_filter_sort_and_page_through_sessions(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    ids = []
+    for i in range(12):
+        body = {
+            "kind": "collect",
+            "symbols": ["PAGE_USDT"],
+            "rate_per_s": 1,
+            "data_types": ["trades"],
+        }
+        ids.append(client.post("/api/sessions", json=body).json()["id"])
+        if i < 9:
+            client.post(f"/api/sessions/{ids[-1]}/stop", params={"wait": "true"})
+    client.post(
+        "/api/sessions", json={"kind": "collect", "symbols": ["OTHER_USDT"], "duration": "1s"}
+    )
+    page = watched.page
+    page.goto(server.url + "/")
+    _wait_live(page)
+
+    # Keyboard only: type a symbol in the filter and press Enter.
+    page.locator("#f-symbol").focus()
+    page.keyboard.type("page_usdt")
+    page.keyboard.press("Enter")
+    page.locator("#f-limit").select_option("10")
+    rows = page.locator("#sessions tr[data-id]")
+    expect(rows).to_have_count(10)
+    assert [r.get_attribute("data-id") for r in rows.all()] == ids[::-1][:10]
+    assert "symbol=PAGE_USDT" in page.url and "limit=10" in page.url
+    page.get_by_role("button", name="Next →").click()
+    expect(rows).to_have_count(2)
+    assert [r.get_attribute("data-id") for r in rows.all()] == ids[::-1][10:]
+    expect(page.get_by_role("button", name="Next →")).to_be_disabled()
+    page.get_by_role("button", name="← Previous").click()
+    expect(rows).to_have_count(10)
+
+    page.locator("#f-order").select_option("oldest")
+    expect(rows.first).to_have_attribute("data-id", ids[0])
+    page.locator("#f-status").select_option("running")
+    expect(rows).to_have_count(3)
+    assert {r.get_attribute("data-id") for r in rows.all()} == set(ids[9:])
+
+    # A stop from the list: the row changes live, its button goes.
+    target = page.locator(f"#sessions tr[data-id='{ids[9]}']")
+    target.get_by_role("button", name=re.compile("stop session")).click()
+    expect(target).to_contain_text("stopped")
+    expect(target.get_by_role("button")).to_have_count(0)
+    for sid in ids[10:]:
+        client.post(f"/api/sessions/{sid}/stop", params={"wait": "true"})
+    watched.assert_clean()
+
+
+def test_api_errors_are_shown_as_their_message(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(server.url + "/")
+    _wait_live(page)
+    body = {
+        "kind": "collect",
+        "exchange": "sim",
+        "symbols": ["not a symbol!"],
+        "data_types": ["trades", "orderbook"],
+        "duration": None,
+        "rate_per_s": 20,
+        "book_depth": 3,
+    }
+    refused = client.post("/api/sessions", json=body)
+    assert refused.status_code == 422
+    form = page.locator("#start")
+    form.get_by_label("Symbols").fill("not a symbol!")
+    form.get_by_role("button", name="Start collecting").click()
+    message = page.locator("#message")
+    expect(message).to_have_text(f"start failed: {refused.json()['error']['message']} (HTTP 422)")
+    expect(message).to_have_attribute("role", "alert")
+    assert watched.bad_responses == [f"422 POST {server.url}/api/sessions"]
+
+    page.goto(server.url + "/ui/sessions/no-such-session")
+    expect(page.locator("#message")).to_have_text("no session has the id no-such-session")
+
+
+def test_readable_on_a_phone_and_at_1280_px(
+    server: ServerProcess, client: httpx.Client, browser: Any
+) -> None:
+    sid = start_collect(client, duration="1s")["id"]
+    wait_for(client, sid, lambda s: s["status"] == "completed", what="the 1 s session to end")
+    for width, height in ((390, 844), (1280, 800)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        try:
+            w = _watch(context.new_page())
+            for path in ("/", f"/ui/sessions/{sid}"):
+                w.page.goto(server.url + path)
+                expect(w.page.locator("h1")).to_be_visible()
+                if path == "/":
+                    expect(w.page.locator("#sessions tr[data-id]").first).to_be_visible()
+                else:
+                    expect(w.page.locator("#chart canvas").first).to_be_visible()
+                overflow = w.page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert overflow <= 0, f"{path} scrolls sideways at {width} px"
+            w.assert_clean()
+        finally:
+            context.close()
+
+
+def test_a_dropped_push_channel_falls_back_to_polling_and_back(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(server.url + "/")
+    _wait_live(page)
+    # The channel drops (the server restarts) and cannot come back for now.
+    page.route("**/api/sessions/stream", lambda route: route.abort())
+    server.stop()
+    note = page.locator("#updated")
+    expect(note).to_have_attribute("data-live", "no")
+    expect(note).to_contain_text("polling every 2 s")
+    server.start()
+    polled = len(watched.list_requests)
+    sid = client.post(
+        "/api/sessions", json={"kind": "collect", "symbols": ["POLL_USDT"], "duration": "2s"}
+    ).json()["id"]
+    expect(page.locator(f"#sessions tr[data-id='{sid}']")).to_be_visible()  # found by polling
+    assert len(watched.list_requests) > polled
+    # The channel is back: live again, and the polling stops.
+    page.unroute("**/api/sessions/stream")
+    _wait_live(page)
+    settled = len(watched.list_requests)
+    client.post(f"/api/sessions/{sid}/stop", params={"wait": "true"})
+    expect(page.locator(f"#sessions tr[data-id='{sid}']")).not_to_contain_text("running")
+    assert len(watched.list_requests) == settled
+    assert all(r.startswith(("5", "4")) is False for r in watched.bad_responses)
+
+
+def test_zooming_the_chart_loads_finer_buckets_from_the_server(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    sid = start_collect(client, symbols=["ZOOM_USDT"], rate_per_s=300, duration="3s")["id"]
+    wait_for(client, sid, lambda s: s["status"] == "completed", what="the 3 s session to end")
+    overview = client.get(f"/api/sessions/{sid}/chart").json()
+    page = watched.page
+    details: list[dict[str, Any]] = []
+
+    def on_response(r: Any) -> None:
+        if "/chart?" in r.url and "start=" in r.url and r.status == 200:
+            details.append(r.json())
+
+    page.on("response", on_response)
+    page.goto(f"{server.url}/ui/sessions/{sid}")
+    chart = page.locator("#chart")
+    expect(chart).to_have_attribute("data-points", str(len(overview["buckets"])))
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(12):
+        page.mouse.wheel(0, -400)
+    expect(page.locator("#chart-info")).to_contain_text("zoomed")
+    assert details, "zooming asked the server for nothing"
+    finer = details[-1]
+    assert finer["width_us"] < overview["width_us"]
+    assert finer["buckets"] and finer["trades"] < overview["trades"]
+    page.get_by_role("button", name="Whole session").click()
+    expect(page.locator("#chart-info")).not_to_contain_text("zoomed")
+    expect(chart).to_have_attribute("data-points", str(len(overview["buckets"])))
+    watched.assert_clean()

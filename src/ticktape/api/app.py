@@ -21,10 +21,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ticktape import __version__
-from ticktape.api import compat, routes, strategies, stream
+from ticktape.api import charts, compat, routes, strategies, stream
 from ticktape.api.auth import Authenticator, load_users
 from ticktape.api.errors import error_body, install_error_handlers
 from ticktape.api.guard import RequestGuard
@@ -60,8 +61,23 @@ async def _status_counts(svc: SessionService) -> dict[SessionStatus, int]:
     }
 
 
-def _dashboard_html() -> str:
-    return resources.files("ticktape").joinpath("web", "index.html").read_text(encoding="utf-8")
+DASHBOARD_MISSING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ticktape: dashboard not built</title></head>
+<body style="font: 15px system-ui, sans-serif; max-width: 44rem; margin: 3rem auto">
+<h1>The dashboard is not built</h1>
+<p>This ticktape was installed without the dashboard's built files
+(<code>ticktape/web/dist</code>). Build them with Node.js from the source tree:
+<code>cd dashboard &amp;&amp; npm ci &amp;&amp; npm run build</code> (<code>scripts/install</code>
+does this), or install a ticktape wheel, which ships them.</p>
+<p>The API works without it: <a href="/docs">/docs</a>.</p>
+</body></html>
+"""
+
+
+def dashboard_dir() -> Path | None:
+    """The built dashboard (``npm run build`` in dashboard/), or None if it is missing."""
+    dist = Path(str(resources.files("ticktape").joinpath("web", "dist")))
+    return dist if (dist / "index.html").is_file() else None
 
 
 def create_app(
@@ -163,11 +179,26 @@ def create_app(
     app.include_router(strategies.router)
     app.include_router(compat.ws_router)
     app.include_router(compat.auth_router)
-    dashboard = _dashboard_html()
+    app.include_router(charts.router)
+    dist = dashboard_dir()
+    if dist is not None:
+        page = (dist / "index.html").read_text(encoding="utf-8")
+        app.mount("/assets", StaticFiles(directory=dist / "assets"), name="dashboard-assets")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(dashboard)
+    async def dashboard_page() -> HTMLResponse:
+        """The dashboard's one HTML page; its script draws the view the URL names."""
+        if dist is None:
+            return HTMLResponse(DASHBOARD_MISSING, status_code=503)
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    for path in ("/", "/ui", "/ui/sessions/{session_id}"):
+        app.add_api_route(
+            path,
+            dashboard_page,
+            methods=["GET"],
+            response_class=HTMLResponse,
+            include_in_schema=False,
+        )
 
     @app.get("/health", response_model=HealthOut, tags=["system"], responses=SYSTEM_ERRORS)
     async def health(request: Request) -> HealthOut:

@@ -14,8 +14,9 @@ key older than 24 hours has expired (422).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -237,10 +238,16 @@ def _owner_loss(value: str) -> OwnerLossPolicy:
 
 @router.get("", response_model=SessionListOut)
 async def list_sessions(
-    service: Service, query: Annotated[SessionQuery, Depends(session_query)]
+    service: Service,
+    query: Annotated[SessionQuery, Depends(session_query)],
+    order: Annotated[
+        Literal["newest", "oldest"],
+        Query(description="by creation time; a cursor pages on in the order it was made in"),
+    ] = "newest",
 ) -> SessionListOut:
-    """Sessions newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    page = await service.list_sessions(query)
+    """Sessions newest first (``order=oldest``: oldest first); pass ``next_cursor`` back as
+    ``cursor``, with the same filters and order, for the next page."""
+    page = await service.list_sessions(replace(query, oldest_first=order == "oldest"))
     return SessionListOut(
         sessions=[session_out(s) for s in page.sessions], next_cursor=page.next_cursor
     )

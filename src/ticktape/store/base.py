@@ -72,6 +72,7 @@ class SessionQuery:
     include_deleted: bool = False
     limit: int = DEFAULT_LIST_LIMIT
     cursor: str | None = None
+    oldest_first: bool = False  # default newest first: (created_at, id) descending
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,24 @@ class TickQuery:
     end: datetime | None = None
     limit: int = DEFAULT_DATA_LIMIT
     after: tuple[int, int, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TradeBucket:
+    """The trades of one symbol in ``[start, start + width)``: what a price chart draws.
+
+    ``open``/``close`` are the prices of the bucket's first and last trade in time
+    order, ``high``/``low`` its extremes, ``count`` how many trades, ``volume`` the sum
+    of their quantities.
+    """
+
+    start: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    count: int
+    volume: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,6 +522,27 @@ class TickStore(abc.ABC):
         if not first or last is None:
             return None
         return _us(min(first)), _us(last)
+
+    @abc.abstractmethod
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        """The ``ts`` of the symbol's first and last visible trade in the session, or
+        None if it has none (an unknown session too)."""
+
+    @abc.abstractmethod
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        """The trades in ``query``'s range (``query.symbol`` is required) summed into
+        buckets of ``width_us`` microseconds, oldest first, at most ``query.limit``.
+
+        Buckets are aligned to the Unix epoch (each ``start`` is a multiple of
+        ``width_us`` after 1970-01-01T00:00Z) and ``width_us`` must divide a day
+        (86 400 000 000), so that a backend sampling by calendar days (QuestDB's
+        ``SAMPLE BY``) draws the same edges. Only buckets with trades are returned.
+        The buckets agree with :meth:`read_trades` over the same range: counts,
+        extremes, quantities; ``open``/``close`` are the first/last trade by ``ts``
+        (between trades with the very same ``ts`` a backend may pick either).
+        Raises :class:`~ticktape.errors.ValidationError` for a missing symbol or a
+        width that does not divide a day.
+        """
 
 
 class WriteHealth:

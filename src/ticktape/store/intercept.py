@@ -34,6 +34,7 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    TradeBucket,
     Unchanged,
     WriteResult,
 )
@@ -72,6 +73,8 @@ TICK_OPERATIONS = frozenset(
         "read_times",
         "read_window",
         "span",
+        "trade_span",
+        "trade_buckets",
     }
 )
 #: Result-store calls, named apart from the tick store's (``ResultStore.write`` is
@@ -274,6 +277,14 @@ class InterceptedTickStore(TickStore):
             end_us=end_us,
             symbols=symbols,
         )
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        i = self._inner
+        return await self._f("trade_span", i.trade_span, session_id=session_id, symbol=symbol)
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        i = self._inner
+        return await self._f("trade_buckets", i.trade_buckets, query=query, width_us=width_us)
 
 
 class InterceptedResultStore(ResultStore):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
 from ticktape.errors import InvalidTransition, TransitionRace, ValidationError, clip
-from ticktape.store.base import Unchanged
+from ticktape.store.base import MAX_DATA_LIMIT, TradeBucket, Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -52,10 +53,11 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise ValidationError(f"invalid cursor {clip(cursor)!r}", field="cursor") from None
 
 
-def after_cursor(session: Session, cursor: tuple[int, str]) -> bool:
-    """True if ``session`` comes after the cursor position in newest-first order."""
-    created = to_us(session.created_at)
-    return (created, session.id) < cursor
+def after_cursor(session: Session, cursor: tuple[int, str], *, oldest_first: bool = False) -> bool:
+    """True if ``session`` comes after the cursor position in the list's order
+    (newest first unless ``oldest_first``)."""
+    position = (to_us(session.created_at), session.id)
+    return position > cursor if oldest_first else position < cursor
 
 
 def check_expectation(
@@ -147,3 +149,46 @@ def decode_tick_cursor(cursor: str) -> tuple[int, int, str]:
         return key
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(f"invalid cursor {clip(cursor)!r}", field="cursor") from None
+
+
+DAY_US: Final = 86_400_000_000
+
+
+def check_bucket_query(symbol: str | None, width_us: int, limit: int) -> str:
+    """The rules of :meth:`TickStore.trade_buckets` every backend checks the same way."""
+    if symbol is None:
+        raise ValidationError("a chart needs one symbol", field="symbol")
+    if width_us <= 0 or DAY_US % width_us != 0:
+        raise ValidationError(f"bucket width {width_us} us does not divide a day", field="width_us")
+    check_limit(limit, MAX_DATA_LIMIT)
+    return symbol
+
+
+def bucket_trades(
+    rows: list[tuple[int, float, float]], width_us: int, limit: int
+) -> list[TradeBucket]:
+    """``(ts_us, price, qty)`` rows, already in time order, summed into epoch-aligned
+    buckets of ``width_us`` (at most ``limit``, oldest first)."""
+    out: list[TradeBucket] = []
+    current: list[float] = []  # open, high, low, close, count, volume
+    start_us: int | None = None
+    for ts, px, qty in rows:
+        bucket = ts - ts % width_us
+        if bucket != start_us:
+            if start_us is not None:
+                out.append(_bucket(start_us, current))
+                if len(out) == limit:
+                    return out
+            start_us, current = bucket, [px, px, px, px, 0, 0.0]
+        current[1] = max(current[1], px)
+        current[2] = min(current[2], px)
+        current[3] = px
+        current[4] += 1
+        current[5] += qty
+    if start_us is not None:
+        out.append(_bucket(start_us, current))
+    return out
+
+
+def _bucket(start_us: int, v: list[float]) -> TradeBucket:
+    return TradeBucket(from_us(start_us), v[0], v[1], v[2], v[3], int(v[4]), v[5])

@@ -35,6 +35,7 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    TradeBucket,
     Unchanged,
     WriteResult,
 )
@@ -42,6 +43,8 @@ from ticktape.store.rules import (
     after_cursor,
     apply_claim,
     apply_transition,
+    bucket_trades,
+    check_bucket_query,
     check_limit,
     decode_cursor,
     encode_cursor,
@@ -164,7 +167,7 @@ class MemorySessionStore(SessionStore):
 
     def _ordered(self, query: SessionQuery) -> list[Session]:
         found = [s for s in self._s.sessions.values() if _matches(s, query)]
-        found.sort(key=lambda s: (to_us(s.created_at), s.id), reverse=True)
+        found.sort(key=lambda s: (to_us(s.created_at), s.id), reverse=not query.oldest_first)
         return found
 
     async def list_sessions(self, query: SessionQuery) -> SessionPage:
@@ -172,7 +175,7 @@ class MemorySessionStore(SessionStore):
         found = self._ordered(query)
         if query.cursor is not None:
             position = decode_cursor(query.cursor)
-            found = [s for s in found if after_cursor(s, position)]
+            found = [s for s in found if after_cursor(s, position, oldest_first=query.oldest_first)]
         page = found[: query.limit]
         more = len(found) > query.limit
         return SessionPage(page, encode_cursor(page[-1]) if more and page else None)
@@ -446,6 +449,23 @@ class MemoryTickStore(TickStore):
             BookSnapshot(sym, from_us(ts), sides[0], sides[1])
             for ts, sym, sides in rows[: query.limit]
         ]
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        times = [
+            ts
+            for (sid, sym, _tid), (ts, *_rest) in self._s.trades.items()
+            if sid == session_id and sym == symbol
+        ]
+        return (from_us(min(times)), from_us(max(times))) if times else None
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        symbol = check_bucket_query(query.symbol, width_us, query.limit)
+        rows = sorted(
+            (ts, tid, px, qty)
+            for (sid, sym, tid), (ts, px, qty, _side) in self._s.trades.items()
+            if sid == query.session_id and sym == symbol and self._in_range(query, sym, ts)
+        )
+        return bucket_trades([(ts, px, qty) for ts, _tid, px, qty in rows], width_us, query.limit)
 
     async def read_window(
         self,

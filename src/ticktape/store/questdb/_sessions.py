@@ -356,11 +356,15 @@ class QuestDBSessionStore(SessionStore):
         if query.cursor is not None:
             created_us, sid = decode_cursor(query.cursor)
             created = from_us(created_us)
-            clauses.append("(created_at < %s OR (created_at = %s AND id::varchar < %s))")
+            after = ">" if query.oldest_first else "<"
+            clauses.append(
+                f"(created_at {after} %s OR (created_at = %s AND id::varchar {after} %s))"
+            )
             params.extend([created, created, sid])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "ASC" if query.oldest_first else "DESC"
         rows = await self._query(
-            f"SELECT * FROM ({_LATEST}) {where} ORDER BY created_at DESC, id::varchar DESC "
+            f"SELECT * FROM ({_LATEST}) {where} ORDER BY created_at {order}, id::varchar {order} "
             "LIMIT %s",
             [*params, query.limit + 1],
             "list sessions",

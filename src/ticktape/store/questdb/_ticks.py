@@ -50,13 +50,14 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    TradeBucket,
     WriteResult,
     bounded_write,
 )
 from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
-from ticktape.store.rules import check_limit, from_us
+from ticktape.store.rules import check_bucket_query, check_limit, from_us
 from ticktape.store.window import window_batches
 from ticktape.ticks import (
     BookBatch,
@@ -186,6 +187,20 @@ def _group_size(queue: list[_Write]) -> int:
         if n and rows > MAX_GROUP_ROWS:
             return n
     return len(queue)
+
+
+def _stride(width_us: int) -> str:
+    """A SAMPLE BY stride in its coarsest whole unit (a count must fit a 32-bit int)."""
+    for unit, us in (
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+        ("T", 1_000),
+    ):
+        if width_us % us == 0:
+            return f"{width_us // us}{unit}"
+    return f"{int(width_us)}U"
 
 
 class QuestDBTickStore(TickStore):
@@ -479,6 +494,40 @@ class QuestDBTickStore(TickStore):
                 str(side),
             )
             for sym, ts, tid, px, qty, side in rows
+        ]
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        where, params = await self._range(TickQuery(session_id, symbol), "trades")
+        rows = await self._scalar_rows(
+            f"SELECT min(ts), max(ts) FROM tt_trades WHERE {where}", params, "read trade span"
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return rows[0][0].replace(tzinfo=UTC), rows[0][1].replace(tzinfo=UTC)
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        check_bucket_query(query.symbol, width_us, query.limit)
+        where, params = await self._range(query, "trades")
+        # Calendar alignment starts buckets at midnight UTC; a width that divides a
+        # day makes those the epoch-aligned edges the contract names.
+        rows = await self._scalar_rows(
+            "SELECT ts, first(price), max(price), min(price), last(price), count(), sum(qty) "
+            f"FROM tt_trades WHERE {where} SAMPLE BY {_stride(width_us)} ALIGN TO CALENDAR "
+            "ORDER BY ts LIMIT %s",
+            [*params, query.limit],
+            "read trade buckets",
+        )
+        return [
+            TradeBucket(
+                ts.replace(tzinfo=UTC),
+                float(op),
+                float(hi),
+                float(lo),
+                float(cl),
+                int(n),
+                float(vol),
+            )
+            for ts, op, hi, lo, cl, n, vol in rows
         ]
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:

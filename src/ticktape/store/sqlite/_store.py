@@ -55,12 +55,14 @@ from ticktape.store.base import (
     TickPosition,
     TickQuery,
     TickStore,
+    TradeBucket,
     Unchanged,
     WriteResult,
 )
 from ticktape.store.rules import (
     apply_claim,
     apply_transition,
+    check_bucket_query,
     check_limit,
     decode_cursor,
     encode_cursor,
@@ -255,12 +257,13 @@ class SqliteSessionStore(SessionStore):
         clauses, params = _where(query)
         if query.cursor is not None:
             created, sid = decode_cursor(query.cursor)
-            clauses.append("(created_us, id) < (?, ?)")
+            clauses.append(f"(created_us, id) {'>' if query.oldest_first else '<'} (?, ?)")
             params.extend([created, sid])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "ASC" if query.oldest_first else "DESC"
         sql = (
             f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
-            "ORDER BY created_us DESC, id DESC LIMIT ?"
+            f"ORDER BY created_us {order}, id {order} LIMIT ?"
         )
 
         def run(conn: sqlite3.Connection) -> SessionPage:
@@ -724,6 +727,38 @@ class SqliteTickStore(TickStore):
                 for sym, ts, tid, px, qty, side in conn.execute(sql, [*params, query.limit])
             ],
             "read trades",
+        )
+
+    async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        sql = (
+            "SELECT min(ts_us), max(ts_us) FROM trades "
+            "WHERE sid = (SELECT sid FROM sessions WHERE id = ?) AND symbol = ?"
+        )
+        first, last = await self._db.read(
+            lambda conn: conn.execute(sql, [session_id, symbol]).fetchone(), "read trade span"
+        )
+        return None if first is None else (from_us(first), from_us(last))
+
+    async def trade_buckets(self, query: TickQuery, width_us: int) -> list[TradeBucket]:
+        check_bucket_query(query.symbol, width_us, query.limit)
+        where, params = self._range(query)
+        # Extremes, count and volume by GROUP BY; open/close are the prices at the
+        # bucket's first/last ts (ties by trade_id), looked up through the time index.
+        sql = (
+            "WITH g AS (SELECT ts_us - ts_us % ? AS b, sid, symbol, max(price) AS hi, "
+            "min(price) AS lo, count(*) AS n, sum(qty) AS vol, min(ts_us) AS t0, "
+            f"max(ts_us) AS t1 FROM trades WHERE {where} GROUP BY b ORDER BY b LIMIT ?) "
+            "SELECT b, (SELECT price FROM trades t WHERE t.sid = g.sid AND t.symbol = g.symbol "
+            "AND t.ts_us = g.t0 ORDER BY t.trade_id LIMIT 1), hi, lo, "
+            "(SELECT price FROM trades t WHERE t.sid = g.sid AND t.symbol = g.symbol "
+            "AND t.ts_us = g.t1 ORDER BY t.trade_id DESC LIMIT 1), n, vol FROM g ORDER BY b"
+        )
+        return await self._db.read(
+            lambda conn: [
+                TradeBucket(from_us(b), op, hi, lo, cl, n, vol)
+                for b, op, hi, lo, cl, n, vol in conn.execute(sql, [width_us, *params, query.limit])
+            ],
+            "read trade buckets",
         )
 
     async def read_orderbook(self, query: TickQuery) -> list[BookSnapshot]:

@@ -1,0 +1,145 @@
+// Calls to the ticktape API. Every error the API answers is thrown as ApiError with
+// the API's own message ({"error": {"code", "message"}}), for the page to show.
+
+export interface Stats {
+  trades: number;
+  orderbook: number;
+  errors: number;
+}
+
+export interface Session {
+  id: string;
+  kind: string;
+  status: string;
+  symbols: string[];
+  exchange: string;
+  data_types: string[];
+  config: Record<string, unknown>;
+  created_at: string;
+  started_at: string | null;
+  ended_at: string | null;
+  reason: string | null;
+  stats: Stats;
+  owner: string | null;
+  version: number;
+  deleted: boolean;
+}
+
+export interface SessionList {
+  sessions: Session[];
+  next_cursor: string | null;
+}
+
+export interface SessionEvent {
+  session_id: string;
+  seq: number;
+  at: string;
+  from_status: string | null;
+  to_status: string;
+  actor: string;
+  reason: string;
+  detail: string | null;
+}
+
+export interface Bucket {
+  t_us: number;
+  open: number;
+  high: number;
+  low: number;
+  close: number;
+  count: number;
+  volume: number;
+}
+
+export interface Chart {
+  session_id: string;
+  symbol: string;
+  start: string | null;
+  end: string | null;
+  width_us: number;
+  buckets: Bucket[];
+  trades: number;
+  truncated: boolean;
+}
+
+export interface Book {
+  symbol: string;
+  ts: string;
+  bids: [number, number][];
+  asks: [number, number][];
+}
+
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+const TOKEN_KEY = "ticktape-token";
+
+export function token(): string {
+  return sessionStorage.getItem(TOKEN_KEY) ?? "";
+}
+
+export function setToken(value: string): void {
+  sessionStorage.setItem(TOKEN_KEY, value);
+}
+
+let csrf: string | null = null; // for a browser signed in with a cookie (no token)
+
+async function send(method: string, path: string, body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") {
+    if (token()) headers["Authorization"] = "Bearer " + token();
+    else if (csrf) headers["X-CSRF-Token"] = csrf;
+  }
+  return fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+}
+
+async function failure(resp: Response): Promise<ApiError> {
+  const data = (await resp.json().catch(() => ({}))) as {
+    error?: { code?: string; message?: string };
+  };
+  const message = data.error?.message ?? (resp.statusText || "request failed");
+  return new ApiError(`${message} (HTTP ${resp.status})`, resp.status, data.error?.code ?? "");
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let resp: Response;
+  try {
+    resp = await send(method, path, body);
+  } catch {
+    throw new ApiError("the server cannot be reached", 0, "unreachable");
+  }
+  if (resp.status === 403 && method !== "GET" && !token()) {
+    const err = await failure(resp);
+    if (err.code !== "csrf_failed") throw err;
+    // Signed in with a cookie: fetch a CSRF token bound to it and try once more.
+    const got = await fetch("/csrf-token", { credentials: "same-origin" });
+    if (!got.ok) throw err;
+    const data = (await got.json()) as { data?: { token?: string } };
+    csrf = data.data?.token ?? null;
+    resp = await send(method, path, body);
+  }
+  if (!resp.ok) throw await failure(resp);
+  return (await resp.json()) as T;
+}
+
+export function query(params: Record<string, string | number | null | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v !== null && v !== undefined && v !== "") q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? "?" + s : "";
+}
