@@ -175,7 +175,7 @@ def _drop_tables(url: str) -> None:
 
     address = QuestDBAddress.from_url(url)
     with psycopg.connect(address.conninfo, autocommit=True) as conn:
-        for table in ("session_log", "trades", "orderbook"):
+        for table in ("session_log", "trades", "orderbook", "instances"):
             conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")
 
 

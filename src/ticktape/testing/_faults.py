@@ -6,12 +6,13 @@ contracts by handing every call to it, except the calls a rule picks::
     store = FaultyStore(inner)
     store.fail("transition", when=lambda **kw: kw["to_status"] is SessionStatus.STOPPED)
     store.fail("write", times=None, error=StoreBusy("injected"))  # until cleared
-    store.fail("renew_lease", after=True)  # it happens, but the caller sees an error
+    store.fail("renew_instance", after=True)  # it happens, but the caller sees an error
     store.delay("write", 3.0)  # a slow store: the call waits, then goes through
     store.clear()
 
 Operations are named by their method: ``create_session``, ``get_session``,
 ``list_sessions``, ``count_sessions``, ``transition``, ``claim``, ``renew_lease``,
+``renew_instance`` (the heartbeat),
 ``add_event``, ``list_events``, ``mark_deleted``, ``find_expired``, ``find_owned``
 (sessions) and ``write``, ``wait_visible``, ``count``, ``position``,
 ``read_trades``, ``read_orderbook`` (ticks). ``when`` receives the call's
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -62,6 +63,7 @@ SESSION_OPERATIONS = frozenset(
         "transition",
         "claim",
         "renew_lease",
+        "renew_instance",
         "add_event",
         "list_events",
         "mark_deleted",
@@ -222,7 +224,7 @@ class FaultySessionStore(SessionStore):
         session_id: str,
         *,
         owner: str,
-        lease_expires_at: datetime,
+        lease_expires_at: datetime | None,
         stats: Stats | None = None,
     ) -> Session:
         return await self._f.call(
@@ -232,6 +234,17 @@ class FaultySessionStore(SessionStore):
             owner=owner,
             lease_expires_at=lease_expires_at,
             stats=stats,
+        )
+
+    async def renew_instance(
+        self, owner: str, *, lease_expires_at: datetime, progress: Mapping[str, Stats]
+    ) -> list[Session]:
+        return await self._f.call(
+            "renew_instance",
+            self._inner.renew_instance,
+            owner=owner,
+            lease_expires_at=lease_expires_at,
+            progress=progress,
         )
 
     async def claim(

@@ -112,7 +112,21 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
 DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
-SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL)
+#: Instance leases (``SessionStore.renew_instance``): one row per owner token, updated
+#: in place once per heartbeat. A small non-WAL table: an ``UPDATE`` is synchronous,
+#: its row count works, and rewriting two columns of a few rows costs a few ms
+#: (docs/questdb.md) — once per heartbeat per instance, whatever its session count.
+#: ``progress`` is JSON ``{"<id>": [trades, orderbook, errors]}``.
+INSTANCES_DDL = """
+CREATE TABLE IF NOT EXISTS tt_instances (
+    token VARCHAR,
+    expires TIMESTAMP,
+    progress VARCHAR,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY NONE BYPASS WAL
+"""
+
+SCHEMA = (SESSION_LOG_DDL, TRADES_DDL, ORDERBOOK_DDL, INSTANCES_DDL)
 #: Columns an existing table must have: tables left by a pre-release build lack some,
 #: and the store refuses to open on them with one clear line (there is no migration).
 REQUIRED_COLUMNS = {

@@ -81,3 +81,14 @@ ALTER TABLE sessions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX sessions_changed ON sessions (change_seq);
 CREATE TRIGGER sessions_change_on_insert AFTER INSERT ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
 CREATE TRIGGER sessions_change_on_update AFTER UPDATE OF status, version, owner, lease_us, trades, orderbook, errors, deleted ON sessions BEGIN UPDATE sessions SET change_seq = (SELECT max(change_seq) FROM sessions) + 1 WHERE sid = NEW.sid; END;
+
+-- migration: 5
+-- Instance leases (SessionStore.renew_instance): one row per owner token, renewed once
+-- per heartbeat whatever the number of sessions it owns. A non-terminal session with a
+-- lease of its own is covered until the later of that lease and its owner's row's;
+-- `progress` is the owner's published stats of its sessions, JSON {"<id>": [t, o, e]}.
+CREATE TABLE instances (
+    token      TEXT PRIMARY KEY,
+    expires_us INTEGER NOT NULL,
+    progress   TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
