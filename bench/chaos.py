@@ -67,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 from tests.oracle import Recording, check_recording, read_stored, was_resumed
 
 DEFAULT_FAULTS = (
-    "write=0.02,write@after=0.01,renew_lease=0.05,transition=0.02,transition@after=0.01,"
+    "write=0.02,write@after=0.01,renew_instance=0.05,transition=0.02,transition@after=0.01,"
     "claim=0.05,count=0.02,seal=0.02,add_event=0.02,find_expired=0.02"
 )
 SYMBOLS = ["BTC_USDT", "ETH_USDT", "SOL_USDT", "XRP_USDT"]

@@ -179,6 +179,8 @@ def _drop_tables(url: str) -> None:
             "session_log",
             "trades",
             "orderbook",
+            "gaps",
+            "instances",
             "result_summary",
             "result_orders",
             "result_fills",

@@ -113,7 +113,7 @@ class RetryPolicy:
 
     def attempts(self, operation: str) -> tuple[int, float, float]:
         """``(attempts, base_s, max_s)`` for one store call named by its method."""
-        if operation == "renew_lease":
+        if operation in ("renew_lease", "renew_instance"):
             return self.renew_attempts, self.renew_base_s, self.renew_max_s
         return self.store_attempts, self.store_base_s, self.store_max_s
 

@@ -345,7 +345,7 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         session = await a.create(rate_per_s=1000)
         await wait_for_data(a, session.id)
         # a's store connection goes bad for renewals (and for its reconciler)
-        a.store.fail("renew_lease", times=None)
+        a.store.fail("renew_instance", times=None)
         a.store.fail("find_expired", times=None)
         await eventually(
             lambda: _true(session.id not in a.supervisor.running_ids),
@@ -399,7 +399,7 @@ def test_a_renewal_outage_shorter_than_the_lease_is_survived_and_recorded(
         a = await add("a")
         session = await a.create(rate_per_s=1000)
         await wait_for_data(a, session.id)
-        fault = a.store.fail("renew_lease", times=2 * RENEW_ATTEMPTS)  # two heartbeats' worth
+        fault = a.store.fail("renew_instance", times=2 * RENEW_ATTEMPTS)  # two heartbeats' worth
         await eventually(
             lambda: _true(fault.hits == 2 * RENEW_ATTEMPTS),
             timeout_s=EVENTUAL_S,

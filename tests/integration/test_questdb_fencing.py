@@ -271,7 +271,7 @@ def test_the_tenure_is_a_dedup_key_of_the_tick_tables(questdb_url: str, run: Run
     address = QuestDBAddress.from_url(url)
     columns = {}
     with psycopg.connect(address.conninfo, autocommit=True) as conn:
-        for table in ("session_log", "trades", "orderbook"):
+        for table in ("session_log", "trades", "orderbook", "instances"):
             name = f"{address.prefix}{table}"
             rows = conn.execute(f"SELECT \"column\", upsertKey FROM table_columns('{name}')")
             columns[table] = {str(c): bool(k) for c, k in rows.fetchall()}
@@ -302,7 +302,7 @@ def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
     finally:
         run(store.close())
         with psycopg.connect(address.conninfo, autocommit=True) as conn:
-            for table in ("session_log", "trades", "orderbook", "result_summary"):
+            for table in ("session_log", "trades", "orderbook", "result_summary", "instances"):
                 conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")
             for table in ("orders", "fills", "equity"):
                 conn.execute(f"DROP TABLE IF EXISTS {address.prefix}result_{table}")

@@ -102,6 +102,7 @@ def _arguments(operation: str) -> dict[str, Any]:
             "reason": "x",
         },
         "renew_lease": sid | {"owner": "me", "lease_expires_at": now},
+        "renew_instance": {"owner": "me", "lease_expires_at": now, "progress": {}},
         "add_event": sid | {"actor": "me", "reason": "x"},
         "list_events": sid,
         "mark_deleted": sid,
@@ -155,7 +156,8 @@ def test_an_always_failing_store_sees_the_documented_attempts_per_operation(
             call = getattr(face, operation)
         with pytest.raises(StoreUnavailable):
             await call(**_arguments(operation))
-        expected = RENEW_ATTEMPTS if operation == "renew_lease" else STORE_RETRY_ATTEMPTS
+        renewal = operation in ("renew_lease", "renew_instance")
+        expected = RENEW_ATTEMPTS if renewal else STORE_RETRY_ATTEMPTS
         assert fault.hits == FAST.attempts(operation)[0] == expected
         assert len(retried) == expected - 1  # each retry counted (ticktape_store_retries_total)
 

@@ -1,9 +1,11 @@
 """Leases of the sessions this instance runs: heartbeats, self-fencing, release.
 
-Every ``heartbeat_interval_s`` the keeper renews the lease of each session it
-tracks (publishing the runner's progress as stats) and acts on the answer: a
-``stopping`` requested on any instance wakes the runner; a lease the store says
-is gone (session terminal or owned by someone else) fences the runner at once.
+Every ``heartbeat_interval_s`` the keeper renews this instance's lease — one
+store write (``SessionStore.renew_instance``) that covers every session the
+instance owns and publishes their runners' progress as stats — and acts on the
+answer: a ``stopping`` requested on any instance wakes the runner; a session the
+store no longer lists as this instance's (terminal or claimed by someone else)
+has its runner fenced at once.
 
 A runner whose lease cannot be renewed — the store is unreachable, this process
 was paused — stops itself ``Settings.self_fence_after_s`` after the last renewal
@@ -23,7 +25,7 @@ from datetime import datetime, timedelta
 
 from ticktape.config import Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats, utcnow
-from ticktape.errors import LeaseLost, SessionNotFound, StoreError
+from ticktape.errors import StoreError
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store
@@ -50,6 +52,7 @@ class LeaseKeeper:
         self._metrics = metrics
         self._owner = owner
         self._leases: dict[str, _Lease] = {}
+        self._renewing = asyncio.Lock()
 
     def lease_until(self) -> datetime:
         return utcnow() + timedelta(seconds=self._settings.lease_s)
@@ -78,49 +81,64 @@ class LeaseKeeper:
             await self.heartbeat()
 
     async def heartbeat(self) -> None:
-        """Renew every tracked lease, all at once.
+        """Renew every tracked lease at once, with one store write whatever their number.
 
-        Both stores commit writes that arrive together as one group (one transaction,
-        one writer lock), so a heartbeat of many sessions costs a few commits, not
-        one round trip per session; renewed one after another, 20 sessions on QuestDB
-        with another instance contending for the table took longer than the lease.
+        ``SessionStore.renew_instance`` renews this instance's lease, which covers every
+        session it owns, publishes their progress, and answers with the sessions it
+        still owns: one missing was finalised or claimed elsewhere (its runner is
+        fenced at once), one ``stopping`` was asked to stop (its runner wakes up).
         """
-        await asyncio.gather(*(self._renew(lease) for lease in list(self._leases.values())))
+        async with self._renewing:  # one at a time, so the lease never moves back
+            await self._heartbeat()
 
-    async def _renew(self, lease: _Lease) -> None:
+    async def _heartbeat(self) -> None:
+        leases = [lease for lease in self._leases.values() if not lease.released]
+        progress = {
+            lease.handle.session_id: Stats(
+                lease.handle.written.trades, lease.handle.written.orderbook, lease.handle.unstored
+            )
+            for lease in leases
+        }
+        sent = time.monotonic()
+        until = self.lease_until()
+        try:
+            # retried by the store handle, within RetryPolicy.renew_attempts
+            owned = await self._store.sessions.renew_instance(
+                self._owner, lease_expires_at=until, progress=progress
+            )
+        except StoreError as exc:
+            self._metrics.lease_renew_failures.inc()
+            for lease in leases:
+                lease.failures += 1
+                lease.last_error = str(exc)
+            oldest = min((lease.renewed_at for lease in leases), default=sent)
+            log.error(
+                "lease renewal failed (%s) for %d session(s), last renewed %.1fs ago",
+                exc,
+                len(leases),
+                sent - oldest,
+            )
+            return
+        by_id = {session.id: session for session in owned}
+        await asyncio.gather(
+            *(self._renewed(lease, by_id.get(lease.handle.session_id), sent) for lease in leases)
+        )
+
+    async def _renewed(self, lease: _Lease, current: Session | None, sent: float) -> None:
+        """Act on one session's part of a successful instance renewal sent at ``sent``."""
         handle = lease.handle
         session_id = handle.session_id
         async with lease.lock:
             if lease.released or self._leases.get(session_id) is not lease:
-                return
-            sent = time.monotonic()
-            stats = Stats(handle.written.trades, handle.written.orderbook, handle.unstored)
-            until = self.lease_until()
-            try:
-                # retried by the store handle, within RetryPolicy.renew_attempts
-                current = await self._store.sessions.renew_lease(
-                    session_id, owner=self._owner, lease_expires_at=until, stats=stats
-                )
-            except (LeaseLost, SessionNotFound) as exc:
-                if self._leases.get(session_id) is not lease:
-                    return  # finalised meanwhile: this instance ended it itself
+                return  # finalised or released meanwhile: this instance ended it itself
+            if current is None:
                 self._metrics.lease_renew_failures.inc()
-                log.warning("session %s: %s", session_id, exc)
-                handle.lose(f"heartbeat: {exc}")
-                return
-            except StoreError as exc:
-                self._metrics.lease_renew_failures.inc()
-                lease.failures += 1
-                lease.last_error = str(exc)
-                log.error(
-                    "session %s: lease renewal failed (%s), last renewed %.1fs ago",
-                    session_id,
-                    exc,
-                    sent - lease.renewed_at,
-                )
+                why = f"{self._owner} does not own it any more (finalised or claimed)"
+                log.warning("session %s: %s", session_id, why)
+                handle.lose(f"heartbeat: {why}")
                 return
             recovered = lease.failures, sent - lease.renewed_at, lease.last_error
-            lease.renewed_at = sent
+            lease.renewed_at = max(lease.renewed_at, sent)
             lease.failures = 0
             self._arm(lease)
         if recovered[0]:
@@ -169,6 +187,7 @@ class LeaseKeeper:
             return await self._release(handle, stats)
 
     async def _release(self, handle: RunHandle, stats: Stats) -> Session:
+        # no lease at all: this instance's lease no longer covers it
         return await self._store.sessions.renew_lease(
-            handle.session_id, owner=self._owner, lease_expires_at=utcnow(), stats=stats
+            handle.session_id, owner=self._owner, lease_expires_at=None, stats=stats
         )

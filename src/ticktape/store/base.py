@@ -17,6 +17,7 @@ import abc
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar
@@ -205,7 +206,24 @@ RESULT_TABLES: Final[tuple[ResultTable, ...]] = ("orders", "fills", "equity")
 
 
 class SessionStore(abc.ABC):
-    """Sessions, their transition history and their owner leases."""
+    """Sessions, their transition history and their owner leases.
+
+    **Leases.** A non-terminal session's lease is its own stored lease (set when
+    it is started, claimed or renewed one by one) or, if later and if its owner's
+    last :meth:`renew_instance` listed it in ``progress``, that owner's *instance
+    lease*: an instance renews every session it runs with one write per
+    heartbeat, and a session it owns but does not run (a create whose launch
+    failed) is left to its own lease. A session whose own lease is None has no
+    lease at all, whatever its owner's instance lease: that is how an owner
+    releases one session (:meth:`renew_lease` with None). Every method that
+    returns a session returns this effective lease in ``lease_expires_at``, and
+    every ``lease_expired_before`` check and :meth:`find_expired` use it.
+
+    **Progress.** While a session is non-terminal, has a lease and is listed by
+    its owner's last :meth:`renew_instance`, its stats are the ones published
+    there; otherwise the stored ones. A terminal session's stats are the stored
+    ones.
+    """
 
     @abc.abstractmethod
     async def create_session(self, session: Session, *, actor: str) -> Session:
@@ -294,10 +312,13 @@ class SessionStore(abc.ABC):
         session_id: str,
         *,
         owner: str,
-        lease_expires_at: datetime,
+        lease_expires_at: datetime | None,
         stats: Stats | None = None,
     ) -> Session:
-        """Heartbeat: extend the lease (and update progress stats) of an owned session.
+        """Extend the session's own lease (and update its stats), one session at a time.
+
+        The runtime's heartbeat uses :meth:`renew_instance` instead (one write for all
+        of an instance's sessions); this is for a release and for tests.
 
         Succeeds only if the session is in a non-terminal status and its owner is
         ``owner``; otherwise raises :class:`~ticktape.errors.LeaseLost` (or
@@ -306,9 +327,31 @@ class SessionStore(abc.ABC):
         owner sees e.g. a ``stopping`` requested elsewhere.
 
         ``lease_expires_at`` is stored as given, even when it is earlier than the
-        stored lease: an owner *releases* a session (hands it over on shutdown) by
-        renewing it to a time in the past, after which :meth:`find_expired` returns
-        it and another instance may :meth:`claim` it at once.
+        stored lease (the effective lease is still the later of it and the owner's
+        instance lease). None *releases* the session (hands it over on shutdown):
+        it has no lease any more, its owner's instance lease no longer covers it,
+        :meth:`find_expired` returns it and another instance may :meth:`claim` it
+        at once.
+        """
+
+    @abc.abstractmethod
+    async def renew_instance(
+        self, owner: str, *, lease_expires_at: datetime, progress: Mapping[str, Stats]
+    ) -> list[Session]:
+        """Heartbeat of an instance: renew the lease of every session ``owner`` owns, in
+        one write whatever their number, and publish their progress.
+
+        Stores ``owner``'s instance lease as ``lease_expires_at`` (replacing the
+        previous one, even if later) and ``progress`` (session id → stats, replacing
+        the whole previous map): the sessions listed there are the ones the instance
+        lease covers. Does not change any session's version or history.
+        Returns the non-terminal sessions whose owner is exactly ``owner`` after the
+        renewal, as :meth:`get_session` would: a session ``owner`` runs that is
+        missing has been finalised or claimed (its runner must stop writing); one
+        that is ``stopping`` was asked to stop, possibly elsewhere.
+
+        Every store write of a heartbeat is this one call: its cost does not grow
+        with the number of sessions (``tests/conformance`` counts it).
         """
 
     @abc.abstractmethod
@@ -375,7 +418,8 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def find_expired(self, now: datetime) -> list[Session]:
-        """Non-terminal sessions whose lease expired before ``now`` (or that have no lease)."""
+        """Non-terminal sessions whose effective lease expired before ``now`` (or that have
+        no lease)."""
 
     @abc.abstractmethod
     async def find_owned(self, owner_prefix: str) -> list[Session]:
@@ -390,12 +434,14 @@ class SessionStore(abc.ABC):
         changed session is returned once, at its current state (several changes of
         one session may show as one), with the cursor to pass next time; at most
         ``limit`` sessions, the rest on the next call. Every change of a session's
-        stored state counts — creation, transition, claim, lease renewal, soft
-        delete — made by any instance. A change is never missed; a session may be
-        returned again without having changed (a backend whose positions are
-        timestamps from several clocks re-reads a short window, so that a change
-        committed late is not skipped). A cursor is opaque: pass back only what
-        this method returned.
+        stored state counts — creation, transition, claim, a session's own lease
+        renewal, soft delete — made by any instance. An instance's heartbeat
+        (:meth:`renew_instance`) changes no session's stored state and is not in
+        the feed: running sessions' progress is read with :meth:`get_session`.
+        A change is never missed; a session may be returned again without having
+        changed (a backend whose positions are timestamps from several clocks
+        re-reads a short window, so that a change committed late is not skipped).
+        A cursor is opaque: pass back only what this method returned.
         """
 
 

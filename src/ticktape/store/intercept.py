@@ -11,7 +11,7 @@ both built on it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -51,6 +51,7 @@ SESSION_OPERATIONS = frozenset(
         "transition",
         "claim",
         "renew_lease",
+        "renew_instance",
         "add_event",
         "list_events",
         "mark_deleted",
@@ -146,7 +147,7 @@ class InterceptedSessionStore(SessionStore):
         session_id: str,
         *,
         owner: str,
-        lease_expires_at: datetime,
+        lease_expires_at: datetime | None,
         stats: Stats | None = None,
     ) -> Session:
         return await self._f(
@@ -183,6 +184,17 @@ class InterceptedSessionStore(SessionStore):
             detail=detail,
             lease_expired_before=lease_expired_before,
             seal=seal,
+        )
+
+    async def renew_instance(
+        self, owner: str, *, lease_expires_at: datetime, progress: Mapping[str, Stats]
+    ) -> list[Session]:
+        return await self._f(
+            "renew_instance",
+            self._inner.renew_instance,
+            owner=owner,
+            lease_expires_at=lease_expires_at,
+            progress=progress,
         )
 
     async def add_event(

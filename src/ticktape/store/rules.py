@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -192,3 +194,36 @@ def bucket_trades(
 
 def _bucket(start_us: int, v: list[float]) -> TradeBucket:
     return TradeBucket(from_us(start_us), v[0], v[1], v[2], v[3], int(v[4]), v[5])
+
+
+def effective(session: Session, instance_lease: datetime | None, progress: Stats | None) -> Session:
+    """The session as the contract shows it (``SessionStore``, "Leases" and "Progress"):
+    a non-terminal session with a lease of its own that its owner's last heartbeat
+    listed (``progress`` not None) is covered by that owner's instance lease and
+    shows the progress published for it."""
+    if session.is_terminal or session.lease_expires_at is None or progress is None:
+        return session
+    changes: dict[str, object] = {}
+    if instance_lease is not None and instance_lease > session.lease_expires_at:
+        changes["lease_expires_at"] = instance_lease
+    if progress != session.stats:
+        changes["stats"] = progress
+    return session.evolve(**changes) if changes else session
+
+
+def dump_progress(progress: Mapping[str, Stats]) -> str:
+    """An instance's published progress as stored: ``{"<id>": [trades, orderbook, errors]}``."""
+    return json.dumps(
+        {sid: [s.trades, s.orderbook, s.errors] for sid, s in progress.items()},
+        separators=(",", ":"),
+    )
+
+
+def load_progress(stored: str | None) -> dict[str, Stats]:
+    """A stored progress map (:func:`dump_progress`) read back."""
+    if not stored:
+        return {}
+    return {
+        sid: Stats(int(entry[0]), int(entry[1]), int(entry[2]))
+        for sid, entry in json.loads(stored).items()
+    }

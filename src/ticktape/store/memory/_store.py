@@ -8,6 +8,7 @@ operation atomic, as a database transaction would.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -47,6 +48,7 @@ from ticktape.store.rules import (
     check_bucket_query,
     check_limit,
     decode_cursor,
+    effective,
     encode_cursor,
     from_us,
     to_us,
@@ -87,6 +89,8 @@ class _State:
     gaps: dict[tuple[str, str, str, int, str], Gap] = field(default_factory=dict)
     # session -> (results, when written)
     results: dict[str, tuple[StoredResults, datetime]] = field(default_factory=dict)
+    # instance leases: owner -> (lease, published progress)
+    instances: dict[str, tuple[datetime, dict[str, Stats]]] = field(default_factory=dict)
 
 
 def _matches(session: Session, query: SessionQuery) -> bool:
@@ -105,9 +109,20 @@ class MemorySessionStore(SessionStore):
 
     def _get(self, session_id: str) -> Session:
         try:
-            return self._s.sessions[session_id]
+            return self._view(self._s.sessions[session_id])
         except KeyError:
             raise SessionNotFound(session_id) from None
+
+    def _view(self, session: Session) -> Session:
+        """The session with its owner's instance lease and published progress applied."""
+        instance = self._s.instances.get(session.owner) if session.owner is not None else None
+        if instance is None:
+            return session
+        lease, progress = instance
+        return effective(session, lease, progress.get(session.id))
+
+    def _views(self) -> list[Session]:
+        return [self._view(s) for s in self._s.sessions.values()]
 
     def _put(self, session: Session) -> None:
         self._s.sessions[session.id] = session
@@ -125,7 +140,7 @@ class MemorySessionStore(SessionStore):
         ids = [sid for sid, seq in self._s.changed.items() if seq > after][:limit]
         if not ids:
             return ChangePage([], since)
-        return ChangePage([self._s.sessions[sid] for sid in ids], str(self._s.changed[ids[-1]]))
+        return ChangePage([self._get(sid) for sid in ids], str(self._s.changed[ids[-1]]))
 
     def _record(
         self,
@@ -147,7 +162,7 @@ class MemorySessionStore(SessionStore):
     async def create_session(self, session: Session, *, actor: str) -> Session:
         async with self._s.lock:
             if session.idempotency_key is not None and session.idempotency_key in self._s.by_key:
-                return self._s.sessions[self._s.by_key[session.idempotency_key]]
+                return self._get(self._s.by_key[session.idempotency_key])
             if session.id in self._s.sessions:
                 raise SessionConflict(
                     f"session {session.id!r} already exists",
@@ -166,7 +181,7 @@ class MemorySessionStore(SessionStore):
         return self._get(session_id)
 
     def _ordered(self, query: SessionQuery) -> list[Session]:
-        found = [s for s in self._s.sessions.values() if _matches(s, query)]
+        found = [s for s in self._views() if _matches(s, query)]
         found.sort(key=lambda s: (to_us(s.created_at), s.id), reverse=not query.oldest_first)
         return found
 
@@ -214,14 +229,14 @@ class MemorySessionStore(SessionStore):
             )
             self._put(updated)
             self._record(session_id, current.status, to_status, actor, reason, detail, now)
-            return updated
+            return self._view(updated)
 
     async def renew_lease(
         self,
         session_id: str,
         *,
         owner: str,
-        lease_expires_at: datetime,
+        lease_expires_at: datetime | None,
         stats: Stats | None = None,
     ) -> Session:
         async with self._s.lock:
@@ -235,7 +250,14 @@ class MemorySessionStore(SessionStore):
                 changes["stats"] = stats
             updated = current.evolve(**changes)
             self._put(updated)
-            return updated
+            return self._view(updated)
+
+    async def renew_instance(
+        self, owner: str, *, lease_expires_at: datetime, progress: Mapping[str, Stats]
+    ) -> list[Session]:
+        async with self._s.lock:
+            self._s.instances[owner] = (lease_expires_at, dict(progress))
+            return [s for s in self._views() if not s.is_terminal and s.owner == owner]
 
     async def claim(
         self,
@@ -263,7 +285,7 @@ class MemorySessionStore(SessionStore):
             self._record(
                 session_id, current.status, current.status, actor, reason, detail, utcnow()
             )
-            return updated
+            return self._view(updated)
 
     async def add_event(
         self, session_id: str, *, actor: str, reason: str, detail: str | None = None
@@ -294,14 +316,14 @@ class MemorySessionStore(SessionStore):
     async def find_expired(self, now: datetime) -> list[Session]:
         return [
             s
-            for s in self._s.sessions.values()
+            for s in self._views()
             if not s.is_terminal and (s.lease_expires_at is None or s.lease_expires_at < now)
         ]
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [
             s
-            for s in self._s.sessions.values()
+            for s in self._views()
             if not s.is_terminal and s.owner is not None and s.owner.startswith(owner_prefix)
         ]
 

@@ -173,11 +173,26 @@ CREATE TABLE IF NOT EXISTS tt_result_{table} (
 
 RESULT_TABLES = ("tt_result_summary", "tt_result_orders", "tt_result_fills", "tt_result_equity")
 
+#: Instance leases (``SessionStore.renew_instance``): one row per owner token, updated
+#: in place once per heartbeat. A small non-WAL table: an ``UPDATE`` is synchronous,
+#: its row count works, and rewriting two columns of a few rows costs a few ms
+#: (docs/questdb.md) — once per heartbeat per instance, whatever its session count.
+#: ``progress`` is JSON ``{"<id>": [trades, orderbook, errors]}``.
+INSTANCES_DDL = """
+CREATE TABLE IF NOT EXISTS tt_instances (
+    token VARCHAR,
+    expires TIMESTAMP,
+    progress VARCHAR,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY NONE BYPASS WAL
+"""
+
 SCHEMA = (
     SESSION_LOG_DDL,
     TRADES_DDL,
     ORDERBOOK_DDL,
     GAPS_DDL,
+    INSTANCES_DDL,
     RESULT_SUMMARY_DDL,
     *(RESULT_ROWS_DDL.replace("{table}", t) for t in ("orders", "fills", "equity")),
 )

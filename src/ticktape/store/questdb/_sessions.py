@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,8 +76,11 @@ from ticktape.store.rules import (
     apply_transition,
     check_limit,
     decode_cursor,
+    dump_progress,
+    effective,
     encode_cursor,
     from_us,
+    load_progress,
     to_us,
 )
 
@@ -328,6 +331,49 @@ class QuestDBSessionStore(SessionStore):
 
         return await self._db.bounded(query(), what)
 
+    async def _instances(self, owners: set[str]) -> dict[str, tuple[datetime, dict[str, Stats]]]:
+        """The instance lease and stored progress of each of ``owners`` that has one."""
+        if not owners:
+            return {}
+        ordered = sorted(owners)
+        rows = await self._query(
+            "SELECT token, expires, progress FROM tt_instances WHERE token IN "
+            f"({', '.join('%s' for _ in ordered)})",
+            ordered,
+            "read instance leases",
+        )
+        found: dict[str, tuple[datetime, dict[str, Stats]]] = {}
+        for token, expires, progress in rows:
+            if expires is not None:
+                found[str(token)] = (expires.replace(tzinfo=UTC), load_progress(progress))
+        return found
+
+    async def _viewed(self, rows: list[_Row]) -> list[_Row]:
+        """``rows`` with their sessions as the contract shows them: a non-terminal session
+        with a lease of its own is covered by its owner's instance lease and shows the
+        progress published for it (``rules.effective``). One query, and none at all
+        when every row is terminal or has no lease."""
+        owners = {
+            r.session.owner
+            for r in rows
+            if r.session.owner is not None
+            and not r.session.is_terminal
+            and r.session.lease_expires_at is not None
+        }
+        instances = await self._instances(owners)
+        if not instances:
+            return rows
+        viewed = []
+        for r in rows:
+            instance = instances.get(r.session.owner or "")
+            if instance is not None:
+                lease, progress = instance
+                shown = effective(r.session, lease, progress.get(r.session.id))
+                if shown is not r.session:
+                    r = replace(r, session=shown)
+            viewed.append(r)
+        return viewed
+
     async def _latest(self, session_id: str) -> _Row:
         rows = await self._query(
             f"SELECT {_SELECT} FROM tt_session_log WHERE id = %s LATEST ON ts PARTITION BY id",
@@ -336,7 +382,7 @@ class QuestDBSessionStore(SessionStore):
         )
         if not rows:
             raise SessionNotFound(session_id)
-        return _Row.parse(rows[0])
+        return (await self._viewed([_Row.parse(rows[0])]))[0]
 
     async def _latest_many(self, session_ids: list[str]) -> dict[str, _Row]:
         rows = await self._query(
@@ -345,7 +391,8 @@ class QuestDBSessionStore(SessionStore):
             session_ids,
             "get sessions",
         )
-        return {row.session.id: row for row in map(_Row.parse, rows)}
+        viewed = await self._viewed([_Row.parse(r) for r in rows])
+        return {row.session.id: row for row in viewed}
 
     async def get_session(self, session_id: str) -> Session:
         return (await self._latest(session_id)).session
@@ -369,7 +416,9 @@ class QuestDBSessionStore(SessionStore):
             [*params, query.limit + 1],
             "list sessions",
         )
-        sessions = [_Row.parse(r).session for r in rows[: query.limit]]
+        sessions = [
+            r.session for r in await self._viewed([_Row.parse(r) for r in rows[: query.limit]])
+        ]
         more = len(rows) > query.limit
         return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
 
@@ -397,7 +446,7 @@ class QuestDBSessionStore(SessionStore):
             (),
             "find active sessions",
         )
-        return [_Row.parse(r).session for r in rows]
+        return [r.session for r in await self._viewed([_Row.parse(r) for r in rows])]
 
     async def find_expired(self, now: datetime) -> list[Session]:
         return [
@@ -441,7 +490,7 @@ class QuestDBSessionStore(SessionStore):
             cursor = f"{to_us(changed[-1].ts) - 1}!"
         else:
             cursor = str(max([after_us, *(to_us(r.ts) for r in changed)]))
-        return ChangePage([r.session for r in changed], cursor)
+        return ChangePage([r.session for r in await self._viewed(changed)], cursor)
 
     # ------------------------------------------------------------------ writing
 
@@ -556,7 +605,7 @@ class QuestDBSessionStore(SessionStore):
             )
 
         row = await self._change(session_id, build, f"transition to {to_status.value}")
-        return row.session
+        return (await self._viewed([row]))[0].session
 
     async def claim(
         self,
@@ -589,10 +638,16 @@ class QuestDBSessionStore(SessionStore):
                 seal=seal,
             )
 
-        return (await self._change(session_id, build, "claim session")).session
+        row = await self._change(session_id, build, "claim session")
+        return (await self._viewed([row]))[0].session
 
     async def renew_lease(
-        self, session_id: str, *, owner: str, lease_expires_at: datetime, stats: Stats | None = None
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        lease_expires_at: datetime | None,
+        stats: Stats | None = None,
     ) -> Session:
         def build(current: _Row) -> _Row:
             s = current.session
@@ -603,8 +658,37 @@ class QuestDBSessionStore(SessionStore):
             )
             return current.next(new, row_kind="lease", actor=owner, reason="lease_renewed")
 
-        # a heartbeat's renewals arrive together: one read for all, one group commit
-        return (await self._change(session_id, build, "renew lease", self._lease_reads.get)).session
+        row = await self._change(session_id, build, "renew lease", self._lease_reads.get)
+        return (await self._viewed([row]))[0].session
+
+    async def renew_instance(
+        self, owner: str, *, lease_expires_at: datetime, progress: Mapping[str, Stats]
+    ) -> list[Session]:
+        stored = dump_progress(progress)
+        # not the session-log writer: a heartbeat never waits behind a group commit (and
+        # never holds one up); the instance row is its owner's alone
+        async with self._db.reader("renew instance lease") as conn:
+            cur = await conn.execute(
+                self._db.prefixed(
+                    "UPDATE tt_instances SET expires = %s, progress = %s WHERE token = %s"
+                ),
+                (lease_expires_at, stored, owner),
+            )
+            if cur.rowcount < 1:
+                await conn.execute(
+                    self._db.prefixed(
+                        "INSERT INTO tt_instances (token, expires, progress, ts) "
+                        "VALUES (%s, %s, %s, %s)"
+                    ),
+                    (owner, lease_expires_at, stored, utcnow()),
+                )
+        rows = await self._query(
+            f"SELECT * FROM ({_LATEST}) WHERE status IN ('pending', 'running', 'stopping') "
+            "AND owner = %s",
+            (owner,),
+            "find owned sessions",
+        )
+        return [r.session for r in await self._viewed([_Row.parse(r) for r in rows])]
 
     async def add_event(
         self, session_id: str, *, actor: str, reason: str, detail: str | None = None

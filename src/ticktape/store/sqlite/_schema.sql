@@ -132,3 +132,17 @@ CREATE TABLE result_equity (
     body TEXT NOT NULL,
     PRIMARY KEY (sid, seq)
 ) WITHOUT ROWID;
+-- migration: 5
+-- Instance leases (SessionStore.renew_instance): one row per owner token, renewed once
+-- per heartbeat whatever the number of sessions it owns. A non-terminal session with a
+-- lease of its own is covered until the later of that lease and its owner's row's;
+-- `progress` is the owner's published stats of its sessions, JSON {"<id>": [t, o, e]}.
+CREATE TABLE instances (
+    token      TEXT PRIMARY KEY,
+    expires_us INTEGER NOT NULL,
+    progress   TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
+-- Listing by status newest first (GET /api/sessions?status=running) and counting by
+-- status read only the matching sessions, however long the history of finished ones
+-- (bench/capacity.py: 360 ms for 10 running among 100,000 finished without it).
+CREATE INDEX sessions_by_status ON sessions (status, created_us, id);

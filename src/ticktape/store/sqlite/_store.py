@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Mapping
 from datetime import datetime
 from itertools import repeat
 
@@ -65,6 +66,8 @@ from ticktape.store.rules import (
     check_bucket_query,
     check_limit,
     decode_cursor,
+    dump_progress,
+    effective,
     encode_cursor,
     from_us,
     to_us,
@@ -89,6 +92,12 @@ _SESSION_COLUMNS = (
     "reason, trades, orderbook, errors, owner, lease_us, version, deleted, idempotency_key"
 )
 _ACTIVE_SQL = "('pending', 'running', 'stopping')"
+# A session as the contract shows it: its row, and for a non-terminal one its owner's
+# instance lease and the progress published for it (rules.effective applies them).
+_VIEW_COLUMNS = f"{_SESSION_COLUMNS}, expires_us, json_extract(progress, '$.\"' || id || '\"')"
+_VIEW_FROM = f"FROM sessions LEFT JOIN instances ON token = owner AND status IN {_ACTIVE_SQL}"
+_SESSION_VIEW = f"{_VIEW_COLUMNS} {_VIEW_FROM}"
+INSTANCE_ROWS_KEPT_US = 3_600_000_000  # an instance lease expired this long ago is deleted
 
 
 def _opt_us(value: datetime | None) -> int | None:
@@ -97,6 +106,17 @@ def _opt_us(value: datetime | None) -> int | None:
 
 def _opt_dt(value: int | None) -> datetime | None:
     return None if value is None else from_us(value)
+
+
+def _view_to_session(row: tuple[object, ...]) -> Session:
+    """A row of ``_SESSION_VIEW``: the session with its owner's lease and progress applied."""
+    session = _row_to_session(row[:-2])
+    expires, progress = row[-2:]
+    if expires is None or progress is None:  # not listed by its owner's last heartbeat
+        return session
+    trades, orderbook, errors = json.loads(str(progress))
+    stats = Stats(int(trades), int(orderbook), int(errors))
+    return effective(session, from_us(int(expires)), stats)  # type: ignore[call-overload]
 
 
 def _row_to_session(row: tuple[object, ...]) -> Session:
@@ -143,12 +163,10 @@ def _row_to_session(row: tuple[object, ...]) -> Session:
 
 
 def _fetch(conn: sqlite3.Connection, session_id: str) -> Session:
-    row = conn.execute(
-        f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
-    ).fetchone()
+    row = conn.execute(f"SELECT {_SESSION_VIEW} WHERE id = ?", (session_id,)).fetchone()
     if row is None:
         raise SessionNotFound(session_id)
-    return _row_to_session(row)
+    return _view_to_session(row)
 
 
 def _append_event(
@@ -206,11 +224,11 @@ class SqliteSessionStore(SessionStore):
         def run(conn: sqlite3.Connection) -> Session:
             if session.idempotency_key is not None:
                 row = conn.execute(
-                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE idempotency_key = ?",
+                    f"SELECT {_SESSION_VIEW} WHERE idempotency_key = ?",
                     (session.idempotency_key,),
                 ).fetchone()
                 if row is not None:
-                    return _row_to_session(row)
+                    return _view_to_session(row)
             if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone():
                 raise SessionConflict(
                     f"session {session.id!r} already exists",
@@ -261,14 +279,11 @@ class SqliteSessionStore(SessionStore):
             params.extend([created, sid])
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "ASC" if query.oldest_first else "DESC"
-        sql = (
-            f"SELECT {_SESSION_COLUMNS} FROM sessions {where} "
-            f"ORDER BY created_us {order}, id {order} LIMIT ?"
-        )
+        sql = f"SELECT {_SESSION_VIEW} {where} ORDER BY created_us {order}, id {order} LIMIT ?"
 
         def run(conn: sqlite3.Connection) -> SessionPage:
             rows = conn.execute(sql, [*params, query.limit + 1]).fetchall()
-            sessions = [_row_to_session(r) for r in rows[: query.limit]]
+            sessions = [_view_to_session(r) for r in rows[: query.limit]]
             more = len(rows) > query.limit
             return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
 
@@ -333,7 +348,7 @@ class SqliteSessionStore(SessionStore):
                 ),
             )
             _append_event(conn, session_id, current.status, to_status, actor, reason, detail, now)
-            return new
+            return _fetch(conn, session_id)
 
         return await self._db.write(run, f"transition session to {to_status.value}")
 
@@ -342,7 +357,7 @@ class SqliteSessionStore(SessionStore):
         session_id: str,
         *,
         owner: str,
-        lease_expires_at: datetime,
+        lease_expires_at: datetime | None,
         stats: Stats | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
@@ -356,16 +371,42 @@ class SqliteSessionStore(SessionStore):
                 "UPDATE sessions SET lease_us = ?, trades = ?, orderbook = ?, errors = ? "
                 "WHERE id = ?",
                 (
-                    to_us(lease_expires_at),
+                    _opt_us(lease_expires_at),
                     new_stats.trades,
                     new_stats.orderbook,
                     new_stats.errors,
                     session_id,
                 ),
             )
-            return current.evolve(lease_expires_at=lease_expires_at, stats=new_stats)
+            return _fetch(conn, session_id)
 
         return await self._db.write(run, "renew lease")
+
+    async def renew_instance(
+        self, owner: str, *, lease_expires_at: datetime, progress: Mapping[str, Stats]
+    ) -> list[Session]:
+        until_us = to_us(lease_expires_at)
+        stored = dump_progress(progress)
+
+        def run(conn: sqlite3.Connection) -> list[Session]:
+            conn.execute(
+                "INSERT INTO instances (token, expires_us, progress) VALUES (?, ?, ?) "
+                "ON CONFLICT (token) DO UPDATE SET expires_us = excluded.expires_us, "
+                "progress = excluded.progress",
+                (owner, until_us, stored),
+            )
+            # rows of instances long gone: deleting one revives nothing (its sessions'
+            # leases are the older of the two by then)
+            conn.execute(
+                "DELETE FROM instances WHERE expires_us < ?",
+                (to_us(utcnow()) - INSTANCE_ROWS_KEPT_US,),
+            )
+            rows = conn.execute(
+                f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND owner = ?", (owner,)
+            ).fetchall()
+            return [_view_to_session(r) for r in rows]
+
+        return await self._db.write(run, "renew instance lease")
 
     async def claim(
         self,
@@ -397,7 +438,7 @@ class SqliteSessionStore(SessionStore):
             _append_event(
                 conn, session_id, current.status, current.status, actor, reason, detail, utcnow()
             )
-            return new
+            return _fetch(conn, session_id)
 
         return await self._db.write(run, "claim session")
 
@@ -452,22 +493,21 @@ class SqliteSessionStore(SessionStore):
 
     async def find_expired(self, now: datetime) -> list[Session]:
         sql = (
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
-            "AND (lease_us IS NULL OR lease_us < ?)"
+            f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND (lease_us IS NULL OR "
+            "(lease_us < ? AND (expires_us IS NULL OR expires_us < ? OR "
+            "json_extract(progress, '$.\"' || id || '\"') IS NULL)))"
         )
+        now_us = to_us(now)
         return await self._db.read(
-            lambda conn: [_row_to_session(r) for r in conn.execute(sql, (to_us(now),))],
+            lambda conn: [_view_to_session(r) for r in conn.execute(sql, (now_us, now_us))],
             "find expired leases",
         )
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
-        sql = (
-            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE status IN {_ACTIVE_SQL} "
-            "AND substr(owner, 1, ?) = ?"
-        )
+        sql = f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND substr(owner, 1, ?) = ?"
         return await self._db.read(
             lambda conn: [
-                _row_to_session(r) for r in conn.execute(sql, (len(owner_prefix), owner_prefix))
+                _view_to_session(r) for r in conn.execute(sql, (len(owner_prefix), owner_prefix))
             ],
             "find owned sessions",
         )
@@ -481,7 +521,7 @@ class SqliteSessionStore(SessionStore):
             return ChangePage([], str(top or 0))
         after = _change_position(since)
         sql = (
-            f"SELECT {_SESSION_COLUMNS}, change_seq FROM sessions WHERE change_seq > ? "
+            f"SELECT {_VIEW_COLUMNS}, change_seq {_VIEW_FROM} WHERE change_seq > ? "
             "ORDER BY change_seq LIMIT ?"
         )
         rows = await self._db.read(
@@ -489,7 +529,7 @@ class SqliteSessionStore(SessionStore):
         )
         if not rows:
             return ChangePage([], since)
-        return ChangePage([_row_to_session(r[:-1]) for r in rows], str(rows[-1][-1]))
+        return ChangePage([_view_to_session(r[:-1]) for r in rows], str(rows[-1][-1]))
 
 
 def _change_position(cursor: str) -> int:
