@@ -22,7 +22,6 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 import uvicorn
-from fastapi import FastAPI
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import (
@@ -34,12 +33,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ticktape.api import create_app
-from ticktape.api.auth import add_user, load_users
 from ticktape.api.models import SessionOut
-from ticktape.api.push import close_feed
 from ticktape.cli.client import TicktapeClient
-from ticktape.cli.demo import run_demo, watch_session
 from ticktape.cli.questdb_cmd import questdb_app
 from ticktape.config import (
     DEFAULT_HOST,
@@ -252,6 +247,8 @@ def run_server(
 
     # an unreachable store is a one-line error (or a wait), not a uvicorn traceback
     asyncio.run(check_reachable(settings.store_url, wait_s=store_wait_s, on_retry=waiting))
+    from ticktape.api import create_app  # the server, only when serving
+
     config = uvicorn.Config(
         create_app(settings, runtime_store=runtime_store),
         host=settings.host,
@@ -290,6 +287,10 @@ class _AnnouncingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Push streams never finish by themselves: end them so their connections close.
+        from fastapi import FastAPI
+
+        from ticktape.api.push import close_feed
+
         if isinstance(self.config.app, FastAPI):
             await close_feed(self.config.app)
         await super().shutdown(sockets)
@@ -298,6 +299,8 @@ class _AnnouncingServer(uvicorn.Server):
         await super().startup(sockets)
         s = self._settings
         base = f"http://{s.host}:{s.port}"
+        from ticktape.api.auth import load_users
+
         users = len(load_users(s.users_file))
         guards = [
             *(["bearer token"] if s.api_token else []),
@@ -339,6 +342,8 @@ def user_add(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    from ticktape.api.auth import add_user  # Argon2: loaded only for this command
+
     add_user(users_file, username, password)
     typer.echo(f"user {username.strip()!r} saved in {users_file}; restart the server to use it")
 
@@ -791,6 +796,8 @@ def quality(
 @reported
 def watch(session_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Follow a session live until it ends (Ctrl-C leaves; the session goes on)."""
+    from ticktape.cli.demo import watch_session
+
     with client_for(url, token) as client, contextlib.suppress(KeyboardInterrupt):
         watch_session(client, session_id, out)
 
@@ -847,6 +854,8 @@ def demo(
     rate: Annotated[float | None, typer.Option(help="Trades per second per symbol.")] = None,
 ) -> None:
     """Run a server in this process, record a short session, and show the result."""
+    from ticktape.cli.demo import run_demo  # the server, only for the demo
+
     try:
         run_demo(
             out, store_url=store, duration=duration, symbols=split_csv(symbols), rate_per_s=rate
