@@ -55,6 +55,7 @@ from ticktape.quality import StreamQuality, stream_quality
 from ticktape.redact import redact
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
+    MAX_LIST_LIMIT,
     ChangePage,
     ResultRow,
     ResultSummary,
@@ -71,6 +72,9 @@ from ticktape.strategies import BacktestSpec, PaperSpec
 from ticktape.ticks import BookSnapshot, Trade
 
 log = logging.getLogger(__name__)
+
+#: Running sessions whose progress the push channel re-reads per heartbeat, at most.
+PROGRESS_SESSIONS_MAX = 5_000
 
 STOP_POLL_INTERVAL_S = 0.05  # how often a waiting stop re-reads the store
 ACTIVE_COUNT_MAX_AGE_S = 1.0  # the per-store session limit counts the store this often
@@ -281,6 +285,24 @@ class SessionService:
     async def changes(self, since: str | None) -> ChangePage:
         """Sessions changed since a change-feed position (see ``SessionStore.list_changed``)."""
         return await self._store.sessions.list_changed(since)
+
+    async def progress(self, *, at_most: int = PROGRESS_SESSIONS_MAX) -> list[Session]:
+        """The running and stopping sessions with their fresh stats, newest first, at most
+        ``at_most``: a running session's progress is published by its owner's heartbeat
+        (``SessionStore.renew_instance``), which is not a change in ``list_changed``, so
+        the push channel reads it here once per heartbeat."""
+        query = SessionQuery(
+            statuses=frozenset({SessionStatus.RUNNING, SessionStatus.STOPPING}),
+            limit=MAX_LIST_LIMIT,
+        )
+        out: list[Session] = []
+        while len(out) < at_most:
+            page = await self._store.sessions.list_sessions(query)
+            out.extend(page.sessions)
+            if page.next_cursor is None:
+                break
+            query = replace(query, cursor=page.next_cursor)
+        return out[:at_most]
 
     async def events(self, session_id: str) -> list[SessionEvent]:
         return await self._store.sessions.list_events(session_id)

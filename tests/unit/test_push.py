@@ -147,3 +147,51 @@ def test_subscribe_returns_only_once_the_feed_has_its_position(run: Run[Any]) ->
         await feed.aclose()
 
     run(scenario())
+
+
+def test_running_sessions_progress_is_pushed_once_it_moves_and_never_backwards(
+    run: Run[Any],
+) -> None:
+    """A heartbeat publishes progress without a session-log change: the feed re-reads
+    the running sessions (``progress``) and sends a session only when its stats moved,
+    never a state older than one already sent."""
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        created = await store.sessions.create_session(_session(), actor="t")
+        running = await store.sessions.transition(
+            created.id,
+            expected_version=1,
+            to_status=SessionStatus.RUNNING,
+            actor="t",
+            reason="started",
+        )
+        reads: list[list[Session]] = [
+            [running.evolve(stats=Stats(10, 0, 0))],
+            [running.evolve(stats=Stats(10, 0, 0))],  # unchanged: not sent again
+            [running.evolve(stats=Stats(25, 3, 0))],
+            [created],  # an older version than one sent: never sent
+        ]
+        served = asyncio.Event()
+
+        async def progress() -> list[Session]:
+            if len(reads) == 1:
+                served.set()
+            return reads.pop(0) if reads else []
+
+        feed = ChangeFeed(
+            CountingSource(store), interval_s=INTERVAL_S, progress=progress, progress_every_s=0
+        )
+        sub = await feed.subscribe()
+        got = []
+        while len(got) < 2:  # the session changed before the subscription: progress only
+            session = await _next(sub)
+            assert session is not None
+            got.append((session.version, session.stats))
+        await asyncio.wait_for(served.wait(), 5.0)
+        await asyncio.sleep(INTERVAL_S * 5)  # the older read had its chance to be sent
+        assert got == [(2, Stats(10, 0, 0)), (2, Stats(25, 3, 0))]
+        assert sub.pending() == 0
+        await feed.aclose()
+
+    run(scenario())

@@ -4,8 +4,10 @@ Updates come from the store (DESIGN.md, invariant 1): while anyone listens,
 the feed asks :meth:`SessionService.changes` for the sessions changed since the
 position it last saw — one query every :data:`~ticktape.config.PUSH_INTERVAL_S` for all
 subscribers of this instance — so a session changed through another instance
-reaches this one's clients within a second. Nothing is queried while nobody
-listens.
+reaches this one's clients within a second. Running sessions' progress is
+published by their owners' heartbeats, which are not changes of the session log, so
+the feed also re-reads the running sessions once per heartbeat (``progress``) and
+delivers those whose stats moved. Nothing is queried while nobody listens.
 
 Each subscriber has a bounded queue: a subscriber that does not keep up (a
 slow or dead client) is dropped when its queue is full — its connection is
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +37,7 @@ SEEN_MAX = 10_000  # sessions whose last delivered state is remembered, to skip 
 
 
 Source = Callable[[str | None], Awaitable[ChangePage]]
+Progress = Callable[[], Awaitable[list[Session]]]
 
 
 def _fingerprint(session: Session) -> tuple[object, ...]:
@@ -92,8 +96,12 @@ class ChangeFeed:
         interval_s: float = PUSH_INTERVAL_S,
         queue_max: int = PUSH_QUEUE_MAX,
         on_drop: Callable[[], None] | None = None,
+        progress: Progress | None = None,
+        progress_every_s: float = 2.0,
     ) -> None:
         self._source = source
+        self._progress = progress  # the running sessions, re-read for their stats
+        self._progress_every_s = progress_every_s
         self._on_drop = on_drop  # counts a dropped client (the push_clients_dropped metric)
         self._interval_s = interval_s
         self._queue_max = queue_max
@@ -141,8 +149,11 @@ class ChangeFeed:
 
     def _deliver(self, session: Session) -> None:
         fingerprint = _fingerprint(session)
-        if self._seen.get(session.id) == fingerprint:
+        seen = self._seen.get(session.id)
+        if seen == fingerprint:
             return
+        if seen is not None and int(seen[0]) > session.version:  # type: ignore[call-overload]
+            return  # an older state than one already sent (a progress read raced a change)
         self._seen[session.id] = fingerprint
         self._seen.move_to_end(session.id)
         while len(self._seen) > SEEN_MAX:
@@ -164,6 +175,7 @@ class ChangeFeed:
                 log.warning("change feed cannot start: %s", exc)
                 await asyncio.sleep(self._interval_s)
         ready.set_result(None)
+        progress_due = time.monotonic() + self._progress_every_s
         while self._subscribers:
             await asyncio.sleep(self._interval_s)
             try:
@@ -174,6 +186,15 @@ class ChangeFeed:
             cursor = page.cursor
             for session in page.sessions:
                 self._deliver(session)
+            if self._progress is not None and time.monotonic() >= progress_due:
+                progress_due = time.monotonic() + self._progress_every_s
+                try:
+                    running = await self._progress()
+                except TicktapeError as exc:
+                    log.warning("change feed: progress: %s; retrying", exc)
+                    continue
+                for session in running:
+                    self._deliver(session)  # delivered only if its stats moved
 
 
 def feed_for(app: FastAPI) -> ChangeFeed:
@@ -186,6 +207,8 @@ def feed_for(app: FastAPI) -> ChangeFeed:
             interval_s=settings.push_interval_s,
             queue_max=settings.push_queue_max,
             on_drop=app.state.metrics.push_clients_dropped.inc,
+            progress=app.state.service.progress,
+            progress_every_s=settings.heartbeat_interval_s,
         )
         app.state.change_feed = feed
     return feed
