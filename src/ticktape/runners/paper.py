@@ -41,24 +41,38 @@ PUT_POLL_S = 0.2
 
 
 class _Tap:
-    """The buffer the collect pump writes to, also feeding the strategy each block."""
+    """The buffer the collect pump writes to, also feeding the strategy each feed block.
+
+    The feed hands on one batch at a time (``FeedTrades`` / ``FeedBooks``); the batches
+    of one feed block share its ``seq`` and overlap in time, so the strategy is given
+    whole blocks — a block is passed on when the next one starts, or at the end
+    (:meth:`flush`) — exactly the chunks a backtest of the recording merges."""
 
     def __init__(self, buffer: TickBuffer, live: LiveSource, engine_done: threading.Event):
         self._buffer = buffer
         self._live = live
         self._engine_done = engine_done
+        self._block: list[TickBatch] = []
 
-    async def put(self, block: list[TickBatch]) -> None:
+    async def put(self, batches: list[TickBatch]) -> None:
         if self._engine_done.is_set():
             return  # the strategy failed: the session is being stopped, record nothing more
-        while not self._engine_done.is_set():
+        for batch in batches:
+            if self._block and batch.seq != self._block[0].seq:
+                await self.flush()
+            self._block.append(batch)
+        if not self._engine_done.is_set():
+            await self._buffer.put(batches)
+
+    async def flush(self) -> None:
+        """Hand the block gathered so far to the strategy (waiting while it is behind)."""
+        block, self._block = self._block, []
+        while block and not self._engine_done.is_set():
             try:
                 await asyncio.to_thread(self._live.put, block, PUT_POLL_S)
                 break
             except queue.Full:
                 continue
-        if not self._engine_done.is_set():
-            await self._buffer.put(block)
 
 
 class PaperRunner(CollectRunner):
@@ -78,12 +92,16 @@ class PaperRunner(CollectRunner):
     async def _pump(
         self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
     ) -> Outcome:
-        return await super()._pump(
-            built,
-            _Tap(buffer, self._live, self._engine_done),  # type: ignore[arg-type]
-            handle,
-            deadline,
-        )
+        self._tap = _Tap(buffer, self._live, self._engine_done)
+        try:
+            return await super()._pump(
+                built,
+                self._tap,  # type: ignore[arg-type]
+                handle,
+                deadline,
+            )
+        finally:
+            await self._tap.flush()  # the last block, before the engine is told to finish
 
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         fields = session.config.strategy_fields()
