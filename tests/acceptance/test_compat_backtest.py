@@ -54,6 +54,8 @@ def test_trading_page_backtest_completes_with_results(client: httpx.Client) -> N
     sid = start(client, body)
     done = wait_for(client, sid, lambda s: s["status"] in TERMINAL, what="the backtest")
     assert done["status"] == "completed", done
+    # the page sent every recorded symbol: the whole recording, replayed in full
+    assert done["stats"]["progress"] == 1.0
     assert done["config"]["strategy_run"]["initial_cash"] == 10_000.0
     assert "config.max_position_size" in done["config"]["ignored"]
 

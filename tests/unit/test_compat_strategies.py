@@ -83,6 +83,16 @@ def test_trading_page_backtest_maps_every_field(api: ApiHarness, source: str) ->
     assert api.runtime.launched[-1] == session["id"]
 
 
+def test_every_recorded_symbol_is_the_whole_recording(api: ApiHarness, source: str) -> None:
+    body = trading_page_body(source)  # the page selects all of the recording's symbols
+    body["symbols"] = ["ETH_USDT", "BTC_USDT"]
+    session = _start(api, body)
+    assert session["symbols"] == ["BTC_USDT", "ETH_USDT"]
+    assert session["stats"]["ticks_total"] > 0 and session["stats"]["progress"] == 0.0
+    progress = api.http.get("/sessions/execution-status").json()["data"]["progress"]
+    assert progress["percentage"] == 0.0
+
+
 def test_session_dialog_backtest_maps_budget_speed_and_its_strategy_list(
     api: ApiHarness, source: str
 ) -> None:

@@ -32,6 +32,7 @@ anything else                           ``config.ignored``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -46,7 +47,7 @@ from ticktape.domain import (
     ignored_pairs,
     validate_spec,
 )
-from ticktape.errors import UnsupportedError, ValidationError
+from ticktape.errors import SessionNotFound, UnsupportedError, ValidationError
 from ticktape.service import SessionService, paper_spec
 from ticktape.strategies import BacktestSpec, StrategyRegistry, validate_backtest, validate_paper
 
@@ -121,8 +122,16 @@ class StartRequest:
         if self.backtest is None:
             assert self.spec is not None
             return self.spec
+        run = self.backtest
+        if run.symbols is not None and run.start is None and run.end is None:
+            # The original's pages send every symbol of the recording (the trading-session
+            # page selects them all): that is the whole recording, whose progress is known.
+            with contextlib.suppress(SessionNotFound):
+                source = await service.get(run.source_session)
+                if sorted(set(run.symbols)) == sorted(source.symbols) == sorted(run.symbols):
+                    run = run.model_copy(update={"symbols": None})
         try:
-            spec = await service.backtest_spec(self.backtest, on_owner_loss=self.on_owner_loss)
+            spec = await service.backtest_spec(run, on_owner_loss=self.on_owner_loss)
         except ValidationError as exc:
             if exc.field != "source_session":
                 raise
