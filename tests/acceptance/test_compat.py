@@ -174,7 +174,8 @@ def test_original_suite_scenarios(client: httpx.Client) -> None:
 
 
 def test_other_session_types_are_refused_clearly(client: httpx.Client) -> None:
-    # startBacktest(symbols, sessionId, {acceleration_factor, budget})
+    # startBacktest(symbols, sessionId, {acceleration_factor, budget}) without a strategy,
+    # naming a recording that does not exist (a backtest that runs: test_compat_backtest.py)
     backtest = {
         "session_type": "backtest",
         "symbols": ["BTC_USDT"],
@@ -182,10 +183,21 @@ def test_other_session_types_are_refused_clearly(client: httpx.Client) -> None:
         "config": {"session_id": "dc_1", "acceleration_factor": 10, "budget": {"global_cap": 1000}},
     }
     assert (
-        "backtest"
-        in original_error(post(client, "/sessions/start", backtest), 422, "not_built_yet")[
-            "error_message"
-        ]
+        "a strategy is required"
+        in (
+            original_error(post(client, "/sessions/start", backtest), 400, "validation_error")[
+                "error_message"
+            ]
+        )
+    )
+    backtest["selected_strategies"] = ["sma_cross"]
+    assert (
+        "config.session_id 'dc_1' not found"
+        in (
+            original_error(post(client, "/sessions/start", backtest), 400, "validation_error")[
+                "error_message"
+            ]
+        )
     )
     # startLiveTrading(symbols, config)
     live = {"session_type": "live", "strategy_config": {}, "config": {}}

@@ -108,12 +108,17 @@ def test_idempotent_answers_the_active_session_with_the_same_request(
             "live_trading_not_supported",
             "paper",
         ),
-        ({"session_type": "paper", "symbols": ["BTC_USDT"]}, 422, "not_built_yet", "paper"),
+        (
+            {"session_type": "paper", "symbols": ["BTC_USDT"]},
+            400,
+            "validation_error",
+            "a strategy is required",
+        ),
         (
             {"session_type": "backtest", "symbols": ["BTC_USDT"], "config": {"session_id": "x"}},
-            422,
-            "not_built_yet",
-            "backtest",
+            400,
+            "validation_error",
+            "a strategy is required",
         ),
         (
             {"session_type": "backtest", "symbols": ["BTC_USDT"]},

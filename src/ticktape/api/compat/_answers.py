@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from ticktape.api.auth import Forbidden, TooManyAttempts
 from ticktape.api.errors import status_for
 from ticktape.api.models import ErrorDetail
-from ticktape.domain import DataType, Session, SessionStatus, utcnow
+from ticktape.domain import DataType, Session, SessionKind, SessionStatus, utcnow
 from ticktape.errors import (
     SessionConflict,
     SessionNotFound,
@@ -35,8 +35,10 @@ from ticktape.errors import (
     UnsupportedError,
     ValidationError,
 )
+from ticktape.strategies import InvalidParams, UnknownStrategy
 
 PROTOCOL_VERSION = "1.0"
+TICKS_TOTAL = "ticks_total"  # as ticktape.service.TICKS_TOTAL (a backtest's replay total)
 
 _STATUS_NAMES = {SessionStatus.PENDING: "starting"}
 _STATUS_BY_NAME = {name: status for status, name in _STATUS_NAMES.items()}
@@ -126,7 +128,37 @@ def session_entry(session: Session) -> dict[str, Any]:
         "prices_count": stats.trades,
         "orderbook_count": stats.orderbook,
         "error_message": session.reason if session.status is SessionStatus.FAILED else None,
+        "session_type": session.kind.value,
+        **strategy_fields(session),
     }
+
+
+def strategy_fields(session: Session) -> dict[str, Any]:
+    """A backtest's or paper session's strategy in the original's names; ``{}`` for a
+    collect session. The results are ticktape's own (``results_url``)."""
+    run = session.config.strategy_fields()
+    if run is None:
+        return {}
+    out: dict[str, Any] = {
+        "strategy": run.get("strategy"),
+        "selected_strategies": [run.get("strategy")],
+        "strategy_params": run.get("params"),
+        "initial_balance": run.get("initial_cash"),
+        "results_url": f"/api/sessions/{session.id}/results",
+    }
+    if session.kind is SessionKind.BACKTEST:
+        out["source_session_id"] = run.get("source_session")
+        out["acceleration_factor"] = run.get("speed")
+    return out
+
+
+def _replay_share(session: Session) -> float | None:
+    """A whole-source backtest's share replayed (0..1); None when the total is unknown."""
+    run = session.config.strategy_fields()
+    total = None if run is None else run.get(TICKS_TOTAL)
+    if session.kind is not SessionKind.BACKTEST or not isinstance(total, int) or total <= 0:
+        return None
+    return min(1.0, session.stats.records_collected / total)
 
 
 def lookup_entry(session: Session) -> dict[str, Any]:
@@ -143,9 +175,13 @@ def progress(session: Session) -> dict[str, Any]:
     """Progress of a session with a duration; ``percentage``/``eta_seconds`` are null without."""
     duration = session.config.duration_s
     elapsed = elapsed_s(session)
+    share = _replay_share(session)
     if session.status is SessionStatus.COMPLETED:
         percentage: float | None = 100.0
         eta: float | None = 0.0
+    elif share is not None:  # a backtest: replayed ticks of the source's
+        percentage = round(100.0 * share, 2)
+        eta = round(elapsed * (1 - share) / share, 3) if share > 0 else None
     elif duration:
         percentage = round(min(100.0, 100.0 * elapsed / duration), 2)
         eta = round(max(0.0, duration - elapsed), 3)
@@ -211,6 +247,8 @@ def _status(exc: TicktapeError) -> int:
         return 403
     if isinstance(exc, TooManyAttempts):
         return 429
+    if isinstance(exc, UnknownStrategy | InvalidParams):
+        return 422  # as on ticktape's own API: the request is well-formed, the strategy is not
     if isinstance(exc, ValidationError):
         return 400  # the original answered bad input with 400
     if isinstance(exc, UnsupportedError):

@@ -138,12 +138,13 @@ async def start_parsed(
     this instance give one session, not two that each saw no twin. (With an
     Idempotency-Key the store decides: one session per key, on every instance.)
     """
+    spec = await parsed.resolve(service)
     if not parsed.idempotent or key is not None:
-        return await service.create(parsed.spec, idempotency_key=key)
+        return await service.create(spec, idempotency_key=key)
     async with _idempotent_lock(app):
         running = await _active(service, STARTABLE)
-        twin = next((s for s in running if _same_request(s, parsed.spec)), None)
-        return twin if twin is not None else await service.create(parsed.spec)
+        twin = next((s for s in running if _same_request(s, spec)), None)
+        return twin if twin is not None else await service.create(spec)
 
 
 def started_answer(session: Session) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def started_answer(session: Session) -> dict[str, Any]:
 @router.post("/sessions/start", dependencies=[Authorized, RateLimited])
 async def start(request: Request, service: Service) -> JSONResponse:
     """Start a session from the original's body; answers the session's own id."""
-    parsed = parse_start(await _json_body(request))
+    parsed = parse_start(await _json_body(request), request.app.state.strategies)
     key = request.headers.get("idempotency-key") or None
     if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         raise ValidationError(

@@ -22,8 +22,9 @@ Commands, as the original's protocol sent them — ``{"type": "command", "action
 "params"}``, answered ``{"type": "response", "status": "success", "command",
 "data"}`` or ``{"type": "error", "error_code", "error_message"}``:
 ``start_data_collection`` (``symbols``, ``duration``), ``start_backtest``
-(``symbols``, ``acceleration``, ``session_id`` of the recording),
-``start_live_trading`` (``mode: "paper"`` only; real orders are refused),
+(``symbols``, ``acceleration_factor``, ``session_id`` of the recording, the strategy),
+``start_live_trading`` (``mode: "paper"`` only; real orders are refused) — the
+other params are the start body's ``config`` (:func:`_start_body`),
 ``stop_execution`` (``session_id``, or the one running) and ``get_status``. They
 start and stop sessions exactly as ``POST /sessions/start`` and ``/sessions/stop``
 do (same validation, limits and answers). A command is a change: on a server with
@@ -115,20 +116,30 @@ def _params(message: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+#: Start-command params that are not ``config`` fields of the start body.
+_TOP_PARAMS = frozenset({"symbols", "strategy_config", "selected_strategies"})
+
+
 def _start_body(action: str, params: dict[str, Any]) -> dict[str, Any]:
-    """A start command's params as the body of ``POST /sessions/start``."""
-    body: dict[str, Any] = {"symbols": params.get("symbols")}
+    """A start command's params as the body of ``POST /sessions/start``: ``symbols``,
+    ``strategy_config`` and ``selected_strategies`` at the top, every other param (budget,
+    stop-loss, ... and unknown ones, recorded as ignored) under ``config``."""
+    body: dict[str, Any] = {k: params[k] for k in _TOP_PARAMS if k in params}
+    config: dict[str, Any] = {k: v for k, v in params.items() if k not in _TOP_PARAMS}
     if action == "start_data_collection":
-        body.update(session_type="collect", config={"duration": params.get("duration", "1h")})
+        config.setdefault("duration", "1h")
+        body.update(session_type="collect", config=config)
     elif action == "start_backtest":
-        config: dict[str, Any] = {"acceleration_factor": params.get("acceleration", 10.0)}
-        if params.get("session_id") is not None:
-            config["session_id"] = params["session_id"]
+        # the original's command took "acceleration_factor" (its client's "acceleration")
+        speed = config.pop("acceleration", None)
+        if speed is not None:
+            config.setdefault("acceleration_factor", speed)
+        config.setdefault("acceleration_factor", 10.0)
         body.update(session_type="backtest", config=config)
     else:  # start_live_trading: "paper" unless it says otherwise; "live" is refused
-        mode = params.get("mode", "paper")
-        body.update(session_type="live" if mode == "live" else mode)
-    if not isinstance(body["symbols"], list) or not body["symbols"]:
+        mode = config.pop("mode", "paper")
+        body.update(session_type="live" if mode == "live" else mode, config=config)
+    if not isinstance(body.get("symbols"), list) or not body["symbols"]:
         raise ValidationError("Parameter 'symbols' must be a non-empty list", field="symbols")
     return body
 
@@ -261,7 +272,7 @@ class _Connection:
 
     async def _run(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         if action in START_ACTIONS:
-            parsed = parse_start(_start_body(action, params))
+            parsed = parse_start(_start_body(action, params), self.ws.app.state.strategies)
             limiter: CreateRateLimiter = self.ws.app.state.create_limiter
             limiter.take(self.ws.client.host if self.ws.client else "unknown")
             session = await start_parsed(self.ws.app, self.service, parsed, None)
