@@ -116,7 +116,11 @@ def questdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     from ticktape import questdb_server
 
-    config = questdb_server.QuestDBServerConfig.with_free_ports(tmp_path_factory.mktemp("questdb"))
+    # 1 GiB of heap: the server keeps every table's metadata on it, and a suite's worth
+    # of prefixed tables (dropped after each test) comes and goes through it
+    config = questdb_server.QuestDBServerConfig.with_free_ports(
+        tmp_path_factory.mktemp("questdb"), heap="1g"
+    )
     questdb_server.ensure_jar(config)
     handle = questdb_server.start(config)
     try:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.acceptance.helpers import LIFTED_LIMITS
-from tests.conftest import isolated_questdb_url, questdb_available
+from tests.conftest import _drop_tables, isolated_questdb_url, questdb_available
 from ticktape.testing import ServerProcess, running_server
 
 ACCEPTANCE_ENV = {
@@ -36,7 +36,11 @@ def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -
         return f"sqlite:///{tmp_path}/ticktape.db"
     if not questdb_available():
         pytest.skip("no QuestDB here (needs Java >= 17 and mvn)")
-    return isolated_questdb_url(request.getfixturevalue("questdb_url"))
+    url = isolated_questdb_url(request.getfixturevalue("questdb_url"))
+    # after the server stops (finalizers run last-registered first): the server's heap
+    # holds every table's metadata, and nine tables per test would exhaust it
+    request.addfinalizer(lambda: _drop_tables(url))
+    return url
 
 
 @pytest.fixture

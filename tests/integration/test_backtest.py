@@ -248,11 +248,12 @@ def test_two_backtests_run_at_once_do_not_mix(play: Callable[..., None]) -> None
 def test_the_same_backtest_gives_the_same_results_hash_on_sqlite_and_questdb(
     run: Run, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    from tests.conftest import isolated_questdb_url, questdb_available
+    from tests.conftest import _drop_tables, isolated_questdb_url, questdb_available
 
     if not questdb_available():
         pytest.skip("no Java >= 17 / mvn here: QuestDB cannot run")
     questdb = isolated_questdb_url(request.getfixturevalue("questdb_url"))
+    request.addfinalizer(lambda: _drop_tables(questdb))
     blocks = sim_blocks(40_000)
     fields = {"strategy": "market_maker", "params": {"qty": 0.3, "max_inventory": 1.5}}
 

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Run, isolated_questdb_url
+from tests.conftest import Run, _drop_tables, isolated_questdb_url
 from ticktape.domain import SessionStatus, utcnow
 from ticktape.errors import TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
@@ -48,6 +48,7 @@ def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, Ret
     yield pair
     for s in pair:
         run(s.close())
+    _drop_tables(url)
 
 
 class PausedSend:

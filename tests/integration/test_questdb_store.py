@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Run, isolated_questdb_url
+from tests.conftest import Run, _drop_tables, isolated_questdb_url
 from ticktape.config import Settings
 from ticktape.domain import (
     Reason,
@@ -32,8 +32,10 @@ pytestmark = pytest.mark.questdb
 
 
 @pytest.fixture
-def qdb_url(questdb_url: str) -> str:
-    return isolated_questdb_url(questdb_url)
+def qdb_url(questdb_url: str) -> Iterator[str]:
+    url = isolated_questdb_url(questdb_url)
+    yield url
+    _drop_tables(url)
 
 
 @pytest.fixture

@@ -125,17 +125,20 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
 DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
+#: The symbol columns of the small tables below are NOCACHE: a cached symbol column
+#: holds its whole capacity on the server's Java heap (~1 MB for 65,536), per table,
+#: and these tables are read rarely (a results page, a quality report).
 #: Gaps of a recording (ticktape.ticks.Gap): few rows, written over PG wire into
 #: a non-WAL table so they are visible on return; a gap written twice (a retried write)
 #: is read once — reads keep one row per (symbol, data type, start, cause).
 GAPS_DDL = """
 CREATE TABLE IF NOT EXISTS tt_gaps (
-    session_id SYMBOL CAPACITY 65536,
-    symbol SYMBOL CAPACITY 4096,
-    data_type SYMBOL CAPACITY 4,
+    session_id SYMBOL CAPACITY 65536 NOCACHE,
+    symbol SYMBOL CAPACITY 4096 NOCACHE,
+    data_type SYMBOL CAPACITY 4 NOCACHE,
     start_us LONG,
     end_us LONG,
-    cause SYMBOL CAPACITY 16,
+    cause SYMBOL CAPACITY 16 NOCACHE,
     lost LONG,
     detail VARCHAR,
     ts TIMESTAMP
@@ -148,7 +151,7 @@ CREATE TABLE IF NOT EXISTS tt_gaps (
 #: by the session's current owner and the rows of its run (``_results.py``).
 RESULT_SUMMARY_DDL = """
 CREATE TABLE IF NOT EXISTS tt_result_summary (
-    session_id SYMBOL CAPACITY 65536,
+    session_id SYMBOL CAPACITY 65536 NOCACHE,
     run VARCHAR,
     owner VARCHAR,
     hash VARCHAR,
@@ -163,7 +166,7 @@ CREATE TABLE IF NOT EXISTS tt_result_summary (
 
 RESULT_ROWS_DDL = """
 CREATE TABLE IF NOT EXISTS tt_result_{table} (
-    session_id SYMBOL CAPACITY 65536,
+    session_id SYMBOL CAPACITY 65536 NOCACHE,
     run VARCHAR,
     seq LONG,
     body VARCHAR,
