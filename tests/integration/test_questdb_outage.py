@@ -33,6 +33,7 @@ from ticktape import questdb_server as qs
 from ticktape.api import create_app
 from ticktape.config import RetryPolicy, Settings
 from ticktape.metrics import Metrics
+from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store.questdb import QuestDBStore
@@ -80,7 +81,7 @@ async def _serving(settings: Settings) -> tuple[QuestDBStore, Supervisor, httpx.
     store.write_timeout_s = settings.store_write_timeout_s
     await store.open()
     metrics = Metrics()
-    supervisor = Supervisor(store, settings, metrics)
+    supervisor = Supervisor(store, settings, metrics, default_runners())
     await supervisor.start()
     service = SessionService(store, supervisor, settings, metrics)
     app = create_app(settings, service=service, metrics=metrics)

@@ -143,7 +143,7 @@ def test_a_write_that_hangs_is_bounded_by_the_write_timeout_and_is_a_store_fault
         store.write_timeout_s = settings.store_write_timeout_s
         await store.open()
         metrics = Metrics()
-        supervisor = Supervisor(store, settings, metrics)
+        supervisor = Supervisor(store, settings, metrics, default_runners())
         await supervisor.start()
         service = SessionService(store, supervisor, settings, metrics)
         app = create_app(settings, service=service, metrics=metrics)
