@@ -181,7 +181,11 @@ def test_a_stop_asked_while_the_owner_is_dead_is_finished_by_the_claimer(
         ended = await wait_status(b, session.id, STOPPED, FAILED, timeout_s=EVENTUAL_S)
         assert (ended.status, ended.reason) == (STOPPED, Reason.USER_STOP)
         await recorded_after_a_crash(b, session.id)
-        assert b.supervisor.running_ids == []
+
+        async def no_runner_left() -> bool:  # it leaves the supervisor just after the write
+            return not b.supervisor.running_ids
+
+        await eventually(no_runner_left, timeout_s=5, what="no runner left")
 
     scenario(body)
 
@@ -197,7 +201,11 @@ def test_non_resumable_sessions_of_a_crashed_owner_are_reaped_not_resumed(
         ended = await wait_status(b, session.id, FAILED, timeout_s=EVENTUAL_S)
         assert ended.reason == Reason.OWNER_LOST
         await recorded_after_a_crash(b, session.id)
-        assert b.supervisor.running_ids == []
+
+        async def no_runner_left() -> bool:  # it leaves the supervisor just after the write
+            return not b.supervisor.running_ids
+
+        await eventually(no_runner_left, timeout_s=5, what="no runner left")
 
     scenario(body)
 
