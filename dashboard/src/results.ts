@@ -55,7 +55,7 @@ function cell(key: string, v: unknown): HTMLElement {
 }
 
 /** The routes' rows have their keys sorted by name: ids and the main facts go first. */
-const FIRST = ["order_id", "fill_id", "symbol", "side", "type", "status", "price", "qty",
+const FIRST = ["fill_id", "order_id", "symbol", "side", "type", "status", "price", "qty",
   "filled_qty", "avg_price", "fee", "liquidity", "ts_us", "submitted_us"];
 
 function columns(keys: string[]): string[] {

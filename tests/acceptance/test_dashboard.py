@@ -279,17 +279,22 @@ def test_readable_on_a_phone_and_at_1280_px(
 ) -> None:
     sid = start_collect(client, duration="1s")["id"]
     wait_for(client, sid, lambda s: s["status"] == "completed", what="the 1 s session to end")
+    one = _backtest(client, sid, {"half_spread_bps": 5})["id"]
+    two = _backtest(client, sid, {"half_spread_bps": 10})["id"]
+    pages = {
+        "/": "#sessions tr[data-id]",
+        f"/ui/sessions/{sid}": "#chart canvas",
+        f"/ui/sessions/{one}": "#equity canvas",
+        f"/ui/compare?ids={one},{two}": "#compare-chart canvas",
+    }
     for width, height in ((390, 844), (1280, 800)):
         context = browser.new_context(viewport={"width": width, "height": height})
         try:
             w = _watch(context.new_page())
-            for path in ("/", f"/ui/sessions/{sid}"):
+            for path, drawn in pages.items():
                 w.page.goto(server.url + path)
                 expect(w.page.locator("h1")).to_be_visible()
-                if path == "/":
-                    expect(w.page.locator("#sessions tr[data-id]").first).to_be_visible()
-                else:
-                    expect(w.page.locator("#chart canvas").first).to_be_visible()
+                expect(w.page.locator(drawn).first).to_be_visible()
                 overflow = w.page.evaluate(
                     "document.documentElement.scrollWidth - document.documentElement.clientWidth"
                 )
