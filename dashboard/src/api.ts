@@ -5,6 +5,9 @@ export interface Stats {
   trades: number;
   orderbook: number;
   errors: number;
+  ticks_total?: number | null; // backtest: ticks to replay
+  progress?: number | null; // backtest: replayed / total
+  eta_s?: number | null; // backtest: seconds left (running only)
 }
 
 export interface Session {

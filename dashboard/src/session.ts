@@ -68,6 +68,12 @@ export function sessionPage(main: HTMLElement, id: string): void {
       ...fact("Trades", count(s.stats.trades)),
       ...fact("Order books", count(s.stats.orderbook)),
       ...fact("Errors", count(s.stats.errors)),
+      ...(typeof s.stats.progress === "number"
+        ? fact("Progress", `${(s.stats.progress * 100).toFixed(1)} %` +
+          (typeof s.stats.ticks_total === "number" ? ` of ${count(s.stats.ticks_total)} ticks`
+            : "") +
+          (typeof s.stats.eta_s === "number" ? `, ${duration(s.stats.eta_s * 1000)} left` : ""))
+        : []),
       ...(s.reason ? fact("Reason", s.reason) : []),
     );
     const state = ACTIVE.has(s.status) ? (s.status === "stopping" ? "stopping" : "stop") : "";

@@ -441,6 +441,9 @@ def test_a_backtest_started_from_the_form_shows_its_equity_fills_and_results(
 
     page.goto(f"{server.url}/ui/sessions/{bid}")
     expect(page.locator("#facts dd[data-fact='status']")).to_have_text("completed")
+    expect(page.locator("#facts dd[data-fact='progress']")).to_have_text(
+        f"100.0 % of {run['stats']['ticks_total']:,} ticks"
+    )
     results = client.get(f"/api/sessions/{bid}/results").json()
     equity = _rows(client, bid, "equity")
     fills = _rows(client, bid, "fills")
@@ -506,7 +509,8 @@ def test_a_paper_session_started_from_the_form_shows_its_results(
     pid = message.inner_text().split()[-1]
     page.goto(f"{server.url}/ui/sessions/{pid}")
     expect(page.locator("#facts dd[data-fact='kind']")).to_have_text("paper")
-    expect(page.locator("#facts dd[data-fact='status']")).to_have_text("completed")
+    # Its 2 s run ends by itself; the page sees it through the push channel.
+    expect(page.locator("#facts dd[data-fact='status']")).to_have_text("completed", timeout=30_000)
     results = client.get(f"/api/sessions/{pid}/results").json()
     expect(page.locator("#equity")).to_have_attribute("data-rows", str(results["equity"]))
     expect(page.locator("#chart")).to_have_attribute("data-fills", str(results["fills"]))
