@@ -26,9 +26,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.acceptance import test_feeds as feeds
 from tests.acceptance.conftest import ACCEPTANCE_ENV
 from tests.acceptance.helpers import start_collect, wait_for
-from ticktape.testing import ServerProcess
+from ticktape.feeds.fakes import FakeBinance
+from ticktape.testing import ServerProcess, running_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -598,3 +600,48 @@ def test_the_chart_cursor_moves_with_the_keyboard_and_the_book_follows(
     page.keyboard.press("ArrowRight")
     at(1)
     watched.assert_clean()
+
+
+def test_gaps_from_the_quality_report_are_marked_on_the_chart(
+    browser: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A recording from a local exchange that speaks Binance's protocol and skips seven
+    trades: its page, and the page of a backtest replaying it, mark that gap."""
+    sym = "BTCUSDT"
+    with (
+        feeds.FakeInThread(FakeBinance()) as fx,
+        running_server(f"sqlite:///{tmp_path}/gaps.db", tmp_path, env=feeds._env(fx.fake)) as srv,
+        httpx.Client(base_url=srv.url, timeout=30.0) as c,
+    ):
+        fake: FakeBinance = fx.fake  # type: ignore[assignment]
+        sid = feeds._create(c, "binance", sym, data_types=["trades"])
+        fx.call(fake.wait_subscribed((sym,), ("trades",)))
+        fx.call(fake.send_trades(sym, 40))
+        fx.do(lambda: fake.skip_trades(sym, 7))  # never sent: the trade ids jump by 7
+        fx.call(fake.send_trades(sym, 40))
+        feeds._until(lambda: len(feeds._rows(c, sid, "trades")) == 80, "80 trades stored")
+        feeds._stop(c, sid)
+        streams = c.get(f"/api/sessions/{sid}/quality").json()["streams"]
+        gaps = [g for s in streams for g in s["gap_rows"]]
+        assert [(g["cause"], g["lost"]) for g in gaps] == [("sequence_break", 7)]
+        bid = _backtest(c, sid, {})["id"]
+
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        w = _watch(page)
+        page.set_default_timeout(UPDATE_TIMEOUT_MS)
+        try:
+            for path in (f"/ui/sessions/{sid}", f"/ui/sessions/{bid}"):
+                page.goto(srv.url + path)
+                expect(page.locator("#chart")).to_have_attribute("data-gaps", "1")
+                expect(page.locator("#gaps")).to_have_attribute("data-gaps", "1")
+                row = page.locator("#gaps tbody tr")
+                expect(row).to_have_count(1)
+                expect(row).to_contain_text("sequence_break")
+                expect(row.locator("td").nth(6)).to_have_text("7")
+            w.assert_clean()
+        except BaseException:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            context.close()
