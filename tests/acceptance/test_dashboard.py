@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -81,6 +82,15 @@ class Watched:
     failed_requests: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     list_requests: list[str] = field(default_factory=list)
+    in_flight: set[Any] = field(default_factory=set)  # requests not yet answered (no stream)
+
+    def settle(self, timeout_s: float = UPDATE_TIMEOUT_MS / 1000) -> None:
+        """Wait until every request the page made has its answer: leaving a page sooner
+        aborts them (the browser's doing, not the page's)."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight:
+            assert time.monotonic() < deadline, f"requests still open: {self.in_flight}"
+            self.page.wait_for_timeout(20)  # lets Playwright deliver the answers' events
 
     def assert_clean(self) -> None:
         assert self.bad_responses == [], "requests answered 4xx/5xx in a normal flow"
@@ -100,6 +110,13 @@ def _watch(page: Any) -> Watched:
         if not r.url.endswith("/api/sessions/stream"):
             w.failed_requests.append(f"{r.method} {r.url}: {r.failure}")
 
+    def on_request(r: Any) -> None:
+        if not r.url.endswith("/api/sessions/stream"):
+            w.in_flight.add(r)
+
+    page.on("request", on_request)
+    page.on("requestfinished", lambda r: w.in_flight.discard(r))
+    page.on("requestfailed", lambda r: w.in_flight.discard(r))
     page.on("response", on_response)
     page.on("requestfailed", on_failed)
     page.on("console", lambda m: w.console_errors.append(m.text) if m.type == "error" else None)
@@ -167,6 +184,7 @@ def test_start_watch_open_chart_and_stop_a_session(
     assert re.search(r"local time .* \(UTC[+-]\d\d:\d\d\)", created.get_attribute("title") or "")
 
     # Its own page, at a URL to share.
+    watched.settle()  # leave no request of this page open behind
     row.get_by_role("link").click()
     page.wait_for_url(f"**/ui/sessions/{sid}")
     status = page.locator("#facts dd[data-fact='status']")
@@ -297,6 +315,7 @@ def test_readable_on_a_phone_and_at_1280_px(
                 w.page.goto(server.url + path)
                 expect(w.page.locator("h1")).to_be_visible()
                 expect(w.page.locator(drawn).first).to_be_visible()
+                w.settle()
                 overflow = w.page.evaluate(
                     "document.documentElement.scrollWidth - document.documentElement.clientWidth"
                 )
@@ -441,6 +460,7 @@ def test_a_backtest_started_from_the_form_shows_its_equity_fills_and_results(
     run = wait_for(client, bid, lambda s: s["status"] == "completed", what="the backtest")
     assert run["config"]["strategy_run"]["params"]["half_spread_bps"] == 4
 
+    watched.settle()  # leave no request of this page open behind
     page.goto(f"{server.url}/ui/sessions/{bid}")
     expect(page.locator("#facts dd[data-fact='status']")).to_have_text("completed")
     expect(page.locator("#facts dd[data-fact='progress']")).to_have_text(
@@ -509,6 +529,7 @@ def test_a_paper_session_started_from_the_form_shows_its_results(
     message = page.locator("#message")
     expect(message).to_contain_text("started session")
     pid = message.inner_text().split()[-1]
+    watched.settle()  # leave no request of this page open behind
     page.goto(f"{server.url}/ui/sessions/{pid}")
     expect(page.locator("#facts dd[data-fact='kind']")).to_have_text("paper")
     # Its 2 s run ends by itself; the page sees it through the push channel.
@@ -533,6 +554,7 @@ def test_compare_two_backtests_of_one_recording(
     expect(offered).to_have_count(1)
     expect(offered).to_have_attribute("data-compare", b)
     offered.check()
+    watched.settle()  # leave no request of this page open behind
     page.locator("#compare-link").click()
     page.wait_for_url(f"**/ui/compare?ids={a},{b}")
     shared = page.url
@@ -555,6 +577,7 @@ def test_compare_two_backtests_of_one_recording(
     expect(params.nth(0)).to_contain_text('"half_spread_bps":3')
     expect(params.nth(1)).to_contain_text('"half_spread_bps":30')
     # The URL is the view: opened afresh, it shows the same.
+    watched.settle()  # leave no request of this page open behind
     page.goto("about:blank")
     page.goto(shared)
     check(page)
@@ -632,6 +655,7 @@ def test_gaps_from_the_quality_report_are_marked_on_the_chart(
         page.set_default_timeout(UPDATE_TIMEOUT_MS)
         try:
             for path in (f"/ui/sessions/{sid}", f"/ui/sessions/{bid}"):
+                w.settle()  # the previous page's requests answered before leaving it
                 page.goto(srv.url + path)
                 expect(page.locator("#chart")).to_have_attribute("data-gaps", "1")
                 expect(page.locator("#gaps")).to_have_attribute("data-gaps", "1")
