@@ -349,6 +349,7 @@ export function sessionPage(main: HTMLElement, id: string): void {
   function onCursor(param: MouseEventParams<Time>): void {
     if (param.time === undefined || param.sourceEvent === undefined) return; // a key moved it
     const at = Math.round((param.time as number) * 1e6);
+    cursorUs = bucketAt(at)?.t_us ?? null; // the keys go on from where the pointer left it
     bookPinned = true; // the user chose a time: a chart refresh no longer moves the book
     window.clearTimeout(bookTimer);
     bookTimer = window.setTimeout(() => void loadBook(at), 200);
