@@ -581,6 +581,12 @@ def test_compare_two_backtests_of_one_recording(
     page.goto("about:blank")
     page.goto(shared)
     check(page)
+    # One backtest is nothing to compare: the page says how to name more.
+    watched.settle()
+    page.goto(f"{server.url}/ui/compare?ids={a}")
+    expect(page.locator("#message")).to_have_text(
+        "name two or more backtests to compare: /ui/compare?ids=<id>,<id>"
+    )
     watched.assert_clean()
 
 
