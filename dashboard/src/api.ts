@@ -5,6 +5,9 @@ export interface Stats {
   trades: number;
   orderbook: number;
   errors: number;
+  ticks_total?: number | null; // backtest: ticks to replay
+  progress?: number | null; // backtest: replayed / total
+  eta_s?: number | null; // backtest: seconds left (running only)
 }
 
 export interface Session {
@@ -142,4 +145,104 @@ export function query(params: Record<string, string | number | null | undefined>
   }
   const s = q.toString();
   return s ? "?" + s : "";
+}
+
+export interface Strategy {
+  name: string;
+  description: string;
+  forms: string[];
+  origin: string;
+  params_schema: ParamsSchema;
+}
+
+export interface ParamSchema {
+  type?: string;
+  title?: string;
+  description?: string;
+  default?: unknown;
+  enum?: unknown[];
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
+}
+
+export interface ParamsSchema {
+  properties?: Record<string, ParamSchema>;
+  required?: string[];
+}
+
+export interface ResultSummary {
+  session_id: string;
+  status: string;
+  hash: string;
+  summary: Record<string, number | string | null>;
+  orders: number;
+  fills: number;
+  equity: number;
+  written_at: string;
+}
+
+export interface ResultRows<T> {
+  rows: T[];
+  next_cursor: string | null;
+}
+
+export interface EquityRow {
+  ts_us: number;
+  equity: number;
+  cash: number;
+  gross_exposure: number;
+}
+
+export interface FillRow {
+  fill_id: number;
+  order_id: number;
+  symbol: string;
+  side: string;
+  price: number;
+  qty: number;
+  fee: number;
+  liquidity: string;
+  ts_us: number;
+}
+
+export interface Gap {
+  symbol: string;
+  data_type: string;
+  start: string;
+  end: string;
+  duration_s: number;
+  cause: string;
+  lost: number | null;
+  detail: string;
+}
+
+export interface Quality {
+  session_id: string;
+  streams: { symbol: string; data_type: string; gap_rows: Gap[] }[];
+}
+
+/** The session whose recording a session's market data lives in: a backtest replays
+ * its source session; collect and paper sessions record their own. */
+export function dataSession(s: Session): string {
+  const run = s.config.strategy_run as Record<string, unknown> | null | undefined;
+  if (s.kind === "backtest" && run && typeof run.source_session === "string") {
+    return run.source_session;
+  }
+  return s.id;
+}
+
+/** Every row of a cursor-paged results route (at most `cap`); `more` says rows were left. */
+export async function allRows<T>(path: string, cap: number): Promise<{ rows: T[]; more: boolean }> {
+  const rows: T[] = [];
+  let cursor: string | null = null;
+  for (;;) {
+    const page: ResultRows<T> = await api<ResultRows<T>>("GET",
+      path + query({ limit: 10_000, cursor }));
+    rows.push(...page.rows);
+    cursor = page.next_cursor;
+    if (!cursor) return { rows, more: false };
+    if (rows.length >= cap) return { rows, more: true };
+  }
 }

@@ -3,6 +3,7 @@
 import { api, ApiError, query, type Session, type SessionList } from "./api";
 import { ACTIVE, count, el, statusBadge, timeEl } from "./format";
 import { Live, liveText } from "./live";
+import { startForm } from "./start";
 
 const STATUSES = ["pending", "running", "stopping", "stopped", "completed", "failed"];
 const KINDS = ["collect", "backtest", "paper"];
@@ -56,64 +57,8 @@ export function sessionsPage(main: HTMLElement): void {
   const rows = new Map<string, HTMLTableRowElement>();
 
   // ---------------------------------------------------------------- start form
-  const message = el("div", { id: "message", role: "status", "aria-live": "polite" });
-  const exchange = el("select", { name: "exchange", id: "s-exchange" });
-  const form = el(
-    "form",
-    { id: "start", "aria-label": "start a collect session" },
-    el("label", { for: "s-exchange" }, "Exchange", exchange),
-    el("label", {}, "Symbols (comma-separated)",
-      el("input", { type: "text", name: "symbols", value: "BTC_USDT,ETH_USDT", size: "24",
-        required: "", autocomplete: "off" })),
-    el("label", {}, "Duration (empty = until stopped)",
-      el("input", { type: "text", name: "duration", placeholder: "30s, 5m, 2h", size: "10" })),
-    el("label", {}, "Trades/s per symbol (sim)",
-      el("input", { type: "number", name: "rate", value: "20", min: "0", step: "any",
-        class: "narrow" })),
-    el("label", {}, "Book depth",
-      el("input", { type: "number", name: "depth", value: "3", min: "1", max: "20",
-        class: "narrow" })),
-    el("fieldset", {}, el("legend", {}, "Data"),
-      el("label", { class: "inline" }, el("input", { type: "checkbox", name: "trades",
-        checked: "" }), " trades"),
-      el("label", { class: "inline" }, el("input", { type: "checkbox", name: "orderbook",
-        checked: "" }), " order book")),
-    el("button", { type: "submit" }, "Start collecting"),
-  );
-
-  function say(text: string, error = false): void {
-    message.textContent = text;
-    message.className = error ? "error" : "ok";
-    message.setAttribute("role", error ? "alert" : "status");
-  }
-
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const f = form.elements as unknown as Record<string, HTMLInputElement>;
-    const dataTypes = [];
-    if (f.trades.checked) dataTypes.push("trades");
-    if (f.orderbook.checked) dataTypes.push("orderbook");
-    const body = {
-      kind: "collect",
-      exchange: exchange.value || "sim",
-      symbols: f.symbols.value.split(",").map((x) => x.trim()).filter((x) => x),
-      data_types: dataTypes,
-      duration: f.duration.value.trim() || null,
-      rate_per_s: Number(f.rate.value),
-      book_depth: Number(f.depth.value),
-    };
-    const button = form.querySelector("button") as HTMLButtonElement;
-    button.disabled = true;
-    try {
-      const s = await api<Session>("POST", "/api/sessions", body);
-      say(`started session ${s.id}`);
-      upsert(s);
-    } catch (err) {
-      say("start failed: " + (err as Error).message, true);
-    } finally {
-      button.disabled = false;
-    }
-  });
+  const start = startForm((s) => upsert(s));
+  const say = start.say;
 
   // ---------------------------------------------------------------- filters
   const fStatus = select("status", "Status",
@@ -188,8 +133,7 @@ export function sessionsPage(main: HTMLElement): void {
 
   main.replaceChildren(
     el("h1", {}, "Sessions"),
-    el("section", { "aria-labelledby": "start-h" },
-      el("h2", { id: "start-h" }, "Start a collect session"), form, message),
+    start.section,
     el("section", { "aria-labelledby": "list-h" },
       el("h2", { id: "list-h" }, "Sessions ", updated), filterForm, listError,
       el("div", { class: "scroll" }, table),
@@ -307,14 +251,7 @@ export function sessionsPage(main: HTMLElement): void {
     }
   }
 
-  void api<{ exchanges: string[] }>("GET", "/api/exchanges").then(
-    (data) => {
-      exchange.replaceChildren(...data.exchanges.map((x) => el("option", { value: x }, x)));
-    },
-    (err: Error) => say("cannot list the exchanges: " + err.message, true),
-  );
-
-  const live = new Live(upsert, (on) => {
+  const live = new Live((s) => { upsert(s); start.changed(s); }, (on) => {
     updated.textContent = "(" + liveText(on) + ")";
     updated.dataset.live = on ? "yes" : "no";
   }, load);

@@ -1,8 +1,10 @@
 // The dashboard's entry: one page, the view named by the URL.
 //   /                    sessions list
 //   /ui/sessions/{id}    one session (a URL to share)
+//   /ui/compare?ids=a,b  backtests side by side (a URL to share)
 
 import { api, setToken, token } from "./api";
+import { comparePage } from "./compare";
 import { el } from "./format";
 import { sessionsPage } from "./list";
 import { sessionPage } from "./session";
@@ -28,6 +30,8 @@ function route(): void {
   const m = /^\/ui\/sessions\/([^/]+)$/.exec(path);
   if (m) {
     sessionPage(main, decodeURIComponent(m[1]));
+  } else if (path === "/ui/compare") {
+    comparePage(main);
   } else if (path === "/" || path === "/ui") {
     sessionsPage(main);
   } else {

@@ -1,5 +1,5 @@
-// Panels for routes that other parts of ticktape add (results, orders, fills, equity,
-// data quality, export). A panel appears only when this server's OpenAPI schema has
+// Panels for routes that other parts of ticktape add (today: the data-quality report
+// in full). A panel appears only when this server's OpenAPI schema has
 // its route, and shows exactly what the route answers: nothing is made up, and no
 // request is made to a route that does not exist.
 
@@ -13,11 +13,8 @@ interface Panel {
 }
 
 const PANELS: Panel[] = [
-  { path: "/api/sessions/{session_id}/quality", title: "Data quality", kinds: ["collect"] },
-  { path: "/api/sessions/{session_id}/results", title: "Results", kinds: ["backtest", "paper"] },
-  { path: "/api/sessions/{session_id}/equity", title: "Equity curve", kinds: ["backtest", "paper"] },
-  { path: "/api/sessions/{session_id}/orders", title: "Orders", kinds: ["backtest", "paper"] },
-  { path: "/api/sessions/{session_id}/fills", title: "Fills", kinds: ["backtest", "paper"] },
+  // Results, equity, orders and fills have their own views (results.ts).
+  { path: "/api/sessions/{session_id}/quality", title: "Data quality", kinds: ["collect", "paper"] },
 ];
 
 let schema: Promise<Set<string>> | null = null;

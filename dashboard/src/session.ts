@@ -6,17 +6,21 @@ import {
   CandlestickSeries,
   type IChartApi,
   type ISeriesApi,
+  type ISeriesMarkersPluginApi,
   LineSeries,
+  type SeriesMarker,
   type MouseEventParams,
   type Time,
   type UTCTimestamp,
   createChart,
+  createSeriesMarkers,
 } from "lightweight-charts";
-import { api, ApiError, query, type Book, type Bucket, type Chart, type Session,
-  type SessionEvent } from "./api";
+import { api, ApiError, dataSession, query, type Book, type Bucket, type Chart,
+  type FillRow, type Gap, type Quality, type Session, type SessionEvent } from "./api";
 import { ACTIVE, count, duration, el, price, statusBadge, timeEl, utc, width } from "./format";
 import { Live, liveText } from "./live";
 import { optionalPanels } from "./panels";
+import { resultSections } from "./results";
 
 const POINTS = 600;
 const CHART_REFRESH_MS = 2000; // a running session's chart follows its trades this often
@@ -33,6 +37,7 @@ function iso(us: number): string {
 export function sessionPage(main: HTMLElement, id: string): void {
   document.title = "ticktape: session " + id.slice(0, 8);
   let session: Session | null = null;
+  let dataId = id; // where the market data lives: a backtest's source recording
   main.replaceChildren(el("p", { class: "muted", id: "loading" }, "loading session…"));
 
   // ---------------------------------------------------------------- header
@@ -63,6 +68,12 @@ export function sessionPage(main: HTMLElement, id: string): void {
       ...fact("Trades", count(s.stats.trades)),
       ...fact("Order books", count(s.stats.orderbook)),
       ...fact("Errors", count(s.stats.errors)),
+      ...(typeof s.stats.progress === "number"
+        ? fact("Progress", `${(s.stats.progress * 100).toFixed(1)} %` +
+          (typeof s.stats.ticks_total === "number" ? ` of ${count(s.stats.ticks_total)} ticks`
+            : "") +
+          (typeof s.stats.eta_s === "number" ? `, ${duration(s.stats.eta_s * 1000)} left` : ""))
+        : []),
       ...(s.reason ? fact("Reason", s.reason) : []),
     );
     const state = ACTIVE.has(s.status) ? (s.status === "stopping" ? "stopping" : "stop") : "";
@@ -101,14 +112,19 @@ export function sessionPage(main: HTMLElement, id: string): void {
   const resetZoom = el("button", { type: "button", class: "secondary", id: "chart-reset" },
     "Whole session");
   const chartInfo = el("p", { class: "muted", id: "chart-info", "aria-live": "polite" });
-  const chartBox = el("div", { id: "chart", class: "chart", role: "img",
-    "aria-label": "price chart of the recorded trades" });
+  const cursorInfo = el("p", { class: "muted", id: "cursor-info", "aria-live": "polite" },
+    "Focus the chart and use the arrow keys to move its cursor (Shift: ten points, " +
+    "Home/End: first/last); the order book follows.");
+  const chartBox = el("div", { id: "chart", class: "chart", role: "group", tabindex: "0",
+    "aria-roledescription": "chart",
+    "aria-label": "price chart of the recorded trades; arrow keys move the cursor",
+    "aria-describedby": "cursor-info" });
   const chartSection = el("section", { "aria-labelledby": "chart-h" },
     el("h2", { id: "chart-h" }, "Price"),
     el("div", { class: "controls" },
       el("label", { for: "chart-symbol" }, "Symbol", symbolSelect),
       el("label", { for: "chart-style" }, "Style", styleSelect), resetZoom),
-    chartInfo, chartBox);
+    chartInfo, chartBox, cursorInfo);
 
   let chart: IChartApi | null = null;
   let series: ISeriesApi<"Line"> | ISeriesApi<"Candlestick"> | null = null;
@@ -118,6 +134,10 @@ export function sessionPage(main: HTMLElement, id: string): void {
   let applying = false;
   let zoomTimer: number | undefined;
   let lastChartLoad = 0;
+  let marks: ISeriesMarkersPluginApi<Time> | null = null;
+  let fills: FillRow[] = []; // a backtest's or paper session's fills, marked on the price
+  let gaps: Gap[] = []; // the recording's gaps (quality report), marked on the price
+  let cursorUs: number | null = null; // the keyboard cursor's bucket
 
   function ensureChart(): IChartApi {
     if (chart) return chart;
@@ -142,7 +162,89 @@ export function sessionPage(main: HTMLElement, id: string): void {
     series = styleSelect.value === "candles"
       ? c.addSeries(CandlestickSeries, {})
       : c.addSeries(LineSeries, { lineWidth: 2, pointMarkersVisible: true });
+    marks = createSeriesMarkers(series, []);
   }
+
+  /** The shown bucket a time falls in (the last starting at or before it). */
+  function bucketAt(us: number): Bucket | null {
+    if (!shown.length) return null;
+    let lo = 0;
+    let hi = shown.length - 1;
+    if (us < shown[0].t_us) return shown[0];
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (shown[mid].t_us <= us) lo = mid;
+      else hi = mid - 1;
+    }
+    return shown[lo];
+  }
+
+  /** Fills (arrows: up a buy, down a sell) and gaps (squares) on the price chart, each
+   * at the bucket its time falls in. */
+  function applyMarkers(): void {
+    if (!marks) return;
+    const symbol = symbolSelect.value;
+    const list: SeriesMarker<Time>[] = [];
+    let nFills = 0;
+    let nGaps = 0;
+    for (const f of fills) {
+      const b = f.symbol === symbol ? bucketAt(f.ts_us) : null;
+      if (!b) continue;
+      nFills++;
+      const buy = f.side === "buy";
+      list.push({ time: sec(b.t_us), position: buy ? "belowBar" : "aboveBar",
+        shape: buy ? "arrowUp" : "arrowDown", color: buy ? "#1e6b3a" : "#b3261e",
+        id: "fill-" + f.fill_id });
+    }
+    for (const g of gaps) {
+      const b = g.symbol === symbol ? bucketAt(Date.parse(g.start) * 1000) : null;
+      if (!b) continue;
+      nGaps++;
+      list.push({ time: sec(b.t_us), position: "aboveBar", shape: "square", color: "#f0a500",
+        text: `gap ${g.duration_s.toFixed(1)} s (${g.cause})` });
+    }
+    list.sort((a, b) => (a.time as number) - (b.time as number));
+    marks.setMarkers(list);
+    chartBox.dataset.fills = String(nFills);
+    chartBox.dataset.gaps = String(nGaps);
+  }
+
+  // ---------------------------------------------------------------- keyboard cursor
+  function moveCursor(key: string, shift: boolean): boolean {
+    if (!shown.length || !chart || !series) return false;
+    let at = cursorUs === null ? shown.length - 1
+      : shown.findIndex((b) => b.t_us >= (cursorUs as number));
+    if (at < 0) at = shown.length - 1;
+    const step = shift ? 10 : 1;
+    if (key === "ArrowLeft") at = cursorUs === null ? at : at - step;
+    else if (key === "ArrowRight") at = cursorUs === null ? at : at + step;
+    else if (key === "Home") at = 0;
+    else if (key === "End") at = shown.length - 1;
+    else return false;
+    at = Math.max(0, Math.min(shown.length - 1, at));
+    const b = shown[at];
+    cursorUs = b.t_us;
+    chartBox.dataset.cursor = String(b.t_us);
+    const range = chart.timeScale().getVisibleLogicalRange();
+    if (range && (at < range.from || at > range.to)) {
+      const half = (range.to - range.from) / 2;
+      applying = true;
+      chart.timeScale().setVisibleLogicalRange({ from: at - half, to: at + half });
+      window.setTimeout(() => { applying = false; }, 0);
+    }
+    chart.setCrosshairPosition(b.close, sec(b.t_us), series);
+    cursorInfo.textContent = `cursor at ${utc(new Date(b.t_us / 1000), true)}: ` +
+      `close ${price(b.close)}, ${count(b.count)} trades (point ${count(at + 1)} of ` +
+      `${count(shown.length)})`;
+    bookPinned = true;
+    window.clearTimeout(bookTimer);
+    bookTimer = window.setTimeout(() => void loadBook(b.t_us), 150);
+    return true;
+  }
+
+  chartBox.addEventListener("keydown", (event) => {
+    if (moveCursor(event.key, event.shiftKey)) event.preventDefault();
+  });
 
   function draw(buckets: Bucket[]): void {
     if (!series) makeSeries();
@@ -156,6 +258,7 @@ export function sessionPage(main: HTMLElement, id: string): void {
         buckets.map((b) => ({ time: sec(b.t_us), value: b.close })));
     }
     chartBox.dataset.points = String(buckets.length);
+    applyMarkers();
     window.setTimeout(() => { applying = false; }, 0);
   }
 
@@ -176,7 +279,7 @@ export function sessionPage(main: HTMLElement, id: string): void {
     if (!session) return;
     lastChartLoad = Date.now();
     try {
-      const c = await api<Chart>("GET", `/api/sessions/${encodeURIComponent(id)}/chart` +
+      const c = await api<Chart>("GET", `/api/sessions/${encodeURIComponent(dataId)}/chart` +
         query({ symbol: symbolSelect.value, points: POINTS }));
       overview = c;
       zoomed = null;
@@ -211,7 +314,7 @@ export function sessionPage(main: HTMLElement, id: string): void {
     if (end <= start || (end - start) > full * 0.6 || overview.width_us <= 1) return;
     if (zoomed && zoomed.start <= start && end <= zoomed.end) return;
     try {
-      const c = await api<Chart>("GET", `/api/sessions/${encodeURIComponent(id)}/chart` +
+      const c = await api<Chart>("GET", `/api/sessions/${encodeURIComponent(dataId)}/chart` +
         query({ symbol: overview.symbol, points: POINTS, start: iso(start), end: iso(end) }));
       if (c.width_us >= overview.width_us) return;
       zoomed = { start, end };
@@ -244,8 +347,9 @@ export function sessionPage(main: HTMLElement, id: string): void {
   let bookAsked = 0;
 
   function onCursor(param: MouseEventParams<Time>): void {
-    if (param.time === undefined) return;
+    if (param.time === undefined || param.sourceEvent === undefined) return; // a key moved it
     const at = Math.round((param.time as number) * 1e6);
+    cursorUs = bucketAt(at)?.t_us ?? null; // the keys go on from where the pointer left it
     bookPinned = true; // the user chose a time: a chart refresh no longer moves the book
     window.clearTimeout(bookTimer);
     bookTimer = window.setTimeout(() => void loadBook(at), 200);
@@ -260,10 +364,11 @@ export function sessionPage(main: HTMLElement, id: string): void {
     const asked = ++bookAsked;
     try {
       const data = await api<{ orderbook: Book[] }>("GET",
-        `/api/sessions/${encodeURIComponent(id)}/orderbook` +
+        `/api/sessions/${encodeURIComponent(dataId)}/orderbook` +
         query({ symbol: symbolSelect.value, start: iso(atUs), limit: 1 }));
       if (asked !== bookAsked) return;
       const book = data.orderbook[0];
+      bookInfo.dataset.at = book ? book.ts : "";
       if (!book) {
         bookInfo.textContent = `no order book recorded at or after ${utc(new Date(atUs / 1000), true)}`;
         bookBody.replaceChildren();
@@ -319,7 +424,55 @@ export function sessionPage(main: HTMLElement, id: string): void {
     }
   }
 
+  // ---------------------------------------------------------------- gaps and export
+  const gapsBody = el("div", { id: "gaps" }, el("p", { class: "muted" }, "loading…"));
+  const gapsHeading = el("h2", { id: "gaps-h" }, "Gaps in the recording");
+  const gapsSection = el("section", { "aria-labelledby": "gaps-h" }, gapsHeading, gapsBody);
+  const exportSection = el("section", { "aria-labelledby": "export-h", id: "export" });
+
+  async function loadGaps(): Promise<void> {
+    try {
+      const q = await api<Quality>("GET", `/api/sessions/${encodeURIComponent(dataId)}/quality`);
+      gaps = q.streams.flatMap((st) => st.gap_rows);
+      gapsBody.dataset.gaps = String(gaps.length);
+      applyMarkers();
+      if (!gaps.length) {
+        gapsBody.replaceChildren(el("p", { class: "muted" },
+          "no gaps: the data quality report found none"));
+        return;
+      }
+      gapsBody.replaceChildren(el("p", { class: "muted" },
+        `${count(gaps.length)} gaps, marked on the price chart with squares`),
+      el("div", { class: "scroll" }, el("table", {},
+        el("thead", {}, el("tr", {}, ...["Symbol", "Data", "From", "To", "Seconds", "Cause",
+          "Lost", "Detail"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...gaps.map((g) => el("tr", {},
+          el("td", {}, g.symbol), el("td", {}, g.data_type), el("td", {}, timeEl(g.start, true)),
+          el("td", {}, timeEl(g.end, true)), el("td", { class: "num" }, price(g.duration_s)),
+          el("td", {}, g.cause), el("td", { class: "num" }, g.lost === null ? "unknown"
+            : count(g.lost)), el("td", { class: "wrap" }, g.detail)))))));
+    } catch (err) {
+      gapsBody.replaceChildren(el("p", { class: "error" },
+        "cannot load the quality report: " + (err as Error).message));
+    }
+  }
+
+  function renderExport(s: Session): void {
+    const base = `/api/sessions/${encodeURIComponent(dataId)}/export`;
+    const what = dataId === id ? "this session's recording"
+      : `the replayed recording (session ${dataId.slice(0, 8)})`;
+    exportSection.replaceChildren(el("h2", { id: "export-h" }, "Export"),
+      el("p", { class: "muted" }, `Download ${what}, oldest row first.`),
+      el("div", { class: "actions export" }, ...s.data_types.flatMap((data) =>
+        (["csv", "parquet"] as const).map((format) => el("a", {
+          class: "button secondary", href: base + query({ format, data }),
+          download: `${dataId}-${data}.${format}`, "data-export": `${data}.${format}`,
+        }, `${data === "orderbook" ? "Order books" : "Trades"} (${format === "csv" ? "CSV"
+          : "Parquet"})`)))));
+  }
+
   // ---------------------------------------------------------------- live updates
+  let results: { update: (s: Session) => void } | null = null;
   function update(s: Session): void {
     if (s.id !== id) return;
     if (session && s.version < session.version) return;
@@ -332,6 +485,9 @@ export function sessionPage(main: HTMLElement, id: string): void {
     }
     const moreTrades = !before || s.stats.trades !== before.stats.trades;
     const ended = before && ACTIVE.has(before.status) && !ACTIVE.has(s.status);
+    results?.update(s);
+    if (ended) void loadGaps();
+    if (dataId !== id) return; // a backtest's price is its finished source's: drawn once
     if ((moreTrades || ended) && !zoomed && Date.now() - lastChartLoad >= CHART_REFRESH_MS) {
       void loadOverview();
     } else if (ended) {
@@ -360,13 +516,24 @@ export function sessionPage(main: HTMLElement, id: string): void {
       return;
     }
     symbolSelect.replaceChildren(...s.symbols.map((x) => el("option", { value: x }, x)));
+    dataId = dataSession(s);
+    if (dataId !== id) {
+      chartSection.querySelector("h2")?.replaceChildren("Price of the replayed recording (",
+        el("a", { href: "/ui/sessions/" + encodeURIComponent(dataId) }, dataId.slice(0, 8)),
+        ")");
+      gapsHeading.textContent = "Gaps in the replayed recording";
+    }
+    const extra = resultSections(s, (rows) => { fills = rows; applyMarkers(); });
+    results = extra;
+    renderExport(s);
     main.replaceChildren(
       el("p", {}, el("a", { href: "/" }, "← all sessions")),
       title,
       el("section", { "aria-labelledby": "summary-h", class: "summary" },
         el("h2", { id: "summary-h" }, "Summary ", liveNote), facts, actions, message),
-      chartSection, bookSection, historySection,
+      ...extra.sections, chartSection, bookSection, ...extra.tables, gapsSection, exportSection, historySection,
     );
+    void loadGaps();
     eventsVersion = -1;
     update(s);
     void loadOverview();

@@ -17,17 +17,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.acceptance import test_feeds as feeds
 from tests.acceptance.conftest import ACCEPTANCE_ENV
 from tests.acceptance.helpers import start_collect, wait_for
-from ticktape.testing import ServerProcess
+from ticktape.feeds.fakes import FakeBinance
+from ticktape.testing import ServerProcess, running_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -78,6 +82,15 @@ class Watched:
     failed_requests: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     list_requests: list[str] = field(default_factory=list)
+    in_flight: set[Any] = field(default_factory=set)  # requests not yet answered (no stream)
+
+    def settle(self, timeout_s: float = UPDATE_TIMEOUT_MS / 1000) -> None:
+        """Wait until every request the page made has its answer: leaving a page sooner
+        aborts them (the browser's doing, not the page's)."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight:
+            assert time.monotonic() < deadline, f"requests still open: {self.in_flight}"
+            self.page.wait_for_timeout(20)  # lets Playwright deliver the answers' events
 
     def assert_clean(self) -> None:
         assert self.bad_responses == [], "requests answered 4xx/5xx in a normal flow"
@@ -97,6 +110,13 @@ def _watch(page: Any) -> Watched:
         if not r.url.endswith("/api/sessions/stream"):
             w.failed_requests.append(f"{r.method} {r.url}: {r.failure}")
 
+    def on_request(r: Any) -> None:
+        if not r.url.endswith("/api/sessions/stream"):
+            w.in_flight.add(r)
+
+    page.on("request", on_request)
+    page.on("requestfinished", lambda r: w.in_flight.discard(r))
+    page.on("requestfailed", lambda r: w.in_flight.discard(r))
     page.on("response", on_response)
     page.on("requestfailed", on_failed)
     page.on("console", lambda m: w.console_errors.append(m.text) if m.type == "error" else None)
@@ -164,6 +184,7 @@ def test_start_watch_open_chart_and_stop_a_session(
     assert re.search(r"local time .* \(UTC[+-]\d\d:\d\d\)", created.get_attribute("title") or "")
 
     # Its own page, at a URL to share.
+    watched.settle()  # leave no request of this page open behind
     row.get_by_role("link").click()
     page.wait_for_url(f"**/ui/sessions/{sid}")
     status = page.locator("#facts dd[data-fact='status']")
@@ -278,17 +299,23 @@ def test_readable_on_a_phone_and_at_1280_px(
 ) -> None:
     sid = start_collect(client, duration="1s")["id"]
     wait_for(client, sid, lambda s: s["status"] == "completed", what="the 1 s session to end")
+    one = _backtest(client, sid, {"half_spread_bps": 5})["id"]
+    two = _backtest(client, sid, {"half_spread_bps": 10})["id"]
+    pages = {
+        "/": "#sessions tr[data-id]",
+        f"/ui/sessions/{sid}": "#chart canvas",
+        f"/ui/sessions/{one}": "#equity canvas",
+        f"/ui/compare?ids={one},{two}": "#compare-chart canvas",
+    }
     for width, height in ((390, 844), (1280, 800)):
         context = browser.new_context(viewport={"width": width, "height": height})
         try:
             w = _watch(context.new_page())
-            for path in ("/", f"/ui/sessions/{sid}"):
+            for path, drawn in pages.items():
                 w.page.goto(server.url + path)
                 expect(w.page.locator("h1")).to_be_visible()
-                if path == "/":
-                    expect(w.page.locator("#sessions tr[data-id]").first).to_be_visible()
-                else:
-                    expect(w.page.locator("#chart canvas").first).to_be_visible()
+                expect(w.page.locator(drawn).first).to_be_visible()
+                w.settle()
                 overflow = w.page.evaluate(
                     "document.documentElement.scrollWidth - document.documentElement.clientWidth"
                 )
@@ -358,3 +385,293 @@ def test_zooming_the_chart_loads_finer_buckets_from_the_server(
     expect(page.locator("#chart-info")).not_to_contain_text("zoomed")
     expect(chart).to_have_attribute("data-points", str(len(overview["buckets"])))
     watched.assert_clean()
+
+
+# --------------------------------------------------------------------------- backtest views
+
+
+def _recording(client: httpx.Client, symbol: str, rate: int = 300) -> dict[str, Any]:
+    """A finished 2 s recording of one symbol (trades and order books)."""
+    sid = start_collect(client, symbols=[symbol], rate_per_s=rate, duration="2s")["id"]
+    return wait_for(client, sid, lambda s: s["status"] == "completed", what="the recording")
+
+
+def _backtest(client: httpx.Client, source: str, params: dict[str, Any]) -> dict[str, Any]:
+    body = {"kind": "backtest", "source_session": source, "strategy": "market_maker"}
+    created = client.post("/api/sessions", json={**body, "params": params})
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    return wait_for(client, sid, lambda s: s["status"] == "completed", what="the backtest")
+
+
+def _rows(client: httpx.Client, sid: str, table: str) -> list[dict[str, Any]]:
+    page = client.get(f"/api/sessions/{sid}/{table}", params={"limit": 10_000}).json()
+    assert page["next_cursor"] is None, "more rows than one page: the test expects fewer"
+    rows: list[dict[str, Any]] = page["rows"]
+    return rows
+
+
+def _iso(us: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
+
+
+def test_a_backtest_started_from_the_form_shows_its_equity_fills_and_results(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(server.url + "/")
+    _wait_live(page)
+    form = page.locator("#start")
+    form.get_by_label("Kind").select_option("backtest")
+    # A recording that ends while the form is open becomes a source to choose.
+    source = _recording(client, "BACK_USDT")
+    expect(page.locator(f"#s-source option[value='{source['id']}']")).to_have_count(1)
+    page.locator("#s-source").select_option(source["id"])
+    page.locator("#s-strategy").select_option("market_maker")
+
+    # Its parameter fields are generated from the strategy's schema, with the defaults.
+    strategies = client.get("/api/strategies").json()["strategies"]
+    schema = next(s for s in strategies if s["name"] == "market_maker")["params_schema"]
+    defaults = {name: p["default"] for name, p in schema["properties"].items()}
+    for name, value in defaults.items():
+        field = page.locator(f"#p-{name}")
+        expect(field).to_be_visible()
+        assert float(field.input_value()) == value, name
+
+    # A value the API refuses is shown as the API's own message.
+    page.locator("#p-half_spread_bps").fill("-1")
+    body = {
+        "kind": "backtest",
+        "source_session": source["id"],
+        "strategy": "market_maker",
+        "params": {**defaults, "half_spread_bps": -1},
+        "speed": 0,
+    }
+    refused = client.post("/api/sessions", json=body)
+    assert refused.status_code == 422
+    form.get_by_role("button", name="Start backtest").click()
+    message = page.locator("#message")
+    expect(message).to_have_text(f"start failed: {refused.json()['error']['message']} (HTTP 422)")
+
+    page.locator("#p-half_spread_bps").fill("4")
+    form.get_by_role("button", name="Start backtest").click()
+    expect(message).to_contain_text("started session")
+    bid = message.inner_text().split()[-1]
+    run = wait_for(client, bid, lambda s: s["status"] == "completed", what="the backtest")
+    assert run["config"]["strategy_run"]["params"]["half_spread_bps"] == 4
+
+    watched.settle()  # leave no request of this page open behind
+    page.goto(f"{server.url}/ui/sessions/{bid}")
+    expect(page.locator("#facts dd[data-fact='status']")).to_have_text("completed")
+    expect(page.locator("#facts dd[data-fact='progress']")).to_have_text(
+        f"100.0 % of {run['stats']['ticks_total']:,} ticks"
+    )
+    results = client.get(f"/api/sessions/{bid}/results").json()
+    equity = _rows(client, bid, "equity")
+    fills = _rows(client, bid, "fills")
+    assert results["fills"] == len(fills) > 0 and results["equity"] == len(equity) > 1
+    # The equity curve: every row the server has (rows at one instant are one point).
+    curve = page.locator("#equity")
+    expect(curve.locator("canvas").first).to_be_visible()
+    expect(curve).to_have_attribute("data-rows", str(len(equity)))
+    expect(curve).to_have_attribute("data-points", str(len({r["ts_us"] for r in equity})))
+    # The fills as markers on the price of the replayed recording, drawn from it.
+    chart = page.locator("#chart")
+    source_chart = client.get(f"/api/sessions/{source['id']}/chart", params={"points": 600}).json()
+    expect(chart).to_have_attribute("data-points", str(len(source_chart["buckets"])))
+    expect(chart).to_have_attribute("data-fills", str(len(fills)))
+    # The summary metrics, as the results route has them.
+    summary = results["summary"]
+    expect(page.locator("#metrics dd[data-metric='trade_count']")).to_have_text(
+        f"{summary['trade_count']:,}"
+    )
+    expect(page.locator("#metrics dd[data-metric='fills']")).to_have_text(f"{len(fills):,}")
+    # Orders and fills tables, cursor-paged (20 a page).
+    orders = _rows(client, bid, "orders")
+    assert len(orders) > 20, "the run should place more than a page of orders"
+    table = page.locator("#orders-table tbody tr")
+    expect(table).to_have_count(20)
+    expect(table.first.locator("td").first).to_have_text(f"{orders[0]['order_id']:,}")
+    orders_section = page.locator("section[aria-labelledby='orders-h']")
+    orders_section.get_by_role("button", name="Next →").click()
+    expect(table.first.locator("td").first).to_have_text(f"{orders[20]['order_id']:,}")
+    expect(page.locator("#fills-table tbody tr")).to_have_count(min(20, len(fills)))
+    # Gaps from the recording's quality report; export of the replayed recording.
+    quality = client.get(f"/api/sessions/{source['id']}/quality").json()
+    gaps = sum(len(s["gap_rows"]) for s in quality["streams"])
+    expect(page.locator("#gaps")).to_have_attribute("data-gaps", str(gaps))
+    expect(chart).to_have_attribute("data-gaps", str(gaps))
+    href = page.locator("#export a[data-export='trades.csv']").get_attribute("href")
+    assert href is not None and source["id"] in href
+    lines = client.get(href).text.splitlines()
+    assert len(lines) == source["stats"]["trades"] + 1
+    assert page.locator("#export a[data-export='orderbook.parquet']").count() == 1
+    assert watched.bad_responses == [f"422 POST {server.url}/api/sessions"]
+    assert watched.failed_requests == []
+    # The browser itself logs the refused request; the page logged nothing else.
+    assert [e for e in watched.console_errors if "status of 422" not in e] == []
+    assert len(watched.console_errors) == 1
+
+
+def test_a_paper_session_started_from_the_form_shows_its_results(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(server.url + "/")
+    _wait_live(page)
+    form = page.locator("#start")
+    form.get_by_label("Kind").select_option("paper")
+    form.get_by_label("Symbols").fill("PAPER_USDT")
+    form.get_by_label("Duration").fill("2s")
+    form.get_by_label("Trades/s per symbol").fill("300")
+    page.locator("#s-strategy").select_option("market_maker")
+    form.get_by_role("button", name="Start paper trading").click()
+    message = page.locator("#message")
+    expect(message).to_contain_text("started session")
+    pid = message.inner_text().split()[-1]
+    watched.settle()  # leave no request of this page open behind
+    page.goto(f"{server.url}/ui/sessions/{pid}")
+    expect(page.locator("#facts dd[data-fact='kind']")).to_have_text("paper")
+    # Its 2 s run ends by itself; the page sees it through the push channel.
+    expect(page.locator("#facts dd[data-fact='status']")).to_have_text("completed", timeout=30_000)
+    results = client.get(f"/api/sessions/{pid}/results").json()
+    expect(page.locator("#equity")).to_have_attribute("data-rows", str(results["equity"]))
+    expect(page.locator("#chart")).to_have_attribute("data-fills", str(results["fills"]))
+    expect(page.locator("#metrics dd[data-metric='orders']")).to_have_text(f"{results['orders']:,}")
+    watched.assert_clean()
+
+
+def test_compare_two_backtests_of_one_recording(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    source = _recording(client, "CMP_USDT")["id"]
+    a = _backtest(client, source, {"half_spread_bps": 3})["id"]
+    b = _backtest(client, source, {"half_spread_bps": 30})["id"]
+    page = watched.page
+    page.goto(f"{server.url}/ui/sessions/{a}")
+    # Only backtests of the same recording are offered.
+    offered = page.locator("#compare-with input[data-compare]")
+    expect(offered).to_have_count(1)
+    expect(offered).to_have_attribute("data-compare", b)
+    offered.check()
+    watched.settle()  # leave no request of this page open behind
+    page.locator("#compare-link").click()
+    page.wait_for_url(f"**/ui/compare?ids={a},{b}")
+    shared = page.url
+
+    def check(p: Any) -> None:
+        expect(p.locator("#compare-table thead th[data-id]")).to_have_count(2)
+        for i, sid in enumerate((a, b)):
+            results = client.get(f"/api/sessions/{sid}/results").json()
+            row = p.locator("#compare-table tr[data-metric='trade_count'] td")
+            expect(row.nth(i)).to_have_text(f"{results['summary']['trade_count']:,}")
+            fills = p.locator("#compare-table tr[data-metric='fills'] td")
+            expect(fills.nth(i)).to_have_text(f"{results['fills']:,}")
+            legend = p.locator(f"#compare-legend li[data-id='{sid}']")
+            expect(legend).to_have_attribute("data-rows", str(results["equity"]))
+        expect(p.locator("#compare-chart")).to_have_attribute("data-series", "2")
+        expect(p.locator("#compare-chart canvas").first).to_be_visible()
+
+    check(page)
+    params = page.locator("#compare-table tr[data-metric='params'] td")
+    expect(params.nth(0)).to_contain_text('"half_spread_bps":3')
+    expect(params.nth(1)).to_contain_text('"half_spread_bps":30')
+    # The URL is the view: opened afresh, it shows the same.
+    watched.settle()  # leave no request of this page open behind
+    page.goto("about:blank")
+    page.goto(shared)
+    check(page)
+    # One backtest is nothing to compare: the page says how to name more.
+    watched.settle()
+    page.goto(f"{server.url}/ui/compare?ids={a}")
+    expect(page.locator("#message")).to_have_text(
+        "name two or more backtests to compare: /ui/compare?ids=<id>,<id>"
+    )
+    watched.assert_clean()
+
+
+def test_the_chart_cursor_moves_with_the_keyboard_and_the_book_follows(
+    server: ServerProcess, client: httpx.Client, watched: Watched
+) -> None:
+    sid = _recording(client, "KEYS_USDT", rate=100)["id"]
+    buckets = client.get(f"/api/sessions/{sid}/chart", params={"points": 600}).json()["buckets"]
+    assert len(buckets) > 14
+    page = watched.page
+    page.goto(f"{server.url}/ui/sessions/{sid}")
+    chart = page.locator("#chart")
+    expect(chart).to_have_attribute("data-points", str(len(buckets)))
+    expect(chart).to_have_attribute("aria-label", re.compile("arrow keys move the cursor"))
+    # Reached with Tab from the control before it.
+    page.get_by_role("button", name="Whole session").focus()
+    page.keyboard.press("Tab")
+    expect(chart).to_be_focused()
+
+    def at(index: int) -> None:
+        t_us = buckets[index]["t_us"]
+        expect(chart).to_have_attribute("data-cursor", str(t_us))
+        n = index if index >= 0 else len(buckets) + index
+        expect(page.locator("#cursor-info")).to_contain_text(f"point {n + 1:,} of {len(buckets):,}")
+        book = client.get(
+            f"/api/sessions/{sid}/orderbook",
+            params={"symbol": "KEYS_USDT", "start": _iso(t_us), "limit": 1},
+        ).json()["orderbook"][0]
+        expect(page.locator("#book-info")).to_have_attribute("data-at", book["ts"])
+
+    page.keyboard.press("End")
+    at(-1)
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
+    at(-4)
+    page.keyboard.press("Shift+ArrowLeft")
+    at(-14)
+    page.keyboard.press("Home")
+    at(0)
+    page.keyboard.press("ArrowRight")
+    at(1)
+    watched.assert_clean()
+
+
+def test_gaps_from_the_quality_report_are_marked_on_the_chart(
+    browser: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A recording from a local exchange that speaks Binance's protocol and skips seven
+    trades: its page, and the page of a backtest replaying it, mark that gap."""
+    sym = "BTCUSDT"
+    with (
+        feeds.FakeInThread(FakeBinance()) as fx,
+        running_server(f"sqlite:///{tmp_path}/gaps.db", tmp_path, env=feeds._env(fx.fake)) as srv,
+        httpx.Client(base_url=srv.url, timeout=30.0) as c,
+    ):
+        fake: FakeBinance = fx.fake  # type: ignore[assignment]
+        sid = feeds._create(c, "binance", sym, data_types=["trades"])
+        fx.call(fake.wait_subscribed((sym,), ("trades",)))
+        fx.call(fake.send_trades(sym, 40))
+        fx.do(lambda: fake.skip_trades(sym, 7))  # never sent: the trade ids jump by 7
+        fx.call(fake.send_trades(sym, 40))
+        feeds._until(lambda: len(feeds._rows(c, sid, "trades")) == 80, "80 trades stored")
+        feeds._stop(c, sid)
+        streams = c.get(f"/api/sessions/{sid}/quality").json()["streams"]
+        gaps = [g for s in streams for g in s["gap_rows"]]
+        assert [(g["cause"], g["lost"]) for g in gaps] == [("sequence_break", 7)]
+        bid = _backtest(c, sid, {})["id"]
+
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        w = _watch(page)
+        page.set_default_timeout(UPDATE_TIMEOUT_MS)
+        try:
+            for path in (f"/ui/sessions/{sid}", f"/ui/sessions/{bid}"):
+                w.settle()  # the previous page's requests answered before leaving it
+                page.goto(srv.url + path)
+                expect(page.locator("#chart")).to_have_attribute("data-gaps", "1")
+                expect(page.locator("#gaps")).to_have_attribute("data-gaps", "1")
+                row = page.locator("#gaps tbody tr")
+                expect(row).to_have_count(1)
+                expect(row).to_contain_text("sequence_break")
+                expect(row.locator("td").nth(6)).to_have_text("7")
+            w.assert_clean()
+        except BaseException:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            context.close()

@@ -139,7 +139,7 @@ def test_dashboard_pages_are_served_from_the_build(
     monkeypatch.setattr(app_module, "dashboard_dir", lambda: tmp_path)
     harness = make_harness(run)
     try:
-        for path in ("/", "/ui", "/ui/sessions/0123-abc"):
+        for path in ("/", "/ui", "/ui/sessions/0123-abc", "/ui/compare?ids=a,b"):
             page = harness.http.get(path)
             assert page.status_code == 200 and "<title>built</title>" in page.text, path
         script = harness.http.get("/assets/app.js")

@@ -191,7 +191,7 @@ def create_app(
             return HTMLResponse(DASHBOARD_MISSING, status_code=503)
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    for path in ("/", "/ui", "/ui/sessions/{session_id}"):
+    for path in ("/", "/ui", "/ui/sessions/{session_id}", "/ui/compare"):
         app.add_api_route(
             path,
             dashboard_page,
