@@ -146,6 +146,17 @@ def _wait_live(page: Any) -> None:
     expect(page.locator("#updated")).to_contain_text("live")
 
 
+def _expect_ids(rows: Any, expected: list[str]) -> None:
+    """The list shows exactly these sessions in this order, once it has settled.
+
+    Each check waits: a live update or a page load still on its way re-renders the
+    rows, so reading them once right after the count matches could see the old ones.
+    """
+    expect(rows).to_have_count(len(expected))
+    for i, session_id in enumerate(expected):
+        expect(rows.nth(i)).to_have_attribute("data-id", session_id)
+
+
 def _number(text: str) -> int:
     assert re.fullmatch(r"\d{1,3}(,\d{3})*", text), f"not a grouped number: {text!r}"
     return int(text.replace(",", ""))
@@ -239,12 +250,10 @@ def test_filter_sort_and_page_through_sessions(
     page.keyboard.press("Enter")
     page.locator("#f-limit").select_option("10")
     rows = page.locator("#sessions tr[data-id]")
-    expect(rows).to_have_count(10)
-    assert [r.get_attribute("data-id") for r in rows.all()] == ids[::-1][:10]
+    _expect_ids(rows, ids[::-1][:10])
     assert "symbol=PAGE_USDT" in page.url and "limit=10" in page.url
     page.get_by_role("button", name="Next →").click()
-    expect(rows).to_have_count(2)
-    assert [r.get_attribute("data-id") for r in rows.all()] == ids[::-1][10:]
+    _expect_ids(rows, ids[::-1][10:])
     expect(page.get_by_role("button", name="Next →")).to_be_disabled()
     page.get_by_role("button", name="← Previous").click()
     expect(rows).to_have_count(10)
@@ -252,8 +261,7 @@ def test_filter_sort_and_page_through_sessions(
     page.locator("#f-order").select_option("oldest")
     expect(rows.first).to_have_attribute("data-id", ids[0])
     page.locator("#f-status").select_option("running")
-    expect(rows).to_have_count(3)
-    assert {r.get_attribute("data-id") for r in rows.all()} == set(ids[9:])
+    _expect_ids(rows, sorted(ids[9:], key=ids.index))  # oldest first
 
     # A stop from the list: the row changes live, its button goes.
     target = page.locator(f"#sessions tr[data-id='{ids[9]}']")
