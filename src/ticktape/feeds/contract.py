@@ -51,7 +51,6 @@ from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from ticktape.domain import DataType
 from ticktape.ticks import SIDE_BUY as SIDE_BUY  # re-exported beside SIDE_SELL
@@ -235,8 +234,7 @@ class BookBuilder:
         self._last_ts = -1  # the newest snapshot's time, across batches
         self.ts_us: list[int] = []
         self.recv_us: list[int] = []
-        self.bids: list[list[tuple[float, float]]] = []  # (price, qty), best first
-        self.asks: list[list[tuple[float, float]]] = []
+        self.rows: list[list[float]] = []  # bid px, bid qty, ask px, ask qty, ``depth`` each
 
     def add(
         self,
@@ -251,9 +249,13 @@ class BookBuilder:
         self._last_ts = ts_us
         if not self.ts_us:
             self.started = time.monotonic()
-        # the levels are kept as given and laid out in numpy by take(): no per-level work here
-        self.bids.append(bids)
-        self.asks.append(asks)
+        d = self.depth
+        pad = [(0.0, 0.0)] * d
+        b = (bids + pad)[:d]
+        a = (asks + pad)[:d]
+        self.rows.append(
+            [p for p, _ in b] + [q for _, q in b] + [p for p, _ in a] + [q for _, q in a]
+        )
         self.ts_us.append(ts_us)
         self.recv_us.append(recv)
 
@@ -261,35 +263,20 @@ class BookBuilder:
         return len(self.ts_us)
 
     def take(self, seq: int) -> FeedBooks:
-        bids = _levels(self.bids, self.depth)
-        asks = _levels(self.asks, self.depth)
+        d = self.depth
+        m = np.array(self.rows, dtype=np.float64).reshape(len(self.rows), 4 * d)
         item = FeedBooks(
             BookBatch(
                 session_id=self.session_id,
                 symbol=self.symbol,
                 ts_us=np.array(self.ts_us, dtype=np.int64),
-                bid_price=bids[:, :, 0].copy(),
-                bid_qty=bids[:, :, 1].copy(),
-                ask_price=asks[:, :, 0].copy(),
-                ask_qty=asks[:, :, 1].copy(),
+                bid_price=m[:, 0:d].copy(),
+                bid_qty=m[:, d : 2 * d].copy(),
+                ask_price=m[:, 2 * d : 3 * d].copy(),
+                ask_qty=m[:, 3 * d : 4 * d].copy(),
                 seq=seq,
             ),
             np.array(self.recv_us, dtype=np.int64),
         )
-        self.ts_us, self.recv_us, self.bids, self.asks = [], [], [], []
+        self.ts_us, self.recv_us, self.rows = [], [], []
         return item
-
-
-def _levels(sides: list[list[tuple[float, float]]], depth: int) -> npt.NDArray[np.float64]:
-    """One side of ``n`` snapshots as an (n, depth, 2) array of (price, qty): levels past
-    ``depth`` cut, missing ones (a thin book) price 0, quantity 0."""
-    if all(len(levels) >= depth for levels in sides):  # the usual case: one C-level conversion
-        return np.array([levels[:depth] for levels in sides], dtype=np.float64).reshape(
-            len(sides), depth, 2
-        )
-    out = np.zeros((len(sides), depth, 2), dtype=np.float64)
-    for i, levels in enumerate(sides):
-        if levels:
-            top = levels[:depth]
-            out[i, : len(top)] = top
-    return out
