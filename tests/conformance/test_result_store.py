@@ -200,6 +200,9 @@ def test_read_window_symbols_and_empty(
     assert {x.symbol for x in only} == {"ETH_USDT"}
     assert sum(len(x) for x in only) == 30 + 6
     assert run(store.ticks.read_window(s.id, BASE_US - 10**6, BASE_US)) == []
+    # a symbol no session can have (quotes, a placeholder, the table prefix) is just absent
+    odd = ("E'TH_USDT", "%s", "tt_trades", "ETH_USDT' OR '1'='1")
+    assert run(store.ticks.read_window(s.id, BASE_US, BASE_US + 10**9, odd)) == []
     assert run(store.ticks.read_window("no-such-session", BASE_US, BASE_US + 10**9)) == []
 
 

@@ -648,31 +648,38 @@ class QuestDBTickStore(TickStore):
         # in numpy (``_export.py``). :meth:`read_window_rows` is the same read over the
         # PostgreSQL wire, one Python tuple per row; a test holds the two equal.
         tenure = await self._tenure(session_id)
+        # Values are written into the SQL (``/exp`` binds nothing): the table names are
+        # prefixed first, so a literal is never touched by the prefix replacement, and the
+        # fences (integers) are inlined on their own.
         where = (
-            f"session_id = {literal(session_id)} AND ts >= CAST({int(start_us)} AS TIMESTAMP) "
+            f" WHERE session_id = {literal(session_id)} "
+            f"AND ts >= CAST({int(start_us)} AS TIMESTAMP) "
             f"AND ts < CAST({int(end_us)} AS TIMESTAMP)"
         )
         if symbols is not None:
             if not symbols:
                 return []
             where += f" AND symbol IN ({', '.join(literal(s) for s in symbols)})"
-        fenced, params = tenure.excluded("trades")
-        trades_sql = inline(
-            "SELECT symbol, CAST(ts AS LONG) ts, trade_id, price, qty, "
-            "CASE WHEN side = 'buy' THEN 1 ELSE -1 END side "
-            f"FROM tt_trades WHERE {where}{fenced}",
-            params,
+        trades_sql = (
+            self._db.prefixed(
+                "SELECT symbol, CAST(ts AS LONG) ts, trade_id, price, qty, "
+                "CASE WHEN side = 'buy' THEN 1 ELSE -1 END side FROM tt_trades"
+            )
+            + where
+            + inline(*tenure.excluded("trades"))
         )
-        fenced, params = tenure.excluded("orderbook")
-        levels_sql = inline(
-            "SELECT symbol, CAST(ts AS LONG) ts, level, bid_price, bid_qty, ask_price, ask_qty "
-            f"FROM tt_orderbook WHERE {where}{fenced}",
-            params,
+        levels_sql = (
+            self._db.prefixed(
+                "SELECT symbol, CAST(ts AS LONG) ts, level, bid_price, bid_qty, ask_price, "
+                "ask_qty FROM tt_orderbook"
+            )
+            + where
+            + inline(*tenure.excluded("orderbook"))
         )
         # both tables at once: QuestDB runs the two exports on two of its workers
         trades, levels = await asyncio.gather(
-            self._export.table(self._db.prefixed(trades_sql), "read tick window"),
-            self._export.table(self._db.prefixed(levels_sql), "read tick window"),
+            self._export.table(trades_sql, "read tick window"),
+            self._export.table(levels_sql, "read tick window"),
         )
         return table_batches(session_id, trades, levels, symbols)
 
