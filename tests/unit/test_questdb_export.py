@@ -1,4 +1,4 @@
-"""The QuestDB columnar read's SQL inlining and its errors (``store/questdb/_export.py``).
+"""The QuestDB columnar read's SQL inlining and its errors (``ticktape.store.questdb`` ``_export``).
 
 ``/exp`` takes no bind parameters, so values are written into the SQL: strings only
 through ``literal`` (quotes doubled), everything else must be an int. A server that
@@ -15,7 +15,9 @@ import pytest
 
 from tests.conftest import Run
 from ticktape.errors import StoreUnavailable
-from ticktape.store.questdb._export import ParquetExport, inline, literal
+from ticktape.store.questdb import ParquetExport
+from ticktape.store.questdb import sql_inline as inline
+from ticktape.store.questdb import sql_literal as literal
 
 
 def test_literal_doubles_quotes() -> None:
