@@ -29,7 +29,9 @@ the store's fenced tick writes (or ``--source ID``, a recording already there),
 then
 
 - ``read``: the replay reader (``runners.replay.read_chunks`` over
-  ``TickStore.read_window``) through the whole recording, rows/s;
+  ``TickStore.read_window``) through the whole recording, rows/s; on QuestDB first
+  ``read_pg_rows``, the same walk over the row-by-row PostgreSQL-wire read the
+  Parquet export replaced, and the ratio (``--read-only``: no sessions after);
 - ``backtest_noop`` / ``backtest_market_maker``: a backtest *session* under a real
   supervisor (create → ``completed``), ticks replayed per second of session time,
   and the process's peak RSS after it.
@@ -259,7 +261,7 @@ async def record(store: Any, ticks: int) -> str:
     return str(s.id)
 
 
-async def read_rate(store: Any, source_id: str) -> dict[str, Any]:
+async def read_rate(store: Any, source_id: str, read: Any = None) -> dict[str, Any]:
     from ticktape.runners.replay import read_chunks
 
     source = await store.sessions.get_session(source_id)
@@ -275,6 +277,7 @@ async def read_rate(store: Any, source_id: str) -> dict[str, Any]:
         first_us=span[0],
         last_us=span[1],
         total_rows=source.stats.records_collected,
+        read=read,
     ):
         rows += sum(len(b) for b in chunk)
         chunks += 1
@@ -287,6 +290,7 @@ async def read_rate(store: Any, source_id: str) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "rows_per_s": round(rows / elapsed),
         "cpu_seconds": round(cpu_s, 3),
+        "rows_per_cpu_s": round(rows / cpu_s),
         "target_rows_per_s": STORE_TARGETS["read_rows_per_s"],
     }
 
@@ -342,7 +346,9 @@ async def session_rate(store_url: str, source_id: str, strategy: str) -> dict[st
         await store.close()
 
 
-async def store_bench(url: str, ticks: int, source: str | None) -> dict[str, Any]:
+async def store_bench(
+    url: str, ticks: int, source: str | None, read_only: bool = False
+) -> dict[str, Any]:
     from ticktape.redact import redact
     from ticktape.store import open_store
 
@@ -352,15 +358,33 @@ async def store_bench(url: str, ticks: int, source: str | None) -> dict[str, Any
     try:
         source_id = source or await record(store, ticks)
         out: dict[str, Any] = {"source": source_id}
-        out["read"] = await read_rate(store, source_id)
-        r = out["read"]
-        print(
-            f"  read   {r['rows']:,} rows in {r['chunks']} windows: {r['rows_per_s']:,} rows/s "
-            f"({r['seconds']} s, {r['cpu_seconds']} CPU s; target {r['target_rows_per_s']:,} "
-            "from QuestDB)"
-        )
+        # QuestDB keeps its row-by-row PostgreSQL-wire read (the path before the Parquet
+        # export): measured first, in the same run, for the ratio
+        rows_path = getattr(getattr(store, "inner", store).ticks, "read_window_rows", None)
+        paths = [("read", None)]
+        if rows_path is not None:
+
+            async def read_rows(lo: int, hi: int) -> Any:
+                return await rows_path(source_id, lo, hi, None)
+
+            paths.insert(0, ("read_pg_rows", read_rows))
+        for name, reader in paths:
+            out[name] = r = await read_rate(store, source_id, reader)
+            print(
+                f"  {name:12s} {r['rows']:,} rows in {r['chunks']} windows: "
+                f"{r['rows_per_s']:,} rows/s ({r['seconds']} s, {r['cpu_seconds']} CPU s, "
+                f"{r['rows_per_cpu_s']:,} rows per CPU s; target {r['target_rows_per_s']:,} "
+                "from QuestDB)"
+            )
+        if rows_path is not None:
+            out["read_speedup"] = round(
+                out["read"]["rows_per_s"] / out["read_pg_rows"]["rows_per_s"], 1
+            )
+            print(f"  Parquet read / PG-wire read: {out['read_speedup']}x rows/s")
     finally:
         await store.close()
+    if read_only:
+        return out
     for name, strategy in (("backtest_noop", "do_nothing"), ("backtest_mm", "market_maker")):
         out[name] = await session_rate(url, source_id, strategy)
         b = out[name]
@@ -378,6 +402,9 @@ def main() -> None:
     parser.add_argument("--store", action="append", help="measure the store path on URL")
     parser.add_argument("--store-ticks", type=int, default=10_000_000)
     parser.add_argument("--source", help="an existing recording (one --store only)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="with --store: the read rates only, no sessions"
+    )
     parser.add_argument("--pacing-seconds", type=float, default=2.0, help="wall time at 100x")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -390,7 +417,7 @@ def main() -> None:
         results: dict[str, Any] = {"load_average": load}
         for url in args.store:
             results[url.split(":", 1)[0]] = asyncio.run(
-                store_bench(url, args.store_ticks, args.source)
+                store_bench(url, args.store_ticks, args.source, args.read_only)
             )
         print(json.dumps(results))
         return

@@ -370,6 +370,7 @@ async def store_rate(
         before = await store.ticks.count(session.id)
         lags.clear()
         started = time.perf_counter()
+        cpu = time.process_time()  # this process: connector, runner and SQLite (the fake is apart)
         child.stdin.write(f"{kind} {n} {pace}\n".encode())
         await child.stdin.drain()
         deadline = started + 300
@@ -381,12 +382,15 @@ async def store_rate(
             raise_if_dead(task)  # type: ignore[arg-type]
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu
         sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 60))
         handle.stop.set()
         await asyncio.wait_for(task, 30)
         lag_ms = np.concatenate(lags) / 1000.0 if lags else np.zeros(1)
         out = {
             "rows_per_s": stored / elapsed,
+            "rows_per_cpu_s": stored / cpu_s,
+            "cpu_s": cpu_s,
             "stored": float(stored),
             "sender_msgs_per_s": sender_rate,
             "lag_p50_ms": float(np.percentile(lag_ms, 50)),
@@ -395,7 +399,8 @@ async def store_rate(
         }
         print(
             f"  ({exchange} {kind} into SQLite{f' paced at {pace:,.0f}/s' if pace else ''}: "
-            f"{stored:,} rows in {elapsed:.2f}s; the fake sent {sender_rate:,.0f} msgs/s)"
+            f"{stored:,} rows in {elapsed:.2f}s, {cpu_s:.2f} CPU s here "
+            f"({stored / cpu_s:,.0f} rows per CPU s); the fake sent {sender_rate:,.0f} msgs/s)"
         )
         return out
     finally:
@@ -518,7 +523,11 @@ def main() -> None:
                 for exchange in ("binance", "mexc"):
                     got = asyncio.run(store_rate(exchange, kind, args.messages, workdir))
                     result[f"store_{exchange}_{kind}_rows_per_s"] = round(got["rows_per_s"])
-                    print(f"into SQLite {exchange:8} {kind:6}: {got['rows_per_s']:12,.0f} rows/s")
+                    result[f"store_{exchange}_{kind}_rows_per_cpu_s"] = round(got["rows_per_cpu_s"])
+                    print(
+                        f"into SQLite {exchange:8} {kind:6}: {got['rows_per_s']:12,.0f} rows/s, "
+                        f"{got['rows_per_cpu_s']:,.0f} rows per CPU second of this process"
+                    )
             for exchange in ("binance", "mexc"):
                 n = int(args.lag_rate * args.lag_seconds)
                 got = asyncio.run(store_rate(exchange, "trades", n, workdir, args.lag_rate))

@@ -29,9 +29,12 @@ EXPORTS = {
     "ticktape.store.sqlite": ["DRIVER_ERRORS", "SqliteStore"],
     "ticktape.store.questdb": [
         "DRIVER_ERRORS",
+        "ParquetExport",
         "QuestDBAddress",
         "QuestDBStore",
         "QuestDBTickStore",
+        "sql_inline",
+        "sql_literal",
     ],
     "ticktape.feeds.binance": [
         "REST_URL",

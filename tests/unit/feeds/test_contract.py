@@ -67,3 +67,25 @@ def test_book_builder_pads_thin_books_and_keeps_times_strictly_increasing() -> N
     assert first.batch.bid_price[0].tolist() == [9.0, 0.0, 0.0]
     assert first.batch.ask_qty[0].tolist() == [2.0, 1.0, 0.0]
     assert first.batch.depth == 3
+
+
+def test_book_builder_lays_out_full_thin_and_deep_books_the_same() -> None:
+    # full books take one numpy conversion, a thin one the padded path: both give the
+    # same layout (best first, levels past the depth cut, missing ones price 0 qty 0)
+    full = [[(10.0 - i, 1.0 + i) for i in range(5)], [(20.0 - i, 0.5) for i in range(3)]]
+    asks = [[(11.0 + i, 2.0) for i in range(3)], [(21.0 + i, 3.0 + i) for i in range(4)]]
+    b = BookBuilder("s", "X", depth=3)
+    for n, (bids, ask) in enumerate(zip(full, asks, strict=True)):
+        b.add(100 + n, bids, ask, 200 + n)
+    deep = b.take(seq=0).batch
+    assert deep.bid_price.tolist() == [[10.0, 9.0, 8.0], [20.0, 19.0, 18.0]]
+    assert deep.bid_qty.tolist() == [[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]]
+    assert deep.ask_price.tolist() == [[11.0, 12.0, 13.0], [21.0, 22.0, 23.0]]
+    assert deep.ask_qty.tolist() == [[2.0, 2.0, 2.0], [3.0, 4.0, 5.0]]
+    b.add(300, [], [(5.0, 1.0)], 400)  # an empty side and a thin one
+    b.add(301, full[0], asks[0], 401)
+    thin = b.take(seq=1).batch
+    assert thin.bid_price.tolist() == [[0.0, 0.0, 0.0], [10.0, 9.0, 8.0]]
+    assert thin.ask_price.tolist() == [[5.0, 0.0, 0.0], [11.0, 12.0, 13.0]]
+    assert thin.ask_qty.tolist() == [[1.0, 0.0, 0.0], [2.0, 2.0, 2.0]]
+    assert thin.bid_price.flags.c_contiguous and thin.bid_price.dtype == "float64"

@@ -23,12 +23,12 @@ WebSocket library as they arrive.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from ticktape.domain import DataType
 from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
@@ -147,7 +147,7 @@ class BinanceFeed(StreamFeed):
 
     async def on_message(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
         try:
-            d = unwrap(json.loads(raw))
+            d = unwrap(orjson.loads(raw))
             event = d.get("e")
             if event == "aggTrade":
                 await self._on_trade(d, recv_us)
@@ -157,7 +157,7 @@ class BinanceFeed(StreamFeed):
                 self._on_reply(conn, d)
             else:
                 raise MalformedMessage(f"unexpected event {str(event)[:40]!r}")
-        except json.JSONDecodeError:
+        except orjson.JSONDecodeError:
             self.malformed("invalid JSON", raw)
         except MalformedMessage as exc:
             self.malformed(exc.kind, raw)

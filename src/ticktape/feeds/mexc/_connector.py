@@ -25,13 +25,13 @@ contract endpoint documents no connection lifetime).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from ticktape.domain import DataType
 from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
@@ -143,7 +143,7 @@ class MexcFeed(StreamFeed):
 
     async def on_message(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
         try:
-            msg = json.loads(raw)
+            msg = orjson.loads(raw)
             if not isinstance(msg, dict):
                 raise MalformedMessage("not an object")
             channel = msg.get("channel")
@@ -161,7 +161,7 @@ class MexcFeed(StreamFeed):
                 self._on_refusal(conn, msg)
             else:
                 raise MalformedMessage(f"unexpected channel {str(channel)[:40]!r}")
-        except json.JSONDecodeError:
+        except orjson.JSONDecodeError:
             self.malformed("invalid JSON", raw)
         except MalformedMessage as exc:
             self.malformed(exc.kind, raw)

@@ -11,16 +11,30 @@ Public face:
 - :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that
   check what is physically in the tables;
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
-  to a ticktape store error.
+  to a ticktape store error;
+- :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
+  columnar read over HTTP ``/exp`` (unit-tested on their own).
 
 The modules inside this package are private: ``_sessions`` (the session log),
 ``_ticks`` (tick tables), ``_db`` (connections, schema, error table), ``_commit``
-(group commit), ``_fence`` (tenure fences), ``_grouping`` (batching of waiting calls).
+(group commit), ``_fence`` (tenure fences), ``_grouping`` (batching of waiting calls),
+``_export`` (Parquet reads over HTTP).
 """
 
 from ticktape.store.questdb._db import ERRORS as DRIVER_ERRORS
 from ticktape.store.questdb._db import QuestDBAddress
+from ticktape.store.questdb._export import ParquetExport
+from ticktape.store.questdb._export import inline as sql_inline
+from ticktape.store.questdb._export import literal as sql_literal
 from ticktape.store.questdb._sessions import QuestDBStore
 from ticktape.store.questdb._ticks import QuestDBTickStore
 
-__all__ = ["DRIVER_ERRORS", "QuestDBAddress", "QuestDBStore", "QuestDBTickStore"]
+__all__ = [
+    "DRIVER_ERRORS",
+    "ParquetExport",
+    "QuestDBAddress",
+    "QuestDBStore",
+    "QuestDBTickStore",
+    "sql_inline",
+    "sql_literal",
+]

@@ -55,10 +55,11 @@ from ticktape.store.base import (
     bounded_write,
 )
 from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.questdb._export import ParquetExport, inline, literal
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.rules import check_bucket_query, check_limit, from_us
-from ticktape.store.window import window_batches
+from ticktape.store.window import table_batches, window_batches
 from ticktape.ticks import (
     BookBatch,
     BookSnapshot,
@@ -221,12 +222,17 @@ class QuestDBTickStore(TickStore):
         # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
         self._pool: ThreadPoolExecutor | None = None
         self._sends: Grouper[_Write] = Grouper(self._send_group, _group_size, "write ticks")
+        address = connections.address
+        self._export = ParquetExport(
+            address.ilp_url, address.user, address.password, lambda: connections.write_timeout_s
+        )
 
     async def open(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ticktape-ilp")
 
     async def close(self) -> None:
         await self._sends.close()
+        await self._export.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -638,6 +644,54 @@ class QuestDBTickStore(TickStore):
         end_us: int,
         symbols: tuple[str, ...] | None = None,
     ) -> list[TickBatch]:
+        # Columnar: the window's rows come back as Parquet over HTTP /exp and are regrouped
+        # in numpy (``_export.py``). :meth:`read_window_rows` is the same read over the
+        # PostgreSQL wire, one Python tuple per row; a test holds the two equal.
+        tenure = await self._tenure(session_id)
+        # Values are written into the SQL (``/exp`` binds nothing): the table names are
+        # prefixed first, so a literal is never touched by the prefix replacement, and the
+        # fences (integers) are inlined on their own.
+        where = (
+            f" WHERE session_id = {literal(session_id)} "
+            f"AND ts >= CAST({int(start_us)} AS TIMESTAMP) "
+            f"AND ts < CAST({int(end_us)} AS TIMESTAMP)"
+        )
+        if symbols is not None:
+            if not symbols:
+                return []
+            where += f" AND symbol IN ({', '.join(literal(s) for s in symbols)})"
+        trades_sql = (
+            self._db.prefixed(
+                "SELECT symbol, CAST(ts AS LONG) ts, trade_id, price, qty, "
+                "CASE WHEN side = 'buy' THEN 1 ELSE -1 END side FROM tt_trades"
+            )
+            + where
+            + inline(*tenure.excluded("trades"))
+        )
+        levels_sql = (
+            self._db.prefixed(
+                "SELECT symbol, CAST(ts AS LONG) ts, level, bid_price, bid_qty, ask_price, "
+                "ask_qty FROM tt_orderbook"
+            )
+            + where
+            + inline(*tenure.excluded("orderbook"))
+        )
+        # both tables at once: QuestDB runs the two exports on two of its workers
+        trades, levels = await asyncio.gather(
+            self._export.table(trades_sql, "read tick window"),
+            self._export.table(levels_sql, "read tick window"),
+        )
+        return table_batches(session_id, trades, levels, symbols)
+
+    async def read_window_rows(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> list[TickBatch]:
+        """:meth:`read_window` over the PostgreSQL wire, row by row: the reference the
+        columnar read is tested against, and the "before" of ``bench/backtest.py``."""
         tenure = await self._tenure(session_id)
         window = [session_id, from_us(start_us), from_us(end_us)]
         fenced, params = tenure.excluded("trades")
