@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from tests.oracle import check_stored
+from tests.oracle import check_stored, check_stored_counts
 from ticktape.config import Settings
 from ticktape.domain import DataType, Reason, SessionStatus
 from ticktape.testing import eventually, instances
@@ -88,5 +88,6 @@ def test_a_flooded_stop_ends_within_its_drain_budget_and_records_what_it_shed(
 
             # stats = stored rows = the runner's tally; ids contiguous apart from the gaps
             await check_stored(node.raw, flood.id)
+            await check_stored_counts(node.raw, flood.id)  # the aggregate form agrees
 
     run(scenario())
