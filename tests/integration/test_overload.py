@@ -80,7 +80,7 @@ def test_max_rate_ticks_do_not_starve_lease_renewals(run: Run, tmp_path: Path) -
 
 @pytest.mark.skipif(
     not os.environ.get("TICKTAPE_ISSUE_SCALE"),
-    reason="set TICKTAPE_ISSUE_SCALE=1: ~250 s, and on the shared 2-core CI machine at load "
+    reason="set TICKTAPE_ISSUE_SCALE=1: 170-250 s, and on the shared 2-core CI machine at load "
     "average 20-35 it lost ~1/3 of its leases (on main as on this branch) to CPU starvation "
     "(heartbeat rounds up to 5 s); it passed at load average ~14",
 )
