@@ -5,7 +5,11 @@ default timing (heartbeat 2 s, lease 10 s) â€” or ``--heartbeat-s/--lease-s`` â€
 for ``--seconds``, then stops every session. Prints how many sessions lost
 their lease (``owner_lost`` / ``lease_lost`` events, failed sessions), the
 worst heartbeat (all renewals of one round) and the ticks stored, and checks
-stats = rows for every session. Last line: JSON. The issue's figure:
+stats = rows for every session. The flood is stopped first, alone: ``flood_stop_s``
+is its stop latency (bounded by ``--stop-drain-s``, the ``TICKTAPE_STOP_DRAIN_S``
+budget; ``inf`` drains everything, as before the budget existed) and
+``flood_shed_rows`` what its budget gave up (recorded as ``stop_drain`` gaps).
+Last line: JSON. The issue's figure:
 
     .venv/bin/python bench/overload.py --seconds 60 --sessions 300 --symbols 100
 """
@@ -20,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ticktape.config import HEARTBEAT_INTERVAL_S, LEASE_S, Settings
+from ticktape.config import HEARTBEAT_INTERVAL_S, LEASE_S, STOP_DRAIN_S, Settings
 from ticktape.domain import Reason, SessionStatus
 from ticktape.runtime import leases
 from ticktape.testing import instances
@@ -33,6 +37,7 @@ async def run(args: argparse.Namespace, db: Path) -> dict[str, Any]:
         lease_s=args.lease_s,
         max_running_per_instance=args.sessions + 10,
         max_running_per_store=args.sessions + 10,
+        stop_drain_s=args.stop_drain_s,
     )
     rounds: list[float] = []
     original = leases.LeaseKeeper.heartbeat
@@ -52,7 +57,15 @@ async def run(args: argparse.Namespace, db: Path) -> dict[str, Any]:
         await asyncio.sleep(args.seconds)  # the load runs for the measured time
         elapsed = time.monotonic() - created
         everyone = [flood, *ordinary]
-        await asyncio.gather(*(node.service.stop(s.id, wait=True, timeout_s=120) for s in everyone))
+        asked = time.monotonic()
+        await node.service.stop(flood.id, wait=True, timeout_s=1200)
+        flood_stop_s = time.monotonic() - asked
+        await asyncio.gather(*(node.service.stop(s.id, wait=True, timeout_s=120) for s in ordinary))
+        shed = sum(
+            node.metrics.registry.get_sample_value("ticktape_ticks_shed_total", {"data_type": d})
+            or 0.0
+            for d in ("trades", "orderbook")
+        )
         lost = failed = mismatched = 0
         ticks = 0
         for s in everyone:
@@ -80,6 +93,9 @@ async def run(args: argparse.Namespace, db: Path) -> dict[str, Any]:
         "ticks_stored": ticks,
         "flood_ticks_per_s": round(flood_final.stats.records_collected / elapsed),
         "flood_unstored": flood_final.stats.errors,
+        "flood_stop_s": round(flood_stop_s, 2),
+        "stop_drain_s": args.stop_drain_s,
+        "flood_shed_rows": int(shed),
     }
 
 
@@ -90,6 +106,7 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=100, help="symbols of the flood session")
     parser.add_argument("--heartbeat-s", type=float, default=HEARTBEAT_INTERVAL_S)
     parser.add_argument("--lease-s", type=float, default=LEASE_S)
+    parser.add_argument("--stop-drain-s", type=float, default=STOP_DRAIN_S)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args, Path(tmp) / "overload.db"))

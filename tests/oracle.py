@@ -14,6 +14,14 @@ deterministic simulated exchange (:mod:`ticktape.feeds.sim`) promises:
 - for a recording that was never resumed, the ticks themselves are the feed's
   output for the session's seed and configuration, trade for trade.
 
+Rows are missing from this only where a recorded gap accounts for them, exactly:
+a run whose drain budget ran out (``TICKTAPE_STOP_DRAIN_S``) sheds the tail of
+each stream and records a ``stop_drain`` gap with the number of rows shed. Then
+the stored trade ids of a symbol are still ``1..n`` (a shed tail is not a hole),
+its stored snapshots are a prefix of those of its stored trades, and stored plus
+shed is what the feed produced: whole blocks, the same for every symbol, with a
+snapshot for every ``book_every``-th of those trades. Any other missing row fails.
+
 And the runner keeps its own tally (the ``runner_tally`` event, counted as the store
 acknowledged its writes): the stats must equal it, and a terminal session must have
 no ``count_mismatch`` event (the runner's tally differing from the stored rows).
@@ -38,7 +46,7 @@ import numpy as np
 from ticktape.domain import DataType, Reason, Session, SessionEvent
 from ticktape.feeds.sim import SimExchange
 from ticktape.store.base import MAX_DATA_LIMIT, Store, TickQuery
-from ticktape.ticks import TickCounts, TradeBatch
+from ticktape.ticks import Gap, GapCause, TickCounts, TradeBatch
 
 R = TypeVar("R")
 PRICE_TOLERANCE = 1e-9
@@ -113,6 +121,7 @@ def check_recording(
     *,
     resumed: bool = False,
     tail_lost: bool = False,
+    shed: Mapping[tuple[str, DataType], int] | None = None,
 ) -> TickCounts:
     """Assert the stored ticks are exactly what the feed produced; return their counts.
 
@@ -121,8 +130,14 @@ def check_recording(
     ``tail_lost``: the owner died without flushing (a crash, a reap), so symbols may
     end one block apart and the last block's snapshots may be missing — never a hole
     or a duplicate before that.
+    ``shed``: rows per (symbol, data type) that recorded gaps say were given up at the
+    end of the run (:func:`shed_by_stream`); only that many, only at the tail.
     """
+    shed = dict(shed or {})
     problems: list[str] = []
+    strange = {symbol for symbol, _ in shed} - set(rec.symbols)
+    if strange:
+        problems.append(f"shed rows recorded for symbols the session did not record: {strange}")
     unknown = (set(stored.trades) | set(stored.books)) - set(rec.symbols)
     if unknown:
         problems.append(f"ticks for symbols the session did not record: {sorted(unknown)}")
@@ -133,12 +148,16 @@ def check_recording(
     if not with_books and stored.books:
         problems.append("book snapshots stored for a session that does not record the book")
     per_symbol: dict[str, int] = {}
+    produced: dict[str, int] = {}  # trades the feed produced: stored + recorded as shed
     total_books = 0
     for symbol in rec.symbols:
         trades = stored.trades.get(symbol, [])
         ids = [t[0] for t in trades]
         n = len(ids)
         per_symbol[symbol] = n
+        shed_trades = shed.get((symbol, DataType.TRADES), 0)
+        shed_books = shed.get((symbol, DataType.ORDERBOOK), 0)
+        produced[symbol] = n + shed_trades
         distinct = set(ids)
         if len(distinct) != n:
             dups = sorted({i for i in ids if ids.count(i) > 1})[:10]
@@ -164,6 +183,12 @@ def check_recording(
             if tail_lost:
                 # snapshots of the newest stored block may be what a crash lost
                 ok = have == want[: len(have)] and len(want) - len(have) <= _block_events(rec)
+            elif shed_trades or shed_books:
+                # the shed tail: a prefix is stored, and the gaps count exactly the rest
+                ok = (
+                    have == want[: len(have)]
+                    and len(have) + shed_books == produced[symbol] // rec.book_every
+                )
             else:
                 ok = have == want
             if not ok:
@@ -175,16 +200,27 @@ def check_recording(
                 )
         if not resumed and with_trades and n and distinct == expected:
             problems.extend(_values_differ(rec, symbol, by_id))
-    if with_trades and per_symbol:
-        counts = sorted(set(per_symbol.values()))
+    if with_trades and produced:
+        counts = sorted(set(produced.values()))
         spread = counts[-1] - counts[0]
         if spread and not (tail_lost and spread <= _block_events(rec)):
             problems.append(
-                f"symbols hold different numbers of trades (whole blocks): {per_symbol}"
+                "symbols hold different numbers of trades (whole blocks; stored "
+                f"{per_symbol}, shed {dict(shed)})"
             )
     if problems:
         raise AssertionError(f"session {rec.session_id}: " + "; ".join(problems))
     return TickCounts(sum(per_symbol.values()), total_books)
+
+
+def shed_by_stream(gaps: Iterable[Gap]) -> dict[tuple[str, DataType], int]:
+    """Rows the session's ``stop_drain`` gaps record as shed, per (symbol, data type)."""
+    out: dict[tuple[str, DataType], int] = {}
+    for g in gaps:
+        if g.cause is GapCause.STOP_DRAIN:
+            assert g.lost is not None and g.lost > 0, f"a stop_drain gap without a count: {g}"
+            out[(g.symbol, g.data_type)] = out.get((g.symbol, g.data_type), 0) + g.lost
+    return out
 
 
 def _block_events(rec: Recording) -> int:
@@ -337,6 +373,7 @@ async def check_stored(
         await read_stored(store, session_id),
         resumed=resumed,
         tail_lost=tail_lost,
+        shed=shed_by_stream(await store.ticks.read_gaps(session_id)),
     )
     stats = session.stats.to_dict()
     assert (stats["trades"], stats["orderbook"]) == (counts.trades, counts.orderbook), (
@@ -345,6 +382,43 @@ async def check_stored(
     assert_no_count_mismatch(events)
     if tally:
         assert_stats_match_tally(stats, events)
+    return session
+
+
+async def check_stored_counts(store: Store, session_id: str) -> Session:
+    """The oracle's counting half, for recordings too large to read back row by row
+    (millions of rows), from the store's own aggregates.
+
+    Trade ids are unique per (session, symbol) (the stores' key) and start at 1, so
+    stored trades == the sum of each symbol's highest id means every symbol holds
+    exactly ``1..max``. Stored plus shed (``stop_drain`` gaps) is whole blocks — the
+    same for every symbol — and the snapshots stored plus shed are one per
+    ``book_every`` of those trades. Stats equal the stored rows and the runner's
+    tally. Not checked here: the values and each snapshot's time (:func:`check_stored`).
+    """
+    session = await store.sessions.get_session(session_id)
+    events = await store.sessions.list_events(session_id)
+    rec = Recording.of(session)
+    counts = await store.ticks.count(session_id)
+    position = await store.ticks.position(session_id)
+    shed = shed_by_stream(await store.ticks.read_gaps(session_id))
+    last = {s: position.last_trade_ids.get(s, 0) for s in rec.symbols}
+    assert set(position.last_trade_ids) <= set(rec.symbols), position.last_trade_ids
+    assert counts.trades == sum(last.values()), (
+        f"{counts.trades} trades stored, but the highest ids add up to {sum(last.values())}: "
+        "a hole in some symbol's ids"
+    )
+    produced = {s: last[s] + shed.get((s, DataType.TRADES), 0) for s in rec.symbols}
+    assert len(set(produced.values())) == 1, f"not whole blocks: stored {last}, shed {shed}"
+    if DataType.ORDERBOOK in rec.data_types and DataType.TRADES in rec.data_types:
+        shed_books = sum(n for (_, dt), n in shed.items() if dt is DataType.ORDERBOOK)
+        want = sum(p // rec.book_every for p in produced.values())
+        assert counts.orderbook + shed_books == want, (
+            f"{counts.orderbook} snapshots stored + {shed_books} shed != {want} produced"
+        )
+    stats = session.stats.to_dict()
+    assert (stats["trades"], stats["orderbook"]) == (counts.trades, counts.orderbook), stats
+    assert_stats_match_tally(stats, events)
     return session
 
 
@@ -368,7 +442,11 @@ def check_served(
         stored.add_book(row["symbol"], datetime.fromisoformat(row["ts"]))
     resumed = was_resumed(events)
     counts = check_recording(
-        Recording.from_json(session), stored, resumed=resumed, tail_lost=tail_lost
+        Recording.from_json(session),
+        stored,
+        resumed=resumed,
+        tail_lost=tail_lost,
+        shed=_served_shed(client, session_id, events),
     )
     stats = session["stats"]
     assert (stats["trades"], stats["orderbook"]) == (counts.trades, counts.orderbook), (
@@ -378,6 +456,23 @@ def check_served(
     if tally:
         assert_stats_match_tally(stats, events)
     return session
+
+
+def _served_shed(
+    client: Any, session_id: str, events: Iterable[Mapping[str, Any]]
+) -> dict[tuple[str, DataType], int]:
+    """Shed rows per stream as the REST API shows them: the quality report's known-lost
+    count per stream, once the history has a ``stop_drain`` note (the simulated feed's
+    other gaps never count lost rows: a restart loses none)."""
+    if not any(e["reason"] == Reason.STOP_DRAIN for e in events):
+        return {}
+    response = client.get(f"/api/sessions/{session_id}/quality")
+    assert response.status_code == 200, response.text
+    return {
+        (s["symbol"], DataType(s["data_type"])): int(s["lost"])
+        for s in response.json()["streams"]
+        if s["lost"]
+    }
 
 
 def _all_rows(client: Any, session_id: str, kind: str) -> list[dict[str, Any]]:

@@ -34,6 +34,9 @@ RECONCILE_PASS_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
+# After a stop (or the duration's end) a collect runner writes what it buffered for at most
+# this long, then sheds the rest as recorded ``stop_drain`` gaps: a stop ends in bounded time.
+STOP_DRAIN_S = 10.0
 # Retries — every bound in one place; docs/design.md ("Retries") states them.
 STORE_RETRY_ATTEMPTS = 6  # attempts of one store call on a transient error (full-jitter backoff)
 STORE_RETRY_BASE_S = 0.05  # first backoff delay, doubling ...
@@ -244,6 +247,7 @@ class Settings:
     push_queue_max: int = PUSH_QUEUE_MAX  # TICKTAPE_PUSH_QUEUE_MAX: updates held per client
     feeds: FeedEndpoints = FeedEndpoints()  # exchange endpoints and feed timing
     store_write_timeout_s: float = STORE_WRITE_TIMEOUT_S  # TICKTAPE_STORE_WRITE_TIMEOUT_S
+    stop_drain_s: float = STOP_DRAIN_S  # TICKTAPE_STOP_DRAIN_S: drain budget after a stop
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -288,6 +292,7 @@ class Settings:
             store_write_timeout_s=_env_float(
                 env, "TICKTAPE_STORE_WRITE_TIMEOUT_S", STORE_WRITE_TIMEOUT_S
             ),
+            stop_drain_s=_env_float(env, "TICKTAPE_STOP_DRAIN_S", STOP_DRAIN_S),
             cors_origins=tuple(
                 o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -311,6 +316,8 @@ class Settings:
             )
         if settings.store_write_timeout_s <= 0:
             raise SystemExit("ticktape: TICKTAPE_STORE_WRITE_TIMEOUT_S must be greater than zero")
+        if not settings.stop_drain_s >= 0:
+            raise SystemExit("ticktape: TICKTAPE_STOP_DRAIN_S must be zero or more")
         return settings
 
     @property

@@ -115,6 +115,7 @@ class Reason:
     STORE_RETRIED = "store_retried"  # a store operation succeeded after transient errors
     COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
     RUNNER_TALLY = "runner_tally"  # what the runner saw stored, counted by itself (JSON detail)
+    STOP_DRAIN = "stop_drain"  # the drain budget ran out: ticks shed at the end (JSON detail)
     # Backtest and paper sessions:
     SOURCE_EXHAUSTED = "source_exhausted"  # a backtest replayed its whole source
     STRATEGY_ERROR = "strategy_error"  # the strategy raised or overran its time budget

@@ -105,6 +105,13 @@ class Metrics:
             ["exchange", "cause"],
             registry=r,
         )
+        self.ticks_shed = Counter(
+            "ticktape_ticks_shed",
+            "Ticks given up when a run's drain budget (TICKTAPE_STOP_DRAIN_S) ran out, "
+            "each recorded as a stop_drain gap",
+            ["data_type"],
+            registry=r,
+        )
         self.feed_lost = Counter(
             "ticktape_feed_messages_lost",
             "Exchange messages known lost (from sequence numbers), by exchange",

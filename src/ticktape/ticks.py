@@ -158,6 +158,7 @@ class GapCause(StrEnum):
     OVERFLOW = "overflow"  # the consumer fell behind past the queue bound
     REFUSED = "refused"  # the exchange refused the subscription
     RESTART = "restart"  # the recording's instance was lost; another one resumed it
+    STOP_DRAIN = "stop_drain"  # buffered at the end of the run, shed when the drain budget ran out
 
 
 @dataclass(frozen=True, slots=True)

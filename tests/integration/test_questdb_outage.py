@@ -32,11 +32,14 @@ import pytest
 from ticktape import questdb_server as qs
 from ticktape.api import create_app
 from ticktape.config import RetryPolicy, Settings
+from ticktape.errors import StoreUnavailable
 from ticktape.metrics import Metrics
 from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
+from ticktape.store.base import TickQuery
 from ticktape.store.questdb import QuestDBStore
+from ticktape.testing import eventually
 
 pytestmark = pytest.mark.questdb
 
@@ -218,6 +221,59 @@ def test_a_frozen_questdb_makes_writes_time_out_as_a_store_fault(
         finally:
             await http.aclose()
             await supervisor.shutdown(timeout_s=10)
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connection(
+    run: Run, questdb: qs.ServerHandle
+) -> None:
+    """Tick reads are bounded like writes (503 ``store_unavailable`` after
+    ``TICKTAPE_STORE_WRITE_TIMEOUT_S``), and a read that outlived its timeout never
+    opens or keeps a connection once the store is closed: after the thaw, every
+    connection the store ever made is closed (before, a read still connecting when
+    the store closed got its connection afterwards and nobody closed it — the
+    ResourceWarning seen in test_stateful[questdb])."""
+    store = QuestDBStore(questdb.store_url)
+    store.write_timeout_s = 1.0
+    db = store._db  # the connections under test
+    made: list[Any] = []
+    connect = db._connect
+
+    async def recording() -> Any:
+        conn = await connect()
+        made.append(conn)
+        return conn
+
+    db._connect = recording  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await store.open()
+        try:
+            assert await store.ticks.read_trades(TickQuery("no-such-session")) == []
+            os.kill(questdb.pid, signal.SIGSTOP)  # connections stay open; nothing answers
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):
+                    await asyncio.wait_for(
+                        store.ticks.read_trades(TickQuery("no-such-session")), BOUND_S
+                    )
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):
+                    await asyncio.wait_for(store.ticks.count("no-such-session"), BOUND_S)
+                assert time.monotonic() - started < 2 * BOUND_S
+                assert store.write_failure is not None  # counted as a store fault
+                await asyncio.wait_for(store.close(), BOUND_S)  # with both reads still out
+            finally:
+                os.kill(questdb.pid, signal.SIGCONT)
+
+            async def settled() -> bool:  # the late reads ended, however they ended
+                return asyncio.all_tasks() == {asyncio.current_task()}
+
+            await eventually(settled, timeout_s=EVENTUAL_S, what="the late reads to end")
+            assert len(made) >= 2  # the writer and at least one reader were really opened
+            assert [conn for conn in made if not conn.closed] == []
+        finally:
             await store.close()
 
     run(scenario())

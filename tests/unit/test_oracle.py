@@ -168,3 +168,40 @@ def test_paged_reads_keep_every_row_once_and_duplicates_twice(
 
     monkeypatch.setattr(oracle, "MAX_DATA_LIMIT", 4)
     assert asyncio.run(oracle._read_all(read, "s")) == stored_rows
+
+
+def _shed_of(batches: list[TickBatch]) -> dict[tuple[str, DataType], int]:
+    out: dict[tuple[str, DataType], int] = {}
+    for b in batches:
+        dt = DataType.TRADES if isinstance(b, TradeBatch) else DataType.ORDERBOOK
+        out[(b.symbol, dt)] = out.get((b.symbol, dt), 0) + len(b)
+    return out
+
+
+def test_a_shed_tail_passes_only_when_the_gaps_count_it_exactly() -> None:
+    bs = flat(blocks(5))
+    # the drain stopped inside block 3: BTC's trades of it stored, its snapshots shed
+    cut = 4 * 3 + 1
+    kept, tail = bs[:cut], bs[cut:]
+    with pytest.raises(AssertionError):
+        check_recording(REC, stored(kept))  # unaccounted: caught
+    counts = check_recording(REC, stored(kept), shed=_shed_of(tail))
+    assert counts.trades == sum(len(b) for b in kept if isinstance(b, TradeBatch))
+    short = dict(_shed_of(tail))
+    short[("ETH_USDT", DataType.TRADES)] -= 1  # a gap that under-counts
+    with pytest.raises(AssertionError, match="different numbers"):
+        check_recording(REC, stored(kept), shed=short)
+    books_short = dict(_shed_of(tail))
+    books_short[("BTC_USDT", DataType.ORDERBOOK)] += 1  # or over-counts the snapshots
+    with pytest.raises(AssertionError, match="snapshots"):
+        check_recording(REC, stored(kept), shed=books_short)
+
+
+def test_a_recorded_shed_tail_does_not_excuse_a_hole() -> None:
+    bs = flat(blocks(5))
+    kept, tail = bs[:16], bs[16:]  # blocks 0-3 stored, block 4 shed
+    holed = [b for i, b in enumerate(kept) if i != 4]  # and block 1's BTC trades lost
+    shed = _shed_of(tail)
+    shed[("BTC_USDT", DataType.TRADES)] += len(kept[4])  # even if the counts add up
+    with pytest.raises(AssertionError, match="missing"):
+        check_recording(REC, stored(holed), shed=shed)

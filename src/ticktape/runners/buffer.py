@@ -4,6 +4,10 @@ The producer (the feed loop) waits when the buffer holds ``max_rows`` — back-
 pressure instead of unbounded memory when the store is slower than the feed.
 The flusher takes everything buffered once ``flush_rows`` are waiting or
 ``flush_interval_s`` has passed.
+
+Once the run is ending the producer no longer waits (:meth:`unbound`: the rest of
+the feed block it is putting goes in at once, so the pump ends promptly), and the
+flusher may give up on what is left (:meth:`shed`) when its drain budget runs out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class TickBuffer:
         self._batches: list[TickBatch] = []
         self._rows = 0
         self._closed = False
+        self._unbound = False
         self._changed = asyncio.Condition()
 
     @property
@@ -40,7 +45,12 @@ class TickBuffer:
         size = sum(len(b) for b in batches)
         async with self._changed:
             await self._changed.wait_for(
-                lambda: self._closed or self._rows == 0 or self._rows + size <= self.max_rows
+                lambda: (
+                    self._closed
+                    or self._unbound
+                    or self._rows == 0
+                    or self._rows + size <= self.max_rows
+                )
             )
             self._batches.extend(batches)
             self._rows += size
@@ -82,6 +92,20 @@ class TickBuffer:
             self._batches[:0] = batches
             self._rows += sum(len(b) for b in batches)
             self._changed.notify_all()
+
+    async def unbound(self) -> None:
+        """The run is ending: puts no longer wait for room (what comes is at most the rest
+        of the feed's current block; the drain budget then bounds how long it is written)."""
+        async with self._changed:
+            self._unbound = True
+            self._changed.notify_all()
+
+    async def shed(self) -> list[TickBatch]:
+        """Take everything buffered at once, without waiting: what the drain gives up."""
+        async with self._changed:
+            taken, self._batches, self._rows = self._batches, [], 0
+            self._changed.notify_all()
+            return taken
 
     async def close(self) -> None:
         """No more puts: the flusher drains what is left and then gets []."""

@@ -15,6 +15,13 @@ The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
 events become gap rows of the session, written (fenced like ticks) by the
 flusher before the ticks that follow them; a refused subscription fails the
 session with the exchange's reason.
+
+A run that ends (stop or duration) drains its buffer for at most
+``Settings.stop_drain_s`` (``TICKTAPE_STOP_DRAIN_S``); what is still buffered then
+is shed, never silently: each symbol and data type gets a ``stop_drain`` gap with
+the exact number of rows shed, and the history a ``stop_drain`` note with the
+totals. A hand-over (shutdown) is not cut this way: the next owner resumes after
+what is stored.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ class CollectRunner:
         self._gaps: list[Gap] = []  # gap rows not stored yet (written by the flusher)
         self._exchange = "sim"
         self._refused: str | None = None
+        self._drain_until: float | None = None  # set when the run ends: shed what is left then
+        self._stored_ts: dict[tuple[str, DataType], int] = {}  # newest stored row per stream
+        self._shed = TickCounts()
 
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
@@ -105,6 +115,8 @@ class CollectRunner:
             deadline = time.monotonic() + max(0.0, remaining)
         try:
             outcome = await self._pump(built, buffer, handle, deadline)
+            if outcome in (Outcome.STOPPED, Outcome.FINISHED):
+                self._drain_until = time.monotonic() + self._settings.stop_drain_s
             await buffer.close()
             if outcome is Outcome.LOST:
                 return RunResult(Outcome.LOST, dropped=buffer.rows)
@@ -123,6 +135,19 @@ class CollectRunner:
             error = error or f"{len(self._gaps)} gap rows could not be stored"
         if self._refused is not None:
             error = self._refused
+        if self._shed.trades or self._shed.orderbook:
+            shed = {
+                "budget_s": self._settings.stop_drain_s,
+                "trades": self._shed.trades,
+                "orderbook": self._shed.orderbook,
+            }
+            await note(
+                self._store,
+                session.id,
+                actor=self._owner,
+                reason=Reason.STOP_DRAIN,
+                detail=json.dumps(shed, sort_keys=True),
+            )
         await self._store.ticks.wait_visible(VISIBILITY_TIMEOUT_S)
         return RunResult(outcome, error)
 
@@ -183,6 +208,9 @@ class CollectRunner:
                 for w in waiters:
                     w.cancel()
                 until.set()
+            # ending: the rest of the feed's current block goes in without waiting for room,
+            # so the pump ends now and the drain budget alone bounds the stop
+            await buffer.unbound()
 
         watcher = asyncio.create_task(watch())
         try:
@@ -245,6 +273,12 @@ class CollectRunner:
         left is counted as unstored.
         """
         while True:
+            if (
+                self._drain_until is not None
+                and buffer.rows
+                and time.monotonic() >= self._drain_until
+            ):
+                self._shed_rest(await buffer.shed(), handle)
             batches = await buffer.take()
             if handle.lost.is_set():  # fenced: write nothing more
                 return
@@ -264,6 +298,39 @@ class CollectRunner:
                 await buffer.take()
                 return
             await asyncio.sleep(backoff_delays(2, 0.1, self._settings.retry.store_max_s)[0] + 0.05)
+
+    def _shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
+        """The drain budget ran out: record what is given up as gaps (written next)."""
+        streams: dict[tuple[str, DataType], list[int]] = {}  # [rows, first ts, last ts]
+        for b in batches:
+            if not len(b):
+                continue
+            dt = DataType.TRADES if isinstance(b, TradeBatch) else DataType.ORDERBOOK
+            first, last = int(b.ts_us[0]), int(b.ts_us[-1])
+            s = streams.setdefault((b.symbol, dt), [0, first, last])
+            s[0] += len(b)
+            s[1], s[2] = min(s[1], first), max(s[2], last)
+        budget = self._settings.stop_drain_s
+        for (symbol, dt), (rows, first, last) in sorted(streams.items()):
+            start = self._stored_ts.get((symbol, dt), first - 1)
+            detail = f"drain budget of {budget:g}s ran out at the end of the run: {rows} not stored"
+            self._gaps.append(Gap(symbol, dt, start, last, GapCause.STOP_DRAIN, rows, detail))
+            self._metrics.feed_gaps.labels(
+                exchange=self._exchange, cause=GapCause.STOP_DRAIN.value
+            ).inc()
+            self._metrics.ticks_shed.labels(data_type=dt.value).inc(rows)
+            if dt is DataType.TRADES:
+                self._shed += TickCounts(trades=rows)
+            else:
+                self._shed += TickCounts(orderbook=rows)
+        log.warning(
+            "session %s: drain budget of %gs ran out; shed %d trades and %d snapshots "
+            "(recorded as stop_drain gaps)",
+            handle.session_id,
+            budget,
+            self._shed.trades,
+            self._shed.orderbook,
+        )
 
     async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
         try:
@@ -290,6 +357,10 @@ class CollectRunner:
             sum(len(b) for b in batches if isinstance(b, BookBatch)),
         )
         handle.written = handle.written + delivered
+        for b in batches:
+            if len(b):
+                dt = DataType.TRADES if isinstance(b, TradeBatch) else DataType.ORDERBOOK
+                self._stored_ts[(b.symbol, dt)] = int(b.ts_us[-1])
         self._metrics.ticks_written(delivered.trades, delivered.orderbook)
         committed = now_us()
         for b in batches:

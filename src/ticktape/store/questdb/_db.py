@@ -319,6 +319,9 @@ def _env_password() -> str | None:
     return os.environ.get("TICKTAPE_STORE_PASSWORD") or None
 
 
+LATE_READ_CANCEL_S = 2.0  # close() waits this long at most for cancelled late reads to end
+
+
 class Connections:
     """One connection for session-log writes (serialised here, so this process never
     collides with itself on the table writer) and a small pool for reads."""
@@ -331,6 +334,8 @@ class Connections:
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
+        self._closed = False  # set by close(): no connection is opened or pooled after it
+        self._late: set[asyncio.Future[Any]] = set()  # reads that outlived their timeout
         # Whether writes (session log over PG wire, ticks over ILP) work: what /health,
         # /ready, /metrics and the admission of new sessions read (Store.write_failure).
         self.health = WriteHealth("QuestDB")
@@ -342,12 +347,15 @@ class Connections:
         A frozen server answers nothing and never closes the socket: the caller stops
         waiting, but the query is not cancelled mid-flight (that would leave its
         connection in an unknown state); it finishes, and frees its connection, when
-        the server answers again."""
+        the server answers again — or is cancelled by :meth:`close`, which closes every
+        connection anyway (a late read never opens or keeps one after the close)."""
         task = asyncio.ensure_future(work)
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.write_timeout_s)
         except TimeoutError:
             task.add_done_callback(_retrieve)
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
             timed_out = WriteTimedOut(
                 f"{what}: QuestDB did not answer within {self.write_timeout_s:g}s "
                 "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
@@ -361,6 +369,8 @@ class Connections:
         return sql if prefix == DEFAULT_PREFIX else sql.replace(DEFAULT_PREFIX, prefix)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        if self._closed:
+            raise StoreUnavailable("connect: the QuestDB store is closed")
         try:
             # prepare_threshold=None: QuestDB drops cached plans when a table changes and then
             # fails every later call of an auto-prepared statement (docs/questdb-notes.md)
@@ -369,16 +379,29 @@ class Connections:
             )
         except (psycopg.Error, OSError) as exc:
             raise ERRORS.translate(exc, "connect") from exc
+        if self._closed:  # closed while connecting (a late read): nobody would close it
+            await _close_quietly(conn)
+            raise StoreUnavailable("connect: the QuestDB store is closed")
         self._all.append(conn)
         return conn
 
     async def open(self) -> None:
+        self._closed = False
         self._writer = await self._connect()
 
     async def close(self) -> None:
+        """Close every connection, then cancel the reads still running past their timeout
+        (their sockets are closed by then, so they end at once; one still connecting to a
+        frozen server closes its connection itself when it gets one: ``_closed``)."""
+        self._closed = True
         for conn in self._all:
             if not conn.closed:
-                await conn.close()
+                await _close_quietly(conn)
+        late, self._late = list(self._late), set()
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=LATE_READ_CANCEL_S)
         self._all.clear()
         self._writer = None
         self._readers = asyncio.Queue()
@@ -415,7 +438,10 @@ class Connections:
             raise error from exc
         finally:
             if conn is not None:
-                self._readers.put_nowait(conn)
+                if self._closed:  # finished after close(): not pooled, closed
+                    await _close_quietly(conn)
+                else:
+                    self._readers.put_nowait(conn)
 
     @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

@@ -338,13 +338,17 @@ class QuestDBTickStore(TickStore):
             )
 
     async def _wal_state(self) -> dict[str, tuple[int, int, bool]]:
-        async with self._db.reader("read WAL state") as conn:
-            cur = await conn.execute(
-                "SELECT name, writerTxn, sequencerTxn, suspended FROM wal_tables() "
-                f"WHERE name IN ({', '.join('%s' for _ in self._db.tick_tables)})",
-                list(self._db.tick_tables),
-            )
-            return {str(n): (int(w), int(s), bool(sus)) for n, w, s, sus in await cur.fetchall()}
+        async def query() -> dict[str, tuple[int, int, bool]]:
+            async with self._db.reader("read WAL state") as conn:
+                cur = await conn.execute(
+                    "SELECT name, writerTxn, sequencerTxn, suspended FROM wal_tables() "
+                    f"WHERE name IN ({', '.join('%s' for _ in self._db.tick_tables)})",
+                    list(self._db.tick_tables),
+                )
+                rows = await cur.fetchall()
+                return {str(n): (int(w), int(s), bool(sus)) for n, w, s, sus in rows}
+
+        return await self._db.bounded(query(), "read WAL state")
 
     async def wait_visible(self, timeout_s: float) -> None:
         """Wait until the tick tables have applied every transaction committed so far."""
@@ -374,9 +378,15 @@ class QuestDBTickStore(TickStore):
     async def _scalar_rows(
         self, sql: str, params: list[object], what: str
     ) -> list[tuple[Any, ...]]:
-        async with self._db.reader(what) as conn:
-            cur = await conn.execute(self._db.prefixed(sql), params)
-            return await cur.fetchall()
+        """Every tick read: answered within the store timeout (``TICKTAPE_STORE_WRITE_TIMEOUT_S``)
+        or :class:`~ticktape.errors.WriteTimedOut` (503 ``store_unavailable``), like writes."""
+
+        async def query() -> list[tuple[Any, ...]]:
+            async with self._db.reader(what) as conn:
+                cur = await conn.execute(self._db.prefixed(sql), params)
+                return await cur.fetchall()
+
+        return await self._db.bounded(query(), what)
 
     async def _tenure(self, session_id: str) -> Tenure:
         """The session's current tenure and sealed fences (none for an unknown session)."""
