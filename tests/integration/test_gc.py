@@ -212,3 +212,54 @@ def test_a_server_with_a_retention_purges_on_its_own(tmp_path: Path, run: Run) -
             assert (await node.raw.sessions.get_session(live.id)).status is SessionStatus.RUNNING
 
     run(body())
+
+
+def _instance_rows(store: Store) -> list[tuple[str, Any]]:
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store.url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT token, expires FROM {address.prefix}instances").fetchall()
+    return sorted((str(token), expires) for token, expires in rows)
+
+
+def test_questdb_instance_rows_of_long_dead_instances_are_taken_over(
+    backend: str, store: Store, run: Run
+) -> None:
+    """QuestDB cannot delete rows: a new instance takes over the row of one whose lease
+    expired over an hour ago, so ``tt_instances`` does not grow with every restart; of
+    two new instances racing for one dead row, one gets it and the other adds a row."""
+    if backend != "questdb":
+        pytest.skip(f"{backend}: deletes instance rows (SQLite) or keeps none on disk (memory)")
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store.url)
+    dead = utcnow() - timedelta(hours=2)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        for token in ("dead-1", "dead-2"):  # as instances gone two hours ago left them
+            conn.execute(
+                f"INSERT INTO {address.prefix}instances (token, expires, progress, ts) "
+                "VALUES (%s, %s, '{}', %s)",
+                (token, dead, dead),
+            )
+    run(store.sessions.renew_instance("alive", lease_expires_at=utcnow(), progress={}))
+    # "alive" took over a dead row: rows stay as many
+    assert len(_instance_rows(store)) == 2 and "alive" in dict(_instance_rows(store))
+
+    async def racing() -> None:
+        lease = utcnow() + timedelta(seconds=10)
+        await asyncio.gather(
+            *(
+                store.sessions.renew_instance(f"new-{i}", lease_expires_at=lease, progress={})
+                for i in range(3)
+            )
+        )
+
+    run(racing())
+    rows = _instance_rows(store)
+    # the other dead row taken over, two rows added; every instance has exactly one row
+    assert [t for t, _ in rows] == ["alive", "new-0", "new-1", "new-2"]
