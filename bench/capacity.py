@@ -162,8 +162,24 @@ def _proc(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def _metric(conn: Connection, name: str) -> float:
-    status, body = await conn.request("GET", "/metrics")
+def _connect(url: str) -> Connection:
+    """A new keep-alive connection: the server closes one left idle for 5 s, and a
+    level's starts keep the sampling connections idle longer than that."""
+    parsed = urllib.parse.urlsplit(url)
+    return Connection(parsed.hostname or "127.0.0.1", parsed.port or 80)
+
+
+async def _get(url: str, path: str) -> tuple[int, bytes]:
+    conn = _connect(url)
+    try:
+        return await conn.request("GET", path)
+    finally:
+        if conn.writer is not None:
+            conn.writer.close()
+
+
+async def _metric(url: str, name: str) -> float:
+    status, body = await _get(url, "/metrics")
     if status != 200:
         raise SystemExit(f"/metrics: {status}")
     total = 0.0
@@ -173,7 +189,7 @@ async def _metric(conn: Connection, name: str) -> float:
     return total
 
 
-async def _running_lag(conn: Connection) -> tuple[int, float]:
+async def _running_lag(url: str) -> tuple[int, float]:
     """(running sessions, the oldest renewal's age in s) over every running session."""
     cursor, count, lag = None, 0, 0.0
     now = utcnow()
@@ -181,7 +197,7 @@ async def _running_lag(conn: Connection) -> tuple[int, float]:
         path = "/api/sessions?status=running&limit=500"
         if cursor:
             path += f"&cursor={urllib.parse.quote(cursor)}"
-        status, body = await conn.request("GET", path)
+        status, body = await _get(url, path)
         if status != 200:
             raise SystemExit(f"list running: {status} {body[:200]!r}")
         page = json.loads(body)
@@ -195,8 +211,8 @@ async def _running_lag(conn: Connection) -> tuple[int, float]:
             return count, lag
 
 
-async def _failed(conn: Connection) -> int:
-    status, body = await conn.request("GET", "/api/sessions?status=failed&limit=500")
+async def _failed(url: str) -> int:
+    status, body = await _get(url, "/api/sessions?status=failed&limit=500")
     if status != 200:
         raise SystemExit(f"list failed: {status}")
     return len(json.loads(body)["sessions"])
@@ -234,10 +250,6 @@ async def ramp(
     servers: list[ServerProcess], step: int, most: int, hold_s: float, clients: int
 ) -> dict[str, Any]:
     urls = [s.url for s in servers]
-    conns = []
-    for url in urls:
-        parsed = urllib.parse.urlsplit(url)
-        conns.append(Connection(parsed.hostname or "127.0.0.1", parsed.port or 80))
     pids = [s.proc.pid for s in servers if s.proc is not None]
     levels: list[dict[str, Any]] = []
     held = 0
@@ -249,21 +261,21 @@ async def ramp(
         level += add
         start_p95 = percentile(starts, 95)
         before = [_proc(pid) for pid in pids]
-        ticks0 = sum([await _metric(c, "ticktape_ticks_written_total") for c in conns])
+        ticks0 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         t0 = time.monotonic()
         worst_lag, failed, renew_failures, running = 0.0, 0, 0.0, 0
         while time.monotonic() - t0 < hold_s:
             await asyncio.sleep(SAMPLE_S)
-            running, lag = await _running_lag(conns[0])
+            running, lag = await _running_lag(urls[0])
             worst_lag = max(worst_lag, lag)
-            failed = await _failed(conns[0])
+            failed = await _failed(urls[0])
             renew_failures = sum(
-                [await _metric(c, "ticktape_lease_renew_failures_total") for c in conns]
+                [await _metric(u, "ticktape_lease_renew_failures_total") for u in urls]
             )
             if failed or renew_failures or worst_lag > LEASE_S / 4:
                 break
         elapsed = time.monotonic() - t0
-        ticks1 = sum([await _metric(c, "ticktape_ticks_written_total") for c in conns])
+        ticks1 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         after = [_proc(pid) for pid in pids]
         row = {
             "sessions": level,
@@ -297,9 +309,6 @@ async def ramp(
             stopped_by = f"at {level} sessions: " + "; ".join(broke)
             break
         held = level
-    for c in conns:
-        if c.writer is not None:
-            c.writer.close()
     return {"held": held, "stopped_by": stopped_by, "hold_s": hold_s, "levels": levels}
 
 
