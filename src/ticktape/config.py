@@ -7,13 +7,18 @@ CLI flag mirrors a ``TICKTAPE_*`` variable (``ticktape serve --help`` shows them
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ticktape.errors import ValidationError, clip
+
 DEFAULT_STORE_URL = "sqlite:///./ticktape.db"
+GC_INTERVAL_S = 3600.0  # a server with a retention (TICKTAPE_RETENTION) purges this often
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -139,6 +144,16 @@ def _env_opt_float(env: Mapping[str, str], name: str) -> float | None:
     return None if raw is None or raw == "" else _env_float(env, name, 0.0)
 
 
+def _env_retention(env: Mapping[str, str]) -> timedelta | None:
+    raw = env.get("TICKTAPE_RETENTION")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return parse_retention(raw)
+    except ValidationError as exc:
+        raise SystemExit(f"ticktape: TICKTAPE_RETENTION={raw!r}: {exc}") from None
+
+
 def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
     value = _env_float(env, name, default)
     if value != int(value) or value < minimum:
@@ -248,6 +263,10 @@ class Settings:
     feeds: FeedEndpoints = FeedEndpoints()  # exchange endpoints and feed timing
     store_write_timeout_s: float = STORE_WRITE_TIMEOUT_S  # TICKTAPE_STORE_WRITE_TIMEOUT_S
     stop_drain_s: float = STOP_DRAIN_S  # TICKTAPE_STOP_DRAIN_S: drain budget after a stop
+    #: TICKTAPE_RETENTION (e.g. 30d): the server purges sessions that ended longer ago,
+    #: hourly (ticktape.retention); None (the default) keeps everything
+    retention: timedelta | None = None
+    gc_interval_s: float = GC_INTERVAL_S  # TICKTAPE_GC_INTERVAL_S: how often, with a retention
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -297,6 +316,8 @@ class Settings:
                 o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
             ),
             feeds=FeedEndpoints.from_env(env),
+            retention=_env_retention(env),
+            gc_interval_s=_env_float(env, "TICKTAPE_GC_INTERVAL_S", GC_INTERVAL_S),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}
@@ -314,6 +335,8 @@ class Settings:
                 "are on this machine); a QuestDB server's disk is its own to limit "
                 "(docs/security.md). Unset TICKTAPE_DISK_BUDGET_MB for this store."
             )
+        if settings.gc_interval_s <= 0:
+            raise SystemExit("ticktape: TICKTAPE_GC_INTERVAL_S must be greater than zero")
         if settings.store_write_timeout_s <= 0:
             raise SystemExit("ticktape: TICKTAPE_STORE_WRITE_TIMEOUT_S must be greater than zero")
         if not settings.stop_drain_s >= 0:
@@ -361,6 +384,25 @@ class Settings:
         """
         margin = min(self.heartbeat_interval_s, self.lease_s - self.heartbeat_interval_s) / 2
         return self.lease_s - margin
+
+
+_RETENTION_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", re.ASCII)
+_RETENTION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_retention(text: str) -> timedelta:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"`` → a retention longer than zero
+    (``ticktape gc --older-than``, ``TICKTAPE_RETENTION``)."""
+    match = _RETENTION_RE.fullmatch(text)
+    if not match:
+        raise ValidationError(
+            f"invalid retention {clip(text)!r}: use a number and a unit s, m, h or d, e.g. '30d'",
+            field="older_than",
+        )
+    seconds = float(match.group(1)) * _RETENTION_UNIT_S[match.group(2)]
+    if seconds <= 0:
+        raise ValidationError("the retention must be longer than zero", field="older_than")
+    return timedelta(seconds=seconds)
 
 
 def sqlite_path_from_url(url: str) -> Path:

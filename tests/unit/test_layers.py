@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("store", frozenset({"store", "questdb_server"})),  # questdb_server runs the store's server
     (
         "service",
-        frozenset({"service", "quality", "export"}),
+        frozenset({"service", "quality", "export", "retention"}),
     ),  # quality/export: read-side reports over the store
     ("runtime", frozenset({"runtime"})),
     ("runners/feeds", frozenset({"runners", "feeds"})),

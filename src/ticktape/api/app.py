@@ -37,6 +37,7 @@ from ticktape.domain import SessionStatus
 from ticktape.errors import StoreError
 from ticktape.metrics import Metrics
 from ticktape.redact import redact_url
+from ticktape.retention import keep_retention
 from ticktape.runners import default_runners
 from ticktape.runtime.budget import enforce_disk_budget
 from ticktape.runtime.supervisor import Supervisor
@@ -145,12 +146,19 @@ def create_app(
                     ),
                     name="ticktape-disk-budget",
                 )
+            retention = None
+            if settings.retention is not None:
+                retention = asyncio.create_task(
+                    keep_retention(store, settings.retention, settings.gc_interval_s),
+                    name="ticktape-retention",
+                )
             try:
                 yield
             finally:
-                if budget is not None:
-                    budget.cancel()
-                    await asyncio.gather(budget, return_exceptions=True)
+                for task in (budget, retention):
+                    if task is not None:
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
                 await supervisor.shutdown()
         finally:
             await store.close()

@@ -35,6 +35,7 @@ from rich.table import Table
 
 from ticktape.api.models import SessionOut
 from ticktape.cli.client import TicktapeClient
+from ticktape.cli.gc_cmd import gc
 from ticktape.cli.questdb_cmd import questdb_app
 from ticktape.config import (
     DEFAULT_HOST,
@@ -66,6 +67,7 @@ app.add_typer(start_app, name="start")
 app.add_typer(questdb_app, name="questdb", help="Run a local QuestDB server for ticktape.")
 user_app = typer.Typer(help="Users who may sign in from a browser.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.command("gc")(gc)
 
 PIPED_WIDTH = 160  # columns for tables when stdout is not a terminal (pipes, files)
 

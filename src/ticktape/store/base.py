@@ -17,7 +17,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar
@@ -199,6 +199,38 @@ class ResultRow:
 
     seq: int
     body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What :meth:`SessionStore.purge` and :meth:`SessionStore.reclaim` removed.
+
+    ``sessions`` were purged (gone from every read); the other counts are stored rows
+    deleted with them. A backend that removes rows only by whole partitions
+    (QuestDB) reports them under ``partitions`` (``table/partition`` names) and
+    ``bytes`` (their size on disk) when :meth:`~SessionStore.reclaim` drops them.
+    """
+
+    sessions: int = 0
+    events: int = 0
+    trades: int = 0
+    orderbook: int = 0
+    gaps: int = 0
+    results: int = 0  # result summaries, orders, fills and equity points
+    partitions: tuple[str, ...] = ()
+    bytes: int = 0
+
+    def __add__(self, other: Purged) -> Purged:
+        return Purged(
+            self.sessions + other.sessions,
+            self.events + other.events,
+            self.trades + other.trades,
+            self.orderbook + other.orderbook,
+            self.gaps + other.gaps,
+            self.results + other.results,
+            self.partitions + other.partitions,
+            self.bytes + other.bytes,
+        )
 
 
 ResultTable = Literal["orders", "fills", "equity"]
@@ -415,6 +447,44 @@ class SessionStore(abc.ABC):
         Raises :class:`SessionNotFound` for an unknown id and
         :class:`~ticktape.errors.SessionConflict` if the session is not terminal.
         """
+
+    @abc.abstractmethod
+    async def find_finished(
+        self, ended_before: datetime, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Session]:
+        """Terminal sessions (soft-deleted ones too) that ended before ``ended_before``: what
+        retention (``ticktape gc``) may purge. Oldest end first, then by id; at most
+        ``limit``; with ``after`` (the ``(ended_at, id)`` of the last one returned) only
+        those strictly after it. A purged session is never returned."""
+
+    @abc.abstractmethod
+    async def purge(self, session_ids: Sequence[str], *, ended_before: datetime) -> Purged:
+        """Remove each of ``session_ids`` that is terminal and ended before ``ended_before``,
+        with its history, ticks, gaps and results; return what was removed.
+
+        The check and the removal are one compare-and-set per session: a session that
+        is not terminal, ended later, is unknown or is already purged is skipped and
+        nothing of it changes (a terminal session never changes again, so no claim,
+        resume or transition can race with its purge). Idempotent.
+
+        Afterwards the session is :class:`~ticktape.errors.SessionNotFound` on every
+        read and is in no list, count, change feed, :meth:`find_expired` or
+        :meth:`find_finished`. Rows are deleted at once where the backend can delete
+        (SQLite, memory; in bounded transactions, so a long purge never holds the
+        writer for long: heartbeats go first). QuestDB cannot delete rows: its
+        sessions are purged by a tombstone row, and their rows go when
+        :meth:`reclaim` drops the partitions that hold nothing else.
+        """
+
+    async def reclaim(self, ended_before: datetime) -> Purged:
+        """Free the space purged sessions leave behind, where :meth:`purge` could not.
+
+        QuestDB drops every partition, older than ``ended_before``, of the tick, gap,
+        result and session-log tables whose rows all belong to purged sessions; a
+        partition that also holds a session that is kept is kept whole. This default
+        is for backends whose :meth:`purge` deletes the rows itself: nothing to do.
+        """
+        return Purged()
 
     @abc.abstractmethod
     async def find_expired(self, now: datetime) -> list[Session]:

@@ -11,7 +11,7 @@ both built on it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from ticktape.store.base import (
     MAX_CHANGES,
     UNCHANGED,
     ChangePage,
+    Purged,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -55,6 +56,9 @@ SESSION_OPERATIONS = frozenset(
         "add_event",
         "list_events",
         "mark_deleted",
+        "find_finished",
+        "purge",
+        "reclaim",
         "find_expired",
         "find_owned",
         "list_changed",
@@ -216,6 +220,21 @@ class InterceptedSessionStore(SessionStore):
     async def mark_deleted(self, session_id: str) -> Session:
         i = self._inner
         return await self._f("mark_deleted", i.mark_deleted, session_id=session_id)
+
+    async def find_finished(
+        self, ended_before: datetime, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Session]:
+        i = self._inner
+        return await self._f(
+            "find_finished", i.find_finished, ended_before=ended_before, limit=limit, after=after
+        )
+
+    async def purge(self, session_ids: Sequence[str], *, ended_before: datetime) -> Purged:
+        i = self._inner
+        return await self._f("purge", i.purge, session_ids=session_ids, ended_before=ended_before)
+
+    async def reclaim(self, ended_before: datetime) -> Purged:
+        return await self._f("reclaim", self._inner.reclaim, ended_before=ended_before)
 
     async def find_expired(self, now: datetime) -> list[Session]:
         return await self._f("find_expired", self._inner.find_expired, now=now)

@@ -8,7 +8,7 @@ operation atomic, as a database transaction would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,6 +23,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    Purged,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -312,6 +313,65 @@ class MemorySessionStore(SessionStore):
             updated = current.evolve(deleted=True)
             self._put(updated)
             return updated
+
+    async def find_finished(
+        self, ended_before: datetime, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Session]:
+        check_limit(limit, MAX_LIST_LIMIT)
+        found = sorted(
+            (
+                (to_us(s.ended_at), s.id, s)
+                for s in self._s.sessions.values()
+                if s.is_terminal and s.ended_at is not None and s.ended_at < ended_before
+            ),
+            key=lambda item: (item[0], item[1]),
+        )
+        if after is not None:
+            position = (to_us(after[0]), after[1])
+            found = [item for item in found if (item[0], item[1]) > position]
+        return [item[2] for item in found[:limit]]
+
+    async def purge(self, session_ids: Sequence[str], *, ended_before: datetime) -> Purged:
+        total = Purged()
+        async with self._s.lock:
+            for session_id in dict.fromkeys(session_ids):
+                session = self._s.sessions.get(session_id)
+                if (
+                    session is None
+                    or not session.is_terminal
+                    or session.ended_at is None
+                    or session.ended_at >= ended_before
+                ):
+                    continue
+                total += self._remove(session_id)
+        return total
+
+    def _remove(self, session_id: str) -> Purged:
+        s = self._s
+        session = s.sessions.pop(session_id)
+        s.changed.pop(session_id, None)
+        if session.idempotency_key is not None:
+            s.by_key.pop(session.idempotency_key, None)
+        events = len(s.events.pop(session_id, []))
+        s.trades_recv = {k: v for k, v in s.trades_recv.items() if k[0] != session_id}
+        s.books_recv = {k: v for k, v in s.books_recv.items() if k[0] != session_id}
+        trades, orderbook, gaps = len(s.trades), len(s.books), len(s.gaps)
+        s.trades = {k: v for k, v in s.trades.items() if k[0] != session_id}
+        s.books = {k: v for k, v in s.books.items() if k[0] != session_id}
+        s.gaps = {k: v for k, v in s.gaps.items() if k[0] != session_id}
+        stored = s.results.pop(session_id, None)
+        results = 0
+        if stored is not None:
+            r = stored[0]
+            results = 1 + len(r.orders) + len(r.fills) + len(r.equity)
+        return Purged(
+            sessions=1,
+            events=events,
+            trades=trades - len(s.trades),
+            orderbook=orderbook - len(s.books),
+            gaps=gaps - len(s.gaps),
+            results=results,
+        )
 
     async def find_expired(self, now: datetime) -> list[Session]:
         return [

@@ -19,9 +19,10 @@ See ``docs/questdb.md`` for the design and its measured costs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +52,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    Purged,
     Seal,
     SessionPage,
     SessionQuery,
@@ -86,6 +88,8 @@ from ticktape.store.rules import (
 
 log = logging.getLogger(__name__)
 
+#: An instance row whose lease expired this long ago is taken over by a new instance.
+INSTANCE_ROWS_KEPT = timedelta(hours=1)
 CHANGE_OVERLAP_S = 2.0  # list_changed re-reads this much before the newest row it saw
 CHANGE_OVERLAP_US = int(CHANGE_OVERLAP_S * 1_000_000)
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
@@ -94,6 +98,29 @@ _SELECT = ", ".join(_COLUMNS)
 _INSERT = f"INSERT INTO tt_session_log ({_SELECT}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
 _LATEST = f"SELECT {_SELECT} FROM tt_session_log LATEST ON ts PARTITION BY id"
 _EVENT_KINDS = "('transition', 'note')"
+#: ``row_kind`` of a purged session's last row (a tombstone: QuestDB cannot delete rows).
+_PURGED = "purged"
+_ROW_KIND = _COLUMNS.index("row_kind")
+_TERMINAL_SQL = "('stopped', 'completed', 'failed')"
+#: Tables whose partitions :meth:`QuestDBSessionStore.reclaim` may drop, with the column
+#: naming each row's session. The session log comes last: its partitions go only once
+#: they hold no tombstone, so a purged session never comes back.
+_RECLAIMED_TABLES = (
+    ("tt_trades", "session_id", "trades"),
+    ("tt_orderbook", "session_id", "orderbook"),
+    ("tt_gaps", "session_id", "gaps"),
+    ("tt_result_summary", "session_id", "results"),
+    ("tt_result_orders", "session_id", "results"),
+    ("tt_result_fills", "session_id", "results"),
+    ("tt_result_equity", "session_id", "results"),
+    ("tt_session_log", "id", "events"),
+)
+
+
+class _NotPurgeable(Exception):
+    """Raised inside a purge's compare-and-set: the session is kept."""
+
+
 _ONE_US = timedelta(microseconds=1)
 
 
@@ -256,7 +283,7 @@ def symbol_pattern(symbol: str) -> str:
 
 
 def _filters(query: SessionQuery) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
+    clauses: list[str] = [f"row_kind != '{_PURGED}'"]
     params: list[Any] = []
     if not query.include_deleted:
         clauses.append("deleted = false")
@@ -380,7 +407,7 @@ class QuestDBSessionStore(SessionStore):
             (session_id,),
             "get session",
         )
-        if not rows:
+        if not rows or rows[0][_ROW_KIND] == _PURGED:
             raise SessionNotFound(session_id)
         return (await self._viewed([_Row.parse(rows[0])]))[0]
 
@@ -391,7 +418,7 @@ class QuestDBSessionStore(SessionStore):
             session_ids,
             "get sessions",
         )
-        viewed = await self._viewed([_Row.parse(r) for r in rows])
+        viewed = await self._viewed([_Row.parse(r) for r in rows if r[_ROW_KIND] != _PURGED])
         return {row.session.id: row for row in viewed}
 
     async def get_session(self, session_id: str) -> Session:
@@ -448,6 +475,109 @@ class QuestDBSessionStore(SessionStore):
         )
         return [r.session for r in await self._viewed([_Row.parse(r) for r in rows])]
 
+    async def find_finished(
+        self, ended_before: datetime, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Session]:
+        check_limit(limit, MAX_LIST_LIMIT)
+        clause = ""
+        params: list[Any] = [ended_before]
+        if after is not None:
+            clause = "AND (ended_at > %s OR (ended_at = %s AND id::varchar > %s)) "
+            params.extend([after[0], after[0], after[1]])
+        rows = await self._query(
+            f"SELECT * FROM ({_LATEST}) WHERE status IN {_TERMINAL_SQL} "
+            f"AND row_kind != '{_PURGED}' AND ended_at < %s {clause}"
+            "ORDER BY ended_at, id::varchar LIMIT %s",
+            [*params, limit],
+            "find finished sessions",
+        )
+        return [_Row.parse(r).session for r in rows]
+
+    async def purge(self, session_ids: Sequence[str], *, ended_before: datetime) -> Purged:
+        """Appends a tombstone per session (compare-and-set, like a transition): from then
+        on every read treats the session as unknown. Its rows stay until :meth:`reclaim`
+        drops the partitions holding them."""
+
+        def build(current: _Row) -> _Row:
+            s = current.session
+            if not s.is_terminal or s.ended_at is None or s.ended_at >= ended_before:
+                raise _NotPurgeable
+            return current.next(
+                replace(s, deleted=True), row_kind=_PURGED, actor="gc", reason=_PURGED
+            )
+
+        async def one(session_id: str) -> int:
+            try:
+                await self._change(session_id, build, "purge session")
+            except (_NotPurgeable, SessionNotFound):
+                return 0
+            return 1
+
+        done = await asyncio.gather(*(one(i) for i in dict.fromkeys(session_ids)))
+        return Purged(sessions=sum(done))
+
+    async def reclaim(self, ended_before: datetime) -> Purged:
+        rows = await self._query(
+            f"SELECT id FROM ({_LATEST}) WHERE row_kind = '{_PURGED}'", (), "find purged sessions"
+        )
+        purged = {str(r[0]) for r in rows}
+        if not purged:
+            return Purged()
+        freed = Purged()
+        for table, column, kind in _RECLAIMED_TABLES:
+            for name, rows_in, disk in await self._droppable(table, column, purged, ended_before):
+                await self._drop_partition(table, name)
+                freed = replace(
+                    freed,
+                    partitions=(*freed.partitions, f"{self._db.prefixed(table)}/{name}"),
+                    bytes=freed.bytes + disk,
+                    **{kind: getattr(freed, kind) + rows_in},
+                )
+        return freed
+
+    async def _droppable(
+        self, table: str, column: str, purged: set[str], ended_before: datetime
+    ) -> list[tuple[str, int, int]]:
+        """(name, rows, bytes) of ``table``'s partitions that end before ``ended_before``
+        and hold rows of purged sessions only (the session log's: and no tombstone)."""
+        parts = await self._query(
+            "SELECT name, minTimestamp, maxTimestamp, numRows, diskSize "
+            f"FROM table_partitions('{table}')",
+            (),
+            "list partitions",
+        )
+        found = []
+        for name, low, high, rows_in, disk in parts:
+            if low is None or high is None or high.replace(tzinfo=UTC) >= ended_before:
+                continue
+            ids = await self._query(
+                f"SELECT DISTINCT {column} FROM {table} WHERE ts >= %s AND ts <= %s",
+                (low, high),
+                "read a partition's sessions",
+            )
+            if not ids or any(str(i[0]) not in purged for i in ids):
+                continue
+            if table == "tt_session_log":
+                tombstones = await self._query(
+                    f"SELECT count() FROM {table} WHERE ts >= %s AND ts <= %s "
+                    f"AND row_kind = '{_PURGED}'",
+                    (low, high),
+                    "read a partition's tombstones",
+                )
+                if tombstones[0][0]:
+                    continue
+            found.append((str(name), int(rows_in or 0), int(disk or 0)))
+        return found
+
+    async def _drop_partition(self, table: str, name: str) -> None:
+        sql = self._db.prefixed(f"ALTER TABLE {table} DROP PARTITION LIST '{name}'")
+        if table == "tt_session_log":  # this process's appends hold the same writer
+            async with self._db.writer("drop a session-log partition") as conn:
+                await conn.execute(sql)
+            return
+        async with self._db.reader("drop a partition") as conn:
+            await conn.execute(sql)
+
     async def find_expired(self, now: datetime) -> list[Session]:
         return [
             s
@@ -490,7 +620,8 @@ class QuestDBSessionStore(SessionStore):
             cursor = f"{to_us(changed[-1].ts) - 1}!"
         else:
             cursor = str(max([after_us, *(to_us(r.ts) for r in changed)]))
-        return ChangePage([r.session for r in await self._viewed(changed)], cursor)
+        shown = [r for r in changed if r.row_kind != _PURGED]
+        return ChangePage([r.session for r in await self._viewed(shown)], cursor)
 
     # ------------------------------------------------------------------ writing
 
@@ -674,7 +805,9 @@ class QuestDBSessionStore(SessionStore):
                 ),
                 (lease_expires_at, stored, owner),
             )
-            if cur.rowcount < 1:
+            if cur.rowcount < 1 and not await self._reuse_instance_row(
+                conn, owner, lease_expires_at, stored
+            ):
                 await conn.execute(
                     self._db.prefixed(
                         "INSERT INTO tt_instances (token, expires, progress, ts) "
@@ -689,6 +822,36 @@ class QuestDBSessionStore(SessionStore):
             "find owned sessions",
         )
         return [r.session for r in await self._viewed([_Row.parse(r) for r in rows])]
+
+    async def _reuse_instance_row(
+        self, conn: Any, owner: str, lease_expires_at: datetime, stored: str
+    ) -> bool:
+        """Take over the row of an instance whose lease expired over
+        :data:`INSTANCE_ROWS_KEPT` ago, instead of adding a row: QuestDB cannot delete
+        rows, so this keeps ``tt_instances`` as small as the number of instances alive in
+        that time. Dropping a dead row revives nothing (its sessions' own leases are the
+        later of the two by then). Compare-and-set on (token, expires): an ``UPDATE`` of a
+        non-WAL table is synchronous and counts the rows it matched, so of two instances
+        taking the same row one gets it and the other looks further."""
+        dead = await (
+            await conn.execute(
+                self._db.prefixed(
+                    "SELECT token, expires FROM tt_instances WHERE expires < %s LIMIT 3"
+                ),
+                (utcnow() - INSTANCE_ROWS_KEPT,),
+            )
+        ).fetchall()
+        for token, expires in dead:
+            cur = await conn.execute(
+                self._db.prefixed(
+                    "UPDATE tt_instances SET token = %s, expires = %s, progress = %s "
+                    "WHERE token = %s AND expires = %s"
+                ),
+                (owner, lease_expires_at, stored, token, expires),
+            )
+            if cur.rowcount >= 1:
+                return True
+        return False
 
     async def add_event(
         self, session_id: str, *, actor: str, reason: str, detail: str | None = None

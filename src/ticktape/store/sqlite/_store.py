@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from itertools import repeat
 
@@ -43,6 +44,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    Purged,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -98,6 +100,20 @@ _VIEW_COLUMNS = f"{_SESSION_COLUMNS}, expires_us, json_extract(progress, '$.\"' 
 _VIEW_FROM = f"FROM sessions LEFT JOIN instances ON token = owner AND status IN {_ACTIVE_SQL}"
 _SESSION_VIEW = f"{_VIEW_COLUMNS} {_VIEW_FROM}"
 INSTANCE_ROWS_KEPT_US = 3_600_000_000  # an instance lease expired this long ago is deleted
+_TERMINAL_SQL = "('stopped', 'completed', 'failed')"
+#: Rows one transaction of a purge deletes at most: a purge of a long session is many
+#: short bulk writes, so lease renewals and transitions never wait behind all of it.
+PURGE_CHUNK_ROWS = 20_000
+#: What a purge deletes, table by table, with the key that picks a chunk of rows.
+_PURGED_TABLES = (
+    ("trades", "symbol, trade_id", "trades"),
+    ("orderbook", "symbol, ts_us", "orderbook"),
+    ("gaps", "start_us, symbol, data_type, cause", "gaps"),
+    ("result_orders", "seq", "results"),
+    ("result_fills", "seq", "results"),
+    ("result_equity", "seq", "results"),
+    ("result_summary", "sid", "results"),
+)
 
 
 def _opt_us(value: datetime | None) -> int | None:
@@ -490,6 +506,83 @@ class SqliteSessionStore(SessionStore):
             return current.evolve(deleted=True)
 
         return await self._db.write(run, "delete session")
+
+    async def find_finished(
+        self, ended_before: datetime, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[Session]:
+        check_limit(limit, MAX_LIST_LIMIT)
+        params: list[object] = [to_us(ended_before)]
+        clause = ""
+        if after is not None:
+            clause = "AND (ended_us, id) > (?, ?) "
+            params.extend([to_us(after[0]), after[1]])
+        sql = (
+            f"SELECT {_SESSION_VIEW} WHERE ended_us < ? AND status IN {_TERMINAL_SQL} "
+            f"{clause}ORDER BY ended_us, id LIMIT ?"
+        )
+        return await self._db.read(
+            lambda conn: [_view_to_session(r) for r in conn.execute(sql, [*params, limit])],
+            "find finished sessions",
+        )
+
+    async def purge(self, session_ids: Sequence[str], *, ended_before: datetime) -> Purged:
+        total = Purged()
+        for session_id in dict.fromkeys(session_ids):
+            total += await self._purge_one(session_id, to_us(ended_before))
+        return total
+
+    async def _purge_one(self, session_id: str, cutoff_us: int) -> Purged:
+        """Delete the session's rows chunk by chunk, each chunk its own transaction that
+        checks again that the session is terminal and ended before the cutoff, then the
+        session and its history in the last one. The first chunk soft-deletes it, so a
+        purge cut short (a crash) leaves it hidden, and the next run finishes it."""
+
+        def eligible(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                f"SELECT sid FROM sessions WHERE id = ? AND status IN {_TERMINAL_SQL} "
+                "AND ended_us < ?",
+                (session_id, cutoff_us),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE sessions SET deleted = 1 WHERE sid = ? AND deleted = 0", row)
+            return int(row[0])
+
+        deleted = Purged()
+        for table, key, kind in _PURGED_TABLES:
+
+            def chunk(conn: sqlite3.Connection, table: str = table, key: str = key) -> int | None:
+                sid = eligible(conn)
+                if sid is None:
+                    return None
+                return conn.execute(
+                    f"DELETE FROM {table} WHERE sid = ? AND ({key}) IN "
+                    f"(SELECT {key} FROM {table} WHERE sid = ? LIMIT ?)",
+                    (sid, sid, PURGE_CHUNK_ROWS),
+                ).rowcount
+
+            while True:
+                count = await self._db.write(chunk, f"purge a session's {kind}", bulk=True)
+                if count is None:  # not (or no longer) purgeable: what went is reported
+                    return deleted
+                deleted = replace(deleted, **{kind: getattr(deleted, kind) + count})
+                if count < PURGE_CHUNK_ROWS:
+                    break
+
+        def last(conn: sqlite3.Connection) -> int | None:
+            sid = eligible(conn)
+            if sid is None:
+                return None
+            events = conn.execute(
+                "DELETE FROM session_events WHERE session_id = ?", (session_id,)
+            ).rowcount
+            conn.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
+            return events
+
+        events = await self._db.write(last, "purge a session", bulk=True)
+        if events is None:
+            return deleted
+        return replace(deleted, sessions=1, events=events)
 
     async def find_expired(self, now: datetime) -> list[Session]:
         sql = (
