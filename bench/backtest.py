@@ -49,10 +49,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ticktape.feeds.sim import SimExchange
 from ticktape.strategies import (
     BookTick,
     Context,
@@ -63,9 +63,11 @@ from ticktape.strategies import (
     default_registry,
     run_backtest,
 )
+from ticktape.testing import iter_sim_blocks, record_source, sim_blocks
 from ticktape.ticks import TickBatch
 
 SYMBOLS = ("BTC_USDT", "ETH_USDT")
+START_US = 1_700_000_000_000_000
 TARGETS = {  # ticks/s, from the issue
     "event_noop": 500_000,
     "event_market_maker": 150_000,
@@ -84,16 +86,9 @@ class DoNothing(Strategy):
 
 
 def generate(ticks: int, rate_per_s: float) -> list[list[TickBatch]]:
-    ex = SimExchange(
-        "bench", SYMBOLS, seed=1, rate_per_s=rate_per_s, start_us=1_700_000_000_000_000
+    return sim_blocks(
+        ticks, SYMBOLS, session_id="bench", seed=1, rate_per_s=rate_per_s, start_us=START_US
     )
-    chunks: list[list[TickBatch]] = []
-    n = 0
-    while n < ticks:
-        block = ex.next_block()
-        chunks.append(block)
-        n += sum(len(b) for b in block)
-    return chunks
 
 
 def peak_rss_mib() -> float:
@@ -151,12 +146,9 @@ def pacing(seconds: float, speed: float) -> dict[str, Any]:
 
 
 def lazy_blocks(ticks: int) -> Iterator[list[TickBatch]]:
-    ex = SimExchange("bench", SYMBOLS, seed=1, rate_per_s=0, start_us=1_700_000_000_000_000)
-    n = 0
-    while n < ticks:
-        block = ex.next_block()
-        n += sum(len(b) for b in block)
-        yield block
+    return iter_sim_blocks(
+        ticks, SYMBOLS, session_id="bench", seed=1, rate_per_s=0, start_us=START_US
+    )
 
 
 def memory_probe(ticks: int) -> None:
@@ -186,79 +178,22 @@ RECORD_OWNER = "bench-recorder/0"
 
 
 async def record(store: Any, ticks: int) -> str:
-    """A ``stopped`` collect session of ``ticks`` simulated ticks, written in feed blocks."""
-    from datetime import timedelta
-
-    from ticktape.domain import (
-        DataType,
-        Reason,
-        Session,
-        SessionConfig,
-        SessionKind,
-        SessionStatus,
-        new_session_id,
-        utcnow,
-    )
-
-    now = utcnow()
-    lease = now + timedelta(hours=6)
-    draft = Session(
-        id=new_session_id(),
-        kind=SessionKind.COLLECT,
-        status=SessionStatus.PENDING,
-        symbols=SYMBOLS,
-        exchange="sim",
-        data_types=(DataType.TRADES, DataType.ORDERBOOK),
-        config=SessionConfig(),
-        created_at=now,
-        reason=Reason.CREATED,
-        owner=RECORD_OWNER,
-        lease_expires_at=lease,
-    )
-    s = await store.sessions.create_session(draft, actor=RECORD_OWNER)
-    s = await store.sessions.transition(
-        s.id,
-        expected_version=s.version,
-        to_status=SessionStatus.RUNNING,
-        actor=RECORD_OWNER,
-        reason=Reason.STARTED,
-        lease_expires_at=lease,
-    )
-    ex = SimExchange(s.id, SYMBOLS, seed=1, rate_per_s=0, start_us=1_700_000_000_000_000)
-    written = 0
+    """A ``stopped`` collect session of ``ticks`` simulated ticks, written in writes of
+    100,000 ticks."""
     started = time.perf_counter()
-    pending: list[TickBatch] = []
-    while written < ticks:
-        block = ex.next_block()
-        pending.extend(block)
-        written += sum(len(b) for b in block)
-        if sum(len(b) for b in pending) >= 100_000:
-            await store.ticks.write(pending, owner=RECORD_OWNER)
-            pending = []
-    if pending:
-        await store.ticks.write(pending, owner=RECORD_OWNER)
-    await store.ticks.wait_visible(300.0)
+    session = await record_source(
+        store,
+        lazy_blocks(ticks),
+        SYMBOLS,
+        owner=RECORD_OWNER,
+        lease=timedelta(hours=6),
+        write_ticks=100_000,
+        visible_within_s=300.0,
+    )
     elapsed = time.perf_counter() - started
+    written = session.stats.trades + session.stats.orderbook
     print(f"  recorded {written:,} ticks in {elapsed:.1f} s ({written / elapsed:,.0f} ticks/s)")
-    s = await store.sessions.transition(
-        s.id,
-        expected_version=s.version,
-        to_status=SessionStatus.STOPPING,
-        actor=RECORD_OWNER,
-        reason=Reason.USER_STOP,
-    )
-    seal = await store.ticks.seal(s.id)
-    await store.sessions.transition(
-        s.id,
-        expected_version=s.version,
-        to_status=SessionStatus.STOPPED,
-        actor=RECORD_OWNER,
-        reason=Reason.USER_STOP,
-        stats=seal.counts.as_stats(0),
-        lease_expires_at=None,
-        seal=seal,
-    )
-    return str(s.id)
+    return str(session.id)
 
 
 async def read_rate(store: Any, source_id: str, read: Any = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -169,71 +170,87 @@ def _assert_stats_equal_rows(c: httpx.Client, sid: str) -> dict[str, Any]:
     return session
 
 
-# --------------------------------------------------------------------------- Binance
+# --------------------------------------------------------------------------- recording
 
 
-def test_binance_session_records_through_sequence_breaks_and_a_drop(
-    store_url: str, tmp_path: Path, binance: FakeInThread
-) -> None:
-    fx = binance
-    fake: FakeBinance = fx.fake  # type: ignore[assignment]
-    sym = "BTCUSDT"
-    with (
-        running_server(store_url, tmp_path, env=_env(fake)) as server,
-        httpx.Client(base_url=server.url, timeout=30.0) as c,
-    ):
-        sid = _create(c, "binance", sym)
-        fx.call(fake.wait_subscribed((sym,), ("trades", "depth")))
-        _until(
-            lambda: len(_rows(c, sid, "orderbook")) > 0,
-            "a first book",
-            move=lambda: fx.call(fake.send_depth(sym, 1)),
-        )
-        sent = fx.call(fake.send_trades(sym, 100))
-        fx.do(lambda: fake.skip_trades(sym, 7))  # trades never sent: ``a`` jumps by 7
-        sent += fx.call(fake.send_trades(sym, 50))
-        fx.do(lambda: fake.skip_depth(sym, 3))  # a depth break: pu != previous u
-        books_before = len(_rows(c, sid, "orderbook"))
-        _until(
-            lambda: len(_rows(c, sid, "orderbook")) > books_before + 2,
-            "the book rebuilt after the break",
-            move=lambda: fx.call(fake.send_depth(sym, 1)),
-        )
-        _until(lambda: len(_rows(c, sid, "trades")) == 150, "150 trades stored")
-        fx.call(fake.drop())  # a network failure
-        fx.do(lambda: fake.skip_trades(sym, 4))  # trades while the link was down
-        fx.call(fake.wait_subscribed((sym,), ("trades", "depth")))
-        sent += fx.call(fake.send_trades(sym, 30))
-        books_before = len(_rows(c, sid, "orderbook"))
-        _until(
-            lambda: len(_rows(c, sid, "orderbook")) > books_before + 2,
-            "the book rebuilt after the drop",
-            move=lambda: fx.call(fake.send_depth(sym, 1)),
-        )
-        _until(lambda: len(_rows(c, sid, "trades")) == 180, "180 trades stored")
-        session = _stop(c, sid)
-        assert session["status"] == "stopped", session
+@dataclass
+class Recorded:
+    """A stopped recording session: what was sent, what is stored, its quality streams."""
 
-        trades = _rows(c, sid, "trades")
+    c: httpx.Client
+    fake: Any
+    sent: list[Any]
+    trades: list[dict[str, Any]]
+    qt: dict[str, Any]  # trades
+    qb: dict[str, Any]  # order books
+
+
+class Recording:
+    """What one exchange's recording scenario sends and expects. The scenario itself is
+    the same for every exchange: ``test_a_session_records_through_sequence_breaks_and_a_drop``.
+    """
+
+    exchange: str
+    symbol: str
+    depth_skip: int  # depth updates the exchange skips: a sequence break of the book
+    trades_before_drop: int
+    trades_total: int
+
+    def make(self) -> FakeExchange:
+        raise NotImplementedError
+
+    def send_before_break(self, fx: FakeInThread) -> list[Any]:
+        raise NotImplementedError
+
+    def while_down(self, fx: FakeInThread) -> None:
+        """What the market does while the link is down."""
+
+    def send_after_drop(self, fx: FakeInThread) -> list[Any]:
+        raise NotImplementedError
+
+    def check(self, done: Recorded) -> None:
+        """The exchange's own assertions on the stopped session."""
+
+
+class BinanceRecording(Recording):
+    """Trades: aggregate ids ``a``, a jump of 7 (sequence break) and 4 lost while down;
+    depth: a break (``pu`` != previous ``u``)."""
+
+    exchange, symbol, depth_skip = "binance", "BTCUSDT", 3
+    trades_before_drop, trades_total = 150, 180
+
+    def make(self) -> FakeExchange:
+        return FakeBinance()
+
+    def send_before_break(self, fx: FakeInThread) -> list[Any]:
+        fake: FakeBinance = fx.fake  # type: ignore[assignment]
+        sent = fx.call(fake.send_trades(self.symbol, 100))
+        fx.do(lambda: fake.skip_trades(self.symbol, 7))  # trades never sent: ``a`` jumps by 7
+        sent += fx.call(fake.send_trades(self.symbol, 50))
+        return sent
+
+    def while_down(self, fx: FakeInThread) -> None:
+        fake: FakeBinance = fx.fake  # type: ignore[assignment]
+        fx.do(lambda: fake.skip_trades(self.symbol, 4))  # trades while the link was down
+
+    def send_after_drop(self, fx: FakeInThread) -> list[Any]:
+        fake: FakeBinance = fx.fake  # type: ignore[assignment]
+        return list(fx.call(fake.send_trades(self.symbol, 30)))
+
+    def check(self, done: Recorded) -> None:
+        c, fake, sent, trades, qt, qb = done.c, done.fake, done.sent, done.trades, done.qt, done.qb
         # What the exchange sent, exactly once; what it did not send is counted as lost.
         assert [t["trade_id"] for t in trades] == [t.agg_id for t in sent]
         assert [t["price"] for t in trades] == [t.price for t in sent]
         exchange_made = fake.trades[-1].agg_id - fake.trades[0].agg_id + 1
-        q = _quality(c, sid)
-        qt, qb = q[(sym, "trades")], q[(sym, "orderbook")]
-        assert qt["rows"] == 180
         assert qt["lost"] == 11 == exchange_made - len(trades)
         trade_gaps = sorted((g["cause"], g["lost"]) for g in qt["gap_rows"])
         assert trade_gaps == [("disconnect", 4), ("sequence_break", 7)]
         assert (qt["reconnects"], qt["sequence_breaks"]) == (1, 1)
         book_causes = sorted(g["cause"] for g in qb["gap_rows"])
         assert book_causes == ["disconnect", "sequence_break"]
-        assert qb["rows"] == len(_rows(c, sid, "orderbook"))
-        _assert_no_book_inside_a_gap(_rows(c, sid, "orderbook"), qb["gap_rows"])
         assert qt["latency"]["p50_ms"] is not None and qt["latency"]["max_ms"] >= 0
         assert 0 < qt["coverage_pct"] < 100
-        _assert_stats_equal_rows(c, sid)
-        assert_valid_history(c, sid)
         metrics = _metrics(c)
         assert (
             metrics['ticktape_feed_rows_received_total{data_type="trades",exchange="binance"}']
@@ -243,6 +260,93 @@ def test_binance_session_records_through_sequence_breaks_and_a_drop(
         assert metrics['ticktape_feed_gaps_total{cause="disconnect",exchange="binance"}'] == 2
         assert metrics['ticktape_feed_messages_lost_total{exchange="binance"}'] >= 11
         assert metrics["ticktape_feed_commit_lag_seconds_count"] > 0
+
+
+class MexcRecording(Recording):
+    """Deals carry no id (ticktape numbers them), some identical; depth: versions 5 behind."""
+
+    exchange, symbol, depth_skip = "mexc", "BTC_USDT", 5
+    trades_before_drop, trades_total = 100, 125
+
+    def make(self) -> FakeExchange:
+        return FakeMexc()
+
+    def send_before_break(self, fx: FakeInThread) -> list[Any]:
+        fake: FakeMexc = fx.fake  # type: ignore[assignment]
+        # Distinct deals with the same time, price and size are both kept.
+        sent = fx.call(fake.send_deals(self.symbol, 40, per_message=4, same=True))
+        sent += fx.call(fake.send_deals(self.symbol, 60))
+        return sent
+
+    def send_after_drop(self, fx: FakeInThread) -> list[Any]:
+        fake: FakeMexc = fx.fake  # type: ignore[assignment]
+        return list(fx.call(fake.send_deals(self.symbol, 25)))
+
+    def check(self, done: Recorded) -> None:
+        sent, trades, qt, qb = done.sent, done.trades, done.qt, done.qb
+        by_id = sorted(trades, key=lambda t: t["trade_id"])
+        assert [t["trade_id"] for t in by_id] == list(range(1, 126))  # ticktape's numbering
+        assert [(t["price"], t["qty"]) for t in by_id] == [(d.price, d.qty) for d in sent]
+        assert [(g["cause"], g["lost"]) for g in qt["gap_rows"]] == [("disconnect", None)]
+        book_gaps = sorted((g["cause"], g["lost"]) for g in qb["gap_rows"])
+        assert book_gaps[0][0] == "disconnect"
+        assert book_gaps[1] == ("sequence_break", 5)
+
+
+@pytest.mark.parametrize(
+    "recording", [BinanceRecording(), MexcRecording()], ids=lambda r: str(r.exchange)
+)
+def test_a_session_records_through_sequence_breaks_and_a_drop(
+    store_url: str, tmp_path: Path, recording: Recording
+) -> None:
+    sym = recording.symbol
+    with (
+        FakeInThread(recording.make()) as fx,
+        running_server(store_url, tmp_path, env=_env(fx.fake)) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as c,
+    ):
+        fake: Any = fx.fake  # both fakes send depth and skip depth updates
+
+        def move() -> None:
+            fx.call(fake.send_depth(sym, 1))
+
+        sid = _create(c, recording.exchange, sym)
+        fx.call(fake.wait_subscribed((sym,), ("trades", "depth")))
+        _until(lambda: len(_rows(c, sid, "orderbook")) > 0, "a first book", move=move)
+        sent = recording.send_before_break(fx)
+        fx.do(lambda: fake.skip_depth(sym, recording.depth_skip))  # a sequence break
+        books_before = len(_rows(c, sid, "orderbook"))
+        _until(
+            lambda: len(_rows(c, sid, "orderbook")) > books_before + 2,
+            "the book rebuilt after the break",
+            move=move,
+        )
+        stored = recording.trades_before_drop
+        _until(lambda: len(_rows(c, sid, "trades")) == stored, f"{stored} trades stored")
+        fx.call(fake.drop())  # a network failure
+        recording.while_down(fx)
+        fx.call(fake.wait_subscribed((sym,), ("trades", "depth")))
+        sent += recording.send_after_drop(fx)
+        books_before = len(_rows(c, sid, "orderbook"))
+        _until(
+            lambda: len(_rows(c, sid, "orderbook")) > books_before + 2,
+            "the book rebuilt after the drop",
+            move=move,
+        )
+        total = recording.trades_total
+        _until(lambda: len(_rows(c, sid, "trades")) == total, f"{total} trades stored")
+        session = _stop(c, sid)
+        assert session["status"] == "stopped", session
+
+        trades = _rows(c, sid, "trades")
+        q = _quality(c, sid)
+        qt, qb = q[(sym, "trades")], q[(sym, "orderbook")]
+        books = _rows(c, sid, "orderbook")
+        assert (qt["rows"], qb["rows"]) == (total, len(books))
+        recording.check(Recorded(c, fake, sent, trades, qt, qb))
+        _assert_no_book_inside_a_gap(books, qb["gap_rows"])
+        _assert_stats_equal_rows(c, sid)
+        assert_valid_history(c, sid)
 
 
 def test_binance_symbols_in_the_wrong_form_are_refused(
@@ -276,62 +380,6 @@ def test_a_refused_subscription_fails_the_session_naming_the_symbol(
 
 
 # --------------------------------------------------------------------------- MEXC
-
-
-def test_mexc_session_records_through_a_version_gap_and_a_drop(
-    store_url: str, tmp_path: Path, mexc: FakeInThread
-) -> None:
-    fx = mexc
-    fake: FakeMexc = fx.fake  # type: ignore[assignment]
-    sym = "BTC_USDT"
-    with (
-        running_server(store_url, tmp_path, env=_env(fake)) as server,
-        httpx.Client(base_url=server.url, timeout=30.0) as c,
-    ):
-        sid = _create(c, "mexc", sym)
-        fx.call(fake.wait_subscribed((sym,), ("trades", "depth")))
-        _until(
-            lambda: len(_rows(c, sid, "orderbook")) > 0,
-            "a first book",
-            move=lambda: fx.call(fake.send_depth(sym, 1)),
-        )
-        # Distinct deals with the same time, price and size are both kept.
-        sent = fx.call(fake.send_deals(sym, 40, per_message=4, same=True))
-        sent += fx.call(fake.send_deals(sym, 60))
-        fx.do(lambda: fake.skip_depth(sym, 5))  # versions 5 behind: a sequence break
-        books_before = len(_rows(c, sid, "orderbook"))
-        _until(
-            lambda: len(_rows(c, sid, "orderbook")) > books_before + 2,
-            "the book rebuilt after the version gap",
-            move=lambda: fx.call(fake.send_depth(sym, 1)),
-        )
-        _until(lambda: len(_rows(c, sid, "trades")) == 100, "100 deals stored")
-        fx.call(fake.drop())
-        fx.call(fake.wait_subscribed((sym,), ("trades", "depth")))
-        sent += fx.call(fake.send_deals(sym, 25))
-        books_before = len(_rows(c, sid, "orderbook"))
-        _until(
-            lambda: len(_rows(c, sid, "orderbook")) > books_before + 2,
-            "the book rebuilt after the drop",
-            move=lambda: fx.call(fake.send_depth(sym, 1)),
-        )
-        _until(lambda: len(_rows(c, sid, "trades")) == 125, "125 deals stored")
-        _stop(c, sid)
-
-        trades = _rows(c, sid, "trades")
-        by_id = sorted(trades, key=lambda t: t["trade_id"])
-        assert [t["trade_id"] for t in by_id] == list(range(1, 126))  # ticktape's numbering
-        assert [(t["price"], t["qty"]) for t in by_id] == [(d.price, d.qty) for d in sent]
-        q = _quality(c, sid)
-        qt, qb = q[(sym, "trades")], q[(sym, "orderbook")]
-        assert qt["rows"] == 125
-        assert [(g["cause"], g["lost"]) for g in qt["gap_rows"]] == [("disconnect", None)]
-        book_gaps = sorted((g["cause"], g["lost"]) for g in qb["gap_rows"])
-        assert book_gaps[0][0] == "disconnect"
-        assert book_gaps[1] == ("sequence_break", 5)
-        _assert_no_book_inside_a_gap(_rows(c, sid, "orderbook"), qb["gap_rows"])
-        _assert_stats_equal_rows(c, sid)
-        assert_valid_history(c, sid)
 
 
 def test_a_stop_while_the_exchange_is_down_is_prompt_and_keeps_the_open_gap(

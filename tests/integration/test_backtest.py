@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.backtests import record_source, sim_blocks
 from tests.integration.test_faults import base_settings, wait_status
 from ticktape.domain import OwnerLossPolicy, Reason, Session, SessionStatus, validate_spec
 from ticktape.errors import ValidationError
@@ -27,7 +26,7 @@ from ticktape.strategies import (
     validate_backtest,
     validate_paper,
 )
-from ticktape.testing import Instance, eventually, instances
+from ticktape.testing import Instance, eventually, instances, record_source, sim_blocks
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 SYMBOLS = ("BTC_USDT", "ETH_USDT")
@@ -90,12 +89,11 @@ def play(run: Run, tmp_path: Path) -> Callable[[Callable[[Any], Any]], None]:
             settings = dataclasses.replace(
                 base_settings(tmp_path), lease_s=5.0, heartbeat_interval_s=0.5
             )
-            async with instances(settings) as add:
+            # the built-ins and a strategy that fails, for these tests
+            async with instances(settings, default_runners(registry())) as add:
 
                 async def add_node(name: str = "a") -> Instance:
                     node: Instance = await add(name)
-                    # the built-ins and a strategy that fails, for these tests
-                    node.supervisor._runners = default_runners(registry())
                     return node
 
                 await body(add_node)

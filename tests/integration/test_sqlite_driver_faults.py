@@ -180,7 +180,7 @@ def test_the_failure_is_logged_once_per_outage_with_its_cause(
                 await _answer(store.sessions.create_session(make_session(), actor="t"))
         await store.sessions.create_session(make_session(), actor="t")
 
-    with caplog.at_level(logging.WARNING, logger="ticktape.store.sqlite._db"):
+    with caplog.at_level(logging.WARNING, logger="ticktape.store.sqlite"):
         run(body())
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "disk I/O error" in errors[0].getMessage()

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backtests import record_source, sim_blocks
 from ticktape.domain import SessionStatus
 from ticktape.store.base import StoredResults
+from ticktape.testing import record_source, sim_blocks
 
 from .conftest_api import OWNER, ApiHarness, Run, make_harness
 

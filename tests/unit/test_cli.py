@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ticktape.cli import main as cli
 from ticktape.cli.client import ApiError, ServerUnreachable, TicktapeClient
 from ticktape.errors import TicktapeError
+from ticktape.testing import record_source, sim_blocks
 
 from .conftest_api import BASE_URL, ApiHarness, Run, SyncAsgiTransport, make_harness
 
@@ -135,6 +136,46 @@ def test_start_paper_creates_a_paper_session(api: ApiHarness, runner: CliRunner)
     session = api.http.get(f"/api/sessions/{result.stdout.strip()}").json()
     assert session["kind"] == "paper" and session["config"]["duration_s"] == 5.0
     assert session["config"]["strategy_run"]["params"] == {"fast": 3, "slow": 9}
+
+
+def test_start_backtest_passes_every_option(api: ApiHarness, runner: CliRunner) -> None:
+    source = api.run(record_source(api.store, sim_blocks(500))).id
+    result = invoke(
+        runner,
+        "start",
+        "backtest",
+        "--source",
+        source,
+        "--strategy",
+        "sma_cross",
+        "-p",
+        "fast=4",
+        "--param",
+        "slow=12",
+        "--symbols",
+        "ETH_USDT",
+        "--speed",
+        "0",
+        "--seed",
+        "5",
+        "--initial-cash",
+        "2500",
+        "--latency-ms",
+        "7",
+        "--on-owner-loss",
+        "resume",
+        "--json",
+        *URL,
+    )
+    assert result.exit_code == 0, result.output
+    session = json.loads(result.stdout)
+    assert api.runtime.launched == [session["id"]]
+    assert session["kind"] == "backtest" and session["symbols"] == ["ETH_USDT"]
+    assert session["config"]["on_owner_loss"] == "resume"
+    run = session["config"]["strategy_run"]
+    assert run["source_session"] == source and run["strategy"] == "sma_cross"
+    assert run["params"] == {"fast": 4, "slow": 12} and run["seed"] == 5
+    assert (run["speed"], run["initial_cash"], run["latency_ms"]) == (0.0, 2500.0, 7.0)
 
 
 def test_start_with_a_bad_symbol_is_a_one_line_error(api: ApiHarness, runner: CliRunner) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backtests import record_source, sim_blocks
+from ticktape.testing import record_source, sim_blocks
 
 from .conftest_api import ApiHarness, Run, make_harness
 

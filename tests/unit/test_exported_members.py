@@ -31,6 +31,7 @@ EXPORTS = {
         "DRIVER_ERRORS",
         "ParquetExport",
         "QuestDBAddress",
+        "QuestDBSessionStore",
         "QuestDBStore",
         "QuestDBTickStore",
         "sql_inline",
@@ -82,8 +83,11 @@ EXPORTS = {
         "eventually",
         "free_port",
         "instances",
+        "iter_sim_blocks",
         "parse_fault_spec",
+        "record_source",
         "running_server",
+        "sim_blocks",
     ],
 }
 
@@ -143,3 +147,68 @@ def test_no_module_imports_a_private_module_of_another_package() -> None:
                         offenders.append(f"{path.relative_to(ROOT)}: {name}")
                     break
     assert offenders == [], "\n".join(offenders)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _patches_of_private_attributes(source: str, name: str) -> list[str]:
+    """``x._name = ...`` (other than on ``self``/``cls``) and ``setattr``/``monkeypatch.setattr``
+    /``delattr`` of a literal private name in ``source``, as ``name:line: what``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            if (
+                isinstance(target, ast.Attribute)
+                and _private(target.attr)
+                and not (isinstance(target.value, ast.Name) and target.value.id in {"self", "cls"})
+            ):
+                found.append(f"{name}:{node.lineno}: {ast.unparse(target)} =")
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called not in {"setattr", "delattr"}:
+                continue
+            for arg in node.args[:2]:
+                if (
+                    isinstance(arg, ast.Constant)
+                    and isinstance(arg.value, str)
+                    and any(_private(part) for part in arg.value.split("."))
+                ):
+                    found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_test_or_benchmark_patches_a_private_attribute() -> None:
+    """Tests and benchmarks go through public faces and documented testing hooks
+    (``QuestDBTickStore.before_send``, ``QuestDBSessionStore.on_read_many``,
+    ``instances(runners=...)``), never by replacing a ``_private`` attribute."""
+    files = [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+    offenders = [
+        hit
+        for path in sorted(files)
+        for hit in _patches_of_private_attributes(
+            path.read_text(encoding="utf-8"), str(path.relative_to(ROOT))
+        )
+    ]
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_the_private_attribute_scan_finds_each_kind_of_patch() -> None:
+    code = (
+        "node.supervisor._runners = 1\n"
+        "self._fine = 2\n"
+        "monkeypatch.setattr(store.inner.ticks, '_send_group', f)\n"
+        "monkeypatch.setattr('ticktape.store.sqlite._db.log', f)\n"
+        "monkeypatch.setattr(cli, 'client_for', f)\n"
+        "setattr(obj, '_x', 3)\n"
+        "obj.__dict__ = {}\n"
+    )
+    hits = _patches_of_private_attributes(code, "sample")
+    assert [hit.split(":")[1] for hit in hits] == ["1", "3", "4", "6"], hits

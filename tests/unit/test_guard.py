@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.unit.conftest_api import FakeRuntime, Run, SyncAsgiTransport
 from ticktape.api import create_app
@@ -21,7 +22,7 @@ LIMIT = 4096
 TOKEN = "s3cret-token"
 
 
-def client(run: Run[Any], **overrides: Any) -> httpx.Client:
+def guard_app(**overrides: Any) -> FastAPI:
     settings = Settings(
         **{
             "store_url": "memory://",
@@ -33,7 +34,12 @@ def client(run: Run[Any], **overrides: Any) -> httpx.Client:
     )
     store = MemoryStore()
     service = SessionService(store, FakeRuntime(store), settings, Metrics())
-    app = create_app(settings, service=service)
+    return create_app(settings, service=service)
+
+
+def client(run: Run[Any], app: FastAPI | None = None, **overrides: Any) -> httpx.Client:
+    """A client of ``app`` (default: a new app with ``overrides``)."""
+    app = app if app is not None else guard_app(**overrides)
     return httpx.Client(transport=SyncAsgiTransport(app, run), base_url="http://127.0.0.1:8765")
 
 
@@ -64,10 +70,8 @@ def test_a_body_over_the_limit_by_content_length_is_refused_before_reading(
     assert error["code"] == "request_too_large" and "TICKTAPE_MAX_BODY_BYTES" in error["message"]
 
 
-def test_a_streamed_body_is_cut_off_as_soon_as_it_passes_the_limit(
-    run: Run[Any], http: httpx.Client
-) -> None:
-    app = http._transport._inner.app  # type: ignore[attr-defined]
+def test_a_streamed_body_is_cut_off_as_soon_as_it_passes_the_limit(run: Run[Any]) -> None:
+    app = guard_app()
     body = Counting(chunks=1000)  # 1 MB offered, the limit is 4 KB
 
     async def send() -> httpx.Response:
@@ -86,8 +90,8 @@ def test_a_streamed_body_is_cut_off_as_soon_as_it_passes_the_limit(
 
 
 def test_the_token_is_checked_before_the_body_is_read(run: Run[Any]) -> None:
-    with client(run, api_token=TOKEN) as http:
-        app = http._transport._inner.app  # type: ignore[attr-defined]
+    app = guard_app(api_token=TOKEN)
+    with client(run, app) as http:
         received: list[str] = []
 
         async def call() -> list[dict[str, Any]]:

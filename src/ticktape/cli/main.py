@@ -352,6 +352,35 @@ def user_add(
 
 # ---------------------------------------------------------------------------- start
 
+# options more than one kind of session takes
+Duration = Annotated[str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")]
+Params = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
+]
+
+
+def _start(
+    kind: str,
+    symbols: list[str] | None,
+    url: str,
+    token: str | None,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Create a session of ``kind`` (``options`` as ``TicktapeClient.create_session`` takes
+    them; None: the server's default) and print its id, or with ``--json`` the session."""
+    with client_for(url, token) as client:
+        session = client.create_session(kind, symbols, **options)
+    if as_json:
+        print_json(session)
+    else:
+        typer.echo(session.id)
+
+
+def _csv_or_none(values: str | None) -> list[str] | None:
+    """A comma-separated option, or None when it was not given (the server decides)."""
+    return None if values is None else split_csv(values)
+
 
 @start_app.command("collect")
 @reported
@@ -373,9 +402,7 @@ def start_collect(
             help="sim (default), binance (Binance USD-M futures) or mexc (MEXC futures).",
         ),
     ] = None,
-    duration: Annotated[
-        str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")
-    ] = None,
+    duration: Duration = None,
     data_types: Annotated[
         str | None, typer.Option("--data-types", help="trades,orderbook (default both).")
     ] = None,
@@ -398,22 +425,20 @@ def start_collect(
     as_json: AsJson = False,
 ) -> None:
     """Start a collect session and print its id."""
-    with client_for(url, token) as client:
-        session = client.create_session(
-            "collect",
-            split_csv(symbols),
-            idempotency_key=idempotency_key,
-            exchange=exchange,
-            duration=duration,
-            data_types=split_csv(data_types) if data_types is not None else None,
-            book_depth=depth,
-            rate_per_s=rate,
-            seed=seed,
-        )
-    if as_json:
-        print_json(session)
-    else:
-        typer.echo(session.id)
+    _start(
+        "collect",
+        split_csv(symbols),
+        url,
+        token,
+        as_json,
+        idempotency_key=idempotency_key,
+        exchange=exchange,
+        duration=duration,
+        data_types=_csv_or_none(data_types),
+        book_depth=depth,
+        rate_per_s=rate,
+        seed=seed,
+    )
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
@@ -438,9 +463,7 @@ def start_backtest(
     strategy: Annotated[
         str, typer.Option("--strategy", help="A registered strategy (ticktape strategies).")
     ],
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
-    ] = None,
+    param: Params = None,
     symbols: Annotated[
         str | None, typer.Option("--symbols", "-s", help="A subset of the source's symbols.")
     ] = None,
@@ -458,23 +481,21 @@ def start_backtest(
     as_json: AsJson = False,
 ) -> None:
     """Start a backtest of a recorded session and print its id."""
-    with client_for(url, token) as client:
-        session = client.create_session(
-            "backtest",
-            split_csv(symbols) if symbols is not None else None,
-            source_session=source,
-            strategy=strategy,
-            params=parse_params(param),
-            speed=speed,
-            seed=seed,
-            initial_cash=initial_cash,
-            latency_ms=latency_ms,
-            on_owner_loss=on_owner_loss,
-        )
-    if as_json:
-        print_json(session)
-    else:
-        typer.echo(session.id)
+    _start(
+        "backtest",
+        _csv_or_none(symbols),
+        url,
+        token,
+        as_json,
+        source_session=source,
+        strategy=strategy,
+        params=parse_params(param),
+        speed=speed,
+        seed=seed,
+        initial_cash=initial_cash,
+        latency_ms=latency_ms,
+        on_owner_loss=on_owner_loss,
+    )
 
 
 @app.command("results")
@@ -526,12 +547,8 @@ def start_paper(
     strategy: Annotated[
         str, typer.Option("--strategy", help="A registered strategy (GET /api/strategies).")
     ],
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="Strategy parameter name=value.")
-    ] = None,
-    duration: Annotated[
-        str | None, typer.Option(help="e.g. 30s, 5m, 2h; default: until stopped.")
-    ] = None,
+    param: Params = None,
+    duration: Duration = None,
     rate: Annotated[
         float | None, typer.Option("--rate", help="Simulated trades per second per symbol.")
     ] = None,
@@ -541,20 +558,18 @@ def start_paper(
     as_json: AsJson = False,
 ) -> None:
     """Start a paper session (a strategy on the live feed, simulated fills) and print its id."""
-    with client_for(url, token) as client:
-        session = client.create_session(
-            "paper",
-            split_csv(symbols),
-            strategy=strategy,
-            params=parse_params(param),
-            duration=duration,
-            rate_per_s=rate,
-            seed=seed,
-        )
-    if as_json:
-        print_json(session)
-    else:
-        typer.echo(session.id)
+    _start(
+        "paper",
+        split_csv(symbols),
+        url,
+        token,
+        as_json,
+        strategy=strategy,
+        params=parse_params(param),
+        duration=duration,
+        rate_per_s=rate,
+        seed=seed,
+    )
 
 
 # ---------------------------------------------------------------------------- read

@@ -10,6 +10,9 @@
   (:meth:`FaultyStore.fail`, :meth:`FaultyStore.delay`, :meth:`FaultyStore.from_spec`).
 - :func:`crash` (a supervisor dies as with SIGKILL), :func:`eventually` (await a
   condition with a deadline instead of sleeping), :func:`free_port`.
+- :func:`sim_blocks` / :func:`iter_sim_blocks` (the simulated exchange's ticks, no wall
+  clock) and :func:`record_source` (a finished collect session holding them, written
+  straight into a store): the source of backtest tests and ``bench/backtest.py``.
 
 Fault injection is composition: the store is wrapped where a test or benchmark
 builds the app (``create_app(runtime_store=...)``); the production settings and
@@ -21,6 +24,11 @@ from ticktape.testing._faults import (
     FaultRule,
     FaultyStore,
     parse_fault_spec,
+)
+from ticktape.testing._recording import (
+    iter_sim_blocks,
+    record_source,
+    sim_blocks,
 )
 from ticktape.testing._servers import (
     TICKTAPE,
@@ -44,6 +52,9 @@ __all__ = [
     "eventually",
     "free_port",
     "instances",
+    "iter_sim_blocks",
     "parse_fault_spec",
+    "record_source",
     "running_server",
+    "sim_blocks",
 ]

@@ -22,6 +22,7 @@ from ticktape.config import Settings, sqlite_path_from_url
 from ticktape.domain import Session, validate_spec
 from ticktape.metrics import Metrics
 from ticktape.runners import default_runners
+from ticktape.runtime.runner import RunnerRegistry
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import open_store
@@ -211,9 +212,10 @@ class Instance:
     (inject faults there), under the retry layer of ``handle`` — the store handle
     the supervisor and the service use, so injected faults are retried as real ones
     are; ``raw`` is the handle without faults, for checks that must not be faulted.
+    ``runners`` is what the supervisor runs (default: :func:`default_runners`).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runners: RunnerRegistry | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.raw = open_store(
@@ -225,7 +227,8 @@ class Instance:
         )
         self.store = FaultyStore(self.raw.inner)
         self.handle = self.raw.over(self.store)
-        self.supervisor = Supervisor(self.handle, settings, self.metrics, default_runners())
+        runners = runners if runners is not None else default_runners()
+        self.supervisor = Supervisor(self.handle, settings, self.metrics, runners)
         self.service = SessionService(self.handle, self.supervisor, settings, self.metrics)
         self.alive = False
 
@@ -268,15 +271,18 @@ class Instance:
 
 
 @contextlib.asynccontextmanager
-async def instances(base: Settings) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
+async def instances(
+    base: Settings, runners: RunnerRegistry | None = None
+) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
     """``a = await add("a")``: started instances on ``base.store_url``; all closed at the end.
 
-    Each gets ``base`` with its own instance name (and any field overridden).
+    Each gets ``base`` with its own instance name (and any field overridden), and
+    runs ``runners`` (default: :func:`default_runners`).
     """
     started: list[Instance] = []
 
     async def add(name: str, **overrides: Any) -> Instance:
-        instance = Instance(replace(base, instance_name=name, **overrides))
+        instance = Instance(replace(base, instance_name=name, **overrides), runners)
         started.append(instance)
         return await instance.start()
 

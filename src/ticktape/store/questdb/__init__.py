@@ -8,8 +8,10 @@ Public face:
 - :class:`QuestDBStore`, the store;
 - :class:`QuestDBAddress`, a parsed store URL (connection info, ILP configuration,
   table prefix) — for tools that talk to the same server, such as ``bench/ingest.py``;
-- :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that
-  check what is physically in the tables;
+- :class:`QuestDBSessionStore`, the type of ``QuestDBStore.sessions``, and
+  :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that check
+  what is physically in the tables or use their documented testing hooks
+  (``on_read_many``, ``before_send``);
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
   to a ticktape store error;
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
@@ -26,13 +28,14 @@ from ticktape.store.questdb._db import QuestDBAddress
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
-from ticktape.store.questdb._sessions import QuestDBStore
+from ticktape.store.questdb._sessions import QuestDBSessionStore, QuestDBStore
 from ticktape.store.questdb._ticks import QuestDBTickStore
 
 __all__ = [
     "DRIVER_ERRORS",
     "ParquetExport",
     "QuestDBAddress",
+    "QuestDBSessionStore",
     "QuestDBStore",
     "QuestDBTickStore",
     "sql_inline",

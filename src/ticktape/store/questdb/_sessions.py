@@ -335,6 +335,16 @@ class _NewestRows:
 
 
 class QuestDBSessionStore(SessionStore):
+    """The session log in a non-WAL table: append-only rows, compare-and-set on the newest.
+
+    Testing hook: :attr:`on_read_many`, if set, is called with the session ids of each
+    query that reads the newest rows of several sessions at once (the reads lease
+    renewals share, :class:`_NewestRows`) — a test counts the queries a heartbeat
+    costs (tests/integration/test_questdb_store.py). The product never sets it.
+    """
+
+    on_read_many: Callable[[list[str]], None] | None = None
+
     def __init__(self, connections: Connections, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._db = connections
         self._committer = GroupCommitter(
@@ -412,6 +422,8 @@ class QuestDBSessionStore(SessionStore):
         return (await self._viewed([_Row.parse(rows[0])]))[0]
 
     async def _latest_many(self, session_ids: list[str]) -> dict[str, _Row]:
+        if self.on_read_many is not None:
+            self.on_read_many(session_ids)
         rows = await self._query(
             f"SELECT {_SELECT} FROM tt_session_log WHERE id IN "
             f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
