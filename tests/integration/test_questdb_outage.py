@@ -237,16 +237,8 @@ def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connec
     ResourceWarning seen in test_stateful[questdb])."""
     store = QuestDBStore(questdb.store_url)
     store.write_timeout_s = 1.0
-    db = store._db  # the connections under test
     made: list[Any] = []
-    connect = db._connect
-
-    async def recording() -> Any:
-        conn = await connect()
-        made.append(conn)
-        return conn
-
-    db._connect = recording  # type: ignore[method-assign]
+    store.on_connect = made.append  # every connection the store opens
 
     async def scenario() -> None:
         await store.open()

@@ -12,7 +12,7 @@ import asyncio
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +340,8 @@ class Connections:
         # /ready, /metrics and the admission of new sessions read (Store.write_failure).
         self.health = WriteHealth("QuestDB")
         self.write_timeout_s = STORE_WRITE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
+        # Testing hook (QuestDBStore.on_connect): called with every connection opened
+        self.on_connect: Callable[[psycopg.AsyncConnection[Any]], None] | None = None
 
     async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
         """``work`` (a read) answered within the store timeout, or :class:`WriteTimedOut`.
@@ -383,6 +385,8 @@ class Connections:
             await _close_quietly(conn)
             raise StoreUnavailable("connect: the QuestDB store is closed")
         self._all.append(conn)
+        if self.on_connect is not None:
+            self.on_connect(conn)
         return conn
 
     async def open(self) -> None:

@@ -900,7 +900,12 @@ class QuestDBSessionStore(SessionStore):
 
 
 class QuestDBStore(Store):
-    """Sessions and ticks in one QuestDB. URL: ``questdb://host:8812?ilp=http://host:9000``."""
+    """Sessions and ticks in one QuestDB. URL: ``questdb://host:8812?ilp=http://host:9000``.
+
+    Testing hook: :attr:`on_connect`, if set, is called with every PG-wire connection
+    the store opens (the session-log writer and each pooled reader), so a test can
+    check that none is left open after :meth:`close`.
+    """
 
     def __init__(self, url: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         """``retry``'s ``busy_*`` bound the one retry inside this backend (config.RetryPolicy)."""
@@ -910,6 +915,14 @@ class QuestDBStore(Store):
         self.sessions = QuestDBSessionStore(self._db, retry)
         self.ticks = QuestDBTickStore(self._db)
         self.results = QuestDBResultStore(self._db)
+
+    @property
+    def on_connect(self) -> Callable[[Any], None] | None:
+        return self._db.on_connect
+
+    @on_connect.setter
+    def on_connect(self, hook: Callable[[Any], None] | None) -> None:
+        self._db.on_connect = hook
 
     async def open(self) -> None:
         await self._db.open()
