@@ -123,7 +123,8 @@ class QuestDBResultStore(ResultStore):
         )
 
     async def summary(self, session_id: str) -> ResultSummary | None:
-        current = await self._current(session_id)
+        # bounded like every read: a frozen server fails it as a store fault, never hangs it
+        current = await self._db.bounded(self._current(session_id), "read results summary")
         return None if current is None else current[1]
 
     async def rows(
@@ -135,6 +136,13 @@ class QuestDBResultStore(ResultStore):
         limit: int = DEFAULT_DATA_LIMIT,
     ) -> list[ResultRow]:
         check_limit(limit, MAX_DATA_LIMIT)
+        return await self._db.bounded(
+            self._rows(session_id, table, after, limit), f"read results {table}"
+        )
+
+    async def _rows(
+        self, session_id: str, table: ResultTable, after: int, limit: int
+    ) -> list[ResultRow]:
         current = await self._current(session_id)
         if current is None:
             return []
