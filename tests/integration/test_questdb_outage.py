@@ -39,7 +39,7 @@ from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store.base import TickQuery
 from ticktape.store.questdb import QuestDBStore
-from ticktape.testing import eventually
+from ticktape.testing import eventually, sigstop
 
 pytestmark = pytest.mark.questdb
 
@@ -201,7 +201,7 @@ def test_a_frozen_questdb_makes_writes_time_out_as_a_store_fault(
         store, supervisor, http = await _serving(settings)
         try:
             assert (await http.get("/ready")).status_code == 200
-            os.kill(questdb.pid, signal.SIGSTOP)  # connections stay open; nothing answers
+            sigstop(questdb.pid)  # connections stay open; nothing answers
             try:
                 error = await _refused_within_bound(http)
                 assert "TICKTAPE_STORE_WRITE_TIMEOUT_S" in error["message"], error
@@ -244,7 +244,7 @@ def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connec
         await store.open()
         try:
             assert await store.ticks.read_trades(TickQuery("no-such-session")) == []
-            os.kill(questdb.pid, signal.SIGSTOP)  # connections stay open; nothing answers
+            sigstop(questdb.pid)  # connections stay open; nothing answers
             try:
                 started = time.monotonic()
                 with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):

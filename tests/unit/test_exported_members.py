@@ -87,7 +87,9 @@ EXPORTS = {
         "parse_fault_spec",
         "record_source",
         "running_server",
+        "sigstop",
         "sim_blocks",
+        "stopped",
     ],
 }
 

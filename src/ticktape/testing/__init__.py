@@ -9,7 +9,8 @@
 - :class:`FaultyStore`: wraps any store and fails or delays the calls a rule picks
   (:meth:`FaultyStore.fail`, :meth:`FaultyStore.delay`, :meth:`FaultyStore.from_spec`).
 - :func:`crash` (a supervisor dies as with SIGKILL), :func:`eventually` (await a
-  condition with a deadline instead of sleeping), :func:`free_port`.
+  condition with a deadline instead of sleeping), :func:`free_port`, :func:`sigstop`
+  (freeze a process and wait until every thread of it has stopped).
 - :func:`sim_blocks` / :func:`iter_sim_blocks` (the simulated exchange's ticks, no wall
   clock) and :func:`record_source` (a finished collect session holding them, written
   straight into a store): the source of backtest tests and ``bench/backtest.py``.
@@ -39,6 +40,8 @@ from ticktape.testing._servers import (
     free_port,
     instances,
     running_server,
+    sigstop,
+    stopped,
 )
 
 __all__ = [
@@ -56,5 +59,7 @@ __all__ = [
     "parse_fault_spec",
     "record_source",
     "running_server",
+    "sigstop",
     "sim_blocks",
+    "stopped",
 ]

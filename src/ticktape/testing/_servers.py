@@ -41,6 +41,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STOPPED_STATES = ("T", "t")  # /proc/<pid>/task/<tid>/stat: stopped by a signal, traced
+
+
+def stopped(pid: int) -> bool:
+    """Every thread of ``pid`` has really stopped (Linux ``/proc``): ``kill`` only queues
+    SIGSTOP, and on a loaded machine a thread may still run for a while after it returns
+    — long enough to answer a request sent "after" the freeze."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        state = stat[stat.rindex(")") + 2 :].split(" ", 1)[0]  # the name may hold spaces
+        if state not in STOPPED_STATES:
+            return False
+    return True
+
+
+def sigstop(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGSTOP ``pid`` and wait until every one of its threads has stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout_s
+    while not stopped(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} not stopped {timeout_s}s after SIGSTOP")
+        time.sleep(0.005)  # the kernel gives no event to await a stop on
+
+
 class ServerProcess:
     """One ``ticktape serve`` process; restartable on the same port and store.
 
@@ -117,8 +150,9 @@ class ServerProcess:
         moment later. False (and running) if it held the lock every time.
         """
         path = sqlite_path_from_url(self.store_url) if self.store_url.startswith("sqlite") else None
+        assert self.proc is not None
         for _ in range(attempts):
-            self.signal(signal.SIGSTOP)
+            sigstop(self.proc.pid)
             if path is None or _sqlite_write_lock_free(path):
                 return True
             self.signal(signal.SIGCONT)
