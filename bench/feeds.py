@@ -201,16 +201,13 @@ async def serve_fake(exchange: str) -> None:
             raws = fx.encoded_depth(symbol, int(n))
         else:
             raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
+        # Only to a subscribed connection: the client may have sent its subscription
+        # without the fake having read it yet (sending to nobody once made the wire
+        # stage report 0 rows with a negative duration).
+        await fx.wait_subscribed((symbol,), (kind,))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
-        started = time.perf_counter()
-        for i, raw in enumerate(raws):
-            for c in conns:
-                await c.ws.send(raw)
-            if rate and i % 100 == 99:  # paced in steps of 100 messages
-                ahead = started + (i + 1) / rate - time.perf_counter()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        print(f"{len(raws) / (time.perf_counter() - started):.0f}", flush=True)
+        sent = await fx.blast(conns, raws, rate)  # paced in steps of 100 messages
+        print(f"{sent:.0f}", flush=True)
     await fx.stop()
 
 
@@ -273,15 +270,17 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
             await asyncio.wait_for(done.wait(), 120)
         stop.set()
         await asyncio.wait_for(task, 10)
-        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
         c = feed.counters
-        print(
-            f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; "
+        counts = (
             f"{rows} rows from {c.messages} messages in {last - first:.2f}s; "
             f"breaks {c.sequence_breaks}, resyncs {c.resyncs}, "
-            f"malformed {sum(c.malformed.values())})"
+            f"malformed {sum(c.malformed.values())}"
         )
-        return rows / (last - first) if last > first else 0.0
+        if rows < n or last <= first:  # a rate of what did not arrive would be nonsense
+            raise RuntimeError(f"wire {exchange} {kind}: {n} rows expected, {counts}")
+        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
+        print(f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; {counts})")
+        return rows / (last - first)
     finally:
         with contextlib.suppress(Exception):
             child.stdin.write(b"\n")
@@ -383,6 +382,8 @@ async def store_rate(
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu_s = time.process_time() - cpu
+        if stored < n:
+            raise RuntimeError(f"store {exchange} {kind}: {n} rows expected, {stored} stored")
         sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 60))
         handle.stop.set()
         await asyncio.wait_for(task, 30)
