@@ -127,30 +127,6 @@ class FakeExchange(ABC):
                 sent += 1
         return sent
 
-    async def blast(
-        self, conns: list[FakeConn], texts: list[str], rate: float = 0.0, step: int = 100
-    ) -> float:
-        """Send ``texts`` to ``conns`` as fast as the sockets take them (or at ``rate``
-        messages/s, in steps of ``step``); the rate achieved, messages/s.
-
-        The frames are encoded here and written ``step`` at a time straight to each
-        connection's transport (the library's ``send`` costs a task switch per message,
-        which made the fake, not the client under test, the bottleneck of a benchmark).
-        """
-        frames = [_text_frame(t) for t in texts]
-        started = time.perf_counter()
-        for i in range(0, len(frames), step):
-            chunk = b"".join(frames[i : i + step])
-            for c in conns:
-                if not c.ws.transport.is_closing():
-                    c.ws.transport.write(chunk)
-                    await c.ws.drain()  # waits while the client reads slower than we write
-            if rate:
-                ahead = started + (i + step) / rate - time.perf_counter()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        return len(texts) / (time.perf_counter() - started)
-
     async def send_raw(self, text: str) -> None:
         """Send ``text`` as is (malformed JSON, say) to every connection."""
         for conn in list(self.conns):
@@ -220,17 +196,6 @@ class FakeExchange(ABC):
         assert self.max_age_s is not None
         await asyncio.sleep(self.max_age_s)
         await conn.ws.close(1000, "connection lifetime reached")
-
-
-def _text_frame(text: str) -> bytes:
-    """One unmasked, final text frame (RFC 6455 §5.2), as a server sends it."""
-    data = text.encode()
-    n = len(data)
-    if n < 126:
-        return bytes((0x81, n)) + data
-    if n < 2**16:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
 
 
 @dataclass
