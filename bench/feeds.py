@@ -476,9 +476,10 @@ async def recovery_times(exchange: str, drops: int) -> list[float]:
         feed = BinanceFeed("bench", (symbol,), depth=DEPTH, endpoints=ends, settings=isolated)
     else:
         assert isinstance(fx, FakeMexc)
-        feed = MexcFeed(
-            "bench", (symbol,), depth=DEPTH, endpoints=MexcEndpoints(fx.ws_url, fx.http_url)
-        )
+        feed = MexcFeed(  # isolated drops too (without, the backoff grew to 30 s per drop)
+            "bench", (symbol,), depth=DEPTH, endpoints=MexcEndpoints(fx.ws_url, fx.http_url),
+            settings=isolated,
+        )  # fmt: skip
     stop = asyncio.Event()
     resynced: asyncio.Queue[float] = asyncio.Queue()
     booked = asyncio.Event()
