@@ -24,7 +24,9 @@ What the connection still does as the library's client did:
 - ``wss://`` over TLS (the system's trust store, the host name checked).
 
 Text messages are handed over as UTF-8 ``bytes`` (the JSON parser takes bytes and
-rejects invalid UTF-8 itself); binary messages as ``bytes`` too.
+rejects invalid UTF-8 itself: such a message is counted as malformed rather than
+closing the connection with 1007); binary messages as ``bytes`` too. Compression
+(permessage-deflate) is not negotiated.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class WireConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self._lost: asyncio.Future[None] = self._loop.create_future()
+        # A handshake that failed after its opener gave up (a timeout) is not an error to log.
+        self._opened.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._open = False
         self._head = b""  # the handshake response so far
         self._passthrough = False  # a failing handshake: the library reads the whole response
