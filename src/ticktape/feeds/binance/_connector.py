@@ -16,8 +16,12 @@ event's ``u``; a break opens a gap and the book is rebuilt the same way.
 Trades are checked on the aggregate id ``a``: a jump is a sequence break with a
 known count of lost messages; an id already seen (a reconnect or a rotation
 overlap) is dropped and counted. Connections are rotated make-before-break
-before Binance's 24-hour limit. The server's ping frames are answered by the
-WebSocket library as they arrive.
+before Binance's 24-hour limit. The server's ping frames are answered as soon as
+they are read (:mod:`ticktape.feeds.wire`).
+
+Trades and depth updates that follow an in-sync book are handled without an
+``await`` per message (``on_messages``); the reader waits only while items wait
+for room in the feed's queue.
 """
 
 from __future__ import annotations
