@@ -201,17 +201,48 @@ async def serve_fake(exchange: str) -> None:
             raws = fx.encoded_depth(symbol, int(n))
         else:
             raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
+        # Only to a subscribed connection: the client may have sent its subscription
+        # without the fake having read it yet (sending to nobody once made the wire
+        # stage report 0 rows with a negative duration).
+        await fx.wait_subscribed((symbol,), (kind,))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
-        started = time.perf_counter()
-        for i, raw in enumerate(raws):
-            for c in conns:
-                await c.ws.send(raw)
-            if rate and i % 100 == 99:  # paced in steps of 100 messages
-                ahead = started + (i + 1) / rate - time.perf_counter()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        print(f"{len(raws) / (time.perf_counter() - started):.0f}", flush=True)
+        sent = await blast(conns, raws, rate)  # paced in steps of 100 messages
+        print(f"{sent:.0f}", flush=True)
     await fx.stop()
+
+
+def text_frame(text: str) -> bytes:
+    """One unmasked, final text frame (RFC 6455 §5.2), as a server sends it."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, n)) + data
+    if n < 2**16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
+
+
+async def blast(conns: list[Any], texts: list[str], rate: float = 0.0, step: int = 100) -> float:
+    """Send ``texts`` to the fake's connections as fast as the sockets take them (or at
+    ``rate`` messages/s, in steps of ``step``); the rate achieved, messages/s.
+
+    The frames are encoded first and written ``step`` at a time straight to each
+    connection's transport, waiting while the client reads slower (``drain``): the
+    library's ``send`` per message made the fake, not the client measured, the limit.
+    """
+    frames = [text_frame(t) for t in texts]
+    started = time.perf_counter()
+    for i in range(0, len(frames), step):
+        chunk = b"".join(frames[i : i + step])
+        for c in conns:
+            if not c.ws.transport.is_closing():
+                c.ws.transport.write(chunk)
+                await c.ws.drain()
+        if rate:
+            ahead = started + (i + step) / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    return len(texts) / (time.perf_counter() - started)
 
 
 async def wire_rate(exchange: str, kind: str, n: int) -> float:
@@ -273,15 +304,17 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
             await asyncio.wait_for(done.wait(), 120)
         stop.set()
         await asyncio.wait_for(task, 10)
-        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
         c = feed.counters
-        print(
-            f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; "
+        counts = (
             f"{rows} rows from {c.messages} messages in {last - first:.2f}s; "
             f"breaks {c.sequence_breaks}, resyncs {c.resyncs}, "
-            f"malformed {sum(c.malformed.values())})"
+            f"malformed {sum(c.malformed.values())}"
         )
-        return rows / (last - first) if last > first else 0.0
+        if rows < n or last <= first:  # a rate of what did not arrive would be nonsense
+            raise RuntimeError(f"wire {exchange} {kind}: {n} rows expected, {counts}")
+        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
+        print(f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; {counts})")
+        return rows / (last - first)
     finally:
         with contextlib.suppress(Exception):
             child.stdin.write(b"\n")
@@ -383,6 +416,8 @@ async def store_rate(
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu_s = time.process_time() - cpu
+        if stored < n:
+            raise RuntimeError(f"store {exchange} {kind}: {n} rows expected, {stored} stored")
         sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 60))
         handle.stop.set()
         await asyncio.wait_for(task, 30)
@@ -441,9 +476,10 @@ async def recovery_times(exchange: str, drops: int) -> list[float]:
         feed = BinanceFeed("bench", (symbol,), depth=DEPTH, endpoints=ends, settings=isolated)
     else:
         assert isinstance(fx, FakeMexc)
-        feed = MexcFeed(
-            "bench", (symbol,), depth=DEPTH, endpoints=MexcEndpoints(fx.ws_url, fx.http_url)
-        )
+        feed = MexcFeed(  # isolated drops too (without, the backoff grew to 30 s per drop)
+            "bench", (symbol,), depth=DEPTH, endpoints=MexcEndpoints(fx.ws_url, fx.http_url),
+            settings=isolated,
+        )  # fmt: skip
     stop = asyncio.Event()
     resynced: asyncio.Queue[float] = asyncio.Queue()
     booked = asyncio.Event()

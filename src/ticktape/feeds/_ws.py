@@ -27,12 +27,12 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from ticktape.domain import DataType
@@ -47,16 +47,18 @@ from ticktape.feeds.contract import (
     GapCause,
     SubscriptionRefused,
     TradeBuilder,
+    book_row,
     now_us,
     reconnect_delay,
 )
 from ticktape.feeds.settings import StreamSettings
+from ticktape.feeds.wire import WireConnection, open_wire
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 8 * 2**20  # a larger message is a protocol error (the books are far smaller)
-RECV_QUEUE_MESSAGES = 256  # messages the WebSocket library buffers before it stops reading TCP
+RECV_QUEUE_MESSAGES = 256  # messages received and not yet handled before TCP is no longer read
 
 
 @dataclass
@@ -84,7 +86,7 @@ class Link:
 class Conn:
     """One WebSocket connection of a link, with the connector's per-connection state."""
 
-    def __init__(self, link: Link, ws: ClientConnection, number: int) -> None:
+    def __init__(self, link: Link, ws: WireConnection, number: int) -> None:
         self.link = link
         self.ws = ws
         self.number = number
@@ -181,6 +183,10 @@ class StreamFeed(ABC):
         self._conn_numbers = 0
         self._refused: SubscriptionRefused | None = None
         self._malformed_logged: set[str] = set()
+        # Items made while the queue was full wait here, in order, until the reader that made
+        # them has moved them into the queue (:meth:`settle`) before it reads on.
+        self._overflow: deque[FeedItem] = deque()
+        self._settling = asyncio.Lock()
         self.consumer_waits = 0  # readers waiting for room in the queue right now
 
     # ------------------------------------------------------------------ protocol (subclass)
@@ -195,6 +201,16 @@ class StreamFeed(ABC):
     @abstractmethod
     async def on_message(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
         """Handle one message; malformed ones go to :meth:`malformed`, never raise."""
+
+    async def on_messages(self, conn: Conn, raws: list[bytes], recv_us: int) -> None:
+        """Handle the messages of one received chunk (all received at ``recv_us``).
+
+        The default awaits :meth:`on_message` for each; a connector overrides it with a
+        synchronous fast path (``put_*``), calling :meth:`settle` after each message
+        so back-pressure holds.
+        """
+        for raw in raws:
+            await self.on_message(conn, raw, recv_us)
 
     @abstractmethod
     def is_ready(self, conn: Conn) -> bool:
@@ -212,7 +228,7 @@ class StreamFeed(ABC):
             if not done.cancelled() and done.exception() is None:
                 conn.last_message = time.monotonic()
 
-        asyncio.ensure_future(pong).add_done_callback(answered)
+        pong.add_done_callback(answered)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources the connector holds (HTTP clients)."""
@@ -252,8 +268,10 @@ class StreamFeed(ABC):
         self._queue.close()
 
     def _final_items(self) -> list[FeedItem]:
-        """What the feed still holds at its end: gathered rows and the gaps still open."""
-        out: list[FeedItem] = []
+        """What the feed still holds at its end: items not queued yet, gathered rows and the
+        gaps still open."""
+        out: list[FeedItem] = list(self._overflow)
+        self._overflow.clear()
         for builders in (self._trades, self._books):
             for b in builders.values():
                 if len(b):
@@ -271,16 +289,34 @@ class StreamFeed(ABC):
         self._seq += 1
         return self._seq - 1
 
-    async def emit(self, item: FeedItem) -> None:
-        """Hand an item on; while the consumer is behind, wait (back-pressure on the reader)."""
-        if not self._queue.full():
+    def put(self, item: FeedItem) -> None:
+        """Hand an item on without waiting: into the queue, or — while it is full, or items
+        wait before it — behind them in the overflow, which the reader that made it moves
+        into the queue (:meth:`settle`) before it reads on."""
+        if self._overflow or self._queue.full():
+            self._overflow.append(item)
+        else:
             self._queue.put_nowait(item)
+
+    async def settle(self) -> None:
+        """Wait until every item made so far is in the queue (back-pressure on the reader)."""
+        overflow = self._overflow
+        if not overflow:
             return
         self.consumer_waits += 1
         try:
-            await self._queue.put(item)
+            async with self._settling:  # one mover at a time keeps the items in order
+                while overflow:
+                    await self._queue.put(overflow[0])
+                    overflow.popleft()
         finally:
             self.consumer_waits -= 1
+
+    async def emit(self, item: FeedItem) -> None:
+        """Hand an item on; while the consumer is behind, wait (back-pressure on the reader)."""
+        self.put(item)
+        if self._overflow:
+            await self.settle()
 
     async def event(
         self,
@@ -299,9 +335,14 @@ class StreamFeed(ABC):
     ) -> None:
         """The top ``depth`` levels of ``book`` as a snapshot, from the link's primary
         connection only (during a rotation both connections keep a book)."""
-        if self.is_primary(conn):
-            bids, asks = book.top(self.depth)
-            await self.add_book(symbol, ts_us, bids, asks, recv_us)
+        self.put_top(conn, symbol, book, ts_us, recv_us)
+        if self._overflow:
+            await self.settle()
+
+    def put_top(self, conn: Conn, symbol: str, book: LocalBook, ts_us: int, recv_us: int) -> None:
+        """:meth:`emit_top` without waiting (the caller settles)."""
+        if self._primary.get(conn.link.name) is conn:
+            self.put_book_row(symbol, ts_us, book.row(self.depth), recv_us)
 
     async def fetch_snapshot(
         self,
@@ -370,30 +411,48 @@ class StreamFeed(ABC):
         lost: int | None = None,
     ) -> None:
         """One trade; ``lost`` is what the exchange's ids say is missing just before it."""
+        self.put_trade(symbol, ts_us, trade_id, price, qty, side, recv_us, lost)
+        if self._overflow:
+            await self.settle()
+
+    def put_trade(
+        self,
+        symbol: str,
+        ts_us: int,
+        trade_id: int,
+        price: float,
+        qty: float,
+        side: int,
+        recv_us: int,
+        lost: int | None = None,
+    ) -> None:
+        """:meth:`add_trade` without waiting (the caller settles)."""
         key = (symbol, DataType.TRADES)
         last = self._last_ts.get(key)
         if last is not None and ts_us < last:
             self.counters.out_of_order += 1
-        pending = self._pending.pop(key, None)
         builder = self._trades[symbol]
-        if pending is not None:
-            if len(builder):
-                await self.emit(builder.take(self._next_seq()))
-            if lost is None:
-                lost = pending.lost
-            gap = Gap(symbol, key[1], pending.start_us, ts_us, pending.cause, lost, pending.detail)
-            await self.emit(FeedEvent(EventKind.GAP, recv_us, symbol, key[1], pending.detail, gap))
-        elif lost:
-            self.counters.sequence_breaks += 1
-            if len(builder):
-                await self.emit(builder.take(self._next_seq()))
-            start = last if last is not None else ts_us
-            gap = Gap(symbol, DataType.TRADES, start, ts_us, GapCause.SEQUENCE_BREAK, lost)
-            await self.emit(FeedEvent(EventKind.GAP, recv_us, symbol, key[1], "", gap))
-        self._last_ts[key] = max(ts_us, last or ts_us)
-        builder.add(ts_us, trade_id, price, qty, side, recv_us)
-        if len(builder) >= self.settings.batch_rows:
-            await self.emit(builder.take(self._next_seq()))
+        if self._pending or lost:
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                if len(builder):
+                    self.put(builder.take(self._next_seq()))
+                if lost is None:
+                    lost = pending.lost
+                start, cause, detail = pending.start_us, pending.cause, pending.detail
+                gap = Gap(symbol, key[1], start, ts_us, cause, lost, detail)
+                self.put(FeedEvent(EventKind.GAP, recv_us, symbol, key[1], detail, gap))
+            elif lost:
+                self.counters.sequence_breaks += 1
+                if len(builder):
+                    self.put(builder.take(self._next_seq()))
+                start = last if last is not None else ts_us
+                gap = Gap(symbol, DataType.TRADES, start, ts_us, GapCause.SEQUENCE_BREAK, lost)
+                self.put(FeedEvent(EventKind.GAP, recv_us, symbol, key[1], "", gap))
+        if last is None or ts_us > last:
+            self._last_ts[key] = ts_us
+        if builder.add(ts_us, trade_id, price, qty, side, recv_us) >= self.settings.batch_rows:
+            self.put(builder.take(self._next_seq()))
 
     async def add_book(
         self,
@@ -405,22 +464,32 @@ class StreamFeed(ABC):
         lost: int | None = None,
     ) -> None:
         """A book snapshot from a book in sync; closes the stream's open gap (``resynced``)."""
+        self.put_book_row(symbol, ts_us, book_row(bids, asks, self.depth), recv_us, lost)
+        if self._overflow:
+            await self.settle()
+
+    def put_book_row(
+        self, symbol: str, ts_us: int, row: list[float], recv_us: int, lost: int | None = None
+    ) -> None:
+        """:meth:`add_book` of a snapshot already laid out as :func:`book_row` does, without
+        waiting (the caller settles)."""
         key = (symbol, DataType.ORDERBOOK)
-        pending = self._pending.pop(key, None)
         builder = self._books[symbol]
-        if pending is not None:
-            if len(builder):
-                await self.emit(builder.take(self._next_seq()))
-            if lost is None:
-                lost = pending.lost
-            gap = Gap(symbol, key[1], pending.start_us, ts_us, pending.cause, lost, pending.detail)
-            await self.emit(FeedEvent(EventKind.GAP, recv_us, symbol, key[1], pending.detail, gap))
-            await self.emit(FeedEvent(EventKind.RESYNCED, recv_us, symbol, key[1]))
+        if self._pending:
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                if len(builder):
+                    self.put(builder.take(self._next_seq()))
+                if lost is None:
+                    lost = pending.lost
+                start, cause, detail = pending.start_us, pending.cause, pending.detail
+                gap = Gap(symbol, key[1], start, ts_us, cause, lost, detail)
+                self.put(FeedEvent(EventKind.GAP, recv_us, symbol, key[1], detail, gap))
+                self.put(FeedEvent(EventKind.RESYNCED, recv_us, symbol, key[1]))
         last = self._last_ts.get(key)
         self._last_ts[key] = ts_us if last is None else max(last + 1, ts_us)
-        builder.add(ts_us, bids, asks, recv_us)
-        if len(builder) >= self.settings.batch_rows:
-            await self.emit(builder.take(self._next_seq()))
+        if builder.add_row(ts_us, row, recv_us) >= self.settings.batch_rows:
+            self.put(builder.take(self._next_seq()))
 
     def refuse(self, symbol: str, channel: str, reason: str) -> None:
         if self._refused is None:
@@ -444,14 +513,13 @@ class StreamFeed(ABC):
             await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def _open(self, link: Link) -> Conn:
-        ws = await connect(
+        # No client pings of our own (liveness is the stall watchdog's job; the exchange
+        # pings us), no compression, no proxy; frames are read in bulk (feeds/wire.py).
+        ws = await open_wire(
             link.url,
             open_timeout=self.settings.open_timeout_s,
-            ping_interval=None,  # liveness is the stall watchdog's job; the exchange pings us
             max_size=MAX_MESSAGE_BYTES,
-            max_queue=RECV_QUEUE_MESSAGES,
-            compression=None,
-            proxy=None,
+            high_water=RECV_QUEUE_MESSAGES,
         )
         self._conn_numbers += 1
         conn = Conn(link, ws, self._conn_numbers)
@@ -469,10 +537,11 @@ class StreamFeed(ABC):
         ws = conn.ws
         counters = self.counters
         with contextlib.suppress(ConnectionClosed):
-            async for raw in ws:
-                conn.last_message = time.monotonic()
-                counters.messages += 1
-                await self.on_message(conn, raw, time.time_ns() // 1_000)
+            while True:
+                for recv_us, raws in await ws.recv_batches():
+                    conn.last_message = time.monotonic()
+                    counters.messages += len(raws)
+                    await self.on_messages(conn, raws, recv_us)
 
     async def _link_loop(self, link: Link, stop: asyncio.Event) -> None:
         attempt = 0

@@ -15,19 +15,25 @@ from collections.abc import Iterable
 class LocalBook:
     """One symbol's book. Bids are kept as negated prices so both sides sort ascending."""
 
-    __slots__ = ("_ask_px", "_asks", "_bid_negpx", "_bids")
+    __slots__ = ("_ask_px", "_ask_row", "_asks", "_bid_negpx", "_bid_row", "_bids", "_row_depth")
 
     def __init__(self) -> None:
         self._bids: dict[float, float] = {}
         self._asks: dict[float, float] = {}
         self._bid_negpx: list[float] = []  # -price, best (highest) bid first
         self._ask_px: list[float] = []  # price, best (lowest) ask first
+        # The top ``_row_depth`` levels of each side as :meth:`row` lays them out, kept
+        # until an update touches a level within them (most updates are deeper).
+        self._row_depth = 0
+        self._bid_row: list[float] | None = None
+        self._ask_row: list[float] | None = None
 
     def clear(self) -> None:
         self._bids.clear()
         self._asks.clear()
         self._bid_negpx.clear()
         self._ask_px.clear()
+        self._bid_row = self._ask_row = None
 
     def reset(
         self, bids: Iterable[tuple[float, float]], asks: Iterable[tuple[float, float]]
@@ -37,28 +43,41 @@ class LocalBook:
         self._asks = {p: q for p, q in asks if q > 0}
         self._bid_negpx = sorted(-p for p in self._bids)
         self._ask_px = sorted(self._asks)
+        self._bid_row = self._ask_row = None
 
     def set_bid(self, price: float, qty: float) -> None:
         book = self._bids
+        keys = self._bid_negpx
         if qty > 0:
             if price not in book:
-                insort(self._bid_negpx, -price)
+                insort(keys, -price)
             book[price] = qty
         elif price in book:
             del book[price]
-            keys = self._bid_negpx
             del keys[bisect_left(keys, -price)]
+        else:
+            return
+        # A level within the cached top changed (after a removal the level that moved up
+        # is at or below the removed one, so the same test holds).
+        d = self._row_depth
+        if self._bid_row is not None and (len(keys) <= d or -price <= keys[d - 1]):
+            self._bid_row = None
 
     def set_ask(self, price: float, qty: float) -> None:
         book = self._asks
+        keys = self._ask_px
         if qty > 0:
             if price not in book:
-                insort(self._ask_px, price)
+                insort(keys, price)
             book[price] = qty
         elif price in book:
             del book[price]
-            keys = self._ask_px
             del keys[bisect_left(keys, price)]
+        else:
+            return
+        d = self._row_depth
+        if self._ask_row is not None and (len(keys) <= d or price <= keys[d - 1]):
+            self._ask_row = None
 
     def apply(
         self, bids: Iterable[tuple[float, float]], asks: Iterable[tuple[float, float]]
@@ -77,6 +96,27 @@ class LocalBook:
             [(-n, bids[-n]) for n in self._bid_negpx[:depth]],
             [(p, asks[p]) for p in self._ask_px[:depth]],
         )
+
+    def row(self, depth: int) -> list[float]:
+        """The top ``depth`` levels as one snapshot row: bid prices, bid quantities, ask
+        prices, ask quantities (best first), missing levels as 0 — the layout of
+        :func:`ticktape.feeds.contract.book_row`, without building level tuples."""
+        if depth != self._row_depth:
+            self._row_depth = depth
+            self._bid_row = self._ask_row = None
+        bid_row = self._bid_row
+        if bid_row is None:
+            bids = self._bids
+            bid_px = [-n for n in self._bid_negpx[:depth]]
+            pad = [0.0] * (depth - len(bid_px))
+            bid_row = self._bid_row = bid_px + pad + [bids[p] for p in bid_px] + pad
+        ask_row = self._ask_row
+        if ask_row is None:
+            asks = self._asks
+            ask_px = self._ask_px[:depth]
+            pad = [0.0] * (depth - len(ask_px))
+            ask_row = self._ask_row = ask_px + pad + [asks[p] for p in ask_px] + pad
+        return bid_row + ask_row
 
     @property
     def crossed(self) -> bool:

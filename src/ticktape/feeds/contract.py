@@ -169,6 +169,21 @@ class FeedQueue:
         return self._queue.qsize()
 
 
+def book_row(
+    bids: list[tuple[float, float]], asks: list[tuple[float, float]], depth: int
+) -> list[float]:
+    """A snapshot as one row: ``depth`` bid prices, bid quantities, ask prices and ask
+    quantities, best first; levels missing on a thin book are price 0, quantity 0."""
+    b = bids[:depth]
+    a = asks[:depth]
+    pad = [0.0] * (depth - len(b))
+    apad = [0.0] * (depth - len(a))
+    return (
+        [p for p, _ in b] + pad + [q for _, q in b] + pad
+        + [p for p, _ in a] + apad + [q for _, q in a] + apad
+    )  # fmt: skip
+
+
 class TradeBuilder:
     """Rows of one symbol's trades, gathered until they are handed on as one batch."""
 
@@ -183,17 +198,18 @@ class TradeBuilder:
         self.side: list[int] = []
         self.recv_us: list[int] = []
 
-    def add(
-        self, ts_us: int, trade_id: int, price: float, qty: float, side: int, recv: int
-    ) -> None:
-        if not self.ts_us:
+    def add(self, ts_us: int, trade_id: int, price: float, qty: float, side: int, recv: int) -> int:
+        """Add a row; how many rows the batch holds now."""
+        ts = self.ts_us
+        if not ts:
             self.started = time.monotonic()
-        self.ts_us.append(ts_us)
+        ts.append(ts_us)
         self.trade_id.append(trade_id)
         self.px.append(price)
         self.qty.append(qty)
         self.side.append(side)
         self.recv_us.append(recv)
+        return len(ts)
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -244,20 +260,21 @@ class BookBuilder:
         recv: int,
     ) -> None:
         """A snapshot; levels missing on a thin book are stored as price 0, quantity 0."""
+        self.add_row(ts_us, book_row(bids, asks, self.depth), recv)
+
+    def add_row(self, ts_us: int, row: list[float], recv: int) -> int:
+        """A snapshot laid out by :func:`book_row` for this depth; how many rows the batch
+        holds now."""
         if ts_us <= self._last_ts:
             ts_us = self._last_ts + 1  # snapshots are keyed by time: keep it strictly increasing
         self._last_ts = ts_us
-        if not self.ts_us:
+        ts = self.ts_us
+        if not ts:
             self.started = time.monotonic()
-        d = self.depth
-        pad = [(0.0, 0.0)] * d
-        b = (bids + pad)[:d]
-        a = (asks + pad)[:d]
-        self.rows.append(
-            [p for p, _ in b] + [q for _, q in b] + [p for p, _ in a] + [q for _, q in a]
-        )
-        self.ts_us.append(ts_us)
+        self.rows.append(row)
+        ts.append(ts_us)
         self.recv_us.append(recv)
+        return len(ts)
 
     def __len__(self) -> int:
         return len(self.ts_us)

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ticktape.feeds.book import LocalBook
+from ticktape.feeds.contract import book_row
 
 prices = st.integers(1, 60).map(lambda i: i / 2)
 updates = st.lists(st.tuples(st.booleans(), prices, st.sampled_from([0.0, 1.0, 2.5, 7.0])))
@@ -48,3 +49,27 @@ def test_apply_sets_and_removes_levels_of_both_sides() -> None:
     book.reset([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0)])
     book.apply([(100.0, 0.0), (98.0, 3.0)], [(101.0, 5.0), (102.0, 1.0)])
     assert book.top(5) == ([(99.0, 2.0), (98.0, 3.0)], [(101.0, 5.0), (102.0, 1.0)])
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.booleans(), prices, st.sampled_from([0.0, 1.0, 3.0]))),
+    st.integers(1, 8),
+)
+def test_the_cached_row_always_equals_the_top_laid_out(
+    ops: list[tuple[int, bool, float, float]], depth: int
+) -> None:
+    """``row`` keeps each side's top between updates: after any mix of updates, resets and
+    rows taken (at this depth or another), it equals the top laid out by ``book_row``."""
+    book = LocalBook()
+    book.reset([(10.0, 1.0), (9.5, 2.0)], [(20.0, 1.0)])
+    for action, is_bid, price, qty in ops:
+        if action == 0:
+            (book.set_bid if is_bid else book.set_ask)(price, qty)
+        elif action == 1:
+            book.row(depth if is_bid else depth + 1)  # cached, maybe at another depth
+        elif qty == 0.0:
+            book.clear()
+        else:
+            book.reset([(price, qty)], [(price + 40.0, qty)])
+        bids, asks = book.top(depth)
+        assert book.row(depth) == book_row(bids, asks, depth)

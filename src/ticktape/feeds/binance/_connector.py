@@ -16,14 +16,19 @@ event's ``u``; a break opens a gap and the book is rebuilt the same way.
 Trades are checked on the aggregate id ``a``: a jump is a sequence break with a
 known count of lost messages; an id already seen (a reconnect or a rotation
 overlap) is dropped and counted. Connections are rotated make-before-break
-before Binance's 24-hour limit. The server's ping frames are answered by the
-WebSocket library as they arrive.
+before Binance's 24-hour limit. The server's ping frames are answered as soon as
+they are read (:mod:`ticktape.feeds.wire`).
+
+Trades and depth updates that follow an in-sync book are handled without an
+``await`` per message (``on_messages``); the reader waits only while items wait
+for room in the feed's queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,13 +151,34 @@ class BinanceFeed(StreamFeed):
     # ------------------------------------------------------------------ messages
 
     async def on_message(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
+        slow = self._dispatch(conn, raw, recv_us)
+        if slow is not None:
+            await slow
+        await self.settle()
+
+    async def on_messages(self, conn: Conn, raws: list[bytes], recv_us: int) -> None:
+        # The hot path: a trade, or a depth update that follows the book, is handled without
+        # an await; the reader waits only for the rest and while items wait for the queue.
+        dispatch = self._dispatch
+        overflow = self._overflow
+        for raw in raws:
+            slow = dispatch(conn, raw, recv_us)
+            if slow is not None:
+                await slow
+            if overflow:
+                await self.settle()
+
+    def _dispatch(
+        self, conn: Conn, raw: str | bytes, recv_us: int
+    ) -> Coroutine[Any, Any, None] | None:
+        """Handle a message now, or return what must be awaited to handle it."""
         try:
             d = unwrap(orjson.loads(raw))
             event = d.get("e")
             if event == "aggTrade":
-                await self._on_trade(d, recv_us)
+                self._on_trade(d, recv_us)
             elif event == "depthUpdate":
-                await self._on_depth(conn, parse_depth_update(d), recv_us)
+                return self._on_depth_now(conn, parse_depth_update(d), recv_us)
             elif "id" in d and ("result" in d or "error" in d):
                 self._on_reply(conn, d)
             else:
@@ -161,6 +187,7 @@ class BinanceFeed(StreamFeed):
             self.malformed("invalid JSON", raw)
         except MalformedMessage as exc:
             self.malformed(exc.kind, raw)
+        return None
 
     def _on_reply(self, conn: Conn, d: dict[str, Any]) -> None:
         acks: dict[int, str] = conn.state.get("acks", {})
@@ -171,7 +198,7 @@ class BinanceFeed(StreamFeed):
         if error:
             self.refuse(symbol, conn.link.name, str(error.get("msg", error)))
 
-    async def _on_trade(self, d: dict[str, Any], recv_us: int) -> None:
+    def _on_trade(self, d: dict[str, Any], recv_us: int) -> None:
         t = parse_agg_trade(d)
         if t.symbol not in self._trades:
             raise MalformedMessage("trade of a symbol not subscribed")
@@ -183,15 +210,27 @@ class BinanceFeed(StreamFeed):
                 return
             lost = t.agg_id - last - 1
         self._last_agg[t.symbol] = t.agg_id
-        await self.add_trade(t.symbol, t.ts_us, t.agg_id, t.price, t.qty, t.side, recv_us, lost)
+        self.put_trade(t.symbol, t.ts_us, t.agg_id, t.price, t.qty, t.side, recv_us, lost)
 
     # ------------------------------------------------------------------ book procedure
 
-    async def _on_depth(self, conn: Conn, ev: DepthUpdate, recv_us: int) -> None:
+    def _on_depth_now(
+        self, conn: Conn, ev: DepthUpdate, recv_us: int
+    ) -> Coroutine[Any, Any, None] | None:
+        """An update that follows a book in sync is applied and snapshotted here; anything
+        else (buffering, bridging, a break) is returned to be awaited."""
         books: dict[str, _BookSync] = conn.state.get("books", {})
         sync = books.get(ev.symbol)
         if sync is None:
             raise MalformedMessage("depth of a symbol not subscribed")
+        if sync.synced and ev.prev_final_id == sync.last_u:
+            sync.book.apply(ev.bids, ev.asks)
+            sync.last_u = ev.final_id
+            self.put_top(conn, ev.symbol, sync.book, ev.ts_us, recv_us)
+            return None
+        return self._on_depth(conn, sync, ev, recv_us)
+
+    async def _on_depth(self, conn: Conn, sync: _BookSync, ev: DepthUpdate, recv_us: int) -> None:
         if sync.synced:
             if ev.prev_final_id != sync.last_u:
                 why = f"pu {ev.prev_final_id} != {sync.last_u}"

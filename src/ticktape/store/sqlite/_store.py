@@ -646,30 +646,34 @@ def _trade_rows(sid: int, batch: TradeBatch) -> zip[tuple[object, ...]]:
     )
 
 
-def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
+def _book_rows(sid: int, batch: BookBatch) -> zip[tuple[object, ...]]:
+    n, depth = len(batch), batch.depth
     bp = np.ascontiguousarray(batch.bid_price, dtype="<f8")
-    bq = np.ascontiguousarray(batch.bid_qty, dtype="<f8")
     ap = np.ascontiguousarray(batch.ask_price, dtype="<f8")
-    aq = np.ascontiguousarray(batch.ask_qty, dtype="<f8")
-    recv: list[int | None] = (
-        [None] * len(batch) if batch.recv_us is None else batch.recv_us.tolist()
-    )
-    return [
-        (
-            sid,
-            batch.symbol,
-            ts,
-            batch.depth,
-            float(bp[i, 0]),
-            float(ap[i, 0]),
-            bp[i].tobytes(),
-            bq[i].tobytes(),
-            ap[i].tobytes(),
-            aq[i].tobytes(),
-            recv[i],
+    # Each side's matrix as one bytes object, cut into a blob per row: far cheaper than
+    # a numpy row view and its ``tobytes`` per row and side.
+    width = 8 * depth
+    cuts = range(0, n * width, width)
+    blobs = [
+        [whole[i : i + width] for i in cuts]
+        for whole in (
+            bp.tobytes(),
+            np.ascontiguousarray(batch.bid_qty, dtype="<f8").tobytes(),
+            ap.tobytes(),
+            np.ascontiguousarray(batch.ask_qty, dtype="<f8").tobytes(),
         )
-        for i, ts in enumerate(batch.ts_us.tolist())
     ]
+    return zip(
+        repeat(sid),
+        repeat(batch.symbol),
+        batch.ts_us.tolist(),
+        repeat(depth),
+        bp[:, 0].tolist() if depth else repeat(0.0),
+        ap[:, 0].tolist() if depth else repeat(0.0),
+        *blobs,
+        repeat(None) if batch.recv_us is None else batch.recv_us.tolist(),
+        strict=False,
+    )
 
 
 class SqliteTickStore(TickStore):
