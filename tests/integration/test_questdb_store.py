@@ -27,7 +27,7 @@ from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.base import TickQuery
-from ticktape.store.questdb import QuestDBSessionStore, QuestDBTickStore
+from ticktape.store.questdb import QuestDBSessionStore, QuestDBStore, QuestDBTickStore
 
 pytestmark = pytest.mark.questdb
 
@@ -300,3 +300,43 @@ def test_questdb_restarted_mid_session_loses_nothing_acknowledged(
     finally:
         for h in reversed(handles):
             h.stop()
+
+
+def test_append_history_writes_what_create_and_transition_write(
+    handles: list[Store], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """``append_history`` (bench/capacity.py's fast history) stores the same session and
+    the same events as the contract's create + transition do."""
+    backend = QuestDBStore(handles[0].url)
+    via_contract, via_history = make_session(), make_session()
+
+    async def both() -> tuple[Any, Any]:
+        await backend.open()
+        try:
+            stored = await backend.sessions.create_session(via_contract, actor="bench")
+            await backend.sessions.transition(
+                stored.id,
+                expected_version=stored.version,
+                to_status=SessionStatus.FAILED,
+                actor="bench",
+                reason="start_failed",
+                lease_expires_at=None,
+            )
+            await backend.sessions.append_history(
+                [via_history], to_status=SessionStatus.FAILED, reason="start_failed", actor="bench"
+            )
+            reader = handles[1].sessions
+            return (
+                [await reader.get_session(s.id) for s in (via_contract, via_history)],
+                [await reader.list_events(s.id) for s in (via_contract, via_history)],
+            )
+        finally:
+            await backend.close()
+
+    (contract, history), (contract_events, history_events) = run(both())
+    assert history.status is SessionStatus.FAILED and history.reason == "start_failed"
+    same = ("status", "reason", "version", "owner", "lease_expires_at", "stats", "deleted")
+    assert [getattr(history, f) for f in same] == [getattr(contract, f) for f in same]
+    assert [(e.seq, e.from_status, e.to_status, e.actor, e.reason) for e in history_events] == [
+        (e.seq, e.from_status, e.to_status, e.actor, e.reason) for e in contract_events
+    ]
