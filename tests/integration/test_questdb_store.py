@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +21,13 @@ from ticktape.domain import (
     utcnow,
     validate_spec,
 )
-from ticktape.errors import InvalidTransition, LeaseLost, SessionNotFound, TransitionRace
+from ticktape.errors import (
+    InvalidTransition,
+    LeaseLost,
+    SessionNotFound,
+    StoreUnavailable,
+    TransitionRace,
+)
 from ticktape.feeds.sim import SimExchange
 from ticktape.metrics import Metrics
 from ticktape.runners import default_runners
@@ -340,3 +348,29 @@ def test_append_history_writes_what_create_and_transition_write(
     assert [(e.seq, e.from_status, e.to_status, e.actor, e.reason) for e in history_events] == [
         (e.seq, e.from_status, e.to_status, e.actor, e.reason) for e in contract_events
     ]
+
+
+def test_a_columnar_read_that_cannot_reach_questdb_marks_the_store_failing(
+    qdb_url: str, run: Run[Any]
+) -> None:
+    """The Parquet read over HTTP /exp fails unreachable as a PG-wire read does: the
+    store's health (``write_failure``: /health, /ready, admission) says so."""
+    with socket.socket() as s:  # a port nobody listens on, for HTTP only
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    parts = urllib.parse.urlsplit(qdb_url)
+    query = dict(urllib.parse.parse_qsl(parts.query), ilp=f"http://127.0.0.1:{dead}")
+    store = QuestDBStore(parts._replace(query=urllib.parse.urlencode(query)).geturl())
+
+    async def read() -> None:
+        await store.open()
+        try:
+            assert store.write_failure is None
+            with pytest.raises(StoreUnavailable, match="cannot reach QuestDB over HTTP"):
+                await store.ticks.read_window("no-such-session", 0, 1_000_000)
+            assert store.write_failure is not None
+            assert "cannot reach QuestDB over HTTP" in store.write_failure
+        finally:
+            await store.close()
+
+    run(read())
