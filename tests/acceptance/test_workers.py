@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ticktape.store import open_store
 from ticktape.testing import ServerProcess, eventually
 
 WORKERS = 2
-CONNECTIONS_TRIED = 200  # fresh connections to find one on each worker (the kernel picks)
+PIN_DEADLINE_S = 60.0  # to find a connection on each worker (a worker may still be starting)
 EVENTUAL_S = 20.0
 START = {"kind": "collect", "symbols": ["BTC_USDT"]}
 
@@ -57,18 +58,29 @@ class Pinned:
 
 
 def pin_each_worker(url: str) -> dict[str, Pinned]:
-    """A connection on every worker, found by opening connections until each answered."""
+    """A connection on every worker, found by opening connections until each answered
+    (the kernel picks the worker; one still starting up accepts none yet)."""
     pinned: dict[str, Pinned] = {}
-    for _ in range(CONNECTIONS_TRIED):
-        conn = Pinned(url)
-        name = conn.instance()
-        if name in pinned:
+    deadline = time.monotonic() + PIN_DEADLINE_S
+    try:
+        while len(pinned) < WORKERS:
+            assert time.monotonic() < deadline, f"only {sorted(pinned)} answered"
+            conn = Pinned(url)
+            try:
+                name = conn.instance()
+            except BaseException:
+                conn.close()
+                raise
+            if name in pinned:
+                conn.close()
+                time.sleep(0.02)  # polling with a deadline: no event says a worker is up
+            else:
+                pinned[name] = conn
+        return pinned
+    except BaseException:
+        for conn in pinned.values():
             conn.close()
-        else:
-            pinned[name] = conn
-        if len(pinned) == WORKERS:
-            return pinned
-    raise AssertionError(f"{CONNECTIONS_TRIED} connections reached only {sorted(pinned)}")
+        raise
 
 
 @pytest.fixture
