@@ -5,8 +5,10 @@ For each store it starts a ``ticktape serve`` subprocess on an empty store, star
 ``--running`` sessions through the API (sim feed, 1 symbol, the sim's default
 rate), and measures over real HTTP the p95 of ``GET /api/sessions/{id}`` (of a
 running session) and ``GET /api/sessions?status=running``. Then it stores
-``--history`` finished sessions (created and failed through the store contract,
-from this process, ``--seed-concurrency`` at a time) and measures the same reads
+``--history`` finished sessions (created and failed: on SQLite through the store
+contract, ``--seed-concurrency`` at a time; on QuestDB the same log rows appended
+``--seed-batch`` sessions a transaction by ``QuestDBSessionStore.append_history``,
+or through the contract with ``--seed contract``) and measures the same reads
 again: the issue's target is "within 2x of the empty store". Prints one line per
 store and phase and, last, one JSON line with all figures.
 
