@@ -5,8 +5,10 @@ For each store it starts a ``ticktape serve`` subprocess on an empty store, star
 ``--running`` sessions through the API (sim feed, 1 symbol, the sim's default
 rate), and measures over real HTTP the p95 of ``GET /api/sessions/{id}`` (of a
 running session) and ``GET /api/sessions?status=running``. Then it stores
-``--history`` finished sessions (created and failed through the store contract,
-from this process, ``--seed-concurrency`` at a time) and measures the same reads
+``--history`` finished sessions (created and failed: on SQLite through the store
+contract, ``--seed-concurrency`` at a time; on QuestDB the same log rows appended
+``--seed-batch`` sessions a transaction by ``QuestDBSessionStore.append_history``,
+or through the contract with ``--seed contract``) and measures the same reads
 again: the issue's target is "within 2x of the empty store". Prints one line per
 store and phase and, last, one JSON line with all figures.
 
@@ -99,23 +101,7 @@ async def seed_history(store_url: str, count: int, concurrency: int) -> float:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            now = utcnow()
-            session = await store.sessions.create_session(
-                Session(
-                    id=str(uuid.uuid4()),
-                    kind=SessionKind.COLLECT,
-                    status=SessionStatus.PENDING,
-                    symbols=("BTC_USDT",),
-                    exchange="sim",
-                    data_types=(DataType.TRADES,),
-                    config=SessionConfig(),
-                    created_at=now,
-                    # owned by no live instance but leased: no reconciler reaps it first
-                    owner="bench/seed",
-                    lease_expires_at=now + timedelta(hours=1),
-                ),
-                actor="bench",
-            )
+            session = await store.sessions.create_session(_seed_session(utcnow()), actor="bench")
             await store.sessions.transition(
                 session.id,
                 expected_version=session.version,
@@ -127,6 +113,55 @@ async def seed_history(store_url: str, count: int, concurrency: int) -> float:
 
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await store.close()
+    return count / (time.perf_counter() - started)
+
+
+def _seed_session(now: datetime) -> Session:
+    return Session(
+        id=str(uuid.uuid4()),
+        kind=SessionKind.COLLECT,
+        status=SessionStatus.PENDING,
+        symbols=("BTC_USDT",),
+        exchange="sim",
+        data_types=(DataType.TRADES,),
+        config=SessionConfig(),
+        created_at=now,
+        # owned by no live instance but leased: no reconciler reaps it first
+        owner="bench/seed",
+        lease_expires_at=now + timedelta(hours=1),
+    )
+
+
+async def seed_history_bulk(store_url: str, count: int, batch: int) -> float:
+    """QuestDB: the same rows as :func:`seed_history` (created, then failed), ``batch``
+    sessions per transaction through ``QuestDBSessionStore.append_history`` instead of
+    one compare-and-set each. Returns sessions/s."""
+    from ticktape.errors import StoreBusy
+    from ticktape.store.questdb import QuestDBStore
+
+    store = QuestDBStore(store_url)
+    await store.open()
+    started = time.perf_counter()
+    try:
+        done = 0
+        while done < count:
+            sessions = [_seed_session(utcnow()) for _ in range(min(batch, count - done))]
+            for attempt in range(100):
+                try:
+                    await store.sessions.append_history(
+                        sessions,
+                        to_status=SessionStatus.FAILED,
+                        reason="start_failed",
+                        actor="bench",
+                    )
+                    break
+                except StoreBusy:  # the server is appending to the log right now
+                    if attempt == 99:
+                        raise
+                    await asyncio.sleep(0.01)
+            done += len(sessions)
     finally:
         await store.close()
     return count / (time.perf_counter() - started)
@@ -374,6 +409,13 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=10, help="running sessions")
     parser.add_argument("--requests", type=int, default=500, help="per read and phase")
     parser.add_argument("--seed-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--seed",
+        choices=("bulk", "contract"),
+        default="bulk",
+        help="history on QuestDB: the log rows in batches (bulk) or through the store contract",
+    )
+    parser.add_argument("--seed-batch", type=int, default=2000, help="bulk: sessions a commit")
     args = parser.parse_args()
     if args.mode == "ramp":
         main_ramp(args)
@@ -399,7 +441,10 @@ def main() -> None:
                 ids = asyncio.run(start_sessions(server.url, args.running))
                 empty = asyncio.run(reads(server.url, ids, args.requests))
                 print(f"{name:8s} empty store      {json.dumps(empty)}", flush=True)
-                rate = asyncio.run(seed_history(store_url, args.history, args.seed_concurrency))
+                if args.seed == "bulk" and name == "questdb":
+                    rate = asyncio.run(seed_history_bulk(store_url, args.history, args.seed_batch))
+                else:
+                    rate = asyncio.run(seed_history(store_url, args.history, args.seed_concurrency))
                 print(f"{name:8s} seeded {args.history} finished sessions ({rate:.0f}/s)")
                 full = asyncio.run(reads(server.url, ids, args.requests))
                 print(f"{name:8s} with history     {json.dumps(full)}", flush=True)

@@ -9,6 +9,7 @@ server and the clients share this machine's cores, which the figures include. Pr
 line of figures per store and, last, one JSON line with all of them.
 
     .venv/bin/python bench/lifecycle.py --stores sqlite -n 10000 -c 1 -c 32
+    .venv/bin/python bench/lifecycle.py --stores sqlite -n 2000 -c 32 --workers 1 --workers 2
 """
 
 from __future__ import annotations
@@ -162,19 +163,31 @@ def main() -> None:
     parser.add_argument("-n", "--pairs", type=int, default=2000)
     parser.add_argument("-c", "--concurrency", type=int, action="append")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        help="serve --workers N (repeat to compare, e.g. --workers 1 --workers 2)",
+    )
     args = parser.parse_args()
     levels = args.concurrency or [1, 32]
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.stores.split(","):
+        for name, workers in [
+            (n, w) for n in args.stores.split(",") for w in (args.workers or [1])
+        ]:
             server = None
             url = args.url
             if url is None:
+                store_url = store_url_for(name, Path(tmp), args.questdb_url)
+                if name == "sqlite":  # each server its own file: rows compare like with like
+                    store_url = store_url.replace(".db", f"-w{workers}.db")
                 server = ServerProcess(
-                    store_url_for(name, Path(tmp), args.questdb_url),
+                    store_url,
                     Path(tmp),
                     env={
                         "TICKTAPE_LOG_LEVEL": "warning",
+                        "TICKTAPE_WORKERS": str(workers),
                         # a benchmark creates sessions as fast as it can, and keeps many:
                         "TICKTAPE_CREATE_RATE_PER_MIN": "100000000",
                         "TICKTAPE_MAX_RUNNING_PER_STORE": "100000000",
@@ -185,10 +198,10 @@ def main() -> None:
                 url = server.url
             try:
                 for c in levels:
-                    figures = measure(url, args.pairs, c, args.procs)
+                    figures = {"workers": workers, **measure(url, args.pairs, c, args.procs)}
                     results.setdefault(name, []).append(figures)
                     print(
-                        f"{name:8s} c={c:<3d} p50={figures['start_ms_p50']}ms "
+                        f"{name:8s} workers={workers} c={c:<3d} p50={figures['start_ms_p50']}ms "
                         f"p95={figures['start_ms_p95']}ms p99={figures['start_ms_p99']}ms "
                         f"found={figures['lookup_success_pct']}% "
                         f"({figures['pairs_per_s']} pairs/s)",

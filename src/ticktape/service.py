@@ -202,7 +202,7 @@ class SessionService:
                 field="symbols",
             )
         budget = settings.disk_budget_mb
-        used = self._store.disk_usage_bytes()
+        used = self._store.disk_usage_bytes() if budget is not None else None
         if budget is not None and used is not None and used >= budget * 1_000_000:
             raise LimitExceeded(
                 f"the store's files take {used / 1e6:.1f} MB, at or over the disk budget of "

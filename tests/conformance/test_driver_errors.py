@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.conftest import Run
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable
 from ticktape.store import open_store
 from ticktape.store.questdb import DRIVER_ERRORS as QUESTDB_ERRORS
+from ticktape.store.questdb import QuestDBAddress
 from ticktape.store.sqlite import DRIVER_ERRORS as SQLITE_ERRORS
 
 
@@ -52,6 +54,7 @@ def test_sqlite_table_maps_each_driver_error(driver_error: Exception, expected: 
         (psycopg.errors.InternalError("table busy [reason=insert]"), StoreBusy),
         (psycopg.OperationalError("Timeout expired on waiting for the async command"), StoreBusy),
         (psycopg.OperationalError("connection refused"), StoreUnavailable),
+        (psycopg.DatabaseError("cancelled by user [fd=118111753443]"), StoreUnavailable),
         (ConnectionResetError("reset by peer"), StoreUnavailable),
         (QuestDBError(QuestDBErrorCode.SocketError, "could not flush"), StoreUnavailable),
         (psycopg.errors.SyntaxError("unexpected token"), StoreError),
@@ -109,3 +112,31 @@ def test_an_unreachable_questdb_is_store_unavailable(run: Run[Any]) -> None:
     run(store.close())
     _assert_store_error(caught.value)
     assert isinstance(caught.value, StoreUnavailable)
+
+
+@pytest.mark.questdb
+def test_a_statement_questdb_cancels_is_retryable(questdb_url: str) -> None:
+    """What a QuestDB restart does to a running statement, made for real: the server
+    cancels it ("cancelled by user", as ``conn.cancel()`` makes it) — StoreUnavailable,
+    which the store handle retries, not a plain StoreError."""
+    address = QuestDBAddress.from_url(questdb_url)
+    with psycopg.connect(address.conninfo, autocommit=True, prepare_threshold=None) as conn:
+        done = threading.Event()
+
+        def cancel_until_done() -> None:  # a cancel sent before the query began is lost
+            while not done.wait(0.2):
+                conn.cancel()
+
+        canceller = threading.Thread(target=cancel_until_done)
+        canceller.start()
+        try:
+            with pytest.raises(psycopg.Error) as caught:
+                conn.execute(  # runs for a minute unless cancelled
+                    "SELECT count() FROM long_sequence(3000000000) "
+                    "WHERE x % 7 = 3 AND rnd_double() > 0.5"
+                ).fetchall()
+        finally:
+            done.set()
+            canceller.join()
+    error = QUESTDB_ERRORS.translate(caught.value, "read")
+    assert type(error) is StoreUnavailable, (caught.value, error)

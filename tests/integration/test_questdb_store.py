@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +21,13 @@ from ticktape.domain import (
     utcnow,
     validate_spec,
 )
-from ticktape.errors import InvalidTransition, LeaseLost, SessionNotFound, TransitionRace
+from ticktape.errors import (
+    InvalidTransition,
+    LeaseLost,
+    SessionNotFound,
+    StoreUnavailable,
+    TransitionRace,
+)
 from ticktape.feeds.sim import SimExchange
 from ticktape.metrics import Metrics
 from ticktape.runners import default_runners
@@ -27,7 +35,7 @@ from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.base import TickQuery
-from ticktape.store.questdb import QuestDBSessionStore, QuestDBTickStore
+from ticktape.store.questdb import QuestDBSessionStore, QuestDBStore, QuestDBTickStore
 
 pytestmark = pytest.mark.questdb
 
@@ -300,3 +308,69 @@ def test_questdb_restarted_mid_session_loses_nothing_acknowledged(
     finally:
         for h in reversed(handles):
             h.stop()
+
+
+def test_append_history_writes_what_create_and_transition_write(
+    handles: list[Store], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """``append_history`` (bench/capacity.py's fast history) stores the same session and
+    the same events as the contract's create + transition do."""
+    backend = QuestDBStore(handles[0].url)
+    via_contract, via_history = make_session(), make_session()
+
+    async def both() -> tuple[Any, Any]:
+        await backend.open()
+        try:
+            stored = await backend.sessions.create_session(via_contract, actor="bench")
+            await backend.sessions.transition(
+                stored.id,
+                expected_version=stored.version,
+                to_status=SessionStatus.FAILED,
+                actor="bench",
+                reason="start_failed",
+                lease_expires_at=None,
+            )
+            await backend.sessions.append_history(
+                [via_history], to_status=SessionStatus.FAILED, reason="start_failed", actor="bench"
+            )
+            reader = handles[1].sessions
+            return (
+                [await reader.get_session(s.id) for s in (via_contract, via_history)],
+                [await reader.list_events(s.id) for s in (via_contract, via_history)],
+            )
+        finally:
+            await backend.close()
+
+    (contract, history), (contract_events, history_events) = run(both())
+    assert history.status is SessionStatus.FAILED and history.reason == "start_failed"
+    same = ("status", "reason", "version", "owner", "lease_expires_at", "stats", "deleted")
+    assert [getattr(history, f) for f in same] == [getattr(contract, f) for f in same]
+    assert [(e.seq, e.from_status, e.to_status, e.actor, e.reason) for e in history_events] == [
+        (e.seq, e.from_status, e.to_status, e.actor, e.reason) for e in contract_events
+    ]
+
+
+def test_a_columnar_read_that_cannot_reach_questdb_marks_the_store_failing(
+    qdb_url: str, run: Run[Any]
+) -> None:
+    """The Parquet read over HTTP /exp fails unreachable as a PG-wire read does: the
+    store's health (``write_failure``: /health, /ready, admission) says so."""
+    with socket.socket() as s:  # a port nobody listens on, for HTTP only
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    parts = urllib.parse.urlsplit(qdb_url)
+    query = dict(urllib.parse.parse_qsl(parts.query), ilp=f"http://127.0.0.1:{dead}")
+    store = QuestDBStore(parts._replace(query=urllib.parse.urlencode(query)).geturl())
+
+    async def read() -> None:
+        await store.open()
+        try:
+            assert store.write_failure is None
+            with pytest.raises(StoreUnavailable, match="cannot reach QuestDB over HTTP"):
+                await store.ticks.read_window("no-such-session", 0, 1_000_000)
+            assert store.write_failure is not None
+            assert "cannot reach QuestDB over HTTP" in store.write_failure
+        finally:
+            await store.close()
+
+    run(read())

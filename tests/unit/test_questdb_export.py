@@ -42,9 +42,13 @@ def test_an_unreachable_server_is_store_unavailable(run: Run[Any]) -> None:
     with socket.socket() as s:  # a free port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    export = ParquetExport(f"http://127.0.0.1:{port}", "admin", "quest", lambda: 2.0)
+    heard: list[StoreUnavailable] = []
+    export = ParquetExport(
+        f"http://127.0.0.1:{port}", "admin", "quest", lambda: 2.0, on_unavailable=heard.append
+    )
     try:
-        with pytest.raises(StoreUnavailable, match="read tick window: cannot reach QuestDB"):
+        with pytest.raises(StoreUnavailable, match="read tick window: cannot reach QuestDB") as e:
             run(export.table("SELECT 1", "read tick window"))
     finally:
         run(export.close())
+    assert heard == [e.value]  # the store's health hears of it, as of a failed PG read

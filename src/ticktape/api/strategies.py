@@ -29,7 +29,7 @@ class StrategyListOut(BaseModel):
     strategies: list[StrategyOut]
 
 
-def get_registry(request: Request) -> StrategyRegistry:
+async def get_registry(request: Request) -> StrategyRegistry:
     registry: StrategyRegistry = request.app.state.strategies
     return registry
 

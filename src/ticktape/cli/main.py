@@ -217,6 +217,16 @@ def serve(
             help="Seconds to keep retrying an unreachable store at start-up (0: fail at once).",
         ),
     ] = 0.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            envvar="TICKTAPE_WORKERS",
+            min=1,
+            help="Server processes on this port and store, each a full instance "
+            "(<instance>-w<i>); they cooperate through the store.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the ticktape server (API, dashboard, runners)."""
     settings = Settings.from_env(
@@ -228,6 +238,10 @@ def serve(
         heartbeat_interval_s=heartbeat_s,
         log_level=log_level.lower() if log_level else None,
     )
+    if workers > 1:
+        from ticktape.cli.workers import run_workers
+
+        raise typer.Exit(run_workers(settings, workers, store_wait_s=store_wait_s))
     run_server(settings, store_wait_s=store_wait_s)
 
 
@@ -236,19 +250,17 @@ def run_server(
     *,
     store_wait_s: float = 0.0,
     runtime_store: Callable[[Store], Store] | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """What ``ticktape serve`` runs once its settings are read (``runtime_store``: see
-    :func:`ticktape.api.app.create_app`; ``ticktape.testing.faulty_server`` passes one)."""
+    :func:`ticktape.api.app.create_app`; ``ticktape.testing.faulty_server`` passes one).
+
+    ``sockets``: serve on these, already listening (a worker of ``--workers``), instead
+    of binding ``settings.host:port``."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    open_store(settings.store_url)  # a mistyped URL is a one-line error, not a traceback
-
-    def waiting(exc: Exception, left_s: float) -> None:
-        typer.echo(f"waiting for the store ({left_s:.0f}s left): {exc}", err=True)
-
-    # an unreachable store is a one-line error (or a wait), not a uvicorn traceback
-    asyncio.run(check_reachable(settings.store_url, wait_s=store_wait_s, on_retry=waiting))
+    check_store(settings, store_wait_s)
     from ticktape.api import create_app  # the server, only when serving
 
     config = uvicorn.Config(
@@ -262,13 +274,24 @@ def run_server(
         timeout_graceful_shutdown=int(REQUEST_SHUTDOWN_TIMEOUT_S),
     )
     try:
-        _AnnouncingServer(config, settings).run()
+        _AnnouncingServer(config, settings).run(sockets=sockets)
     except SystemExit as exc:  # uvicorn exits so on a failed start, after logging why
         if exc.code not in (0, None):
             typer.echo("error: the server did not start (see the log above)", err=True)
             raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass  # uvicorn re-raises Ctrl-C after its graceful shutdown has finished
+
+
+def check_store(settings: Settings, store_wait_s: float) -> None:
+    """A mistyped store URL, or an unreachable store, is a one-line error (or a wait),
+    not a uvicorn traceback."""
+    open_store(settings.store_url)
+
+    def waiting(exc: Exception, left_s: float) -> None:
+        typer.echo(f"waiting for the store ({left_s:.0f}s left): {exc}", err=True)
+
+    asyncio.run(check_reachable(settings.store_url, wait_s=store_wait_s, on_retry=waiting))
 
 
 class _AnnouncingServer(uvicorn.Server):

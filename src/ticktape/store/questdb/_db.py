@@ -294,6 +294,15 @@ ERRORS = ErrorMap(
             StoreUnavailable,
             "{what}: cannot reach QuestDB ({text})",
         ),
+        # A statement the server cancelled: a shutdown or restart cancels what runs
+        # (9.3.4: DatabaseError, SQLSTATE 00000, "cancelled by user [fd=...]"; ticktape
+        # itself never cancels one). It did not happen: retried like an unreachable server.
+        Rule(
+            psycopg.DatabaseError,
+            StoreUnavailable,
+            "{what}: QuestDB cancelled the statement, e.g. while restarting ({text})",
+            contains=("cancelled by user",),
+        ),
         Rule(QuestDBError, StoreUnavailable, "{what}: QuestDB ILP error ({text})"),
         Rule(psycopg.Error, StoreError, "{what}: QuestDB error ({text})"),
     ],

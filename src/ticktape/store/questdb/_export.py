@@ -46,16 +46,23 @@ class ParquetExport:
     """Runs read-only SQL on QuestDB's HTTP endpoint and returns the result as an Arrow table.
 
     One pooled HTTP client per store (opened lazily, closed by :meth:`close`). A server
-    silent for ``timeout_s()`` (the store's timeout) fails the read as unavailable."""
+    silent for ``timeout_s()`` (the store's timeout) fails the read as unavailable, and
+    ``on_unavailable`` (the store's health, as for a PostgreSQL-wire read) hears of it."""
 
     def __init__(
-        self, http_url: str, user: str, password: str, timeout_s: Callable[[], float]
+        self,
+        http_url: str,
+        user: str,
+        password: str,
+        timeout_s: Callable[[], float],
+        on_unavailable: Callable[[StoreUnavailable], None] | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(http_url)
         scheme = "https" if parts.scheme == "https" else "http"
         self.url = f"{scheme}://{parts.hostname}:{parts.port or 9000}/exp"
         self._auth = httpx.BasicAuth(user, password)
         self._timeout_s = timeout_s
+        self._on_unavailable = on_unavailable
         self._client: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
@@ -71,7 +78,10 @@ class ParquetExport:
         try:
             resp = await self._client.get(self.url, params={"query": sql, "fmt": "parquet"})
         except httpx.TransportError as exc:
-            raise StoreUnavailable(f"{what}: cannot reach QuestDB over HTTP ({exc!r})") from exc
+            error = StoreUnavailable(f"{what}: cannot reach QuestDB over HTTP ({exc!r})")
+            if self._on_unavailable is not None:
+                self._on_unavailable(error)
+            raise error from exc
         if resp.status_code != 200:
             raise StoreError(f"{what}: QuestDB export failed ({_reason(resp)})")
         try:

@@ -710,6 +710,45 @@ class QuestDBSessionStore(SessionStore):
             return (await self._latest(stored.session.id)).session
         return session
 
+    async def append_history(
+        self, sessions: Sequence[Session], *, to_status: SessionStatus, reason: str, actor: str
+    ) -> None:
+        """For tools that build a long history (``bench/capacity.py``), never the product:
+        each of ``sessions`` — new ids, pending, never stored — is appended as created and
+        then moved to ``to_status``: the rows ``create_session`` and ``transition`` append,
+        built by the same code, all in one transaction and without compare-and-set (an id
+        nobody has written has nothing to compare). Raises :class:`StoreBusy` while
+        another writer holds the log."""
+        values: list[tuple[Any, ...]] = []
+        for session in sessions:
+            first = _Row(
+                session,
+                1,
+                1,
+                "transition",
+                None,
+                actor,
+                "created",
+                None,
+                session.created_at,
+                Tenure(session.version),
+            )
+            ended = apply_transition(
+                session,
+                expected_version=session.version,
+                to_status=to_status,
+                reason=reason,
+                now=utcnow(),
+                owner=UNCHANGED,
+                lease_expires_at=None,
+                stats=None,
+            )
+            last = first.next(ended, row_kind="transition", actor=actor, reason=reason, event=True)
+            values += [first.values(), last.values()]
+        writer = self._db.writer("append history")
+        async with writer as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(self._db.prefixed(_INSERT), values)
+
     async def transition(
         self,
         session_id: str,

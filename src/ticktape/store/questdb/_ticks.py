@@ -224,7 +224,11 @@ class QuestDBTickStore(TickStore):
         self._sends: Grouper[_Write] = Grouper(self._send_group, _group_size, "write ticks")
         address = connections.address
         self._export = ParquetExport(
-            address.ilp_url, address.user, address.password, lambda: connections.write_timeout_s
+            address.ilp_url,
+            address.user,
+            address.password,
+            lambda: connections.write_timeout_s,
+            on_unavailable=connections.health.failed,  # as a failed PG-wire read does
         )
 
     async def open(self) -> None:
