@@ -8,11 +8,12 @@ once, so read-your-writes needs nothing more (invariant 2).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import repeat
 
@@ -34,6 +35,7 @@ from ticktape.errors import (
     LeaseLost,
     SessionConflict,
     SessionNotFound,
+    StoreBusy,
     StoreUnavailable,
     ValidationError,
 )
@@ -672,54 +674,177 @@ def _book_rows(sid: int, batch: BookBatch) -> list[tuple[object, ...]]:
     ]
 
 
+#: Tick rows one coalesced write takes at most (the rest waits for the next one): a
+#: lease renewal queued behind it waits for one such transaction, not the backlog.
+COALESCED_MAX_ROWS = 20_000
+
+
+@dataclass
+class _TickWrite:
+    """One caller's :meth:`SqliteTickStore.write`, waiting to be coalesced."""
+
+    batches: list[TickBatch]
+    owner: str
+    session_ids: list[str]
+    rows: int
+    future: asyncio.Future[WriteResult]
+
+
+def _settle(
+    future: asyncio.Future[WriteResult], result: WriteResult | None, error: BaseException | None
+) -> None:
+    if future.done():  # its caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or WriteResult())
+
+
+def _settle_outcome(
+    future: asyncio.Future[WriteResult], outcome: WriteResult | BaseException
+) -> None:
+    if isinstance(outcome, BaseException):
+        _settle(future, None, outcome)
+    else:
+        _settle(future, outcome, None)
+
+
+def _write_requests(
+    conn: sqlite3.Connection, requests: list[_TickWrite]
+) -> list[WriteResult | BaseException]:
+    """Store the requests in the current transaction; each one's outcome, in order.
+
+    Fencing inside the write transaction (nobody can change ownership meanwhile), per
+    request: one whose session is unknown, inactive or owned by someone else gets
+    :class:`LeaseLost` and writes nothing; the others are stored.
+    """
+    session_ids = sorted({sid for r in requests for sid in r.session_ids})
+    found: dict[str, tuple[int, str, str | None]] = {}
+    for start in range(0, len(session_ids), 500):  # within SQLite's bound on parameters
+        chunk = session_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for sid_text, sid, status, row_owner in conn.execute(
+            f"SELECT id, sid, status, owner FROM sessions WHERE id IN ({marks})", chunk
+        ):
+            found[sid_text] = (sid, status, row_owner)
+    outcomes: list[WriteResult | BaseException] = []
+    for request in requests:
+        refused: BaseException | None = None
+        for session_id in request.session_ids:
+            row = found.get(session_id)
+            if (
+                row is None
+                or SessionStatus(row[1]) not in ACTIVE_STATUSES
+                or row[2] != request.owner
+            ):
+                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                refused = LeaseLost(session_id, request.owner, f"tick write rejected ({detail})")
+                break
+        if refused is not None:
+            outcomes.append(refused)
+            continue
+        trades = books = 0
+        for batch in request.batches:
+            sid = found[batch.session_id][0]
+            before = conn.total_changes
+            if isinstance(batch, TradeBatch):
+                conn.executemany(
+                    "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, "
+                    "side, recv_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    _trade_rows(sid, batch),
+                )
+                trades += conn.total_changes - before
+            else:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, "
+                    "best_ask, bid_price, bid_qty, ask_price, ask_qty, recv_us) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _book_rows(sid, batch),
+                )
+                books += conn.total_changes - before
+        outcomes.append(WriteResult(TickCounts(trades, books)))
+    return outcomes
+
+
 class SqliteTickStore(TickStore):
+    """Tick writes of every session of the process are coalesced.
+
+    A :meth:`write` queues its batches and waits; one drain task takes everything
+    queued (while a write is in flight, the next ones gather) and stores it as ONE
+    store write — one transaction, one fencing query over all the sessions, one
+    COMMIT — then answers each caller with its own outcome. Fencing stays per
+    session: a request whose session is no longer owned by its ``owner`` (or no
+    longer active) gets :class:`LeaseLost` and none of its rows are stored, while
+    the other requests of the same transaction are stored. A failure that is the
+    store's (unavailable, busy, timed out) answers every request of the round with
+    it; any other failure re-runs the round's requests one by one, each in its own
+    write, so one bad request fails alone as before.
+    """
+
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._pending: list[_TickWrite] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.rounds = 0  # store writes made for tick writes (coalesced rounds), ever
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         session_ids = sorted({b.session_id for b in batches})
         if not session_ids:
             return WriteResult()
+        loop = asyncio.get_running_loop()
+        request = _TickWrite(
+            batches, owner, session_ids, sum(len(b) for b in batches), loop.create_future()
+        )
+        self._pending.append(request)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain(), name="sqlite-tick-writer")
+        return await request.future
 
-        def run(conn: sqlite3.Connection) -> WriteResult:
-            # Fencing inside the write transaction: nobody can change ownership meanwhile.
-            marks = ", ".join("?" for _ in session_ids)
-            found = {
-                sid_text: (sid, status, row_owner)
-                for sid_text, sid, status, row_owner in conn.execute(
-                    f"SELECT id, sid, status, owner FROM sessions WHERE id IN ({marks})",
-                    session_ids,
-                )
-            }
-            for session_id in session_ids:
-                row = found.get(session_id)
-                if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
-                    detail = (
-                        "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
-                    )
-                    raise LeaseLost(session_id, owner, f"tick write rejected ({detail})")
-            trades = books = 0
-            for batch in batches:
-                sid = found[batch.session_id][0]
-                before = conn.total_changes
-                if isinstance(batch, TradeBatch):
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, "
-                        "side, recv_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        _trade_rows(sid, batch),
-                    )
-                    trades += conn.total_changes - before
-                else:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, "
-                        "best_ask, bid_price, bid_qty, ask_price, ask_qty, recv_us) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        _book_rows(sid, batch),
-                    )
-                    books += conn.total_changes - before
-            return WriteResult(TickCounts(trades, books))
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                taken, rows = 0, 0
+                for request in self._pending:
+                    if taken and rows + request.rows > COALESCED_MAX_ROWS:
+                        break
+                    taken += 1
+                    rows += request.rows
+                round_, self._pending = self._pending[:taken], self._pending[taken:]
+                live = [r for r in round_ if not r.future.done()]  # cancelled callers: skip
+                if live:
+                    await self._write_round(live)
+        except BaseException:  # cancelled (the loop is closing): nobody waits forever
+            stranded, self._pending = self._pending, []
+            for request in stranded:
+                _settle(request.future, None, StoreUnavailable("write ticks: store closing"))
+            raise
 
-        return await self._db.write(run, "write ticks", bulk=True)
+    async def _write_round(self, requests: list[_TickWrite]) -> None:
+        self.rounds += 1
+        try:
+            outcomes = await self._db.write(
+                lambda conn: _write_requests(conn, requests), "write ticks", bulk=True
+            )
+        except (StoreUnavailable, StoreBusy) as exc:  # the store's failure: everyone's
+            for request in requests:
+                _settle(request.future, None, exc)
+            return
+        except Exception as exc:
+            if len(requests) == 1:
+                _settle(requests[0].future, None, exc)
+                return
+            # Not the store's failure: some request's own. Each alone, so it fails by itself
+            # (the round's transaction was rolled back: nothing of it is stored).
+            for request in requests:
+                await self._write_round([request])
+            return
+        except BaseException:
+            for request in requests:
+                _settle(request.future, None, StoreUnavailable("write ticks: store closing"))
+            raise
+        for request, outcome in zip(requests, outcomes, strict=True):
+            _settle_outcome(request.future, outcome)
 
     async def wait_visible(self, timeout_s: float) -> None:
         return None  # a committed SQLite transaction is visible to every new reader
