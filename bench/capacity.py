@@ -22,7 +22,9 @@ API (``--clients`` at a time), then holds each level ``--hold-s`` seconds, sampl
 every 2 s: failed sessions (``owner_lost`` and any other), lease-renewal failures
 (``/metrics``), the heartbeat lag (how long ago the oldest running session's lease
 was renewed: ``lease_s`` minus what is left of its lease), each instance's RSS and
-CPU, and the store's write rate (ticks stored per second, all instances). It stops
+CPU, the store's write rate (ticks stored per second, all instances) beside what the
+feeds produced, and the servers' CPU-seconds per session-second and per stored tick
+(robust on a shared, noisy machine: what one free core would hold follows). It stops
 at the first level that breaks a limit — a failed session or renewal failure, start
 p95 > 100 ms, heartbeat lag > lease/4 — or at ``--max``, and says which.
 
@@ -295,6 +297,7 @@ async def ramp(
         start_p95 = percentile(starts, 95)
         before = [_proc(pid) for pid in pids]
         ticks0 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
+        fed0 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         t0 = time.monotonic()
         worst_lag, failed, renew_failures, running = 0.0, 0, 0.0, 0
         while time.monotonic() - t0 < hold_s:
@@ -309,7 +312,10 @@ async def ramp(
                 break
         elapsed = time.monotonic() - t0
         ticks1 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
+        fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
+        cpu_s = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+        stored = ticks1 - ticks0
         row = {
             "sessions": level,
             "running": running,
@@ -318,7 +324,12 @@ async def ramp(
             "heartbeat_lag_max_s": round(worst_lag, 2),
             "failed": failed,
             "renew_failures": renew_failures,
-            "ticks_per_s": round((ticks1 - ticks0) / max(elapsed, 0.001)),
+            "ticks_per_s": round(stored / max(elapsed, 0.001)),
+            "fed_per_s": round((fed1 - fed0) / max(elapsed, 0.001)),  # what the feeds produced
+            # CPU of the server processes (all instances), robust on a shared machine:
+            # per second of one running session, and per stored tick
+            "cpu_ms_per_session_s": round(1000 * cpu_s / max(level * elapsed, 0.001), 3),
+            "cpu_us_per_tick": round(1e6 * cpu_s / max(stored, 1), 1),
             "rss_mib": [round(a[0]) for a in after],
             "rss_growth_mib": [round(a[0] - b[0]) for a, b in zip(after, before, strict=True)],
             "cpu_pct": [

@@ -33,6 +33,8 @@ class Metrics:
         self.ticks = Counter(
             "ticktape_ticks_written", "Ticks stored, by data type", ["data_type"], registry=r
         )
+        self._ticks_trades = self.ticks.labels(data_type="trades")
+        self._ticks_orderbook = self.ticks.labels(data_type="orderbook")
         self.tick_errors = Counter(
             "ticktape_tick_write_errors", "Tick batches that could not be stored", registry=r
         )
@@ -136,10 +138,11 @@ class Metrics:
         self.store_retries.inc()
 
     def ticks_written(self, trades: int, orderbook: int) -> None:
+        # the children are looked up once: every flush of every session comes here
         if trades:
-            self.ticks.labels(data_type="trades").inc(trades)
+            self._ticks_trades.inc(trades)
         if orderbook:
-            self.ticks.labels(data_type="orderbook").inc(orderbook)
+            self._ticks_orderbook.inc(orderbook)
 
     def set_status_counts(self, counts: dict[SessionStatus, int]) -> None:
         for status in SessionStatus:

@@ -422,6 +422,40 @@ def test_a_new_owner_fences_the_old_one_out(
     ]
 
 
+def test_concurrent_writes_of_many_sessions_are_fenced_and_answered_each_alone(
+    store: Store, run: Run, running_session: StartSession, backend: str
+) -> None:
+    """Writes of many sessions in flight at once (SQLite coalesces them into one
+    transaction): the one whose session was taken over gets LeaseLost and stores
+    nothing; every other is stored and answered with its own rows."""
+    sessions = [running_session(owner=OWNER) for _ in range(8)]
+    taken = sessions[3]
+    _transition(store, run, taken, SessionStatus.STOPPING, owner="owner-2")
+    calls = [[trades(s.id, n=20 + k), books(s.id, n=5)] for k, s in enumerate(sessions)]
+    raw = getattr(store, "inner", store).ticks  # under the retrying handle
+    rounds_before = getattr(raw, "rounds", 0)
+
+    async def write_all() -> list[WriteResult | BaseException]:
+        return list(
+            await asyncio.gather(
+                *(store.ticks.write(c, owner=OWNER) for c in calls), return_exceptions=True
+            )
+        )
+
+    outcomes = run(write_all())
+    for k, (s, outcome) in enumerate(zip(sessions, outcomes, strict=True)):
+        if s is taken:
+            assert isinstance(outcome, LeaseLost) and outcome.session_id == s.id
+            _assert_nothing_stored(store, run, s.id)
+            continue
+        assert isinstance(outcome, WriteResult), outcome
+        if "exact_write_counts" in CAPABILITIES[backend]:
+            assert outcome.counts == TickCounts(20 + k, 5)
+        assert _count(store, run, s.id) == TickCounts(20 + k, 5)
+    if backend == "sqlite":  # all eight went in one transaction, fencing per session
+        assert getattr(raw, "rounds", 0) - rounds_before == 1
+
+
 @pytest.mark.parametrize("valid_first", [True, False], ids=["valid-first", "invalid-first"])
 @pytest.mark.parametrize("why", ["other-owner", "terminal", "unknown"])
 def test_a_call_mixing_a_valid_and_an_invalid_session_stores_nothing(

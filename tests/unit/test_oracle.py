@@ -69,7 +69,8 @@ def flat(bs: list[list[TickBatch]]) -> list[TickBatch]:
 def test_the_feeds_own_output_passes_with_its_counts() -> None:
     bs = blocks(5)
     counts = check_recording(REC, stored(flat(bs)))
-    assert counts == TickCounts(2 * 5 * 20, 2 * 5 * 20 // 5)
+    per = SimExchange("x", REC.symbols[:1], rate_per_s=REC.rate_per_s).block_events  # 50
+    assert counts == TickCounts(2 * 5 * per, 2 * 5 * per // 5)
 
 
 def test_a_dropped_batch_is_a_hole() -> None:

@@ -16,11 +16,11 @@ so nothing is recorded twice and no id or timestamp is reused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +28,26 @@ from ticktape.domain import DataType
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
 
 MAX_BLOCK_EVENTS = 5_000  # trades per symbol per block at the maximum rate
-BLOCK_PERIOD_S = 0.1  # at a set rate, one block covers this much exchange time
+# At a set rate, one block covers this much exchange time. Every block costs the
+# event loop a wake-up and a dozen numpy calls whatever its size, so at realistic
+# rates (20 trades/s: 5 trades a block) the block period, not the tick count, sets
+# what a thousand simulated sessions cost; it matches the collect runner's flush
+# interval, so each block is one flush.
+BLOCK_PERIOD_S = 0.25
 PRICE_TICK = 0.01
 STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
+# At low rates several blocks are generated in one numpy pass (a chunk of about this
+# many trades per symbol) and handed out block by block: numpy's cost per call, not
+# per value, is what a block of 5 trades costs. Deterministic all the same: a chunk
+# is a function of the seed and the configuration only.
+CHUNK_EVENTS = 64
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
+
+
+# a batch of a generated block, built when handed out: (TradeBatch or BookBatch, its
+# seven leading fields); its ``seq`` is the block's number then
+_Part = tuple[Callable[..., TickBatch], tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,8 @@ class SimExchange:
         self.start_us = start
         self._states = [self._state(i, sym, seed, resume) for i, sym in enumerate(symbols)]
         self.blocks_emitted = 0  # the next block's number: every batch in it has this ``seq``
+        self.blocks_per_chunk = max(1, CHUNK_EVENTS // self.block_events)
+        self._ready: list[list[_Part]] = []
 
     @staticmethod
     def _state(i: int, symbol: str, seed: int, resume: ResumePoint | None) -> _SymbolState:
@@ -113,24 +130,70 @@ class SimExchange:
         )
 
     def next_block(self) -> list[TickBatch]:
-        """Generate the next block: ``block_events`` trades per symbol, and their snapshots."""
-        out: list[TickBatch] = []
-        for state in self._states:
-            trades = self._trades(state, self.block_events, self.blocks_emitted)
-            if DataType.TRADES in self.data_types:
-                out.append(trades)
-            if DataType.ORDERBOOK in self.data_types:
-                book = self._books(state, trades)
-                if len(book):
-                    out.append(book)
-            state.events += self.block_events
+        """The next block: ``block_events`` trades per symbol, and their snapshots."""
+        if not self._ready:
+            self._ready = self._chunk()
+        parts = self._ready.pop()
+        seq = self.blocks_emitted
         self.blocks_emitted += 1
-        return out
+        return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
+
+    def _chunk(self) -> list[list[_Part]]:
+        """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""
+        per = self.block_events
+        count = self.blocks_per_chunk
+        n = per * count
+        blocks: list[list[_Part]] = [[] for _ in range(count)]
+        for state in self._states:
+            first = (-(state.events + 1)) % self.book_every  # as _books places them
+            trades = self._trades(state, n, 0)
+            book = self._books(state, trades) if DataType.ORDERBOOK in self.data_types else None
+            state.events += n
+            bounds: list[int] = []
+            if book is not None:
+                at = np.arange(first, n, self.book_every)
+                bounds = np.searchsorted(at, np.arange(count + 1) * per).tolist()
+            for j in range(count):
+                lo, hi = j * per, (j + 1) * per
+                if DataType.TRADES in self.data_types:
+                    blocks[j].append(
+                        (
+                            TradeBatch,
+                            (
+                                self.session_id,
+                                state.symbol,
+                                trades.ts_us[lo:hi],
+                                trades.trade_id[lo:hi],
+                                trades.price[lo:hi],
+                                trades.qty[lo:hi],
+                                trades.side[lo:hi],
+                            ),
+                        )
+                    )
+                if book is not None and bounds[j + 1] > bounds[j]:
+                    a, b = bounds[j], bounds[j + 1]
+                    blocks[j].append(
+                        (
+                            BookBatch,
+                            (
+                                self.session_id,
+                                state.symbol,
+                                book.ts_us[a:b],
+                                book.bid_price[a:b],
+                                book.bid_qty[a:b],
+                                book.ask_price[a:b],
+                                book.ask_qty[a:b],
+                            ),
+                        )
+                    )
+        blocks.reverse()
+        return blocks
 
     def _trades(self, state: _SymbolState, n: int, seq: int) -> TradeBatch:
         rng = state.rng
         steps = rng.normal(0.0, STEP_VOLATILITY, n)
-        prices = np.round(state.price * np.exp(np.cumsum(steps)) / PRICE_TICK) * PRICE_TICK
+        # np.rint is np.round with 0 decimals, minus the dispatch overhead
+        prices = np.rint(state.price * np.exp(np.cumsum(steps)) / PRICE_TICK) * PRICE_TICK
         prices = np.maximum(prices, PRICE_TICK)
         qty = np.round(rng.exponential(0.5, n) + 1e-4, 6)
         side = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)
@@ -140,8 +203,8 @@ class SimExchange:
             symbol=state.symbol,
             ts_us=self.start_us + (index - state.first_event) * self.spacing_us,
             trade_id=np.arange(state.next_trade_id, state.next_trade_id + n, dtype=np.int64),
-            price=prices.astype(np.float64),
-            qty=qty.astype(np.float64),
+            price=prices.astype(np.float64, copy=False),
+            qty=qty.astype(np.float64, copy=False),
             side=side,
             seq=seq,
         )
@@ -159,8 +222,8 @@ class SimExchange:
         mid = trades.price[at][:, None]
         offsets = (np.arange(self.depth) + 1)[None, :] * PRICE_TICK
         half_spread = rng.integers(1, 4, k)[:, None] * PRICE_TICK
-        bid_px = np.round((mid - half_spread - offsets + PRICE_TICK) / PRICE_TICK) * PRICE_TICK
-        ask_px = np.round((mid + half_spread + offsets - PRICE_TICK) / PRICE_TICK) * PRICE_TICK
+        bid_px = np.rint((mid - half_spread - offsets + PRICE_TICK) / PRICE_TICK) * PRICE_TICK
+        ask_px = np.rint((mid + half_spread + offsets - PRICE_TICK) / PRICE_TICK) * PRICE_TICK
         return BookBatch(
             session_id=self.session_id,
             symbol=state.symbol,
@@ -173,23 +236,48 @@ class SimExchange:
         )
 
     async def blocks(self, stop: asyncio.Event) -> AsyncIterator[list[TickBatch]]:
-        """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set."""
-        started = time.monotonic()
-        emitted = 0
-        while not stop.is_set():
-            if self.rate_per_s > 0:
-                due = started + (emitted + self.block_events) / self.rate_per_s
-                delay = due - time.monotonic()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
-                    if stop.is_set():
-                        return
+        """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set.
+
+        A stop ends a wait at once. The wait between blocks is one future and one timer:
+        ``stop`` is watched by a single task for the whole run (``wait_for(stop.wait())``
+        per block would cost a task each time, thousands a second on a busy instance).
+        """
+        loop = asyncio.get_running_loop()
+        waker: list[asyncio.Future[None]] = []  # the current wait, if any
+
+        def wake(_: object = None) -> None:
+            for fut in waker:
+                if not fut.done():
+                    fut.set_result(None)
+
+        watcher = asyncio.ensure_future(stop.wait())
+        watcher.add_done_callback(wake)
+        try:
+            started = time.monotonic()
+            emitted = 0
+            while not stop.is_set():
+                if self.rate_per_s > 0:
+                    due = started + (emitted + self.block_events) / self.rate_per_s
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        fut = loop.create_future()
+                        waker[:] = [fut]
+                        timer = loop.call_later(delay, wake)
+                        try:
+                            await fut
+                        finally:
+                            timer.cancel()
+                            waker.clear()
+                        if stop.is_set():
+                            return
+                    else:
+                        if -delay > MAX_CATCH_UP_S:  # paused (SIGSTOP, a stall): go on from now
+                            started = time.monotonic() - emitted / self.rate_per_s
+                        await asyncio.sleep(0)  # never starve heartbeats while catching up
                 else:
-                    if -delay > MAX_CATCH_UP_S:  # paused (SIGSTOP, a stall): go on from now
-                        started = time.monotonic() - emitted / self.rate_per_s
-                    await asyncio.sleep(0)  # never starve heartbeats while catching up
-            else:
-                await asyncio.sleep(0)  # let heartbeats and requests run between blocks
-            emitted += self.block_events
-            yield self.next_block()
+                    await asyncio.sleep(0)  # let heartbeats and requests run between blocks
+                emitted += self.block_events
+                yield self.next_block()
+        finally:
+            watcher.remove_done_callback(wake)
+            watcher.cancel()

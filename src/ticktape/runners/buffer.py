@@ -13,8 +13,6 @@ flusher may give up on what is left (:meth:`shed`) when its drain budget runs ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 
 from ticktape.ticks import TickBatch
 
@@ -29,6 +27,7 @@ class TickBuffer:
         self._closed = False
         self._unbound = False
         self._changed = asyncio.Condition()
+        self._due_waiter: asyncio.Future[None] | None = None  # the flusher, until due
 
     @property
     def rows(self) -> int:
@@ -55,36 +54,53 @@ class TickBuffer:
             self._batches.extend(batches)
             self._rows += size
             self._changed.notify_all()
+        self._wake_if_due()
 
     async def take(self) -> list[TickBatch]:
         """Wait for a flush to be due and take up to ``flush_rows`` rows (whole batches,
         at least one); [] only once closed and empty.
 
         Due means: closed, or ``flush_rows`` buffered, or ``flush_interval_s`` passed
-        since the first row arrived.
+        since the first row arrived. Between the first row and then the flusher sleeps on
+        one timer: a put wakes it only when that makes the flush due (thousands of
+        sessions each waking their flusher on every block would cost the loop more than
+        the writes).
         """
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._closed or self._rows > 0)
-            deadline = time.monotonic() + self.flush_interval_s
-            while not self._closed and self._rows < self.flush_rows:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-            # At most ~flush_rows per write (whole batches): one write of a huge backlog
-            # (a block of 100 symbols at the maximum rate is ~600,000 rows) would hold
-            # the store's writer for seconds, with lease renewals waiting behind it.
-            count = rows = 0
-            for batch in self._batches:
-                if count and rows + len(batch) > self.flush_rows:
-                    break
-                count += 1
-                rows += len(batch)
-            taken, self._batches = self._batches[:count], self._batches[count:]
-            self._rows -= rows
-            self._changed.notify_all()
-            return taken
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._closed or self._rows > 0)
+            if not self._due():
+                loop = asyncio.get_running_loop()
+                waiter: asyncio.Future[None] = loop.create_future()
+                timer = loop.call_later(self.flush_interval_s, _wake, waiter)
+                self._due_waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self._due_waiter = None
+            async with self._changed:
+                # At most ~flush_rows per write (whole batches): one write of a huge backlog
+                # (a block of 100 symbols at the maximum rate is ~600,000 rows) would hold
+                # the store's writer for seconds, with lease renewals waiting behind it.
+                count = rows = 0
+                for batch in self._batches:
+                    if count and rows + len(batch) > self.flush_rows:
+                        break
+                    count += 1
+                    rows += len(batch)
+                taken, self._batches = self._batches[:count], self._batches[count:]
+                self._rows -= rows
+                self._changed.notify_all()
+                if taken or self._closed:
+                    return taken
+
+    def _due(self) -> bool:
+        return self._closed or self._rows >= self.flush_rows
+
+    def _wake_if_due(self) -> None:
+        if self._due_waiter is not None and self._due():
+            _wake(self._due_waiter)
 
     async def put_back(self, batches: list[TickBatch]) -> None:
         """Return batches a failed write could not store, ahead of newer ones."""
@@ -112,3 +128,9 @@ class TickBuffer:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
+        self._wake_if_due()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -213,15 +213,16 @@ class CollectRunner:
             await buffer.unbound()
 
         watcher = asyncio.create_task(watch())
+        # looked up once: every item of every session counts here
+        feed_trades = self._metrics.feed_rows.labels(exchange=self._exchange, data_type="trades")
+        feed_books = self._metrics.feed_rows.labels(exchange=self._exchange, data_type="orderbook")
         try:
             async for item in built.feed.items(until):
                 if isinstance(item, FeedEvent):
                     self._on_event(handle, item)
                 else:  # the rows keep their receive times
-                    self._metrics.feed_rows.labels(
-                        exchange=self._exchange,
-                        data_type="orderbook" if isinstance(item, FeedBooks) else "trades",
-                    ).inc(len(item))
+                    books = isinstance(item, FeedBooks)
+                    (feed_books if books else feed_trades).inc(len(item))
                     await buffer.put([dataclasses.replace(item.batch, recv_us=item.recv_us)])
         except SubscriptionRefused as exc:
             self._refused = str(exc)

@@ -8,17 +8,20 @@ once, so read-your-writes needs nothing more (invariant 2).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import repeat
 
 import numpy as np
 
-from ticktape.config import sqlite_path_from_url
+from ticktape.config import FLUSH_MAX_ROWS, sqlite_path_from_url
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
@@ -34,6 +37,7 @@ from ticktape.errors import (
     LeaseLost,
     SessionConflict,
     SessionNotFound,
+    StoreBusy,
     StoreUnavailable,
     ValidationError,
 )
@@ -74,7 +78,7 @@ from ticktape.store.rules import (
     from_us,
     to_us,
 )
-from ticktape.store.sqlite._db import Database
+from ticktape.store.sqlite._db import BULK_GROUP_BUDGET_S, Database
 from ticktape.store.window import window_batches
 from ticktape.ticks import (
     BookBatch,
@@ -676,54 +680,237 @@ def _book_rows(sid: int, batch: BookBatch) -> zip[tuple[object, ...]]:
     )
 
 
+#: Tick rows one coalesced write takes at most (the rest waits for the next one), as
+#: one flush of one session: a lease renewal queued behind it waits for one such
+#: transaction, not the backlog.
+COALESCED_MAX_ROWS = FLUSH_MAX_ROWS
+
+
+@dataclass
+class _TickWrite:
+    """One caller's :meth:`SqliteTickStore.write`, waiting to be coalesced."""
+
+    batches: list[TickBatch]
+    owner: str
+    session_ids: list[str]
+    rows: int
+    future: asyncio.Future[WriteResult]
+
+
+def _settle(
+    future: asyncio.Future[WriteResult], result: WriteResult | None, error: BaseException | None
+) -> None:
+    if future.done():  # its caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or WriteResult())
+
+
+def _settle_outcome(
+    future: asyncio.Future[WriteResult], outcome: WriteResult | BaseException
+) -> None:
+    if isinstance(outcome, BaseException):
+        _settle(future, None, outcome)
+    else:
+        _settle(future, outcome, None)
+
+
+_TRADES_INSERT = (
+    "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, side, recv_us) VALUES "
+)
+_BOOKS_INSERT = (
+    "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, best_ask, "
+    "bid_price, bid_qty, ask_price, ask_qty, recv_us) VALUES "
+)
+#: Rows per multi-row INSERT, largest first (a few fixed sizes: the statements stay in
+#: the connection's statement cache). One statement is one sqlite3 step, so the writer
+#: thread gives up and takes back the GIL once per statement, not once per row: with
+#: the event loop busy (hundreds of sessions) every hand-back can wait for it.
+_ROWS_PER_INSERT = (64, 16, 4, 1)  # 64 x 11 parameters: within SQLite's 999
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[object, ...]]
+) -> None:
+    """INSERT ``rows`` (tuples of ``width`` values) with few statements, in order."""
+    i, n = 0, len(rows)
+    for size in _ROWS_PER_INSERT:
+        if n - i < size:
+            continue
+        values = head + ", ".join(["(" + ", ".join("?" * width) + ")"] * size)
+        while n - i >= size:
+            conn.execute(values, [v for row in rows[i : i + size] for v in row])
+            i += size
+
+
+def _write_requests(
+    conn: sqlite3.Connection, requests: list[_TickWrite], budget_s: float = float("inf")
+) -> list[WriteResult | BaseException | None]:
+    """Store the requests in the current transaction; each one's outcome, in order.
+
+    Fencing inside the write transaction (nobody can change ownership meanwhile), per
+    request: one whose session is unknown, inactive or owned by someone else gets
+    :class:`LeaseLost` and writes nothing; the others are stored. Once ``budget_s``
+    has passed (at least one request is always stored), the rest are left out — None:
+    the caller queues them again — so a lease renewal waiting for the writer waits
+    for one budget, however many sessions' ticks are queued and however slow the
+    machine is.
+    """
+    started = time.monotonic()
+    session_ids = sorted({sid for r in requests for sid in r.session_ids})
+    found: dict[str, tuple[int, str, str | None]] = {}
+    for start in range(0, len(session_ids), 500):  # within SQLite's bound on parameters
+        chunk = session_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for sid_text, sid, status, row_owner in conn.execute(
+            f"SELECT id, sid, status, owner FROM sessions WHERE id IN ({marks})", chunk
+        ):
+            found[sid_text] = (sid, status, row_owner)
+    outcomes: list[WriteResult | BaseException | None] = []
+    for request in requests:
+        if outcomes and time.monotonic() - started > budget_s:
+            outcomes.append(None)  # not tried: queued again
+            continue
+        refused: BaseException | None = None
+        for session_id in request.session_ids:
+            row = found.get(session_id)
+            if (
+                row is None
+                or SessionStatus(row[1]) not in ACTIVE_STATUSES
+                or row[2] != request.owner
+            ):
+                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                refused = LeaseLost(session_id, request.owner, f"tick write rejected ({detail})")
+                break
+        if refused is not None:
+            outcomes.append(refused)
+            continue
+        trade_rows: list[tuple[object, ...]] = []
+        book_rows: list[tuple[object, ...]] = []
+        for batch in request.batches:
+            sid = found[batch.session_id][0]
+            if isinstance(batch, TradeBatch):
+                trade_rows.extend(_trade_rows(sid, batch))
+            else:
+                book_rows.extend(_book_rows(sid, batch))
+        before = conn.total_changes
+        _insert_rows(conn, _TRADES_INSERT, 8, trade_rows)
+        trades = conn.total_changes - before
+        before = conn.total_changes
+        _insert_rows(conn, _BOOKS_INSERT, 11, book_rows)
+        books = conn.total_changes - before
+        outcomes.append(WriteResult(TickCounts(trades, books)))
+    return outcomes
+
+
+#: Coalesced tick writes handed to the writer at once: while one commits, the next is
+#: queued behind it, so the writer never waits for the event loop to come round.
+ROUNDS_IN_FLIGHT = 3
+
+
 class SqliteTickStore(TickStore):
+    """Tick writes of every session of the process are coalesced.
+
+    A :meth:`write` queues its batches and waits. Once the writes of the current
+    turn of the event loop are queued, a round takes everything queued (up to
+    :data:`COALESCED_MAX_ROWS` rows) and stores it as ONE store write — one
+    transaction, one fencing query over all the sessions, one COMMIT — then answers
+    each caller with its own outcome; up to :data:`ROUNDS_IN_FLIGHT` rounds are
+    handed to the writer at once, and what arrives meanwhile gathers for the next.
+    Fencing stays per session: a request whose session is no longer owned by its
+    ``owner`` (or no longer active) gets :class:`LeaseLost` and none of its rows
+    are stored, while the other requests of the same transaction are stored. A
+    failure that is the store's (unavailable, busy, timed out) answers every
+    request of the round with it; any other failure re-runs the round's requests
+    one by one, each in its own write, so one bad request fails alone as before.
+    """
+
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._pending: list[_TickWrite] = []
+        self._in_flight = 0
+        self._kick_due = False
+        self._rounds: set[asyncio.Task[None]] = set()
+        self.rounds = 0  # store writes made for tick writes (coalesced rounds), ever
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         session_ids = sorted({b.session_id for b in batches})
         if not session_ids:
             return WriteResult()
+        loop = asyncio.get_running_loop()
+        request = _TickWrite(
+            batches, owner, session_ids, sum(len(b) for b in batches), loop.create_future()
+        )
+        self._pending.append(request)
+        if not self._kick_due:  # after the other writes of this turn are queued too
+            self._kick_due = True
+            loop.call_soon(self._kick)
+        return await request.future
 
-        def run(conn: sqlite3.Connection) -> WriteResult:
-            # Fencing inside the write transaction: nobody can change ownership meanwhile.
-            marks = ", ".join("?" for _ in session_ids)
-            found = {
-                sid_text: (sid, status, row_owner)
-                for sid_text, sid, status, row_owner in conn.execute(
-                    f"SELECT id, sid, status, owner FROM sessions WHERE id IN ({marks})",
-                    session_ids,
-                )
-            }
-            for session_id in session_ids:
-                row = found.get(session_id)
-                if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
-                    detail = (
-                        "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
-                    )
-                    raise LeaseLost(session_id, owner, f"tick write rejected ({detail})")
-            trades = books = 0
-            for batch in batches:
-                sid = found[batch.session_id][0]
-                before = conn.total_changes
-                if isinstance(batch, TradeBatch):
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO trades (sid, symbol, trade_id, ts_us, price, qty, "
-                        "side, recv_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        _trade_rows(sid, batch),
-                    )
-                    trades += conn.total_changes - before
-                else:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO orderbook (sid, symbol, ts_us, depth, best_bid, "
-                        "best_ask, bid_price, bid_qty, ask_price, ask_qty, recv_us) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        _book_rows(sid, batch),
-                    )
-                    books += conn.total_changes - before
-            return WriteResult(TickCounts(trades, books))
+    def _kick(self) -> None:
+        """Start rounds for what is queued, up to :data:`ROUNDS_IN_FLIGHT` at once."""
+        self._kick_due = False
+        loop = asyncio.get_running_loop()
+        while self._pending and self._in_flight < ROUNDS_IN_FLIGHT:
+            taken, rows = 0, 0
+            for request in self._pending:
+                if taken and rows + request.rows > COALESCED_MAX_ROWS:
+                    break
+                taken += 1
+                rows += request.rows
+            round_, self._pending = self._pending[:taken], self._pending[taken:]
+            live = [r for r in round_ if not r.future.done()]  # cancelled callers: skip
+            if not live:
+                continue
+            self._in_flight += 1
+            task = loop.create_task(self._write_round(live), name="sqlite-tick-round")
+            self._rounds.add(task)
+            task.add_done_callback(functools.partial(self._round_done, requests=live))
 
-        return await self._db.write(run, "write ticks", bulk=True)
+    def _round_done(self, task: asyncio.Task[None], *, requests: list[_TickWrite]) -> None:
+        """A round ended — even one cancelled before it began: free its slot, answer
+        whoever it left waiting, and start the next round if writes are queued."""
+        self._rounds.discard(task)
+        self._in_flight -= 1
+        if task.cancelled():
+            for request in requests:  # settled ones are left as they are
+                _settle(request.future, None, StoreUnavailable("write ticks: cancelled"))
+        if self._pending and not self._kick_due:
+            self._kick_due = True
+            task.get_loop().call_soon(self._kick)
+
+    async def _write_round(self, requests: list[_TickWrite]) -> None:
+        self.rounds += 1
+        try:
+            outcomes = await self._db.write(
+                lambda conn: _write_requests(conn, requests, BULK_GROUP_BUDGET_S),
+                "write ticks",
+                bulk=True,
+            )
+        except (StoreUnavailable, StoreBusy) as exc:  # the store's failure: everyone's
+            for request in requests:
+                _settle(request.future, None, exc)
+            return
+        except Exception as exc:
+            if len(requests) == 1:
+                _settle(requests[0].future, None, exc)
+                return
+            # Not the store's failure: some request's own. Each alone, so it fails by itself
+            # (the round's transaction was rolled back: nothing of it is stored).
+            for request in requests:
+                await self._write_round([request])
+            return
+        except BaseException:
+            for request in requests:
+                _settle(request.future, None, StoreUnavailable("write ticks: store closing"))
+            raise
+        left = [r for r, o in zip(requests, outcomes, strict=True) if o is None]
+        self._pending[:0] = left  # over the time budget: first in the next round
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if outcome is not None:
+                _settle_outcome(request.future, outcome)
 
     async def wait_visible(self, timeout_s: float) -> None:
         return None  # a committed SQLite transaction is visible to every new reader
