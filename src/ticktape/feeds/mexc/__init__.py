@@ -1,10 +1,18 @@
 """MEXC futures (contract): the connector and its message parsers."""
 
-from ticktape.feeds.mexc._connector import REST_URL, WS_URL, MexcEndpoints, MexcFeed
+from ticktape.feeds.mexc._connector import (
+    REST_URL,
+    WS_URL,
+    MexcEndpoints,
+    MexcFeed,
+    full_depth_fits,
+)
 from ticktape.feeds.mexc._parse import (
     Deal,
     DepthData,
     MalformedMessage,
+    NoContractDetail,
+    parse_contract_size,
     parse_deals,
     parse_depth,
     parse_depth_snapshot,
@@ -18,6 +26,9 @@ __all__ = [
     "MalformedMessage",
     "MexcEndpoints",
     "MexcFeed",
+    "NoContractDetail",
+    "full_depth_fits",
+    "parse_contract_size",
     "parse_deals",
     "parse_depth",
     "parse_depth_snapshot",
