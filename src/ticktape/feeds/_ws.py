@@ -342,7 +342,8 @@ class StreamFeed(ABC):
         """Wait for room under the exchange's per-IP REST budget (``ticktape.feeds.limits``)
         for a request of ``weight`` to :attr:`rest_url`."""
         limit = self.settings.rest_limit or REST_LIMITS.get(self.exchange, DEFAULT_LIMIT)
-        waited = await shared_limiter("rest", self.exchange, self.rest_url, limit).acquire(weight)
+        limiter = shared_limiter("rest", self.exchange, self.rest_url, limit)
+        waited = await limiter.acquire(min(weight, limiter.limit))  # a budget below one request
         if waited:
             log.warning("%s: REST rate limit, waited %.1fs", self.exchange, waited)
 

@@ -337,3 +337,19 @@ def test_reconnects_past_the_connection_budget_wait_and_a_stop_stays_prompt(run:
             assert rec.ended.is_set() and rec.error is None  # stopped within the bound
 
     run(scenario())
+
+
+def test_a_busy_contract_detail_is_retried_not_refused(run: Run) -> None:
+    """429 (or 5xx) from the detail endpoint means "later", not "no such contract"."""
+
+    async def scenario() -> None:
+        fake = FakeMexc(contract_sizes={SYM: 0.5})
+        fake.busy_details = 2
+        async with fake as fx, Recorder(make_feed(fx)) as rec:
+            await started(fx, rec)
+            assert fx.detail_requests == 3 and rec.error is None
+            sent = await fx.send_deals(SYM, 2)
+            await rec.wait(lambda: len(rec.trades(SYM)) == 2)
+            assert [r[3] for r in rec.trades(SYM)] == [d.qty * 0.5 for d in sent]
+
+    run(scenario())

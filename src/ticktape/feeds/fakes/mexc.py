@@ -50,6 +50,7 @@ class FakeMexc(BookExchange[_Symbol]):
         self.contract_sizes = dict(contract_sizes or {})
         self.default_contract_size = default_contract_size
         self.detail_requests = 0
+        self.busy_details = 0  # answer this many contract-detail requests 429 (too many)
         self.deals: list[SentDeal] = []
         self.pings = 0
 
@@ -101,6 +102,9 @@ class FakeMexc(BookExchange[_Symbol]):
 
     def _detail(self, symbol: str) -> tuple[int, Any]:
         self.detail_requests += 1
+        if self.busy_details > 0:
+            self.busy_details -= 1
+            return 429, {"success": False, "code": 510, "message": "too many requests"}
         size = self.contract_sizes.get(symbol, self.default_contract_size)
         if size is None:
             return 200, {"success": False, "code": 1001, "message": "contract not exists"}

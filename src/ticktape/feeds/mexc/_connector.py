@@ -21,8 +21,8 @@ connection the feed asks ``/api/v1/contract/detail`` for each symbol's
 (contracts * size, rounded to 12 decimals), the unit Binance publishes, so the
 two exchanges compare. A symbol without a usable detail is refused
 (:class:`~ticktape.feeds.contract.SubscriptionRefused`, channel
-``contract.detail``); a detail request that fails on the network is retried as
-a failed connection is.
+``contract.detail``); a detail request that fails on the network or answers
+418/429/5xx is retried as a failed connection is.
 
 ``push.deal`` has no trade id, so ticktape numbers each symbol's deals in the
 order received (``first_trade_ids`` continues a resumed recording). The number
@@ -137,7 +137,7 @@ class MexcFeed(StreamFeed):
             await self.rest_slot()
             try:
                 resp = await self._http.get("/api/v1/contract/detail", params={"symbol": symbol})
-                if resp.status_code >= 500:
+                if resp.status_code in (418, 429) or resp.status_code >= 500:  # busy, not "no"
                     raise OSError(f"contract detail: HTTP {resp.status_code}")
                 body = resp.json() if resp.content else None
             except (httpx.HTTPError, ValueError) as exc:
