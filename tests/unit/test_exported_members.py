@@ -62,6 +62,7 @@ EXPORTS = {
         "MexcEndpoints",
         "MexcFeed",
         "NoContractDetail",
+        "base_quantity",
         "full_depth_fits",
         "parse_contract_size",
         "parse_deals",

@@ -10,6 +10,7 @@ from ticktape.feeds.contract import SIDE_BUY, SIDE_SELL
 from ticktape.feeds.mexc import (
     MalformedMessage,
     NoContractDetail,
+    base_quantity,
     full_depth_fits,
     parse_contract_size,
     parse_deals,
@@ -137,3 +138,19 @@ def test_a_missing_or_unusable_contract_detail_is_refused(body: object, why: str
 @pytest.mark.parametrize(("depth", "fits"), [(1, True), (5, True), (20, True), (21, False)])
 def test_full_depth_serves_books_of_at_most_20_levels(depth: int, fits: bool) -> None:
     assert full_depth_fits(depth) is fits
+
+
+@pytest.mark.parametrize("size", [0.0001, 0.001, 0.01, 0.025, 0.5, 1.0, 10.0, 100.0, 0.3, 0.0007])
+def test_contracts_to_base_quantities_equal_the_decimal_product(size: float) -> None:
+    """Whatever path a size takes (divide by 10^k, multiply by a whole number, or
+    multiply and round), the stored quantity is the double nearest contracts * size."""
+    mul, div, rounded = base_quantity(size)
+    for contracts in [*range(0, 2_000), 12_345.0, 400_000.0, 0.5, 2.5]:
+        q = float(contracts)
+        got = round(q * mul, 12) if rounded else q * mul / div
+        assert got == round(q * size, 12), (size, q)
+    assert (base_quantity(0.0001), base_quantity(10.0)) == (
+        (1.0, 10_000.0, False),
+        (10.0, 1.0, False),
+    )
+    assert base_quantity(0.3)[2] is True  # no exact path: rounded

@@ -5,6 +5,7 @@ from ticktape.feeds.mexc._connector import (
     WS_URL,
     MexcEndpoints,
     MexcFeed,
+    base_quantity,
     full_depth_fits,
 )
 from ticktape.feeds.mexc._parse import (
@@ -27,6 +28,7 @@ __all__ = [
     "MexcEndpoints",
     "MexcFeed",
     "NoContractDetail",
+    "base_quantity",
     "full_depth_fits",
     "parse_contract_size",
     "parse_deals",

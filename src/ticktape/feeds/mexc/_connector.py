@@ -18,7 +18,8 @@ whose lost-message count the versions give, and the book is rebuilt.
 Quantities: MEXC publishes deal and book volumes in contracts. At its first
 connection the feed asks ``/api/v1/contract/detail`` for each symbol's
 ``contractSize`` (base asset per contract) and stores base-asset quantities
-(contracts * size, rounded to 12 decimals), the unit Binance publishes, so the
+(contracts * size, exact for sizes of 10^-k or whole numbers, else rounded to
+12 decimals), the unit Binance publishes, so the
 two exchanges compare. A symbol without a usable detail is refused
 (:class:`~ticktape.feeds.contract.SubscriptionRefused`, channel
 ``contract.detail``); a detail request that fails on the network or answers
@@ -67,6 +68,20 @@ SNAPSHOT_TIMEOUT_S = 10.0
 MAX_BUFFERED_PUSHES = 10_000
 FULL_DEPTH_LIMITS = (5, 10, 20)  # the sizes sub.depth.full offers
 QTY_DECIMALS = 12  # base-asset quantities (contracts * contractSize) are rounded so
+
+
+def base_quantity(size: float) -> tuple[float, float, bool]:
+    """How to turn contracts into base-asset quantities for a ``contractSize``: as
+    ``(multiplier, divisor, rounded)`` — ``q * multiplier / divisor``, rounded to
+    ``QTY_DECIMALS`` only where neither is exact. A size of 10^-k divides by 10^k, which
+    gives the double nearest the decimal value (2 contracts of 0.0001 → 0.0002, not
+    0.00020000000000000001) without a ``round`` per quantity (the hot path)."""
+    if size >= 1 and size.is_integer():
+        return size, 1.0, False
+    inverse = 1 / size
+    if abs(inverse - round(inverse)) < 1e-9 * inverse:
+        return 1.0, float(round(inverse)), False
+    return size, 1.0, True
 
 
 def full_depth_fits(depth: int) -> bool:
@@ -119,6 +134,7 @@ class MexcFeed(StreamFeed):
         self._next_id = {s: (first_trade_ids or {}).get(s, 1) for s in self.symbols}
         self._http = httpx.AsyncClient(base_url=self.endpoints.rest, timeout=SNAPSHOT_TIMEOUT_S)
         self.contract_sizes: dict[str, float] = {}  # base asset per contract, per symbol
+        self._scale: dict[str, tuple[float, float, bool]] = {}  # base_quantity() of each
         self.rest_url = self.endpoints.rest
 
     def links(self) -> list[Link]:
@@ -143,15 +159,26 @@ class MexcFeed(StreamFeed):
             except (httpx.HTTPError, ValueError) as exc:
                 raise OSError(f"contract detail: {exc}") from exc
             try:
-                self.contract_sizes[symbol] = parse_contract_size(body, symbol)
+                self.contract_sizes[symbol] = size = parse_contract_size(body, symbol)
+                self._scale[symbol] = base_quantity(size)
             except NoContractDetail as exc:
                 self.refuse(symbol, "contract.detail", f"{exc} (HTTP {resp.status_code})")
                 return False
         return True
 
     def _base(self, symbol: str, levels: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        size = self.contract_sizes[symbol]
-        return [(p, round(q * size, QTY_DECIMALS)) for p, q in levels]
+        mul, div, rounded = self._scale[symbol]
+        if rounded:
+            return [(p, round(q * mul, QTY_DECIMALS)) for p, q in levels]
+        if div != 1.0:
+            return [(p, q / div) for p, q in levels]
+        return [(p, q * mul) for p, q in levels]
+
+    def _base_qty(self, symbol: str, qty: float) -> float:
+        mul, div, rounded = self._scale[symbol]
+        if rounded:
+            return round(qty * mul, QTY_DECIMALS)
+        return qty / div if div != 1.0 else qty * mul
 
     async def emit_top(
         self, conn: Conn, symbol: str, book: LocalBook, ts_us: int, recv_us: int
@@ -243,11 +270,10 @@ class MexcFeed(StreamFeed):
         symbol = msg.get("symbol")
         if symbol not in self._next_id:
             raise MalformedMessage("deal of a symbol not subscribed")
-        size = self.contract_sizes[symbol]
         for deal in parse_deals(msg):
             trade_id = self._next_id[symbol]
             self._next_id[symbol] = trade_id + 1
-            qty = round(deal.qty * size, QTY_DECIMALS)
+            qty = self._base_qty(symbol, deal.qty)
             await self.add_trade(symbol, deal.ts_us, trade_id, deal.price, qty, deal.side, recv_us)
 
     async def _on_full_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
