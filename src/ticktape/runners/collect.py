@@ -129,11 +129,11 @@ class CollectRunner:
                 return RunResult(Outcome.LOST, dropped=buffer.rows)
             await flusher  # drains everything buffered (or gives up with a count)
         finally:
-            counting.cancel()
-            await asyncio.gather(counting, return_exceptions=True)
             if not flusher.done():  # lost, cancelled or crashed: write nothing more
                 flusher.cancel()
                 await asyncio.gather(flusher, return_exceptions=True)
+            counting.cancel()  # after the flusher: its cancel is the first thing done here
+            await asyncio.gather(counting, return_exceptions=True)
         if handle.lost.is_set():
             return RunResult(Outcome.LOST, dropped=buffer.rows)
         await self._note_counts(session.id, built)  # the run's final counts
