@@ -366,6 +366,7 @@ async def store_rate(
                 mexc_ws_url=f"{base}/edge",
                 mexc_rest_url=f"http://127.0.0.1:{port}",
                 stale_after_s=30.0,
+                mexc_full_depth=False,  # the fake sends incremental push.depth here
             ),
         )
         symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
@@ -463,9 +464,12 @@ async def recovery_times(exchange: str, drops: int) -> list[float]:
 
     Production settings, except that every drop counts as an isolated one: the
     backoff restarts from its first step (in production it does so only after a
-    connection served ``healthy_after_s``; drops seconds apart back off further).
+    connection served ``healthy_after_s``; drops seconds apart back off further) and
+    the per-IP connection and REST budgets are lifted (a local fake has none; with a
+    real exchange, drops this close together would wait for them: ``feeds/limits.py``).
     """
-    isolated = StreamSettings(healthy_after_s=0.0)
+    unlimited = (10**9, 1.0)
+    isolated = StreamSettings(healthy_after_s=0.0, connect_limit=unlimited, rest_limit=unlimited)
     fx: FakeBinance | FakeMexc = FakeBinance() if exchange == "binance" else FakeMexc()
     await fx.start()
     symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"

@@ -202,6 +202,8 @@ class FeedEndpoints:
     mexc_rest_url: str = MEXC_REST_URL
     stale_after_s: float = FEED_STALE_AFTER_S
     reconnect_max_s: float = FEED_RECONNECT_MAX_S
+    # MEXC books of depth <= 20 from sub.depth.full snapshots (False: the incremental book)
+    mexc_full_depth: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeedEndpoints:
@@ -212,6 +214,11 @@ class FeedEndpoints:
             mexc_rest_url=(env.get("TICKTAPE_MEXC_REST_URL") or MEXC_REST_URL).rstrip("/"),
             stale_after_s=_env_float(env, "TICKTAPE_FEED_STALE_S", FEED_STALE_AFTER_S),
             reconnect_max_s=_env_float(env, "TICKTAPE_FEED_RECONNECT_MAX_S", FEED_RECONNECT_MAX_S),
+            mexc_full_depth=(  # unset: on
+                _env_bool(env, "TICKTAPE_MEXC_FULL_DEPTH")
+                if env.get("TICKTAPE_MEXC_FULL_DEPTH", "").strip()
+                else True
+            ),
         )
         for name, url, schemes in (
             ("TICKTAPE_BINANCE_WS_URL", out.binance_ws_url, ("ws://", "wss://")),

@@ -116,6 +116,7 @@ class Reason:
     COUNT_MISMATCH = "count_mismatch"  # the runner's tally differs from what is stored
     RUNNER_TALLY = "runner_tally"  # what the runner saw stored, counted by itself (JSON detail)
     STOP_DRAIN = "stop_drain"  # the drain budget ran out: ticks shed at the end (JSON detail)
+    FEED_COUNTS = "feed_counts"  # duplicates dropped and malformed messages (ticks.FeedCounts)
     # Backtest and paper sessions:
     SOURCE_EXHAUSTED = "source_exhausted"  # a backtest replayed its whole source
     STRATEGY_ERROR = "strategy_error"  # the strategy raised or overran its time budget

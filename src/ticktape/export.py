@@ -9,9 +9,10 @@ Columns
 -------
 trades: ``symbol``, ``ts`` (exchange time; Parquet: ``timestamp[us, tz=UTC]``,
 CSV: ISO 8601), ``trade_id`` (int64), ``price``, ``qty`` (float64, as stored),
-``side`` (``buy`` / ``sell``).
+``side`` (``buy`` / ``sell``), ``recv`` (the local receive time, typed like
+``ts``; empty / null for a row stored without one, as the simulated exchange's).
 
-orderbook: ``symbol``, ``ts``, then per level ``i`` = 1..depth (best first)
+orderbook: ``symbol``, ``ts``, ``recv``, then per level ``i`` = 1..depth (best first)
 ``bid_price_i``, ``bid_qty_i``, ``ask_price_i``, ``ask_qty_i`` (float64; empty /
 null where the book was thinner than the depth).
 """
@@ -37,7 +38,7 @@ class ExportFormat(StrEnum):
 
 
 MEDIA_TYPES = {ExportFormat.CSV: "text/csv", ExportFormat.PARQUET: "application/vnd.apache.parquet"}
-TRADE_COLUMNS = ["symbol", "ts", "trade_id", "price", "qty", "side"]
+TRADE_COLUMNS = ["symbol", "ts", "trade_id", "price", "qty", "side", "recv"]
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -54,6 +55,7 @@ def trade_schema() -> pa.Schema:
             ("price", pa.float64()),
             ("qty", pa.float64()),
             ("side", pa.string()),
+            ("recv", pa.timestamp("us", tz="UTC")),
         ]
     )
 
@@ -71,7 +73,11 @@ def book_schema(depth: int) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(
-        [("symbol", pa.string()), ("ts", pa.timestamp("us", tz="UTC"))]
+        [
+            ("symbol", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("recv", pa.timestamp("us", tz="UTC")),
+        ]
         + [(name, pa.float64()) for name in book_columns(depth)]
     )
 
@@ -111,11 +117,16 @@ def _trade_columns(page: list[Trade]) -> dict[str, list[object]]:
         "price": [t.price for t in page],
         "qty": [t.qty for t in page],
         "side": [t.side for t in page],
+        "recv": [t.recv for t in page],
     }
 
 
 def _book_columns(page: list[BookSnapshot], depth: int) -> dict[str, list[object]]:
-    cols: dict[str, list[object]] = {"symbol": [b.symbol for b in page], "ts": [b.ts for b in page]}
+    cols: dict[str, list[object]] = {
+        "symbol": [b.symbol for b in page],
+        "ts": [b.ts for b in page],
+        "recv": [b.recv for b in page],
+    }
     for i in range(depth):
         n = i + 1
         cols[f"bid_price_{n}"] = [b.bids[i][0] if i < len(b.bids) else None for b in page]
@@ -156,7 +167,7 @@ async def encode(
     depth: int | None = None,
 ) -> AsyncIterator[bytes]:
     """The bytes of an export, one chunk per page; ``depth`` set for order books."""
-    names = TRADE_COLUMNS if depth is None else ["symbol", "ts", *book_columns(depth)]
+    names = TRADE_COLUMNS if depth is None else ["symbol", "ts", "recv", *book_columns(depth)]
 
     def columns(page: list[Trade] | list[BookSnapshot]) -> dict[str, list[object]]:
         if depth is None:
@@ -173,6 +184,7 @@ async def encode(
             buffer.truncate()
             cols = columns(page)
             cols["ts"] = [ts.isoformat() for ts in cols["ts"]]  # type: ignore[attr-defined]
+            cols["recv"] = [None if r is None else r.isoformat() for r in cols["recv"]]  # type: ignore[attr-defined]
             for row in zip(*cols.values(), strict=True):
                 writer.writerow(["" if v is None else v for v in row])
             yield buffer.getvalue().encode()

@@ -4,18 +4,20 @@ Pure computation, no I/O: the numbers the quality report shows per symbol and
 data type — rows, first and last exchange time, rate, gaps (count, total and
 longest duration, messages known lost), disconnects and sequence breaks,
 out-of-order rows, receive latency (local receive time minus exchange time)
-percentiles, and coverage: the share of the session's wall time not inside a gap.
+percentiles, coverage: the share of the session's wall time not inside a gap —
+and, from the session's ``feed_counts`` notes (:func:`feed_totals`), duplicates
+dropped per symbol and malformed messages per kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ticktape.domain import DataType
-from ticktape.ticks import Gap, GapCause, Int64Array
+from ticktape.domain import DataType, Reason, SessionEvent
+from ticktape.ticks import FeedCounts, Gap, GapCause, Int64Array
 
 RECONNECT_CAUSES = (GapCause.DISCONNECT, GapCause.STALE)
 
@@ -39,6 +41,7 @@ class StreamQuality:
     latency_p99_ms: float | None
     latency_max_ms: float | None
     coverage_pct: float  # share of the window outside every gap
+    duplicates_dropped: int = 0  # trades the feed dropped as already seen (stored notes)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -73,7 +76,28 @@ class StreamQuality:
                 "max": self.latency_max_ms,
             },
             "coverage_pct": self.coverage_pct,
+            "duplicates_dropped": self.duplicates_dropped,
         }
+
+
+def feed_totals(events: Iterable[SessionEvent]) -> tuple[dict[str, int], dict[str, int]]:
+    """Duplicates dropped per symbol and malformed messages per kind, over the session's
+    ``feed_counts`` notes: the newest note of each run (its counts are cumulative),
+    summed over the runs (a resumed session has one per owner)."""
+    newest: dict[str, FeedCounts] = {}
+    for event in events:  # oldest first: a later note of a run replaces an earlier one
+        if event.reason == Reason.FEED_COUNTS:
+            counts = FeedCounts.load(event.detail)
+            if counts is not None:
+                newest[counts.run] = counts
+    duplicates: dict[str, int] = {}
+    malformed: dict[str, int] = {}
+    for counts in newest.values():
+        for symbol, n in counts.duplicates.items():
+            duplicates[symbol] = duplicates.get(symbol, 0) + n
+        for kind, n in counts.malformed.items():
+            malformed[kind] = malformed.get(kind, 0) + n
+    return duplicates, dict(sorted(malformed.items()))
 
 
 def _union_s(gaps: Sequence[Gap], start_us: int, end_us: int) -> float:
@@ -104,8 +128,10 @@ def stream_quality(
     recv_us: Int64Array,
     gaps: Sequence[Gap],
     window: tuple[int, int],
+    duplicates: int = 0,
 ) -> StreamQuality:
-    """The quality of one stream; ``window`` is the session's (start, end) in µs."""
+    """The quality of one stream; ``window`` is the session's (start, end) in µs;
+    ``duplicates``: rows the feed dropped as already seen (:func:`feed_totals`)."""
     start_us, end_us = window
     if end_us < start_us:
         raise ValueError("the window ends before it starts")
@@ -139,4 +165,5 @@ def stream_quality(
         latency_p99_ms=float(np.percentile(latency, 99)) if m else None,
         latency_max_ms=float(latency.max()) if m else None,
         coverage_pct=100.0 * (1 - gap_total / wall_s) if wall_s > 0 else 100.0,
+        duplicates_dropped=duplicates,
     )

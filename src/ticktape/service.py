@@ -51,7 +51,7 @@ from ticktape.errors import (
 )
 from ticktape.export import ExportFormat, book_pages, encode, trade_pages
 from ticktape.metrics import Metrics
-from ticktape.quality import StreamQuality, stream_quality
+from ticktape.quality import StreamQuality, feed_totals, stream_quality
 from ticktape.redact import redact
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
@@ -371,10 +371,12 @@ class SessionService:
 
     async def quality(
         self, session_id: str
-    ) -> tuple[Session, datetime, datetime, list[StreamQuality]]:
-        """Per symbol and data type: rows, gaps, coverage, latency (``ticktape.quality``)."""
+    ) -> tuple[Session, datetime, datetime, list[StreamQuality], dict[str, int]]:
+        """Per symbol and data type: rows, gaps, coverage, latency, duplicates dropped
+        (``ticktape.quality``); and the malformed messages per kind, for the whole feed."""
         session = await self.get(session_id)
         gaps = await self._store.ticks.read_gaps(session_id)
+        duplicates, malformed = feed_totals(await self._store.sessions.list_events(session_id))
         start = session.started_at or session.created_at
         end = session.ended_at or utcnow()
         end = max(end, start)
@@ -383,10 +385,13 @@ class SessionService:
         for symbol in session.symbols:
             for data_type in session.data_types:
                 times = await self._store.ticks.read_times(session_id, symbol, data_type)
+                dups = duplicates.get(symbol, 0) if data_type is DataType.TRADES else 0
                 out.append(
-                    stream_quality(symbol, data_type, times.ts_us, times.recv_us, gaps, window)
+                    stream_quality(
+                        symbol, data_type, times.ts_us, times.recv_us, gaps, window, dups
+                    )
                 )
-        return session, start, end, out
+        return session, start, end, out, malformed
 
     # ------------------------------------------------------------------ backtests
 

@@ -15,7 +15,8 @@ stale owner's late writes (``TickStore.seal``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -94,6 +95,7 @@ class Trade:
     price: float
     qty: float
     side: str  # "buy" | "sell"
+    recv: datetime | None = None  # local receive time; None where the feed gave none
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -103,6 +105,7 @@ class Trade:
             "price": self.price,
             "qty": self.qty,
             "side": self.side,
+            "recv": None if self.recv is None else self.recv.isoformat(),
         }
 
 
@@ -112,6 +115,7 @@ class BookSnapshot:
     ts: datetime
     bids: tuple[tuple[float, float], ...]  # (price, qty), best first
     asks: tuple[tuple[float, float], ...]
+    recv: datetime | None = None  # local receive time; None where the feed gave none
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -119,6 +123,7 @@ class BookSnapshot:
             "ts": self.ts.isoformat(),
             "bids": [list(level) for level in self.bids],
             "asks": [list(level) for level in self.asks],
+            "recv": None if self.recv is None else self.recv.isoformat(),
         }
 
 
@@ -183,3 +188,37 @@ class Gap:
     @property
     def duration_s(self) -> float:
         return max(0, self.end_us - self.start_us) / 1e6
+
+
+@dataclass(frozen=True)
+class FeedCounts:
+    """What one run of a feed dropped or could not read, stored with the session.
+
+    The collect runner writes these as ``feed_counts`` notes in the session's history
+    (cumulative for its ``run``: a later note of the same run replaces an earlier one);
+    the quality report sums the newest note of every run, so the numbers survive a
+    restart and read the same on every instance.
+    """
+
+    run: str  # one run of a collect runner (a resumed session has several)
+    duplicates: dict[str, int] = field(default_factory=dict)  # per symbol: trades dropped
+    malformed: dict[str, int] = field(default_factory=dict)  # per kind: messages not read
+
+    def dump(self) -> str:
+        return json.dumps(
+            {"run": self.run, "duplicates": self.duplicates, "malformed": self.malformed},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def load(cls, text: str | None) -> FeedCounts | None:
+        """The counts of a note's detail; None if it is not a readable one."""
+        try:
+            raw = json.loads(text or "")
+            return cls(
+                str(raw["run"]),
+                {str(k): int(v) for k, v in raw.get("duplicates", {}).items()},
+                {str(k): int(v) for k, v in raw.get("malformed", {}).items()},
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None

@@ -58,6 +58,7 @@ def _trade_key(t: dict[str, Any]) -> tuple[Any, ...]:
         t["price"],
         t["qty"],
         t["side"],
+        datetime.fromisoformat(t["recv"]),  # the local receive time is kept (never null here)
     )
 
 
@@ -81,8 +82,9 @@ def test_trades_export_round_trips_in_csv_and_parquet(client: httpx.Client, reco
     assert response.headers["content-type"] == "application/vnd.apache.parquet"
     table = pq.read_table(io.BytesIO(response.content))
     assert str(table.schema.field("ts").type) == "timestamp[us, tz=UTC]"
+    assert str(table.schema.field("recv").type) == "timestamp[us, tz=UTC]"
     got = [
-        (r["symbol"], r["ts"], r["trade_id"], r["price"], r["qty"], r["side"])
+        (r["symbol"], r["ts"], r["trade_id"], r["price"], r["qty"], r["side"], r["recv"])
         for r in table.to_pylist()
     ]
     assert got == expected
@@ -97,6 +99,7 @@ def test_trades_export_round_trips_in_csv_and_parquet(client: httpx.Client, reco
             float(r["price"]),
             float(r["qty"]),
             r["side"],
+            datetime.fromisoformat(r["recv"]),
         )
         for r in rows
     ]
@@ -107,7 +110,11 @@ def test_orderbook_export_round_trips(client: httpx.Client, recorded: str) -> No
     books = _paged(client, recorded, "orderbook")
     expected = []
     for b in books:
-        row: list[Any] = [b["symbol"], datetime.fromisoformat(b["ts"])]
+        row: list[Any] = [
+            b["symbol"],
+            datetime.fromisoformat(b["ts"]),
+            datetime.fromisoformat(b["recv"]),
+        ]
         for i in range(4):
             row += [b["bids"][i][0], b["bids"][i][1], b["asks"][i][0], b["asks"][i][1]]
         expected.append(tuple(row))
@@ -115,13 +122,30 @@ def test_orderbook_export_round_trips(client: httpx.Client, recorded: str) -> No
     table = pq.read_table(
         io.BytesIO(client.get(f"/api/sessions/{recorded}/export", params=params).content)
     )
+    assert str(table.schema.field("recv").type) == "timestamp[us, tz=UTC]"
     assert [tuple(r.values()) for r in table.to_pylist()] == expected
     params = {"format": "csv", "data": "orderbook"}
     text = client.get(f"/api/sessions/{recorded}/export", params=params).text
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0][:6] == ["symbol", "ts", "bid_price_1", "bid_qty_1", "ask_price_1", "ask_qty_1"]
+    assert rows[0][:7] == [
+        "symbol",
+        "ts",
+        "recv",
+        "bid_price_1",
+        "bid_qty_1",
+        "ask_price_1",
+        "ask_qty_1",
+    ]
     got = [
-        tuple([r[0], datetime.fromisoformat(r[1]), *(float(v) for v in r[2:])]) for r in rows[1:]
+        tuple(
+            [
+                r[0],
+                datetime.fromisoformat(r[1]),
+                datetime.fromisoformat(r[2]),
+                *(float(v) for v in r[3:]),
+            ]
+        )
+        for r in rows[1:]
     ]
     assert got == expected
 

@@ -74,6 +74,9 @@ def _env(fake: FakeExchange) -> dict[str, str]:
         "TICKTAPE_FEED_STALE_S": "3",
         "TICKTAPE_FEED_RECONNECT_MAX_S": "0.2",
         "TICKTAPE_FLUSH_INTERVAL_S": "0.05",
+        # these scenarios drive MEXC's incremental book (sequence breaks, resyncs);
+        # test_mexc_full_depth_snapshots_in_base_units turns full depth back on
+        "TICKTAPE_MEXC_FULL_DEPTH": "0",
     }
 
 
@@ -447,3 +450,83 @@ def test_sigkill_while_the_feed_reconnects_then_restart_resumes_without_double_c
             assert any(e["reason"] == "resumed" for e in events), events
     finally:
         server.stop()
+
+
+def test_duplicates_and_malformed_messages_are_stored_with_the_session(
+    store_url: str, tmp_path: Path, binance: FakeInThread
+) -> None:
+    """The fake sends N trades again (duplicates) and M malformed messages: the quality
+    report shows exactly N (on the symbol's trades) and M (per kind) — also from a new
+    server process on the same store, so the numbers come from the store, not memory."""
+    fx = binance
+    fake: FakeBinance = fx.fake  # type: ignore[assignment]
+    sym = "SOLUSDT"
+    server = ServerProcess(store_url, tmp_path, env=_env(fake))
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30.0) as c:
+            sid = _create(c, "binance", sym, data_types=["trades"])
+            fx.call(fake.wait_subscribed((sym,), ("trades",)))
+            sent = fx.call(fake.send_trades(sym, 30))
+            duplicates = fx.call(fake.resend_trades(sent[5:12]))  # 7 trades sent again
+            malformed = 0
+            for text in ("{not json", '["a list"]', "{not json either"):
+                malformed += fx.call(fake.send_raw(text))
+            sent += fx.call(fake.send_trades(sym, 10))
+            _until(lambda: len(_rows(c, sid, "trades")) == 40, "40 trades stored")
+            assert _stop(c, sid)["status"] == "stopped"
+            assert (duplicates, malformed) == (7, 3)  # each delivered to the one connection
+        server.stop()
+        server.start()  # a new process: nothing of the old one's memory
+        with httpx.Client(base_url=server.url, timeout=30.0) as c:
+            body = c.get(f"/api/sessions/{sid}/quality").json()
+            q = {(s["symbol"], s["data_type"]): s for s in body["streams"]}
+            assert q[(sym, "trades")]["duplicates_dropped"] == duplicates
+            assert q[(sym, "trades")]["rows"] == 40
+            assert body["malformed"] == malformed
+            assert sum(body["malformed_by_kind"].values()) == malformed
+            assert body["malformed_by_kind"]["invalid JSON"] == 2
+            assert [t["trade_id"] for t in _rows(c, sid, "trades")] == [t.agg_id for t in sent]
+            _assert_stats_equal_rows(c, sid)
+            assert_valid_history(c, sid)
+    finally:
+        server.stop()
+
+
+def test_mexc_full_depth_snapshots_in_base_units(store_url: str, tmp_path: Path) -> None:
+    """With its default settings a MEXC session of depth <= 20 records ``sub.depth.full``
+    snapshots; deal and book volumes are stored in the base asset (contracts *
+    contractSize from the contract detail), and a symbol without a detail fails the
+    session naming it."""
+    sym, size = "BTC_USDT", 0.0001
+    fake = FakeMexc(contract_sizes={sym: size}, default_contract_size=None)
+    with (
+        FakeInThread(fake) as fx,
+        running_server(
+            store_url, tmp_path, env={**_env(fake), "TICKTAPE_MEXC_FULL_DEPTH": "1"}
+        ) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as c,
+    ):
+        sid = _create(c, "mexc", sym)  # depth 5: sub.depth.full with limit 5
+        fx.call(fake.wait_subscribed((sym,), ("trades", "depth.full")))
+        sent = fx.call(fake.send_deals(sym, 12))
+        for _ in range(3):
+            fx.do(lambda: fake.skip_depth(sym, 2))  # the book moves between pushes
+            fx.call(fake.send_full_depth(sym, 5))
+        _until(lambda: len(_rows(c, sid, "trades")) == 12, "12 trades stored")
+        _until(lambda: len(_rows(c, sid, "orderbook")) == 3, "3 snapshots stored")
+        assert _stop(c, sid)["status"] == "stopped"
+        assert fake.snapshot_requests == 0  # no REST book: the pushes are whole snapshots
+        trades = sorted(_rows(c, sid, "trades"), key=lambda t: t["trade_id"])
+        assert [t["qty"] for t in trades] == [round(d.qty * size, 12) for d in sent]
+        bids, asks = fx.do(lambda: fake.book(sym, DEPTH))
+        last = _rows(c, sid, "orderbook")[-1]
+        assert last["bids"] == [[p, round(q * size, 12)] for p, q in bids]
+        assert last["asks"] == [[p, round(q * size, 12)] for p, q in asks]
+        _assert_stats_equal_rows(c, sid)
+
+        other = _create(c, "mexc", "ETH_USDT")  # the exchange has no detail for it
+        session = wait_for(c, other, lambda s: s["status"] in TERMINAL, what="the session to end")
+        assert session["status"] == "failed"
+        events = c.get(f"/api/sessions/{other}/events").json()["events"]
+        assert "contract.detail ETH_USDT" in (events[-1]["detail"] or ""), events[-1]

@@ -117,6 +117,17 @@ def test_receive_times_are_kept_per_row_in_arrival_order(
     assert book.recv_us.tolist() == (b.ts_us + 250).tolist()
     none = run(store.ticks.read_times(s.id, "XRP_USDT", DataType.ORDERBOOK))
     assert none.ts_us.tolist() == none.recv_us.tolist() == []
+    # the data reads (routes, export) carry each row's receive time too; None without one
+    rows = run(store.ticks.read_trades(TickQuery(s.id, symbol="BTC_USDT", limit=100)))
+    by_id = dict(zip(with_recv.trade_id.tolist(), recv.tolist(), strict=True))
+    assert len(rows) == 30
+    assert [_key_us(r.recv) for r in rows if r.recv is not None] == [
+        by_id[r.trade_id] for r in rows
+    ]
+    eth_rows = run(store.ticks.read_trades(TickQuery(s.id, symbol="ETH_USDT", limit=100)))
+    assert [r.recv for r in eth_rows] == [None] * 5
+    snaps = run(store.ticks.read_orderbook(TickQuery(s.id, symbol="BTC_USDT", limit=100)))
+    assert [_key_us(r.recv) for r in snaps if r.recv is not None] == (b.ts_us + 250).tolist()
 
 
 def _key_us(ts: datetime) -> int:

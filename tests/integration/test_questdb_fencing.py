@@ -25,13 +25,13 @@ import psycopg
 import pytest
 
 from tests.conftest import Run, _drop_tables, isolated_questdb_url
-from ticktape.domain import SessionStatus, utcnow
-from ticktape.errors import TransitionRace
+from ticktape.domain import DataType, SessionStatus, utcnow
+from ticktape.errors import LeaseLost, TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.store import RetryingStore, open_store
 from ticktape.store.base import TickQuery
 from ticktape.store.questdb import QuestDBAddress, QuestDBTickStore
-from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
+from ticktape.ticks import BookBatch, Gap, GapCause, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
 
@@ -244,6 +244,105 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
             seal=final,
         )
         assert stopped.stats.trades == (await claimer.ticks.count(session.id)).trades
+
+    run(scenario())
+
+
+async def _raw_gaps(store: RetryingStore, session_id: str) -> int:
+    address = QuestDBAddress.from_url(store.url)
+    async with await psycopg.AsyncConnection.connect(address.conninfo, autocommit=True) as conn:
+        cur = await conn.execute(
+            f"SELECT count() FROM {address.prefix}gaps WHERE session_id = %s", [session_id]
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _gap(start_us: int, cause: GapCause = GapCause.DISCONNECT) -> Gap:
+    return Gap("BTC_USDT", DataType.TRADES, start_us, start_us + 1_000, cause, 3, "test")
+
+
+def test_a_late_gap_row_after_the_reap_is_stored_but_never_read(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """Gap rows are fenced like ticks: an owner paused between its ownership check and
+    the insert lands its row after the reap, and no read of the store includes it."""
+    stale, reaper = stores
+    ticks = stale.inner.ticks
+    assert isinstance(ticks, QuestDBTickStore)
+
+    async def scenario() -> None:
+        session = await _start(stale, make_session, "stale")
+        kept = _gap(START_US)
+        await stale.ticks.write_gaps(session.id, [kept], owner="stale")
+        checked, gate = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:  # after the ownership check passed
+            checked.set()
+            await gate.wait()
+
+        ticks.before_gap_write = hold
+        try:
+            late = asyncio.create_task(
+                stale.ticks.write_gaps(session.id, [_gap(START_US + 5_000)], owner="stale")
+            )
+            await asyncio.wait_for(checked.wait(), 30)
+            seal = await reaper.ticks.seal(session.id)
+            await reaper.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.FAILED,
+                actor="reaper",
+                reason="owner_lost",
+                stats=seal.counts.as_stats(0),
+                lease_expires_at=None,
+                seal=seal,
+            )
+            gate.set()
+            await late  # the late row is written: the check had passed
+        finally:
+            ticks.before_gap_write = None
+            gate.set()
+        assert await _raw_gaps(reaper, session.id) == 2, "the late row must really be stored"
+        assert await reaper.ticks.read_gaps(session.id) == [kept]
+        assert await stale.ticks.read_gaps(session.id) == [kept]
+        # and a write after the reap is refused outright
+        with pytest.raises(LeaseLost):
+            await stale.ticks.write_gaps(session.id, [_gap(START_US + 9_000)], owner="stale")
+
+    run(scenario())
+
+
+def test_gap_rows_of_a_claimed_session_stay_readable_across_tenures(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """The fence hides only rows written past the seal: the first owner's gaps written
+    before the claim and the new owner's gaps (retried too) are all read, once each."""
+    first, second = stores
+
+    async def scenario() -> None:
+        session = await _start(first, make_session, "first")
+        a = _gap(START_US)
+        await first.ticks.write_gaps(session.id, [a], owner="first")
+        seal = await second.ticks.seal(session.id)
+        await second.sessions.claim(
+            session.id,
+            expected_version=session.version,
+            owner="second",
+            lease_expires_at=utcnow() + timedelta(seconds=10),
+            actor="second",
+            reason="owner_changed",
+            seal=seal,
+        )
+        b = _gap(START_US + 2_000, GapCause.RESTART)
+        await second.ticks.write_gaps(session.id, [b], owner="second")
+        await second.ticks.write_gaps(session.id, [b], owner="second")  # a retried write
+        assert await first.ticks.read_gaps(session.id) == [a, b]
 
     run(scenario())
 

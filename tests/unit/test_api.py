@@ -398,8 +398,10 @@ def test_trades_and_orderbook_ranges(api: ApiHarness, http: httpx.Client) -> Non
     base = f"/api/sessions/{session['id']}"
     trades = http.get(f"{base}/trades").json()
     assert trades["count"] == 14 == len(trades["trades"])
-    assert set(trades["trades"][0]) == {"symbol", "ts", "trade_id", "price", "qty", "side"}
+    fields = {"symbol", "ts", "trade_id", "price", "qty", "side", "recv"}
+    assert set(trades["trades"][0]) == fields
     assert trades["trades"][0]["side"] == "buy"
+    assert trades["trades"][0]["recv"] is None  # written without receive times
     assert http.get(f"{base}/trades?symbol=ETH_USDT").json()["count"] == 4
     assert http.get(f"{base}/trades?limit=3").json()["count"] == 3
     window = {"start": "2023-11-14T22:13:22Z", "end": "2023-11-14T22:13:25+00:00"}

@@ -47,6 +47,7 @@ EXPORTS = {
         "DepthSnapshot",
         "DepthUpdate",
         "MalformedMessage",
+        "depth_weight",
         "parse_agg_trade",
         "parse_depth_snapshot",
         "parse_depth_update",
@@ -60,6 +61,10 @@ EXPORTS = {
         "MalformedMessage",
         "MexcEndpoints",
         "MexcFeed",
+        "NoContractDetail",
+        "base_quantity",
+        "full_depth_fits",
+        "parse_contract_size",
         "parse_deals",
         "parse_depth",
         "parse_depth_snapshot",
@@ -189,7 +194,7 @@ def _patches_of_private_attributes(source: str, name: str) -> list[str]:
 
 def test_no_test_or_benchmark_patches_a_private_attribute() -> None:
     """Tests and benchmarks go through public faces and documented testing hooks
-    (``QuestDBTickStore.before_send``, ``QuestDBSessionStore.on_read_many``,
+    (``QuestDBTickStore.before_send`` / ``before_gap_write``, ``QuestDBSessionStore.on_read_many``,
     ``instances(runners=...)``), never by replacing a ``_private`` attribute."""
     files = [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
     offenders = [

@@ -288,6 +288,9 @@ class TradeOut(BaseModel):
     price: float
     qty: float
     side: str
+    recv: datetime | None = Field(
+        default=None, description="local receive time (null where the feed gave none)"
+    )
 
 
 class TradeListOut(BaseModel):
@@ -303,6 +306,9 @@ class BookOut(BaseModel):
     ts: datetime
     bids: list[tuple[float, float]] = Field(description="(price, qty), best first")
     asks: list[tuple[float, float]]
+    recv: datetime | None = Field(
+        default=None, description="local receive time (null where the feed gave none)"
+    )
 
 
 class BookListOut(BaseModel):
@@ -350,6 +356,9 @@ class StreamQualityOut(BaseModel):
     out_of_order: int = Field(description="rows older than the row that arrived before them")
     latency: LatencyOut = Field(description="receive time minus exchange time")
     coverage_pct: float = Field(description="share of the session's wall time outside every gap")
+    duplicates_dropped: int = Field(
+        default=0, description="rows the feed dropped as already seen (trades, by exchange id)"
+    )
     gap_rows: list[GapOut]
 
 
@@ -359,6 +368,12 @@ class QualityOut(BaseModel):
     start: datetime = Field(description="the session's start (its creation if it never ran)")
     end: datetime = Field(description="its end, or now while it runs")
     streams: list[StreamQualityOut]
+    malformed: int = Field(
+        default=0, description="messages the feed could not read (most name no symbol)"
+    )
+    malformed_by_kind: dict[str, int] = Field(
+        default_factory=dict, description="the malformed messages per kind"
+    )
 
 
 class HealthOut(BaseModel):
@@ -459,11 +474,14 @@ def trade_out(trade: Trade) -> TradeOut:
         price=trade.price,
         qty=trade.qty,
         side=trade.side,
+        recv=trade.recv,
     )
 
 
 def book_out(book: BookSnapshot) -> BookOut:
-    return BookOut(symbol=book.symbol, ts=book.ts, bids=list(book.bids), asks=list(book.asks))
+    return BookOut(
+        symbol=book.symbol, ts=book.ts, bids=list(book.bids), asks=list(book.asks), recv=book.recv
+    )
 
 
 def _dt_us(us: int) -> datetime:
@@ -471,13 +489,19 @@ def _dt_us(us: int) -> datetime:
 
 
 def quality_out(
-    session: Session, start: datetime, end: datetime, streams: list[StreamQuality]
+    session: Session,
+    start: datetime,
+    end: datetime,
+    streams: list[StreamQuality],
+    malformed: dict[str, int],
 ) -> QualityOut:
     return QualityOut(
         session_id=session.id,
         exchange=session.exchange,
         start=start,
         end=end,
+        malformed=sum(malformed.values()),
+        malformed_by_kind=malformed,
         streams=[
             StreamQualityOut(
                 symbol=q.symbol,
@@ -497,6 +521,7 @@ def quality_out(
                     p50_ms=q.latency_p50_ms, p99_ms=q.latency_p99_ms, max_ms=q.latency_max_ms
                 ),
                 coverage_pct=q.coverage_pct,
+                duplicates_dropped=q.duplicates_dropped,
                 gap_rows=[
                     GapOut(
                         symbol=g.symbol,

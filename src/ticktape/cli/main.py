@@ -789,6 +789,7 @@ def quality(
         "reconn.",
         "seq. breaks",
         "out of order",
+        "dup. dropped",
         "latency p50/p99/max ms",
         "coverage %",
     ):
@@ -810,10 +811,14 @@ def quality(
             str(q.reconnects),
             str(q.sequence_breaks),
             str(q.out_of_order),
+            str(q.duplicates_dropped),
             f"{ms(lat.p50_ms)}/{ms(lat.p99_ms)}/{ms(lat.max_ms)}",
             f"{q.coverage_pct:.2f}",
         )
     out.print(table)
+    if report.malformed:
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in report.malformed_by_kind.items())
+        out.print(f"malformed messages: {report.malformed} ({kinds})", markup=False)
     gaps = [g for q in report.streams for g in q.gap_rows]
     if gaps:
         rows = Table(show_edge=False, pad_edge=False, title="gaps")

@@ -51,6 +51,7 @@ from ticktape.feeds.contract import (
     now_us,
     reconnect_delay,
 )
+from ticktape.feeds.limits import CONNECT_LIMITS, DEFAULT_LIMIT, REST_LIMITS, shared_limiter
 from ticktape.feeds.settings import StreamSettings
 from ticktape.feeds.wire import WireConnection, open_wire
 
@@ -70,6 +71,7 @@ class FeedCounters:
     sequence_breaks: int = 0
     resyncs: int = 0
     duplicates_dropped: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)  # per symbol
     out_of_order: int = 0
     rotations: int = 0
     backoff_attempt: int = 0  # the latest link's reconnect attempt level (0: at full speed)
@@ -137,6 +139,8 @@ class StreamFeed(ABC):
 
     exchange = ""
     supports_rotation = False
+    rest_url = ""  # the exchange's REST base (its budget is shared per host)
+    snapshot_weight = 1  # what one book snapshot request costs in the REST budget
     default_rotate_after_s: float | None = None
     default_ping_interval_s: float | None = None
 
@@ -359,6 +363,7 @@ class StreamFeed(ABC):
             await asyncio.sleep(reconnect_delay(attempt, 0.05, 1.0))
         while not conn.closed:
             try:
+                await self.rest_slot(self.snapshot_weight)
                 resp = await get()
                 resp.raise_for_status()
                 return parse(resp.json())
@@ -367,6 +372,21 @@ class StreamFeed(ABC):
                 attempt += 1
                 await asyncio.sleep(reconnect_delay(attempt, 0.25, 5.0))
         return None
+
+    def duplicate(self, symbol: str) -> None:
+        """A trade of ``symbol`` already seen was dropped (counted per symbol)."""
+        self.counters.duplicates_dropped += 1
+        per = self.counters.duplicates
+        per[symbol] = per.get(symbol, 0) + 1
+
+    async def rest_slot(self, weight: int = 1) -> None:
+        """Wait for room under the exchange's per-IP REST budget (``ticktape.feeds.limits``)
+        for a request of ``weight`` to :attr:`rest_url`."""
+        limit = self.settings.rest_limit or REST_LIMITS.get(self.exchange, DEFAULT_LIMIT)
+        limiter = shared_limiter("rest", self.exchange, self.rest_url, limit)
+        waited = await limiter.acquire(min(weight, limiter.limit))  # a budget below one request
+        if waited:
+            log.warning("%s: REST rate limit, waited %.1fs", self.exchange, waited)
 
     def malformed(self, kind: str, raw: str | bytes) -> None:
         counts = self.counters.malformed
@@ -513,6 +533,13 @@ class StreamFeed(ABC):
             await asyncio.wait_for(stop.wait(), timeout=delay)
 
     async def _open(self, link: Link) -> Conn:
+        # every attempt counts against the exchange's per-IP connection limit
+        limit = self.settings.connect_limit or CONNECT_LIMITS.get(self.exchange, DEFAULT_LIMIT)
+        waited = await shared_limiter("connect", self.exchange, link.url, limit).acquire()
+        if waited:
+            log.warning(
+                "%s %s: connection rate limit, waited %.1fs", self.exchange, link.name, waited
+            )
         # No client pings of our own (liveness is the stall watchdog's job; the exchange
         # pings us), no compression, no proxy; frames are read in bulk (feeds/wire.py).
         ws = await open_wire(

@@ -24,7 +24,7 @@ from ticktape.domain import Session
 from ticktape.feeds._ws import FeedCounters, StreamFeed
 from ticktape.feeds.binance import BinanceEndpoints, BinanceFeed
 from ticktape.feeds.contract import Feed, now_us
-from ticktape.feeds.mexc import MexcEndpoints, MexcFeed
+from ticktape.feeds.mexc import MexcEndpoints, MexcFeed, full_depth_fits
 from ticktape.feeds.settings import StreamSettings
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.feeds.simulated import SimFeed
@@ -88,6 +88,8 @@ def build_feed(
             settings=stream_settings(endpoints),
             endpoints=MexcEndpoints(ws=endpoints.mexc_ws_url, rest=endpoints.mexc_rest_url),
             first_trade_ids={s: i + 1 for s, i in last_ids.items()},
+            # whole-book snapshots straight from the exchange when they are deep enough
+            full_depth=endpoints.mexc_full_depth and full_depth_fits(cfg.book_depth),
         )
     else:
         raise ValueError(f"no feed for exchange {session.exchange!r}")

@@ -33,3 +33,7 @@ class StreamSettings:
     open_timeout_s: float = OPEN_TIMEOUT_S
     ready_timeout_s: float = READY_TIMEOUT_S
     healthy_after_s: float = HEALTHY_AFTER_S
+    # (units, window s) shared per process and exchange host (``ticktape.feeds.limits``);
+    # None: the exchange's default budget
+    connect_limit: tuple[int, float] | None = None
+    rest_limit: tuple[int, float] | None = None

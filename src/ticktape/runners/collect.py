@@ -31,6 +31,7 @@ import dataclasses
 import json
 import logging
 import time
+import uuid
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -54,11 +55,14 @@ from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store, TickQuery
 from ticktape.store.rules import from_us, to_us
 from ticktape.store.transitions import note
-from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
+from ticktape.ticks import BookBatch, FeedCounts, TickBatch, TickCounts, TradeBatch
 
 log = logging.getLogger(__name__)
 
 LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's last price
+#: How often changed feed counts (duplicates dropped, malformed messages) are noted in the
+#: session's history while it runs; the run's end always notes the final counts.
+FEED_COUNTS_INTERVAL_S = 10.0
 
 
 def _iso(us: int) -> str:
@@ -77,6 +81,8 @@ class CollectRunner:
         self._drain_until: float | None = None  # set when the run ends: shed what is left then
         self._stored_ts: dict[tuple[str, DataType], int] = {}  # newest stored row per stream
         self._shed = TickCounts()
+        self._run_id = uuid.uuid4().hex  # names this run's feed_counts notes
+        self._counts_noted: tuple[dict[str, int], dict[str, int]] = ({}, {})
 
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
@@ -107,6 +113,7 @@ class CollectRunner:
             flush_interval_s=self._settings.flush_interval_s,
         )
         flusher = asyncio.create_task(self._flush_loop(buffer, handle), name=f"flush-{session.id}")
+        counting = asyncio.create_task(self._counts_loop(session.id, built))
         deadline = None
         if cfg.duration_s is not None:
             remaining = cfg.duration_s
@@ -125,8 +132,11 @@ class CollectRunner:
             if not flusher.done():  # lost, cancelled or crashed: write nothing more
                 flusher.cancel()
                 await asyncio.gather(flusher, return_exceptions=True)
+            counting.cancel()  # after the flusher: its cancel is the first thing done here
+            await asyncio.gather(counting, return_exceptions=True)
         if handle.lost.is_set():
             return RunResult(Outcome.LOST, dropped=buffer.rows)
+        await self._note_counts(session.id, built)  # the run's final counts
         error = None
         if handle.unstored:
             error = f"{handle.unstored} ticks could not be stored"
@@ -150,6 +160,27 @@ class CollectRunner:
             )
         await self._store.ticks.wait_visible(VISIBILITY_TIMEOUT_S)
         return RunResult(outcome, error)
+
+    # ------------------------------------------------------------------ feed counts
+
+    async def _note_counts(self, session_id: str, built: BuiltFeed) -> None:
+        """Note the run's duplicates dropped and malformed messages if they changed
+        (cumulative for this run; the quality report reads the newest note of each run)."""
+        counters = built.counters
+        counts = FeedCounts(self._run_id, dict(counters.duplicates), dict(counters.malformed))
+        seen = (counts.duplicates, counts.malformed)
+        if seen == self._counts_noted:
+            return
+        detail = counts.dump()
+        if await note(
+            self._store, session_id, actor=self._owner, reason=Reason.FEED_COUNTS, detail=detail
+        ):
+            self._counts_noted = seen
+
+    async def _counts_loop(self, session_id: str, built: BuiltFeed) -> None:
+        while True:
+            await asyncio.sleep(FEED_COUNTS_INTERVAL_S)
+            await self._note_counts(session_id, built)
 
     # ------------------------------------------------------------------ resume
 

@@ -37,6 +37,11 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+def recv_time(us: int | None) -> datetime | None:
+    """A row's stored receive time (µs) as a time; None for a row stored without one."""
+    return None if us is None or us < 0 else _EPOCH + timedelta(microseconds=int(us))
+
+
 def encode_cursor(session: Session) -> str:
     raw = f"{to_us(session.created_at)}:{session.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -11,8 +11,10 @@ from tests.integration.feeds.helpers import FAST, Recorder
 from ticktape.domain import DataType
 from ticktape.feeds.contract import SIDE_BUY, SIDE_SELL, EventKind, GapCause, SubscriptionRefused
 from ticktape.feeds.fakes import FakeMexc, SentDeal
+from ticktape.feeds.limits import shared_limiter
 from ticktape.feeds.mexc import MexcEndpoints, MexcFeed
 from ticktape.feeds.settings import StreamSettings
+from ticktape.testing import eventually
 
 SYM = "BTC_USDT"
 DEPTH = 5
@@ -258,5 +260,96 @@ def test_connections_closed_right_away_back_off_instead_of_hammering(run: Run) -
         async with FakeMexc(max_age_s=0.05) as fx, Recorder(make_feed(fx, **trades_only)) as rec:
             await rec.wait(lambda: len(rec.events(EventKind.DISCONNECTED)) >= 5)
             assert rec.feed.counters.backoff_attempt >= 5
+
+    run(scenario())
+
+
+def _in_base(levels: list[tuple[float, float]], size: float) -> list[tuple[float, float]]:
+    return [(p, round(q * size, 12)) for p, q in levels]
+
+
+def test_contract_volumes_are_stored_in_base_asset_units(run: Run) -> None:
+    """Deal and book volumes come in contracts; the feed asks the contract detail once and
+    stores contracts * contractSize (the base asset), in both book modes."""
+    size = 0.0001  # BTC_USDT's documented contractSize
+
+    async def scenario() -> None:
+        fake = FakeMexc(contract_sizes={SYM: size})
+        async with fake as fx, Recorder(make_feed(fx)) as rec:
+            await started(fx, rec)
+            sent = await fx.send_deals(SYM, 8)
+            await fx.send_depth(SYM, 5)
+            await rec.wait(lambda: len(rec.trades(SYM)) == 8)
+            assert [r[3] for r in rec.trades(SYM)] == [round(d.qty * size, 12) for d in sent]
+            assert rec.trades(SYM)[0][3] == sent[0].qty / 10_000  # e.g. 2 contracts: 0.0002
+            bids, asks = fx.book(SYM, DEPTH)
+            expected = (_in_base(bids, size), _in_base(asks, size))
+            await rec.wait(lambda: tuple(rec.books(SYM)[-1][1:]) == expected)
+            await fx.drop()  # a reconnect does not ask again
+            await fx.wait_subscribed((SYM,), KINDS)
+            assert fx.detail_requests == 1
+        fake = FakeMexc(contract_sizes={SYM: 10.0})
+        async with fake as fx, Recorder(make_feed(fx, full_depth=True)) as rec:
+            await fx.wait_subscribed((SYM,), ("trades", "depth.full"))
+            await fx.send_full_depth(SYM, 10)
+            await rec.wait(lambda: len(rec.books(SYM)) == 1)
+            bids, asks = fx.book(SYM, DEPTH)
+            assert tuple(rec.books(SYM)[0][1:]) == (_in_base(bids, 10.0), _in_base(asks, 10.0))
+
+    run(scenario())
+
+
+def test_a_symbol_without_contract_detail_is_refused_clearly(run: Run) -> None:
+    async def scenario() -> None:
+        async with FakeMexc(default_contract_size=None) as fx:
+            rec = Recorder(make_feed(fx))
+            async with rec:
+                await asyncio.wait_for(rec.ended.wait(), 10)
+            assert isinstance(rec.error, SubscriptionRefused)
+            assert (rec.error.symbol, rec.error.channel) == (SYM, "contract.detail")
+            assert "contract not exists" in rec.error.reason
+            assert fx.subscribed(SYM, "trades") == []  # nothing was subscribed
+
+    run(scenario())
+
+
+def test_reconnects_past_the_connection_budget_wait_and_a_stop_stays_prompt(run: Run) -> None:
+    """The per-IP connection budget is shared and enforced: past it, the reconnect waits
+    for the window (here an hour) instead of connecting, and a stop does not wait."""
+    budget = (2, 3600.0)
+    settings = dataclasses.replace(FAST, connect_limit=budget)
+
+    async def scenario() -> None:
+        async with FakeMexc() as fx:
+            rec = Recorder(make_feed(fx, settings))
+            async with rec:
+                await started(fx, rec)  # attempt 1
+                await fx.drop()
+                await fx.wait_subscribed((SYM,), KINDS)  # attempt 2: within the budget
+                await fx.drop()  # attempt 3 must wait for the window
+                limiter = shared_limiter("connect", "mexc", fx.ws_url, budget)
+
+                async def waiting() -> bool:
+                    return limiter.waiting == 1
+
+                await eventually(waiting, timeout_s=10, what="the reconnect to wait")
+                assert fx.conns == [] and limiter.used() == 2
+            assert rec.ended.is_set() and rec.error is None  # stopped within the bound
+
+    run(scenario())
+
+
+def test_a_busy_contract_detail_is_retried_not_refused(run: Run) -> None:
+    """429 (or 5xx) from the detail endpoint means "later", not "no such contract"."""
+
+    async def scenario() -> None:
+        fake = FakeMexc(contract_sizes={SYM: 0.5})
+        fake.busy_details = 2
+        async with fake as fx, Recorder(make_feed(fx)) as rec:
+            await started(fx, rec)
+            assert fx.detail_requests == 3 and rec.error is None
+            sent = await fx.send_deals(SYM, 2)
+            await rec.wait(lambda: len(rec.trades(SYM)) == 2)
+            assert [r[3] for r in rec.trades(SYM)] == [d.qty * 0.5 for d in sent]
 
     run(scenario())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 
-from ticktape.domain import DataType
+from ticktape.domain import DataType, Reason, SessionEvent, SessionStatus
 from ticktape.feeds.contract import Gap, GapCause
-from ticktape.quality import stream_quality
+from ticktape.quality import feed_totals, stream_quality
+from ticktape.ticks import FeedCounts
 
 T = DataType.TRADES
 S = 1_000_000  # one second in µs
@@ -48,3 +51,36 @@ def test_a_window_ending_before_it_starts_is_refused() -> None:
     empty = np.empty(0, dtype=np.int64)
     with pytest.raises(ValueError, match="ends before"):
         stream_quality("A", T, empty, empty, [], (5, 1))
+
+
+def _note(seq: int, reason: str, detail: str | None) -> SessionEvent:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    running = SessionStatus.RUNNING
+    return SessionEvent("s", seq, at, running, running, "owner", reason, detail)
+
+
+def test_feed_totals_take_each_runs_newest_note_and_sum_the_runs() -> None:
+    """Counts are cumulative per run (a later note replaces an earlier one of its run);
+    a resumed session's runs add up; other notes and unreadable details are ignored."""
+    first_a = FeedCounts("run-1", {"BTC": 2}, {"invalid JSON": 1})
+    first_b = FeedCounts("run-1", {"BTC": 5, "ETH": 1}, {"invalid JSON": 3})
+    second = FeedCounts("run-2", {"BTC": 4}, {"not an object": 2})
+    events = [
+        _note(1, Reason.FEED_COUNTS, first_a.dump()),
+        _note(2, Reason.RESUMED, "{}"),
+        _note(3, Reason.FEED_COUNTS, first_b.dump()),
+        _note(4, Reason.FEED_COUNTS, "not json"),
+        _note(5, Reason.FEED_COUNTS, second.dump()),
+    ]
+    duplicates, malformed = feed_totals(events)
+    assert duplicates == {"BTC": 9, "ETH": 1}
+    assert malformed == {"invalid JSON": 3, "not an object": 2}
+    assert feed_totals([]) == ({}, {})
+    assert FeedCounts.load(second.dump()) == second
+
+
+def test_duplicates_are_reported_on_the_stream() -> None:
+    ts = np.array([0, S], dtype=np.int64)
+    q = stream_quality("A", T, ts, ts, [], (0, 2 * S), duplicates=3)
+    assert q.duplicates_dropped == 3
+    assert q.to_dict()["duplicates_dropped"] == 3

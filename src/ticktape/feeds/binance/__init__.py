@@ -6,6 +6,7 @@ from ticktape.feeds.binance._connector import (
     WS_PUBLIC_URL,
     BinanceEndpoints,
     BinanceFeed,
+    depth_weight,
 )
 from ticktape.feeds.binance._parse import (
     AggTrade,
@@ -28,6 +29,7 @@ __all__ = [
     "DepthSnapshot",
     "DepthUpdate",
     "MalformedMessage",
+    "depth_weight",
     "parse_agg_trade",
     "parse_depth_snapshot",
     "parse_depth_update",

@@ -62,6 +62,17 @@ MAX_BUFFERED_EVENTS = 10_000  # depth events held while a snapshot is fetched
 SNAPSHOT_TIMEOUT_S = 10.0
 
 
+def depth_weight(limit: int) -> int:
+    """The request weight of ``GET /fapi/v1/depth?limit=`` (Binance's documented table)."""
+    if limit <= 50:
+        return 2
+    if limit <= 100:
+        return 5
+    if limit <= 500:
+        return 10
+    return 20
+
+
 @dataclass(frozen=True)
 class BinanceEndpoints:
     ws_public: str = WS_PUBLIC_URL
@@ -106,6 +117,8 @@ class BinanceFeed(StreamFeed):
         self.endpoints = endpoints or BinanceEndpoints()
         self.subscribe_interval_s = subscribe_interval_s
         self.snapshot_limit = snapshot_limit
+        self.rest_url = self.endpoints.rest
+        self.snapshot_weight = depth_weight(snapshot_limit)
         # A resumed recording continues after the stored aggregate ids: what is older is a
         # duplicate, and the jump to the first new id is what was lost meanwhile.
         self._last_agg: dict[str, int] = {s.upper(): i for s, i in (last_trade_ids or {}).items()}
@@ -206,7 +219,7 @@ class BinanceFeed(StreamFeed):
         lost = None
         if last is not None:
             if t.agg_id <= last:
-                self.counters.duplicates_dropped += 1
+                self.duplicate(t.symbol)
                 return
             lost = t.agg_id - last - 1
         self._last_agg[t.symbol] = t.agg_id

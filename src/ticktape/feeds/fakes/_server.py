@@ -127,11 +127,15 @@ class FakeExchange(ABC):
                 sent += 1
         return sent
 
-    async def send_raw(self, text: str) -> None:
-        """Send ``text`` as is (malformed JSON, say) to every connection."""
+    async def send_raw(self, text: str) -> int:
+        """Send ``text`` as is (malformed JSON, say) to every connection; returns the
+        messages delivered."""
+        sent = 0
         for conn in list(self.conns):
             with contextlib.suppress(ConnectionClosed):
                 await conn.ws.send(text)
+                sent += 1
+        return sent
 
     async def drop(self) -> None:
         """Cut every connection without a closing handshake, as a network failure does."""

@@ -105,20 +105,16 @@ class FakeBinance(BookExchange[_Symbol]):
             state.next_agg += 1
             self.trades.append(t)
             out.append(t)
-            event = {
-                "e": "aggTrade",
-                "E": t.ts_ms,
-                "s": symbol,
-                "a": t.agg_id,
-                "p": str(t.price),
-                "q": str(t.qty),
-                "f": t.agg_id * 3,
-                "l": t.agg_id * 3 + 2,
-                "T": t.ts_ms,
-                "m": t.buyer_maker,
-            }
-            await self.broadcast(symbol, "trades", event)
+            await self.broadcast(symbol, "trades", _agg_trade(t))
         return out
+
+    async def resend_trades(self, trades: list[SentTrade]) -> int:
+        """Send trades already sent again, as they were (the client must drop them as
+        duplicates); returns the messages delivered."""
+        delivered = 0
+        for t in trades:
+            delivered += await self.broadcast(t.symbol, "trades", _agg_trade(t))
+        return delivered
 
     def skip_trades(self, symbol: str, n: int) -> None:
         """Trades that happen but are never sent: the client sees ``a`` jump by ``n``."""
@@ -161,6 +157,21 @@ class FakeBinance(BookExchange[_Symbol]):
             except TimeoutError:
                 pass
         return answered
+
+
+def _agg_trade(t: SentTrade) -> dict[str, Any]:
+    return {
+        "e": "aggTrade",
+        "E": t.ts_ms,
+        "s": t.symbol,
+        "a": t.agg_id,
+        "p": str(t.price),
+        "q": str(t.qty),
+        "f": t.agg_id * 3,
+        "l": t.agg_id * 3 + 2,
+        "T": t.ts_ms,
+        "m": t.buyer_maker,
+    }
 
 
 def _dumps(obj: Any) -> str:

@@ -1,4 +1,6 @@
-"""A local MEXC contract exchange: ``/edge`` plus ``/api/v1/contract/depth/{symbol}``.
+"""A local MEXC contract exchange: ``/edge`` plus ``/api/v1/contract/depth/{symbol}`` and
+``/api/v1/contract/detail?symbol=`` (each symbol's ``contractSize``: ``contract_sizes``,
+else ``default_contract_size``; ``None`` there means the symbol has no detail).
 
 It speaks the documented shapes: ``sub.deal`` / ``sub.depth`` acknowledged by
 ``rs.sub.*`` or refused by ``rs.error``, ``push.deal`` without trade ids,
@@ -36,10 +38,19 @@ class _Symbol(SymbolBook):
 
 class FakeMexc(BookExchange[_Symbol]):
     def __init__(
-        self, *, max_age_s: float | None = None, client_timeout_s: float = CLIENT_TIMEOUT_S
+        self,
+        *,
+        max_age_s: float | None = None,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
+        contract_sizes: dict[str, float] | None = None,
+        default_contract_size: float | None = 1.0,
     ) -> None:
         super().__init__(max_age_s=max_age_s)
         self._client_timeout_s = client_timeout_s
+        self.contract_sizes = dict(contract_sizes or {})
+        self.default_contract_size = default_contract_size
+        self.detail_requests = 0
+        self.busy_details = 0  # answer this many contract-detail requests 429 (too many)
         self.deals: list[SentDeal] = []
         self.pings = 0
 
@@ -82,10 +93,34 @@ class FakeMexc(BookExchange[_Symbol]):
         await conn.ws.send(json.dumps({"channel": "rs.error", "data": "unknown method", "ts": now}))
 
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
+        if path == "/api/v1/contract/detail":
+            return self._detail(query.get("symbol", ""))
         prefix = "/api/v1/contract/depth/"
         if not path.startswith(prefix):
             return 404, {"success": False, "code": 404}
         return self.serve_snapshot(path[len(prefix) :], query)
+
+    def _detail(self, symbol: str) -> tuple[int, Any]:
+        self.detail_requests += 1
+        if self.busy_details > 0:
+            self.busy_details -= 1
+            return 429, {"success": False, "code": 510, "message": "too many requests"}
+        size = self.contract_sizes.get(symbol, self.default_contract_size)
+        if size is None:
+            return 200, {"success": False, "code": 1001, "message": "contract not exists"}
+        base, _, quote = symbol.partition("_")
+        data = {
+            "symbol": symbol,
+            "displayNameEn": f"{symbol} PERPETUAL",
+            "baseCoin": base,
+            "quoteCoin": quote,
+            "settleCoin": quote,
+            "contractSize": size,
+            "priceUnit": TICK,
+            "volUnit": 1,
+            "minVol": 1,
+        }
+        return 200, {"success": True, "code": 0, "data": data}
 
     def _snapshot(self, state: _Symbol, limit: int) -> dict[str, Any]:
         bids, asks = state.top(limit)

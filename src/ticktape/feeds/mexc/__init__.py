@@ -1,10 +1,19 @@
 """MEXC futures (contract): the connector and its message parsers."""
 
-from ticktape.feeds.mexc._connector import REST_URL, WS_URL, MexcEndpoints, MexcFeed
+from ticktape.feeds.mexc._connector import (
+    REST_URL,
+    WS_URL,
+    MexcEndpoints,
+    MexcFeed,
+    base_quantity,
+    full_depth_fits,
+)
 from ticktape.feeds.mexc._parse import (
     Deal,
     DepthData,
     MalformedMessage,
+    NoContractDetail,
+    parse_contract_size,
     parse_deals,
     parse_depth,
     parse_depth_snapshot,
@@ -18,6 +27,10 @@ __all__ = [
     "MalformedMessage",
     "MexcEndpoints",
     "MexcFeed",
+    "NoContractDetail",
+    "base_quantity",
+    "full_depth_fits",
+    "parse_contract_size",
     "parse_deals",
     "parse_depth",
     "parse_depth_snapshot",

@@ -15,6 +15,16 @@ snapshot's version are dropped and the first applied one must be
 sync every push must be the previous version + 1; a jump is a sequence break
 whose lost-message count the versions give, and the book is rebuilt.
 
+Quantities: MEXC publishes deal and book volumes in contracts. At its first
+connection the feed asks ``/api/v1/contract/detail`` for each symbol's
+``contractSize`` (base asset per contract) and stores base-asset quantities
+(contracts * size, exact for sizes of 10^-k or whole numbers, else rounded to
+12 decimals), the unit Binance publishes, so the
+two exchanges compare. A symbol without a usable detail is refused
+(:class:`~ticktape.feeds.contract.SubscriptionRefused`, channel
+``contract.detail``); a detail request that fails on the network or answers
+418/429/5xx is retried as a failed connection is.
+
 ``push.deal`` has no trade id, so ticktape numbers each symbol's deals in the
 order received (``first_trade_ids`` continues a resumed recording). The number
 is the deduplication key: two distinct deals sharing a timestamp, price and size
@@ -35,10 +45,13 @@ import orjson
 
 from ticktape.domain import DataType
 from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
+from ticktape.feeds.book import LocalBook
 from ticktape.feeds.contract import GapCause, now_us
 from ticktape.feeds.mexc._parse import (
     DepthData,
     MalformedMessage,
+    NoContractDetail,
+    parse_contract_size,
     parse_deals,
     parse_depth,
     parse_depth_snapshot,
@@ -54,6 +67,26 @@ SNAPSHOT_LIMIT = 1000
 SNAPSHOT_TIMEOUT_S = 10.0
 MAX_BUFFERED_PUSHES = 10_000
 FULL_DEPTH_LIMITS = (5, 10, 20)  # the sizes sub.depth.full offers
+QTY_DECIMALS = 12  # base-asset quantities (contracts * contractSize) are rounded so
+
+
+def base_quantity(size: float) -> tuple[float, float, bool]:
+    """How to turn contracts into base-asset quantities for a ``contractSize``: as
+    ``(multiplier, divisor, rounded)`` — ``q * multiplier / divisor``, rounded to
+    ``QTY_DECIMALS`` only where neither is exact. A size of 10^-k divides by 10^k, which
+    gives the double nearest the decimal value (2 contracts of 0.0001 → 0.0002, not
+    0.00020000000000000001) without a ``round`` per quantity (the hot path)."""
+    if size >= 1 and size.is_integer():
+        return size, 1.0, False
+    inverse = 1 / size
+    if abs(inverse - round(inverse)) < 1e-9 * inverse:
+        return 1.0, float(round(inverse)), False
+    return size, 1.0, True
+
+
+def full_depth_fits(depth: int) -> bool:
+    """Whether ``sub.depth.full`` (at most 20 levels) can serve a book of ``depth``."""
+    return depth <= FULL_DEPTH_LIMITS[-1]
 
 
 @dataclass(frozen=True)
@@ -100,6 +133,9 @@ class MexcFeed(StreamFeed):
         self.snapshot_limit = snapshot_limit
         self._next_id = {s: (first_trade_ids or {}).get(s, 1) for s in self.symbols}
         self._http = httpx.AsyncClient(base_url=self.endpoints.rest, timeout=SNAPSHOT_TIMEOUT_S)
+        self.contract_sizes: dict[str, float] = {}  # base asset per contract, per symbol
+        self._scale: dict[str, tuple[float, float, bool]] = {}  # base_quantity() of each
+        self.rest_url = self.endpoints.rest
 
     def links(self) -> list[Link]:
         streams = tuple((s, dt) for s in self.symbols for dt in self.data_types)
@@ -108,7 +144,56 @@ class MexcFeed(StreamFeed):
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _contract_sizes(self) -> bool:
+        """Fetch every symbol's ``contractSize`` once; False if a symbol has none (refused).
+        A network failure raises ``OSError``: the connection is retried with backoff."""
+        for symbol in self.symbols:
+            if symbol in self.contract_sizes:
+                continue
+            await self.rest_slot()
+            try:
+                resp = await self._http.get("/api/v1/contract/detail", params={"symbol": symbol})
+                if resp.status_code in (418, 429) or resp.status_code >= 500:  # busy, not "no"
+                    raise OSError(f"contract detail: HTTP {resp.status_code}")
+                body = resp.json() if resp.content else None
+            except (httpx.HTTPError, ValueError) as exc:
+                raise OSError(f"contract detail: {exc}") from exc
+            try:
+                self.contract_sizes[symbol] = size = parse_contract_size(body, symbol)
+                self._scale[symbol] = base_quantity(size)
+            except NoContractDetail as exc:
+                self.refuse(symbol, "contract.detail", f"{exc} (HTTP {resp.status_code})")
+                return False
+        return True
+
+    def _base(self, symbol: str, levels: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        mul, div, rounded = self._scale[symbol]
+        if rounded:
+            return [(p, round(q * mul, QTY_DECIMALS)) for p, q in levels]
+        if div != 1.0:
+            return [(p, q / div) for p, q in levels]
+        return [(p, q * mul) for p, q in levels]
+
+    def _base_qty(self, symbol: str, qty: float) -> float:
+        mul, div, rounded = self._scale[symbol]
+        if rounded:
+            return round(qty * mul, QTY_DECIMALS)
+        return qty / div if div != 1.0 else qty * mul
+
+    async def emit_top(
+        self, conn: Conn, symbol: str, book: LocalBook, ts_us: int, recv_us: int
+    ) -> None:
+        """The top of the (contract-quantity) book, stored in base-asset quantities."""
+        if self.is_primary(conn):
+            bids, asks = book.top(self.depth)
+            await self.add_book(
+                symbol, ts_us, self._base(symbol, bids), self._base(symbol, asks), recv_us
+            )
+
     async def subscribe(self, conn: Conn) -> None:
+        if not await self._contract_sizes():
+            conn.state["acks"] = deque()  # refused: nothing subscribed, the feed ends
+            return
         pending: deque[tuple[str, str]] = deque()
         conn.state["acks"] = pending
         conn.state["books"] = {}
@@ -188,9 +273,8 @@ class MexcFeed(StreamFeed):
         for deal in parse_deals(msg):
             trade_id = self._next_id[symbol]
             self._next_id[symbol] = trade_id + 1
-            await self.add_trade(
-                symbol, deal.ts_us, trade_id, deal.price, deal.qty, deal.side, recv_us
-            )
+            qty = self._base_qty(symbol, deal.qty)
+            await self.add_trade(symbol, deal.ts_us, trade_id, deal.price, qty, deal.side, recv_us)
 
     async def _on_full_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
         symbol = msg.get("symbol")
@@ -203,8 +287,8 @@ class MexcFeed(StreamFeed):
             return
         versions[symbol] = push.version
         if self.is_primary(conn):
-            bids = sorted(push.bids, reverse=True)[: self.depth]
-            asks = sorted(push.asks)[: self.depth]
+            bids = self._base(symbol, sorted(push.bids, reverse=True)[: self.depth])
+            asks = self._base(symbol, sorted(push.asks)[: self.depth])
             await self.add_book(symbol, push.ts_us, bids, asks, recv_us)
 
     # ------------------------------------------------------------------ book procedure

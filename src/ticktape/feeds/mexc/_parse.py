@@ -20,8 +20,14 @@ REST market endpoints):
 - ping ``{"method":"ping"}`` → ``{"channel":"pong","data":ms}``; the server closes a
   connection that sends nothing for a minute.
 
-Quantities are in contracts, as MEXC publishes them (a contract's size in the
-base asset is per symbol, from ``/api/v1/contract/detail``).
+- REST ``GET /api/v1/contract/detail?symbol=BTC_USDT``: ``{"success":true,"code":0,
+  "data":{"symbol":"BTC_USDT","baseCoin":"BTC","quoteCoin":"USDT","contractSize":0.0001,
+  "priceUnit":0.1,"volUnit":1,...}}`` (``data`` is a list of such objects without
+  ``symbol``); an unknown contract answers ``success: false`` or no matching ``data``.
+
+Quantities (``v`` of a deal, the second number of a depth level) are in
+contracts; one contract is ``contractSize`` of the base asset, per symbol. The
+connector converts them to base-asset quantities (see ``_connector.py``).
 """
 
 from __future__ import annotations
@@ -105,3 +111,27 @@ def parse_depth_snapshot(body: Any) -> DepthData:
         )
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise MalformedMessage("depth snapshot") from exc
+
+
+class NoContractDetail(ValueError):
+    """The exchange gave no usable contract detail for a symbol: it cannot be recorded."""
+
+
+def parse_contract_size(body: Any, symbol: str) -> float:
+    """``contractSize`` of ``symbol`` (base asset per contract) from a contract-detail body."""
+    if not isinstance(body, dict) or not body.get("success", False):
+        code = body.get("code") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        raise NoContractDetail(f"contract detail refused (code {code}: {message})")
+    data = body.get("data")
+    rows = data if isinstance(data, list) else [data]
+    for row in rows:
+        if isinstance(row, dict) and row.get("symbol") == symbol:
+            try:
+                size = float(row["contractSize"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise NoContractDetail("contract detail without a contractSize") from exc
+            if not size > 0 or size == float("inf"):
+                raise NoContractDetail(f"contract detail with contractSize {size}")
+            return size
+    raise NoContractDetail("no contract detail for the symbol")

@@ -52,6 +52,7 @@ from ticktape.store.rules import (
     effective,
     encode_cursor,
     from_us,
+    recv_time,
     to_us,
 )
 from ticktape.ticks import (
@@ -512,8 +513,18 @@ class MemoryTickStore(TickStore):
             and (query.after is None or (ts, tid, sym) > query.after)
         ]
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
+        recv = self._s.trades_recv
+        sid = query.session_id
         return [
-            Trade(sym, from_us(ts), tid, px, qty, side_name(side))
+            Trade(
+                sym,
+                from_us(ts),
+                tid,
+                px,
+                qty,
+                side_name(side),
+                recv_time(recv.get((sid, sym, tid))),
+            )
             for ts, tid, sym, px, qty, side in rows[: query.limit]
         ]
 
@@ -527,8 +538,10 @@ class MemoryTickStore(TickStore):
             and (query.after is None or (ts, 0, sym) > query.after)
         ]
         rows.sort(key=lambda r: (r[0], r[1]))
+        recv = self._s.books_recv
+        sid = query.session_id
         return [
-            BookSnapshot(sym, from_us(ts), sides[0], sides[1])
+            BookSnapshot(sym, from_us(ts), sides[0], sides[1], recv_time(recv.get((sid, sym, ts))))
             for ts, sym, sides in rows[: query.limit]
         ]
 

@@ -11,7 +11,8 @@ Public face:
 - :class:`QuestDBSessionStore`, the type of ``QuestDBStore.sessions``, and
   :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that check
   what is physically in the tables or use their documented testing hooks
-  (``on_read_many``, ``before_send``; ``QuestDBStore.on_connect``);
+  (``on_read_many``, ``before_send``, ``before_gap_write``;
+  ``QuestDBStore.on_connect``);
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
   to a ticktape store error;
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the

@@ -130,7 +130,9 @@ DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 #: and these tables are read rarely (a results page, a quality report).
 #: Gaps of a recording (ticktape.ticks.Gap): few rows, written over PG wire into
 #: a non-WAL table so they are visible on return; a gap written twice (a retried write)
-#: is read once — reads keep one row per (symbol, data type, start, cause).
+#: is read once — reads keep one row per (symbol, data type, start, cause). Each row
+#: carries its writer's tenure and write sequence, fenced like ticks (``_fence.py``);
+#: a table made before those columns gets them at open (``GAPS_COLUMNS``).
 GAPS_DDL = """
 CREATE TABLE IF NOT EXISTS tt_gaps (
     session_id SYMBOL CAPACITY 65536 NOCACHE,
@@ -141,9 +143,15 @@ CREATE TABLE IF NOT EXISTS tt_gaps (
     cause SYMBOL CAPACITY 16 NOCACHE,
     lost LONG,
     detail VARCHAR,
-    ts TIMESTAMP
+    ts TIMESTAMP,
+    tenure LONG,
+    write_seq LONG
 ) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
 """
+GAPS_COLUMNS = (
+    "ALTER TABLE tt_gaps ADD COLUMN IF NOT EXISTS tenure LONG",
+    "ALTER TABLE tt_gaps ADD COLUMN IF NOT EXISTS write_seq LONG",
+)
 
 #: Results of backtest and paper sessions: non-WAL tables written over PG wire (visible
 #: on commit). A results write never deletes: it appends rows under a fresh ``run`` id
@@ -195,6 +203,7 @@ SCHEMA = (
     TRADES_DDL,
     ORDERBOOK_DDL,
     GAPS_DDL,
+    *GAPS_COLUMNS,
     INSTANCES_DDL,
     RESULT_SUMMARY_DDL,
     *(RESULT_ROWS_DDL.replace("{table}", t) for t in ("orders", "fills", "equity")),

@@ -19,6 +19,13 @@ fenced instead:
   every count, read and position leaves out rows of that tenure beyond the
   fence — precisely the rows that landed after the count.
 
+Gap rows (``tt_gaps``) are written over PG wire after the same kind of check, so
+a paused owner can land a gap row late too. Each gap row carries its writer's
+tenure and a write sequence (``write_seq``, increasing within the writing
+process); a seal also records the tenure's last gap ``write_seq``, and gap reads
+leave out rows of a sealed tenure past it. Fences sealed by a build without
+this (three numbers) keep every gap row of their tenure.
+
 A tenure that was never sealed (a terminal transition of a session that never
 ran) keeps all its rows.
 """
@@ -41,19 +48,30 @@ class Fence:
     tenure: int
     trades: int = NO_BATCH
     orderbook: int = NO_BATCH
+    gaps: int | None = NO_BATCH  # last gap write_seq; None: sealed before gaps were fenced
+
+    def numbers(self) -> list[int]:
+        head = [self.tenure, self.trades, self.orderbook]
+        return head if self.gaps is None else [*head, self.gaps]
 
     def dump(self) -> str:
-        return json.dumps([self.tenure, self.trades, self.orderbook])
+        return json.dumps(self.numbers())
 
     @classmethod
     def load(cls, text: str) -> Fence:
         try:
-            tenure, trades, orderbook = json.loads(text)
-            return cls(int(tenure), int(trades), int(orderbook))
+            numbers = json.loads(text)
+            if len(numbers) == 3:  # sealed by a build that did not fence gap rows
+                tenure, trades, orderbook = numbers
+                return cls(int(tenure), int(trades), int(orderbook), None)
+            tenure, trades, orderbook, gaps = numbers
+            return cls(int(tenure), int(trades), int(orderbook), int(gaps))
         except (ValueError, TypeError) as exc:
             raise StoreError(f"malformed QuestDB tick fence {text!r}") from exc
 
-    def last(self, table: str) -> int:
+    def last(self, table: str) -> int | None:
+        if table == "gaps":
+            return self.gaps
         return self.orderbook if table == "orderbook" else self.trades
 
 
@@ -74,7 +92,7 @@ class Tenure:
     def dump_fences(self) -> str | None:
         if not self.fences:
             return None
-        return json.dumps([[f.tenure, f.trades, f.orderbook] for f in self.fences])
+        return json.dumps([f.numbers() for f in self.fences])
 
     def sealed(self, fence: Fence) -> Tenure | None:
         """This tenure closed at ``fence``; None if the fence belongs to another tenure."""
@@ -88,11 +106,13 @@ class Tenure:
 
     def excluded(self, table: str) -> tuple[str, list[object]]:
         """SQL (`` AND NOT (...)``, or empty) leaving out late rows of ``table``
-        (``trades`` or ``orderbook``), with its parameters."""
-        if not self.fences:
+        (``trades``, ``orderbook`` or ``gaps``), with its parameters."""
+        fences = [f for f in self.fences if f.last(table) is not None]
+        if not fences:
             return "", []
-        terms = " OR ".join("(tenure = %s AND batch_seq > %s)" for _ in self.fences)
+        seq = "write_seq" if table == "gaps" else "batch_seq"
+        terms = " OR ".join(f"(tenure = %s AND {seq} > %s)" for _ in fences)
         params: list[object] = []
-        for f in self.fences:
+        for f in fences:
             params.extend([f.tenure, f.last(table)])
         return f" AND NOT ({terms})", params

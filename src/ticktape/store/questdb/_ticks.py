@@ -30,7 +30,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +58,7 @@ from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._export import ParquetExport, inline, literal
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
-from ticktape.store.rules import check_bucket_query, check_limit, from_us
+from ticktape.store.rules import check_bucket_query, check_limit, from_us, recv_time
 from ticktape.store.window import table_batches, window_batches
 from ticktape.ticks import (
     BookBatch,
@@ -210,13 +210,16 @@ class QuestDBTickStore(TickStore):
     Testing hook: :attr:`before_send`, if set, is called in the sender thread after a
     group's ownership check passed and before its rows go out — a test blocks in it
     to reproduce an owner stalled between the two (tests/integration/test_questdb_fencing.py).
-    The product never sets it.
+    :attr:`before_gap_write`, if set, is awaited likewise between a gap write's ownership
+    check and its insert. The product never sets either.
     """
 
     before_send: Callable[[], None] | None = None
+    before_gap_write: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
+        self._gap_seq = 0  # the last gap write_seq this process wrote (``_fence.py``)
         self._sender: Sender | None = None
         self._sender_lock = threading.Lock()
         # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
@@ -438,7 +441,14 @@ class QuestDBTickStore(TickStore):
     async def seal(self, session_id: str) -> Seal:
         tenure = await self._tenure(session_id)
         counted = await self._counted(session_id, tenure, "seal ticks")
-        fence = Fence(tenure.number, counted["trades"][1], counted["orderbook"][1])
+        fenced, params = tenure.excluded("gaps")
+        rows = await self._scalar_rows(
+            f"SELECT max(write_seq) FROM tt_gaps WHERE session_id = %s AND tenure = %s{fenced}",
+            [session_id, tenure.number, *params],
+            "seal gaps",
+        )
+        last_gap = NO_BATCH if not rows or rows[0][0] is None else int(rows[0][0])
+        fence = Fence(tenure.number, counted["trades"][1], counted["orderbook"][1], last_gap)
         return Seal(TickCounts(counted["trades"][0], counted["orderbook"][0]), fence.dump())
 
     async def position(self, session_id: str) -> TickPosition:
@@ -499,7 +509,7 @@ class QuestDBTickStore(TickStore):
         check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = await self._range(query, "trades")
         rows = await self._scalar_rows(
-            f"SELECT symbol, ts, trade_id, price, qty, side FROM tt_trades WHERE {where} "
+            f"SELECT symbol, ts, trade_id, price, qty, side, recv_us FROM tt_trades WHERE {where} "
             "ORDER BY ts, trade_id, symbol LIMIT %s",
             [*params, query.limit],
             "read trades",
@@ -512,8 +522,9 @@ class QuestDBTickStore(TickStore):
                 float(px),
                 float(qty),
                 str(side),
+                recv_time(rcv),
             )
-            for sym, ts, tid, px, qty, side in rows
+            for sym, ts, tid, px, qty, side, rcv in rows
         ]
 
     async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
@@ -554,7 +565,7 @@ class QuestDBTickStore(TickStore):
         check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = await self._range(query, "orderbook")
         heads = await self._scalar_rows(
-            f"SELECT ts, symbol FROM tt_orderbook WHERE {where} AND level = 0 "
+            f"SELECT ts, symbol, recv_us FROM tt_orderbook WHERE {where} AND level = 0 "
             "ORDER BY ts, symbol LIMIT %s",
             [*params, query.limit],
             "read order books",
@@ -571,7 +582,7 @@ class QuestDBTickStore(TickStore):
         for ts, sym, _level, bp, bq, ap, aq in rows:
             levels.setdefault((ts, str(sym)), []).append((bp, bq, ap, aq))
         out = []
-        for ts, sym in heads:
+        for ts, sym, rcv in heads:
             lv = levels.get((ts, str(sym)), [])
             out.append(
                 BookSnapshot(
@@ -579,6 +590,7 @@ class QuestDBTickStore(TickStore):
                     ts.replace(tzinfo=UTC),
                     tuple((b[0], b[1]) for b in lv),
                     tuple((b[2], b[3]) for b in lv),
+                    recv_time(rcv),
                 )
             )
         return out
@@ -591,14 +603,21 @@ class QuestDBTickStore(TickStore):
         if row is None or row[0] not in active or row[1] != owner:
             detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
             raise LeaseLost(session_id, owner, f"gap write rejected ({detail})")
+        # An owner paused after this check can land its rows after a reap: they carry the
+        # tenure checked and a write sequence past the seal's, so reads leave them out.
+        tenure = row[2]
+        self._gap_seq = max(self._gap_seq + 1, time.time_ns())
+        write_seq = self._gap_seq
+        if self.before_gap_write is not None:
+            await self.before_gap_write()
         async with self._db.writer("write gaps") as conn:
             with ERRORS.wrap("write gaps"):
                 async with conn.cursor() as cur:
                     await cur.executemany(
                         self._db.prefixed(
                             "INSERT INTO tt_gaps (session_id, symbol, data_type, start_us, "
-                            "end_us, cause, lost, detail, ts) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                            "end_us, cause, lost, detail, ts, tenure, write_seq) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                         ),
                         [
                             (
@@ -611,6 +630,8 @@ class QuestDBTickStore(TickStore):
                                 g.lost,
                                 g.detail,
                                 _timestamps(np.array([g.start_us], np.int64))[0].to_pydatetime(),
+                                tenure,
+                                write_seq,
                             )
                             for g in gaps
                         ],
@@ -630,10 +651,11 @@ class QuestDBTickStore(TickStore):
         return StreamTimes(ts, recv)
 
     async def read_gaps(self, session_id: str) -> list[Gap]:
+        fenced, params = (await self._tenure(session_id)).excluded("gaps")
         rows = await self._scalar_rows(
             "SELECT symbol, data_type, start_us, end_us, cause, lost, detail FROM tt_gaps "
-            "WHERE session_id = %s ORDER BY start_us, symbol, data_type, cause",
-            [session_id],
+            f"WHERE session_id = %s{fenced} ORDER BY start_us, symbol, data_type, cause",
+            [session_id, *params],
             "read gaps",
         )
         out: dict[tuple[str, str, int, str], Gap] = {}

@@ -76,6 +76,7 @@ from ticktape.store.rules import (
     effective,
     encode_cursor,
     from_us,
+    recv_time,
     to_us,
 )
 from ticktape.store.sqlite._db import BULK_GROUP_BUDGET_S, Database
@@ -1042,13 +1043,13 @@ class SqliteTickStore(TickStore):
         check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = self._range(query)
         sql = (
-            f"SELECT symbol, ts_us, trade_id, price, qty, side FROM trades WHERE {where} "
+            f"SELECT symbol, ts_us, trade_id, price, qty, side, recv_us FROM trades WHERE {where} "
             "ORDER BY ts_us, trade_id, symbol LIMIT ?"
         )
         return await self._db.read(
             lambda conn: [
-                Trade(sym, from_us(ts), tid, px, qty, side_name(side))
-                for sym, ts, tid, px, qty, side in conn.execute(sql, [*params, query.limit])
+                Trade(sym, from_us(ts), tid, px, qty, side_name(side), recv_time(rcv))
+                for sym, ts, tid, px, qty, side, rcv in conn.execute(sql, [*params, query.limit])
             ],
             "read trades",
         )
@@ -1089,7 +1090,7 @@ class SqliteTickStore(TickStore):
         check_limit(query.limit, MAX_DATA_LIMIT)
         where, params = self._range(query, trades=False)
         sql = (
-            f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty FROM orderbook "
+            f"SELECT symbol, ts_us, bid_price, bid_qty, ask_price, ask_qty, recv_us FROM orderbook "
             f"WHERE {where} ORDER BY ts_us, symbol LIMIT ?"
         )
 
@@ -1104,8 +1105,8 @@ class SqliteTickStore(TickStore):
 
         return await self._db.read(
             lambda conn: [
-                BookSnapshot(sym, from_us(ts), levels(bp, bq), levels(ap, aq))
-                for sym, ts, bp, bq, ap, aq in conn.execute(sql, [*params, query.limit])
+                BookSnapshot(sym, from_us(ts), levels(bp, bq), levels(ap, aq), recv_time(rcv))
+                for sym, ts, bp, bq, ap, aq, rcv in conn.execute(sql, [*params, query.limit])
             ],
             "read orderbook",
         )
