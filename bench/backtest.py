@@ -53,6 +53,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ticktape.runners.backtest import stored
 from ticktape.strategies import (
     BookTick,
     Context,
@@ -108,6 +109,9 @@ def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
     again = time.perf_counter()
     result.finish()  # the results' hash and summary once more, timed on their own
     results_s = time.perf_counter() - again
+    lines_at = time.perf_counter()
+    form = stored(result)  # the rows as a store is given them (all three tables' lines)
+    lines_s = time.perf_counter() - lines_at
     return {
         "status": result.status,
         "ticks": result.ticks,
@@ -116,6 +120,9 @@ def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
         "cpu_seconds": round(cpu_s, 3),
         "cpu_ticks_per_s": round(result.ticks / cpu_s),
         "results_seconds": round(results_s, 3),
+        "stored_form_seconds": round(lines_s, 3),
+        "with_stored_form_ticks_per_s": round(result.ticks / (elapsed + lines_s)),
+        "rows": len(form.orders) + len(form.fills) + len(form.equity),
         "replay_ticks_per_s": round(result.ticks / max(elapsed - results_s, 1e-9)),
         "orders": len(result.orders),
         "fills": len(result.fills),
@@ -341,6 +348,12 @@ def main() -> None:
         "--read-only", action="store_true", help="with --store: the read rates only, no sessions"
     )
     parser.add_argument("--pacing-seconds", type=float, default=2.0, help="wall time at 100x")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(TARGETS),
+        help="measure only these engine paths (repeatable; no pacing or memory probes)",
+    )
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -373,6 +386,8 @@ def main() -> None:
         "columnar_sma_cross": lambda: registry.create("sma_cross", form="columnar"),
     }
     for name, make in runs.items():
+        if args.only and name not in args.only:
+            continue
         figures = timed(make(), chunks)
         figures["target_ticks_per_s"] = TARGETS[name]
         out[name] = figures
@@ -381,8 +396,13 @@ def main() -> None:
             f"{figures['replay_ticks_per_s']:>11,} replay only (target {TARGETS[name]:,}); "
             f"{figures['cpu_ticks_per_s']:>11,} per CPU second; "
             f"{figures['orders']:,} orders, {figures['fills']:,} fills, {figures['seconds']} s "
-            f"of which results {figures['results_seconds']} s"
+            f"of which results {figures['results_seconds']} s; the stored form of "
+            f"{figures['rows']:,} rows {figures['stored_form_seconds']} s more "
+            f"({figures['with_stored_form_ticks_per_s']:,} ticks/s with it)"
         )
+    if args.only:
+        print(json.dumps(out))
+        return
     out["pacing_100x"] = pacing(args.pacing_seconds, 100.0)
     p = out["pacing_100x"]
     print(

@@ -39,6 +39,8 @@ PUBLIC = {
     "StrategySpec",
     "TradeTick",
     "UnknownStrategy",
+    "canonical_floats",
+    "canonical_ints",
     "canonical_line",
     "default_registry",
     "merge_chunk",

@@ -46,7 +46,6 @@ from ticktape.strategies import (
     Chunk,
     LiveSource,
     StrategyRegistry,
-    canonical_line,
     merge_chunk,
     run_backtest,
 )
@@ -247,9 +246,9 @@ class BacktestRunner:
 def stored(results: Results) -> StoredResults:
     """A run's results in the store's form: canonical JSON lines, the summary, the hash."""
     return StoredResults(
-        orders=[o.canonical() for o in results.orders],
-        fills=[f.canonical() for f in results.fills],
-        equity=[canonical_line(p.to_dict()) for p in results.equity],
+        orders=results.order_lines(),
+        fills=results.fill_lines(),
+        equity=results.equity_lines(),
         summary=json.dumps(_finite(results.summary), sort_keys=True, allow_nan=False),
         hash=results.hash,
         status=results.status,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ticktape.strategies._canonical import canonical_line
+from ticktape.strategies._canonical import canonical_floats, canonical_ints, canonical_line
 from ticktape.strategies._columnar import ColumnarEngine
 from ticktape.strategies._contract import (
     ColumnarStrategy,
@@ -89,6 +89,8 @@ __all__ = [
     "StrategySpec",
     "TradeTick",
     "UnknownStrategy",
+    "canonical_floats",
+    "canonical_ints",
     "canonical_line",
     "default_registry",
     "merge_chunk",
