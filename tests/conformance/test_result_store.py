@@ -15,7 +15,7 @@ from ticktape.domain import Session, SessionStatus
 from ticktape.errors import LeaseLost, ValidationError
 from ticktape.store import Store
 from ticktape.store.base import ResultRow, StoredResults, TickQuery
-from ticktape.ticks import BookBatch, TradeBatch
+from ticktape.ticks import BookBatch, TickCounts, TradeBatch
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 StartSession = Callable[..., Session]
@@ -204,6 +204,36 @@ def test_read_window_symbols_and_empty(
     odd = ("E'TH_USDT", "%s", "tt_trades", "ETH_USDT' OR '1'='1")
     assert run(store.ticks.read_window(s.id, BASE_US, BASE_US + 10**9, odd)) == []
     assert run(store.ticks.read_window("no-such-session", BASE_US, BASE_US + 10**9)) == []
+
+
+def test_count_window_counts_what_read_window_returns(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER, symbols=("BTC_USDT", "ETH_USDT"))
+    _write_ticks(store, run, s.id)
+    ranges = [
+        (BASE_US, BASE_US + 10**9),
+        (BASE_US + 7_000, BASE_US + 31_000),
+        (BASE_US + 7_001, BASE_US + 7_002),
+        (BASE_US - 10**6, BASE_US),
+    ]
+    for lo, hi in ranges:
+        for symbols in (None, ("ETH_USDT",), ("BTC_USDT", "ETH_USDT"), ()):
+            got = run(store.ticks.read_window(s.id, lo, hi, symbols))
+            counted = run(store.ticks.count_window(s.id, lo, hi, symbols))
+            expected = TickCounts(
+                sum(len(x) for x in got if isinstance(x, TradeBatch)),
+                sum(len(x) for x in got if isinstance(x, BookBatch)),
+            )
+            assert counted == expected, (lo, hi, symbols)
+    whole = run(store.ticks.count_window(s.id, BASE_US, BASE_US + 10**9))
+    assert whole == run(store.ticks.count(s.id)) and whole.orderbook > 0
+    assert run(store.ticks.count_window(s.id, BASE_US, BASE_US + 10**9, ("ETH_USDT",))) == (
+        TickCounts(30, 6)
+    )
+    odd = ("E'TH_USDT", "%s", "tt_trades")
+    assert run(store.ticks.count_window(s.id, BASE_US, BASE_US + 10**9, odd)) == TickCounts()
+    assert run(store.ticks.count_window("no-such", BASE_US, BASE_US + 10**9)) == TickCounts()
 
 
 def _window_rows(

@@ -123,6 +123,7 @@ def _arguments(operation: str) -> dict[str, Any]:
         "read_gaps": sid,
         "read_times": sid | {"symbol": "BTC_USDT", "data_type": DataType.TRADES},
         "read_window": sid | {"start_us": 0, "end_us": 1},
+        "count_window": sid | {"start_us": 0, "end_us": 1},
         "span": sid,
         "trade_span": sid | {"symbol": "BTC_USDT"},
         "trade_buckets": {"query": TickQuery("s-1", symbol="BTC_USDT"), "width_us": 1_000_000},

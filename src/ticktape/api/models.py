@@ -212,7 +212,8 @@ class StatsOut(BaseModel):
     records_collected: int
     errors: int
     ticks_total: int | None = Field(
-        default=None, description="backtest: ticks to replay (null: not known up front)"
+        default=None,
+        description="backtest: ticks to replay, of the chosen symbols and range (null: none)",
     )
     progress: float | None = Field(default=None, description="backtest: replayed / total")
     eta_s: float | None = Field(

@@ -628,6 +628,18 @@ class TickStore(abc.ABC):
         an empty window, gives ``[]``.
         """
 
+    @abc.abstractmethod
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        """Visible trades and order-book snapshots with ``start_us <= ts < end_us``, only
+        of ``symbols`` when given: the ticks :meth:`read_window` would return over that
+        range (a narrowed replay's total). An unknown session gives zeros."""
+
     async def span(self, session_id: str) -> tuple[int, int] | None:
         """Exchange times (us) of the session's oldest and newest visible tick, or None."""
         first = [

@@ -77,6 +77,7 @@ TICK_OPERATIONS = frozenset(
         "read_gaps",
         "read_times",
         "read_window",
+        "count_window",
         "span",
         "trade_span",
         "trade_buckets",
@@ -303,6 +304,22 @@ class InterceptedTickStore(TickStore):
         return await self._f(
             "read_window",
             self._inner.read_window,
+            session_id=session_id,
+            start_us=start_us,
+            end_us=end_us,
+            symbols=symbols,
+        )
+
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        return await self._f(
+            "count_window",
+            self._inner.count_window,
             session_id=session_id,
             start_us=start_us,
             end_us=end_us,

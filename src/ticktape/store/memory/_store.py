@@ -549,6 +549,26 @@ class MemoryTickStore(TickStore):
         )
         return bucket_trades([(ts, px, qty) for ts, _tid, px, qty in rows], width_us, query.limit)
 
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        wanted = None if symbols is None else set(symbols)
+
+        def within(sid: str, sym: str, ts: int) -> bool:
+            return (
+                sid == session_id and start_us <= ts < end_us and (wanted is None or sym in wanted)
+            )
+
+        trades = sum(
+            1 for (sid, sym, _t), (ts, *_r) in self._s.trades.items() if within(sid, sym, ts)
+        )
+        books = sum(1 for sid, sym, ts in self._s.books if within(sid, sym, ts))
+        return TickCounts(trades, books)
+
     async def read_window(
         self,
         session_id: str,

@@ -919,6 +919,32 @@ class SqliteTickStore(TickStore):
             "read orderbook",
         )
 
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        def run(conn: sqlite3.Connection) -> TickCounts:
+            row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None or (symbols is not None and not symbols):
+                return TickCounts()
+            where = "sid = ? AND ts_us >= ? AND ts_us < ?"
+            params: list[object] = [row[0], start_us, end_us]
+            if symbols is not None:
+                where += f" AND symbol IN ({', '.join('?' for _ in symbols)})"
+                params.extend(symbols)
+            (trades,) = conn.execute(
+                f"SELECT count(*) FROM trades WHERE {where}", params
+            ).fetchone()
+            (books,) = conn.execute(
+                f"SELECT count(*) FROM orderbook WHERE {where}", params
+            ).fetchone()
+            return TickCounts(int(trades), int(books))
+
+        return await self._db.read(run, "count tick window")
+
     async def read_window(
         self,
         session_id: str,
