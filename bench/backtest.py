@@ -100,18 +100,28 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
+def timed(make: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
     cpu = time.process_time()
     started = time.perf_counter()
-    result = run_backtest(strategy, chunks, SYMBOLS, SimConfig())
+    result = run_backtest(make(), chunks, SYMBOLS, SimConfig())
     elapsed = time.perf_counter() - started
     cpu_s = time.process_time() - cpu
-    again = time.perf_counter()
-    result.finish()  # the results' hash and summary once more, timed on their own
-    results_s = time.perf_counter() - again
+    results_s = result.finish_seconds  # the results' hash and summary, timed by the run
     lines_at = time.perf_counter()
     form = stored(result)  # the rows as a store is given them (all three tables' lines)
     lines_s = time.perf_counter() - lines_at
+    # streamed, as a backtest session runs: the rows handed out in batches as it goes
+    batches = [0]
+
+    def sink(batch: Any) -> None:
+        batches[0] += len(batch.orders) + len(batch.fills) + len(batch.equity)
+
+    started = time.perf_counter()
+    streamed = run_backtest(make(), chunks, SYMBOLS, SimConfig(), sink=sink)
+    streamed_s = time.perf_counter() - started
+    assert streamed.hash == result.hash and batches[0] == len(form.orders) + len(form.fills) + len(
+        form.equity
+    )
     return {
         "status": result.status,
         "ticks": result.ticks,
@@ -122,6 +132,8 @@ def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
         "results_seconds": round(results_s, 3),
         "stored_form_seconds": round(lines_s, 3),
         "with_stored_form_ticks_per_s": round(result.ticks / (elapsed + lines_s)),
+        "streamed_seconds": round(streamed_s, 3),
+        "streamed_ticks_per_s": round(result.ticks / streamed_s),
         "rows": len(form.orders) + len(form.fills) + len(form.equity),
         "replay_ticks_per_s": round(result.ticks / max(elapsed - results_s, 1e-9)),
         "orders": len(result.orders),
@@ -288,6 +300,76 @@ async def session_rate(store_url: str, source_id: str, strategy: str) -> dict[st
         await store.close()
 
 
+# ------------------------------------------------------------- memory across session lengths
+
+
+def session_probe(url: str, source_id: str, strategy: str) -> None:
+    """In a fresh process: one backtest session over ``source_id``; its figures and the
+    process's peak RSS (VmHWM) as a JSON line."""
+    print(json.dumps(asyncio.run(session_rate(url, source_id, strategy))))
+
+
+def idle_probe() -> None:
+    """In a fresh process: everything a probe imports and the numba loops loaded, no run."""
+    from ticktape.runners import default_runners  # noqa: F401
+    from ticktape.runtime.supervisor import Supervisor  # noqa: F401
+
+    run_backtest(
+        default_registry(entry_points=False).create("sma_cross"), generate(2_000, 0), SYMBOLS
+    )
+    print(json.dumps({"peak_rss_mib": round(peak_rss_mib(), 1)}))
+
+
+async def record_lengths(url: str, lengths: list[int]) -> dict[int, str]:
+    from ticktape.redact import redact
+    from ticktape.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    try:
+        out = {}
+        for n in lengths:
+            print(f"store {redact(url)}: recording {n:,} ticks")
+            out[n] = await record(store, n)
+        return out
+    finally:
+        await store.close()
+
+
+def memory_lengths(urls: list[str], lengths: list[int], strategies: list[str]) -> dict[str, Any]:
+    """Backtest sessions over recordings of each length read from each store, every run in
+    a child process of its own, so each peak RSS is that run's alone."""
+    from ticktape.redact import redact
+
+    idle = subprocess.run(
+        [sys.executable, __file__, "--idle-probe"], capture_output=True, text=True, check=True
+    )
+    out: dict[str, Any] = {"idle_peak_rss_mib": json.loads(idle.stdout.splitlines()[-1])}
+    print(
+        f"a probe process with everything imported: {out['idle_peak_rss_mib']['peak_rss_mib']} MiB"
+    )
+    for url in urls:
+        sources = asyncio.run(record_lengths(url, lengths))
+        rows: dict[str, Any] = {}
+        for strategy in strategies:
+            for n, source_id in sources.items():
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--session-probe", url, source_id, strategy],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows[f"{strategy}/{n}"] = r
+                print(
+                    f"  {redact(url).split(':', 1)[0]:8s} {strategy:13s} {r['ticks']:>11,} ticks: "
+                    f"peak RSS {r['peak_rss_mib']:>7} MiB, {r['ticks_per_s']:,} ticks/s, "
+                    f"{r['orders']} orders, {r['fills']} fills"
+                )
+        out[url.split(":", 1)[0]] = rows
+    return out
+
+
 async def store_bench(
     url: str, ticks: int, source: str | None, read_only: bool = False
 ) -> dict[str, Any]:
@@ -355,9 +437,32 @@ def main() -> None:
         help="measure only these engine paths (repeatable; no pacing or memory probes)",
     )
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--session-probe", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--idle-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-store",
+        action="append",
+        help="peak RSS of backtest sessions over recordings of each --memory-ticks length "
+        "read from this store (repeatable), a child process per run",
+    )
+    parser.add_argument("--memory-ticks", default="1000000,3000000,10000000")
+    parser.add_argument("--memory-strategy", action="append", help="default: sma_cross")
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return
+    if args.session_probe:
+        session_probe(*args.session_probe)
+        return
+    if args.idle_probe:
+        idle_probe()
+        return
+    if args.memory_store:
+        lengths = [int(n) for n in args.memory_ticks.split(",")]
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} CPUs")
+        mem = memory_lengths(args.memory_store, lengths, args.memory_strategy or ["sma_cross"])
+        print(json.dumps({"load_average": load, "memory_by_length": mem}))
         return
     if args.store:
         load = os.getloadavg()[0]
@@ -371,7 +476,8 @@ def main() -> None:
         return
     registry = default_registry(entry_points=False)
     warm = generate(20_000, 0)
-    run_backtest(registry.create("sma_cross"), warm, SYMBOLS)  # compile / load the numba loop
+    # compile / load the numba loops (the fill loop, the summary's folds: latency 0 fills)
+    run_backtest(registry.create("sma_cross"), warm, SYMBOLS, SimConfig(entry_latency_us=0))
     chunks = generate(args.ticks, 0)
     total = sum(len(b) for block in chunks for b in block)
     load = os.getloadavg()[0]
@@ -388,7 +494,7 @@ def main() -> None:
     for name, make in runs.items():
         if args.only and name not in args.only:
             continue
-        figures = timed(make(), chunks)
+        figures = timed(make, chunks)
         figures["target_ticks_per_s"] = TARGETS[name]
         out[name] = figures
         print(
@@ -398,7 +504,9 @@ def main() -> None:
             f"{figures['orders']:,} orders, {figures['fills']:,} fills, {figures['seconds']} s "
             f"of which results {figures['results_seconds']} s; the stored form of "
             f"{figures['rows']:,} rows {figures['stored_form_seconds']} s more "
-            f"({figures['with_stored_form_ticks_per_s']:,} ticks/s with it)"
+            f"({figures['with_stored_form_ticks_per_s']:,} ticks/s with it); streamed "
+            f"(rows handed out as it runs, as a session does): "
+            f"{figures['streamed_ticks_per_s']:,} ticks/s"
         )
     if args.only:
         print(json.dumps(out))

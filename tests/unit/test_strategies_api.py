@@ -30,6 +30,7 @@ PUBLIC = {
     "OrderStatus",
     "OrderType",
     "Pacer",
+    "ResultBatch",
     "RunResult",
     "SimConfig",
     "Strategy",

@@ -22,6 +22,7 @@ from ticktape.store.base import (
     UNCHANGED,
     ChangePage,
     Purged,
+    ResultPart,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -85,7 +86,9 @@ TICK_OPERATIONS = frozenset(
 )
 #: Result-store calls, named apart from the tick store's (``ResultStore.write`` is
 #: ``write_results`` here).
-RESULT_OPERATIONS = frozenset({"write_results", "read_results_summary", "read_result_rows"})
+RESULT_OPERATIONS = frozenset(
+    {"write_results", "append_results", "read_results_summary", "read_result_rows"}
+)
 OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS | RESULT_OPERATIONS
 
 
@@ -344,6 +347,12 @@ class InterceptedResultStore(ResultStore):
         i = self._inner
         return await self._f(
             "write_results", i.write, session_id=session_id, results=results, owner=owner
+        )
+
+    async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
+        i = self._inner
+        return await self._f(
+            "append_results", i.append, session_id=session_id, part=part, owner=owner
         )
 
     async def summary(self, session_id: str) -> ResultSummary | None:

@@ -23,7 +23,7 @@ from numba import njit
 
 from ticktape.strategies._canonical import canonical_floats, canonical_ints, encode_str
 from ticktape.strategies._contract import ColumnarStrategy
-from ticktape.strategies._engine import Run
+from ticktape.strategies._engine import FLUSH_ROWS, Run
 from ticktape.strategies._errors import StrategyFailed, StrategyTimeout
 from ticktape.strategies._model import (
     MIN_ORDER_QTY,
@@ -35,7 +35,7 @@ from ticktape.strategies._model import (
     SimConfig,
 )
 from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, pad_levels
-from ticktape.strategies._results import FillArrays, RunResult
+from ticktape.strategies._results import FillArrays, RunResult, Sink
 from ticktape.strategies._simulator import QTY_EPSILON, point_of
 from ticktape.ticks import Float64Array, Int64Array
 
@@ -243,8 +243,10 @@ class ColumnarEngine(Run):
         config: SimConfig,
         *,
         depth: int | None = None,
+        sink: Sink | None = None,
+        flush_rows: int = FLUSH_ROWS,
     ) -> None:
-        super().__init__(symbols, config, depth)
+        super().__init__(symbols, config, depth, sink, flush_rows)
         if config.entry_latency_us < 0:
             raise ValueError("latency must be >= 0")
         self.strategy = strategy
@@ -254,6 +256,7 @@ class ColumnarEngine(Run):
         self._parts_o: list[np.ndarray[Any, Any]] = []
         self._parts_of: list[np.ndarray[Any, Any]] = []
         self._parts_e: list[np.ndarray[Any, Any]] = []
+        self._waiting = 0  # rows in the parts
         n = len(self.symbols)
         self._st_i = np.array(
             [1, 0, -1, 0, 0, config.entry_latency_us, config.equity_interval_us], np.int64
@@ -276,16 +279,56 @@ class ColumnarEngine(Run):
         )
         self._books: tuple[np.ndarray[Any, Any], ...] | None = None
 
-    def result(self, status: str, error: str = "") -> RunResult:
+    def _columns(self, final: bool) -> ColumnarResults:
         # orders arrive in submission order (one latency for all): every arrived order
         # has a lower id than every order still in flight, so this is id order
-        columns = ColumnarResults(
+        none = (np.zeros((0, 5), np.int64), np.zeros(0))
+        return ColumnarResults(
             self.symbols,
             (_stack(self._parts_f, 3, np.float64), _stack(self._parts_fi, 5, np.int64)),
             (_stack(self._parts_o, 6, np.int64), _stack(self._parts_of, 3, np.float64)),
-            self._in_flight(),
+            self._in_flight() if final else none,
             _stack(self._parts_e, 4, np.float64),
         )
+
+    def flush(self, final: bool) -> None:
+        """Hand the rows so far to the stream and drop them (a streamed run); ``final``
+        adds the orders still in flight."""
+        stream = self.stream
+        assert stream is not None
+        columns = self._columns(final)
+        for parts in (self._parts_f, self._parts_fi, self._parts_o, self._parts_of):
+            parts.clear()
+        self._parts_e.clear()
+        self._waiting = 0
+        eq_ts, eq_values = columns.equity_arrays()
+        waiting, self.waiting = self.waiting, True  # the sink's time is not the strategy's
+        try:
+            stream.add(
+                columns.order_lines(),
+                columns.fill_lines(),
+                columns.fill_arrays(),
+                columns.equity_lines(),
+                eq_ts,
+                eq_values,
+            )
+        finally:
+            self.waiting = waiting
+
+    def result(self, status: str, error: str = "") -> RunResult:
+        if self.stream is not None:
+            self.flush(final=True)
+            return RunResult(
+                status=status,
+                stream=self.stream,
+                ticks=self.ticks,
+                first_us=self.first_us,
+                last_us=self.last_us,
+                initial_cash=self.config.initial_cash,
+                equity_interval_us=self.config.equity_interval_us,
+                error=error,
+            ).finish()
+        columns = self._columns(final=True)
         return RunResult(
             status=status,
             columns=columns,
@@ -312,6 +355,8 @@ class ColumnarEngine(Run):
                     break
                 targets = self._call(self.strategy.targets, chunk)
                 self._replay(chunk, np.ascontiguousarray(targets, dtype=np.float64))
+                if self.stream is not None and self._waiting >= self.flush_rows:
+                    self.flush(final=False)
             if self.last_us is not None:
                 last = point_of(
                     self.last_us, float(self._st_f[0]), self._pos.tolist(), self._mark.tolist()
@@ -409,6 +454,7 @@ class ColumnarEngine(Run):
 
     def _collect(self, nf: int, no: int, ne: int) -> None:
         out_f, out_fi, out_o, out_of, out_e = self._out
+        self._waiting += nf + no + ne
         if nf:
             self._parts_f.append(out_f[:nf].copy())
             self._parts_fi.append(out_fi[:nf].copy())
