@@ -336,10 +336,19 @@ async def record_lengths(url: str, lengths: list[int]) -> dict[int, str]:
         await store.close()
 
 
-def memory_lengths(urls: list[str], lengths: list[int], strategies: list[str]) -> dict[str, Any]:
+def memory_lengths(
+    urls: list[str], lengths: list[int], strategies: list[str], compare: str | None = None
+) -> dict[str, Any]:
     """Backtest sessions over recordings of each length read from each store, every run in
-    a child process of its own, so each peak RSS is that run's alone."""
+    a child process of its own, so each peak RSS is that run's alone. With ``compare``
+    (another checkout), each run is made with that checkout's ``src`` too, on the same
+    recording, side by side."""
     from ticktape.redact import redact
+
+    versions: list[tuple[str, dict[str, str]]] = [("this", dict(os.environ))]
+    if compare:
+        other = dict(os.environ, PYTHONPATH=str(Path(compare) / "src"))
+        versions.insert(0, (Path(compare).name, other))
 
     idle = subprocess.run(
         [sys.executable, __file__, "--idle-probe"], capture_output=True, text=True, check=True
@@ -353,19 +362,23 @@ def memory_lengths(urls: list[str], lengths: list[int], strategies: list[str]) -
         rows: dict[str, Any] = {}
         for strategy in strategies:
             for n, source_id in sources.items():
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--session-probe", url, source_id, strategy],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                rows[f"{strategy}/{n}"] = r
-                print(
-                    f"  {redact(url).split(':', 1)[0]:8s} {strategy:13s} {r['ticks']:>11,} ticks: "
-                    f"peak RSS {r['peak_rss_mib']:>7} MiB, {r['ticks_per_s']:,} ticks/s, "
-                    f"{r['orders']} orders, {r['fills']} fills"
-                )
+                for version, env in versions:
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--session-probe", url, source_id, strategy],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        env=env,
+                    )
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    rows[f"{version}/{strategy}/{n}"] = r
+                    print(
+                        f"  {redact(url).split(':', 1)[0]:8s} {version:8s} {strategy:10s} "
+                        f"{r['ticks']:>11,} ticks: peak RSS {r['peak_rss_mib']:>7} MiB, "
+                        f"{r['ticks_per_s']:,} ticks/s in {r['seconds']} s, "
+                        f"{r['orders']} orders, {r['fills']} fills",
+                        flush=True,
+                    )
         out[url.split(":", 1)[0]] = rows
     return out
 
@@ -447,6 +460,9 @@ def main() -> None:
     )
     parser.add_argument("--memory-ticks", default="1000000,3000000,10000000")
     parser.add_argument("--memory-strategy", action="append", help="default: sma_cross")
+    parser.add_argument(
+        "--memory-compare", help="another checkout: each memory run is made with its src too"
+    )
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
@@ -461,7 +477,9 @@ def main() -> None:
         lengths = [int(n) for n in args.memory_ticks.split(",")]
         load = os.getloadavg()[0]
         print(f"load average {load:.1f} on {os.cpu_count()} CPUs")
-        mem = memory_lengths(args.memory_store, lengths, args.memory_strategy or ["sma_cross"])
+        mem = memory_lengths(
+            args.memory_store, lengths, args.memory_strategy or ["sma_cross"], args.memory_compare
+        )
         print(json.dumps({"load_average": load, "memory_by_length": mem}))
         return
     if args.store:

@@ -223,7 +223,10 @@ class StatsOut(BaseModel):
 
 class ResultSummaryOut(BaseModel):
     session_id: str
-    status: str = Field(description="how the run ended: completed, stopped, strategy_error")
+    status: str = Field(
+        description="how the run ended: completed, stopped, strategy_error; partial while it "
+        "runs (or if it never ended): the rows stored so far"
+    )
     hash: str = Field(description="SHA-256 over the orders then the fills (docs/strategies.md)")
     summary: dict[str, Any] = Field(
         description="pnl, return, sharpe, sortino, max_drawdown, fees, turnover, trade_count, "
