@@ -360,7 +360,11 @@ async def record_lengths(url: str, lengths: list[int]) -> dict[int, str]:
 
 
 def memory_lengths(
-    urls: list[str], lengths: list[int], strategies: list[str], compare: str | None = None
+    urls: list[str],
+    lengths: list[int],
+    strategies: list[str],
+    compare: str | None = None,
+    reuse: list[str] | None = None,
 ) -> dict[str, Any]:
     """Backtest sessions over recordings of each length read from each store, every run in
     a child process of its own, so each peak RSS is that run's alone. With ``compare``
@@ -381,7 +385,11 @@ def memory_lengths(
         f"a probe process with everything imported: {out['idle_peak_rss_mib']['peak_rss_mib']} MiB"
     )
     for url in urls:
-        sources = asyncio.run(record_lengths(url, lengths))
+        sources = (
+            dict(zip(lengths, reuse, strict=True))
+            if reuse
+            else asyncio.run(record_lengths(url, lengths))
+        )
         rows: dict[str, Any] = {}
         for strategy in strategies:
             for n, source_id in sources.items():
@@ -390,9 +398,14 @@ def memory_lengths(
                         [sys.executable, __file__, "--session-probe", url, source_id, strategy],
                         capture_output=True,
                         text=True,
-                        check=True,
+                        check=False,
                         env=env,
                     )
+                    if proc.returncode != 0:
+                        tail = proc.stderr.strip().splitlines()[-3:]
+                        rows[f"{version}/{strategy}/{n}"] = {"error": tail}
+                        print(f"  {version} {strategy} {n:,}: the run failed: {tail}", flush=True)
+                        continue
                     r = json.loads(proc.stdout.strip().splitlines()[-1])
                     rows[f"{version}/{strategy}/{n}"] = r
                     print(
@@ -486,6 +499,9 @@ def main() -> None:
     parser.add_argument(
         "--memory-compare", help="another checkout: each memory run is made with its src too"
     )
+    parser.add_argument(
+        "--memory-sources", help="recordings already in the (one) store, an id per length"
+    )
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
@@ -501,7 +517,11 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(f"load average {load:.1f} on {os.cpu_count()} CPUs")
         mem = memory_lengths(
-            args.memory_store, lengths, args.memory_strategy or ["sma_cross"], args.memory_compare
+            args.memory_store,
+            lengths,
+            args.memory_strategy or ["sma_cross"],
+            args.memory_compare,
+            args.memory_sources.split(",") if args.memory_sources else None,
         )
         print(json.dumps({"load_average": load, "memory_by_length": mem}))
         return

@@ -1,5 +1,8 @@
 """QuestDB result store: results of backtest and paper sessions in four non-WAL tables.
 
+Written on a connection of their own (``Connections.results_writer``), so a large
+part never holds up the session log's writes.
+
 QuestDB has no DELETE, so "replace" is done by names: a write appends every row
 under a fresh ``run`` id, then one summary row naming that run and the writer.
 Readers take the newest summary row written by the session's *current* owner and
@@ -60,7 +63,7 @@ class QuestDBResultStore(ResultStore):
             raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
         run = uuid.uuid4().hex
         now = utcnow()
-        async with self._db.writer("write results") as conn:
+        async with self._db.results_writer("write results") as conn:
             for table in ("orders", "fills", "equity"):
                 lines: list[str] = getattr(results, table)
                 name = self._db.prefixed(f"tt_result_{table}")
@@ -136,7 +139,7 @@ class QuestDBResultStore(ResultStore):
         else:
             check_continues(part, 0, 0, 0)  # a new run: the older run's rows are not read
             counts = (0, 0, 0)
-        async with self._db.writer("append results") as conn:
+        async with self._db.results_writer("append results") as conn:
             for table, at in zip(("orders", "fills", "equity"), counts, strict=True):
                 await self._insert_rows(
                     conn, table, session_id, part.run, at, getattr(part, table), now
