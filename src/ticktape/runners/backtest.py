@@ -239,9 +239,11 @@ class BacktestRunner:
             return RunResult(Outcome.LOST)
         if handle.handover.is_set() and results.status == "stopped" and not feed_error:
             return RunResult(Outcome.HANDED_OVER)  # the next owner replays from the start
+        if writer.failed is not None:
+            return RunResult(
+                Outcome.STOPPED, error=f"results could not be stored: {writer.failed}", stats=stats
+            )
         try:
-            if writer.failed is not None:
-                raise writer.failed
             await writer.finish(results)
         except LeaseLost as exc:
             handle.lose(f"results write rejected by the store: {exc}")
@@ -285,7 +287,7 @@ class ResultWriter:
         self.at = (0, 0, 0)  # rows appended per table
         self._queue: queue.Queue[ResultBatch | None] = queue.Queue(WRITE_QUEUE)
         self.lost: LeaseLost | None = None
-        self.failed: StoreError | None = None
+        self.failed: Exception | None = None
 
     def put(self, batch: ResultBatch) -> None:
         """On the engine's thread: blocks while the queue is full (backpressure)."""
@@ -311,7 +313,8 @@ class ResultWriter:
             except LeaseLost as exc:
                 self.lost = exc
                 self._stop.set()
-            except StoreError as exc:
+            except Exception as exc:  # a store failure, or a bug: never leave the run blocked
+                log.exception("appending results of %s failed", self._session_id)
                 self.failed = exc
                 self._stop.set()
 
