@@ -139,6 +139,9 @@ class EventEngine(Run):
 
     def result(self, status: str, error: str = "") -> RunResult:
         sim = self.sim
+        # the results (lines, hash, summary) are the engine's work, not the strategy's:
+        # never under its per-call budget, however long a big run's take
+        self.waiting = True
         if self.stream is not None:
             self.flush(final=True)
             return RunResult(
