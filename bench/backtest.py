@@ -16,8 +16,12 @@ would give them, then replays it through:
 
 Ticks/s count every replayed tick (trades and snapshots) over the engine's wall
 time, merging included, generation excluded: end to end (with the results' hash
-and summary), replay only (without them), and per CPU second of the process (the
-figure to trust on a machine shared with other work; the load average is printed).
+and summary), replay only (without them, as timed by ``RunResult.finish``), with the
+stored form (every row's canonical line, what a store is given), streamed (the rows
+handed out in batches as the run goes, as a backtest session runs; checked equal to
+the unstreamed run), and per CPU second of the process (the figure to trust on a
+machine shared with other work; the load average is printed). ``--only NAME``
+measures only those paths.
 The numba loop is compiled (or loaded from its cache) before timing. Peak RSS is
 sampled in the same process. Last line: JSON.
 
@@ -37,13 +41,25 @@ then
   and the process's peak RSS after it.
 
     .venv/bin/python bench/backtest.py --store sqlite:////tmp/bt.db --store-ticks 10000000
+
+With ``--memory-store URL`` (repeatable) it shows peak memory against the session's
+length: recordings of each ``--memory-ticks`` length (default 1 M, 3 M, 10 M) are
+written to each store, then a backtest session (``--memory-strategy``, default
+``sma_cross``) runs over each in a child process of its own, whose peak RSS (VmHWM)
+is printed beside the others; ``--memory-compare DIR`` runs each also with another
+checkout's ``src`` (e.g. ``git archive main``), on the same recordings.
+
+    .venv/bin/python bench/backtest.py --memory-store sqlite:////tmp/m.db \
+        --memory-store 'questdb://…&prefix=mem_' --memory-compare /tmp/main
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +69,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ticktape.runners.backtest import stored
 from ticktape.strategies import (
     BookTick,
     Context,
@@ -99,15 +116,33 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
+def timed(make: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
     cpu = time.process_time()
     started = time.perf_counter()
-    result = run_backtest(strategy, chunks, SYMBOLS, SimConfig())
+    result = run_backtest(make(), chunks, SYMBOLS, SimConfig())
     elapsed = time.perf_counter() - started
     cpu_s = time.process_time() - cpu
-    again = time.perf_counter()
-    result.finish()  # the results' hash and summary once more, timed on their own
-    results_s = time.perf_counter() - again
+    results_s = getattr(result, "finish_seconds", None)  # hash and summary, timed by the run
+    if results_s is None:  # an older checkout (--compare-src): time them once more
+        again = time.perf_counter()
+        result.finish()
+        results_s = time.perf_counter() - again
+    lines_at = time.perf_counter()
+    form = stored(result)  # the rows as a store is given them (all three tables' lines)
+    lines_s = time.perf_counter() - lines_at
+    # streamed, as a backtest session runs: the rows handed out in batches as it goes
+    batches = [0]
+
+    def sink(batch: Any) -> None:
+        batches[0] += len(batch.orders) + len(batch.fills) + len(batch.equity)
+
+    streamed_s = math.nan
+    if "sink" in inspect.signature(run_backtest).parameters:  # not in older checkouts
+        started = time.perf_counter()
+        streamed = run_backtest(make(), chunks, SYMBOLS, SimConfig(), sink=sink)
+        streamed_s = time.perf_counter() - started
+        rows = len(form.orders) + len(form.fills) + len(form.equity)
+        assert streamed.hash == result.hash and batches[0] == rows
     return {
         "status": result.status,
         "ticks": result.ticks,
@@ -116,6 +151,13 @@ def timed(strategy: Any, chunks: list[list[TickBatch]]) -> dict[str, Any]:
         "cpu_seconds": round(cpu_s, 3),
         "cpu_ticks_per_s": round(result.ticks / cpu_s),
         "results_seconds": round(results_s, 3),
+        "stored_form_seconds": round(lines_s, 3),
+        "with_stored_form_ticks_per_s": round(result.ticks / (elapsed + lines_s)),
+        "streamed_seconds": None if math.isnan(streamed_s) else round(streamed_s, 3),
+        "streamed_ticks_per_s": None
+        if math.isnan(streamed_s)
+        else round(result.ticks / streamed_s),
+        "rows": len(form.orders) + len(form.fills) + len(form.equity),
         "replay_ticks_per_s": round(result.ticks / max(elapsed - results_s, 1e-9)),
         "orders": len(result.orders),
         "fills": len(result.fills),
@@ -281,6 +323,102 @@ async def session_rate(store_url: str, source_id: str, strategy: str) -> dict[st
         await store.close()
 
 
+# ------------------------------------------------------------- memory across session lengths
+
+
+def session_probe(url: str, source_id: str, strategy: str) -> None:
+    """In a fresh process: one backtest session over ``source_id``; its figures and the
+    process's peak RSS (VmHWM) as a JSON line."""
+    print(json.dumps(asyncio.run(session_rate(url, source_id, strategy))))
+
+
+def idle_probe() -> None:
+    """In a fresh process: everything a probe imports and the numba loops loaded, no run."""
+    from ticktape.runners import default_runners  # noqa: F401
+    from ticktape.runtime.supervisor import Supervisor  # noqa: F401
+
+    run_backtest(
+        default_registry(entry_points=False).create("sma_cross"), generate(2_000, 0), SYMBOLS
+    )
+    print(json.dumps({"peak_rss_mib": round(peak_rss_mib(), 1)}))
+
+
+async def record_lengths(url: str, lengths: list[int]) -> dict[int, str]:
+    from ticktape.redact import redact
+    from ticktape.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    try:
+        out = {}
+        for n in lengths:
+            print(f"store {redact(url)}: recording {n:,} ticks")
+            out[n] = await record(store, n)
+        return out
+    finally:
+        await store.close()
+
+
+def memory_lengths(
+    urls: list[str],
+    lengths: list[int],
+    strategies: list[str],
+    compare: str | None = None,
+    reuse: list[str] | None = None,
+) -> dict[str, Any]:
+    """Backtest sessions over recordings of each length read from each store, every run in
+    a child process of its own, so each peak RSS is that run's alone. With ``compare``
+    (another checkout), each run is made with that checkout's ``src`` too, on the same
+    recording, side by side."""
+    from ticktape.redact import redact
+
+    versions: list[tuple[str, dict[str, str]]] = [("this", dict(os.environ))]
+    if compare:
+        other = dict(os.environ, PYTHONPATH=str(Path(compare) / "src"))
+        versions.insert(0, (Path(compare).name, other))
+
+    idle = subprocess.run(
+        [sys.executable, __file__, "--idle-probe"], capture_output=True, text=True, check=True
+    )
+    out: dict[str, Any] = {"idle_peak_rss_mib": json.loads(idle.stdout.splitlines()[-1])}
+    print(
+        f"a probe process with everything imported: {out['idle_peak_rss_mib']['peak_rss_mib']} MiB"
+    )
+    for url in urls:
+        sources = (
+            dict(zip(lengths, reuse, strict=True))
+            if reuse
+            else asyncio.run(record_lengths(url, lengths))
+        )
+        rows: dict[str, Any] = {}
+        for strategy in strategies:
+            for n, source_id in sources.items():
+                for version, env in versions:
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--session-probe", url, source_id, strategy],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                        env=env,
+                    )
+                    if proc.returncode != 0:
+                        tail = proc.stderr.strip().splitlines()[-3:]
+                        rows[f"{version}/{strategy}/{n}"] = {"error": tail}
+                        print(f"  {version} {strategy} {n:,}: the run failed: {tail}", flush=True)
+                        continue
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    rows[f"{version}/{strategy}/{n}"] = r
+                    print(
+                        f"  {redact(url).split(':', 1)[0]:8s} {version:8s} {strategy:10s} "
+                        f"{r['ticks']:>11,} ticks: peak RSS {r['peak_rss_mib']:>7} MiB, "
+                        f"{r['ticks_per_s']:,} ticks/s in {r['seconds']} s, "
+                        f"{r['orders']} orders, {r['fills']} fills",
+                        flush=True,
+                    )
+        out[url.split(":", 1)[0]] = rows
+    return out
+
+
 async def store_bench(
     url: str, ticks: int, source: str | None, read_only: bool = False
 ) -> dict[str, Any]:
@@ -341,10 +479,51 @@ def main() -> None:
         "--read-only", action="store_true", help="with --store: the read rates only, no sessions"
     )
     parser.add_argument("--pacing-seconds", type=float, default=2.0, help="wall time at 100x")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(TARGETS),
+        help="measure only these engine paths (repeatable; no pacing or memory probes)",
+    )
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--session-probe", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--idle-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-store",
+        action="append",
+        help="peak RSS of backtest sessions over recordings of each --memory-ticks length "
+        "read from this store (repeatable), a child process per run",
+    )
+    parser.add_argument("--memory-ticks", default="1000000,3000000,10000000")
+    parser.add_argument("--memory-strategy", action="append", help="default: sma_cross")
+    parser.add_argument(
+        "--memory-compare", help="another checkout: each memory run is made with its src too"
+    )
+    parser.add_argument(
+        "--memory-sources", help="recordings already in the (one) store, an id per length"
+    )
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe)
+        return
+    if args.session_probe:
+        session_probe(*args.session_probe)
+        return
+    if args.idle_probe:
+        idle_probe()
+        return
+    if args.memory_store:
+        lengths = [int(n) for n in args.memory_ticks.split(",")]
+        load = os.getloadavg()[0]
+        print(f"load average {load:.1f} on {os.cpu_count()} CPUs")
+        mem = memory_lengths(
+            args.memory_store,
+            lengths,
+            args.memory_strategy or ["sma_cross"],
+            args.memory_compare,
+            args.memory_sources.split(",") if args.memory_sources else None,
+        )
+        print(json.dumps({"load_average": load, "memory_by_length": mem}))
         return
     if args.store:
         load = os.getloadavg()[0]
@@ -358,7 +537,8 @@ def main() -> None:
         return
     registry = default_registry(entry_points=False)
     warm = generate(20_000, 0)
-    run_backtest(registry.create("sma_cross"), warm, SYMBOLS)  # compile / load the numba loop
+    # compile / load the numba loops (the fill loop, the summary's folds: latency 0 fills)
+    run_backtest(registry.create("sma_cross"), warm, SYMBOLS, SimConfig(entry_latency_us=0))
     chunks = generate(args.ticks, 0)
     total = sum(len(b) for block in chunks for b in block)
     load = os.getloadavg()[0]
@@ -373,7 +553,9 @@ def main() -> None:
         "columnar_sma_cross": lambda: registry.create("sma_cross", form="columnar"),
     }
     for name, make in runs.items():
-        figures = timed(make(), chunks)
+        if args.only and name not in args.only:
+            continue
+        figures = timed(make, chunks)
         figures["target_ticks_per_s"] = TARGETS[name]
         out[name] = figures
         print(
@@ -381,8 +563,19 @@ def main() -> None:
             f"{figures['replay_ticks_per_s']:>11,} replay only (target {TARGETS[name]:,}); "
             f"{figures['cpu_ticks_per_s']:>11,} per CPU second; "
             f"{figures['orders']:,} orders, {figures['fills']:,} fills, {figures['seconds']} s "
-            f"of which results {figures['results_seconds']} s"
+            f"of which results {figures['results_seconds']} s; the stored form of "
+            f"{figures['rows']:,} rows {figures['stored_form_seconds']} s more "
+            f"({figures['with_stored_form_ticks_per_s']:,} ticks/s with it); streamed "
+            f"(rows handed out as it runs, as a session does): "
+            + (
+                "n/a (this checkout has no streamed runs)"
+                if figures["streamed_ticks_per_s"] is None
+                else f"{figures['streamed_ticks_per_s']:,} ticks/s"
+            )
         )
+    if args.only:
+        print(json.dumps(out))
+        return
     out["pacing_100x"] = pacing(args.pacing_seconds, 100.0)
     p = out["pacing_100x"]
     print(

@@ -234,6 +234,7 @@ class FeedEndpoints:
 
 
 STRATEGY_CALL_BUDGET_S = 5.0  # as ticktape.strategies.DEFAULT_CALL_BUDGET_S
+RESULT_BATCH_ROWS = 20_000  # a backtest appends its result rows in batches of about this many
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,8 @@ class Settings:
     strategies_dir: str | None = None  # user strategies (*.py) loaded at start-up
     # TICKTAPE_STRATEGY_BUDGET_S: a strategy call that takes longer fails its session
     strategy_call_budget_s: float = STRATEGY_CALL_BUDGET_S
+    # TICKTAPE_RESULT_BATCH_ROWS: a backtest streams its results in appends of this many rows
+    result_batch_rows: int = RESULT_BATCH_ROWS
     max_body_bytes: int = MAX_BODY_BYTES
     allowed_hosts: tuple[str, ...] = ALLOWED_HOSTS
     protect_reads: bool = False  # TICKTAPE_PROTECT_READS: the token is needed to read too
@@ -295,6 +298,9 @@ class Settings:
             strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,
             strategy_call_budget_s=_env_float(
                 env, "TICKTAPE_STRATEGY_BUDGET_S", STRATEGY_CALL_BUDGET_S
+            ),
+            result_batch_rows=max(
+                1, _env_int(env, "TICKTAPE_RESULT_BATCH_ROWS", RESULT_BATCH_ROWS)
             ),
             max_body_bytes=_env_int(env, "TICKTAPE_MAX_BODY_BYTES", MAX_BODY_BYTES),
             allowed_hosts=_env_hosts(env, "TICKTAPE_ALLOWED_HOSTS"),

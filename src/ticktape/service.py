@@ -433,10 +433,8 @@ class SessionService:
             )
         if len(set(symbols)) != len(symbols):
             raise ValidationError("duplicate symbols", field="symbols")
-        whole = spec.symbols is None and spec.start is None and spec.end is None
         run: dict[str, object] = spec.model_dump(mode="json")
-        # the progress total: the source's final stats equal its stored ticks (invariant 7)
-        run[TICKS_TOTAL] = source.stats.records_collected if whole else None
+        run[TICKS_TOTAL] = await self._replay_total(source, spec, symbols)
         return SessionSpec(
             kind=SessionKind.BACKTEST,
             symbols=symbols,
@@ -448,6 +446,25 @@ class SessionService:
                 strategy_run=json.dumps(run, sort_keys=True),
             ),
         )
+
+    async def _replay_total(
+        self, source: Session, spec: BacktestSpec, symbols: tuple[str, ...]
+    ) -> int:
+        """The ticks the replay will go through: the whole source's count (its final stats
+        equal its stored ticks, invariant 7), or the stored ticks in the narrowed range
+        (the window the runner reads: start <= ts < end, the chosen symbols)."""
+        if spec.symbols is None and spec.start is None and spec.end is None:
+            return source.stats.records_collected
+        span = await self._store.ticks.span(source.id)
+        if span is None:
+            return 0
+        lo = span[0] if spec.start is None else max(span[0], to_us(spec.start))
+        hi = span[1] + 1 if spec.end is None else min(span[1] + 1, to_us(spec.end))
+        if hi <= lo:
+            return 0
+        narrowed = None if spec.symbols is None else symbols
+        counts = await self._store.ticks.count_window(source.id, lo, hi, narrowed)
+        return counts.trades + counts.orderbook
 
     async def results(self, session_id: str) -> ResultSummary | None:
         """The session's results summary; None while it has none (404 for an unknown id)."""

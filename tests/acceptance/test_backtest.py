@@ -3,15 +3,18 @@ SIGKILL mid-replay whose claimed restart gives the uninterrupted run's results."
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.acceptance.conftest import ACCEPTANCE_ENV
 from tests.acceptance.helpers import TERMINAL, assert_valid_history, start_collect, wait_for
 from tests.acceptance.test_cli import cli, cli_json
 from ticktape.strategies import results_hash
-from ticktape.testing import ServerProcess
+from ticktape.testing import ServerProcess, running_server
 
 MM = {"strategy": "market_maker", "params": {"qty": 0.2, "max_inventory": 1.0}}
 
@@ -114,3 +117,45 @@ def test_sigkill_mid_replay_then_the_claimed_restart_gives_the_same_results(
         assert c.get(f"/api/sessions/{victim['id']}/results").json()["hash"] == expected
         assert done["stats"]["records_collected"] == source["stats"]["records_collected"]
         assert_valid_history(c, victim["id"])
+
+
+@pytest.mark.timeout(360)
+def test_results_are_streamed_and_a_crash_keeps_every_whole_part(
+    store_url: str, tmp_path: Path
+) -> None:
+    env = {**ACCEPTANCE_ENV, "TICKTAPE_RESULT_BATCH_ROWS": "100"}
+    with running_server(store_url, tmp_path, env=env) as server:
+        with httpx.Client(base_url=server.url, timeout=30.0) as c:
+            source = record(c)
+            reference = backtest(c, source["id"])
+            wait_for(c, reference["id"], lambda s: s["status"] == "completed", what="reference")
+            orders, fills = (
+                all_rows(c, reference["id"], "orders"),
+                all_rows(c, reference["id"], "fills"),
+            )
+            # paced at 0.5 x exchange time: the 3 s recording takes about 6 s to replay
+            victim = backtest(c, source["id"], speed=0.5)
+            deadline = time.monotonic() + 60
+            while True:  # results appear while it runs: the parts appended so far
+                partial = c.get(f"/api/sessions/{victim['id']}/results")
+                if partial.status_code == 200 and partial.json()["fills"] > 0:
+                    break
+                assert time.monotonic() < deadline, "no results part appended while running"
+                time.sleep(0.05)
+            assert partial.json()["status"] == "partial" and partial.json()["hash"] == ""
+        server.kill()
+        server.start()  # the same instance reaps its dead incarnation's session
+        with httpx.Client(base_url=server.url, timeout=30.0) as c:
+            done = wait_for(
+                c, victim["id"], lambda s: s["status"] in TERMINAL, timeout_s=60, what="reaping"
+            )
+            assert done["status"] == "failed", done
+            kept = c.get(f"/api/sessions/{victim['id']}/results").json()
+            assert kept["status"] == "partial"
+            kept_orders = all_rows(c, victim["id"], "orders")
+            kept_fills = all_rows(c, victim["id"], "fills")
+            # exactly the whole parts appended before the kill: a prefix of the full run's
+            assert (len(kept_orders), len(kept_fills)) == (kept["orders"], kept["fills"])
+            assert 0 < len(kept_fills) < len(fills)
+            assert kept_orders == orders[: len(kept_orders)]
+            assert kept_fills == fills[: len(kept_fills)]

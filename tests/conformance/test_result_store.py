@@ -14,8 +14,14 @@ from tests.conformance.test_tick_store import BASE_US, OWNER, books, trades
 from ticktape.domain import Session, SessionStatus
 from ticktape.errors import LeaseLost, ValidationError
 from ticktape.store import Store
-from ticktape.store.base import ResultRow, StoredResults, TickQuery
-from ticktape.ticks import BookBatch, TradeBatch
+from ticktape.store.base import (
+    PARTIAL_RESULTS,
+    ResultPart,
+    ResultRow,
+    StoredResults,
+    TickQuery,
+)
+from ticktape.ticks import BookBatch, TickCounts, TradeBatch
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 StartSession = Callable[..., Session]
@@ -142,6 +148,133 @@ def test_results_seen_from_another_handle(
     assert [r.body for r in run(other_handle.results.rows(s.id, "fills"))] == written.fills
 
 
+# --------------------------------------------------------------------------- append
+
+
+def _part(run_id: str, written: StoredResults, at: tuple[int, int, int], size: int) -> ResultPart:
+    """Rows ``at`` .. ``at + size`` of each table of ``written`` as one part of ``run_id``."""
+    o, f, e = at
+    return ResultPart(
+        run_id,
+        written.orders[o : o + size],
+        written.fills[f : f + size],
+        written.equity[e : e + size],
+        orders_at=o,
+        fills_at=f,
+        equity_at=e,
+    )
+
+
+def _append_all(
+    store: Store, run: Run, session_id: str, run_id: str, written: StoredResults, size: int
+) -> None:
+    at = (0, 0, 0)
+    tables = (written.orders, written.fills, written.equity)
+    while any(n < len(t) for n, t in zip(at, tables, strict=True)):
+        part = _part(run_id, written, at, size)
+        run(store.results.append(session_id, part, owner=OWNER))
+        at = (at[0] + len(part.orders), at[1] + len(part.fills), at[2] + len(part.equity))
+        summary = run(store.results.summary(session_id))
+        assert summary is not None and summary.status == PARTIAL_RESULTS
+        assert (summary.orders, summary.fills, summary.equity) == at  # whole parts, so far
+        assert len(run(store.results.rows(session_id, "equity", limit=10_000))) == at[2]
+    last = ResultPart(
+        run_id,
+        [],
+        [],
+        [],
+        orders_at=at[0],
+        fills_at=at[1],
+        equity_at=at[2],
+        status=written.status,
+        summary=written.summary,
+        hash=written.hash,
+    )
+    run(store.results.append(session_id, last, owner=OWNER))
+
+
+def test_appended_parts_read_back_as_one_write(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    written = _results(23)
+    _append_all(store, run, s.id, "run-1", written, 4)
+    summary = run(store.results.summary(s.id))
+    assert summary is not None
+    assert (summary.hash, summary.status, summary.summary) == ("h-a", "completed", written.summary)
+    assert (summary.orders, summary.fills, summary.equity) == (23, 11, 25)
+    for table in ("orders", "fills", "equity"):
+        rows = run(store.results.rows(s.id, table, limit=10_000))
+        assert [r.body for r in rows] == getattr(written, table)
+        assert [r.seq for r in rows] == list(range(len(rows)))
+    paged = run(store.results.rows(s.id, "orders", after=9, limit=3))
+    assert [r.seq for r in paged] == [10, 11, 12]
+
+
+def test_a_new_run_replaces_an_older_runs_rows_and_a_write_replaces_both(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    first = _results(15, "first")
+    run(store.results.append(s.id, _part("run-1", first, (0, 0, 0), 10), owner=OWNER))
+    second = _results(6, "second")
+    _append_all(store, run, s.id, "run-2", second, 2)  # a claimed replay starts over
+    assert [r.body for r in run(store.results.rows(s.id, "orders"))] == second.orders
+    summary = run(store.results.summary(s.id))
+    assert summary is not None and summary.hash == "h-second" and summary.orders == 6
+    third = _results(3, "third")
+    run(store.results.write(s.id, third, owner=OWNER))
+    assert [r.body for r in run(store.results.rows(s.id, "fills"))] == third.fills
+    _append_all(store, run, s.id, "run-3", second, 5)  # and appends replace a write
+    assert [r.body for r in run(store.results.rows(s.id, "equity"))] == second.equity
+
+
+def test_a_part_must_continue_its_run_and_a_retried_part_changes_nothing(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    written = _results(12)
+    one = _part("run-1", written, (0, 0, 0), 4)
+    run(store.results.append(s.id, one, owner=OWNER))
+    run(store.results.append(s.id, one, owner=OWNER))  # the same part again: a retry
+    with pytest.raises(ValidationError):  # a gap
+        run(store.results.append(s.id, _part("run-1", written, (8, 4, 8), 2), owner=OWNER))
+    with pytest.raises(ValidationError):  # a new run must start at zero
+        run(store.results.append(s.id, _part("run-2", written, (4, 4, 4), 2), owner=OWNER))
+    summary = run(store.results.summary(s.id))
+    assert summary is not None and (summary.orders, summary.fills, summary.equity) == (4, 4, 4)
+    assert [r.body for r in run(store.results.rows(s.id, "orders"))] == written.orders[:4]
+
+
+def test_appends_are_fenced_by_owner_and_status(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER)
+    written = _results(6)
+    with pytest.raises(LeaseLost):
+        run(store.results.append(s.id, _part("r", written, (0, 0, 0), 3), owner="someone"))
+    assert run(store.results.summary(s.id)) is None
+    run(store.results.append(s.id, _part("r", written, (0, 0, 0), 3), owner=OWNER))
+    current = run(store.sessions.get_session(s.id))
+    run(
+        store.sessions.transition(
+            s.id,
+            expected_version=current.version,
+            to_status=SessionStatus.FAILED,
+            actor="test",
+            reason="error",
+        )
+    )
+    with pytest.raises(LeaseLost):
+        run(store.results.append(s.id, _part("r", written, (3, 3, 3), 3), owner=OWNER))
+    # the rows flushed before the owner died stay readable, marked partial
+    summary = run(store.results.summary(s.id))
+    assert summary is not None and summary.status == PARTIAL_RESULTS and summary.orders == 3
+    assert [r.body for r in run(store.results.rows(s.id, "orders"))] == written.orders[:3]
+    with pytest.raises(LeaseLost):
+        run(store.results.append("no-such", _part("r", written, (0, 0, 0), 1), owner=OWNER))
+
+
 # --------------------------------------------------------------------------- read_window
 
 
@@ -204,6 +337,36 @@ def test_read_window_symbols_and_empty(
     odd = ("E'TH_USDT", "%s", "tt_trades", "ETH_USDT' OR '1'='1")
     assert run(store.ticks.read_window(s.id, BASE_US, BASE_US + 10**9, odd)) == []
     assert run(store.ticks.read_window("no-such-session", BASE_US, BASE_US + 10**9)) == []
+
+
+def test_count_window_counts_what_read_window_returns(
+    store: Store, run: Run, running_session: StartSession
+) -> None:
+    s = running_session(owner=OWNER, symbols=("BTC_USDT", "ETH_USDT"))
+    _write_ticks(store, run, s.id)
+    ranges = [
+        (BASE_US, BASE_US + 10**9),
+        (BASE_US + 7_000, BASE_US + 31_000),
+        (BASE_US + 7_001, BASE_US + 7_002),
+        (BASE_US - 10**6, BASE_US),
+    ]
+    for lo, hi in ranges:
+        for symbols in (None, ("ETH_USDT",), ("BTC_USDT", "ETH_USDT"), ()):
+            got = run(store.ticks.read_window(s.id, lo, hi, symbols))
+            counted = run(store.ticks.count_window(s.id, lo, hi, symbols))
+            expected = TickCounts(
+                sum(len(x) for x in got if isinstance(x, TradeBatch)),
+                sum(len(x) for x in got if isinstance(x, BookBatch)),
+            )
+            assert counted == expected, (lo, hi, symbols)
+    whole = run(store.ticks.count_window(s.id, BASE_US, BASE_US + 10**9))
+    assert whole == run(store.ticks.count(s.id)) and whole.orderbook > 0
+    assert run(store.ticks.count_window(s.id, BASE_US, BASE_US + 10**9, ("ETH_USDT",))) == (
+        TickCounts(30, 6)
+    )
+    odd = ("E'TH_USDT", "%s", "tt_trades")
+    assert run(store.ticks.count_window(s.id, BASE_US, BASE_US + 10**9, odd)) == TickCounts()
+    assert run(store.ticks.count_window("no-such", BASE_US, BASE_US + 10**9)) == TickCounts()
 
 
 def _window_rows(

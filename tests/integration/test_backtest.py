@@ -92,8 +92,8 @@ def play(run: Run, tmp_path: Path) -> Callable[[Callable[[Any], Any]], None]:
             # the built-ins and a strategy that fails, for these tests
             async with instances(settings, default_runners(registry())) as add:
 
-                async def add_node(name: str = "a") -> Instance:
-                    node: Instance = await add(name)
+                async def add_node(name: str = "a", **overrides: Any) -> Instance:
+                    node: Instance = await add(name, **overrides)
                     return node
 
                 await body(add_node)
@@ -154,6 +154,52 @@ def test_a_stopped_backtest_keeps_its_results_up_to_the_stop(
         # the results are those of a run over exactly the ticks it replayed
         events = await node.raw.results.rows(session.id, "equity", limit=10_000)
         assert events  # sampled at least at the end
+
+    play(body)
+
+
+def test_results_are_appended_while_the_replay_runs_and_equal_a_direct_run(
+    play: Callable[..., None],
+) -> None:
+    blocks = sim_blocks(20_000, rate_per_s=100.0)  # 100 s of exchange time per symbol
+
+    async def body(add: Any) -> None:
+        node = await add(result_batch_rows=50)
+        source = await record_source(node.raw, blocks)
+        session = await start_backtest(node, source, speed=20.0)  # ~5 s of replay
+
+        async def partial_results() -> bool:
+            found = await node.raw.results.summary(session.id)
+            return found is not None and found.status == "partial" and found.fills > 0
+
+        await eventually(partial_results, timeout_s=30, what="results appended mid-replay")
+        done = await wait_status(node, session.id, SessionStatus.COMPLETED, timeout_s=60)
+        summary = await node.raw.results.summary(session.id)
+        assert summary is not None and summary.status == "completed"
+        expected, _ticks = reference_hash(blocks, speed=20.0)
+        assert summary.hash == expected == await stored_hash(node, session.id)
+        assert done.stats.records_collected == source.stats.records_collected
+
+    play(body)
+
+
+def test_a_results_store_failure_ends_the_run_with_the_reason_never_a_hang(
+    play: Callable[..., None],
+) -> None:
+    blocks = sim_blocks(20_000, rate_per_s=100.0)
+
+    async def body(add: Any) -> None:
+        node = await add(result_batch_rows=50)
+        source = await record_source(node.raw, blocks)
+        node.store.fail("append_results", times=None, when=lambda part, **_: part.orders_at > 0)
+        session = await start_backtest(node, source, speed=20.0)
+        done = await wait_status(node, session.id, SessionStatus.FAILED, timeout_s=60)
+        events = await node.raw.sessions.list_events(session.id)
+        assert "results could not be stored" in (events[-1].detail or "")
+        # the first part stays: rows of whole parts, marked partial
+        summary = await node.raw.results.summary(session.id)
+        assert summary is not None and summary.status == "partial" and summary.orders > 0
+        assert done.stats.records_collected < source.stats.records_collected
 
     play(body)
 

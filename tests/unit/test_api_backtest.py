@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -58,6 +59,45 @@ def test_a_backtest_is_created_from_its_source_and_strategy(api: ApiHarness, sou
     assert session["stats"]["ticks_total"] == recorded
     assert session["stats"]["progress"] == 0.0
     assert api.runtime.launched == [session["id"]]
+
+
+def _stored_ticks(api: ApiHarness, source: str, lo: int, hi: int, symbols: Any) -> int:
+    batches = api.run(api.store.ticks.read_window(source, lo, hi, symbols))
+    return sum(len(b) for b in batches)
+
+
+def test_a_narrowed_backtest_totals_the_ticks_it_will_replay(api: ApiHarness, source: str) -> None:
+    span = api.run(api.store.ticks.span(source))
+    assert span is not None
+    first, last = span
+    whole = _stored_ticks(api, source, first, last + 1, None)
+    mid = first + (last - first) // 3
+    end = first + 2 * (last - first) // 3
+    cases: list[tuple[dict[str, Any], int, int, Any]] = [
+        ({"symbols": ["ETH_USDT"]}, first, last + 1, ("ETH_USDT",)),
+        ({"start": _iso(mid)}, mid, last + 1, None),
+        ({"end": _iso(end)}, first, end, None),
+        ({"symbols": ["BTC_USDT"], "start": _iso(mid), "end": _iso(end)}, mid, end, ("BTC_USDT",)),
+    ]
+    for change, lo, hi, symbols in cases:
+        body = {"kind": "backtest", "source_session": source, "strategy": "sma_cross", **change}
+        created = api.http.post("/api/sessions", json=body)
+        assert created.status_code == 201, created.text
+        stats = created.json()["stats"]
+        expected = _stored_ticks(api, source, lo, hi, symbols)
+        assert 0 < expected < whole, change  # really narrower than the source
+        assert stats["ticks_total"] == expected, change
+        assert stats["progress"] == 0.0
+    # a range with no ticks: nothing to replay, no progress total
+    after = {"kind": "backtest", "source_session": source, "strategy": "sma_cross"}
+    created = api.http.post("/api/sessions", json=after | {"start": _iso(last + 1_000_000)})
+    assert created.status_code == 201, created.text
+    assert created.json()["stats"]["ticks_total"] is None
+
+
+def _iso(us: int) -> str:
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    return at.isoformat().replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize(

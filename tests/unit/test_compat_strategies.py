@@ -79,7 +79,11 @@ def test_trading_page_backtest_maps_every_field(api: ApiHarness, source: str) ->
         "config.max_position_size": 1000,
         "name": "backtest_1764489600000",
     }
-    assert session["stats"]["ticks_total"] is None  # one symbol of two: not the whole source
+    # one symbol of two: the total is that symbol's ticks, not the whole source's
+    narrowed = api.run(api.store.ticks.count_window(source, 0, 2**62, ("BTC_USDT",)))
+    whole = api.run(api.store.sessions.get_session(source)).stats.records_collected
+    assert session["stats"]["ticks_total"] == narrowed.trades + narrowed.orderbook
+    assert 0 < session["stats"]["ticks_total"] < whole
     assert api.runtime.launched[-1] == session["id"]
 
 

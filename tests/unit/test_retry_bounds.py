@@ -123,10 +123,12 @@ def _arguments(operation: str) -> dict[str, Any]:
         "read_gaps": sid,
         "read_times": sid | {"symbol": "BTC_USDT", "data_type": DataType.TRADES},
         "read_window": sid | {"start_us": 0, "end_us": 1},
+        "count_window": sid | {"start_us": 0, "end_us": 1},
         "span": sid,
         "trade_span": sid | {"symbol": "BTC_USDT"},
         "trade_buckets": {"query": TickQuery("s-1", symbol="BTC_USDT"), "width_us": 1_000_000},
         "write_results": sid | {"results": None, "owner": "me"},
+        "append_results": sid | {"part": None, "owner": "me"},
         "read_results_summary": sid,
         "read_result_rows": sid | {"table": "orders"},
     }
@@ -136,6 +138,7 @@ def _arguments(operation: str) -> dict[str, Any]:
 #: The result store's methods, by the operation names the store wrappers give them.
 RESULT_METHODS = {
     "write_results": "write",
+    "append_results": "append",
     "read_results_summary": "summary",
     "read_result_rows": "rows",
 }

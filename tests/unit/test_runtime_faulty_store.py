@@ -153,7 +153,7 @@ def test_every_contract_method_can_be_faulted() -> None:
         for name, member in vars(ResultStore).items()
         if not name.startswith("_") and inspect.iscoroutinefunction(member)
     }
-    assert results == {"write", "summary", "rows"}
+    assert results == {"write", "append", "summary", "rows"}
     assert public | RESULT_OPERATIONS == OPERATIONS
 
 

@@ -25,14 +25,19 @@ from ticktape.strategies import (
 from .strategy_data import SYMBOLS, T0, Scripted, books, sim_blocks, trades
 
 
-def test_the_results_hash_is_sha256_of_canonical_lines() -> None:
+def test_the_results_hash_is_sha256_of_the_tables_hashes() -> None:
     orders = [{"b": 1.0, "a": -0.0, "c": None, "s": "x"}]
-    fills = [{"price": 0.1, "qty": 3}]
-    expected = hashlib.sha256(
-        b'orders\n{"a":0.0,"b":1.0,"c":null,"s":"x"}\nfills\n{"price":0.1,"qty":3}\n'
-    ).hexdigest()
+    fills = [{"price": 0.1, "qty": 3}, {"price": 2.5, "qty": 1}]
+    o = hashlib.sha256(b'{"a":0.0,"b":1.0,"c":null,"s":"x"}\n').hexdigest()
+    f = hashlib.sha256(b'{"price":0.1,"qty":3}\n{"price":2.5,"qty":1}\n').hexdigest()
+    expected = hashlib.sha256(f"orders\n{o}\nfills\n{f}\n".encode()).hexdigest()
     assert results_hash(orders, fills) == expected
     assert results_hash(orders, []) != results_hash([], orders)
+    empty = hashlib.sha256(b"").hexdigest()
+    assert (
+        results_hash([], [])
+        == hashlib.sha256(f"orders\n{empty}\nfills\n{empty}\n".encode()).hexdigest()
+    )
 
 
 def test_the_summary_figures_on_a_hand_computed_round_trip() -> None:

@@ -212,7 +212,8 @@ class StatsOut(BaseModel):
     records_collected: int
     errors: int
     ticks_total: int | None = Field(
-        default=None, description="backtest: ticks to replay (null: not known up front)"
+        default=None,
+        description="backtest: ticks to replay, of the chosen symbols and range (null: none)",
     )
     progress: float | None = Field(default=None, description="backtest: replayed / total")
     eta_s: float | None = Field(
@@ -222,7 +223,10 @@ class StatsOut(BaseModel):
 
 class ResultSummaryOut(BaseModel):
     session_id: str
-    status: str = Field(description="how the run ended: completed, stopped, strategy_error")
+    status: str = Field(
+        description="how the run ended: completed, stopped, strategy_error; partial while it "
+        "runs (or if it never ended): the rows stored so far"
+    )
     hash: str = Field(description="SHA-256 over the orders then the fills (docs/strategies.md)")
     summary: dict[str, Any] = Field(
         description="pnl, return, sharpe, sortino, max_drawdown, fees, turnover, trade_count, "

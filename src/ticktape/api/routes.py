@@ -359,11 +359,11 @@ async def export_session(
 
 @router.get("/{session_id}/results", response_model=ResultSummaryOut)
 async def session_results(session_id: str, service: Service) -> ResultSummaryOut:
-    """A backtest's results summary and hash (404 ``results_not_found`` until it has any:
-    they are written when the run ends)."""
+    """A backtest's results summary and hash (404 ``results_not_found`` until it has any;
+    status ``partial`` while the run is still appending them)."""
     found = await service.results(session_id)
     if found is None:
-        raise ResultsNotFound(session_id, "results are stored when a backtest ends")
+        raise ResultsNotFound(session_id, "results are stored as the backtest runs")
     return ResultSummaryOut(
         session_id=found.session_id,
         status=found.status,

@@ -8,17 +8,24 @@ holds a few windows, never the recording.
 
 Progress: the session's stats count the ticks replayed so far (trades and
 book snapshots), published by the heartbeat like a collect session's counts; the
-API adds the total (the source's final stats) and an ETA. At the end — the source
-exhausted (``completed``/``source_exhausted``), a stop (``stopped``, results up to
-there) or the strategy failing (``failed``/``strategy_error``, traceback in the
-event) — the results are written in one write fenced by the session's owner, then
-the supervisor writes the end with the final stats = ticks replayed.
+API adds the total (``ticks_total``, counted when the session was created) and an ETA.
 
-A run that loses its lease writes nothing. On shutdown of a resumable session, or
-a claim after its owner died, the run is not continued from a checkpoint: the
-claiming instance replays again **from the beginning** and its write replaces
-anything stored before, so the final results equal an uninterrupted run's
-(invariant 9).
+Results are **streamed**: the engine hands out its rows in batches of about
+``TICKTAPE_RESULT_BATCH_ROWS`` (20,000) as it runs (ended orders in id order, fills, equity points)
+and :class:`ResultWriter` appends each to the store (``ResultStore.append``, fenced by
+the owner) through a queue of :data:`WRITE_QUEUE` batches, so neither the recording
+nor the results sit in memory. At the end — the source exhausted
+(``completed``/``source_exhausted``), a stop (``stopped``, results up to there) or
+the strategy failing (``failed``/``strategy_error``, traceback in the event) — a last
+part records how the run ended, its summary and hash; then the supervisor writes the
+end with the final stats = ticks replayed. Until then the results read as
+``partial``: the rows of every whole part appended so far (also what a crash leaves).
+
+A run that loses its lease stops and writes nothing more. On shutdown of a resumable
+session, or a claim after its owner died, the run is not continued from a
+checkpoint: the claiming instance replays again **from the beginning** under a new
+run token, whose first part replaces anything stored before, so the final results
+equal an uninterrupted run's (invariant 9).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import logging
 import math
 import queue
 import threading
+import uuid
 from collections.abc import Iterator
 
 from ticktape.config import Settings
@@ -38,15 +46,15 @@ from ticktape.metrics import Metrics
 from ticktape.runners.replay import read_chunks
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
-from ticktape.store.base import Store, StoredResults
+from ticktape.store.base import PARTIAL_RESULTS, ResultPart, Store, StoredResults
 from ticktape.store.rules import to_us
 from ticktape.store.transitions import note
 from ticktape.strategies import (
     BacktestSpec,
     Chunk,
     LiveSource,
+    ResultBatch,
     StrategyRegistry,
-    canonical_line,
     merge_chunk,
     run_backtest,
 )
@@ -56,6 +64,7 @@ from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 log = logging.getLogger(__name__)
 
 QUEUE_CHUNKS = 4  # windows read ahead of the engine
+WRITE_QUEUE = 2  # result batches waiting for the store before the engine waits
 PUT_POLL_S = 0.2  # the feeder re-checks the stop flag this often while the queue is full
 
 
@@ -194,8 +203,10 @@ class BacktestRunner:
             stop.set()
             live.abort()
 
+        writer = ResultWriter(self._store, session.id, self._owner, stop)
         feeding = asyncio.create_task(feeder(), name=f"replay-read-{session.id}")
         watcher = asyncio.create_task(watch(), name=f"replay-watch-{session.id}")
+        writing = asyncio.create_task(writer.drain(), name=f"replay-results-{session.id}")
         try:
             results: Results = await asyncio.to_thread(
                 run_backtest,
@@ -207,6 +218,8 @@ class BacktestRunner:
                 stop=stop,
                 seed=spec.seed,
                 call_budget_s=self._settings.strategy_call_budget_s,
+                sink=writer.put,
+                flush_rows=self._settings.result_batch_rows,
             )
         finally:
             stop.set()
@@ -214,17 +227,24 @@ class BacktestRunner:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             await asyncio.gather(feeding, return_exceptions=True)
+            await writer.close()
+            await asyncio.gather(writing, return_exceptions=True)
         replayed = consumed.final(results.ticks)
         handle.written = replayed
         stats = Stats(replayed.trades, replayed.orderbook, 0)
         if handle.lost.is_set():
             return RunResult(Outcome.LOST)
-        if feed_error:
-            return RunResult(Outcome.STOPPED, error=feed_error[0], stats=stats)
-        if handle.handover.is_set() and results.status == "stopped":
+        if writer.lost is not None:
+            handle.lose(f"results write rejected by the store: {writer.lost}")
+            return RunResult(Outcome.LOST)
+        if handle.handover.is_set() and results.status == "stopped" and not feed_error:
             return RunResult(Outcome.HANDED_OVER)  # the next owner replays from the start
+        if writer.failed is not None:
+            return RunResult(
+                Outcome.STOPPED, error=f"results could not be stored: {writer.failed}", stats=stats
+            )
         try:
-            await self._store.results.write(session.id, stored(results), owner=self._owner)
+            await writer.finish(results)
         except LeaseLost as exc:
             handle.lose(f"results write rejected by the store: {exc}")
             return RunResult(Outcome.LOST)
@@ -232,6 +252,8 @@ class BacktestRunner:
             return RunResult(
                 Outcome.STOPPED, error=f"results could not be stored: {exc}", stats=stats
             )
+        if feed_error:
+            return RunResult(Outcome.STOPPED, error=feed_error[0], stats=stats)
         if results.status == "strategy_error":
             return RunResult(
                 Outcome.STOPPED,
@@ -244,12 +266,86 @@ class BacktestRunner:
         return RunResult(Outcome.STOPPED, stats=stats)
 
 
+class ResultWriter:
+    """A run's result batches streamed to the store as the run makes them.
+
+    The engine's thread hands each batch to :meth:`put` (``run_backtest``'s sink); a
+    queue of :data:`WRITE_QUEUE` batches holds them until :meth:`drain` has appended
+    them (``ResultStore.append``, fenced by the owner) — a slower store holds the run
+    back, memory stays bounded. A rejected append (lease lost) or a store failure sets
+    ``stop``: the run ends and later batches are dropped. :meth:`finish` appends the
+    last part: how the run ended, its summary and hash. Readers see whole parts only;
+    rows flushed before a crash stay, as ``partial`` results.
+    """
+
+    def __init__(self, store: Store, session_id: str, owner: str, stop: threading.Event):
+        self._store = store
+        self._session_id = session_id
+        self._owner = owner
+        self._stop = stop
+        self.run = uuid.uuid4().hex  # a fresh run: its first part replaces older results
+        self.at = (0, 0, 0)  # rows appended per table
+        self._queue: queue.Queue[ResultBatch | None] = queue.Queue(WRITE_QUEUE)
+        self.lost: LeaseLost | None = None
+        self.failed: Exception | None = None
+
+    def put(self, batch: ResultBatch) -> None:
+        """On the engine's thread: blocks while the queue is full (backpressure)."""
+        while self.lost is None and self.failed is None:
+            try:
+                self._queue.put(batch, timeout=PUT_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._queue.put, None)
+
+    async def drain(self) -> None:
+        while True:
+            batch = await asyncio.to_thread(self._queue.get)
+            if batch is None:
+                return
+            if self.lost is not None or self.failed is not None:
+                continue  # the run is stopping: nothing more is stored
+            try:
+                await self._append(batch.orders, batch.fills, batch.equity)
+            except LeaseLost as exc:
+                self.lost = exc
+                self._stop.set()
+            except Exception as exc:  # a store failure, or a bug: never leave the run blocked
+                log.exception("appending results of %s failed", self._session_id)
+                self.failed = exc
+                self._stop.set()
+
+    async def _append(
+        self,
+        orders: list[str],
+        fills: list[str],
+        equity: list[str],
+        status: str = PARTIAL_RESULTS,
+        summary: str = "{}",
+        hash_: str = "",
+    ) -> None:
+        o, f, e = self.at
+        part = ResultPart(
+            self.run, orders, fills, equity, o, f, e, status=status, summary=summary, hash=hash_
+        )
+        await self._store.results.append(self._session_id, part, owner=self._owner)
+        self.at = (o + len(orders), f + len(fills), e + len(equity))
+
+    async def finish(self, results: Results) -> None:
+        """The last part: no rows (all went before), how the run ended, summary, hash."""
+        summary = json.dumps(_finite(results.summary), sort_keys=True, allow_nan=False)
+        await self._append([], [], [], results.status, summary, results.hash)
+
+
 def stored(results: Results) -> StoredResults:
     """A run's results in the store's form: canonical JSON lines, the summary, the hash."""
     return StoredResults(
-        orders=[o.canonical() for o in results.orders],
-        fills=[f.canonical() for f in results.fills],
-        equity=[canonical_line(p.to_dict()) for p in results.equity],
+        orders=results.order_lines(),
+        fills=results.fill_lines(),
+        equity=results.equity_lines(),
         summary=json.dumps(_finite(results.summary), sort_keys=True, allow_nan=False),
         hash=results.hash,
         status=results.status,

@@ -179,6 +179,37 @@ class StoredResults:
     status: str
 
 
+#: ``ResultSummary.status`` of results still being written (a run in progress, or one
+#: whose owner died): the rows of every whole part appended so far.
+PARTIAL_RESULTS: Final = "partial"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPart:
+    """A batch of a run's results, appended as the run goes (:meth:`ResultStore.append`).
+
+    ``run`` names the run (a fresh token per replay). Each list's lines continue that
+    table: the first has seq ``*_at`` (the rows of the run's earlier parts). The last
+    part of a run carries how it ended (``status``), its summary and hash; earlier
+    parts have status :data:`PARTIAL_RESULTS`.
+    """
+
+    run: str
+    orders: list[str]
+    fills: list[str]
+    equity: list[str]
+    orders_at: int = 0
+    fills_at: int = 0
+    equity_at: int = 0
+    status: str = PARTIAL_RESULTS
+    summary: str = "{}"
+    hash: str = ""
+
+    @property
+    def starts_run(self) -> bool:
+        return self.orders_at == self.fills_at == self.equity_at == 0
+
+
 @dataclass(frozen=True, slots=True)
 class ResultSummary:
     """What :meth:`ResultStore.summary` returns: the summary and the size of each table."""
@@ -628,6 +659,18 @@ class TickStore(abc.ABC):
         an empty window, gives ``[]``.
         """
 
+    @abc.abstractmethod
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        """Visible trades and order-book snapshots with ``start_us <= ts < end_us``, only
+        of ``symbols`` when given: the ticks :meth:`read_window` would return over that
+        range (a narrowed replay's total). An unknown session gives zeros."""
+
     async def span(self, session_id: str) -> tuple[int, int] | None:
         """Exchange times (us) of the session's oldest and newest visible tick, or None."""
         first = [
@@ -730,8 +773,23 @@ class ResultStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
+        """Add ``part``'s rows to the session's results and make them visible with it.
+
+        Fenced like :meth:`write`. A part of a run other than the stored one (``run``)
+        must start it (every ``*_at`` 0) and replaces everything stored before; a part
+        of the stored run must continue its rows exactly (``*_at`` = the rows stored),
+        else :class:`~ticktape.errors.ValidationError` and nothing changes. The
+        summary then has the part's status, summary and hash and the rows' counts.
+        Readers see whole parts only: rows are returned only below the summary's
+        counts, so a part that failed half-way is never shown (its retry stores the
+        same rows again, idempotently). On return they are durable and visible.
+        """
+
+    @abc.abstractmethod
     async def summary(self, session_id: str) -> ResultSummary | None:
-        """The session's stored results summary, or None if it has none."""
+        """The session's stored results summary, or None if it has none (status
+        :data:`PARTIAL_RESULTS` while a run is still appending, or if it never ended)."""
 
     @abc.abstractmethod
     async def rows(

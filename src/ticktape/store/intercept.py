@@ -22,6 +22,7 @@ from ticktape.store.base import (
     UNCHANGED,
     ChangePage,
     Purged,
+    ResultPart,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -77,6 +78,7 @@ TICK_OPERATIONS = frozenset(
         "read_gaps",
         "read_times",
         "read_window",
+        "count_window",
         "span",
         "trade_span",
         "trade_buckets",
@@ -84,7 +86,9 @@ TICK_OPERATIONS = frozenset(
 )
 #: Result-store calls, named apart from the tick store's (``ResultStore.write`` is
 #: ``write_results`` here).
-RESULT_OPERATIONS = frozenset({"write_results", "read_results_summary", "read_result_rows"})
+RESULT_OPERATIONS = frozenset(
+    {"write_results", "append_results", "read_results_summary", "read_result_rows"}
+)
 OPERATIONS = SESSION_OPERATIONS | TICK_OPERATIONS | RESULT_OPERATIONS
 
 
@@ -309,6 +313,22 @@ class InterceptedTickStore(TickStore):
             symbols=symbols,
         )
 
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        return await self._f(
+            "count_window",
+            self._inner.count_window,
+            session_id=session_id,
+            start_us=start_us,
+            end_us=end_us,
+            symbols=symbols,
+        )
+
     async def trade_span(self, session_id: str, symbol: str) -> tuple[datetime, datetime] | None:
         i = self._inner
         return await self._f("trade_span", i.trade_span, session_id=session_id, symbol=symbol)
@@ -327,6 +347,12 @@ class InterceptedResultStore(ResultStore):
         i = self._inner
         return await self._f(
             "write_results", i.write, session_id=session_id, results=results, owner=owner
+        )
+
+    async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
+        i = self._inner
+        return await self._f(
+            "append_results", i.append, session_id=session_id, part=part, owner=owner
         )
 
     async def summary(self, session_id: str) -> ResultSummary | None:

@@ -8,7 +8,7 @@ says for that operation (``RetryPolicy.attempts``). Nothing above the store retr
 a transient error; callers only decide again after a lost compare-and-set.
 
 A call that changes a session (``transition``, ``claim``, ``seal``, ``write``,
-``write_results``) and
+``write_results``, ``append_results``) and
 needed retries is recorded in that session's history once it succeeded
 (``store_retried``: which call, how many transient errors, the last one) — best
 effort, one attempt, never changing the call's answer.
@@ -35,7 +35,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: Calls whose retries are recorded in the session's history once they succeed.
-NOTED_OPERATIONS = frozenset({"transition", "claim", "seal", "write", "write_results"})
+NOTED_OPERATIONS = frozenset(
+    {"transition", "claim", "seal", "write", "write_results", "append_results"}
+)
 
 
 def _session_of(operation: str, kwargs: dict[str, Any]) -> str | None:

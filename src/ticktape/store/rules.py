@@ -11,7 +11,7 @@ from typing import Final
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
 from ticktape.errors import InvalidTransition, TransitionRace, ValidationError, clip
-from ticktape.store.base import MAX_DATA_LIMIT, TradeBucket, Unchanged
+from ticktape.store.base import MAX_DATA_LIMIT, ResultPart, TradeBucket, Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -232,3 +232,24 @@ def load_progress(stored: str | None) -> dict[str, Stats]:
         sid: Stats(int(entry[0]), int(entry[1]), int(entry[2]))
         for sid, entry in json.loads(stored).items()
     }
+
+
+def check_continues(part: ResultPart, orders: int, fills: int, equity: int) -> bool:
+    """Whether ``part`` (:meth:`ResultStore.append`) is to be applied over ``orders`` /
+    ``fills`` / ``equity`` rows of its run: True if it continues them, False if it is
+    the last part already applied (a retry: nothing to do), else ValidationError."""
+    starts = (part.orders_at, part.fills_at, part.equity_at)
+    if starts == (orders, fills, equity):
+        return True
+    ends = (
+        part.orders_at + len(part.orders),
+        part.fills_at + len(part.fills),
+        part.equity_at + len(part.equity),
+    )
+    if ends == (orders, fills, equity):
+        return False
+    raise ValidationError(
+        f"results part of run {clip(part.run)!r} starts at rows {starts}, but "
+        f"{(orders, fills, equity)} are stored",
+        field="results",
+    )

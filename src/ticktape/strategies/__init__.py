@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ticktape.strategies._canonical import canonical_line
+from ticktape.strategies._canonical import canonical_floats, canonical_ints, canonical_line
 from ticktape.strategies._columnar import ColumnarEngine
 from ticktape.strategies._contract import (
     ColumnarStrategy,
@@ -28,7 +28,7 @@ from ticktape.strategies._contract import (
     Strategy,
     StrategyParams,
 )
-from ticktape.strategies._engine import EventEngine, Run
+from ticktape.strategies._engine import FLUSH_ROWS, EventEngine, Run
 from ticktape.strategies._errors import InvalidParams, StrategyFailed, UnknownStrategy
 from ticktape.strategies._guard import DEFAULT_CALL_BUDGET_S, run_guarded
 from ticktape.strategies._model import (
@@ -53,7 +53,7 @@ from ticktape.strategies._registry import (
     default_registry,
 )
 from ticktape.strategies._replay import Chunk, LiveSource, MergedChunk, Pacer, merge_chunk
-from ticktape.strategies._results import RunResult, results_hash, summarize
+from ticktape.strategies._results import ResultBatch, RunResult, Sink, results_hash, summarize
 from ticktape.strategies._spec import BacktestSpec, PaperSpec, validate_backtest, validate_paper
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "OrderType",
     "Pacer",
     "PaperSpec",
+    "ResultBatch",
     "RunResult",
     "SimConfig",
     "Strategy",
@@ -89,6 +90,8 @@ __all__ = [
     "StrategySpec",
     "TradeTick",
     "UnknownStrategy",
+    "canonical_floats",
+    "canonical_ints",
     "canonical_line",
     "default_registry",
     "merge_chunk",
@@ -112,6 +115,8 @@ def run_backtest(
     stop: threading.Event | None = None,
     pacer: Pacer | None = None,
     seed: int = 0,
+    sink: Sink | None = None,
+    flush_rows: int = FLUSH_ROWS,
 ) -> RunResult:
     """Replay ``source`` (consecutive chunks of tick batches) through ``strategy``.
 
@@ -119,15 +124,25 @@ def run_backtest(
     (``stopped``: results up to there) or the strategy fails (``strategy_error``).
     ``speed`` 0 replays as fast as possible, N at N x exchange time. ``seed`` seeds
     the strategy's ``rng``: the same inputs and seed give the same results hash.
+
+    With ``sink`` the run is **streamed**: its rows go to ``sink`` (on the run's
+    thread) in :class:`ResultBatch` es of about ``flush_rows`` rows as it runs, and the
+    result holds only their counts, the hash and the summary — the same as an
+    unstreamed run's. ``sink`` may block (backpressure); that time is not the
+    strategy's.
     """
     config = config or SimConfig()
     strategy.rng = np.random.default_rng(seed)
     engine: Run
     if isinstance(strategy, ColumnarStrategy):
-        columnar = ColumnarEngine(strategy, symbols, config, depth=depth)
+        columnar = ColumnarEngine(
+            strategy, symbols, config, depth=depth, sink=sink, flush_rows=flush_rows
+        )
         engine, body_run, partial = columnar, columnar.run, columnar.result
     else:
-        event = EventEngine(strategy, symbols, config, depth=depth)
+        event = EventEngine(
+            strategy, symbols, config, depth=depth, sink=sink, flush_rows=flush_rows
+        )
         engine, body_run, partial = event, event.run, event.result
     if stop is not None:
         engine.stop = stop

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ticktape.strategies._canonical import canonical_floats, canonical_ints, encode_str
 from ticktape.strategies._contract import ColumnarStrategy
-from ticktape.strategies._engine import Run
+from ticktape.strategies._engine import FLUSH_ROWS, Run
 from ticktape.strategies._errors import StrategyFailed, StrategyTimeout
 from ticktape.strategies._model import (
     MIN_ORDER_QTY,
@@ -34,8 +35,9 @@ from ticktape.strategies._model import (
     SimConfig,
 )
 from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, pad_levels
-from ticktape.strategies._results import RunResult
+from ticktape.strategies._results import FillArrays, RunResult, Sink
 from ticktape.strategies._simulator import QTY_EPSILON, point_of
+from ticktape.ticks import Float64Array, Int64Array
 
 MAX_IN_FLIGHT = 1 << 16  # market orders submitted and not yet arrived, per run
 OUT_CAPACITY = 1 << 16  # fills / orders / equity points buffered per loop call
@@ -241,14 +243,20 @@ class ColumnarEngine(Run):
         config: SimConfig,
         *,
         depth: int | None = None,
+        sink: Sink | None = None,
+        flush_rows: int = FLUSH_ROWS,
     ) -> None:
-        super().__init__(symbols, config, depth)
+        super().__init__(symbols, config, depth, sink, flush_rows)
         if config.entry_latency_us < 0:
             raise ValueError("latency must be >= 0")
         self.strategy = strategy
-        self.orders: list[Order] = []
-        self.fills: list[Fill] = []
-        self.equity: list[EquityPoint] = []
+        # output rows of the loop, kept as arrays (see ColumnarResults)
+        self._parts_f: list[np.ndarray[Any, Any]] = []
+        self._parts_fi: list[np.ndarray[Any, Any]] = []
+        self._parts_o: list[np.ndarray[Any, Any]] = []
+        self._parts_of: list[np.ndarray[Any, Any]] = []
+        self._parts_e: list[np.ndarray[Any, Any]] = []
+        self._waiting = 0  # rows in the parts
         n = len(self.symbols)
         self._st_i = np.array(
             [1, 0, -1, 0, 0, config.entry_latency_us, config.equity_interval_us], np.int64
@@ -271,13 +279,62 @@ class ColumnarEngine(Run):
         )
         self._books: tuple[np.ndarray[Any, Any], ...] | None = None
 
+    def _columns(self, final: bool) -> ColumnarResults:
+        # orders arrive in submission order (one latency for all): every arrived order
+        # has a lower id than every order still in flight, so this is id order
+        none = (np.zeros((0, 5), np.int64), np.zeros(0))
+        return ColumnarResults(
+            self.symbols,
+            (_stack(self._parts_f, 3, np.float64), _stack(self._parts_fi, 5, np.int64)),
+            (_stack(self._parts_o, 6, np.int64), _stack(self._parts_of, 3, np.float64)),
+            self._in_flight() if final else none,
+            _stack(self._parts_e, 4, np.float64),
+        )
+
+    def flush(self, final: bool) -> None:
+        """Hand the rows so far to the stream and drop them (a streamed run); ``final``
+        adds the orders still in flight."""
+        stream = self.stream
+        assert stream is not None
+        columns = self._columns(final)
+        for parts in (self._parts_f, self._parts_fi, self._parts_o, self._parts_of):
+            parts.clear()
+        self._parts_e.clear()
+        self._waiting = 0
+        eq_ts, eq_values = columns.equity_arrays()
+        waiting, self.waiting = self.waiting, True  # the sink's time is not the strategy's
+        try:
+            stream.add(
+                columns.order_lines(),
+                columns.fill_lines(),
+                columns.fill_arrays(),
+                columns.equity_lines(),
+                eq_ts,
+                eq_values,
+            )
+        finally:
+            self.waiting = waiting
+
     def result(self, status: str, error: str = "") -> RunResult:
-        orders = sorted(self.orders + self._in_flight(), key=lambda o: o.order_id)
+        # the results (lines, hash, summary) are the engine's work, not the strategy's:
+        # never under its per-call budget, however long a big run's take
+        self.waiting = True
+        if self.stream is not None:
+            self.flush(final=True)
+            return RunResult(
+                status=status,
+                stream=self.stream,
+                ticks=self.ticks,
+                first_us=self.first_us,
+                last_us=self.last_us,
+                initial_cash=self.config.initial_cash,
+                equity_interval_us=self.config.equity_interval_us,
+                error=error,
+            ).finish()
+        columns = self._columns(final=True)
         return RunResult(
             status=status,
-            orders=orders,
-            fills=list(self.fills),
-            equity=list(self.equity),
+            columns=columns,
             ticks=self.ticks,
             first_us=self.first_us,
             last_us=self.last_us,
@@ -301,11 +358,14 @@ class ColumnarEngine(Run):
                     break
                 targets = self._call(self.strategy.targets, chunk)
                 self._replay(chunk, np.ascontiguousarray(targets, dtype=np.float64))
+                if self.stream is not None and self._waiting >= self.flush_rows:
+                    self.flush(final=False)
             if self.last_us is not None:
-                self.equity.append(
-                    point_of(
-                        self.last_us, float(self._st_f[0]), self._pos.tolist(), self._mark.tolist()
-                    )
+                last = point_of(
+                    self.last_us, float(self._st_f[0]), self._pos.tolist(), self._mark.tolist()
+                )
+                self._parts_e.append(
+                    np.array([[last.ts_us, last.equity, last.cash, last.gross_exposure]])
                 )
         except StrategyFailed as exc:
             return self.result("strategy_error", str(exc))
@@ -397,55 +457,192 @@ class ColumnarEngine(Run):
 
     def _collect(self, nf: int, no: int, ne: int) -> None:
         out_f, out_fi, out_o, out_of, out_e = self._out
-        names = self.symbols
-        for (fid, oid, s, side, ts), (px, qty, fee) in zip(
-            out_fi[:nf].tolist(), out_f[:nf].tolist(), strict=True
-        ):
-            self.fills.append(Fill(fid, oid, names[s], side, px, qty, fee, "taker", ts))
-        for (oid, s, side, sub, due, code), (qty, filled, notional) in zip(
-            out_o[:no].tolist(), out_of[:no].tolist(), strict=True
-        ):
-            status = _STATUS[code]
-            reason = _REASON[code]
-            if code == 4:
-                reason = "book depth exhausted" if filled > 0 else "no liquidity"
-            self.orders.append(
-                Order(
-                    oid,
-                    names[s],
-                    side,
-                    OrderType.MARKET,
-                    qty,
-                    None,
-                    False,
-                    sub,
-                    status,
-                    active_us=due,
-                    done_us=due,
-                    filled_qty=filled,
-                    notional=notional,
-                    reason=reason,
-                )
-            )
-        for ts, eq, cash, expo in out_e[:ne].tolist():
-            self.equity.append(EquityPoint(int(ts), eq, cash, expo))
+        self._waiting += nf + no + ne
+        if nf:
+            self._parts_f.append(out_f[:nf].copy())
+            self._parts_fi.append(out_fi[:nf].copy())
+        if no:
+            self._parts_o.append(out_o[:no].copy())
+            self._parts_of.append(out_of[:no].copy())
+        if ne:
+            self._parts_e.append(out_e[:ne].copy())
 
-    def _in_flight(self) -> list[Order]:
+    def _in_flight(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Market orders submitted and not arrived: (rows of pq_i, their quantities)."""
         st = self._st_i
-        cap = MAX_IN_FLIGHT
-        out = []
-        for j in range(int(st[3]), int(st[4])):
-            oid, s, side, sub, _due = self._pq_i[j % cap].tolist()
-            out.append(
-                Order(
-                    oid,
-                    self.symbols[s],
-                    side,
-                    OrderType.MARKET,
-                    float(self._pq_f[j % cap]),
-                    None,
-                    False,
-                    sub,
-                )
+        slots = np.arange(int(st[3]), int(st[4])) % MAX_IN_FLIGHT
+        return self._pq_i[slots], self._pq_f[slots]
+
+
+def _stack(parts: list[np.ndarray[Any, Any]], width: int, dtype: Any) -> np.ndarray[Any, Any]:
+    if not parts:
+        return np.zeros((0, width), dtype)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+_FILL_LINE = (
+    '{{"fee":{},"fill_id":{},"liquidity":"taker","order_id":{},"price":{},"qty":{},'
+    '"side":"{}","symbol":{},"ts_us":{}}}'
+)
+_ORDER_LINE = (
+    '{{"active_us":{},"avg_price":{},"cancel_requested_us":null,"done_us":{},'
+    '"filled_qty":{},"order_id":{},"post_only":false,"price":null,"qty":{},"reason":{},'
+    '"side":"{}","status":"{}","submitted_us":{},"symbol":{},"type":"market"}}'
+)
+_SIDE = {1: "buy", -1: "sell"}
+
+
+class ColumnarResults:
+    """A columnar run's orders, fills and equity points as arrays (``ResultColumns``).
+
+    Canonical lines are built column by column (one ``repr`` per float, one format per
+    row) — the same bytes as ``Order.canonical`` / ``Fill.canonical`` — and the objects
+    only when asked for.
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        fills: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+        orders: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+        in_flight: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+        equity: np.ndarray[Any, Any],
+    ) -> None:
+        self.symbols = tuple(symbols)
+        self.f, self.fi = fills
+        self.o, self.of = orders
+        self.pending_i, self.pending_q = in_flight
+        self.e = equity
+
+    def fill_arrays(self) -> FillArrays:
+        fi, f = self.fi, self.f
+        return FillArrays(
+            np.ascontiguousarray(fi[:, 2]),
+            np.ascontiguousarray(fi[:, 3]),
+            np.ascontiguousarray(f[:, 0]),
+            np.ascontiguousarray(f[:, 1]),
+            np.ascontiguousarray(f[:, 2]),
+            np.ascontiguousarray(fi[:, 4]),
+        )
+
+    def equity_arrays(self) -> tuple[Int64Array, Float64Array]:
+        return self.e[:, 0].astype(np.int64), np.ascontiguousarray(self.e[:, 1])
+
+    def _names(self, sym: np.ndarray[Any, Any]) -> list[str]:
+        encoded = [encode_str(s) for s in self.symbols]
+        return [encoded[s] for s in sym.tolist()]
+
+    def fill_lines(self) -> list[str]:
+        fi, f = self.fi, self.f
+        return list(
+            map(
+                _FILL_LINE.format,
+                canonical_floats(f[:, 2]),
+                canonical_ints(fi[:, 0]),
+                canonical_ints(fi[:, 1]),
+                canonical_floats(f[:, 0]),
+                canonical_floats(f[:, 1]),
+                [_SIDE[v] for v in fi[:, 3].tolist()],
+                self._names(fi[:, 2]),
+                canonical_ints(fi[:, 4]),
             )
-        return out
+        )
+
+    def order_lines(self) -> list[str]:
+        o, of = self.o, self.of
+        filled = of[:, 1]
+        avg = [
+            "null" if q <= 0 else a
+            for q, a in zip(
+                filled.tolist(),
+                canonical_floats(
+                    np.divide(of[:, 2], filled, out=np.zeros(len(filled)), where=filled > 0)
+                ),
+                strict=True,
+            )
+        ]
+        reasons = [
+            encode_str(_reason(code, q))
+            for code, q in zip(o[:, 5].tolist(), filled.tolist(), strict=True)
+        ]
+        done = list(
+            map(
+                _ORDER_LINE.format,
+                canonical_ints(o[:, 4]),
+                avg,
+                canonical_ints(o[:, 4]),
+                canonical_floats(filled),
+                canonical_ints(o[:, 0]),
+                canonical_floats(of[:, 0]),
+                reasons,
+                [_SIDE[v] for v in o[:, 2].tolist()],
+                [_STATUS[c].value for c in o[:, 5].tolist()],
+                canonical_ints(o[:, 3]),
+                self._names(o[:, 1]),
+            )
+        )
+        # still in flight at the end: submitted, later ids than every arrived order
+        return done + [order.canonical() for order in self._pending()]
+
+    def equity_lines(self) -> list[str]:
+        e = self.e
+        return list(
+            map(
+                '{{"cash":{},"equity":{},"gross_exposure":{},"ts_us":{}}}'.format,
+                canonical_floats(e[:, 2]),
+                canonical_floats(e[:, 1]),
+                canonical_floats(e[:, 3]),
+                canonical_ints(e[:, 0].astype(np.int64)),
+            )
+        )
+
+    def fills(self) -> list[Fill]:
+        names = self.symbols
+        return [
+            Fill(fid, oid, names[s], side, px, qty, fee, "taker", ts)
+            for (fid, oid, s, side, ts), (px, qty, fee) in zip(
+                self.fi.tolist(), self.f.tolist(), strict=True
+            )
+        ]
+
+    def orders(self) -> list[Order]:
+        names = self.symbols
+        done = [
+            Order(
+                oid,
+                names[s],
+                side,
+                OrderType.MARKET,
+                qty,
+                None,
+                False,
+                sub,
+                _STATUS[code],
+                active_us=due,
+                done_us=due,
+                filled_qty=filled,
+                notional=notional,
+                reason=_reason(code, filled),
+            )
+            for (oid, s, side, sub, due, code), (qty, filled, notional) in zip(
+                self.o.tolist(), self.of.tolist(), strict=True
+            )
+        ]
+        return done + self._pending()
+
+    def _pending(self) -> list[Order]:
+        return [
+            Order(oid, self.symbols[s], side, OrderType.MARKET, qty, None, False, sub)
+            for (oid, s, side, sub, _due), qty in zip(
+                self.pending_i.tolist(), self.pending_q.tolist(), strict=True
+            )
+        ]
+
+    def equity(self) -> list[EquityPoint]:
+        return [EquityPoint(int(ts), eq, cash, expo) for ts, eq, cash, expo in self.e.tolist()]
+
+
+def _reason(code: int, filled: float) -> str:
+    if code == 4:
+        return "book depth exhausted" if filled > 0 else "no liquidity"
+    return _REASON[code]

@@ -14,23 +14,41 @@ import threading
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+
+from ticktape.strategies._canonical import canonical_line
 from ticktape.strategies._contract import Strategy
 from ticktape.strategies._errors import StrategyFailed, StrategyTimeout
 from ticktape.strategies._model import BookTick, SimConfig, TradeTick
 from ticktape.strategies._replay import KIND_TRADE, Chunk, MergedChunk, Pacer
 from ticktape.strategies._replay import merged_chunks as _merged
-from ticktape.strategies._results import RunResult
+from ticktape.strategies._results import FillArrays, ResultStream, RunResult, Sink
 from ticktape.strategies._simulator import FillSimulator
 
 PROGRESS_EVERY_MASK = 1023  # at full speed: progress and the stop flag every 1024 ticks
+FLUSH_ROWS = 20_000  # a streamed run hands its rows out once this many are waiting
 
 
 class Run:
     """State every engine shares with its guard: progress and a stop flag."""
 
-    def __init__(self, symbols: Sequence[str], config: SimConfig, depth: int | None) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        config: SimConfig,
+        depth: int | None,
+        sink: Sink | None = None,
+        flush_rows: int = FLUSH_ROWS,
+    ) -> None:
         self.symbols = tuple(symbols)
         self.config = config
+        # a streamed run: rows go to ``sink`` in batches as the run goes, not kept
+        self.stream = (
+            None
+            if sink is None
+            else ResultStream(sink, config.initial_cash, config.equity_interval_us, len(symbols))
+        )
+        self.flush_rows = flush_rows
         self.depth = depth  # book levels replayed; None: as deep as the data
         self.ticks = 0  # replayed so far: the guard's sign of progress
         self.waiting = True  # reading the source or pacing: not the strategy's time
@@ -73,14 +91,69 @@ class EventEngine(Run):
         config: SimConfig,
         *,
         depth: int | None = None,
+        sink: Sink | None = None,
+        flush_rows: int = FLUSH_ROWS,
     ) -> None:
-        super().__init__(symbols, config, depth)
+        super().__init__(symbols, config, depth, sink, flush_rows)
         self.strategy = strategy
         self.sim = FillSimulator(symbols, config)
         self._counted = 0  # ticks of the current chunk already added to ``ticks``
+        self._orders_out = 0  # orders handed out (a streamed run): a prefix of sim.orders
+
+    def flush(self, final: bool) -> None:
+        """Hand the rows that are final to the stream: ended orders up to the first one
+        still open (every order, at the end), fills and equity points; fills and points
+        are dropped. Orders stay in the simulator for ``ctx.order`` lookups."""
+        stream = self.stream
+        assert stream is not None
+        sim = self.sim
+        orders = sim.orders
+        k = self._orders_out
+        if final:
+            k = len(orders)
+        else:
+            while k < len(orders) and orders[k].is_done:
+                k += 1
+        order_lines = [o.canonical() for o in orders[self._orders_out : k]]
+        self._orders_out = k
+        fills = list(sim.fills)
+        del sim.fills[:]
+        points = list(sim.equity_points)
+        del sim.equity_points[:]
+        waiting, self.waiting = self.waiting, True  # the sink's time is not the strategy's
+        try:
+            stream.add(
+                order_lines,
+                [f.canonical() for f in fills],
+                FillArrays.of(fills, self.symbols),
+                [canonical_line(p.to_dict()) for p in points],
+                np.array([p.ts_us for p in points], np.int64),
+                np.array([p.equity for p in points], np.float64),
+            )
+        finally:
+            self.waiting = waiting
+
+    def _waiting_rows(self) -> int:
+        sim = self.sim
+        return len(sim.fills) + len(sim.equity_points) + len(sim.orders) - self._orders_out
 
     def result(self, status: str, error: str = "") -> RunResult:
         sim = self.sim
+        # the results (lines, hash, summary) are the engine's work, not the strategy's:
+        # never under its per-call budget, however long a big run's take
+        self.waiting = True
+        if self.stream is not None:
+            self.flush(final=True)
+            return RunResult(
+                status=status,
+                stream=self.stream,
+                ticks=self.ticks,
+                first_us=self.first_us,
+                last_us=self.last_us,
+                initial_cash=self.config.initial_cash,
+                equity_interval_us=self.config.equity_interval_us,
+                error=error,
+            ).finish()
         return RunResult(
             status=status,
             orders=list(sim.orders),
@@ -104,6 +177,8 @@ class EventEngine(Run):
                 if not self._replay(chunk, pacer):
                     completed = False
                     break
+                if self.stream is not None and self._waiting_rows() >= self.flush_rows:
+                    self.flush(final=False)
             if self.last_us is not None:
                 sim.set_time(self.last_us)
                 sim.sample(self.last_us)

@@ -72,7 +72,8 @@ class FillSimulator:
         self.books: list[BookTick | None] = [None] * n
         self.orders: list[Order] = []
         self._open: dict[int, Order] = {}  # not done yet, in id order
-        self.fills: list[Fill] = []
+        self.fills: list[Fill] = []  # a streamed run hands them out and empties it
+        self.fill_count = 0
         self.new_fills: list[Fill] = []  # not yet given to the strategy's on_fill
         self.equity_points: list[EquityPoint] = []
         self.resting: list[list[_Resting]] = [[] for _ in range(n)]
@@ -287,8 +288,9 @@ class FillSimulator:
         self._pend[s] -= order.side * qty
         order.filled_qty += qty
         order.notional += notional
+        self.fill_count += 1
         fill = Fill(
-            len(self.fills) + 1,
+            self.fill_count,
             order.order_id,
             order.symbol,
             order.side,

@@ -24,6 +24,7 @@ from ticktape.store.base import (
     UNCHANGED,
     ChangePage,
     Purged,
+    ResultPart,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -47,6 +48,7 @@ from ticktape.store.rules import (
     apply_transition,
     bucket_trades,
     check_bucket_query,
+    check_continues,
     check_limit,
     decode_cursor,
     effective,
@@ -91,6 +93,7 @@ class _State:
     gaps: dict[tuple[str, str, str, int, str], Gap] = field(default_factory=dict)
     # session -> (results, when written)
     results: dict[str, tuple[StoredResults, datetime]] = field(default_factory=dict)
+    result_runs: dict[str, str] = field(default_factory=dict)  # run of appended results
     # instance leases: owner -> (lease, published progress)
     instances: dict[str, tuple[datetime, dict[str, Stats]]] = field(default_factory=dict)
 
@@ -562,6 +565,26 @@ class MemoryTickStore(TickStore):
         )
         return bucket_trades([(ts, px, qty) for ts, _tid, px, qty in rows], width_us, query.limit)
 
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        wanted = None if symbols is None else set(symbols)
+
+        def within(sid: str, sym: str, ts: int) -> bool:
+            return (
+                sid == session_id and start_us <= ts < end_us and (wanted is None or sym in wanted)
+            )
+
+        trades = sum(
+            1 for (sid, sym, _t), (ts, *_r) in self._s.trades.items() if within(sid, sym, ts)
+        )
+        books = sum(1 for sid, sym, ts in self._s.books if within(sid, sym, ts))
+        return TickCounts(trades, books)
+
     async def read_window(
         self,
         session_id: str,
@@ -636,6 +659,37 @@ class MemoryResultStore(ResultStore):
             if session is None or session.is_terminal or session.owner != owner:
                 raise LeaseLost(session_id, owner, "results write rejected")
             self._s.results[session_id] = (results, utcnow())
+            self._s.result_runs.pop(session_id, None)
+
+    async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
+        async with self._s.lock:
+            session = self._s.sessions.get(session_id)
+            if session is None or session.is_terminal or session.owner != owner:
+                raise LeaseLost(session_id, owner, "results write rejected")
+            found = self._s.results.get(session_id)
+            same_run = found is not None and self._s.result_runs.get(session_id) == part.run
+            if same_run:
+                assert found is not None
+                stored = found[0]
+                n = (len(stored.orders), len(stored.fills), len(stored.equity))
+                if not check_continues(part, *n):
+                    return  # a retry of the part stored last
+                orders, fills, equity = stored.orders, stored.fills, stored.equity
+            else:
+                check_continues(part, 0, 0, 0)
+                orders, fills, equity = [], [], []
+            self._s.results[session_id] = (
+                StoredResults(
+                    orders=[*orders, *part.orders],
+                    fills=[*fills, *part.fills],
+                    equity=[*equity, *part.equity],
+                    summary=part.summary,
+                    hash=part.hash,
+                    status=part.status,
+                ),
+                utcnow(),
+            )
+            self._s.result_runs[session_id] = part.run
 
     async def summary(self, session_id: str) -> ResultSummary | None:
         found = self._s.results.get(session_id)

@@ -342,13 +342,17 @@ LATE_READ_CANCEL_S = 2.0  # close() waits this long at most for cancelled late r
 
 class Connections:
     """One connection for session-log writes (serialised here, so this process never
-    collides with itself on the table writer) and a small pool for reads."""
+    collides with itself on the table writer), one for results writes (a backtest's
+    parts, which can be large, never hold up the session log: transitions, leases),
+    and a small pool for reads."""
 
     def __init__(self, address: QuestDBAddress) -> None:
         self.address = address
         self.tick_tables = tuple(self.prefixed(t) for t in TICK_TABLES)
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._write_lock = asyncio.Lock()
+        self._results: psycopg.AsyncConnection[Any] | None = None
+        self._results_lock = asyncio.Lock()
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
@@ -426,6 +430,7 @@ class Connections:
             await asyncio.wait(late, timeout=LATE_READ_CANCEL_S)
         self._all.clear()
         self._writer = None
+        self._results = None
         self._readers = asyncio.Queue()
         self._opened = 0
 
@@ -464,6 +469,28 @@ class Connections:
                     await _close_quietly(conn)
                 else:
                     self._readers.put_nowait(conn)
+
+    @asynccontextmanager
+    async def results_writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The results write connection, one user at a time (the results tables are not
+        WAL: one writer each); opened on first use, reconnects if broken. Failures count
+        as write failures (:attr:`health`) as the session-log writer's do."""
+        async with self._results_lock:
+            try:
+                if self._results is None or self._results.closed:
+                    self._results = await self._connect()
+                try:
+                    yield self._results
+                except psycopg.Error as exc:
+                    if self._results.closed or isinstance(exc, psycopg.OperationalError):
+                        await _close_quietly(self._results)
+                        self._results = None
+                    raise ERRORS.translate(exc, what) from exc
+            except StoreUnavailable as exc:
+                self.health.failed(exc)
+                raise
+            else:
+                self.health.succeeded()
 
     @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

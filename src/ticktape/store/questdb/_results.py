@@ -1,5 +1,8 @@
 """QuestDB result store: results of backtest and paper sessions in four non-WAL tables.
 
+Written on a connection of their own (``Connections.results_writer``), so a large
+part never holds up the session log's writes.
+
 QuestDB has no DELETE, so "replace" is done by names: a write appends every row
 under a fresh ``run`` id, then one summary row naming that run and the writer.
 Readers take the newest summary row written by the session's *current* owner and
@@ -13,13 +16,15 @@ owner token, which is no longer the session's owner, so its results are ignored.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ticktape.domain import ACTIVE_STATUSES, utcnow
 from ticktape.errors import LeaseLost
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
     MAX_DATA_LIMIT,
+    ResultPart,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -27,7 +32,7 @@ from ticktape.store.base import (
     StoredResults,
 )
 from ticktape.store.questdb._db import ERRORS, Connections
-from ticktape.store.rules import check_limit
+from ticktape.store.rules import check_continues, check_limit
 
 INSERT_ROWS = 500  # rows per multi-row INSERT statement
 
@@ -58,7 +63,7 @@ class QuestDBResultStore(ResultStore):
             raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
         run = uuid.uuid4().hex
         now = utcnow()
-        async with self._db.writer("write results") as conn:
+        async with self._db.results_writer("write results") as conn:
             for table in ("orders", "fills", "equity"):
                 lines: list[str] = getattr(results, table)
                 name = self._db.prefixed(f"tt_result_{table}")
@@ -90,6 +95,74 @@ class QuestDBResultStore(ResultStore):
                         len(results.orders),
                         len(results.fills),
                         len(results.equity),
+                        now,
+                    ],
+                )
+
+    async def _insert_rows(
+        self,
+        conn: Any,
+        table: str,
+        session_id: str,
+        run: str,
+        at: int,
+        lines: list[str],
+        now: datetime,
+    ) -> None:
+        name = self._db.prefixed(f"tt_result_{table}")
+        for start in range(0, len(lines), INSERT_ROWS):
+            part = lines[start : start + INSERT_ROWS]
+            values = ", ".join("(%s, %s, %s, %s, %s)" for _ in part)
+            params: list[object] = []
+            for n, line in enumerate(part, at + start):
+                params.extend([session_id, run, n, line, now])
+            with ERRORS.wrap("append results"):
+                await conn.execute(
+                    f"INSERT INTO {name} (session_id, run, seq, body, ts) VALUES {values}", params
+                )
+
+    async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
+        found = await self._session(session_id)
+        active = {s.value for s in ACTIVE_STATUSES}
+        if found is None or found[0] not in active or found[1] != owner:
+            detail = "unknown session" if found is None else f"status {found[0]}, owner {found[1]}"
+            raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+        current = await self._current(session_id)
+        now = utcnow()
+        if current is not None and current[0] == part.run:
+            s = current[1]
+            if not check_continues(part, s.orders, s.fills, s.equity):
+                return  # a retry of the part stored last
+            counts = (s.orders, s.fills, s.equity)
+            # the newest summary row is the current one: never two at the same instant
+            now = max(now, s.written_at + timedelta(microseconds=1))
+        else:
+            check_continues(part, 0, 0, 0)  # a new run: the older run's rows are not read
+            counts = (0, 0, 0)
+        async with self._db.results_writer("append results") as conn:
+            for table, at in zip(("orders", "fills", "equity"), counts, strict=True):
+                await self._insert_rows(
+                    conn, table, session_id, part.run, at, getattr(part, table), now
+                )
+            # rows first, then the summary that makes them visible: a part that fails
+            # half-way leaves rows no reader returns (seq at or above the counts)
+            with ERRORS.wrap("append results"):
+                await conn.execute(
+                    self._db.prefixed(
+                        "INSERT INTO tt_result_summary (session_id, run, owner, hash, status, "
+                        "summary, orders, fills, equity, ts) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    ),
+                    [
+                        session_id,
+                        part.run,
+                        owner,
+                        part.hash,
+                        part.status,
+                        part.summary,
+                        counts[0] + len(part.orders),
+                        counts[1] + len(part.fills),
+                        counts[2] + len(part.equity),
                         now,
                     ],
                 )
@@ -146,12 +219,15 @@ class QuestDBResultStore(ResultStore):
         current = await self._current(session_id)
         if current is None:
             return []
+        # rows of whole parts only (below the summary's count); DISTINCT: a part retried
+        # after a failure half-way stored some rows twice, identically
+        count = getattr(current[1], table)
         async with self._db.reader(f"read results {table}") as conn:
             cur = await conn.execute(
                 self._db.prefixed(
-                    f"SELECT seq, body FROM tt_result_{table} WHERE session_id = %s "
-                    "AND run = %s AND seq > %s ORDER BY seq LIMIT %s"
+                    f"SELECT DISTINCT seq, body FROM tt_result_{table} WHERE session_id = %s "
+                    "AND run = %s AND seq > %s AND seq < %s ORDER BY seq LIMIT %s"
                 ),
-                [session_id, current[0], after, limit],
+                [session_id, current[0], after, count, limit],
             )
             return [ResultRow(int(seq), str(body)) for seq, body in await cur.fetchall()]

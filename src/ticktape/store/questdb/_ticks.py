@@ -673,6 +673,32 @@ class QuestDBTickStore(TickStore):
                 )
         return list(out.values())
 
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        if symbols is not None and not symbols:
+            return TickCounts()
+        tenure = await self._tenure(session_id)
+        where = "session_id = %s AND ts >= %s AND ts < %s"
+        base: list[object] = [session_id, from_us(start_us), from_us(end_us)]
+        if symbols is not None:
+            where += f" AND symbol IN ({', '.join('%s' for _ in symbols)})"
+            base.extend(symbols)
+        counts = []
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = tenure.excluded(table)
+            rows = await self._scalar_rows(
+                f"SELECT count() FROM tt_{table} WHERE {where}{extra}{fenced}",
+                [*base, *params],
+                "count tick window",
+            )
+            counts.append(int(rows[0][0]) if rows else 0)
+        return TickCounts(counts[0], counts[1])
+
     async def read_window(
         self,
         session_id: str,

@@ -150,3 +150,8 @@ CREATE INDEX sessions_by_status ON sessions (status, created_us, id);
 -- Retention (SessionStore.find_finished, `ticktape gc`): finished sessions by end time,
 -- so finding those past the retention reads only them, however long the history.
 CREATE INDEX sessions_ended ON sessions (ended_us, id) WHERE ended_us IS NOT NULL;
+-- migration: 10
+-- Results appended as a backtest runs (ResultStore.append): the summary row names the
+-- run whose rows are stored (NULL: written at once by ResultStore.write), and its counts
+-- are the rows readers see (those of whole parts).
+ALTER TABLE result_summary ADD COLUMN run TEXT;

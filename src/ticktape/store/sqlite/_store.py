@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import os
 import sqlite3
@@ -49,6 +50,7 @@ from ticktape.store.base import (
     UNCHANGED,
     ChangePage,
     Purged,
+    ResultPart,
     ResultRow,
     ResultStore,
     ResultSummary,
@@ -70,6 +72,7 @@ from ticktape.store.rules import (
     apply_claim,
     apply_transition,
     check_bucket_query,
+    check_continues,
     check_limit,
     decode_cursor,
     dump_progress,
@@ -1111,6 +1114,32 @@ class SqliteTickStore(TickStore):
             "read orderbook",
         )
 
+    async def count_window(
+        self,
+        session_id: str,
+        start_us: int,
+        end_us: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> TickCounts:
+        def run(conn: sqlite3.Connection) -> TickCounts:
+            row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None or (symbols is not None and not symbols):
+                return TickCounts()
+            where = "sid = ? AND ts_us >= ? AND ts_us < ?"
+            params: list[object] = [row[0], start_us, end_us]
+            if symbols is not None:
+                where += f" AND symbol IN ({', '.join('?' for _ in symbols)})"
+                params.extend(symbols)
+            (trades,) = conn.execute(
+                f"SELECT count(*) FROM trades WHERE {where}", params
+            ).fetchone()
+            (books,) = conn.execute(
+                f"SELECT count(*) FROM orderbook WHERE {where}", params
+            ).fetchone()
+            return TickCounts(int(trades), int(books))
+
+        return await self._db.read(run, "count tick window")
+
     async def read_window(
         self,
         session_id: str,
@@ -1180,6 +1209,52 @@ class SqliteResultStore(ResultStore):
 
         await self._db.write(run, "write results")
 
+    async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
+                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+                raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+            sid = row[0]
+            stored = conn.execute(
+                "SELECT run, orders, fills, equity FROM result_summary WHERE sid = ?", (sid,)
+            ).fetchone()
+            if stored is not None and stored[0] == part.run:
+                if not check_continues(part, stored[1], stored[2], stored[3]):
+                    return  # a retry of the part stored last
+                counts = (stored[1], stored[2], stored[3])
+            else:
+                check_continues(part, 0, 0, 0)
+                conn.execute("DELETE FROM result_summary WHERE sid = ?", (sid,))
+                for table in _RESULT_TABLES.values():
+                    conn.execute(f"DELETE FROM {table} WHERE sid = ?", (sid,))
+                counts = (0, 0, 0)
+            for (name, table), at in zip(_RESULT_TABLES.items(), counts, strict=True):
+                lines: list[str] = getattr(part, name)
+                conn.executemany(
+                    f"INSERT INTO {table} (sid, seq, body) VALUES (?, ?, ?)",
+                    zip(itertools.repeat(sid), range(at, at + len(lines)), lines),
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO result_summary (sid, hash, status, summary, orders, "
+                "fills, equity, written_us, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sid,
+                    part.hash,
+                    part.status,
+                    part.summary,
+                    counts[0] + len(part.orders),
+                    counts[1] + len(part.fills),
+                    counts[2] + len(part.equity),
+                    to_us(utcnow()),
+                    part.run,
+                ),
+            )
+
+        await self._db.write(run, "append results")
+
     async def summary(self, session_id: str) -> ResultSummary | None:
         def run(conn: sqlite3.Connection) -> ResultSummary | None:
             row = conn.execute(
@@ -1206,9 +1281,11 @@ class SqliteResultStore(ResultStore):
     ) -> list[ResultRow]:
         check_limit(limit, MAX_DATA_LIMIT)
         name = _RESULT_TABLES[table]
+        # rows of whole parts only: below the summary's count (ResultStore.append)
         sql = (
-            f"SELECT seq, body FROM {name} WHERE sid = (SELECT sid FROM sessions WHERE id = ?) "
-            "AND seq > ? ORDER BY seq LIMIT ?"
+            f"SELECT r.seq, r.body FROM result_summary s JOIN {name} r ON r.sid = s.sid "
+            "WHERE s.sid = (SELECT sid FROM sessions WHERE id = ?) "
+            f"AND r.seq > ? AND r.seq < s.{table} ORDER BY r.seq LIMIT ?"
         )
         return await self._db.read(
             lambda conn: [
