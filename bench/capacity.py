@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -48,6 +49,7 @@ import tempfile
 import time
 import urllib.parse
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -252,7 +254,11 @@ async def _failed(url: str) -> int:
     status, body = await _get(url, "/api/sessions?status=failed&limit=500")
     if status != 200:
         raise SystemExit(f"list failed: {status}")
-    return len(json.loads(body)["sessions"])
+    failed = json.loads(body)["sessions"]
+    if failed:  # say why, while the servers still run: the reasons, most common first
+        reasons = Counter(str(s.get("reason")) for s in failed)
+        print(f"failed sessions by reason: {dict(reasons.most_common(5))}", flush=True)
+    return len(failed)
 
 
 async def _add(urls: list[str], count: int, clients: int, offset: int) -> list[float]:
@@ -367,7 +373,11 @@ async def ramp(
 
 def main_ramp(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    kept = contextlib.nullcontext(args.dir) if args.dir else None
+    with kept or tempfile.TemporaryDirectory() as tmp:
+        if args.dir:
+            Path(tmp).mkdir(parents=True, exist_ok=True)
+            print(f"store and server logs kept in {tmp}", flush=True)
         for name in args.stores.split(","):
             store_url = store_url_for(name, Path(tmp), args.questdb_url)
             if name == "sqlite":
@@ -427,6 +437,9 @@ def main() -> None:
         help="history on QuestDB: the log rows in batches (bulk) or through the store contract",
     )
     parser.add_argument("--seed-batch", type=int, default=2000, help="bulk: sessions a commit")
+    parser.add_argument(
+        "--dir", default="", help="ramp: keep the store and server logs here (default: a temp dir)"
+    )
     args = parser.parse_args()
     if args.mode == "ramp":
         main_ramp(args)
