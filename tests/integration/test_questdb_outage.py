@@ -118,6 +118,10 @@ async def _refused_within_bound(http: httpx.AsyncClient) -> dict[str, Any]:
     return error
 
 
+# A chain of waits, each with its own deadline (the store refused, the runner stopped,
+# a JVM restarted on the same data, readiness, the session ended): on a slow CI host
+# the whole took over pytest's default 120 s once, while every step still came.
+@pytest.mark.timeout(360)
 def test_a_stopped_questdb_is_a_store_fault_and_a_restarted_one_serves_again(
     run: Run, questdb: qs.ServerHandle
 ) -> None:
