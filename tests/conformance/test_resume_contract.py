@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -280,6 +281,29 @@ def test_after_a_claim_the_previous_owner_is_fenced_and_the_new_one_is_not(
     run(store.sessions.renew_lease(claimed.id, owner=NEW, lease_expires_at=NEW_LEASE))
     written = run(store.ticks.write([trades(claimed.id)], owner=NEW))
     assert written.counts.trades == 50
+
+
+def test_a_claim_by_the_owner_itself_opens_a_tenure_whose_rows_all_count(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    """An instance whose own lease ran out (a store outage outlived it) claims its session
+    back to resume it: the claim seals the tenure it ends, and every row written after it
+    counts, whatever its batch numbers. (QuestDB once kept the sealed tenure for a claim by
+    the same owner, so the resumed runner's rows past the fence were never counted: the
+    chaos run's ``count_mismatch`` after a QuestDB restart.)"""
+    session = _owned(store, run, make_session)
+    before = [replace(trades(session.id, n=50, first_id=1 + 50 * i), seq=i) for i in range(2)]
+    run(store.ticks.write(before, owner=OLD))
+    run(store.ticks.wait_visible(30))
+    seal = run(store.ticks.seal(session.id))
+    assert seal.counts.trades == 100
+    claimed = _claim(store, run, session, owner=OLD, actor=OLD, seal=seal)
+    assert claimed.owner == OLD
+    after = [replace(trades(session.id, n=50, first_id=101 + 50 * i), seq=i) for i in range(4)]
+    for batch in after:  # the resumed runner numbers its blocks afresh, past the fence too
+        assert run(store.ticks.write([batch], owner=OLD)).counts.trades == 50
+    run(store.ticks.wait_visible(30))
+    assert run(store.ticks.count(session.id)).trades == 300
 
 
 # --------------------------------------------------------------------------- release

@@ -237,10 +237,14 @@ class _Row:
         detail: str | None = None,
         event: bool = False,
         seal: Seal | None = None,
+        claim: bool = False,
     ) -> _Row:
         """The row that follows this one; its ts never goes backwards, whatever the clock.
 
-        ``seal`` closes the current tenure at its fence; a new owner opens a new one.
+        ``seal`` closes the current tenure at its fence; a new owner opens a new one, and
+        so does every ``claim``: an instance that claims back its own session (its lease ran
+        out during a store outage) resumes it in a new tenure, or the rows it writes past
+        the fence of the tenure it sealed would never be counted.
         """
         ts = max(utcnow(), self.ts + _ONE_US)
         tenure = self.tenure
@@ -249,7 +253,7 @@ class _Row:
             if sealed is None:  # sealed in an earlier tenure: the session moved on
                 raise TransitionRace(session.id, self.session.version)
             tenure = sealed
-        if session.owner is not None and session.owner != self.session.owner:
+        if session.owner is not None and (claim or session.owner != self.session.owner):
             tenure = tenure.opened(session.version)
         return _Row(
             session,
@@ -818,6 +822,7 @@ class QuestDBSessionStore(SessionStore):
                 detail=detail,
                 event=True,
                 seal=seal,
+                claim=True,
             )
 
         row = await self._change(session_id, build, "claim session")
