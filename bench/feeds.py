@@ -179,17 +179,17 @@ async def serve_fake(exchange: str) -> None:
     fx: FakeBinance | FakeMexc = FakeBinance() if exchange == "binance" else FakeMexc()
     await fx.start()
     print(fx.port, flush=True)
+    prepared: tuple[str, list[bytes], float] = ("", [], 0.0)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line.strip():
             break
-        kind, n, *paced = line.split()
-        rate = float(paced[0]) if paced else 0.0  # messages per second; 0: as fast as it can
+        command, *args = line.split()
         symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
-        if kind == "wait":  # subscribed (a book: in sync after a first event), then answer
-            await fx.wait_subscribed((symbol,), (n,))
-            if n == "depth":
+        if command == "wait":  # "wait KIND": subscribed (a book: in sync), then answer
+            await fx.wait_subscribed((symbol,), (args[0],))
+            if args[0] == "depth":
                 for _ in range(5):
                     for raw in fx.encoded_depth(symbol, 1):
                         for c in fx.conns:
@@ -197,16 +197,28 @@ async def serve_fake(exchange: str) -> None:
                     await asyncio.sleep(0.1)
             print("ready", flush=True)
             continue
-        if kind == "depth":  # from the fake's own book, so its snapshots agree with them
-            raws = fx.encoded_depth(symbol, int(n))
+        if command == "prep":  # "prep KIND N [RATE]": encode the messages, send nothing yet
+            kind, n = args[0], int(args[1])
+            rate = float(args[2]) if len(args) > 2 else 0.0  # messages/s; 0: as fast as it can
+            if kind == "depth":  # from the fake's own book, so its snapshots agree with them
+                raws = fx.encoded_depth(symbol, n)
+            else:
+                raws = (binance_trades if exchange == "binance" else mexc_trades)(n)
+            # Encoded before the clock starts: making 100,000 JSON messages takes the fake
+            # 0.5-2 s, which the receiving process's rate must not include.
+            prepared = (kind, [text_frame(t) for t in raws], rate)
+            print("prepared", flush=True)
+            continue
+        if command == "go":  # send what was prepared
+            kind, frames, rate = prepared
         else:
-            raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
+            raise ValueError(f"unknown command {line!r}")
         # Only to a subscribed connection: the client may have sent its subscription
         # without the fake having read it yet (sending to nobody once made the wire
         # stage report 0 rows with a negative duration).
         await fx.wait_subscribed((symbol,), (kind,))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
-        sent = await blast(conns, raws, rate)  # paced in steps of 100 messages
+        sent = await blast(conns, frames, rate)  # paced in steps of 100 messages
         print(f"{sent:.0f}", flush=True)
     await fx.stop()
 
@@ -222,15 +234,14 @@ def text_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
 
 
-async def blast(conns: list[Any], texts: list[str], rate: float = 0.0, step: int = 100) -> float:
-    """Send ``texts`` to the fake's connections as fast as the sockets take them (or at
-    ``rate`` messages/s, in steps of ``step``); the rate achieved, messages/s.
+async def blast(conns: list[Any], frames: list[bytes], rate: float = 0.0, step: int = 100) -> float:
+    """Send encoded ``frames`` to the fake's connections as fast as the sockets take them
+    (or at ``rate`` messages/s, in steps of ``step``); the rate achieved, messages/s.
 
-    The frames are encoded first and written ``step`` at a time straight to each
-    connection's transport, waiting while the client reads slower (``drain``): the
-    library's ``send`` per message made the fake, not the client measured, the limit.
+    The frames are written ``step`` at a time straight to each connection's transport,
+    waiting while the client reads slower (``drain``): the library's ``send`` per
+    message made the fake, not the client measured, the limit.
     """
-    frames = [text_frame(t) for t in texts]
     started = time.perf_counter()
     for i in range(0, len(frames), step):
         chunk = b"".join(frames[i : i + step])
@@ -242,7 +253,7 @@ async def blast(conns: list[Any], texts: list[str], rate: float = 0.0, step: int
             ahead = started + (i + step) / rate - time.perf_counter()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-    return len(texts) / (time.perf_counter() - started)
+    return len(frames) / (time.perf_counter() - started)
 
 
 async def wire_rate(exchange: str, kind: str, n: int) -> float:
@@ -297,8 +308,9 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
         if kind == "depth":  # the book must be in sync before depth rows come out
             await asyncio.sleep(0.5)
             raise_if_dead(task)
+        await order(child, f"prep {kind} {n}", b"prepared")
         first = time.perf_counter()  # from the order to blast: rows arrive in batches
-        child.stdin.write(f"{kind} {n}\n".encode())
+        child.stdin.write(b"go\n")
         await child.stdin.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 120)
@@ -402,10 +414,11 @@ async def store_rate(
         assert (await asyncio.wait_for(child.stdout.readline(), 30)).strip() == b"ready"
         await asyncio.sleep(0.5)
         before = await store.ticks.count(session.id)
+        await order(child, f"prep {kind} {n} {pace}", b"prepared")
         lags.clear()
         started = time.perf_counter()
         cpu = time.process_time()  # this process: connector, runner and SQLite (the fake is apart)
-        child.stdin.write(f"{kind} {n} {pace}\n".encode())
+        child.stdin.write(b"go\n")
         await child.stdin.drain()
         deadline = started + 300
         while time.perf_counter() < deadline:
@@ -449,6 +462,16 @@ async def store_rate(
             child.kill()
             await child.wait()
         await store.close()
+
+
+async def order(child: asyncio.subprocess.Process, line: str, answer: bytes) -> None:
+    """Send the fake a command line and wait for its ``answer``."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(f"{line}\n".encode())
+    await child.stdin.drain()
+    got = (await asyncio.wait_for(child.stdout.readline(), 120)).strip()
+    if got != answer:
+        raise RuntimeError(f"the fake answered {got!r} to {line!r}")
 
 
 def raise_if_dead(task: asyncio.Task[None]) -> None:
