@@ -218,8 +218,9 @@ async def serve_fake(exchange: str) -> None:
         # stage report 0 rows with a negative duration).
         await fx.wait_subscribed((symbol,), (kind,))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
+        cpu = time.process_time()
         sent = await blast(conns, frames, rate)  # paced in steps of 100 messages
-        print(f"{sent:.0f}", flush=True)
+        print(f"{sent:.0f} {time.process_time() - cpu:.3f}", flush=True)  # rate, CPU s
     await fx.stop()
 
 
@@ -324,7 +325,7 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
         )
         if rows < n or last <= first:  # a rate of what did not arrive would be nonsense
             raise RuntimeError(f"wire {exchange} {kind}: {n} rows expected, {counts}")
-        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
+        sender_rate = float((await asyncio.wait_for(child.stdout.readline(), 30)).split()[0])
         print(f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; {counts})")
         return rows / (last - first)
     finally:
@@ -416,6 +417,7 @@ async def store_rate(
         before = await store.ticks.count(session.id)
         await order(child, f"prep {kind} {n} {pace}", b"prepared")
         lags.clear()
+        sched = sched_times()
         started = time.perf_counter()
         cpu = time.process_time()  # this process: connector, runner and SQLite (the fake is apart)
         child.stdin.write(b"go\n")
@@ -430,16 +432,32 @@ async def store_rate(
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu_s = time.process_time() - cpu
+        threads = {
+            name: (on - sched[name][0], wait - sched[name][1])
+            for name, (on, wait) in sched_times().items()
+            if name in sched
+        }
         if stored < n:
             raise RuntimeError(f"store {exchange} {kind}: {n} rows expected, {stored} stored")
-        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 60))
+        sender_rate, sender_cpu_s = map(
+            float, (await asyncio.wait_for(child.stdout.readline(), 60)).split()
+        )
         handle.stop.set()
         await asyncio.wait_for(task, 30)
         lag_ms = np.concatenate(lags) / 1000.0 if lags else np.zeros(1)
+        where = "; ".join(
+            f"{name} thread {on:.2f} s on a CPU, {wait:.2f} s waiting for one, "
+            f"{max(0.0, elapsed - on - wait):.2f} s asleep"
+            for name, (on, wait) in sorted(threads.items())
+        )
         out = {
             "rows_per_s": stored / elapsed,
             "rows_per_cpu_s": stored / cpu_s,
             "cpu_s": cpu_s,
+            "cpu_share": cpu_s / elapsed,  # CPU seconds per wall second of this process
+            "sender_cpu_s": sender_cpu_s,
+            **{f"{name}_runqueue_s": wait for name, (_, wait) in threads.items()},
+            **{f"{name}_on_cpu_s": on for name, (on, _) in threads.items()},
             "stored": float(stored),
             "sender_msgs_per_s": sender_rate,
             "lag_p50_ms": float(np.percentile(lag_ms, 50)),
@@ -449,8 +467,11 @@ async def store_rate(
         print(
             f"  ({exchange} {kind} into SQLite{f' paced at {pace:,.0f}/s' if pace else ''}: "
             f"{stored:,} rows in {elapsed:.2f}s, {cpu_s:.2f} CPU s here "
-            f"({stored / cpu_s:,.0f} rows per CPU s); the fake sent {sender_rate:,.0f} msgs/s)"
+            f"({stored / cpu_s:,.0f} rows per CPU s, {cpu_s / elapsed:.0%} of a CPU); "
+            f"the fake sent {sender_rate:,.0f} msgs/s using {sender_cpu_s:.2f} CPU s)"
         )
+        if where:
+            print(f"  (of the {elapsed:.2f} s: {where})")
         return out
     finally:
         with contextlib.suppress(Exception):
@@ -472,6 +493,29 @@ async def order(child: asyncio.subprocess.Process, line: str, answer: bytes) -> 
     got = (await asyncio.wait_for(child.stdout.readline(), 120)).strip()
     if got != answer:
         raise RuntimeError(f"the fake answered {got!r} to {line!r}")
+
+
+def sched_times() -> dict[str, tuple[float, float]]:
+    """Per thread of this process that matters (the event loop's and the SQLite writer's):
+    seconds on a CPU and seconds runnable but waiting for one (Linux schedstat); {} elsewhere.
+    What is neither is sleep: idle, waiting for the socket or for the GIL."""
+    import threading
+
+    out = {}
+    for thread in threading.enumerate():
+        if thread is threading.main_thread():
+            name = "loop"
+        elif thread.name.startswith("ticktape-sqlite-writer"):
+            name = "writer"
+        else:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+                on_ns, wait_ns, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        out[name] = (int(on_ns) / 1e9, int(wait_ns) / 1e9)
+    return out
 
 
 def raise_if_dead(task: asyncio.Task[None]) -> None:
@@ -587,9 +631,11 @@ def main() -> None:
                     got = asyncio.run(store_rate(exchange, kind, args.messages, workdir))
                     result[f"store_{exchange}_{kind}_rows_per_s"] = round(got["rows_per_s"])
                     result[f"store_{exchange}_{kind}_rows_per_cpu_s"] = round(got["rows_per_cpu_s"])
+                    result[f"store_{exchange}_{kind}_cpu_share"] = round(got["cpu_share"], 3)
                     print(
                         f"into SQLite {exchange:8} {kind:6}: {got['rows_per_s']:12,.0f} rows/s, "
-                        f"{got['rows_per_cpu_s']:,.0f} rows per CPU second of this process"
+                        f"{got['rows_per_cpu_s']:,.0f} rows per CPU second of this process "
+                        f"(busy {got['cpu_share']:.0%} of a CPU)"
                     )
             for exchange in ("binance", "mexc"):
                 n = int(args.lag_rate * args.lag_seconds)
