@@ -179,17 +179,17 @@ async def serve_fake(exchange: str) -> None:
     fx: FakeBinance | FakeMexc = FakeBinance() if exchange == "binance" else FakeMexc()
     await fx.start()
     print(fx.port, flush=True)
+    prepared: tuple[str, list[bytes], float] = ("", [], 0.0)
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line.strip():
             break
-        kind, n, *paced = line.split()
-        rate = float(paced[0]) if paced else 0.0  # messages per second; 0: as fast as it can
+        command, *args = line.split()
         symbol = "BTCUSDT" if exchange == "binance" else "BTC_USDT"
-        if kind == "wait":  # subscribed (a book: in sync after a first event), then answer
-            await fx.wait_subscribed((symbol,), (n,))
-            if n == "depth":
+        if command == "wait":  # "wait KIND": subscribed (a book: in sync), then answer
+            await fx.wait_subscribed((symbol,), (args[0],))
+            if args[0] == "depth":
                 for _ in range(5):
                     for raw in fx.encoded_depth(symbol, 1):
                         for c in fx.conns:
@@ -197,17 +197,30 @@ async def serve_fake(exchange: str) -> None:
                     await asyncio.sleep(0.1)
             print("ready", flush=True)
             continue
-        if kind == "depth":  # from the fake's own book, so its snapshots agree with them
-            raws = fx.encoded_depth(symbol, int(n))
+        if command == "prep":  # "prep KIND N [RATE]": encode the messages, send nothing yet
+            kind, n = args[0], int(args[1])
+            rate = float(args[2]) if len(args) > 2 else 0.0  # messages/s; 0: as fast as it can
+            if kind == "depth":  # from the fake's own book, so its snapshots agree with them
+                raws = fx.encoded_depth(symbol, n)
+            else:
+                raws = (binance_trades if exchange == "binance" else mexc_trades)(n)
+            # Encoded before the clock starts: making 100,000 JSON messages takes the fake
+            # 0.5-2 s, which the receiving process's rate must not include.
+            prepared = (kind, [text_frame(t) for t in raws], rate)
+            print("prepared", flush=True)
+            continue
+        if command == "go":  # send what was prepared
+            kind, frames, rate = prepared
         else:
-            raws = (binance_trades if exchange == "binance" else mexc_trades)(int(n))
+            raise ValueError(f"unknown command {line!r}")
         # Only to a subscribed connection: the client may have sent its subscription
         # without the fake having read it yet (sending to nobody once made the wire
         # stage report 0 rows with a negative duration).
         await fx.wait_subscribed((symbol,), (kind,))
         conns = [c for c in fx.conns if any(k == kind for _, k in c.subs)]
-        sent = await blast(conns, raws, rate)  # paced in steps of 100 messages
-        print(f"{sent:.0f}", flush=True)
+        cpu = time.process_time()
+        sent = await blast(conns, frames, rate)  # paced in steps of 100 messages
+        print(f"{sent:.0f} {time.process_time() - cpu:.3f}", flush=True)  # rate, CPU s
     await fx.stop()
 
 
@@ -222,15 +235,14 @@ def text_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
 
 
-async def blast(conns: list[Any], texts: list[str], rate: float = 0.0, step: int = 100) -> float:
-    """Send ``texts`` to the fake's connections as fast as the sockets take them (or at
-    ``rate`` messages/s, in steps of ``step``); the rate achieved, messages/s.
+async def blast(conns: list[Any], frames: list[bytes], rate: float = 0.0, step: int = 100) -> float:
+    """Send encoded ``frames`` to the fake's connections as fast as the sockets take them
+    (or at ``rate`` messages/s, in steps of ``step``); the rate achieved, messages/s.
 
-    The frames are encoded first and written ``step`` at a time straight to each
-    connection's transport, waiting while the client reads slower (``drain``): the
-    library's ``send`` per message made the fake, not the client measured, the limit.
+    The frames are written ``step`` at a time straight to each connection's transport,
+    waiting while the client reads slower (``drain``): the library's ``send`` per
+    message made the fake, not the client measured, the limit.
     """
-    frames = [text_frame(t) for t in texts]
     started = time.perf_counter()
     for i in range(0, len(frames), step):
         chunk = b"".join(frames[i : i + step])
@@ -242,7 +254,7 @@ async def blast(conns: list[Any], texts: list[str], rate: float = 0.0, step: int
             ahead = started + (i + step) / rate - time.perf_counter()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-    return len(texts) / (time.perf_counter() - started)
+    return len(frames) / (time.perf_counter() - started)
 
 
 async def wire_rate(exchange: str, kind: str, n: int) -> float:
@@ -297,8 +309,9 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
         if kind == "depth":  # the book must be in sync before depth rows come out
             await asyncio.sleep(0.5)
             raise_if_dead(task)
+        await order(child, f"prep {kind} {n}", b"prepared")
         first = time.perf_counter()  # from the order to blast: rows arrive in batches
-        child.stdin.write(f"{kind} {n}\n".encode())
+        child.stdin.write(b"go\n")
         await child.stdin.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 120)
@@ -312,7 +325,7 @@ async def wire_rate(exchange: str, kind: str, n: int) -> float:
         )
         if rows < n or last <= first:  # a rate of what did not arrive would be nonsense
             raise RuntimeError(f"wire {exchange} {kind}: {n} rows expected, {counts}")
-        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 30))
+        sender_rate = float((await asyncio.wait_for(child.stdout.readline(), 30)).split()[0])
         print(f"  ({exchange} {kind}: the fake sent {sender_rate:,.0f} messages/s; {counts})")
         return rows / (last - first)
     finally:
@@ -402,10 +415,12 @@ async def store_rate(
         assert (await asyncio.wait_for(child.stdout.readline(), 30)).strip() == b"ready"
         await asyncio.sleep(0.5)
         before = await store.ticks.count(session.id)
+        await order(child, f"prep {kind} {n} {pace}", b"prepared")
         lags.clear()
+        sched = sched_times()
         started = time.perf_counter()
         cpu = time.process_time()  # this process: connector, runner and SQLite (the fake is apart)
-        child.stdin.write(f"{kind} {n} {pace}\n".encode())
+        child.stdin.write(b"go\n")
         await child.stdin.drain()
         deadline = started + 300
         while time.perf_counter() < deadline:
@@ -417,16 +432,32 @@ async def store_rate(
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         cpu_s = time.process_time() - cpu
+        threads = {
+            name: (on - sched[name][0], wait - sched[name][1])
+            for name, (on, wait) in sched_times().items()
+            if name in sched
+        }
         if stored < n:
             raise RuntimeError(f"store {exchange} {kind}: {n} rows expected, {stored} stored")
-        sender_rate = float(await asyncio.wait_for(child.stdout.readline(), 60))
+        sender_rate, sender_cpu_s = map(
+            float, (await asyncio.wait_for(child.stdout.readline(), 60)).split()
+        )
         handle.stop.set()
         await asyncio.wait_for(task, 30)
         lag_ms = np.concatenate(lags) / 1000.0 if lags else np.zeros(1)
+        where = "; ".join(
+            f"{name} thread {on:.2f} s on a CPU, {wait:.2f} s waiting for one, "
+            f"{max(0.0, elapsed - on - wait):.2f} s asleep"
+            for name, (on, wait) in sorted(threads.items())
+        )
         out = {
             "rows_per_s": stored / elapsed,
             "rows_per_cpu_s": stored / cpu_s,
             "cpu_s": cpu_s,
+            "cpu_share": cpu_s / elapsed,  # CPU seconds per wall second of this process
+            "sender_cpu_s": sender_cpu_s,
+            **{f"{name}_runqueue_s": wait for name, (_, wait) in threads.items()},
+            **{f"{name}_on_cpu_s": on for name, (on, _) in threads.items()},
             "stored": float(stored),
             "sender_msgs_per_s": sender_rate,
             "lag_p50_ms": float(np.percentile(lag_ms, 50)),
@@ -436,8 +467,11 @@ async def store_rate(
         print(
             f"  ({exchange} {kind} into SQLite{f' paced at {pace:,.0f}/s' if pace else ''}: "
             f"{stored:,} rows in {elapsed:.2f}s, {cpu_s:.2f} CPU s here "
-            f"({stored / cpu_s:,.0f} rows per CPU s); the fake sent {sender_rate:,.0f} msgs/s)"
+            f"({stored / cpu_s:,.0f} rows per CPU s, {cpu_s / elapsed:.0%} of a CPU); "
+            f"the fake sent {sender_rate:,.0f} msgs/s using {sender_cpu_s:.2f} CPU s)"
         )
+        if where:
+            print(f"  (of the {elapsed:.2f} s: {where})")
         return out
     finally:
         with contextlib.suppress(Exception):
@@ -449,6 +483,39 @@ async def store_rate(
             child.kill()
             await child.wait()
         await store.close()
+
+
+async def order(child: asyncio.subprocess.Process, line: str, answer: bytes) -> None:
+    """Send the fake a command line and wait for its ``answer``."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(f"{line}\n".encode())
+    await child.stdin.drain()
+    got = (await asyncio.wait_for(child.stdout.readline(), 120)).strip()
+    if got != answer:
+        raise RuntimeError(f"the fake answered {got!r} to {line!r}")
+
+
+def sched_times() -> dict[str, tuple[float, float]]:
+    """Per thread of this process that matters (the event loop's and the SQLite writer's):
+    seconds on a CPU and seconds runnable but waiting for one (Linux schedstat); {} elsewhere.
+    What is neither is sleep: idle, waiting for the socket or for the GIL."""
+    import threading
+
+    out = {}
+    for thread in threading.enumerate():
+        if thread is threading.main_thread():
+            name = "loop"
+        elif thread.name.startswith("ticktape-sqlite-writer"):
+            name = "writer"
+        else:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+                on_ns, wait_ns, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        out[name] = (int(on_ns) / 1e9, int(wait_ns) / 1e9)
+    return out
 
 
 def raise_if_dead(task: asyncio.Task[None]) -> None:
@@ -564,9 +631,11 @@ def main() -> None:
                     got = asyncio.run(store_rate(exchange, kind, args.messages, workdir))
                     result[f"store_{exchange}_{kind}_rows_per_s"] = round(got["rows_per_s"])
                     result[f"store_{exchange}_{kind}_rows_per_cpu_s"] = round(got["rows_per_cpu_s"])
+                    result[f"store_{exchange}_{kind}_cpu_share"] = round(got["cpu_share"], 3)
                     print(
                         f"into SQLite {exchange:8} {kind:6}: {got['rows_per_s']:12,.0f} rows/s, "
-                        f"{got['rows_per_cpu_s']:,.0f} rows per CPU second of this process"
+                        f"{got['rows_per_cpu_s']:,.0f} rows per CPU second of this process "
+                        f"(busy {got['cpu_share']:.0%} of a CPU)"
                     )
             for exchange in ("binance", "mexc"):
                 n = int(args.lag_rate * args.lag_seconds)

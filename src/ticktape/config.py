@@ -38,6 +38,9 @@ RECONCILE_JITTER_MIN = 0.5
 RECONCILE_PASS_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
+# ... or as soon as this many are buffered while none of its writes is in flight (a busy
+# feed keeps the store writing; a quiet session never gathers this many in a flush interval)
+FLUSH_EAGER_ROWS = 2_000
 BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
 # After a stop (or the duration's end) a collect runner writes what it buffered for at most
 # this long, then sheds the rest as recorded ``stop_drain`` gaps: a stop ends in bounded time.
@@ -249,6 +252,7 @@ class Settings:
     reconcile_interval_s: float | None = RECONCILE_INTERVAL_S  # None = heartbeat_interval_s
     flush_interval_s: float = FLUSH_INTERVAL_S
     flush_max_rows: int = FLUSH_MAX_ROWS
+    flush_eager_rows: int = FLUSH_EAGER_ROWS
     buffer_max_rows: int = BUFFER_MAX_ROWS
     retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
@@ -293,6 +297,7 @@ class Settings:
             reconcile_interval_s=_env_opt_float(env, "TICKTAPE_RECONCILE_S"),
             flush_interval_s=_env_float(env, "TICKTAPE_FLUSH_INTERVAL_S", FLUSH_INTERVAL_S),
             flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
+            flush_eager_rows=int(_env_float(env, "TICKTAPE_FLUSH_EAGER_ROWS", FLUSH_EAGER_ROWS)),
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
             strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,

@@ -3,7 +3,12 @@
 The producer (the feed loop) waits when the buffer holds ``max_rows`` — back-
 pressure instead of unbounded memory when the store is slower than the feed.
 The flusher takes everything buffered once ``flush_rows`` are waiting or
-``flush_interval_s`` has passed.
+``flush_interval_s`` has passed — or, as soon as ``eager_rows`` are waiting: the
+flusher waits in :meth:`take` only while none of its writes is in flight, so a busy
+feed's rows go to an idle store at once (the writer is not left idle while the
+first ``flush_rows`` gather) and what gathers during a write is the next write,
+however many that is (up to ``flush_rows``). A quiet session never reaches
+``eager_rows`` and still writes once per ``flush_interval_s``.
 
 Once the run is ending the producer no longer waits (:meth:`unbound`: the rest of
 the feed block it is putting goes in at once, so the pump ends promptly), and the
@@ -18,9 +23,17 @@ from ticktape.ticks import TickBatch
 
 
 class TickBuffer:
-    def __init__(self, *, max_rows: int, flush_rows: int, flush_interval_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_rows: int,
+        flush_rows: int,
+        flush_interval_s: float,
+        eager_rows: int | None = None,
+    ) -> None:
         self.max_rows = max_rows
         self.flush_rows = flush_rows
+        self.eager_rows = flush_rows if eager_rows is None else min(eager_rows, flush_rows)
         self.flush_interval_s = flush_interval_s
         self._batches: list[TickBatch] = []
         self._rows = 0
@@ -60,11 +73,11 @@ class TickBuffer:
         """Wait for a flush to be due and take up to ``flush_rows`` rows (whole batches,
         at least one); [] only once closed and empty.
 
-        Due means: closed, or ``flush_rows`` buffered, or ``flush_interval_s`` passed
-        since the first row arrived. Between the first row and then the flusher sleeps on
-        one timer: a put wakes it only when that makes the flush due (thousands of
-        sessions each waking their flusher on every block would cost the loop more than
-        the writes).
+        Due means: closed, or ``eager_rows`` buffered (at most ``flush_rows``), or
+        ``flush_interval_s`` passed since the first row arrived. Between the first row
+        and then the flusher sleeps on one timer: a put wakes it only when that makes
+        the flush due (thousands of sessions each waking their flusher on every block
+        would cost the loop more than the writes).
         """
         while True:
             async with self._changed:
@@ -96,7 +109,7 @@ class TickBuffer:
                     return taken
 
     def _due(self) -> bool:
-        return self._closed or self._rows >= self.flush_rows
+        return self._closed or self._rows >= self.eager_rows
 
     def _wake_if_due(self) -> None:
         if self._due_waiter is not None and self._due():

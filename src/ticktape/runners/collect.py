@@ -110,6 +110,7 @@ class CollectRunner:
         buffer = TickBuffer(
             max_rows=self._settings.buffer_max_rows,
             flush_rows=self._settings.flush_max_rows,
+            eager_rows=self._settings.flush_eager_rows,
             flush_interval_s=self._settings.flush_interval_s,
         )
         flusher = asyncio.create_task(self._flush_loop(buffer, handle), name=f"flush-{session.id}")

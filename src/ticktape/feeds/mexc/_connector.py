@@ -46,7 +46,7 @@ import orjson
 from ticktape.domain import DataType
 from ticktape.feeds._ws import BookSync, Conn, Link, StreamFeed, keep_last
 from ticktape.feeds.book import LocalBook
-from ticktape.feeds.contract import GapCause, now_us
+from ticktape.feeds.contract import GapCause, book_row, now_us
 from ticktape.feeds.mexc._parse import (
     DepthData,
     MalformedMessage,
@@ -180,15 +180,23 @@ class MexcFeed(StreamFeed):
             return round(qty * mul, QTY_DECIMALS)
         return qty / div if div != 1.0 else qty * mul
 
-    async def emit_top(
-        self, conn: Conn, symbol: str, book: LocalBook, ts_us: int, recv_us: int
-    ) -> None:
-        """The top of the (contract-quantity) book, stored in base-asset quantities."""
-        if self.is_primary(conn):
-            bids, asks = book.top(self.depth)
-            await self.add_book(
-                symbol, ts_us, self._base(symbol, bids), self._base(symbol, asks), recv_us
-            )
+    def put_top(self, conn: Conn, symbol: str, book: LocalBook, ts_us: int, recv_us: int) -> None:
+        """The top of the (contract-quantity) book, stored in base-asset quantities (the
+        book's cached row with its quantities scaled: the pads stay 0)."""
+        if self._primary.get(conn.link.name) is not conn:
+            return
+        d = self.depth
+        row = book.row(d)  # a new list: scaling it in place leaves the book's cache alone
+        mul, div, rounded = self._scale[symbol]
+        for lo in (d, 3 * d):
+            hi = lo + d
+            if rounded:
+                row[lo:hi] = [round(q * mul, QTY_DECIMALS) for q in row[lo:hi]]
+            elif div != 1.0:
+                row[lo:hi] = [q / div for q in row[lo:hi]]
+            elif mul != 1.0:
+                row[lo:hi] = [q * mul for q in row[lo:hi]]
+        self.put_book_row(symbol, ts_us, row, recv_us)
 
     async def subscribe(self, conn: Conn) -> None:
         if not await self._contract_sizes():
@@ -227,17 +235,32 @@ class MexcFeed(StreamFeed):
     # ------------------------------------------------------------------ messages
 
     async def on_message(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
+        self._dispatch(conn, raw, recv_us)
+        await self.settle()
+
+    async def on_messages(self, conn: Conn, raws: list[bytes], recv_us: int) -> None:
+        # Every message is handled without an await (snapshots are fetched by helper
+        # tasks); the reader waits only while items wait for the queue.
+        dispatch = self._dispatch
+        overflow = self._overflow
+        for raw in raws:
+            dispatch(conn, raw, recv_us)
+            if overflow:
+                await self.settle()
+
+    def _dispatch(self, conn: Conn, raw: str | bytes, recv_us: int) -> None:
+        """Handle one message now; malformed ones are counted, never raised."""
         try:
             msg = orjson.loads(raw)
             if not isinstance(msg, dict):
                 raise MalformedMessage("not an object")
             channel = msg.get("channel")
             if channel == "push.deal":
-                await self._on_deals(msg, recv_us)
+                self._on_deals(msg, recv_us)
             elif channel == "push.depth":
-                await self._on_depth(conn, msg, recv_us)
+                self._on_depth(conn, msg, recv_us)
             elif channel == "push.depth.full" and self.full_limit is not None:
-                await self._on_full_depth(conn, msg, recv_us)
+                self._on_full_depth(conn, msg, recv_us)
             elif channel == "pong":
                 pass
             elif isinstance(channel, str) and channel.startswith("rs.sub."):
@@ -266,7 +289,7 @@ class MexcFeed(StreamFeed):
         kind, symbol = pending.popleft()
         self.refuse(symbol, f"sub.{kind}", str(msg.get("data")))
 
-    async def _on_deals(self, msg: dict[str, Any], recv_us: int) -> None:
+    def _on_deals(self, msg: dict[str, Any], recv_us: int) -> None:
         symbol = msg.get("symbol")
         if symbol not in self._next_id:
             raise MalformedMessage("deal of a symbol not subscribed")
@@ -274,9 +297,9 @@ class MexcFeed(StreamFeed):
             trade_id = self._next_id[symbol]
             self._next_id[symbol] = trade_id + 1
             qty = self._base_qty(symbol, deal.qty)
-            await self.add_trade(symbol, deal.ts_us, trade_id, deal.price, qty, deal.side, recv_us)
+            self.put_trade(symbol, deal.ts_us, trade_id, deal.price, qty, deal.side, recv_us)
 
-    async def _on_full_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
+    def _on_full_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
         symbol = msg.get("symbol")
         if not isinstance(symbol, str) or symbol not in self._books:
             raise MalformedMessage("depth of a symbol not subscribed")
@@ -289,11 +312,11 @@ class MexcFeed(StreamFeed):
         if self.is_primary(conn):
             bids = self._base(symbol, sorted(push.bids, reverse=True)[: self.depth])
             asks = self._base(symbol, sorted(push.asks)[: self.depth])
-            await self.add_book(symbol, push.ts_us, bids, asks, recv_us)
+            self.put_book_row(symbol, push.ts_us, book_row(bids, asks, self.depth), recv_us)
 
     # ------------------------------------------------------------------ book procedure
 
-    async def _on_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
+    def _on_depth(self, conn: Conn, msg: dict[str, Any], recv_us: int) -> None:
         symbol = msg.get("symbol")
         books: dict[str, _BookSync] = conn.state.get("books", {})
         sync = books.get(symbol) if isinstance(symbol, str) else None
@@ -314,7 +337,7 @@ class MexcFeed(StreamFeed):
         else:
             keep_last(sync.buffer, push, MAX_BUFFERED_PUSHES)
             return
-        await self.emit_top(conn, symbol, sync.book, push.ts_us, recv_us)
+        self.put_top(conn, symbol, sync.book, push.ts_us, recv_us)
 
     def _apply(self, sync: _BookSync, push: DepthData) -> None:
         sync.book.apply(push.bids, push.asks)

@@ -1,0 +1,78 @@
+"""The collect runner's tick buffer: when a flush is due.
+
+The flush interval in these tests is an hour, so nothing but the rows put can make a
+flush due: "not taken yet" is a state no timer or other task can change meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from ticktape.runners.buffer import TickBuffer
+from ticktape.ticks import TradeBatch
+
+HOUR = 3600.0
+
+
+def _trades(n: int, start: int = 0) -> TradeBatch:
+    ids = np.arange(start, start + n, dtype=np.int64)
+    return TradeBatch(
+        "s", "X", ids, ids, np.ones(n), np.ones(n), np.ones(n, dtype=np.int8), recv_us=ids
+    )
+
+
+async def _turns(n: int = 10) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_eager_rows_make_a_flush_due_before_the_interval() -> None:
+    async def scenario() -> None:
+        buffer = TickBuffer(
+            max_rows=10_000, flush_rows=1_000, flush_interval_s=HOUR, eager_rows=100
+        )
+        taking = asyncio.create_task(buffer.take())
+        await buffer.put([_trades(60)])
+        await _turns()
+        assert not taking.done(), "60 rows (< eager_rows) made the flush due"
+        await buffer.put([_trades(50, 60)])
+        taken = await asyncio.wait_for(taking, 10)
+        assert [len(b) for b in taken] == [60, 50]
+        assert buffer.rows == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_flush_takes_at_most_flush_rows_however_eager() -> None:
+    async def scenario() -> None:
+        buffer = TickBuffer(
+            max_rows=10_000, flush_rows=1_000, flush_interval_s=HOUR, eager_rows=100
+        )
+        await buffer.put([_trades(500, i * 500) for i in range(3)])
+        taken = await asyncio.wait_for(buffer.take(), 10)
+        assert [len(b) for b in taken] == [500, 500]
+        assert buffer.rows == 500
+        taken = await asyncio.wait_for(buffer.take(), 10)  # the rest is still past eager_rows
+        assert [len(b) for b in taken] == [500]
+
+    asyncio.run(scenario())
+
+
+def test_without_eager_rows_a_flush_waits_for_flush_rows() -> None:
+    async def scenario() -> None:
+        buffer = TickBuffer(max_rows=10_000, flush_rows=1_000, flush_interval_s=HOUR)
+        assert buffer.eager_rows == 1_000
+        assert (
+            TickBuffer(max_rows=10, flush_rows=5, flush_interval_s=1, eager_rows=50).eager_rows == 5
+        )
+        taking = asyncio.create_task(buffer.take())
+        await buffer.put([_trades(900)])
+        await _turns()
+        assert not taking.done(), "900 rows (< flush_rows, no eager rows) made the flush due"
+        await buffer.put([_trades(100, 900)])
+        taken = await asyncio.wait_for(taking, 10)
+        assert sum(len(b) for b in taken) == 1_000
+
+    asyncio.run(scenario())
