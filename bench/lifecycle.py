@@ -10,6 +10,10 @@ line of figures per store and, last, one JSON line with all of them.
 
     .venv/bin/python bench/lifecycle.py --stores sqlite -n 10000 -c 1 -c 32
     .venv/bin/python bench/lifecycle.py --stores sqlite -n 2000 -c 32 --workers 1 --workers 2
+    .venv/bin/python bench/lifecycle.py -n 1000 -c 32 --rounds 3 --code main=/tmp/main/src
+
+With a server it started (or ``--server-pid`` with ``--url``) it also reports the
+server's CPU per pair, from /proc: the figure a loaded machine disturbs least.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -30,6 +35,35 @@ import h11
 from ticktape.testing import ServerProcess
 
 BODY = {"kind": "collect", "symbols": ["BTC_USDT"], "rate_per_s": 1, "duration": "1s"}
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (``--workers``),
+    from /proc: the server's own cost, whatever else loads the machine."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        child = int(entry.name)
+        parents[child] = int(fields[1])
+        times[child] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,8 +147,13 @@ def _client_process(args: tuple[str, int, int]) -> dict[str, Any]:
     return asyncio.run(run_pairs(*args))
 
 
-def measure(url: str, pairs: int, concurrency: int, procs: int) -> dict[str, Any]:
-    """Split the pairs and the connections over ``procs`` client processes; merge."""
+def measure(
+    url: str, pairs: int, concurrency: int, procs: int, server_pid: int | None = None
+) -> dict[str, Any]:
+    """Split the pairs and the connections over ``procs`` client processes; merge.
+
+    With ``server_pid``, also the server's CPU per pair: its (and its workers') CPU
+    time over the run, which includes the sessions' own runs, over the pairs."""
     procs = max(1, min(procs, concurrency))
     shares = [
         (
@@ -124,10 +163,15 @@ def measure(url: str, pairs: int, concurrency: int, procs: int) -> dict[str, Any
         )
         for i in range(procs)
     ]
-    started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        pool.map(abs, range(procs))  # the clients' start-up is not the server's cost
+        cpu_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
+        started = time.perf_counter()
         parts = pool.map(_client_process, shares)
-    elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        if server_pid:  # the last sessions still run their 1 s: count their end too
+            time.sleep(1.5)
+        cpu_after = process_tree_cpu_s(server_pid) if server_pid else 0.0
     latencies = [x for part in parts for x in part["latencies"]]
     found = sum(part["found"] for part in parts)
     return {
@@ -139,6 +183,9 @@ def measure(url: str, pairs: int, concurrency: int, procs: int) -> dict[str, Any
         "start_ms_p99": round(percentile(latencies, 99), 2),
         "lookup_success_pct": round(100.0 * found / pairs, 4),
         "pairs_per_s": round(pairs / elapsed, 1),
+        "server_cpu_ms_per_pair": (
+            round((cpu_after - cpu_before) * 1000 / pairs, 3) if server_pid else None
+        ),
         "errors": [e for part in parts for e in part["errors"]][:5],
     }
 
@@ -155,11 +202,31 @@ def store_url_for(name: str, workdir: Path, questdb_url: str | None) -> str:
     return name
 
 
+def _median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one server at one level: the median of each figure, lookups summed."""
+    out = dict(rounds[-1])
+    for key in ("start_ms_p50", "start_ms_p95", "start_ms_p99", "pairs_per_s"):
+        out[key] = round(statistics.median(r[key] for r in rounds), 2)
+    cpu = [r["server_cpu_ms_per_pair"] for r in rounds if r["server_cpu_ms_per_pair"] is not None]
+    out["server_cpu_ms_per_pair"] = round(statistics.median(cpu), 3) if cpu else None
+    out["pairs"] = sum(r["pairs"] for r in rounds)
+    out["lookup_success_pct"] = round(
+        sum(r["lookup_success_pct"] * r["pairs"] for r in rounds) / out["pairs"], 4
+    )
+    out["rounds"] = len(rounds)
+    out["round_p95s"] = [r["start_ms_p95"] for r in rounds]
+    out["errors"] = [e for r in rounds for e in r["errors"]][:5]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", default="sqlite", help="comma list: sqlite,questdb")
     parser.add_argument("--questdb-url", default=None)
     parser.add_argument("--url", default=None, help="use this running server instead")
+    parser.add_argument(
+        "--server-pid", type=int, default=None, help="with --url: its pid, for CPU per pair"
+    )
     parser.add_argument("-n", "--pairs", type=int, default=2000)
     parser.add_argument("-c", "--concurrency", type=int, action="append")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
@@ -169,47 +236,74 @@ def main() -> None:
         action="append",
         help="serve --workers N (repeat to compare, e.g. --workers 1 --workers 2)",
     )
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="LABEL=SRC",
+        help="also serve the ticktape in SRC (a checkout's src/, via PYTHONPATH), e.g. "
+        "main=/tmp/main/src: every server runs at once and the rounds alternate",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of -n pairs per server and level"
+    )
     args = parser.parse_args()
     levels = args.concurrency or [1, 32]
+    codes: list[tuple[str, str | None]] = [("this", None)]
+    for item in args.code or []:
+        label, _, src = item.partition("=")
+        codes.append((label, str(Path(src).resolve())))
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, workers in [
-            (n, w) for n in args.stores.split(",") for w in (args.workers or [1])
-        ]:
-            server = None
-            url = args.url
-            if url is None:
-                store_url = store_url_for(name, Path(tmp), args.questdb_url)
-                if name == "sqlite":  # each server its own file: rows compare like with like
-                    store_url = store_url.replace(".db", f"-w{workers}.db")
-                server = ServerProcess(
-                    store_url,
-                    Path(tmp),
-                    env={
-                        "TICKTAPE_LOG_LEVEL": "warning",
-                        "TICKTAPE_WORKERS": str(workers),
-                        # a benchmark creates sessions as fast as it can, and keeps many:
-                        "TICKTAPE_CREATE_RATE_PER_MIN": "100000000",
-                        "TICKTAPE_MAX_RUNNING_PER_STORE": "100000000",
-                        "TICKTAPE_MAX_RUNNING_PER_INSTANCE": "100000000",
-                    },
-                )
-                server.start()
-                url = server.url
+        for name in args.stores.split(","):
+            servers: list[tuple[str, int, str, int | None, ServerProcess | None]] = []
             try:
+                if args.url is not None:
+                    servers.append(("url", 1, args.url, args.server_pid, None))
+                for label, src in codes if args.url is None else []:
+                    for workers in args.workers or [1]:
+                        store_url = store_url_for(name, Path(tmp), args.questdb_url)
+                        if name == "sqlite":  # each server its own file: like with like
+                            store_url = store_url.replace(".db", f"-{label}-w{workers}.db")
+                        env = {
+                            "TICKTAPE_LOG_LEVEL": "warning",
+                            "TICKTAPE_WORKERS": str(workers),
+                            # a benchmark creates sessions as fast as it can, and keeps many:
+                            "TICKTAPE_CREATE_RATE_PER_MIN": "100000000",
+                            "TICKTAPE_MAX_RUNNING_PER_STORE": "100000000",
+                            "TICKTAPE_MAX_RUNNING_PER_INSTANCE": "100000000",
+                        }
+                        if src is not None:
+                            env["PYTHONPATH"] = src
+                        server = ServerProcess(store_url, Path(tmp), env=env)
+                        server.start()
+                        assert server.proc is not None
+                        servers.append((label, workers, server.url, server.proc.pid, server))
                 for c in levels:
-                    figures = {"workers": workers, **measure(url, args.pairs, c, args.procs)}
-                    results.setdefault(name, []).append(figures)
-                    print(
-                        f"{name:8s} workers={workers} c={c:<3d} p50={figures['start_ms_p50']}ms "
-                        f"p95={figures['start_ms_p95']}ms p99={figures['start_ms_p99']}ms "
-                        f"found={figures['lookup_success_pct']}% "
-                        f"({figures['pairs_per_s']} pairs/s)",
-                        flush=True,
-                    )
+                    rounds: dict[int, list[dict[str, Any]]] = {}
+                    for _ in range(args.rounds):
+                        for i, (_, _, url, pid, _) in enumerate(servers):
+                            rounds.setdefault(i, []).append(
+                                measure(url, args.pairs, c, args.procs, pid)
+                            )
+                    for i, (label, workers, _, _, _) in enumerate(servers):
+                        figures = {"code": label, "workers": workers, **_median_row(rounds[i])}
+                        results.setdefault(name, []).append(figures)
+                        cpu = figures["server_cpu_ms_per_pair"]
+                        print(
+                            f"{name:8s} {label:6s} workers={workers} c={c:<3d} "
+                            f"p50={figures['start_ms_p50']}ms p95={figures['start_ms_p95']}ms "
+                            f"p99={figures['start_ms_p99']}ms "
+                            f"found={figures['lookup_success_pct']}% "
+                            f"({figures['pairs_per_s']} pairs/s"
+                            + (f", server CPU {cpu} ms/pair" if cpu is not None else "")
+                            + (f", round p95s {figures['round_p95s']}" if args.rounds > 1 else "")
+                            + ")",
+                            flush=True,
+                        )
             finally:
-                if server is not None:
-                    server.stop()
+                for *_, server in servers:
+                    if server is not None:
+                        server.stop()
     print(json.dumps({"benchmark": "lifecycle", "results": results}))
 
 

@@ -132,6 +132,7 @@ class SessionService:
         self._settings = settings
         self._metrics = metrics
         self._active_count: tuple[int, float] | None = None  # (count, monotonic time)
+        self._counting: asyncio.Future[None] | None = None  # the count under way, if any
 
     @property
     def owner(self) -> str:
@@ -234,11 +235,24 @@ class SessionService:
         other instances (or creates racing here) added within that time."""
         now = time.monotonic()
         if self._active_count is None or now - self._active_count[1] > ACTIVE_COUNT_MAX_AGE_S:
-            counted = await self._store.sessions.count_sessions(
-                SessionQuery(statuses=ACTIVE_STATUSES, include_deleted=True)
-            )
-            self._active_count = (counted, now)
+            # One count at a time: the creates that find the count stale together share
+            # it (at 32 concurrent creates each used to count, every second).
+            if self._counting is None:
+                self._counting = asyncio.ensure_future(self._count_active(now))
+            counting = self._counting
+            try:
+                await asyncio.shield(counting)
+            finally:
+                if counting.done() and self._counting is counting:
+                    self._counting = None
+            assert self._active_count is not None
         return self._active_count[0]
+
+    async def _count_active(self, now: float) -> None:
+        counted = await self._store.sessions.count_sessions(
+            SessionQuery(statuses=ACTIVE_STATUSES, include_deleted=True)
+        )
+        self._active_count = (counted, now)
 
     async def _create_once(self, draft: Session) -> Session:
         try:

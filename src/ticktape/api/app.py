@@ -29,6 +29,7 @@ from ticktape.api import charts, compat, routes, strategies, stream
 from ticktape.api.auth import Authenticator, load_users
 from ticktape.api.errors import error_body, install_error_handlers
 from ticktape.api.guard import RequestGuard
+from ticktape.api.hot import HotApp, HotRoutes
 from ticktape.api.limits import CreateRateLimiter
 from ticktape.api.models import ErrorOut, HealthOut, ReadyOut
 from ticktape.api.push import close_feed
@@ -87,6 +88,7 @@ def create_app(
     service: SessionService | None = None,
     metrics: Metrics | None = None,
     runtime_store: Callable[[Store], Store] | None = None,
+    hot_routes: bool = True,
 ) -> FastAPI:
     """The ticktape API for ``settings``.
 
@@ -95,7 +97,8 @@ def create_app(
     from ``settings.store_url``. ``runtime_store`` wraps the backend under the retry
     layer of the store handle the supervisor (runners, heartbeats, reconciler) uses,
     not the API's own — for fault injection (``ticktape.testing.FaultyStore``) only:
-    injected faults are retried as the store's own are.
+    injected faults are retried as the store's own are. ``hot_routes=False`` serves
+    every request through FastAPI (:mod:`ticktape.api.hot`; tests compare the two).
     """
 
     @asynccontextmanager
@@ -163,7 +166,7 @@ def create_app(
         finally:
             await store.close()
 
-    app = FastAPI(
+    app = HotApp(
         title="ticktape",
         version=__version__,
         summary="Sessions over crypto market data, with one source of truth.",
@@ -275,6 +278,9 @@ def create_app(
     # Host, credentials and body size are checked before anything reads the request
     # (only CORS, which reads no body, sits outside).
     app.add_middleware(RequestGuard, settings=settings, authenticator=app.state.authenticator)
+    if hot_routes and not settings.cors_origins:
+        guard = RequestGuard(app, settings=settings, authenticator=app.state.authenticator)
+        app.hot = HotRoutes(app, guard)  # in front of FastAPI: ticktape.api.hot
     if settings.cors_origins:
         # Browsers on these origins may call the API with their cookies (none by default);
         # outside the guard, so that its refusals reach the page with CORS headers too.

@@ -128,6 +128,11 @@ def count_error(request: HTTPConnection, exc: errors.TicktapeError) -> None:
 
 async def _ticktape_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.TicktapeError)
+    return await ticktape_error_response(request, exc)
+
+
+async def ticktape_error_response(request: Request, exc: errors.TicktapeError) -> JSONResponse:
+    """A ticktape error as its HTTP answer (logged if 5xx, counted in /metrics)."""
     status = status_for(exc)
     message = exc.message
     if status >= 500:
@@ -166,6 +171,11 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    return await http_error_response(request, exc)
+
+
+async def http_error_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's HTTP errors (404, 405, the guard's 413 while reading) in our shape."""
     if exc.status_code == 404:
         message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:

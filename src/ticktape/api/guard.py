@@ -126,7 +126,7 @@ class RequestGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            refusal = self._refusal(scope) or self._origin_refusal(scope)
+            refusal = self.refusal(scope) or self._origin_refusal(scope)
             if refusal is not None:
                 await _refuse_handshake(refusal, scope, receive, send)
                 return
@@ -135,7 +135,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal = self._refusal(scope)
+        refusal = self.refusal(scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -153,7 +153,8 @@ class RequestGuard:
 
         await self.app(scope, bounded_receive, send)
 
-    def _refusal(self, scope: Scope) -> JSONResponse | None:
+    def refusal(self, scope: Scope) -> JSONResponse | None:
+        """The answer refusing this request (Host, credentials, Content-Length), or None."""
         if not self.any_host:
             host = host_name(_header(scope, b"host") or "")
             if host not in self.hosts:

@@ -3,8 +3,12 @@
 sqlite3 blocks, so every call runs on a thread: one writer thread (SQLite has one
 writer at a time anyway; serialising in-process writes here avoids its busy-wait
 sleeps) and a few reader threads, each with its own connection. WAL mode lets
-readers run beside the writer; ``busy_timeout`` covers writers in *other*
-processes (several ``ticktape serve`` on one file).
+readers run beside the writer (a reader's rare wait, a WAL recovery, and the
+checkpoint on close use SQLite's ``busy_timeout``).
+
+Another process's write lock (``ticktape serve --workers N``, several servers on one
+file) is waited for by polling ``BEGIN IMMEDIATE`` every :data:`BUSY_POLL_S`, up to
+:data:`BUSY_TIMEOUT_MS`; the writer's connection has no busy handler of its own.
 
 Group commit: writes that queue up while the writer is busy run together in one
 transaction, each inside its own SAVEPOINT (a failing write rolls back alone),
@@ -25,11 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,6 +54,11 @@ BULK_GROUP_BUDGET_S = 0.05
 FAILURE_HOLD_S = 5.0  # a write failure keeps the store "failing" at least this long
 FAILURE_LOG_EVERY_S = 60.0  # the same write failure is logged again after this long, at most
 BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock: wait this long, then StoreBusy
+# The writer polls for the write lock another process holds at this interval (see
+# Database._begin_immediate) rather than in SQLite's busy handler, which sleeps 1, 2,
+# 5, 10, 15, 20, 25 … ms between tries: two `serve --workers` on one file hold the lock
+# a millisecond or two at a time, and the handler's sleeps made each wait far longer.
+BUSY_POLL_S = 0.0005
 _MIGRATION_MARK = "-- migration:"
 
 
@@ -116,15 +125,72 @@ class _Write(Generic[T]):
     future: asyncio.Future[T]
 
     def settle(self, result: object, error: BaseException | None) -> None:
-        def deliver() -> None:
-            if self.future.done():  # the caller was cancelled meanwhile
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(result)  # type: ignore[arg-type]
+        self.loop.call_soon_threadsafe(_deliver, self.future, result, error)
 
-        self.loop.call_soon_threadsafe(deliver)
+
+def _deliver(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _Lane:
+    """Threads that run callables from one queue: the writer (one) or the readers.
+
+    Lighter than ``ThreadPoolExecutor`` + ``run_in_executor``, which made a
+    ``concurrent.futures.Future`` (a Condition and its lock) and chained it to an
+    asyncio future for every call: at 32 concurrent starts on SQLite those
+    hand-offs were about a fifth of the event loop's time (issue 13). Here a call
+    is one queue put, and its outcome comes back with one ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                job()
+            except RuntimeError:  # its event loop closed before the answer: nobody waits
+                log.debug("an SQLite answer found its event loop closed", exc_info=True)
+
+    def post(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a lane thread; nobody waits for it (it reports by itself)."""
+        self._queue.put(job)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on a lane thread, its result or error here."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            if future.cancelled():  # its caller gave up before it began
+                return
+            try:
+                result: object = fn()
+            except BaseException as exc:  # delivered to the caller, raised there
+                loop.call_soon_threadsafe(_deliver, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_deliver, future, result, None)
+
+        self._queue.put(job)
+        return await future
+
+    def shutdown(self) -> None:
+        """Finish the jobs queued, then stop the threads (blocks until they have)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 class Database:
@@ -148,8 +214,8 @@ class Database:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writer: ThreadPoolExecutor | None = None
-        self._readers: ThreadPoolExecutor | None = None
+        self._writer: _Lane | None = None
+        self._readers: _Lane | None = None
         self._queued: list[_Write[Any]] = []  # session writes: leases, transitions, creates
         self._bulk: list[_Write[Any]] = []  # tick batches
         self._queued_lock = threading.Lock()
@@ -165,6 +231,7 @@ class Database:
                 factory=self._factory,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._local.polls = False  # a new connection has SQLite's busy handler again
             # FULL: a commit is on disk when acknowledged (invariant 2), power loss included.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -176,11 +243,20 @@ class Database:
     async def open(self) -> None:
         with ERRORS.wrap("open the store"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ticktape-sqlite-writer")
-        self._readers = ThreadPoolExecutor(
-            READER_THREADS, thread_name_prefix="ticktape-sqlite-reader"
-        )
-        await self._run(self._writer, self._migrate, "open the store")
+        self._writer = _Lane(1, "ticktape-sqlite-writer")
+        self._readers = _Lane(READER_THREADS, "ticktape-sqlite-reader")
+        try:
+            await self._run(self._writer, self._migrate, "open the store")
+        except BaseException:  # nothing to checkpoint: stop the threads, close what opened
+            lanes, self._writer, self._readers = (self._writer, self._readers), None, None
+            for lane in lanes:
+                if lane is not None:
+                    lane.shutdown()
+            with self._lock:
+                for conn in self._connections:
+                    conn.close()
+                self._connections.clear()
+            raise
 
     def _migrate(self) -> None:
         conn = self._connection()
@@ -214,29 +290,31 @@ class Database:
     def _checkpoint(self) -> None:
         """Fold the WAL back into the database file, so a closed store is one file."""
         try:
-            self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn = self._connection()
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # the handler waits here
+            self._local.polls = False
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             # Nothing is lost: the WAL stays and the next open replays it.
             log.warning("SQLite checkpoint on close failed (%s); the WAL is kept", exc)
 
     async def close(self) -> None:
         if self._writer is not None:
-            with contextlib.suppress(RuntimeError):
-                await asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint)
-        for pool in (self._writer, self._readers):
-            if pool is not None:
-                pool.shutdown(wait=True)
+            await self._writer.call(self._checkpoint)
+        lanes = [lane for lane in (self._writer, self._readers) if lane is not None]
         self._writer = self._readers = None
+        for lane in lanes:
+            lane.shutdown()
         with self._lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
 
-    async def _run(self, pool: ThreadPoolExecutor | None, fn: Callable[[], T], what: str) -> T:
-        if pool is None:
+    async def _run(self, lane: _Lane | None, fn: Callable[[], T], what: str) -> T:
+        if lane is None:
             raise StoreUnavailable(f"{what}: the SQLite store is not open")
         with ERRORS.wrap(what):
-            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+            return await lane.call(fn)
 
     async def write(
         self, fn: Callable[[sqlite3.Connection], T], what: str, *, bulk: bool = False
@@ -256,7 +334,7 @@ class Database:
         op: _Write[T] = _Write(fn, what, loop, loop.create_future())
         with self._queued_lock:
             (self._bulk if bulk else self._queued).append(op)
-        self._writer.submit(self._commit_group)
+        self._writer.post(self._commit_group)
         try:
             # Bounded: a write that hangs (a stalled disk) fails as unavailable, counted as
             # a write failure; cancelling the future keeps it from running if not begun.
@@ -312,7 +390,7 @@ class Database:
         conn = self._connection()
         outcomes: list[tuple[object, BaseException | None]] = []
         started = time.monotonic()
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin_immediate(conn)
         index = 0
         while index < len(group):
             op = group[index]
@@ -340,6 +418,23 @@ class Database:
                     group.append(more)
         conn.execute("COMMIT")
         return outcomes
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, polling every :data:`BUSY_POLL_S` while another process
+        holds the write lock, for :data:`BUSY_TIMEOUT_MS` at most (then its error)."""
+        if not getattr(self._local, "polls", False):
+            conn.execute("PRAGMA busy_timeout = 0")  # this connection: we poll instead
+            self._local.polls = True
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(BUSY_POLL_S)
 
     def _take_more(self, elapsed_s: float) -> _Write[Any] | None:
         with self._queued_lock:
