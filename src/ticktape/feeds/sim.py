@@ -69,6 +69,38 @@ class _SymbolState:
     first_event: int = 0  # the event at ``start_us`` (non-zero when resumed)
 
 
+def _trade_part(trades: TradeBatch, lo: int, hi: int) -> _Part:
+    """Rows ``lo:hi`` of a chunk's trades, as one block's part."""
+    return (
+        TradeBatch,
+        (
+            trades.session_id,
+            trades.symbol,
+            trades.ts_us[lo:hi],
+            trades.trade_id[lo:hi],
+            trades.price[lo:hi],
+            trades.qty[lo:hi],
+            trades.side[lo:hi],
+        ),
+    )
+
+
+def _book_part(book: BookBatch, lo: int, hi: int) -> _Part:
+    """Snapshots ``lo:hi`` of a chunk's books, as one block's part."""
+    return (
+        BookBatch,
+        (
+            book.session_id,
+            book.symbol,
+            book.ts_us[lo:hi],
+            book.bid_price[lo:hi],
+            book.bid_qty[lo:hi],
+            book.ask_price[lo:hi],
+            book.ask_qty[lo:hi],
+        ),
+    )
+
+
 def _start_price(symbol: str) -> float:
     """A plausible, deterministic starting price per symbol."""
     return 10.0 + (zlib.crc32(symbol.encode()) % 100_000) / 2.0
@@ -156,36 +188,9 @@ class SimExchange:
             for j in range(count):
                 lo, hi = j * per, (j + 1) * per
                 if DataType.TRADES in self.data_types:
-                    blocks[j].append(
-                        (
-                            TradeBatch,
-                            (
-                                self.session_id,
-                                state.symbol,
-                                trades.ts_us[lo:hi],
-                                trades.trade_id[lo:hi],
-                                trades.price[lo:hi],
-                                trades.qty[lo:hi],
-                                trades.side[lo:hi],
-                            ),
-                        )
-                    )
+                    blocks[j].append(_trade_part(trades, lo, hi))
                 if book is not None and bounds[j + 1] > bounds[j]:
-                    a, b = bounds[j], bounds[j + 1]
-                    blocks[j].append(
-                        (
-                            BookBatch,
-                            (
-                                self.session_id,
-                                state.symbol,
-                                book.ts_us[a:b],
-                                book.bid_price[a:b],
-                                book.bid_qty[a:b],
-                                book.ask_price[a:b],
-                                book.ask_qty[a:b],
-                            ),
-                        )
-                    )
+                    blocks[j].append(_book_part(book, bounds[j], bounds[j + 1]))
         blocks.reverse()
         return blocks
 
