@@ -345,6 +345,12 @@ async def ramp(
             # per second of one running session, and per stored tick
             "cpu_ms_per_session_s": round(1000 * cpu_s / max(level * elapsed, 0.001), 3),
             "cpu_us_per_tick": round(1e6 * cpu_s / max(stored, 1), 1),
+            # per tick the feeds produced: the same figure when the store keeps up; when it
+            # does not, CPU per stored tick counts the feeding of what waits in buffers
+            "cpu_us_per_fed_tick": round(1e6 * cpu_s / max(fed1 - fed0, 1), 1),
+            # fed but not stored yet, at the end of the hold (all instances): what the
+            # sessions' buffers hold, the first suspect when RSS grows
+            "backlog_rows": round(fed1 - ticks1),
             "rss_mib": [round(a[0]) for a in after],
             "rss_growth_mib": [round(a[0] - b[0]) for a, b in zip(after, before, strict=True)],
             "cpu_pct": [

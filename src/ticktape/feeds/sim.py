@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ticktape.domain import DataType
+from ticktape.feeds.contract import now_us
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
 
 MAX_BLOCK_EVENTS = 5_000  # trades per symbol per block at the maximum rate
@@ -101,6 +103,13 @@ def _book_part(book: BookBatch, lo: int, hi: int) -> _Part:
     )
 
 
+def _stamp(n: int, recv_us: int) -> npt.NDArray[np.int64]:
+    """``n`` receive times, all ``recv_us`` (``np.full`` minus its Python-level wrapper)."""
+    out = np.empty(n, np.int64)
+    out.fill(recv_us)
+    return out
+
+
 def _start_price(symbol: str) -> float:
     """A plausible, deterministic starting price per symbol."""
     return 10.0 + (zlib.crc32(symbol.encode()) % 100_000) / 2.0
@@ -161,14 +170,19 @@ class SimExchange:
             first_event=last_id,
         )
 
-    def next_block(self) -> list[TickBatch]:
-        """The next block: ``block_events`` trades per symbol, and their snapshots."""
+    def next_block(self, recv_us: int | None = None) -> list[TickBatch]:
+        """The next block: ``block_events`` trades per symbol, and their snapshots;
+        every row received at ``recv_us`` if given (the batches' ``recv_us``)."""
         if not self._ready:
             self._ready = self._chunk()
         parts = self._ready.pop()
         seq = self.blocks_emitted
         self.blocks_emitted += 1
-        return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
+        if recv_us is None:
+            return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
+        # built with their receive times: a copy of each batch to add them later (as
+        # ``dataclasses.replace``) costs more than generating it, thousands of times a second
+        return [kind(*arrays, seq, _stamp(len(arrays[2]), recv_us)) for kind, arrays in parts]
 
     def _chunk(self) -> list[list[_Part]]:
         """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""
@@ -240,8 +254,11 @@ class SimExchange:
             seq=trades.seq,
         )
 
-    async def blocks(self, stop: asyncio.Event) -> AsyncIterator[list[TickBatch]]:
-        """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set.
+    async def blocks(
+        self, stop: asyncio.Event, *, stamped: bool = False
+    ) -> AsyncIterator[list[TickBatch]]:
+        """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set; if
+        ``stamped``, each block's rows carry the time it was handed out as ``recv_us``.
 
         A stop ends a wait at once. The wait between blocks is one future and one timer:
         ``stop`` is watched by a single task for the whole run (``wait_for(stop.wait())``
@@ -282,7 +299,7 @@ class SimExchange:
                 else:
                     await asyncio.sleep(0)  # let heartbeats and requests run between blocks
                 emitted += self.block_events
-                yield self.next_block()
+                yield self.next_block(now_us() if stamped else None)
         finally:
             watcher.remove_done_callback(wake)
             watcher.cancel()
