@@ -42,7 +42,7 @@ STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
 # many trades per symbol) and handed out block by block: numpy's cost per call, not
 # per value, is what a block of 5 trades costs. Deterministic all the same: a chunk
 # is a function of the seed and the configuration only.
-CHUNK_EVENTS = 64
+CHUNK_EVENTS = 256
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
 
@@ -181,8 +181,13 @@ class SimExchange:
         if recv_us is None:
             return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
         # built with their receive times: a copy of each batch to add them later (as
-        # ``dataclasses.replace``) costs more than generating it, thousands of times a second
-        return [kind(*arrays, seq, _stamp(len(arrays[2]), recv_us)) for kind, arrays in parts]
+        # ``dataclasses.replace``) costs more than generating it, thousands of times a second;
+        # one array for the block, each batch a view of it (a new one per block: the
+        # batches of earlier blocks may still wait in a buffer)
+        if not parts:
+            return []
+        stamps = _stamp(max(len(arrays[2]) for _, arrays in parts), recv_us)
+        return [kind(*arrays, seq, stamps[: len(arrays[2])]) for kind, arrays in parts]
 
     def _chunk(self) -> list[list[_Part]]:
         """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""

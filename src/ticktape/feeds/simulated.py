@@ -67,6 +67,13 @@ class SimFeed:
         # stamped: the batches carry their receive times already (the pump keeps them as
         # they are instead of copying each batch to add them)
         async for batches in self.exchange.blocks(stop, stamped=True):
+            if not self.outages:  # the common case: no outage to play, nothing to track
+                for batch in batches:
+                    if isinstance(batch, TradeBatch):
+                        yield FeedTrades(batch, _recv(batch, 0))
+                    elif isinstance(batch, BookBatch):
+                        yield FeedBooks(batch, _recv(batch, 0))
+                continue
             outage = self._outage(block)
             block += 1
             recv = now_us()
