@@ -294,8 +294,11 @@ class QuestDBTickStore(TickStore):
             self.before_send()
         with self._sender_lock:
             if self._sender is None:
-                self._sender = Sender.from_conf(self._db.address.ilp_conf)
-                self._sender.establish()  # type: ignore[no-untyped-call]
+                sender = Sender.from_conf(self._db.address.ilp_conf)
+                # kept only once established: a sender whose establish() failed answers
+                # every later call with "Sender is closed", one more failed try each time
+                sender.establish()  # type: ignore[no-untyped-call]
+                self._sender = sender
             try:
                 for table, frame in frames:
                     self._sender.dataframe(
