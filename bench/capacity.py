@@ -397,6 +397,11 @@ def main_ramp(args: argparse.Namespace) -> None:
             store_url = store_url_for(name, Path(tmp), args.questdb_url)
             if name == "sqlite":
                 store_url = f"sqlite:///{tmp}/bench-ramp.db"
+            elif name == "questdb":
+                # tables of their own: a previous run's sessions, their servers gone, would
+                # be reaped as owner_lost by this run's instances and counted as its failures
+                sep = "&" if "?" in store_url else "?"
+                store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
             servers = [
                 ServerProcess(store_url, Path(tmp), env=RAMP_ENV) for _ in range(args.instances)
             ]
