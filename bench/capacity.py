@@ -345,6 +345,12 @@ async def ramp(
             # per second of one running session, and per stored tick
             "cpu_ms_per_session_s": round(1000 * cpu_s / max(level * elapsed, 0.001), 3),
             "cpu_us_per_tick": round(1e6 * cpu_s / max(stored, 1), 1),
+            # per tick the feeds produced: the same figure when the store keeps up; when it
+            # does not, CPU per stored tick counts the feeding of what waits in buffers
+            "cpu_us_per_fed_tick": round(1e6 * cpu_s / max(fed1 - fed0, 1), 1),
+            # fed but not stored yet, at the end of the hold (all instances): what the
+            # sessions' buffers hold, the first suspect when RSS grows
+            "backlog_rows": round(fed1 - ticks1),
             "rss_mib": [round(a[0]) for a in after],
             "rss_growth_mib": [round(a[0] - b[0]) for a, b in zip(after, before, strict=True)],
             "cpu_pct": [
@@ -391,6 +397,11 @@ def main_ramp(args: argparse.Namespace) -> None:
             store_url = store_url_for(name, Path(tmp), args.questdb_url)
             if name == "sqlite":
                 store_url = f"sqlite:///{tmp}/bench-ramp.db"
+            elif name == "questdb":
+                # tables of their own: a previous run's sessions, their servers gone, would
+                # be reaped as owner_lost by this run's instances and counted as its failures
+                sep = "&" if "?" in store_url else "?"
+                store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
             servers = [
                 ServerProcess(store_url, Path(tmp), env=RAMP_ENV) for _ in range(args.instances)
             ]

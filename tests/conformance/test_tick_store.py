@@ -456,6 +456,32 @@ def test_concurrent_writes_of_many_sessions_are_fenced_and_answered_each_alone(
         assert getattr(raw, "rounds", 0) - rounds_before == 1
 
 
+def test_a_replay_among_new_writes_of_other_sessions_counts_only_its_new_rows(
+    store: Store, run: Run, running_session: StartSession, backend: str
+) -> None:
+    """Writes in flight at once, one of them a replay of rows already stored (SQLite
+    inserts a round's rows together and, when some row was there already, again one
+    request at a time): each is answered with exactly its own new rows."""
+    sessions = [running_session(owner=OWNER) for _ in range(4)]
+    replayed = [trades(sessions[0].id, n=30), books(sessions[0].id, n=5)]
+    run(store.ticks.write(replayed, owner=OWNER))
+    calls = [replayed] + [
+        [trades(s.id, n=10 + k), books(s.id, n=3)] for k, s in enumerate(sessions[1:])
+    ]
+
+    async def write_all() -> list[WriteResult]:
+        return list(await asyncio.gather(*(store.ticks.write(c, owner=OWNER) for c in calls)))
+
+    outcomes = run(write_all())
+    if "exact_write_counts" in CAPABILITIES[backend]:
+        assert outcomes[0].counts == TickCounts()
+        for k, outcome in enumerate(outcomes[1:]):
+            assert outcome.counts == TickCounts(10 + k, 3)
+    assert _count(store, run, sessions[0].id) == TickCounts(30, 5)
+    for k, s in enumerate(sessions[1:]):
+        assert _count(store, run, s.id) == TickCounts(10 + k, 3)
+
+
 @pytest.mark.parametrize("valid_first", [True, False], ids=["valid-first", "invalid-first"])
 @pytest.mark.parametrize("why", ["other-owner", "terminal", "unknown"])
 def test_a_call_mixing_a_valid_and_an_invalid_session_stores_nothing(

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ticktape.domain import DataType
+from ticktape.feeds.contract import now_us
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
 
 MAX_BLOCK_EVENTS = 5_000  # trades per symbol per block at the maximum rate
@@ -40,7 +42,7 @@ STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
 # many trades per symbol) and handed out block by block: numpy's cost per call, not
 # per value, is what a block of 5 trades costs. Deterministic all the same: a chunk
 # is a function of the seed and the configuration only.
-CHUNK_EVENTS = 64
+CHUNK_EVENTS = 256
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
 
@@ -67,6 +69,45 @@ class _SymbolState:
     next_trade_id: int = 1
     events: int = 0  # trades generated so far (drives book snapshot cadence)
     first_event: int = 0  # the event at ``start_us`` (non-zero when resumed)
+
+
+def _trade_part(trades: TradeBatch, lo: int, hi: int) -> _Part:
+    """Rows ``lo:hi`` of a chunk's trades, as one block's part."""
+    return (
+        TradeBatch,
+        (
+            trades.session_id,
+            trades.symbol,
+            trades.ts_us[lo:hi],
+            trades.trade_id[lo:hi],
+            trades.price[lo:hi],
+            trades.qty[lo:hi],
+            trades.side[lo:hi],
+        ),
+    )
+
+
+def _book_part(book: BookBatch, lo: int, hi: int) -> _Part:
+    """Snapshots ``lo:hi`` of a chunk's books, as one block's part."""
+    return (
+        BookBatch,
+        (
+            book.session_id,
+            book.symbol,
+            book.ts_us[lo:hi],
+            book.bid_price[lo:hi],
+            book.bid_qty[lo:hi],
+            book.ask_price[lo:hi],
+            book.ask_qty[lo:hi],
+        ),
+    )
+
+
+def _stamp(n: int, recv_us: int) -> npt.NDArray[np.int64]:
+    """``n`` receive times, all ``recv_us`` (``np.full`` minus its Python-level wrapper)."""
+    out = np.empty(n, np.int64)
+    out.fill(recv_us)
+    return out
 
 
 def _start_price(symbol: str) -> float:
@@ -129,14 +170,24 @@ class SimExchange:
             first_event=last_id,
         )
 
-    def next_block(self) -> list[TickBatch]:
-        """The next block: ``block_events`` trades per symbol, and their snapshots."""
+    def next_block(self, recv_us: int | None = None) -> list[TickBatch]:
+        """The next block: ``block_events`` trades per symbol, and their snapshots;
+        every row received at ``recv_us`` if given (the batches' ``recv_us``)."""
         if not self._ready:
             self._ready = self._chunk()
         parts = self._ready.pop()
         seq = self.blocks_emitted
         self.blocks_emitted += 1
-        return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
+        if recv_us is None:
+            return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
+        # built with their receive times: a copy of each batch to add them later (as
+        # ``dataclasses.replace``) costs more than generating it, thousands of times a second;
+        # one array for the block, each batch a view of it (a new one per block: the
+        # batches of earlier blocks may still wait in a buffer)
+        if not parts:
+            return []
+        stamps = _stamp(max(len(arrays[2]) for _, arrays in parts), recv_us)
+        return [kind(*arrays, seq, stamps[: len(arrays[2])]) for kind, arrays in parts]
 
     def _chunk(self) -> list[list[_Part]]:
         """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""
@@ -156,36 +207,9 @@ class SimExchange:
             for j in range(count):
                 lo, hi = j * per, (j + 1) * per
                 if DataType.TRADES in self.data_types:
-                    blocks[j].append(
-                        (
-                            TradeBatch,
-                            (
-                                self.session_id,
-                                state.symbol,
-                                trades.ts_us[lo:hi],
-                                trades.trade_id[lo:hi],
-                                trades.price[lo:hi],
-                                trades.qty[lo:hi],
-                                trades.side[lo:hi],
-                            ),
-                        )
-                    )
+                    blocks[j].append(_trade_part(trades, lo, hi))
                 if book is not None and bounds[j + 1] > bounds[j]:
-                    a, b = bounds[j], bounds[j + 1]
-                    blocks[j].append(
-                        (
-                            BookBatch,
-                            (
-                                self.session_id,
-                                state.symbol,
-                                book.ts_us[a:b],
-                                book.bid_price[a:b],
-                                book.bid_qty[a:b],
-                                book.ask_price[a:b],
-                                book.ask_qty[a:b],
-                            ),
-                        )
-                    )
+                    blocks[j].append(_book_part(book, bounds[j], bounds[j + 1]))
         blocks.reverse()
         return blocks
 
@@ -235,8 +259,11 @@ class SimExchange:
             seq=trades.seq,
         )
 
-    async def blocks(self, stop: asyncio.Event) -> AsyncIterator[list[TickBatch]]:
-        """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set.
+    async def blocks(
+        self, stop: asyncio.Event, *, stamped: bool = False
+    ) -> AsyncIterator[list[TickBatch]]:
+        """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set; if
+        ``stamped``, each block's rows carry the time it was handed out as ``recv_us``.
 
         A stop ends a wait at once. The wait between blocks is one future and one timer:
         ``stop`` is watched by a single task for the whole run (``wait_for(stop.wait())``
@@ -277,7 +304,7 @@ class SimExchange:
                 else:
                     await asyncio.sleep(0)  # let heartbeats and requests run between blocks
                 emitted += self.block_events
-                yield self.next_block()
+                yield self.next_block(now_us() if stamped else None)
         finally:
             watcher.remove_done_callback(wake)
             watcher.cancel()

@@ -32,7 +32,7 @@ from ticktape.feeds.contract import (
     now_us,
 )
 from ticktape.feeds.sim import SimExchange
-from ticktape.ticks import BookBatch, TradeBatch
+from ticktape.ticks import BookBatch, Int64Array, TickBatch, TradeBatch
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,16 @@ class SimFeed:
         last_id: dict[str, int] = {}
         lost_from: dict[tuple[str, DataType], tuple[int, GapCause]] = {}
         block = 0
-        async for batches in self.exchange.blocks(stop):
+        # stamped: the batches carry their receive times already (the pump keeps them as
+        # they are instead of copying each batch to add them)
+        async for batches in self.exchange.blocks(stop, stamped=True):
+            if not self.outages:  # the common case: no outage to play, nothing to track
+                for batch in batches:
+                    if isinstance(batch, TradeBatch):
+                        yield FeedTrades(batch, _recv(batch, 0))
+                    elif isinstance(batch, BookBatch):
+                        yield FeedBooks(batch, _recv(batch, 0))
+                continue
             outage = self._outage(block)
             block += 1
             recv = now_us()
@@ -88,10 +97,17 @@ class SimFeed:
                 last_ts[key] = int(batch.ts_us[-1])
                 if isinstance(batch, TradeBatch):
                     last_id[batch.symbol] = int(batch.trade_id[-1])
-                    yield FeedTrades(batch, np.full(len(batch), recv, dtype=np.int64))
+                    yield FeedTrades(batch, _recv(batch, recv))
                 elif isinstance(batch, BookBatch):
-                    yield FeedBooks(batch, np.full(len(batch), recv, dtype=np.int64))
+                    yield FeedBooks(batch, _recv(batch, recv))
         end = now_us()
         for (symbol, dt), (start, cause) in sorted(lost_from.items()):
             gap = Gap(symbol, dt, start, max(start, end), cause, None)
             yield FeedEvent(EventKind.GAP, end, symbol, dt, str(cause), gap)
+
+
+def _recv(batch: TickBatch, recv: int) -> Int64Array:
+    """The batch's own receive times (the same array: no copy of the batch downstream)."""
+    if batch.recv_us is not None:
+        return batch.recv_us
+    return np.full(len(batch), recv, dtype=np.int64)

@@ -41,6 +41,7 @@ class TickBuffer:
         self._unbound = False
         self._changed = asyncio.Condition()
         self._due_waiter: asyncio.Future[None] | None = None  # the flusher, until due
+        self._taker_waiting = False  # the flusher waits for a first row (on the condition)
 
     @property
     def rows(self) -> int:
@@ -55,19 +56,24 @@ class TickBuffer:
         """Add batches; wait while the buffer is full (a block larger than the bound still fits
         once the buffer is empty, so a big block never deadlocks)."""
         size = sum(len(b) for b in batches)
+        if not self._taker_waiting and not self._changed.locked() and self._fits(size):
+            # the common case, thousands of times a second on a busy instance: room, and
+            # nobody waiting for rows (a flusher past its wait sleeps on its due timer)
+            self._batches.extend(batches)
+            self._rows += size
+            self._wake_if_due()
+            return
         async with self._changed:
-            await self._changed.wait_for(
-                lambda: (
-                    self._closed
-                    or self._unbound
-                    or self._rows == 0
-                    or self._rows + size <= self.max_rows
-                )
-            )
+            await self._changed.wait_for(lambda: self._fits(size))
             self._batches.extend(batches)
             self._rows += size
             self._changed.notify_all()
         self._wake_if_due()
+
+    def _fits(self, size: int) -> bool:
+        if self._closed or self._unbound or self._rows == 0:
+            return True
+        return self._rows + size <= self.max_rows
 
     async def take(self) -> list[TickBatch]:
         """Wait for a flush to be due and take up to ``flush_rows`` rows (whole batches,
@@ -80,8 +86,13 @@ class TickBuffer:
         would cost the loop more than the writes).
         """
         while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._closed or self._rows > 0)
+            if not (self._closed or self._rows > 0):
+                self._taker_waiting = True  # a put must notify (it takes the slow path)
+                try:
+                    async with self._changed:
+                        await self._changed.wait_for(lambda: self._closed or self._rows > 0)
+                finally:
+                    self._taker_waiting = False
             if not self._due():
                 loop = asyncio.get_running_loop()
                 waiter: asyncio.Future[None] = loop.create_future()

@@ -120,27 +120,64 @@ class LeaseKeeper:
             )
             return
         by_id = {session.id: session for session in owned}
-        await asyncio.gather(
-            *(self._renewed(lease, by_id.get(lease.handle.session_id), sent) for lease in leases)
-        )
+        # Each lease's part is plain Python with no await in the common case (one renewal
+        # of a thousand sessions must not be a thousand tasks): a lease whose release is
+        # under way (its lock held) or that has a recovery to note goes the slow way.
+        slow = []
+        for lease in leases:
+            current = by_id.get(lease.handle.session_id)
+            if lease.lock.locked():
+                slow.append(self._renewed(lease, current, sent))
+                continue
+            recovered = self._apply(lease, current, sent)
+            if recovered is not None and recovered[0]:
+                slow.append(self._after(lease, current, recovered))
+            elif (
+                recovered is not None
+                and current is not None
+                and current.status is SessionStatus.STOPPING
+            ):
+                lease.handle.stop.set()
+        if slow:
+            await asyncio.gather(*slow)
+
+    def _apply(
+        self, lease: _Lease, current: Session | None, sent: float
+    ) -> tuple[int, float, str] | None:
+        """The renewal's effect on one lease (called with its lock free or held): the
+        failures it recovers from (count, seconds, last error), or None if the lease
+        was released meanwhile or the session is not this instance's any more."""
+        handle = lease.handle
+        session_id = handle.session_id
+        if lease.released or self._leases.get(session_id) is not lease:
+            return None  # finalised or released meanwhile: this instance ended it itself
+        if current is None:
+            self._metrics.lease_renew_failures.inc()
+            why = f"{self._owner} does not own it any more (finalised or claimed)"
+            log.warning("session %s: %s", session_id, why)
+            handle.lose(f"heartbeat: {why}")
+            return None
+        recovered = lease.failures, sent - lease.renewed_at, lease.last_error
+        lease.renewed_at = max(lease.renewed_at, sent)
+        lease.failures = 0
+        if lease.fence is None:  # otherwise the armed timer sees the renewal when it fires
+            self._arm(lease)
+        return recovered
 
     async def _renewed(self, lease: _Lease, current: Session | None, sent: float) -> None:
         """Act on one session's part of a successful instance renewal sent at ``sent``."""
-        handle = lease.handle
-        session_id = handle.session_id
         async with lease.lock:
-            if lease.released or self._leases.get(session_id) is not lease:
-                return  # finalised or released meanwhile: this instance ended it itself
-            if current is None:
-                self._metrics.lease_renew_failures.inc()
-                why = f"{self._owner} does not own it any more (finalised or claimed)"
-                log.warning("session %s: %s", session_id, why)
-                handle.lose(f"heartbeat: {why}")
-                return
-            recovered = lease.failures, sent - lease.renewed_at, lease.last_error
-            lease.renewed_at = max(lease.renewed_at, sent)
-            lease.failures = 0
-            self._arm(lease)
+            recovered = self._apply(lease, current, sent)
+        if recovered is not None and current is not None:
+            await self._after(lease, current, recovered)
+
+    async def _after(
+        self, lease: _Lease, current: Session | None, recovered: tuple[int, float, str]
+    ) -> None:
+        """Note a recovery from failed renewals; wake the runner of a ``stopping`` session."""
+        session_id = lease.handle.session_id
+        handle = lease.handle
+        assert current is not None
         if recovered[0]:
             await note(
                 self._store,
@@ -154,14 +191,21 @@ class LeaseKeeper:
             handle.stop.set()
 
     def _arm(self, lease: _Lease) -> None:
-        """(Re)start the self-fencing timer: it fires unless a renewal succeeds first."""
+        """(Re)start the self-fencing timer, due ``self_fence_after_s`` after the last
+        successful renewal. A renewal does not re-arm it (a timer per session per
+        heartbeat): when it fires it looks at the renewal time and, if one came since,
+        re-arms for the rest — so it fences exactly when it would have been due."""
         if lease.fence is not None:
             lease.fence.cancel()
         delay = lease.renewed_at + self._settings.self_fence_after_s - time.monotonic()
         lease.fence = asyncio.get_running_loop().call_later(max(0.0, delay), self._fence, lease)
 
     def _fence(self, lease: _Lease) -> None:
+        lease.fence = None
         if self._leases.get(lease.handle.session_id) is not lease or lease.released:
+            return
+        if lease.renewed_at + self._settings.self_fence_after_s > time.monotonic():
+            self._arm(lease)  # renewed since it was armed: due later
             return
         since = time.monotonic() - lease.renewed_at
         why = f"lease not renewed for {since:.1f}s"

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,8 +90,22 @@ def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
     return pd.to_datetime(us, unit="us", utc=True)
 
 
+def _category(values: list[str], repeat: npt.NDArray[np.int64] | int) -> Any:
+    """``values`` each repeated ``repeat`` times, as a categorical column built from codes
+    (``pd.Categorical`` of the repeated strings would hash every row's string)."""
+    code_of: dict[str, int] = {}
+    codes = np.fromiter(
+        (code_of.setdefault(v, len(code_of)) for v in values), np.int32, len(values)
+    )
+    return pd.Categorical.from_codes(
+        np.repeat(codes, repeat), dtype=pd.CategoricalDtype(list(code_of))
+    )
+
+
 def _fence_columns(
-    batches: list[TradeBatch] | list[BookBatch], rows: list[int], tenures: dict[str, int]
+    batches: list[TradeBatch] | list[BookBatch],
+    rows: npt.NDArray[np.int64],
+    tenures: dict[str, int],
 ) -> dict[str, npt.NDArray[np.int64]]:
     """Each row's writer tenure and batch number (``_fence.py``)."""
     return {
@@ -100,8 +114,11 @@ def _fence_columns(
     }
 
 
-def _recv_column(batches: list[TradeBatch] | list[BookBatch], repeat: list[int]) -> Any:
-    """Receive times per row (nullable: a batch without them sends nulls)."""
+def _recv_column(
+    batches: list[TradeBatch] | list[BookBatch], repeat: npt.NDArray[np.int64] | int
+) -> Any:
+    """Receive times per row (nullable: a batch without them sends nulls); ``repeat``:
+    rows per batch row (an order-book snapshot is one row per level)."""
     if all(b.recv_us is not None for b in batches):
         return np.repeat(
             np.concatenate([b.recv_us for b in batches if b.recv_us is not None]), repeat
@@ -115,14 +132,19 @@ def _recv_column(batches: list[TradeBatch] | list[BookBatch], repeat: list[int])
     return pd.array(np.repeat(np.concatenate(parts), repeat), dtype="Int64")
 
 
+# The frames are built with a fixed number of numpy calls per column whatever the number
+# of batches (a grouped send carries hundreds of sessions' small batches: calls per
+# batch were most of an instance's CPU at a few hundred sessions).
+
+
 def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataFrame:
     """One DataFrame for many trade batches, in the column layout of ``tt_trades``;
     ``tenures`` maps each session to the tenure its writer checked."""
-    n = [len(b) for b in batches]
+    n = np.array([len(b) for b in batches], np.int64)
     return pd.DataFrame(
         {
-            "session_id": pd.Categorical(np.repeat([b.session_id for b in batches], n)),
-            "symbol": pd.Categorical(np.repeat([b.symbol for b in batches], n)),
+            "session_id": _category([b.session_id for b in batches], n),
+            "symbol": _category([b.symbol for b in batches], n),
             "trade_id": np.concatenate([b.trade_id for b in batches]),
             "price": np.concatenate([b.price for b in batches]),
             "qty": np.concatenate([b.qty for b in batches]),
@@ -131,28 +153,46 @@ def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataF
             ),
             "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
             **_fence_columns(batches, n, tenures),
-            "recv_us": _recv_column(batches, [1] * sum(n)),
+            "recv_us": _recv_column(batches, 1),
         }
     )
 
 
 def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFrame:
     """Snapshots exploded to one row per level, the layout of ``tt_orderbook``."""
-    rows = [len(b) * b.depth for b in batches]
+    lens = np.array([len(b) for b in batches], np.int64)
+    depths = np.array([b.depth for b in batches], np.int64)
+    rows = lens * depths
+    ts_us = np.concatenate([b.ts_us for b in batches])
+    sides: list[npt.NDArray[np.float64]]
+    if len(depths) and (depths == depths[0]).all():  # the usual case: one depth
+        depth = int(depths[0])
+        per_snapshot: npt.NDArray[np.int64] | int = depth
+        level = np.tile(np.arange(depth, dtype=np.int32), len(ts_us))
+        sides = [
+            np.concatenate([getattr(b, side) for b in batches]).ravel()  # (n, depth) each
+            for side in ("bid_price", "bid_qty", "ask_price", "ask_qty")
+        ]
+    else:
+        per_snapshot = np.repeat(depths, lens)
+        first = np.repeat(np.cumsum(per_snapshot) - per_snapshot, per_snapshot)
+        level = (np.arange(int(rows.sum()), dtype=np.int64) - first).astype(np.int32)
+        sides = [
+            np.concatenate([getattr(b, side).ravel() for b in batches])
+            for side in ("bid_price", "bid_qty", "ask_price", "ask_qty")
+        ]
     return pd.DataFrame(
         {
-            "session_id": pd.Categorical(np.repeat([b.session_id for b in batches], rows)),
-            "symbol": pd.Categorical(np.repeat([b.symbol for b in batches], rows)),
-            "level": np.concatenate(
-                [np.tile(np.arange(b.depth, dtype=np.int32), len(b)) for b in batches]
-            ),
-            "bid_price": np.concatenate([b.bid_price.ravel() for b in batches]),
-            "bid_qty": np.concatenate([b.bid_qty.ravel() for b in batches]),
-            "ask_price": np.concatenate([b.ask_price.ravel() for b in batches]),
-            "ask_qty": np.concatenate([b.ask_qty.ravel() for b in batches]),
-            "ts": _timestamps(np.concatenate([np.repeat(b.ts_us, b.depth) for b in batches])),
+            "session_id": _category([b.session_id for b in batches], rows),
+            "symbol": _category([b.symbol for b in batches], rows),
+            "level": level,
+            "bid_price": sides[0],
+            "bid_qty": sides[1],
+            "ask_price": sides[2],
+            "ask_qty": sides[3],
+            "ts": _timestamps(np.repeat(ts_us, per_snapshot)),
             **_fence_columns(batches, rows, tenures),
-            "recv_us": _recv_column(batches, [b.depth for b in batches for _ in range(len(b))]),
+            "recv_us": _recv_column(batches, per_snapshot),
         }
     )
 
@@ -163,10 +203,10 @@ class _Write(Waiting[WriteResult]):
 
     batches: list[TickBatch]
     owner: str
+    rows: int = field(init=False)  # counted once: the queue's grouping reads it per item
 
-    @property
-    def rows(self) -> int:
-        return sum(len(b) for b in self.batches)
+    def __post_init__(self) -> None:
+        self.rows = sum(len(b) for b in self.batches)
 
     def refusal(self, writers: dict[str, tuple[str, str, int]]) -> LeaseLost | None:
         """Why this writer may not write (a stale owner), or None; ``writers`` as from
@@ -254,8 +294,11 @@ class QuestDBTickStore(TickStore):
             self.before_send()
         with self._sender_lock:
             if self._sender is None:
-                self._sender = Sender.from_conf(self._db.address.ilp_conf)
-                self._sender.establish()  # type: ignore[no-untyped-call]
+                sender = Sender.from_conf(self._db.address.ilp_conf)
+                # kept only once established: a sender whose establish() failed answers
+                # every later call with "Sender is closed", one more failed try each time
+                sender.establish()  # type: ignore[no-untyped-call]
+                self._sender = sender
             try:
                 for table, frame in frames:
                     self._sender.dataframe(
