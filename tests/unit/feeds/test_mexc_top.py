@@ -11,11 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ticktape.domain import DataType
-from ticktape.feeds._ws import Conn
 from ticktape.feeds.book import LocalBook
 from ticktape.feeds.contract import book_row
-from ticktape.feeds.mexc import MexcEndpoints, MexcFeed
-from ticktape.feeds.mexc._connector import base_quantity
+from ticktape.feeds.mexc import MexcEndpoints, MexcFeed, base_quantity
 
 SYM = "BTC_USDT"
 prices = st.integers(1, 60).map(lambda i: i / 2)
@@ -46,7 +44,7 @@ def test_the_stored_row_is_the_scaled_top(
     )
     try:
         feed._scale[SYM] = base_quantity(size)
-        conn = cast(Conn, _Conn())
+        conn = cast(Any, _Conn())
         stored: list[list[float]] = []
 
         def capture(symbol: str, ts_us: int, row: list[float], *_: Any) -> None:
