@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.integration.test_faults import (  # the scenario fixture too
     EVENTUAL_S,
     FAILED,
@@ -211,6 +213,9 @@ def test_non_resumable_sessions_of_a_crashed_owner_are_reaped_not_resumed(
     scenario(body)
 
 
+# waits of up to 10 s, the duration and 15 s, and two instances' start and close: at load
+# 25 the earlier form of this test passed pytest's 120 s (how: its log was cut)
+@pytest.mark.timeout(240)
 def test_a_resumed_session_keeps_its_duration_from_its_first_start(scenario: Any) -> None:
     async def body(add: Add) -> None:
         a = await add("a")
