@@ -35,7 +35,7 @@ from ticktape.strategies._model import (
     SimConfig,
 )
 from ticktape.strategies._replay import Chunk, MergedChunk, Pacer, pad_levels
-from ticktape.strategies._results import FillArrays, RunResult, Sink
+from ticktape.strategies._results import FillArrays, RunResult, Sink, ended_result
 from ticktape.strategies._simulator import QTY_EPSILON, point_of
 from ticktape.ticks import Float64Array, Int64Array
 
@@ -321,27 +321,8 @@ class ColumnarEngine(Run):
         self.waiting = True
         if self.stream is not None:
             self.flush(final=True)
-            return RunResult(
-                status=status,
-                stream=self.stream,
-                ticks=self.ticks,
-                first_us=self.first_us,
-                last_us=self.last_us,
-                initial_cash=self.config.initial_cash,
-                equity_interval_us=self.config.equity_interval_us,
-                error=error,
-            ).finish()
-        columns = self._columns(final=True)
-        return RunResult(
-            status=status,
-            columns=columns,
-            ticks=self.ticks,
-            first_us=self.first_us,
-            last_us=self.last_us,
-            initial_cash=self.config.initial_cash,
-            equity_interval_us=self.config.equity_interval_us,
-            error=error,
-        ).finish()
+            return ended_result(self, status, error)
+        return ended_result(self, status, error, columns=self._columns(final=True))
 
     def run(self, source: Iterable[Chunk], pacer: Pacer | None = None) -> RunResult:
         try:

@@ -22,7 +22,13 @@ from ticktape.strategies._errors import StrategyFailed, StrategyTimeout
 from ticktape.strategies._model import BookTick, SimConfig, TradeTick
 from ticktape.strategies._replay import KIND_TRADE, Chunk, MergedChunk, Pacer
 from ticktape.strategies._replay import merged_chunks as _merged
-from ticktape.strategies._results import FillArrays, ResultStream, RunResult, Sink
+from ticktape.strategies._results import (
+    FillArrays,
+    ResultStream,
+    RunResult,
+    Sink,
+    ended_result,
+)
 from ticktape.strategies._simulator import FillSimulator
 
 PROGRESS_EVERY_MASK = 1023  # at full speed: progress and the stop flag every 1024 ticks
@@ -144,28 +150,15 @@ class EventEngine(Run):
         self.waiting = True
         if self.stream is not None:
             self.flush(final=True)
-            return RunResult(
-                status=status,
-                stream=self.stream,
-                ticks=self.ticks,
-                first_us=self.first_us,
-                last_us=self.last_us,
-                initial_cash=self.config.initial_cash,
-                equity_interval_us=self.config.equity_interval_us,
-                error=error,
-            ).finish()
-        return RunResult(
-            status=status,
+            return ended_result(self, status, error)
+        return ended_result(
+            self,
+            status,
+            error,
             orders=list(sim.orders),
             fills=list(sim.fills),
             equity=list(sim.equity_points),
-            ticks=self.ticks,
-            first_us=self.first_us,
-            last_us=self.last_us,
-            initial_cash=self.config.initial_cash,
-            equity_interval_us=self.config.equity_interval_us,
-            error=error,
-        ).finish()
+        )
 
     def run(self, source: Iterable[Chunk], pacer: Pacer | None = None) -> RunResult:
         sim = self.sim

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from ticktape.strategies._canonical import canonical_line
-from ticktape.strategies._model import EquityPoint, Fill, Order
+from ticktape.strategies._model import EquityPoint, Fill, Order, SimConfig
 from ticktape.ticks import Float64Array, Int64Array
 
 SECONDS_PER_YEAR = 365 * 24 * 3600.0
@@ -291,6 +291,49 @@ class RunResult:
         self.counts = (stream.orders.count, stream.fills.count, stream.equity)
         self.finish_seconds = time.perf_counter() - started
         return self
+
+
+class EndedRun(Protocol):
+    """What an engine knows of its run when it ends (``_engine.Run``)."""
+
+    @property
+    def ticks(self) -> int: ...
+    @property
+    def first_us(self) -> int | None: ...
+    @property
+    def last_us(self) -> int | None: ...
+    @property
+    def config(self) -> SimConfig: ...
+    @property
+    def stream(self) -> ResultStream | None: ...
+
+
+def ended_result(
+    run: EndedRun,
+    status: str,
+    error: str,
+    *,
+    orders: list[Order] | None = None,
+    fills: list[Fill] | None = None,
+    equity: list[EquityPoint] | None = None,
+    columns: ResultColumns | None = None,
+) -> RunResult:
+    """The finished result of ``run``: a streamed run's (its rows went to the sink,
+    ``run.stream`` holds their counts, hash and summary), else the rows or columns given."""
+    return RunResult(
+        status=status,
+        ticks=run.ticks,
+        first_us=run.first_us,
+        last_us=run.last_us,
+        initial_cash=run.config.initial_cash,
+        equity_interval_us=run.config.equity_interval_us,
+        orders=orders,
+        fills=fills,
+        equity=equity,
+        columns=columns,
+        stream=run.stream,
+        error=error,
+    ).finish()
 
 
 def summarize(

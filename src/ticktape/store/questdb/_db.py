@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from questdb import QuestDBError
@@ -475,22 +475,8 @@ class Connections:
         """The results write connection, one user at a time (the results tables are not
         WAL: one writer each); opened on first use, reconnects if broken. Failures count
         as write failures (:attr:`health`) as the session-log writer's do."""
-        async with self._results_lock:
-            try:
-                if self._results is None or self._results.closed:
-                    self._results = await self._connect()
-                try:
-                    yield self._results
-                except psycopg.Error as exc:
-                    if self._results.closed or isinstance(exc, psycopg.OperationalError):
-                        await _close_quietly(self._results)
-                        self._results = None
-                    raise ERRORS.translate(exc, what) from exc
-            except StoreUnavailable as exc:
-                self.health.failed(exc)
-                raise
-            else:
-                self.health.succeeded()
+        async with self._exclusive("_results", self._results_lock, what) as conn:
+            yield conn
 
     @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -498,16 +484,29 @@ class Connections:
 
         A connection failure (server down, connection lost) counts as a write failure
         (:attr:`health`) until a use of the writer succeeds again."""
-        async with self._write_lock:
+        async with self._exclusive("_writer", self._write_lock, what) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _exclusive(
+        self, slot: Literal["_writer", "_results"], lock: asyncio.Lock, what: str
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The connection kept in attribute ``slot``, held under ``lock``: opened when
+        missing or closed, dropped when a use breaks it; a use that works clears a write
+        failure (:attr:`health`), an unreachable store records one."""
+        async with lock:
             try:
-                if self._writer is None or self._writer.closed:
-                    self._writer = await self._connect()
+                conn: psycopg.AsyncConnection[Any] | None = getattr(self, slot)
+                if conn is None or conn.closed:
+                    conn = await self._connect()
+                    setattr(self, slot, conn)
                 try:
-                    yield self._writer
+                    yield conn
                 except psycopg.Error as exc:
-                    if self._writer.closed or isinstance(exc, psycopg.OperationalError):
-                        await _close_quietly(self._writer)
-                        self._writer = None
+                    if conn.closed or isinstance(exc, psycopg.OperationalError):
+                        await _close_quietly(conn)
+                        if getattr(self, slot) is conn:  # close() may have emptied it meanwhile
+                            setattr(self, slot, None)
                     raise ERRORS.translate(exc, what) from exc
             except StoreUnavailable as exc:
                 self.health.failed(exc)

@@ -55,49 +55,25 @@ class QuestDBResultStore(ResultStore):
             return None
         return str(row[0]), None if row[1] is None else str(row[1])
 
-    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+    async def _fence(self, session_id: str, owner: str) -> None:
+        """:class:`LeaseLost` unless ``owner`` holds the session's lease and it is active."""
         found = await self._session(session_id)
         active = {s.value for s in ACTIVE_STATUSES}
         if found is None or found[0] not in active or found[1] != owner:
             detail = "unknown session" if found is None else f"status {found[0]}, owner {found[1]}"
             raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+
+    async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
+        await self._fence(session_id, owner)
         run = uuid.uuid4().hex
         now = utcnow()
-        async with self._db.results_writer("write results") as conn:
+        what = "write results"
+        async with self._db.results_writer(what) as conn:
             for table in ("orders", "fills", "equity"):
-                lines: list[str] = getattr(results, table)
-                name = self._db.prefixed(f"tt_result_{table}")
-                for start in range(0, len(lines), INSERT_ROWS):
-                    part = lines[start : start + INSERT_ROWS]
-                    values = ", ".join("(%s, %s, %s, %s, %s)" for _ in part)
-                    params: list[object] = []
-                    for n, line in enumerate(part, start):
-                        params.extend([session_id, run, n, line, now])
-                    with ERRORS.wrap("write results"):
-                        await conn.execute(
-                            f"INSERT INTO {name} (session_id, run, seq, body, ts) VALUES {values}",
-                            params,
-                        )
-            with ERRORS.wrap("write results"):
-                await conn.execute(
-                    self._db.prefixed(
-                        "INSERT INTO tt_result_summary (session_id, run, owner, hash, status, "
-                        "summary, orders, fills, equity, ts) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    ),
-                    [
-                        session_id,
-                        run,
-                        owner,
-                        results.hash,
-                        results.status,
-                        results.summary,
-                        len(results.orders),
-                        len(results.fills),
-                        len(results.equity),
-                        now,
-                    ],
-                )
+                lines = getattr(results, table)
+                await self._insert_rows(conn, table, session_id, run, 0, lines, now, what)
+            counts = (len(results.orders), len(results.fills), len(results.equity))
+            await self._insert_summary(conn, session_id, run, owner, results, counts, now, what)
 
     async def _insert_rows(
         self,
@@ -108,7 +84,9 @@ class QuestDBResultStore(ResultStore):
         at: int,
         lines: list[str],
         now: datetime,
+        what: str,
     ) -> None:
+        """``lines`` as rows ``at``, ``at`` + 1, … of ``run`` in the results table ``table``."""
         name = self._db.prefixed(f"tt_result_{table}")
         for start in range(0, len(lines), INSERT_ROWS):
             part = lines[start : start + INSERT_ROWS]
@@ -116,17 +94,44 @@ class QuestDBResultStore(ResultStore):
             params: list[object] = []
             for n, line in enumerate(part, at + start):
                 params.extend([session_id, run, n, line, now])
-            with ERRORS.wrap("append results"):
+            with ERRORS.wrap(what):
                 await conn.execute(
                     f"INSERT INTO {name} (session_id, run, seq, body, ts) VALUES {values}", params
                 )
 
+    async def _insert_summary(
+        self,
+        conn: Any,
+        session_id: str,
+        run: str,
+        owner: str,
+        results: StoredResults | ResultPart,
+        counts: tuple[int, int, int],
+        now: datetime,
+        what: str,
+    ) -> None:
+        """The summary row that makes the first ``counts`` rows of ``run`` visible."""
+        with ERRORS.wrap(what):
+            await conn.execute(
+                self._db.prefixed(
+                    "INSERT INTO tt_result_summary (session_id, run, owner, hash, status, "
+                    "summary, orders, fills, equity, ts) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                ),
+                [
+                    session_id,
+                    run,
+                    owner,
+                    results.hash,
+                    results.status,
+                    results.summary,
+                    *counts,
+                    now,
+                ],
+            )
+
     async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
-        found = await self._session(session_id)
-        active = {s.value for s in ACTIVE_STATUSES}
-        if found is None or found[0] not in active or found[1] != owner:
-            detail = "unknown session" if found is None else f"status {found[0]}, owner {found[1]}"
-            raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+        await self._fence(session_id, owner)
         current = await self._current(session_id)
         now = utcnow()
         if current is not None and current[0] == part.run:
@@ -139,33 +144,19 @@ class QuestDBResultStore(ResultStore):
         else:
             check_continues(part, 0, 0, 0)  # a new run: the older run's rows are not read
             counts = (0, 0, 0)
-        async with self._db.results_writer("append results") as conn:
+        what = "append results"
+        async with self._db.results_writer(what) as conn:
             for table, at in zip(("orders", "fills", "equity"), counts, strict=True):
-                await self._insert_rows(
-                    conn, table, session_id, part.run, at, getattr(part, table), now
-                )
+                lines = getattr(part, table)
+                await self._insert_rows(conn, table, session_id, part.run, at, lines, now, what)
             # rows first, then the summary that makes them visible: a part that fails
             # half-way leaves rows no reader returns (seq at or above the counts)
-            with ERRORS.wrap("append results"):
-                await conn.execute(
-                    self._db.prefixed(
-                        "INSERT INTO tt_result_summary (session_id, run, owner, hash, status, "
-                        "summary, orders, fills, equity, ts) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    ),
-                    [
-                        session_id,
-                        part.run,
-                        owner,
-                        part.hash,
-                        part.status,
-                        part.summary,
-                        counts[0] + len(part.orders),
-                        counts[1] + len(part.fills),
-                        counts[2] + len(part.equity),
-                        now,
-                    ],
-                )
+            reach = (
+                counts[0] + len(part.orders),
+                counts[1] + len(part.fills),
+                counts[2] + len(part.equity),
+            )
+            await self._insert_summary(conn, session_id, part.run, owner, part, reach, now, what)
 
     async def _current(self, session_id: str) -> tuple[str, ResultSummary] | None:
         found = await self._session(session_id)

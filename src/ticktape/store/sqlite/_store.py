@@ -1218,19 +1218,26 @@ class SqliteTickStore(TickStore):
 _RESULT_TABLES = {"orders": "result_orders", "fills": "result_fills", "equity": "result_equity"}
 
 
+def _fence_results(conn: sqlite3.Connection, session_id: str, owner: str) -> int:
+    """The session's sid, if ``owner`` holds its lease and it is active; else :class:`LeaseLost`
+    (a results write of anyone else, or after the end, stores nothing)."""
+    row = conn.execute(
+        "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
+    ).fetchone()
+    if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
+        detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
+        raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+    sid: int = row[0]
+    return sid
+
+
 class SqliteResultStore(ResultStore):
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-            if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
-                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
-                raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
-            sid = row[0]
+            sid = _fence_results(conn, session_id, owner)
             conn.execute("DELETE FROM result_summary WHERE sid = ?", (sid,))
             for name, table in _RESULT_TABLES.items():
                 conn.execute(f"DELETE FROM {table} WHERE sid = ?", (sid,))
@@ -1257,13 +1264,7 @@ class SqliteResultStore(ResultStore):
 
     async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-            if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
-                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
-                raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
-            sid = row[0]
+            sid = _fence_results(conn, session_id, owner)
             stored = conn.execute(
                 "SELECT run, orders, fills, equity FROM result_summary WHERE sid = ?", (sid,)
             ).fetchone()
