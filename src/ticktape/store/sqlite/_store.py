@@ -967,18 +967,13 @@ class SqliteTickStore(TickStore):
 
     async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-            if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
-                detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
-                raise LeaseLost(session_id, owner, f"gap write rejected ({detail})")
+            sid = _fenced_sid(conn, session_id, owner, "gap write")
             conn.executemany(
                 "INSERT OR IGNORE INTO gaps (sid, symbol, data_type, start_us, end_us, cause, "
                 "lost, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        row[0],
+                        sid,
                         g.symbol,
                         g.data_type.value,
                         g.start_us,
@@ -1218,15 +1213,15 @@ class SqliteTickStore(TickStore):
 _RESULT_TABLES = {"orders": "result_orders", "fills": "result_fills", "equity": "result_equity"}
 
 
-def _fence_results(conn: sqlite3.Connection, session_id: str, owner: str) -> int:
+def _fenced_sid(conn: sqlite3.Connection, session_id: str, owner: str, what: str) -> int:
     """The session's sid, if ``owner`` holds its lease and it is active; else :class:`LeaseLost`
-    (a results write of anyone else, or after the end, stores nothing)."""
+    (a gap or results write of anyone else, or after the end, stores nothing)."""
     row = conn.execute(
         "SELECT sid, status, owner FROM sessions WHERE id = ?", (session_id,)
     ).fetchone()
     if row is None or SessionStatus(row[1]) not in ACTIVE_STATUSES or row[2] != owner:
         detail = "unknown session" if row is None else f"status {row[1]}, owner {row[2]}"
-        raise LeaseLost(session_id, owner, f"results write rejected ({detail})")
+        raise LeaseLost(session_id, owner, f"{what} rejected ({detail})")
     sid: int = row[0]
     return sid
 
@@ -1237,7 +1232,7 @@ class SqliteResultStore(ResultStore):
 
     async def write(self, session_id: str, results: StoredResults, *, owner: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            sid = _fence_results(conn, session_id, owner)
+            sid = _fenced_sid(conn, session_id, owner, "results write")
             conn.execute("DELETE FROM result_summary WHERE sid = ?", (sid,))
             for name, table in _RESULT_TABLES.items():
                 conn.execute(f"DELETE FROM {table} WHERE sid = ?", (sid,))
@@ -1264,7 +1259,7 @@ class SqliteResultStore(ResultStore):
 
     async def append(self, session_id: str, part: ResultPart, *, owner: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            sid = _fence_results(conn, session_id, owner)
+            sid = _fenced_sid(conn, session_id, owner, "results write")
             stored = conn.execute(
                 "SELECT run, orders, fills, equity FROM result_summary WHERE sid = ?", (sid,)
             ).fetchone()
