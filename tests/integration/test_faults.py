@@ -363,10 +363,10 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         # b looks for expired leases only once a's runner is done: on a loaded machine b's
         # pass could otherwise reap the session between a's runner stopping and this test
         # reading it, and before a's zombie_stopped note (order and timing: bench/chaos.py)
-        b.store.fail("find_expired", times=None)
+        b.store.fail("scan_leases", times=None)
         # a's store connection goes bad for renewals (and for its reconciler)
         a.store.fail("renew_instance", times=None)
-        a.store.fail("find_expired", times=None)
+        a.store.fail("scan_leases", times=None)
         await eventually(
             lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
         )

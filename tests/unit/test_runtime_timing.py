@@ -5,11 +5,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from ticktape.config import HEARTBEAT_INTERVAL_S, LEASE_S, RECONCILE_JITTER_MIN, Settings
+from ticktape.config import (
+    HEARTBEAT_INTERVAL_S,
+    LEASE_S,
+    RECONCILE_JITTER_MIN,
+    RECONCILE_WAKE_SPREAD,
+    Settings,
+)
+from ticktape.domain import Session, utcnow
 from ticktape.metrics import Metrics
 from ticktape.runtime import reconciler as reconciler_module
 from ticktape.runtime.leases import LeaseKeeper
@@ -105,3 +114,55 @@ def test_reconciler_waits_never_exceed_the_interval(monkeypatch: pytest.MonkeyPa
     assert 0 < settings.reconcile_visibility_s < budget < 0.5
     assert max(waits) + budget <= 0.5
     assert min(waits) >= (0.5 - budget) * RECONCILE_JITTER_MIN
+
+
+def test_the_reconciler_wakes_just_after_the_earliest_known_lease_expires() -> None:
+    """With a next expiry known from its last scan, the wait ends just after it (plus a
+    spread of at most RECONCILE_WAKE_SPREAD of the interval), never later than the
+    polling wait; an expiry past the polling wait leaves the polling wait."""
+    settings = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
+    store, metrics = MemoryStore(), Metrics()
+    rec = Reconciler(
+        store,
+        settings,
+        metrics,
+        owner="me/1",
+        instance="me",
+        leases=LeaseKeeper(store, settings, metrics, "me/1"),
+        host=None,  # type: ignore[arg-type]
+    )
+    polling = settings.reconcile_every_s - settings.reconcile_pass_budget_s
+    spread = settings.reconcile_every_s * RECONCILE_WAKE_SPREAD
+    for _ in range(100):
+        rec._next_expiry = utcnow() + timedelta(seconds=0.1)
+        assert rec.next_wait() <= 0.1 + spread
+        rec._next_expiry = utcnow() - timedelta(seconds=1)  # expired already: go now
+        assert rec.next_wait() <= spread
+        rec._next_expiry = utcnow() + timedelta(seconds=60)
+        assert polling * RECONCILE_JITTER_MIN <= rec.next_wait() <= polling
+
+
+def test_a_pass_learns_the_next_expiry_from_its_scan(
+    make_session: Callable[..., Session],
+) -> None:
+    async def scenario() -> None:
+        settings = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
+        store, metrics = MemoryStore(), Metrics()
+        await store.open()
+        until = utcnow() + timedelta(seconds=30)
+        session = await store.sessions.create_session(
+            make_session(owner="other/1", lease_expires_at=until), actor="t"
+        )
+        rec = Reconciler(
+            store,
+            settings,
+            metrics,
+            owner="me/1",
+            instance="me",
+            leases=LeaseKeeper(store, settings, metrics, "me/1"),
+            host=None,  # type: ignore[arg-type]
+        )
+        assert await rec.reconcile() == 0
+        assert rec._next_expiry == session.lease_expires_at == until
+
+    asyncio.run(scenario())

@@ -77,6 +77,22 @@ class SessionQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseScan:
+    """What :meth:`SessionStore.scan_leases` found at ``now``.
+
+    ``expired``: what :meth:`SessionStore.find_expired` returns. ``next_expiry``: the
+    earliest effective lease expiry at or after ``now`` among the other non-terminal
+    sessions (None: none, or the backend does not say). A renewal only moves an expiry
+    later and a new lease starts after ``now``, so no session found live here expires
+    before ``next_expiry``; one its owner stops covering falls back to its own earlier
+    lease and is expired then. The reconciler sleeps until ``next_expiry`` at most.
+    """
+
+    expired: list[Session]
+    next_expiry: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPage:
     sessions: list[Session]
     next_cursor: str | None = None
@@ -521,6 +537,13 @@ class SessionStore(abc.ABC):
     async def find_expired(self, now: datetime) -> list[Session]:
         """Non-terminal sessions whose effective lease expired before ``now`` (or that have
         no lease)."""
+
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        """The reconciler's one read per pass (:class:`LeaseScan`): the sessions
+        :meth:`find_expired` returns, and when the next lease of the others expires.
+        A backend reads the full session only of the expired ones (the pass costs
+        O(expired) parsing, not O(active)). This default knows no next expiry."""
+        return LeaseScan(await self.find_expired(now))
 
     @abc.abstractmethod
     async def find_owned(self, owner_prefix: str) -> list[Session]:

@@ -23,6 +23,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    LeaseScan,
     Purged,
     ResultPart,
     ResultRow,
@@ -383,6 +384,18 @@ class MemorySessionStore(SessionStore):
             for s in self._views()
             if not s.is_terminal and (s.lease_expires_at is None or s.lease_expires_at < now)
         ]
+
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        expired: list[Session] = []
+        next_expiry: datetime | None = None
+        for s in self._views():
+            if s.is_terminal:
+                continue
+            if s.lease_expires_at is None or s.lease_expires_at < now:
+                expired.append(s)
+            elif next_expiry is None or s.lease_expires_at < next_expiry:
+                next_expiry = s.lease_expires_at
+        return LeaseScan(expired, next_expiry)
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [

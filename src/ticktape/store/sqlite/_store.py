@@ -49,6 +49,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    LeaseScan,
     Purged,
     ResultPart,
     ResultRow,
@@ -107,6 +108,20 @@ _ACTIVE_SQL = "('pending', 'running', 'stopping')"
 _VIEW_COLUMNS = f"{_SESSION_COLUMNS}, expires_us, json_extract(progress, '$.\"' || id || '\"')"
 _VIEW_FROM = f"FROM sessions LEFT JOIN instances ON token = owner AND status IN {_ACTIVE_SQL}"
 _SESSION_VIEW = f"{_VIEW_COLUMNS} {_VIEW_FROM}"
+# Non-terminal sessions whose effective lease (rules.effective) expired before now.
+_EXPIRED_SQL = (
+    f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND (lease_us IS NULL OR "
+    "(lease_us < ? AND (expires_us IS NULL OR expires_us < ? OR "
+    "json_extract(progress, '$.\"' || id || '\"') IS NULL)))"
+)
+# The earliest effective lease at or after now of the other non-terminal sessions: a
+# session's own lease, or its owner's instance lease if later and the owner lists it.
+_NEXT_EXPIRY_SQL = (
+    "SELECT min(effective) FROM (SELECT CASE WHEN expires_us > lease_us AND "
+    "json_extract(progress, '$.\"' || id || '\"') IS NOT NULL THEN expires_us "
+    f"ELSE lease_us END AS effective {_VIEW_FROM} WHERE status IN {_ACTIVE_SQL} "
+    "AND lease_us IS NOT NULL) WHERE effective >= ?"
+)
 INSTANCE_ROWS_KEPT_US = 3_600_000_000  # an instance lease expired this long ago is deleted
 _TERMINAL_SQL = "('stopped', 'completed', 'failed')"
 #: Rows one transaction of a purge deletes at most: a purge of a long session is many
@@ -593,16 +608,23 @@ class SqliteSessionStore(SessionStore):
         return replace(deleted, sessions=1, events=events)
 
     async def find_expired(self, now: datetime) -> list[Session]:
-        sql = (
-            f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND (lease_us IS NULL OR "
-            "(lease_us < ? AND (expires_us IS NULL OR expires_us < ? OR "
-            "json_extract(progress, '$.\"' || id || '\"') IS NULL)))"
-        )
         now_us = to_us(now)
         return await self._db.read(
-            lambda conn: [_view_to_session(r) for r in conn.execute(sql, (now_us, now_us))],
+            lambda conn: [
+                _view_to_session(r) for r in conn.execute(_EXPIRED_SQL, (now_us, now_us))
+            ],
             "find expired leases",
         )
+
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        now_us = to_us(now)
+
+        def scan(conn: sqlite3.Connection) -> LeaseScan:
+            expired = [_view_to_session(r) for r in conn.execute(_EXPIRED_SQL, (now_us, now_us))]
+            (next_us,) = conn.execute(_NEXT_EXPIRY_SQL, (now_us,)).fetchone()
+            return LeaseScan(expired, None if next_us is None else from_us(next_us))
+
+        return await self._db.read(scan, "scan leases")
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         sql = f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND substr(owner, 1, ?) = ?"
