@@ -171,8 +171,9 @@ class Reconciler:
         self._metrics.reconcile_phase.labels(phase="pass").observe(done - began)
         leases = [s.lease_expires_at for s in orphans if s.lease_expires_at is not None]
         after = (utcnow() - min(leases)).total_seconds() if leases else float("nan")
-        # one parseable line per pass that found orphans (bench/chaos.py reads them)
-        log.info(
+        # one parseable line per pass that found orphans (bench/chaos.py reads them), at
+        # the level of the reaps themselves
+        log.warning(
             "reconciler pass: %d of %d orphans taken; scan %.4f s, visibility %.4f s, "
             "seal+commit %.4f s, total %.4f s; %.4f s after the earliest lease expired",
             sum(results),
