@@ -11,7 +11,10 @@ from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from ticktape.domain import Session, SessionStatus, Stats
+from ticktape.errors import LeaseLost
 from ticktape.store import Store
 
 from .test_resume_contract import EXPIRED, NOW, OLD, _owned
@@ -59,3 +62,34 @@ def test_the_next_expiry_is_an_instance_lease_that_covers_a_session(
     run(store.sessions.renew_instance(OLD, lease_expires_at=LATER, progress={}))
     scan = run(store.sessions.scan_leases(NOW))
     assert _ids(scan.expired) == {covered.id} and scan.next_expiry is None
+
+
+def test_a_note_with_an_owner_goes_in_only_while_that_owner_holds_the_session(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    """``add_event(owner=...)``: a runner that lost its lease never adds a note after
+    the session was reaped or claimed (the terminal event stays the last)."""
+    session = _owned(store, run, make_session, lease=LATER)
+    note = run(store.sessions.add_event(session.id, actor=OLD, reason="lease_lost", owner=OLD))
+    assert note.reason == "lease_lost"
+    with pytest.raises(LeaseLost):  # someone else's
+        run(store.sessions.add_event(session.id, actor="x", reason="lease_lost", owner="x/1"))
+    ended = run(
+        store.sessions.transition(
+            session.id,
+            expected_version=session.version,
+            to_status=SessionStatus.FAILED,
+            actor="reaper",
+            reason="owner_lost",
+            stats=Stats(),
+            lease_expires_at=None,
+        )
+    )
+    with pytest.raises(LeaseLost):  # terminal
+        run(store.sessions.add_event(session.id, actor=OLD, reason="zombie_stopped", owner=OLD))
+    events = run(store.sessions.list_events(session.id))
+    assert events[-1].to_status is SessionStatus.FAILED and events[-1].reason == "owner_lost"
+    assert ended.status is SessionStatus.FAILED
+    # without an owner a note is still added after the end (store_retried, for one)
+    run(store.sessions.add_event(session.id, actor="store", reason="store_retried"))
+    assert run(store.sessions.list_events(session.id))[-1].reason == "store_retried"

@@ -410,6 +410,38 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
     scenario(body)
 
 
+@pytest.mark.timeout(240)
+def test_a_zombie_note_that_reaches_the_store_after_the_reap_is_left_out(scenario: Any) -> None:
+    """The terminal event stays the last of the history: a self-stopped runner's notes
+    (lease_lost, runner_tally, zombie_stopped) that reach the store only after another
+    instance reaped the session are refused (``add_event(owner=...)``), never appended
+    after the ``failed`` event — a client reading the events, and the oracle's last
+    ``runner_tally``, rely on that order."""
+
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        runner = a.supervisor.handles[session.id].task
+        assert runner is not None
+        a.store.fail("renew_instance", times=None)
+        a.store.fail("scan_leases", times=None)  # b reaps, not a
+        # a's first note (lease_lost) is slow: it and the notes after it reach the store
+        # after b's reap (if b were slower still, they would simply come first)
+        a.store.delay("add_event", 3.0)
+        reaped = await wait_status(b, session.id, FAILED, timeout_s=EVENTUAL_S)
+        assert reaped.reason == Reason.OWNER_LOST
+        await eventually(
+            lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner's notes"
+        )
+        events = await history(b, session.id)
+        terminal = next(i for i, e in enumerate(events) if e.to_status is FAILED)
+        assert terminal == len(events) - 1, reasons(events)[terminal:]
+        assert events[-1].reason == Reason.OWNER_LOST and events[-1].actor == b.owner
+
+    scenario(body)
+
+
 def _one_trade(trade_id: int) -> tuple[Any, ...]:
     import numpy as np
 

@@ -306,7 +306,9 @@ class Supervisor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry.store_max_s)
 
-    async def _note_tally(self, handle: RunHandle, dropped: int = 0) -> None:
+    async def _note_tally(
+        self, handle: RunHandle, dropped: int = 0, *, owner: str | None = None
+    ) -> None:
         """Record the runner's own tally, so stats can be checked against it (invariant 7).
 
         The stats are counted from the store; this is counted by the runner as the
@@ -324,6 +326,7 @@ class Supervisor:
             actor=self._owner,
             reason=Reason.RUNNER_TALLY,
             detail=json.dumps(tally, sort_keys=True),
+            owner=owner,
         )
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
@@ -431,20 +434,27 @@ class Supervisor:
             handle.session_id,
             handle.lost_reason,
         )
+        # Each note goes in only while the session is still this instance's and not
+        # terminal (add_event's owner check): once it was reaped or claimed — the store
+        # may come back only after that — the notes are left out, never put after the
+        # reap's terminal event or among the next owner's events (a client reading the
+        # history, and the oracle's last runner_tally, rely on that order).
         await note(
             self._store,
             handle.session_id,
             actor=self._owner,
             reason=Reason.LEASE_LOST,
             detail=handle.lost_reason or None,
+            owner=self._owner,
         )
-        await self._note_tally(handle, dropped=result.dropped)
+        await self._note_tally(handle, dropped=result.dropped, owner=self._owner)
         await note(
             self._store,
             handle.session_id,
             actor=self._owner,
             reason=Reason.ZOMBIE_STOPPED,
             detail=f"runner stopped itself; {result.dropped} buffered ticks not written",
+            owner=self._owner,
         )
 
     async def _hand_over(self, handle: RunHandle, result: RunResult) -> None:

@@ -472,12 +472,21 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         """Record a note in the session's history without changing its state.
 
         The event's ``from_status`` and ``to_status`` are both the current status.
-        Raises :class:`SessionNotFound` for an unknown id.
+        Raises :class:`SessionNotFound` for an unknown id. With ``owner``, the note is
+        recorded only while the session is non-terminal and owned by ``owner``, in the
+        same atomic step (else :class:`LeaseLost`): a runner that lost its lease never
+        adds a note after the session was reaped or claimed.
         """
 
     @abc.abstractmethod

@@ -208,7 +208,13 @@ class InterceptedSessionStore(SessionStore):
         )
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         return await self._f(
             "add_event",
@@ -217,6 +223,7 @@ class InterceptedSessionStore(SessionStore):
             actor=actor,
             reason=reason,
             detail=detail,
+            owner=owner,
         )
 
     async def list_events(self, session_id: str) -> list[SessionEvent]:

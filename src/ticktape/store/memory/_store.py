@@ -51,6 +51,7 @@ from ticktape.store.rules import (
     check_bucket_query,
     check_continues,
     check_limit,
+    check_note_owner,
     decode_cursor,
     effective,
     encode_cursor,
@@ -294,10 +295,17 @@ class MemorySessionStore(SessionStore):
             return self._view(updated)
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         async with self._s.lock:
             current = self._get(session_id)
+            check_note_owner(current, owner)
             return self._record(
                 session_id, current.status, current.status, actor, reason, detail, utcnow()
             )

@@ -78,6 +78,7 @@ from ticktape.store.rules import (
     apply_claim,
     apply_transition,
     check_limit,
+    check_note_owner,
     decode_cursor,
     dump_progress,
     effective,
@@ -948,9 +949,16 @@ class QuestDBSessionStore(SessionStore):
         return False
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         def build(current: _Row) -> _Row:
+            check_note_owner(current.session, owner)
             return current.next(
                 current.session,
                 row_kind="note",

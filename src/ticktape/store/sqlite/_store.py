@@ -75,6 +75,7 @@ from ticktape.store.rules import (
     check_bucket_query,
     check_continues,
     check_limit,
+    check_note_owner,
     decode_cursor,
     dump_progress,
     effective,
@@ -482,10 +483,17 @@ class SqliteSessionStore(SessionStore):
         return await self._db.write(run, "claim session")
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         def run(conn: sqlite3.Connection) -> SessionEvent:
             current = _fetch(conn, session_id)
+            check_note_owner(current, owner)
             return _append_event(
                 conn, session_id, current.status, current.status, actor, reason, detail, utcnow()
             )
