@@ -348,6 +348,44 @@ def test_a_store_down_past_the_lease_ends_the_session_failed_naming_the_store_fa
     scenario(body)
 
 
+@pytest.mark.timeout(240)
+def test_a_store_that_hangs_past_the_lease_is_named_even_before_a_renewal_failed(
+    scenario: Any,
+) -> None:
+    """The runner fences itself while its renewal is still waiting for the store (no
+    renewal has failed yet — as when a loaded event loop runs the fence first): the
+    store failing its notes then names the fault, and the reap says store_unavailable."""
+
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        runner = a.supervisor.handles[session.id].task
+        assert runner is not None
+        cause = "disk I/O error (injected)"
+        a.store.delay("renew_instance", 3 * LEASE_S, times=None)  # hangs past the lease
+        for operation in sorted(OPERATIONS - {"renew_instance"}):
+            a.store.fail(operation, times=None, error=StoreUnavailable(cause))
+        await eventually(
+            lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
+        )
+        assert a.metric("ticktape_lease_renew_failures_total") == 0  # none failed: hung
+
+        async def lease_expired() -> bool:
+            current = await a.raw.sessions.get_session(session.id)
+            expiry = current.lease_expires_at
+            return expiry is not None and expiry < utcnow()
+
+        await eventually(lease_expired, timeout_s=EVENTUAL_S, what="the lease to expire")
+        a.store.clear()  # the store is back
+        ended = await wait_status(a, session.id, FAILED, timeout_s=EVENTUAL_S)
+        assert ended.reason == Reason.STORE_UNAVAILABLE, ended.reason
+        final = (await history(a, session.id))[-1]
+        assert final.detail is not None and cause in final.detail, final.detail
+
+    scenario(body)
+
+
 # a chain of four waits of up to 10-15 s each, and two instances' start and close:
 # at load 25 one run passed pytest's 120 s while none of its own deadlines had expired
 @pytest.mark.timeout(240)

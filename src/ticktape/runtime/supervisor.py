@@ -23,7 +23,13 @@ from typing import TypeVar
 
 from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats
-from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
+from ticktape.errors import (
+    InvalidTransition,
+    LeaseLost,
+    StoreError,
+    TicktapeError,
+    TransitionRace,
+)
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
@@ -421,13 +427,16 @@ class Supervisor:
                 )
                 return
 
+    def _remember_store_fault(self, session_id: str, fault: str) -> None:
+        self._store_faults[session_id] = fault
+        while len(self._store_faults) > STORE_FAULTS_REMEMBERED:
+            self._store_faults.popitem(last=False)
+
     async def _stopped_as_zombie(self, handle: RunHandle, result: RunResult) -> None:
         """The runner stopped itself on losing its lease; say so in the session's history."""
         self._release_handle(handle.session_id)  # gone here, whatever the store says next
         if handle.store_fault:
-            self._store_faults[handle.session_id] = handle.store_fault
-            while len(self._store_faults) > STORE_FAULTS_REMEMBERED:
-                self._store_faults.popitem(last=False)
+            self._remember_store_fault(handle.session_id, handle.store_fault)
         self._metrics.zombies_stopped.inc()
         log.warning(
             "session %s: lease lost (%s), runner stopped itself",
@@ -439,14 +448,23 @@ class Supervisor:
         # may come back only after that — the notes are left out, never put after the
         # reap's terminal event or among the next owner's events (a client reading the
         # history, and the oracle's last runner_tally, rely on that order).
-        await note(
-            self._store,
-            handle.session_id,
-            actor=self._owner,
-            reason=Reason.LEASE_LOST,
-            detail=handle.lost_reason or None,
-            owner=self._owner,
-        )
+        try:
+            await self._store.sessions.add_event(
+                handle.session_id,
+                actor=self._owner,
+                reason=Reason.LEASE_LOST,
+                detail=handle.lost_reason or None,
+                owner=self._owner,
+            )
+        except StoreError as exc:
+            # The store fails now, too: it is what kept the lease from being renewed,
+            # even when the fence came before a renewal had finished failing (a starved
+            # event loop); the reap then names it (store_unavailable), not owner_lost.
+            log.warning("session %s: could not record lease_lost: %s", handle.session_id, exc)
+            if not handle.store_fault:
+                self._remember_store_fault(handle.session_id, str(exc))
+        except LeaseLost as exc:
+            log.warning("session %s: lease_lost not recorded: %s", handle.session_id, exc)
         await self._note_tally(handle, dropped=result.dropped, owner=self._owner)
         await note(
             self._store,
