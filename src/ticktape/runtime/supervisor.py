@@ -197,7 +197,13 @@ class Supervisor:
         if handle is not None:
             handle.stop.set()
 
-    def _release_handle(self, session_id: str) -> None:
+    def _release_handle(self, session_id: str, handle: RunHandle | None = None) -> None:
+        """Forget the session's runner here. With ``handle``, only if it is still that
+        run's: a self-stopped runner finishes its notes after this instance may have
+        claimed the session back and launched a new runner, whose handle and lease
+        must stay (releasing them left the new runner unfenced, writing beside a third)."""
+        if handle is not None and self._handles.get(session_id) is not handle:
+            return
         self._handles.pop(session_id, None)
         self._leases.untrack(session_id)
         self._metrics.local_runners.set(len(self._handles))
@@ -232,7 +238,7 @@ class Supervisor:
             log.exception("session %s failed", session.id)
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
-            self._release_handle(session.id)
+            self._release_handle(session.id, handle)
 
     async def _seal(self, session_id: str) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
@@ -434,7 +440,8 @@ class Supervisor:
 
     async def _stopped_as_zombie(self, handle: RunHandle, result: RunResult) -> None:
         """The runner stopped itself on losing its lease; say so in the session's history."""
-        self._release_handle(handle.session_id)  # gone here, whatever the store says next
+        # gone here, whatever the store says next
+        self._release_handle(handle.session_id, handle)
         if handle.store_fault:
             self._remember_store_fault(handle.session_id, handle.store_fault)
         self._metrics.zombies_stopped.inc()
