@@ -82,7 +82,8 @@ class LeaseScan:
 
     ``expired``: what :meth:`SessionStore.find_expired` returns. ``next_expiry``: the
     earliest effective lease expiry at or after ``now`` among the other non-terminal
-    sessions (None: none, or the backend does not say). A renewal only moves an expiry
+    sessions, or a time before it (never after; an early answer only costs a pass) —
+    None: none, or the backend does not say. A renewal only moves an expiry
     later and a new lease starts after ``now``, so no session found live here expires
     before ``next_expiry``; one its owner stops covering falls back to its own earlier
     lease and is expired then. The reconciler sleeps until ``next_expiry`` at most.

@@ -115,13 +115,15 @@ _EXPIRED_SQL = (
     "(lease_us < ? AND (expires_us IS NULL OR expires_us < ? OR "
     "json_extract(progress, '$.\"' || id || '\"') IS NULL)))"
 )
-# The earliest effective lease at or after now of the other non-terminal sessions: a
-# session's own lease, or its owner's instance lease if later and the owner lists it.
+# A lower bound of the earliest effective lease at or after now of the other non-terminal
+# sessions: the earliest such own lease or owner's instance lease. Exact would look up
+# each session in its owner's progress (json_extract parses the whole map per row: 90 ms
+# at 1,000 sessions); early only costs the reconciler a pass.
 _NEXT_EXPIRY_SQL = (
-    "SELECT min(effective) FROM (SELECT CASE WHEN expires_us > lease_us AND "
-    "json_extract(progress, '$.\"' || id || '\"') IS NOT NULL THEN expires_us "
-    f"ELSE lease_us END AS effective {_VIEW_FROM} WHERE status IN {_ACTIVE_SQL} "
-    "AND lease_us IS NOT NULL) WHERE effective >= ?"
+    "SELECT min(t) FROM ("
+    f"SELECT min(lease_us) AS t FROM sessions WHERE status IN {_ACTIVE_SQL} AND lease_us >= ? "
+    "UNION ALL SELECT min(expires_us) FROM instances WHERE expires_us >= ? AND token IN "
+    f"(SELECT owner FROM sessions WHERE status IN {_ACTIVE_SQL}))"
 )
 INSTANCE_ROWS_KEPT_US = 3_600_000_000  # an instance lease expired this long ago is deleted
 _TERMINAL_SQL = "('stopped', 'completed', 'failed')"
@@ -629,7 +631,7 @@ class SqliteSessionStore(SessionStore):
 
         def scan(conn: sqlite3.Connection) -> LeaseScan:
             expired = [_view_to_session(r) for r in conn.execute(_EXPIRED_SQL, (now_us, now_us))]
-            (next_us,) = conn.execute(_NEXT_EXPIRY_SQL, (now_us,)).fetchone()
+            (next_us,) = conn.execute(_NEXT_EXPIRY_SQL, (now_us, now_us)).fetchone()
             return LeaseScan(expired, None if next_us is None else from_us(next_us))
 
         return await self._db.read(scan, "scan leases")
