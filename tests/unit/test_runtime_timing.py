@@ -22,7 +22,7 @@ from ticktape.domain import Session, utcnow
 from ticktape.metrics import Metrics
 from ticktape.runtime import reconciler as reconciler_module
 from ticktape.runtime.leases import LeaseKeeper
-from ticktape.runtime.reconciler import Reconciler
+from ticktape.runtime.reconciler import Reconciler, wait_before_pass
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import faulty_server
 
@@ -121,25 +121,16 @@ def test_the_reconciler_wakes_just_after_the_earliest_known_lease_expires() -> N
     spread of at most RECONCILE_WAKE_SPREAD of the interval), never later than the
     polling wait; an expiry past the polling wait leaves the polling wait."""
     settings = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
-    store, metrics = MemoryStore(), Metrics()
-    rec = Reconciler(
-        store,
-        settings,
-        metrics,
-        owner="me/1",
-        instance="me",
-        leases=LeaseKeeper(store, settings, metrics, "me/1"),
-        host=None,  # type: ignore[arg-type]
-    )
     polling = settings.reconcile_every_s - settings.reconcile_pass_budget_s
     spread = settings.reconcile_every_s * RECONCILE_WAKE_SPREAD
     for _ in range(100):
-        rec._next_expiry = utcnow() + timedelta(seconds=0.1)
-        assert rec.next_wait() <= 0.1 + spread
-        rec._next_expiry = utcnow() - timedelta(seconds=1)  # expired already: go now
-        assert rec.next_wait() <= spread
-        rec._next_expiry = utcnow() + timedelta(seconds=60)
-        assert polling * RECONCILE_JITTER_MIN <= rec.next_wait() <= polling
+        assert wait_before_pass(settings, utcnow() + timedelta(seconds=0.1)) <= 0.1 + spread
+        # expired already: go now
+        assert wait_before_pass(settings, utcnow() - timedelta(seconds=1)) <= spread
+        far = wait_before_pass(settings, utcnow() + timedelta(seconds=60))
+        assert polling * RECONCILE_JITTER_MIN <= far <= polling
+        unknown = wait_before_pass(settings, None)
+        assert polling * RECONCILE_JITTER_MIN <= unknown <= polling
 
 
 def test_a_pass_learns_the_next_expiry_from_its_scan(
@@ -163,6 +154,6 @@ def test_a_pass_learns_the_next_expiry_from_its_scan(
             host=None,  # type: ignore[arg-type]
         )
         assert await rec.reconcile() == 0
-        assert rec._next_expiry == session.lease_expires_at == until
+        assert rec.next_expiry == session.lease_expires_at == until
 
     asyncio.run(scenario())

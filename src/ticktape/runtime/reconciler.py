@@ -60,6 +60,20 @@ def is_resumable(session: Session) -> bool:
     )
 
 
+def wait_before_pass(settings: Settings, next_expiry: datetime | None) -> float:
+    """Seconds until the next pass: the polling wait (jitter spreads instances apart; a
+    wait plus the budget kept for the pass never exceeds the interval, which the reap
+    bound rests on), or less, to start just after ``next_expiry``, the earliest known
+    lease expiry (a small random spread keeps instances from all taking the same
+    orphans at once)."""
+    every = settings.reconcile_every_s
+    wait = (every - settings.reconcile_pass_budget_s) * random.uniform(RECONCILE_JITTER_MIN, 1.0)
+    if next_expiry is not None:
+        until = (next_expiry - utcnow()).total_seconds()
+        wait = min(wait, max(0.0, until) + every * random.uniform(0.0, RECONCILE_WAKE_SPREAD))
+    return wait
+
+
 class Host(Protocol):
     """What the reconciler needs from the supervisor it works for."""
 
@@ -100,20 +114,13 @@ class Reconciler:
         self._pass = asyncio.Lock()
         self._next_expiry: datetime | None = None  # from the last pass's scan
 
+    @property
+    def next_expiry(self) -> datetime | None:
+        """The earliest lease expiry the last pass saw (None: unknown)."""
+        return self._next_expiry
+
     def next_wait(self) -> float:
-        """Seconds until the next pass: the polling wait (jitter spreads instances
-        apart; a wait plus the budget kept for the pass never exceeds the interval,
-        which the reap bound rests on), or less, to start just after the earliest
-        known lease expires (a small random spread keeps instances from all taking
-        the same orphans at once)."""
-        every = self._settings.reconcile_every_s
-        wait = (every - self._settings.reconcile_pass_budget_s) * random.uniform(
-            RECONCILE_JITTER_MIN, 1.0
-        )
-        if self._next_expiry is not None:
-            until = (self._next_expiry - utcnow()).total_seconds()
-            wait = min(wait, max(0.0, until) + every * random.uniform(0.0, RECONCILE_WAKE_SPREAD))
-        return wait
+        return wait_before_pass(self._settings, self._next_expiry)
 
     async def loop(self) -> None:
         while True:
