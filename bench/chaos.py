@@ -68,7 +68,7 @@ from tests.oracle import Recording, check_recording, read_stored, was_resumed
 
 DEFAULT_FAULTS = (
     "write=0.02,write@after=0.01,renew_instance=0.05,transition=0.02,transition@after=0.01,"
-    "claim=0.05,count=0.02,seal=0.02,add_event=0.02,find_expired=0.02"
+    "claim=0.05,count=0.02,seal=0.02,add_event=0.02,scan_leases=0.02"
 )
 SYMBOLS = ["BTC_USDT", "ETH_USDT", "SOL_USDT", "XRP_USDT"]
 ACTIVE = "pending,running,stopping"
@@ -82,6 +82,13 @@ COUNTERS = (
     "ticktape_sessions_handed_over_total",
     "ticktape_fenced_writes_total",
     "ticktape_tick_write_errors_total",
+)
+
+
+PHASES = "ticktape_reconcile_phase_seconds"
+_PASS = re.compile(
+    r"reconciler pass: (\d+) of (\d+) orphans taken; scan (\S+) s, visibility (\S+) s, "
+    r"seal\+commit (\S+) s, total (\S+) s; (\S+) s after the earliest lease expired"
 )
 
 
@@ -370,10 +377,48 @@ def scrape(node: Node) -> dict[str, float]:
     values = {}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in (*COUNTERS, "ticktape_local_runners"):
+        if name in (*COUNTERS, "ticktape_local_runners") or name.startswith(PHASES):
             values[name] = float(value)
     node.counters[node.server.starts] = values
     return values
+
+
+def pass_timings(log_dir: Path, cluster: Cluster) -> dict[str, Any]:
+    """The reconciler's pass timings: each pass that found orphans logs one line with
+    its phases (exact figures); every pass's scan is in the metrics' histogram (count,
+    mean, and the bucket bound below which 95 % fell), summed over every incarnation."""
+    phases: dict[str, list[float]] = {
+        "scan": [], "visibility": [], "seal_commit": [], "total": [], "after_expiry": [],
+    }  # fmt: skip
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if (m := _PASS.search(line)) is None:
+                continue
+            for key, text in zip(phases, m.groups()[2:], strict=True):
+                if text != "nan":
+                    phases[key].append(float(text))
+    report: dict[str, Any] = {f"orphan_pass_{k}_s": summary(v) for k, v in phases.items()}
+    sums: dict[str, float] = {}
+    for node in cluster.nodes:
+        for values in node.counters.values():  # each incarnation's last scrape
+            for name, value in values.items():
+                if name.startswith(PHASES):
+                    sums[name] = sums.get(name, 0.0) + value
+    for phase in ("scan", "seal", "commit"):
+        count = sums.get(f'{PHASES}_count{{phase="{phase}"}}', 0.0)
+        total = sums.get(f'{PHASES}_sum{{phase="{phase}"}}', 0.0)
+        buckets = sorted(
+            (float(name.split('le="')[1].split('"')[0]), n)
+            for name, n in sums.items()
+            if name.startswith(f"{PHASES}_bucket") and f'phase="{phase}"' in name
+        )
+        p95 = next((le for le, n in buckets if count and n >= 0.95 * count), None)
+        report[f"all_{phase}_s"] = {
+            "count": int(count),
+            "mean": round(total / count, 4) if count else None,
+            "p95_at_most": p95,
+        }
+    return report
 
 
 # --------------------------------------------------------------------------- verification
@@ -649,6 +694,7 @@ def main() -> int:
         "store_outages_s": [round((b - a).total_seconds(), 3) for a, b in cluster.outages],
         "startup_reaps": checked["startup_reaps"],
         "counters": dict(totals),
+        **pass_timings(log_dir, cluster),
         "http_errors": dict(ledger.errors),
         "stops": dict(ledger.stops),
         "final_stops": dict(final_stops),
@@ -671,7 +717,9 @@ def main() -> int:
         "zombies_observed_after_bound", "invalid_transitions", "stats_mismatches",
         "count_mismatch_events", "crash_lost_tail",
         "orphan_reap_s", "orphan_claim_s", "handover_claim_s", "reap_across_store_outage_s",
-        "store_outages_s", "counters",
+        "store_outages_s", "counters", "orphan_pass_scan_s", "orphan_pass_visibility_s",
+        "orphan_pass_seal_commit_s", "orphan_pass_total_s", "orphan_pass_after_expiry_s",
+        "all_scan_s", "all_seal_s", "all_commit_s",
     ):  # fmt: skip
         print(f"{key:>30}: {report[key]}")
     print(f"{'verdict':>30}: {'OK' if report['ok'] else 'FAILED'} (bound {bound_s:g}s)")

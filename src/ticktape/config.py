@@ -36,6 +36,9 @@ RECONCILE_JITTER_MIN = 0.5
 # may go to letting the ticks that lost owners acknowledged become visible (QuestDB
 # applies its WAL later) before their sessions are sealed.
 RECONCILE_PASS_SHARE = 0.25
+# A reconciler also wakes just after the earliest lease it knows expires, plus a random
+# share of the interval up to this: instances that know the same expiry spread apart.
+RECONCILE_WAKE_SPREAD = 0.05
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 # ... or as soon as this many are buffered while none of its writes is in flight (a busy

@@ -12,6 +12,7 @@ from ticktape.domain import SessionStatus
 
 CREATE_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 COMMIT_LAG_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RECONCILE_PHASE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
@@ -125,6 +126,15 @@ class Metrics:
             "Receive to commit: local receive time of each stored batch's oldest row to the "
             "store's acknowledgement",
             buckets=COMMIT_LAG_BUCKETS_S,
+            registry=r,
+        )
+
+        self.reconcile_phase = Histogram(
+            "ticktape_reconcile_phase_seconds",
+            "Reconciler pass phases: scan (every pass), visibility wait and the whole pass "
+            "(passes that found orphans), seal and commit (per orphan)",
+            ["phase"],
+            buckets=RECONCILE_PHASE_BUCKETS_S,
             registry=r,
         )
 

@@ -348,14 +348,56 @@ def test_a_store_down_past_the_lease_ends_the_session_failed_naming_the_store_fa
     scenario(body)
 
 
+@pytest.mark.timeout(240)
+def test_a_store_that_hangs_past_the_lease_is_named_even_before_a_renewal_failed(
+    scenario: Any,
+) -> None:
+    """The runner fences itself while its renewal is still waiting for the store (no
+    renewal has failed yet — as when a loaded event loop runs the fence first): the
+    store failing its notes then names the fault, and the reap says store_unavailable."""
+
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        runner = a.supervisor.handles[session.id].task
+        assert runner is not None
+        cause = "disk I/O error (injected)"
+        a.store.delay("renew_instance", 3 * LEASE_S, times=None)  # hangs past the lease
+        for operation in sorted(OPERATIONS - {"renew_instance"}):
+            a.store.fail(operation, times=None, error=StoreUnavailable(cause))
+        await eventually(
+            lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
+        )
+        assert a.metric("ticktape_lease_renew_failures_total") == 0  # none failed: hung
+
+        async def lease_expired() -> bool:
+            current = await a.raw.sessions.get_session(session.id)
+            expiry = current.lease_expires_at
+            return expiry is not None and expiry < utcnow()
+
+        await eventually(lease_expired, timeout_s=EVENTUAL_S, what="the lease to expire")
+        a.store.clear()  # the store is back
+        ended = await wait_status(a, session.id, FAILED, timeout_s=EVENTUAL_S)
+        assert ended.reason == Reason.STORE_UNAVAILABLE, ended.reason
+        final = (await history(a, session.id))[-1]
+        assert final.detail is not None and cause in final.detail, final.detail
+
+    scenario(body)
+
+
 # a chain of four waits of up to 10-15 s each, and two instances' start and close:
 # at load 25 one run passed pytest's 120 s while none of its own deadlines had expired
 @pytest.mark.timeout(240)
 def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_instance_reaps(
     scenario: Any,
 ) -> None:
+    # a heartbeat of 1 s leaves half a second between the self-fence and the lease's
+    # expiry: the runner awaits a write in flight that long at most (runners/collect.py)
+    timing = {"heartbeat_interval_s": 1.0, "lease_s": 3.0}
+
     async def body(add: Add) -> None:
-        a, b = await add("a"), await add("b")
+        a, b = await add("a", **timing), await add("b", **timing)
         session = await a.create(rate_per_s=1000)
         await wait_for_data(a, session.id)
         runner = a.supervisor.handles[session.id].task
@@ -363,10 +405,10 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         # b looks for expired leases only once a's runner is done: on a loaded machine b's
         # pass could otherwise reap the session between a's runner stopping and this test
         # reading it, and before a's zombie_stopped note (order and timing: bench/chaos.py)
-        b.store.fail("find_expired", times=None)
+        b.store.fail("scan_leases", times=None)
         # a's store connection goes bad for renewals (and for its reconciler)
         a.store.fail("renew_instance", times=None)
-        a.store.fail("find_expired", times=None)
+        a.store.fail("scan_leases", times=None)
         await eventually(
             lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
         )
@@ -374,25 +416,23 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         fenced = await a.raw.sessions.get_session(session.id)
         assert fenced.status is RUNNING  # it stopped itself: nothing ended it
         assert fenced.lease_expires_at is not None
-        last_renewal = fenced.lease_expires_at - timedelta(seconds=LEASE_S)
+        last_renewal = fenced.lease_expires_at - timedelta(seconds=timing["lease_s"])
         frozen = await stored(a, session.id)
         b.store.clear()  # b reconciles again: it reaps once the lease has expired
         reaped = await wait_status(b, session.id, FAILED, timeout_s=EVENTUAL_S)
         assert reaped.reason == Reason.OWNER_LOST
         assert reaped.ended_at is not None
         # order: the reap comes after the lease expired (how soon after: bench/chaos.py)
-        assert reaped.ended_at >= last_renewal + timedelta(seconds=LEASE_S)
+        assert reaped.ended_at >= last_renewal + timedelta(seconds=timing["lease_s"])
         assert await stored(a, session.id) == frozen  # nothing written after it stopped
         await recorded_exactly(b, session.id, tally=False)
         events = await history(b, session.id)
-        # The runner's tally counts the writes it saw acknowledged. A write in flight as it
-        # stopped itself is stored (the lease had not expired yet), but the runner cancels
-        # its flusher without awaiting that answer (runners/collect.py), so the tally may
-        # trail the store by that one flush, never lead it. Seen at load 25: stored
-        # 3000/600, tally 2000/400.
+        # The runner's tally counts the writes it saw acknowledged, the one in flight as it
+        # stopped itself included (it awaits that answer): exactly what is stored. Before
+        # it did, the tally trailed by that flush (seen at load 25: stored 3000/600,
+        # tally 2000/400).
         (tally,) = runner_tallies(events)
-        behind = (frozen[0] - tally["trades"], frozen[1] - tally["orderbook"])
-        assert min(behind) >= 0 and sum(behind) <= base_settings(Path()).flush_max_rows, tally
+        assert (tally["trades"], tally["orderbook"]) == frozen, tally
         order = reasons(events)
         assert order.index(Reason.ZOMBIE_STOPPED) < order.index(Reason.OWNER_LOST)
         assert Reason.LEASE_LOST in order
@@ -404,6 +444,38 @@ def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_in
         late = TradeBatch(session.id, "BTC_USDT", *_one_trade(10**9))
         with pytest.raises(LeaseLost):
             await a.raw.ticks.write([late], owner=a.owner)
+
+    scenario(body)
+
+
+@pytest.mark.timeout(240)
+def test_a_zombie_note_that_reaches_the_store_after_the_reap_is_left_out(scenario: Any) -> None:
+    """The terminal event stays the last of the history: a self-stopped runner's notes
+    (lease_lost, runner_tally, zombie_stopped) that reach the store only after another
+    instance reaped the session are refused (``add_event(owner=...)``), never appended
+    after the ``failed`` event — a client reading the events, and the oracle's last
+    ``runner_tally``, rely on that order."""
+
+    async def body(add: Add) -> None:
+        a, b = await add("a"), await add("b")
+        session = await a.create(rate_per_s=1000)
+        await wait_for_data(a, session.id)
+        runner = a.supervisor.handles[session.id].task
+        assert runner is not None
+        a.store.fail("renew_instance", times=None)
+        a.store.fail("scan_leases", times=None)  # b reaps, not a
+        # a's first note (lease_lost) is slow: it and the notes after it reach the store
+        # after b's reap (if b were slower still, they would simply come first)
+        a.store.delay("add_event", 3.0)
+        reaped = await wait_status(b, session.id, FAILED, timeout_s=EVENTUAL_S)
+        assert reaped.reason == Reason.OWNER_LOST
+        await eventually(
+            lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner's notes"
+        )
+        events = await history(b, session.id)
+        terminal = next(i for i, e in enumerate(events) if e.to_status is FAILED)
+        assert terminal == len(events) - 1, reasons(events)[terminal:]
+        assert events[-1].reason == Reason.OWNER_LOST and events[-1].actor == b.owner
 
     scenario(body)
 

@@ -22,6 +22,7 @@ from tests.integration.test_faults import (  # the scenario fixture too
     FAILED,
     RUNNING,
     STOPPED,
+    _true,
     history,
     reasons,
     recorded_exactly,
@@ -260,5 +261,46 @@ def test_a_resumed_session_with_nothing_stored_records_an_open_gap(scenario: Any
         assert gap["from"] is None and gap["lost_s"] is None and gap["to"]
         await b.service.stop(session.id, wait=True, timeout_s=10)
         await recorded_exactly(b, session.id)  # a fresh start: ids from 1
+
+    scenario(body)
+
+
+@pytest.mark.timeout(240)
+def test_a_zombie_finishing_after_its_own_instance_claimed_the_session_back_keeps_the_new_runner(
+    scenario: Any,
+) -> None:
+    """An instance whose renewals failed past the lease claims its own session back and
+    resumes it while the old runner is still writing its notes; the old run's end must
+    not release the new runner's handle and lease (it used to: the new runner ran on
+    unfenced, beside a third one the next pass launched — duplicated trade ids in the
+    compressed-timing QuestDB chaos run)."""
+
+    async def body(add: Add) -> None:
+        a = await add("a")
+        session = await a.create(rate_per_s=200, **RESUME)
+        await wait_for_data(a, session.id)
+        first = a.supervisor.handles[session.id]
+        assert first.task is not None
+        renewals = a.store.fail("renew_instance", times=None)
+        a.store.delay("add_event", 3.0)  # the old run's first note: it ends late
+        await eventually(lambda: _true(first.lost.is_set()), timeout_s=EVENTUAL_S, what="the fence")
+        renewals.remove()
+
+        async def resumed_here() -> bool:
+            handle = a.supervisor.handles.get(session.id)
+            return handle is not None and handle is not first
+
+        await eventually(resumed_here, timeout_s=EVENTUAL_S, what="the claim back")
+        second = a.supervisor.handles[session.id]
+        await eventually(
+            lambda: _true(first.task is not None and first.task.done()),
+            timeout_s=EVENTUAL_S,
+            what="the old run to end",
+        )
+        assert a.supervisor.handles.get(session.id) is second  # still tracked here
+        assert session.id in a.supervisor.running_ids
+        await a.service.stop(session.id)
+        ended = await wait_status(a, session.id, SessionStatus.STOPPED, timeout_s=EVENTUAL_S)
+        await check_stored(a.raw, ended.id, tally=False)
 
     scenario(body)

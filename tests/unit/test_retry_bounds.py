@@ -110,6 +110,7 @@ def _arguments(operation: str) -> dict[str, Any]:
         "purge": {"session_ids": ["s-1"], "ended_before": now},
         "reclaim": {"ended_before": now},
         "find_expired": {"now": now},
+        "scan_leases": {"now": now},
         "find_owned": {"owner_prefix": "me/"},
         "list_changed": {"since": None},
         "write": {"batches": [], "owner": "me"},

@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from ticktape.config import HEARTBEAT_INTERVAL_S, LEASE_S, RECONCILE_JITTER_MIN, Settings
+from ticktape.config import (
+    HEARTBEAT_INTERVAL_S,
+    LEASE_S,
+    RECONCILE_JITTER_MIN,
+    RECONCILE_WAKE_SPREAD,
+    Settings,
+)
+from ticktape.domain import Session, utcnow
 from ticktape.metrics import Metrics
 from ticktape.runtime import reconciler as reconciler_module
 from ticktape.runtime.leases import LeaseKeeper
-from ticktape.runtime.reconciler import Reconciler
+from ticktape.runtime.reconciler import Reconciler, wait_before_pass
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import faulty_server
 
@@ -105,3 +114,46 @@ def test_reconciler_waits_never_exceed_the_interval(monkeypatch: pytest.MonkeyPa
     assert 0 < settings.reconcile_visibility_s < budget < 0.5
     assert max(waits) + budget <= 0.5
     assert min(waits) >= (0.5 - budget) * RECONCILE_JITTER_MIN
+
+
+def test_the_reconciler_wakes_just_after_the_earliest_known_lease_expires() -> None:
+    """With a next expiry known from its last scan, the wait ends just after it (plus a
+    spread of at most RECONCILE_WAKE_SPREAD of the interval), never later than the
+    polling wait; an expiry past the polling wait leaves the polling wait."""
+    settings = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
+    polling = settings.reconcile_every_s - settings.reconcile_pass_budget_s
+    spread = settings.reconcile_every_s * RECONCILE_WAKE_SPREAD
+    for _ in range(100):
+        assert wait_before_pass(settings, utcnow() + timedelta(seconds=0.1)) <= 0.1 + spread
+        # expired already: go now
+        assert wait_before_pass(settings, utcnow() - timedelta(seconds=1)) <= spread
+        far = wait_before_pass(settings, utcnow() + timedelta(seconds=60))
+        assert polling * RECONCILE_JITTER_MIN <= far <= polling
+        unknown = wait_before_pass(settings, None)
+        assert polling * RECONCILE_JITTER_MIN <= unknown <= polling
+
+
+def test_a_pass_learns_the_next_expiry_from_its_scan(
+    make_session: Callable[..., Session],
+) -> None:
+    async def scenario() -> None:
+        settings = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
+        store, metrics = MemoryStore(), Metrics()
+        await store.open()
+        until = utcnow() + timedelta(seconds=30)
+        session = await store.sessions.create_session(
+            make_session(owner="other/1", lease_expires_at=until), actor="t"
+        )
+        rec = Reconciler(
+            store,
+            settings,
+            metrics,
+            owner="me/1",
+            instance="me",
+            leases=LeaseKeeper(store, settings, metrics, "me/1"),
+            host=None,  # type: ignore[arg-type]
+        )
+        assert await rec.reconcile() == 0
+        assert rec.next_expiry == session.lease_expires_at == until
+
+    asyncio.run(scenario())

@@ -130,6 +130,12 @@ class CollectRunner:
                 return RunResult(Outcome.LOST, dropped=buffer.rows)
             await flusher  # drains everything buffered (or gives up with a count)
         finally:
+            if not flusher.done() and handle.lost.is_set():
+                # Fenced with a write in flight: the flusher starts no other one once the
+                # handle is lost, so take that write's answer for the tally — until the
+                # lease expires at most (its retries too), then give up on it.
+                slack = self._settings.lease_s - self._settings.self_fence_after_s
+                await asyncio.wait({flusher}, timeout=slack)
             if not flusher.done():  # lost, cancelled or crashed: write nothing more
                 flusher.cancel()
                 await asyncio.gather(flusher, return_exceptions=True)

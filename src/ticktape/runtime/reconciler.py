@@ -10,7 +10,11 @@ here under the same id.
 Timing: each instance waits at most ``Settings.reconcile_every_s`` (the
 heartbeat interval by default) between passes, so an orphan is reaped or
 claimed within ``lease + one heartbeat`` of its owner's last renewal
-(``Settings.reap_bound_s``) while any instance is alive.
+(``Settings.reap_bound_s``) while any instance is alive. It also wakes just
+after the earliest lease it saw in its last pass expires
+(``LeaseScan.next_expiry``): no lease expires before that one, so the pass starts
+right after an orphan's lease lapses and has nearly the whole heartbeat for its
+own work, instead of the quarter kept for it by the polling wait.
 
 At start-up, sessions still owned by an earlier incarnation of this instance
 (same instance name) are taken at once, without waiting for their lease: that
@@ -23,11 +27,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from ticktape.config import RECONCILE_JITTER_MIN, Settings
+from ticktape.config import RECONCILE_JITTER_MIN, RECONCILE_WAKE_SPREAD, Settings
 from ticktape.domain import (
     OwnerLossPolicy,
     Reason,
@@ -40,7 +45,7 @@ from ticktape.errors import InvalidTransition, StoreError, TicktapeError, Transi
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
-from ticktape.store.base import Store
+from ticktape.store.base import Seal, Store
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,6 +58,20 @@ def is_resumable(session: Session) -> bool:
         session.kind in (SessionKind.COLLECT, SessionKind.BACKTEST)
         and session.config.on_owner_loss is OwnerLossPolicy.RESUME
     )
+
+
+def wait_before_pass(settings: Settings, next_expiry: datetime | None) -> float:
+    """Seconds until the next pass: the polling wait (jitter spreads instances apart; a
+    wait plus the budget kept for the pass never exceeds the interval, which the reap
+    bound rests on), or less, to start just after ``next_expiry``, the earliest known
+    lease expiry (a small random spread keeps instances from all taking the same
+    orphans at once)."""
+    every = settings.reconcile_every_s
+    wait = (every - settings.reconcile_pass_budget_s) * random.uniform(RECONCILE_JITTER_MIN, 1.0)
+    if next_expiry is not None:
+        until = (next_expiry - utcnow()).total_seconds()
+        wait = min(wait, max(0.0, until) + every * random.uniform(0.0, RECONCILE_WAKE_SPREAD))
+    return wait
 
 
 class Host(Protocol):
@@ -93,16 +112,23 @@ class Reconciler:
         self._leases = leases
         self._host = host
         self._pass = asyncio.Lock()
+        self._next_expiry: datetime | None = None  # from the last pass's scan
+
+    @property
+    def next_expiry(self) -> datetime | None:
+        """The earliest lease expiry the last pass saw (None: unknown)."""
+        return self._next_expiry
+
+    def next_wait(self) -> float:
+        return wait_before_pass(self._settings, self._next_expiry)
 
     async def loop(self) -> None:
-        # jitter spreads instances apart; a wait plus the budget kept for the pass never
-        # exceeds the interval, which the reap bound rests on
-        every = self._settings.reconcile_every_s - self._settings.reconcile_pass_budget_s
         while True:
-            await asyncio.sleep(every * random.uniform(RECONCILE_JITTER_MIN, 1.0))
+            await asyncio.sleep(self.next_wait())
             try:
                 await self.reconcile()
             except TicktapeError as exc:
+                self._next_expiry = None  # unknown: poll
                 log.error("reconciler: %s", exc)
 
     async def reconcile(self, *, startup: bool = False) -> int:
@@ -116,7 +142,12 @@ class Reconciler:
 
     async def _reconcile(self, startup: bool) -> int:
         now = utcnow()
-        expired = {s.id: s for s in await self._store.sessions.find_expired(now)}
+        began = time.monotonic()
+        scan = await self._store.sessions.scan_leases(now)
+        self._next_expiry = scan.next_expiry
+        scanned = time.monotonic()
+        self._metrics.reconcile_phase.labels(phase="scan").observe(scanned - began)
+        expired = {s.id: s for s in scan.expired}
         restarted: dict[str, Session] = {}
         if startup:
             mine = await self._store.sessions.find_owned(f"{self._instance}/")
@@ -136,10 +167,29 @@ class Reconciler:
         if not orphans:
             return 0
         await self._let_ticks_land()
+        landed = time.monotonic()
+        self._metrics.reconcile_phase.labels(phase="visibility").observe(landed - scanned)
         # all at once: an instance that died with many sessions has them all reaped
         # within the pass's budget, not one after another (each is its own CAS)
         results = await asyncio.gather(
             *(self._take_care(s, now, force=s.id in restarted) for s in orphans)
+        )
+        done = time.monotonic()
+        self._metrics.reconcile_phase.labels(phase="pass").observe(done - began)
+        leases = [s.lease_expires_at for s in orphans if s.lease_expires_at is not None]
+        after = (utcnow() - min(leases)).total_seconds() if leases else float("nan")
+        # one parseable line per pass that found orphans (bench/chaos.py reads them), at
+        # the level of the reaps themselves
+        log.warning(
+            "reconciler pass: %d of %d orphans taken; scan %.4f s, visibility %.4f s, "
+            "seal+commit %.4f s, total %.4f s; %.4f s after the earliest lease expired",
+            sum(results),
+            len(orphans),
+            scanned - began,
+            landed - scanned,
+            done - landed,
+            done - began,
+            after,
         )
         return sum(results)
 
@@ -168,8 +218,14 @@ class Reconciler:
             return f"owner {session.owner} restarted"
         return f"owner {session.owner} lease expired at {expiry.isoformat() if expiry else 'never'}"
 
+    async def _seal(self, session_id: str) -> Seal:
+        began = time.monotonic()
+        seal = await self._store.ticks.seal(session_id)
+        self._metrics.reconcile_phase.labels(phase="seal").observe(time.monotonic() - began)
+        return seal
+
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
-        seal = await self._store.ticks.seal(session.id)
+        seal = await self._seal(session.id)
         stats = seal.counts.as_stats(session.stats.errors)
         detail = self._why(session, force)
         # Its owner is this instance, whose store failed past the lease: name the fault.
@@ -177,6 +233,7 @@ class Reconciler:
         reason = Reason.STORE_UNAVAILABLE if fault else Reason.OWNER_LOST
         if fault:
             detail = f"the store failed for longer than the lease ({fault}); {detail}"
+        began = time.monotonic()
         try:
             await self._store.sessions.transition(
                 session.id,
@@ -192,6 +249,8 @@ class Reconciler:
             )
         except (TransitionRace, InvalidTransition):
             return False  # renewed, stopped, claimed or reaped by someone else meanwhile
+        finally:
+            self._metrics.reconcile_phase.labels(phase="commit").observe(time.monotonic() - began)
         self._metrics.orphans_reaped.inc()
         log.warning("session %s: reaped (%s)", session.id, detail)
         return True
@@ -199,7 +258,8 @@ class Reconciler:
     async def _claim(self, session: Session, now: datetime, *, force: bool) -> bool:
         detail = f"{self._why(session, force)}; claimed by {self._owner}"
         # closes the lost owner's tenure: its late ticks are never counted, read or resumed after
-        seal = await self._store.ticks.seal(session.id)
+        seal = await self._seal(session.id)
+        began = time.monotonic()
         try:
             claimed = await self._store.sessions.claim(
                 session.id,
@@ -212,6 +272,7 @@ class Reconciler:
                 lease_expired_before=None if force else now,
                 seal=seal,
             )
+            self._metrics.reconcile_phase.labels(phase="commit").observe(time.monotonic() - began)
         except (TransitionRace, InvalidTransition):
             # Taken by someone else meanwhile — or by us, in an attempt whose answer was lost.
             claimed = await self._store.sessions.get_session(session.id)

@@ -23,7 +23,13 @@ from typing import TypeVar
 
 from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, Session, SessionStatus, Stats
-from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
+from ticktape.errors import (
+    InvalidTransition,
+    LeaseLost,
+    StoreError,
+    TicktapeError,
+    TransitionRace,
+)
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
@@ -191,7 +197,13 @@ class Supervisor:
         if handle is not None:
             handle.stop.set()
 
-    def _release_handle(self, session_id: str) -> None:
+    def _release_handle(self, session_id: str, handle: RunHandle | None = None) -> None:
+        """Forget the session's runner here. With ``handle``, only if it is still that
+        run's: a self-stopped runner finishes its notes after this instance may have
+        claimed the session back and launched a new runner, whose handle and lease
+        must stay (releasing them left the new runner unfenced, writing beside a third)."""
+        if handle is not None and self._handles.get(session_id) is not handle:
+            return
         self._handles.pop(session_id, None)
         self._leases.untrack(session_id)
         self._metrics.local_runners.set(len(self._handles))
@@ -226,7 +238,7 @@ class Supervisor:
             log.exception("session %s failed", session.id)
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
-            self._release_handle(session.id)
+            self._release_handle(session.id, handle)
 
     async def _seal(self, session_id: str) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
@@ -306,7 +318,9 @@ class Supervisor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry.store_max_s)
 
-    async def _note_tally(self, handle: RunHandle, dropped: int = 0) -> None:
+    async def _note_tally(
+        self, handle: RunHandle, dropped: int = 0, *, owner: str | None = None
+    ) -> None:
         """Record the runner's own tally, so stats can be checked against it (invariant 7).
 
         The stats are counted from the store; this is counted by the runner as the
@@ -324,6 +338,7 @@ class Supervisor:
             actor=self._owner,
             reason=Reason.RUNNER_TALLY,
             detail=json.dumps(tally, sort_keys=True),
+            owner=owner,
         )
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
@@ -418,33 +433,53 @@ class Supervisor:
                 )
                 return
 
+    def _remember_store_fault(self, session_id: str, fault: str) -> None:
+        self._store_faults[session_id] = fault
+        while len(self._store_faults) > STORE_FAULTS_REMEMBERED:
+            self._store_faults.popitem(last=False)
+
     async def _stopped_as_zombie(self, handle: RunHandle, result: RunResult) -> None:
         """The runner stopped itself on losing its lease; say so in the session's history."""
-        self._release_handle(handle.session_id)  # gone here, whatever the store says next
+        # gone here, whatever the store says next
+        self._release_handle(handle.session_id, handle)
         if handle.store_fault:
-            self._store_faults[handle.session_id] = handle.store_fault
-            while len(self._store_faults) > STORE_FAULTS_REMEMBERED:
-                self._store_faults.popitem(last=False)
+            self._remember_store_fault(handle.session_id, handle.store_fault)
         self._metrics.zombies_stopped.inc()
         log.warning(
             "session %s: lease lost (%s), runner stopped itself",
             handle.session_id,
             handle.lost_reason,
         )
-        await note(
-            self._store,
-            handle.session_id,
-            actor=self._owner,
-            reason=Reason.LEASE_LOST,
-            detail=handle.lost_reason or None,
-        )
-        await self._note_tally(handle, dropped=result.dropped)
+        # Each note goes in only while the session is still this instance's and not
+        # terminal (add_event's owner check): once it was reaped or claimed — the store
+        # may come back only after that — the notes are left out, never put after the
+        # reap's terminal event or among the next owner's events (a client reading the
+        # history, and the oracle's last runner_tally, rely on that order).
+        try:
+            await self._store.sessions.add_event(
+                handle.session_id,
+                actor=self._owner,
+                reason=Reason.LEASE_LOST,
+                detail=handle.lost_reason or None,
+                owner=self._owner,
+            )
+        except StoreError as exc:
+            # The store fails now, too: it is what kept the lease from being renewed,
+            # even when the fence came before a renewal had finished failing (a starved
+            # event loop); the reap then names it (store_unavailable), not owner_lost.
+            log.warning("session %s: could not record lease_lost: %s", handle.session_id, exc)
+            if not handle.store_fault:
+                self._remember_store_fault(handle.session_id, str(exc))
+        except LeaseLost as exc:
+            log.warning("session %s: lease_lost not recorded: %s", handle.session_id, exc)
+        await self._note_tally(handle, dropped=result.dropped, owner=self._owner)
         await note(
             self._store,
             handle.session_id,
             actor=self._owner,
             reason=Reason.ZOMBIE_STOPPED,
             detail=f"runner stopped itself; {result.dropped} buffered ticks not written",
+            owner=self._owner,
         )
 
     async def _hand_over(self, handle: RunHandle, result: RunResult) -> None:

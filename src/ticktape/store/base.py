@@ -77,6 +77,23 @@ class SessionQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseScan:
+    """What :meth:`SessionStore.scan_leases` found at ``now``.
+
+    ``expired``: what :meth:`SessionStore.find_expired` returns. ``next_expiry``: the
+    earliest effective lease expiry at or after ``now`` among the other non-terminal
+    sessions, or a time before it (never after; an early answer only costs a pass) —
+    None: none, or the backend does not say. A renewal only moves an expiry
+    later and a new lease starts after ``now``, so no session found live here expires
+    before ``next_expiry``; one its owner stops covering falls back to its own earlier
+    lease and is expired then. The reconciler sleeps until ``next_expiry`` at most.
+    """
+
+    expired: list[Session]
+    next_expiry: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPage:
     sessions: list[Session]
     next_cursor: str | None = None
@@ -456,12 +473,21 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         """Record a note in the session's history without changing its state.
 
         The event's ``from_status`` and ``to_status`` are both the current status.
-        Raises :class:`SessionNotFound` for an unknown id.
+        Raises :class:`SessionNotFound` for an unknown id. With ``owner``, the note is
+        recorded only while the session is non-terminal and owned by ``owner``, in the
+        same atomic step (else :class:`LeaseLost`): a runner that lost its lease never
+        adds a note after the session was reaped or claimed.
         """
 
     @abc.abstractmethod
@@ -521,6 +547,13 @@ class SessionStore(abc.ABC):
     async def find_expired(self, now: datetime) -> list[Session]:
         """Non-terminal sessions whose effective lease expired before ``now`` (or that have
         no lease)."""
+
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        """The reconciler's one read per pass (:class:`LeaseScan`): the sessions
+        :meth:`find_expired` returns, and when the next lease of the others expires.
+        A backend reads the full session only of the expired ones (the pass costs
+        O(expired) parsing, not O(active)). This default knows no next expiry."""
+        return LeaseScan(await self.find_expired(now))
 
     @abc.abstractmethod
     async def find_owned(self, owner_prefix: str) -> list[Session]:

@@ -21,6 +21,7 @@ from ticktape.store.base import (
     MAX_CHANGES,
     UNCHANGED,
     ChangePage,
+    LeaseScan,
     Purged,
     ResultPart,
     ResultRow,
@@ -61,6 +62,7 @@ SESSION_OPERATIONS = frozenset(
         "purge",
         "reclaim",
         "find_expired",
+        "scan_leases",
         "find_owned",
         "list_changed",
     }
@@ -206,7 +208,13 @@ class InterceptedSessionStore(SessionStore):
         )
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         return await self._f(
             "add_event",
@@ -215,6 +223,7 @@ class InterceptedSessionStore(SessionStore):
             actor=actor,
             reason=reason,
             detail=detail,
+            owner=owner,
         )
 
     async def list_events(self, session_id: str) -> list[SessionEvent]:
@@ -242,6 +251,9 @@ class InterceptedSessionStore(SessionStore):
 
     async def find_expired(self, now: datetime) -> list[Session]:
         return await self._f("find_expired", self._inner.find_expired, now=now)
+
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        return await self._f("scan_leases", self._inner.scan_leases, now=now)
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         i = self._inner

@@ -10,13 +10,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from ticktape.domain import Session, SessionStatus, Stats, check_transition
-from ticktape.errors import InvalidTransition, TransitionRace, ValidationError, clip
+from ticktape.errors import InvalidTransition, LeaseLost, TransitionRace, ValidationError, clip
 from ticktape.store.base import MAX_DATA_LIMIT, ResultPart, TradeBucket, Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z: the range datetime can hold
 _MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+
+
+def check_note_owner(session: Session, owner: str | None) -> None:
+    """``SessionStore.add_event(owner=...)``: a note of ``owner`` goes in only while the
+    session is non-terminal and still its own."""
+    if owner is None:
+        return
+    if session.is_terminal or session.owner != owner:
+        raise LeaseLost(
+            session.id,
+            owner,
+            f"note refused (session {session.status.value}, owner {session.owner})",
+        )
 
 
 def check_limit(limit: int, maximum: int) -> int:

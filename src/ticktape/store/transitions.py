@@ -12,23 +12,39 @@ import logging
 
 from ticktape.config import DEFAULT_RETRY, RetryPolicy
 from ticktape.domain import Session, SessionStatus
-from ticktape.errors import InvalidTransition, SessionConflict, StoreError, TransitionRace
+from ticktape.errors import (
+    InvalidTransition,
+    LeaseLost,
+    SessionConflict,
+    StoreError,
+    TransitionRace,
+)
 from ticktape.store.base import Store
 
 log = logging.getLogger(__name__)
 
 
 async def note(
-    store: Store, session_id: str, *, actor: str, reason: str, detail: str | None = None
+    store: Store,
+    session_id: str,
+    *,
+    actor: str,
+    reason: str,
+    detail: str | None = None,
+    owner: str | None = None,
 ) -> bool:
-    """Record an event in the session's history, best effort: False (logged) if the store failed.
+    """Record an event in the session's history, best effort: False (logged) if the store
+    failed, or refused it (with ``owner``: the session is terminal or another's by now,
+    ``SessionStore.add_event``).
 
     For facts worth keeping (a lost lease, a retried write) whose recording must
     never change what the caller does next.
     """
     try:
-        await store.sessions.add_event(session_id, actor=actor, reason=reason, detail=detail)
-    except StoreError as exc:
+        await store.sessions.add_event(
+            session_id, actor=actor, reason=reason, detail=detail, owner=owner
+        )
+    except (StoreError, LeaseLost) as exc:
         log.warning("session %s: could not record %r (%s): %s", session_id, reason, detail, exc)
         return False
     return True

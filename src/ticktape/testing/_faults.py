@@ -13,7 +13,7 @@ contracts by handing every call to it, except the calls a rule picks::
 Operations are named by their method: ``create_session``, ``get_session``,
 ``list_sessions``, ``count_sessions``, ``transition``, ``claim``, ``renew_lease``,
 ``renew_instance`` (the heartbeat),
-``add_event``, ``list_events``, ``mark_deleted``, ``find_expired``, ``find_owned``
+``add_event``, ``list_events``, ``mark_deleted``, ``find_expired``, ``scan_leases``, ``find_owned``
 (sessions) and ``write``, ``wait_visible``, ``count``, ``position``,
 ``read_trades``, ``read_orderbook`` (ticks). ``when`` receives the call's
 arguments by name (``session_id``, ``to_status``, ``batches``, ``owner``, ...).

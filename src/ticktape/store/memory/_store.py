@@ -23,6 +23,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    LeaseScan,
     Purged,
     ResultPart,
     ResultRow,
@@ -50,6 +51,7 @@ from ticktape.store.rules import (
     check_bucket_query,
     check_continues,
     check_limit,
+    check_note_owner,
     decode_cursor,
     effective,
     encode_cursor,
@@ -293,10 +295,17 @@ class MemorySessionStore(SessionStore):
             return self._view(updated)
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         async with self._s.lock:
             current = self._get(session_id)
+            check_note_owner(current, owner)
             return self._record(
                 session_id, current.status, current.status, actor, reason, detail, utcnow()
             )
@@ -383,6 +392,18 @@ class MemorySessionStore(SessionStore):
             for s in self._views()
             if not s.is_terminal and (s.lease_expires_at is None or s.lease_expires_at < now)
         ]
+
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        expired: list[Session] = []
+        next_expiry: datetime | None = None
+        for s in self._views():
+            if s.is_terminal:
+                continue
+            if s.lease_expires_at is None or s.lease_expires_at < now:
+                expired.append(s)
+            elif next_expiry is None or s.lease_expires_at < next_expiry:
+                next_expiry = s.lease_expires_at
+        return LeaseScan(expired, next_expiry)
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [

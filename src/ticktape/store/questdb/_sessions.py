@@ -52,6 +52,7 @@ from ticktape.store.base import (
     MAX_LIST_LIMIT,
     UNCHANGED,
     ChangePage,
+    LeaseScan,
     Purged,
     Seal,
     SessionPage,
@@ -77,6 +78,7 @@ from ticktape.store.rules import (
     apply_claim,
     apply_transition,
     check_limit,
+    check_note_owner,
     decode_cursor,
     dump_progress,
     effective,
@@ -601,6 +603,43 @@ class QuestDBSessionStore(SessionStore):
             if s.lease_expires_at is None or s.lease_expires_at < now
         ]
 
+    async def scan_leases(self, now: datetime) -> LeaseScan:
+        """Reads each active session's id, owner and own lease only, and the instance
+        leases; parses the full rows of the expired ones alone (read again: one renewed
+        meanwhile is left out)."""
+        leases = await self._query(
+            f"SELECT id, owner, lease_expires_at FROM ({_LATEST}) "
+            "WHERE status IN ('pending', 'running', 'stopping')",
+            (),
+            "scan leases",
+        )
+        owners = {str(owner) for _, owner, lease in leases if owner is not None and lease}
+        instances = await self._instances(owners)
+        expired: list[str] = []
+        next_expiry: datetime | None = None
+        for sid, owner, lease in leases:
+            if lease is None:
+                expired.append(str(sid))
+                continue
+            expiry = lease.replace(tzinfo=UTC)
+            instance = instances.get(str(owner))
+            if instance is not None and instance[0] > expiry and str(sid) in instance[1]:
+                expiry = instance[0]  # covered by its owner's instance lease (rules.effective)
+            if expiry < now:
+                expired.append(str(sid))
+            elif next_expiry is None or expiry < next_expiry:
+                next_expiry = expiry
+        found: list[Session] = []
+        for start in range(0, len(expired), MAX_BATCHED_READS):
+            rows = await self._latest_many(expired[start : start + MAX_BATCHED_READS])
+            found.extend(
+                r.session
+                for r in rows.values()
+                if not r.session.is_terminal
+                and (r.session.lease_expires_at is None or r.session.lease_expires_at < now)
+            )
+        return LeaseScan(found, next_expiry)
+
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [
             s
@@ -910,9 +949,16 @@ class QuestDBSessionStore(SessionStore):
         return False
 
     async def add_event(
-        self, session_id: str, *, actor: str, reason: str, detail: str | None = None
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        reason: str,
+        detail: str | None = None,
+        owner: str | None = None,
     ) -> SessionEvent:
         def build(current: _Row) -> _Row:
+            check_note_owner(current.session, owner)
             return current.next(
                 current.session,
                 row_kind="note",

@@ -1,0 +1,115 @@
+"""The reconciler's per-pass read at many active sessions: ``scan_leases`` (this
+stop: ids, owners and leases of the active sessions, full rows of the expired ones
+only) against ``find_expired`` (the full rows of every active session, parsed).
+
+Fills a store with ``--sessions`` running sessions owned by ``--instances`` live
+instances (each covers its sessions with one instance lease), plus ``--expired``
+orphans, then times each read ``--rounds`` times. Prints figures, a JSON line last.
+
+    .venv/bin/python bench/reconcile_scan.py --store 'questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000&prefix=scan_' --sessions 1000
+    .venv/bin/python bench/reconcile_scan.py --store sqlite:///tmp/scan.db --sessions 3000
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from datetime import timedelta
+
+from ticktape.api.app import redact_url
+from ticktape.domain import (
+    DataType,
+    Session,
+    SessionConfig,
+    SessionKind,
+    SessionStatus,
+    Stats,
+    new_session_id,
+    utcnow,
+)
+from ticktape.store import open_store
+
+
+def _session(owner: str, lease_s: float) -> Session:
+    now = utcnow()
+    return Session(
+        id=new_session_id(),
+        kind=SessionKind.COLLECT,
+        status=SessionStatus.PENDING,
+        symbols=("BTC_USDT",),
+        exchange="sim",
+        data_types=(DataType.TRADES, DataType.ORDERBOOK),
+        config=SessionConfig(),
+        created_at=now,
+        owner=owner,
+        lease_expires_at=now + timedelta(seconds=lease_s),
+    )
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    store = open_store(args.store)
+    await store.open()
+    try:
+        owners = [f"bench-{i}/scan" for i in range(args.instances)]
+        live: dict[str, list[str]] = {o: [] for o in owners}
+        sem = asyncio.Semaphore(16)
+
+        async def create(owner: str, lease_s: float) -> str:
+            async with sem:
+                s = await store.sessions.create_session(_session(owner, lease_s), actor="bench")
+                return s.id
+
+        started = time.perf_counter()
+        ids = await asyncio.gather(
+            *(create(owners[i % len(owners)], 5.0) for i in range(args.sessions))
+        )
+        for i, sid in enumerate(ids):
+            live[owners[i % len(owners)]].append(sid)
+        await asyncio.gather(*(create("gone/scan", -5.0) for _ in range(args.expired)))
+        filled_s = time.perf_counter() - started
+        for owner, sids in live.items():  # one instance lease covers each owner's sessions
+            await store.sessions.renew_instance(
+                owner,
+                lease_expires_at=utcnow() + timedelta(hours=1),
+                progress={sid: Stats() for sid in sids},
+            )
+        figures: dict[str, object] = {}
+        times: dict[str, list[float]] = {"scan_leases": [], "find_expired": []}
+        for _ in range(args.rounds):  # alternated, so load and caches fall on both alike
+            for name, took in times.items():
+                t0 = time.perf_counter()
+                found = await getattr(store.sessions, name)(utcnow())
+                took.append(time.perf_counter() - t0)
+                expired = found.expired if name == "scan_leases" else found
+                assert len(expired) == args.expired, (name, len(expired))
+        for name, took in times.items():
+            figures[name] = {
+                "p50_ms": round(statistics.median(took) * 1000, 2),
+                "min_ms": round(min(took) * 1000, 2),
+                "max_ms": round(max(took) * 1000, 2),
+            }
+            print(f"{name:>13}: {figures[name]}  ({args.rounds} rounds, {args.expired} expired)")
+        return {
+            "benchmark": "reconcile_scan",
+            "store": redact_url(args.store),
+            "active_sessions": args.sessions,
+            "expired": args.expired,
+            "instances": args.instances,
+            "fill_s": round(filled_s, 1),
+            **figures,
+        }
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--expired", type=int, default=3)
+    parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=20)
+    print(json.dumps(asyncio.run(main(parser.parse_args()))))
