@@ -422,7 +422,13 @@ class QuestDBSessionStore(SessionStore):
             and not r.session.is_terminal
             and r.session.lease_expires_at is not None
         }
-        instances = await self._instances(owners)
+        return self._view(rows, await self._instances(owners))
+
+    @staticmethod
+    def _view(
+        rows: list[_Row], instances: Mapping[str, tuple[datetime, Mapping[str, Stats]]]
+    ) -> list[_Row]:
+        """``rows`` as :meth:`_viewed` shows them, given their owners' ``instances``."""
         if not instances:
             return rows
         viewed = []
@@ -890,13 +896,18 @@ class QuestDBSessionStore(SessionStore):
                     ),
                     (owner, lease_expires_at, stored, utcnow()),
                 )
-        rows = await self._query(
-            f"SELECT * FROM ({_LATEST}) WHERE status IN ('pending', 'running', 'stopping') "
-            "AND owner = %s",
-            (owner,),
-            "find owned sessions",
-        )
-        return [r.session for r in await self._viewed([_Row.parse(r) for r in rows])]
+            # on the same connection, and viewed with the lease just written instead of
+            # reading it back: no step of a heartbeat waits for the pooled readers
+            cur = await conn.execute(
+                self._db.prefixed(
+                    f"SELECT * FROM ({_LATEST}) WHERE status IN ('pending', 'running', "
+                    "'stopping') AND owner = %s"
+                ),
+                (owner,),
+            )
+            rows = await cur.fetchall()
+        mine = {owner: (lease_expires_at, dict(progress))}
+        return [r.session for r in self._view([_Row.parse(r) for r in rows], mine)]
 
     async def _reuse_instance_row(
         self, conn: Any, owner: str, lease_expires_at: datetime, stored: str
