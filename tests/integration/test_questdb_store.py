@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from ticktape.config import Settings
 from ticktape.domain import (
     Reason,
     SessionStatus,
+    Stats,
     is_valid_history,
     utcnow,
     validate_spec,
@@ -36,6 +38,7 @@ from ticktape.service import SessionService
 from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.base import TickQuery
 from ticktape.store.questdb import QuestDBSessionStore, QuestDBStore, QuestDBTickStore
+from ticktape.store.questdb._db import READ_CONNECTIONS
 
 pytestmark = pytest.mark.questdb
 
@@ -226,6 +229,63 @@ def test_a_heartbeat_of_many_renewals_reads_them_together_and_renews_each(
         assert renewed.id == sid
         seen = run(other.sessions.get_session(sid))  # visible to another instance at once
         assert seen.lease_expires_at == renewed.lease_expires_at is not None
+
+
+def test_concurrent_reads_of_sessions_share_queries_and_see_every_acknowledged_write(
+    handles: list[RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    store = handles[0]
+    ids = [make_session().id for _ in range(30)]
+
+    async def scenario() -> list[Any]:
+        for sid in ids:
+            await store.sessions.create_session(make_session(id=sid), actor="t")
+        reads: list[list[str]] = []
+        sessions = store.inner.sessions
+        assert isinstance(sessions, QuestDBSessionStore)
+        sessions.on_read_many = reads.append  # the documented testing hook
+        got = await asyncio.gather(*(store.sessions.get_session(sid) for sid in ids))
+        assert len(reads) < len(ids) / 3, reads  # read together, not one query per get
+        assert sorted(sid for batch in reads for sid in batch) == sorted(ids)
+        return got
+
+    got = run(scenario())
+    assert [s.id for s in got] == ids
+
+
+def test_a_heartbeat_never_waits_for_the_pooled_readers(
+    handles: list[RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """Every pooled read connection held (reads queued behind a slow query, say): the
+    instance lease is renewed on a connection of its own and the heartbeat answers."""
+    store = handles[0]
+    session = make_session(owner="me", lease_expires_at=utcnow() + timedelta(seconds=5))
+
+    async def scenario() -> Any:
+        await store.sessions.create_session(session, actor="t")
+        sessions = store.inner.sessions
+        assert isinstance(sessions, QuestDBSessionStore)
+        until = utcnow() + timedelta(seconds=30)
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(READ_CONNECTIONS):
+                await held.enter_async_context(sessions._db.reader("hold the pool"))
+            # on a pooled connection this would wait until the pool is released
+            owned = await asyncio.wait_for(
+                sessions.renew_instance(
+                    "me", lease_expires_at=until, progress={session.id: Stats(trades=3)}
+                ),
+                20,
+            )
+        return owned, until
+
+    owned, until = run(scenario())
+    assert [(s.id, s.lease_expires_at, s.stats.trades) for s in owned] == [(session.id, until, 3)]
+    seen = run(handles[1].sessions.get_session(session.id))  # as another instance sees it
+    assert (seen.lease_expires_at, seen.stats.trades) == (until, 3)
 
 
 def test_concurrent_tick_writes_go_in_one_send_and_a_stale_writer_is_refused_alone(

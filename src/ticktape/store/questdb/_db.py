@@ -344,6 +344,7 @@ class Connections:
     """One connection for session-log writes (serialised here, so this process never
     collides with itself on the table writer), one for results writes (a backtest's
     parts, which can be large, never hold up the session log: transitions, leases),
+    one for the instance lease (a heartbeat queues behind nothing of this process),
     and a small pool for reads."""
 
     def __init__(self, address: QuestDBAddress) -> None:
@@ -353,6 +354,8 @@ class Connections:
         self._write_lock = asyncio.Lock()
         self._results: psycopg.AsyncConnection[Any] | None = None
         self._results_lock = asyncio.Lock()
+        self._lease: psycopg.AsyncConnection[Any] | None = None
+        self._lease_lock = asyncio.Lock()
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
@@ -431,6 +434,7 @@ class Connections:
         self._all.clear()
         self._writer = None
         self._results = None
+        self._lease = None
         self._readers = asyncio.Queue()
         self._opened = 0
 
@@ -479,6 +483,15 @@ class Connections:
             yield conn
 
     @asynccontextmanager
+    async def lease_writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The instance-lease connection (``renew_instance``), one user at a time: a
+        heartbeat never waits for a pooled reader (up to READ_CONNECTIONS reads of
+        sessions, lists and ticks run on those) nor behind a group commit of the session
+        log. Opened on first use, reconnects if broken; failures count as the writer's."""
+        async with self._exclusive("_lease", self._lease_lock, what) as conn:
+            yield conn
+
+    @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The session-log write connection, one user at a time; reconnects if broken.
 
@@ -489,7 +502,7 @@ class Connections:
 
     @asynccontextmanager
     async def _exclusive(
-        self, slot: Literal["_writer", "_results"], lock: asyncio.Lock, what: str
+        self, slot: Literal["_writer", "_results", "_lease"], lock: asyncio.Lock, what: str
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The connection kept in attribute ``slot``, held under ``lock``: opened when
         missing or closed, dropped when a use breaks it; a use that works clears a write

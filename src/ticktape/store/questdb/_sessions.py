@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 
 #: An instance row whose lease expired this long ago is taken over by a new instance.
 INSTANCE_ROWS_KEPT = timedelta(hours=1)
+PARSED_PROGRESS_KEPT = 64  # instances whose parsed progress map is kept (_progress)
 CHANGE_OVERLAP_S = 2.0  # list_changed re-reads this much before the newest row it saw
 CHANGE_OVERLAP_US = int(CHANGE_OVERLAP_S * 1_000_000)
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
@@ -313,11 +314,12 @@ class _Read(Waiting["_Row | None"]):
 class _NewestRows:
     """Newest-row reads of many sessions, asked for concurrently, served by one query.
 
-    A heartbeat renews every lease of an instance at once; each renewal first
-    reads its session's newest row. Read one by one, that is one query per
-    session per heartbeat; here the reads that queue up while a query runs go
-    together in the next one (``WHERE id IN (...) LATEST ON``), and a read never
-    joins a query already under way (``_grouping.py``).
+    Every read of a session's current state comes here (a get, the read before each
+    transition, lease renewals of many sessions at once). Read one by one, that is
+    one query (and one more for the owners' instance leases) per read; here the
+    reads that queue up while a query runs go together in the next one
+    (``WHERE id IN (...) LATEST ON``), and a read never joins a query already under
+    way (``_grouping.py``), so it sees every write acknowledged before it was asked.
     """
 
     def __init__(self, read_many: Callable[[list[str]], Awaitable[dict[str, _Row]]]) -> None:
@@ -360,7 +362,9 @@ class QuestDBSessionStore(SessionStore):
             _COLUMNS.index("idempotency_key"),
             retry,
         )
-        self._lease_reads = _NewestRows(lambda ids: self._latest_many(ids))
+        self._newest = _NewestRows(lambda ids: self._latest_many(ids))
+        # instance token → (its stored progress text, that text parsed): _progress
+        self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
 
     # ------------------------------------------------------------------ reading
 
@@ -388,8 +392,25 @@ class QuestDBSessionStore(SessionStore):
         found: dict[str, tuple[datetime, dict[str, Stats]]] = {}
         for token, expires, progress in rows:
             if expires is not None:
-                found[str(token)] = (expires.replace(tzinfo=UTC), load_progress(progress))
+                key = str(token)
+                found[key] = (expires.replace(tzinfo=UTC), self._progress(key, progress))
         return found
+
+    def _progress(self, token: str, stored: str | None) -> dict[str, Stats]:
+        """``stored`` (an instance's progress map) parsed, or the map parsed last time for
+        ``token`` if ``stored`` is the same text: every read of a running session reads
+        its owner's whole map (one entry per session it runs), and the map changes once
+        per heartbeat, so parsing it on every read made a read's cost grow with the
+        number of sessions an instance runs (stop 13's profile: ~13 % of a server's CPU
+        at ``bench/lifecycle.py -c 32``). The maps are only read, never changed."""
+        cached = self._parsed_progress.get(token)
+        if cached is not None and cached[0] == stored:
+            return cached[1]
+        parsed = load_progress(stored)
+        if len(self._parsed_progress) >= PARSED_PROGRESS_KEPT:
+            self._parsed_progress.clear()  # instances that went away: rare, start afresh
+        self._parsed_progress[token] = (stored, parsed)
+        return parsed
 
     async def _viewed(self, rows: list[_Row]) -> list[_Row]:
         """``rows`` with their sessions as the contract shows them: a non-terminal session
@@ -403,7 +424,13 @@ class QuestDBSessionStore(SessionStore):
             and not r.session.is_terminal
             and r.session.lease_expires_at is not None
         }
-        instances = await self._instances(owners)
+        return self._view(rows, await self._instances(owners))
+
+    @staticmethod
+    def _view(
+        rows: list[_Row], instances: Mapping[str, tuple[datetime, Mapping[str, Stats]]]
+    ) -> list[_Row]:
+        """``rows`` as :meth:`_viewed` shows them, given their owners' ``instances``."""
         if not instances:
             return rows
         viewed = []
@@ -418,14 +445,13 @@ class QuestDBSessionStore(SessionStore):
         return viewed
 
     async def _latest(self, session_id: str) -> _Row:
-        rows = await self._query(
-            f"SELECT {_SELECT} FROM tt_session_log WHERE id = %s LATEST ON ts PARTITION BY id",
-            (session_id,),
-            "get session",
-        )
-        if not rows or rows[0][_ROW_KIND] == _PURGED:
-            raise SessionNotFound(session_id)
-        return (await self._viewed([_Row.parse(rows[0])]))[0]
+        """The session's newest row as the contract shows it, read together with the
+        reads other tasks ask for meanwhile (:class:`_NewestRows`): one query for the
+        rows and one for their owners' instance leases per group, instead of two per
+        read. At 32 concurrent clients the reads queued for the pooled connections
+        (a get and ~5 reads per session's transitions) were what made a start's
+        p95 ~10 times its p50 (docs/benchmarks.md, stop 13)."""
+        return await self._newest.get(session_id)
 
     async def _latest_many(self, session_ids: list[str]) -> dict[str, _Row]:
         if self.on_read_many is not None:
@@ -712,13 +738,11 @@ class QuestDBSessionStore(SessionStore):
         session_id: str,
         build: Callable[[_Row], _Row],
         what: str,
-        read: Callable[[str], Awaitable[_Row]] | None = None,
     ) -> _Row:
         """Read the newest row, build the next one from it (``build`` raises the contract's
         errors), append it; when another writer got there first, read again."""
-        read = read or self._latest
         for _ in range(QUESTDB_APPEND_ROUNDS):
-            current = await read(session_id)
+            current = await self._latest(session_id)
             row = build(current)
             if await self._append(row, expect_row_seq=current.row_seq) is not None:
                 return row
@@ -884,7 +908,7 @@ class QuestDBSessionStore(SessionStore):
             )
             return current.next(new, row_kind="lease", actor=owner, reason="lease_renewed")
 
-        row = await self._change(session_id, build, "renew lease", self._lease_reads.get)
+        row = await self._change(session_id, build, "renew lease")
         return (await self._viewed([row]))[0].session
 
     async def renew_instance(
@@ -892,8 +916,9 @@ class QuestDBSessionStore(SessionStore):
     ) -> list[Session]:
         stored = dump_progress(progress)
         # not the session-log writer: a heartbeat never waits behind a group commit (and
-        # never holds one up); the instance row is its owner's alone
-        async with self._db.reader("renew instance lease") as conn:
+        # never holds one up); the instance row is its owner's alone. Nor a pooled reader:
+        # a heartbeat never queues behind reads either (its own connection, lease_writer)
+        async with self._db.lease_writer("renew instance lease") as conn:
             cur = await conn.execute(
                 self._db.prefixed(
                     "UPDATE tt_instances SET expires = %s, progress = %s WHERE token = %s"
@@ -910,13 +935,18 @@ class QuestDBSessionStore(SessionStore):
                     ),
                     (owner, lease_expires_at, stored, utcnow()),
                 )
-        rows = await self._query(
-            f"SELECT * FROM ({_LATEST}) WHERE status IN ('pending', 'running', 'stopping') "
-            "AND owner = %s",
-            (owner,),
-            "find owned sessions",
-        )
-        return [r.session for r in await self._viewed([_Row.parse(r) for r in rows])]
+            # on the same connection, and viewed with the lease just written instead of
+            # reading it back: no step of a heartbeat waits for the pooled readers
+            cur = await conn.execute(
+                self._db.prefixed(
+                    f"SELECT * FROM ({_LATEST}) WHERE status IN ('pending', 'running', "
+                    "'stopping') AND owner = %s"
+                ),
+                (owner,),
+            )
+            rows = await cur.fetchall()
+        mine = {owner: (lease_expires_at, dict(progress))}
+        return [r.session for r in self._view([_Row.parse(r) for r in rows], mine)]
 
     async def _reuse_instance_row(
         self, conn: Any, owner: str, lease_expires_at: datetime, stored: str

@@ -198,6 +198,11 @@ def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFram
 
 
 @dataclass
+class _WalRead(Waiting[dict[str, tuple[int, int, bool]]]):
+    """One caller's wait for the tick tables' WAL state (``_wal_state``)."""
+
+
+@dataclass
 class _Write(Waiting[WriteResult]):
     """One caller's ``write``, waiting in the queue for the next grouped send."""
 
@@ -265,6 +270,7 @@ class QuestDBTickStore(TickStore):
         # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
         self._pool: ThreadPoolExecutor | None = None
         self._sends: Grouper[_Write] = Grouper(self._send_group, _group_size, "write ticks")
+        self._wal_reads: Grouper[_WalRead] = Grouper(self._read_wal_group, len, "read WAL state")
         address = connections.address
         self._export = ParquetExport(
             address.ilp_url,
@@ -279,6 +285,7 @@ class QuestDBTickStore(TickStore):
 
     async def close(self) -> None:
         await self._sends.close()
+        await self._wal_reads.close()
         await self._export.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -388,6 +395,19 @@ class QuestDBTickStore(TickStore):
             )
 
     async def _wal_state(self) -> dict[str, tuple[int, int, bool]]:
+        """The tick tables' WAL state, read by a query that starts after this call (so
+        its ``sequencerTxn`` covers every commit acknowledged before it): concurrent
+        callers (every finishing session waits for visibility, twice) share one."""
+        read = _WalRead()
+        self._wal_reads.submit(read)
+        return await read.future
+
+    async def _read_wal_group(self, group: list[_WalRead]) -> None:
+        state = await self._read_wal_state()
+        for read in group:
+            read.answer(state)
+
+    async def _read_wal_state(self) -> dict[str, tuple[int, int, bool]]:
         async def query() -> dict[str, tuple[int, int, bool]]:
             async with self._db.reader("read WAL state") as conn:
                 cur = await conn.execute(
