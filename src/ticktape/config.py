@@ -284,6 +284,9 @@ class Settings:
     #: hourly (ticktape.retention); None (the default) keeps everything
     retention: timedelta | None = None
     gc_interval_s: float = GC_INTERVAL_S  # TICKTAPE_GC_INTERVAL_S: how often, with a retention
+    #: TICKTAPE_PYTHON_GC=0: ``serve`` leaves CPython's garbage collector as it is
+    #: (default: freeze the start-up heap, rarer full collections: ticktape.api.heap)
+    python_gc_tuning: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -339,6 +342,9 @@ class Settings:
             feeds=FeedEndpoints.from_env(env),
             retention=_env_retention(env),
             gc_interval_s=_env_float(env, "TICKTAPE_GC_INTERVAL_S", GC_INTERVAL_S),
+            python_gc_tuning=(
+                _env_bool(env, "TICKTAPE_PYTHON_GC") if env.get("TICKTAPE_PYTHON_GC") else True
+            ),
         )
         known = {f.name for f in fields(cls)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in known}

@@ -16,6 +16,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ticktape.api import create_app
+from ticktape.api.limits import CreateRateLimiter
 from ticktape.config import Settings
 from ticktape.metrics import Metrics
 from ticktape.service import SessionService
@@ -66,6 +67,12 @@ class Pair:
     def _client(self, run: Run[Any], *, hot_routes: bool, metrics: Metrics) -> httpx.Client:
         app = create_app(
             self.settings, service=self.service, metrics=metrics, hot_routes=hot_routes
+        )
+        # Each app its own limiter, both on one stopped clock: a Retry-After computed
+        # from the monotonic clock differs between the two requests when a loaded
+        # machine delays the second by a second (it failed so at load ~23).
+        app.state.create_limiter = CreateRateLimiter(
+            self.settings.create_rate_per_min, clock=lambda: 1000.0
         )
         if hot_routes:
             app.add_middleware(ReachedFastAPI, reached=self._reached)

@@ -24,6 +24,15 @@ refused request goes to FastAPI, whose guard answers it), counts a body without 
 length against the same limit, and answers an unexpected exception as
 :class:`~ticktape.api.errors.CatchAllMiddleware` does. With CORS origins
 configured it is off: every answer then needs the CORS middleware's headers.
+
+**For developers: a new check on the create or get route goes here too.** A
+request that passes this module's checks never reaches FastAPI's route, its
+dependencies or its middleware, so a check added only there (a new limit, a
+validation rule, an access rule, a header) is silently skipped for the plain
+requests this module answers — most of them. Add it to both paths, and add a
+case to ``tests/unit/test_hot_routes.py``, which sends the same request down
+the hot path and down FastAPI's and compares status, headers and JSON: that is
+how to prove the two still agree.
 """
 
 from __future__ import annotations

@@ -323,6 +323,10 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         s = self._settings
+        if s.python_gc_tuning and not self.should_exit:
+            from ticktape.api.heap import tune_collector
+
+            tune_collector()  # the start-up heap is in place: freeze it (docs/operations.md)
         base = f"http://{s.host}:{s.port}"
         from ticktape.api.auth import load_users
 
