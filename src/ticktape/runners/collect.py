@@ -87,7 +87,13 @@ class CollectRunner:
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
         resume = await self._resume_point(session, handle) if handle.resumed else None
-        built = build_feed(session, self._settings.feeds, resume)
+        remaining = None  # the simulated feed generates no more than the duration needs
+        if cfg.duration_s is not None:
+            started = session.started_at if handle.resumed else None
+            remaining = cfg.duration_s - (
+                0.0 if started is None else (utcnow() - started).total_seconds()
+            )
+        built = build_feed(session, self._settings.feeds, resume, remaining_s=remaining)
         self._exchange = session.exchange
         if handle.resumed:
             await self._record_gap(session, resume, built.start_us)
