@@ -10,6 +10,14 @@ first ``flush_rows`` gather) and what gathers during a write is the next write,
 however many that is (up to ``flush_rows``). A quiet session never reaches
 ``eager_rows`` and still writes once per ``flush_interval_s``.
 
+Every session's buffer of an instance may share a :class:`RowPool`: an instance-wide
+bound on the rows buffered by all of them (``TICKTAPE_INSTANCE_BUFFER_MAX_ROWS``; the
+per-session bound alone lets 1,000 sessions hold 200 million rows). It behaves as the
+per-session bound does: a put that would take the pool past its bound waits
+(back-pressure) until some buffer's flush frees room — except into an empty buffer
+(each session may always hold one block, so no session is starved by the others and
+nothing deadlocks: the pool is exceeded by at most one block per session).
+
 Once the run is ending the producer no longer waits (:meth:`unbound`: the rest of
 the feed block it is putting goes in at once, so the pump ends promptly), and the
 flusher may give up on what is left (:meth:`shed`) when its drain budget runs out.
@@ -22,6 +30,43 @@ import asyncio
 from ticktape.ticks import TickBatch
 
 
+class RowPool:
+    """Rows buffered by every session of an instance, with a bound (see the module)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self.peak = 0  # the most rows ever buffered at once
+        self.waits = 0  # puts that waited for the pool, ever (a measure of back-pressure)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def fits(self, size: int) -> bool:
+        return self.rows + size <= self.max_rows
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        if self.rows > self.peak:
+            self.peak = self.rows
+
+    def release(self, rows: int) -> None:
+        self.rows -= rows
+        if rows and self._waiters:
+            self.wake()
+
+    def wake(self) -> None:
+        """Every waiting put looks again (room was freed, or its buffer stopped waiting)."""
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            _wake(w)
+
+    async def wait(self) -> None:
+        """Until the next release (or :meth:`wake`)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.waits += 1
+        await waiter
+
+
 class TickBuffer:
     def __init__(
         self,
@@ -30,8 +75,10 @@ class TickBuffer:
         flush_rows: int,
         flush_interval_s: float,
         eager_rows: int | None = None,
+        pool: RowPool | None = None,
     ) -> None:
         self.max_rows = max_rows
+        self._pool = pool
         self.flush_rows = flush_rows
         self.eager_rows = flush_rows if eager_rows is None else min(eager_rows, flush_rows)
         self.flush_interval_s = flush_interval_s
@@ -56,19 +103,43 @@ class TickBuffer:
         """Add batches; wait while the buffer is full (a block larger than the bound still fits
         once the buffer is empty, so a big block never deadlocks)."""
         size = sum(len(b) for b in batches)
+        pool = self._pool
+        if pool is not None:
+            while not (self._pool_fits(size)):  # the instance's bound: wait for a release
+                await pool.wait()
         if not self._taker_waiting and not self._changed.locked() and self._fits(size):
             # the common case, thousands of times a second on a busy instance: room, and
             # nobody waiting for rows (a flusher past its wait sleeps on its due timer)
-            self._batches.extend(batches)
-            self._rows += size
+            self._add(batches, size)
             self._wake_if_due()
             return
         async with self._changed:
             await self._changed.wait_for(lambda: self._fits(size))
-            self._batches.extend(batches)
-            self._rows += size
+            self._add(batches, size)
             self._changed.notify_all()
         self._wake_if_due()
+
+    def _pool_fits(self, size: int) -> bool:
+        if self._pool is None or self._closed or self._unbound or self._rows == 0:
+            return True
+        return self._pool.fits(size)
+
+    def _add(self, batches: list[TickBatch], size: int) -> None:
+        self._batches.extend(batches)
+        self._rows += size
+        if self._pool is not None:
+            self._pool.add(size)
+
+    def _remove(self, rows: int) -> None:
+        self._rows -= rows
+        if self._pool is not None:
+            self._pool.release(rows)
+
+    def detach(self) -> None:
+        """The run is over: what is still buffered (a lost run's rows) leaves the pool."""
+        if self._pool is not None:
+            self._pool.release(self._rows)
+            self._pool = None
 
     def _fits(self, size: int) -> bool:
         if self._closed or self._unbound or self._rows == 0:
@@ -114,7 +185,7 @@ class TickBuffer:
                     count += 1
                     rows += len(batch)
                 taken, self._batches = self._batches[:count], self._batches[count:]
-                self._rows -= rows
+                self._remove(rows)
                 self._changed.notify_all()
                 if taken or self._closed:
                     return taken
@@ -130,7 +201,10 @@ class TickBuffer:
         """Return batches a failed write could not store, ahead of newer ones."""
         async with self._changed:
             self._batches[:0] = batches
-            self._rows += sum(len(b) for b in batches)
+            rows = sum(len(b) for b in batches)
+            self._rows += rows
+            if self._pool is not None:
+                self._pool.add(rows)
             self._changed.notify_all()
 
     async def unbound(self) -> None:
@@ -139,11 +213,14 @@ class TickBuffer:
         async with self._changed:
             self._unbound = True
             self._changed.notify_all()
+        if self._pool is not None:  # its put, if waiting for the pool, goes in now
+            self._pool.wake()
 
     async def shed(self) -> list[TickBatch]:
         """Take everything buffered at once, without waiting: what the drain gives up."""
         async with self._changed:
-            taken, self._batches, self._rows = self._batches, [], 0
+            taken, self._batches = self._batches, []
+            self._remove(self._rows)
             self._changed.notify_all()
             return taken
 
@@ -152,6 +229,8 @@ class TickBuffer:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
+        if self._pool is not None:
+            self._pool.wake()
         self._wake_if_due()
 
 
