@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ticktape.domain import DataType
+from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
 
@@ -290,11 +291,15 @@ class SimExchange:
         """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set; if
         ``stamped``, each block's rows carry the time it was handed out as ``recv_us``.
 
-        A stop ends a wait at once. The wait between blocks is one future and one timer:
+        A stop ends a wait at once. A wait ends at the first point of the instance's
+        shared clock (:mod:`ticktape.feeds.clock`, a grid of ``BLOCK_PERIOD_S``) at or
+        after the block is due, so the rate is kept and the blocks of every simulated
+        session come in the same turn of the loop. The wait between blocks is one future:
         ``stop`` is watched by a single task for the whole run (``wait_for(stop.wait())``
         per block would cost a task each time, thousands a second on a busy instance).
         """
         loop = asyncio.get_running_loop()
+        clock = ticker(BLOCK_PERIOD_S, loop)
         waker: list[asyncio.Future[None]] = []  # the current wait, if any
 
         def wake(_: object = None) -> None:
@@ -312,13 +317,13 @@ class SimExchange:
                     due = started + (emitted + self.block_events) / self.rate_per_s
                     delay = due - time.monotonic()
                     if delay > 0:
-                        fut = loop.create_future()
+                        # on the instance's shared clock: every sim session's block of a
+                        # period is handed out in the same turn of the loop (feeds/clock.py)
+                        fut = clock.at(loop.time() + delay)
                         waker[:] = [fut]
-                        timer = loop.call_later(delay, wake)
                         try:
                             await fut
                         finally:
-                            timer.cancel()
                             waker.clear()
                         if stop.is_set():
                             return

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ticktape.feeds.clock import ticker
 from ticktape.ticks import TickBatch
 
 
@@ -150,9 +151,11 @@ class TickBuffer:
         """Wait for a flush to be due and take up to ``flush_rows`` rows (whole batches,
         at least one); [] only once closed and empty.
 
-        Due means: closed, or ``eager_rows`` buffered (at most ``flush_rows``), or
-        ``flush_interval_s`` passed since the first row arrived. Between the first row
-        and then the flusher sleeps on one timer: a put wakes it only when that makes
+        Due means: closed, or ``eager_rows`` buffered (at most ``flush_rows``), or the
+        first point of the instance's shared clock (a grid of ``flush_interval_s``) after
+        the first row arrived — within ``flush_interval_s``, and the same moment for
+        every session of the instance. Between the first row and then the flusher sleeps
+        on that clock: a put wakes it only when that makes
         the flush due (thousands of sessions each waking their flusher on every block
         would cost the loop more than the writes).
         """
@@ -165,14 +168,15 @@ class TickBuffer:
                 finally:
                     self._taker_waiting = False
             if not self._due():
+                # the next point of the instance's shared clock (within flush_interval_s):
+                # every session's flush of an interval in the same turn of the loop, so the
+                # store writes them together (feeds/clock.py)
                 loop = asyncio.get_running_loop()
-                waiter: asyncio.Future[None] = loop.create_future()
-                timer = loop.call_later(self.flush_interval_s, _wake, waiter)
+                waiter = ticker(self.flush_interval_s, loop).after(loop.time())
                 self._due_waiter = waiter
                 try:
                     await waiter
                 finally:
-                    timer.cancel()
                     self._due_waiter = None
             async with self._changed:
                 # At most ~flush_rows per write (whole batches): one write of a huge backlog
