@@ -8,7 +8,8 @@ flusher waits in :meth:`take` only while none of its writes is in flight, so a b
 feed's rows go to an idle store at once (the writer is not left idle while the
 first ``flush_rows`` gather) and what gathers during a write is the next write,
 however many that is (up to ``flush_rows``). A quiet session never reaches
-``eager_rows`` and still writes once per ``flush_interval_s``.
+``eager_rows`` and still writes about once per ``flush_interval_s`` (at the points of
+the instance's shared clock, :mod:`ticktape.feeds.clock`: every session in the same turn).
 
 Every session's buffer of an instance may share a :class:`RowPool`: an instance-wide
 bound on the rows buffered by all of them (``TICKTAPE_INSTANCE_BUFFER_MAX_ROWS``; the
@@ -152,10 +153,10 @@ class TickBuffer:
         at least one); [] only once closed and empty.
 
         Due means: closed, or ``eager_rows`` buffered (at most ``flush_rows``), or the
-        first point of the instance's shared clock (a grid of ``flush_interval_s``) after
-        the first row arrived — within ``flush_interval_s``, and the same moment for
-        every session of the instance. Between the first row and then the flusher sleeps
-        on that clock: a put wakes it only when that makes
+        first point of the instance's shared clock (a grid of ``flush_interval_s``) at
+        least half an interval after the first row arrived — 0.5 to 1.5 intervals after
+        it, and the same moment for every session of the instance. Between the first row
+        and then the flusher sleeps on that clock: a put wakes it only when that makes
         the flush due (thousands of sessions each waking their flusher on every block
         would cost the loop more than the writes).
         """
@@ -168,11 +169,13 @@ class TickBuffer:
                 finally:
                     self._taker_waiting = False
             if not self._due():
-                # the next point of the instance's shared clock (within flush_interval_s):
-                # every session's flush of an interval in the same turn of the loop, so the
-                # store writes them together (feeds/clock.py)
+                # a point of the instance's shared clock, at least half an interval away
+                # (so between 0.5 and 1.5 flush_interval_s): every session's flush of an
+                # interval in the same turn of the loop, so the store writes them together
+                # (feeds/clock.py)
                 loop = asyncio.get_running_loop()
-                waiter = ticker(self.flush_interval_s, loop).after(loop.time())
+                interval = self.flush_interval_s
+                waiter = ticker(interval, loop).at(loop.time() + interval / 2)
                 self._due_waiter = waiter
                 try:
                     await waiter
