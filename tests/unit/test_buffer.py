@@ -123,3 +123,35 @@ def test_a_put_waiting_for_the_instance_bound_goes_in_once_the_run_ends() -> Non
         assert pool.rows == 0
 
     asyncio.run(scenario())
+
+
+def test_a_release_wakes_only_the_waiting_puts_the_freed_room_holds_first_come_first() -> None:
+    async def scenario() -> None:
+        pool = RowPool(10)
+
+        def buffer() -> TickBuffer:
+            return TickBuffer(
+                max_rows=1_000, flush_rows=1_000, flush_interval_s=HOUR, eager_rows=1, pool=pool
+            )
+
+        full, *waiting = [buffer() for _ in range(4)]
+        for b in waiting:
+            await b.put([_trades(1)])
+        await full.put([_trades(7)])  # the pool holds 10
+        puts = [asyncio.create_task(b.put([_trades(3, 1)])) for b in waiting]
+        await _turns()
+        assert not any(p.done() for p in puts)
+        # a flush of 1 row frees room for nobody; one of 7 makes room for two of the three
+        await waiting[0].take()
+        await _turns()
+        assert not any(p.done() for p in puts), "a put went in without room"
+        await full.take()
+        await asyncio.wait_for(asyncio.gather(puts[0], puts[1]), 10)
+        await _turns()
+        assert not puts[2].done(), "a release woke more puts than its room holds"
+        assert pool.rows == 8  # 3, 1 + 3 and 1 buffered (admitted rows are reserved)
+        assert pool.peak <= 10
+        await waiting[2].close()  # its run ends: its put goes in at once
+        await asyncio.wait_for(puts[2], 10)
+
+    asyncio.run(scenario())

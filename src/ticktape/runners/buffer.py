@@ -27,23 +27,32 @@ flusher may give up on what is left (:meth:`shed`) when its drain budget runs ou
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from ticktape.feeds.clock import ticker
 from ticktape.ticks import TickBatch
 
 
 class RowPool:
-    """Rows buffered by every session of an instance, with a bound (see the module)."""
+    """Rows buffered by every session of an instance, with a bound (see the module).
+
+    Puts that do not fit wait in a queue, first come first served; a release admits
+    from its head as many as the freed room holds and reserves their rows at once —
+    each waiting put is woken once, when it can go in (waking every waiter at every
+    release made a full pool of 1,000 sessions a million wake-ups per flush interval,
+    and the event loop starved its own heartbeat).
+    """
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.rows = 0
+        self.rows = 0  # buffered, and reserved for admitted puts
         self.peak = 0  # the most rows ever buffered at once
         self.waits = 0  # puts that waited for the pool, ever (a measure of back-pressure)
-        self._waiters: list[asyncio.Future[None]] = []
+        self._queue: collections.deque[tuple[int, asyncio.Future[bool]]] = collections.deque()
 
     def fits(self, size: int) -> bool:
-        return self.rows + size <= self.max_rows
+        """Room for ``size`` rows, and nobody waiting (who would go first)."""
+        return not self._queue and self.rows + size <= self.max_rows
 
     def add(self, rows: int) -> None:
         self.rows += rows
@@ -52,21 +61,30 @@ class RowPool:
 
     def release(self, rows: int) -> None:
         self.rows -= rows
-        if rows and self._waiters:
-            self.wake()
+        if rows and self._queue:
+            self._admit()
 
-    def wake(self) -> None:
-        """Every waiting put looks again (room was freed, or its buffer stopped waiting)."""
-        waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            _wake(w)
+    def _admit(self) -> None:
+        while self._queue:
+            size, waiter = self._queue[0]
+            if waiter.done():  # its put stopped waiting (its run is ending, or cancelled)
+                self._queue.popleft()
+                continue
+            if self.rows + size > self.max_rows and self.rows > 0:
+                return
+            self._queue.popleft()
+            self.add(size)  # reserved: the put adds its rows without counting them again
+            waiter.set_result(True)
 
-    async def wait(self) -> None:
-        """Until the next release (or :meth:`wake`)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+    def wait(self, size: int) -> asyncio.Future[bool]:
+        """A place in the queue: resolved True once admitted (``size`` rows reserved);
+        the caller may end the wait itself with False (no reservation)."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((size, waiter))
         self.waits += 1
-        await waiter
+        if self.rows == 0:  # nothing buffered that a release could free: admit now
+            self._admit()
+        return waiter
 
 
 class TickBuffer:
@@ -81,6 +99,7 @@ class TickBuffer:
     ) -> None:
         self.max_rows = max_rows
         self._pool = pool
+        self._pool_waiter: asyncio.Future[bool] | None = None  # a put queued for the pool
         self.flush_rows = flush_rows
         self.eager_rows = flush_rows if eager_rows is None else min(eager_rows, flush_rows)
         self.flush_interval_s = flush_interval_s
@@ -105,20 +124,33 @@ class TickBuffer:
         """Add batches; wait while the buffer is full (a block larger than the bound still fits
         once the buffer is empty, so a big block never deadlocks)."""
         size = sum(len(b) for b in batches)
+        reserved = False  # the instance's pool counts these rows already
         pool = self._pool
-        if pool is not None:
-            while not (self._pool_fits(size)):  # the instance's bound: wait for a release
-                await pool.wait()
-        if not self._taker_waiting and not self._changed.locked() and self._fits(size):
-            # the common case, thousands of times a second on a busy instance: room, and
-            # nobody waiting for rows (a flusher past its wait sleeps on its due timer)
-            self._add(batches, size)
-            self._wake_if_due()
-            return
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._fits(size))
-            self._add(batches, size)
-            self._changed.notify_all()
+        if pool is not None and not self._pool_fits(size):  # the instance's bound: queue
+            waiter = self._pool_waiter = pool.wait(size)
+            try:
+                reserved = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    pool.release(size)  # admitted, then cancelled before it went in
+                raise
+            finally:
+                self._pool_waiter = None
+        try:
+            if not self._taker_waiting and not self._changed.locked() and self._fits(size):
+                # the common case, thousands of times a second on a busy instance: room, and
+                # nobody waiting for rows (a flusher past its wait sleeps on its due timer)
+                self._add(batches, size, reserved)
+                self._wake_if_due()
+                return
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._fits(size))
+                self._add(batches, size, reserved)
+                self._changed.notify_all()
+        except asyncio.CancelledError:
+            if reserved and self._pool is not None:
+                self._pool.release(size)
+            raise
         self._wake_if_due()
 
     def _pool_fits(self, size: int) -> bool:
@@ -126,10 +158,16 @@ class TickBuffer:
             return True
         return self._pool.fits(size)
 
-    def _add(self, batches: list[TickBatch], size: int) -> None:
+    def _end_pool_wait(self) -> None:
+        """The run is ending: a put waiting for the instance's bound goes in now."""
+        waiter = self._pool_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    def _add(self, batches: list[TickBatch], size: int, reserved: bool = False) -> None:
         self._batches.extend(batches)
         self._rows += size
-        if self._pool is not None:
+        if self._pool is not None and not reserved:
             self._pool.add(size)
 
     def _remove(self, rows: int) -> None:
@@ -220,8 +258,7 @@ class TickBuffer:
         async with self._changed:
             self._unbound = True
             self._changed.notify_all()
-        if self._pool is not None:  # its put, if waiting for the pool, goes in now
-            self._pool.wake()
+        self._end_pool_wait()  # its put, if waiting for the pool, goes in now
 
     async def shed(self) -> list[TickBatch]:
         """Take everything buffered at once, without waiting: what the drain gives up."""
@@ -236,8 +273,7 @@ class TickBuffer:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
-        if self._pool is not None:
-            self._pool.wake()
+        self._end_pool_wait()
         self._wake_if_due()
 
 
