@@ -204,6 +204,20 @@ def _proc(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _switches(pid: int) -> tuple[int, float]:
+    """(context switches of all the process's threads, ever; its kernel CPU seconds): the
+    switches are the wake-ups (the loop's, and the hand-offs to and from the store's
+    writer thread), robust on a loaded machine where wall-clock figures are not."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return total, float(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def _connect(url: str) -> Connection:
     """A new keep-alive connection: the server closes one left idle for 5 s, and a
     level's starts keep the sampling connections idle longer than that."""
@@ -305,6 +319,7 @@ async def ramp(
         level += add
         start_p95 = percentile(starts, 95)
         before = [_proc(pid) for pid in pids]
+        switches0 = [_switches(pid) for pid in pids]
         ticks0 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         fed0 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         t0 = time.monotonic()
@@ -328,7 +343,10 @@ async def ramp(
         ticks1 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
+        switches1 = [_switches(pid) for pid in pids]
         cpu_s = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+        sys_s = sum(a[1] - b[1] for a, b in zip(switches1, switches0, strict=True))
+        switched = sum(a[0] - b[0] for a, b in zip(switches1, switches0, strict=True))
         stored = ticks1 - ticks0
         row = {
             "sessions": level,
@@ -348,6 +366,11 @@ async def ramp(
             # per tick the feeds produced: the same figure when the store keeps up; when it
             # does not, CPU per stored tick counts the feeding of what waits in buffers
             "cpu_us_per_fed_tick": round(1e6 * cpu_s / max(fed1 - fed0, 1), 1),
+            # wake-ups: context switches of the servers' threads per second, and the
+            # kernel's share of their CPU (futex hand-offs between the loop and the writer)
+            "switches_per_s": round(switched / max(elapsed, 0.001)),
+            "sys_share": round(sys_s / max(cpu_s, 0.001), 3),
+            "rss_start_mib": [round(b[0]) for b in before],
             # fed but not stored yet, at the end of the hold (all instances): what the
             # sessions' buffers hold, the first suspect when RSS grows
             "backlog_rows": round(fed1 - ticks1),

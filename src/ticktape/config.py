@@ -45,6 +45,9 @@ FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 # feed keeps the store writing; a quiet session never gathers this many in a flush interval)
 FLUSH_EAGER_ROWS = 2_000
 BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pressure beyond
+# ... and on the ticks buffered by all the sessions of an instance together (about 400
+# bytes a row at the default rate's small batches: ~400 MiB), the same back-pressure
+INSTANCE_BUFFER_MAX_ROWS = 1_000_000
 # After a stop (or the duration's end) a collect runner writes what it buffered for at most
 # this long, then sheds the rest as recorded ``stop_drain`` gaps: a stop ends in bounded time.
 STOP_DRAIN_S = 10.0
@@ -257,6 +260,8 @@ class Settings:
     flush_max_rows: int = FLUSH_MAX_ROWS
     flush_eager_rows: int = FLUSH_EAGER_ROWS
     buffer_max_rows: int = BUFFER_MAX_ROWS
+    # TICKTAPE_INSTANCE_BUFFER_MAX_ROWS: ticks buffered by all the instance's sessions, at most
+    instance_buffer_max_rows: int = INSTANCE_BUFFER_MAX_ROWS
     retry: RetryPolicy = DEFAULT_RETRY
     log_level: str = "info"
     strategies_dir: str | None = None  # user strategies (*.py) loaded at start-up
@@ -305,6 +310,9 @@ class Settings:
             flush_max_rows=int(_env_float(env, "TICKTAPE_FLUSH_MAX_ROWS", FLUSH_MAX_ROWS)),
             flush_eager_rows=int(_env_float(env, "TICKTAPE_FLUSH_EAGER_ROWS", FLUSH_EAGER_ROWS)),
             buffer_max_rows=int(_env_float(env, "TICKTAPE_BUFFER_MAX_ROWS", BUFFER_MAX_ROWS)),
+            instance_buffer_max_rows=_env_int(
+                env, "TICKTAPE_INSTANCE_BUFFER_MAX_ROWS", INSTANCE_BUFFER_MAX_ROWS
+            ),
             log_level=env.get("TICKTAPE_LOG_LEVEL", "info"),
             strategies_dir=env.get("TICKTAPE_STRATEGIES_DIR") or None,
             strategy_call_budget_s=_env_float(

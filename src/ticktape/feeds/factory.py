@@ -47,9 +47,15 @@ def stream_settings(endpoints: FeedEndpoints) -> StreamSettings:
 
 
 def build_feed(
-    session: Session, endpoints: FeedEndpoints, resume: ResumePoint | None = None
+    session: Session,
+    endpoints: FeedEndpoints,
+    resume: ResumePoint | None = None,
+    *,
+    remaining_s: float | None = None,
 ) -> BuiltFeed:
-    """The feed recording ``session`` (``resume``: where its stored recording ends)."""
+    """The feed recording ``session`` (``resume``: where its stored recording ends;
+    ``remaining_s``: how long it will run at most, if it has a duration — the simulated
+    exchange generates no more than that needs)."""
     cfg = session.config
     if session.exchange == "sim":
         exchange = SimExchange(
@@ -61,6 +67,7 @@ def build_feed(
             rate_per_s=cfg.rate_per_s,
             book_every=cfg.book_every,
             resume=resume,
+            duration_s=remaining_s,
         )
         return BuiltFeed(SimFeed(exchange), exchange.start_us)
     last_ids = dict(resume.last_trade_ids) if resume is not None else {}

@@ -16,6 +16,7 @@ so nothing is recorded twice and no id or timestamp is reused.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ticktape.domain import DataType
+from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
 
@@ -40,8 +42,11 @@ PRICE_TICK = 0.01
 STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
 # At low rates several blocks are generated in one numpy pass (a chunk of about this
 # many trades per symbol) and handed out block by block: numpy's cost per call, not
-# per value, is what a block of 5 trades costs. Deterministic all the same: a chunk
-# is a function of the seed and the configuration only.
+# per value, is what a block of 5 trades costs. A session with a duration never gets a
+# chunk beyond what its remaining duration needs (a 1-s session at 1 trade/s generates
+# 2 trades, not 256). Deterministic all the same, and the same however it is chunked:
+# each generated quantity has its own random stream (numpy draws a stream's values in
+# order whatever the call sizes), and the price walk carries its unrounded level.
 CHUNK_EVENTS = 256
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
@@ -61,11 +66,19 @@ class ResumePoint:
     last_prices: Mapping[str, float] = field(default_factory=dict)
 
 
+#: The random streams of a symbol, one per generated quantity (see CHUNK_EVENTS).
+_STREAMS = ("step", "qty", "side", "spread", "bid_qty", "ask_qty")
+
+
+def _streams(*key: int) -> dict[str, np.random.Generator]:
+    return {name: np.random.default_rng([*key, k]) for k, name in enumerate(_STREAMS)}
+
+
 @dataclass
 class _SymbolState:
     symbol: str
-    rng: np.random.Generator
-    price: float
+    rng: dict[str, np.random.Generator]
+    price: float  # the walk's level (unrounded: the next chunk continues from it exactly)
     next_trade_id: int = 1
     events: int = 0  # trades generated so far (drives book snapshot cadence)
     first_event: int = 0  # the event at ``start_us`` (non-zero when resumed)
@@ -134,6 +147,7 @@ class SimExchange:
         book_every: int = 5,
         start_us: int | None = None,
         resume: ResumePoint | None = None,
+        duration_s: float | None = None,
     ) -> None:
         self.session_id = session_id
         self.data_types = data_types
@@ -153,17 +167,24 @@ class SimExchange:
         self._states = [self._state(i, sym, seed, resume) for i, sym in enumerate(symbols)]
         self.blocks_emitted = 0  # the next block's number: every batch in it has this ``seq``
         self.blocks_per_chunk = max(1, CHUNK_EVENTS // self.block_events)
+        # blocks the run needs at most (a set duration at a set rate; one block to spare):
+        # no chunk goes beyond it, later blocks (a drain's last moments) come one by one
+        self.blocks_needed: int | None = None
+        if duration_s is not None and rate_per_s > 0:
+            events = math.ceil(max(0.0, duration_s) * rate_per_s)
+            self.blocks_needed = math.ceil(events / self.block_events) + 1
+        self.blocks_generated = 0
         self._ready: list[list[_Part]] = []
 
     @staticmethod
     def _state(i: int, symbol: str, seed: int, resume: ResumePoint | None) -> _SymbolState:
         if resume is None:
-            return _SymbolState(symbol, np.random.default_rng([seed, i]), _start_price(symbol))
+            return _SymbolState(symbol, _streams(seed, i), _start_price(symbol))
         last_id = resume.last_trade_ids.get(symbol, 0)
         # Seeded by where it resumes: deterministic, and not a replay of the first run.
         return _SymbolState(
             symbol,
-            np.random.default_rng([seed, i, last_id + 1]),
+            _streams(seed, i, last_id + 1),
             resume.last_prices.get(symbol, _start_price(symbol)),
             next_trade_id=last_id + 1,
             events=last_id,
@@ -193,6 +214,9 @@ class SimExchange:
         """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""
         per = self.block_events
         count = self.blocks_per_chunk
+        if self.blocks_needed is not None:
+            count = max(1, min(count, self.blocks_needed - self.blocks_generated))
+        self.blocks_generated += count
         n = per * count
         blocks: list[list[_Part]] = [[] for _ in range(count)]
         for state in self._states:
@@ -215,12 +239,12 @@ class SimExchange:
 
     def _trades(self, state: _SymbolState, n: int, seq: int) -> TradeBatch:
         rng = state.rng
-        steps = rng.normal(0.0, STEP_VOLATILITY, n)
+        steps = rng["step"].normal(0.0, STEP_VOLATILITY, n)
+        level = state.price * np.exp(np.cumsum(steps))
         # np.rint is np.round with 0 decimals, minus the dispatch overhead
-        prices = np.rint(state.price * np.exp(np.cumsum(steps)) / PRICE_TICK) * PRICE_TICK
-        prices = np.maximum(prices, PRICE_TICK)
-        qty = np.round(rng.exponential(0.5, n) + 1e-4, 6)
-        side = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int8)
+        prices = np.maximum(np.rint(level / PRICE_TICK) * PRICE_TICK, PRICE_TICK)
+        qty = np.round(rng["qty"].exponential(0.5, n) + 1e-4, 6)
+        side = np.where(rng["side"].random(n) < 0.5, 1, -1).astype(np.int8)
         index = np.arange(state.events, state.events + n, dtype=np.int64)
         batch = TradeBatch(
             session_id=self.session_id,
@@ -232,7 +256,7 @@ class SimExchange:
             side=side,
             seq=seq,
         )
-        state.price = float(prices[-1])
+        state.price = float(level[-1])
         state.next_trade_id += n
         return batch
 
@@ -245,7 +269,9 @@ class SimExchange:
         rng = state.rng
         mid = trades.price[at][:, None]
         offsets = (np.arange(self.depth) + 1)[None, :] * PRICE_TICK
-        half_spread = rng.integers(1, 4, k)[:, None] * PRICE_TICK
+        # 1, 2 or 3 ticks (from a uniform draw: ``integers`` may discard half of a 64-bit
+        # draw between calls, which would make the values depend on the chunking)
+        half_spread = (np.floor(rng["spread"].random(k) * 3) + 1)[:, None] * PRICE_TICK
         bid_px = np.rint((mid - half_spread - offsets + PRICE_TICK) / PRICE_TICK) * PRICE_TICK
         ask_px = np.rint((mid + half_spread + offsets - PRICE_TICK) / PRICE_TICK) * PRICE_TICK
         return BookBatch(
@@ -253,9 +279,9 @@ class SimExchange:
             symbol=state.symbol,
             ts_us=trades.ts_us[at],  # a snapshot right after its trade, same exchange time
             bid_price=np.maximum(bid_px, PRICE_TICK),
-            bid_qty=np.round(rng.exponential(2.0, (k, self.depth)) + 1e-3, 6),
+            bid_qty=np.round(rng["bid_qty"].exponential(2.0, (k, self.depth)) + 1e-3, 6),
             ask_price=ask_px,
-            ask_qty=np.round(rng.exponential(2.0, (k, self.depth)) + 1e-3, 6),
+            ask_qty=np.round(rng["ask_qty"].exponential(2.0, (k, self.depth)) + 1e-3, 6),
             seq=trades.seq,
         )
 
@@ -265,11 +291,15 @@ class SimExchange:
         """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set; if
         ``stamped``, each block's rows carry the time it was handed out as ``recv_us``.
 
-        A stop ends a wait at once. The wait between blocks is one future and one timer:
+        A stop ends a wait at once. A wait ends at the first point of the instance's
+        shared clock (:mod:`ticktape.feeds.clock`, a grid of ``BLOCK_PERIOD_S``) at or
+        after the block is due, so the rate is kept and the blocks of every simulated
+        session come in the same turn of the loop. The wait between blocks is one future:
         ``stop`` is watched by a single task for the whole run (``wait_for(stop.wait())``
         per block would cost a task each time, thousands a second on a busy instance).
         """
         loop = asyncio.get_running_loop()
+        clock = ticker(BLOCK_PERIOD_S, loop)
         waker: list[asyncio.Future[None]] = []  # the current wait, if any
 
         def wake(_: object = None) -> None:
@@ -287,13 +317,13 @@ class SimExchange:
                     due = started + (emitted + self.block_events) / self.rate_per_s
                     delay = due - time.monotonic()
                     if delay > 0:
-                        fut = loop.create_future()
+                        # on the instance's shared clock: every sim session's block of a
+                        # period is handed out in the same turn of the loop (feeds/clock.py)
+                        fut = clock.at(loop.time() + delay)
                         waker[:] = [fut]
-                        timer = loop.call_later(delay, wake)
                         try:
                             await fut
                         finally:
-                            timer.cancel()
                             waker.clear()
                         if stop.is_set():
                             return

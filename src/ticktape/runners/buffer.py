@@ -8,7 +8,16 @@ flusher waits in :meth:`take` only while none of its writes is in flight, so a b
 feed's rows go to an idle store at once (the writer is not left idle while the
 first ``flush_rows`` gather) and what gathers during a write is the next write,
 however many that is (up to ``flush_rows``). A quiet session never reaches
-``eager_rows`` and still writes once per ``flush_interval_s``.
+``eager_rows`` and still writes about once per ``flush_interval_s`` (at the points of
+the instance's shared clock, :mod:`ticktape.feeds.clock`: every session in the same turn).
+
+Every session's buffer of an instance may share a :class:`RowPool`: an instance-wide
+bound on the rows buffered by all of them (``TICKTAPE_INSTANCE_BUFFER_MAX_ROWS``; the
+per-session bound alone lets 1,000 sessions hold 200 million rows). It behaves as the
+per-session bound does: a put that would take the pool past its bound waits
+(back-pressure) until some buffer's flush frees room — except into an empty buffer
+(each session may always hold one block, so no session is starved by the others and
+nothing deadlocks: the pool is exceeded by at most one block per session).
 
 Once the run is ending the producer no longer waits (:meth:`unbound`: the rest of
 the feed block it is putting goes in at once, so the pump ends promptly), and the
@@ -18,8 +27,64 @@ flusher may give up on what is left (:meth:`shed`) when its drain budget runs ou
 from __future__ import annotations
 
 import asyncio
+import collections
 
+from ticktape.feeds.clock import ticker
 from ticktape.ticks import TickBatch
+
+
+class RowPool:
+    """Rows buffered by every session of an instance, with a bound (see the module).
+
+    Puts that do not fit wait in a queue, first come first served; a release admits
+    from its head as many as the freed room holds and reserves their rows at once —
+    each waiting put is woken once, when it can go in (waking every waiter at every
+    release made a full pool of 1,000 sessions a million wake-ups per flush interval,
+    and the event loop starved its own heartbeat).
+    """
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0  # buffered, and reserved for admitted puts
+        self.peak = 0  # the most rows ever buffered at once
+        self.waits = 0  # puts that waited for the pool, ever (a measure of back-pressure)
+        self._queue: collections.deque[tuple[int, asyncio.Future[bool]]] = collections.deque()
+
+    def fits(self, size: int) -> bool:
+        """Room for ``size`` rows, and nobody waiting (who would go first)."""
+        return not self._queue and self.rows + size <= self.max_rows
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        if self.rows > self.peak:
+            self.peak = self.rows
+
+    def release(self, rows: int) -> None:
+        self.rows -= rows
+        if rows and self._queue:
+            self._admit()
+
+    def _admit(self) -> None:
+        while self._queue:
+            size, waiter = self._queue[0]
+            if waiter.done():  # its put stopped waiting (its run is ending, or cancelled)
+                self._queue.popleft()
+                continue
+            if self.rows + size > self.max_rows and self.rows > 0:
+                return
+            self._queue.popleft()
+            self.add(size)  # reserved: the put adds its rows without counting them again
+            waiter.set_result(True)
+
+    def wait(self, size: int) -> asyncio.Future[bool]:
+        """A place in the queue: resolved True once admitted (``size`` rows reserved);
+        the caller may end the wait itself with False (no reservation)."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((size, waiter))
+        self.waits += 1
+        if self.rows == 0:  # nothing buffered that a release could free: admit now
+            self._admit()
+        return waiter
 
 
 class TickBuffer:
@@ -30,8 +95,11 @@ class TickBuffer:
         flush_rows: int,
         flush_interval_s: float,
         eager_rows: int | None = None,
+        pool: RowPool | None = None,
     ) -> None:
         self.max_rows = max_rows
+        self._pool = pool
+        self._pool_waiter: asyncio.Future[bool] | None = None  # a put queued for the pool
         self.flush_rows = flush_rows
         self.eager_rows = flush_rows if eager_rows is None else min(eager_rows, flush_rows)
         self.flush_interval_s = flush_interval_s
@@ -56,19 +124,62 @@ class TickBuffer:
         """Add batches; wait while the buffer is full (a block larger than the bound still fits
         once the buffer is empty, so a big block never deadlocks)."""
         size = sum(len(b) for b in batches)
-        if not self._taker_waiting and not self._changed.locked() and self._fits(size):
-            # the common case, thousands of times a second on a busy instance: room, and
-            # nobody waiting for rows (a flusher past its wait sleeps on its due timer)
-            self._batches.extend(batches)
-            self._rows += size
-            self._wake_if_due()
-            return
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._fits(size))
-            self._batches.extend(batches)
-            self._rows += size
-            self._changed.notify_all()
+        reserved = False  # the instance's pool counts these rows already
+        pool = self._pool
+        if pool is not None and not self._pool_fits(size):  # the instance's bound: queue
+            waiter = self._pool_waiter = pool.wait(size)
+            try:
+                reserved = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    pool.release(size)  # admitted, then cancelled before it went in
+                raise
+            finally:
+                self._pool_waiter = None
+        try:
+            if not self._taker_waiting and not self._changed.locked() and self._fits(size):
+                # the common case, thousands of times a second on a busy instance: room, and
+                # nobody waiting for rows (a flusher past its wait sleeps on its due timer)
+                self._add(batches, size, reserved)
+                self._wake_if_due()
+                return
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._fits(size))
+                self._add(batches, size, reserved)
+                self._changed.notify_all()
+        except asyncio.CancelledError:
+            if reserved and self._pool is not None:
+                self._pool.release(size)
+            raise
         self._wake_if_due()
+
+    def _pool_fits(self, size: int) -> bool:
+        if self._pool is None or self._closed or self._unbound or self._rows == 0:
+            return True
+        return self._pool.fits(size)
+
+    def _end_pool_wait(self) -> None:
+        """The run is ending: a put waiting for the instance's bound goes in now."""
+        waiter = self._pool_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
+
+    def _add(self, batches: list[TickBatch], size: int, reserved: bool = False) -> None:
+        self._batches.extend(batches)
+        self._rows += size
+        if self._pool is not None and not reserved:
+            self._pool.add(size)
+
+    def _remove(self, rows: int) -> None:
+        self._rows -= rows
+        if self._pool is not None:
+            self._pool.release(rows)
+
+    def detach(self) -> None:
+        """The run is over: what is still buffered (a lost run's rows) leaves the pool."""
+        if self._pool is not None:
+            self._pool.release(self._rows)
+            self._pool = None
 
     def _fits(self, size: int) -> bool:
         if self._closed or self._unbound or self._rows == 0:
@@ -79,9 +190,11 @@ class TickBuffer:
         """Wait for a flush to be due and take up to ``flush_rows`` rows (whole batches,
         at least one); [] only once closed and empty.
 
-        Due means: closed, or ``eager_rows`` buffered (at most ``flush_rows``), or
-        ``flush_interval_s`` passed since the first row arrived. Between the first row
-        and then the flusher sleeps on one timer: a put wakes it only when that makes
+        Due means: closed, or ``eager_rows`` buffered (at most ``flush_rows``), or the
+        first point of the instance's shared clock (a grid of ``flush_interval_s``) at
+        least half an interval after the first row arrived — 0.5 to 1.5 intervals after
+        it, and the same moment for every session of the instance. Between the first row
+        and then the flusher sleeps on that clock: a put wakes it only when that makes
         the flush due (thousands of sessions each waking their flusher on every block
         would cost the loop more than the writes).
         """
@@ -94,14 +207,17 @@ class TickBuffer:
                 finally:
                     self._taker_waiting = False
             if not self._due():
+                # a point of the instance's shared clock, at least half an interval away
+                # (so between 0.5 and 1.5 flush_interval_s): every session's flush of an
+                # interval in the same turn of the loop, so the store writes them together
+                # (feeds/clock.py)
                 loop = asyncio.get_running_loop()
-                waiter: asyncio.Future[None] = loop.create_future()
-                timer = loop.call_later(self.flush_interval_s, _wake, waiter)
+                interval = self.flush_interval_s
+                waiter = ticker(interval, loop).at(loop.time() + interval / 2)
                 self._due_waiter = waiter
                 try:
                     await waiter
                 finally:
-                    timer.cancel()
                     self._due_waiter = None
             async with self._changed:
                 # At most ~flush_rows per write (whole batches): one write of a huge backlog
@@ -114,7 +230,7 @@ class TickBuffer:
                     count += 1
                     rows += len(batch)
                 taken, self._batches = self._batches[:count], self._batches[count:]
-                self._rows -= rows
+                self._remove(rows)
                 self._changed.notify_all()
                 if taken or self._closed:
                     return taken
@@ -130,7 +246,10 @@ class TickBuffer:
         """Return batches a failed write could not store, ahead of newer ones."""
         async with self._changed:
             self._batches[:0] = batches
-            self._rows += sum(len(b) for b in batches)
+            rows = sum(len(b) for b in batches)
+            self._rows += rows
+            if self._pool is not None:
+                self._pool.add(rows)
             self._changed.notify_all()
 
     async def unbound(self) -> None:
@@ -139,11 +258,13 @@ class TickBuffer:
         async with self._changed:
             self._unbound = True
             self._changed.notify_all()
+        self._end_pool_wait()  # its put, if waiting for the pool, goes in now
 
     async def shed(self) -> list[TickBatch]:
         """Take everything buffered at once, without waiting: what the drain gives up."""
         async with self._changed:
-            taken, self._batches, self._rows = self._batches, [], 0
+            taken, self._batches = self._batches, []
+            self._remove(self._rows)
             self._changed.notify_all()
             return taken
 
@@ -152,6 +273,7 @@ class TickBuffer:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
+        self._end_pool_wait()
         self._wake_if_due()
 
 

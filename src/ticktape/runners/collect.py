@@ -32,6 +32,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -49,7 +50,7 @@ from ticktape.feeds.factory import BuiltFeed, build_feed
 from ticktape.feeds.sim import ResumePoint
 from ticktape.metrics import Metrics
 from ticktape.retry import backoff_delays
-from ticktape.runners.buffer import TickBuffer
+from ticktape.runners.buffer import RowPool, TickBuffer
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store, TickQuery
@@ -63,6 +64,19 @@ LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's 
 #: How often changed feed counts (duplicates dropped, malformed messages) are noted in the
 #: session's history while it runs; the run's end always notes the final counts.
 FEED_COUNTS_INTERVAL_S = 10.0
+
+
+#: The instance-wide bound on buffered rows (Settings.instance_buffer_max_rows): one pool
+#: per instance, found by its metrics registry (every runner of an instance shares it).
+_POOLS: weakref.WeakKeyDictionary[Metrics, RowPool] = weakref.WeakKeyDictionary()
+
+
+def instance_pool(metrics: Metrics, settings: Settings) -> RowPool:
+    """The pool every session's buffer of the instance that owns ``metrics`` shares."""
+    pool = _POOLS.get(metrics)
+    if pool is None:
+        pool = _POOLS[metrics] = RowPool(settings.instance_buffer_max_rows)
+    return pool
 
 
 def _iso(us: int) -> str:
@@ -87,7 +101,13 @@ class CollectRunner:
     async def run(self, session: Session, handle: RunHandle) -> RunResult:
         cfg = session.config
         resume = await self._resume_point(session, handle) if handle.resumed else None
-        built = build_feed(session, self._settings.feeds, resume)
+        remaining = None  # the simulated feed generates no more than the duration needs
+        if cfg.duration_s is not None:
+            started = session.started_at if handle.resumed else None
+            remaining = cfg.duration_s - (
+                0.0 if started is None else (utcnow() - started).total_seconds()
+            )
+        built = build_feed(session, self._settings.feeds, resume, remaining_s=remaining)
         self._exchange = session.exchange
         if handle.resumed:
             await self._record_gap(session, resume, built.start_us)
@@ -112,6 +132,7 @@ class CollectRunner:
             flush_rows=self._settings.flush_max_rows,
             eager_rows=self._settings.flush_eager_rows,
             flush_interval_s=self._settings.flush_interval_s,
+            pool=instance_pool(self._metrics, self._settings),
         )
         flusher = asyncio.create_task(self._flush_loop(buffer, handle), name=f"flush-{session.id}")
         counting = asyncio.create_task(self._counts_loop(session.id, built))
@@ -141,6 +162,7 @@ class CollectRunner:
                 await asyncio.gather(flusher, return_exceptions=True)
             counting.cancel()  # after the flusher: its cancel is the first thing done here
             await asyncio.gather(counting, return_exceptions=True)
+            buffer.detach()  # what a lost run leaves buffered no longer counts for the instance
         if handle.lost.is_set():
             return RunResult(Outcome.LOST, dropped=buffer.rows)
         await self._note_counts(session.id, built)  # the run's final counts

@@ -1,0 +1,65 @@
+"""One clock for every session of an instance: waits that end on a shared grid.
+
+A thousand sessions each pacing its feed and its flushes on timers of its own cost the
+event loop thousands of timers a second, at scattered moments: the flushes of the
+sessions reach the store one by one (hundreds of small coalesced writes a second, each
+one a hand-off to the store's writer thread). Waiting on a :class:`Ticker` instead
+ends every wait at a point of a shared grid (the multiples of ``period`` on the loop's
+clock): one timer per grid point for all the sessions of the process, all the waits due
+then woken together — so the simulated feeds hand out their blocks in the same turn of
+the loop, the flushers that follow take them in the same turn, and the store coalesces
+the whole instance's flushes into one write per grid point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import weakref
+
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Ticker]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class Ticker:
+    """Futures that are resolved at points of the grid ``k * period`` (loop time)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.period = period
+        self._loop = loop
+        self._due: dict[int, list[asyncio.Future[None]]] = {}
+        self.fired = 0  # grid points whose timer ran, ever (one wake-up for all their waits)
+
+    def at(self, when: float) -> asyncio.Future[None]:
+        """Resolved at the first grid point at or after ``when`` (loop time)."""
+        return self._wait(math.ceil(when / self.period))
+
+    def after(self, now: float) -> asyncio.Future[None]:
+        """Resolved at the first grid point after ``now``: within one period."""
+        return self._wait(math.floor(now / self.period) + 1)
+
+    def _wait(self, k: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        waiting = self._due.get(k)
+        if waiting is None:
+            waiting = self._due[k] = []
+            self._loop.call_at(k * self.period, self._fire, k)
+        waiting.append(future)
+        return future
+
+    def _fire(self, k: int) -> None:
+        self.fired += 1
+        for future in self._due.pop(k, ()):
+            if not future.done():  # ended otherwise meanwhile (a stop, a cancel)
+                future.set_result(None)
+
+
+def ticker(period: float, loop: asyncio.AbstractEventLoop | None = None) -> Ticker:
+    """The running loop's ticker of this period (one per loop and period)."""
+    loop = loop or asyncio.get_running_loop()
+    tickers = _TICKERS.setdefault(loop, {})
+    found = tickers.get(period)
+    if found is None:
+        found = tickers[period] = Ticker(loop, period)
+    return found
