@@ -37,8 +37,12 @@ from ticktape.runtime.supervisor import Supervisor
 from ticktape.service import SessionService
 from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.base import TickQuery
-from ticktape.store.questdb import QuestDBSessionStore, QuestDBStore, QuestDBTickStore
-from ticktape.store.questdb._db import READ_CONNECTIONS
+from ticktape.store.questdb import (
+    READ_CONNECTIONS,
+    QuestDBSessionStore,
+    QuestDBStore,
+    QuestDBTickStore,
+)
 
 pytestmark = pytest.mark.questdb
 

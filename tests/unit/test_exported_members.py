@@ -34,6 +34,7 @@ EXPORTS = {
         "QuestDBSessionStore",
         "QuestDBStore",
         "QuestDBTickStore",
+        "READ_CONNECTIONS",
         "sql_inline",
         "sql_literal",
     ],

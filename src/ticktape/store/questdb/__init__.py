@@ -25,7 +25,7 @@ The modules inside this package are private: ``_sessions`` (the session log),
 """
 
 from ticktape.store.questdb._db import ERRORS as DRIVER_ERRORS
-from ticktape.store.questdb._db import QuestDBAddress
+from ticktape.store.questdb._db import READ_CONNECTIONS, QuestDBAddress
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
@@ -34,6 +34,7 @@ from ticktape.store.questdb._ticks import QuestDBTickStore
 
 __all__ = [
     "DRIVER_ERRORS",
+    "READ_CONNECTIONS",
     "ParquetExport",
     "QuestDBAddress",
     "QuestDBSessionStore",
