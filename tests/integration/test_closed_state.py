@@ -1,0 +1,103 @@
+"""Fail fast, never hang (invariant 9): what waits on something that is closing or gone.
+
+- The SQLite store: a close whose checkpoint is stuck in a stalled disk ends within
+  the write bound; a call made while the store closes is refused at once
+  (:class:`StoreUnavailable`) instead of queued behind the lanes' stop marks.
+- The shared grid clock (:mod:`ticktape.feeds.clock`): a closed event loop and its
+  tickers are let go (each test's loop is a new one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ticktape.errors import StoreUnavailable
+from ticktape.feeds.clock import ticker
+from ticktape.store.sqlite import SqliteStore
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+BOUND_S = 0.5  # the store's write bound in these tests
+ANSWER_TIMEOUT_S = 10.0  # far above BOUND_S: only a hang reaches it
+
+
+class StalledCheckpoint:
+    """A connection class whose checkpoint blocks until released, as on a stalled disk."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Connection(sqlite3.Connection):
+            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+                if "wal_checkpoint" in sql.lower():
+                    outer.entered.set()
+                    outer.release.wait(ANSWER_TIMEOUT_S)
+                return super().execute(sql, *args)
+
+        self.factory = Connection
+
+
+@pytest.fixture
+def stall() -> Iterator[StalledCheckpoint]:
+    stalled = StalledCheckpoint()
+    yield stalled
+    stalled.release.set()  # the writer thread finishes and stops
+
+
+@pytest.fixture
+def store(run: Run, tmp_path: Path, stall: StalledCheckpoint) -> SqliteStore:
+    s = SqliteStore(f"sqlite:///{tmp_path}/closing.db", connection_factory=stall.factory)
+    s.write_timeout_s = BOUND_S
+    run(s.open())
+    return s
+
+
+def test_a_close_whose_checkpoint_is_stuck_ends_within_the_write_bound(
+    run: Run, store: SqliteStore, stall: StalledCheckpoint
+) -> None:
+    started = time.monotonic()
+    run(asyncio.wait_for(store.close(), ANSWER_TIMEOUT_S))
+    assert stall.entered.is_set()
+    assert time.monotonic() - started < ANSWER_TIMEOUT_S / 2  # the bound ended it, not ours
+    with pytest.raises(StoreUnavailable):  # and it is closed
+        run(store.sessions.get_session("any"))
+
+
+def test_calls_made_while_the_store_closes_are_refused_at_once(
+    run: Run, store: SqliteStore, stall: StalledCheckpoint, make_session: Any
+) -> None:
+    async def scenario() -> None:
+        closing = asyncio.create_task(store.close())
+        await asyncio.to_thread(stall.entered.wait, ANSWER_TIMEOUT_S)  # mid-checkpoint
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(store.sessions.get_session("any"), BOUND_S / 5)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(
+                store.sessions.create_session(make_session(), actor="t"), BOUND_S / 5
+            )
+        stall.release.set()
+        await asyncio.wait_for(closing, ANSWER_TIMEOUT_S)
+
+    run(scenario())
+
+
+def test_a_closed_loop_and_its_tickers_are_let_go() -> None:
+    async def wait_one_point() -> None:
+        await ticker(0.01).after(asyncio.get_running_loop().time())
+
+    with asyncio.Runner() as runner:
+        runner.run(wait_one_point())
+        gone = weakref.ref(runner.get_loop())
+    gc.collect()
+    assert gone() is None  # no ticker keeps a closed loop (and its tickers) alive
