@@ -5,6 +5,10 @@
   (:class:`StoreUnavailable`) instead of queued behind the lanes' stop marks.
 - The shared grid clock (:mod:`ticktape.feeds.clock`): a closed event loop and its
   tickers are let go (each test's loop is a new one).
+- A cancelled store call ends cancelled even when its answer reached the loop in the
+  same turn: Python 3.11's ``asyncio.wait_for`` returned the answer then and dropped
+  the cancellation, so a crashed instance's heartbeat or flusher ran on and
+  ``crash()``/``shutdown()`` waited for it for ever (the CI hang of test_faults_resume).
 """
 
 from __future__ import annotations
@@ -90,6 +94,61 @@ def test_calls_made_while_the_store_closes_are_refused_at_once(
         await asyncio.wait_for(closing, ANSWER_TIMEOUT_S)
 
     run(scenario())
+
+
+class AnswerWatchingLoop(asyncio.SelectorEventLoop):
+    """Counts the callbacks other threads queue (a store's answers), so a test can block
+    the loop until one more has been queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counted = threading.Condition()
+        self._begun = self._queued = 0
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        with self._counted:
+            self._begun += 1
+        handle = super().call_soon_threadsafe(callback, *args, context=context)
+        with self._counted:
+            self._queued += 1
+            self._counted.notify_all()
+        return handle
+
+    def settled(self) -> int:
+        """The number of answers queued, once none is half-way (its count still to come)."""
+        with self._counted:
+            assert self._counted.wait_for(lambda: self._begun == self._queued, ANSWER_TIMEOUT_S)
+            return self._queued
+
+    def wait_answers(self, count: int) -> None:
+        with self._counted:
+            assert self._counted.wait_for(lambda: self._queued >= count, ANSWER_TIMEOUT_S)
+
+
+def test_a_write_cancelled_as_its_answer_arrives_ends_cancelled(
+    tmp_path: Path, make_session: Any
+) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path}/cancel.db")
+
+    async def scenario(loop: AnswerWatchingLoop) -> None:
+        await store.open()
+        try:
+            before = loop.settled()
+            write = asyncio.create_task(store.sessions.create_session(make_session(), actor="t"))
+            await asyncio.sleep(0)  # the write is queued and awaits its answer
+            # Block the loop until the writer thread has queued the answer: the cancel below
+            # then reaches the task in the same turn of the loop as the answer.
+            loop.wait_answers(before + 1)
+            write.cancel()
+            outcome = (await asyncio.gather(write, return_exceptions=True))[0]
+            assert isinstance(outcome, asyncio.CancelledError), outcome
+        finally:
+            await store.close()
+
+    with asyncio.Runner(loop_factory=AnswerWatchingLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, AnswerWatchingLoop)
+        runner.run(scenario(loop))
 
 
 def test_a_closed_loop_and_its_tickers_are_let_go() -> None:

@@ -329,7 +329,8 @@ class Database:
         stuck = False
         if writer is not None:
             try:
-                await asyncio.wait_for(writer.call(self._checkpoint), self.write_timeout_s)
+                async with asyncio.timeout(self.write_timeout_s):
+                    await writer.call(self._checkpoint)
             except TimeoutError:
                 stuck = True
                 log.error(
@@ -375,7 +376,11 @@ class Database:
         try:
             # Bounded: a write that hangs (a stalled disk) fails as unavailable, counted as
             # a write failure; cancelling the future keeps it from running if not begun.
-            return await asyncio.wait_for(op.future, self.write_timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns an answer that
+            # reaches the loop in the turn its caller is cancelled and drops the cancel, and
+            # a cancelled heartbeat or flusher then runs on (a crash or shutdown hangs).
+            async with asyncio.timeout(self.write_timeout_s):
+                return await op.future
         except TimeoutError:
             timed_out = WriteTimedOut(
                 f"{what}: SQLite did not finish the write within {self.write_timeout_s:g}s "
