@@ -1,6 +1,7 @@
 """Fail fast, never hang (invariant 9): what waits on something that is closing or gone.
 
-- The SQLite store: a close whose checkpoint is stuck in a stalled disk ends within
+- The SQLite store: a read stuck in a stalled disk fails within the store's bound; a
+  close whose checkpoint is stuck in a stalled disk ends within
   the write bound; a call made while the store closes is refused at once
   (:class:`StoreUnavailable`) instead of queued behind the lanes' stop marks.
 - The shared grid clock (:mod:`ticktape.feeds.clock`): a closed event loop and its
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from ticktape.errors import StoreUnavailable
+from ticktape.errors import StoreUnavailable, WriteTimedOut
 from ticktape.feeds.clock import ticker
 from ticktape.store.sqlite import SqliteStore
 
@@ -65,6 +66,45 @@ def store(run: Run, tmp_path: Path, stall: StalledCheckpoint) -> SqliteStore:
     s.write_timeout_s = BOUND_S
     run(s.open())
     return s
+
+
+class StalledReads:
+    """A connection class whose read transactions block, once armed, until released."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.release = threading.Event()
+        outer = self
+
+        class Connection(sqlite3.Connection):
+            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+                if outer.armed and sql.strip().upper() == "BEGIN":  # a reader's, not the writer's
+                    outer.release.wait(ANSWER_TIMEOUT_S)
+                return super().execute(sql, *args)
+
+        self.factory = Connection
+
+
+def test_a_read_stuck_in_a_stalled_disk_fails_within_the_bound(
+    run: Run, tmp_path: Path, make_session: Any
+) -> None:
+    stall = StalledReads()
+    s = SqliteStore(f"sqlite:///{tmp_path}/reads.db", connection_factory=stall.factory)
+    s.write_timeout_s = BOUND_S
+    run(s.open())
+    try:
+        created = run(s.sessions.create_session(make_session(), actor="t"))
+        stall.armed = True
+        started = time.monotonic()
+        with pytest.raises(WriteTimedOut, match="did not answer"):
+            run(asyncio.wait_for(s.sessions.get_session(created.id), ANSWER_TIMEOUT_S))
+        assert time.monotonic() - started < ANSWER_TIMEOUT_S / 2  # the bound ended it
+        stall.armed = False
+        stall.release.set()
+        assert run(s.sessions.get_session(created.id)).id == created.id  # the store works on
+    finally:
+        stall.release.set()
+        run(s.close())
 
 
 def test_a_close_whose_checkpoint_is_stuck_ends_within_the_write_bound(

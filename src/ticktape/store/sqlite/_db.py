@@ -541,7 +541,12 @@ class Database:
         await self.write(rewrite_version, "probe the store")
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
-        """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot)."""
+        """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot).
+
+        Answered within ``write_timeout_s`` (the store's one bound, as QuestDB's reads),
+        else :class:`WriteTimedOut`: a read stuck in a stalled disk must not hang its
+        caller. The reader thread finishes it when the disk answers; nobody waits then.
+        """
 
         def run() -> T:
             conn = self._connection()
@@ -558,7 +563,14 @@ class Database:
                     self._abandon_transaction()
                     raise
 
-        return await self._run(self._readers, run, what)
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                return await self._run(self._readers, run, what)
+        except TimeoutError:
+            raise WriteTimedOut(
+                f"{what}: SQLite did not answer within {self.write_timeout_s:g}s "
+                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+            ) from None
 
 
 def _driver(exc: BaseException) -> TypeGuard[sqlite3.Error]:
