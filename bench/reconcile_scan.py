@@ -20,33 +20,13 @@ import time
 from datetime import timedelta
 
 from ticktape.api.app import redact_url
-from ticktape.domain import (
-    DataType,
-    Session,
-    SessionConfig,
-    SessionKind,
-    SessionStatus,
-    Stats,
-    new_session_id,
-    utcnow,
-)
+from ticktape.domain import Session, Stats, utcnow
 from ticktape.store import open_store
+from ticktape.testing import draft_session
 
 
 def _session(owner: str, lease_s: float) -> Session:
-    now = utcnow()
-    return Session(
-        id=new_session_id(),
-        kind=SessionKind.COLLECT,
-        status=SessionStatus.PENDING,
-        symbols=("BTC_USDT",),
-        exchange="sim",
-        data_types=(DataType.TRADES, DataType.ORDERBOOK),
-        config=SessionConfig(),
-        created_at=now,
-        owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_s),
-    )
+    return draft_session(owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:

@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -244,9 +245,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def run() -> Iterator[Run[Any]]:
-    """Run a coroutine to completion on this test's event loop: ``result = run(coro)``."""
+    """Run a coroutine to completion on this test's event loop: ``result = run(coro)``.
+
+    If the run ends by an error raised into the loop from outside — pytest-timeout's
+    SIGALRM failing a hung test — every task still pending is printed with the line it
+    awaits on (stderr), so a hang names what it waited for; the threads' stacks are
+    pytest-timeout's own dump.
+    """
     with asyncio.Runner() as runner:
-        yield runner.run
+
+        def run_coro(coro: Coroutine[Any, Any, T]) -> T:
+            try:
+                return runner.run(coro)
+            except Exception:  # the test's own failure: its traceback says enough
+                raise
+            except BaseException:  # pytest-timeout's Failed, a KeyboardInterrupt
+                _dump_pending_tasks(runner.get_loop())
+                raise
+
+        yield run_coro
+
+
+def _dump_pending_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not pending:
+        return
+    print(f"\n--- {len(pending)} asyncio tasks pending when the run ended ---", file=sys.stderr)
+    for task in pending:
+        task.print_stack(limit=8, file=sys.stderr)
 
 
 @pytest.fixture

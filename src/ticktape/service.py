@@ -152,7 +152,8 @@ class SessionService:
             # The fault may have cleared with no write since to tell (no session running,
             # no probe from a load balancer): one bounded probe decides.
             with contextlib.suppress(StoreError, TimeoutError):
-                await asyncio.wait_for(self._store.check_ready(), READY_TIMEOUT_S)
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    await self._store.check_ready()
             failing = self._store.write_failure
         if failing is not None:
             # Admission control: a session started on a store that is failing writes (a

@@ -86,8 +86,8 @@ def pin_each_worker(url: str) -> dict[str, Pinned]:
 @pytest.fixture
 def workers_server(store_url: str, tmp_path: Path) -> Any:
     server = ServerProcess(store_url, tmp_path, env={**ACCEPTANCE_ENV, "TICKTAPE_WORKERS": "2"})
-    server.start()
     try:
+        server.start()  # inside: whatever it started is stopped, healthy in time or not
         yield server
     finally:
         server.stop()

@@ -300,6 +300,51 @@ async def _true(value: bool) -> bool:
 # --------------------------------------------------------------------------- leases
 
 
+CAUSE = "disk I/O error (injected)"
+
+
+async def _store_fault_past_the_lease(
+    add: Add,
+    inject: Callable[[Instance], None],
+    while_down: Callable[[Instance, str], None],
+) -> tuple[Instance, str, list[SessionEvent]]:
+    """A session runs; ``inject`` breaks the store (failing with :data:`CAUSE`) past the
+    lease; once its runner stopped itself ``while_down`` checks the instance; the lease
+    expires, the store comes back, and the session must end ``failed`` with reason
+    ``store_unavailable`` and the cause in its final event. The instance, the session
+    id and its history are returned for more checks."""
+    a = await add("a")
+    session = await a.create(rate_per_s=1000)
+    await wait_for_data(a, session.id)
+    runner = a.supervisor.handles[session.id].task
+    assert runner is not None
+    inject(a)
+    # The runner stopped itself, and its history notes (lease_lost, tally,
+    # zombie_stopped) were tried and failed, all while the store is down: the runner
+    # leaves running_ids before it writes them, so waiting for that alone let a note
+    # still in its retries land after the reap once the store is back.
+    await eventually(
+        lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
+    )
+    while_down(a, session.id)
+
+    async def lease_expired() -> bool:
+        current = await a.raw.sessions.get_session(session.id)
+        expiry = current.lease_expires_at
+        return expiry is not None and expiry < utcnow()
+
+    await eventually(lease_expired, timeout_s=EVENTUAL_S, what="the lease to expire")
+    assert (await a.raw.sessions.get_session(session.id)).status is RUNNING
+    a.store.clear()  # the store is back
+    ended = await wait_status(a, session.id, FAILED, timeout_s=EVENTUAL_S)
+    assert ended.reason == Reason.STORE_UNAVAILABLE, ended.reason
+    events = await history(a, session.id)
+    final = events[-1]
+    assert final.reason == Reason.STORE_UNAVAILABLE and final.detail is not None
+    assert CAUSE in final.detail, final.detail
+    return a, session.id, events
+
+
 # a chain of four waits of up to 10-15 s each, and two instances' start and close:
 # at load 25 one run passed pytest's 120 s while none of its own deadlines had expired
 @pytest.mark.timeout(240)
@@ -310,40 +355,17 @@ def test_a_store_down_past_the_lease_ends_the_session_failed_naming_the_store_fa
     the session ends ``failed`` with reason ``store_unavailable`` and the cause in its
     detail — not ``owner_lost``, which would blame a vanished owner."""
 
-    async def body(add: Add) -> None:
-        a = await add("a")
-        session = await a.create(rate_per_s=1000)
-        await wait_for_data(a, session.id)
-        runner = a.supervisor.handles[session.id].task
-        assert runner is not None
-        cause = "disk I/O error (injected)"
+    def fail_everything(a: Instance) -> None:
         for operation in sorted(OPERATIONS):
-            a.store.fail(operation, times=None, error=StoreUnavailable(cause))
-        # The runner stopped itself, and its history notes (lease_lost, tally,
-        # zombie_stopped) were tried and failed, all while the store is down: the runner
-        # leaves running_ids before it writes them, so waiting for that alone let a note
-        # still in its retries land after the reap once the store is back.
-        await eventually(
-            lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
-        )
-        assert session.id not in a.supervisor.running_ids
+            a.store.fail(operation, times=None, error=StoreUnavailable(CAUSE))
 
-        async def lease_expired() -> bool:
-            current = await a.raw.sessions.get_session(session.id)
-            expiry = current.lease_expires_at
-            return expiry is not None and expiry < utcnow()
+    def not_running(a: Instance, session_id: str) -> None:
+        assert session_id not in a.supervisor.running_ids
 
-        await eventually(lease_expired, timeout_s=EVENTUAL_S, what="the lease to expire")
-        assert (await a.raw.sessions.get_session(session.id)).status is RUNNING
-        a.store.clear()  # the store is back
-        ended = await wait_status(a, session.id, FAILED, timeout_s=EVENTUAL_S)
-        assert ended.reason == Reason.STORE_UNAVAILABLE, ended.reason
-        events = await history(a, session.id)
-        final = events[-1]
-        assert final.reason == Reason.STORE_UNAVAILABLE and final.detail is not None
-        assert cause in final.detail, final.detail
+    async def body(add: Add) -> None:
+        a, session_id, events = await _store_fault_past_the_lease(add, fail_everything, not_running)
         assert Reason.OWNER_LOST not in reasons(events)
-        await recorded_exactly(a, session.id, tally=False)
+        await recorded_exactly(a, session_id, tally=False)
 
     scenario(body)
 
@@ -356,32 +378,16 @@ def test_a_store_that_hangs_past_the_lease_is_named_even_before_a_renewal_failed
     renewal has failed yet — as when a loaded event loop runs the fence first): the
     store failing its notes then names the fault, and the reap says store_unavailable."""
 
-    async def body(add: Add) -> None:
-        a = await add("a")
-        session = await a.create(rate_per_s=1000)
-        await wait_for_data(a, session.id)
-        runner = a.supervisor.handles[session.id].task
-        assert runner is not None
-        cause = "disk I/O error (injected)"
+    def hang_renewals_fail_the_rest(a: Instance) -> None:
         a.store.delay("renew_instance", 3 * LEASE_S, times=None)  # hangs past the lease
         for operation in sorted(OPERATIONS - {"renew_instance"}):
-            a.store.fail(operation, times=None, error=StoreUnavailable(cause))
-        await eventually(
-            lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
-        )
+            a.store.fail(operation, times=None, error=StoreUnavailable(CAUSE))
+
+    def no_renewal_failed(a: Instance, _session_id: str) -> None:
         assert a.metric("ticktape_lease_renew_failures_total") == 0  # none failed: hung
 
-        async def lease_expired() -> bool:
-            current = await a.raw.sessions.get_session(session.id)
-            expiry = current.lease_expires_at
-            return expiry is not None and expiry < utcnow()
-
-        await eventually(lease_expired, timeout_s=EVENTUAL_S, what="the lease to expire")
-        a.store.clear()  # the store is back
-        ended = await wait_status(a, session.id, FAILED, timeout_s=EVENTUAL_S)
-        assert ended.reason == Reason.STORE_UNAVAILABLE, ended.reason
-        final = (await history(a, session.id))[-1]
-        assert final.detail is not None and cause in final.detail, final.detail
+    async def body(add: Add) -> None:
+        await _store_fault_past_the_lease(add, hang_renewals_fail_the_rest, no_renewal_failed)
 
     scenario(body)
 

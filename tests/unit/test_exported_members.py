@@ -84,6 +84,7 @@ EXPORTS = {
         "FaultRule",
         "FaultyStore",
         "Instance",
+        "draft_session",
         "ServerProcess",
         "crash",
         "eventually",

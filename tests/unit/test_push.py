@@ -8,33 +8,18 @@ from typing import Any
 
 from tests.conftest import Run
 from ticktape.api.push import ChangeFeed, Subscription
-from ticktape.domain import (
-    DataType,
-    Session,
-    SessionConfig,
-    SessionKind,
-    SessionStatus,
-    Stats,
-    new_session_id,
-    utcnow,
-)
+from ticktape.domain import DataType, Session, SessionStatus, Stats, utcnow
 from ticktape.store.base import ChangePage
 from ticktape.store.memory import MemoryStore
+from ticktape.testing import draft_session
 
 INTERVAL_S = 0.01
 OWNER = "inst:1"
 
 
 def _session() -> Session:
-    return Session(
-        id=new_session_id(),
-        kind=SessionKind.COLLECT,
-        status=SessionStatus.PENDING,
-        symbols=("BTC_USDT",),
-        exchange="sim",
+    return draft_session(
         data_types=(DataType.TRADES,),
-        config=SessionConfig(),
-        created_at=utcnow(),
         owner=OWNER,
         lease_expires_at=utcnow() + timedelta(seconds=60),
     )

@@ -222,7 +222,8 @@ def create_app(
         problem = svc.store_problem()
         if problem is None:
             try:  # a bounded look at the store: one read (QuestDB down shows here)
-                await asyncio.wait_for(svc.check_store(), HEALTH_PROBE_TIMEOUT_S)
+                async with asyncio.timeout(HEALTH_PROBE_TIMEOUT_S):
+                    await svc.check_store()
             except StoreError as exc:
                 problem = str(exc)
             except TimeoutError:
@@ -245,7 +246,8 @@ def create_app(
         """Readiness: 200 when the store answers and takes writes, else 503 within a bound."""
         svc: SessionService = request.app.state.service
         try:
-            await asyncio.wait_for(svc.check_store(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await svc.check_store()
         except (StoreError, TimeoutError) as exc:
             message = (
                 f"the store did not answer within {READY_TIMEOUT_S:g}s"
@@ -265,7 +267,8 @@ def create_app(
         svc: SessionService = request.app.state.service
         registry: Metrics = request.app.state.metrics
         try:
-            counts = await asyncio.wait_for(_status_counts(svc), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                counts = await _status_counts(svc)
         except (StoreError, TimeoutError):
             registry.store_status(up=False, write_failures=svc.store_write_failures())
         else:

@@ -76,7 +76,8 @@ class SessionEventStream(Response):
     async def _pump(self, sub: Subscription, send: Send) -> None:
         while True:
             try:
-                session = await asyncio.wait_for(sub.next(), KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    session = await sub.next()
             except TimeoutError:
                 await self._chunk(send, ": keepalive\n\n")
                 continue

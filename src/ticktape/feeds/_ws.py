@@ -530,7 +530,8 @@ class StreamFeed(ABC):
 
     async def _sleep(self, stop: asyncio.Event, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
 
     async def _open(self, link: Link) -> Conn:
         # every attempt counts against the exchange's per-IP connection limit
@@ -691,7 +692,8 @@ class StreamFeed(ABC):
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         try:
-            await asyncio.wait_for(conn.ws.close(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await conn.ws.close()
         except Exception:
             pass
         finally:

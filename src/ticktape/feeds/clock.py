@@ -9,6 +9,12 @@ clock): one timer per grid point for all the sessions of the process, all the wa
 then woken together — so the simulated feeds hand out their blocks in the same turn of
 the loop, the flushers that follow take them in the same turn, and the store coalesces
 the whole instance's flushes into one write per grid point.
+
+A ticker belongs to one loop, kept in a weak map: it holds its loop only weakly (a
+strong reference from the map's value would keep every closed loop of a process — a
+test's, a worker's — alive for ever, with its tickers). A wait asked of a ticker whose
+loop is closed or gone fails at once (``RuntimeError``) rather than waiting for a grid
+point no timer will fire.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ class Ticker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
         self.period = period
-        self._loop = loop
+        self._loop = weakref.ref(loop)
         self._due: dict[int, list[asyncio.Future[None]]] = {}
         self.fired = 0  # grid points whose timer ran, ever (one wake-up for all their waits)
 
@@ -40,11 +46,14 @@ class Ticker:
         return self._wait(math.floor(now / self.period) + 1)
 
     def _wait(self, k: int) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the ticker's event loop is closed")
+        future: asyncio.Future[None] = loop.create_future()
         waiting = self._due.get(k)
         if waiting is None:
+            loop.call_at(k * self.period, self._fire, k)  # first: if it raises, no timerless k
             waiting = self._due[k] = []
-            self._loop.call_at(k * self.period, self._fire, k)
         waiting.append(future)
         return future
 

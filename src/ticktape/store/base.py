@@ -783,7 +783,10 @@ async def bounded_write(future: asyncio.Future[T], timeout_s: float, what: str) 
     complete: callers' writes are idempotent or compare-and-set, so a retry cannot apply
     it twice)."""
     try:
-        return await asyncio.wait_for(future, timeout_s)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns an answer that
+        # reaches the loop in the turn its caller is cancelled and drops the cancel.
+        async with asyncio.timeout(timeout_s):
+            return await future
     except TimeoutError:
         raise WriteTimedOut(
             f"{what}: the store did not finish the write within {timeout_s:g}s "

@@ -14,6 +14,7 @@
 - :func:`sim_blocks` / :func:`iter_sim_blocks` (the simulated exchange's ticks, no wall
   clock) and :func:`record_source` (a finished collect session holding them, written
   straight into a store): the source of backtest tests and ``bench/backtest.py``.
+- :func:`draft_session`: a pending collect session to store (tests and benchmarks).
 
 Fault injection is composition: the store is wrapped where a test or benchmark
 builds the app (``create_app(runtime_store=...)``); the production settings and
@@ -27,6 +28,7 @@ from ticktape.testing._faults import (
     parse_fault_spec,
 )
 from ticktape.testing._recording import (
+    draft_session,
     iter_sim_blocks,
     record_source,
     sim_blocks,
@@ -52,6 +54,7 @@ __all__ = [
     "Instance",
     "ServerProcess",
     "crash",
+    "draft_session",
     "eventually",
     "free_port",
     "instances",

@@ -67,6 +67,24 @@ def sim_blocks(
     return list(iter_sim_blocks(ticks, symbols, **options))
 
 
+def draft_session(**overrides: Any) -> Session:
+    """A pending collect session, built and not stored (``create_session`` stores it):
+    one BTC_USDT on the simulated exchange, trades and order book, created now, with a
+    new id; keyword arguments override any :class:`Session` field."""
+    fields: dict[str, Any] = {
+        "id": new_session_id(),
+        "kind": SessionKind.COLLECT,
+        "status": SessionStatus.PENDING,
+        "symbols": ("BTC_USDT",),
+        "exchange": "sim",
+        "data_types": (DataType.TRADES, DataType.ORDERBOOK),
+        "config": SessionConfig(),
+        "created_at": utcnow(),
+        **overrides,
+    }
+    return Session(**fields)
+
+
 async def record_source(
     store: Store,
     blocks: Iterable[list[TickBatch]],
@@ -84,14 +102,8 @@ async def record_source(
     ``write_ticks`` ticks (0: one write per block). ``lease`` must outlast the writing.
     """
     now = utcnow()
-    draft = Session(
-        id=new_session_id(),
-        kind=SessionKind.COLLECT,
-        status=SessionStatus.PENDING,
+    draft = draft_session(
         symbols=symbols,
-        exchange="sim",
-        data_types=(DataType.TRADES, DataType.ORDERBOOK),
-        config=SessionConfig(),
         created_at=now,
         reason=Reason.CREATED,
         owner=owner,

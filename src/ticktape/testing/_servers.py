@@ -90,8 +90,10 @@ class ServerProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         faults: str = "",
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         self.store_url = store_url
+        self.start_timeout_s = start_timeout_s
         self.faults = faults
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -120,10 +122,14 @@ class ServerProcess:
             start_new_session=True,
         )
         log.close()
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:  # not healthy in time (QuestDB slow to answer): no leaked server
+            self.stop()
+            raise
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -132,7 +138,9 @@ class ServerProcess:
                 if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
                     return
             time.sleep(0.05)  # polling a process that is starting: no event to await
-        raise RuntimeError(f"ticktape serve not healthy in {START_TIMEOUT_S}s:\n{self.logs()}")
+        raise RuntimeError(
+            f"ticktape serve not healthy in {self.start_timeout_s:g}s:\n{self.logs()}"
+        )
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -402,4 +402,5 @@ async def original_websocket(websocket: WebSocket) -> None:
     code = CLOSE_TOO_SLOW if sub.dropped.is_set() else CLOSE_GOING_AWAY if sub.ended.is_set() else 0
     if code:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(code), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await websocket.close(code)

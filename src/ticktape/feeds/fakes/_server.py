@@ -70,7 +70,8 @@ class FakeExchange(ABC):
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._server.wait_closed()
             self._server = None
 
     @property

@@ -152,7 +152,8 @@ class FakeBinance(BookExchange[_Symbol]):
         for conn in list(self.conns):
             waiter = await conn.ws.ping()
             try:
-                await asyncio.wait_for(waiter, within_s)
+                async with asyncio.timeout(within_s):
+                    await waiter
                 answered += 1
             except TimeoutError:
                 pass

@@ -378,7 +378,8 @@ class Connections:
         connection anyway (a late read never opens or keeps one after the close)."""
         task = asyncio.ensure_future(work)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.write_timeout_s)
+            async with asyncio.timeout(self.write_timeout_s):  # not wait_for: see bounded_write
+                return await asyncio.shield(task)
         except TimeoutError:
             task.add_done_callback(_retrieve)
             self._late.add(task)

@@ -125,7 +125,11 @@ class _Write(Generic[T]):
     future: asyncio.Future[T]
 
     def settle(self, result: object, error: BaseException | None) -> None:
-        self.loop.call_soon_threadsafe(_deliver, self.future, result, error)
+        try:
+            self.loop.call_soon_threadsafe(_deliver, self.future, result, error)
+        except RuntimeError:  # its event loop closed: nobody waits, and the rest of the
+            # group (other loops' writes) must still be answered
+            log.debug("an SQLite answer found its event loop closed", exc_info=True)
 
 
 def _deliver(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -145,9 +149,16 @@ class _Lane:
     asyncio future for every call: at 32 concurrent starts on SQLite those
     hand-offs were about a fifth of the event loop's time (issue 13). Here a call
     is one queue put, and its outcome comes back with one ``call_soon_threadsafe``.
+
+    Once :meth:`shutdown` began, a job is refused (:class:`StoreUnavailable`) instead
+    of queued behind the threads' stop marks, where no thread would ever run it and
+    its caller would wait for ever (a shut-down executor raised at once too). A job
+    that raises is logged and the thread goes on: a lane never loses a thread.
     """
 
     def __init__(self, threads: int, name: str) -> None:
+        self.name = name
+        self.closed = False
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
@@ -162,10 +173,17 @@ class _Lane:
                 job()
             except RuntimeError:  # its event loop closed before the answer: nobody waits
                 log.debug("an SQLite answer found its event loop closed", exc_info=True)
+            except Exception:  # a bug in a job: the thread must live on for the next ones
+                log.exception("an SQLite %s job failed", self.name)
+
+    def _put(self, job: Callable[[], None]) -> None:
+        if self.closed:
+            raise StoreUnavailable("the SQLite store is closed")
+        self._queue.put(job)
 
     def post(self, job: Callable[[], None]) -> None:
         """Run ``job`` on a lane thread; nobody waits for it (it reports by itself)."""
-        self._queue.put(job)
+        self._put(job)
 
     async def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` on a lane thread, its result or error here."""
@@ -182,15 +200,18 @@ class _Lane:
             else:
                 loop.call_soon_threadsafe(_deliver, future, result, None)
 
-        self._queue.put(job)
+        self._put(job)
         return await future
 
-    def shutdown(self) -> None:
-        """Finish the jobs queued, then stop the threads (blocks until they have)."""
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Refuse new jobs, finish the ones queued, then stop the threads — blocking until
+        they have if ``wait`` (not when a thread is known stuck: they are daemons)."""
+        self.closed = True
         for _ in self._threads:
             self._queue.put(None)
-        for thread in self._threads:
-            thread.join()
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 class Database:
@@ -299,12 +320,29 @@ class Database:
             log.warning("SQLite checkpoint on close failed (%s); the WAL is kept", exc)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.call(self._checkpoint)
-        lanes = [lane for lane in (self._writer, self._readers) if lane is not None]
-        self._writer = self._readers = None
-        for lane in lanes:
-            lane.shutdown()
+        """Refuse new calls at once (:class:`StoreUnavailable`), answer those queued,
+        checkpoint, stop the threads. The checkpoint is awaited for ``write_timeout_s``
+        at most: a writer stuck in a stalled disk must not hang the close (its thread,
+        a daemon, is then left behind and the WAL kept for the next open)."""
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None  # closed from here on: calls fail, not queue
+        stuck = False
+        if writer is not None:
+            try:
+                async with asyncio.timeout(self.write_timeout_s):
+                    await writer.call(self._checkpoint)
+            except TimeoutError:
+                stuck = True
+                log.error(
+                    "SQLite close: the writer did not finish within %gs "
+                    "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S); closing without its checkpoint",
+                    self.write_timeout_s,
+                )
+        for lane in (writer, readers):
+            if lane is not None:
+                lane.shutdown(wait=not (stuck and lane is writer))
+        if stuck:
+            return  # the stuck thread still uses its connection: the process exit ends it
         with self._lock:
             for conn in self._connections:
                 conn.close()
@@ -338,7 +376,11 @@ class Database:
         try:
             # Bounded: a write that hangs (a stalled disk) fails as unavailable, counted as
             # a write failure; cancelling the future keeps it from running if not begun.
-            return await asyncio.wait_for(op.future, self.write_timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns an answer that
+            # reaches the loop in the turn its caller is cancelled and drops the cancel, and
+            # a cancelled heartbeat or flusher then runs on (a crash or shutdown hangs).
+            async with asyncio.timeout(self.write_timeout_s):
+                return await op.future
         except TimeoutError:
             timed_out = WriteTimedOut(
                 f"{what}: SQLite did not finish the write within {self.write_timeout_s:g}s "
@@ -499,7 +541,12 @@ class Database:
         await self.write(rewrite_version, "probe the store")
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
-        """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot)."""
+        """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot).
+
+        Answered within ``write_timeout_s`` (the store's one bound, as QuestDB's reads),
+        else :class:`WriteTimedOut`: a read stuck in a stalled disk must not hang its
+        caller. The reader thread finishes it when the disk answers; nobody waits then.
+        """
 
         def run() -> T:
             conn = self._connection()
@@ -516,7 +563,14 @@ class Database:
                     self._abandon_transaction()
                     raise
 
-        return await self._run(self._readers, run, what)
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                return await self._run(self._readers, run, what)
+        except TimeoutError:
+            raise WriteTimedOut(
+                f"{what}: SQLite did not answer within {self.write_timeout_s:g}s "
+                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+            ) from None
 
 
 def _driver(exc: BaseException) -> TypeGuard[sqlite3.Error]:
