@@ -4,9 +4,13 @@ only) against ``find_expired`` (the full rows of every active session, parsed).
 
 Fills a store with ``--sessions`` running sessions owned by ``--instances`` live
 instances (each covers its sessions with one instance lease), plus ``--expired``
-orphans, then times each read ``--rounds`` times. Prints figures, a JSON line last.
+orphans and ``--finished`` ended sessions (a long history: on QuestDB appended in bulk
+by ``append_history``), then times each read ``--rounds`` times (``scan_leases`` twice
+before timing: a backend that keeps what it read between scans is timed in its steady
+state). Prints figures, a JSON line last.
 
     .venv/bin/python bench/reconcile_scan.py --store 'questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000&prefix=scan_' --sessions 1000
+    .venv/bin/python bench/reconcile_scan.py --store 'questdb://...&prefix=scan_' --sessions 20 --finished 10000
     .venv/bin/python bench/reconcile_scan.py --store sqlite:///tmp/scan.db --sessions 3000
 """  # noqa: E501
 
@@ -30,7 +34,7 @@ from ticktape.domain import (
     new_session_id,
     utcnow,
 )
-from ticktape.store import open_store
+from ticktape.store import Store, open_store
 
 
 def _session(owner: str, lease_s: float) -> Session:
@@ -47,6 +51,30 @@ def _session(owner: str, lease_s: float) -> Session:
         owner=owner,
         lease_expires_at=now + timedelta(seconds=lease_s),
     )
+
+
+async def _finished(store: Store, count: int, batch: int = 1000) -> None:
+    """``count`` ended sessions: bulk on QuestDB (``append_history``), one by one elsewhere."""
+    append_history = getattr(store.inner.sessions, "append_history", None)
+    done = 0
+    while done < count:
+        sessions = [_session("gone/scan", -5.0) for _ in range(min(batch, count - done))]
+        if append_history is not None:
+            await append_history(
+                sessions, to_status=SessionStatus.FAILED, reason="start_failed", actor="bench"
+            )
+        else:
+            for s in sessions:
+                created = await store.sessions.create_session(s, actor="bench")
+                await store.sessions.transition(
+                    created.id,
+                    expected_version=created.version,
+                    to_status=SessionStatus.FAILED,
+                    actor="bench",
+                    reason="start_failed",
+                    lease_expires_at=None,
+                )
+        done += len(sessions)
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
@@ -69,6 +97,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         for i, sid in enumerate(ids):
             live[owners[i % len(owners)]].append(sid)
         await asyncio.gather(*(create("gone/scan", -5.0) for _ in range(args.expired)))
+        await _finished(store, args.finished)
         filled_s = time.perf_counter() - started
         for owner, sids in live.items():  # one instance lease covers each owner's sessions
             await store.sessions.renew_instance(
@@ -76,6 +105,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 lease_expires_at=utcnow() + timedelta(hours=1),
                 progress={sid: Stats() for sid in sids},
             )
+        for _ in range(2):
+            await store.sessions.scan_leases(utcnow())
         figures: dict[str, object] = {}
         times: dict[str, list[float]] = {"scan_leases": [], "find_expired": []}
         for _ in range(args.rounds):  # alternated, so load and caches fall on both alike
@@ -97,6 +128,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "store": redact_url(args.store),
             "active_sessions": args.sessions,
             "expired": args.expired,
+            "finished": args.finished,
             "instances": args.instances,
             "fill_s": round(filled_s, 1),
             **figures,
@@ -111,5 +143,6 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--expired", type=int, default=3)
     parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--finished", type=int, default=0, help="ended sessions in the history")
     parser.add_argument("--rounds", type=int, default=20)
     print(json.dumps(asyncio.run(main(parser.parse_args()))))
