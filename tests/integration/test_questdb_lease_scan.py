@@ -57,6 +57,7 @@ def test_the_scan_parses_only_the_expired_sessions(
     assert [s.id for s in scan.expired] == [lapsed.id]
     assert reads == [[lapsed.id]]  # one read, of the expired session alone
     assert scan.next_expiry == now + timedelta(seconds=30)
+    assert scan.live_owners == {"a/1"}  # the instance leases live at `now`
 
 
 def _scanner(qdb: RetryingStore) -> QuestDBSessionStore:

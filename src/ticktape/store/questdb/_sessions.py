@@ -666,7 +666,8 @@ class QuestDBSessionStore(SessionStore):
                 if not r.session.is_terminal
                 and (r.session.lease_expires_at is None or r.session.lease_expires_at < now)
             )
-        return LeaseScan(found, next_expiry)
+        live = frozenset(owner for owner, (lease, _) in instances.items() if lease > now)
+        return LeaseScan(found, next_expiry, live)
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [
