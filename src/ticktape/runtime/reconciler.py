@@ -14,7 +14,10 @@ claimed within ``lease + one heartbeat`` of its owner's last renewal
 after the earliest lease it saw in its last pass expires
 (``LeaseScan.next_expiry``): no lease expires before that one, so the pass starts
 right after an orphan's lease lapses and has nearly the whole heartbeat for its
-own work, instead of the quarter kept for it by the polling wait.
+own work, instead of the quarter kept for it by the polling wait. When the scan
+says which instances are live, each orphan has a preferred reaper among them
+(:func:`preferred_reaper`); the others take it only ``RECONCILE_DEFER_SHARE`` of the
+interval after its lease expired, so they do not all seal the same orphans.
 
 At start-up, sessions still owned by an earlier incarnation of this instance
 (same instance name) are taken at once, without waiting for their lease: that

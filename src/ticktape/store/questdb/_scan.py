@@ -96,10 +96,13 @@ class ActiveSessions:
         async with self._lock:
             bound = self._bound  # this scan's window starts here, even if the bound moves
             due = time.monotonic() - self._full_at >= self.full_every_s
-            if bound is None or due or not await self._unchanged_below(bound):
+            moved = None if bound is None or due else await self._checked_bound(bound)
+            if bound is None or moved is None:
                 await self._read_all()
             else:
                 await self._read_window(bound)
+                # only now: a scan that failed before this point is done again from `bound`
+                self._bound, self._below = moved
             return dict(self._known)
 
     def forget(self) -> None:
@@ -116,18 +119,18 @@ class ActiveSessions:
         top = await self._query("SELECT max(ts) FROM tt_session_log", (), "scan leases")
         return _utc(top[0][0]) or _BEGINNING if top else _BEGINNING
 
-    async def _unchanged_below(self, bound: datetime) -> bool:
-        """Moves the bound if it trails the newest row by over twice the overlap, then
-        checks that no row landed at or before the current one since it was set."""
+    async def _checked_bound(self, bound: datetime) -> tuple[datetime, int] | None:
+        """The bound for the next scan and the count of rows at or before it — moved if
+        the current one trails the newest row by over twice the overlap — or None if a
+        row landed at or before the current bound since it was set."""
         newest = await self._newest()
+        moved, below_moved = bound, self._below
         if newest - bound > 2 * self.overlap:
             moved = newest - self.overlap
             below_moved = await self._count_to(moved)  # before the check below
-            if await self._count_to(bound) != self._below:
-                return False
-            self._bound, self._below = moved, below_moved
-            return True
-        return await self._count_to(bound) == self._below
+        if await self._count_to(bound) != self._below:
+            return None
+        return moved, below_moved
 
     async def _read_all(self) -> None:
         self._full_at = time.monotonic()
