@@ -4,8 +4,9 @@ only) against ``find_expired`` (the full rows of every active session, parsed).
 
 Fills a store with ``--sessions`` running sessions owned by ``--instances`` live
 instances (each covers its sessions with one instance lease), plus ``--expired``
-orphans and ``--finished`` ended sessions (a long history: on QuestDB appended in bulk
-by ``append_history``), then times each read ``--rounds`` times (``scan_leases`` twice
+orphans, after ``--finished`` ended sessions (a long history: on QuestDB appended in
+bulk by ``append_history``; ``--pause-s`` between them, as in a store whose history is
+older than its live sessions), then times each read ``--rounds`` times (``scan_leases`` twice
 before timing: a backend that keeps what it read between scans is timed in its steady
 state). Prints figures, a JSON line last.
 
@@ -91,13 +92,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 return s.id
 
         started = time.perf_counter()
+        await _finished(store, args.finished)
+        await asyncio.sleep(args.pause_s)  # the history is older than the live sessions
         ids = await asyncio.gather(
             *(create(owners[i % len(owners)], 5.0) for i in range(args.sessions))
         )
         for i, sid in enumerate(ids):
             live[owners[i % len(owners)]].append(sid)
         await asyncio.gather(*(create("gone/scan", -5.0) for _ in range(args.expired)))
-        await _finished(store, args.finished)
         filled_s = time.perf_counter() - started
         for owner, sids in live.items():  # one instance lease covers each owner's sessions
             await store.sessions.renew_instance(
@@ -129,6 +131,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "active_sessions": args.sessions,
             "expired": args.expired,
             "finished": args.finished,
+            "pause_s": args.pause_s,
             "instances": args.instances,
             "fill_s": round(filled_s, 1),
             **figures,
@@ -144,5 +147,8 @@ if __name__ == "__main__":
     parser.add_argument("--expired", type=int, default=3)
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--finished", type=int, default=0, help="ended sessions in the history")
+    parser.add_argument(
+        "--pause-s", type=float, default=0.0, help="wait after the history, before the rest"
+    )
     parser.add_argument("--rounds", type=int, default=20)
     print(json.dumps(asyncio.run(main(parser.parse_args()))))
