@@ -223,10 +223,13 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def wait_port_free(port: int, timeout_s: float) -> bool:
-    """True once nothing listens on ``port`` (polled: the kernel gives no event for it)."""
+    """True once nothing listens on ``port`` (polled: the kernel gives no event for it).
+    With SO_REUSEADDR, as the server binds: connections of the old process left in
+    TIME_WAIT do not keep it from binding, only a listener does."""
     deadline = time.monotonic() + timeout_s
     while True:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
                 return True
