@@ -44,7 +44,9 @@ import json
 import random
 import re
 import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +63,7 @@ from ticktape.api.app import redact_url
 from ticktape.domain import is_valid_history, utcnow
 from ticktape.store import open_store
 from ticktape.store.base import SessionQuery
-from ticktape.testing import ServerProcess
+from ticktape.testing import ServerProcess, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests/oracle.py
 from tests.oracle import Recording, check_recording, read_stored, was_resumed
@@ -86,6 +88,8 @@ COUNTERS = (
 
 
 PHASES = "ticktape_reconcile_phase_seconds"
+STOP_WAIT_S = 30.0  # a process given SIGTERM or SIGKILL has exited by then
+PORT_WAIT_S = 10.0  # a restart waits this long for its old port, then takes a new one
 _PASS = re.compile(
     r"reconciler pass: (\d+) of (\d+) orphans taken; scan (\S+) s, visibility (\S+) s, "
     r"seal\+commit (\S+) s, total (\S+) s; (\S+) s after the earliest lease expired"
@@ -123,6 +127,12 @@ class Node:
     restart_at: float = 0.0
     counters: dict[int, dict[str, float]] = field(default_factory=dict)  # per incarnation
 
+    @property
+    def alive(self) -> bool:
+        """Its process runs (a signal to an exited one would fail or hit nothing)."""
+        proc = self.server.proc
+        return proc is not None and proc.poll() is None
+
 
 class Cluster:
     """The servers, what state each is in, and the actions on them (thread-safe)."""
@@ -136,13 +146,37 @@ class Cluster:
         ]
         self.lock = threading.Lock()
         self.actions: Counter[str] = Counter()
+        self.started: list[subprocess.Popen[bytes]] = []  # every process: all stopped at the end
         # Times the store itself was down (QuestDB restarts): no reap can happen then, so
         # the bound is checked on the reaps whose lease window does not overlap one.
         self.outages: list[tuple[datetime, datetime]] = []
 
     def start(self, node: Node) -> None:
-        node.server.start()
-        node.name = str(httpx.get(f"{node.server.url}/health", timeout=10).json()["instance"])
+        """(Re)start ``node``: only once its previous process has exited and its port is
+        free — a server that starts while the old one still holds the port exits at once
+        — or on a new free port if the old one stays held. A start that fails leaves no
+        process behind."""
+        old = node.server.proc
+        if old is not None and old.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                old.send_signal(signal.SIGCONT)  # a frozen process cannot die of SIGKILL
+                old.kill()
+            old.wait(STOP_WAIT_S)
+        if not wait_port_free(node.server.port, PORT_WAIT_S):
+            node.server.port = free_port()
+            node.server.url = f"http://127.0.0.1:{node.server.port}"
+            log(f"port still held: {node.name or 'instance'} moves to {node.server.url}")
+        try:
+            node.server.start()
+            health = httpx.get(f"{node.server.url}/health", timeout=10).json()
+            node.name = str(health["instance"])
+        except BaseException:
+            stop_process(node.server.proc)
+            raise
+        finally:
+            if node.server.proc is not None:
+                with self.lock:
+                    self.started.append(node.server.proc)
         with self.lock:
             node.state = "up"
 
@@ -166,11 +200,44 @@ class Cluster:
             return True
 
     def stop_all(self) -> None:
-        for node in self.nodes:
-            if node.server.proc is not None and node.server.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    node.server.signal(signal.SIGCONT)
-                node.server.stop()
+        """Stop every process this run started, whatever state it was left in."""
+        with self.lock:
+            procs = list(self.started)
+        for proc in procs:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGCONT (a frozen process handles no signal but SIGKILL), SIGTERM, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+    try:
+        proc.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(STOP_WAIT_S)
+
+
+def wait_port_free(port: int, timeout_s: float) -> bool:
+    """True once nothing listens on ``port`` (polled: the kernel gives no event for it).
+    With SO_REUSEADDR, as the server binds: connections of the old process left in
+    TIME_WAIT do not keep it from binding, only a listener does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- load and chaos
@@ -205,7 +272,7 @@ def workload(cluster: Cluster, ledger: Ledger, args: argparse.Namespace, end: fl
                 else:
                     _stop_one(c, ledger, random.choice(ids))
                 _lookup_one(c, ledger)
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+        except Exception as exc:  # the load goes on whatever one request met
             ledger.errors[type(exc).__name__] += 1
 
 
@@ -244,46 +311,73 @@ def _lookup_one(c: httpx.Client, ledger: Ledger) -> None:
 
 
 def chaos(cluster: Cluster, args: argparse.Namespace, end: float, bound_s: float) -> None:
-    """Every few seconds: SIGKILL, SIGTERM or SIGSTOP one instance; restart the downed ones."""
+    """Every few seconds: SIGKILL, SIGTERM or SIGSTOP one instance; restart the downed ones.
+
+    An action that fails (a process that died by itself, a restart that does not come
+    up) is logged and counted (``action_errors``), and the loop goes on."""
     questdb_at = time.monotonic() + (end - time.monotonic()) / 2 if args.questdb_root else None
     next_action = time.monotonic() + random.uniform(*args.every_s)
     while time.monotonic() < end:
         time.sleep(0.2)
         now = time.monotonic()
         for node in cluster.nodes:
+            if node.state == "up" and not node.alive:  # died by itself: restart it
+                with cluster.lock:
+                    node.state = "down"
+                node.restart_at = now + 1.0
+                cluster.actions["died_by_itself"] += 1
+                log(
+                    f"{node.name} exited by itself ({node.server.proc and node.server.proc.poll()})"
+                )
             if node.state == "down" and node.restart_at and now >= node.restart_at:
                 node.restart_at = 0.0
                 try:
                     cluster.start(node)
                     cluster.actions["restart"] += 1
                     log(f"restarted {node.name}")
-                except RuntimeError as exc:
-                    node.restart_at = now + 2.0
-                    log(f"restart of {node.server.url} failed, retrying: {exc}")
+                except Exception as exc:
+                    node.restart_at = time.monotonic() + 2.0
+                    cluster.actions["action_errors"] += 1
+                    log(f"restart of {node.server.url} failed, retrying: {exc!r:.300}")
         if questdb_at is not None and now >= questdb_at:
             questdb_at = None
-            restart_questdb(Path(args.questdb_root).expanduser(), cluster)
+            try:
+                restart_questdb(Path(args.questdb_root).expanduser(), cluster)
+            except Exception as exc:
+                cluster.actions["action_errors"] += 1
+                log(f"QuestDB restart failed: {exc!r:.300}")
         if now < next_action:
             continue
         next_action = now + random.uniform(*args.every_s)
         node = random.choice(cluster.nodes)
         action = random.choices(["sigkill", "sigterm", "sigstop"], weights=[5, 3, 2])[0]
-        if not cluster.take_down(node):
+        if not node.alive or not cluster.take_down(node):
             continue
         log(f"{action} {node.name}")
         cluster.actions[action] += 1
-        if action == "sigkill":
+        try:
+            act(node, cluster, action, bound_s)
+        except Exception as exc:
+            cluster.actions["action_errors"] += 1
+            log(f"{action} {node.name} failed: {exc!r:.300}")
+            with cluster.lock:
+                node.state = "down"
+            node.restart_at = time.monotonic() + 1.0
+
+
+def act(node: Node, cluster: Cluster, action: str, bound_s: float) -> None:
+    if action == "sigkill":
+        node.server.kill()
+    elif action == "sigterm":
+        try:
+            node.server.terminate()
+        except subprocess.TimeoutExpired:  # did not stop in time: it dies anyway
             node.server.kill()
-        elif action == "sigterm":
-            try:
-                node.server.terminate()
-            except Exception:  # did not stop in time: it dies anyway
-                node.server.kill()
-                cluster.actions["sigterm_timeout"] += 1
-        else:
-            pause(node, cluster, seconds=bound_s + random.uniform(0.5, 2.0))
-            continue
-        node.restart_at = time.monotonic() + random.uniform(1.0, 5.0)
+            cluster.actions["sigterm_timeout"] += 1
+    else:
+        pause(node, cluster, seconds=bound_s + random.uniform(0.5, 2.0))
+        return
+    node.restart_at = time.monotonic() + random.uniform(1.0, 5.0)
 
 
 def pause(node: Node, cluster: Cluster, seconds: float) -> None:
@@ -293,7 +387,8 @@ def pause(node: Node, cluster: Cluster, seconds: float) -> None:
     inside a write transaction blocks every writer of the file (SQLite's nature).
     """
     if not node.server.freeze(50):
-        node.state = "up"
+        with cluster.lock:
+            node.state = "up"
         return
     with cluster.lock:
         node.state = "paused"
@@ -367,7 +462,7 @@ def watcher(cluster: Cluster, watch: Watch, end: float, bound_s: float) -> None:
                     watch.episodes += 1
                     watch.counted.add(key)
                     log(f"ZOMBIE? {node.name} runs more than it owns for {bound_s + 1:.1f}s")
-        except (httpx.HTTPError, KeyError, ValueError):
+        except Exception:  # an instance that went down meanwhile: sample again
             continue
 
 
@@ -609,6 +704,11 @@ def main() -> int:
         "TICKTAPE_MAX_RUNNING_PER_INSTANCE": "100000000",
     }
     cluster = Cluster(url, args.instances, env, log_dir, args.faults)
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM: the finally below stops every server
+
+    signal.signal(signal.SIGTERM, terminated)
     ledger, watch = Ledger(), Watch()
     log(
         f"chaos on {redact_url(url)}: {args.instances} instances, {args.minutes} min, "
@@ -630,9 +730,15 @@ def main() -> int:
             t.join()
         log("chaos over: every instance up again, then settling for lease + heartbeat")
         for node in cluster.nodes:
-            if node.state != "up":
-                node.server.stop()
-                cluster.start(node)
+            if node.state != "up" or not node.alive:
+                for attempt in range(3):
+                    try:
+                        cluster.start(node)
+                        break
+                    except RuntimeError as exc:
+                        log(f"final restart of {node.server.url} failed: {exc!r:.300}")
+                        if attempt == 2:
+                            raise
         time.sleep(bound_s + 2.0)  # an orphan left now is one the reconcilers did not reap
         settled = asyncio.run(
             verify_store(url, set(), args.lease_s, cluster.outages, check_data=False)

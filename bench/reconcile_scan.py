@@ -4,9 +4,14 @@ only) against ``find_expired`` (the full rows of every active session, parsed).
 
 Fills a store with ``--sessions`` running sessions owned by ``--instances`` live
 instances (each covers its sessions with one instance lease), plus ``--expired``
-orphans, then times each read ``--rounds`` times. Prints figures, a JSON line last.
+orphans, after ``--finished`` ended sessions (a long history: on QuestDB appended in
+bulk by ``append_history``; ``--pause-s`` between them, as in a store whose history is
+older than its live sessions), then times each read ``--rounds`` times (``scan_leases`` twice
+before timing: a backend that keeps what it read between scans is timed in its steady
+state). Prints figures, a JSON line last.
 
     .venv/bin/python bench/reconcile_scan.py --store 'questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000&prefix=scan_' --sessions 1000
+    .venv/bin/python bench/reconcile_scan.py --store 'questdb://...&prefix=scan_' --sessions 20 --finished 10000
     .venv/bin/python bench/reconcile_scan.py --store sqlite:///tmp/scan.db --sessions 3000
 """  # noqa: E501
 
@@ -20,13 +25,37 @@ import time
 from datetime import timedelta
 
 from ticktape.api.app import redact_url
-from ticktape.domain import Session, Stats, utcnow
-from ticktape.store import open_store
+from ticktape.domain import Session, SessionStatus, Stats, utcnow
+from ticktape.store import Store, open_store
 from ticktape.testing import draft_session
 
 
 def _session(owner: str, lease_s: float) -> Session:
     return draft_session(owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+
+
+async def _finished(store: Store, count: int, batch: int = 1000) -> None:
+    """``count`` ended sessions: bulk on QuestDB (``append_history``), one by one elsewhere."""
+    append_history = getattr(store.inner.sessions, "append_history", None)
+    done = 0
+    while done < count:
+        sessions = [_session("gone/scan", -5.0) for _ in range(min(batch, count - done))]
+        if append_history is not None:
+            await append_history(
+                sessions, to_status=SessionStatus.FAILED, reason="start_failed", actor="bench"
+            )
+        else:
+            for s in sessions:
+                created = await store.sessions.create_session(s, actor="bench")
+                await store.sessions.transition(
+                    created.id,
+                    expected_version=created.version,
+                    to_status=SessionStatus.FAILED,
+                    actor="bench",
+                    reason="start_failed",
+                    lease_expires_at=None,
+                )
+        done += len(sessions)
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
@@ -43,6 +72,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 return s.id
 
         started = time.perf_counter()
+        await _finished(store, args.finished)
+        await asyncio.sleep(args.pause_s)  # the history is older than the live sessions
         ids = await asyncio.gather(
             *(create(owners[i % len(owners)], 5.0) for i in range(args.sessions))
         )
@@ -56,6 +87,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 lease_expires_at=utcnow() + timedelta(hours=1),
                 progress={sid: Stats() for sid in sids},
             )
+        for _ in range(2):
+            await store.sessions.scan_leases(utcnow())
         figures: dict[str, object] = {}
         times: dict[str, list[float]] = {"scan_leases": [], "find_expired": []}
         for _ in range(args.rounds):  # alternated, so load and caches fall on both alike
@@ -77,6 +110,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "store": redact_url(args.store),
             "active_sessions": args.sessions,
             "expired": args.expired,
+            "finished": args.finished,
+            "pause_s": args.pause_s,
             "instances": args.instances,
             "fill_s": round(filled_s, 1),
             **figures,
@@ -91,5 +126,9 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--expired", type=int, default=3)
     parser.add_argument("--instances", type=int, default=3)
+    parser.add_argument("--finished", type=int, default=0, help="ended sessions in the history")
+    parser.add_argument(
+        "--pause-s", type=float, default=0.0, help="wait after the history, before the rest"
+    )
     parser.add_argument("--rounds", type=int, default=20)
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

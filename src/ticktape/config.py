@@ -39,6 +39,11 @@ RECONCILE_PASS_SHARE = 0.25
 # A reconciler also wakes just after the earliest lease it knows expires, plus a random
 # share of the interval up to this: instances that know the same expiry spread apart.
 RECONCILE_WAKE_SPREAD = 0.05
+# Each orphan has a preferred reaper among the live instances (rendezvous hash of its id);
+# the others take it only once this share of the interval has passed since its lease
+# expired, so instances do not all seal the same orphans — and still within the bound
+# when the preferred one is dead or frozen (docs/resilience.md).
+RECONCILE_DEFER_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 # ... or as soon as this many are buffered while none of its writes is in flight (a busy

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ticktape.domain import Session, SessionStatus, Stats
+from ticktape.domain import Session, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost
 from ticktape.store import Store
 
@@ -96,3 +96,53 @@ def test_a_note_with_an_owner_goes_in_only_while_that_owner_holds_the_session(
     # without an owner a note is still added after the end (store_retried, for one)
     run(store.sessions.add_event(session.id, actor="store", reason="store_retried"))
     assert run(store.sessions.list_events(session.id))[-1].reason == "store_retried"
+
+
+def test_a_session_seen_live_is_found_once_its_owner_stops_covering_it_after_later_rows(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    """A scan may read only what changed since the previous one (QuestDB does): a
+    session whose rows are all older than that must still be checked on every pass."""
+    covered = _owned(store, run, make_session, lease=EXPIRED)
+    run(store.sessions.renew_instance(OLD, lease_expires_at=LATER, progress={covered.id: Stats()}))
+    assert run(store.sessions.scan_leases(NOW)).expired == []
+    for _ in range(3):  # later rows: other sessions start and end
+        _owned(store, run, make_session, SessionStatus.STOPPED, lease=None)
+        assert run(store.sessions.scan_leases(NOW)).expired == []
+    run(store.sessions.renew_instance(OLD, lease_expires_at=LATER, progress={}))
+    assert _ids(run(store.sessions.scan_leases(NOW)).expired) == {covered.id}
+
+
+def test_a_session_stamped_before_rows_an_earlier_scan_saw_is_found(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    """A row may land after a scan with a timestamp older than rows that scan read (a
+    commit that lagged its timestamp, a writer's clock behind): the next scan finds it."""
+    _owned(store, run, make_session, lease=LATER)  # its transition rows: stamped now
+    assert run(store.sessions.scan_leases(NOW)).expired == []
+    # created_at (its first row's timestamp) long before the rows the scan read
+    stray = make_session(
+        owner=OLD, lease_expires_at=EXPIRED, created_at=utcnow() - timedelta(days=30)
+    )
+    run(store.sessions.create_session(stray, actor="t"))
+    assert _ids(run(store.sessions.scan_leases(NOW)).expired) == {stray.id}
+
+
+def test_a_session_that_ended_since_the_last_scan_is_not_found(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    session = _owned(store, run, make_session, lease=LATER)
+    assert run(store.sessions.scan_leases(NOW)).expired == []
+    run(
+        store.sessions.transition(
+            session.id,
+            expected_version=session.version,
+            to_status=SessionStatus.FAILED,
+            actor="t",
+            reason="error",
+            stats=Stats(),
+            lease_expires_at=None,
+        )
+    )
+    assert run(store.sessions.scan_leases(NOW)).expired == []
+    assert run(store.sessions.scan_leases(NOW)).next_expiry in (None, LATER)

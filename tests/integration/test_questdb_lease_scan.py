@@ -4,6 +4,7 @@ expired ones only, whatever the number of live sessions (O(expired) parsing)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -56,3 +57,66 @@ def test_the_scan_parses_only_the_expired_sessions(
     assert [s.id for s in scan.expired] == [lapsed.id]
     assert reads == [[lapsed.id]]  # one read, of the expired session alone
     assert scan.next_expiry == now + timedelta(seconds=30)
+    assert scan.live_owners == {"a/1"}  # the instance leases live at `now`
+
+
+def _scanner(qdb: RetryingStore) -> QuestDBSessionStore:
+    sessions = qdb.inner.sessions
+    assert isinstance(sessions, QuestDBSessionStore)
+    # the window's bound follows the newest row at once: every scan after the first reads
+    # only the rows written since the previous one (the documented testing hook)
+    sessions.active_sessions.overlap = timedelta(0)
+    return sessions
+
+
+def test_steady_scans_read_only_new_rows_and_keep_the_sessions_they_saw(
+    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    now = utcnow()
+    sessions = _scanner(qdb)
+    covered = make_session(owner="a/1", lease_expires_at=now - timedelta(seconds=5), created_at=now)
+
+    async def scenario() -> None:
+        await qdb.sessions.create_session(covered, actor="t")
+        await qdb.sessions.renew_instance(
+            "a/1", lease_expires_at=now + timedelta(seconds=30), progress={covered.id: Stats()}
+        )
+        assert (await qdb.sessions.scan_leases(now)).expired == []  # the full read
+        for _ in range(3):  # later rows move the window past every row of `covered`
+            other = make_session(owner="b/1", lease_expires_at=now + timedelta(seconds=60))
+            await qdb.sessions.create_session(replace(other, created_at=utcnow()), actor="t")
+            scan = await qdb.sessions.scan_leases(now)
+            assert scan.expired == [] and scan.next_expiry == now + timedelta(seconds=30)
+        await qdb.sessions.renew_instance(
+            "a/1", lease_expires_at=now + timedelta(seconds=30), progress={}
+        )
+        scan = await qdb.sessions.scan_leases(now)
+        assert [s.id for s in scan.expired] == [covered.id]
+
+    run(scenario())
+    assert sessions.active_sessions.full_reads == 1
+    assert sessions.active_sessions.window_reads == 4
+
+
+def test_a_row_that_lands_behind_the_window_makes_the_next_scan_read_the_whole_log(
+    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    now = utcnow()
+    sessions = _scanner(qdb)
+    live = make_session(owner="a/1", lease_expires_at=now + timedelta(seconds=60), created_at=now)
+    # stamped an hour before every row the scans read: a commit that lagged its timestamp
+    late = make_session(
+        owner="a/1",
+        lease_expires_at=now - timedelta(seconds=5),
+        created_at=now - timedelta(hours=1),
+    )
+
+    async def scenario() -> list[str]:
+        await qdb.sessions.create_session(live, actor="t")
+        assert (await qdb.sessions.scan_leases(now)).expired == []
+        assert (await qdb.sessions.scan_leases(now)).expired == []  # a window read
+        await qdb.sessions.create_session(late, actor="t")
+        return [s.id for s in (await qdb.sessions.scan_leases(now)).expired]
+
+    assert run(scenario()) == [late.id]
+    assert sessions.active_sessions.full_reads == 2  # the count below the bound changed

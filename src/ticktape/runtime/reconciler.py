@@ -14,7 +14,10 @@ claimed within ``lease + one heartbeat`` of its owner's last renewal
 after the earliest lease it saw in its last pass expires
 (``LeaseScan.next_expiry``): no lease expires before that one, so the pass starts
 right after an orphan's lease lapses and has nearly the whole heartbeat for its
-own work, instead of the quarter kept for it by the polling wait.
+own work, instead of the quarter kept for it by the polling wait. When the scan
+says which instances are live, each orphan has a preferred reaper among them
+(:func:`preferred_reaper`); the others take it only ``RECONCILE_DEFER_SHARE`` of the
+interval after its lease expired, so they do not all seal the same orphans.
 
 At start-up, sessions still owned by an earlier incarnation of this instance
 (same instance name) are taken at once, without waiting for their lease: that
@@ -25,14 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from ticktape.config import RECONCILE_JITTER_MIN, RECONCILE_WAKE_SPREAD, Settings
+from ticktape.config import (
+    RECONCILE_DEFER_SHARE,
+    RECONCILE_JITTER_MIN,
+    RECONCILE_WAKE_SPREAD,
+    Settings,
+)
 from ticktape.domain import (
     OwnerLossPolicy,
     Reason,
@@ -72,6 +81,21 @@ def wait_before_pass(settings: Settings, next_expiry: datetime | None) -> float:
         until = (next_expiry - utcnow()).total_seconds()
         wait = min(wait, max(0.0, until) + every * random.uniform(0.0, RECONCILE_WAKE_SPREAD))
     return wait
+
+
+def preferred_reaper(session_id: str, live_owners: frozenset[str], me: str) -> bool:
+    """Whether ``me`` is the preferred reaper of ``session_id``: the owner, among the
+    live ones and ``me``, with the highest hash of (session id, owner) — rendezvous
+    hashing, so every instance that sees the same live owners picks the same one, and
+    an instance that dies only moves its own share. True when the store does not say
+    which owners are live (``live_owners`` empty): every instance takes every orphan."""
+    if not live_owners:
+        return True
+
+    def rank(owner: str) -> bytes:
+        return hashlib.blake2b(f"{session_id}|{owner}".encode(), digest_size=8).digest()
+
+    return max(live_owners | {me}, key=rank) == me
 
 
 class Host(Protocol):
@@ -155,15 +179,28 @@ class Reconciler:
                 if s.owner != self._owner and s.id not in expired:
                     restarted[s.id] = s
         orphans = []
+        deferred: list[datetime] = []  # when this instance takes the orphans it left
+        defer = timedelta(seconds=self._settings.reconcile_every_s * RECONCILE_DEFER_SHARE)
         for session in [*expired.values(), *restarted.values()]:
             handle = self._host.handles.get(session.id)
             if handle is None:
+                lease = session.lease_expires_at
+                if (
+                    session.id not in restarted
+                    and lease is not None
+                    and lease + defer > utcnow()
+                    and not preferred_reaper(session.id, scan.live_owners, self._owner)
+                ):
+                    deferred.append(lease + defer)  # its preferred reaper's, for now
+                    continue
                 orphans.append(session)
             elif session.owner != self._owner:
                 # Ours and alive: it fences itself before its lease expires. Or someone
                 # else's by now: tear down what still runs here. Either way the runner is
                 # on its way out; the next pass, one interval later, takes care of it.
                 handle.lose(f"owner is now {session.owner}")
+        if deferred:  # wake to take them if their preferred reaper did not
+            self._next_expiry = min([*deferred, *filter(None, [self._next_expiry])])
         if not orphans:
             return 0
         await self._let_ticks_land()
@@ -182,7 +219,8 @@ class Reconciler:
         # the level of the reaps themselves
         log.warning(
             "reconciler pass: %d of %d orphans taken; scan %.4f s, visibility %.4f s, "
-            "seal+commit %.4f s, total %.4f s; %.4f s after the earliest lease expired",
+            "seal+commit %.4f s, total %.4f s; %.4f s after the earliest lease expired; "
+            "%d left to their preferred reaper",
             sum(results),
             len(orphans),
             scanned - began,
@@ -190,6 +228,7 @@ class Reconciler:
             done - landed,
             done - began,
             after,
+            len(deferred),
         )
         return sum(results)
 

@@ -87,10 +87,16 @@ class LeaseScan:
     later and a new lease starts after ``now``, so no session found live here expires
     before ``next_expiry``; one its owner stops covering falls back to its own earlier
     lease and is expired then. The reconciler sleeps until ``next_expiry`` at most.
+
+    ``live_owners``: owner tokens whose instance lease was live at ``now`` (those the
+    scan read; it may leave out instances that own no active session), from which the
+    reconcilers pick a preferred reaper per orphan — empty: the backend does not say,
+    and every instance takes every orphan at once.
     """
 
     expired: list[Session]
     next_expiry: datetime | None = None
+    live_owners: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

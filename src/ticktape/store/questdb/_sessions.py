@@ -73,6 +73,7 @@ from ticktape.store.questdb._db import (
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._results import QuestDBResultStore
+from ticktape.store.questdb._scan import ActiveSessions
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
@@ -345,10 +346,13 @@ class _NewestRows:
 class QuestDBSessionStore(SessionStore):
     """The session log in a non-WAL table: append-only rows, compare-and-set on the newest.
 
-    Testing hook: :attr:`on_read_many`, if set, is called with the session ids of each
+    Testing hooks: :attr:`on_read_many`, if set, is called with the session ids of each
     query that reads the newest rows of several sessions at once (the reads lease
     renewals share, :class:`_NewestRows`) — a test counts the queries a heartbeat
     costs (tests/integration/test_questdb_store.py). The product never sets it.
+    :attr:`active_sessions` is what :meth:`scan_leases` reads the active sessions
+    through (``_scan.ActiveSessions``): a test reads its counts of full and window
+    reads and may shrink its overlap.
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
@@ -363,6 +367,7 @@ class QuestDBSessionStore(SessionStore):
             retry,
         )
         self._newest = _NewestRows(lambda ids: self._latest_many(ids))
+        self.active_sessions = ActiveSessions(self._query)
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
 
@@ -568,6 +573,7 @@ class QuestDBSessionStore(SessionStore):
         if not purged:
             return Purged()
         freed = Purged()
+        self.active_sessions.forget()  # a dropped partition changes the rows it counts
         for table, column, kind in _RECLAIMED_TABLES:
             for name, rows_in, disk in await self._droppable(table, column, purged, ended_before):
                 await self._drop_partition(table, name)
@@ -630,29 +636,25 @@ class QuestDBSessionStore(SessionStore):
         ]
 
     async def scan_leases(self, now: datetime) -> LeaseScan:
-        """Reads each active session's id, owner and own lease only, and the instance
-        leases; parses the full rows of the expired ones alone (read again: one renewed
-        meanwhile is left out)."""
-        leases = await self._query(
-            f"SELECT id, owner, lease_expires_at FROM ({_LATEST}) "
-            "WHERE status IN ('pending', 'running', 'stopping')",
-            (),
-            "scan leases",
-        )
-        owners = {str(owner) for _, owner, lease in leases if owner is not None and lease}
+        """Reads the ids, owners and own leases of the active sessions from the log's
+        recent rows (:class:`ActiveSessions`: O(rows since the last scan), not
+        O(every session stored)) and the instance leases; parses the full rows of the
+        expired ones alone (read again: one renewed or ended meanwhile is left out)."""
+        leases = await self.active_sessions.read()
+        owners = {str(owner) for owner, lease in leases.values() if owner is not None and lease}
         instances = await self._instances(owners)
         expired: list[str] = []
         next_expiry: datetime | None = None
-        for sid, owner, lease in leases:
+        for sid, (owner, lease) in leases.items():
             if lease is None:
-                expired.append(str(sid))
+                expired.append(sid)
                 continue
-            expiry = lease.replace(tzinfo=UTC)
+            expiry = lease
             instance = instances.get(str(owner))
-            if instance is not None and instance[0] > expiry and str(sid) in instance[1]:
+            if instance is not None and instance[0] > expiry and sid in instance[1]:
                 expiry = instance[0]  # covered by its owner's instance lease (rules.effective)
             if expiry < now:
-                expired.append(str(sid))
+                expired.append(sid)
             elif next_expiry is None or expiry < next_expiry:
                 next_expiry = expiry
         found: list[Session] = []
@@ -664,7 +666,8 @@ class QuestDBSessionStore(SessionStore):
                 if not r.session.is_terminal
                 and (r.session.lease_expires_at is None or r.session.lease_expires_at < now)
             )
-        return LeaseScan(found, next_expiry)
+        live = frozenset(owner for owner, (lease, _) in instances.items() if lease > now)
+        return LeaseScan(found, next_expiry, live)
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
         return [
