@@ -125,6 +125,9 @@ class _NotPurgeable(Exception):
 
 
 _ONE_US = timedelta(microseconds=1)
+#: An instance's lease expiry and the progress it published, as ``_instances`` reads them.
+_Instance = tuple[datetime, dict[str, Stats]]
+_OwnerInstance = tuple[str, _Instance | None]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -146,6 +149,10 @@ class _Row:
     detail: str | None
     ts: datetime
     tenure: Tenure = field(default_factory=Tenure)
+    #: The owner's instance lease this row was viewed with (``QuestDBSessionStore._viewed``):
+    #: (owner, (lease, progress)), or (owner, None) when the owner has no instance row;
+    #: None when none was read. Not part of the stored row.
+    owner_instance: _OwnerInstance | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def parse(cls, r: tuple[Any, ...]) -> _Row:
@@ -416,7 +423,9 @@ class QuestDBSessionStore(SessionStore):
         """``rows`` with their sessions as the contract shows them: a non-terminal session
         with a lease of its own is covered by its owner's instance lease and shows the
         progress published for it (``rules.effective``). One query, and none at all
-        when every row is terminal or has no lease."""
+        when every row is terminal or has no lease, or carries its owner's instance lease
+        already (:meth:`_change` passes on the one read with the row it changed).
+        Each row looked up carries what was found (``_Row.owner_instance``)."""
         owners = {
             r.session.owner
             for r in rows
@@ -424,7 +433,22 @@ class QuestDBSessionStore(SessionStore):
             and not r.session.is_terminal
             and r.session.lease_expires_at is not None
         }
-        return self._view(rows, await self._instances(owners))
+        known: dict[str, _Instance] = {}
+        for r in rows:
+            if r.owner_instance is not None and r.owner_instance[0] == r.session.owner:
+                owners.discard(r.owner_instance[0])
+                if r.owner_instance[1] is not None:
+                    known[r.owner_instance[0]] = r.owner_instance[1]
+        if not owners:
+            return self._view(rows, known)
+        found = await self._instances(owners)
+        rows = [
+            replace(r, owner_instance=(r.session.owner, found.get(r.session.owner)))
+            if r.session.owner in owners
+            else r
+            for r in rows
+        ]
+        return self._view(rows, {**known, **found})
 
     @staticmethod
     def _view(
@@ -745,7 +769,10 @@ class QuestDBSessionStore(SessionStore):
             current = await self._latest(session_id)
             row = build(current)
             if await self._append(row, expect_row_seq=current.row_seq) is not None:
-                return row
+                # the owner's instance lease read with ``current`` views the new row too
+                # (``_viewed``): read within this call like a second read would be, which
+                # cost a query per transition
+                return replace(row, owner_instance=current.owner_instance)
         raise StoreBusy(f"{what}: session {session_id!r} kept changing; try again")
 
     async def create_session(self, session: Session, *, actor: str) -> Session:
