@@ -438,3 +438,52 @@ def test_a_columnar_read_that_cannot_reach_questdb_marks_the_store_failing(
             await store.close()
 
     run(read())
+
+
+def test_a_transition_reads_its_owners_instance_lease_once_and_shows_it(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """The read before a transition brings the owner's instance lease with the row; the
+    new row is shown with that lease (one query for both, where a second read of the
+    lease cost one more per transition) — covered by it, with the progress published."""
+    now = utcnow()
+    session = make_session(owner="me", lease_expires_at=now + timedelta(seconds=5))
+    store = QuestDBStore(qdb_url)
+    lease_reads: list[str] = []
+
+    def count_lease_reads(conn: Any) -> None:
+        execute = conn.execute
+
+        async def counted(query: Any, *args: Any, **kwargs: Any) -> Any:
+            if "instances WHERE token IN" in str(query):
+                lease_reads.append(str(query))
+            return await execute(query, *args, **kwargs)
+
+        conn.execute = counted
+
+    store.on_connect = count_lease_reads  # every connection the store opens
+
+    async def scenario() -> Any:
+        await store.open()
+        try:
+            await store.sessions.create_session(session, actor="t")
+            instance_lease = now + timedelta(seconds=30)
+            await store.sessions.renew_instance(
+                "me", lease_expires_at=instance_lease, progress={session.id: Stats(7, 3, 0)}
+            )
+            lease_reads.clear()
+            running = await store.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.RUNNING,
+                actor="t",
+                reason="started",
+            )
+            assert len(lease_reads) == 1, lease_reads
+            assert running.lease_expires_at == instance_lease
+            assert running.stats == Stats(7, 3, 0)
+            assert await store.sessions.get_session(session.id) == running
+        finally:
+            await store.close()
+
+    run(scenario())
