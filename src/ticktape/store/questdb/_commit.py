@@ -16,7 +16,10 @@ the group held the table):
 2. Keep the appends whose expectation still holds (at most one per session and
    per key: later ones in the group lost the race to the earlier one). If the
    first append is among the losers, ROLLBACK and answer it "lost"; otherwise
-   INSERT the other winners (one statement per 32 rows) and COMMIT.
+   INSERT the other winners (the one-row INSERT per winner: psycopg converts a
+   statement of over 50 parameters anew at every call — a multi-row INSERT of 32
+   rows took milliseconds of the event loop while the group held the table —
+   and QuestDB compiled each long one anew too) and COMMIT.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
 """
@@ -39,7 +42,6 @@ from ticktape.store.questdb._db import Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
-ROWS_PER_INSERT = 32  # rows of a group inserted by one statement, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +132,9 @@ class GroupCommitter:
                         for op, a in zip(group[1:], answers[1:], strict=True)
                         if a.appended
                     ]
-                    for start in range(0, len(winners), ROWS_PER_INSERT):
-                        rows = winners[start : start + ROWS_PER_INSERT]
-                        await conn.execute(
-                            self._db.prefixed(self._insert_rows(len(rows))),
-                            [value for row in rows for value in row],
-                        )
+                    if winners:
+                        async with conn.cursor() as cur:
+                            await cur.executemany(self._db.prefixed(self._insert), winners)
                     await conn.execute("COMMIT")
                 return list(answers)
             except BaseException:
@@ -143,13 +142,6 @@ class GroupCommitter:
                     with contextlib.suppress(psycopg.Error):
                         await conn.execute("ROLLBACK")
                 raise
-
-    def _insert_rows(self, n: int) -> str:
-        """The INSERT of ``n`` rows in one statement: one round trip, where
-        ``executemany`` made one per row — each a wait for the event loop, which on a
-        busy server cost ~1 ms a row while the group held the table (stop 13)."""
-        head, values = self._insert.split(" VALUES ", 1)
-        return f"{head} VALUES {', '.join([values] * n)}"
 
     async def _decide(
         self, conn: psycopg.AsyncConnection[Any], group: list[Append]
