@@ -20,6 +20,7 @@ See ``docs/questdb.md`` for the design and its measured costs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -135,6 +136,27 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
+# A session's symbols, data types and config never change after its creation, and every
+# read of it parses them again (a get, the read before each transition: ~2 per start at
+# c=32): the parsed values, immutable, are kept per text.
+PARSED_TEXTS_KEPT = 1024  # distinct texts of each column whose parsed value is kept
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_json_list(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_data_types(text: str) -> tuple[DataType, ...]:
+    return tuple(DataType(d) for d in json.loads(text))
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_config(text: str) -> SessionConfig:
+    return SessionConfig.from_dict(json.loads(text))
+
+
 @dataclass(frozen=True)
 class _Row:
     """One row of the session log: the session after it, and what the row records."""
@@ -161,10 +183,10 @@ class _Row:
             id=str(v["id"]),
             kind=SessionKind(v["kind"]),
             status=SessionStatus(v["status"]),
-            symbols=tuple(json.loads(v["symbols"])),
+            symbols=_parse_json_list(v["symbols"]),
             exchange=str(v["exchange"]),
-            data_types=tuple(DataType(d) for d in json.loads(v["data_types"])),
-            config=SessionConfig.from_dict(json.loads(v["config"])),
+            data_types=_parse_data_types(v["data_types"]),
+            config=_parse_config(v["config"]),
             created_at=_utc(v["created_at"]),  # type: ignore[arg-type]
             started_at=_utc(v["started_at"]),
             ended_at=_utc(v["ended_at"]),
