@@ -10,16 +10,16 @@ the group held the table):
 1. ``BEGIN``, INSERT the first append's row — from here until COMMIT or
    ROLLBACK no other writer can touch the table (QuestDB answers "table busy")
    — and read the committed state: the newest ``row_seq`` of every session in
-   the group (``LATEST ON``, which stops at each session's newest row, where
-   ``max(row_seq)`` read every row of the log: its cost grew with the history)
-   and the first rows of every idempotency key in it.
+   the group (``LATEST ON``: it stops at each session's newest row, so its cost
+   does not grow with the log's history as an aggregate over the rows would) and
+   the first rows of every idempotency key in it.
 2. Keep the appends whose expectation still holds (at most one per session and
    per key: later ones in the group lost the race to the earlier one). If the
    first append is among the losers, ROLLBACK and answer it "lost"; otherwise
-   INSERT the other winners (the one-row INSERT per winner: psycopg converts a
-   statement of over 50 parameters anew at every call — a multi-row INSERT of 32
-   rows took milliseconds of the event loop while the group held the table —
-   and QuestDB compiled each long one anew too) and COMMIT.
+   INSERT the other winners (the one-row INSERT per winner, all in the pipeline:
+   a multi-row INSERT has over 50 parameters, which psycopg converts anew at every
+   call — milliseconds of the event loop while the group holds the table — and
+   QuestDB compiles anew) and COMMIT.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
 """

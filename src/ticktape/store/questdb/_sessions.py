@@ -9,7 +9,7 @@ state is the newest row of the session (``LATEST ON ts PARTITION BY id``).
 
 Compare-and-set: a writer opens a transaction and INSERTs the new row; while the
 transaction is open QuestDB refuses every other writer of the table ("table
-busy"), so reading ``max(row_seq)`` of the session and committing only if it is
+busy"), so reading the session's newest ``row_seq`` and committing only if it is
 still the row the change was computed from is atomic across connections,
 processes and instances. A commit on a non-WAL table is visible to every reader
 at once: read-your-writes needs nothing more (invariant 2). Events are the rows
