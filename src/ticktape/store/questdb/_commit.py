@@ -123,18 +123,18 @@ class GroupCommitter:
         async with self._db.writer("write session log") as conn:
             try:
                 answers = await self._decide(conn, group)
+                if not answers[0].appended:
+                    await conn.execute("ROLLBACK")
+                    return [answers[0], *([None] * (len(group) - 1))]
+                winners = [
+                    op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
+                ]
+                if not winners:  # one statement: a pipeline would only add its own costs
+                    await conn.execute("COMMIT")
+                    return list(answers)
                 async with conn.pipeline():
-                    if not answers[0].appended:
-                        await conn.execute("ROLLBACK")
-                        return [answers[0], *([None] * (len(group) - 1))]
-                    winners = [
-                        op.values
-                        for op, a in zip(group[1:], answers[1:], strict=True)
-                        if a.appended
-                    ]
-                    if winners:
-                        async with conn.cursor() as cur:
-                            await cur.executemany(self._db.prefixed(self._insert), winners)
+                    async with conn.cursor() as cur:
+                        await cur.executemany(self._db.prefixed(self._insert), winners)
                     await conn.execute("COMMIT")
                 return list(answers)
             except BaseException:
