@@ -4,8 +4,9 @@ Every instance writes the log through one connection, so its appends queue up
 behind each other. Appends that arrive while a group is being committed join
 the next group. A group takes two round trips to the server, each a pipeline of
 statements sent together (one wait for the server and the event loop instead of
-one per statement: on a loaded server each wait was a millisecond or more while
-the group held the table):
+one per statement: on a loaded server each wait is a millisecond or more while
+the group holds the table) — or a lone COMMIT or ROLLBACK, when that is all the
+second has to send:
 
 1. ``BEGIN``, INSERT the first append's row — from here until COMMIT or
    ROLLBACK no other writer can touch the table (QuestDB answers "table busy")
