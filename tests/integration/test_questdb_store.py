@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Run, _drop_tables, isolated_questdb_url
@@ -438,3 +439,102 @@ def test_a_columnar_read_that_cannot_reach_questdb_marks_the_store_failing(
             await store.close()
 
     run(read())
+
+
+def test_a_transition_reads_its_owners_instance_lease_once_and_shows_it(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """The read before a transition brings the owner's instance lease with the row; the
+    new row is shown with that lease (one query for both, where a second read of the
+    lease cost one more per transition) — covered by it, with the progress published."""
+    now = utcnow()
+    session = make_session(owner="me", lease_expires_at=now + timedelta(seconds=5))
+    store = QuestDBStore(qdb_url)
+    lease_reads: list[str] = []
+
+    def count_lease_reads(conn: Any) -> None:
+        execute = conn.execute
+
+        async def counted(query: Any, *args: Any, **kwargs: Any) -> Any:
+            if "instances WHERE token IN" in str(query):
+                lease_reads.append(str(query))
+            return await execute(query, *args, **kwargs)
+
+        conn.execute = counted
+
+    store.on_connect = count_lease_reads  # every connection the store opens
+
+    async def scenario() -> Any:
+        await store.open()
+        try:
+            await store.sessions.create_session(session, actor="t")
+            instance_lease = now + timedelta(seconds=30)
+            await store.sessions.renew_instance(
+                "me", lease_expires_at=instance_lease, progress={session.id: Stats(7, 3, 0)}
+            )
+            lease_reads.clear()
+            running = await store.sessions.transition(
+                session.id,
+                expected_version=session.version,
+                to_status=SessionStatus.RUNNING,
+                actor="t",
+                reason="started",
+            )
+            assert len(lease_reads) == 1, lease_reads
+            assert running.lease_expires_at == instance_lease
+            assert running.stats == Stats(7, 3, 0)
+            assert await store.sessions.get_session(session.id) == running
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_group_commit_that_finds_the_log_busy_rolls_back_and_commits_once_it_is_free(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """Another writer (another instance) holds the session log in a transaction: the
+    group's pipelined BEGIN / INSERT / read fails "table busy", is rolled back, and is
+    tried again until the log is free; the create then commits, once, and only its row
+    is there (the other writer's rolled back row is not)."""
+    store = QuestDBStore(qdb_url)
+    session = make_session()
+    log_table = f"{store.address.prefix}session_log"
+    rolled_back = asyncio.Event()
+
+    def watch_rollbacks(conn: Any) -> None:
+        execute = conn.execute
+
+        async def watched(query: Any, *args: Any, **kwargs: Any) -> Any:
+            if str(query) == "ROLLBACK":
+                rolled_back.set()
+            return await execute(query, *args, **kwargs)
+
+        conn.execute = watched
+
+    store.on_connect = watch_rollbacks  # every connection the store opens
+
+    async def scenario() -> None:
+        await store.open()
+        other = await psycopg.AsyncConnection.connect(store.address.conninfo, autocommit=True)
+        try:
+            await other.execute("BEGIN")
+            await other.execute(
+                f"INSERT INTO {log_table} (id, row_seq, ts) VALUES ('held', 1, now())"
+            )
+            create = asyncio.ensure_future(store.sessions.create_session(session, actor="t"))
+            await asyncio.wait_for(rolled_back.wait(), 10)  # it met the busy table
+            assert not create.done()
+            await other.execute("ROLLBACK")
+            created = await asyncio.wait_for(create, 10)
+            assert created == session
+            assert await store.sessions.get_session(session.id) == session
+            cur = await other.execute(
+                f"SELECT id, count() FROM {log_table} WHERE id IN ('held', %s)", (session.id,)
+            )
+            assert dict(await cur.fetchall()) == {session.id: 1}
+        finally:
+            await other.close()
+            await store.close()
+
+    run(scenario())

@@ -1,18 +1,26 @@
 """Group commit for the QuestDB session log: many compare-and-set appends, one transaction.
 
 Every instance writes the log through one connection, so its appends queue up
-behind each other; one round of BEGIN / INSERT / SELECT / COMMIT costs about a
-millisecond. Appends that arrive while a group is being committed join the
-next group:
+behind each other. Appends that arrive while a group is being committed join
+the next group. A group takes two round trips to the server, each a pipeline of
+statements sent together (one wait for the server and the event loop instead of
+one per statement: on a loaded server each wait is a millisecond or more while
+the group holds the table) — or a lone COMMIT or ROLLBACK, when that is all the
+second has to send:
 
-1. ``BEGIN`` and INSERT the first append's row. From here until COMMIT or
-   ROLLBACK no other writer can touch the table (QuestDB answers "table busy").
-2. Read, in one query each, ``max(row_seq)`` of every session in the group and
-   the first rows of every idempotency key in it: the committed state.
-3. Keep the appends whose expectation still holds (at most one per session and
-   per key: later ones in the group lost the race to the earlier one).
-4. If the first append is among the losers, ROLLBACK and answer it "lost";
-   otherwise INSERT the other winners (one statement per 32 rows) and COMMIT.
+1. ``BEGIN``, INSERT the first append's row — from here until COMMIT or
+   ROLLBACK no other writer can touch the table (QuestDB answers "table busy")
+   — and read the committed state: the newest ``row_seq`` of every session in
+   the group (``LATEST ON``: it stops at each session's newest row, so its cost
+   does not grow with the log's history as an aggregate over the rows would) and
+   the first rows of every idempotency key in it.
+2. Keep the appends whose expectation still holds (at most one per session and
+   per key: later ones in the group lost the race to the earlier one). If the
+   first append is among the losers, ROLLBACK and answer it "lost"; otherwise
+   INSERT the other winners (the one-row INSERT per winner, all in the pipeline:
+   a multi-row INSERT has over 50 parameters, which psycopg converts anew at every
+   call — milliseconds of the event loop while the group holds the table — and
+   QuestDB compiles anew) and COMMIT.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
 """
@@ -35,7 +43,6 @@ from ticktape.store.questdb._db import Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
-ROWS_PER_INSERT = 32  # rows of a group inserted by one statement, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,6 @@ class GroupCommitter:
         """One answer per append; None: not judged, only because the group's first append
         lost (it is submitted again)."""
         async with self._db.writer("write session log") as conn:
-            await conn.execute("BEGIN")
             try:
                 answers = await self._decide(conn, group)
                 if not answers[0].appended:
@@ -124,13 +130,13 @@ class GroupCommitter:
                 winners = [
                     op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
                 ]
-                for start in range(0, len(winners), ROWS_PER_INSERT):
-                    rows = winners[start : start + ROWS_PER_INSERT]
-                    await conn.execute(
-                        self._db.prefixed(self._insert_rows(len(rows))),
-                        [value for row in rows for value in row],
-                    )
-                await conn.execute("COMMIT")
+                if not winners:  # one statement: a pipeline would only add its own costs
+                    await conn.execute("COMMIT")
+                    return list(answers)
+                async with conn.pipeline():
+                    async with conn.cursor() as cur:
+                        await cur.executemany(self._db.prefixed(self._insert), winners)
+                    await conn.execute("COMMIT")
                 return list(answers)
             except BaseException:
                 if not conn.closed:
@@ -138,38 +144,36 @@ class GroupCommitter:
                         await conn.execute("ROLLBACK")
                 raise
 
-    def _insert_rows(self, n: int) -> str:
-        """The INSERT of ``n`` rows in one statement: one round trip, where
-        ``executemany`` made one per row — each a wait for the event loop, which on a
-        busy server cost ~1 ms a row while the group held the table (stop 13)."""
-        head, values = self._insert.split(" VALUES ", 1)
-        return f"{head} VALUES {', '.join([values] * n)}"
-
     async def _decide(
         self, conn: psycopg.AsyncConnection[Any], group: list[Append]
     ) -> list[AppendResult]:
-        """Insert the first row (taking the table), then judge every append of the group."""
-        await conn.execute(self._db.prefixed(self._insert), group[0].values)
+        """Begin, insert the first row (taking the table) and read the committed state, in
+        one round trip; then judge every append of the group."""
         ids = sorted({op.id for op in group})
-        cur = await conn.execute(
-            self._db.prefixed(
-                "SELECT id, max(row_seq) FROM tt_session_log WHERE id IN "
-                f"({', '.join('%s' for _ in ids)})"
-            ),
-            ids,
-        )
-        newest: dict[str, int | None] = {str(r[0]): r[1] for r in await cur.fetchall()}
         keys = sorted({op.idempotency_key for op in group if op.idempotency_key})
-        first_rows: dict[str, tuple[Any, ...]] = {}
-        if keys:
-            cur = await conn.execute(
+        async with conn.pipeline() as pipeline:
+            await conn.execute("BEGIN")
+            await conn.execute(self._db.prefixed(self._insert), group[0].values)
+            newest_cur = await conn.execute(
                 self._db.prefixed(
-                    f"{self._select} WHERE row_seq = 1 AND idempotency_key IN "
-                    f"({', '.join('%s' for _ in keys)})"
+                    "SELECT id, row_seq FROM tt_session_log WHERE id IN "
+                    f"({', '.join('%s' for _ in ids)}) LATEST ON ts PARTITION BY id"
                 ),
-                keys,
+                ids,
             )
-            for r in await cur.fetchall():
+            keys_cur = None
+            if keys:
+                keys_cur = await conn.execute(
+                    self._db.prefixed(
+                        f"{self._select} WHERE row_seq = 1 AND idempotency_key IN "
+                        f"({', '.join('%s' for _ in keys)})"
+                    ),
+                    keys,
+                )
+            await pipeline.sync()
+            newest: dict[str, int | None] = {str(r[0]): r[1] for r in await newest_cur.fetchall()}
+            first_rows: dict[str, tuple[Any, ...]] = {}
+            for r in await keys_cur.fetchall() if keys_cur is not None else []:
                 first_rows.setdefault(str(r[self._key_index]), r)
         answers: list[AppendResult] = []
         taken_ids: set[str] = set()

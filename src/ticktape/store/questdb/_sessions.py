@@ -9,7 +9,7 @@ state is the newest row of the session (``LATEST ON ts PARTITION BY id``).
 
 Compare-and-set: a writer opens a transaction and INSERTs the new row; while the
 transaction is open QuestDB refuses every other writer of the table ("table
-busy"), so reading ``max(row_seq)`` of the session and committing only if it is
+busy"), so reading the session's newest ``row_seq`` and committing only if it is
 still the row the change was computed from is atomic across connections,
 processes and instances. A commit on a non-WAL table is visible to every reader
 at once: read-your-writes needs nothing more (invariant 2). Events are the rows
@@ -20,6 +20,7 @@ See ``docs/questdb.md`` for the design and its measured costs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -126,11 +127,35 @@ class _NotPurgeable(Exception):
 
 
 _ONE_US = timedelta(microseconds=1)
+#: An instance's lease expiry and the progress it published, as ``_instances`` reads them.
+_Instance = tuple[datetime, dict[str, Stats]]
+_OwnerInstance = tuple[str, _Instance | None]
 
 
 def _utc(value: datetime | None) -> datetime | None:
     """QuestDB answers naive UTC timestamps."""
     return None if value is None else value.replace(tzinfo=UTC)
+
+
+# A session's symbols, data types and config never change after its creation, and every
+# read of it parses them again (a get, the read before each transition: ~2 per start at
+# c=32): the parsed values, immutable, are kept per text.
+PARSED_TEXTS_KEPT = 1024  # distinct texts of each column whose parsed value is kept
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_json_list(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_data_types(text: str) -> tuple[DataType, ...]:
+    return tuple(DataType(d) for d in json.loads(text))
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_config(text: str) -> SessionConfig:
+    return SessionConfig.from_dict(json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -147,6 +172,10 @@ class _Row:
     detail: str | None
     ts: datetime
     tenure: Tenure = field(default_factory=Tenure)
+    #: The owner's instance lease this row was viewed with (``QuestDBSessionStore._viewed``):
+    #: (owner, (lease, progress)), or (owner, None) when the owner has no instance row;
+    #: None when none was read. Not part of the stored row.
+    owner_instance: _OwnerInstance | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def parse(cls, r: tuple[Any, ...]) -> _Row:
@@ -155,10 +184,10 @@ class _Row:
             id=str(v["id"]),
             kind=SessionKind(v["kind"]),
             status=SessionStatus(v["status"]),
-            symbols=tuple(json.loads(v["symbols"])),
+            symbols=_parse_json_list(v["symbols"]),
             exchange=str(v["exchange"]),
-            data_types=tuple(DataType(d) for d in json.loads(v["data_types"])),
-            config=SessionConfig.from_dict(json.loads(v["config"])),
+            data_types=_parse_data_types(v["data_types"]),
+            config=_parse_config(v["config"]),
             created_at=_utc(v["created_at"]),  # type: ignore[arg-type]
             started_at=_utc(v["started_at"]),
             ended_at=_utc(v["ended_at"]),
@@ -421,7 +450,9 @@ class QuestDBSessionStore(SessionStore):
         """``rows`` with their sessions as the contract shows them: a non-terminal session
         with a lease of its own is covered by its owner's instance lease and shows the
         progress published for it (``rules.effective``). One query, and none at all
-        when every row is terminal or has no lease."""
+        when every row is terminal or has no lease, or carries its owner's instance lease
+        already (:meth:`_change` passes on the one read with the row it changed).
+        Each row looked up carries what was found (``_Row.owner_instance``)."""
         owners = {
             r.session.owner
             for r in rows
@@ -429,7 +460,22 @@ class QuestDBSessionStore(SessionStore):
             and not r.session.is_terminal
             and r.session.lease_expires_at is not None
         }
-        return self._view(rows, await self._instances(owners))
+        known: dict[str, _Instance] = {}
+        for r in rows:
+            if r.owner_instance is not None and r.owner_instance[0] == r.session.owner:
+                owners.discard(r.owner_instance[0])
+                if r.owner_instance[1] is not None:
+                    known[r.owner_instance[0]] = r.owner_instance[1]
+        if not owners:
+            return self._view(rows, known)
+        found = await self._instances(owners)
+        rows = [
+            replace(r, owner_instance=(r.session.owner, found.get(r.session.owner)))
+            if r.session.owner in owners
+            else r
+            for r in rows
+        ]
+        return self._view(rows, {**known, **found})
 
     @staticmethod
     def _view(
@@ -748,7 +794,10 @@ class QuestDBSessionStore(SessionStore):
             current = await self._latest(session_id)
             row = build(current)
             if await self._append(row, expect_row_seq=current.row_seq) is not None:
-                return row
+                # the owner's instance lease read with ``current`` views the new row too
+                # (``_viewed``): read within this call like a second read would be, which
+                # cost a query per transition
+                return replace(row, owner_instance=current.owner_instance)
         raise StoreBusy(f"{what}: session {session_id!r} kept changing; try again")
 
     async def create_session(self, session: Session, *, actor: str) -> Session:
