@@ -85,7 +85,8 @@ class QuestDBServerConfig:
 
     Two network workers so that one blocking request (``wait_wal_table``, a long query)
     does not stall every other PG-wire and HTTP client; one query and one write
-    (WAL apply) worker, so the JVM does not fight the Python process for the cores.
+    (WAL apply) worker, so the JVM does not fight the Python process for the cores;
+    idle workers go to sleep soon instead of spinning (``server_properties``).
     """
 
     root: Path
@@ -125,6 +126,17 @@ class QuestDBServerConfig:
             "shared.query.worker.count": str(self.query_workers),
             "shared.write.worker.count": str(self.write_workers),
             "http.min.worker.count": "1",
+            # An idle worker spins (yield threshold), then naps, then sleeps; by default
+            # ~10,000 empty rounds each time work runs out. Ticks arrive in bursts a few
+            # times a second, so the spinning after every burst cost more CPU than the
+            # work itself: at 300 sessions the JVM spent 43 us per tick, 22 with these
+            # (docs/benchmarks.md, qtick7). PG-wire latency did not suffer (p50 1 ms).
+            "shared.worker.yield.threshold": "10",
+            "shared.worker.nap.threshold": "100",
+            "shared.worker.sleep.threshold": "200",
+            # WAL apply as one job on the write pool above (its own pool spins by its own,
+            # higher thresholds); one apply thread is what two cores can give it anyway
+            "wal.apply.worker.count": "0",
         }
         props.update(self.extra_properties)
         return props
