@@ -126,16 +126,16 @@ class QuestDBServerConfig:
             "shared.query.worker.count": str(self.query_workers),
             "shared.write.worker.count": str(self.write_workers),
             "http.min.worker.count": "1",
-            # An idle worker spins (yield threshold), then naps, then sleeps; by default
-            # ~10,000 empty rounds each time work runs out. Ticks arrive in bursts a few
-            # times a second, so the spinning after every burst cost more CPU than the
-            # work itself: at 300 sessions the JVM spent 43 us per tick, 22 with these
-            # (docs/benchmarks.md, qtick7). PG-wire latency did not suffer (p50 1 ms).
-            "shared.worker.yield.threshold": "10",
+            # An idle worker spins, then yields (Thread.yield) from round 10, naps
+            # (parkNanos) from the nap threshold and sleeps 10 ms from round 10,000. The
+            # default nap threshold, 7,000, meant thousands of yields each time work ran
+            # out; ticks arrive in bursts a few times a second, so that cost more CPU than
+            # the ingestion itself (JVM 54 -> 20 us per tick at 300 sessions,
+            # docs/benchmarks.md, qtick7). Napping keeps the wake-up quick; when a worker
+            # goes to sleep is left as it was.
             "shared.worker.nap.threshold": "100",
-            "shared.worker.sleep.threshold": "200",
-            # WAL apply as one job on the write pool above (its own pool spins by its own,
-            # higher thresholds); one apply thread is what two cores can give it anyway
+            # WAL apply as one job on the write pool above (its own pool spins by its own
+            # thresholds); one apply thread is what two cores can give it anyway
             "wal.apply.worker.count": "0",
         }
         props.update(self.extra_properties)
