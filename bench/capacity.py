@@ -218,6 +218,25 @@ def _switches(pid: int) -> tuple[int, float]:
     return total, float(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
+def _wal_txns(store_url: str | None) -> int:
+    """QuestDB: WAL transactions committed so far to the tick tables (each ILP request
+    commits one per table it touches; the JVM's cost follows their number more than the
+    rows they carry), or 0 for another store."""
+    if not store_url or not store_url.startswith("questdb:"):
+        return 0
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store_url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT sum(sequencerTxn) FROM wal_tables() WHERE name IN (%s, %s)",
+            [f"{address.prefix}trades", f"{address.prefix}orderbook"],
+        ).fetchall()
+    return int(rows[0][0] or 0)
+
+
 def _connect(url: str) -> Connection:
     """A new keep-alive connection: the server closes one left idle for 5 s, and a
     level's starts keep the sampling connections idle longer than that."""
@@ -306,6 +325,7 @@ async def ramp(
     hold_s: float,
     clients: int,
     start_p95_limit_ms: float = 100.0,
+    jvm_pid: int | None = None,
 ) -> dict[str, Any]:
     urls = [s.url for s in servers]
     pids = [s.proc.pid for s in servers if s.proc is not None]
@@ -319,6 +339,8 @@ async def ramp(
         level += add
         start_p95 = percentile(starts, 95)
         before = [_proc(pid) for pid in pids]
+        jvm0 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        txn0 = _wal_txns(servers[0].store_url)
         switches0 = [_switches(pid) for pid in pids]
         ticks0 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         fed0 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
@@ -343,6 +365,8 @@ async def ramp(
         ticks1 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
+        jvm1 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        txn1 = _wal_txns(servers[0].store_url)
         switches1 = [_switches(pid) for pid in pids]
         cpu_s = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
         sys_s = sum(a[1] - b[1] for a, b in zip(switches1, switches0, strict=True))
@@ -381,6 +405,17 @@ async def ramp(
                 for a, b in zip(after, before, strict=True)
             ],
         }
+        if txn1:
+            row["wal_txn_per_s"] = round((txn1 - txn0) / max(elapsed, 0.001), 1)
+            row["ticks_per_wal_txn"] = round(stored / max(txn1 - txn0, 1))
+        if jvm_pid:
+            # the QuestDB server's share (--questdb-pid): the instances' figures above
+            # leave it out, and on one machine both draw on the same cores
+            jvm_s = jvm1[1] - jvm0[1]
+            row["jvm_cpu_pct"] = round(100 * jvm_s / max(elapsed, 0.001))
+            row["jvm_cpu_us_per_tick"] = round(1e6 * jvm_s / max(stored, 1), 1)
+            row["total_cpu_us_per_tick"] = round(1e6 * (cpu_s + jvm_s) / max(stored, 1), 1)
+            row["jvm_rss_mib"] = round(jvm1[0])
         levels.append(row)
         print(f"ramp {json.dumps(row)}", flush=True)
         broke = [
@@ -439,6 +474,7 @@ def main_ramp(args: argparse.Namespace) -> None:
                         args.hold_s,
                         args.clients,
                         args.start_p95_limit_ms,
+                        args.questdb_pid,
                     )
                 )
                 print(
@@ -469,6 +505,12 @@ def main() -> None:
     )
     parser.add_argument("--stores", default="sqlite", help="comma list: sqlite,questdb")
     parser.add_argument("--questdb-url", default=None)
+    parser.add_argument(
+        "--questdb-pid",
+        type=int,
+        default=None,
+        help="ramp: the QuestDB JVM's pid, to report its CPU per stored tick too",
+    )
     parser.add_argument("--history", type=int, default=100_000, help="finished sessions")
     parser.add_argument("--running", type=int, default=10, help="running sessions")
     parser.add_argument("--requests", type=int, default=500, help="per read and phase")

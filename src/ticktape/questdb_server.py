@@ -85,7 +85,8 @@ class QuestDBServerConfig:
 
     Two network workers so that one blocking request (``wait_wal_table``, a long query)
     does not stall every other PG-wire and HTTP client; one query and one write
-    (WAL apply) worker, so the JVM does not fight the Python process for the cores.
+    (WAL apply) worker, so the JVM does not fight the Python process for the cores;
+    idle workers go to sleep soon instead of spinning (``server_properties``).
     """
 
     root: Path
@@ -125,6 +126,17 @@ class QuestDBServerConfig:
             "shared.query.worker.count": str(self.query_workers),
             "shared.write.worker.count": str(self.write_workers),
             "http.min.worker.count": "1",
+            # An idle worker spins, then yields (Thread.yield) from round 10, naps
+            # (parkNanos) from the nap threshold and sleeps 10 ms from round 10,000. The
+            # default nap threshold, 7,000, meant thousands of yields each time work ran
+            # out; ticks arrive in bursts a few times a second, so that cost more CPU than
+            # the ingestion itself (JVM 54 -> 20 us per tick at 300 sessions,
+            # docs/benchmarks.md, qtick7). Napping keeps the wake-up quick; when a worker
+            # goes to sleep is left as it was.
+            "shared.worker.nap.threshold": "100",
+            # WAL apply as one job on the write pool above (its own pool spins by its own
+            # thresholds); one apply thread is what two cores can give it anyway
+            "wal.apply.worker.count": "0",
         }
         props.update(self.extra_properties)
         return props

@@ -328,6 +328,52 @@ def test_concurrent_tick_writes_go_in_one_send_and_a_stale_writer_is_refused_alo
     assert run(handles[1].ticks.count(sessions[-1].id)).trades == 0
 
 
+def test_concurrent_writers_sends_are_spaced_so_a_flush_interval_goes_in_one_request(
+    handles: list[RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    store = handles[0]
+    sessions = [make_session(owner="me") for _ in range(6)]
+    feeds = [
+        SimExchange(s.id, s.symbols, rate_per_s=0, start_us=1_700_000_000_000_000) for s in sessions
+    ]
+    ticks = store.inner.ticks
+    assert isinstance(ticks, QuestDBTickStore)
+    # long enough that the writes below all queue within it, however loaded the machine
+    ticks.send_spacing_s = 2.0
+
+    async def scenario() -> int:
+        for s in sessions:
+            await store.sessions.create_session(s, actor="t")
+        sends: list[None] = []
+        ticks.before_send = lambda: sends.append(None)
+        # a lone writer is never held back: one write at a time, one send each
+        started = asyncio.get_running_loop().time()
+        for _ in range(3):
+            await store.ticks.write(feeds[0].next_block(), owner="me")
+        assert asyncio.get_running_loop().time() - started < ticks.send_spacing_s
+        assert len(sends) == 3
+        # concurrent writers: at most the first alone, then the rest together ...
+        await asyncio.gather(*(store.ticks.write(f.next_block(), owner="me") for f in feeds))
+        grouped = len(sends)
+        assert 4 <= grouped <= 5, grouped
+        # ... and from then on a send waits out the spacing: a write that finds the
+        # sender idle waits for the ones that come after it, and they go in one send
+        # (unspaced, the first would go alone as soon as it is queued)
+        first = asyncio.create_task(store.ticks.write(feeds[0].next_block(), owner="me"))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the write is queued and the sender waits
+        rest = [store.ticks.write(f.next_block(), owner="me") for f in feeds[1:3]]
+        await asyncio.gather(first, *rest)
+        return len(sends) - grouped
+
+    assert run(scenario()) == 1
+    run(store.ticks.wait_visible(30))
+    for s, feed in zip(sessions[:3], feeds[:3], strict=True):
+        assert run(handles[1].ticks.count(s.id)).trades > 0, (s.id, feed)
+
+
 def test_questdb_restarted_mid_session_loses_nothing_acknowledged(
     tmp_path: Path, run: Run[Any]
 ) -> None:

@@ -46,6 +46,8 @@ class Grouper(Generic[W]):
 
     ``take(queue)`` says how many items from the front form the next group. If
     ``run_group`` raises, every item of the group not answered yet gets that error.
+    ``pause``, if given, is awaited before each group is taken: items queued meanwhile
+    join that group (the tick sender spaces its sends this way).
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class Grouper(Generic[W]):
         run_group: Callable[[list[W]], Awaitable[None]],
         take: Callable[[list[W]], int],
         name: str,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._run_group = run_group
         self._take = take
         self._name = name
+        self._pause = pause
         self._queue: list[W] = []
         self._running: asyncio.Task[None] | None = None
 
@@ -86,6 +90,8 @@ class Grouper(Generic[W]):
 
     async def _drain(self) -> None:
         while self._queue:
+            if self._pause is not None:
+                await self._pause()
             n = max(1, self._take(self._queue))
             group = [item for item in self._queue[:n] if not item.future.done()]
             del self._queue[:n]

@@ -20,7 +20,10 @@ for it and then go together — one ownership check, one DataFrame and one WAL
 transaction per table for all of them. Each WAL transaction costs QuestDB the
 same whatever its size, so 40 sessions flushing 4 times a second one by one
 (320 transactions/s) saturated two cores; grouped, the transaction rate follows
-the sender's pace, not the number of sessions.
+the sender's pace, not the number of sessions. While writers are concurrent, sends
+are also spaced (``SEND_SPACING_S``): without it the first flush of an interval
+went alone and the rest in one or two more requests, several transactions per
+table and interval where one does.
 """
 
 from __future__ import annotations
@@ -76,6 +79,12 @@ log = logging.getLogger(__name__)
 
 VISIBILITY_POLL_S = 0.005  # first poll interval of wal_tables(); doubles up to 100 ms
 MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
+# While writers are concurrent (the last group carried more than one write), a send
+# starts at least this long after the previous one started: every session's flush of
+# one flush interval (config.FLUSH_INTERVAL_S) then goes in one ILP request, one WAL
+# transaction per table. QuestDB's CPU follows the number of transactions more than
+# their rows (docs/benchmarks.md, qtick7); a lone writer is never held back.
+SEND_SPACING_S = 0.25
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -269,7 +278,12 @@ class QuestDBTickStore(TickStore):
         self._sender_lock = threading.Lock()
         # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
         self._pool: ThreadPoolExecutor | None = None
-        self._sends: Grouper[_Write] = Grouper(self._send_group, _group_size, "write ticks")
+        self._sends: Grouper[_Write] = Grouper(
+            self._send_group, _group_size, "write ticks", pause=self._space_sends
+        )
+        self.send_spacing_s = SEND_SPACING_S
+        self._last_send = 0.0  # time.monotonic() when the last group was taken
+        self._last_writes = 0  # writes in that group: more than one, writers are concurrent
         self._wal_reads: Grouper[_WalRead] = Grouper(self._read_wal_group, len, "read WAL state")
         address = connections.address
         self._export = ParquetExport(
@@ -355,8 +369,17 @@ class QuestDBTickStore(TickStore):
             self._db.health.failed(exc)  # a hung send (a frozen server) is a failure too
             raise
 
+    async def _space_sends(self) -> None:
+        """Before a group is taken: while writers are concurrent, wait out the spacing
+        since the last send, so that the writes of one flush interval go together."""
+        if self._last_writes > 1:
+            wait = self._last_send + self.send_spacing_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
     async def _send_group(self, group: list[_Write]) -> None:
         """Check every write's owner in one query, send the admitted ones together."""
+        self._last_send, self._last_writes = time.monotonic(), len(group)
         writers = await self._writers(sorted({b.session_id for w in group for b in w.batches}))
         admitted = []
         for request in group:
