@@ -411,6 +411,12 @@ class Database:
                 self._traced(what, op.trace)
         return result
 
+    @property
+    def queued_writes(self) -> tuple[int, int]:
+        """Writes waiting for the writer: (session writes, tick writes)."""
+        with self._queued_lock:
+            return len(self._queued), len(self._bulk)
+
     def _traced(self, what: str, trace: WriteTrace) -> None:
         self.traces.append((what, trace))
         if trace.delivered - trace.queued > SLOW_SESSION_WRITE_S:

@@ -84,7 +84,7 @@ from ticktape.store.rules import (
     recv_time,
     to_us,
 )
-from ticktape.store.sqlite._db import BULK_GROUP_BUDGET_S, Database
+from ticktape.store.sqlite._db import BULK_GROUP_BUDGET_S, Database, WriteTrace
 from ticktape.store.window import window_batches
 from ticktape.ticks import (
     BookBatch,
@@ -1407,6 +1407,16 @@ class SqliteStore(Store):
     @property
     def write_failures(self) -> int:
         return self._db.write_failures
+
+    @property
+    def queued_writes(self) -> tuple[int, int]:
+        """Writes waiting for the writer thread: (session writes, tick writes)."""
+        return self._db.queued_writes
+
+    @property
+    def write_traces(self) -> list[tuple[str, WriteTrace]]:
+        """The last session writes (leases, transitions, creates) and where each waited."""
+        return list(self._db.traces)
 
     def disk_usage_bytes(self) -> int | None:
         total = 0
