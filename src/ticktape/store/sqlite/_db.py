@@ -63,6 +63,7 @@ BUSY_POLL_S = 0.0005
 # A session write (lease renewal, transition, create) that takes longer than this from
 # queueing to its answer on the event loop is logged with where it waited (WriteTrace).
 SLOW_SESSION_WRITE_S = 1.0
+SLOW_LOG_EVERY_S = 10.0  # one slow-write line at most this often (an overload slows every write)
 TRACES_KEPT = 256  # the last session writes' traces, for tests and the slow-write log
 _MIGRATION_MARK = "-- migration:"
 
@@ -266,6 +267,8 @@ class Database:
         self._queued_lock = threading.Lock()
         self.bulk_writes_run = 0  # tick writes the writer has run, ever (on its thread)
         self.traces: deque[tuple[str, WriteTrace]] = deque(maxlen=TRACES_KEPT)
+        self._slow_logged_at = -SLOW_LOG_EVERY_S  # monotonic time of the last slow-write line
+        self._slow_unlogged = 0  # slow writes since that line
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -419,8 +422,18 @@ class Database:
 
     def _traced(self, what: str, trace: WriteTrace) -> None:
         self.traces.append((what, trace))
-        if trace.delivered - trace.queued > SLOW_SESSION_WRITE_S:
-            log.warning("slow SQLite write (%s): %s", what, trace.describe())
+        if trace.delivered - trace.queued <= SLOW_SESSION_WRITE_S:
+            return
+        if trace.delivered - self._slow_logged_at < SLOW_LOG_EVERY_S:
+            self._slow_unlogged += 1
+            return
+        log.warning(
+            "slow SQLite write (%s): %s; %d more slow write(s) since the last such line",
+            what,
+            trace.describe(),
+            self._slow_unlogged,
+        )
+        self._slow_logged_at, self._slow_unlogged = trace.delivered, 0
 
     def _take(self) -> list[_Write[Any]]:
         """A new group: every queued session write (up to the cap), else one bulk write."""
