@@ -75,10 +75,23 @@ class LeaseKeeper:
         next_at = time.monotonic() + interval
         while True:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            woke = time.monotonic()
+            late = woke - next_at
             next_at += interval
             if next_at < time.monotonic():  # fell behind (a pause): no burst of heartbeats
                 next_at = time.monotonic() + interval
             await self.heartbeat()
+            took = time.monotonic() - woke
+            if late + took > interval:
+                # the renewal's two hops as this loop sees them: a starved event loop shows
+                # as a late wake, a queued or slow store write as a long renewal (the
+                # SQLite store logs that write's own hops as a slow write)
+                log.warning(
+                    "heartbeat late: woke %.3fs after due, renewal of %d lease(s) took %.3fs",
+                    late,
+                    len(self._leases),
+                    took,
+                )
 
     async def heartbeat(self) -> None:
         """Renew every tracked lease at once, with one store write whatever their number.

@@ -33,6 +33,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -59,6 +60,11 @@ BUSY_TIMEOUT_MS = 10_000  # another process holding the write lock: wait this lo
 # 5, 10, 15, 20, 25 … ms between tries: two `serve --workers` on one file hold the lock
 # a millisecond or two at a time, and the handler's sleeps made each wait far longer.
 BUSY_POLL_S = 0.0005
+# A session write (lease renewal, transition, create) that takes longer than this from
+# queueing to its answer on the event loop is logged with where it waited (WriteTrace).
+SLOW_SESSION_WRITE_S = 1.0
+SLOW_LOG_EVERY_S = 10.0  # one slow-write line at most this often (an overload slows every write)
+TRACES_KEPT = 256  # the last session writes' traces, for tests and the slow-write log
 _MIGRATION_MARK = "-- migration:"
 
 
@@ -116,6 +122,35 @@ def _strip_comments(sql: str) -> str:
 
 
 @dataclass
+class WriteTrace:
+    """Where one session write spent its time (monotonic seconds), for the slow-write log.
+
+    ``queued`` (put on the writer's queue, on the event loop), ``started`` (its SQL
+    began on the writer thread), ``committed`` (its group's COMMIT returned),
+    ``delivered`` (its answer ran on the event loop); ``session_ahead`` / ``bulk_ahead``:
+    the writes queued before it when it was queued; ``bulk_before``: tick writes the
+    writer began between its queueing and its start (the priority path keeps this at
+    0: a session write waits for the tick write already running, at most).
+    """
+
+    queued: float
+    session_ahead: int
+    bulk_ahead: int
+    started: float = 0.0
+    committed: float = 0.0
+    delivered: float = 0.0
+    bulk_before: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"queue {self.started - self.queued:.3f}s (behind {self.session_ahead} session "
+            f"+ {self.bulk_ahead} tick writes, {self.bulk_before} tick writes ran first), "
+            f"SQL+commit {self.committed - self.started:.3f}s, "
+            f"back on the event loop {self.delivered - self.committed:.3f}s"
+        )
+
+
+@dataclass
 class _Write(Generic[T]):
     """A queued write and where to deliver its outcome (on its event loop)."""
 
@@ -123,13 +158,25 @@ class _Write(Generic[T]):
     what: str
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    trace: WriteTrace | None = None  # session writes only: tick writes are not traced
 
     def settle(self, result: object, error: BaseException | None) -> None:
+        if self.trace is not None:
+            self.trace.committed = time.monotonic()
         try:
-            self.loop.call_soon_threadsafe(_deliver, self.future, result, error)
+            if self.trace is not None:
+                self.loop.call_soon_threadsafe(_deliver_traced, self, result, error)
+            else:
+                self.loop.call_soon_threadsafe(_deliver, self.future, result, error)
         except RuntimeError:  # its event loop closed: nobody waits, and the rest of the
             # group (other loops' writes) must still be answered
             log.debug("an SQLite answer found its event loop closed", exc_info=True)
+
+
+def _deliver_traced(op: _Write[Any], result: object, error: BaseException | None) -> None:
+    assert op.trace is not None
+    op.trace.delivered = time.monotonic()
+    _deliver(op.future, result, error)
 
 
 def _deliver(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -240,6 +287,10 @@ class Database:
         self._queued: list[_Write[Any]] = []  # session writes: leases, transitions, creates
         self._bulk: list[_Write[Any]] = []  # tick batches
         self._queued_lock = threading.Lock()
+        self.bulk_writes_run = 0  # tick writes the writer has run, ever (on its thread)
+        self.traces: deque[tuple[str, WriteTrace]] = deque(maxlen=TRACES_KEPT)
+        self._slow_logged_at = -SLOW_LOG_EVERY_S  # monotonic time of the last slow-write line
+        self._slow_unlogged = 0  # slow writes since that line
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -371,7 +422,20 @@ class Database:
         loop = asyncio.get_running_loop()
         op: _Write[T] = _Write(fn, what, loop, loop.create_future())
         with self._queued_lock:
-            (self._bulk if bulk else self._queued).append(op)
+            if bulk:
+                self._bulk.append(op)
+            else:
+                # bulk_before holds the writer's tick-write count until the write starts
+                op.trace = WriteTrace(
+                    time.monotonic(),
+                    len(self._queued),
+                    len(self._bulk),
+                    0.0,
+                    0.0,
+                    0.0,
+                    self.bulk_writes_run,
+                )
+                self._queued.append(op)
         self._writer.post(self._commit_group)
         try:
             # Bounded: a write that hangs (a stalled disk) fails as unavailable, counted as
@@ -380,7 +444,7 @@ class Database:
             # reaches the loop in the turn its caller is cancelled and drops the cancel, and
             # a cancelled heartbeat or flusher then runs on (a crash or shutdown hangs).
             async with asyncio.timeout(self.write_timeout_s):
-                return await op.future
+                result = await op.future
         except TimeoutError:
             timed_out = WriteTimedOut(
                 f"{what}: SQLite did not finish the write within {self.write_timeout_s:g}s "
@@ -388,6 +452,31 @@ class Database:
             )
             self._record_failure(timed_out)
             raise timed_out from None
+        finally:
+            if op.trace is not None and op.trace.delivered:
+                self._traced(what, op.trace)
+        return result
+
+    @property
+    def queued_writes(self) -> tuple[int, int]:
+        """Writes waiting for the writer: (session writes, tick writes)."""
+        with self._queued_lock:
+            return len(self._queued), len(self._bulk)
+
+    def _traced(self, what: str, trace: WriteTrace) -> None:
+        self.traces.append((what, trace))
+        if trace.delivered - trace.queued <= SLOW_SESSION_WRITE_S:
+            return
+        if trace.delivered - self._slow_logged_at < SLOW_LOG_EVERY_S:
+            self._slow_unlogged += 1
+            return
+        log.warning(
+            "slow SQLite write (%s): %s; %d more slow write(s) since the last such line",
+            what,
+            trace.describe(),
+            self._slow_unlogged,
+        )
+        self._slow_logged_at, self._slow_unlogged = trace.delivered, 0
 
     def _take(self) -> list[_Write[Any]]:
         """A new group: every queued session write (up to the cap), else one bulk write."""
@@ -440,6 +529,11 @@ class Database:
             if op.future.done():  # its caller gave up (timed out) before it ran: skip it
                 outcomes.append((None, None))
                 continue
+            if op.trace is None:
+                self.bulk_writes_run += 1
+            else:
+                op.trace.started = time.monotonic()
+                op.trace.bulk_before = self.bulk_writes_run - op.trace.bulk_before
             conn.execute("SAVEPOINT ticktape_write")
             try:
                 result = op.fn(conn)
