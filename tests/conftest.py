@@ -29,15 +29,12 @@ import pytest
 from hypothesis import settings
 
 from ticktape.domain import (
-    DataType,
     Session,
-    SessionConfig,
-    SessionKind,
     SessionStatus,
-    new_session_id,
 )
 from ticktape.store import Store, open_store
 from ticktape.store.memory import MemoryStore
+from ticktape.testing import draft_session
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -335,18 +332,7 @@ def make_session() -> Callable[..., Session]:
     counter = itertools.count()
 
     def make(**overrides: Any) -> Session:
-        fields: dict[str, Any] = {
-            "id": new_session_id(),
-            "kind": SessionKind.COLLECT,
-            "status": SessionStatus.PENDING,
-            "symbols": ("BTC_USDT",),
-            "exchange": "sim",
-            "data_types": (DataType.TRADES, DataType.ORDERBOOK),
-            "config": SessionConfig(),
-            "created_at": T0 + timedelta(seconds=next(counter)),
-        }
-        fields.update(overrides)
-        return Session(**fields)
+        return draft_session(**{"created_at": T0 + timedelta(seconds=next(counter)), **overrides})
 
     return make
 
