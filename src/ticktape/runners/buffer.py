@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 from ticktape.feeds.clock import ticker
 from ticktape.ticks import TickBatch
@@ -110,6 +111,9 @@ class TickBuffer:
         self._changed = asyncio.Condition()
         self._due_waiter: asyncio.Future[None] | None = None  # the flusher, until due
         self._taker_waiting = False  # the flusher waits for a first row (on the condition)
+        #: Told when the buffer becomes due (``eager_rows`` reached, or closed): the
+        #: instance's tick writer (runners/writer.py) sets it to write it at once.
+        self.on_due: Callable[[], None] | None = None
 
     @property
     def rows(self) -> int:
@@ -220,27 +224,50 @@ class TickBuffer:
                 finally:
                     self._due_waiter = None
             async with self._changed:
-                # At most ~flush_rows per write (whole batches): one write of a huge backlog
-                # (a block of 100 symbols at the maximum rate is ~600,000 rows) would hold
-                # the store's writer for seconds, with lease renewals waiting behind it.
-                count = rows = 0
-                for batch in self._batches:
-                    if count and rows + len(batch) > self.flush_rows:
-                        break
-                    count += 1
-                    rows += len(batch)
-                taken, self._batches = self._batches[:count], self._batches[count:]
-                self._remove(rows)
-                self._changed.notify_all()
+                taken = self._take_rows()
                 if taken or self._closed:
                     return taken
+
+    def _take_rows(self) -> list[TickBatch]:
+        """Up to ``flush_rows`` rows, whole batches (at least one); under the condition.
+
+        At most ~flush_rows per write: one write of a huge backlog (a block of 100
+        symbols at the maximum rate is ~600,000 rows) would hold the store's writer for
+        seconds, with lease renewals waiting behind it."""
+        count = rows = 0
+        for batch in self._batches:
+            if count and rows + len(batch) > self.flush_rows:
+                break
+            count += 1
+            rows += len(batch)
+        taken, self._batches = self._batches[:count], self._batches[count:]
+        self._remove(rows)
+        self._changed.notify_all()
+        return taken
+
+    async def take_ready(self) -> list[TickBatch]:
+        """Take what is buffered now, up to ``flush_rows`` rows (whole batches, at least
+        one), without waiting; [] if empty. The instance's tick writer takes every
+        session's rows this way at each point of the shared clock (runners/writer.py)."""
+        if not self._rows:
+            return []
+        async with self._changed:
+            return self._take_rows()
+
+    @property
+    def due(self) -> bool:
+        """Closed, or ``eager_rows`` buffered: to be written now, not at the next interval."""
+        return self._due()
 
     def _due(self) -> bool:
         return self._closed or self._rows >= self.eager_rows
 
     def _wake_if_due(self) -> None:
-        if self._due_waiter is not None and self._due():
-            _wake(self._due_waiter)
+        if self._due():
+            if self._due_waiter is not None:
+                _wake(self._due_waiter)
+            if self.on_due is not None:
+                self.on_due()
 
     async def put_back(self, batches: list[TickBatch]) -> None:
         """Return batches a failed write could not store, ahead of newer ones."""
