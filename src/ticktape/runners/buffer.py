@@ -2,14 +2,14 @@
 
 The producer (the feed loop) waits when the buffer holds ``max_rows`` — back-
 pressure instead of unbounded memory when the store is slower than the feed.
-The flusher takes everything buffered once ``flush_rows`` are waiting or
-``flush_interval_s`` has passed — or, as soon as ``eager_rows`` are waiting: the
-flusher waits in :meth:`take` only while none of its writes is in flight, so a busy
-feed's rows go to an idle store at once (the writer is not left idle while the
-first ``flush_rows`` gather) and what gathers during a write is the next write,
-however many that is (up to ``flush_rows``). A quiet session never reaches
-``eager_rows`` and still writes about once per ``flush_interval_s`` (at the points of
-the instance's shared clock, :mod:`ticktape.feeds.clock`: every session in the same turn).
+The consumer is the instance's tick writer (:mod:`ticktape.runners.writer`): at each
+point of the instance's shared clock (:mod:`ticktape.feeds.clock`) it takes what every
+session's buffer holds (:meth:`take_ready`, up to ``flush_rows``), and a buffer that
+becomes due in between — ``eager_rows`` waiting, or closed — tells it at once
+(:attr:`on_due`), so a busy feed's rows go to an idle store without waiting for the
+interval. A session's rows are in at most one write at a time; what gathers during a
+write is the next write (up to ``flush_rows``). :meth:`take` is the same for a consumer
+of one buffer: it waits until a flush is due.
 
 Every session's buffer of an instance may share a :class:`RowPool`: an instance-wide
 bound on the rows buffered by all of them (``TICKTAPE_INSTANCE_BUFFER_MAX_ROWS``; the
@@ -21,7 +21,7 @@ nothing deadlocks: the pool is exceeded by at most one block per session).
 
 Once the run is ending the producer no longer waits (:meth:`unbound`: the rest of
 the feed block it is putting goes in at once, so the pump ends promptly), and the
-flusher may give up on what is left (:meth:`shed`) when its drain budget runs out.
+writer may give up on what is left (:meth:`shed`) when its drain budget runs out.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ trade id of each symbol — and the gap is recorded in the session's history.
 
 The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
 :func:`~ticktape.feeds.factory.build_feed` picks the source for the session's
-``exchange``. Ticks go to the bounded buffer with their receive times; ``gap``
-events become gap rows of the session, written (fenced like ticks) by the
-flusher before the ticks that follow them; a refused subscription fails the
-session with the exchange's reason.
+``exchange``. Ticks go to the bounded buffer with their receive times; the
+instance's tick writer (:mod:`ticktape.runners.writer`) writes them with every other
+session's, applying this run's rules (:meth:`CollectRunner.stored`, ``write_gaps``,
+``shed_rest``). ``gap`` events become gap rows of the session, written (fenced like
+ticks) before the ticks that follow them; a refused subscription fails the session
+with the exchange's reason.
 
 A run that ends (stop or duration) drains its buffer for at most
 ``Settings.stop_drain_s`` (``TICKTAPE_STOP_DRAIN_S``); what is still buffered then
@@ -85,7 +87,7 @@ class CollectRunner:
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
-        self._gaps: list[Gap] = []  # gap rows not stored yet (written by the flusher)
+        self._gaps: list[Gap] = []  # gap rows not stored yet (written by the tick writer)
         self._exchange = "sim"
         self._refused: str | None = None
         self._drain_until: float | None = None  # set when the run ends: shed what is left then
@@ -236,7 +238,7 @@ class CollectRunner:
         )
         log.warning("session %s: resumed, gap %s", session.id, gap)
 
-    # ------------------------------------------------------------------ pump and flush
+    # ------------------------------------------------------------------ pump
 
     async def _pump(
         self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
