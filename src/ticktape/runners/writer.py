@@ -230,22 +230,24 @@ class TickWriter:
             for reg in taken:
                 reg.in_flight = False
         for reg, batches, answer in zip(taken, writes, answers, strict=True):
-            if reg.active:  # else its run gave up on it meanwhile: nothing of it counts
-                await self._answer(reg, batches, answer)
+            if not reg.active:  # its run gave up on it meanwhile: nothing of it counts
+                continue
+            if isinstance(answer, WriteResult):  # the usual case: no await per session
+                self._stored(reg, batches)
+            else:
+                await self._failed(reg, batches, answer)
 
-    async def _answer(
-        self, reg: Registration, batches: list[TickBatch], answer: WriteResult | Exception
-    ) -> None:
+    def _stored(self, reg: Registration, batches: list[TickBatch]) -> None:
+        # The runner's own tally: what it handed over and saw acknowledged, once per tick
+        # however many tries that took (a lost handle's last write counts too).
+        reg.client.stored(batches, reg.handle)
+        if reg.handle.lost.is_set():
+            reg.finish()
+        elif reg.buffer.due:
+            self._due[reg] = None  # more than flush_rows left, or closed: go on
+
+    async def _failed(self, reg: Registration, batches: list[TickBatch], answer: Exception) -> None:
         handle, buffer = reg.handle, reg.buffer
-        if isinstance(answer, WriteResult):
-            # The runner's own tally: what it handed over and saw acknowledged, once per
-            # tick however many tries that took (a lost handle's last write counts too).
-            reg.client.stored(batches, handle)
-            if handle.lost.is_set():
-                reg.finish()
-            elif buffer.due:
-                self._due[reg] = None  # more than flush_rows left, or closed: go on
-            return
         if isinstance(answer, LeaseLost):
             self._metrics.fenced_writes.inc()
             log.warning("session %s: %s; runner stops writing", handle.session_id, answer)
