@@ -19,7 +19,7 @@ from tests.oracle import check_stored
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
 from ticktape.feeds.sim import SimExchange
-from ticktape.runners import TickWriters, default_runners
+from ticktape.runners import TickWriter, TickWriters, default_runners
 from ticktape.testing import eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -50,9 +50,12 @@ def test_the_instance_bound_holds_every_session_back_and_loses_nothing(
             sessions = [
                 await node.create(symbols=["BTC_USDT"], rate_per_s=RATE) for _ in range(SESSIONS)
             ]
-            writer = writers.find(node.owner)
-            assert writer is not None  # the instance's one writer, with its pool
-            pool = writer.pool
+
+            async def writer_in_use() -> TickWriter | None:
+                return writers.find(node.owner)  # once the runs are launched
+
+            # the instance's one writer, with its pool
+            pool = (await eventually(writer_in_use, what="the writer", timeout_s=30)).pool
 
             async def held_back() -> bool | None:
                 return True if pool.waits >= SESSIONS else None

@@ -199,7 +199,8 @@ def test_if_the_writer_dies_every_session_ends_failed_with_the_error(
             await eventually(
                 lambda: _all_running(node, [s.id]), what="a new session writing", timeout_s=30
             )
-            assert writers.find(node.owner) is not writer
+            renewed = writers.find(node.owner)
+            assert renewed is not None and renewed is not writer and renewed.failure is None
             ended = await node.service.stop(s.id, wait=True, timeout_s=EVENTUAL_S)
             assert ended.status is SessionStatus.STOPPED, ended
             await check_stored(node.raw, s.id)
