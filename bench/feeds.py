@@ -398,15 +398,15 @@ async def store_rate(
             lease_expires_at=utcnow() + __import__("datetime").timedelta(hours=1),
         )  # fmt: skip
         lags: list[np.ndarray[Any, Any]] = []
-        inner_write = store.ticks.write
+        inner_write = store.ticks.write_sessions
 
-        async def timed_write(batches: Any, *, owner: str) -> Any:
-            result = await inner_write(batches, owner=owner)
+        async def timed_write(writes: Any, *, owner: str) -> Any:
+            result = await inner_write(writes, owner=owner)
             acked = now_us()
-            lags.extend(acked - b.recv_us for b in batches if b.recv_us is not None)
+            lags.extend(acked - b.recv_us for w in writes for b in w if b.recv_us is not None)
             return result
 
-        store.ticks.write = timed_write  # type: ignore[method-assign]
+        store.ticks.write_sessions = timed_write  # type: ignore[method-assign]
         handle = RunHandle(session.id)
         runner = CollectRunner(store, settings, Metrics(), owner)
         task = asyncio.create_task(runner.run(session, handle))

@@ -19,7 +19,7 @@ from tests.oracle import check_stored
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
 from ticktape.feeds.sim import SimExchange
-from ticktape.runners.collect import instance_pool
+from ticktape.runners import TickWriter, TickWriters, default_runners
 from ticktape.testing import eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -41,14 +41,21 @@ def test_the_instance_bound_holds_every_session_back_and_loses_nothing(
     probe = SimExchange("p", ("BTC_USDT",), rate_per_s=RATE)
     block_rows = sum(len(b) for b in probe.next_block())
 
+    writers = TickWriters()
+
     async def scenario() -> None:
-        async with instances(settings) as add:
+        async with instances(settings, default_runners(writers=writers)) as add:
             node = await add("node")
             node.store.delay("write", WRITE_DELAY_S, times=None)
-            pool = instance_pool(node.metrics, node.settings)
             sessions = [
                 await node.create(symbols=["BTC_USDT"], rate_per_s=RATE) for _ in range(SESSIONS)
             ]
+
+            async def writer_in_use() -> TickWriter | None:
+                return writers.find(node.owner)  # once the runs are launched
+
+            # the instance's one writer, with its pool
+            pool = (await eventually(writer_in_use, what="the writer", timeout_s=30)).pool
 
             async def held_back() -> bool | None:
                 return True if pool.waits >= SESSIONS else None

@@ -3,7 +3,8 @@
 A runner is given a session and its :class:`~ticktape.runtime.handle.RunHandle` by the
 supervisor (:mod:`ticktape.runtime`) and does the work of its kind —
 :class:`~ticktape.runners.collect.CollectRunner` (feed → bounded buffer → fenced tick
-writes), :class:`~ticktape.runners.backtest.BacktestRunner` (a recorded session
+writes by the instance's one :class:`~ticktape.runners.writer.TickWriter`),
+:class:`~ticktape.runners.backtest.BacktestRunner` (a recorded session
 replayed through a strategy, results stored),
 :class:`~ticktape.runners.paper.PaperRunner` (a collect recording with a strategy on
 the live feed, results stored) — until it is stopped, finishes, is
@@ -21,29 +22,40 @@ from ticktape.metrics import Metrics
 from ticktape.runners.backtest import BacktestRunner
 from ticktape.runners.collect import CollectRunner
 from ticktape.runners.paper import PaperRunner
+from ticktape.runners.writer import TickWriter, TickWriters
 from ticktape.runtime.runner import Runner, RunnerRegistry
 from ticktape.store.base import Store
 from ticktape.strategies import StrategyRegistry, default_registry
 
 
-def default_runners(strategies: StrategyRegistry | None = None) -> RunnerRegistry:
+def default_runners(
+    strategies: StrategyRegistry | None = None, *, writers: TickWriters | None = None
+) -> RunnerRegistry:
     """The runner of every session kind this build runs; backtests take their strategies
-    from ``strategies`` (default: the built-ins)."""
+    from ``strategies`` (default: the built-ins). The recording runs of an instance (collect,
+    paper) share its tick writer, one per owner token, kept in ``writers`` (default: a
+    registry of this registry's own; pass one to look a writer up, ``TickWriters.find``)."""
     registry = strategies if strategies is not None else default_registry()
+    tick_writers = writers if writers is not None else TickWriters()
+
+    def collect(store: Store, settings: Settings, metrics: Metrics, owner: str) -> Runner:
+        writer = tick_writers.get(store, settings, metrics, owner)
+        return CollectRunner(store, settings, metrics, owner, writer)
 
     def backtest(store: Store, settings: Settings, metrics: Metrics, owner: str) -> Runner:
         return BacktestRunner(store, settings, metrics, owner, registry)
 
     def paper(store: Store, settings: Settings, metrics: Metrics, owner: str) -> Runner:
-        return PaperRunner(store, settings, metrics, owner, registry)
+        writer = tick_writers.get(store, settings, metrics, owner)
+        return PaperRunner(store, settings, metrics, owner, registry, writer)
 
     return RunnerRegistry(
         {
-            SessionKind.COLLECT: CollectRunner,
+            SessionKind.COLLECT: collect,
             SessionKind.BACKTEST: backtest,
             SessionKind.PAPER: paper,
         }
     )
 
 
-__all__ = ["default_runners"]
+__all__ = ["TickWriter", "TickWriters", "default_runners"]

@@ -2,14 +2,14 @@
 
 The producer (the feed loop) waits when the buffer holds ``max_rows`` — back-
 pressure instead of unbounded memory when the store is slower than the feed.
-The flusher takes everything buffered once ``flush_rows`` are waiting or
-``flush_interval_s`` has passed — or, as soon as ``eager_rows`` are waiting: the
-flusher waits in :meth:`take` only while none of its writes is in flight, so a busy
-feed's rows go to an idle store at once (the writer is not left idle while the
-first ``flush_rows`` gather) and what gathers during a write is the next write,
-however many that is (up to ``flush_rows``). A quiet session never reaches
-``eager_rows`` and still writes about once per ``flush_interval_s`` (at the points of
-the instance's shared clock, :mod:`ticktape.feeds.clock`: every session in the same turn).
+The consumer is the instance's tick writer (:mod:`ticktape.runners.writer`): at each
+point of the instance's shared clock (:mod:`ticktape.feeds.clock`) it takes what every
+session's buffer holds (:meth:`take_ready`, up to ``flush_rows``), and a buffer that
+becomes due in between — ``eager_rows`` waiting, or closed — tells it at once
+(:attr:`on_due`), so a busy feed's rows go to an idle store without waiting for the
+interval. A session's rows are in at most one write at a time; what gathers during a
+write is the next write (up to ``flush_rows``). :meth:`take` is the same for a consumer
+of one buffer: it waits until a flush is due.
 
 Every session's buffer of an instance may share a :class:`RowPool`: an instance-wide
 bound on the rows buffered by all of them (``TICKTAPE_INSTANCE_BUFFER_MAX_ROWS``; the
@@ -21,13 +21,14 @@ nothing deadlocks: the pool is exceeded by at most one block per session).
 
 Once the run is ending the producer no longer waits (:meth:`unbound`: the rest of
 the feed block it is putting goes in at once, so the pump ends promptly), and the
-flusher may give up on what is left (:meth:`shed`) when its drain budget runs out.
+writer may give up on what is left (:meth:`shed`) when its drain budget runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 from ticktape.feeds.clock import ticker
 from ticktape.ticks import TickBatch
@@ -110,6 +111,9 @@ class TickBuffer:
         self._changed = asyncio.Condition()
         self._due_waiter: asyncio.Future[None] | None = None  # the flusher, until due
         self._taker_waiting = False  # the flusher waits for a first row (on the condition)
+        #: Told when the buffer becomes due (``eager_rows`` reached, or closed): the
+        #: instance's tick writer (runners/writer.py) sets it to write it at once.
+        self.on_due: Callable[[], None] | None = None
 
     @property
     def rows(self) -> int:
@@ -220,27 +224,50 @@ class TickBuffer:
                 finally:
                     self._due_waiter = None
             async with self._changed:
-                # At most ~flush_rows per write (whole batches): one write of a huge backlog
-                # (a block of 100 symbols at the maximum rate is ~600,000 rows) would hold
-                # the store's writer for seconds, with lease renewals waiting behind it.
-                count = rows = 0
-                for batch in self._batches:
-                    if count and rows + len(batch) > self.flush_rows:
-                        break
-                    count += 1
-                    rows += len(batch)
-                taken, self._batches = self._batches[:count], self._batches[count:]
-                self._remove(rows)
-                self._changed.notify_all()
+                taken = self._take_rows()
                 if taken or self._closed:
                     return taken
+
+    def _take_rows(self) -> list[TickBatch]:
+        """Up to ``flush_rows`` rows, whole batches (at least one); under the condition.
+
+        At most ~flush_rows per write: one write of a huge backlog (a block of 100
+        symbols at the maximum rate is ~600,000 rows) would hold the store's writer for
+        seconds, with lease renewals waiting behind it."""
+        count = rows = 0
+        for batch in self._batches:
+            if count and rows + len(batch) > self.flush_rows:
+                break
+            count += 1
+            rows += len(batch)
+        taken, self._batches = self._batches[:count], self._batches[count:]
+        self._remove(rows)
+        self._changed.notify_all()
+        return taken
+
+    async def take_ready(self) -> list[TickBatch]:
+        """Take what is buffered now, up to ``flush_rows`` rows (whole batches, at least
+        one), without waiting; [] if empty. The instance's tick writer takes every
+        session's rows this way at each point of the shared clock (runners/writer.py)."""
+        if not self._rows:
+            return []
+        async with self._changed:
+            return self._take_rows()
+
+    @property
+    def due(self) -> bool:
+        """Closed, or ``eager_rows`` buffered: to be written now, not at the next interval."""
+        return self._due()
 
     def _due(self) -> bool:
         return self._closed or self._rows >= self.eager_rows
 
     def _wake_if_due(self) -> None:
-        if self._due_waiter is not None and self._due():
-            _wake(self._due_waiter)
+        if self._due():
+            if self._due_waiter is not None:
+                _wake(self._due_waiter)
+            if self.on_due is not None:
+                self.on_due()
 
     async def put_back(self, batches: list[TickBatch]) -> None:
         """Return batches a failed write could not store, ahead of newer ones."""

@@ -11,10 +11,12 @@ trade id of each symbol — and the gap is recorded in the session's history.
 
 The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
 :func:`~ticktape.feeds.factory.build_feed` picks the source for the session's
-``exchange``. Ticks go to the bounded buffer with their receive times; ``gap``
-events become gap rows of the session, written (fenced like ticks) by the
-flusher before the ticks that follow them; a refused subscription fails the
-session with the exchange's reason.
+``exchange``. Ticks go to the bounded buffer with their receive times; the
+instance's tick writer (:mod:`ticktape.runners.writer`) writes them with every other
+session's, applying this run's rules (:meth:`CollectRunner.stored`, ``write_gaps``,
+``shed_rest``). ``gap`` events become gap rows of the session, written (fenced like
+ticks) before the ticks that follow them; a refused subscription fails the session
+with the exchange's reason.
 
 A run that ends (stop or duration) drains its buffer for at most
 ``Settings.stop_drain_s`` (``TICKTAPE_STOP_DRAIN_S``); what is still buffered then
@@ -32,7 +34,6 @@ import json
 import logging
 import time
 import uuid
-import weakref
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -49,8 +50,8 @@ from ticktape.feeds.contract import (
 from ticktape.feeds.factory import BuiltFeed, build_feed
 from ticktape.feeds.sim import ResumePoint
 from ticktape.metrics import Metrics
-from ticktape.retry import backoff_delays
-from ticktape.runners.buffer import RowPool, TickBuffer
+from ticktape.runners.buffer import TickBuffer
+from ticktape.runners.writer import TickWriter
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store, TickQuery
@@ -66,30 +67,27 @@ LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's 
 FEED_COUNTS_INTERVAL_S = 10.0
 
 
-#: The instance-wide bound on buffered rows (Settings.instance_buffer_max_rows): one pool
-#: per instance, found by its metrics registry (every runner of an instance shares it).
-_POOLS: weakref.WeakKeyDictionary[Metrics, RowPool] = weakref.WeakKeyDictionary()
-
-
-def instance_pool(metrics: Metrics, settings: Settings) -> RowPool:
-    """The pool every session's buffer of the instance that owns ``metrics`` shares."""
-    pool = _POOLS.get(metrics)
-    if pool is None:
-        pool = _POOLS[metrics] = RowPool(settings.instance_buffer_max_rows)
-    return pool
-
-
 def _iso(us: int) -> str:
     return from_us(us).isoformat()
 
 
 class CollectRunner:
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics, owner: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        owner: str,
+        writer: TickWriter | None = None,
+    ) -> None:
+        """``writer``: the instance's tick writer (``runners/writer.py``), shared by every
+        run of the instance; None: a writer of this run's own."""
         self._store = store
+        self._writer = writer or TickWriter(store, settings, metrics, owner)
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
-        self._gaps: list[Gap] = []  # gap rows not stored yet (written by the flusher)
+        self._gaps: list[Gap] = []  # gap rows not stored yet (written by the tick writer)
         self._exchange = "sim"
         self._refused: str | None = None
         self._drain_until: float | None = None  # set when the run ends: shed what is left then
@@ -127,14 +125,9 @@ class CollectRunner:
                     for symbol in session.symbols
                     for dt in session.data_types
                 )
-        buffer = TickBuffer(
-            max_rows=self._settings.buffer_max_rows,
-            flush_rows=self._settings.flush_max_rows,
-            eager_rows=self._settings.flush_eager_rows,
-            flush_interval_s=self._settings.flush_interval_s,
-            pool=instance_pool(self._metrics, self._settings),
-        )
-        flusher = asyncio.create_task(self._flush_loop(buffer, handle), name=f"flush-{session.id}")
+        # the instance's writer takes this buffer's rows (one store call for every session)
+        written = self._writer.register(handle, self)
+        buffer = written.buffer
         counting = asyncio.create_task(self._counts_loop(session.id, built))
         deadline = None
         if cfg.duration_s is not None:
@@ -149,18 +142,16 @@ class CollectRunner:
             await buffer.close()
             if outcome is Outcome.LOST:
                 return RunResult(Outcome.LOST, dropped=buffer.rows)
-            await flusher  # drains everything buffered (or gives up with a count)
+            await written.done  # all drained (or given up with a count); the writer's error
         finally:
-            if not flusher.done() and handle.lost.is_set():
-                # Fenced with a write in flight: the flusher starts no other one once the
-                # handle is lost, so take that write's answer for the tally — until the
+            if written.in_flight and handle.lost.is_set():
+                # Fenced with a write in flight: the writer starts no other one for it once
+                # the handle is lost, so take that write's answer for the tally — until the
                 # lease expires at most (its retries too), then give up on it.
                 slack = self._settings.lease_s - self._settings.self_fence_after_s
-                await asyncio.wait({flusher}, timeout=slack)
-            if not flusher.done():  # lost, cancelled or crashed: write nothing more
-                flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
-            counting.cancel()  # after the flusher: its cancel is the first thing done here
+                await asyncio.wait({written.done}, timeout=slack)
+            self._writer.unregister(written)  # lost, cancelled or crashed: nothing more
+            counting.cancel()  # after the writer's part: its end is the first thing done here
             await asyncio.gather(counting, return_exceptions=True)
             buffer.detach()  # what a lost run leaves buffered no longer counts for the instance
         if handle.lost.is_set():
@@ -247,7 +238,7 @@ class CollectRunner:
         )
         log.warning("session %s: resumed, gap %s", session.id, gap)
 
-    # ------------------------------------------------------------------ pump and flush
+    # ------------------------------------------------------------------ pump
 
     async def _pump(
         self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
@@ -314,7 +305,13 @@ class CollectRunner:
         elif event.kind in (EventKind.DISCONNECTED, EventKind.STALE):
             log.info("session %s: feed %s %s", handle.session_id, event.kind, event.detail)
 
-    async def _write_gaps(self, handle: RunHandle) -> None:
+    # ------------------------------------------------------------------ the writer's rules
+    # Called by the instance's tick writer (runners/writer.py, ``WriterClient``) for this run.
+
+    def pending_gaps(self) -> bool:
+        return bool(self._gaps)
+
+    async def write_gaps(self, handle: RunHandle) -> None:
         """Store the gaps seen so far; on a store error they are kept and tried again."""
         gaps, self._gaps = self._gaps, []
         try:
@@ -327,43 +324,10 @@ class CollectRunner:
             self._gaps[:0] = gaps
             log.error("session %s: could not store %d gaps: %s", handle.session_id, len(gaps), exc)
 
-    async def _flush_loop(self, buffer: TickBuffer, handle: RunHandle) -> None:
-        """Write what the buffer holds, flush after flush. Each write is retried by the
-        store handle (``RetryPolicy.store_attempts``); nothing here retries it again.
+    def drain_over(self) -> bool:
+        return self._drain_until is not None and time.monotonic() >= self._drain_until
 
-        A write that still failed keeps its ticks: while the run goes on they go back
-        into the buffer and leave with the next flush (the buffer's bound holds the
-        feed back meanwhile). Once the run is ending, a failed write is final: what is
-        left is counted as unstored.
-        """
-        while True:
-            if (
-                self._drain_until is not None
-                and buffer.rows
-                and time.monotonic() >= self._drain_until
-            ):
-                self._shed_rest(await buffer.shed(), handle)
-            batches = await buffer.take()
-            if handle.lost.is_set():  # fenced: write nothing more
-                return
-            if self._gaps:  # before the ticks after them: a crash never hides a gap
-                await self._write_gaps(handle)
-                if handle.lost.is_set():
-                    return
-            if not batches:
-                return
-            if await self._write(batches, handle):
-                continue
-            if handle.lost.is_set():
-                return
-            await buffer.put_back(batches)
-            if buffer.closed:  # ending (stop, hand-over or duration) and the store refused
-                handle.unstored += buffer.rows
-                await buffer.take()
-                return
-            await asyncio.sleep(backoff_delays(2, 0.1, self._settings.retry.store_max_s)[0] + 0.05)
-
-    def _shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
+    def shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
         """The drain budget ran out: record what is given up as gaps (written next)."""
         streams: dict[tuple[str, DataType], list[int]] = {}  # [rows, first ts, last ts]
         for b in batches:
@@ -396,23 +360,8 @@ class CollectRunner:
             self._shed.orderbook,
         )
 
-    async def _write(self, batches: list[TickBatch], handle: RunHandle) -> bool:
-        try:
-            await self._store.ticks.write(batches, owner=self._owner)
-        except LeaseLost as exc:
-            self._metrics.fenced_writes.inc()
-            log.warning("session %s: %s; runner stops writing", handle.session_id, exc)
-            handle.lose(f"tick write rejected by the store: {exc}")
-            return False
-        except StoreError as exc:
-            self._metrics.tick_errors.inc()
-            log.error(
-                "session %s: could not store %d ticks: %s",
-                handle.session_id,
-                sum(len(b) for b in batches),
-                exc,
-            )
-            return False
+    def stored(self, batches: list[TickBatch], handle: RunHandle) -> None:
+        """The store acknowledged ``batches`` (the writer calls this once per write)."""
         # The runner's own tally: what it handed over and saw acknowledged, once per tick
         # however many tries that took. Not the store's "new rows" answer — a try whose
         # acknowledgement was lost stored the rows, and its retry then reports none new.
@@ -434,7 +383,6 @@ class CollectRunner:
         delivered = TickCounts(trades, books)
         handle.written = handle.written + delivered
         self._metrics.ticks_written(delivered.trades, delivered.orderbook)
-        return True
 
 
 def _oldest(recv_us: Int64Array) -> int:

@@ -29,6 +29,7 @@ from ticktape.metrics import Metrics
 from ticktape.runners.backtest import stored
 from ticktape.runners.buffer import TickBuffer
 from ticktape.runners.collect import CollectRunner
+from ticktape.runners.writer import TickWriter
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store
@@ -83,8 +84,9 @@ class PaperRunner(CollectRunner):
         metrics: Metrics,
         owner: str,
         strategies: StrategyRegistry,
+        writer: TickWriter | None = None,
     ) -> None:
-        super().__init__(store, settings, metrics, owner)
+        super().__init__(store, settings, metrics, owner, writer)
         self._strategies = strategies
         self._live = LiveSource(QUEUE_BLOCKS)
         self._engine_done = threading.Event()

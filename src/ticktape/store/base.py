@@ -609,6 +609,32 @@ class TickStore(abc.ABC):
         assumed stored (callers retry the same batches, which is safe).
         """
 
+    async def write_sessions(
+        self, writes: Sequence[list[TickBatch]], *, owner: str
+    ) -> list[WriteResult | Exception]:
+        """Store several sessions' batches at once; one answer per item of ``writes``.
+
+        Each item is one session's batches (all of the same session) and is answered,
+        in order, exactly as :meth:`write` would answer it alone: a
+        :class:`WriteResult`, or the error that call would have raised — fencing,
+        idempotency and durability are per item. A stale session gets
+        :class:`~ticktape.errors.LeaseLost` for itself only and none of its rows are
+        stored; the other items are stored. A failure of the store itself (unavailable,
+        busy, timed out) answers every item it touched with that error (nothing of
+        those items may be assumed stored, a retry is safe). Errors are answers, not
+        raised: the call raises only for a failure of the whole call before any item
+        was tried. A backend submits every item at once to the write grouping it
+        already has (one transaction or one send for the lot where it fits); this
+        default asks :meth:`write` item by item.
+        """
+        answers: list[WriteResult | Exception] = []
+        for batches in writes:
+            try:
+                answers.append(await self.write(batches, owner=owner))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
     @abc.abstractmethod
     async def wait_visible(self, timeout_s: float) -> None:
         """Return once every write acknowledged so far is visible to every reader.
@@ -798,6 +824,44 @@ async def bounded_write(future: asyncio.Future[T], timeout_s: float, what: str) 
             f"{what}: the store did not finish the write within {timeout_s:g}s "
             "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
         ) from None
+
+
+async def gather_answers(
+    futures: Sequence[asyncio.Future[T]], timeout_s: float | None, what: str
+) -> list[T | Exception]:
+    """Each queued write's answer, in order: its result or its error (a
+    :meth:`TickStore.write_sessions` answer). Past ``timeout_s`` the futures not
+    answered yet are cancelled and answered with :class:`~ticktape.errors.WriteTimedOut`,
+    as :func:`bounded_write` does for one."""
+    if futures:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait(futures)
+        except TimeoutError:
+            for future in futures:  # a write not started yet never runs
+                future.cancel()
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+    answers: list[T | Exception] = []
+    for future in futures:
+        if future.cancelled():
+            answers.append(
+                WriteTimedOut(
+                    f"{what}: the store did not finish the write within {timeout_s}s "
+                    "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+                )
+            )
+            continue
+        exc = future.exception()
+        if exc is None:
+            answers.append(future.result())
+        elif isinstance(exc, Exception):
+            answers.append(exc)
+        else:
+            raise exc
+    return answers
 
 
 class ResultStore(abc.ABC):

@@ -70,6 +70,7 @@ SESSION_OPERATIONS = frozenset(
 TICK_OPERATIONS = frozenset(
     {
         "write",
+        "write_sessions",
         "wait_visible",
         "count",
         "seal",
@@ -271,6 +272,12 @@ class InterceptedTickStore(TickStore):
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         return await self._f("write", self._inner.write, batches=batches, owner=owner)
+
+    async def write_sessions(
+        self, writes: Sequence[list[TickBatch]], *, owner: str
+    ) -> list[WriteResult | Exception]:
+        i = self._inner
+        return await self._f("write_sessions", i.write_sessions, writes=writes, owner=owner)
 
     async def wait_visible(self, timeout_s: float) -> None:
         i = self._inner

@@ -7,6 +7,10 @@ tried again with bounded full-jitter backoff, as :class:`ticktape.config.RetryPo
 says for that operation (``RetryPolicy.attempts``). Nothing above the store retries
 a transient error; callers only decide again after a lost compare-and-set.
 
+Many sessions' tick writes in one call (``write_sessions``) are answered per session:
+only the sessions answered with a transient error are tried again, as their ``write``
+alone would be, and the others keep their answers.
+
 A call that changes a session (``transition``, ``claim``, ``seal``, ``write``,
 ``write_results``, ``append_results``) and
 needed retries is recorded in that session's history once it succeeded
@@ -19,15 +23,17 @@ Tests compose fault injection under this layer with :meth:`RetryingStore.over`
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from ticktape.config import DEFAULT_RETRY, RetryPolicy
 from ticktape.domain import Reason
 from ticktape.errors import StoreError
-from ticktape.retry import retry_transient
-from ticktape.store.base import Store
+from ticktape.retry import TRANSIENT, retry_transient
+from ticktape.store.base import Store, WriteResult
 from ticktape.store.intercept import InterceptedStore
 from ticktape.ticks import TickBatch
 
@@ -79,6 +85,9 @@ class RetryingStore(InterceptedStore):
         return RetryingStore(inner, self.policy, on_retry=self.on_retry, actor=self.actor)
 
     async def intercept(self, operation: str, fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+        if operation == "write_sessions":
+            answers = await self._write_sessions(fn, kwargs["writes"], kwargs["owner"])
+            return cast(T, answers)
         attempts, base_s, max_s = self.policy.attempts(operation)
         errors: list[Exception] = []
 
@@ -100,6 +109,48 @@ class RetryingStore(InterceptedStore):
             if session_id is not None:
                 await self._note_retried(session_id, operation, errors)
         return result
+
+    async def _write_sessions(
+        self, fn: Callable[..., Awaitable[Any]], writes: Sequence[list[TickBatch]], owner: str
+    ) -> list[WriteResult | Exception]:
+        """Many sessions' writes (``TickStore.write_sessions``), each retried as a ``write``
+        alone would be: the items answered with a transient error are tried again, the
+        others keep their answers — within the same attempts and backoff."""
+        attempts, base_s, max_s = self.policy.attempts("write")
+        answers: list[WriteResult | Exception] = [WriteResult()] * len(writes)
+        retried: dict[int, list[Exception]] = {}
+        pending = list(range(len(writes)))
+        for attempt in range(attempts):
+            try:
+                got: list[WriteResult | Exception] = await fn(
+                    writes=[writes[i] for i in pending], owner=owner
+                )
+            except TRANSIENT as exc:  # the whole call failed: every item it carried did
+                got = [exc] * len(pending)
+            again = []
+            for i, answer in zip(pending, got, strict=True):
+                answers[i] = answer
+                if isinstance(answer, TRANSIENT) and attempt < attempts - 1:
+                    again.append(i)
+                    retried.setdefault(i, []).append(answer)
+                    if self.on_retry is not None:
+                        self.on_retry(answer)
+            if not again:
+                break
+            pending = again
+            delay = random.uniform(0, min(max_s, base_s * 2**attempt))
+            log.warning(
+                "write ticks failed for %d session(s) (%s); retrying them in %.3fs",
+                len(again),
+                answers[again[0]],
+                delay,
+            )
+            await asyncio.sleep(delay)
+        for i, errors in retried.items():
+            session_id = _session_of("write", {"batches": writes[i]})
+            if session_id is not None and isinstance(answers[i], WriteResult):
+                await self._note_retried(session_id, "write", errors)
+        return answers
 
     async def _note_retried(self, session_id: str, operation: str, errors: list[Exception]) -> None:
         detail = (

@@ -15,7 +15,9 @@ Operations are named by their method: ``create_session``, ``get_session``,
 ``renew_instance`` (the heartbeat),
 ``add_event``, ``list_events``, ``mark_deleted``, ``find_expired``, ``scan_leases``, ``find_owned``
 (sessions) and ``write``, ``wait_visible``, ``count``, ``position``,
-``read_trades``, ``read_orderbook`` (ticks). ``when`` receives the call's
+``read_trades``, ``read_orderbook`` (ticks). A ``write_sessions`` call (many sessions'
+tick writes at once) is also subject to the ``write`` rules, item by item: a rule on
+``write`` bites each session's writes whichever way they are made. ``when`` receives the call's
 arguments by name (``session_id``, ``to_status``, ``batches``, ``owner``, ...).
 
 Tests use it directly; ``bench/chaos.py`` starts its servers through
@@ -28,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ticktape.errors import StoreUnavailable, ValidationError
 from ticktape.store.base import Store
 from ticktape.store.intercept import OPERATIONS, InterceptedStore
+from ticktape.ticks import TickBatch
 
 T = TypeVar("T")
 
@@ -86,6 +89,8 @@ class _Faults:
         return chosen
 
     async def call(self, operation: str, fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+        if operation == "write_sessions":
+            return cast(T, await self._write_sessions(fn, kwargs["writes"], kwargs["owner"]))
         rules = self._matching(operation, kwargs)
         delay = sum(r.delay_s for r in rules)
         if delay > 0:
@@ -97,6 +102,38 @@ class _Faults:
         if failing.after:
             await fn(**kwargs)
         raise copy.copy(failing.error)
+
+    async def _write_sessions(
+        self, fn: Callable[..., Awaitable[Any]], writes: Sequence[list[TickBatch]], owner: str
+    ) -> list[Any]:
+        """Many sessions' writes: the ``write_sessions`` rules act on the whole call, the
+        ``write`` rules on each session's item as on a ``write`` of it alone (its error is
+        that item's answer; the items are stored together, so the longest delay holds all)."""
+        whole = self._matching("write_sessions", {"writes": writes, "owner": owner})
+        per_item = [self._matching("write", {"batches": b, "owner": owner}) for b in writes]
+        delay = sum(r.delay_s for r in whole) + max(
+            (sum(r.delay_s for r in rules) for rules in per_item), default=0.0
+        )
+        if delay > 0:
+            await asyncio.sleep(delay)
+        failing_call = next((r for r in whole if r.error is not None), None)
+        if failing_call is not None and not failing_call.after:
+            assert failing_call.error is not None
+            raise copy.copy(failing_call.error)
+        failing = [next((r for r in rules if r.error is not None), None) for rules in per_item]
+        sent = [i for i, rule in enumerate(failing) if rule is None or rule.after]
+        got = await fn(writes=[writes[i] for i in sent], owner=owner) if sent else []
+        answers: list[Any] = [None] * len(writes)
+        for i, answer in zip(sent, got, strict=True):
+            answers[i] = answer
+        for i, rule in enumerate(failing):
+            if rule is not None:
+                assert rule.error is not None
+                answers[i] = copy.copy(rule.error)
+        if failing_call is not None:
+            assert failing_call.error is not None
+            raise copy.copy(failing_call.error)
+        return answers
 
 
 def parse_fault_spec(spec: str) -> list[tuple[str, bool, float]]:

@@ -419,55 +419,68 @@ class MemoryTickStore(TickStore):
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         async with self._s.lock:
-            for batch in batches:
-                session = self._s.sessions.get(batch.session_id)
-                if session is None or session.is_terminal or session.owner != owner:
-                    raise LeaseLost(batch.session_id, owner, "tick write rejected")
-            trades = books = 0
-            for batch in batches:
-                if isinstance(batch, BookBatch):
-                    for i in range(len(batch)):
-                        key = (batch.session_id, batch.symbol, int(batch.ts_us[i]))
-                        if key not in self._s.books:
-                            if batch.recv_us is not None:
-                                self._s.books_recv[key] = int(batch.recv_us[i])
-                            self._s.books[key] = (
-                                tuple(
-                                    zip(
-                                        batch.bid_price[i].tolist(),
-                                        batch.bid_qty[i].tolist(),
-                                        strict=True,
-                                    )
-                                ),
-                                tuple(
-                                    zip(
-                                        batch.ask_price[i].tolist(),
-                                        batch.ask_qty[i].tolist(),
-                                        strict=True,
-                                    )
-                                ),
-                            )
-                            books += 1
-                else:
-                    recv = (
-                        batch.recv_us.tolist() if batch.recv_us is not None else [-1] * len(batch)
-                    )
-                    for ts, tid, px, qty, side, rcv in zip(
-                        batch.ts_us.tolist(),
-                        batch.trade_id.tolist(),
-                        batch.price.tolist(),
-                        batch.qty.tolist(),
-                        batch.side.tolist(),
-                        recv,
-                        strict=True,
-                    ):
-                        key3 = (batch.session_id, batch.symbol, tid)
-                        if key3 not in self._s.trades:
-                            if rcv >= 0:
-                                self._s.trades_recv[key3] = rcv
-                            self._s.trades[key3] = (ts, px, qty, side)
-                            trades += 1
-            return WriteResult(TickCounts(trades, books))
+            return self._write(batches, owner)
+
+    async def write_sessions(
+        self, writes: Sequence[list[TickBatch]], *, owner: str
+    ) -> list[WriteResult | Exception]:
+        answers: list[WriteResult | Exception] = []
+        async with self._s.lock:
+            for batches in writes:
+                try:
+                    answers.append(self._write(batches, owner))
+                except LeaseLost as exc:
+                    answers.append(exc)
+        return answers
+
+    def _write(self, batches: list[TickBatch], owner: str) -> WriteResult:
+        for batch in batches:
+            session = self._s.sessions.get(batch.session_id)
+            if session is None or session.is_terminal or session.owner != owner:
+                raise LeaseLost(batch.session_id, owner, "tick write rejected")
+        trades = books = 0
+        for batch in batches:
+            if isinstance(batch, BookBatch):
+                for i in range(len(batch)):
+                    key = (batch.session_id, batch.symbol, int(batch.ts_us[i]))
+                    if key not in self._s.books:
+                        if batch.recv_us is not None:
+                            self._s.books_recv[key] = int(batch.recv_us[i])
+                        self._s.books[key] = (
+                            tuple(
+                                zip(
+                                    batch.bid_price[i].tolist(),
+                                    batch.bid_qty[i].tolist(),
+                                    strict=True,
+                                )
+                            ),
+                            tuple(
+                                zip(
+                                    batch.ask_price[i].tolist(),
+                                    batch.ask_qty[i].tolist(),
+                                    strict=True,
+                                )
+                            ),
+                        )
+                        books += 1
+            else:
+                recv = batch.recv_us.tolist() if batch.recv_us is not None else [-1] * len(batch)
+                for ts, tid, px, qty, side, rcv in zip(
+                    batch.ts_us.tolist(),
+                    batch.trade_id.tolist(),
+                    batch.price.tolist(),
+                    batch.qty.tolist(),
+                    batch.side.tolist(),
+                    recv,
+                    strict=True,
+                ):
+                    key3 = (batch.session_id, batch.symbol, tid)
+                    if key3 not in self._s.trades:
+                        if rcv >= 0:
+                            self._s.trades_recv[key3] = rcv
+                        self._s.trades[key3] = (ts, px, qty, side)
+                        trades += 1
+        return WriteResult(TickCounts(trades, books))
 
     async def wait_visible(self, timeout_s: float) -> None:
         return None

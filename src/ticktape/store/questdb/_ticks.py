@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +56,7 @@ from ticktape.store.base import (
     TradeBucket,
     WriteResult,
     bounded_write,
+    gather_answers,
 )
 from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._export import ParquetExport, inline, literal
@@ -368,6 +369,30 @@ class QuestDBTickStore(TickStore):
         except WriteTimedOut as exc:
             self._db.health.failed(exc)  # a hung send (a frozen server) is a failure too
             raise
+
+    async def write_sessions(
+        self, writes: Sequence[list[TickBatch]], *, owner: str
+    ) -> list[WriteResult | Exception]:
+        """Every item queued at once: they go out in the same grouped sends."""
+        if self._pool is None:
+            raise StoreUnavailable("write ticks: the QuestDB store is not open")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[WriteResult]] = []
+        for batches in writes:
+            batches = [b for b in batches if len(b)]
+            if not batches:
+                empty: asyncio.Future[WriteResult] = loop.create_future()
+                empty.set_result(WriteResult())
+                futures.append(empty)
+                continue
+            request = _Write(batches, owner)
+            self._sends.submit(request)
+            futures.append(request.future)
+        answers = await gather_answers(futures, self._db.write_timeout_s, "write ticks")
+        timed_out = next((a for a in answers if isinstance(a, WriteTimedOut)), None)
+        if timed_out is not None:
+            self._db.health.failed(timed_out)  # a hung send (a frozen server) is a failure too
+        return answers
 
     async def _space_sends(self) -> None:
         """Before a group is taken: while writers are concurrent, wait out the spacing

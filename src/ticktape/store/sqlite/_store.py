@@ -68,6 +68,7 @@ from ticktape.store.base import (
     TradeBucket,
     Unchanged,
     WriteResult,
+    gather_answers,
 )
 from ticktape.store.rules import (
     apply_claim,
@@ -943,6 +944,26 @@ class SqliteTickStore(TickStore):
             self._kick_due = True
             loop.call_soon(self._kick)
         return await request.future
+
+    async def write_sessions(
+        self, writes: Sequence[list[TickBatch]], *, owner: str
+    ) -> list[WriteResult | Exception]:
+        """Every item queued at once: they go in the same coalesced rounds."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[WriteResult]] = []
+        for batches in writes:
+            future: asyncio.Future[WriteResult] = loop.create_future()
+            futures.append(future)
+            session_ids = sorted({b.session_id for b in batches})
+            if not session_ids:
+                future.set_result(WriteResult())
+                continue
+            rows = sum(len(b) for b in batches)
+            self._pending.append(_TickWrite(batches, owner, session_ids, rows, future))
+        if self._pending and not self._kick_due:
+            self._kick_due = True
+            loop.call_soon(self._kick)
+        return await gather_answers(futures, None, "write ticks")
 
     def _kick(self) -> None:
         """Start rounds for what is queued, up to :data:`ROUNDS_IN_FLIGHT` at once."""

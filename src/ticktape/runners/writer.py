@@ -1,0 +1,298 @@
+"""One tick writer per instance: every session's buffer written with one store call.
+
+Each collect run of an instance registers its :class:`~ticktape.runners.buffer.TickBuffer`
+here (:meth:`TickWriter.register`) instead of running a flusher of its own. At each point
+of the instance's shared flush clock (:mod:`ticktape.feeds.clock`, a grid of
+``flush_interval_s``) the writer's one task takes what every registered buffer holds (up
+to ``flush_rows`` each) and writes all of it with one
+:meth:`~ticktape.store.base.TickStore.write_sessions` call, one answer per session; a
+buffer that becomes due in between (``eager_rows`` buffered — a busy feed — or closed at
+the run's end) is written at once, in a call of its own with the others due then.
+Rounds are one at a time: a session's batches are in at most one write, in order.
+
+Every per-session rule of the collect runner is applied here, per session, to its answer
+(the runner supplies them, :class:`WriterClient`): gap rows are written before the ticks
+that follow them; a refused session (``LeaseLost``) is fenced — its handle is lost and it
+is written no more — while the others are stored; a failed write's batches go back ahead
+of newer ones and are tried again at the next point of the clock (transient errors were
+already retried by the store handle, ``store/retrying.py``), or, once the run is ending,
+are counted as unstored; the stop drain budget sheds what is left as ``stop_drain`` gaps;
+the runner's tally counts each tick once, when acknowledged.
+
+The instance's :class:`~ticktape.runners.buffer.RowPool` (the bound on the rows buffered
+by all its sessions) belongs to the writer. The writer's task runs while a session is
+registered. If it dies (an unexpected exception), every registered session's run is
+stopped and ends failed with the error (:attr:`Registration.done` carries it): no session
+is left running with nothing writing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Protocol
+
+from ticktape.config import Settings
+from ticktape.errors import LeaseLost, StoreError
+from ticktape.feeds.clock import ticker
+from ticktape.metrics import Metrics
+from ticktape.runners.buffer import RowPool, TickBuffer
+from ticktape.runtime.handle import RunHandle
+from ticktape.store.base import Store, WriteResult
+from ticktape.ticks import TickBatch
+
+log = logging.getLogger(__name__)
+
+
+class TickWriterFailed(RuntimeError):
+    """The instance's tick writer died: the sessions it wrote end failed with this."""
+
+
+class WriterClient(Protocol):
+    """What a run gives the writer: its per-session rules (``runners/collect.py``)."""
+
+    def pending_gaps(self) -> bool:
+        """Gap rows wait to be written (before the ticks that follow them)."""
+        ...
+
+    async def write_gaps(self, handle: RunHandle) -> None:
+        """Write them (fenced: a refusal loses ``handle``)."""
+        ...
+
+    def drain_over(self) -> bool:
+        """The run is ending and its drain budget ran out: shed the rest."""
+        ...
+
+    def shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
+        """Record what is given up as ``stop_drain`` gaps."""
+        ...
+
+    def stored(self, batches: list[TickBatch], handle: RunHandle) -> None:
+        """The store acknowledged ``batches``: count them (the run's tally)."""
+        ...
+
+
+class Registration:
+    """One session's buffer, registered with the instance's writer for its run."""
+
+    def __init__(self, buffer: TickBuffer, handle: RunHandle, client: WriterClient) -> None:
+        self.buffer = buffer
+        self.handle = handle
+        self.client = client
+        self.active = True  # False once its run gave it up: no answer of it counts then
+        self.in_flight = False  # some of its batches are in the write under way
+        self.held = False  # its last write failed: tried again at the next clock point
+        #: Resolved once the writer is done with it: drained (or given up), or lost;
+        #: an exception if its writes cannot go on (the writer died, a non-store error).
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        """Its writes cannot go on: its run ends (stopped, then failed with ``error``)."""
+        if not self.done.done():
+            self.done.set_exception(error)
+        self.handle.stop.set()  # the pump ends; the run then raises ``error``
+
+
+class TickWriter:
+    """The instance's tick writer (see the module). ``calls``: store calls made, ever."""
+
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics, owner: str) -> None:
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+        self._owner = owner
+        self.pool = RowPool(settings.instance_buffer_max_rows)
+        self._regs: dict[Registration, None] = {}  # registered, in order
+        self._due: dict[Registration, None] = {}  # due before the next clock point, in order
+        self._wake: asyncio.Future[None] | None = None
+        self._woken = False  # the wait ended early (something due), not at a clock point
+        self._task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+        self.calls = 0
+
+    def register(self, handle: RunHandle, client: WriterClient) -> Registration:
+        """A new buffer for ``handle``'s run, written by this writer until
+        :meth:`unregister` (the run waits for :attr:`Registration.done` first)."""
+        if self.failure is not None:
+            raise TickWriterFailed(f"the instance's tick writer died: {self.failure!r}")
+        s = self._settings
+        buffer = TickBuffer(
+            max_rows=s.buffer_max_rows,
+            flush_rows=s.flush_max_rows,
+            eager_rows=s.flush_eager_rows,
+            flush_interval_s=s.flush_interval_s,
+            pool=self.pool,
+        )
+        reg = Registration(buffer, handle, client)
+        buffer.on_due = lambda: self._on_due(reg)
+        self._regs[reg] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name=f"tick-writer-{self._owner}")
+        return reg
+
+    def unregister(self, reg: Registration) -> None:
+        """The run is over: nothing more of it is written or counted."""
+        reg.active = False
+        reg.buffer.on_due = None
+        self._regs.pop(reg, None)
+        self._due.pop(reg, None)
+        if reg.done.done() and not reg.done.cancelled():
+            reg.done.exception()  # retrieved: a lost run does not wait for it
+        if not self._regs:
+            self._kick()  # the task ends once nobody is registered
+
+    def _on_due(self, reg: Registration) -> None:
+        if reg.active and not reg.held:
+            self._due[reg] = None
+            self._kick()
+
+    def _kick(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            self._woken = True
+            wake.set_result(None)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = ticker(self._settings.flush_interval_s, loop)
+        try:
+            while self._regs:
+                at_point = False
+                if not self._due:
+                    self._woken = False
+                    self._wake = clock.after(loop.time())
+                    try:
+                        await self._wake
+                    finally:
+                        self._wake = None
+                    at_point = not self._woken
+                if at_point:  # a point of the clock: everyone, failed ones again too
+                    regs = list(self._regs)
+                    for reg in regs:
+                        reg.held = False
+                else:  # out of cycle: only what is due
+                    regs = [r for r in self._due if r.active and not r.held]
+                self._due.clear()
+                if regs:
+                    await self._round(regs)
+        except BaseException as exc:
+            self._die(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _die(self, exc: BaseException) -> None:
+        self.failure = exc
+        if not isinstance(exc, asyncio.CancelledError):
+            log.exception("the instance's tick writer died", exc_info=exc)
+        error = TickWriterFailed(f"the instance's tick writer died: {type(exc).__name__}: {exc}")
+        for reg in list(self._regs):
+            reg.fail(error)
+
+    async def _round(self, regs: list[Registration]) -> None:
+        """Take what each session holds and write it all in one store call."""
+        writes: list[list[TickBatch]] = []
+        taken: list[Registration] = []
+        for reg in regs:
+            if not reg.active or reg.done.done():
+                continue
+            handle, buffer, client = reg.handle, reg.buffer, reg.client
+            if handle.lost.is_set():  # fenced: write nothing more
+                reg.finish()
+                continue
+            if client.drain_over() and buffer.rows:
+                client.shed_rest(await buffer.shed(), handle)
+            if client.pending_gaps():  # before the ticks after them: a crash never hides a gap
+                await client.write_gaps(handle)
+                if handle.lost.is_set():
+                    reg.finish()
+                    continue
+            batches = await buffer.take_ready()
+            if not batches:
+                if buffer.closed:
+                    reg.finish()
+                continue
+            reg.in_flight = True
+            writes.append(batches)
+            taken.append(reg)
+        if not writes:
+            return
+        self.calls += 1
+        try:
+            answers = await self._store.ticks.write_sessions(writes, owner=self._owner)
+        except StoreError as exc:  # the whole call failed: every session's write did
+            answers = [exc] * len(writes)
+        finally:
+            for reg in taken:
+                reg.in_flight = False
+        for reg, batches, answer in zip(taken, writes, answers, strict=True):
+            if not reg.active:  # its run gave up on it meanwhile: nothing of it counts
+                continue
+            if isinstance(answer, WriteResult):  # the usual case: no await per session
+                self._stored(reg, batches)
+            else:
+                await self._failed(reg, batches, answer)
+
+    def _stored(self, reg: Registration, batches: list[TickBatch]) -> None:
+        # The runner's own tally: what it handed over and saw acknowledged, once per tick
+        # however many tries that took (a lost handle's last write counts too).
+        reg.client.stored(batches, reg.handle)
+        if reg.handle.lost.is_set():
+            reg.finish()
+        elif reg.buffer.due:
+            self._due[reg] = None  # more than flush_rows left, or closed: go on
+
+    async def _failed(self, reg: Registration, batches: list[TickBatch], answer: Exception) -> None:
+        handle, buffer = reg.handle, reg.buffer
+        if isinstance(answer, LeaseLost):
+            self._metrics.fenced_writes.inc()
+            log.warning("session %s: %s; runner stops writing", handle.session_id, answer)
+            handle.lose(f"tick write rejected by the store: {answer}")
+            reg.finish()
+            return
+        if not isinstance(answer, StoreError):  # not the store's: this session's run fails
+            reg.fail(answer)
+            return
+        self._metrics.tick_errors.inc()
+        log.error(
+            "session %s: could not store %d ticks: %s",
+            handle.session_id,
+            sum(len(b) for b in batches),
+            answer,
+        )
+        if handle.lost.is_set():
+            reg.finish()
+            return
+        await buffer.put_back(batches)
+        if buffer.closed:  # ending (stop, hand-over or duration) and the store refused
+            handle.unstored += buffer.rows
+            await buffer.shed()
+            reg.finish()
+            return
+        reg.held = True  # again at the next point of the clock, not in a tight loop
+        self._due.pop(reg, None)
+
+
+class TickWriters:
+    """The tick writer of each instance whose runners a registry builds, by owner token
+    (one per supervisor incarnation); a writer no run uses any more is dropped."""
+
+    def __init__(self) -> None:
+        self._writers: weakref.WeakValueDictionary[str, TickWriter] = weakref.WeakValueDictionary()
+
+    def get(self, store: Store, settings: Settings, metrics: Metrics, owner: str) -> TickWriter:
+        writer = self._writers.get(owner)
+        if writer is None or writer.failure is not None:
+            writer = self._writers[owner] = TickWriter(store, settings, metrics, owner)
+        return writer
+
+    def find(self, owner: str) -> TickWriter | None:
+        """The instance's writer, if one is in use (for tests and benchmarks)."""
+        return self._writers.get(owner)
+
+
+__all__ = ["Registration", "TickWriter", "TickWriterFailed", "TickWriters", "WriterClient"]
