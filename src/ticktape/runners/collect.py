@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 import weakref
+from typing import Any
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -47,7 +48,8 @@ from ticktape.feeds.contract import (
     now_us,
 )
 from ticktape.feeds.factory import BuiltFeed, build_feed
-from ticktape.feeds.sim import ResumePoint
+from ticktape.feeds.sim import ResumePoint, SimExchange
+from ticktape.feeds.simdriver import SimDriver
 from ticktape.metrics import Metrics
 from ticktape.retry import backoff_delays
 from ticktape.runners.buffer import RowPool, TickBuffer
@@ -77,6 +79,27 @@ def instance_pool(metrics: Metrics, settings: Settings) -> RowPool:
     if pool is None:
         pool = _POOLS[metrics] = RowPool(settings.instance_buffer_max_rows)
     return pool
+
+
+#: The simulated feeds' driver of each instance (feeds/simdriver.py), found like its pool.
+_DRIVERS: weakref.WeakKeyDictionary[Metrics, SimDriver] = weakref.WeakKeyDictionary()
+
+
+def instance_driver(metrics: Metrics) -> SimDriver:
+    """The driver feeding every paced simulated session of the instance that owns
+    ``metrics``, on the running loop; it counts the rows it hands out in ``metrics``."""
+    loop = asyncio.get_running_loop()
+    driver = _DRIVERS.get(metrics)
+    if driver is None or driver.loop is not loop:
+        trades = metrics.feed_rows.labels(exchange="sim", data_type="trades")
+        books = metrics.feed_rows.labels(exchange="sim", data_type="orderbook")
+
+        def count(n_trades: int, n_books: int) -> None:
+            trades.inc(n_trades)
+            books.inc(n_books)
+
+        driver = _DRIVERS[metrics] = SimDriver(loop, on_rows=count)
+    return driver
 
 
 def _iso(us: int) -> str:
@@ -253,6 +276,8 @@ class CollectRunner:
         self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline."""
+        if built.sim is not None and built.sim.rate_per_s > 0:
+            return await self._pump_sim(built.sim, buffer, handle, deadline)
         until = asyncio.Event()
 
         async def watch() -> None:
@@ -294,6 +319,49 @@ class CollectRunner:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+        if handle.lost.is_set():
+            return Outcome.LOST
+        if handle.stop.is_set():
+            return Outcome.STOPPED
+        if handle.handover.is_set():
+            return Outcome.HANDED_OVER
+        return Outcome.FINISHED
+
+    async def _pump_sim(
+        self, exchange: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+    ) -> Outcome:
+        """A paced simulated feed: the instance's driver puts its blocks into the buffer
+        (``buffer.offer``, and ``buffer.put`` for a block refused for room); the run only
+        waits for its end. The simulated exchange has no events to pass on (no gaps, no
+        refusal): its blocks are all there is."""
+        driver = instance_driver(self._metrics)
+        stream = driver.attach(exchange, buffer.offer, buffer.put)
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(handle.stop.wait()),
+            asyncio.ensure_future(handle.lost.wait()),
+            asyncio.ensure_future(handle.handover.wait()),
+        ]
+        putting = None
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait(
+                [*waiters, stream.failed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            putting = driver.detach(stream)  # nothing more is generated
+            for w in waiters:
+                w.cancel()
+            if putting is not None and not putting.done():
+                # ending: the block held back goes in without waiting for room (below), so
+                # the pump ends now and the drain budget alone bounds the stop
+                try:
+                    await buffer.unbound()
+                    await putting
+                finally:
+                    putting.cancel()  # only if this run is cancelled meanwhile
+        if stream.failed.done():
+            stream.failed.result()  # the feed's error ends the run as a generator's would
+        await buffer.unbound()
         if handle.lost.is_set():
             return Outcome.LOST
         if handle.stop.is_set():
