@@ -36,6 +36,7 @@ class Ticker:
         self._loop = weakref.ref(loop)
         self._due: dict[int, list[asyncio.Future[None]]] = {}
         self.fired = 0  # grid points whose timer ran, ever (one wake-up for all their waits)
+        self.waits = 0  # waits asked, ever (each one a wake-up of its waiter)
 
     def at(self, when: float) -> asyncio.Future[None]:
         """Resolved at the first grid point at or after ``when`` (loop time)."""
@@ -50,6 +51,7 @@ class Ticker:
         if loop is None or loop.is_closed():
             raise RuntimeError("the ticker's event loop is closed")
         future: asyncio.Future[None] = loop.create_future()
+        self.waits += 1
         waiting = self._due.get(k)
         if waiting is None:
             loop.call_at(k * self.period, self._fire, k)  # first: if it raises, no timerless k
