@@ -6,8 +6,9 @@ sessions reach the store one by one (hundreds of small coalesced writes a second
 one a hand-off to the store's writer thread). Waiting on a :class:`Ticker` instead
 ends every wait at a point of a shared grid (the multiples of ``period`` on the loop's
 clock): one timer per grid point for all the sessions of the process, all the waits due
-then woken together — so the simulated feeds hand out their blocks in the same turn of
-the loop, the flushers that follow take them in the same turn, and the store coalesces
+then woken together — so the simulated feeds' blocks are handed out in one turn of the
+loop (by the instance's sim driver, :mod:`ticktape.feeds.simdriver`: one wait per grid
+point for all of them), the flushers that follow take them in the same turn, and the store coalesces
 the whole instance's flushes into one write per grid point.
 
 A ticker belongs to one loop, kept in a weak map: it holds its loop only weakly (a

@@ -291,6 +291,11 @@ class SimExchange:
         """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set; if
         ``stamped``, each block's rows carry the time it was handed out as ``recv_us``.
 
+        The per-session path: a running paced session is fed by its instance's driver
+        (:mod:`ticktape.feeds.simdriver`, one task for all of them, calling
+        :meth:`next_block`); this generator serves feeds at the maximum rate and
+        scripted outages (:class:`~ticktape.feeds.simulated.SimFeed`).
+
         A stop ends a wait at once. A wait ends at the first point of the instance's
         shared clock (:mod:`ticktape.feeds.clock`, a grid of ``BLOCK_PERIOD_S``) at or
         after the block is due, so the rate is kept and the blocks of every simulated

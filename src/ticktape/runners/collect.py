@@ -11,7 +11,9 @@ trade id of each symbol — and the gap is recorded in the session's history.
 
 The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
 :func:`~ticktape.feeds.factory.build_feed` picks the source for the session's
-``exchange``. Ticks go to the bounded buffer with their receive times; ``gap``
+``exchange`` — except a paced simulated feed, whose blocks the instance's sim driver
+(:mod:`ticktape.feeds.simdriver`) puts into the session's buffer itself, the run only
+waiting for its end. Ticks go to the bounded buffer with their receive times; ``gap``
 events become gap rows of the session, written (fenced like ticks) by the
 flusher before the ticks that follow them; a refused subscription fails the
 session with the exchange's reason.
