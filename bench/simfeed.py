@@ -116,10 +116,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", default="chain,driver", help="which of chain,driver to run")
     args = parser.parse_args()
+    modes = args.modes.split(",")
     results: list[dict[str, Any]] = []
     for _ in range(args.rounds):
-        for mode in ("chain", "driver"):
+        for mode in modes:
             r = asyncio.run(one(mode, args.sessions, args.seconds))
             results.append(r)
             print(
@@ -128,8 +130,7 @@ def main() -> None:
                 flush=True,
             )
     summary = {
-        mode: min(r["cpu_us_per_tick"] for r in results if r["mode"] == mode)
-        for mode in ("chain", "driver")
+        mode: min(r["cpu_us_per_tick"] for r in results if r["mode"] == mode) for mode in modes
     }
     print(
         json.dumps(
