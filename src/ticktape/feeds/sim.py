@@ -43,12 +43,13 @@ STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
 # many trades per symbol) and handed out block by block: numpy's cost per call, not
 # per value, is what a block of 5 trades costs. A session with a duration never gets a
 # chunk beyond what its remaining duration needs (a 1-s session at 1 trade/s generates
-# 2 trades, not 1,024). Deterministic all the same, and the same however it is chunked:
+# 2 trades, not 256). Deterministic all the same, and the same however it is chunked:
 # each generated quantity has its own random stream (numpy draws a stream's values in
 # order whatever the call sizes), and the price walk carries its unrounded level. A
-# chunk keeps its arrays whole (~55 KB per symbol at the default rate); a block's
-# batches are views of them, sliced when the block is handed out.
-CHUNK_EVENTS = 1024
+# chunk keeps its arrays whole; a block's batches are views of them, sliced when the
+# block is handed out (slicing them all up front held ~50 small objects per block
+# waiting, and cost as much as generating the chunk).
+CHUNK_EVENTS = 256
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
 
