@@ -6,8 +6,9 @@ sessions reach the store one by one (hundreds of small coalesced writes a second
 one a hand-off to the store's writer thread). Waiting on a :class:`Ticker` instead
 ends every wait at a point of a shared grid (the multiples of ``period`` on the loop's
 clock): one timer per grid point for all the sessions of the process, all the waits due
-then woken together — so the simulated feeds hand out their blocks in the same turn of
-the loop, the flushers that follow take them in the same turn, and the store coalesces
+then woken together — so the simulated feeds' blocks are handed out in one turn of the
+loop (by the instance's sim driver, :mod:`ticktape.feeds.simdriver`: one wait per grid
+point for all of them), the flushers that follow take them in the same turn, and the store coalesces
 the whole instance's flushes into one write per grid point.
 
 A ticker belongs to one loop, kept in a weak map: it holds its loop only weakly (a
@@ -36,6 +37,7 @@ class Ticker:
         self._loop = weakref.ref(loop)
         self._due: dict[int, list[asyncio.Future[None]]] = {}
         self.fired = 0  # grid points whose timer ran, ever (one wake-up for all their waits)
+        self.waits = 0  # waits asked, ever (each one a wake-up of its waiter)
 
     def at(self, when: float) -> asyncio.Future[None]:
         """Resolved at the first grid point at or after ``when`` (loop time)."""
@@ -50,6 +52,7 @@ class Ticker:
         if loop is None or loop.is_closed():
             raise RuntimeError("the ticker's event loop is closed")
         future: asyncio.Future[None] = loop.create_future()
+        self.waits += 1
         waiting = self._due.get(k)
         if waiting is None:
             loop.call_at(k * self.period, self._fire, k)  # first: if it raises, no timerless k

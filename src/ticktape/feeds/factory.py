@@ -38,6 +38,9 @@ class BuiltFeed:
     start_us: int  # the feed's first possible tick time (the end of a resume gap)
     counters: FeedCounters = field(default_factory=FeedCounters)  # shared with a connector
     connector: StreamFeed | None = None  # None for the simulated exchange
+    #: The simulated exchange behind ``feed`` (None for a connector): a paced one is fed
+    #: by the instance's driver (feeds/simdriver.py) instead of being pulled through ``feed``.
+    sim: SimExchange | None = None
 
 
 def stream_settings(endpoints: FeedEndpoints) -> StreamSettings:
@@ -69,7 +72,7 @@ def build_feed(
             resume=resume,
             duration_s=remaining_s,
         )
-        return BuiltFeed(SimFeed(exchange), exchange.start_us)
+        return BuiltFeed(SimFeed(exchange), exchange.start_us, sim=exchange)
     last_ids = dict(resume.last_trade_ids) if resume is not None else {}
     connector: StreamFeed
     if session.exchange == "binance":

@@ -19,9 +19,8 @@ import asyncio
 import math
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +28,7 @@ import numpy.typing as npt
 from ticktape.domain import DataType
 from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
-from ticktape.ticks import BookBatch, TickBatch, TradeBatch
+from ticktape.ticks import BookBatch, Int64Array, TickBatch, TradeBatch
 
 MAX_BLOCK_EVENTS = 5_000  # trades per symbol per block at the maximum rate
 # At a set rate, one block covers this much exchange time. Every block costs the
@@ -46,15 +45,18 @@ STEP_VOLATILITY = 2e-4  # standard deviation of one trade's log-return
 # chunk beyond what its remaining duration needs (a 1-s session at 1 trade/s generates
 # 2 trades, not 256). Deterministic all the same, and the same however it is chunked:
 # each generated quantity has its own random stream (numpy draws a stream's values in
-# order whatever the call sizes), and the price walk carries its unrounded level.
+# order whatever the call sizes), and the price walk carries its unrounded level. A
+# chunk keeps its arrays whole; a block's batches are views of them, sliced when the
+# block is handed out (slicing them all up front held ~50 small objects per block
+# waiting, and cost as much as generating the chunk).
 CHUNK_EVENTS = 256
 MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
 
 
-# a batch of a generated block, built when handed out: (TradeBatch or BookBatch, its
-# seven leading fields); its ``seq`` is the block's number then
-_Part = tuple[Callable[..., TickBatch], tuple[Any, ...]]
+# a batch of a generated block, sliced when handed out: (the chunk's TradeBatch or
+# BookBatch, first row, end row); its ``seq`` is the block's number then
+_Part = tuple[TickBatch, int, int]
 
 
 @dataclass(frozen=True)
@@ -84,35 +86,30 @@ class _SymbolState:
     first_event: int = 0  # the event at ``start_us`` (non-zero when resumed)
 
 
-def _trade_part(trades: TradeBatch, lo: int, hi: int) -> _Part:
-    """Rows ``lo:hi`` of a chunk's trades, as one block's part."""
-    return (
-        TradeBatch,
-        (
-            trades.session_id,
-            trades.symbol,
-            trades.ts_us[lo:hi],
-            trades.trade_id[lo:hi],
-            trades.price[lo:hi],
-            trades.qty[lo:hi],
-            trades.side[lo:hi],
-        ),
-    )
-
-
-def _book_part(book: BookBatch, lo: int, hi: int) -> _Part:
-    """Snapshots ``lo:hi`` of a chunk's books, as one block's part."""
-    return (
-        BookBatch,
-        (
-            book.session_id,
-            book.symbol,
-            book.ts_us[lo:hi],
-            book.bid_price[lo:hi],
-            book.bid_qty[lo:hi],
-            book.ask_price[lo:hi],
-            book.ask_qty[lo:hi],
-        ),
+def _slice(batch: TickBatch, lo: int, hi: int, seq: int, recv: Int64Array | None) -> TickBatch:
+    """Rows ``lo:hi`` of a chunk's batch as one block's batch (views, not copies)."""
+    if isinstance(batch, TradeBatch):
+        return TradeBatch(
+            batch.session_id,
+            batch.symbol,
+            batch.ts_us[lo:hi],
+            batch.trade_id[lo:hi],
+            batch.price[lo:hi],
+            batch.qty[lo:hi],
+            batch.side[lo:hi],
+            seq,
+            recv,
+        )
+    return BookBatch(
+        batch.session_id,
+        batch.symbol,
+        batch.ts_us[lo:hi],
+        batch.bid_price[lo:hi],
+        batch.bid_qty[lo:hi],
+        batch.ask_price[lo:hi],
+        batch.ask_qty[lo:hi],
+        seq,
+        recv,
     )
 
 
@@ -200,15 +197,15 @@ class SimExchange:
         seq = self.blocks_emitted
         self.blocks_emitted += 1
         if recv_us is None:
-            return [kind(*arrays, seq) for kind, arrays in parts]  # seq: 8th field of both
+            return [_slice(batch, lo, hi, seq, None) for batch, lo, hi in parts]
         # built with their receive times: a copy of each batch to add them later (as
         # ``dataclasses.replace``) costs more than generating it, thousands of times a second;
         # one array for the block, each batch a view of it (a new one per block: the
         # batches of earlier blocks may still wait in a buffer)
         if not parts:
             return []
-        stamps = _stamp(max(len(arrays[2]) for _, arrays in parts), recv_us)
-        return [kind(*arrays, seq, stamps[: len(arrays[2])]) for kind, arrays in parts]
+        stamps = _stamp(max(hi - lo for _, lo, hi in parts), recv_us)
+        return [_slice(batch, lo, hi, seq, stamps[: hi - lo]) for batch, lo, hi in parts]
 
     def _chunk(self) -> list[list[_Part]]:
         """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""
@@ -231,9 +228,9 @@ class SimExchange:
             for j in range(count):
                 lo, hi = j * per, (j + 1) * per
                 if DataType.TRADES in self.data_types:
-                    blocks[j].append(_trade_part(trades, lo, hi))
+                    blocks[j].append((trades, lo, hi))
                 if book is not None and bounds[j + 1] > bounds[j]:
-                    blocks[j].append(_book_part(book, bounds[j], bounds[j + 1]))
+                    blocks[j].append((book, bounds[j], bounds[j + 1]))
         blocks.reverse()
         return blocks
 
@@ -290,6 +287,11 @@ class SimExchange:
     ) -> AsyncIterator[list[TickBatch]]:
         """Yield blocks paced to ``rate_per_s`` in wall time until ``stop`` is set; if
         ``stamped``, each block's rows carry the time it was handed out as ``recv_us``.
+
+        The per-session path: a running paced session is fed by its instance's driver
+        (:mod:`ticktape.feeds.simdriver`, one task for all of them, calling
+        :meth:`next_block`); this generator serves feeds at the maximum rate and
+        scripted outages (:class:`~ticktape.feeds.simulated.SimFeed`).
 
         A stop ends a wait at once. A wait ends at the first point of the instance's
         shared clock (:mod:`ticktape.feeds.clock`, a grid of ``BLOCK_PERIOD_S``) at or

@@ -10,6 +10,10 @@ of what was lost and — since the simulated trades are numbered — how many
 trades were lost, followed by ``resynced`` for the books. Tests of everything
 downstream of a feed (the runner, gap rows, the quality report) use it without
 a network.
+
+A running collect session at a set rate is not fed through here: the instance's sim
+driver (:mod:`ticktape.feeds.simdriver`) hands its exchange's blocks to the buffer
+itself; ``SimFeed.items`` serves the maximum rate and scripted outages.
 """
 
 from __future__ import annotations

@@ -303,6 +303,20 @@ class TickBuffer:
         self._end_pool_wait()
         self._wake_if_due()
 
+    def offer(self, batches: list[TickBatch]) -> bool:
+        """Add batches now if :meth:`put` would add them without waiting (its fast path:
+        room here and in the instance's pool, no flusher waiting for a first row) and
+        return True; else add nothing and return False: the caller awaits ``put`` instead.
+        For a producer of many sessions that must not wait for one (feeds/simdriver.py)."""
+        size = sum(len(b) for b in batches)
+        if self._taker_waiting or self._changed.locked() or not self._fits(size):
+            return False
+        if not self._pool_fits(size):
+            return False
+        self._add(batches, size)
+        self._wake_if_due()
+        return True
+
 
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():

@@ -11,7 +11,9 @@ trade id of each symbol — and the gap is recorded in the session's history.
 
 The runner consumes only the feed contract (:mod:`ticktape.feeds.contract`):
 :func:`~ticktape.feeds.factory.build_feed` picks the source for the session's
-``exchange``. Ticks go to the bounded buffer with their receive times; the
+``exchange`` — except a paced simulated feed, whose blocks the instance's sim driver
+(:mod:`ticktape.feeds.simdriver`) puts into the session's buffer itself, the run only
+waiting for its end. Ticks go to the bounded buffer with their receive times; the
 instance's tick writer (:mod:`ticktape.runners.writer`) writes them with every other
 session's, applying this run's rules (:meth:`CollectRunner.stored`, ``write_gaps``,
 ``shed_rest``). ``gap`` events become gap rows of the session, written (fenced like
@@ -34,6 +36,8 @@ import json
 import logging
 import time
 import uuid
+import weakref
+from typing import Any
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -48,7 +52,8 @@ from ticktape.feeds.contract import (
     now_us,
 )
 from ticktape.feeds.factory import BuiltFeed, build_feed
-from ticktape.feeds.sim import ResumePoint
+from ticktape.feeds.sim import ResumePoint, SimExchange
+from ticktape.feeds.simdriver import SimDriver
 from ticktape.metrics import Metrics
 from ticktape.runners.buffer import TickBuffer
 from ticktape.runners.writer import TickWriter
@@ -65,6 +70,28 @@ LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's 
 #: How often changed feed counts (duplicates dropped, malformed messages) are noted in the
 #: session's history while it runs; the run's end always notes the final counts.
 FEED_COUNTS_INTERVAL_S = 10.0
+
+
+#: The simulated feeds' driver of each instance (feeds/simdriver.py), found by the
+#: instance's metrics registry (every runner of an instance shares it).
+_DRIVERS: weakref.WeakKeyDictionary[Metrics, SimDriver] = weakref.WeakKeyDictionary()
+
+
+def instance_driver(metrics: Metrics) -> SimDriver:
+    """The driver feeding every paced simulated session of the instance that owns
+    ``metrics``, on the running loop; it counts the rows it hands out in ``metrics``."""
+    loop = asyncio.get_running_loop()
+    driver = _DRIVERS.get(metrics)
+    if driver is None or driver.loop is not loop:
+        trades = metrics.feed_rows.labels(exchange="sim", data_type="trades")
+        books = metrics.feed_rows.labels(exchange="sim", data_type="orderbook")
+
+        def count(n_trades: int, n_books: int) -> None:
+            trades.inc(n_trades)
+            books.inc(n_books)
+
+        driver = _DRIVERS[metrics] = SimDriver(loop, on_rows=count)
+    return driver
 
 
 def _iso(us: int) -> str:
@@ -244,6 +271,8 @@ class CollectRunner:
         self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline."""
+        if built.sim is not None and built.sim.rate_per_s > 0:
+            return await self._pump_sim(built.sim, buffer, handle, deadline)
         until = asyncio.Event()
 
         async def watch() -> None:
@@ -285,6 +314,49 @@ class CollectRunner:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+        if handle.lost.is_set():
+            return Outcome.LOST
+        if handle.stop.is_set():
+            return Outcome.STOPPED
+        if handle.handover.is_set():
+            return Outcome.HANDED_OVER
+        return Outcome.FINISHED
+
+    async def _pump_sim(
+        self, exchange: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+    ) -> Outcome:
+        """A paced simulated feed: the instance's driver puts its blocks into the buffer
+        (``buffer.offer``, and ``buffer.put`` for a block refused for room); the run only
+        waits for its end. The simulated exchange has no events to pass on (no gaps, no
+        refusal): its blocks are all there is."""
+        driver = instance_driver(self._metrics)
+        stream = driver.attach(exchange, buffer.offer, buffer.put)
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(handle.stop.wait()),
+            asyncio.ensure_future(handle.lost.wait()),
+            asyncio.ensure_future(handle.handover.wait()),
+        ]
+        putting = None
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait(
+                [*waiters, stream.failed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            putting = driver.detach(stream)  # nothing more is generated
+            for w in waiters:
+                w.cancel()
+            if putting is not None and not putting.done():
+                # ending: the block held back goes in without waiting for room (below), so
+                # the pump ends now and the drain budget alone bounds the stop
+                try:
+                    await buffer.unbound()
+                    await putting
+                finally:
+                    putting.cancel()  # only if this run is cancelled meanwhile
+        if stream.failed.done():
+            stream.failed.result()  # the feed's error ends the run as a generator's would
+        await buffer.unbound()
         if handle.lost.is_set():
             return Outcome.LOST
         if handle.stop.is_set():
