@@ -206,6 +206,18 @@ def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFram
     )
 
 
+def serialise_frame(target: Any, table: str, frame: pd.DataFrame) -> None:
+    """Add ``frame`` (from :func:`trades_frame` or :func:`book_frame`) to ``target``'s ILP
+    buffer as rows of ``table``: a ``Sender``, or a client ``Buffer`` (``bench/ticksend.py``
+    measures the serialisation without a server)."""
+    target.dataframe(
+        frame,
+        table_name=table,
+        symbols=["session_id", "symbol", *(["side"] if "side" in frame.columns else [])],
+        at="ts",
+    )
+
+
 @dataclass
 class _WalRead(Waiting[dict[str, tuple[int, int, bool]]]):
     """One caller's wait for the tick tables' WAL state (``_wal_state``)."""
@@ -322,16 +334,7 @@ class QuestDBTickStore(TickStore):
                 self._sender = sender
             try:
                 for table, frame in frames:
-                    self._sender.dataframe(
-                        frame,
-                        table_name=table,
-                        symbols=[
-                            "session_id",
-                            "symbol",
-                            *(["side"] if "side" in frame.columns else []),
-                        ],
-                        at="ts",
-                    )
+                    serialise_frame(self._sender, table, frame)
                 self._sender.flush()
             except QuestDBError:
                 # the buffer may hold half a batch: drop the sender, the caller retries all
