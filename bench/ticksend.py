@@ -10,9 +10,11 @@ a snapshot), the best of ``--repeat`` after a warm-up, per phase.
 ``ingest`` mode (a QuestDB server): ``--senders`` threads, each one instance's grouped
 sender (``--sessions`` sessions, one send per flush interval, fresh ticks every time)
 into the product's tables (``QuestDBStore`` makes them, under a fresh prefix), for
-``--seconds``; prints the JVM's CPU per stored tick (``--questdb-pid``, from /proc),
-its WAL transactions, and then the PostgreSQL-wire round trip after the server sat
-idle (``--idle-s`` between queries) — what a heartbeat's renewal meets.
+``--seconds`` (with ``--check-owners`` each send first runs the store's ownership query
+for its sessions, whose log rows are seeded); prints the JVM's CPU per stored tick
+(``--questdb-pid``, from /proc), its WAL transactions, and then the PostgreSQL-wire
+round trip after the server sat idle (``--idle-s`` between queries): what a heartbeat's
+renewal meets.
 
 Both modes take ``--code NAME=SRC`` (repeatable): each round runs once per code in a
 child process whose ``ticktape`` is imported from SRC, the codes alternated round by
@@ -36,6 +38,8 @@ import uuid
 import warnings
 from pathlib import Path
 from typing import Any
+
+from ticktape.domain import SessionStatus
 
 FLUSH_S = 0.25  # config.FLUSH_INTERVAL_S: one grouped send per instance per interval
 
@@ -116,8 +120,34 @@ def _wal_txns(conninfo: str, tables: list[str]) -> int:
     return int(rows[0][0] or 0)
 
 
+def _logged(session_id: str) -> Any:
+    from datetime import timedelta
+
+    from ticktape.domain import DataType, Session, SessionConfig, SessionKind, utcnow
+
+    now = utcnow()
+    return Session(
+        id=session_id,
+        kind=SessionKind.COLLECT,
+        status=SessionStatus.PENDING,
+        symbols=("BTC_USDT",),
+        exchange="sim",
+        data_types=(DataType.TRADES, DataType.ORDERBOOK),
+        config=SessionConfig(),
+        created_at=now,
+        owner="bench/ticksend",
+        lease_expires_at=now + timedelta(hours=1),
+    )
+
+
 def child_ingest(
-    url: str, pid: int, senders: int, sessions: int, seconds: float, idle_s: float
+    url: str,
+    pid: int,
+    senders: int,
+    sessions: int,
+    seconds: float,
+    idle_s: float,
+    check_owners: bool,
 ) -> dict[str, Any]:
     import asyncio
 
@@ -136,24 +166,49 @@ def child_ingest(
     store_url = url + ("&" if "?" in url else "?") + f"prefix={prefix}"
     address = QuestDBAddress.from_url(store_url)
 
+    start_us = int(time.time() * 1e6)
+    groups = [_group(sessions, start_us, seed=k * sessions) for k in range(senders)]
+
     async def make_tables() -> None:
         store = QuestDBStore(store_url)
         await store.open()
-        await store.close()
+        try:
+            if check_owners:  # the sessions' log rows, for the ownership query to find
+                for feeds in groups:
+                    await store.sessions.append_history(
+                        [_logged(f.session_id) for f in feeds],
+                        to_status=SessionStatus.FAILED,
+                        reason="start_failed",
+                        actor="bench",
+                    )
+        finally:
+            await store.close()
 
     asyncio.run(make_tables())
     tables = [f"{prefix}trades", f"{prefix}orderbook"]
-    start_us = int(time.time() * 1e6)
-    groups = [_group(sessions, start_us, seed=k * sessions) for k in range(senders)]
+    log_table = f"{prefix}session_log"
     stored = [0] * senders
+    checked = [0] * senders
     stop = threading.Event()
     errors: list[str] = []
 
     def sender(k: int) -> None:
         try:
-            with Sender.from_conf(address.ilp_conf) as s:
+            ids = [f.session_id for f in groups[k]]
+            # the grouped send's ownership check: one query for the group's sessions
+            # (the same shape as QuestDBTickStore's, which is private to the store)
+            owners = (
+                f"SELECT id, status, owner, tenure FROM {log_table} WHERE id IN "
+                f"({', '.join('%s' for _ in ids)}) LATEST ON ts PARTITION BY id"
+            )
+            with (
+                Sender.from_conf(address.ilp_conf) as s,
+                psycopg.connect(address.conninfo, autocommit=True) as pg,
+            ):
                 due = time.monotonic()
                 while not stop.is_set():
+                    if check_owners:
+                        checked[k] += len(pg.execute(owners, ids).fetchall())
                     batches = [b for f in groups[k] for b in f.next_block()]
                     trades, books = _split(batches)
                     tenures = {b.session_id: 1 for b in batches}
@@ -201,6 +256,7 @@ def child_ingest(
         "jvm_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         "jvm_cpu_us_per_tick": round(1e6 * (cpu1 - cpu0) / max(ticks, 1), 2),
         "wal_txn_per_s": round((txn1 - txn0) / (t1 - t0), 1),
+        "owner_rows_checked": sum(checked),
         "pg_after_idle_ms": [round(w, 2) for w in waits],
     }
 
@@ -231,6 +287,11 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=3, help="ingest: instances' senders")
     parser.add_argument("--seconds", type=float, default=30.0, help="ingest: measured time")
     parser.add_argument("--idle-s", type=float, default=2.0, help="ingest: idle before a query")
+    parser.add_argument(
+        "--check-owners",
+        action="store_true",
+        help="ingest: before each send, the ownership query for its sessions (as the store)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode == "frames":
@@ -246,6 +307,7 @@ def main() -> None:
             *("--questdb-url", args.questdb_url, "--questdb-pid", str(args.questdb_pid)),
             *("--senders", str(args.senders), "--sessions", str(args.sessions)),
             *("--seconds", str(args.seconds), "--idle-s", str(args.idle_s)),
+            *(["--check-owners"] if args.check_owners else []),
         ]
         if args.child:
             got = child_ingest(
@@ -255,6 +317,7 @@ def main() -> None:
                 args.sessions,
                 args.seconds,
                 args.idle_s,
+                args.check_owners,
             )
             print(json.dumps(got))
             return
