@@ -20,10 +20,12 @@ the default timing (heartbeat 2 s, lease 10 s) and adds ``--step`` sessions (sim
 symbol, default rate: trades and order books), spread over the instances through the
 API (``--clients`` at a time), then holds each level ``--hold-s`` seconds (the last,
 ``--max``, ``--final-hold-s`` if given: a 10-minute hold at the top without 10 minutes
-per level), checking every 2 s the failed sessions (``owner_lost`` and any other) and the
-lease-renewal failures (``/metrics``), and every ``--list-every-s`` (10 s) and at the end
-of the hold every running session's lease (the full listing, which costs the first
-instance CPU per session): the oldest renewal's age (how long ago the oldest running
+per level), checking every 2 s each instance's ``/metrics``: lease-renewal failures and
+live runners (their sum must equal the level: a failed session, ``owner_lost`` or any
+other, has none); and every ``--list-every-s`` (10 s), at the end of the hold and as soon
+as runners are missing, the failed sessions (with their reasons) and every running
+session's lease (the full listing, which costs the first instance CPU per session and
+QuestDB a scan of the log): the oldest renewal's age (how long ago the oldest running
 session's lease was renewed: ``lease_s`` minus what is left of its lease) and the heartbeat lag
 (that age minus the heartbeat interval: how late the renewal round is; until stop 11
 the age itself was called the lag, which counted the interval as lateness), each instance's RSS and
@@ -192,8 +194,9 @@ LEASE_S = 10.0
 HEARTBEAT_S = 2.0
 SAMPLE_S = 2.0
 # The full listing of the running sessions serialises every session on the first
-# instance (at 1,000 sessions every 2 s it was about 8 % of that instance's CPU): it
-# runs this often, the cheap checks every SAMPLE_S (``--list-every-s``).
+# instance (at 1,000 sessions every 2 s it was about 8 % of that instance's CPU) and
+# costs QuestDB a scan of the session log, as does the listing of failed sessions:
+# they run this often (``--list-every-s``), the instances' /metrics every SAMPLE_S.
 LIST_EVERY_S = 10.0
 RAMP_ENV = {
     "TICKTAPE_LOG_LEVEL": "warning",
@@ -309,28 +312,51 @@ async def _failed(url: str) -> int:
     return len(failed)
 
 
+async def _metrics(url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Sums of some of an instance's metrics, from one ``/metrics`` request."""
+    status, body = await _get(url, "/metrics")
+    if status != 200:
+        raise SystemExit(f"/metrics: {status}")
+    totals = dict.fromkeys(names, 0.0)
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+_RENEW_FAILURES = "ticktape_lease_renew_failures_total"
+_RUNNERS = "ticktape_local_runners"
+
+
 async def _hold(
-    urls: list[str], hold_s: float, list_every_s: float, t0: float
+    urls: list[str], level: int, hold_s: float, list_every_s: float, t0: float
 ) -> tuple[float, int, float, int, int]:
-    """Hold a level for ``hold_s`` from ``t0``: every ``SAMPLE_S`` the failed sessions
-    (first instance) and the renewal failures (``/metrics`` of each instance); every
-    ``list_every_s``, and once at the end, every running session's lease (the full
-    listing). Stops early on a failure or a heartbeat lag past lease/4. Returns (oldest
-    renewal age seen in s, failed, renewal failures, running at the last listing,
-    listings made)."""
+    """Hold a level for ``hold_s`` from ``t0``. Every ``SAMPLE_S``, one ``/metrics`` of each
+    instance: its renewal failures and its live runners — their sum must stay ``level``
+    (a session that failed, for any reason, has no runner left); no store query. Every
+    ``list_every_s``, at the end, and as soon as runners are missing: every running
+    session's lease (the full listing, on the first instance) and the failed sessions.
+    Stops early on a failure or a heartbeat lag past lease/4. Returns (oldest renewal
+    age seen in s, failed, renewal failures, running at the last listing, listings)."""
     worst_age, failed, renew_failures, running, listed = 0.0, 0, 0.0, 0, 0
     next_list = t0 + list_every_s
     while True:
         now = time.monotonic()
         done = now - t0 >= hold_s
-        if done or now >= next_list:
+        sampled = [await _metrics(u, (_RENEW_FAILURES, _RUNNERS)) for u in urls]
+        renew_failures = sum(m[_RENEW_FAILURES] for m in sampled)
+        runners = round(sum(m[_RUNNERS] for m in sampled))
+        if done or now >= next_list or runners < level:
             running, age = await _running_lag(urls[0])
             worst_age, listed = max(worst_age, age), listed + 1
+            failed = await _failed(urls[0])
             next_list = time.monotonic() + list_every_s
-        failed = await _failed(urls[0])
-        renew_failures = sum(
-            [await _metric(u, "ticktape_lease_renew_failures_total") for u in urls]
-        )
+        if runners < level and not failed:
+            print(f"{level - runners} of {level} sessions have no runner", flush=True)
+            failed = level - runners
         if done or failed or renew_failures or worst_age - HEARTBEAT_S > LEASE_S / 4:
             return worst_age, failed, renew_failures, running, listed
         await asyncio.sleep(min(SAMPLE_S, max(0.0, t0 + hold_s - time.monotonic())))
@@ -338,10 +364,10 @@ async def _hold(
 
 def _polls(list_every_s: float) -> str:
     return (
-        f"every {SAMPLE_S:g} s: GET /api/sessions?status=failed&limit=500 and every "
-        f"instance's /metrics (renewal failures); every {list_every_s:g} s and at the end "
-        "of each hold: GET /api/sessions?status=running (all pages: every running "
-        "session's lease)"
+        f"every {SAMPLE_S:g} s: each instance's /metrics (renewal failures, live runners: "
+        f"their sum must equal the level); every {list_every_s:g} s, at the end of each hold "
+        "and when runners are missing: GET /api/sessions?status=running (all pages: every "
+        "running session's lease) and GET /api/sessions?status=failed"
     )
 
 
@@ -402,7 +428,7 @@ async def ramp(
         last = level >= most
         hold = final_hold_s if last and final_hold_s is not None else hold_s
         worst_age, failed, renew_failures, running, listed = await _hold(
-            urls, hold, list_every_s, t0
+            urls, level, hold, list_every_s, t0
         )
         worst_lag = max(0.0, worst_age - HEARTBEAT_S)
         elapsed = time.monotonic() - t0
