@@ -148,6 +148,8 @@ def child_ingest(
     seconds: float,
     idle_s: float,
     check_owners: bool,
+    send_every_s: float = FLUSH_S,
+    warm_up_s: float = 5.0,
 ) -> dict[str, Any]:
     import asyncio
 
@@ -188,6 +190,7 @@ def child_ingest(
     tables = [f"{prefix}trades", f"{prefix}orderbook"]
     log_table = f"{prefix}session_log"
     stored = [0] * senders
+    blocks = max(1, round(send_every_s / FLUSH_S))
     checked = [0] * senders
     stop = threading.Event()
     errors: list[str] = []
@@ -209,14 +212,15 @@ def child_ingest(
                 while not stop.is_set():
                     if check_owners:
                         checked[k] += len(pg.execute(owners, ids).fetchall())
-                    batches = [b for f in groups[k] for b in f.next_block()]
+                    # one block per flush interval: a slower pace sends more per request
+                    batches = [b for f in groups[k] for _ in range(blocks) for b in f.next_block()]
                     trades, books = _split(batches)
                     tenures = {b.session_id: 1 for b in batches}
                     serialise_frame(s, tables[0], trades_frame(trades, tenures))
                     serialise_frame(s, tables[1], book_frame(books, tenures))
                     s.flush()
                     stored[k] += sum(len(b) for b in batches)
-                    due += FLUSH_S
+                    due += send_every_s
                     stop.wait(max(0.0, due - time.monotonic()))
         except Exception as exc:  # reported, and the run counts as failed
             errors.append(f"sender {k}: {exc!r}")
@@ -224,7 +228,7 @@ def child_ingest(
     threads = [threading.Thread(target=sender, args=(k,)) for k in range(senders)]
     for t in threads:
         t.start()
-    time.sleep(min(5.0, seconds / 4))  # warm-up: tables' first partitions, JIT
+    time.sleep(warm_up_s)  # the tables' first partitions, the JIT
     cpu0, txn0, ticks0, t0 = (
         _jvm_cpu_s(pid),
         _wal_txns(address.conninfo, tables),
@@ -245,7 +249,7 @@ def child_ingest(
     # PG round trips after idle: the wake-up a renewal pays when the server had nothing to do
     waits = []
     with psycopg.connect(address.conninfo, autocommit=True) as conn:
-        for _ in range(5):
+        for _ in range(3):
             time.sleep(idle_s)
             q0 = time.perf_counter()
             conn.execute("SELECT 1").fetchall()
@@ -292,6 +296,13 @@ def main() -> None:
         action="store_true",
         help="ingest: before each send, the ownership query for its sessions (as the store)",
     )
+    parser.add_argument(
+        "--send-every-s",
+        type=float,
+        default=FLUSH_S,
+        help="ingest: seconds between a sender's requests (the store's send spacing)",
+    )
+    parser.add_argument("--warm-up-s", type=float, default=5.0, help="ingest: before measuring")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode == "frames":
@@ -308,6 +319,7 @@ def main() -> None:
             *("--senders", str(args.senders), "--sessions", str(args.sessions)),
             *("--seconds", str(args.seconds), "--idle-s", str(args.idle_s)),
             *(["--check-owners"] if args.check_owners else []),
+            *("--send-every-s", str(args.send_every_s), "--warm-up-s", str(args.warm_up_s)),
         ]
         if args.child:
             got = child_ingest(
@@ -318,6 +330,8 @@ def main() -> None:
                 args.seconds,
                 args.idle_s,
                 args.check_owners,
+                args.send_every_s,
+                args.warm_up_s,
             )
             print(json.dumps(got))
             return
