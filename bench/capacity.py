@@ -354,9 +354,10 @@ async def _hold(
             worst_age, listed = max(worst_age, age), listed + 1
             failed = await _failed(urls[0])
             next_list = time.monotonic() + list_every_s
-        if runners < level and not failed:
-            print(f"{level - runners} of {level} sessions have no runner", flush=True)
-            failed = level - runners
+        if runners < level and not failed and running < level:
+            # not failed, not running either (stopping, or reaped but not yet failed)
+            print(f"{level - running} of {level} sessions are not running", flush=True)
+            failed = level - running
         if done or failed or renew_failures or worst_age - HEARTBEAT_S > LEASE_S / 4:
             return worst_age, failed, renew_failures, running, listed
         await asyncio.sleep(min(SAMPLE_S, max(0.0, t0 + hold_s - time.monotonic())))
