@@ -372,13 +372,17 @@ def _polls(list_every_s: float) -> str:
     )
 
 
-async def _add(urls: list[str], count: int, clients: int, offset: int) -> list[float]:
-    """Start ``count`` sessions round-robin over ``urls``; each start's latency (ms)."""
+async def _add(
+    urls: list[str], count: int, clients: int, offset: int
+) -> tuple[list[float], list[str]]:
+    """Start ``count`` sessions round-robin over ``urls``: each start's latency (ms), and
+    the refusals (status and body), after which no more starts are tried."""
     latencies: list[float] = []
+    refused: list[str] = []
     queue = list(range(offset, offset + count))
 
     async def client(k: int) -> None:
-        while queue:
+        while queue and not refused:
             n = queue.pop()
             conn = _connect(urls[n % len(urls)])  # new each time: a slow level idles them
             t0 = time.perf_counter()
@@ -387,10 +391,10 @@ async def _add(urls: list[str], count: int, clients: int, offset: int) -> list[f
             if conn.writer is not None:
                 conn.writer.close()
             if status != 201:
-                raise SystemExit(f"start: {status} {body[:200]!r}")
+                refused.append(f"{status} {body[:300]!r}")
 
     await asyncio.gather(*(client(k) for k in range(clients)))
-    return latencies
+    return latencies, refused
 
 
 async def ramp(
@@ -412,9 +416,18 @@ async def ramp(
     level = 0
     while level < most:
         add = min(step, most - level)
-        starts = await _add(urls, add, clients, level)
+        starts, refused = await _add(urls, add, clients, level)
         level += add
         start_p95 = percentile(starts, 95)
+        if refused:  # the level never formed: say why, while the servers still run
+            stopped_by = f"at {level} sessions: a start was refused: {refused[0]}"
+            try:
+                failed = await _failed(urls[0])
+            except SystemExit:  # the listing refused too (the store is failing)
+                failed = -1
+            print(f"ramp {stopped_by} ({len(starts)} starts tried, {failed} failed)", flush=True)
+            levels.append({"sessions": level, "start_refused": refused[0], "failed": failed})
+            break
         before = [_proc(pid) for pid in pids]
         jvm0 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
         txn0 = _wal_txns(servers[0].store_url)
