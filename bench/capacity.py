@@ -18,15 +18,21 @@ store and phase and, last, one JSON line with all figures.
 ``--mode ramp`` starts ``--instances`` ``ticktape serve`` processes on one store at
 the default timing (heartbeat 2 s, lease 10 s) and adds ``--step`` sessions (sim, 1
 symbol, default rate: trades and order books), spread over the instances through the
-API (``--clients`` at a time), then holds each level ``--hold-s`` seconds, sampling
-every 2 s: failed sessions (``owner_lost`` and any other), lease-renewal failures
-(``/metrics``), the oldest renewal's age (how long ago the oldest running session's
-lease was renewed: ``lease_s`` minus what is left of its lease) and the heartbeat lag
+API (``--clients`` at a time), then holds each level ``--hold-s`` seconds (the last,
+``--max``, ``--final-hold-s`` if given: a 10-minute hold at the top without 10 minutes
+per level), checking every 2 s each instance's ``/metrics``: lease-renewal failures and
+live runners (their sum must equal the level: a failed session, ``owner_lost`` or any
+other, has none); and every ``--list-every-s`` (10 s), at the end of the hold and as soon
+as runners are missing, the failed sessions (with their reasons) and every running
+session's lease (the full listing, which costs the first instance CPU per session and
+QuestDB a scan of the log): the oldest renewal's age (how long ago the oldest running
+session's lease was renewed: ``lease_s`` minus what is left of its lease) and the heartbeat lag
 (that age minus the heartbeat interval: how late the renewal round is; until stop 11
 the age itself was called the lag, which counted the interval as lateness), each instance's RSS and
 CPU, the store's write rate (ticks stored per second, all instances) beside what the
 feeds produced, and the servers' CPU-seconds per session-second and per stored tick
-(robust on a shared, noisy machine: what one free core would hold follows). It stops
+(robust on a shared, noisy machine: what one free core would hold follows), and this
+benchmark's own CPU (``bench_cpu_pct``), which shares the cores. It stops
 at the first level that breaks a limit — a failed session or renewal failure, start
 p95 > 100 ms, heartbeat lag > lease/4 — or at ``--max``, and says which.
 
@@ -34,6 +40,10 @@ p95 > 100 ms, heartbeat lag > lease/4 — or at ``--max``, and says which.
         --step 100 --max 1000 --hold-s 60
     .venv/bin/python bench/capacity.py --mode ramp --stores questdb --questdb-url URL \
         --instances 3 --step 300 --max 3000 --hold-s 60
+
+``--code LABEL=SRC`` (repeatable) also ramps servers that run another tree's
+``ticktape`` (PYTHONPATH=SRC, e.g. main's ``git archive``): one ramp per code on fresh
+servers and tables of the same store, alternated ``--rounds`` times.
 
 The issue asks each level held 10 minutes (``--hold-s 600``); shorter holds are
 marked as such in the JSON line.
@@ -183,6 +193,11 @@ async def reads(url: str, ids: list[str], requests: int) -> dict[str, Any]:
 LEASE_S = 10.0
 HEARTBEAT_S = 2.0
 SAMPLE_S = 2.0
+# The full listing of the running sessions serialises every session on the first
+# instance (at 1,000 sessions every 2 s it was about 8 % of that instance's CPU) and
+# costs QuestDB a scan of the session log, as does the listing of failed sessions:
+# they run this often (``--list-every-s``), the instances' /metrics every SAMPLE_S.
+LIST_EVERY_S = 10.0
 RAMP_ENV = {
     "TICKTAPE_LOG_LEVEL": "warning",
     "TICKTAPE_HEARTBEAT_S": str(HEARTBEAT_S),
@@ -297,13 +312,77 @@ async def _failed(url: str) -> int:
     return len(failed)
 
 
-async def _add(urls: list[str], count: int, clients: int, offset: int) -> list[float]:
-    """Start ``count`` sessions round-robin over ``urls``; each start's latency (ms)."""
+async def _metrics(url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Sums of some of an instance's metrics, from one ``/metrics`` request."""
+    status, body = await _get(url, "/metrics")
+    if status != 200:
+        raise SystemExit(f"/metrics: {status}")
+    totals = dict.fromkeys(names, 0.0)
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+_RENEW_FAILURES = "ticktape_lease_renew_failures_total"
+_RUNNERS = "ticktape_local_runners"
+
+
+async def _hold(
+    urls: list[str], level: int, hold_s: float, list_every_s: float, t0: float
+) -> tuple[float, int, float, int, int]:
+    """Hold a level for ``hold_s`` from ``t0``. Every ``SAMPLE_S``, one ``/metrics`` of each
+    instance: its renewal failures and its live runners — their sum must stay ``level``
+    (a session that failed, for any reason, has no runner left); no store query. Every
+    ``list_every_s``, at the end, and as soon as runners are missing: every running
+    session's lease (the full listing, on the first instance) and the failed sessions.
+    Stops early on a failure or a heartbeat lag past lease/4. Returns (oldest renewal
+    age seen in s, failed, renewal failures, running at the last listing, listings)."""
+    worst_age, failed, renew_failures, running, listed = 0.0, 0, 0.0, 0, 0
+    next_list = t0 + list_every_s
+    while True:
+        now = time.monotonic()
+        done = now - t0 >= hold_s
+        sampled = [await _metrics(u, (_RENEW_FAILURES, _RUNNERS)) for u in urls]
+        renew_failures = sum(m[_RENEW_FAILURES] for m in sampled)
+        runners = round(sum(m[_RUNNERS] for m in sampled))
+        if done or now >= next_list or runners < level:
+            running, age = await _running_lag(urls[0])
+            worst_age, listed = max(worst_age, age), listed + 1
+            failed = await _failed(urls[0])
+            next_list = time.monotonic() + list_every_s
+        if runners < level and not failed and running < level:
+            # not failed, not running either (stopping, or reaped but not yet failed)
+            print(f"{level - running} of {level} sessions are not running", flush=True)
+            failed = level - running
+        if done or failed or renew_failures or worst_age - HEARTBEAT_S > LEASE_S / 4:
+            return worst_age, failed, renew_failures, running, listed
+        await asyncio.sleep(min(SAMPLE_S, max(0.0, t0 + hold_s - time.monotonic())))
+
+
+def _polls(list_every_s: float) -> str:
+    return (
+        f"every {SAMPLE_S:g} s: each instance's /metrics (renewal failures, live runners: "
+        f"their sum must equal the level); every {list_every_s:g} s, at the end of each hold "
+        "and when runners are missing: GET /api/sessions?status=running (all pages: every "
+        "running session's lease) and GET /api/sessions?status=failed"
+    )
+
+
+async def _add(
+    urls: list[str], count: int, clients: int, offset: int
+) -> tuple[list[float], list[str]]:
+    """Start ``count`` sessions round-robin over ``urls``: each start's latency (ms), and
+    the refusals (status and body), after which no more starts are tried."""
     latencies: list[float] = []
+    refused: list[str] = []
     queue = list(range(offset, offset + count))
 
     async def client(k: int) -> None:
-        while queue:
+        while queue and not refused:
             n = queue.pop()
             conn = _connect(urls[n % len(urls)])  # new each time: a slow level idles them
             t0 = time.perf_counter()
@@ -312,10 +391,10 @@ async def _add(urls: list[str], count: int, clients: int, offset: int) -> list[f
             if conn.writer is not None:
                 conn.writer.close()
             if status != 201:
-                raise SystemExit(f"start: {status} {body[:200]!r}")
+                refused.append(f"{status} {body[:300]!r}")
 
     await asyncio.gather(*(client(k) for k in range(clients)))
-    return latencies
+    return latencies, refused
 
 
 async def ramp(
@@ -326,6 +405,8 @@ async def ramp(
     clients: int,
     start_p95_limit_ms: float = 100.0,
     jvm_pid: int | None = None,
+    final_hold_s: float | None = None,
+    list_every_s: float = LIST_EVERY_S,
 ) -> dict[str, Any]:
     urls = [s.url for s in servers]
     pids = [s.proc.pid for s in servers if s.proc is not None]
@@ -335,9 +416,18 @@ async def ramp(
     level = 0
     while level < most:
         add = min(step, most - level)
-        starts = await _add(urls, add, clients, level)
+        starts, refused = await _add(urls, add, clients, level)
         level += add
         start_p95 = percentile(starts, 95)
+        if refused:  # the level never formed: say why, while the servers still run
+            stopped_by = f"at {level} sessions: a start was refused: {refused[0]}"
+            try:
+                failed = await _failed(urls[0])
+            except SystemExit:  # the listing refused too (the store is failing)
+                failed = -1
+            print(f"ramp {stopped_by} ({len(starts)} starts tried, {failed} failed)", flush=True)
+            levels.append({"sessions": level, "start_refused": refused[0], "failed": failed})
+            break
         before = [_proc(pid) for pid in pids]
         jvm0 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
         txn0 = _wal_txns(servers[0].store_url)
@@ -348,20 +438,15 @@ async def ramp(
         # The oldest renewal's age includes the heartbeat interval itself (a renewal
         # due every 2 s is up to 2 s old when on time); the heartbeat's *lag* is how
         # far past that it is: age - interval. Both are reported.
-        worst_age, failed, renew_failures, running = 0.0, 0, 0.0, 0
-        worst_lag = 0.0
-        while time.monotonic() - t0 < hold_s:
-            await asyncio.sleep(SAMPLE_S)
-            running, age = await _running_lag(urls[0])
-            worst_age = max(worst_age, age)
-            worst_lag = max(0.0, worst_age - HEARTBEAT_S)
-            failed = await _failed(urls[0])
-            renew_failures = sum(
-                [await _metric(u, "ticktape_lease_renew_failures_total") for u in urls]
-            )
-            if failed or renew_failures or worst_lag > LEASE_S / 4:
-                break
+        bench0 = time.process_time()
+        last = level >= most
+        hold = final_hold_s if last and final_hold_s is not None else hold_s
+        worst_age, failed, renew_failures, running, listed = await _hold(
+            urls, level, hold, list_every_s, t0
+        )
+        worst_lag = max(0.0, worst_age - HEARTBEAT_S)
         elapsed = time.monotonic() - t0
+        bench_s = time.process_time() - bench0
         ticks1 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
         fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
@@ -381,6 +466,7 @@ async def ramp(
             "heartbeat_lag_max_s": round(max(0.0, worst_age - HEARTBEAT_S), 2),
             "failed": failed,
             "renew_failures": renew_failures,
+            "running_lists": listed,  # full listings of the running sessions during the hold
             "ticks_per_s": round(stored / max(elapsed, 0.001)),
             "fed_per_s": round((fed1 - fed0) / max(elapsed, 0.001)),  # what the feeds produced
             # CPU of the server processes (all instances), robust on a shared machine:
@@ -404,6 +490,8 @@ async def ramp(
                 round(100 * (a[1] - b[1]) / max(elapsed, 0.001))
                 for a, b in zip(after, before, strict=True)
             ],
+            # this benchmark's own CPU (its polling and sampling) on the same cores
+            "bench_cpu_pct": round(100 * bench_s / max(elapsed, 0.001), 1),
         }
         if txn1:
             row["wal_txn_per_s"] = round((txn1 - txn0) / max(elapsed, 0.001), 1)
@@ -439,12 +527,53 @@ async def ramp(
         "held": held,
         "stopped_by": stopped_by,
         "hold_s": hold_s,
+        "final_hold_s": final_hold_s,
         "start_p95_limit_ms": start_p95_limit_ms,
+        "polls": _polls(list_every_s),
         "levels": levels,
     }
 
 
+def _ramp_once(args: argparse.Namespace, name: str, tmp: str, src: str | None) -> dict[str, Any]:
+    """One ramp on fresh servers (``src``: serve another tree's ``ticktape``)."""
+    store_url = store_url_for(name, Path(tmp), args.questdb_url)
+    if name == "sqlite":
+        store_url = f"sqlite:///{tmp}/bench-ramp-{uuid.uuid4().hex[:8]}.db"
+    elif name == "questdb":
+        # tables of their own: a previous run's sessions, their servers gone, would
+        # be reaped as owner_lost by this run's instances and counted as its failures
+        sep = "&" if "?" in store_url else "?"
+        store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
+    env = dict(RAMP_ENV)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    servers = [ServerProcess(store_url, Path(tmp), env=env) for _ in range(args.instances)]
+    try:
+        for server in servers:
+            server.start()
+        return asyncio.run(
+            ramp(
+                servers,
+                args.step,
+                args.max,
+                args.hold_s,
+                args.clients,
+                args.start_p95_limit_ms,
+                args.questdb_pid,
+                args.final_hold_s,
+                args.list_every_s,
+            )
+        )
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def main_ramp(args: argparse.Namespace) -> None:
+    codes: list[tuple[str, str | None]] = [("this", None)]
+    for item in args.code:
+        label, _, src = item.partition("=")
+        codes.append((label, str(Path(src).resolve())))
     results: dict[str, Any] = {}
     kept = contextlib.nullcontext(args.dir) if args.dir else None
     with kept or tempfile.TemporaryDirectory() as tmp:
@@ -452,40 +581,20 @@ def main_ramp(args: argparse.Namespace) -> None:
             Path(tmp).mkdir(parents=True, exist_ok=True)
             print(f"store and server logs kept in {tmp}", flush=True)
         for name in args.stores.split(","):
-            store_url = store_url_for(name, Path(tmp), args.questdb_url)
-            if name == "sqlite":
-                store_url = f"sqlite:///{tmp}/bench-ramp.db"
-            elif name == "questdb":
-                # tables of their own: a previous run's sessions, their servers gone, would
-                # be reaped as owner_lost by this run's instances and counted as its failures
-                sep = "&" if "?" in store_url else "?"
-                store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
-            servers = [
-                ServerProcess(store_url, Path(tmp), env=RAMP_ENV) for _ in range(args.instances)
-            ]
-            try:
-                for server in servers:
-                    server.start()
-                got = asyncio.run(
-                    ramp(
-                        servers,
-                        args.step,
-                        args.max,
-                        args.hold_s,
-                        args.clients,
-                        args.start_p95_limit_ms,
-                        args.questdb_pid,
+            # with --code, the codes' ramps alternate, round after round, on one store
+            for r in range(args.rounds):
+                for label, src in codes:
+                    got = _ramp_once(args, name, tmp, src)
+                    print(
+                        f"{name:8s} {label} round {r + 1}, {args.instances} instance(s): "
+                        f"held {got['held']} sessions; stopped {got['stopped_by']}",
+                        flush=True,
                     )
-                )
-                print(
-                    f"{name:8s} {args.instances} instance(s): held {got['held']} sessions; "
-                    f"stopped {got['stopped_by']}",
-                    flush=True,
-                )
-                results[name] = {"instances": args.instances, **got}
-            finally:
-                for server in servers:
-                    server.stop()
+                    entry = {"instances": args.instances, "code": label, "round": r + 1, **got}
+                    if len(codes) == 1 and args.rounds == 1:
+                        results[name] = entry
+                    else:
+                        results.setdefault(name, []).append(entry)
     print(json.dumps({"benchmark": "capacity-ramp", "results": results}))
 
 
@@ -496,6 +605,27 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=100, help="ramp: sessions added per level")
     parser.add_argument("--max", type=int, default=1000, help="ramp: the last level")
     parser.add_argument("--hold-s", type=float, default=600.0, help="ramp: seconds per level")
+    parser.add_argument(
+        "--final-hold-s",
+        type=float,
+        default=None,
+        help="ramp: seconds to hold the --max level (default: --hold-s), e.g. 600 there only",
+    )
+    parser.add_argument(
+        "--list-every-s",
+        type=float,
+        default=LIST_EVERY_S,
+        help="ramp: seconds between full listings of the running sessions (their leases)",
+    )
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=SRC",
+        help="ramp: also ramp servers running the ticktape in SRC (a checkout's src/, via "
+        "PYTHONPATH); the codes' ramps alternate on one store, --rounds times",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="ramp: ramps per code")
     parser.add_argument("--clients", type=int, default=1, help="ramp: concurrent starts")
     parser.add_argument(
         "--start-p95-limit-ms",

@@ -35,8 +35,11 @@ EXPORTS = {
         "QuestDBStore",
         "QuestDBTickStore",
         "READ_CONNECTIONS",
+        "book_frame",
+        "serialise_frame",
         "sql_inline",
         "sql_literal",
+        "trades_frame",
     ],
     "ticktape.feeds.binance": [
         "REST_URL",

@@ -15,6 +15,8 @@ Public face:
   ``QuestDBStore.on_connect``);
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
   to a ticktape store error;
+- :func:`trades_frame`, :func:`book_frame` and :func:`serialise_frame`, how a grouped
+  tick write becomes ILP rows (measured on their own by ``bench/ticksend.py``);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -30,7 +32,12 @@ from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
 from ticktape.store.questdb._sessions import QuestDBSessionStore, QuestDBStore
-from ticktape.store.questdb._ticks import QuestDBTickStore
+from ticktape.store.questdb._ticks import (
+    QuestDBTickStore,
+    book_frame,
+    serialise_frame,
+    trades_frame,
+)
 
 __all__ = [
     "DRIVER_ERRORS",
@@ -40,6 +47,9 @@ __all__ = [
     "QuestDBSessionStore",
     "QuestDBStore",
     "QuestDBTickStore",
+    "book_frame",
+    "serialise_frame",
     "sql_inline",
     "sql_literal",
+    "trades_frame",
 ]

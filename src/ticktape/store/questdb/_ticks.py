@@ -81,11 +81,14 @@ log = logging.getLogger(__name__)
 VISIBILITY_POLL_S = 0.005  # first poll interval of wal_tables(); doubles up to 100 ms
 MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
 # While writers are concurrent (the last group carried more than one write), a send
-# starts at least this long after the previous one started: every session's flush of
-# one flush interval (config.FLUSH_INTERVAL_S) then goes in one ILP request, one WAL
-# transaction per table. QuestDB's CPU follows the number of transactions more than
-# their rows (docs/benchmarks.md, qtick7); a lone writer is never held back.
-SEND_SPACING_S = 0.25
+# starts at least this long after the previous one started: every session's flushes of
+# two flush intervals (config.FLUSH_INTERVAL_S) then go in one ILP request, one WAL
+# transaction per table. QuestDB's CPU follows the number of transactions far more than
+# their rows: at 3 senders of 1,000 sessions each, one request per 0.25 s cost the JVM
+# ~6.4 µs per tick, per 0.5 s ~4.6, per 1 s ~3.5 (docs/benchmarks.md, qcost8). A write
+# waits for its group at most this long, a stop's drain so much longer; a lone writer
+# is never held back.
+SEND_SPACING_S = 0.5
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -207,6 +210,18 @@ def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFram
     )
 
 
+def serialise_frame(target: Any, table: str, frame: pd.DataFrame) -> None:
+    """Add ``frame`` (from :func:`trades_frame` or :func:`book_frame`) to ``target``'s ILP
+    buffer as rows of ``table``: a ``Sender``, or a client ``Buffer`` (``bench/ticksend.py``
+    measures the serialisation without a server)."""
+    target.dataframe(
+        frame,
+        table_name=table,
+        symbols=["session_id", "symbol", *(["side"] if "side" in frame.columns else [])],
+        at="ts",
+    )
+
+
 @dataclass
 class _WalRead(Waiting[dict[str, tuple[int, int, bool]]]):
     """One caller's wait for the tick tables' WAL state (``_wal_state``)."""
@@ -323,16 +338,7 @@ class QuestDBTickStore(TickStore):
                 self._sender = sender
             try:
                 for table, frame in frames:
-                    self._sender.dataframe(
-                        frame,
-                        table_name=table,
-                        symbols=[
-                            "session_id",
-                            "symbol",
-                            *(["side"] if "side" in frame.columns else []),
-                        ],
-                        at="ts",
-                    )
+                    serialise_frame(self._sender, table, frame)
                 self._sender.flush()
             except QuestDBError:
                 # the buffer may hold half a batch: drop the sender, the caller retries all
