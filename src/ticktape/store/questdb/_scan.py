@@ -60,6 +60,9 @@ _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 Query = Callable[[str, tuple[Any, ...] | list[Any], str], Awaitable[list[tuple[Any, ...]]]]
 #: session id → (owner, own lease expiry) of a non-terminal session
 Leases = dict[str, tuple[str | None, datetime | None]]
+#: What the reconciler's scan reads of each session (``Leases``); ``id``, ``status`` and
+#: ``owner`` are in every column list the set is kept with.
+LEASE_COLUMNS = ("id", "owner", "lease_expires_at", "status", "ts")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -67,23 +70,32 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class ActiveSessions:
-    """The ids, owners and own leases of the non-terminal sessions (see the module doc).
+    """The newest rows of the non-terminal sessions, in ``columns`` (see the module doc).
 
-    ``overlap_s`` and ``full_every_s`` default to the constants above; a test shrinks
-    them to show what each one covers. ``full_reads`` and ``window_reads`` count the
-    reads of each kind (a test checks which one a scan did)."""
+    The reconciler keeps the ids, owners and own leases (:data:`LEASE_COLUMNS`,
+    :meth:`leases`); an instance's heartbeat keeps whole rows, to list the sessions it
+    owns (``QuestDBSessionStore.renew_instance``). ``overlap_s`` and ``full_every_s``
+    default to the constants above; a test shrinks them to show what each one covers.
+    ``full_reads`` and ``window_reads`` count the reads of each kind (a test checks which
+    one a scan did)."""
 
     def __init__(
         self,
         query: Query,
         *,
+        columns: tuple[str, ...] = LEASE_COLUMNS,
         overlap_s: float = LEASE_SCAN_OVERLAP_S,
         full_every_s: float = LEASE_SCAN_FULL_EVERY_S,
     ) -> None:
+        """``query`` runs the reads, unless :meth:`rows` is given one of its own."""
+        self._default_query = query
         self._query = query
+        self._columns = ", ".join(columns)
+        self._id = columns.index("id")
+        self._status = columns.index("status")
         self.overlap = timedelta(seconds=overlap_s)
         self.full_every_s = full_every_s
-        self._known: Leases = {}
+        self._known: dict[str, tuple[Any, ...]] = {}
         self._bound: datetime | None = None  # None: read the whole log next
         self._below = 0  # rows at or before the bound when it was set
         self._full_at = 0.0
@@ -91,9 +103,16 @@ class ActiveSessions:
         self.full_reads = 0
         self.window_reads = 0
 
-    async def read(self) -> Leases:
-        """Every non-terminal session's (owner, own lease), as of this read."""
+    async def leases(self) -> Leases:
+        """Every non-terminal session's (owner, own lease), as of this read (kept with
+        :data:`LEASE_COLUMNS`)."""
+        return {sid: (row[1], _utc(row[2])) for sid, row in (await self.rows()).items()}
+
+    async def rows(self, query: Query | None = None) -> dict[str, tuple[Any, ...]]:
+        """Every non-terminal session's newest row (its ``columns``), as of this read;
+        ``query`` runs this read's queries (a connection the caller holds)."""
         async with self._lock:
+            self._query = query or self._default_query
             bound = self._bound  # this scan's window starts here, even if the bound moves
             due = time.monotonic() - self._full_at >= self.full_every_s
             moved = None if bound is None or due else await self._checked_bound(bound)
@@ -137,27 +156,26 @@ class ActiveSessions:
         bound = max(await self._newest() - self.overlap, _BEGINNING)
         below = await self._count_to(bound)  # before the read: a row landing after it shows
         rows = await self._query(
-            "SELECT id, owner, lease_expires_at FROM (SELECT id, owner, lease_expires_at, "
-            "status, ts FROM tt_session_log LATEST ON ts PARTITION BY id) "
-            f"WHERE status IN {_ACTIVE!r}",
+            f"SELECT * FROM (SELECT {self._columns} FROM tt_session_log LATEST ON ts "
+            f"PARTITION BY id) WHERE status IN {_ACTIVE!r}",
             (),
             "scan leases",
         )
-        self._known = {str(sid): (owner, _utc(lease)) for sid, owner, lease in rows}
+        self._known = {str(row[self._id]): row for row in rows}
         self._bound, self._below = bound, below
         self.full_reads += 1
 
     async def _read_window(self, bound: datetime) -> None:
         """The rows past ``bound`` (checked: nothing landed before it unread)."""
         rows = await self._query(
-            "SELECT id, owner, lease_expires_at, status FROM tt_session_log "
-            "WHERE ts > %s LATEST ON ts PARTITION BY id",
+            f"SELECT {self._columns} FROM tt_session_log WHERE ts > %s "
+            "LATEST ON ts PARTITION BY id",
             (bound,),
             "scan leases",
         )
-        for sid, owner, lease, status in rows:
-            if str(status) in _ACTIVE:
-                self._known[str(sid)] = (owner, _utc(lease))
+        for row in rows:
+            if str(row[self._status]) in _ACTIVE:
+                self._known[str(row[self._id])] = row
             else:
-                self._known.pop(str(sid), None)
+                self._known.pop(str(row[self._id]), None)
         self.window_reads += 1
