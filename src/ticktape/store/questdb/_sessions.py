@@ -382,8 +382,9 @@ class QuestDBSessionStore(SessionStore):
     renewals share, :class:`_NewestRows`) — a test counts the queries a heartbeat
     costs (tests/integration/test_questdb_store.py). The product never sets it.
     :attr:`active_sessions` is what :meth:`scan_leases` reads the active sessions
-    through (``_scan.ActiveSessions``): a test reads its counts of full and window
-    reads and may shrink its overlap.
+    through (``_scan.ActiveSessions``), :attr:`heartbeat_sessions` what
+    :meth:`renew_instance` lists an instance's sessions from: a test reads their counts
+    of full and window reads and may shrink their overlap.
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
@@ -400,7 +401,7 @@ class QuestDBSessionStore(SessionStore):
         self.active_sessions = ActiveSessions(self._query)
         # the whole newest rows of the active sessions, kept by the heartbeat's reads on
         # its own connection (renew_instance), with each one parsed while it is unchanged
-        self._owned = ActiveSessions(self._query, columns=_COLUMNS)
+        self.heartbeat_sessions = ActiveSessions(self._query, columns=_COLUMNS)
         self._owned_parsed: dict[str, tuple[tuple[Any, ...], _Row]] = {}
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
@@ -625,7 +626,7 @@ class QuestDBSessionStore(SessionStore):
             return Purged()
         freed = Purged()
         self.active_sessions.forget()  # a dropped partition changes the rows it counts
-        self._owned.forget()
+        self.heartbeat_sessions.forget()
         for table, column, kind in _RECLAIMED_TABLES:
             for name, rows_in, disk in await self._droppable(table, column, purged, ended_before):
                 await self._drop_partition(table, name)
@@ -1004,7 +1005,7 @@ class QuestDBSessionStore(SessionStore):
                 cur = await conn.execute(self._db.prefixed(sql), params)
                 return await cur.fetchall()
 
-            active = await self._owned.rows(on_lease_connection)
+            active = await self.heartbeat_sessions.rows(on_lease_connection)
         mine = {owner: (lease_expires_at, dict(progress))}
         return [r.session for r in self._view(self._parsed_owned(active, owner), mine)]
 
