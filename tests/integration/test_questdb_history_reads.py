@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from tests.conftest import Run, _drop_tables, isolated_questdb_url
-from ticktape.domain import SessionStatus, Stats, utcnow
+from ticktape.domain import ACTIVE_STATUSES, SessionStatus, Stats, utcnow
 from ticktape.store import RetryingStore, open_store
+from ticktape.store.base import SessionQuery
 from ticktape.store.questdb import QuestDBAddress, QuestDBSessionStore
 
 pytestmark = pytest.mark.questdb
@@ -191,3 +192,34 @@ def test_a_key_row_whose_session_was_never_committed_is_ignored(
     assert created.id == draft.id
     again = run(qdb.sessions.create_session(make_session(idempotency_key="orphan-key"), actor="t"))
     assert again == created
+
+
+def test_the_count_of_active_sessions_follows_every_change_between_counts(
+    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    now = utcnow()
+    sessions = _inner(qdb)
+    sessions.active_sessions.overlap = timedelta(0)  # every later count reads a window
+    active = SessionQuery(statuses=ACTIVE_STATUSES, include_deleted=True)
+    a, b = (make_session(created_at=utcnow()) for _ in range(2))
+    late = make_session(created_at=now - timedelta(hours=1))  # a commit that lagged its ts
+
+    async def scenario() -> list[int]:
+        counts = [await qdb.sessions.count_sessions(active)]
+        for s in (a, b):
+            await qdb.sessions.create_session(s, actor="t")
+        counts.append(await qdb.sessions.count_sessions(active))
+        await qdb.sessions.transition(
+            a.id,
+            expected_version=a.version,
+            to_status=SessionStatus.FAILED,
+            actor="t",
+            reason="error",
+        )
+        counts.append(await qdb.sessions.count_sessions(active))
+        await qdb.sessions.create_session(late, actor="t")
+        counts.append(await qdb.sessions.count_sessions(active))
+        return counts
+
+    assert run(scenario()) == [0, 2, 1, 2]
+    assert sessions.active_sessions.window_reads >= 2

@@ -30,6 +30,7 @@ from typing import Any
 
 from ticktape.config import DEFAULT_RETRY, QUESTDB_APPEND_ROUNDS, RetryPolicy
 from ticktape.domain import (
+    ACTIVE_STATUSES,
     DataType,
     Session,
     SessionConfig,
@@ -75,7 +76,7 @@ from ticktape.store.questdb._db import (
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._results import QuestDBResultStore
-from ticktape.store.questdb._scan import ActiveSessions
+from ticktape.store.questdb._scan import LEASE_COLUMNS, ActiveSessions
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
@@ -108,6 +109,7 @@ _EVENT_KINDS = "('transition', 'note')"
 _PURGED = "purged"
 _ROW_KIND = _COLUMNS.index("row_kind")
 _OWNER = _COLUMNS.index("owner")
+_LEASE_STATUS = LEASE_COLUMNS.index("status")
 _TERMINAL_SQL = "('stopped', 'completed', 'failed')"
 #: Tables whose partitions :meth:`QuestDBSessionStore.reclaim` may drop, with the column
 #: naming each row's session. The session log comes last: its partitions go only once
@@ -551,6 +553,20 @@ class QuestDBSessionStore(SessionStore):
         return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
 
     async def count_sessions(self, query: SessionQuery) -> int:
+        """Counts the log's newest rows; a count of active statuses alone (the per-store
+        limit every start checks: ``SessionService._active_in_store``) is answered from
+        the active sessions' index (:class:`ActiveSessions`, read within this call), so
+        it does not grow with the history. An active session is never deleted or purged
+        (both need a terminal one), so ``include_deleted`` does not change it."""
+        if (
+            query.statuses
+            and query.statuses <= ACTIVE_STATUSES
+            and query.kind is None
+            and query.symbol is None
+        ):
+            wanted = {s.value for s in query.statuses}
+            active = await self.active_sessions.rows()
+            return sum(1 for row in active.values() if str(row[_LEASE_STATUS]) in wanted)
         clauses, params = _filters(query)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = await self._query(
