@@ -76,7 +76,7 @@ from ticktape.store.questdb._db import (
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._results import QuestDBResultStore
-from ticktape.store.questdb._scan import LEASE_COLUMNS, ActiveSessions
+from ticktape.store.questdb._scan import LEASE_COLUMNS, ActiveSessions, Statement
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
@@ -306,6 +306,17 @@ class _Row:
         )
 
 
+async def _pipeline(
+    db: Connections, conn: Any, statements: list[Statement]
+) -> list[list[tuple[Any, ...]]]:
+    """``statements`` sent together on ``conn`` (one wait for the server and the event
+    loop, not one per statement), run in order; each one's rows."""
+    async with conn.pipeline() as pipeline:
+        cursors = [await conn.execute(db.prefixed(sql), params) for sql, params in statements]
+        await pipeline.sync()
+        return [await cur.fetchall() for cur in cursors]
+
+
 # One JSON string as json.dumps writes it (ASCII only: "...", escapes inside).
 _JSON_STRING_RE = r'"(?:[^"\\]|\\.)*"'
 
@@ -400,10 +411,10 @@ class QuestDBSessionStore(SessionStore):
             retry,
         )
         self._newest = _NewestRows(lambda ids: self._latest_many(ids))
-        self.active_sessions = ActiveSessions(self._query)
+        self.active_sessions = ActiveSessions(self._pipelined)
         # the whole newest rows of the active sessions, kept by the heartbeat's reads on
         # its own connection (renew_instance), with each one parsed while it is unchanged
-        self.heartbeat_sessions = ActiveSessions(self._query, columns=_COLUMNS)
+        self.heartbeat_sessions = ActiveSessions(self._pipelined, columns=_COLUMNS)
         self._owned_parsed: dict[str, tuple[tuple[Any, ...], _Row]] = {}
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
@@ -417,6 +428,17 @@ class QuestDBSessionStore(SessionStore):
             async with self._db.reader(what) as conn:
                 cur = await conn.execute(self._db.prefixed(sql), params)
                 return await cur.fetchall()
+
+        return await self._db.bounded(query(), what)
+
+    async def _pipelined(
+        self, statements: list[Statement], what: str
+    ) -> list[list[tuple[Any, ...]]]:
+        """``statements`` in one round trip on a pooled reader, each one's rows."""
+
+        async def query() -> list[list[tuple[Any, ...]]]:
+            async with self._db.reader(what) as conn:
+                return await _pipeline(self._db, conn, statements)
 
         return await self._db.bounded(query(), what)
 
@@ -1016,10 +1038,9 @@ class QuestDBSessionStore(SessionStore):
             # LATEST ON over the whole log costs O(every session ever stored)
 
             async def on_lease_connection(
-                sql: str, params: tuple[Any, ...] | list[Any], what: str
-            ) -> list[tuple[Any, ...]]:
-                cur = await conn.execute(self._db.prefixed(sql), params)
-                return await cur.fetchall()
+                statements: list[Statement], what: str
+            ) -> list[list[tuple[Any, ...]]]:
+                return await _pipeline(self._db, conn, statements)
 
             active = await self.heartbeat_sessions.rows(on_lease_connection)
         mine = {owner: (lease_expires_at, dict(progress))}
