@@ -1,7 +1,9 @@
 """What a heartbeat and a keyed start cost with a long history: ``renew_instance`` of
 one instance's running sessions, ``create_session`` with a new idempotency key, and
 with a key already used (the replayed request), timed after ``--finished`` ended
-sessions (with keys; on QuestDB appended in bulk by ``append_history``).
+sessions (with keys; on QuestDB appended in bulk by ``append_history``; ``--pause-s``
+after them and again after the running sessions, as in a store whose history is older
+than what runs and whose sessions run for longer than a few heartbeats).
 
 Runs the store code on ``PYTHONPATH``: to compare two trees, run it once with each
 (``PYTHONPATH=/tmp/before/src``), on fresh table prefixes. Prints figures, a JSON
@@ -78,6 +80,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     try:
         started = time.perf_counter()
         await _finished(store, args.finished)
+        await asyncio.sleep(args.pause_s)  # the history is older than the running sessions
         lease = utcnow() + timedelta(hours=1)
         running = [
             await store.sessions.create_session(
@@ -87,6 +90,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         ]
         progress = {s.id: Stats() for s in running}
         filled_s = time.perf_counter() - started
+        await asyncio.sleep(args.pause_s)  # ... and the running sessions older than a heartbeat
         replayed = await store.sessions.create_session(
             draft_session(owner=OWNER, lease_expires_at=lease, idempotency_key="replayed"),
             actor="bench",
@@ -106,7 +110,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             draft = draft_session(owner=OWNER, lease_expires_at=lease, idempotency_key="replayed")
             assert (await store.sessions.create_session(draft, actor="bench")).id == replayed.id
 
-        await renew()  # a store that keeps what it read is timed in its steady state
+        for _ in range(3):  # a store that keeps what it read is timed in its steady state
+            await renew()
         figures = {
             "renew_instance": await _timed(args.rounds, renew),
             "create_new_key": await _timed(args.rounds, create_new_key),
@@ -119,6 +124,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "store": redact_url(args.store),
             "finished": args.finished,
             "sessions": args.sessions,
+            "pause_s": args.pause_s,
             "fill_s": round(filled_s, 1),
             **figures,
         }
@@ -132,4 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--finished", type=int, default=0, help="ended sessions in the history")
     parser.add_argument("--sessions", type=int, default=1000, help="running, one owner")
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument(
+        "--pause-s", type=float, default=0.0, help="wait after the history, before the rest"
+    )
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

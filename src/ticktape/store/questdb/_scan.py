@@ -57,6 +57,11 @@ from typing import Any
 LEASE_SCAN_OVERLAP_S = 10.0
 #: The whole session log is read again at least this often (see the module doc).
 LEASE_SCAN_FULL_EVERY_S = 600.0
+#: The overlap of the index a heartbeat lists its sessions from: each heartbeat reads
+#: the whole rows of the window (every session that changed in the last 2-4 s), so it
+#: is kept short; a row that commits later than this after its timestamp costs a full
+#: read, as above.
+HEARTBEAT_SCAN_OVERLAP_S = 2.0
 _ACTIVE = ("pending", "running", "stopping")
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 

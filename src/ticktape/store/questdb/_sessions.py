@@ -76,7 +76,12 @@ from ticktape.store.questdb._db import (
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._results import QuestDBResultStore
-from ticktape.store.questdb._scan import LEASE_COLUMNS, ActiveSessions, Statement
+from ticktape.store.questdb._scan import (
+    HEARTBEAT_SCAN_OVERLAP_S,
+    LEASE_COLUMNS,
+    ActiveSessions,
+    Statement,
+)
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
@@ -109,6 +114,7 @@ _EVENT_KINDS = "('transition', 'note')"
 _PURGED = "purged"
 _ROW_KIND = _COLUMNS.index("row_kind")
 _OWNER = _COLUMNS.index("owner")
+_ROW_SEQ = _COLUMNS.index("row_seq")
 _LEASE_STATUS = LEASE_COLUMNS.index("status")
 _TERMINAL_SQL = "('stopped', 'completed', 'failed')"
 #: Tables whose partitions :meth:`QuestDBSessionStore.reclaim` may drop, with the column
@@ -414,7 +420,9 @@ class QuestDBSessionStore(SessionStore):
         self.active_sessions = ActiveSessions(self._pipelined)
         # the whole newest rows of the active sessions, kept by the heartbeat's reads on
         # its own connection (renew_instance), with each one parsed while it is unchanged
-        self.heartbeat_sessions = ActiveSessions(self._pipelined, columns=_COLUMNS)
+        self.heartbeat_sessions = ActiveSessions(
+            self._pipelined, columns=_COLUMNS, overlap_s=HEARTBEAT_SCAN_OVERLAP_S
+        )
         self._owned_parsed: dict[str, tuple[tuple[Any, ...], _Row]] = {}
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
@@ -1048,14 +1056,15 @@ class QuestDBSessionStore(SessionStore):
 
     def _parsed_owned(self, active: dict[str, tuple[Any, ...]], owner: str) -> list[_Row]:
         """The rows of ``active`` whose owner is ``owner``, parsed; a row still the same
-        as at the last heartbeat is not parsed again."""
+        as at the last heartbeat (the same ``row_seq``: the log is only appended to) is
+        not parsed again."""
         parsed = self._owned_parsed
         found = []
         for sid, values in active.items():
             if values[_OWNER] != owner:
                 continue
             kept = parsed.get(sid)
-            if kept is None or kept[0] is not values:
+            if kept is None or kept[0][_ROW_SEQ] != values[_ROW_SEQ]:
                 kept = (values, _Row.parse(values))
                 parsed[sid] = kept
             found.append(kept[1])
