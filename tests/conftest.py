@@ -183,6 +183,7 @@ def _drop_tables(url: str) -> None:
             "orderbook",
             "gaps",
             "instances",
+            "session_keys",
             "result_summary",
             "result_orders",
             "result_fills",

@@ -13,14 +13,20 @@ second has to send:
    — and read the committed state: the newest ``row_seq`` of every session in
    the group (``LATEST ON``: it stops at each session's newest row, so its cost
    does not grow with the log's history as an aggregate over the rows would) and
-   the first rows of every idempotency key in it.
+   the sessions of every idempotency key in it (``tt_session_keys``, through its
+   index: a scan of the log's keys grew with the history). Only when a key is found,
+   one more round trip reads that session's first row (an interval search on the
+   log's timestamp).
 2. Keep the appends whose expectation still holds (at most one per session and
    per key: later ones in the group lost the race to the earlier one). If the
    first append is among the losers, ROLLBACK and answer it "lost"; otherwise
    INSERT the other winners (the one-row INSERT per winner, all in the pipeline:
    a multi-row INSERT has over 50 parameters, which psycopg converts anew at every
    call — milliseconds of the event loop while the group holds the table — and
-   QuestDB compiles anew) and COMMIT.
+   QuestDB compiles anew) and COMMIT. The idempotency keys of the winners are
+   committed into ``tt_session_keys`` on a connection of their own just before:
+   a key is never missing for a committed session, and a key row left by a COMMIT
+   that then failed names a first row that does not exist, and is ignored.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
 """
@@ -31,11 +37,13 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from ticktape.config import RetryPolicy
+from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.retry import retry_transient
 from ticktape.store.base import bounded_write
@@ -43,6 +51,9 @@ from ticktape.store.questdb._db import Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 
 MAX_GROUP = 256  # appends sharing one transaction, at most
+_INSERT_KEY = (
+    "INSERT INTO tt_session_keys (idempotency_key, id, first_ts, ts) VALUES (%s, %s, %s, %s)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +78,21 @@ class Append(Waiting[AppendResult]):
     values: tuple[Any, ...]
     expect_row_seq: int | None
     idempotency_key: str | None = None
+    ts: datetime | None = None  # the row's timestamp: with a key, where its first row is
 
 
 class GroupCommitter:
     """Queues appends and commits them in groups; see the module docstring."""
 
     def __init__(
-        self, db: Connections, insert_sql: str, select_sql: str, key_index: int, retry: RetryPolicy
+        self, db: Connections, insert_sql: str, select_sql: str, retry: RetryPolicy
     ) -> None:
-        """``select_sql`` reads whole rows; ``key_index`` is where idempotency_key is in one;
-        ``retry.busy_*`` bound the retry of a "table busy" group."""
+        """``select_sql`` reads whole rows; ``retry.busy_*`` bound the retry of a "table
+        busy" group."""
         self._db = db
         self._retry = retry
         self._insert = insert_sql
         self._select = select_sql
-        self._key_index = key_index
         self._groups: Grouper[Append] = Grouper(
             self._commit_group, lambda queue: MAX_GROUP, "append to session log"
         )
@@ -130,6 +141,9 @@ class GroupCommitter:
                 winners = [
                     op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
                 ]
+                await self._record_keys(
+                    [op for op, a in zip(group, answers, strict=True) if a.appended]
+                )
                 if not winners:  # one statement: a pipeline would only add its own costs
                     await conn.execute("COMMIT")
                     return list(answers)
@@ -144,11 +158,56 @@ class GroupCommitter:
                         await conn.execute("ROLLBACK")
                 raise
 
+    async def first_rows(
+        self, conn: psycopg.AsyncConnection[Any], candidates: Sequence[tuple[Any, ...]]
+    ) -> dict[str, tuple[Any, ...]]:
+        """Key → the first log row of the session holding it, for ``candidates`` (rows of
+        :func:`keys_sql`), in one pipelined round trip (none without candidates): each
+        first row found by an interval search on the log's timestamp. A key with several
+        rows (a key row whose session's COMMIT failed, then the retried create) gives the
+        earliest session that exists."""
+        if not candidates:
+            return {}
+        ordered = sorted(candidates, key=lambda c: (c[2], str(c[1])))
+        async with conn.pipeline() as pipeline:
+            curs = [
+                await conn.execute(
+                    self._db.prefixed(f"{self._select} WHERE ts = %s AND id = %s AND row_seq = 1"),
+                    (first_ts, str(sid)),
+                )
+                for _key, sid, first_ts in ordered
+            ]
+            await pipeline.sync()
+            found: dict[str, tuple[Any, ...]] = {}
+            for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
+                rows = await cur.fetchall()
+                if rows:
+                    found.setdefault(str(key), rows[0])
+        return found
+
+    async def _record_keys(self, appended: list[Append]) -> None:
+        """Commit the idempotency keys of ``appended`` (``tt_session_keys``), before the
+        log's COMMIT: while this group holds the log, no other writer looks keys up."""
+        keyed = [
+            (op.idempotency_key, op.id, op.ts, utcnow())
+            for op in appended
+            if op.idempotency_key is not None
+        ]
+        if not keyed:
+            return
+        async with (
+            self._db.keys_writer("record idempotency keys") as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            await cur.executemany(self._db.prefixed(_INSERT_KEY), keyed)
+
     async def _decide(
         self, conn: psycopg.AsyncConnection[Any], group: list[Append]
     ) -> list[AppendResult]:
         """Begin, insert the first row (taking the table) and read the committed state, in
-        one round trip; then judge every append of the group."""
+        one round trip (and one more when an idempotency key is found); then judge every
+        append of the group."""
         ids = sorted({op.id for op in group})
         keys = sorted({op.idempotency_key for op in group if op.idempotency_key})
         async with conn.pipeline() as pipeline:
@@ -163,18 +222,11 @@ class GroupCommitter:
             )
             keys_cur = None
             if keys:
-                keys_cur = await conn.execute(
-                    self._db.prefixed(
-                        f"{self._select} WHERE row_seq = 1 AND idempotency_key IN "
-                        f"({', '.join('%s' for _ in keys)})"
-                    ),
-                    keys,
-                )
+                keys_cur = await conn.execute(self._db.prefixed(keys_sql(len(keys))), keys)
             await pipeline.sync()
             newest: dict[str, int | None] = {str(r[0]): r[1] for r in await newest_cur.fetchall()}
-            first_rows: dict[str, tuple[Any, ...]] = {}
-            for r in await keys_cur.fetchall() if keys_cur is not None else []:
-                first_rows.setdefault(str(r[self._key_index]), r)
+            candidates = await keys_cur.fetchall() if keys_cur is not None else []
+        first_rows = await self.first_rows(conn, candidates)
         answers: list[AppendResult] = []
         taken_ids: set[str] = set()
         taken_keys: set[str] = set()
@@ -194,3 +246,11 @@ class GroupCommitter:
                 if key is not None:
                     taken_keys.add(key)
         return answers
+
+
+def keys_sql(count: int) -> str:
+    """The sessions holding ``count`` idempotency keys: (key, session id, first row's ts)."""
+    return (
+        "SELECT idempotency_key, id, first_ts FROM tt_session_keys WHERE idempotency_key IN "
+        f"({', '.join('%s' for _ in range(count))})"
+    )

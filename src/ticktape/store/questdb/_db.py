@@ -198,6 +198,24 @@ CREATE TABLE IF NOT EXISTS tt_instances (
 ) TIMESTAMP(ts) PARTITION BY NONE BYPASS WAL
 """
 
+#: Idempotency keys (``_commit.py``): one row per session created with a key — the key,
+#: the session id and the timestamp of the session's first log row — so that a key is
+#: found through the index on ``idempotency_key`` and the session's first row by an
+#: interval search on the log's designated timestamp, whatever the log's size (a scan
+#: of the log's ``idempotency_key`` column grew with every row ever stored). Written only
+#: by a group commit while it holds the session log's writer, and committed before the
+#: log's commit: a key row whose session row is missing (that commit failed) is ignored.
+#: The index is used by ``WHERE idempotency_key IN (...)`` alone, never with
+#: ``LATEST ON`` (an index and LATEST ON together returned wrong rows: docs/questdb.md).
+SESSION_KEYS_DDL = """
+CREATE TABLE IF NOT EXISTS tt_session_keys (
+    idempotency_key SYMBOL CAPACITY 65536 NOCACHE INDEX,
+    id VARCHAR,
+    first_ts TIMESTAMP,
+    ts TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
+"""
+
 SCHEMA = (
     SESSION_LOG_DDL,
     TRADES_DDL,
@@ -345,7 +363,8 @@ class Connections:
     collides with itself on the table writer), one for results writes (a backtest's
     parts, which can be large, never hold up the session log: transitions, leases),
     one for the instance lease (a heartbeat queues behind nothing of this process),
-    and a small pool for reads."""
+    one for idempotency keys (committed while the session-log writer holds its
+    transaction open), and a small pool for reads."""
 
     def __init__(self, address: QuestDBAddress) -> None:
         self.address = address
@@ -356,6 +375,8 @@ class Connections:
         self._results_lock = asyncio.Lock()
         self._lease: psycopg.AsyncConnection[Any] | None = None
         self._lease_lock = asyncio.Lock()
+        self._keys: psycopg.AsyncConnection[Any] | None = None
+        self._keys_lock = asyncio.Lock()
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
@@ -436,6 +457,7 @@ class Connections:
         self._writer = None
         self._results = None
         self._lease = None
+        self._keys = None
         self._readers = asyncio.Queue()
         self._opened = 0
 
@@ -493,6 +515,14 @@ class Connections:
             yield conn
 
     @asynccontextmanager
+    async def keys_writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The idempotency-keys write connection (``tt_session_keys``): a group commit of
+        the session log commits its keys here before its own commit (``_commit.py``).
+        Opened on first use, reconnects if broken; failures count as the writer's."""
+        async with self._exclusive("_keys", self._keys_lock, what) as conn:
+            yield conn
+
+    @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The session-log write connection, one user at a time; reconnects if broken.
 
@@ -503,7 +533,7 @@ class Connections:
 
     @asynccontextmanager
     async def _exclusive(
-        self, slot: Literal["_writer", "_results", "_lease"], lock: asyncio.Lock, what: str
+        self, slot: Literal["_writer", "_results", "_lease", "_keys"], lock: asyncio.Lock, what: str
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The connection kept in attribute ``slot``, held under ``lock``: opened when
         missing or closed, dropped when a use breaks it; a use that works clears a write
@@ -544,6 +574,40 @@ async def check_schema(db: Connections) -> None:
                 "it was created by a pre-release build of ticktape; drop its tables or "
                 "choose another ?prefix="
             )
+
+
+async def ensure_session_keys(db: Connections) -> None:
+    """Create ``tt_session_keys`` if missing, holding the keys of the sessions already in
+    the log (a store written before the table existed): built under a name of its own and
+    renamed once complete, so no instance ever looks a key up in a partial table; of two
+    instances opening at once, the second's rename fails and its copy is dropped."""
+    name = db.prefixed("tt_session_keys")
+    if await _table_exists(db, name):
+        return
+    filling = f"{name}_fill_{os.getpid()}_{id(db):x}"
+    async with db.writer("create the idempotency keys") as conn:
+        with ERRORS.wrap("create the idempotency keys"):
+            try:
+                await conn.execute(
+                    db.prefixed(SESSION_KEYS_DDL).replace(f"EXISTS {name}", f"EXISTS {filling}")
+                )
+                await conn.execute(
+                    f"INSERT INTO {filling} SELECT idempotency_key::symbol, id::varchar, "
+                    f"ts, ts FROM {db.prefixed('tt_session_log')} WHERE row_seq = 1 "
+                    "AND idempotency_key IS NOT NULL"
+                )
+                await conn.execute(f"RENAME TABLE {filling} TO {name}")
+            except psycopg.Error:
+                with suppress(psycopg.Error):
+                    await conn.execute(f"DROP TABLE IF EXISTS {filling}")
+                if not await _table_exists(db, name):
+                    raise
+
+
+async def _table_exists(db: Connections, name: str) -> bool:
+    async with db.reader("read schema") as conn:
+        cur = await conn.execute("SELECT count() FROM tables() WHERE table_name = %s", (name,))
+        return bool((await cur.fetchall())[0][0])
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -18,9 +18,12 @@ count taken when the bound was set; if they differ the scan reads the whole log
 again. The bound trails the newest timestamp by between ``overlap`` and twice that,
 so only a row that lands later than that after its timestamp costs a full read.
 
-Why nothing is missed, for a row stamped ``t`` that commits at ``c`` (the scan's
-queries in order: the newest timestamp; when the bound moves, the count at the new
-bound ``w'``; the count at the current bound ``w``, checked; the window ``ts > w``):
+A scan is one round trip: its statements go together in a pipeline and run in
+order. Why nothing is missed, for a row stamped ``t`` that commits at ``c`` (the
+scan's statements in order: when the bound moves, the count at the new bound ``w'``
+— chosen from the newest timestamp the previous scan read, so known before this
+one starts; the count at the current bound ``w``, checked; the window ``ts > w``;
+the newest timestamp, for the next scan's ``w'``):
 
 - ``t > w``, committed before the window query: read by it.
 - ``t > w'``, committed after it: read by the next window (its bound is ``w'``).
@@ -54,12 +57,23 @@ from typing import Any
 LEASE_SCAN_OVERLAP_S = 10.0
 #: The whole session log is read again at least this often (see the module doc).
 LEASE_SCAN_FULL_EVERY_S = 600.0
+#: The overlap of the index a heartbeat lists its sessions from: each heartbeat reads
+#: the whole rows of the window (every session that changed in the last 2-4 s), so it
+#: is kept short; a row that commits later than this after its timestamp costs a full
+#: read, as above.
+HEARTBEAT_SCAN_OVERLAP_S = 2.0
 _ACTIVE = ("pending", "running", "stopping")
 _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
-Query = Callable[[str, tuple[Any, ...] | list[Any], str], Awaitable[list[tuple[Any, ...]]]]
+Statement = tuple[str, tuple[Any, ...] | list[Any]]
+#: Runs statements in order in one round trip (a pipeline on one connection) and
+#: answers each one's rows: ``queries(statements, what)``.
+Queries = Callable[[list[Statement], str], Awaitable[list[list[tuple[Any, ...]]]]]
 #: session id → (owner, own lease expiry) of a non-terminal session
 Leases = dict[str, tuple[str | None, datetime | None]]
+#: What the reconciler's scan reads of each session (``Leases``); ``id``, ``status`` and
+#: ``owner`` are in every column list the set is kept with.
+LEASE_COLUMNS = ("id", "owner", "lease_expires_at", "status", "ts")
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -67,97 +81,128 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class ActiveSessions:
-    """The ids, owners and own leases of the non-terminal sessions (see the module doc).
+    """The newest rows of the non-terminal sessions, in ``columns`` (see the module doc).
 
-    ``overlap_s`` and ``full_every_s`` default to the constants above; a test shrinks
-    them to show what each one covers. ``full_reads`` and ``window_reads`` count the
-    reads of each kind (a test checks which one a scan did)."""
+    The reconciler keeps the ids, owners and own leases (:data:`LEASE_COLUMNS`,
+    :meth:`leases`); an instance's heartbeat keeps whole rows, to list the sessions it
+    owns (``QuestDBSessionStore.renew_instance``). ``overlap_s`` and ``full_every_s``
+    default to the constants above; a test shrinks them to show what each one covers.
+    ``full_reads`` and ``window_reads`` count the reads of each kind (a test checks which
+    one a scan did)."""
 
     def __init__(
         self,
-        query: Query,
+        queries: Queries,
         *,
+        columns: tuple[str, ...] = LEASE_COLUMNS,
         overlap_s: float = LEASE_SCAN_OVERLAP_S,
         full_every_s: float = LEASE_SCAN_FULL_EVERY_S,
     ) -> None:
-        self._query = query
+        """``queries`` runs the reads, unless :meth:`rows` is given one of its own."""
+        self._default_queries = queries
+        self._queries = queries
+        self._columns = ", ".join(columns)
+        self._id = columns.index("id")
+        self._status = columns.index("status")
         self.overlap = timedelta(seconds=overlap_s)
         self.full_every_s = full_every_s
-        self._known: Leases = {}
+        self._known: dict[str, tuple[Any, ...]] = {}
         self._bound: datetime | None = None  # None: read the whole log next
         self._below = 0  # rows at or before the bound when it was set
+        # where the next scan moves the bound to (None: it stays), from the newest row
+        # the last scan saw: chosen before the scan, so that its count goes first
+        self._next: datetime | None = None
         self._full_at = 0.0
         self._lock = asyncio.Lock()
         self.full_reads = 0
         self.window_reads = 0
 
-    async def read(self) -> Leases:
-        """Every non-terminal session's (owner, own lease), as of this read."""
+    async def leases(self) -> Leases:
+        """Every non-terminal session's (owner, own lease), as of this read (kept with
+        :data:`LEASE_COLUMNS`)."""
+        return {sid: (row[1], _utc(row[2])) for sid, row in (await self.rows()).items()}
+
+    async def rows(self, queries: Queries | None = None) -> dict[str, tuple[Any, ...]]:
+        """Every non-terminal session's newest row (its ``columns``), as of this read;
+        ``queries`` runs this read's queries (a connection the caller holds). A read is
+        one round trip, two when it reads the whole log."""
         async with self._lock:
+            self._queries = queries or self._default_queries
             bound = self._bound  # this scan's window starts here, even if the bound moves
             due = time.monotonic() - self._full_at >= self.full_every_s
-            moved = None if bound is None or due else await self._checked_bound(bound)
-            if bound is None or moved is None:
+            if bound is None or due or not await self._read_window(bound):
                 await self._read_all()
-            else:
-                await self._read_window(bound)
-                # only now: a scan that failed before this point is done again from `bound`
-                self._bound, self._below = moved
             return dict(self._known)
 
     def forget(self) -> None:
         """Read the whole log next time (``reclaim`` dropped partitions)."""
         self._bound = None
 
-    async def _count_to(self, bound: datetime) -> int:
-        rows = await self._query(
-            "SELECT count() FROM tt_session_log WHERE ts <= %s", (bound,), "scan leases"
-        )
-        return int(rows[0][0])
+    @staticmethod
+    def _count_to(bound: datetime) -> Statement:
+        return "SELECT count() FROM tt_session_log WHERE ts <= %s", (bound,)
 
-    async def _newest(self) -> datetime:
-        top = await self._query("SELECT max(ts) FROM tt_session_log", (), "scan leases")
-        return _utc(top[0][0]) or _BEGINNING if top else _BEGINNING
+    _NEWEST: Statement = ("SELECT max(ts) FROM tt_session_log", ())
 
-    async def _checked_bound(self, bound: datetime) -> tuple[datetime, int] | None:
-        """The bound for the next scan and the count of rows at or before it — moved if
-        the current one trails the newest row by over twice the overlap — or None if a
-        row landed at or before the current bound since it was set."""
-        newest = await self._newest()
-        moved, below_moved = bound, self._below
-        if newest - bound > 2 * self.overlap:
-            moved = newest - self.overlap
-            below_moved = await self._count_to(moved)  # before the check below
-        if await self._count_to(bound) != self._below:
-            return None
-        return moved, below_moved
+    def _plan_next(self, newest_rows: list[tuple[Any, ...]]) -> None:
+        """The bound the next scan moves to: if the current one trails the newest row by
+        over twice the overlap, the overlap before it."""
+        newest = (_utc(newest_rows[0][0]) or _BEGINNING) if newest_rows else _BEGINNING
+        assert self._bound is not None
+        self._next = newest - self.overlap if newest - self._bound > 2 * self.overlap else None
 
     async def _read_all(self) -> None:
         self._full_at = time.monotonic()
-        bound = max(await self._newest() - self.overlap, _BEGINNING)
-        below = await self._count_to(bound)  # before the read: a row landing after it shows
-        rows = await self._query(
-            "SELECT id, owner, lease_expires_at FROM (SELECT id, owner, lease_expires_at, "
-            "status, ts FROM tt_session_log LATEST ON ts PARTITION BY id) "
-            f"WHERE status IN {_ACTIVE!r}",
-            (),
+        [newest] = await self._queries([self._NEWEST], "scan leases")
+        top = (_utc(newest[0][0]) or _BEGINNING) if newest else _BEGINNING
+        bound = max(top - self.overlap, _BEGINNING)
+        # the count before the read: a row landing after it shows in the next count
+        counted, rows = await self._queries(
+            [
+                self._count_to(bound),
+                (
+                    f"SELECT * FROM (SELECT {self._columns} FROM tt_session_log LATEST ON ts "
+                    f"PARTITION BY id) WHERE status IN {_ACTIVE!r}",
+                    (),
+                ),
+            ],
             "scan leases",
         )
-        self._known = {str(sid): (owner, _utc(lease)) for sid, owner, lease in rows}
-        self._bound, self._below = bound, below
+        self._known = {str(row[self._id]): row for row in rows}
+        self._bound, self._below = bound, int(counted[0][0])
+        self._next = None
         self.full_reads += 1
 
-    async def _read_window(self, bound: datetime) -> None:
-        """The rows past ``bound`` (checked: nothing landed before it unread)."""
-        rows = await self._query(
-            "SELECT id, owner, lease_expires_at, status FROM tt_session_log "
-            "WHERE ts > %s LATEST ON ts PARTITION BY id",
-            (bound,),
-            "scan leases",
-        )
-        for sid, owner, lease, status in rows:
-            if str(status) in _ACTIVE:
-                self._known[str(sid)] = (owner, _utc(lease))
+    async def _read_window(self, bound: datetime) -> bool:
+        """The rows past ``bound``, applied; False (nothing applied) if a row landed at or
+        before it since it was set. One round trip, in this order: the count at the bound
+        the scan moves to (before the check and the window: a row landing behind it
+        later changes it), the count at ``bound`` (checked), the window, the newest
+        row's timestamp (which decides where the next scan moves the bound)."""
+        moved = self._next
+        statements = [] if moved is None else [self._count_to(moved)]
+        statements += [
+            self._count_to(bound),
+            (
+                f"SELECT {self._columns} FROM tt_session_log WHERE ts > %s "
+                "LATEST ON ts PARTITION BY id",
+                (bound,),
+            ),
+            self._NEWEST,
+        ]
+        answers = await self._queries(statements, "scan leases")
+        below_moved = None if moved is None else int(answers.pop(0)[0][0])
+        counted, rows, newest = answers
+        if int(counted[0][0]) != self._below:
+            return False
+        for row in rows:
+            if str(row[self._status]) in _ACTIVE:
+                self._known[str(row[self._id])] = row
             else:
-                self._known.pop(str(sid), None)
+                self._known.pop(str(row[self._id]), None)
+        # only now: a scan that failed before this point is done again from `bound`
+        if moved is not None and below_moved is not None:
+            self._bound, self._below = moved, below_moved
+        self._plan_next(newest)
         self.window_reads += 1
+        return True

@@ -30,6 +30,7 @@ from typing import Any
 
 from ticktape.config import DEFAULT_RETRY, QUESTDB_APPEND_ROUNDS, RetryPolicy
 from ticktape.domain import (
+    ACTIVE_STATUSES,
     DataType,
     Session,
     SessionConfig,
@@ -62,7 +63,7 @@ from ticktape.store.base import (
     Store,
     Unchanged,
 )
-from ticktape.store.questdb._commit import Append, GroupCommitter
+from ticktape.store.questdb._commit import Append, GroupCommitter, keys_sql
 from ticktape.store.questdb._db import (
     ERRORS,
     SCHEMA,
@@ -70,11 +71,17 @@ from ticktape.store.questdb._db import (
     Connections,
     QuestDBAddress,
     check_schema,
+    ensure_session_keys,
 )
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._results import QuestDBResultStore
-from ticktape.store.questdb._scan import ActiveSessions
+from ticktape.store.questdb._scan import (
+    HEARTBEAT_SCAN_OVERLAP_S,
+    LEASE_COLUMNS,
+    ActiveSessions,
+    Statement,
+)
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
@@ -106,6 +113,9 @@ _EVENT_KINDS = "('transition', 'note')"
 #: ``row_kind`` of a purged session's last row (a tombstone: QuestDB cannot delete rows).
 _PURGED = "purged"
 _ROW_KIND = _COLUMNS.index("row_kind")
+_OWNER = _COLUMNS.index("owner")
+_ROW_SEQ = _COLUMNS.index("row_seq")
+_LEASE_STATUS = LEASE_COLUMNS.index("status")
 _TERMINAL_SQL = "('stopped', 'completed', 'failed')"
 #: Tables whose partitions :meth:`QuestDBSessionStore.reclaim` may drop, with the column
 #: naming each row's session. The session log comes last: its partitions go only once
@@ -302,6 +312,17 @@ class _Row:
         )
 
 
+async def _pipeline(
+    db: Connections, conn: Any, statements: list[Statement]
+) -> list[list[tuple[Any, ...]]]:
+    """``statements`` sent together on ``conn`` (one wait for the server and the event
+    loop, not one per statement), run in order; each one's rows."""
+    async with conn.pipeline() as pipeline:
+        cursors = [await conn.execute(db.prefixed(sql), params) for sql, params in statements]
+        await pipeline.sync()
+        return [await cur.fetchall() for cur in cursors]
+
+
 # One JSON string as json.dumps writes it (ASCII only: "...", escapes inside).
 _JSON_STRING_RE = r'"(?:[^"\\]|\\.)*"'
 
@@ -380,8 +401,9 @@ class QuestDBSessionStore(SessionStore):
     renewals share, :class:`_NewestRows`) — a test counts the queries a heartbeat
     costs (tests/integration/test_questdb_store.py). The product never sets it.
     :attr:`active_sessions` is what :meth:`scan_leases` reads the active sessions
-    through (``_scan.ActiveSessions``): a test reads its counts of full and window
-    reads and may shrink its overlap.
+    through (``_scan.ActiveSessions``), :attr:`heartbeat_sessions` what
+    :meth:`renew_instance` lists an instance's sessions from: a test reads their counts
+    of full and window reads and may shrink their overlap.
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
@@ -392,11 +414,16 @@ class QuestDBSessionStore(SessionStore):
             connections,
             _INSERT,
             f"SELECT {_SELECT} FROM tt_session_log",
-            _COLUMNS.index("idempotency_key"),
             retry,
         )
         self._newest = _NewestRows(lambda ids: self._latest_many(ids))
-        self.active_sessions = ActiveSessions(self._query)
+        self.active_sessions = ActiveSessions(self._pipelined)
+        # the whole newest rows of the active sessions, kept by the heartbeat's reads on
+        # its own connection (renew_instance), with each one parsed while it is unchanged
+        self.heartbeat_sessions = ActiveSessions(
+            self._pipelined, columns=_COLUMNS, overlap_s=HEARTBEAT_SCAN_OVERLAP_S
+        )
+        self._owned_parsed: dict[str, tuple[tuple[Any, ...], _Row]] = {}
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
 
@@ -409,6 +436,17 @@ class QuestDBSessionStore(SessionStore):
             async with self._db.reader(what) as conn:
                 cur = await conn.execute(self._db.prefixed(sql), params)
                 return await cur.fetchall()
+
+        return await self._db.bounded(query(), what)
+
+    async def _pipelined(
+        self, statements: list[Statement], what: str
+    ) -> list[list[tuple[Any, ...]]]:
+        """``statements`` in one round trip on a pooled reader, each one's rows."""
+
+        async def query() -> list[list[tuple[Any, ...]]]:
+            async with self._db.reader(what) as conn:
+                return await _pipeline(self._db, conn, statements)
 
         return await self._db.bounded(query(), what)
 
@@ -545,6 +583,20 @@ class QuestDBSessionStore(SessionStore):
         return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
 
     async def count_sessions(self, query: SessionQuery) -> int:
+        """Counts the log's newest rows; a count of active statuses alone (the per-store
+        limit every start checks: ``SessionService._active_in_store``) is answered from
+        the active sessions' index (:class:`ActiveSessions`, read within this call), so
+        it does not grow with the history. An active session is never deleted or purged
+        (both need a terminal one), so ``include_deleted`` does not change it."""
+        if (
+            query.statuses
+            and query.statuses <= ACTIVE_STATUSES
+            and query.kind is None
+            and query.symbol is None
+        ):
+            wanted = {s.value for s in query.statuses}
+            active = await self.active_sessions.rows()
+            return sum(1 for row in active.values() if str(row[_LEASE_STATUS]) in wanted)
         clauses, params = _filters(query)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = await self._query(
@@ -620,6 +672,7 @@ class QuestDBSessionStore(SessionStore):
             return Purged()
         freed = Purged()
         self.active_sessions.forget()  # a dropped partition changes the rows it counts
+        self.heartbeat_sessions.forget()
         for table, column, kind in _RECLAIMED_TABLES:
             for name, rows_in, disk in await self._droppable(table, column, purged, ended_before):
                 await self._drop_partition(table, name)
@@ -686,7 +739,7 @@ class QuestDBSessionStore(SessionStore):
         recent rows (:class:`ActiveSessions`: O(rows since the last scan), not
         O(every session stored)) and the instance leases; parses the full rows of the
         expired ones alone (read again: one renewed or ended meanwhile is left out)."""
-        leases = await self.active_sessions.read()
+        leases = await self.active_sessions.leases()
         owners = {str(owner) for owner, lease in leases.values() if owner is not None and lease}
         instances = await self._instances(owners)
         expired: list[str] = []
@@ -765,7 +818,7 @@ class QuestDBSessionStore(SessionStore):
         with that key. See ``_commit`` for how appends share a transaction.
         """
         answer = await self._committer.append(
-            Append(row.session.id, row.values(), expect_row_seq, idempotency_key)
+            Append(row.session.id, row.values(), expect_row_seq, idempotency_key, row.ts)
         )
         if answer.appended:
             return row
@@ -774,13 +827,13 @@ class QuestDBSessionStore(SessionStore):
         return _Row.parse(answer.existing)
 
     async def _first_with_key(self, key: str) -> _Row | None:
-        rows = await self._query(
-            f"SELECT {_SELECT} FROM tt_session_log WHERE idempotency_key = %s AND row_seq = 1 "
-            "LIMIT 1",
-            (key,),
-            "find idempotency key",
-        )
-        return _Row.parse(rows[0]) if rows else None
+        async def find() -> dict[str, tuple[Any, ...]]:
+            async with self._db.reader("find idempotency key") as conn:
+                cur = await conn.execute(self._db.prefixed(keys_sql(1)), (key,))
+                return await self._committer.first_rows(conn, await cur.fetchall())
+
+        rows = await self._db.bounded(find(), "find idempotency key")
+        return _Row.parse(rows[key]) if key in rows else None
 
     async def _change(
         self,
@@ -988,17 +1041,36 @@ class QuestDBSessionStore(SessionStore):
                     (owner, lease_expires_at, stored, utcnow()),
                 )
             # on the same connection, and viewed with the lease just written instead of
-            # reading it back: no step of a heartbeat waits for the pooled readers
-            cur = await conn.execute(
-                self._db.prefixed(
-                    f"SELECT * FROM ({_LATEST}) WHERE status IN ('pending', 'running', "
-                    "'stopping') AND owner = %s"
-                ),
-                (owner,),
-            )
-            rows = await cur.fetchall()
+            # reading it back: no step of a heartbeat waits for the pooled readers. The
+            # active sessions' newest rows come from the log's recent rows (``_scan``):
+            # LATEST ON over the whole log costs O(every session ever stored)
+
+            async def on_lease_connection(
+                statements: list[Statement], what: str
+            ) -> list[list[tuple[Any, ...]]]:
+                return await _pipeline(self._db, conn, statements)
+
+            active = await self.heartbeat_sessions.rows(on_lease_connection)
         mine = {owner: (lease_expires_at, dict(progress))}
-        return [r.session for r in self._view([_Row.parse(r) for r in rows], mine)]
+        return [r.session for r in self._view(self._parsed_owned(active, owner), mine)]
+
+    def _parsed_owned(self, active: dict[str, tuple[Any, ...]], owner: str) -> list[_Row]:
+        """The rows of ``active`` whose owner is ``owner``, parsed; a row still the same
+        as at the last heartbeat (the same ``row_seq``: the log is only appended to) is
+        not parsed again."""
+        parsed = self._owned_parsed
+        found = []
+        for sid, values in active.items():
+            if values[_OWNER] != owner:
+                continue
+            kept = parsed.get(sid)
+            if kept is None or kept[0][_ROW_SEQ] != values[_ROW_SEQ]:
+                kept = (values, _Row.parse(values))
+                parsed[sid] = kept
+            found.append(kept[1])
+        for sid in [sid for sid in parsed if sid not in active]:
+            del parsed[sid]
+        return found
 
     async def _reuse_instance_row(
         self, conn: Any, owner: str, lease_expires_at: datetime, stored: str
@@ -1104,6 +1176,7 @@ class QuestDBStore(Store):
                     with ERRORS.wrap("create schema"):
                         await conn.execute(self._db.prefixed(ddl))
             await check_schema(self._db)
+            await ensure_session_keys(self._db)
         except BaseException:
             await self._db.close()
             raise
