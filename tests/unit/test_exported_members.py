@@ -97,6 +97,7 @@ EXPORTS = {
         "sigstop",
         "sim_blocks",
         "stopped",
+        "store_finished",
     ],
 }
 
