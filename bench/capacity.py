@@ -69,7 +69,7 @@ from typing import Any
 from lifecycle import Connection, percentile, store_url_for
 from ticktape.domain import DataType, Session, SessionConfig, SessionKind, SessionStatus, utcnow
 from ticktape.store import open_store
-from ticktape.testing import ServerProcess
+from ticktape.testing import ServerProcess, store_finished
 
 START = {"kind": "collect", "symbols": ["BTC_USDT"]}  # the sim's default rate
 
@@ -110,25 +110,10 @@ async def seed_history(store_url: str, count: int, concurrency: int) -> float:
     """Store ``count`` finished sessions (created, then failed); returns sessions/s."""
     store = open_store(store_url)
     await store.open()
-    remaining = count
     started = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            session = await store.sessions.create_session(_seed_session(utcnow()), actor="bench")
-            await store.sessions.transition(
-                session.id,
-                expected_version=session.version,
-                to_status=SessionStatus.FAILED,
-                actor="bench",
-                reason="start_failed",
-                lease_expires_at=None,
-            )
-
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        drafts = (_seed_session(utcnow()) for _ in range(count))
+        await store_finished(store, drafts, concurrency=concurrency, actor="bench")
     finally:
         await store.close()
     return count / (time.perf_counter() - started)

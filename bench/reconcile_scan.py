@@ -27,7 +27,7 @@ from datetime import timedelta
 from ticktape.api.app import redact_url
 from ticktape.domain import Session, SessionStatus, Stats, utcnow
 from ticktape.store import Store, open_store
-from ticktape.testing import draft_session
+from ticktape.testing import draft_session, store_finished
 
 
 def _session(owner: str, lease_s: float) -> Session:
@@ -35,7 +35,8 @@ def _session(owner: str, lease_s: float) -> Session:
 
 
 async def _finished(store: Store, count: int, batch: int = 1000) -> None:
-    """``count`` ended sessions: bulk on QuestDB (``append_history``), one by one elsewhere."""
+    """``count`` ended sessions: bulk on QuestDB (``append_history``), one by one through
+    the contract elsewhere (``store_finished``)."""
     append_history = getattr(store.inner.sessions, "append_history", None)
     done = 0
     while done < count:
@@ -45,16 +46,7 @@ async def _finished(store: Store, count: int, batch: int = 1000) -> None:
                 sessions, to_status=SessionStatus.FAILED, reason="start_failed", actor="bench"
             )
         else:
-            for s in sessions:
-                created = await store.sessions.create_session(s, actor="bench")
-                await store.sessions.transition(
-                    created.id,
-                    expected_version=created.version,
-                    to_status=SessionStatus.FAILED,
-                    actor="bench",
-                    reason="start_failed",
-                    lease_expires_at=None,
-                )
+            await store_finished(store, sessions, actor="bench")
         done += len(sessions)
 
 

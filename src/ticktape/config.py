@@ -83,11 +83,15 @@ SHUTDOWN_TIMEOUT_S = 20.0  # graceful server shutdown: time sessions get to fini
 REQUEST_SHUTDOWN_TIMEOUT_S = 5.0  # on SIGTERM, in-flight requests get this long to answer
 READY_TIMEOUT_S = 2.0  # the readiness probe's store check gives up after this long
 HEALTH_PROBE_TIMEOUT_S = 1.0  # /health's look at the store (it answers 200 regardless)
-#: A store write (session change, lease renewal, tick batch) that has not finished after
-#: this long fails as ``store_unavailable`` (a hung disk or a frozen QuestDB): callers
-#: answer within a bound. The write may still complete later; every write is idempotent
-#: or compare-and-set, so a retry cannot apply it twice.
-STORE_WRITE_TIMEOUT_S = 15.0
+#: A store call — a write (session change, lease renewal, tick batch) or a read (a
+#: session, a listing, ticks) — that has not finished after this long fails as
+#: ``store_unavailable`` (a hung disk or a frozen QuestDB): callers answer within a bound.
+#: A write may still complete later; every write is idempotent or compare-and-set, so a
+#: retry cannot apply it twice. TICKTAPE_STORE_TIMEOUT_S.
+STORE_TIMEOUT_S = 15.0
+#: Deprecated variable names, each read only when its replacement is unset, and named in
+#: a warning at start-up: {deprecated: replacement}.
+DEPRECATED_ENV = {"TICKTAPE_STORE_WRITE_TIMEOUT_S": "TICKTAPE_STORE_TIMEOUT_S"}
 
 # Exposure and limits (docs/security.md). Each is a TICKTAPE_* variable.
 MAX_BODY_BYTES = 1_048_576  # request bodies larger than this are refused (413) while read
@@ -143,8 +147,15 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+def _env_float(
+    env: Mapping[str, str], name: str, default: float, *, deprecated: bool = False
+) -> float:
+    """``name`` as a number; with ``deprecated``, the old name of it in ``DEPRECATED_ENV``
+    stands in when ``name`` is unset."""
     raw = env.get(name)
+    if deprecated and (raw is None or raw == ""):
+        old = next(old for old, new in DEPRECATED_ENV.items() if new == name)
+        name, raw = old, env.get(old)
     if raw is None or raw == "":
         return default
     try:
@@ -288,7 +299,7 @@ class Settings:
     push_interval_s: float = PUSH_INTERVAL_S  # TICKTAPE_PUSH_INTERVAL_S: change feed period
     push_queue_max: int = PUSH_QUEUE_MAX  # TICKTAPE_PUSH_QUEUE_MAX: updates held per client
     feeds: FeedEndpoints = FeedEndpoints()  # exchange endpoints and feed timing
-    store_write_timeout_s: float = STORE_WRITE_TIMEOUT_S  # TICKTAPE_STORE_WRITE_TIMEOUT_S
+    store_timeout_s: float = STORE_TIMEOUT_S  # TICKTAPE_STORE_TIMEOUT_S: store calls' bound
     stop_drain_s: float = STOP_DRAIN_S  # TICKTAPE_STOP_DRAIN_S: drain budget after a stop
     #: TICKTAPE_RETENTION (e.g. 30d): the server purges sessions that ended longer ago,
     #: hourly (ticktape.retention); None (the default) keeps everything
@@ -297,6 +308,8 @@ class Settings:
     #: TICKTAPE_PYTHON_GC=0: ``serve`` leaves CPython's garbage collector as it is
     #: (default: freeze the start-up heap, rarer full collections: ticktape.api.heap)
     python_gc_tuning: bool = True
+    #: The deprecated variables (``DEPRECATED_ENV``) these settings were read from
+    deprecated_env: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -345,8 +358,8 @@ class Settings:
             secret_key=env.get("TICKTAPE_SECRET_KEY") or None,
             push_interval_s=_env_float(env, "TICKTAPE_PUSH_INTERVAL_S", PUSH_INTERVAL_S),
             push_queue_max=int(_env_float(env, "TICKTAPE_PUSH_QUEUE_MAX", PUSH_QUEUE_MAX)),
-            store_write_timeout_s=_env_float(
-                env, "TICKTAPE_STORE_WRITE_TIMEOUT_S", STORE_WRITE_TIMEOUT_S
+            store_timeout_s=_env_float(
+                env, "TICKTAPE_STORE_TIMEOUT_S", STORE_TIMEOUT_S, deprecated=True
             ),
             stop_drain_s=_env_float(env, "TICKTAPE_STOP_DRAIN_S", STOP_DRAIN_S),
             cors_origins=tuple(
@@ -357,6 +370,9 @@ class Settings:
             gc_interval_s=_env_float(env, "TICKTAPE_GC_INTERVAL_S", GC_INTERVAL_S),
             python_gc_tuning=(
                 _env_bool(env, "TICKTAPE_PYTHON_GC") if env.get("TICKTAPE_PYTHON_GC") else True
+            ),
+            deprecated_env=tuple(
+                old for old, new in DEPRECATED_ENV.items() if env.get(old) and not env.get(new)
             ),
         )
         known = {f.name for f in fields(cls)}
@@ -377,8 +393,8 @@ class Settings:
             )
         if settings.gc_interval_s <= 0:
             raise SystemExit("ticktape: TICKTAPE_GC_INTERVAL_S must be greater than zero")
-        if settings.store_write_timeout_s <= 0:
-            raise SystemExit("ticktape: TICKTAPE_STORE_WRITE_TIMEOUT_S must be greater than zero")
+        if settings.store_timeout_s <= 0:
+            raise SystemExit("ticktape: TICKTAPE_STORE_TIMEOUT_S must be greater than zero")
         if not settings.stop_drain_s >= 0:
             raise SystemExit("ticktape: TICKTAPE_STOP_DRAIN_S must be zero or more")
         return settings

@@ -17,7 +17,7 @@ driver escapes the store: backends wrap driver errors with ``raise ... from``.
     ├── LeaseLost                  the caller no longer owns the session (fencing)
     ├── StoreError                 the store failed (503)
     │   ├── StoreUnavailable       cannot reach / open the store; retrying may help
-    │   │   └── WriteTimedOut      a write did not finish within TICKTAPE_STORE_WRITE_TIMEOUT_S
+    │   │   └── WriteTimedOut      a write did not finish within TICKTAPE_STORE_TIMEOUT_S
     │   └── StoreBusy              transient contention (locked / table busy); retry
     ├── StopTimeout                a stop was accepted but did not finish in time (504)
     ├── Unauthorized               missing or wrong bearer token (401)

@@ -7,6 +7,10 @@ fail (0 ``owner_lost``); every session is then stopped, half through the instanc
 runs it and half through the other; every one ends ``stopped`` with its stats equal to
 its stored rows and its runner's own tally (``tests/oracle.py``), and a sample is read
 back whole and checked tick for tick against the feed.
+
+The SQLite variant always runs; the QuestDB one (its own JVM beside the two servers,
+~2 min) with the other issue-scale tests, under ``TICKTAPE_ISSUE_SCALE=1`` (``.ci/run``
+sets it). A failing run prints both servers' logs.
 """
 
 from __future__ import annotations
@@ -36,17 +40,23 @@ DEFAULT_TIMING = {"TICKTAPE_HEARTBEAT_S": "2", "TICKTAPE_LEASE_S": "10"}
 
 
 @pytest.fixture
-def pair(store_url: str, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def pair(
+    store_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     assert (HEARTBEAT_INTERVAL_S, LEASE_S) == (2.0, 10.0)  # the defaults, set explicitly
     env = {**DEFAULT_TIMING, **LIFTED_LIMITS}
     servers = [ServerProcess(store_url, tmp_path, env=env) for _ in range(2)]
     try:
-        for server in servers:
-            server.start()
+        with ThreadPoolExecutor(len(servers)) as pool:  # both start at once
+            list(pool.map(ServerProcess.start, servers))
         yield servers[0], servers[1]
     finally:
-        for server in servers:
-            server.stop()
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(ServerProcess.stop, servers))
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:  # the servers' side of a failure
+            for server in servers:
+                print(f"\n--- {server.log_path.name} ---\n{server.logs()}")
 
 
 def _failed(c: httpx.Client) -> list[dict[str, Any]]:
@@ -66,14 +76,15 @@ def _why(c: httpx.Client, session: dict[str, Any]) -> str:
 def test_300_sessions_over_two_instances_hold_their_leases_and_stop_from_either(
     store_kind: str, store_url: str, request: pytest.FixtureRequest
 ) -> None:
-    if store_kind == "questdb" and not os.environ.get("TICKTAPE_CAPACITY_QUESTDB"):
+    if store_kind == "questdb" and not os.environ.get("TICKTAPE_ISSUE_SCALE"):
         pytest.skip(
-            "QuestDB at this scale took 6-7 min under the shared machine's load and once "
-            "ended one session failed (cause not yet known): run by hand with "
-            "TICKTAPE_CAPACITY_QUESTDB=1 (issue 13)"
+            "set TICKTAPE_ISSUE_SCALE=1 (.ci/run does): on QuestDB it takes ~2 min, with "
+            "the server's JVM beside the two instances"
         )
+    began = time.monotonic()
     pair = request.getfixturevalue("pair")
     servers = list(pair)
+    start_s = time.monotonic() - began
     clients = [httpx.Client(base_url=s.url, timeout=60.0) for s in servers]
     try:
         started = time.monotonic()
@@ -114,9 +125,13 @@ def test_300_sessions_over_two_instances_hold_their_leases_and_stop_from_either(
         stop_deadline = time.monotonic() + 120.0
         while clients[0].get("/api/sessions", params=active).json()["sessions"]:
             assert time.monotonic() < stop_deadline, "sessions still not stopped after 120 s"
-            time.sleep(0.5)  # owners finish stops at their next heartbeat: polled, bounded
+            time.sleep(0.2)  # owners finish stops at their next heartbeat: polled, bounded
         stop_s = time.monotonic() - stopping
-        ended = [clients[1].get(f"/api/sessions/{sid}").json() for sid, _ in created]
+        verifying = time.monotonic()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            ended = list(
+                pool.map(lambda c: clients[1].get(f"/api/sessions/{c[0]}").json(), created)
+            )
         assert {e["status"] for e in ended} <= TERMINAL
         assert [
             (e["id"], e["status"], e["reason"]) for e in ended if e["status"] != "stopped"
@@ -126,9 +141,10 @@ def test_300_sessions_over_two_instances_hold_their_leases_and_stop_from_either(
         async def stats_equal_rows() -> None:
             store = open_store(store_url)
             await store.open()
-            try:
-                await store.ticks.wait_visible(30.0)
-                for sid, _ in created:
+            readers = asyncio.Semaphore(CLIENTS)
+
+            async def check(sid: str) -> None:
+                async with readers:
                     session = await store.sessions.get_session(sid)
                     counts = await store.ticks.count(sid)
                     stats = session.stats.to_dict()
@@ -139,6 +155,10 @@ def test_300_sessions_over_two_instances_hold_their_leases_and_stop_from_either(
                     events = await store.sessions.list_events(sid)
                     assert not [e for e in events if e.reason in {"owner_lost", "lease_lost"}]
                     assert_stats_match_tally(stats, events)
+
+            try:
+                await store.ticks.wait_visible(30.0)
+                await asyncio.gather(*(check(sid) for sid, _ in created))
             finally:
                 await store.close()
 
@@ -146,8 +166,9 @@ def test_300_sessions_over_two_instances_hold_their_leases_and_stop_from_either(
         for sid, creator in created[:: SESSIONS // SAMPLE]:
             check_served(clients[1 - creator], sid)
         print(
-            f"\n{SESSIONS} sessions: created in {create_s:.1f}s, ran {RUN_S:.0f}s, "
-            f"stopped in {stop_s:.1f}s"
+            f"\n{SESSIONS} sessions ({store_kind}): servers up in {start_s:.1f}s, created in "
+            f"{create_s:.1f}s, ran {RUN_S:.0f}s, stopped in {stop_s:.1f}s, checked in "
+            f"{time.monotonic() - verifying:.1f}s"
         )
     finally:
         for c in clients:

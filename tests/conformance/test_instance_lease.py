@@ -22,6 +22,7 @@ from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.store import Store
+from ticktape.store.base import SessionQuery
 from ticktape.ticks import TickCounts
 
 from .test_resume_contract import EXPIRED, NEW, NEW_LEASE, NOW, OLD, _claim, _owned
@@ -170,6 +171,9 @@ def test_published_progress_shows_while_running_and_stored_stats_once_terminal(
     assert run(store.sessions.get_session(other.id)).stats == Stats()  # none published
     listed = run(store.sessions.find_owned(OLD))
     assert {s.id: s.stats for s in listed}[session.id] == shown.stats
+    running = SessionQuery(statuses=frozenset({SessionStatus.RUNNING}))
+    page = {s.id: s for s in run(store.sessions.list_sessions(running)).sessions}
+    assert (page[session.id], page[other.id].stats) == (shown, Stats())
     assert run(store.sessions.list_events(session.id)) == events_before  # not history
     # the next heartbeat replaces the whole map
     run(store.sessions.renew_instance(OLD, lease_expires_at=LATER, progress={}))

@@ -12,7 +12,7 @@ started again on the same data directory and ports:
 - the same ticktape serves again without a restart.
 
 A frozen QuestDB (SIGSTOP: the socket stays open and nothing answers) makes writes
-hang rather than fail: they fail after ``TICKTAPE_STORE_WRITE_TIMEOUT_S`` instead.
+hang rather than fail: they fail after ``TICKTAPE_STORE_TIMEOUT_S`` instead.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _settings(url: str, **overrides: Any) -> Settings:
 
 async def _serving(settings: Settings) -> tuple[QuestDBStore, Supervisor, httpx.AsyncClient]:
     store = QuestDBStore(settings.store_url)
-    store.write_timeout_s = settings.store_write_timeout_s
+    store.write_timeout_s = settings.store_timeout_s
     await store.open()
     metrics = Metrics()
     supervisor = Supervisor(store, settings, metrics, default_runners())
@@ -199,7 +199,7 @@ def test_a_stopped_questdb_is_a_store_fault_and_a_restarted_one_serves_again(
 def test_a_frozen_questdb_makes_writes_time_out_as_a_store_fault(
     run: Run, questdb: qs.ServerHandle
 ) -> None:
-    settings = _settings(questdb.store_url, store_write_timeout_s=1.0)
+    settings = _settings(questdb.store_url, store_timeout_s=1.0)
 
     async def scenario() -> None:
         store, supervisor, http = await _serving(settings)
@@ -208,7 +208,7 @@ def test_a_frozen_questdb_makes_writes_time_out_as_a_store_fault(
             sigstop(questdb.pid)  # connections stay open; nothing answers
             try:
                 error = await _refused_within_bound(http)
-                assert "TICKTAPE_STORE_WRITE_TIMEOUT_S" in error["message"], error
+                assert "TICKTAPE_STORE_TIMEOUT_S" in error["message"], error
                 health = (await http.get("/health")).json()
                 assert health["store_ok"] is False
             finally:
@@ -234,7 +234,7 @@ def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connec
     run: Run, questdb: qs.ServerHandle
 ) -> None:
     """Tick reads are bounded like writes (503 ``store_unavailable`` after
-    ``TICKTAPE_STORE_WRITE_TIMEOUT_S``), and a read that outlived its timeout never
+    ``TICKTAPE_STORE_TIMEOUT_S``), and a read that outlived its timeout never
     opens or keeps a connection once the store is closed: after the thaw, every
     connection the store ever made is closed (before, a read still connecting when
     the store closed got its connection afterwards and nobody closed it — the
@@ -251,15 +251,15 @@ def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connec
             sigstop(questdb.pid)  # connections stay open; nothing answers
             try:
                 started = time.monotonic()
-                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_TIMEOUT_S"):
                     await asyncio.wait_for(
                         store.ticks.read_trades(TickQuery("no-such-session")), BOUND_S
                     )
-                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_TIMEOUT_S"):
                     await asyncio.wait_for(store.ticks.count("no-such-session"), BOUND_S)
-                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_TIMEOUT_S"):
                     await asyncio.wait_for(store.results.summary("no-such-session"), BOUND_S)
-                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_WRITE_TIMEOUT_S"):
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_TIMEOUT_S"):
                     await asyncio.wait_for(store.results.rows("no-such-session", "fills"), BOUND_S)
                 assert time.monotonic() - started < 4 * BOUND_S
                 assert store.write_failure is not None  # counted as a store fault

@@ -44,6 +44,7 @@ from ticktape.store.questdb import (
     QuestDBStore,
     QuestDBTickStore,
 )
+from ticktape.testing import store_finished
 
 pytestmark = pytest.mark.questdb
 
@@ -432,15 +433,7 @@ def test_append_history_writes_what_create_and_transition_write(
     async def both() -> tuple[Any, Any]:
         await backend.open()
         try:
-            stored = await backend.sessions.create_session(via_contract, actor="bench")
-            await backend.sessions.transition(
-                stored.id,
-                expected_version=stored.version,
-                to_status=SessionStatus.FAILED,
-                actor="bench",
-                reason="start_failed",
-                lease_expires_at=None,
-            )
+            await store_finished(backend, [via_contract], actor="bench")
             await backend.sessions.append_history(
                 [via_history], to_status=SessionStatus.FAILED, reason="start_failed", actor="bench"
             )

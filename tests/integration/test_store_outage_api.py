@@ -132,7 +132,7 @@ def test_a_write_that_hangs_is_bounded_by_the_write_timeout_and_is_a_store_fault
         heartbeat_interval_s=0.2,
         lease_s=5.0,
         allowed_hosts=("localhost",),
-        store_write_timeout_s=0.5,
+        store_timeout_s=0.5,
         retry=RetryPolicy(store_attempts=2),
     )
 
@@ -140,7 +140,7 @@ def test_a_write_that_hangs_is_bounded_by_the_write_timeout_and_is_a_store_fault
         store = SqliteStore(
             settings.store_url, connection_factory=StallingConnection, failure_hold_s=0
         )
-        store.write_timeout_s = settings.store_write_timeout_s
+        store.write_timeout_s = settings.store_timeout_s
         await store.open()
         metrics = Metrics()
         supervisor = Supervisor(store, settings, metrics, default_runners())
@@ -160,10 +160,10 @@ def test_a_write_that_hangs_is_bounded_by_the_write_timeout_and_is_a_store_fault
                 assert refused.status_code == 503, refused.text
                 error = refused.json()["error"]
                 assert error["code"] == "store_unavailable"
-                assert "TICKTAPE_STORE_WRITE_TIMEOUT_S" in error["message"]
+                assert "TICKTAPE_STORE_TIMEOUT_S" in error["message"]
                 health = (await http.get("/health")).json()
                 assert health["store_ok"] is False
-                assert "TICKTAPE_STORE_WRITE_TIMEOUT_S" in health["store_error"]
+                assert "TICKTAPE_STORE_TIMEOUT_S" in health["store_error"]
                 assert (await http.get("/ready")).status_code == 503
                 assert "ticktape_store_write_failures 0.0" not in (await http.get("/metrics")).text
 

@@ -100,6 +100,7 @@ EXPORTS = {
         "sigstop",
         "sim_blocks",
         "stopped",
+        "store_finished",
     ],
 }
 

@@ -42,6 +42,7 @@ from ticktape.config import (
     DEFAULT_PORT,
     DEFAULT_STORE_URL,
     DEFAULT_URL,
+    DEPRECATED_ENV,
     HEARTBEAT_INTERVAL_S,
     LEASE_S,
     REQUEST_SHUTDOWN_TIMEOUT_S,
@@ -260,6 +261,10 @@ def run_server(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for old in settings.deprecated_env:
+        logging.getLogger("ticktape").warning(
+            "%s is deprecated: set %s instead", old, DEPRECATED_ENV[old]
+        )
     check_store(settings, store_wait_s)
     from ticktape.api import create_app  # the server, only when serving
 

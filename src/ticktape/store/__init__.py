@@ -25,7 +25,7 @@ def open_store(
 
     Its public face is the retry layer (:class:`~ticktape.store.retrying.RetryingStore`,
     bounded by ``retry``) around the backend, which is ``.inner``. ``write_timeout_s``
-    bounds each of the backend's writes (``TICKTAPE_STORE_WRITE_TIMEOUT_S``).
+    bounds each of the backend's writes and reads (``TICKTAPE_STORE_TIMEOUT_S``).
     """
     backend = _backend(url, retry)
     if write_timeout_s is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar
 
-from ticktape.config import STORE_WRITE_TIMEOUT_S
+from ticktape.config import STORE_TIMEOUT_S
 from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
 from ticktape.errors import WriteTimedOut
 from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
@@ -822,7 +822,7 @@ async def bounded_write(future: asyncio.Future[T], timeout_s: float, what: str) 
     except TimeoutError:
         raise WriteTimedOut(
             f"{what}: the store did not finish the write within {timeout_s:g}s "
-            "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+            "(limit TICKTAPE_STORE_TIMEOUT_S)"
         ) from None
 
 
@@ -919,9 +919,9 @@ class Store(abc.ABC):
     url: str
     sessions: SessionStore
     ticks: TickStore
-    #: A write not finished after this long fails as unavailable (set from the settings
-    #: by whoever opens the store; see config.STORE_WRITE_TIMEOUT_S).
-    write_timeout_s: float = STORE_WRITE_TIMEOUT_S
+    #: A write, or a read, not finished after this long fails as unavailable (set from
+    #: the settings by whoever opens the store; see config.STORE_TIMEOUT_S).
+    write_timeout_s: float = STORE_TIMEOUT_S
     results: ResultStore
 
     @abc.abstractmethod

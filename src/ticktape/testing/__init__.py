@@ -14,7 +14,9 @@
 - :func:`sim_blocks` / :func:`iter_sim_blocks` (the simulated exchange's ticks, no wall
   clock) and :func:`record_source` (a finished collect session holding them, written
   straight into a store): the source of backtest tests and ``bench/backtest.py``.
-- :func:`draft_session`: a pending collect session to store (tests and benchmarks).
+- :func:`draft_session`: a pending collect session to store (tests and benchmarks);
+  :func:`store_finished`: sessions stored and ended ``failed`` through the contract
+  (create, then one transition), a store's history of finished sessions.
 
 Fault injection is composition: the store is wrapped where a test or benchmark
 builds the app (``create_app(runtime_store=...)``); the production settings and
@@ -32,6 +34,7 @@ from ticktape.testing._recording import (
     iter_sim_blocks,
     record_source,
     sim_blocks,
+    store_finished,
 )
 from ticktape.testing._servers import (
     TICKTAPE,
@@ -65,4 +68,5 @@ __all__ = [
     "sigstop",
     "sim_blocks",
     "stopped",
+    "store_finished",
 ]

@@ -9,6 +9,7 @@ any backend.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -83,6 +84,38 @@ def draft_session(**overrides: Any) -> Session:
         **overrides,
     }
     return Session(**fields)
+
+
+async def store_finished(
+    store: Store,
+    sessions: Iterable[Session],
+    *,
+    concurrency: int = 1,
+    actor: str = "test",
+    reason: str = Reason.START_FAILED,
+) -> None:
+    """Store each of ``sessions`` (pending, e.g. :func:`draft_session`) and end it
+    ``failed`` the way the contract does it — ``create_session``, then one conditional
+    transition — ``concurrency`` at a time: a store's history of finished sessions.
+
+    ``sessions`` is taken lazily, one at a time, so a generator of a hundred thousand
+    drafts never sits in memory whole.
+    """
+    pending = iter(sessions)
+
+    async def worker() -> None:
+        for session in pending:  # shared by the workers: each session is taken once
+            created = await store.sessions.create_session(session, actor=actor)
+            await store.sessions.transition(
+                created.id,
+                expected_version=created.version,
+                to_status=SessionStatus.FAILED,
+                actor=actor,
+                reason=reason,
+                lease_expires_at=None,
+            )
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
 
 
 async def record_source(

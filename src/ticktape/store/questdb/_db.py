@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from questdb import QuestDBError
 
-from ticktape.config import STORE_WRITE_TIMEOUT_S
+from ticktape.config import STORE_TIMEOUT_S
 from ticktape.errors import (
     StoreBusy,
     StoreError,
@@ -385,7 +385,7 @@ class Connections:
         # Whether writes (session log over PG wire, ticks over ILP) work: what /health,
         # /ready, /metrics and the admission of new sessions read (Store.write_failure).
         self.health = WriteHealth("QuestDB")
-        self.write_timeout_s = STORE_WRITE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
+        self.write_timeout_s = STORE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
         # Testing hook (QuestDBStore.on_connect): called with every connection opened
         self.on_connect: Callable[[psycopg.AsyncConnection[Any]], None] | None = None
 
@@ -407,7 +407,7 @@ class Connections:
             task.add_done_callback(self._late.discard)
             timed_out = WriteTimedOut(
                 f"{what}: QuestDB did not answer within {self.write_timeout_s:g}s "
-                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+                "(limit TICKTAPE_STORE_TIMEOUT_S)"
             )
             self.health.failed(timed_out)
             raise timed_out from None

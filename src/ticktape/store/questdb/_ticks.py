@@ -502,7 +502,7 @@ class QuestDBTickStore(TickStore):
     async def _scalar_rows(
         self, sql: str, params: list[object], what: str
     ) -> list[tuple[Any, ...]]:
-        """Every tick read: answered within the store timeout (``TICKTAPE_STORE_WRITE_TIMEOUT_S``)
+        """Every tick read: answered within the store timeout (``TICKTAPE_STORE_TIMEOUT_S``)
         or :class:`~ticktape.errors.WriteTimedOut` (503 ``store_unavailable``), like writes."""
 
         async def query() -> list[tuple[Any, ...]]:

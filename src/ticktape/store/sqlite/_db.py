@@ -40,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeGuard, TypeVar
 
-from ticktape.config import STORE_WRITE_TIMEOUT_S
+from ticktape.config import STORE_TIMEOUT_S
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, WriteTimedOut
 from ticktape.store.driver_errors import ErrorMap, Rule
 
@@ -271,7 +271,7 @@ class Database:
     ) -> None:
         self.path = path
         self.failure_hold_s = failure_hold_s
-        self.write_timeout_s = STORE_WRITE_TIMEOUT_S  # SqliteStore.write_timeout_s sets it
+        self.write_timeout_s = STORE_TIMEOUT_S  # SqliteStore.write_timeout_s sets it
         # Tests pass a sqlite3.Connection subclass that fails chosen statements: faults
         # injected at the driver boundary, under every line of this module.
         self._factory = connection_factory or sqlite3.Connection
@@ -386,7 +386,7 @@ class Database:
                 stuck = True
                 log.error(
                     "SQLite close: the writer did not finish within %gs "
-                    "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S); closing without its checkpoint",
+                    "(limit TICKTAPE_STORE_TIMEOUT_S); closing without its checkpoint",
                     self.write_timeout_s,
                 )
         for lane in (writer, readers):
@@ -448,7 +448,7 @@ class Database:
         except TimeoutError:
             timed_out = WriteTimedOut(
                 f"{what}: SQLite did not finish the write within {self.write_timeout_s:g}s "
-                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+                "(limit TICKTAPE_STORE_TIMEOUT_S)"
             )
             self._record_failure(timed_out)
             raise timed_out from None
@@ -663,7 +663,7 @@ class Database:
         except TimeoutError:
             raise WriteTimedOut(
                 f"{what}: SQLite did not answer within {self.write_timeout_s:g}s "
-                "(limit TICKTAPE_STORE_WRITE_TIMEOUT_S)"
+                "(limit TICKTAPE_STORE_TIMEOUT_S)"
             ) from None
 
 
