@@ -270,8 +270,12 @@ class CollectRunner:
     async def _pump(
         self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
     ) -> Outcome:
-        """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline."""
-        if built.sim is not None and built.sim.rate_per_s > 0:
+        """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline.
+
+        A paced simulated feed is driven by the instance's sim driver when ``buffer`` is the
+        session's own buffer; a paper run passes a tap that also hands each block to its
+        strategy (runners/paper.py), which takes the per-session path below."""
+        if built.sim is not None and built.sim.rate_per_s > 0 and isinstance(buffer, TickBuffer):
             return await self._pump_sim(built.sim, buffer, handle, deadline)
         until = asyncio.Event()
 
