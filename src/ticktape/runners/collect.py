@@ -94,6 +94,17 @@ def instance_driver(metrics: Metrics) -> SimDriver:
     return driver
 
 
+def _ended(handle: RunHandle) -> Outcome:
+    """How a pump's run ended, by what its handle says (a loss first)."""
+    if handle.lost.is_set():
+        return Outcome.LOST
+    if handle.stop.is_set():
+        return Outcome.STOPPED
+    if handle.handover.is_set():
+        return Outcome.HANDED_OVER
+    return Outcome.FINISHED
+
+
 def _iso(us: int) -> str:
     return from_us(us).isoformat()
 
@@ -318,13 +329,7 @@ class CollectRunner:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        if handle.lost.is_set():
-            return Outcome.LOST
-        if handle.stop.is_set():
-            return Outcome.STOPPED
-        if handle.handover.is_set():
-            return Outcome.HANDED_OVER
-        return Outcome.FINISHED
+        return _ended(handle)
 
     async def _pump_sim(
         self, exchange: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
@@ -361,13 +366,7 @@ class CollectRunner:
         if stream.failed.done():
             stream.failed.result()  # the feed's error ends the run as a generator's would
         await buffer.unbound()
-        if handle.lost.is_set():
-            return Outcome.LOST
-        if handle.stop.is_set():
-            return Outcome.STOPPED
-        if handle.handover.is_set():
-            return Outcome.HANDED_OVER
-        return Outcome.FINISHED
+        return _ended(handle)
 
     def _on_event(self, handle: RunHandle, event: FeedEvent) -> None:
         if event.kind is EventKind.GAP and event.gap is not None:
