@@ -84,10 +84,18 @@ class Watched:
     list_requests: list[str] = field(default_factory=list)
     in_flight: set[Any] = field(default_factory=set)  # requests not yet answered (no stream)
 
-    def settle(self, timeout_s: float = UPDATE_TIMEOUT_MS / 1000) -> None:
+    def settle(self, timeout_s: float = UPDATE_TIMEOUT_MS / 1000, live: bool = True) -> None:
         """Wait until every request the page made has its answer: leaving a page sooner
-        aborts them (the browser's doing, not the page's)."""
+        aborts them (the browser's doing, not the page's).
+
+        A page with a live indicator loads once more when its event stream is ready
+        (the catch-up), and says "live" only after that load is answered: with
+        ``live`` the wait includes it — an empty in-flight set between the first load
+        and the catch-up is not a settled page."""
         deadline = time.monotonic() + timeout_s
+        indicator = self.page.locator("[data-live]")
+        if live and indicator.count():
+            expect(indicator.first).to_have_attribute("data-live", "yes", timeout=timeout_s * 1000)
         while self.in_flight:
             assert time.monotonic() < deadline, f"requests still open: {self.in_flight}"
             self.page.wait_for_timeout(20)  # lets Playwright deliver the answers' events
