@@ -37,7 +37,7 @@ import logging
 import time
 import uuid
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -55,7 +55,6 @@ from ticktape.feeds.factory import BuiltFeed, build_feed
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.feeds.simdriver import SimDriver
 from ticktape.metrics import Metrics
-from ticktape.runners.buffer import TickBuffer
 from ticktape.runners.writer import TickWriter
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
@@ -92,6 +91,17 @@ def instance_driver(metrics: Metrics) -> SimDriver:
 
         driver = _DRIVERS[metrics] = SimDriver(loop, on_rows=count)
     return driver
+
+
+class BlockSink(Protocol):
+    """Where a run's feed blocks go: the session's buffer (``runners/buffer.py``: its
+    ``put``, ``offer`` and ``unbound``), or a wrapper that keeps that contract."""
+
+    async def put(self, batches: list[TickBatch]) -> None: ...
+
+    def offer(self, batches: list[TickBatch]) -> bool: ...
+
+    async def unbound(self) -> None: ...
 
 
 def _ended(handle: RunHandle) -> Outcome:
@@ -279,14 +289,14 @@ class CollectRunner:
     # ------------------------------------------------------------------ pump
 
     async def _pump(
-        self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+        self, built: BuiltFeed, buffer: BlockSink, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline.
 
-        A paced simulated feed is driven by the instance's sim driver when ``buffer`` is the
-        session's own buffer; a paper run passes a tap that also hands each block to its
-        strategy (runners/paper.py), which takes the per-session path below."""
-        if built.sim is not None and built.sim.rate_per_s > 0 and isinstance(buffer, TickBuffer):
+        A paced simulated feed is driven by the instance's sim driver (into the session's
+        buffer, or a paper run's tap that also hands each block to its strategy,
+        runners/paper.py); any other feed is pulled here, block by block."""
+        if built.sim is not None and built.sim.rate_per_s > 0:
             return await self._pump_sim(built.sim, buffer, handle, deadline)
         until = asyncio.Event()
 
@@ -332,7 +342,7 @@ class CollectRunner:
         return _ended(handle)
 
     async def _pump_sim(
-        self, exchange: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+        self, exchange: SimExchange, buffer: BlockSink, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """A paced simulated feed: the instance's driver puts its blocks into the buffer
         (``buffer.offer``, and ``buffer.put`` for a block refused for room); the run only
