@@ -36,7 +36,6 @@ import json
 import logging
 import time
 import uuid
-import weakref
 from typing import Any, Protocol
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
@@ -53,9 +52,8 @@ from ticktape.feeds.contract import (
 )
 from ticktape.feeds.factory import BuiltFeed, build_feed
 from ticktape.feeds.sim import ResumePoint, SimExchange
-from ticktape.feeds.simdriver import SimDriver
 from ticktape.metrics import Metrics
-from ticktape.runners.writer import TickWriter
+from ticktape.runners.instance import InstanceParts
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store, TickQuery
@@ -69,28 +67,6 @@ LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's 
 #: How often changed feed counts (duplicates dropped, malformed messages) are noted in the
 #: session's history while it runs; the run's end always notes the final counts.
 FEED_COUNTS_INTERVAL_S = 10.0
-
-
-#: The simulated feeds' driver of each instance (feeds/simdriver.py), found by the
-#: instance's metrics registry (every runner of an instance shares it).
-_DRIVERS: weakref.WeakKeyDictionary[Metrics, SimDriver] = weakref.WeakKeyDictionary()
-
-
-def instance_driver(metrics: Metrics) -> SimDriver:
-    """The driver feeding every paced simulated session of the instance that owns
-    ``metrics``, on the running loop; it counts the rows it hands out in ``metrics``."""
-    loop = asyncio.get_running_loop()
-    driver = _DRIVERS.get(metrics)
-    if driver is None or driver.loop is not loop:
-        trades = metrics.feed_rows.labels(exchange="sim", data_type="trades")
-        books = metrics.feed_rows.labels(exchange="sim", data_type="orderbook")
-
-        def count(n_trades: int, n_books: int) -> None:
-            trades.inc(n_trades)
-            books.inc(n_books)
-
-        driver = _DRIVERS[metrics] = SimDriver(loop, on_rows=count)
-    return driver
 
 
 class BlockSink(Protocol):
@@ -126,12 +102,13 @@ class CollectRunner:
         settings: Settings,
         metrics: Metrics,
         owner: str,
-        writer: TickWriter | None = None,
+        parts: InstanceParts | None = None,
     ) -> None:
-        """``writer``: the instance's tick writer (``runners/writer.py``), shared by every
-        run of the instance; None: a writer of this run's own."""
+        """``parts``: the instance's tick writer and sim driver (``runners/instance.py``),
+        shared by every run of the instance; None: parts of this run's own."""
         self._store = store
-        self._writer = writer or TickWriter(store, settings, metrics, owner)
+        self._parts = parts or InstanceParts(store, settings, metrics, owner)
+        self._writer = self._parts.writer
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
@@ -348,7 +325,7 @@ class CollectRunner:
         (``buffer.offer``, and ``buffer.put`` for a block refused for room); the run only
         waits for its end. The simulated exchange has no events to pass on (no gaps, no
         refusal): its blocks are all there is."""
-        driver = instance_driver(self._metrics)
+        driver = self._parts.driver()
         stream = driver.attach(exchange, buffer.offer, buffer.put)
         waiters: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(handle.stop.wait()),

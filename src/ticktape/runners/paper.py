@@ -28,7 +28,7 @@ from ticktape.feeds.factory import BuiltFeed
 from ticktape.metrics import Metrics
 from ticktape.runners.backtest import stored
 from ticktape.runners.collect import BlockSink, CollectRunner
-from ticktape.runners.writer import TickWriter
+from ticktape.runners.instance import InstanceParts
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store
@@ -114,9 +114,9 @@ class PaperRunner(CollectRunner):
         metrics: Metrics,
         owner: str,
         strategies: StrategyRegistry,
-        writer: TickWriter | None = None,
+        parts: InstanceParts | None = None,
     ) -> None:
-        super().__init__(store, settings, metrics, owner, writer)
+        super().__init__(store, settings, metrics, owner, parts)
         self._strategies = strategies
         self._live = LiveSource(QUEUE_BLOCKS)
         self._engine_done = threading.Event()

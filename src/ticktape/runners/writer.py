@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Protocol
 
 from ticktape.config import Settings
@@ -277,22 +276,4 @@ class TickWriter:
         self._due.pop(reg, None)
 
 
-class TickWriters:
-    """The tick writer of each instance whose runners a registry builds, by owner token
-    (one per supervisor incarnation); a writer no run uses any more is dropped."""
-
-    def __init__(self) -> None:
-        self._writers: weakref.WeakValueDictionary[str, TickWriter] = weakref.WeakValueDictionary()
-
-    def get(self, store: Store, settings: Settings, metrics: Metrics, owner: str) -> TickWriter:
-        writer = self._writers.get(owner)
-        if writer is None or writer.failure is not None:
-            writer = self._writers[owner] = TickWriter(store, settings, metrics, owner)
-        return writer
-
-    def find(self, owner: str) -> TickWriter | None:
-        """The instance's writer, if one is in use (for tests and benchmarks)."""
-        return self._writers.get(owner)
-
-
-__all__ = ["Registration", "TickWriter", "TickWriterFailed", "TickWriters", "WriterClient"]
+__all__ = ["Registration", "TickWriter", "TickWriterFailed", "WriterClient"]
