@@ -373,8 +373,9 @@ class CollectRunner:
     def pending_gaps(self) -> bool:
         return bool(self._gaps)
 
-    async def write_gaps(self, handle: RunHandle) -> None:
-        """Store the gaps seen so far; on a store error they are kept and tried again."""
+    async def write_gaps(self, handle: RunHandle) -> bool:
+        """Store the gaps seen so far; on a store error they are kept and tried again
+        (False)."""
         gaps, self._gaps = self._gaps, []
         try:
             # transient errors are retried by the store handle (store/retrying.py)
@@ -382,9 +383,15 @@ class CollectRunner:
         except LeaseLost as exc:
             self._gaps[:0] = gaps
             handle.lose(f"gap write rejected by the store: {exc}")
+            return False
         except StoreError as exc:
             self._gaps[:0] = gaps
             log.error("session %s: could not store %d gaps: %s", handle.session_id, len(gaps), exc)
+            return False
+        except asyncio.CancelledError:
+            self._gaps[:0] = gaps  # the run is over: counted as not stored at its end
+            raise
+        return True
 
     def drain_over(self) -> bool:
         return self._drain_until is not None and time.monotonic() >= self._drain_until
