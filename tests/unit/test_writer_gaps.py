@@ -135,3 +135,35 @@ def test_a_run_that_ends_with_its_gap_write_in_flight_cancels_it() -> None:
         assert log == []
 
     asyncio.run(scenario())
+
+
+class _Broken(_Client):
+    async def write_gaps(self, handle: RunHandle) -> bool:
+        raise RuntimeError("gap bug")
+
+
+def test_a_gap_write_that_fails_with_no_store_error_fails_its_session_alone() -> None:
+    async def scenario() -> None:
+        settings = Settings(store_url="memory://", flush_interval_s=HOUR, flush_eager_rows=1)
+        store = _Store()
+        writer = TickWriter(cast(Store, store), settings, Metrics(), "owner")
+        log: list[tuple[str, str]] = []
+        broken, other = _Broken(log), _Client(log)
+        broken.gaps = 1
+        a = writer.register(RunHandle("a"), broken)
+        b = writer.register(RunHandle("b"), other)
+        await a.buffer.put([_trades("a", 0)])
+        done = await asyncio.wait_for(asyncio.wait({a.done}), WAIT_S)
+        assert isinstance(done[0].pop().exception(), RuntimeError)
+        assert a.handle.stop.is_set()  # its run ends, failed with the error
+        await b.buffer.put([_trades("b", 0)])  # the writer goes on for the others
+        await asyncio.wait_for(other.written.wait(), WAIT_S)
+        assert writer.failure is None
+        assert not [c for c in store.ticks.calls if "a" in c]
+        for reg in (a, b):
+            await reg.buffer.close()
+        await asyncio.wait_for(b.done, WAIT_S)
+        for reg in (a, b):
+            writer.unregister(reg)
+
+    asyncio.run(scenario())

@@ -144,9 +144,7 @@ class TickWriter:
         """The run is over: nothing more of it is written or counted."""
         reg.active = False
         reg.buffer.on_due = None
-        if reg.gap_write is not None:
-            reg.gap_write.cancel()  # the run is over (lost, cancelled): write nothing more
-            reg.gap_write = None
+        _drop_gap_write(reg)  # the run is over (lost, cancelled): write nothing more
         self._regs.pop(reg, None)
         self._due.pop(reg, None)
         if reg.done.done() and not reg.done.cancelled():
@@ -199,8 +197,7 @@ class TickWriter:
             log.exception("the instance's tick writer died", exc_info=exc)
         error = TickWriterFailed(f"the instance's tick writer died: {type(exc).__name__}: {exc}")
         for reg in list(self._regs):
-            if reg.gap_write is not None:
-                reg.gap_write.cancel()
+            _drop_gap_write(reg)
             reg.fail(error)
 
     async def _round(self, regs: list[Registration]) -> None:
@@ -307,6 +304,17 @@ class TickWriter:
             return
         reg.held = True  # again at the next point of the clock, not in a tight loop
         self._due.pop(reg, None)
+
+
+def _drop_gap_write(reg: Registration) -> None:
+    """Cancel the run's gap write in flight, or take the answer nobody will read."""
+    gap_write, reg.gap_write = reg.gap_write, None
+    if gap_write is None:
+        return
+    if not gap_write.done():
+        gap_write.cancel()
+    elif not gap_write.cancelled():
+        gap_write.exception()  # retrieved: its run is over
 
 
 __all__ = ["Registration", "TickWriter", "TickWriterFailed", "WriterClient"]
