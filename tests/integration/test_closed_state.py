@@ -63,7 +63,7 @@ def stall() -> Iterator[StalledCheckpoint]:
 @pytest.fixture
 def store(run: Run, tmp_path: Path, stall: StalledCheckpoint) -> SqliteStore:
     s = SqliteStore(f"sqlite:///{tmp_path}/closing.db", connection_factory=stall.factory)
-    s.write_timeout_s = BOUND_S
+    s.timeout_s = BOUND_S
     run(s.open())
     return s
 
@@ -90,7 +90,7 @@ def test_a_read_stuck_in_a_stalled_disk_fails_within_the_bound(
 ) -> None:
     stall = StalledReads()
     s = SqliteStore(f"sqlite:///{tmp_path}/reads.db", connection_factory=stall.factory)
-    s.write_timeout_s = BOUND_S
+    s.timeout_s = BOUND_S
     run(s.open())
     try:
         created = run(s.sessions.create_session(make_session(), actor="t"))

@@ -19,7 +19,7 @@ from tests.oracle import check_stored
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
 from ticktape.feeds.sim import SimExchange
-from ticktape.runners import TickWriter, TickWriters, default_runners
+from ticktape.runners import Instances, TickWriter, default_runners
 from ticktape.testing import eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -41,10 +41,10 @@ def test_the_instance_bound_holds_every_session_back_and_loses_nothing(
     probe = SimExchange("p", ("BTC_USDT",), rate_per_s=RATE)
     block_rows = sum(len(b) for b in probe.next_block())
 
-    writers = TickWriters()
+    shared = Instances()
 
     async def scenario() -> None:
-        async with instances(settings, default_runners(writers=writers)) as add:
+        async with instances(settings, default_runners(instances=shared)) as add:
             node = await add("node")
             node.store.delay("write", WRITE_DELAY_S, times=None)
             sessions = [
@@ -52,7 +52,8 @@ def test_the_instance_bound_holds_every_session_back_and_loses_nothing(
             ]
 
             async def writer_in_use() -> TickWriter | None:
-                return writers.find(node.owner)  # once the runs are launched
+                parts = shared.find(node.owner)  # once the runs are launched
+                return None if parts is None else parts.writer
 
             # the instance's one writer, with its pool
             pool = (await eventually(writer_in_use, what="the writer", timeout_s=30)).pool

@@ -81,7 +81,7 @@ def _settings(url: str, **overrides: Any) -> Settings:
 
 async def _serving(settings: Settings) -> tuple[QuestDBStore, Supervisor, httpx.AsyncClient]:
     store = QuestDBStore(settings.store_url)
-    store.write_timeout_s = settings.store_timeout_s
+    store.timeout_s = settings.store_timeout_s
     await store.open()
     metrics = Metrics()
     supervisor = Supervisor(store, settings, metrics, default_runners())
@@ -240,7 +240,7 @@ def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connec
     the store closed got its connection afterwards and nobody closed it — the
     ResourceWarning seen in test_stateful[questdb])."""
     store = QuestDBStore(questdb.store_url)
-    store.write_timeout_s = 1.0
+    store.timeout_s = 1.0
     made: list[Any] = []
     store.on_connect = made.append  # every connection the store opens
 

@@ -140,7 +140,7 @@ def test_a_write_that_hangs_is_bounded_by_the_write_timeout_and_is_a_store_fault
         store = SqliteStore(
             settings.store_url, connection_factory=StallingConnection, failure_hold_s=0
         )
-        store.write_timeout_s = settings.store_timeout_s
+        store.timeout_s = settings.store_timeout_s
         await store.open()
         metrics = Metrics()
         supervisor = Supervisor(store, settings, metrics, default_runners())

@@ -17,7 +17,7 @@ from typing import Any
 from tests.oracle import check_stored
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
-from ticktape.runners import TickWriters, default_runners
+from ticktape.runners import Instances, default_runners
 from ticktape.testing import FaultRule, Instance, eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -162,18 +162,19 @@ def test_a_refused_session_is_fenced_alone_and_the_others_go_on(run: Run, tmp_pa
 def test_if_the_writer_dies_every_session_ends_failed_with_the_error(
     run: Run, tmp_path: Path
 ) -> None:
-    writers = TickWriters()
+    shared = Instances()
 
     async def scenario() -> None:
-        async with instances(_settings(tmp_path), default_runners(writers=writers)) as add:
+        async with instances(_settings(tmp_path), default_runners(instances=shared)) as add:
             node = await add("node")
             sessions = [await node.create(symbols=["BTC_USDT"]) for _ in range(3)]
             ids = [s.id for s in sessions]
             await eventually(
                 lambda: _all_running(node, ids), what="every session writing", timeout_s=30
             )
-            writer = writers.find(node.owner)
-            assert writer is not None
+            parts = shared.find(node.owner)
+            assert parts is not None
+            writer = parts.writer
             # Not a store error: nothing retries it, the writer's task ends with it.
             node.store.fail("write_sessions", error=RuntimeError("writer bug"))
 
@@ -199,8 +200,9 @@ def test_if_the_writer_dies_every_session_ends_failed_with_the_error(
             await eventually(
                 lambda: _all_running(node, [s.id]), what="a new session writing", timeout_s=30
             )
-            renewed = writers.find(node.owner)
-            assert renewed is not None and renewed is not writer and renewed.failure is None
+            assert shared.find(node.owner) is parts  # the same instance: its parts renewed
+            renewed = parts.writer
+            assert renewed is not writer and renewed.failure is None
             ended = await node.service.stop(s.id, wait=True, timeout_s=EVENTUAL_S)
             assert ended.status is SessionStatus.STOPPED, ended
             await check_stored(node.raw, s.id)

@@ -15,10 +15,12 @@ from typing import Any
 
 from tests.oracle import check_stored
 from ticktape.config import Settings
-from ticktape.domain import SessionStatus
+from ticktape.domain import Reason, SessionStatus, validate_spec
 from ticktape.feeds.clock import ticker
 from ticktape.feeds.sim import BLOCK_PERIOD_S
-from ticktape.runners.collect import instance_driver
+from ticktape.runners import Instances, default_runners
+from ticktape.service import paper_spec
+from ticktape.strategies import default_registry, validate_paper
 from ticktape.testing import eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -38,10 +40,11 @@ def fed_trades(registry: Any) -> float:
 
 def test_many_sim_sessions_cost_one_driver_wake_up_per_block_period(run: Run) -> None:
     settings = Settings(store_url="memory://", flush_interval_s=1.0)
+    shared = Instances()
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        async with instances(settings) as add:
+        async with instances(settings, default_runners(instances=shared)) as add:
             node = await add("node")
             sessions = [await node.create(symbols=["BTC_USDT"], seed=i) for i in range(SESSIONS)]
             registry = node.metrics.registry
@@ -50,7 +53,9 @@ def test_many_sim_sessions_cost_one_driver_wake_up_per_block_period(run: Run) ->
                 return True if fed_trades(registry) >= SESSIONS * 5 else None
 
             await eventually(all_fed, what="every session's first block", timeout_s=30)
-            driver = instance_driver(node.metrics)
+            parts = shared.find(node.owner)
+            assert parts is not None and parts.running_driver is not None
+            driver = parts.running_driver
             clock = ticker(BLOCK_PERIOD_S, loop)
             waits, turns, t0 = clock.waits, driver.turns, loop.time()
             fed = fed_trades(registry)
@@ -67,5 +72,46 @@ def test_many_sim_sessions_cost_one_driver_wake_up_per_block_period(run: Run) ->
             assert driver.sessions == 0
             for s in sessions:
                 await check_stored(node.raw, s.id)
+
+    run(scenario())
+
+
+def test_a_paper_session_is_fed_by_the_instance_driver_and_its_strategy_sees_the_recording(
+    run: Run,
+) -> None:
+    settings = Settings(store_url="memory://", flush_interval_s=1.0)
+    shared = Instances()
+
+    async def scenario() -> None:
+        async with instances(settings, default_runners(instances=shared)) as add:
+            node = await add("node")
+            recording = validate_spec(
+                kind="collect", symbols=["BTC_USDT"], duration="3s", rate_per_s=1000.0, seed=3
+            )
+            strategy = {"strategy": "market_maker", "params": {"qty": 0.5, "max_inventory": 2.0}}
+            paper = validate_paper(
+                {"symbols": ["BTC_USDT"], "seed": 3, **strategy}, default_registry()
+            )
+            session = await node.service.create(paper_spec(recording, paper))
+
+            async def driven() -> bool | None:
+                parts = shared.find(node.owner)
+                driver = None if parts is None else parts.running_driver
+                return True if driver is not None and driver.sessions == 1 else None
+
+            await eventually(driven, what="the paper session on the driver", timeout_s=30)
+
+            async def completed() -> bool | None:
+                got = await node.raw.sessions.get_session(session.id)
+                return True if got.status is SessionStatus.COMPLETED else None
+
+            await eventually(completed, what="the paper session's end", timeout_s=60)
+            done = await node.raw.sessions.get_session(session.id)
+            assert done.stats.records_collected > 0
+            events = await node.raw.sessions.list_events(session.id)
+            assert not [e for e in events if e.reason == Reason.COUNT_MISMATCH]
+            results = await node.raw.results.summary(session.id)
+            assert results is not None and results.fills > 0  # the strategy saw the blocks
+            await check_stored(node.raw, session.id)
 
     run(scenario())

@@ -4,11 +4,13 @@ and its former name ``TICKTAPE_STORE_WRITE_TIMEOUT_S`` still works, with a warni
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from ticktape.cli import main as cli_main
 from ticktape.config import STORE_TIMEOUT_S, Settings
+from ticktape.store import open_store
 
 
 def test_the_bound_is_read_from_its_name_and_defaults_to_the_constant() -> None:
@@ -58,3 +60,18 @@ def test_serve_warns_at_start_up_about_the_former_name(
     assert [r.getMessage() for r in caplog.records if r.name == "ticktape"] == [
         "TICKTAPE_STORE_WRITE_TIMEOUT_S is deprecated: set TICKTAPE_STORE_TIMEOUT_S instead"
     ]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///{tmp}/t.db"])
+def test_the_store_attribute_is_timeout_s_through_every_layer(url: str, tmp_path: Path) -> None:
+    store = open_store(url.format(tmp=tmp_path), timeout_s=3.5)
+    assert (store.timeout_s, store.inner.timeout_s) == (3.5, 3.5)  # the backend's own bound
+    store.timeout_s = 2.0
+    assert store.inner.timeout_s == 2.0
+
+
+def test_the_former_attribute_and_argument_names_still_set_the_bound() -> None:
+    store = open_store("memory://", write_timeout_s=6.0)
+    assert store.inner.timeout_s == 6.0
+    store.write_timeout_s = 1.5
+    assert (store.timeout_s, store.inner.timeout_s, store.write_timeout_s) == (1.5, 1.5, 1.5)

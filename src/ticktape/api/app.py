@@ -120,7 +120,7 @@ def create_app(
             settings.retry,
             on_retry=own_metrics.store_retry,
             actor=settings.instance,
-            write_timeout_s=settings.store_timeout_s,
+            timeout_s=settings.store_timeout_s,
         )
         await store.open()
         try:

@@ -36,8 +36,7 @@ import json
 import logging
 import time
 import uuid
-import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from ticktape.config import VISIBILITY_TIMEOUT_S, Settings
 from ticktape.domain import DataType, Reason, Session, utcnow
@@ -53,10 +52,8 @@ from ticktape.feeds.contract import (
 )
 from ticktape.feeds.factory import BuiltFeed, build_feed
 from ticktape.feeds.sim import ResumePoint, SimExchange
-from ticktape.feeds.simdriver import SimDriver
 from ticktape.metrics import Metrics
-from ticktape.runners.buffer import TickBuffer
-from ticktape.runners.writer import TickWriter
+from ticktape.runners.instance import InstanceParts
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store, TickQuery
@@ -72,26 +69,15 @@ LAST_PRICE_ROWS = 100  # trades read at the newest timestamp to find a symbol's 
 FEED_COUNTS_INTERVAL_S = 10.0
 
 
-#: The simulated feeds' driver of each instance (feeds/simdriver.py), found by the
-#: instance's metrics registry (every runner of an instance shares it).
-_DRIVERS: weakref.WeakKeyDictionary[Metrics, SimDriver] = weakref.WeakKeyDictionary()
+class BlockSink(Protocol):
+    """Where a run's feed blocks go: the session's buffer (``runners/buffer.py``: its
+    ``put``, ``offer`` and ``unbound``), or a wrapper that keeps that contract."""
 
+    async def put(self, batches: list[TickBatch]) -> None: ...
 
-def instance_driver(metrics: Metrics) -> SimDriver:
-    """The driver feeding every paced simulated session of the instance that owns
-    ``metrics``, on the running loop; it counts the rows it hands out in ``metrics``."""
-    loop = asyncio.get_running_loop()
-    driver = _DRIVERS.get(metrics)
-    if driver is None or driver.loop is not loop:
-        trades = metrics.feed_rows.labels(exchange="sim", data_type="trades")
-        books = metrics.feed_rows.labels(exchange="sim", data_type="orderbook")
+    def offer(self, batches: list[TickBatch]) -> bool: ...
 
-        def count(n_trades: int, n_books: int) -> None:
-            trades.inc(n_trades)
-            books.inc(n_books)
-
-        driver = _DRIVERS[metrics] = SimDriver(loop, on_rows=count)
-    return driver
+    async def unbound(self) -> None: ...
 
 
 def _ended(handle: RunHandle) -> Outcome:
@@ -116,12 +102,13 @@ class CollectRunner:
         settings: Settings,
         metrics: Metrics,
         owner: str,
-        writer: TickWriter | None = None,
+        parts: InstanceParts | None = None,
     ) -> None:
-        """``writer``: the instance's tick writer (``runners/writer.py``), shared by every
-        run of the instance; None: a writer of this run's own."""
+        """``parts``: the instance's tick writer and sim driver (``runners/instance.py``),
+        shared by every run of the instance; None: parts of this run's own."""
         self._store = store
-        self._writer = writer or TickWriter(store, settings, metrics, owner)
+        self._parts = parts or InstanceParts(store, settings, metrics, owner)
+        self._writer = self._parts.writer
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
@@ -279,14 +266,14 @@ class CollectRunner:
     # ------------------------------------------------------------------ pump
 
     async def _pump(
-        self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+        self, built: BuiltFeed, buffer: BlockSink, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """Move blocks from the feed into the buffer until stop, loss, hand-over or the deadline.
 
-        A paced simulated feed is driven by the instance's sim driver when ``buffer`` is the
-        session's own buffer; a paper run passes a tap that also hands each block to its
-        strategy (runners/paper.py), which takes the per-session path below."""
-        if built.sim is not None and built.sim.rate_per_s > 0 and isinstance(buffer, TickBuffer):
+        A paced simulated feed is driven by the instance's sim driver (into the session's
+        buffer, or a paper run's tap that also hands each block to its strategy,
+        runners/paper.py); any other feed is pulled here, block by block."""
+        if built.sim is not None and built.sim.rate_per_s > 0:
             return await self._pump_sim(built.sim, buffer, handle, deadline)
         until = asyncio.Event()
 
@@ -332,13 +319,13 @@ class CollectRunner:
         return _ended(handle)
 
     async def _pump_sim(
-        self, exchange: SimExchange, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+        self, exchange: SimExchange, buffer: BlockSink, handle: RunHandle, deadline: float | None
     ) -> Outcome:
         """A paced simulated feed: the instance's driver puts its blocks into the buffer
         (``buffer.offer``, and ``buffer.put`` for a block refused for room); the run only
         waits for its end. The simulated exchange has no events to pass on (no gaps, no
         refusal): its blocks are all there is."""
-        driver = instance_driver(self._metrics)
+        driver = self._parts.driver()
         stream = driver.attach(exchange, buffer.offer, buffer.put)
         waiters: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(handle.stop.wait()),
@@ -386,8 +373,9 @@ class CollectRunner:
     def pending_gaps(self) -> bool:
         return bool(self._gaps)
 
-    async def write_gaps(self, handle: RunHandle) -> None:
-        """Store the gaps seen so far; on a store error they are kept and tried again."""
+    async def write_gaps(self, handle: RunHandle) -> bool:
+        """Store the gaps seen so far; on a store error they are kept and tried again
+        (False)."""
         gaps, self._gaps = self._gaps, []
         try:
             # transient errors are retried by the store handle (store/retrying.py)
@@ -395,9 +383,15 @@ class CollectRunner:
         except LeaseLost as exc:
             self._gaps[:0] = gaps
             handle.lose(f"gap write rejected by the store: {exc}")
+            return False
         except StoreError as exc:
             self._gaps[:0] = gaps
             log.error("session %s: could not store %d gaps: %s", handle.session_id, len(gaps), exc)
+            return False
+        except asyncio.CancelledError:
+            self._gaps[:0] = gaps  # the run is over: counted as not stored at its end
+            raise
+        return True
 
     def drain_over(self) -> bool:
         return self._drain_until is not None and time.monotonic() >= self._drain_until

@@ -27,9 +27,8 @@ from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.factory import BuiltFeed
 from ticktape.metrics import Metrics
 from ticktape.runners.backtest import stored
-from ticktape.runners.buffer import TickBuffer
-from ticktape.runners.collect import CollectRunner
-from ticktape.runners.writer import TickWriter
+from ticktape.runners.collect import BlockSink, CollectRunner
+from ticktape.runners.instance import InstanceParts
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.runner import Outcome, RunResult
 from ticktape.store.base import Store
@@ -41,15 +40,21 @@ QUEUE_BLOCKS = 64  # feed blocks waiting for the strategy; a slower strategy hol
 PUT_POLL_S = 0.2
 
 
-class _Tap:
-    """The buffer the collect pump writes to, also feeding the strategy each feed block.
+class StrategyTap:
+    """The buffer the collect pump (or the instance's sim driver) writes to, also feeding
+    the strategy each feed block; it keeps the buffer's contract (``put``, ``offer``,
+    ``unbound``, :class:`~ticktape.runners.collect.BlockSink`).
 
-    The feed hands on one batch at a time (``FeedTrades`` / ``FeedBooks``); the batches
-    of one feed block share its ``seq`` and overlap in time, so the strategy is given
-    whole blocks — a block is passed on when the next one starts, or at the end
-    (:meth:`flush`) — exactly the chunks a backtest of the recording merges."""
+    The feed hands on one batch at a time (``FeedTrades`` / ``FeedBooks``), the sim driver
+    a whole block at a time; the batches of one feed block share its ``seq`` and overlap
+    in time, so the strategy is given whole blocks — a block is passed on when the next
+    one starts, or at the end (:meth:`flush`) — exactly the chunks a backtest of the
+    recording merges. Every block reaches the strategy once and in order, whichever door
+    it came through: :meth:`offer` takes a block only if both the strategy's queue and the
+    buffer have room now (else it changes nothing and the caller awaits :meth:`put`, which
+    waits for both — a slow strategy holds the feed back as a slow store does)."""
 
-    def __init__(self, buffer: TickBuffer, live: LiveSource, engine_done: threading.Event):
+    def __init__(self, buffer: BlockSink, live: LiveSource, engine_done: threading.Event):
         self._buffer = buffer
         self._live = live
         self._engine_done = engine_done
@@ -64,6 +69,31 @@ class _Tap:
             self._block.append(batch)
         if not self._engine_done.is_set():
             await self._buffer.put(batches)
+
+    def offer(self, batches: list[TickBatch]) -> bool:
+        """Take ``batches`` now if :meth:`put` would take them without waiting (room in
+        the strategy's queue for the blocks they complete, and in the buffer); else take
+        nothing and return False."""
+        if self._engine_done.is_set():
+            return True  # as put: the session is being stopped, record nothing more
+        whole: list[list[TickBatch]] = []  # blocks complete once these batches join
+        block = list(self._block)
+        for batch in batches:
+            if block and batch.seq != block[0].seq:
+                whole.append(block)
+                block = []
+            block.append(batch)
+        if not self._live.room(len(whole)) or not self._buffer.offer(batches):
+            return False  # nothing taken: the caller awaits put, which waits for both
+        for chunk in whole:  # the room was there and only the strategy's run takes
+            self._live.put_nowait(chunk)
+        self._block = block
+        return True
+
+    async def unbound(self) -> None:
+        """The run is ending: the buffer takes what comes without waiting for room (the
+        strategy is still given every block recorded)."""
+        await self._buffer.unbound()
 
     async def flush(self) -> None:
         """Hand the block gathered so far to the strategy (waiting while it is behind)."""
@@ -84,24 +114,19 @@ class PaperRunner(CollectRunner):
         metrics: Metrics,
         owner: str,
         strategies: StrategyRegistry,
-        writer: TickWriter | None = None,
+        parts: InstanceParts | None = None,
     ) -> None:
-        super().__init__(store, settings, metrics, owner, writer)
+        super().__init__(store, settings, metrics, owner, parts)
         self._strategies = strategies
         self._live = LiveSource(QUEUE_BLOCKS)
         self._engine_done = threading.Event()
 
     async def _pump(
-        self, built: BuiltFeed, buffer: TickBuffer, handle: RunHandle, deadline: float | None
+        self, built: BuiltFeed, buffer: BlockSink, handle: RunHandle, deadline: float | None
     ) -> Outcome:
-        self._tap = _Tap(buffer, self._live, self._engine_done)
+        self._tap = StrategyTap(buffer, self._live, self._engine_done)
         try:
-            return await super()._pump(
-                built,
-                self._tap,  # type: ignore[arg-type]
-                handle,
-                deadline,
-            )
+            return await super()._pump(built, self._tap, handle, deadline)
         finally:
             await self._tap.flush()  # the last block, before the engine is told to finish
 

@@ -12,12 +12,14 @@ Rounds are one at a time: a session's batches are in at most one write, in order
 
 Every per-session rule of the collect runner is applied here, per session, to its answer
 (the runner supplies them, :class:`WriterClient`): gap rows are written before the ticks
-that follow them; a refused session (``LeaseLost``) is fenced — its handle is lost and it
-is written no more — while the others are stored; a failed write's batches go back ahead
-of newer ones and are tried again at the next point of the clock (transient errors were
-already retried by the store handle, ``store/retrying.py``), or, once the run is ending,
-are counted as unstored; the stop drain budget sheds what is left as ``stop_drain`` gaps;
-the runner's tally counts each tick once, when acknowledged.
+that follow them, in a write of the session's own beside the rounds (its ticks wait for
+it; the other sessions' are written meanwhile); a refused session (``LeaseLost``) is
+fenced — its handle is lost and it is written no more — while the others are stored;
+a failed write's batches go back ahead of newer ones and are tried again at the next
+point of the clock (transient errors were already retried by the store handle,
+``store/retrying.py``), or, once the run is ending, are counted as unstored; the stop
+drain budget sheds what is left as ``stop_drain`` gaps; the runner's tally counts each
+tick once, when acknowledged.
 
 The instance's :class:`~ticktape.runners.buffer.RowPool` (the bound on the rows buffered
 by all its sessions) belongs to the writer. The writer's task runs while a session is
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Protocol
 
 from ticktape.config import Settings
@@ -56,8 +57,9 @@ class WriterClient(Protocol):
         """Gap rows wait to be written (before the ticks that follow them)."""
         ...
 
-    async def write_gaps(self, handle: RunHandle) -> None:
-        """Write them (fenced: a refusal loses ``handle``)."""
+    async def write_gaps(self, handle: RunHandle) -> bool:
+        """Write them (fenced: a refusal loses ``handle``); False if they could not be
+        stored (kept, tried again later)."""
         ...
 
     def drain_over(self) -> bool:
@@ -83,6 +85,9 @@ class Registration:
         self.active = True  # False once its run gave it up: no answer of it counts then
         self.in_flight = False  # some of its batches are in the write under way
         self.held = False  # its last write failed: tried again at the next clock point
+        #: Its gap rows being written, beside the rounds: its ticks wait for them, the
+        #: other sessions' do not.
+        self.gap_write: asyncio.Task[bool] | None = None
         #: Resolved once the writer is done with it: drained (or given up), or lost;
         #: an exception if its writes cannot go on (the writer died, a non-store error).
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -139,6 +144,7 @@ class TickWriter:
         """The run is over: nothing more of it is written or counted."""
         reg.active = False
         reg.buffer.on_due = None
+        _drop_gap_write(reg)  # the run is over (lost, cancelled): write nothing more
         self._regs.pop(reg, None)
         self._due.pop(reg, None)
         if reg.done.done() and not reg.done.cancelled():
@@ -191,6 +197,7 @@ class TickWriter:
             log.exception("the instance's tick writer died", exc_info=exc)
         error = TickWriterFailed(f"the instance's tick writer died: {type(exc).__name__}: {exc}")
         for reg in list(self._regs):
+            _drop_gap_write(reg)
             reg.fail(error)
 
     async def _round(self, regs: list[Registration]) -> None:
@@ -201,16 +208,32 @@ class TickWriter:
             if not reg.active or reg.done.done():
                 continue
             handle, buffer, client = reg.handle, reg.buffer, reg.client
+            gaps_failed = False  # its gap rows were just tried and kept: its ticks go on
+            gap_write = reg.gap_write
+            if gap_write is not None:
+                if not gap_write.done():
+                    continue  # its ticks wait for its gap rows; the others' do not
+                reg.gap_write = None
+                if gap_write.cancelled():
+                    continue
+                error = gap_write.exception()
+                if error is not None:  # not the store's: this session's run fails
+                    reg.fail(error)
+                    continue
+                gaps_failed = not gap_write.result()
             if handle.lost.is_set():  # fenced: write nothing more
                 reg.finish()
                 continue
-            if client.drain_over() and buffer.rows:
+            shed = client.drain_over() and buffer.rows > 0
+            if shed:
                 client.shed_rest(await buffer.shed(), handle)
-            if client.pending_gaps():  # before the ticks after them: a crash never hides a gap
-                await client.write_gaps(handle)
-                if handle.lost.is_set():
-                    reg.finish()
-                    continue
+            if client.pending_gaps() and (shed or not gaps_failed):
+                # Before the ticks after them (a crash never hides a gap), and beside the
+                # round: a slow gap write holds back this session's ticks, not the others'.
+                # Gap rows that could not be stored are tried again at its next round,
+                # after the ticks waiting meanwhile.
+                reg.gap_write = asyncio.create_task(self._write_gaps(reg))
+                continue
             batches = await buffer.take_ready()
             if not batches:
                 if buffer.closed:
@@ -236,6 +259,12 @@ class TickWriter:
                 self._stored(reg, batches)
             else:
                 await self._failed(reg, batches, answer)
+
+    async def _write_gaps(self, reg: Registration) -> bool:
+        try:
+            return await reg.client.write_gaps(reg.handle)
+        finally:
+            self._on_due(reg)  # its next round: its ticks (or its end) without waiting
 
     def _stored(self, reg: Registration, batches: list[TickBatch]) -> None:
         # The runner's own tally: what it handed over and saw acknowledged, once per tick
@@ -277,22 +306,15 @@ class TickWriter:
         self._due.pop(reg, None)
 
 
-class TickWriters:
-    """The tick writer of each instance whose runners a registry builds, by owner token
-    (one per supervisor incarnation); a writer no run uses any more is dropped."""
-
-    def __init__(self) -> None:
-        self._writers: weakref.WeakValueDictionary[str, TickWriter] = weakref.WeakValueDictionary()
-
-    def get(self, store: Store, settings: Settings, metrics: Metrics, owner: str) -> TickWriter:
-        writer = self._writers.get(owner)
-        if writer is None or writer.failure is not None:
-            writer = self._writers[owner] = TickWriter(store, settings, metrics, owner)
-        return writer
-
-    def find(self, owner: str) -> TickWriter | None:
-        """The instance's writer, if one is in use (for tests and benchmarks)."""
-        return self._writers.get(owner)
+def _drop_gap_write(reg: Registration) -> None:
+    """Cancel the run's gap write in flight, or take the answer nobody will read."""
+    gap_write, reg.gap_write = reg.gap_write, None
+    if gap_write is None:
+        return
+    if not gap_write.done():
+        gap_write.cancel()
+    elif not gap_write.cancelled():
+        gap_write.exception()  # retrieved: its run is over
 
 
-__all__ = ["Registration", "TickWriter", "TickWriterFailed", "TickWriters", "WriterClient"]
+__all__ = ["Registration", "TickWriter", "TickWriterFailed", "WriterClient"]

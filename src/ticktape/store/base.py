@@ -921,8 +921,17 @@ class Store(abc.ABC):
     ticks: TickStore
     #: A write, or a read, not finished after this long fails as unavailable (set from
     #: the settings by whoever opens the store; see config.STORE_TIMEOUT_S).
-    write_timeout_s: float = STORE_TIMEOUT_S
+    timeout_s: float = STORE_TIMEOUT_S
     results: ResultStore
+
+    @property
+    def write_timeout_s(self) -> float:
+        """The deprecated name of :attr:`timeout_s` (it bounds reads too)."""
+        return self.timeout_s
+
+    @write_timeout_s.setter
+    def write_timeout_s(self, value: float) -> None:
+        self.timeout_s = value
 
     @abc.abstractmethod
     async def open(self) -> None:

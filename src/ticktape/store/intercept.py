@@ -430,12 +430,12 @@ class InterceptedStore(Store):
         return self.inner.write_failures
 
     @property  # a class attribute in Store; the inner store's here
-    def write_timeout_s(self) -> float:
-        return self.inner.write_timeout_s
+    def timeout_s(self) -> float:
+        return self.inner.timeout_s
 
-    @write_timeout_s.setter
-    def write_timeout_s(self, value: float) -> None:
-        self.inner.write_timeout_s = value
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self.inner.timeout_s = value
 
     def disk_usage_bytes(self) -> int | None:
         return self.inner.disk_usage_bytes()

@@ -227,6 +227,17 @@ class LiveSource:
     def put(self, chunk: Chunk, timeout: float | None = None) -> None:
         self._queue.put(chunk, timeout=timeout)
 
+    def room(self, chunks: int) -> bool:
+        """Room for ``chunks`` more now. For the one feed side that must not block (a
+        paper session fed by the instance's sim driver): the room can only grow until it
+        puts, as only the run takes."""
+        q = self._queue
+        return q.maxsize <= 0 or q.maxsize - q.qsize() >= chunks
+
+    def put_nowait(self, chunk: Chunk) -> None:
+        """Queue ``chunk`` now (``queue.Full`` if there is no room: check :meth:`room`)."""
+        self._queue.put_nowait(chunk)
+
     def close(self) -> None:
         self._queue.put(_END)
 

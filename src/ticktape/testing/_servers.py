@@ -265,7 +265,7 @@ class Instance:
             settings.retry,
             on_retry=self.metrics.store_retry,
             actor=settings.instance,
-            write_timeout_s=settings.store_timeout_s,
+            timeout_s=settings.store_timeout_s,
         )
         self.store = FaultyStore(self.raw.inner)
         self.handle = self.raw.over(self.store)

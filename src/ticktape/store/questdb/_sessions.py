@@ -1187,11 +1187,11 @@ class QuestDBStore(Store):
         await self._db.close()
 
     @property
-    def write_timeout_s(self) -> float:
+    def timeout_s(self) -> float:
         return self._db.write_timeout_s
 
-    @write_timeout_s.setter
-    def write_timeout_s(self, value: float) -> None:
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
         self._db.write_timeout_s = value
 
     @property

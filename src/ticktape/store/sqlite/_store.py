@@ -1427,11 +1427,11 @@ class SqliteStore(Store):
         return str(self._db.path)
 
     @property
-    def write_timeout_s(self) -> float:
+    def timeout_s(self) -> float:
         return self._db.write_timeout_s
 
-    @write_timeout_s.setter
-    def write_timeout_s(self, value: float) -> None:
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
         self._db.write_timeout_s = value
 
     @property
