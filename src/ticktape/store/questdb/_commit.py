@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,12 +50,12 @@ import psycopg
 from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
-from ticktape.retry import retry_transient
 from ticktape.store.base import bounded_write
-from ticktape.store.questdb._db import Connections
+from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._logthread import Connect
 
+log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
 _INSERT_KEY = (
     "INSERT INTO tt_session_keys (idempotency_key, id, first_ts, ts) VALUES (%s, %s, %s, %s)"
@@ -114,17 +116,7 @@ class GroupCommitter:
             raise
 
     async def _commit_group(self, group: list[Append]) -> None:
-        # Only "table busy" is retried here, briefly (RetryPolicy.busy_*, the one named
-        # nesting): every other transient error goes to the store boundary's retry.
-        answers = await retry_transient(
-            lambda: self._commit(group),
-            what="append to session log (table busy)",
-            attempts=self._retry.busy_attempts,
-            base_s=self._retry.busy_base_s,
-            max_s=self._retry.busy_max_s,
-            errors=(StoreBusy,),
-            log_level=logging.DEBUG,
-        )
+        answers = await self._commit(group)
         retry = []
         for op, answer in zip(group, answers, strict=True):
             if answer is None:
@@ -137,8 +129,27 @@ class GroupCommitter:
         """One answer per append; None: not judged, only because the group's first append
         lost (it is submitted again). Run on the log thread (module docstring)."""
         return await self._db.in_log_thread(
-            lambda connection: self._commit_in_thread(connection, group), "write session log"
+            lambda connection: self._commit_while_busy(connection, group), "write session log"
         )
+
+    def _commit_while_busy(
+        self, connection: Connect, group: list[Append]
+    ) -> Sequence[AppendResult | None]:
+        """The group, tried again while another writer holds the log: only "table busy" is
+        retried here, briefly (RetryPolicy.busy_*, the one named nesting: every other
+        transient error goes to the store boundary's retry). In the thread, so each retry
+        comes after its delay, not after the event loop's next turn as well."""
+        policy = self._retry
+        for attempt in range(policy.busy_attempts - 1):
+            try:
+                return self._commit_in_thread(connection, group)
+            except psycopg.Error as exc:
+                if not isinstance(ERRORS.translate(exc, "write session log"), StoreBusy):
+                    raise
+                delay = random.uniform(0, min(policy.busy_max_s, policy.busy_base_s * 2**attempt))
+                log.debug("append to session log: table busy (%s); retrying in %.3fs", exc, delay)
+            time.sleep(delay)  # on the log thread: the event loop goes on meanwhile
+        return self._commit_in_thread(connection, group)
 
     def _commit_in_thread(
         self, connection: Connect, group: list[Append]
