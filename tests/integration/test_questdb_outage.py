@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from ticktape import questdb_server as qs
@@ -272,6 +274,46 @@ def test_a_frozen_questdb_makes_tick_reads_time_out_and_a_close_leaves_no_connec
 
             await eventually(settled, timeout_s=EVENTUAL_S, what="the late reads to end")
             assert len(made) >= 2  # the writer and at least one reader were really opened
+            assert [conn for conn in made if not conn.closed] == []
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_group_commit_blocked_on_a_frozen_questdb_fails_in_time_and_close_ends_its_thread(
+    run: Run, questdb: qs.ServerHandle, make_session: Callable[..., Any]
+) -> None:
+    """The session log's group commit runs on a thread of its own: with QuestDB frozen
+    mid-use, a create still fails within ``TICKTAPE_STORE_TIMEOUT_S`` and counts as a
+    write failure; closing the store then wakes the thread blocked on the frozen
+    server, which closes its connections and ends — nothing is left after the thaw."""
+    store = QuestDBStore(questdb.store_url)
+    store.write_timeout_s = 1.0
+    made: list[Any] = []
+    store.on_connect = made.append  # every connection the store opens
+
+    def log_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("ticktape-questdb-log")]
+
+    async def scenario() -> None:
+        await store.open()
+        try:
+            await store.sessions.create_session(make_session(), actor="t")  # thread up
+            assert log_threads() != []
+            sigstop(questdb.pid)
+            try:
+                with pytest.raises(StoreUnavailable, match="TICKTAPE_STORE_TIMEOUT_S"):
+                    await asyncio.wait_for(
+                        store.sessions.create_session(make_session(), actor="t"), BOUND_S
+                    )
+                assert store.write_failure is not None
+                await asyncio.wait_for(store.close(), BOUND_S)  # the group still blocked
+                assert log_threads() == []
+            finally:
+                os.kill(questdb.pid, signal.SIGCONT)
+            thread_conns = [conn for conn in made if not isinstance(conn, psycopg.AsyncConnection)]
+            assert thread_conns != []  # the group commit's own connections were opened
             assert [conn for conn in made if not conn.closed] == []
         finally:
             await store.close()

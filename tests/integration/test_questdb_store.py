@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -492,6 +494,8 @@ def test_a_transition_reads_its_owners_instance_lease_once_and_shows_it(
     lease_reads: list[str] = []
 
     def count_lease_reads(conn: Any) -> None:
+        if not isinstance(conn, psycopg.AsyncConnection):
+            return  # the log thread's connections (group commit) read no lease
         execute = conn.execute
 
         async def counted(query: Any, *args: Any, **kwargs: Any) -> Any:
@@ -539,15 +543,17 @@ def test_a_group_commit_that_finds_the_log_busy_rolls_back_and_commits_once_it_i
     store = QuestDBStore(qdb_url)
     session = make_session()
     log_table = f"{store.address.prefix}session_log"
-    rolled_back = asyncio.Event()
+    rolled_back = threading.Event()  # set in the log thread
 
     def watch_rollbacks(conn: Any) -> None:
+        if not isinstance(conn, psycopg.Connection):
+            return  # the group commit runs on the log thread's (synchronous) connections
         execute = conn.execute
 
-        async def watched(query: Any, *args: Any, **kwargs: Any) -> Any:
+        def watched(query: Any, *args: Any, **kwargs: Any) -> Any:
             if str(query) == "ROLLBACK":
                 rolled_back.set()
-            return await execute(query, *args, **kwargs)
+            return execute(query, *args, **kwargs)
 
         conn.execute = watched
 
@@ -561,8 +567,9 @@ def test_a_group_commit_that_finds_the_log_busy_rolls_back_and_commits_once_it_i
             await other.execute(
                 f"INSERT INTO {log_table} (id, row_seq, ts) VALUES ('held', 1, now())"
             )
+            rolled_back.clear()
             create = asyncio.ensure_future(store.sessions.create_session(session, actor="t"))
-            await asyncio.wait_for(rolled_back.wait(), 10)  # it met the busy table
+            assert await asyncio.to_thread(rolled_back.wait, 10)  # it met the busy table
             assert not create.done()
             await other.execute("ROLLBACK")
             created = await asyncio.wait_for(create, 10)
@@ -574,6 +581,54 @@ def test_a_group_commit_that_finds_the_log_busy_rolls_back_and_commits_once_it_i
             assert dict(await cur.fetchall()) == {session.id: 1}
         finally:
             await other.close()
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_group_commit_commits_while_the_event_loop_is_blocked(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """The session log's group commit runs on a thread of its own: from its first round
+    trip to its COMMIT it needs no turn of the event loop, so the log is held for the
+    server's round trips only, however busy the loop is. Here the loop is blocked
+    outright, from the moment the group opens its connection, until another connection
+    sees the created session committed."""
+    store = QuestDBStore(qdb_url)
+    session = make_session()
+    log_table = f"{store.address.prefix}session_log"
+    loops: list[asyncio.AbstractEventLoop] = []
+    committed_while_blocked: list[bool] = []
+    blocking: list[Any] = []  # the connection whose opening blocked the loop
+
+    def block_until_committed() -> None:  # on the event loop: nothing else runs meanwhile
+        with psycopg.connect(store.address.conninfo, autocommit=True) as other:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cur = other.execute(f"SELECT count() FROM {log_table} WHERE id = %s", (session.id,))
+                if cur.fetchall()[0][0]:
+                    committed_while_blocked.append(True)
+                    return
+                time.sleep(0.01)  # a poll of the other connection
+        committed_while_blocked.append(False)
+
+    def on_connect(conn: Any) -> None:
+        # the log thread's first connection: the group is about to BEGIN
+        if isinstance(conn, psycopg.Connection) and not blocking:
+            blocking.append(conn)
+            loops[0].call_soon_threadsafe(block_until_committed)
+
+    store.on_connect = on_connect
+
+    async def scenario() -> Any:
+        loops.append(asyncio.get_running_loop())
+        await store.open()
+        try:
+            created = await asyncio.wait_for(store.sessions.create_session(session, actor="t"), 30)
+            assert committed_while_blocked == [True]
+            assert created == session
+            assert await store.sessions.get_session(session.id) == session
+        finally:
             await store.close()
 
     run(scenario())

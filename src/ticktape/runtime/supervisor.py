@@ -213,7 +213,7 @@ class Supervisor:
     async def _run(self, session: Session, handle: RunHandle) -> None:
         try:
             try:
-                running = await self._begin(session.id)
+                running = await self._begin(session)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -244,16 +244,23 @@ class Supervisor:
         """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
         return await self._store.ticks.seal(session_id)
 
-    async def _begin(self, session_id: str) -> Session | None:
-        """``pending`` → ``running``; a stop asked before the start ends it here instead."""
+    async def _begin(self, launched: Session) -> Session | None:
+        """``pending`` → ``running``; a stop asked before the start ends it here instead.
+
+        A ``pending`` session's first round starts from ``launched`` (as this instance
+        just created or claimed it) instead of reading it again: all that round can do
+        is the transition to ``running``, a compare-and-set on the version, which fails
+        if anything changed since (a stop asked meanwhile); every later round reads."""
+        known = launched if launched.status is SessionStatus.PENDING else None
         for _ in range(self._settings.retry.cas_rounds):
-            current = await self._store.sessions.get_session(session_id)
+            current = known or await self._store.sessions.get_session(launched.id)
+            known = None
             if current.owner != self._owner or current.is_terminal:
                 return None
             if current.status is SessionStatus.RUNNING:
                 return current
             if current.status is SessionStatus.STOPPING:
-                seal = await self._seal(session_id)  # no ticks, unless a claimed session
+                seal = await self._seal(current.id)  # no ticks, unless a claimed session
                 stats = seal.counts.as_stats(current.stats.errors)
                 reason = current.reason or Reason.USER_STOP
                 try:

@@ -2,11 +2,13 @@
 
 Every instance writes the log through one connection, so its appends queue up
 behind each other. Appends that arrive while a group is being committed join
-the next group. A group takes two round trips to the server, each a pipeline of
-statements sent together (one wait for the server and the event loop instead of
-one per statement: on a loaded server each wait is a millisecond or more while
-the group holds the table) — or a lone COMMIT or ROLLBACK, when that is all the
-second has to send:
+the next group. A group runs on the log thread (``_logthread.py``: synchronous
+connections on a thread of their own; the appenders await a future), so from its
+first reply to its COMMIT the table is held for the server's round trips, never
+for the event loop's turn. It takes two round trips, each a pipeline of statements
+sent together (one wait for the server instead of one per statement: on a loaded
+server each wait is a millisecond or more while the group holds the table) — or a
+lone COMMIT or ROLLBACK, when that is all the second has to send:
 
 1. ``BEGIN``, INSERT the first append's row — from here until COMMIT or
    ROLLBACK no other writer can touch the table (QuestDB answers "table busy")
@@ -22,9 +24,10 @@ second has to send:
    first append is among the losers, ROLLBACK and answer it "lost"; otherwise
    INSERT the other winners (the one-row INSERT per winner, all in the pipeline:
    a multi-row INSERT has over 50 parameters, which psycopg converts anew at every
-   call — milliseconds of the event loop while the group holds the table — and
-   QuestDB compiles anew) and COMMIT. The idempotency keys of the winners are
-   committed into ``tt_session_keys`` on a connection of their own just before:
+   call — milliseconds while the group holds the table — and QuestDB compiles
+   anew) and COMMIT. The idempotency keys of the winners are
+   committed into ``tt_session_keys`` on a connection of their own (the log
+   thread's ``"keys"`` connection) just before:
    a key is never missing for a committed session, and a key row left by a COMMIT
    that then failed names a first row that does not exist, and is ignored.
    Losers are answered "lost" (their caller re-reads and decides again), winners
@@ -35,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,11 +50,12 @@ import psycopg
 from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
-from ticktape.retry import retry_transient
 from ticktape.store.base import bounded_write
-from ticktape.store.questdb._db import Connections
+from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
+from ticktape.store.questdb._logthread import Connect
 
+log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
 _INSERT_KEY = (
     "INSERT INTO tt_session_keys (idempotency_key, id, first_ts, ts) VALUES (%s, %s, %s, %s)"
@@ -110,17 +116,7 @@ class GroupCommitter:
             raise
 
     async def _commit_group(self, group: list[Append]) -> None:
-        # Only "table busy" is retried here, briefly (RetryPolicy.busy_*, the one named
-        # nesting): every other transient error goes to the store boundary's retry.
-        answers = await retry_transient(
-            lambda: self._commit(group),
-            what="append to session log (table busy)",
-            attempts=self._retry.busy_attempts,
-            base_s=self._retry.busy_base_s,
-            max_s=self._retry.busy_max_s,
-            errors=(StoreBusy,),
-            log_level=logging.DEBUG,
-        )
+        answers = await self._commit(group)
         retry = []
         for op, answer in zip(group, answers, strict=True):
             if answer is None:
@@ -131,32 +127,59 @@ class GroupCommitter:
 
     async def _commit(self, group: list[Append]) -> Sequence[AppendResult | None]:
         """One answer per append; None: not judged, only because the group's first append
-        lost (it is submitted again)."""
-        async with self._db.writer("write session log") as conn:
+        lost (it is submitted again). Run on the log thread (module docstring)."""
+        return await self._db.in_log_thread(
+            lambda connection: self._commit_while_busy(connection, group), "write session log"
+        )
+
+    def _commit_while_busy(
+        self, connection: Connect, group: list[Append]
+    ) -> Sequence[AppendResult | None]:
+        """The group, tried again while another writer holds the log: only "table busy" is
+        retried here, briefly (RetryPolicy.busy_*, the one named nesting: every other
+        transient error goes to the store boundary's retry). In the thread, so each retry
+        comes after its delay, not after the event loop's next turn as well."""
+        policy = self._retry
+        for attempt in range(policy.busy_attempts - 1):
             try:
-                answers = await self._decide(conn, group)
-                if not answers[0].appended:
-                    await conn.execute("ROLLBACK")
-                    return [answers[0], *([None] * (len(group) - 1))]
-                winners = [
-                    op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
-                ]
-                await self._record_keys(
-                    [op for op, a in zip(group, answers, strict=True) if a.appended]
-                )
-                if not winners:  # one statement: a pipeline would only add its own costs
-                    await conn.execute("COMMIT")
-                    return list(answers)
-                async with conn.pipeline():
-                    async with conn.cursor() as cur:
-                        await cur.executemany(self._db.prefixed(self._insert), winners)
-                    await conn.execute("COMMIT")
-                return list(answers)
-            except BaseException:
-                if not conn.closed:
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.execute("ROLLBACK")
-                raise
+                return self._commit_in_thread(connection, group)
+            except psycopg.Error as exc:
+                if not isinstance(ERRORS.translate(exc, "write session log"), StoreBusy):
+                    raise
+                delay = random.uniform(0, min(policy.busy_max_s, policy.busy_base_s * 2**attempt))
+                log.debug("append to session log: table busy (%s); retrying in %.3fs", exc, delay)
+            time.sleep(delay)  # on the log thread: the event loop goes on meanwhile
+        return self._commit_in_thread(connection, group)
+
+    def _commit_in_thread(
+        self, connection: Connect, group: list[Append]
+    ) -> Sequence[AppendResult | None]:
+        conn = connection("log")
+        try:
+            answers = self._decide(conn, group)
+            if not answers[0].appended:
+                conn.execute("ROLLBACK")
+                return [answers[0], *([None] * (len(group) - 1))]
+            winners = [
+                op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
+            ]
+            self._record_keys(
+                connection("keys"),
+                [op for op, a in zip(group, answers, strict=True) if a.appended],
+            )
+            if not winners:  # one statement: a pipeline would only add its own costs
+                conn.execute("COMMIT")
+                return answers
+            with conn.pipeline():
+                with conn.cursor() as cur:
+                    cur.executemany(self._db.prefixed(self._insert), winners)
+                conn.execute("COMMIT")
+            return answers
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
 
     async def first_rows(
         self, conn: psycopg.AsyncConnection[Any], candidates: Sequence[tuple[Any, ...]]
@@ -168,13 +191,10 @@ class GroupCommitter:
         earliest session that exists."""
         if not candidates:
             return {}
-        ordered = sorted(candidates, key=lambda c: (c[2], str(c[1])))
+        ordered = _by_first_ts(candidates)
         async with conn.pipeline() as pipeline:
             curs = [
-                await conn.execute(
-                    self._db.prefixed(f"{self._select} WHERE ts = %s AND id = %s AND row_seq = 1"),
-                    (first_ts, str(sid)),
-                )
+                await conn.execute(self._first_row_sql(), (first_ts, str(sid)))
                 for _key, sid, first_ts in ordered
             ]
             await pipeline.sync()
@@ -185,9 +205,33 @@ class GroupCommitter:
                     found.setdefault(str(key), rows[0])
         return found
 
-    async def _record_keys(self, appended: list[Append]) -> None:
-        """Commit the idempotency keys of ``appended`` (``tt_session_keys``), before the
-        log's COMMIT: while this group holds the log, no other writer looks keys up."""
+    def _first_rows_in_thread(
+        self, conn: psycopg.Connection[Any], candidates: Sequence[tuple[Any, ...]]
+    ) -> dict[str, tuple[Any, ...]]:
+        """:meth:`first_rows` on the log thread's connection."""
+        if not candidates:
+            return {}
+        ordered = _by_first_ts(candidates)
+        with conn.pipeline() as pipeline:
+            curs = [
+                conn.execute(self._first_row_sql(), (first_ts, str(sid)))
+                for _key, sid, first_ts in ordered
+            ]
+            pipeline.sync()
+            found: dict[str, tuple[Any, ...]] = {}
+            for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
+                rows = cur.fetchall()
+                if rows:
+                    found.setdefault(str(key), rows[0])
+        return found
+
+    def _first_row_sql(self) -> str:
+        return self._db.prefixed(f"{self._select} WHERE ts = %s AND id = %s AND row_seq = 1")
+
+    def _record_keys(self, keys: psycopg.Connection[Any], appended: list[Append]) -> None:
+        """Commit the idempotency keys of ``appended`` (``tt_session_keys``) on ``keys``,
+        before the log's COMMIT: while this group holds the log, no other writer looks
+        keys up."""
         keyed = [
             (op.idempotency_key, op.id, op.ts, utcnow())
             for op in appended
@@ -195,25 +239,19 @@ class GroupCommitter:
         ]
         if not keyed:
             return
-        async with (
-            self._db.keys_writer("record idempotency keys") as conn,
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            await cur.executemany(self._db.prefixed(_INSERT_KEY), keyed)
+        with keys.transaction(), keys.cursor() as cur:
+            cur.executemany(self._db.prefixed(_INSERT_KEY), keyed)
 
-    async def _decide(
-        self, conn: psycopg.AsyncConnection[Any], group: list[Append]
-    ) -> list[AppendResult]:
+    def _decide(self, conn: psycopg.Connection[Any], group: list[Append]) -> list[AppendResult]:
         """Begin, insert the first row (taking the table) and read the committed state, in
         one round trip (and one more when an idempotency key is found); then judge every
         append of the group."""
         ids = sorted({op.id for op in group})
         keys = sorted({op.idempotency_key for op in group if op.idempotency_key})
-        async with conn.pipeline() as pipeline:
-            await conn.execute("BEGIN")
-            await conn.execute(self._db.prefixed(self._insert), group[0].values)
-            newest_cur = await conn.execute(
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            conn.execute(self._db.prefixed(self._insert), group[0].values)
+            newest_cur = conn.execute(
                 self._db.prefixed(
                     "SELECT id, row_seq FROM tt_session_log WHERE id IN "
                     f"({', '.join('%s' for _ in ids)}) LATEST ON ts PARTITION BY id"
@@ -222,11 +260,11 @@ class GroupCommitter:
             )
             keys_cur = None
             if keys:
-                keys_cur = await conn.execute(self._db.prefixed(keys_sql(len(keys))), keys)
-            await pipeline.sync()
-            newest: dict[str, int | None] = {str(r[0]): r[1] for r in await newest_cur.fetchall()}
-            candidates = await keys_cur.fetchall() if keys_cur is not None else []
-        first_rows = await self.first_rows(conn, candidates)
+                keys_cur = conn.execute(self._db.prefixed(keys_sql(len(keys))), keys)
+            pipeline.sync()
+            newest: dict[str, int | None] = {str(r[0]): r[1] for r in newest_cur.fetchall()}
+            candidates = keys_cur.fetchall() if keys_cur is not None else []
+        first_rows = self._first_rows_in_thread(conn, candidates)
         answers: list[AppendResult] = []
         taken_ids: set[str] = set()
         taken_keys: set[str] = set()
@@ -246,6 +284,10 @@ class GroupCommitter:
                 if key is not None:
                     taken_keys.add(key)
         return answers
+
+
+def _by_first_ts(candidates: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return sorted(candidates, key=lambda c: (c[2], str(c[1])))
 
 
 def keys_sql(count: int) -> str:

@@ -33,6 +33,7 @@ from ticktape.errors import (
 from ticktape.redact import redact
 from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
+from ticktape.store.questdb._logthread import Connect, LogThread
 
 T = TypeVar("T")
 READ_CONNECTIONS = 4
@@ -363,8 +364,9 @@ class Connections:
     collides with itself on the table writer), one for results writes (a backtest's
     parts, which can be large, never hold up the session log: transitions, leases),
     one for the instance lease (a heartbeat queues behind nothing of this process),
-    one for idempotency keys (committed while the session-log writer holds its
-    transaction open), and a small pool for reads."""
+    a small pool for reads; and, on a thread of their own (``_logthread.py``), the
+    session log's group commit and its idempotency keys (committed while the group
+    holds the log), serialised with the session-log writer."""
 
     def __init__(self, address: QuestDBAddress) -> None:
         self.address = address
@@ -375,8 +377,9 @@ class Connections:
         self._results_lock = asyncio.Lock()
         self._lease: psycopg.AsyncConnection[Any] | None = None
         self._lease_lock = asyncio.Lock()
-        self._keys: psycopg.AsyncConnection[Any] | None = None
-        self._keys_lock = asyncio.Lock()
+        self._log_thread = LogThread(
+            address.conninfo, "ticktape-questdb-log", lambda: self.on_connect
+        )
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
         self._opened = 0
@@ -386,8 +389,9 @@ class Connections:
         # /ready, /metrics and the admission of new sessions read (Store.write_failure).
         self.health = WriteHealth("QuestDB")
         self.write_timeout_s = STORE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
-        # Testing hook (QuestDBStore.on_connect): called with every connection opened
-        self.on_connect: Callable[[psycopg.AsyncConnection[Any]], None] | None = None
+        # Testing hook (QuestDBStore.on_connect): called with every connection opened,
+        # a psycopg.Connection (in the log thread) or a psycopg.AsyncConnection
+        self.on_connect: Callable[[Any], None] | None = None
 
     async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
         """``work`` (a read) answered within the store timeout, or :class:`WriteTimedOut`.
@@ -438,6 +442,7 @@ class Connections:
 
     async def open(self) -> None:
         self._closed = False
+        self._log_thread.reopen()
         self._writer = await self._connect()
 
     async def close(self) -> None:
@@ -445,6 +450,7 @@ class Connections:
         (their sockets are closed by then, so they end at once; one still connecting to a
         frozen server closes its connection itself when it gets one: ``_closed``)."""
         self._closed = True
+        await self._log_thread.close()
         for conn in self._all:
             if not conn.closed:
                 await _close_quietly(conn)
@@ -457,7 +463,6 @@ class Connections:
         self._writer = None
         self._results = None
         self._lease = None
-        self._keys = None
         self._readers = asyncio.Queue()
         self._opened = 0
 
@@ -514,13 +519,22 @@ class Connections:
         async with self._exclusive("_lease", self._lease_lock, what) as conn:
             yield conn
 
-    @asynccontextmanager
-    async def keys_writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """The idempotency-keys write connection (``tt_session_keys``): a group commit of
-        the session log commits its keys here before its own commit (``_commit.py``).
-        Opened on first use, reconnects if broken; failures count as the writer's."""
-        async with self._exclusive("_keys", self._keys_lock, what) as conn:
-            yield conn
+    async def in_log_thread(self, job: Callable[[Connect], T], what: str) -> T:
+        """``job`` run on the log thread's connections (``_logthread.py``: roles
+        ``"log"`` and ``"keys"``), under the session-log writer's lock, so this process
+        never collides with itself on the log. Errors are translated and counted as the
+        writer's are (:attr:`health`)."""
+        async with self._write_lock:
+            try:
+                try:
+                    answer = await self._log_thread.run(job)
+                except psycopg.Error as exc:
+                    raise ERRORS.translate(exc, what) from exc
+            except StoreUnavailable as exc:
+                self.health.failed(exc)
+                raise
+            self.health.succeeded()
+            return answer
 
     @asynccontextmanager
     async def writer(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -533,7 +547,7 @@ class Connections:
 
     @asynccontextmanager
     async def _exclusive(
-        self, slot: Literal["_writer", "_results", "_lease", "_keys"], lock: asyncio.Lock, what: str
+        self, slot: Literal["_writer", "_results", "_lease"], lock: asyncio.Lock, what: str
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The connection kept in attribute ``slot``, held under ``lock``: opened when
         missing or closed, dropped when a use breaks it; a use that works clears a write

@@ -1147,8 +1147,9 @@ class QuestDBStore(Store):
     """Sessions and ticks in one QuestDB. URL: ``questdb://host:8812?ilp=http://host:9000``.
 
     Testing hook: :attr:`on_connect`, if set, is called with every PG-wire connection
-    the store opens (the session-log writer and each pooled reader), so a test can
-    check that none is left open after :meth:`close`.
+    the store opens (the session-log writer and each pooled reader; the group commit's
+    synchronous ``psycopg.Connection`` objects too, called in the thread that uses
+    them), so a test can check that none is left open after :meth:`close`.
     """
 
     def __init__(self, url: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:

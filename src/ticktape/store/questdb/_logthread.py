@@ -1,0 +1,148 @@
+"""Synchronous connections driven by one thread of their own, for the session log's group
+commit (``_commit.py``).
+
+A group holds the session log (QuestDB's single table writer: every other instance's
+writer is answered "table busy") from the reply to its first round trip until its
+COMMIT. Read on the event loop, each reply waits for the loop's turn, which on a busy
+instance is tens of milliseconds or more, and the log stays held all that time. Here a
+reply is read as soon as it arrives: this thread blocks in the socket read (psycopg
+releases the GIL there) and goes on with the next round trip at once, whatever the loop
+is doing. The loop side awaits a future.
+
+Only this thread ever uses its connections (a libpq connection is not thread-safe): it
+opens them (``connection(role)``, one per role), drops a broken one and closes them all
+at :meth:`LogThread.close`. The one thing the loop side does to them is ``shutdown(2)``
+of their sockets when the store closes, under a lock that keeps a socket from being
+closed meanwhile: a job blocked on a frozen server then fails at once and the thread
+closes its connections itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import Any, TypeVar
+
+import psycopg
+
+from ticktape.errors import StoreUnavailable
+
+T = TypeVar("T")
+Connect = Callable[[str], psycopg.Connection[Any]]
+CLOSE_WAIT_S = 2.0  # close() waits this long at most for the thread to close its connections
+
+
+class LogThread:
+    """One worker thread and its connections (one per role: the log, the keys)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        name: str,
+        on_connect: Callable[[], Callable[[Any], None] | None],
+    ) -> None:
+        """``on_connect()`` is the testing hook to call (in this thread) with every
+        connection opened, if any."""
+        self._conninfo = conninfo
+        self._name = name
+        self._on_connect = on_connect
+        self._executor: ThreadPoolExecutor | None = None
+        self._conns: dict[str, psycopg.Connection[Any]] = {}  # this thread's only
+        # the sockets of the open connections: close() shuts them down under this lock,
+        # the thread unregisters one under it before closing its connection
+        self._sockets: dict[int, int] = {}  # id(connection) → socket descriptor
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def reopen(self) -> None:
+        """Accept jobs again after :meth:`close` (a store opened again)."""
+        self._closed = False
+
+    async def run(self, job: Callable[[Connect], T]) -> T:
+        """``job(connection)`` run in the thread; ``connection(role)`` gives that role's
+        connection (opened on first use, or again after it broke). A psycopg error
+        escapes as it is (the caller translates it); after a connection error every
+        connection is dropped, after another error a connection it broke."""
+        if self._closed:
+            raise StoreUnavailable("write session log: the QuestDB store is closed")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+        return await asyncio.wrap_future(self._executor.submit(self._job, job))
+
+    async def close(self) -> None:
+        """Fail a job under way at once (its sockets shut down), close every connection
+        in the thread and end the thread."""
+        self._closed = True
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        with self._lock:
+            for fd in self._sockets.values():
+                _shutdown(fd)
+        done = asyncio.wrap_future(executor.submit(self._close_all))
+        with suppress(TimeoutError):  # a connect to a frozen server: it closes what it gets
+            await asyncio.wait_for(done, CLOSE_WAIT_S)
+        executor.shutdown(wait=done.done())
+
+    # ------------------------------------------------------------------ in the thread
+
+    def _job(self, job: Callable[[Connect], T]) -> T:
+        try:
+            return job(self._connection)
+        except psycopg.OperationalError:
+            self._close_all()
+            raise
+        except psycopg.Error:
+            for conn in list(self._conns.values()):
+                if conn.closed:
+                    self._drop(conn)
+            raise
+
+    def _connection(self, role: str) -> psycopg.Connection[Any]:
+        conn = self._conns.get(role)
+        if conn is not None and not conn.closed:
+            return conn
+        if conn is not None:
+            self._drop(conn)
+        if self._closed:
+            raise StoreUnavailable("connect: the QuestDB store is closed")
+        # prepare_threshold=None: as every connection of the store (_db.Connections._connect)
+        conn = psycopg.Connection.connect(self._conninfo, autocommit=True, prepare_threshold=None)
+        with self._lock:
+            if self._closed:  # closed while connecting: its sockets were shut down already
+                conn.close()
+                raise StoreUnavailable("connect: the QuestDB store is closed")
+            self._sockets[id(conn)] = conn.pgconn.socket
+        self._conns[role] = conn
+        hook = self._on_connect()
+        if hook is not None:
+            hook(conn)
+        return conn
+
+    def _drop(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            self._sockets.pop(id(conn), None)
+        for role, kept in list(self._conns.items()):
+            if kept is conn:
+                del self._conns[role]
+        with suppress(psycopg.Error, OSError):
+            conn.close()
+
+    def _close_all(self) -> None:
+        for conn in list(self._conns.values()):
+            self._drop(conn)
+
+
+def _shutdown(fd: int) -> None:
+    """Wake whatever waits on socket ``fd`` (a duplicate is shut down: the shutdown acts on
+    the socket; the descriptor stays its connection's)."""
+    with suppress(OSError):
+        sock = socket.socket(fileno=socket.dup(fd))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
