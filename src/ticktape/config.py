@@ -421,6 +421,13 @@ class Settings:
         return self.reconcile_pass_budget_s / 2
 
     @property
+    def reconcile_visibility_patience_s(self) -> float:
+        """How long after its lease expired an orphan's seal may wait for its owner's
+        acknowledged ticks to become visible (passes after the first one that could not
+        see them); past it the seal counts what is visible. One lease."""
+        return self.lease_s
+
+    @property
     def reap_bound_s(self) -> float:
         """An orphan is reaped at most this long after its owner's last renewal.
 

@@ -142,6 +142,11 @@ class WriteTimedOut(StoreUnavailable):
     """A store write hung (a stalled disk, a frozen server); answered as unavailable."""
 
 
+class TicksNotVisible(StoreError):
+    """Acknowledged ticks did not become visible within the wait (QuestDB applies its
+    WAL later): a reader now would see some tables further on than others."""
+
+
 class StoreBusy(StoreError):
     """Transient contention (SQLite 'database is locked', QuestDB 'table busy'): retry."""
 

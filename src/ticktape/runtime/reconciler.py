@@ -50,7 +50,13 @@ from ticktape.domain import (
     SessionStatus,
     utcnow,
 )
-from ticktape.errors import InvalidTransition, StoreError, TicktapeError, TransitionRace
+from ticktape.errors import (
+    InvalidTransition,
+    StoreError,
+    TicksNotVisible,
+    TicktapeError,
+    TransitionRace,
+)
 from ticktape.metrics import Metrics
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
@@ -203,7 +209,10 @@ class Reconciler:
             self._next_expiry = min([*deferred, *filter(None, [self._next_expiry])])
         if not orphans:
             return 0
-        await self._let_ticks_land()
+        if not await self._let_ticks_land():
+            orphans = self._patient(orphans, restarted)
+            if not orphans:
+                return 0
         landed = time.monotonic()
         self._metrics.reconcile_phase.labels(phase="visibility").observe(landed - scanned)
         # all at once: an instance that died with many sessions has them all reaped
@@ -241,15 +250,50 @@ class Reconciler:
             log.error("reconciler: session %s: %s", session.id, exc)
             return False
 
-    async def _let_ticks_land(self) -> None:
+    async def _let_ticks_land(self) -> bool:
         """Give ticks the lost owners had acknowledged a bounded time to become visible, so
-        the seals count them. Past the budget the seals count what is visible: rows that
-        land later are fenced out, never counted (store.base.Seal)."""
+        the seals count them; False if they did not within the budget.
+
+        A store that cannot make them visible without an operator (a suspended QuestDB
+        table) answers True: the seals count what is visible, and rows that land later
+        are fenced out, never counted (store.base.Seal)."""
         budget = self._settings.reconcile_visibility_s
         try:
             await self._store.ticks.wait_visible(budget)
+        except TicksNotVisible as exc:
+            log.warning("reconciler: %s", exc)
+            return False
         except StoreError as exc:
             log.warning("reconciler: sealing what is visible (%s)", exc)
+        return True
+
+    def _patient(self, orphans: list[Session], restarted: Mapping[str, Session]) -> list[Session]:
+        """The orphans to seal now although their owners' last ticks are not all visible.
+
+        QuestDB applies each tick table's WAL on its own, so a seal made now could count
+        one table further on than another — trades stored without the order books of
+        the same blocks, the later rows fenced out, nothing recording them. An orphan
+        whose lease expired less than ``reconcile_visibility_patience_s`` ago waits for
+        a later pass instead (the next one starts at once); past that, or for an
+        earlier incarnation's session, the seal counts what is visible."""
+        patience = timedelta(seconds=self._settings.reconcile_visibility_patience_s)
+        now = utcnow()
+        seal_now, wait = [], []
+        for s in orphans:
+            lease = s.lease_expires_at
+            if s.id in restarted or lease is None or lease + patience <= now:
+                seal_now.append(s)
+            else:
+                wait.append(s)
+        if wait:
+            self._next_expiry = now  # the next pass looks again at once
+            log.warning(
+                "reconciler: %d orphans wait for their owners' ticks to become visible; "
+                "%d sealed with what is visible",
+                len(wait),
+                len(seal_now),
+            )
+        return seal_now
 
     def _why(self, session: Session, force: bool) -> str:
         expiry = session.lease_expires_at

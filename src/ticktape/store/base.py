@@ -639,8 +639,9 @@ class TickStore(abc.ABC):
     async def wait_visible(self, timeout_s: float) -> None:
         """Return once every write acknowledged so far is visible to every reader.
 
-        Raises :class:`~ticktape.errors.StoreError` if that does not happen
-        within ``timeout_s`` (for example a suspended QuestDB table).
+        Raises :class:`~ticktape.errors.TicksNotVisible` if that does not happen
+        within ``timeout_s``, or :class:`~ticktape.errors.StoreError` if it cannot
+        happen without an operator (a suspended QuestDB table).
         """
 
     @abc.abstractmethod

@@ -46,7 +46,13 @@ from questdb import QuestDBError, Sender
 
 from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES, DataType
-from ticktape.errors import LeaseLost, StoreError, StoreUnavailable, WriteTimedOut
+from ticktape.errors import (
+    LeaseLost,
+    StoreError,
+    StoreUnavailable,
+    TicksNotVisible,
+    WriteTimedOut,
+)
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
     Seal,
@@ -495,7 +501,9 @@ class QuestDBTickStore(TickStore):
             if not pending:
                 return
             if time.monotonic() >= deadline:
-                raise StoreError(f"ticks not visible after {timeout_s:g}s: {', '.join(pending)}")
+                raise TicksNotVisible(
+                    f"ticks not visible after {timeout_s:g}s: {', '.join(pending)}"
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
