@@ -305,11 +305,15 @@ class QuestDBTickStore(TickStore):
     group's ownership check passed and before its rows go out — a test blocks in it
     to reproduce an owner stalled between the two (tests/integration/test_questdb_fencing.py).
     :attr:`before_gap_write`, if set, is awaited likewise between a gap write's ownership
-    check and its insert. The product never sets either.
+    check and its insert. :attr:`on_count_group`, if set, is called with the session ids
+    of each grouped count (``seal`` and ``count`` of sessions queued together): a test
+    counts the queries a shutdown's seals cost (tests/integration/test_shutdown_scale.py).
+    The product sets none of them.
     """
 
     before_send: Callable[[], None] | None = None
     before_gap_write: Callable[[], Awaitable[None]] | None = None
+    on_count_group: Callable[[list[str]], None] | None = None
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
@@ -577,6 +581,8 @@ class QuestDBTickStore(TickStore):
         last batch — each table read at one instant for all of them — then its current
         tenure's last gap. The queries start after every item of the group was queued."""
         ids = sorted({c.session_id for c in group})
+        if self.on_count_group is not None:
+            self.on_count_group(ids)
         marks = ", ".join("%s" for _ in ids)
         tenures = await self._tenures(ids)
         tables: dict[str, dict[str, tuple[int, int]]] = {}
