@@ -252,6 +252,13 @@ class _Count(Waiting[_Counted]):
 
 
 @dataclass
+class _Locate(Waiting[TickPosition]):
+    """One caller's ``position`` of one session, waiting for the next grouped read."""
+
+    session_id: str
+
+
+@dataclass
 class _Write(Waiting[WriteResult]):
     """One caller's ``write``, waiting in the queue for the next grouped send."""
 
@@ -335,6 +342,10 @@ class QuestDBTickStore(TickStore):
         self._counts: Grouper[_Count] = Grouper(
             self._count_group, lambda q: min(len(q), COUNT_GROUP_MAX), "count ticks"
         )
+        # Likewise the positions of sessions resumed together (the claims of a hand-over).
+        self._positions: Grouper[_Locate] = Grouper(
+            self._position_group, lambda q: min(len(q), COUNT_GROUP_MAX), "tick position"
+        )
         address = connections.address
         self._export = ParquetExport(
             address.ilp_url,
@@ -351,6 +362,7 @@ class QuestDBTickStore(TickStore):
         await self._sends.close()
         await self._wal_reads.close()
         await self._counts.close()
+        await self._positions.close()
         await self._export.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -663,25 +675,48 @@ class QuestDBTickStore(TickStore):
         # acknowledged but QuestDB had not applied yet must be counted, or their trade
         # ids would be reused and DEDUP would overwrite them. So wait for the WAL first.
         await self.wait_visible(VISIBILITY_TIMEOUT_S)
-        tenure = await self._tenure(session_id)
-        fenced, params = tenure.excluded("trades")
-        rows = await self._scalar_rows(
-            f"SELECT symbol, max(trade_id), max(ts) FROM tt_trades WHERE session_id = %s{fenced}",
-            [session_id, *params],
+        request = _Locate(session_id)
+        self._positions.submit(request)  # read with the others queued meanwhile
+        return await request.future
+
+    async def _position_group(self, group: list[_Locate]) -> None:
+        """Where each session's stored ticks end, for every session of ``group`` in one
+        query per tick table (each session's fences applied to its own rows)."""
+        ids = sorted({p.session_id for p in group})
+        marks = ", ".join("%s" for _ in ids)
+        tenures = await self._tenures(ids)
+        fenced, params = excluded_many(tenures, "trades")
+        trades = await self._scalar_rows(
+            "SELECT session_id, symbol, max(trade_id), max(ts) FROM tt_trades "
+            f"WHERE session_id IN ({marks}){fenced}",
+            [*ids, *params],
             "tick position",
         )
-        fenced, params = tenure.excluded("orderbook")
-        book = await self._scalar_rows(
-            f"SELECT max(ts) FROM tt_orderbook WHERE session_id = %s{fenced}",
-            [session_id, *params],
+        fenced, params = excluded_many(tenures, "orderbook")
+        books = await self._scalar_rows(
+            f"SELECT session_id, max(ts) FROM tt_orderbook WHERE session_id IN ({marks}){fenced}",
+            [*ids, *params],
             "tick position",
         )
-        stamps = [r[2] for r in rows if r[2] is not None] + [r[0] for r in book if r[0]]
-        last = max(stamps) if stamps else None
-        return TickPosition(
-            last_ts=None if last is None else last.replace(tzinfo=UTC),
-            last_trade_ids={str(r[0]): int(r[1]) for r in rows if r[1] is not None},
-        )
+        stamps: dict[str, list[datetime]] = {sid: [] for sid in ids}
+        last_ids: dict[str, dict[str, int]] = {sid: {} for sid in ids}
+        for sid, symbol, trade_id, ts in trades:
+            if ts is not None:
+                stamps[str(sid)].append(ts)
+            if trade_id is not None:
+                last_ids[str(sid)][str(symbol)] = int(trade_id)
+        for sid, ts in books:
+            if ts is not None:
+                stamps[str(sid)].append(ts)
+        for request in group:
+            sid = request.session_id
+            last = max(stamps[sid]) if stamps[sid] else None
+            request.answer(
+                TickPosition(
+                    last_ts=None if last is None else last.replace(tzinfo=UTC),
+                    last_trade_ids=dict(last_ids[sid]),
+                )
+            )
 
     async def _range(self, query: TickQuery, table: str) -> tuple[str, list[object]]:
         fenced, fence_params = (await self._tenure(query.session_id)).excluded(table)
