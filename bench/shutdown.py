@@ -46,7 +46,7 @@ class _Errors(logging.Handler):
         self.count += 1
         text = record.getMessage()
         # the message without its session id: "task session-… did not stop" etc.
-        self.kinds[re.sub(r"[0-9a-f]{8,}", "…", text)[:100]] += 1
+        self.kinds[re.sub(r"[0-9a-f][0-9a-f-]{7,}", "…", text)[:100]] += 1
 
 
 async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) -> dict[str, Any]:
