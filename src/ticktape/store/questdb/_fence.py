@@ -116,3 +116,21 @@ class Tenure:
         for f in fences:
             params.extend([f.tenure, f.last(table)])
         return f" AND NOT ({terms})", params
+
+
+def excluded_many(tenures: dict[str, Tenure], table: str) -> tuple[str, list[object]]:
+    """:meth:`Tenure.excluded` for a query over several sessions (``session_id`` of
+    each row): each session's late rows of ``table`` left out by its own fences."""
+    seq = "write_seq" if table == "gaps" else "batch_seq"
+    terms: list[str] = []
+    params: list[object] = []
+    for session_id, tenure in sorted(tenures.items()):
+        for f in tenure.fences:
+            last = f.last(table)
+            if last is None:
+                continue
+            terms.append(f"(session_id = %s AND tenure = %s AND {seq} > %s)")
+            params.extend([session_id, f.tenure, last])
+    if not terms:
+        return "", []
+    return f" AND NOT ({' OR '.join(terms)})", params

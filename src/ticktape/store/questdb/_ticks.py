@@ -66,7 +66,7 @@ from ticktape.store.base import (
 )
 from ticktape.store.questdb._db import ERRORS, Connections
 from ticktape.store.questdb._export import ParquetExport, inline, literal
-from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure
+from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure, excluded_many
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.rules import check_bucket_query, check_limit, from_us, recv_time
 from ticktape.store.window import table_batches, window_batches
@@ -95,6 +95,9 @@ MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
 # waits for its group at most this long, a stop's drain so much longer; a lone writer
 # is never held back.
 SEND_SPACING_S = 0.5
+#: Sessions counted together by one grouped count (``_count_group``), at most: the
+#: parameters of its ``IN`` list and fence terms stay a few thousand.
+COUNT_GROUP_MAX = 1_000
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -233,6 +236,34 @@ class _WalRead(Waiting[dict[str, tuple[int, int, bool]]]):
     """One caller's wait for the tick tables' WAL state (``_wal_state``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """One session's stored ticks as a seal or count reads them: its tenure, per tick
+    table the rows counted and the current tenure's last batch, and the current
+    tenure's last gap ``write_seq``."""
+
+    tenure: Tenure
+    tables: dict[str, tuple[int, int]]
+    last_gap: int
+
+    def counts(self) -> TickCounts:
+        return TickCounts(self.tables["trades"][0], self.tables["orderbook"][0])
+
+
+@dataclass
+class _Count(Waiting[_Counted]):
+    """One caller's count of one session's ticks, waiting for the next grouped count."""
+
+    session_id: str
+
+
+@dataclass
+class _Locate(Waiting[TickPosition]):
+    """One caller's ``position`` of one session, waiting for the next grouped read."""
+
+    session_id: str
+
+
 @dataclass
 class _Write(Waiting[WriteResult]):
     """One caller's ``write``, waiting in the queue for the next grouped send."""
@@ -287,11 +318,15 @@ class QuestDBTickStore(TickStore):
     group's ownership check passed and before its rows go out — a test blocks in it
     to reproduce an owner stalled between the two (tests/integration/test_questdb_fencing.py).
     :attr:`before_gap_write`, if set, is awaited likewise between a gap write's ownership
-    check and its insert. The product never sets either.
+    check and its insert. :attr:`on_count_group`, if set, is called with the session ids
+    of each grouped count (``seal`` and ``count`` of sessions queued together): a test
+    counts the queries a shutdown's seals cost (tests/integration/test_shutdown_scale.py).
+    The product sets none of them.
     """
 
     before_send: Callable[[], None] | None = None
     before_gap_write: Callable[[], Awaitable[None]] | None = None
+    on_count_group: Callable[[list[str]], None] | None = None
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
@@ -307,6 +342,16 @@ class QuestDBTickStore(TickStore):
         self._last_send = 0.0  # time.monotonic() when the last group was taken
         self._last_writes = 0  # writes in that group: more than one, writers are concurrent
         self._wal_reads: Grouper[_WalRead] = Grouper(self._read_wal_group, len, "read WAL state")
+        # Counts of sessions that end together (a shutdown, a reaper's sweep, a claim
+        # of many) go in one query per table: with no index on session_id, each count
+        # scans the day's partition, and 1,000 such scans took minutes (docs/benchmarks.md).
+        self._counts: Grouper[_Count] = Grouper(
+            self._count_group, lambda q: min(len(q), COUNT_GROUP_MAX), "count ticks"
+        )
+        # Likewise the positions of sessions resumed together (the claims of a hand-over).
+        self._positions: Grouper[_Locate] = Grouper(
+            self._position_group, lambda q: min(len(q), COUNT_GROUP_MAX), "tick position"
+        )
         address = connections.address
         self._export = ParquetExport(
             address.ilp_url,
@@ -322,6 +367,8 @@ class QuestDBTickStore(TickStore):
     async def close(self) -> None:
         await self._sends.close()
         await self._wal_reads.close()
+        await self._counts.close()
+        await self._positions.close()
         await self._export.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -529,77 +576,155 @@ class QuestDBTickStore(TickStore):
         )
         return Tenure.parse(*rows[0]) if rows else Tenure()
 
-    async def _counted(
-        self, session_id: str, tenure: Tenure, what: str
-    ) -> dict[str, tuple[int, int]]:
-        """Per tick table: rows counted (snapshots for the order book) and the current
-        tenure's last batch, each table read at one instant."""
-        out = {}
+    async def _tenures(self, session_ids: list[str]) -> dict[str, Tenure]:
+        """Each session's current tenure and sealed fences (none for an unknown one)."""
+        marks = ", ".join("%s" for _ in session_ids)
+        rows = await self._scalar_rows(
+            f"SELECT id, tenure, fences FROM tt_session_log WHERE id IN ({marks}) "
+            "LATEST ON ts PARTITION BY id",
+            list(session_ids),
+            "read tick fences",
+        )
+        found = {str(r[0]): Tenure.parse(r[1], r[2]) for r in rows}
+        return {sid: found.get(sid, Tenure()) for sid in session_ids}
+
+    async def _counted(self, session_id: str) -> _Counted:
+        """The session's stored ticks, counted with every other session's count queued
+        meanwhile (one query per table for all of them)."""
+        request = _Count(session_id)
+        self._counts.submit(request)
+        return await request.future
+
+    async def _count_group(self, group: list[_Count]) -> None:
+        """Count every session of ``group``: its tenure first, then per tick table the
+        rows kept by its fences (snapshots for the order book) and its current tenure's
+        last batch — each table read at one instant for all of them — then its current
+        tenure's last gap. The queries start after every item of the group was queued."""
+        ids = sorted({c.session_id for c in group})
+        if self.on_count_group is not None:
+            self.on_count_group(ids)
+        marks = ", ".join("%s" for _ in ids)
+        tenures = await self._tenures(ids)
+        tables: dict[str, dict[str, tuple[int, int]]] = {}
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            fenced, params = tenure.excluded(table)
+            fenced, params = excluded_many(tenures, table)
             rows = await self._scalar_rows(
-                f"SELECT tenure, count(), max(batch_seq) FROM tt_{table} "
-                f"WHERE session_id = %s{extra}{fenced}",
-                [session_id, *params],
-                what,
+                f"SELECT session_id, tenure, count(), max(batch_seq) FROM tt_{table} "
+                f"WHERE session_id IN ({marks}){extra}{fenced}",
+                [*ids, *params],
+                "count ticks",
             )
-            count = sum(int(r[1]) for r in rows)
-            last = [int(r[2]) for r in rows if r[0] == tenure.number and r[2] is not None]
-            out[table] = (count, last[0] if last else NO_BATCH)
-        return out
+            counted = {sid: (0, NO_BATCH) for sid in ids}
+            for sid, number, count, last in rows:
+                total, mine = counted[str(sid)]
+                if number == tenures[str(sid)].number and last is not None:
+                    mine = int(last)
+                counted[str(sid)] = (total + int(count), mine)
+            tables[table] = counted
+        fenced, params = excluded_many(tenures, "gaps")
+        rows = await self._scalar_rows(
+            "SELECT session_id, tenure, max(write_seq) FROM tt_gaps "
+            f"WHERE session_id IN ({marks}){fenced}",
+            [*ids, *params],
+            "seal gaps",
+        )
+        gaps = {
+            str(sid): int(last)
+            for sid, number, last in rows
+            if last is not None and number == tenures[str(sid)].number
+        }
+        for request in group:
+            sid = request.session_id
+            request.answer(
+                _Counted(
+                    tenures[sid],
+                    {table: tables[table][sid] for table in tables},
+                    gaps.get(sid, NO_BATCH),
+                )
+            )
 
     async def count(self, session_id: str) -> TickCounts:
-        counted = await self._counted(session_id, await self._tenure(session_id), "count ticks")
-        return TickCounts(counted["trades"][0], counted["orderbook"][0])
+        return (await self._counted(session_id)).counts()
 
     async def fenced(self, session_id: str) -> TickCounts:
         """Rows stored past a sealed fence: a stale owner's late writes, kept out of every
         count and read (not part of the store contract; for diagnostics and the chaos run)."""
         tenure = await self._tenure(session_id)
         await self.wait_visible(VISIBILITY_TIMEOUT_S)
-        raw = await self._counted(session_id, Tenure(tenure.number), "count fenced ticks")
-        kept = await self._counted(session_id, tenure, "count fenced ticks")
-        return TickCounts(
-            raw["trades"][0] - kept["trades"][0], raw["orderbook"][0] - kept["orderbook"][0]
-        )
+        raw = await self._counted_alone(session_id, Tenure(tenure.number))
+        kept = await self._counted_alone(session_id, tenure)
+        return TickCounts(raw[0] - kept[0], raw[1] - kept[1])
+
+    async def _counted_alone(self, session_id: str, tenure: Tenure) -> tuple[int, int]:
+        """Trades and snapshots of one session kept by ``tenure``'s fences."""
+        out = []
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = tenure.excluded(table)
+            rows = await self._scalar_rows(
+                f"SELECT count() FROM tt_{table} WHERE session_id = %s{extra}{fenced}",
+                [session_id, *params],
+                "count fenced ticks",
+            )
+            out.append(int(rows[0][0]) if rows and rows[0][0] is not None else 0)
+        return out[0], out[1]
 
     async def seal(self, session_id: str) -> Seal:
-        tenure = await self._tenure(session_id)
-        counted = await self._counted(session_id, tenure, "seal ticks")
-        fenced, params = tenure.excluded("gaps")
-        rows = await self._scalar_rows(
-            f"SELECT max(write_seq) FROM tt_gaps WHERE session_id = %s AND tenure = %s{fenced}",
-            [session_id, tenure.number, *params],
-            "seal gaps",
+        counted = await self._counted(session_id)
+        fence = Fence(
+            counted.tenure.number,
+            counted.tables["trades"][1],
+            counted.tables["orderbook"][1],
+            counted.last_gap,
         )
-        last_gap = NO_BATCH if not rows or rows[0][0] is None else int(rows[0][0])
-        fence = Fence(tenure.number, counted["trades"][1], counted["orderbook"][1], last_gap)
-        return Seal(TickCounts(counted["trades"][0], counted["orderbook"][0]), fence.dump())
+        return Seal(counted.counts(), fence.dump())
 
     async def position(self, session_id: str) -> TickPosition:
         # A resumed feed continues after what this returns: rows a dead owner had
         # acknowledged but QuestDB had not applied yet must be counted, or their trade
         # ids would be reused and DEDUP would overwrite them. So wait for the WAL first.
         await self.wait_visible(VISIBILITY_TIMEOUT_S)
-        tenure = await self._tenure(session_id)
-        fenced, params = tenure.excluded("trades")
-        rows = await self._scalar_rows(
-            f"SELECT symbol, max(trade_id), max(ts) FROM tt_trades WHERE session_id = %s{fenced}",
-            [session_id, *params],
+        request = _Locate(session_id)
+        self._positions.submit(request)  # read with the others queued meanwhile
+        return await request.future
+
+    async def _position_group(self, group: list[_Locate]) -> None:
+        """Where each session's stored ticks end, for every session of ``group`` in one
+        query per tick table (each session's fences applied to its own rows)."""
+        ids = sorted({p.session_id for p in group})
+        marks = ", ".join("%s" for _ in ids)
+        tenures = await self._tenures(ids)
+        fenced, params = excluded_many(tenures, "trades")
+        trades = await self._scalar_rows(
+            "SELECT session_id, symbol, max(trade_id), max(ts) FROM tt_trades "
+            f"WHERE session_id IN ({marks}){fenced}",
+            [*ids, *params],
             "tick position",
         )
-        fenced, params = tenure.excluded("orderbook")
-        book = await self._scalar_rows(
-            f"SELECT max(ts) FROM tt_orderbook WHERE session_id = %s{fenced}",
-            [session_id, *params],
+        fenced, params = excluded_many(tenures, "orderbook")
+        books = await self._scalar_rows(
+            f"SELECT session_id, max(ts) FROM tt_orderbook WHERE session_id IN ({marks}){fenced}",
+            [*ids, *params],
             "tick position",
         )
-        stamps = [r[2] for r in rows if r[2] is not None] + [r[0] for r in book if r[0]]
-        last = max(stamps) if stamps else None
-        return TickPosition(
-            last_ts=None if last is None else last.replace(tzinfo=UTC),
-            last_trade_ids={str(r[0]): int(r[1]) for r in rows if r[1] is not None},
-        )
+        stamps: dict[str, list[datetime]] = {sid: [] for sid in ids}
+        last_ids: dict[str, dict[str, int]] = {sid: {} for sid in ids}
+        for sid, symbol, trade_id, ts in trades:
+            if ts is not None:
+                stamps[str(sid)].append(ts)
+            if trade_id is not None:
+                last_ids[str(sid)][str(symbol)] = int(trade_id)
+        for sid, ts in books:
+            if ts is not None:
+                stamps[str(sid)].append(ts)
+        for request in group:
+            sid = request.session_id
+            last = max(stamps[sid]) if stamps[sid] else None
+            request.answer(
+                TickPosition(
+                    last_ts=None if last is None else last.replace(tzinfo=UTC),
+                    last_trade_ids=dict(last_ids[sid]),
+                )
+            )
 
     async def _range(self, query: TickQuery, table: str) -> tuple[str, list[object]]:
         fenced, fence_params = (await self._tenure(query.session_id)).excluded(table)

@@ -1,0 +1,206 @@
+"""Shutdown at scale: N collect sessions on one instance, then the instance's shutdown.
+
+Runs the real supervisor, sim driver, tick writer and collect runners in-process
+(the API is not on the shutdown path): creates ``--sessions`` paced simulated
+sessions (``--resumable``: that many of them opt in to resume, and are handed
+over instead of stopped), lets them record for ``--hold-s``, then calls
+``Supervisor.shutdown`` as SIGTERM does and reports its wall time, the seal calls
+and their time, the tasks cancelled at the grace period, ERROR log records, the
+sessions per end state and whether every ended session's stats equal its stored
+rows (counted afresh after the shutdown; a handed-over session's released stats
+likewise). Last line: JSON.
+
+``--code LABEL=SRC`` (repeatable) runs the same measurement once per tree, in a
+child process whose ``ticktape`` is imported from SRC, alternating codes round
+after round on one server (``--rounds``); on QuestDB each child gets tables of its own
+(a fresh prefix), so every measurement starts from the same empty store:
+
+    .venv/bin/python bench/shutdown.py --store URL --sessions 1000 --hold-s 180 \\
+        --code before=/tmp/before/src --code after=src
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+
+class _Errors(logging.Handler):
+    """Counts ERROR records and keeps the first few distinct messages."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+        self.kinds: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        text = record.getMessage()
+        # the message without its session id: "task session-… did not stop" etc.
+        self.kinds[re.sub(r"[0-9a-f][0-9a-f-]{7,}", "…", text)[:100]] += 1
+
+
+async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) -> dict[str, Any]:
+    from ticktape.config import Settings
+    from ticktape.domain import SessionStatus, validate_spec
+    from ticktape.metrics import Metrics
+    from ticktape.runners import default_runners
+    from ticktape.runtime.supervisor import Supervisor
+    from ticktape.service import SessionService
+    from ticktape.store import open_store
+
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    settings = Settings(
+        store_url=store_url,
+        instance_name=f"bench-shutdown-{os.getpid()}",
+        max_running_per_instance=max(sessions, 200),
+        max_running_per_store=max(sessions * 2, 1000),
+    )
+    store = open_store(store_url)
+    await store.open()
+    metrics = Metrics()
+    supervisor = Supervisor(store, settings, metrics, default_runners())
+    await supervisor.start()
+    service = SessionService(store, supervisor, settings, metrics)
+    ids = []
+    for n in range(sessions):
+        policy = "resume" if n < resumable else "fail"
+        spec = validate_spec(
+            kind="collect", symbols=["BTC_USDT", "ETH_USDT"], seed=n, on_owner_loss=policy
+        )
+        ids.append((await service.create(spec)).id)
+    await asyncio.sleep(hold_s)
+
+    seal_s: list[float] = []
+    sealing = store.ticks.seal
+
+    async def timed_seal(session_id: str) -> Any:
+        began = time.perf_counter()
+        try:
+            return await sealing(session_id)
+        finally:
+            seal_s.append(time.perf_counter() - began)
+
+    store.ticks.seal = timed_seal  # type: ignore[method-assign]
+    before_errors = errors.count
+    began = time.perf_counter()
+    await supervisor.shutdown()
+    shutdown_s = time.perf_counter() - began
+    errors_at_stop = dict(errors.kinds)
+    store.ticks.seal = sealing  # type: ignore[method-assign]
+
+    states: Counter[str] = Counter()
+    await store.ticks.wait_visible(60)
+    ended = {}
+    for sid in ids:
+        session = await store.sessions.get_session(sid)
+        handed = session.status is SessionStatus.RUNNING and session.lease_expires_at is None
+        states["handed_over" if handed else session.status.value] += 1
+        if session.is_terminal or handed:
+            ended[sid] = session.stats.trades + session.stats.orderbook
+    stored = await stored_rows(store_url, store, list(ended))
+    mismatched = sum(1 for sid, n in ended.items() if stored.get(sid, 0) != n)
+    # ended here: clean up what was handed over so the next round starts alike
+    for sid in ids:
+        session = await store.sessions.get_session(sid)
+        if not session.is_terminal:
+            await service.stop(sid, wait=False)
+    await store.close()
+    seal_s.sort()
+    return {
+        "sessions": sessions,
+        "resumable": resumable,
+        "hold_s": hold_s,
+        "shutdown_s": round(shutdown_s, 2),
+        "seals": len(seal_s),
+        "seal_p50_s": round(seal_s[len(seal_s) // 2], 3) if seal_s else None,
+        "seal_max_s": round(seal_s[-1], 3) if seal_s else None,
+        "errors_logged": errors.count - before_errors,
+        "error_kinds": dict(sorted(errors_at_stop.items(), key=lambda kv: -kv[1])[:6]),
+        "end_states": dict(states),
+        "stats_not_rows": mismatched,
+    }
+
+
+async def stored_rows(store_url: str, store: Any, ids: list[str]) -> dict[str, int]:
+    """Each session's stored trades + snapshots. On QuestDB counted apart from the store
+    under test, in one grouped query per table over the raw rows (no session of this
+    bench is reaped or claimed, so no row is fenced): the old per-session count took
+    a scan of the day's partition per session, as long as the shutdown it checks."""
+    if not store_url.startswith("questdb://"):
+        out = {}
+        for sid in ids:
+            counts = await store.ticks.count(sid)
+            out[sid] = counts.trades + counts.orderbook
+        return out
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store_url)
+    out = dict.fromkeys(ids, 0)
+    async with await psycopg.AsyncConnection.connect(address.conninfo, autocommit=True) as conn:
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            for at in range(0, len(ids), 500):
+                part = ids[at : at + 500]
+                marks = ", ".join("%s" for _ in part)
+                cur = await conn.execute(
+                    f"SELECT session_id, count() FROM {address.prefix}{table} "
+                    f"WHERE session_id IN ({marks}){extra}",
+                    part,
+                )
+                for sid, n in await cur.fetchall():
+                    out[str(sid)] += int(n)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True, help="a store URL (questdb://… or sqlite:…)")
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--resumable", type=int, default=0)
+    parser.add_argument("--hold-s", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--code", action="append", metavar="LABEL=SRC")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        result = asyncio.run(measure(args.store, args.sessions, args.resumable, args.hold_s))
+        print(json.dumps(result))
+        return
+    codes = [c.split("=", 1) for c in (args.code or ["this=src"])]
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in codes}
+    for round_ in range(args.rounds):
+        for label, src in codes:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+            url = args.store
+            if url.startswith("questdb://"):  # each child its own tables, all alike at start
+                tag = "".join(c for c in label.lower() if c.isalnum())[:8]
+                url += f"{'&' if '?' in url else '?'}prefix=qsd{os.getpid()}_{tag}{round_}_"
+            cmd = [sys.executable, __file__, "--child", "--store", url]
+            cmd += ["--sessions", str(args.sessions), "--resumable", str(args.resumable)]
+            cmd += ["--hold-s", str(args.hold_s)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"{label}: the child failed ({done.returncode})")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            results[label].append(result)
+            print(f"round {round_ + 1} {label}: {json.dumps(result)}", flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

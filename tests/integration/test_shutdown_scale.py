@@ -1,0 +1,122 @@
+"""A shutdown of many sessions at once (``Supervisor.shutdown``, as on SIGTERM).
+
+Every session ends within the grace period in a state DESIGN.md allows — a
+non-resumable one ``stopped`` (``server_shutdown``) with stats equal to its stored
+rows and its runner's tally, a resumable one released for a claim with stats equal to
+its stored rows, then resumed by another instance — and no task is cancelled: a
+cancelled one would leave its session running here. On QuestDB the seals of sessions
+ending together share their count queries (``QuestDBTickStore.on_count_group``): one
+query per session per tick table scanned the day's partition each time, and 1,000
+sessions stopping together outlasted the grace period (docs/benchmarks.md, qstop9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import _drop_tables, isolated_questdb_url
+from tests.oracle import check_stored_counts
+from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
+from ticktape.domain import Reason, SessionStatus
+from ticktape.store.questdb import QuestDBTickStore
+from ticktape.testing import Instance, eventually, instances
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+SESSIONS = 200
+RESUMABLE = 40  # of SESSIONS: handed over on shutdown instead of stopped
+EVENTUAL_S = 90.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("questdb", marks=pytest.mark.questdb)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/shutdown.db"
+        return
+    url = isolated_questdb_url(request.getfixturevalue("questdb_url"))
+    yield url
+    _drop_tables(url)
+
+
+async def _statuses(node: Instance, ids: list[str]) -> dict[str, SessionStatus]:
+    return {sid: (await node.raw.sessions.get_session(sid)).status for sid in ids}
+
+
+@pytest.mark.timeout(300)
+def test_a_shutdown_of_many_sessions_ends_each_in_an_allowed_state(
+    run: Run, store_url: str
+) -> None:
+    settings = Settings(
+        store_url=store_url,
+        heartbeat_interval_s=0.5,
+        lease_s=5.0,
+        max_running_per_instance=SESSIONS,
+        max_running_per_store=SESSIONS,
+    )
+
+    async def scenario() -> None:
+        async with instances(settings) as add:
+            a = await add("a")
+            ids = []
+            for n in range(SESSIONS):
+                policy = "resume" if n < RESUMABLE else "fail"
+                ids.append((await a.create(seed=n, on_owner_loss=policy)).id)
+            resumable, stopping = ids[:RESUMABLE], ids[RESUMABLE:]
+
+            async def all_recording() -> bool | None:
+                for sid in ids:
+                    s = await a.raw.sessions.get_session(sid)
+                    if s.status is not SessionStatus.RUNNING:
+                        return None
+                counts = await asyncio.gather(*(a.raw.ticks.count(sid) for sid in ids))
+                return all(c.trades for c in counts) or None
+
+            await eventually(all_recording, what="every session recording", timeout_s=EVENTUAL_S)
+
+            groups: list[list[str]] = []
+            ticks = a.raw.inner.ticks
+            if isinstance(ticks, QuestDBTickStore):
+                ticks.on_count_group = groups.append
+            await a.shutdown(timeout_s=SHUTDOWN_TIMEOUT_S)
+            if isinstance(ticks, QuestDBTickStore):
+                ticks.on_count_group = None
+                sealed = {sid for group in groups for sid in group}
+                assert sealed >= set(ids), f"{len(set(ids) - sealed)} sessions not counted"
+                # one count per session was SESSIONS queries per tick table
+                assert 0 < len(groups) <= SESSIONS // 4, [len(g) for g in groups]
+            assert a.supervisor.running_ids == []
+
+            for sid in stopping:
+                s = await check_stored_counts(a.raw, sid)
+                assert s.status is SessionStatus.STOPPED, s
+                assert s.reason == Reason.SERVER_SHUTDOWN, s
+            for sid in resumable:
+                s = await a.raw.sessions.get_session(sid)
+                # released: its lease expired now, for any instance to claim at once
+                assert s.status is SessionStatus.RUNNING and s.lease_expires_at is None, s
+                counts = await a.raw.ticks.count(sid)
+                assert (s.stats.trades, s.stats.orderbook) == (counts.trades, counts.orderbook)
+
+            # the resumable ones are another instance's at once, and record on
+            b = await add("b")
+
+            async def resumed() -> bool | None:
+                for sid in resumable:
+                    s = await b.raw.sessions.get_session(sid)
+                    if s.owner != b.owner or s.status is not SessionStatus.RUNNING:
+                        return None
+                return True
+
+            await eventually(resumed, what="the handed-over sessions resumed", timeout_s=60)
+            for sid in resumable:
+                ended = await b.service.stop(sid, wait=True, timeout_s=EVENTUAL_S)
+                assert ended.status is SessionStatus.STOPPED, ended
+                await check_stored_counts(b.raw, sid)
+            assert set((await _statuses(b, ids)).values()) == {SessionStatus.STOPPED}
+
+    run(scenario())
