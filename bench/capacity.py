@@ -35,6 +35,9 @@ feeds produced, and the servers' CPU-seconds per session-second and per stored t
 benchmark's own CPU (``bench_cpu_pct``), which shares the cores. It stops
 at the first level that breaks a limit — a failed session or renewal failure, start
 p95 > 100 ms, heartbeat lag > lease/4 — or at ``--max``, and says which.
+Then it SIGTERMs every instance at once with all its sessions running, as a deploy
+does, and reports how long each took to exit and how many runners its log says were
+cancelled past the grace period (``shutdown``).
 
     .venv/bin/python bench/capacity.py --mode ramp --stores sqlite --instances 1 \
         --step 100 --max 1000 --hold-s 60
@@ -56,7 +59,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -183,6 +188,9 @@ SAMPLE_S = 2.0
 # costs QuestDB a scan of the session log, as does the listing of failed sessions:
 # they run this often (``--list-every-s``), the instances' /metrics every SAMPLE_S.
 LIST_EVERY_S = 10.0
+# a ramp ends with every instance SIGTERMed at once; one still running this long after is
+# reported (exit_s null) and killed
+SHUTDOWN_WAIT_S = 120.0
 RAMP_ENV = {
     "TICKTAPE_LOG_LEVEL": "warning",
     "TICKTAPE_HEARTBEAT_S": str(HEARTBEAT_S),
@@ -536,7 +544,7 @@ def _ramp_once(args: argparse.Namespace, name: str, tmp: str, src: str | None) -
     try:
         for server in servers:
             server.start()
-        return asyncio.run(
+        got = asyncio.run(
             ramp(
                 servers,
                 args.step,
@@ -549,9 +557,38 @@ def _ramp_once(args: argparse.Namespace, name: str, tmp: str, src: str | None) -
                 args.list_every_s,
             )
         )
+        got["shutdown"] = _shutdown(servers)
+        print(f"shutdown {json.dumps(got['shutdown'])}", flush=True)
+        return got
     finally:
         for server in servers:
             server.stop()
+
+
+def _shutdown(servers: list[ServerProcess]) -> dict[str, Any]:
+    """SIGTERM every instance at once, as a deploy does, with all its sessions running:
+    how long each takes to exit and what its log says meanwhile — runners cancelled
+    past the grace period (``did not stop within``) and other errors."""
+    offsets = [s.log_path.stat().st_size if s.log_path.exists() else 0 for s in servers]
+    began = time.monotonic()
+    for server in servers:
+        server.signal(signal.SIGTERM)
+    exits: list[float | None] = []
+    for server in servers:
+        assert server.proc is not None
+        try:
+            server.proc.wait(max(0.0, began + SHUTDOWN_WAIT_S - time.monotonic()))
+            exits.append(round(time.monotonic() - began, 2))
+        except subprocess.TimeoutExpired:
+            exits.append(None)  # still running: the finally's stop() kills it
+    cancelled, errors = 0, 0
+    for server, offset in zip(servers, offsets, strict=True):
+        with server.log_path.open("rb") as log:
+            log.seek(offset)
+            for line in log.read().decode(errors="replace").splitlines():
+                cancelled += "did not stop within" in line
+                errors += " ERROR " in line
+    return {"exit_s": exits, "runners_cancelled": cancelled, "error_lines": errors}
 
 
 def main_ramp(args: argparse.Namespace) -> None:
