@@ -84,8 +84,10 @@ class LogThread:
             for fd in self._sockets.values():
                 _shutdown(fd)
         done = asyncio.wrap_future(executor.submit(self._close_all))
-        with suppress(TimeoutError):  # a connect to a frozen server: it closes what it gets
-            await asyncio.wait_for(done, CLOSE_WAIT_S)
+        # A connect to a frozen server: it closes what it gets. Waited for without
+        # cancelling it, so done() still says whether the thread finished (a cancelled
+        # future is done, and shutdown(wait=True) would then block the loop).
+        await asyncio.wait({done}, timeout=CLOSE_WAIT_S)
         executor.shutdown(wait=done.done())
 
     # ------------------------------------------------------------------ in the thread
