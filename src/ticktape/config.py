@@ -71,6 +71,11 @@ RENEW_RETRY_MAX_S = 0.2
 # and only StoreBusy (RetryPolicy.busy_*); an append whose row another writer changed
 # first is rebuilt from the newest row (a compare-and-set round inside the backend).
 # Past these bounds the call raises StoreBusy and the store boundary's retry decides.
+# A PG-wire connection to QuestDB left unused this long is replaced before its next use:
+# QuestDB closes connections idle for pg.net.connection.timeout (300 s by default), and the
+# first use after that fails ("server closed the connection unexpectedly") — a 10-minute
+# hold without starts or stops left the session log's connections idle (stop 16).
+QUESTDB_IDLE_RECONNECT_S = 240.0
 QUESTDB_BUSY_ATTEMPTS = 50
 QUESTDB_BUSY_BASE_S = 0.001
 QUESTDB_BUSY_MAX_S = 0.02

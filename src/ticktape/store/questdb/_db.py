@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
@@ -21,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from questdb import QuestDBError
 
-from ticktape.config import STORE_TIMEOUT_S
+from ticktape.config import QUESTDB_IDLE_RECONNECT_S, STORE_TIMEOUT_S
 from ticktape.errors import (
     StoreBusy,
     StoreError,
@@ -377,8 +378,15 @@ class Connections:
         self._results_lock = asyncio.Lock()
         self._lease: psycopg.AsyncConnection[Any] | None = None
         self._lease_lock = asyncio.Lock()
+        # A connection unused this long is replaced before its next use (QuestDB closes
+        # idle ones: config.QUESTDB_IDLE_RECONNECT_S); QuestDBStore.idle_reconnect_s sets it.
+        self.idle_reconnect_s = QUESTDB_IDLE_RECONNECT_S
+        self._used: dict[int, float] = {}  # id(connection) → time.monotonic() of its last use
         self._log_thread = LogThread(
-            address.conninfo, "ticktape-questdb-log", lambda: self.on_connect
+            address.conninfo,
+            "ticktape-questdb-log",
+            lambda: self.on_connect,
+            lambda: self.idle_reconnect_s,
         )
         self._readers: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
@@ -440,6 +448,11 @@ class Connections:
             self.on_connect(conn)
         return conn
 
+    def _stale(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Unused for ``idle_reconnect_s``: QuestDB may have closed it meanwhile."""
+        used = self._used.get(id(conn))
+        return used is not None and time.monotonic() - used >= self.idle_reconnect_s
+
     async def open(self) -> None:
         self._closed = False
         self._log_thread.reopen()
@@ -460,6 +473,7 @@ class Connections:
         if late:
             await asyncio.wait(late, timeout=LATE_READ_CANCEL_S)
         self._all.clear()
+        self._used.clear()
         self._writer = None
         self._results = None
         self._lease = None
@@ -484,6 +498,16 @@ class Connections:
                 raise
         else:
             conn = await self._readers.get()
+            if self._stale(conn):  # the server may have closed it: a fresh one instead
+                await _close_quietly(conn)
+                try:
+                    conn = await self._connect()
+                except StoreError as exc:
+                    self._opened -= 1
+                    if isinstance(exc, StoreUnavailable):
+                        self.health.failed(exc)
+                    raise
+        self._used[id(conn)] = time.monotonic()
         try:
             yield conn
         except psycopg.Error as exc:
@@ -555,9 +579,12 @@ class Connections:
         async with lock:
             try:
                 conn: psycopg.AsyncConnection[Any] | None = getattr(self, slot)
+                if conn is not None and not conn.closed and self._stale(conn):
+                    await _close_quietly(conn)  # the server may have closed it
                 if conn is None or conn.closed:
                     conn = await self._connect()
                     setattr(self, slot, conn)
+                self._used[id(conn)] = time.monotonic()
                 try:
                     yield conn
                 except psycopg.Error as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -44,14 +45,18 @@ class LogThread:
         conninfo: str,
         name: str,
         on_connect: Callable[[], Callable[[Any], None] | None],
+        idle_s: Callable[[], float],
     ) -> None:
         """``on_connect()`` is the testing hook to call (in this thread) with every
-        connection opened, if any."""
+        connection opened, if any; a connection unused for ``idle_s()`` seconds is
+        replaced before its next use (the server may have closed it)."""
         self._conninfo = conninfo
         self._name = name
         self._on_connect = on_connect
         self._executor: ThreadPoolExecutor | None = None
         self._conns: dict[str, psycopg.Connection[Any]] = {}  # this thread's only
+        self._used: dict[str, float] = {}  # role → time.monotonic() of its last use
+        self._idle_s = idle_s
         # the sockets of the open connections: close() shuts them down under this lock,
         # the thread unregisters one under it before closing its connection
         self._sockets: dict[int, int] = {}  # id(connection) → socket descriptor
@@ -106,7 +111,10 @@ class LogThread:
 
     def _connection(self, role: str) -> psycopg.Connection[Any]:
         conn = self._conns.get(role)
-        if conn is not None and not conn.closed:
+        now = time.monotonic()
+        fresh = now - self._used.get(role, now) < self._idle_s()
+        self._used[role] = now
+        if conn is not None and not conn.closed and fresh:
             return conn
         if conn is not None:
             self._drop(conn)

@@ -1162,6 +1162,17 @@ class QuestDBStore(Store):
         self.results = QuestDBResultStore(self._db)
 
     @property
+    def idle_reconnect_s(self) -> float:
+        """A PG-wire connection unused this long is replaced before its next use: QuestDB
+        closes idle connections (``pg.net.connection.timeout``, 300 s by default).
+        ``config.QUESTDB_IDLE_RECONNECT_S`` unless set (a test sets it short)."""
+        return self._db.idle_reconnect_s
+
+    @idle_reconnect_s.setter
+    def idle_reconnect_s(self, seconds: float) -> None:
+        self._db.idle_reconnect_s = seconds
+
+    @property
     def on_connect(self) -> Callable[[Any], None] | None:
         return self._db.on_connect
 
