@@ -274,7 +274,7 @@ def test_a_group_commit_blocked_on_a_frozen_questdb_fails_in_time_and_close_ends
     write failure; closing the store then wakes the thread blocked on the frozen
     server, which closes its connections and ends — nothing is left after the thaw."""
     store = QuestDBStore(questdb.store_url)
-    store.write_timeout_s = 1.0
+    store.timeout_s = 1.0
     made: list[Any] = []
     store.on_connect = made.append  # every connection the store opens
 

@@ -110,7 +110,7 @@ class GroupCommitter:
         fails as unavailable and counts as a write failure."""
         self._groups.submit(op)
         try:
-            return await bounded_write(op.future, self._db.write_timeout_s, "write session log")
+            return await bounded_write(op.future, self._db.timeout_s, "write session log")
         except WriteTimedOut as exc:
             self._db.health.failed(exc)
             raise

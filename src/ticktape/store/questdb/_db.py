@@ -396,7 +396,7 @@ class Connections:
         # Whether writes (session log over PG wire, ticks over ILP) work: what /health,
         # /ready, /metrics and the admission of new sessions read (Store.write_failure).
         self.health = WriteHealth("QuestDB")
-        self.write_timeout_s = STORE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
+        self.timeout_s = STORE_TIMEOUT_S  # QuestDBStore.timeout_s sets it
         # Testing hook (QuestDBStore.on_connect): called with every connection opened,
         # a psycopg.Connection (in the log thread) or a psycopg.AsyncConnection
         self.on_connect: Callable[[Any], None] | None = None
@@ -411,14 +411,14 @@ class Connections:
         connection anyway (a late read never opens or keeps one after the close)."""
         task = asyncio.ensure_future(work)
         try:
-            async with asyncio.timeout(self.write_timeout_s):  # not wait_for: see bounded_write
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: see bounded_write
                 return await asyncio.shield(task)
         except TimeoutError:
             task.add_done_callback(_retrieve)
             self._late.add(task)
             task.add_done_callback(self._late.discard)
             timed_out = WriteTimedOut(
-                f"{what}: QuestDB did not answer within {self.write_timeout_s:g}s "
+                f"{what}: QuestDB did not answer within {self.timeout_s:g}s "
                 "(limit TICKTAPE_STORE_TIMEOUT_S)"
             )
             self.health.failed(timed_out)
