@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _drop_tables, isolated_questdb_url
 from ticktape import questdb_server as qs
 
 OwnQuestDB = Callable[..., qs.ServerHandle]
+
+
+@pytest.fixture
+def qdb_url(questdb_url: str) -> Iterator[str]:
+    """The suite's QuestDB with tables of this test's own, dropped after it."""
+    url = isolated_questdb_url(questdb_url)
+    yield url
+    _drop_tables(url)
 
 
 @pytest.fixture

@@ -360,6 +360,22 @@ def _env_password() -> str | None:
 LATE_READ_CANCEL_S = 2.0  # close() waits this long at most for cancelled late reads to end
 
 
+class CountedLock(asyncio.Lock):
+    """An asyncio lock that counts the tasks waiting for it (:attr:`waiting`, an int the
+    log thread may read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def acquire(self) -> Literal[True]:
+        self.waiting += 1
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1
+
+
 class Connections:
     """One connection for session-log writes (serialised here, so this process never
     collides with itself on the table writer), one for results writes (a backtest's
@@ -373,7 +389,7 @@ class Connections:
         self.address = address
         self.tick_tables = tuple(self.prefixed(t) for t in TICK_TABLES)
         self._writer: psycopg.AsyncConnection[Any] | None = None
-        self._write_lock = asyncio.Lock()
+        self._write_lock = CountedLock()
         self._results: psycopg.AsyncConnection[Any] | None = None
         self._results_lock = asyncio.Lock()
         self._lease: psycopg.AsyncConnection[Any] | None = None
@@ -542,6 +558,12 @@ class Connections:
         log. Opened on first use, reconnects if broken; failures count as the writer's."""
         async with self._exclusive("_lease", self._lease_lock, what) as conn:
             yield conn
+
+    def log_writes_waiting(self) -> bool:
+        """Whether a log write of this process waits for the session-log writer's lock.
+        Read by the log thread while its job holds that lock (a hint: a write that
+        starts waiting just after is seen at the job's next look)."""
+        return self._write_lock.waiting > 0
 
     async def in_log_thread(self, job: Callable[[Connect], T], what: str) -> T:
         """``job`` run on the log thread's connections (``_logthread.py``: roles
