@@ -3,8 +3,8 @@
 Another connection (another instance, here) holds the session log in a transaction, so
 every attempt of this store's group commit fails "table busy" and is retried. Between
 those attempts the group gives up the session-log writer's lock when another log write
-of this process waits for it, and an append whose caller gave up before an attempt
-began is not written by it.
+of this process waits for it, an append whose caller gave up before an attempt began
+is not written by it, and every attempt judges the compare-and-set anew.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import Run
 from ticktape.config import RetryPolicy
 from ticktape.domain import DataType, Reason, SessionStatus
+from ticktape.errors import InvalidTransition, TransitionRace
 from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.questdb import QuestDBStore
 
@@ -155,5 +156,60 @@ def test_an_append_whose_caller_gave_up_while_the_log_was_busy_is_never_written(
             assert [e.to_status for e in events] == [SessionStatus.PENDING]
         finally:
             await store.close()
+
+    run(scenario())
+
+
+def test_two_instances_retrying_a_busy_log_for_one_session_have_exactly_one_winner(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """Two instances each ask a transition of the same session version while the log
+    is held, so both groups retry "table busy"; once it is free exactly one commits and
+    the other's retry, reading the committed state anew, finds the session changed."""
+    stores = [QuestDBStore(qdb_url, retry=PATIENT) for _ in range(2)]
+    rolled_back = [threading.Event() for _ in stores]
+    for store, event in zip(stores, rolled_back, strict=True):
+        store.on_connect = _watch_rollbacks(event)
+    session = make_session()
+
+    async def scenario() -> None:
+        for store in stores:
+            await store.open()
+        try:
+            created = await stores[0].sessions.create_session(session, actor="t")
+            async with _log_held(stores[0]) as release:
+                for event in rolled_back:
+                    event.clear()
+                asks = [
+                    asyncio.ensure_future(
+                        store.sessions.transition(
+                            created.id,
+                            expected_version=created.version,
+                            to_status=to_status,
+                            actor=f"i{k}",
+                            reason=Reason.USER_STOP,
+                        )
+                    )
+                    for k, (store, to_status) in enumerate(
+                        zip(stores, (SessionStatus.STOPPING, SessionStatus.FAILED), strict=True)
+                    )
+                ]
+                for event in rolled_back:  # both groups met the busy log
+                    assert await asyncio.to_thread(event.wait, WAIT_S)
+                await release()
+                results = await asyncio.wait_for(
+                    asyncio.gather(*asks, return_exceptions=True), WAIT_S
+                )
+            winners = [r for r in results if not isinstance(r, BaseException)]
+            assert len(winners) == 1, results
+            for r in results:
+                assert not isinstance(r, BaseException) or isinstance(
+                    r, TransitionRace | InvalidTransition
+                ), r
+            events = await stores[1].sessions.list_events(created.id)
+            assert [e.to_status for e in events] == [SessionStatus.PENDING, winners[0].status]
+        finally:
+            for store in stores:
+                await store.close()
 
     run(scenario())
