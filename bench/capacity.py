@@ -71,10 +71,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from codes import add_code_option, code_trees, env_for
 from lifecycle import Connection, percentile, store_url_for
-from ticktape.domain import DataType, Session, SessionConfig, SessionKind, SessionStatus, utcnow
+from ticktape.domain import DataType, Session, SessionStatus, utcnow
 from ticktape.store import open_store
-from ticktape.testing import ServerProcess, store_finished
+from ticktape.testing import ServerProcess, draft_session, store_finished
 
 START = {"kind": "collect", "symbols": ["BTC_USDT"]}  # the sim's default rate
 
@@ -125,16 +126,10 @@ async def seed_history(store_url: str, count: int, concurrency: int) -> float:
 
 
 def _seed_session(now: datetime) -> Session:
-    return Session(
-        id=str(uuid.uuid4()),
-        kind=SessionKind.COLLECT,
-        status=SessionStatus.PENDING,
-        symbols=("BTC_USDT",),
-        exchange="sim",
+    # owned by no live instance but leased: no reconciler reaps it first
+    return draft_session(
         data_types=(DataType.TRADES,),
-        config=SessionConfig(),
         created_at=now,
-        # owned by no live instance but leased: no reconciler reaps it first
         owner="bench/seed",
         lease_expires_at=now + timedelta(hours=1),
     )
@@ -537,9 +532,7 @@ def _ramp_once(args: argparse.Namespace, name: str, tmp: str, src: str | None) -
         # be reaped as owner_lost by this run's instances and counted as its failures
         sep = "&" if "?" in store_url else "?"
         store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
-    env = dict(RAMP_ENV)
-    if src is not None:
-        env["PYTHONPATH"] = src
+    env = env_for(src, RAMP_ENV)
     servers = [ServerProcess(store_url, Path(tmp), env=env) for _ in range(args.instances)]
     try:
         for server in servers:
@@ -592,10 +585,7 @@ def _shutdown(servers: list[ServerProcess]) -> dict[str, Any]:
 
 
 def main_ramp(args: argparse.Namespace) -> None:
-    codes: list[tuple[str, str | None]] = [("this", None)]
-    for item in args.code:
-        label, _, src = item.partition("=")
-        codes.append((label, str(Path(src).resolve())))
+    codes = code_trees(args.code)
     results: dict[str, Any] = {}
     kept = contextlib.nullcontext(args.dir) if args.dir else None
     with kept or tempfile.TemporaryDirectory() as tmp:
@@ -639,14 +629,7 @@ def main() -> None:
         default=LIST_EVERY_S,
         help="ramp: seconds between full listings of the running sessions (their leases)",
     )
-    parser.add_argument(
-        "--code",
-        action="append",
-        default=[],
-        metavar="LABEL=SRC",
-        help="ramp: also ramp servers running the ticktape in SRC (a checkout's src/, via "
-        "PYTHONPATH); the codes' ramps alternate on one store, --rounds times",
-    )
+    add_code_option(parser, "the ramp's servers (ramp mode; one store, --rounds times)")
     parser.add_argument("--rounds", type=int, default=1, help="ramp: ramps per code")
     parser.add_argument("--clients", type=int, default=1, help="ramp: concurrent starts")
     parser.add_argument(

@@ -27,26 +27,19 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from ticktape.domain import DataType, Session, SessionConfig, SessionKind, SessionStatus, utcnow
+from codes import add_code_option, code_trees, env_for
+from ticktape.domain import DataType, Session, utcnow
 from ticktape.store.questdb import QuestDBStore
+from ticktape.testing import draft_session
 
 
 def _session() -> Session:
-    now = utcnow()
-    return Session(
-        id=str(uuid.uuid4()),
-        kind=SessionKind.COLLECT,
-        status=SessionStatus.PENDING,
-        symbols=("BTC_USDT",),
-        exchange="sim",
+    return draft_session(
         data_types=(DataType.TRADES,),
-        config=SessionConfig(),
-        created_at=now,
         owner="bench-groupcommit",
-        lease_expires_at=now + timedelta(seconds=30),
+        lease_expires_at=utcnow() + timedelta(seconds=30),
     )
 
 
@@ -95,9 +88,7 @@ async def _create_tables(url: str) -> None:
 
 
 def _spawn(args: argparse.Namespace, url: str, src: str | None, loaded: bool) -> Any:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = src
+    env = env_for(src, os.environ)
     role = ["--hog-ms", str(args.hog_ms), "--concurrency", str(args.concurrency)]
     return subprocess.Popen(
         [sys.executable, __file__, "--role", url, "--seconds", str(args.seconds)]
@@ -114,7 +105,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--hog-ms", type=float, default=20.0, help="the loaded loop's chunks")
     parser.add_argument("--concurrency", type=int, default=8, help="the loaded writer's creates")
-    parser.add_argument("--code", action="append", default=[], metavar="LABEL=SRC")
+    add_code_option(parser, "the loaded writer")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--role", default=None, help=argparse.SUPPRESS)  # a writer process
     args = parser.parse_args()
@@ -122,10 +113,7 @@ def main() -> None:
         figures = asyncio.run(_writer(args.role, args.hog_ms, args.seconds, args.concurrency))
         print(json.dumps(figures))
         return
-    codes: list[tuple[str, str | None]] = [("this", None)]
-    for item in args.code:
-        label, _, src = item.partition("=")
-        codes.append((label, str(Path(src).resolve())))
+    codes = code_trees(args.code)
     runs = []
     for round_ in range(1, args.rounds + 1):
         for label, src in codes:

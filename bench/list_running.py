@@ -26,6 +26,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from codes import add_code_option, code_trees, env_for
 from lifecycle import Connection, percentile
 from ticktape.testing import ServerProcess
 
@@ -89,9 +90,7 @@ async def _timed(url: str, requests: int) -> dict[str, list[float]]:
 
 
 def one_round(src: str | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    env = dict(ENV)
-    if src is not None:
-        env["PYTHONPATH"] = src
+    env = env_for(src, ENV)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         server = ServerProcess(f"sqlite:///{tmp}/list.db", Path(tmp), env=env)
         server.start()
@@ -120,12 +119,9 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=10.0)
     parser.add_argument("--requests", type=int, default=200, help="per round, both pages")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--code", action="append", metavar="LABEL=SRC")
+    add_code_option(parser, "the server")
     args = parser.parse_args()
-    codes: list[tuple[str, str | None]] = [("this", None)]
-    for item in args.code or []:
-        label, _, src = item.partition("=")
-        codes.append((label, str(Path(src).resolve())))
+    codes = code_trees(args.code)
     rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in codes}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):

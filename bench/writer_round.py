@@ -25,11 +25,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from codes import add_code_option, code_trees, env_for
 from ticktape.config import Settings
 from ticktape.metrics import Metrics
 from ticktape.runners import TickWriter
@@ -108,7 +108,7 @@ async def _measure(sessions: int, writes: int) -> float:
 
 def _child(args: argparse.Namespace, src: str | None) -> float:
     """One run in a fresh process (each code alike): this tree's, or ``src``'s."""
-    env = dict(os.environ) if src is None else {**os.environ, "PYTHONPATH": src}
+    env = env_for(src, os.environ)
     cmd = [sys.executable, __file__, "--child", "--sessions", str(args.sessions)]
     out = subprocess.run(
         [*cmd, "--writes", str(args.writes)], env=env, capture_output=True, text=True, check=True
@@ -121,16 +121,13 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=200, help="rounds measured per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per code, alternated")
-    parser.add_argument("--code", action="append", default=[], metavar="LABEL=SRC")
+    add_code_option(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(asyncio.run(_measure(args.sessions, args.writes)))
         return
-    codes: list[tuple[str, str | None]] = [("this", None)]
-    for item in args.code:
-        label, _, src = item.partition("=")
-        codes.append((label, str(Path(src).resolve())))
+    codes = code_trees(args.code)
     figures: dict[str, list[float]] = {label: [] for label, _ in codes}
     for r in range(args.rounds):
         for label, src in codes:

@@ -9,7 +9,7 @@ PostgreSQL wire must be exactly the frames' rows (values, fences, nulls), no mor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from tests.conftest import Run
 from ticktape.store import open_store
 from ticktape.store.questdb import QuestDBAddress, book_frame, trades_frame
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
@@ -26,13 +26,6 @@ from ticktape.ticks import BookBatch, TickBatch, TradeBatch
 pytestmark = pytest.mark.questdb
 
 T0_US = 1_700_000_000_000_000
-
-
-@pytest.fixture
-def qdb_url(questdb_url: str) -> Iterator[str]:
-    url = isolated_questdb_url(questdb_url)
-    yield url
-    _drop_tables(url)
 
 
 def _trades(sid: str, symbol: str, n: int, first_id: int, recv: bool, seq: int) -> TradeBatch:

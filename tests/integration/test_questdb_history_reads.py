@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from tests.conftest import Run
 from ticktape.domain import ACTIVE_STATUSES, SessionStatus, Stats, utcnow
 from ticktape.store import RetryingStore, open_store
 from ticktape.store.base import SessionQuery
@@ -25,13 +25,6 @@ from ticktape.store.questdb import QuestDBAddress, QuestDBSessionStore
 pytestmark = pytest.mark.questdb
 
 LATER = timedelta(seconds=60)
-
-
-@pytest.fixture
-def qdb_url(questdb_url: str) -> Iterator[str]:
-    url = isolated_questdb_url(questdb_url)
-    yield url
-    _drop_tables(url)
 
 
 @pytest.fixture

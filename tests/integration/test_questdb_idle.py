@@ -16,8 +16,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,20 +33,8 @@ CLOSE_WAIT_S = 60.0  # the server closes them within its timeout; slack for a lo
 
 
 @pytest.fixture
-def questdb(tmp_path: Path) -> Iterator[qs.ServerHandle]:
-    config = qs.QuestDBServerConfig.with_free_ports(
-        tmp_path / "qdb", extra_properties=(("pg.net.connection.timeout", str(SERVER_IDLE_MS)),)
-    )
-    try:
-        qs.find_java()
-        qs.ensure_jar(config)
-    except (qs.JavaNotFound, qs.JarUnavailable) as exc:
-        pytest.skip(f"cannot run QuestDB here: {exc}")
-    handle = qs.start(config, wait_timeout_s=60)
-    try:
-        yield handle
-    finally:
-        handle.stop()
+def questdb(own_questdb: Callable[..., qs.ServerHandle]) -> qs.ServerHandle:
+    return own_questdb(("pg.net.connection.timeout", str(SERVER_IDLE_MS)))
 
 
 def _closed_by_server(fd: int) -> bool:

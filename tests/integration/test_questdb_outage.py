@@ -18,13 +18,11 @@ hang rather than fail: they fail after ``TICKTAPE_STORE_TIMEOUT_S`` instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -52,21 +50,8 @@ BODY = {"kind": "collect", "symbols": ["BTC_USDT"], "rate_per_s": 50}
 
 
 @pytest.fixture
-def questdb(tmp_path: Path) -> Iterator[qs.ServerHandle]:
-    config = qs.QuestDBServerConfig.with_free_ports(tmp_path / "qdb")
-    try:
-        qs.find_java()
-        qs.ensure_jar(config)
-    except (qs.JavaNotFound, qs.JarUnavailable) as exc:
-        pytest.skip(f"cannot run QuestDB here: {exc}")
-    handle = qs.start(config, wait_timeout_s=60)
-    try:
-        yield handle
-    finally:
-        if handle.process.poll() is None:  # still ours and alive: never leave it frozen
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(handle.pid, signal.SIGCONT)
-        handle.stop()  # (a no-op if the test stopped it)
+def questdb(own_questdb: Callable[..., qs.ServerHandle]) -> qs.ServerHandle:
+    return own_questdb()
 
 
 def _settings(url: str, **overrides: Any) -> Settings:
@@ -289,7 +274,7 @@ def test_a_group_commit_blocked_on_a_frozen_questdb_fails_in_time_and_close_ends
     write failure; closing the store then wakes the thread blocked on the frozen
     server, which closes its connections and ends — nothing is left after the thaw."""
     store = QuestDBStore(questdb.store_url)
-    store.write_timeout_s = 1.0
+    store.timeout_s = 1.0
     made: list[Any] = []
     store.on_connect = made.append  # every connection the store opens
 

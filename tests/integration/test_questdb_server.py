@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -26,15 +27,9 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
-def test_start_select_stop(tmp_path: Path) -> None:
-    config = qs.QuestDBServerConfig.with_free_ports(tmp_path / "qdb")
-    try:
-        qs.find_java()
-        qs.ensure_jar(config)
-    except (qs.JavaNotFound, qs.JarUnavailable) as exc:
-        pytest.skip(f"cannot run QuestDB here: {exc}")
-
-    handle = qs.start(config, wait_timeout_s=60)
+def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
+    handle = own_questdb()
+    config = handle.config
     try:
         assert handle.store_url == (
             f"questdb://127.0.0.1:{config.pg_port}?ilp=http://127.0.0.1:{config.http_port}"

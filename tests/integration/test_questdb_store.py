@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from tests.conftest import Run
 from ticktape.config import Settings
 from ticktape.domain import (
     Reason,
@@ -49,13 +49,6 @@ from ticktape.store.questdb import (
 from ticktape.testing import store_finished
 
 pytestmark = pytest.mark.questdb
-
-
-@pytest.fixture
-def qdb_url(questdb_url: str) -> Iterator[str]:
-    url = isolated_questdb_url(questdb_url)
-    yield url
-    _drop_tables(url)
 
 
 @pytest.fixture

@@ -94,6 +94,7 @@ EXPORTS = {
         "free_port",
         "instances",
         "iter_sim_blocks",
+        "lone_reconciler",
         "parse_fault_spec",
         "record_source",
         "running_server",

@@ -8,17 +8,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from ticktape.config import RECONCILE_DEFER_SHARE, Settings
 from ticktape.domain import Session, SessionStatus, new_session_id, utcnow
-from ticktape.metrics import Metrics
-from ticktape.runtime.handle import RunHandle
-from ticktape.runtime.leases import LeaseKeeper
-from ticktape.runtime.reconciler import Reconciler, preferred_reaper
+from ticktape.runtime.reconciler import preferred_reaper
 from ticktape.store.base import LeaseScan
 from ticktape.store.memory import MemoryStore
+from ticktape.testing import lone_reconciler
 
 ME, OTHER, THIRD = "me:1/a", "other:2/b", "third:3/c"
 LIVE = frozenset({ME, OTHER, THIRD})
@@ -48,17 +46,6 @@ def test_an_instance_the_others_do_not_know_yet_counts_itself() -> None:
         )
 
 
-class _Host:
-    handles: Mapping[str, RunHandle] = {}
-    closing = False
-
-    def launch(self, session: Session, *, resumed: bool = False) -> None:
-        raise AssertionError("nothing is resumable here")
-
-    def store_fault(self, session_id: str) -> str | None:
-        return None
-
-
 def _id(*, mine: bool) -> str:
     while True:
         sid = new_session_id()
@@ -73,7 +60,7 @@ def test_an_orphan_waits_for_its_preferred_reaper_then_any_instance_takes_it(
     defer = timedelta(seconds=settings.reconcile_every_s * RECONCILE_DEFER_SHARE)
 
     async def scenario() -> None:
-        store, metrics = MemoryStore(), Metrics()
+        store = MemoryStore()
         await store.open()
         scan = store.sessions.scan_leases
 
@@ -81,15 +68,7 @@ def test_an_orphan_waits_for_its_preferred_reaper_then_any_instance_takes_it(
             return dataclasses.replace(await scan(now), live_owners=LIVE)
 
         store.sessions.scan_leases = with_live_owners  # type: ignore[method-assign]
-        rec = Reconciler(
-            store,
-            settings,
-            metrics,
-            owner=ME,
-            instance="me:1",
-            leases=LeaseKeeper(store, settings, metrics, ME),
-            host=_Host(),
-        )
+        rec = lone_reconciler(store, settings, owner=ME, instance="me:1")
         just = utcnow() - timedelta(seconds=0.01)  # expired just now
         past = utcnow() - defer - timedelta(seconds=0.05)  # expired over the grace ago
         others = make_session(id=_id(mine=False), owner="dead:9/z", lease_expires_at=just)

@@ -8,31 +8,18 @@ cannot help (a suspended table), it seals what is visible."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 
 from ticktape.config import Settings
 from ticktape.domain import Session, SessionStatus, utcnow
 from ticktape.errors import StoreError, TicksNotVisible
-from ticktape.metrics import Metrics
-from ticktape.runtime.handle import RunHandle
-from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler
 from ticktape.store.memory import MemoryStore
+from ticktape.testing import lone_reconciler
 
 ME = "me:1/a"
 SETTINGS = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
-
-
-class _Host:
-    handles: Mapping[str, RunHandle] = {}
-    closing = False
-
-    def launch(self, session: Session, *, resumed: bool = False) -> None:
-        raise AssertionError("nothing is resumable here")
-
-    def store_fault(self, session_id: str) -> str | None:
-        return None
 
 
 class _Visibility:
@@ -59,17 +46,9 @@ class _Visibility:
 
 
 async def _setup(error: Exception | None) -> tuple[MemoryStore, Reconciler, _Visibility]:
-    store, metrics = MemoryStore(), Metrics()
+    store = MemoryStore()
     await store.open()
-    rec = Reconciler(
-        store,
-        SETTINGS,
-        metrics,
-        owner=ME,
-        instance="me:1",
-        leases=LeaseKeeper(store, SETTINGS, metrics, ME),
-        host=_Host(),
-    )
+    rec = lone_reconciler(store, SETTINGS, owner=ME, instance="me:1")
     return store, rec, _Visibility(store, error)
 
 

@@ -29,9 +29,6 @@ from ticktape.config import (
 from ticktape.domain import (
     DataType,
     Reason,
-    Session,
-    SessionConfig,
-    SessionKind,
     SessionStatus,
     utcnow,
 )
@@ -46,7 +43,7 @@ from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.base import SessionQuery, TickQuery
 from ticktape.store.memory import MemoryStore
 from ticktape.store.transitions import request_stop
-from ticktape.testing import OPERATIONS, FaultyStore, eventually, instances
+from ticktape.testing import OPERATIONS, FaultyStore, draft_session, eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 FAST = RetryPolicy(store_base_s=0.0001, store_max_s=0.0005)
@@ -55,20 +52,8 @@ DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 
 async def _running(store: Store) -> str:
     """A running session in ``store``, written directly (no runtime)."""
-    now = utcnow()
     session = await store.sessions.create_session(
-        Session(
-            id="s-1",
-            kind=SessionKind.COLLECT,
-            status=SessionStatus.PENDING,
-            symbols=("BTC_USDT",),
-            exchange="sim",
-            data_types=(DataType.TRADES,),
-            config=SessionConfig(),
-            created_at=now,
-            owner="me",
-            lease_expires_at=now + timedelta(seconds=30),
-        ),
+        draft_session(id="s-1", owner="me", lease_expires_at=utcnow() + timedelta(seconds=30)),
         actor="me",
     )
     running = await store.sessions.transition(

@@ -8,11 +8,8 @@ from typing import Any
 
 from ticktape.config import Settings
 from ticktape.domain import (
-    DataType,
     Reason,
     Session,
-    SessionConfig,
-    SessionKind,
     SessionStatus,
     utcnow,
 )
@@ -20,7 +17,7 @@ from ticktape.metrics import Metrics
 from ticktape.runners import default_runners
 from ticktape.runtime.supervisor import Supervisor
 from ticktape.store.memory import MemoryStore
-from ticktape.testing import eventually
+from ticktape.testing import draft_session, eventually
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 EVENTUAL_S = 10.0  # the outcome must come; how soon is not a test's business
@@ -35,19 +32,11 @@ def test_a_stop_asked_after_the_launch_ends_the_session_without_running_it(run: 
     async def body() -> None:
         store = MemoryStore()
         supervisor = Supervisor(store, Settings(instance_name="t"), Metrics(), default_runners())
-        now = utcnow()
         launched = await store.sessions.create_session(
-            Session(
+            draft_session(
                 id="s-begin",
-                kind=SessionKind.COLLECT,
-                status=SessionStatus.PENDING,
-                symbols=("BTC_USDT",),
-                exchange="sim",
-                data_types=(DataType.TRADES,),
-                config=SessionConfig(),
-                created_at=now,
                 owner=supervisor.owner,
-                lease_expires_at=now + timedelta(seconds=30),
+                lease_expires_at=utcnow() + timedelta(seconds=30),
             ),
             actor="t",
         )

@@ -12,11 +12,8 @@ import pytest
 
 from ticktape.config import RENEW_ATTEMPTS, Settings
 from ticktape.domain import (
-    DataType,
     Reason,
     Session,
-    SessionConfig,
-    SessionKind,
     SessionStatus,
     utcnow,
 )
@@ -26,7 +23,7 @@ from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.store import RetryingStore
 from ticktape.store.memory import MemoryStore
-from ticktape.testing import FaultyStore, eventually
+from ticktape.testing import FaultyStore, draft_session, eventually
 from ticktape.ticks import TickCounts
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -43,19 +40,11 @@ class Harness:
         self.keeper = LeaseKeeper(handle, SETTINGS, self.metrics, OWNER)
 
     async def running(self) -> tuple[Session, RunHandle]:
-        now = utcnow()
         session = await self.store.sessions.create_session(
-            Session(
+            draft_session(
                 id=f"s-{time.monotonic_ns()}",
-                kind=SessionKind.COLLECT,
-                status=SessionStatus.PENDING,
-                symbols=("BTC_USDT",),
-                exchange="sim",
-                data_types=(DataType.TRADES,),
-                config=SessionConfig(),
-                created_at=now,
                 owner=OWNER,
-                lease_expires_at=now + timedelta(seconds=SETTINGS.lease_s),
+                lease_expires_at=utcnow() + timedelta(seconds=SETTINGS.lease_s),
             ),
             actor=OWNER,
         )

@@ -68,10 +68,3 @@ def test_the_store_attribute_is_timeout_s_through_every_layer(url: str, tmp_path
     assert (store.timeout_s, store.inner.timeout_s) == (3.5, 3.5)  # the backend's own bound
     store.timeout_s = 2.0
     assert store.inner.timeout_s == 2.0
-
-
-def test_the_former_attribute_and_argument_names_still_set_the_bound() -> None:
-    store = open_store("memory://", write_timeout_s=6.0)
-    assert store.inner.timeout_s == 6.0
-    store.write_timeout_s = 1.5
-    assert (store.timeout_s, store.inner.timeout_s, store.write_timeout_s) == (1.5, 1.5, 1.5)

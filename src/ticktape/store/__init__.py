@@ -20,18 +20,14 @@ def open_store(
     on_retry: Callable[[Exception], None] | None = None,
     actor: str = "store",
     timeout_s: float | None = None,
-    write_timeout_s: float | None = None,
 ) -> RetryingStore:
     """The store for ``url`` (not yet opened: call ``await store.open()``).
 
     Its public face is the retry layer (:class:`~ticktape.store.retrying.RetryingStore`,
     bounded by ``retry``) around the backend, which is ``.inner``. ``timeout_s``
-    bounds each of the backend's writes and reads (``TICKTAPE_STORE_TIMEOUT_S``;
-    ``write_timeout_s`` is its deprecated name).
+    bounds each of the backend's writes and reads (``TICKTAPE_STORE_TIMEOUT_S``).
     """
     backend = _backend(url, retry)
-    if timeout_s is None:
-        timeout_s = write_timeout_s
     if timeout_s is not None:
         backend.timeout_s = timeout_s
     return RetryingStore(backend, retry, on_retry=on_retry, actor=actor)

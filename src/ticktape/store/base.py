@@ -925,15 +925,6 @@ class Store(abc.ABC):
     timeout_s: float = STORE_TIMEOUT_S
     results: ResultStore
 
-    @property
-    def write_timeout_s(self) -> float:
-        """The deprecated name of :attr:`timeout_s` (it bounds reads too)."""
-        return self.timeout_s
-
-    @write_timeout_s.setter
-    def write_timeout_s(self, value: float) -> None:
-        self.timeout_s = value
-
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and create or migrate the schema (idempotent, safe on every start)."""

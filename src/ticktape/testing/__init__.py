@@ -14,6 +14,8 @@
 - :func:`sim_blocks` / :func:`iter_sim_blocks` (the simulated exchange's ticks, no wall
   clock) and :func:`record_source` (a finished collect session holding them, written
   straight into a store): the source of backtest tests and ``bench/backtest.py``.
+- :func:`lone_reconciler`: a reconciler with no supervisor and no runners (tests of
+  its passes).
 - :func:`draft_session`: a pending collect session to store (tests and benchmarks);
   :func:`store_finished`: sessions stored and ended ``failed`` through the contract
   (create, then one transition), a store's history of finished sessions.
@@ -29,6 +31,7 @@ from ticktape.testing._faults import (
     FaultyStore,
     parse_fault_spec,
 )
+from ticktape.testing._reconciling import lone_reconciler
 from ticktape.testing._recording import (
     draft_session,
     iter_sim_blocks,
@@ -62,6 +65,7 @@ __all__ = [
     "free_port",
     "instances",
     "iter_sim_blocks",
+    "lone_reconciler",
     "parse_fault_spec",
     "record_source",
     "running_server",

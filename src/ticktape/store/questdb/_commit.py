@@ -32,10 +32,17 @@ lone COMMIT or ROLLBACK, when that is all the second has to send:
    that then failed names a first row that does not exist, and is ignored.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
+
+"Table busy" (another instance holds the log) rolls the attempt back, and the group is
+tried again after a short delay, spent on the log thread — or, when another log write
+of this process waits for the lock over the log's writers, spent without that lock,
+so that write goes first. Every attempt does both steps anew, and leaves out the
+appends whose callers gave up before it began.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -87,6 +94,34 @@ class Append(Waiting[AppendResult]):
     ts: datetime | None = None  # the row's timestamp: with a key, where its first row is
 
 
+@dataclass(frozen=True, slots=True)
+class _GiveWay:
+    """The log is busy and another log write of this process waits for the writer's
+    lock: the group gives the lock up for ``delay_s``, then tries again."""
+
+    delay_s: float
+
+
+class _BusyRetry:
+    """The "table busy" attempts of one group, counted across its turns on the lock."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._attempt = 0
+
+    def next_delay(self, exc: psycopg.Error) -> float | None:
+        """The delay before the next attempt after ``exc``; None: not to be retried
+        (not "table busy", or the last attempt failed)."""
+        policy = self._policy
+        if self._attempt >= policy.busy_attempts - 1:
+            return None
+        if not isinstance(ERRORS.translate(exc, "write session log"), StoreBusy):
+            return None
+        cap = min(policy.busy_max_s, policy.busy_base_s * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(0, cap)
+
+
 class GroupCommitter:
     """Queues appends and commits them in groups; see the module docstring."""
 
@@ -110,7 +145,7 @@ class GroupCommitter:
         fails as unavailable and counts as a write failure."""
         self._groups.submit(op)
         try:
-            return await bounded_write(op.future, self._db.write_timeout_s, "write session log")
+            return await bounded_write(op.future, self._db.timeout_s, "write session log")
         except WriteTimedOut as exc:
             self._db.health.failed(exc)
             raise
@@ -127,29 +162,60 @@ class GroupCommitter:
 
     async def _commit(self, group: list[Append]) -> Sequence[AppendResult | None]:
         """One answer per append; None: not judged, only because the group's first append
-        lost (it is submitted again). Run on the log thread (module docstring)."""
-        return await self._db.in_log_thread(
-            lambda connection: self._commit_while_busy(connection, group), "write session log"
-        )
+        lost (it is submitted again). Run on the log thread (module docstring); between
+        "table busy" attempts the session-log writer's lock is given up while another of
+        this process's log writes waits for it."""
+        busy = _BusyRetry(self._retry)
+        while True:
+            outcome = await self._db.in_log_thread(
+                lambda connection: self._commit_while_busy(connection, group, busy),
+                "write session log",
+            )
+            if not isinstance(outcome, _GiveWay):
+                return outcome
+            # without the writer's lock: the write waiting for it goes first (the lock
+            # is handed over in the order asked), then this group tries again
+            await asyncio.sleep(outcome.delay_s)
 
     def _commit_while_busy(
-        self, connection: Connect, group: list[Append]
-    ) -> Sequence[AppendResult | None]:
+        self, connection: Connect, group: list[Append], busy: _BusyRetry
+    ) -> Sequence[AppendResult | None] | _GiveWay:
         """The group, tried again while another writer holds the log: only "table busy" is
         retried here, briefly (RetryPolicy.busy_*, the one named nesting: every other
         transient error goes to the store boundary's retry). In the thread, so each retry
-        comes after its delay, not after the event loop's next turn as well."""
-        policy = self._retry
-        for attempt in range(policy.busy_attempts - 1):
+        comes after its delay, not after the event loop's next turn as well — unless
+        another log write of this process waits for the writer's lock: then the delay
+        is spent without it (:class:`_GiveWay`). Each attempt is a whole transaction that
+        reads the committed state again, so a retry judges every append anew."""
+        while True:
             try:
-                return self._commit_in_thread(connection, group)
+                return self._commit_live(connection, group)
             except psycopg.Error as exc:
-                if not isinstance(ERRORS.translate(exc, "write session log"), StoreBusy):
+                delay = busy.next_delay(exc)
+                if delay is None:
                     raise
-                delay = random.uniform(0, min(policy.busy_max_s, policy.busy_base_s * 2**attempt))
                 log.debug("append to session log: table busy (%s); retrying in %.3fs", exc, delay)
+            if self._db.log_writes_waiting():
+                return _GiveWay(delay)
             time.sleep(delay)  # on the log thread: the event loop goes on meanwhile
-        return self._commit_in_thread(connection, group)
+
+    def _commit_live(
+        self, connection: Connect, group: list[Append]
+    ) -> Sequence[AppendResult | None]:
+        """The group without the appends whose callers gave up (cancelled, or past the
+        store timeout) before this attempt began: those are never written, and answered
+        "lost" (nobody reads it). Once an attempt begins, it writes its appends whole.
+        ``done()`` is read here off the event loop: a caller that gives up at that very
+        moment has its append written, as one that gives up once the write is under way."""
+        live = [i for i, op in enumerate(group) if not op.future.done()]
+        if len(live) == len(group):
+            return self._commit_in_thread(connection, group)
+        answers: list[AppendResult | None] = [LOST] * len(group)
+        if live:
+            judged = self._commit_in_thread(connection, [group[i] for i in live])
+            for i, answer in zip(live, judged, strict=True):
+                answers[i] = answer
+        return answers
 
     def _commit_in_thread(
         self, connection: Connect, group: list[Append]

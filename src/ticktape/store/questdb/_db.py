@@ -360,6 +360,22 @@ def _env_password() -> str | None:
 LATE_READ_CANCEL_S = 2.0  # close() waits this long at most for cancelled late reads to end
 
 
+class CountedLock(asyncio.Lock):
+    """An asyncio lock that counts the tasks waiting for it (:attr:`waiting`, an int the
+    log thread may read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def acquire(self) -> Literal[True]:
+        self.waiting += 1
+        try:
+            return await super().acquire()
+        finally:
+            self.waiting -= 1
+
+
 class Connections:
     """One connection for session-log writes (serialised here, so this process never
     collides with itself on the table writer), one for results writes (a backtest's
@@ -373,7 +389,7 @@ class Connections:
         self.address = address
         self.tick_tables = tuple(self.prefixed(t) for t in TICK_TABLES)
         self._writer: psycopg.AsyncConnection[Any] | None = None
-        self._write_lock = asyncio.Lock()
+        self._write_lock = CountedLock()
         self._results: psycopg.AsyncConnection[Any] | None = None
         self._results_lock = asyncio.Lock()
         self._lease: psycopg.AsyncConnection[Any] | None = None
@@ -396,7 +412,7 @@ class Connections:
         # Whether writes (session log over PG wire, ticks over ILP) work: what /health,
         # /ready, /metrics and the admission of new sessions read (Store.write_failure).
         self.health = WriteHealth("QuestDB")
-        self.write_timeout_s = STORE_TIMEOUT_S  # QuestDBStore.write_timeout_s sets it
+        self.timeout_s = STORE_TIMEOUT_S  # QuestDBStore.timeout_s sets it
         # Testing hook (QuestDBStore.on_connect): called with every connection opened,
         # a psycopg.Connection (in the log thread) or a psycopg.AsyncConnection
         self.on_connect: Callable[[Any], None] | None = None
@@ -411,14 +427,14 @@ class Connections:
         connection anyway (a late read never opens or keeps one after the close)."""
         task = asyncio.ensure_future(work)
         try:
-            async with asyncio.timeout(self.write_timeout_s):  # not wait_for: see bounded_write
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: see bounded_write
                 return await asyncio.shield(task)
         except TimeoutError:
             task.add_done_callback(_retrieve)
             self._late.add(task)
             task.add_done_callback(self._late.discard)
             timed_out = WriteTimedOut(
-                f"{what}: QuestDB did not answer within {self.write_timeout_s:g}s "
+                f"{what}: QuestDB did not answer within {self.timeout_s:g}s "
                 "(limit TICKTAPE_STORE_TIMEOUT_S)"
             )
             self.health.failed(timed_out)
@@ -542,6 +558,12 @@ class Connections:
         log. Opened on first use, reconnects if broken; failures count as the writer's."""
         async with self._exclusive("_lease", self._lease_lock, what) as conn:
             yield conn
+
+    def log_writes_waiting(self) -> bool:
+        """Whether a log write of this process waits for the session-log writer's lock.
+        Read by the log thread while its job holds that lock (a hint: a write that
+        starts waiting just after is seen at the job's next look)."""
+        return self._write_lock.waiting > 0
 
     async def in_log_thread(self, job: Callable[[Connect], T], what: str) -> T:
         """``job`` run on the log thread's connections (``_logthread.py``: roles

@@ -1200,11 +1200,11 @@ class QuestDBStore(Store):
 
     @property
     def timeout_s(self) -> float:
-        return self._db.write_timeout_s
+        return self._db.timeout_s
 
     @timeout_s.setter
     def timeout_s(self, value: float) -> None:
-        self._db.write_timeout_s = value
+        self._db.timeout_s = value
 
     @property
     def write_failure(self) -> str | None:

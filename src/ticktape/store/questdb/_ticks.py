@@ -357,7 +357,7 @@ class QuestDBTickStore(TickStore):
             address.ilp_url,
             address.user,
             address.password,
-            lambda: connections.write_timeout_s,
+            lambda: connections.timeout_s,
             on_unavailable=connections.health.failed,  # as a failed PG-wire read does
         )
 
@@ -424,7 +424,7 @@ class QuestDBTickStore(TickStore):
         request = _Write(batches, owner)
         self._sends.submit(request)
         try:
-            return await bounded_write(request.future, self._db.write_timeout_s, "write ticks")
+            return await bounded_write(request.future, self._db.timeout_s, "write ticks")
         except WriteTimedOut as exc:
             self._db.health.failed(exc)  # a hung send (a frozen server) is a failure too
             raise
@@ -447,7 +447,7 @@ class QuestDBTickStore(TickStore):
             request = _Write(batches, owner)
             self._sends.submit(request)
             futures.append(request.future)
-        answers = await gather_answers(futures, self._db.write_timeout_s, "write ticks")
+        answers = await gather_answers(futures, self._db.timeout_s, "write ticks")
         timed_out = next((a for a in answers if isinstance(a, WriteTimedOut)), None)
         if timed_out is not None:
             self._db.health.failed(timed_out)  # a hung send (a frozen server) is a failure too

@@ -271,7 +271,7 @@ class Database:
     ) -> None:
         self.path = path
         self.failure_hold_s = failure_hold_s
-        self.write_timeout_s = STORE_TIMEOUT_S  # SqliteStore.write_timeout_s sets it
+        self.timeout_s = STORE_TIMEOUT_S  # SqliteStore.timeout_s sets it
         # Tests pass a sqlite3.Connection subclass that fails chosen statements: faults
         # injected at the driver boundary, under every line of this module.
         self._factory = connection_factory or sqlite3.Connection
@@ -372,7 +372,7 @@ class Database:
 
     async def close(self) -> None:
         """Refuse new calls at once (:class:`StoreUnavailable`), answer those queued,
-        checkpoint, stop the threads. The checkpoint is awaited for ``write_timeout_s``
+        checkpoint, stop the threads. The checkpoint is awaited for ``timeout_s``
         at most: a writer stuck in a stalled disk must not hang the close (its thread,
         a daemon, is then left behind and the WAL kept for the next open)."""
         writer, readers = self._writer, self._readers
@@ -380,14 +380,14 @@ class Database:
         stuck = False
         if writer is not None:
             try:
-                async with asyncio.timeout(self.write_timeout_s):
+                async with asyncio.timeout(self.timeout_s):
                     await writer.call(self._checkpoint)
             except TimeoutError:
                 stuck = True
                 log.error(
                     "SQLite close: the writer did not finish within %gs "
                     "(limit TICKTAPE_STORE_TIMEOUT_S); closing without its checkpoint",
-                    self.write_timeout_s,
+                    self.timeout_s,
                 )
         for lane in (writer, readers):
             if lane is not None:
@@ -443,11 +443,11 @@ class Database:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for returns an answer that
             # reaches the loop in the turn its caller is cancelled and drops the cancel, and
             # a cancelled heartbeat or flusher then runs on (a crash or shutdown hangs).
-            async with asyncio.timeout(self.write_timeout_s):
+            async with asyncio.timeout(self.timeout_s):
                 result = await op.future
         except TimeoutError:
             timed_out = WriteTimedOut(
-                f"{what}: SQLite did not finish the write within {self.write_timeout_s:g}s "
+                f"{what}: SQLite did not finish the write within {self.timeout_s:g}s "
                 "(limit TICKTAPE_STORE_TIMEOUT_S)"
             )
             self._record_failure(timed_out)
@@ -637,7 +637,7 @@ class Database:
     async def read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
         """Run ``fn`` in one read transaction on a reader thread (a consistent snapshot).
 
-        Answered within ``write_timeout_s`` (the store's one bound, as QuestDB's reads),
+        Answered within ``timeout_s`` (the store's one bound, as QuestDB's reads),
         else :class:`WriteTimedOut`: a read stuck in a stalled disk must not hang its
         caller. The reader thread finishes it when the disk answers; nobody waits then.
         """
@@ -658,11 +658,11 @@ class Database:
                     raise
 
         try:
-            async with asyncio.timeout(self.write_timeout_s):
+            async with asyncio.timeout(self.timeout_s):
                 return await self._run(self._readers, run, what)
         except TimeoutError:
             raise WriteTimedOut(
-                f"{what}: SQLite did not answer within {self.write_timeout_s:g}s "
+                f"{what}: SQLite did not answer within {self.timeout_s:g}s "
                 "(limit TICKTAPE_STORE_TIMEOUT_S)"
             ) from None
 

@@ -1,0 +1,56 @@
+"""Fixtures for the integration tier beyond the shared ones in ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _drop_tables, isolated_questdb_url
+from ticktape import questdb_server as qs
+
+OwnQuestDB = Callable[..., qs.ServerHandle]
+
+
+@pytest.fixture
+def qdb_url(questdb_url: str) -> Iterator[str]:
+    """The suite's QuestDB with tables of this test's own, dropped after it."""
+    url = isolated_questdb_url(questdb_url)
+    yield url
+    _drop_tables(url)
+
+
+@pytest.fixture
+def own_questdb(tmp_path: Path) -> Iterator[OwnQuestDB]:
+    """Starts a QuestDB of the test's own (never the suite's shared one, which other
+    tests use) on free ports: ``own_questdb(("key", "value"), ...)`` adds those
+    ``server.conf`` properties. A test that stops, freezes or restarts its server needs
+    one; the test is skipped where QuestDB cannot run. Every server started is stopped
+    at the end, thawed first if the test left it frozen (SIGSTOP)."""
+    handles: list[qs.ServerHandle] = []
+
+    def start(*extra_properties: tuple[str, str]) -> qs.ServerHandle:
+        config = qs.QuestDBServerConfig.with_free_ports(
+            tmp_path / f"qdb{len(handles)}", extra_properties=extra_properties
+        )
+        try:
+            qs.find_java()
+            qs.ensure_jar(config)
+        except (qs.JavaNotFound, qs.JarUnavailable) as exc:
+            pytest.skip(f"cannot run QuestDB here: {exc}")
+        handle = qs.start(config, wait_timeout_s=60)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in handles:
+            if handle.process.poll() is None:  # still ours and alive: never leave it frozen
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.pid, signal.SIGCONT)
+            handle.stop()  # (a no-op if the test stopped it)
