@@ -202,9 +202,7 @@ class SimDriver:
                 return
             await asyncio.sleep(0)
 
-    def _feed(
-        self, streams: list[SimStream], i: int, now: float, until: float | None
-    ) -> int:
+    def _feed(self, streams: list[SimStream], i: int, now: float, until: float | None) -> int:
         """Feed ``streams[i:]`` the blocks due by ``now`` until ``until`` (perf_counter),
         if given; the index to go on from. ``on_rows`` is told what this handed out."""
         recv_us = now_us()
