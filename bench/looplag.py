@@ -8,9 +8,9 @@ attached in a spread of one block period, as starts spread them. Meanwhile a pro
 sleeps ``PROBE_EVERY_S`` again and again and measures how late each wake-up runs (a
 timer due, waiting for the loop): what a request (a start, a heartbeat's answer) waits
 for the driver's turns and the writer's rounds. Reported: the waits' p50/p95/p99/max
-(ms) and the process's CPU per session-second. ``--code LABEL=SRC`` runs the same in a child process with another
-tree's ``ticktape`` (e.g. main's ``git archive``); the codes alternate ``--rounds``
-times. The load average is printed beside each figure; one JSON line last.
+(ms) and the process's CPU per session-second. ``--code LABEL=SRC`` runs the same in a
+child process with another tree's ``ticktape`` (e.g. main's ``git archive``); the codes
+alternate ``--rounds`` times. The load average is printed beside each figure; one JSON line last.
 
     .venv/bin/python bench/looplag.py --sessions 2000 --seconds 20 --rounds 3 \\
         --code before=/tmp/before/src
