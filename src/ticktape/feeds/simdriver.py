@@ -7,7 +7,9 @@ at a thousand sessions, a quarter of the instance's CPU. A :class:`SimDriver` is
 task instead: at each point of the instance's shared block clock
 (:mod:`ticktape.feeds.clock`, a grid of ``BLOCK_PERIOD_S``) it hands every attached
 session its due blocks straight into that session's buffer (one call of the session's
-``offer``), and counts the rows it handed out once per turn. The sessions' runners
+``offer``), and counts the rows it handed out once per slice of a turn (a turn over
+thousands of sessions yields the event loop every ``LOOP_SLICE_S`` of work: a request
+waits for one slice, not the whole turn). The sessions' runners
 only wait for their end (stop, loss, hand-over, duration); nothing of theirs wakes per
 block. :attr:`SimDriver.turns` counts the driver's turns (one per grid point while any
 session is attached, however many sessions).
@@ -54,7 +56,7 @@ from ticktape.ticks import TickBatch, TradeBatch
 Offer = Callable[[list[TickBatch]], bool]
 #: Hands a block to the session's buffer, waiting for room.
 Put = Callable[[list[TickBatch]], Awaitable[None]]
-#: Told once per turn how many trades and book snapshots the turn handed out.
+#: Told once per slice of a turn how many trades and book snapshots it handed out.
 RowCounter = Callable[[int, int], None]
 
 
@@ -117,7 +119,8 @@ class SimStream:
 class SimDriver:
     """The simulated feeds of one instance, on one task (see the module).
 
-    ``on_rows`` is told once per turn how many trades and snapshots it handed out.
+    ``on_rows`` is told once per slice of a turn (once per :meth:`turn`) how many
+    trades and snapshots it handed out.
     """
 
     def __init__(
