@@ -183,6 +183,10 @@ SAMPLE_S = 2.0
 # costs QuestDB a scan of the session log, as does the listing of failed sessions:
 # they run this often (``--list-every-s``), the instances' /metrics every SAMPLE_S.
 LIST_EVERY_S = 10.0
+PROBE_EVERY_S = 0.05  # between two requests of the event-loop probe (``_Probe``)
+# what the probe asks for: no such route (``GET /api/strategies``, tried first, builds
+# every strategy's JSON schema per request: 2 % of an instance's CPU at 20 requests/s)
+PROBE_PATH = "/api/loop-probe"
 # a ramp ends with every instance SIGTERMed at once; one still running this long after is
 # reported (exit_s null) and killed
 SHUTDOWN_WAIT_S = 120.0
@@ -360,6 +364,58 @@ def _polls(list_every_s: float) -> str:
     )
 
 
+class _Probe:
+    """A trivial request (``GET`` of ``PROBE_PATH``, a route that does not exist: the app
+    answers 404 with no store, no session and no schema) to each instance in turn every
+    ``PROBE_EVERY_S``, one at a time: its latency is how long a request waits for the
+    instance's event loop (the driver's and the writer's turns, the other requests), the
+    part of a start's latency that is not the store's."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.latencies: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        conns = [_connect(u) for u in self.urls]
+        try:
+            k = 0
+            while True:
+                i = k % len(conns)
+                k += 1
+                t0 = time.perf_counter()
+                try:
+                    status, _ = await conns[i].request("GET", PROBE_PATH)
+                except Exception:  # the server closed it (idle): a new one next time
+                    conns[i] = _connect(self.urls[i])
+                    continue
+                if status == 404:
+                    self.latencies.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(PROBE_EVERY_S)
+        finally:
+            for conn in conns:
+                if conn.writer is not None:
+                    conn.writer.close()
+
+    def start(self) -> None:
+        self.latencies = []
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> dict[str, float]:
+        """Stop probing: the latencies' p50, p95 and max (ms) since :meth:`start`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await self._task
+        got = sorted(self.latencies) or [0.0]
+        return {
+            "p50_ms": round(percentile(got, 50), 1),
+            "p95_ms": round(percentile(got, 95), 1),
+            "max_ms": round(got[-1], 1),
+            "n": len(self.latencies),
+        }
+
+
 async def _add(
     urls: list[str], count: int, clients: int, offset: int
 ) -> tuple[list[float], list[str]]:
@@ -404,7 +460,10 @@ async def ramp(
     level = 0
     while level < most:
         add = min(step, most - level)
+        probe = _Probe(urls)
+        probe.start()
         starts, refused = await _add(urls, add, clients, level)
+        probe_starts = await probe.stop()
         level += add
         start_p95 = percentile(starts, 95)
         if refused:  # the level never formed: say why, while the servers still run
@@ -429,9 +488,11 @@ async def ramp(
         bench0 = time.process_time()
         last = level >= most
         hold = final_hold_s if last and final_hold_s is not None else hold_s
+        probe.start()
         worst_age, failed, renew_failures, running, listed = await _hold(
             urls, level, hold, list_every_s, t0
         )
+        probe_hold = await probe.stop()
         worst_lag = max(0.0, worst_age - HEARTBEAT_S)
         elapsed = time.monotonic() - t0
         bench_s = time.process_time() - bench0
@@ -450,6 +511,11 @@ async def ramp(
             "running": running,
             "held_s": round(elapsed, 1),
             "start_p95_ms": round(start_p95, 1),
+            "start_p50_ms": round(percentile(starts, 50), 1),
+            # a trivial request's latency (``_Probe``) while the level's sessions start,
+            # and while it is held: the waits for the instances' event loops
+            "probe_starts": probe_starts,
+            "probe_hold": probe_hold,
             "renewal_age_max_s": round(worst_age, 2),
             "heartbeat_lag_max_s": round(max(0.0, worst_age - HEARTBEAT_S), 2),
             "failed": failed,

@@ -7,7 +7,9 @@ at a thousand sessions, a quarter of the instance's CPU. A :class:`SimDriver` is
 task instead: at each point of the instance's shared block clock
 (:mod:`ticktape.feeds.clock`, a grid of ``BLOCK_PERIOD_S``) it hands every attached
 session its due blocks straight into that session's buffer (one call of the session's
-``offer``), and counts the rows it handed out once per turn. The sessions' runners
+``offer``), and counts the rows it handed out once per slice of a turn (a turn over
+thousands of sessions yields the event loop every ``LOOP_SLICE_S`` of work: a request
+waits for one slice, not the whole turn). The sessions' runners
 only wait for their end (stop, loss, hand-over, duration); nothing of theirs wakes per
 block. :attr:`SimDriver.turns` counts the driver's turns (one per grid point while any
 session is attached, however many sessions).
@@ -40,9 +42,11 @@ paced, and they are few.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 
+from ticktape.config import LOOP_SLICE_S
 from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
 from ticktape.feeds.sim import BLOCK_PERIOD_S, MAX_CATCH_UP_S, SimExchange
@@ -52,7 +56,7 @@ from ticktape.ticks import TickBatch, TradeBatch
 Offer = Callable[[list[TickBatch]], bool]
 #: Hands a block to the session's buffer, waiting for room.
 Put = Callable[[list[TickBatch]], Awaitable[None]]
-#: Told once per turn how many trades and book snapshots the turn handed out.
+#: Told once per slice of a turn how many trades and book snapshots it handed out.
 RowCounter = Callable[[int, int], None]
 
 
@@ -115,7 +119,8 @@ class SimStream:
 class SimDriver:
     """The simulated feeds of one instance, on one task (see the module).
 
-    ``on_rows`` is told once per turn how many trades and snapshots it handed out.
+    ``on_rows`` is told once per slice of a turn (once per :meth:`turn`) how many
+    trades and snapshots it handed out.
     """
 
     def __init__(
@@ -164,7 +169,7 @@ class SimDriver:
         try:
             while self._streams:
                 await clock.after(loop.time())
-                self.turn(loop.time())
+                await self.sliced_turn(loop.time)
         except Exception as exc:  # the driver itself failed: every attached feed ends with it
             for stream in list(self._streams):
                 self._streams.pop(stream, None)
@@ -172,18 +177,55 @@ class SimDriver:
             raise
 
     def turn(self, now: float) -> None:
-        """Hand every attached session the blocks due by ``now`` (loop time)."""
+        """Hand every attached session the blocks due by ``now`` (loop time), in one go."""
         self.turns += 1
+        self._feed(list(self._streams), 0, now, None)
+
+    async def sliced_turn(
+        self, clock: Callable[[], float] | None = None, slice_s: float = LOOP_SLICE_S
+    ) -> None:
+        """Hand every attached session the blocks due, yielding the loop after each
+        ``slice_s`` of work: a turn over thousands of sessions takes tens of milliseconds,
+        and a request (a start, a heartbeat) waits for one slice instead. Each slice
+        hands out what is due by its own start (``clock``: the loop's time), stamped
+        with that moment; a session detached during a yield gets nothing more, one
+        attached meanwhile gets its first block at a later turn (due one block after it
+        was attached)."""
+        if clock is None:
+            loop = self.loop
+            if loop is None:
+                raise RuntimeError("the driver's event loop is gone")
+            clock = loop.time
+        self.turns += 1
+        streams = list(self._streams)
+        i = 0
+        while True:
+            i = self._feed(streams, i, clock(), time.perf_counter() + slice_s)
+            if i >= len(streams):
+                return
+            await asyncio.sleep(0)
+
+    def _feed(self, streams: list[SimStream], i: int, now: float, until: float | None) -> int:
+        """Feed ``streams[i:]`` the blocks due by ``now`` until ``until`` (perf_counter),
+        if given; the index to go on from. ``on_rows`` is told what this handed out."""
         recv_us = now_us()
         trades = books = 0
-        for stream in list(self._streams):
+        attached = self._streams
+        while i < len(streams):
+            stream = streams[i]
+            i += 1
+            if stream not in attached:  # detached meanwhile: its feed has ended
+                continue
             try:
                 t, b = stream.feed(now, recv_us)
             except Exception as exc:  # this session's feed ends with it; the others go on
-                self._streams.pop(stream, None)
+                attached.pop(stream, None)
                 stream.fail(exc)
                 continue
             trades += t
             books += b
+            if until is not None and time.perf_counter() >= until:
+                break
         if self._on_rows is not None and (trades or books):
             self._on_rows(trades, books)
+        return i

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
-from ticktape.config import Settings
+from ticktape.config import LOOP_SLICE_S, Settings
 from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.clock import ticker
 from ticktape.metrics import Metrics
@@ -119,6 +120,8 @@ class TickWriter:
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self.calls = 0
+        #: A round yields the event loop after this much work (seconds; ``_Slicer``).
+        self.slice_s = LOOP_SLICE_S
 
     def register(self, handle: RunHandle, client: WriterClient) -> Registration:
         """A new buffer for ``handle``'s run, written by this writer until
@@ -204,7 +207,9 @@ class TickWriter:
         """Take what each session holds and write it all in one store call."""
         writes: list[list[TickBatch]] = []
         taken: list[Registration] = []
+        slicer = _Slicer(self.slice_s)
         for reg in regs:
+            await slicer.next()
             if not reg.active or reg.done.done():
                 continue
             handle, buffer, client = reg.handle, reg.buffer, reg.client
@@ -252,7 +257,9 @@ class TickWriter:
         finally:
             for reg in taken:
                 reg.in_flight = False
+        slicer = _Slicer(self.slice_s)
         for reg, batches, answer in zip(taken, writes, answers, strict=True):
+            await slicer.next()
             if not reg.active:  # its run gave up on it meanwhile: nothing of it counts
                 continue
             if isinstance(answer, WriteResult):  # the usual case: no await per session
@@ -304,6 +311,21 @@ class TickWriter:
             return
         reg.held = True  # again at the next point of the clock, not in a tight loop
         self._due.pop(reg, None)
+
+
+class _Slicer:
+    """Yields the event loop once ``LOOP_SLICE_S`` of a round's work has passed: a round
+    over thousands of sessions takes tens of milliseconds, and a request (a start, a
+    heartbeat) then waits for one slice, not the whole round."""
+
+    def __init__(self, slice_s: float) -> None:
+        self._slice_s = slice_s
+        self._until = time.perf_counter() + slice_s
+
+    async def next(self) -> None:
+        if time.perf_counter() >= self._until:
+            await asyncio.sleep(0)
+            self._until = time.perf_counter() + self._slice_s
 
 
 def _drop_gap_write(reg: Registration) -> None:

@@ -210,3 +210,51 @@ def test_a_maximum_rate_feed_is_not_paced_by_the_driver() -> None:
             driver.attach(pulled, sink.offer, sink.put)
 
     asyncio.run(scenario())
+
+
+def test_a_sliced_turn_yields_the_loop_and_hands_out_the_same_blocks() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        counted: list[tuple[int, int]] = []
+        driver = SimDriver(loop, on_rows=lambda t, b: counted.append((t, b)))
+        sinks = [Sink() for _ in range(6)]
+        streams = [
+            driver.attach(_exchange(seed=i), sink.offer, sink.put) for i, sink in enumerate(sinks)
+        ]
+        t0 = loop.time()
+        fed: list[int] = []  # blocks handed out so far, each time another callback ran
+
+        def probe() -> None:
+            fed.append(sum(len(sink.blocks) for sink in sinks))
+            if len(fed) < 5:
+                loop.call_soon(probe)
+
+        loop.call_soon(probe)
+        # slice_s=0: one session a slice, the loop yielded after each but the last
+        await driver.sliced_turn(lambda: t0 + BLOCK_PERIOD_S, slice_s=0)
+        assert fed == [1, 2, 3, 4, 5]  # a waiting callback ran between every two sessions
+        assert all(len(sink.blocks) == 1 for sink in sinks)
+        assert len(counted) == 6  # once per slice
+        rows = sum(len(b) for sink in sinks for block in sink.blocks for b in block)
+        assert sum(t + b for t, b in counted) == rows
+
+        # a session detached during a yield gets nothing more; the others go on
+        turn = asyncio.ensure_future(driver.sliced_turn(lambda: t0 + 2 * BLOCK_PERIOD_S, 0))
+        await asyncio.sleep(0)  # the turn's first slice (session 0) ran
+        assert [len(sink.blocks) for sink in sinks] == [2, 1, 1, 1, 1, 1]
+        driver.detach(streams[3])
+        await turn
+        assert [len(sink.blocks) for sink in sinks] == [2, 2, 2, 1, 2, 2]
+        for i, sink in enumerate(sinks):  # each session's own blocks, in order
+            reference = _exchange(seed=i)
+            for block in sink.blocks:
+                for got, want in zip(block, reference.next_block(), strict=True):
+                    assert np.array_equal(got.ts_us, want.ts_us)
+                    if isinstance(got, TradeBatch) and isinstance(want, TradeBatch):
+                        assert np.array_equal(got.price, want.price)
+                    else:
+                        assert type(got) is type(want)
+        for stream in streams:
+            driver.detach(stream)
+
+    asyncio.run(scenario())

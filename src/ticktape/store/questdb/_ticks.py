@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -379,7 +380,8 @@ class QuestDBTickStore(TickStore):
                     self._sender.close()
                 self._sender = None
 
-    def _send(self, frames: list[tuple[str, pd.DataFrame]]) -> None:
+    def _send(self, frames: list[tuple[str, Callable[[], pd.DataFrame]]]) -> None:
+        built = [(table, build()) for table, build in frames]
         if self.before_send is not None:
             self.before_send()
         with self._sender_lock:
@@ -390,7 +392,7 @@ class QuestDBTickStore(TickStore):
                 sender.establish()  # type: ignore[no-untyped-call]
                 self._sender = sender
             try:
-                for table, frame in frames:
+                for table, frame in built:
                     serialise_frame(self._sender, table, frame)
                 self._sender.flush()
             except QuestDBError:
@@ -478,11 +480,13 @@ class QuestDBTickStore(TickStore):
         batches = [b for request in admitted for b in request.batches]
         trades = [b for b in batches if isinstance(b, TradeBatch)]
         books = [b for b in batches if isinstance(b, BookBatch)]
-        frames = []
+        # built on the sender's thread with the rows' serialising: tens of milliseconds
+        # for a few thousand sessions' batches, which would hold the event loop
+        frames: list[tuple[str, Callable[[], pd.DataFrame]]] = []
         if trades:
-            frames.append((self._db.prefixed("tt_trades"), trades_frame(trades, tenures)))
+            frames.append((self._db.prefixed("tt_trades"), partial(trades_frame, trades, tenures)))
         if books:
-            frames.append((self._db.prefixed("tt_orderbook"), book_frame(books, tenures)))
+            frames.append((self._db.prefixed("tt_orderbook"), partial(book_frame, books, tenures)))
         assert self._pool is not None  # close() cancels this task before the pool goes
         try:
             with ERRORS.wrap("write ticks"):
