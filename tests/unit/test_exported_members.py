@@ -29,6 +29,7 @@ EXPORTS = {
     "ticktape.store.sqlite": ["DRIVER_ERRORS", "SqliteStore"],
     "ticktape.store.questdb": [
         "DRIVER_ERRORS",
+        "Fence",
         "ParquetExport",
         "QuestDBAddress",
         "QuestDBSessionStore",
