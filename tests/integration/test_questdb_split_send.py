@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
 from tests.conftest import Run, _drop_tables, isolated_questdb_url
@@ -28,7 +29,7 @@ from ticktape.domain import SessionStatus, utcnow
 from ticktape.feeds.sim import SimExchange
 from ticktape.store import RetryingStore, open_store
 from ticktape.store.base import Seal, TickQuery
-from ticktape.store.questdb import Fence, QuestDBTickStore
+from ticktape.store.questdb import Fence, QuestDBAddress, QuestDBTickStore
 from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
@@ -246,3 +247,52 @@ def test_a_lost_owners_seal_keeps_every_complete_block_of_a_feed_whose_trades_st
         assert sorted(books) == [int(t) for b in early if isinstance(b, BookBatch) for t in b.ts_us]
 
     run(scenario())
+
+
+def test_tick_tables_made_before_the_send_columns_get_them_at_open(
+    questdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """A store whose tick tables lack the send columns opens (they are added) and seals
+    its rows of before as complete (NULLs)."""
+    url = isolated_questdb_url(questdb_url)
+    address = QuestDBAddress.from_url(url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        for table, key, columns in (
+            ("trades", "trade_id", "trade_id LONG, price DOUBLE, qty DOUBLE, side SYMBOL"),
+            ("orderbook", "level", "level INT, bid_price DOUBLE, bid_qty DOUBLE, "
+             "ask_price DOUBLE, ask_qty DOUBLE"),
+        ):  # fmt: skip
+            conn.execute(
+                f"CREATE TABLE {address.prefix}{table} (session_id SYMBOL, symbol SYMBOL, "
+                f"{columns}, ts TIMESTAMP, tenure LONG, batch_seq LONG, recv_us LONG) "
+                f"TIMESTAMP(ts) PARTITION BY DAY WAL "
+                f"DEDUP UPSERT KEYS(ts, session_id, symbol, {key}, tenure)"
+            )
+    store = open_store(url)
+    run(store.open())
+    try:
+        present = set()
+        with psycopg.connect(address.conninfo, autocommit=True) as conn:
+            for table in ("trades", "orderbook"):
+                rows = conn.execute(
+                    f"SELECT \"column\" FROM table_columns('{address.prefix}{table}')"
+                ).fetchall()
+                present |= {(table, str(r[0])) for r in rows}
+        for table in ("trades", "orderbook"):
+            for column in ("send_id", "send_first", "send_trades", "send_books"):
+                assert (table, column) in present
+        second = open_store(url)  # a second open finds them there and adds nothing
+        run(second.open())
+        run(second.close())
+
+        async def scenario() -> None:
+            session = await _start(store, make_session, "owner")
+            block = _feed(session.id).next_block()
+            await store.ticks.write(block, owner="owner")
+            seal, _ = await _reap(store, session)
+            assert seal.counts == _counts(block) and seal.cut == TickCounts()
+
+        run(scenario())
+    finally:
+        run(store.close())
+        _drop_tables(url)

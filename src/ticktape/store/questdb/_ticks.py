@@ -12,8 +12,11 @@ sending refuses a stale owner. ILP has no transaction to hold the log, so an
 owner paused between check and send can still land a batch after it was reaped
 or claimed; every row therefore carries its writer's tenure and batch number,
 and reads leave out what landed past a sealed tenure's fence
-(``_fence.py``). ILP cannot say which rows DEDUP merged, so
-:meth:`write` reports rows *sent*; final stats always come from :meth:`seal`.
+(``_fence.py``). One request's tables commit on their own, so every row also says
+what its send carried for its session (:class:`SendMark`), and a seal cuts every
+table before a last send that landed in part (:func:`_cut`). ILP cannot say which
+rows DEDUP merged, so :meth:`write` reports rows *sent*; final stats always come from
+:meth:`seal`.
 
 Writes are sent in groups: writes that arrive while a send is under way wait
 for it and then go together — one ownership check, one DataFrame and one WAL
