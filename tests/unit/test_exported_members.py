@@ -37,6 +37,7 @@ EXPORTS = {
         "QuestDBTickStore",
         "READ_CONNECTIONS",
         "book_frame",
+        "send_marks",
         "serialise_frame",
         "sql_inline",
         "sql_literal",

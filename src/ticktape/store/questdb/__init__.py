@@ -17,8 +17,9 @@ Public face:
   tests that check where a seal cut;
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
   to a ticktape store error;
-- :func:`trades_frame`, :func:`book_frame` and :func:`serialise_frame`, how a grouped
-  tick write becomes ILP rows (measured on their own by ``bench/ticksend.py``);
+- :func:`trades_frame`, :func:`book_frame`, :func:`send_marks` and
+  :func:`serialise_frame`, how a grouped tick write becomes ILP rows (measured on
+  their own by ``bench/ticksend.py``);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -38,6 +39,7 @@ from ticktape.store.questdb._sessions import QuestDBSessionStore, QuestDBStore
 from ticktape.store.questdb._ticks import (
     QuestDBTickStore,
     book_frame,
+    send_marks,
     serialise_frame,
     trades_frame,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "QuestDBStore",
     "QuestDBTickStore",
     "book_frame",
+    "send_marks",
     "serialise_frame",
     "sql_inline",
     "sql_literal",

@@ -166,15 +166,14 @@ def _fence_columns(
         "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
     }
     if marks is not None:
-        per_batch = [marks[b.session_id] for b in batches]
-        for name, field_name in (
-            ("send_id", "send_id"),
-            ("send_first", "first"),
-            ("send_trades", "trades"),
-            ("send_books", "books"),
-        ):
-            values = np.array([getattr(m, field_name) for m in per_batch], np.int64)
-            columns[name] = np.repeat(values, rows)
+        per_session = {sid: (m.send_id, m.first, m.trades, m.books) for sid, m in marks.items()}
+        values = np.repeat(
+            np.array([per_session[b.session_id] for b in batches], np.int64).reshape(-1, 4),
+            rows,
+            axis=0,
+        )
+        for n, name in enumerate(("send_id", "send_first", "send_trades", "send_books")):
+            columns[name] = values[:, n]
     return columns
 
 
