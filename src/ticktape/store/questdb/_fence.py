@@ -20,7 +20,7 @@ fenced instead:
   fence — precisely the rows that landed after the count. If the tenure's last
   ILP send had landed in some tick tables and not all when counted (one request's
   tables commit on their own), the seal cuts every table before that send's first
-  batch, so trades and books of the blocks kept agree (``_ticks.py``, ``_cut``).
+  batch, so trades and books of the blocks kept agree (``_ticks.py``, ``QuestDBTickStore._cuts``).
 
 Gap rows (``tt_gaps``) are written over PG wire after the same kind of check, so
 a paused owner can land a gap row late too. Each gap row carries its writer's

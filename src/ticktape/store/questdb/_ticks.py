@@ -14,7 +14,7 @@ or claimed; every row therefore carries its writer's tenure and batch number,
 and reads leave out what landed past a sealed tenure's fence
 (``_fence.py``). One request's tables commit on their own, so every row also says
 what its send carried for its session (:class:`SendMark`), and a seal cuts every
-table before a last send that landed in part (:func:`_cut`). ILP cannot say which
+table before a last send that landed in part (:meth:`QuestDBTickStore._cuts`). ILP cannot say which
 rows DEDUP merged, so :meth:`write` reports rows *sent*; final stats always come from
 :meth:`seal`.
 
@@ -331,34 +331,25 @@ class _LastSend:
             self.first = int(first)
 
 
-def _cut(
-    last: _LastSend, tail: dict[str, list[tuple[Any, ...]]]
-) -> tuple[int, dict[str, int]] | None:
-    """Where a seal cuts the current tenure, or None if its last send is complete.
+def _complete(last: _LastSend, sends: dict[str, list[tuple[Any, ...]]]) -> bool:
+    """Whether the current tenure's newest send (``last.send_id``) is in every tick table.
 
-    ``tail``: per tick table, rows ``(send_id, rows, send_trades, send_books)`` of the
-    tenure's rows from batch ``last.first`` on, grouped by send. Sends of one session are
-    acknowledged one after another and a failed one is sent again from its first batch,
-    so only the newest send (``last.send_id``, whose first batch is ``last.first``) can
-    have landed in some tables and not in others. Complete: every table holds as many of
-    its rows as it declared. Else everything from its first batch on is cut, in every
-    table (also a block's first part sent before it): the cut batch, and per table the
-    rows so left out.
+    ``sends``: per tick table, rows ``(send_id, rows, send_trades, send_books)`` of the
+    session's rows of that send. Sends of one session are acknowledged one after another
+    and a failed one is sent again from its first batch, so only the newest send can have
+    landed in some tables and not in others: it is complete when every table holds as
+    many of its rows as it declared.
     """
-    if last.send_id is None or last.first is None:
-        return None
     seen = {"trades": 0, "orderbook": 0}
     declared = {"trades": 0, "orderbook": 0}
-    for table, rows in tail.items():
+    for table, rows in sends.items():
         for send_id, count, trades, books in rows:
             if send_id is None or int(send_id) != last.send_id:
                 continue
             seen[table] += int(count)
             declared["trades"] = max(declared["trades"], int(trades or 0))
             declared["orderbook"] = max(declared["orderbook"], int(books or 0))
-    if seen == declared:
-        return None
-    return last.first - 1, {t: sum(int(r[1]) for r in rows) for t, rows in tail.items()}
+    return seen == declared
 
 
 @dataclass
@@ -718,7 +709,7 @@ class QuestDBTickStore(TickStore):
         last batch — each table read at one instant for all of them — then its current
         tenure's last gap. The queries start after every item of the group was queued.
         For the sessions being sealed, the current tenure's last send is checked too
-        (:func:`_cut`), one more query per table for all of them."""
+        (:meth:`_cuts`), one more query per table for all of them."""
         ids = sorted({c.session_id for c in group})
         if self.on_count_group is not None:
             self.on_count_group(ids)
@@ -774,38 +765,56 @@ class QuestDBTickStore(TickStore):
     async def _cuts(
         self, ids: list[str], tenures: dict[str, Tenure], lasts: dict[str, _LastSend]
     ) -> dict[str, tuple[int, dict[str, int]]]:
-        """:func:`_cut` of each session of ``ids`` whose current tenure has rows with send
-        marks: one query per tick table for all of them, over the rows from each one's
-        last send's first batch on (a few batches: the query returns a few rows each)."""
+        """Where the seal cuts each session of ``ids`` whose current tenure's newest send
+        is not in every tick table (:func:`_complete`): everything from that send's first
+        batch on, in every table (also the first part of a feed block a flush split across
+        two sends) — the last batch kept, and per table the rows left out.
+
+        One query per tick table for all sessions reads their newest sends' rows
+        (``send_id IN (…)``: a set lookup per row, not a term per session); only for a
+        session found incomplete (a lost owner's last send: rare) one more per table
+        counts what the cut leaves out."""
         checked = [sid for sid in ids if lasts[sid].send_id is not None]
         if not checked:
             return {}
-        terms = " OR ".join(
-            "(session_id = %s AND tenure = %s AND batch_seq >= %s)" for _ in checked
-        )
-        where: list[object] = []
-        for sid in checked:
-            where.extend([sid, tenures[sid].number, lasts[sid].first])
-        marks = ", ".join("%s" for _ in checked)
-        tails: dict[str, dict[str, list[tuple[Any, ...]]]] = {sid: {} for sid in checked}
+        sessions = ", ".join("%s" for _ in checked)
+        sends = sorted({send for sid in checked if (send := lasts[sid].send_id) is not None})
+        found: dict[str, dict[str, list[tuple[Any, ...]]]] = {
+            sid: {"trades": [], "orderbook": []} for sid in checked
+        }
+        scope = {sid: tenures[sid] for sid in checked}
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            fenced, params = excluded_many({s: tenures[s] for s in checked}, table)
+            fenced, params = excluded_many(scope, table)
             rows = await self._scalar_rows(
                 "SELECT session_id, send_id, count(), max(send_trades), max(send_books) "
-                f"FROM tt_{table} WHERE session_id IN ({marks}){extra} AND ({terms}){fenced}",
-                [*checked, *where, *params],
+                f"FROM tt_{table} WHERE session_id IN ({sessions}) "
+                f"AND send_id IN ({', '.join('%s' for _ in sends)}){extra}{fenced}",
+                [*checked, *sends, *params],
                 "seal last send",
             )
-            for sid in checked:
-                tails[sid][table] = []
             for sid, *row in rows:
-                tails[str(sid)][table].append(tuple(row))
-        out = {}
-        for sid in checked:
-            cut = _cut(lasts[sid], tails[sid])
-            if cut is not None:
-                out[sid] = cut
-        return out
+                found[str(sid)][table].append(tuple(row))
+        cut = [sid for sid in checked if not _complete(lasts[sid], found[sid])]
+        if not cut:
+            return {}
+        terms = " OR ".join("(session_id = %s AND tenure = %s AND batch_seq >= %s)" for _ in cut)
+        where: list[object] = []
+        for sid in cut:
+            where.extend([sid, tenures[sid].number, lasts[sid].first])
+        left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
+        scope = {sid: tenures[sid] for sid in cut}
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = excluded_many(scope, table)
+            rows = await self._scalar_rows(
+                f"SELECT session_id, count() FROM tt_{table} "
+                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}){extra} "
+                f"AND ({terms}){fenced}",
+                [*cut, *where, *params],
+                "seal cut",
+            )
+            for sid, count in rows:
+                left_out[str(sid)][table] = int(count)
+        return {sid: (int(lasts[sid].first or 0) - 1, left_out[sid]) for sid in cut}
 
     async def count(self, session_id: str) -> TickCounts:
         return (await self._counted(session_id)).counts()
