@@ -135,11 +135,12 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
 DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
 
-#: Each tick row also says which ILP send carried it and what that send held for its
-#: session: ``send_id`` (unique per writing process, increasing), ``send_first`` (the
-#: session's first batch ``seq`` in it) and ``send_trades``/``send_books`` (its trades and
-#: snapshots in it). One request's tables commit on their own, so a seal uses these to
-#: tell a lost owner's last send that landed in one table only (_ticks.py, ``seal``).
+#: Each tick row also says which ILP send carried it, ``send_id`` (unique per writing
+#: process, increasing), and the session's first row in each table of a send what that
+#: send held for the session: ``send_first`` (its first batch ``seq`` in it) and
+#: ``send_trades``/``send_books`` (its trades and snapshots in it; NULL on other rows).
+#: One request's tables commit on their own, so a seal uses these to tell a lost
+#: owner's last send that landed in one table only (_ticks.py, ``seal``).
 #: Rows of a build without them have NULLs and count as complete; a table made before
 #: gets them at open (:func:`ensure_tick_send_columns`).
 TICK_SEND_COLUMNS = ("send_id", "send_first", "send_trades", "send_books")

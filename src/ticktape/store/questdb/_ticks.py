@@ -129,9 +129,10 @@ def _category(values: list[str], repeat: npt.NDArray[np.int64] | int) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class SendMark:
-    """What one ILP send carried for one session, written on each of its rows: the send's
-    id, the session's first batch ``seq`` in it, and its trades and snapshots in it. A
-    seal checks a lost owner's last send against them (:meth:`QuestDBTickStore.seal`)."""
+    """What one ILP send carried for one session: the send's id (on each of its rows),
+    and the session's first batch ``seq`` in it and its trades and snapshots in it (on
+    the session's first row in each tick table of the send: a few bytes per send, not per
+    row). A seal checks a lost owner's last send against them (:meth:`QuestDBTickStore.seal`)."""
 
     send_id: int
     first: int
@@ -158,22 +159,32 @@ def _fence_columns(
     rows: npt.NDArray[np.int64],
     tenures: dict[str, int],
     marks: dict[str, SendMark] | None,
-) -> dict[str, npt.NDArray[np.int64]]:
+) -> dict[str, Any]:
     """Each row's writer tenure and batch number (``_fence.py``), and its send's
-    :class:`SendMark` (none: the columns are left out, NULL in the table)."""
-    columns = {
+    :class:`SendMark`: the id on every row, the rest on each session's first row (NULL on
+    the others; no marks: the columns are left out, NULL in the table)."""
+    columns: dict[str, Any] = {
         "tenure": np.repeat(np.array([tenures[b.session_id] for b in batches], np.int64), rows),
         "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
     }
     if marks is not None:
-        per_session = {sid: (m.send_id, m.first, m.trades, m.books) for sid, m in marks.items()}
-        values = np.repeat(
-            np.array([per_session[b.session_id] for b in batches], np.int64).reshape(-1, 4),
-            rows,
-            axis=0,
-        )
-        for n, name in enumerate(("send_id", "send_first", "send_trades", "send_books")):
-            columns[name] = values[:, n]
+        total = int(rows.sum())
+        send_id = next(iter(marks.values())).send_id if marks else 0
+        columns["send_id"] = np.full(total, send_id, np.int64)
+        starts = np.cumsum(rows) - rows  # each batch's first row
+        at: dict[str, int] = {}  # each session's first row in this frame
+        for sid, start in zip([b.session_id for b in batches], starts.tolist(), strict=True):
+            at.setdefault(sid, start)
+        index = np.fromiter(at.values(), np.int64, len(at))
+        values = np.array(
+            [(m.first, m.trades, m.books) for m in (marks[sid] for sid in at)], np.int64
+        ).reshape(-1, 3)
+        mask = np.ones(total, bool)  # True: NULL
+        mask[index] = False
+        for n, name in enumerate(("send_first", "send_trades", "send_books")):
+            data = np.zeros(total, np.int64)
+            data[index] = values[:, n]
+            columns[name] = pd.arrays.IntegerArray(data, mask.copy())
     return columns
 
 
