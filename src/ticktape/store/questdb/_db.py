@@ -636,20 +636,30 @@ async def check_schema(db: Connections) -> None:
 
 
 async def ensure_tick_send_columns(db: Connections) -> None:
-    """Add :data:`TICK_SEND_COLUMNS` to tick tables made before them. Only the missing
-    ones: QuestDB refuses an ``ADD COLUMN IF NOT EXISTS`` that changes nothing on a WAL
-    table. Of two instances opening at once, the second's add is such a refusal, and
-    is ignored once the column is there."""
+    """Add :data:`TICK_SEND_COLUMNS` to tick tables made before them, and wait until the
+    tables show them (a WAL table applies ``ADD COLUMN`` later; a seal reads them). Only
+    the missing ones are added: QuestDB refuses an ``ADD COLUMN IF NOT EXISTS`` that
+    changes nothing on a WAL table. Of two instances opening at once, the second's add
+    may be refused: it waits for the first's like its own."""
     for table in TICK_TABLES:
         name = db.prefixed(table)
-        for column in await _missing(db, name, TICK_SEND_COLUMNS):
+        missing = await _missing(db, name, TICK_SEND_COLUMNS)
+        if not missing:
+            continue
+        for column in missing:
             async with db.writer("add tick send columns") as conn:
-                try:
-                    with ERRORS.wrap("add tick send columns"):
-                        await conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} LONG")
-                except StoreError:
-                    if await _missing(db, name, (column,)):
-                        raise
+                with suppress(StoreError), ERRORS.wrap("add tick send columns"):
+                    await conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} LONG")
+        deadline = time.monotonic() + db.write_timeout_s
+        delay = 0.01
+        while missing := await _missing(db, name, TICK_SEND_COLUMNS):
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"open the store: QuestDB table {name} did not show the added "
+                    f"column(s) {', '.join(missing)} within {db.write_timeout_s:g}s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 async def _missing(db: Connections, name: str, columns: tuple[str, ...]) -> list[str]:
