@@ -296,3 +296,53 @@ def test_tick_tables_made_before_the_send_columns_get_them_at_open(
     finally:
         run(store.close())
         _drop_tables(url)
+
+
+def test_a_table_that_lacks_an_older_send_than_the_newest_is_cut_before_it(
+    stores: tuple[RetryingStore, RetryingStore],
+    questdb_url: str,
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """A table can lack sends older than the newest one (its WAL applied fewer of them,
+    past the reconciler's patience): the books of blocks 2 and 3 are held while their
+    trades are in (block 3 sent through a second handle of the same owner, as the next
+    send). The seal cuts both tables before block 2, not only before block 3."""
+    lost, reaper = stores
+    other = open_store(lost.url)
+    run(other.open())
+
+    async def scenario() -> None:
+        session = await _start(lost, make_session, "lost")
+        feed = _feed(session.id)
+        kept = feed.next_block() + feed.next_block()
+        await lost.ticks.write(kept, owner="lost")
+        held, newest = feed.next_block(), feed.next_block()
+        with HalfSent(lost) as half, HalfSent(other) as next_half:
+            late = asyncio.create_task(lost.ticks.write(held, owner="lost"))
+            await half.trades_in.wait()
+            later = asyncio.create_task(other.ticks.write(newest, owner="lost"))
+            await next_half.trades_in.wait()
+            seal, reaped = await _reap(reaper, session)
+            half.gate.set()
+            next_half.gate.set()
+            await late
+            await later
+        await reaper.ticks.wait_visible(30)
+        fence = Fence.load(seal.fence or "")
+        assert (fence.trades, fence.orderbook) == (1, 1)
+        assert seal.counts == _counts(kept)
+        assert seal.cut == TickCounts(_counts(held).trades + _counts(newest).trades, 0)
+        assert (reaped.stats.trades, reaped.stats.orderbook) == (
+            seal.counts.trades,
+            seal.counts.orderbook,
+        )
+        assert await reaper.ticks.count(session.id) == seal.counts
+        ids, books = await _stored(reaper, session.id)
+        assert sorted(ids) == _ids(kept)
+        assert sorted(books) == [int(t) for b in kept if isinstance(b, BookBatch) for t in b.ts_us]
+
+    try:
+        run(scenario())
+    finally:
+        run(other.close())

@@ -332,10 +332,13 @@ class _LastSend:
     last: dict[str, int] = field(default_factory=dict)
     send_id: int | None = None
     first: int | None = None
+    newest: dict[str, int] = field(default_factory=dict)  # per table, its newest send_id
 
     def saw(self, table: str, rows: int, last: int, send_id: Any, first: Any) -> None:
         self.rows[table] = rows
         self.last[table] = last
+        if send_id is not None:
+            self.newest[table] = int(send_id)
         if send_id is not None and (self.send_id is None or int(send_id) > self.send_id):
             self.send_id = int(send_id)
         if first is not None and (self.first is None or int(first) > self.first):
@@ -805,13 +808,19 @@ class QuestDBTickStore(TickStore):
             )
             for sid, *row in rows:
                 found[str(sid)][table].append(tuple(row))
-        cut = [sid for sid in checked if not _complete(lasts[sid], found[sid])]
+        starts = {
+            sid: int(lasts[sid].first or 0)
+            for sid in checked
+            if not _complete(lasts[sid], found[sid])
+        }
+        await self._behind(checked, tenures, lasts, starts)
+        cut = sorted(starts)
         if not cut:
             return {}
         terms = " OR ".join("(session_id = %s AND tenure = %s AND batch_seq >= %s)" for _ in cut)
         where: list[object] = []
         for sid in cut:
-            where.extend([sid, tenures[sid].number, lasts[sid].first])
+            where.extend([sid, tenures[sid].number, starts[sid]])
         left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
         scope = {sid: tenures[sid] for sid in cut}
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
@@ -825,7 +834,56 @@ class QuestDBTickStore(TickStore):
             )
             for sid, count in rows:
                 left_out[str(sid)][table] = int(count)
-        return {sid: (int(lasts[sid].first or 0) - 1, left_out[sid]) for sid in cut}
+        return {sid: (starts[sid] - 1, left_out[sid]) for sid in cut}
+
+    async def _behind(
+        self,
+        ids: list[str],
+        tenures: dict[str, Tenure],
+        lasts: dict[str, _LastSend],
+        starts: dict[str, int],
+    ) -> None:
+        """Sends older than the newest that a table still lacks (its WAL applied fewer of
+        them than another table's, past the reconciler's patience): each one's first batch
+        lowers the session's cut in ``starts``. Only sessions where some table's newest
+        send is older than the session's newest are read, from the marks (one row per
+        session, table and send) of the sends after that table's newest."""
+        behind = {
+            sid: min(lasts[sid].newest.get(t, -1) for t in ("trades", "orderbook"))
+            for sid in ids
+            if min(lasts[sid].newest.get(t, -1) for t in ("trades", "orderbook"))
+            < (lasts[sid].send_id or 0)
+        }
+        if not behind:
+            return
+        marks: dict[str, dict[int, tuple[int, int, int]]] = {sid: {} for sid in behind}
+        terms = " OR ".join("(session_id = %s AND tenure = %s AND send_id > %s)" for _ in behind)
+        where: list[object] = []
+        for sid, since in behind.items():
+            where.extend([sid, tenures[sid].number, since])
+        for table in ("trades", "orderbook"):
+            rows = await self._scalar_rows(
+                "SELECT session_id, send_id, max(send_first), max(send_trades), "
+                f"max(send_books) FROM tt_{table} WHERE session_id IN "
+                f"({', '.join('%s' for _ in behind)}) AND send_first != NULL AND ({terms})",
+                [*behind, *where],
+                "seal sends behind",
+            )
+            for sid, send_id, first, trades, books in rows:
+                old = marks[str(sid)].get(int(send_id), (int(first), 0, 0))
+                marks[str(sid)][int(send_id)] = (
+                    min(old[0], int(first)),
+                    max(old[1], int(trades or 0)),
+                    max(old[2], int(books or 0)),
+                )
+        for sid, sends in marks.items():
+            newest = lasts[sid].newest
+            for send_id, (first, trades, books) in sends.items():
+                lacking = (trades and send_id > newest.get("trades", -1)) or (
+                    books and send_id > newest.get("orderbook", -1)
+                )
+                if lacking:
+                    starts[sid] = min(starts.get(sid, first), first)
 
     async def count(self, session_id: str) -> TickCounts:
         return (await self._counted(session_id)).counts()
