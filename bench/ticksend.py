@@ -70,6 +70,15 @@ def _buffer() -> Any:
     return Buffer(protocol_version=2)  # what an ILP/HTTP sender negotiates with 9.x
 
 
+def _marked(trades: list[Any], books: list[Any]) -> dict[str, Any]:
+    """The send marks the store writes with each row (``send_marks``), as keyword
+    arguments of ``trades_frame`` / ``book_frame``; none with a tree that has none."""
+    import ticktape.store.questdb as q
+
+    marks = getattr(q, "send_marks", None)
+    return {} if marks is None else {"marks": marks(time.time_ns(), trades, books)}
+
+
 def child_frames(sessions: int, repeat: int) -> dict[str, Any]:
     from ticktape.store.questdb import book_frame, serialise_frame, trades_frame
 
@@ -82,8 +91,9 @@ def child_frames(sessions: int, repeat: int) -> dict[str, Any]:
     build, serialise = [], []
     for _ in range(repeat + 3):
         t0 = time.perf_counter()
-        frames = [("tt_trades", trades_frame(trades, tenures))]
-        frames.append(("tt_orderbook", book_frame(books, tenures)))
+        marked = _marked(trades, books)
+        frames = [("tt_trades", trades_frame(trades, tenures, **marked))]
+        frames.append(("tt_orderbook", book_frame(books, tenures, **marked)))
         t1 = time.perf_counter()
         for table, frame in frames:
             serialise_frame(buffer, table, frame)
@@ -216,8 +226,9 @@ def child_ingest(
                     batches = [b for f in groups[k] for _ in range(blocks) for b in f.next_block()]
                     trades, books = _split(batches)
                     tenures = {b.session_id: 1 for b in batches}
-                    serialise_frame(s, tables[0], trades_frame(trades, tenures))
-                    serialise_frame(s, tables[1], book_frame(books, tenures))
+                    marked = _marked(trades, books)
+                    serialise_frame(s, tables[0], trades_frame(trades, tenures, **marked))
+                    serialise_frame(s, tables[1], book_frame(books, tenures, **marked))
                     s.flush()
                     stored[k] += sum(len(b) for b in batches)
                     due += send_every_s

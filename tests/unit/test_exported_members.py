@@ -29,6 +29,7 @@ EXPORTS = {
     "ticktape.store.sqlite": ["DRIVER_ERRORS", "SqliteStore"],
     "ticktape.store.questdb": [
         "DRIVER_ERRORS",
+        "Fence",
         "ParquetExport",
         "QuestDBAddress",
         "QuestDBSessionStore",
@@ -36,6 +37,7 @@ EXPORTS = {
         "QuestDBTickStore",
         "READ_CONNECTIONS",
         "book_frame",
+        "send_marks",
         "serialise_frame",
         "sql_inline",
         "sql_literal",

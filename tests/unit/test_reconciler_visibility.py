@@ -15,8 +15,10 @@ from ticktape.config import Settings
 from ticktape.domain import Session, SessionStatus, utcnow
 from ticktape.errors import StoreError, TicksNotVisible
 from ticktape.runtime.reconciler import Reconciler
+from ticktape.store.base import Seal
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import lone_reconciler
+from ticktape.ticks import TickCounts
 
 ME = "me:1/a"
 SETTINGS = Settings(heartbeat_interval_s=0.5, lease_s=2.0)
@@ -116,3 +118,33 @@ def test_a_store_that_cannot_catch_up_alone_has_its_orphans_sealed_at_once(
 
 def test_the_patience_is_one_lease() -> None:
     assert SETTINGS.reconcile_visibility_patience_s == SETTINGS.lease_s
+
+
+def test_a_seals_cut_is_named_in_the_reaps_detail(
+    make_session: Callable[..., Session],
+) -> None:
+    """A seal that cut a lost owner's last, half-landed write (QuestDB) says so where the
+    reap records the crash: the transition's detail."""
+
+    async def scenario() -> None:
+        store, rec, _ = await _setup(None)
+        plain = store.ticks.seal
+
+        async def cut_seal(session_id: str) -> Seal:
+            seal = await plain(session_id)
+            return Seal(seal.counts, seal.fence, TickCounts(120, 0))
+
+        store.ticks.seal = cut_seal  # type: ignore[method-assign]
+        orphan = make_session(owner="dead:9/z", lease_expires_at=utcnow() - timedelta(seconds=1))
+        await store.sessions.create_session(orphan, actor="t")
+
+        assert await rec.reconcile() == 1
+        reaped = (await store.sessions.list_events(orphan.id))[-1]
+        assert reaped.reason == "owner_lost"
+        assert reaped.detail is not None
+        assert reaped.detail.endswith(
+            "; the owner's last write had landed in part and was left out: "
+            "120 trades, 0 book snapshots"
+        )
+
+    asyncio.run(scenario())

@@ -316,6 +316,8 @@ class Reconciler:
         reason = Reason.STORE_UNAVAILABLE if fault else Reason.OWNER_LOST
         if fault:
             detail = f"the store failed for longer than the lease ({fault}); {detail}"
+        if seal.note():  # the crash's tail, cut from every tick table alike
+            detail = f"{detail}; {seal.note()}"
         began = time.monotonic()
         try:
             await self._store.sessions.transition(
@@ -342,6 +344,8 @@ class Reconciler:
         detail = f"{self._why(session, force)}; claimed by {self._owner}"
         # closes the lost owner's tenure: its late ticks are never counted, read or resumed after
         seal = await self._seal(session.id)
+        if seal.note():  # the crash's tail, cut from every tick table alike
+            detail = f"{detail}; {seal.note()}"
         began = time.monotonic()
         try:
             claimed = await self._store.sessions.claim(

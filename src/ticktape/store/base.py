@@ -177,10 +177,27 @@ class Seal:
     None where tick writes are fenced in the session's own transaction (SQLite,
     memory), so nothing late can land; on QuestDB it names the tenure and the last
     batch ``seq`` counted per tick table.
+
+    ``cut``: rows stored but left out of ``counts`` because they belong to a lost
+    owner's last write that had landed in only some tick tables when counted (QuestDB:
+    one ILP request's tables commit on their own). The write was never acknowledged, so
+    it is the crash's tail: cut in every table at the same batch, and said in the
+    transition's detail (:meth:`note`). Zero on SQLite and memory, and whenever
+    everything written was acknowledged.
     """
 
     counts: TickCounts
     fence: str | None = None
+    cut: TickCounts = field(default_factory=TickCounts)
+
+    def note(self) -> str:
+        """The cut, for a transition's detail ("" if nothing was cut)."""
+        if self.cut == TickCounts():
+            return ""
+        return (
+            f"the owner's last write had landed in part and was left out: "
+            f"{self.cut.trades} trades, {self.cut.orderbook} book snapshots"
+        )
 
 
 @dataclass(frozen=True, slots=True)

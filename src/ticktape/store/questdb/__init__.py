@@ -11,12 +11,15 @@ Public face:
 - :class:`QuestDBSessionStore`, the type of ``QuestDBStore.sessions``, and
   :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that check
   what is physically in the tables or use their documented testing hooks
-  (``on_read_many``, ``before_send``, ``before_gap_write``;
+  (``on_read_many``, ``before_send``, ``split_send``, ``before_gap_write``;
   ``QuestDBStore.on_connect``);
+- :class:`Fence`, a sealed tenure's fence as a seal writes it (``Seal.fence``), for
+  tests that check where a seal cut;
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
   to a ticktape store error;
-- :func:`trades_frame`, :func:`book_frame` and :func:`serialise_frame`, how a grouped
-  tick write becomes ILP rows (measured on their own by ``bench/ticksend.py``);
+- :func:`trades_frame`, :func:`book_frame`, :func:`send_marks` and
+  :func:`serialise_frame`, how a grouped tick write becomes ILP rows (measured on
+  their own by ``bench/ticksend.py``);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -31,10 +34,12 @@ from ticktape.store.questdb._db import READ_CONNECTIONS, QuestDBAddress
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
+from ticktape.store.questdb._fence import Fence
 from ticktape.store.questdb._sessions import QuestDBSessionStore, QuestDBStore
 from ticktape.store.questdb._ticks import (
     QuestDBTickStore,
     book_frame,
+    send_marks,
     serialise_frame,
     trades_frame,
 )
@@ -42,12 +47,14 @@ from ticktape.store.questdb._ticks import (
 __all__ = [
     "DRIVER_ERRORS",
     "READ_CONNECTIONS",
+    "Fence",
     "ParquetExport",
     "QuestDBAddress",
     "QuestDBSessionStore",
     "QuestDBStore",
     "QuestDBTickStore",
     "book_frame",
+    "send_marks",
     "serialise_frame",
     "sql_inline",
     "sql_literal",

@@ -105,7 +105,11 @@ CREATE TABLE IF NOT EXISTS tt_trades (
     ts TIMESTAMP,
     tenure LONG,
     batch_seq LONG,
-    recv_us LONG
+    recv_us LONG,
+    send_id LONG,
+    send_first LONG,
+    send_trades LONG,
+    send_books LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
 DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, tenure)
 """
@@ -122,10 +126,24 @@ CREATE TABLE IF NOT EXISTS tt_orderbook (
     ts TIMESTAMP,
     tenure LONG,
     batch_seq LONG,
-    recv_us LONG
+    recv_us LONG,
+    send_id LONG,
+    send_first LONG,
+    send_trades LONG,
+    send_books LONG
 ) TIMESTAMP(ts) PARTITION BY DAY WAL
 DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 """
+
+#: Each tick row also says which ILP send carried it, ``send_id`` (unique per writing
+#: process, increasing), and the session's first row in each table of a send what that
+#: send held for the session: ``send_first`` (its first batch ``seq`` in it) and
+#: ``send_trades``/``send_books`` (its trades and snapshots in it; NULL on other rows).
+#: One request's tables commit on their own, so a seal uses these to tell a lost
+#: owner's last send that landed in one table only (_ticks.py, ``seal``).
+#: Rows of a build without them have NULLs and count as complete; a table made before
+#: gets them at open (:func:`ensure_tick_send_columns`).
+TICK_SEND_COLUMNS = ("send_id", "send_first", "send_trades", "send_books")
 
 #: The symbol columns of the small tables below are NOCACHE: a cached symbol column
 #: holds its whole capacity on the server's Java heap (~1 MB for 65,536), per table,
@@ -637,6 +655,41 @@ async def check_schema(db: Connections) -> None:
                 "it was created by a pre-release build of ticktape; drop its tables or "
                 "choose another ?prefix="
             )
+
+
+async def ensure_tick_send_columns(db: Connections) -> None:
+    """Add :data:`TICK_SEND_COLUMNS` to tick tables made before them, and wait until the
+    tables show them (a WAL table applies ``ADD COLUMN`` later; a seal reads them). Only
+    the missing ones are added: QuestDB refuses an ``ADD COLUMN IF NOT EXISTS`` that
+    changes nothing on a WAL table. Of two instances opening at once, the second's add
+    may be refused: it waits for the first's like its own."""
+    for table in TICK_TABLES:
+        name = db.prefixed(table)
+        missing = await _missing(db, name, TICK_SEND_COLUMNS)
+        if not missing:
+            continue
+        for column in missing:
+            async with db.writer("add tick send columns") as conn:
+                with suppress(StoreError), ERRORS.wrap("add tick send columns"):
+                    await conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} LONG")
+        deadline = time.monotonic() + db.write_timeout_s
+        delay = 0.01
+        while missing := await _missing(db, name, TICK_SEND_COLUMNS):
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"open the store: QuestDB table {name} did not show the added "
+                    f"column(s) {', '.join(missing)} within {db.write_timeout_s:g}s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+async def _missing(db: Connections, name: str, columns: tuple[str, ...]) -> list[str]:
+    async with db.reader("read schema") as conn:
+        # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
+        cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{name}')")
+        present = {str(column) for (column,) in await cur.fetchall()}
+    return [column for column in columns if column not in present]
 
 
 async def ensure_session_keys(db: Connections) -> None:

@@ -17,7 +17,10 @@ fenced instead:
 - **Sealing** a tenure (``TickStore.seal``, written by the transition or claim
   that ends it) records per tick table the last batch it counted. From then on
   every count, read and position leaves out rows of that tenure beyond the
-  fence — precisely the rows that landed after the count.
+  fence — precisely the rows that landed after the count. If the tenure's last
+  ILP send had landed in some tick tables and not all when counted (one request's
+  tables commit on their own), the seal cuts every table before that send's first
+  batch, so trades and books of the blocks kept agree (``_ticks.py``, ``QuestDBTickStore._cuts``).
 
 Gap rows (``tt_gaps``) are written over PG wire after the same kind of check, so
 a paused owner can land a gap row late too. Each gap row carries its writer's

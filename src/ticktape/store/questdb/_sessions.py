@@ -72,6 +72,7 @@ from ticktape.store.questdb._db import (
     QuestDBAddress,
     check_schema,
     ensure_session_keys,
+    ensure_tick_send_columns,
 )
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -1188,6 +1189,7 @@ class QuestDBStore(Store):
                     with ERRORS.wrap("create schema"):
                         await conn.execute(self._db.prefixed(ddl))
             await check_schema(self._db)
+            await ensure_tick_send_columns(self._db)
             await ensure_session_keys(self._db)
         except BaseException:
             await self._db.close()

@@ -12,8 +12,11 @@ sending refuses a stale owner. ILP has no transaction to hold the log, so an
 owner paused between check and send can still land a batch after it was reaped
 or claimed; every row therefore carries its writer's tenure and batch number,
 and reads leave out what landed past a sealed tenure's fence
-(``_fence.py``). ILP cannot say which rows DEDUP merged, so
-:meth:`write` reports rows *sent*; final stats always come from :meth:`seal`.
+(``_fence.py``). One request's tables commit on their own, so every row also says
+what its send carried for its session (:class:`SendMark`), and a seal cuts every
+table before a last send that landed in part (:meth:`QuestDBTickStore._cuts`). ILP cannot say which
+rows DEDUP merged, so :meth:`write` reports rows *sent*; final stats always come from
+:meth:`seal`.
 
 Writes are sent in groups: writes that arrive while a send is under way wait
 for it and then go together — one ownership check, one DataFrame and one WAL
@@ -125,16 +128,65 @@ def _category(values: list[str], repeat: npt.NDArray[np.int64] | int) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SendMark:
+    """What one ILP send carried for one session: the send's id (on each of its rows),
+    and the session's first batch ``seq`` in it and its trades and snapshots in it (on
+    the session's first row in each tick table of the send: a few bytes per send, not per
+    row). A seal checks a lost owner's last send against them (:meth:`QuestDBTickStore.seal`)."""
+
+    send_id: int
+    first: int
+    trades: int
+    books: int
+
+
+def send_marks(
+    send_id: int, trades: list[TradeBatch], books: list[BookBatch]
+) -> dict[str, SendMark]:
+    """Each session's :class:`SendMark` for one send carrying ``trades`` and ``books``."""
+    first: dict[str, int] = {}
+    counts: dict[str, list[int]] = {}
+    for batches, column in ((trades, 0), (books, 1)):
+        for b in batches:
+            sid = b.session_id
+            first[sid] = min(first.get(sid, b.seq), b.seq)
+            counts.setdefault(sid, [0, 0])[column] += len(b)
+    return {sid: SendMark(send_id, first[sid], counts[sid][0], counts[sid][1]) for sid in first}
+
+
 def _fence_columns(
     batches: list[TradeBatch] | list[BookBatch],
     rows: npt.NDArray[np.int64],
     tenures: dict[str, int],
-) -> dict[str, npt.NDArray[np.int64]]:
-    """Each row's writer tenure and batch number (``_fence.py``)."""
-    return {
+    marks: dict[str, SendMark] | None,
+) -> dict[str, Any]:
+    """Each row's writer tenure and batch number (``_fence.py``), and its send's
+    :class:`SendMark`: the id on every row, the rest on each session's first row (NULL on
+    the others; no marks: the columns are left out, NULL in the table)."""
+    columns: dict[str, Any] = {
         "tenure": np.repeat(np.array([tenures[b.session_id] for b in batches], np.int64), rows),
         "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
     }
+    if marks is not None:
+        total = int(rows.sum())
+        send_id = next(iter(marks.values())).send_id if marks else 0
+        columns["send_id"] = np.full(total, send_id, np.int64)
+        starts = np.cumsum(rows) - rows  # each batch's first row
+        at: dict[str, int] = {}  # each session's first row in this frame
+        for sid, start in zip([b.session_id for b in batches], starts.tolist(), strict=True):
+            at.setdefault(sid, start)
+        index = np.fromiter(at.values(), np.int64, len(at))
+        values = np.array(
+            [(m.first, m.trades, m.books) for m in (marks[sid] for sid in at)], np.int64
+        ).reshape(-1, 3)
+        mask = np.ones(total, bool)  # True: NULL
+        mask[index] = False
+        for n, name in enumerate(("send_first", "send_trades", "send_books")):
+            data = np.zeros(total, np.int64)
+            data[index] = values[:, n]
+            columns[name] = pd.arrays.IntegerArray(data, mask.copy())
+    return columns
 
 
 def _recv_column(
@@ -160,9 +212,14 @@ def _recv_column(
 # batch were most of an instance's CPU at a few hundred sessions).
 
 
-def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataFrame:
+def trades_frame(
+    batches: list[TradeBatch],
+    tenures: dict[str, int],
+    marks: dict[str, SendMark] | None = None,
+) -> pd.DataFrame:
     """One DataFrame for many trade batches, in the column layout of ``tt_trades``;
-    ``tenures`` maps each session to the tenure its writer checked."""
+    ``tenures`` maps each session to the tenure its writer checked, ``marks`` to what
+    the send carries for it (:func:`send_marks`)."""
     n = np.array([len(b) for b in batches], np.int64)
     return pd.DataFrame(
         {
@@ -175,14 +232,19 @@ def trades_frame(batches: list[TradeBatch], tenures: dict[str, int]) -> pd.DataF
                 (np.concatenate([b.side for b in batches]) > 0).astype(np.int8), dtype=_SIDES
             ),
             "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
-            **_fence_columns(batches, n, tenures),
+            **_fence_columns(batches, n, tenures, marks),
             "recv_us": _recv_column(batches, 1),
         }
     )
 
 
-def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFrame:
-    """Snapshots exploded to one row per level, the layout of ``tt_orderbook``."""
+def book_frame(
+    batches: list[BookBatch],
+    tenures: dict[str, int],
+    marks: dict[str, SendMark] | None = None,
+) -> pd.DataFrame:
+    """Snapshots exploded to one row per level, the layout of ``tt_orderbook``
+    (``tenures`` and ``marks`` as for :func:`trades_frame`)."""
     lens = np.array([len(b) for b in batches], np.int64)
     depths = np.array([b.depth for b in batches], np.int64)
     rows = lens * depths
@@ -214,7 +276,7 @@ def book_frame(batches: list[BookBatch], tenures: dict[str, int]) -> pd.DataFram
             "ask_price": sides[2],
             "ask_qty": sides[3],
             "ts": _timestamps(np.repeat(ts_us, per_snapshot)),
-            **_fence_columns(batches, rows, tenures),
+            **_fence_columns(batches, rows, tenures, marks),
             "recv_us": _recv_column(batches, per_snapshot),
         }
     )
@@ -246,6 +308,8 @@ class _Counted:
     tenure: Tenure
     tables: dict[str, tuple[int, int]]
     last_gap: int
+    # left out: a lost owner's last send, landed in part
+    cut: TickCounts = field(default_factory=TickCounts)
 
     def counts(self) -> TickCounts:
         return TickCounts(self.tables["trades"][0], self.tables["orderbook"][0])
@@ -253,9 +317,54 @@ class _Counted:
 
 @dataclass
 class _Count(Waiting[_Counted]):
-    """One caller's count of one session's ticks, waiting for the next grouped count."""
+    """One caller's count of one session's ticks, waiting for the next grouped count;
+    ``sealing``: for a seal, which also checks the current tenure's last send."""
 
     session_id: str
+    sealing: bool = False
+
+
+@dataclass
+class _LastSend:
+    """Per tick table, the current tenure's rows as a seal reads them: rows, last batch,
+    and the newest ``send_id`` and ``send_first`` (None: rows of a build without them)."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    send_id: int | None = None
+    first: int | None = None
+    newest: dict[str, int] = field(default_factory=dict)  # per table, its newest send_id
+
+    def saw(self, table: str, rows: int, last: int, send_id: Any, first: Any) -> None:
+        self.rows[table] = rows
+        self.last[table] = last
+        if send_id is not None:
+            self.newest[table] = int(send_id)
+        if send_id is not None and (self.send_id is None or int(send_id) > self.send_id):
+            self.send_id = int(send_id)
+        if first is not None and (self.first is None or int(first) > self.first):
+            self.first = int(first)
+
+
+def _complete(last: _LastSend, sends: dict[str, list[tuple[Any, ...]]]) -> bool:
+    """Whether the current tenure's newest send (``last.send_id``) is in every tick table.
+
+    ``sends``: per tick table, rows ``(send_id, rows, send_trades, send_books)`` of the
+    session's rows of that send. Sends of one session are acknowledged one after another
+    and a failed one is sent again from its first batch, so only the newest send can have
+    landed in some tables and not in others: it is complete when every table holds as
+    many of its rows as it declared.
+    """
+    seen = {"trades": 0, "orderbook": 0}
+    declared = {"trades": 0, "orderbook": 0}
+    for table, rows in sends.items():
+        for send_id, count, trades, books in rows:
+            if send_id is None or int(send_id) != last.send_id:
+                continue
+            seen[table] += int(count)
+            declared["trades"] = max(declared["trades"], int(trades or 0))
+            declared["orderbook"] = max(declared["orderbook"], int(books or 0))
+    return seen == declared
 
 
 @dataclass
@@ -322,16 +431,23 @@ class QuestDBTickStore(TickStore):
     check and its insert. :attr:`on_count_group`, if set, is called with the session ids
     of each grouped count (``seal`` and ``count`` of sessions queued together): a test
     counts the queries a shutdown's seals cost (tests/integration/test_shutdown_scale.py).
+    :attr:`split_send`, if set, sends each tick table's rows of a group in an ILP request of
+    its own and is called in the sender thread with the table's name before each: a test
+    blocks in it to land one table's rows of a send before a seal and the other's after,
+    as a multi-table request whose tables commit on their own can
+    (tests/integration/test_questdb_split_send.py).
     The product sets none of them.
     """
 
     before_send: Callable[[], None] | None = None
+    split_send: Callable[[str], None] | None = None
     before_gap_write: Callable[[], Awaitable[None]] | None = None
     on_count_group: Callable[[list[str]], None] | None = None
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
         self._gap_seq = 0  # the last gap write_seq this process wrote (``_fence.py``)
+        self._send_id = 0  # the last send_id this process wrote (``SendMark``)
         self._sender: Sender | None = None
         self._sender_lock = threading.Lock()
         # one thread sends: the Sender is not thread-safe, and dataframe() releases the GIL
@@ -393,6 +509,9 @@ class QuestDBTickStore(TickStore):
                 self._sender = sender
             try:
                 for table, frame in built:
+                    if self.split_send is not None:  # testing: each table a request of its own
+                        self._sender.flush()
+                        self.split_send(table)
                     serialise_frame(self._sender, table, frame)
                 self._sender.flush()
             except QuestDBError:
@@ -480,13 +599,20 @@ class QuestDBTickStore(TickStore):
         batches = [b for request in admitted for b in request.batches]
         trades = [b for b in batches if isinstance(b, TradeBatch)]
         books = [b for b in batches if isinstance(b, BookBatch)]
+        # unique per process and increasing, like the gap rows' write_seq
+        self._send_id = max(self._send_id + 1, time.time_ns())
+        marks = send_marks(self._send_id, trades, books)
         # built on the sender's thread with the rows' serialising: tens of milliseconds
         # for a few thousand sessions' batches, which would hold the event loop
         frames: list[tuple[str, Callable[[], pd.DataFrame]]] = []
         if trades:
-            frames.append((self._db.prefixed("tt_trades"), partial(trades_frame, trades, tenures)))
+            frames.append(
+                (self._db.prefixed("tt_trades"), partial(trades_frame, trades, tenures, marks))
+            )
         if books:
-            frames.append((self._db.prefixed("tt_orderbook"), partial(book_frame, books, tenures)))
+            frames.append(
+                (self._db.prefixed("tt_orderbook"), partial(book_frame, books, tenures, marks))
+            )
         assert self._pool is not None  # close() cancels this task before the pool goes
         try:
             with ERRORS.wrap("write ticks"):
@@ -592,10 +718,10 @@ class QuestDBTickStore(TickStore):
         found = {str(r[0]): Tenure.parse(r[1], r[2]) for r in rows}
         return {sid: found.get(sid, Tenure()) for sid in session_ids}
 
-    async def _counted(self, session_id: str) -> _Counted:
+    async def _counted(self, session_id: str, *, sealing: bool = False) -> _Counted:
         """The session's stored ticks, counted with every other session's count queued
         meanwhile (one query per table for all of them)."""
-        request = _Count(session_id)
+        request = _Count(session_id, sealing)
         self._counts.submit(request)
         return await request.future
 
@@ -603,28 +729,34 @@ class QuestDBTickStore(TickStore):
         """Count every session of ``group``: its tenure first, then per tick table the
         rows kept by its fences (snapshots for the order book) and its current tenure's
         last batch — each table read at one instant for all of them — then its current
-        tenure's last gap. The queries start after every item of the group was queued."""
+        tenure's last gap. The queries start after every item of the group was queued.
+        For the sessions being sealed, the current tenure's last send is checked too
+        (:meth:`_cuts`), one more query per table for all of them."""
         ids = sorted({c.session_id for c in group})
         if self.on_count_group is not None:
             self.on_count_group(ids)
         marks = ", ".join("%s" for _ in ids)
         tenures = await self._tenures(ids)
         tables: dict[str, dict[str, tuple[int, int]]] = {}
+        lasts = {sid: _LastSend() for sid in ids}
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
             fenced, params = excluded_many(tenures, table)
             rows = await self._scalar_rows(
-                f"SELECT session_id, tenure, count(), max(batch_seq) FROM tt_{table} "
-                f"WHERE session_id IN ({marks}){extra}{fenced}",
+                "SELECT session_id, tenure, count(), max(batch_seq), max(send_id), "
+                f"max(send_first) FROM tt_{table} WHERE session_id IN ({marks}){extra}{fenced}",
                 [*ids, *params],
                 "count ticks",
             )
             counted = {sid: (0, NO_BATCH) for sid in ids}
-            for sid, number, count, last in rows:
+            for sid, number, count, last, send_id, first in rows:
                 total, mine = counted[str(sid)]
                 if number == tenures[str(sid)].number and last is not None:
                     mine = int(last)
+                    lasts[str(sid)].saw(table, int(count), mine, send_id, first)
                 counted[str(sid)] = (total + int(count), mine)
             tables[table] = counted
+        sealing = sorted({c.session_id for c in group if c.sealing})
+        cuts = await self._cuts(sealing, tenures, lasts)
         fenced, params = excluded_many(tenures, "gaps")
         rows = await self._scalar_rows(
             "SELECT session_id, tenure, max(write_seq) FROM tt_gaps "
@@ -639,13 +771,127 @@ class QuestDBTickStore(TickStore):
         }
         for request in group:
             sid = request.session_id
-            request.answer(
-                _Counted(
-                    tenures[sid],
-                    {table: tables[table][sid] for table in tables},
-                    gaps.get(sid, NO_BATCH),
-                )
+            found = {table: tables[table][sid] for table in tables}
+            cut = TickCounts()
+            if request.sealing and sid in cuts:
+                batch, left_out = cuts[sid]
+                # every table ends at the cut (one whose rows all come before keeps its own
+                # last batch); the rows from the cut on are not counted
+                found = {
+                    table: (total - left_out.get(table, 0), min(batch, last))
+                    for table, (total, last) in found.items()
+                }
+                cut = TickCounts(left_out.get("trades", 0), left_out.get("orderbook", 0))
+            request.answer(_Counted(tenures[sid], found, gaps.get(sid, NO_BATCH), cut))
+
+    async def _cuts(
+        self, ids: list[str], tenures: dict[str, Tenure], lasts: dict[str, _LastSend]
+    ) -> dict[str, tuple[int, dict[str, int]]]:
+        """Where the seal cuts each session of ``ids`` whose current tenure's newest send
+        is not in every tick table (:func:`_complete`): everything from that send's first
+        batch on, in every table (also the first part of a feed block a flush split across
+        two sends) — the last batch kept, and per table the rows left out.
+
+        One query per tick table for all sessions reads their newest sends' rows
+        (``send_id IN (…)``: a set lookup per row, not a term per session); only for a
+        session found incomplete (a lost owner's last send: rare) one more per table
+        counts what the cut leaves out."""
+        checked = [sid for sid in ids if lasts[sid].send_id is not None]
+        if not checked:
+            return {}
+        sessions = ", ".join("%s" for _ in checked)
+        sends = sorted({send for sid in checked if (send := lasts[sid].send_id) is not None})
+        found: dict[str, dict[str, list[tuple[Any, ...]]]] = {
+            sid: {"trades": [], "orderbook": []} for sid in checked
+        }
+        scope = {sid: tenures[sid] for sid in checked}
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = excluded_many(scope, table)
+            rows = await self._scalar_rows(
+                "SELECT session_id, send_id, count(), max(send_trades), max(send_books) "
+                f"FROM tt_{table} WHERE session_id IN ({sessions}) "
+                f"AND send_id IN ({', '.join('%s' for _ in sends)}){extra}{fenced}",
+                [*checked, *sends, *params],
+                "seal last send",
             )
+            for sid, *row in rows:
+                found[str(sid)][table].append(tuple(row))
+        starts = {
+            sid: int(lasts[sid].first or 0)
+            for sid in checked
+            if not _complete(lasts[sid], found[sid])
+        }
+        await self._behind(checked, tenures, lasts, starts)
+        cut = sorted(starts)
+        if not cut:
+            return {}
+        terms = " OR ".join("(session_id = %s AND tenure = %s AND batch_seq >= %s)" for _ in cut)
+        where: list[object] = []
+        for sid in cut:
+            where.extend([sid, tenures[sid].number, starts[sid]])
+        left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
+        scope = {sid: tenures[sid] for sid in cut}
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = excluded_many(scope, table)
+            rows = await self._scalar_rows(
+                f"SELECT session_id, count() FROM tt_{table} "
+                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}){extra} "
+                f"AND ({terms}){fenced}",
+                [*cut, *where, *params],
+                "seal cut",
+            )
+            for sid, count in rows:
+                left_out[str(sid)][table] = int(count)
+        return {sid: (starts[sid] - 1, left_out[sid]) for sid in cut}
+
+    async def _behind(
+        self,
+        ids: list[str],
+        tenures: dict[str, Tenure],
+        lasts: dict[str, _LastSend],
+        starts: dict[str, int],
+    ) -> None:
+        """Sends older than the newest that a table still lacks (its WAL applied fewer of
+        them than another table's, past the reconciler's patience): each one's first batch
+        lowers the session's cut in ``starts``. Only sessions where some table's newest
+        send is older than the session's newest are read, from the marks (one row per
+        session, table and send) of the sends after that table's newest."""
+        behind = {
+            sid: min(lasts[sid].newest.get(t, -1) for t in ("trades", "orderbook"))
+            for sid in ids
+            if min(lasts[sid].newest.get(t, -1) for t in ("trades", "orderbook"))
+            < (lasts[sid].send_id or 0)
+        }
+        if not behind:
+            return
+        marks: dict[str, dict[int, tuple[int, int, int]]] = {sid: {} for sid in behind}
+        terms = " OR ".join("(session_id = %s AND tenure = %s AND send_id > %s)" for _ in behind)
+        where: list[object] = []
+        for sid, since in behind.items():
+            where.extend([sid, tenures[sid].number, since])
+        for table in ("trades", "orderbook"):
+            rows = await self._scalar_rows(
+                "SELECT session_id, send_id, max(send_first), max(send_trades), "
+                f"max(send_books) FROM tt_{table} WHERE session_id IN "
+                f"({', '.join('%s' for _ in behind)}) AND send_first != NULL AND ({terms})",
+                [*behind, *where],
+                "seal sends behind",
+            )
+            for sid, send_id, first, trades, books in rows:
+                old = marks[str(sid)].get(int(send_id), (int(first), 0, 0))
+                marks[str(sid)][int(send_id)] = (
+                    min(old[0], int(first)),
+                    max(old[1], int(trades or 0)),
+                    max(old[2], int(books or 0)),
+                )
+        for sid, sends in marks.items():
+            newest = lasts[sid].newest
+            for send_id, (first, trades, books) in sends.items():
+                lacking = (trades and send_id > newest.get("trades", -1)) or (
+                    books and send_id > newest.get("orderbook", -1)
+                )
+                if lacking:
+                    starts[sid] = min(starts.get(sid, first), first)
 
     async def count(self, session_id: str) -> TickCounts:
         return (await self._counted(session_id)).counts()
@@ -673,14 +919,25 @@ class QuestDBTickStore(TickStore):
         return out[0], out[1]
 
     async def seal(self, session_id: str) -> Seal:
-        counted = await self._counted(session_id)
+        counted = await self._counted(session_id, sealing=True)
         fence = Fence(
             counted.tenure.number,
             counted.tables["trades"][1],
             counted.tables["orderbook"][1],
             counted.last_gap,
         )
-        return Seal(counted.counts(), fence.dump())
+        if counted.cut != TickCounts():
+            log.warning(
+                "session %s: the last send of tenure %d landed in part; sealed at batches "
+                "%d (trades) and %d (order book), %d trades and %d snapshots left out",
+                session_id,
+                fence.tenure,
+                fence.trades,
+                fence.orderbook,
+                counted.cut.trades,
+                counted.cut.orderbook,
+            )
+        return Seal(counted.counts(), fence.dump(), counted.cut)
 
     async def position(self, session_id: str) -> TickPosition:
         # A resumed feed continues after what this returns: rows a dead owner had

@@ -1,0 +1,348 @@
+"""A lost owner's last send that lands in one tick table before the seal and in the other
+after it, reproduced on a real server.
+
+One ILP request carries both tick tables, and QuestDB commits each table as a WAL
+transaction of its own; the ``questdb`` client also retries a request for seconds after
+the owner's ownership check. So the request of an owner that lost its lease can be
+half in when its session is sealed. Here the half is made exact with the backend's
+testing hook :attr:`~ticktape.store.questdb.QuestDBTickStore.split_send`: the store's own
+writer sends the trades of its last block, then waits on a gate before the order books;
+the session is sealed and reaped meanwhile; then the books really land. The seal must
+cut both tables at the same batch — the last one complete in every table — count what
+it keeps, and say what it cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from ticktape.domain import SessionStatus, utcnow
+from ticktape.feeds.sim import SimExchange
+from ticktape.store import RetryingStore, open_store
+from ticktape.store.base import Seal, TickQuery
+from ticktape.store.questdb import Fence, QuestDBAddress, QuestDBTickStore
+from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
+
+pytestmark = pytest.mark.questdb
+
+START_US = 1_700_000_000_000_000
+LIMIT = 10_000
+RATE = 400  # 100 trades and 20 snapshots a block
+
+
+@pytest.fixture
+def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
+    """Two instances' stores on one QuestDB: the lost owner's and the reaper's."""
+    url = isolated_questdb_url(questdb_url)
+    pair = (open_store(url), open_store(url))
+    for s in pair:
+        run(s.open())
+    yield pair
+    for s in pair:
+        run(s.close())
+    _drop_tables(url)
+
+
+class HalfSent:
+    """The next send of one store goes table by table and waits before the order books:
+    its trades are in (acknowledged by QuestDB) while its books are held."""
+
+    def __init__(self, store: RetryingStore) -> None:
+        ticks = store.inner.ticks
+        assert isinstance(ticks, QuestDBTickStore)
+        self.ticks = ticks
+        self.trades_in = asyncio.Event()
+        self.gate = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        def between(table: str) -> None:  # in the sender thread, before each table's rows
+            if table.endswith("orderbook"):  # the trades request was flushed: they are in
+                loop.call_soon_threadsafe(self.trades_in.set)
+                assert self.gate.wait(30), "the test never opened the gate"
+
+        ticks.split_send = between
+
+    def __enter__(self) -> HalfSent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ticks.split_send = None
+        self.gate.set()  # whatever happened, never leave the sender thread waiting
+
+
+def _start(store: RetryingStore, make_session: Callable[..., Any], owner: str) -> Any:
+    async def go() -> Any:
+        session = await store.sessions.create_session(make_session(owner=owner), actor="test")
+        return await store.sessions.transition(
+            session.id,
+            expected_version=session.version,
+            to_status=SessionStatus.RUNNING,
+            actor=owner,
+            reason="started",
+            lease_expires_at=utcnow() + timedelta(seconds=10),
+        )
+
+    return go()
+
+
+def _counts(batches: list[TickBatch]) -> TickCounts:
+    return TickCounts(
+        sum(len(b) for b in batches if isinstance(b, TradeBatch)),
+        sum(len(b) for b in batches if isinstance(b, BookBatch)),
+    )
+
+
+async def _reap(store: RetryingStore, session: Any) -> tuple[Seal, Any]:
+    """What the reconciler does to an orphan: wait for visibility, seal, fail it."""
+    await store.ticks.wait_visible(30)
+    seal = await store.ticks.seal(session.id)
+    reaped = await store.sessions.transition(
+        session.id,
+        expected_version=session.version,
+        to_status=SessionStatus.FAILED,
+        actor="reaper",
+        reason="owner_lost",
+        detail=seal.note() or None,
+        stats=seal.counts.as_stats(0),
+        lease_expires_at=None,
+        seal=seal,
+    )
+    return seal, reaped
+
+
+async def _stored(store: RetryingStore, session_id: str) -> tuple[list[int], list[int]]:
+    """Trade ids and snapshot times as every reader sees them."""
+    trades = await store.ticks.read_trades(TickQuery(session_id, limit=LIMIT))
+    books = await store.ticks.read_orderbook(TickQuery(session_id, limit=LIMIT))
+    return [t.trade_id for t in trades], [int(b.ts.timestamp() * 1e6) for b in books]
+
+
+def _feed(session_id: str) -> SimExchange:
+    return SimExchange(session_id, ("BTC_USDT",), rate_per_s=RATE, start_us=START_US)
+
+
+def _ids(batches: list[TickBatch]) -> list[int]:
+    return [int(i) for b in batches if isinstance(b, TradeBatch) for i in b.trade_id]
+
+
+def test_a_send_landing_across_the_seal_is_cut_in_both_tables_at_the_same_batch(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    lost, reaper = stores
+
+    async def scenario() -> None:
+        session = await _start(lost, make_session, "lost")
+        feed = _feed(session.id)
+        kept = feed.next_block() + feed.next_block()  # blocks 0 and 1: acknowledged
+        await lost.ticks.write(kept, owner="lost")
+        last = feed.next_block()  # block 2: in flight when the owner is lost
+        with HalfSent(lost) as half:
+            late = asyncio.create_task(lost.ticks.write(last, owner="lost"))
+            await half.trades_in.wait()
+            seal, reaped = await _reap(reaper, session)
+            half.gate.set()  # the order books of block 2 land after the seal
+            await late
+        await reaper.ticks.wait_visible(30)
+
+        # both tables end at block 1: the last complete one
+        fence = Fence.load(seal.fence or "")
+        assert (fence.trades, fence.orderbook) == (1, 1)
+        assert seal.counts == _counts(kept)
+        assert seal.cut == TickCounts(_counts(last).trades, 0)  # the trades that were in
+        assert seal.note() == (
+            "the owner's last write had landed in part and was left out: "
+            f"{_counts(last).trades} trades, 0 book snapshots"
+        )
+        events = await reaper.sessions.list_events(session.id)
+        assert events[-1].reason == "owner_lost" and events[-1].detail == seal.note()
+        # stats = rows, and the rows are blocks 0-1 in both tables
+        assert (reaped.stats.trades, reaped.stats.orderbook) == (
+            seal.counts.trades,
+            seal.counts.orderbook,
+        )
+        assert await reaper.ticks.count(session.id) == seal.counts
+        ids, books = await _stored(reaper, session.id)
+        assert sorted(ids) == _ids(kept)
+        want_books = [int(t) for b in kept if isinstance(b, BookBatch) for t in b.ts_us]
+        assert sorted(books) == want_books
+        ticks = reaper.inner.ticks
+        assert isinstance(ticks, QuestDBTickStore)
+        assert await ticks.fenced(session.id) == _counts(last)  # all of block 2, both tables
+        # a resume continues right after the cut, in both tables
+        position = await reaper.ticks.position(session.id)
+        assert position.last_trade_ids == {"BTC_USDT": max(_ids(kept))}
+        assert position.last_ts is not None
+        newest = max(int(np.max(b.ts_us)) for b in kept)
+        assert int(position.last_ts.timestamp() * 1e6) == newest
+
+    run(scenario())
+
+
+def _illiquid(session_id: str) -> tuple[list[TickBatch], list[TickBatch]]:
+    """A real feed's shape: trades in blocks 0-1 only, books in blocks 0-9 (acknowledged),
+    then block 10 with both (the last send)."""
+    feed = _feed(session_id)
+    early: list[TickBatch] = []
+    for n in range(10):
+        block = feed.next_block()
+        early += block if n < 2 else [b for b in block if isinstance(b, BookBatch)]
+    return early, feed.next_block()
+
+
+def test_a_lost_owners_seal_keeps_every_complete_block_of_a_feed_whose_trades_stopped(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """The cut is the last batch complete in every table, not the lower of the tables'
+    last batches: here books of blocks 2-9 have no trades beside them and are all kept."""
+    lost, reaper = stores
+
+    async def scenario() -> None:
+        # everything acknowledged: the seal is the per-table one (trades 1, books 9)
+        whole = await _start(lost, make_session, "lost")
+        early, last = _illiquid(whole.id)
+        for n in range(0, len(early), 3):  # several sends, as a writer makes them
+            await lost.ticks.write(early[n : n + 3], owner="lost")
+        seal, _ = await _reap(reaper, whole)
+        fence = Fence.load(seal.fence or "")
+        assert (fence.trades, fence.orderbook) == (1, 9)
+        assert seal.counts == _counts(early) and seal.cut == TickCounts()
+        assert seal.note() == ""
+
+        # the same, then block 10's trades land before the seal and its books after it
+        session = await _start(lost, make_session, "lost")
+        early, last = _illiquid(session.id)
+        for n in range(0, len(early), 3):
+            await lost.ticks.write(early[n : n + 3], owner="lost")
+        with HalfSent(lost) as half:
+            late = asyncio.create_task(lost.ticks.write(last, owner="lost"))
+            await half.trades_in.wait()
+            seal, reaped = await _reap(reaper, session)
+            half.gate.set()
+            await late
+        await reaper.ticks.wait_visible(30)
+        fence = Fence.load(seal.fence or "")
+        assert (fence.trades, fence.orderbook) == (9, 9)  # not 1: books 2-9 are complete
+        assert seal.counts == _counts(early)
+        assert seal.cut == TickCounts(_counts(last).trades, 0)
+        assert (reaped.stats.trades, reaped.stats.orderbook) == (
+            seal.counts.trades,
+            seal.counts.orderbook,
+        )
+        assert await reaper.ticks.count(session.id) == seal.counts
+        ids, books = await _stored(reaper, session.id)
+        assert sorted(ids) == _ids(early)
+        assert sorted(books) == [int(t) for b in early if isinstance(b, BookBatch) for t in b.ts_us]
+
+    run(scenario())
+
+
+def test_tick_tables_made_before_the_send_columns_get_them_at_open(
+    questdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """A store whose tick tables lack the send columns opens (they are added) and seals
+    its rows of before as complete (NULLs)."""
+    url = isolated_questdb_url(questdb_url)
+    address = QuestDBAddress.from_url(url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        for table, key, columns in (
+            ("trades", "trade_id", "trade_id LONG, price DOUBLE, qty DOUBLE, side SYMBOL"),
+            ("orderbook", "level", "level INT, bid_price DOUBLE, bid_qty DOUBLE, "
+             "ask_price DOUBLE, ask_qty DOUBLE"),
+        ):  # fmt: skip
+            conn.execute(
+                f"CREATE TABLE {address.prefix}{table} (session_id SYMBOL, symbol SYMBOL, "
+                f"{columns}, ts TIMESTAMP, tenure LONG, batch_seq LONG, recv_us LONG) "
+                f"TIMESTAMP(ts) PARTITION BY DAY WAL "
+                f"DEDUP UPSERT KEYS(ts, session_id, symbol, {key}, tenure)"
+            )
+    store = open_store(url)
+    run(store.open())
+    try:
+        present = set()
+        with psycopg.connect(address.conninfo, autocommit=True) as conn:
+            for table in ("trades", "orderbook"):
+                rows = conn.execute(
+                    f"SELECT \"column\" FROM table_columns('{address.prefix}{table}')"
+                ).fetchall()
+                present |= {(table, str(r[0])) for r in rows}
+        for table in ("trades", "orderbook"):
+            for column in ("send_id", "send_first", "send_trades", "send_books"):
+                assert (table, column) in present
+        second = open_store(url)  # a second open finds them there and adds nothing
+        run(second.open())
+        run(second.close())
+
+        async def scenario() -> None:
+            session = await _start(store, make_session, "owner")
+            block = _feed(session.id).next_block()
+            await store.ticks.write(block, owner="owner")
+            seal, _ = await _reap(store, session)
+            assert seal.counts == _counts(block) and seal.cut == TickCounts()
+
+        run(scenario())
+    finally:
+        run(store.close())
+        _drop_tables(url)
+
+
+def test_a_table_that_lacks_an_older_send_than_the_newest_is_cut_before_it(
+    stores: tuple[RetryingStore, RetryingStore],
+    questdb_url: str,
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """A table can lack sends older than the newest one (its WAL applied fewer of them,
+    past the reconciler's patience): the books of blocks 2 and 3 are held while their
+    trades are in (block 3 sent through a second handle of the same owner, as the next
+    send). The seal cuts both tables before block 2, not only before block 3."""
+    lost, reaper = stores
+    other = open_store(lost.url)
+    run(other.open())
+
+    async def scenario() -> None:
+        session = await _start(lost, make_session, "lost")
+        feed = _feed(session.id)
+        kept = feed.next_block() + feed.next_block()
+        await lost.ticks.write(kept, owner="lost")
+        held, newest = feed.next_block(), feed.next_block()
+        with HalfSent(lost) as half, HalfSent(other) as next_half:
+            late = asyncio.create_task(lost.ticks.write(held, owner="lost"))
+            await half.trades_in.wait()
+            later = asyncio.create_task(other.ticks.write(newest, owner="lost"))
+            await next_half.trades_in.wait()
+            seal, reaped = await _reap(reaper, session)
+            half.gate.set()
+            next_half.gate.set()
+            await late
+            await later
+        await reaper.ticks.wait_visible(30)
+        fence = Fence.load(seal.fence or "")
+        assert (fence.trades, fence.orderbook) == (1, 1)
+        assert seal.counts == _counts(kept)
+        assert seal.cut == TickCounts(_counts(held).trades + _counts(newest).trades, 0)
+        assert (reaped.stats.trades, reaped.stats.orderbook) == (
+            seal.counts.trades,
+            seal.counts.orderbook,
+        )
+        assert await reaper.ticks.count(session.id) == seal.counts
+        ids, books = await _stored(reaper, session.id)
+        assert sorted(ids) == _ids(kept)
+        assert sorted(books) == [int(t) for b in kept if isinstance(b, BookBatch) for t in b.ts_us]
+
+    try:
+        run(scenario())
+    finally:
+        run(other.close())
