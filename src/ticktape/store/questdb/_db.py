@@ -672,13 +672,13 @@ async def ensure_tick_send_columns(db: Connections) -> None:
             async with db.writer("add tick send columns") as conn:
                 with suppress(StoreError), ERRORS.wrap("add tick send columns"):
                     await conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} LONG")
-        deadline = time.monotonic() + db.write_timeout_s
+        deadline = time.monotonic() + db.timeout_s
         delay = 0.01
         while missing := await _missing(db, name, TICK_SEND_COLUMNS):
             if time.monotonic() >= deadline:
                 raise StoreError(
                     f"open the store: QuestDB table {name} did not show the added "
-                    f"column(s) {', '.join(missing)} within {db.write_timeout_s:g}s"
+                    f"column(s) {', '.join(missing)} within {db.timeout_s:g}s"
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
