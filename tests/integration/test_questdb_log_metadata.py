@@ -4,8 +4,9 @@ QuestDB 9.3.4 answers a group's pipelined INSERTs ``INSERT 0 1`` and its COMMIT 
 yet keeps none of the rows sent after the group's first round trip when the log's
 metadata changed since the connection last used it (another connection's ``ALTER TABLE
 … ADD COLUMN`` — a rolling upgrade's migration — or the ``id`` symbol outgrowing its
-capacity). The group commit reads its rows back after COMMIT and judges the missing
-ones anew, so every acknowledged create is in the log.
+capacity); the same with the idempotency keys' table (``tt_session_keys``). The group
+commit reads its rows back after COMMIT and judges the missing ones anew, and writes a
+missing key row again, so every acknowledged create is in the log and its key finds it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ ROUNDS = 3  # metadata changes, each followed by a round of concurrent creates
 CONCURRENT = 16  # creates of a round, at once: they share groups of several appends
 
 
-def test_creates_acknowledged_across_a_change_of_the_logs_columns_are_all_in_the_log(
-    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+@pytest.mark.parametrize("table", ["session_log", "session_keys"])
+def test_creates_acknowledged_across_a_change_of_a_tables_columns_are_all_kept(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any], table: str
 ) -> None:
-    """Rounds of concurrent creates, each after another connection added a column to
-    the log: every create that returned is in the log and read back whole."""
+    """Rounds of concurrent creates with idempotency keys, each after another connection
+    added a column to ``table``: every create that returned is in the log, read back
+    whole, and its key gives it again (never a second session)."""
     store = QuestDBStore(qdb_url)
 
     async def scenario() -> None:
@@ -41,10 +44,11 @@ def test_creates_acknowledged_across_a_change_of_the_logs_columns_are_all_in_the
             for round_ in range(ROUNDS + 1):
                 if round_:
                     await other.execute(
-                        f"ALTER TABLE {store.address.prefix}session_log "
-                        f"ADD COLUMN extra{round_} INT"
+                        f"ALTER TABLE {store.address.prefix}{table} ADD COLUMN extra{round_} INT"
                     )
-                drafts = [make_session() for _ in range(CONCURRENT)]
+                drafts = [
+                    make_session(idempotency_key=f"key-{round_}-{i}") for i in range(CONCURRENT)
+                ]
                 created += await asyncio.gather(
                     *(store.sessions.create_session(s, actor="t") for s in drafts)
                 )
@@ -53,6 +57,8 @@ def test_creates_acknowledged_across_a_change_of_the_logs_columns_are_all_in_the
             assert sorted(s.id for s in created if s.id not in in_log) == []
             for session in created:
                 assert await store.sessions.get_session(session.id) == session
+                again = make_session(idempotency_key=session.idempotency_key)
+                assert await store.sessions.create_session(again, actor="t") == session
         finally:
             await other.close()
             await store.close()
