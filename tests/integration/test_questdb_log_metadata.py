@@ -19,12 +19,15 @@ import psycopg
 import pytest
 
 from tests.conftest import Run
+from ticktape.domain import DataType
+from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.questdb import QuestDBStore
 
 pytestmark = pytest.mark.questdb
 
 ROUNDS = 3  # metadata changes, each followed by a round of concurrent creates
 CONCURRENT = 16  # creates of a round, at once: they share groups of several appends
+OWNER = "owner-1"
 
 
 @pytest.mark.parametrize("table", ["session_log", "session_keys"])
@@ -59,6 +62,39 @@ def test_creates_acknowledged_across_a_change_of_a_tables_columns_are_all_kept(
                 assert await store.sessions.get_session(session.id) == session
                 again = make_session(idempotency_key=session.idempotency_key)
                 assert await store.sessions.create_session(again, actor="t") == session
+        finally:
+            await other.close()
+            await store.close()
+
+    run(scenario())
+
+
+def test_gaps_written_across_a_change_of_the_gap_tables_columns_are_all_kept(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """Gap writes of several gaps, each after another connection added a column to
+    ``tt_gaps``: every gap written is read back."""
+    store = QuestDBStore(qdb_url)
+    running = make_session(owner=OWNER)
+
+    async def scenario() -> None:
+        await store.open()
+        other = await psycopg.AsyncConnection.connect(store.address.conninfo, autocommit=True)
+        written: list[Gap] = []
+        try:
+            await store.sessions.create_session(running, actor="t")
+            for round_ in range(ROUNDS + 1):
+                if round_:
+                    await other.execute(
+                        f"ALTER TABLE {store.address.prefix}gaps ADD COLUMN extra{round_} INT"
+                    )
+                gaps = [
+                    Gap("BTC_USDT", DataType.TRADES, at, at + 500, GapCause.DISCONNECT, 1, "x")
+                    for at in range(round_ * 10_000, round_ * 10_000 + 4_000, 1_000)
+                ]
+                await store.ticks.write_gaps(running.id, gaps, owner=OWNER)
+                written += gaps
+            assert await store.ticks.read_gaps(running.id) == written
         finally:
             await other.close()
             await store.close()
