@@ -12,6 +12,7 @@ missing key row again, so every acknowledged create is in the log and its key fi
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.questdb
 ROUNDS = 3  # metadata changes, each followed by a round of concurrent creates
 CONCURRENT = 16  # creates of a round, at once: they share groups of several appends
 OWNER = "owner-1"
+TINY_CAPACITY = 32  # session ids of a log made small on purpose
 
 
 @pytest.mark.parametrize("table", ["session_log", "session_keys"])
@@ -95,6 +97,50 @@ def test_gaps_written_across_a_change_of_the_gap_tables_columns_are_all_kept(
                 await store.ticks.write_gaps(running.id, gaps, owner=OWNER)
                 written += gaps
             assert await store.ticks.read_gaps(running.id) == written
+        finally:
+            await other.close()
+            await store.close()
+
+    run(scenario())
+
+
+def test_creates_acknowledged_while_the_logs_id_symbol_outgrows_its_capacity_are_all_kept(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """The log made again with a capacity of ``TINY_CAPACITY`` ids (the store keeps a
+    log it finds), then rounds of concurrent creates of many more sessions than that:
+    QuestDB grows the symbol table as it fills (a change of the log's metadata), and
+    every create that returned is in the log."""
+    store = QuestDBStore(qdb_url)
+
+    async def scenario() -> None:
+        await store.open()
+        await store.close()
+        log_table = f"{store.address.prefix}session_log"
+        other = await psycopg.AsyncConnection.connect(store.address.conninfo, autocommit=True)
+        created = []
+        try:
+            cur = await other.execute(f"SHOW CREATE TABLE {log_table}")
+            ddl = str((await cur.fetchone() or [""])[0])
+            tiny = re.sub(
+                r"^(\s*)id SYMBOL[^,\n]*",
+                rf"\1id SYMBOL CAPACITY {TINY_CAPACITY}",
+                ddl,
+                count=1,
+                flags=re.M,
+            )
+            assert tiny != ddl
+            await other.execute(f"DROP TABLE {log_table}")
+            await other.execute(tiny)
+            await store.open()
+            for _ in range(TINY_CAPACITY * 4 // CONCURRENT):
+                drafts = [make_session() for _ in range(CONCURRENT)]
+                created += await asyncio.gather(
+                    *(store.sessions.create_session(s, actor="t") for s in drafts)
+                )
+            cur = await other.execute(f"SELECT DISTINCT id FROM {log_table}")
+            in_log = {str(r[0]) for r in await cur.fetchall()}
+            assert sorted(s.id for s in created if s.id not in in_log) == []
         finally:
             await other.close()
             await store.close()
