@@ -32,6 +32,12 @@ lone COMMIT or ROLLBACK, when that is all the second has to send:
    that then failed names a first row that does not exist, and is ignored.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
+3. In the COMMIT's pipeline, read the group's rows back (its ids in the span of its
+   timestamps): after a change of the log's metadata (another connection's ``ADD
+   COLUMN``, the ``id`` symbol outgrowing its capacity) QuestDB answers pipelined
+   INSERTs and the COMMIT as done yet does not keep some rows (docs/questdb.md). An
+   append whose row is absent is submitted again, so it is judged anew, never
+   acknowledged. The keys are read back likewise and a missing one written again.
 
 "Table busy" (another instance holds the log) rolls the attempt back, and the group is
 tried again after a short delay, spent on the log thread — or, when another log write
