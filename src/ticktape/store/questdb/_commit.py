@@ -32,6 +32,12 @@ lone COMMIT or ROLLBACK, when that is all the second has to send:
    that then failed names a first row that does not exist, and is ignored.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
+3. In the COMMIT's pipeline, read the group's rows back (its ids in the span of its
+   timestamps): after a change of the log's metadata (another connection's ``ADD
+   COLUMN``, the ``id`` symbol outgrowing its capacity) QuestDB answers pipelined
+   INSERTs and the COMMIT as done yet does not keep some rows (docs/questdb.md). An
+   append whose row is absent is submitted again, so it is judged anew, never
+   acknowledged. The keys are read back likewise and a missing one written again.
 
 "Table busy" (another instance holds the log) rolls the attempt back, and the group is
 tried again after a short delay, spent on the log thread — or, when another log write
@@ -49,7 +55,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -58,12 +64,15 @@ from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
-from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._logthread import Connect
 
 log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
+_LOG_COLUMNS = [name for name, _ in SESSION_LOG_COLUMNS]
+_ROW_SEQ_AT = _LOG_COLUMNS.index("row_seq")
+_TS_AT = _LOG_COLUMNS.index("ts")
 _INSERT_KEY = (
     "INSERT INTO tt_session_keys (idempotency_key, id, first_ts, ts) VALUES (%s, %s, %s, %s)"
 )
@@ -233,14 +242,16 @@ class GroupCommitter:
                 connection("keys"),
                 [op for op, a in zip(group, answers, strict=True) if a.appended],
             )
-            if not winners:  # one statement: a pipeline would only add its own costs
+            written = [op for op, a in zip(group, answers, strict=True) if a.appended]
+            with conn.pipeline() as pipeline:
+                if winners:
+                    with conn.cursor() as cur:
+                        cur.executemany(self._db.prefixed(self._insert), winners)
                 conn.execute("COMMIT")
-                return answers
-            with conn.pipeline():
-                with conn.cursor() as cur:
-                    cur.executemany(self._db.prefixed(self._insert), winners)
-                conn.execute("COMMIT")
-            return answers
+                kept_cur = conn.execute(*self._kept_sql(written))
+                pipeline.sync()
+                kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_cur.fetchall()}
+            return _unkept(group, answers, kept)
         except BaseException:
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
@@ -291,6 +302,17 @@ class GroupCommitter:
                     found.setdefault(str(key), rows[0])
         return found
 
+    def _kept_sql(self, written: list[Append]) -> tuple[str, list[Any]]:
+        """The read-back of ``written``'s rows after their COMMIT: (id, row_seq, ts) of the
+        log's rows in the span of their timestamps (an interval search) and of their ids."""
+        times = [_utc(op.values[_TS_AT]) for op in written]
+        ids = sorted({op.id for op in written})
+        sql = self._db.prefixed(
+            "SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND id IN "
+            f"({', '.join('%s' for _ in ids)})"
+        )
+        return sql, [min(times), max(times), *ids]
+
     def _first_row_sql(self) -> str:
         return self._db.prefixed(f"{self._select} WHERE ts = %s AND id = %s AND row_seq = 1")
 
@@ -305,8 +327,44 @@ class GroupCommitter:
         ]
         if not keyed:
             return
-        with keys.transaction(), keys.cursor() as cur:
-            cur.executemany(self._db.prefixed(_INSERT_KEY), keyed)
+        insert = self._db.prefixed(_INSERT_KEY)
+        try:
+            with keys.pipeline() as pipeline:
+                keys.execute("BEGIN")
+                with keys.cursor() as cur:
+                    cur.executemany(insert, keyed)
+                keys.execute("COMMIT")
+                missing = self._keys_not_kept(keys, keyed, pipeline)
+        except BaseException:
+            if not keys.closed:
+                with contextlib.suppress(psycopg.Error):
+                    keys.execute("ROLLBACK")
+            raise
+        if not missing:
+            return
+        # QuestDB answered them as written yet did not keep them (a metadata change of the
+        # table: docs/questdb.md); one statement at a time, outside a pipeline, it does
+        log.warning(
+            "session keys: %d key rows missing after their COMMIT; written again", len(missing)
+        )
+        for row in missing:
+            keys.execute(insert, row)
+        with keys.pipeline() as pipeline:
+            if self._keys_not_kept(keys, missing, pipeline):
+                raise StoreBusy("write session keys: key rows not kept by the server")
+
+    def _keys_not_kept(
+        self,
+        keys: psycopg.Connection[Any],
+        keyed: list[tuple[Any, ...]],
+        pipeline: psycopg.Pipeline,
+    ) -> list[tuple[Any, ...]]:
+        """The rows of ``keyed`` (key, id, first_ts, ts) not in ``tt_session_keys``, read
+        in ``pipeline`` (synced here)."""
+        cur = keys.execute(self._db.prefixed(keys_sql(len(keyed))), [row[0] for row in keyed])
+        pipeline.sync()
+        kept = {(str(k), str(i), _utc(ts)) for k, i, ts in cur.fetchall()}
+        return [row for row in keyed if (row[0], row[1], _utc(row[2])) not in kept]
 
     def _decide(self, conn: psycopg.Connection[Any], group: list[Append]) -> list[AppendResult]:
         """Begin, insert the first row (taking the table) and read the committed state, in
@@ -350,6 +408,32 @@ class GroupCommitter:
                 if key is not None:
                     taken_keys.add(key)
         return answers
+
+
+def _utc(ts: datetime) -> datetime:
+    """``ts`` as a naive UTC time, as QuestDB returns a TIMESTAMP."""
+    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def _unkept(
+    group: list[Append], answers: list[AppendResult], kept: set[tuple[str, int, datetime]]
+) -> list[AppendResult | None]:
+    """``answers`` with None for every append judged "appended" whose row the read-back
+    after COMMIT did not find (``kept``: id, row_seq, ts): QuestDB answered its INSERT
+    and the COMMIT as done yet did not keep it (docs/questdb.md), so it is judged anew."""
+    judged: list[AppendResult | None] = []
+    for op, answer in zip(group, answers, strict=True):
+        row = (op.id, int(op.values[_ROW_SEQ_AT]), _utc(op.values[_TS_AT]))
+        if answer.appended and row not in kept:
+            log.warning(
+                "append to session log: row %s/%s missing after its COMMIT; judged anew",
+                op.id,
+                row[1],
+            )
+            judged.append(None)
+        else:
+            judged.append(answer)
+    return judged
 
 
 def _by_first_ts(candidates: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
