@@ -7,11 +7,13 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import _drop_tables, isolated_questdb_url
+from tests.conftest import Run, _drop_tables, isolated_questdb_url
 from ticktape import questdb_server as qs
+from ticktape.store import RetryingStore, open_store
 
 OwnQuestDB = Callable[..., qs.ServerHandle]
 
@@ -22,6 +24,18 @@ def qdb_url(questdb_url: str) -> Iterator[str]:
     url = isolated_questdb_url(questdb_url)
     yield url
     _drop_tables(url)
+
+
+@pytest.fixture
+def stores(qdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
+    """Two instances' stores on one QuestDB, tables of this test's own: an owner's (a
+    stale or lost one, in the fencing tests) and another's (the reaper's)."""
+    pair = (open_store(qdb_url), open_store(qdb_url))
+    for s in pair:
+        run(s.open())
+    yield pair
+    for s in pair:
+        run(s.close())
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from tests.conftest import Run, isolated_questdb_url
 from ticktape.domain import DataType, SessionStatus, utcnow
 from ticktape.errors import LeaseLost, TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
@@ -38,19 +38,6 @@ pytestmark = pytest.mark.questdb
 START_US = 1_700_000_000_000_000
 BOOK_COLUMNS = ("bid_price", "bid_qty", "ask_price", "ask_qty")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
-    """Two instances' stores on one QuestDB: the stale owner's and the reaper's."""
-    url = isolated_questdb_url(questdb_url)
-    pair = (open_store(url), open_store(url))
-    for s in pair:
-        run(s.open())
-    yield pair
-    for s in pair:
-        run(s.close())
-    _drop_tables(url)
 
 
 class PausedSend:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -37,19 +37,6 @@ pytestmark = pytest.mark.questdb
 START_US = 1_700_000_000_000_000
 LIMIT = 10_000
 RATE = 400  # 100 trades and 20 snapshots a block
-
-
-@pytest.fixture
-def stores(questdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
-    """Two instances' stores on one QuestDB: the lost owner's and the reaper's."""
-    url = isolated_questdb_url(questdb_url)
-    pair = (open_store(url), open_store(url))
-    for s in pair:
-        run(s.open())
-    yield pair
-    for s in pair:
-        run(s.close())
-    _drop_tables(url)
 
 
 class HalfSent:
