@@ -514,6 +514,17 @@ class Connections:
         self._readers = asyncio.Queue()
         self._opened = 0
 
+    async def _reader_connection(self) -> psycopg.AsyncConnection[Any]:
+        """A new connection for a reader slot already counted in ``_opened``; the slot is
+        given back if it cannot be made."""
+        try:
+            return await self._connect()
+        except StoreError as exc:
+            self._opened -= 1
+            if isinstance(exc, StoreUnavailable):
+                self.health.failed(exc)
+            raise
+
     @asynccontextmanager
     async def reader(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A read connection; a broken one is dropped and replaced next time.
@@ -523,24 +534,12 @@ class Connections:
         clears it: reads can work while writes do not."""
         if self._readers.empty() and self._opened < READ_CONNECTIONS:
             self._opened += 1
-            try:
-                conn = await self._connect()
-            except StoreError as exc:
-                self._opened -= 1
-                if isinstance(exc, StoreUnavailable):
-                    self.health.failed(exc)
-                raise
+            conn = await self._reader_connection()
         else:
             conn = await self._readers.get()
             if self._stale(conn):  # the server may have closed it: a fresh one instead
                 await _close_quietly(conn)
-                try:
-                    conn = await self._connect()
-                except StoreError as exc:
-                    self._opened -= 1
-                    if isinstance(exc, StoreUnavailable):
-                        self.health.failed(exc)
-                    raise
+                conn = await self._reader_connection()
         self._used[id(conn)] = time.monotonic()
         try:
             yield conn
