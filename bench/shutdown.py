@@ -252,6 +252,20 @@ async def stored_rows(store_url: str, store: Any, ids: list[str]) -> dict[str, i
     return out
 
 
+def drop_tables(store_url: str) -> None:
+    """Drop every table of the store URL's prefix (a child's own tables)."""
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store_url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        names = [str(r[0]) for r in conn.execute("SELECT table_name FROM tables()").fetchall()]
+        for name in names:
+            if name.startswith(address.prefix):
+                conn.execute(f'DROP TABLE "{name}"')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="a store URL (questdb://… or sqlite:…)")
@@ -287,7 +301,11 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--store", url]
             cmd += ["--sessions", str(args.sessions), "--resumable", str(args.resumable)]
             cmd += ["--hold-s", str(args.hold_s), "--prefill-ticks", str(args.prefill_ticks)]
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            try:
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            finally:
+                if url.startswith("questdb://"):
+                    drop_tables(url)  # a prefilled child's tables hold gigabytes
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"{label}: the child failed ({done.returncode})")
