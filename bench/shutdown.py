@@ -54,6 +54,7 @@ class _Errors(logging.Handler):
         self.kinds[re.sub(r"[0-9a-f][0-9a-f-]{7,}", "…", text)[:100]] += 1
 
 
+SYMBOLS = ["BTC_USDT", "ETH_USDT"]
 PREFILL_SESSIONS = 300  # the other sessions the prefilled rows belong to
 PREFILL_CHUNK = 1_000_000  # rows per ILP request of the prefill
 
@@ -129,7 +130,12 @@ def prefill(store_url: str, rows: int) -> float:
 
 
 async def measure(
-    store_url: str, sessions: int, resumable: int, hold_s: float, prefill_ticks: int = 0
+    store_url: str,
+    sessions: int,
+    resumable: int,
+    hold_s: float,
+    prefill_ticks: int = 0,
+    symbols: int = 2,
 ) -> dict[str, Any]:
     from ticktape.config import Settings
     from ticktape.domain import SessionStatus, validate_spec
@@ -161,7 +167,7 @@ async def measure(
     for n in range(sessions):
         policy = "resume" if n < resumable else "fail"
         spec = validate_spec(
-            kind="collect", symbols=["BTC_USDT", "ETH_USDT"], seed=n, on_owner_loss=policy
+            kind="collect", symbols=SYMBOLS[:symbols], seed=n, on_owner_loss=policy
         )
         ids.append((await service.create(spec)).id)
     await asyncio.sleep(hold_s)
@@ -177,12 +183,29 @@ async def measure(
             seal_s.append(time.perf_counter() - began)
 
     store.ticks.seal = timed_seal  # type: ignore[method-assign]
+    # QuestDB: each kind of tick query the shutdown made (the seal's count, last-send
+    # check, sends behind, cut), its number and time — profiling, through a private method
+    queries: dict[str, list[float]] = {}
+    inner = getattr(getattr(store, "inner", None), "ticks", None)
+    reading = getattr(inner, "_scalar_rows", None)
+    if reading is not None:
+
+        async def timed_rows(sql: str, params: list[object], what: str) -> Any:
+            began = time.perf_counter()
+            try:
+                return await reading(sql, params, what)
+            finally:
+                queries.setdefault(what, []).append(time.perf_counter() - began)
+
+        inner._scalar_rows = timed_rows
     before_errors = errors.count
     began = time.perf_counter()
     await supervisor.shutdown()
     shutdown_s = time.perf_counter() - began
     errors_at_stop = dict(errors.kinds)
     store.ticks.seal = sealing  # type: ignore[method-assign]
+    if reading is not None:
+        inner._scalar_rows = reading
 
     states: Counter[str] = Counter()
     await store.ticks.wait_visible(60)
@@ -208,11 +231,16 @@ async def measure(
         "hold_s": hold_s,
         "shutdown_s": round(shutdown_s, 2),
         "seals": len(seal_s),
+        "symbols": symbols,
         "prefill_ticks": prefill_ticks,
         "prefill_s": round(prefill_s, 1),
         "seal_p50_s": round(seal_s[len(seal_s) // 2], 3) if seal_s else None,
         "seal_p95_s": round(seal_s[int(len(seal_s) * 0.95)], 3) if seal_s else None,
         "seal_max_s": round(seal_s[-1], 3) if seal_s else None,
+        "queries": {
+            what: {"n": len(t), "total_s": round(sum(t), 2), "max_s": round(max(t), 3)}
+            for what, t in sorted(queries.items())
+        },
         "errors_logged": errors.count - before_errors,
         "error_kinds": dict(sorted(errors_at_stop.items(), key=lambda kv: -kv[1])[:6]),
         "end_states": dict(states),
@@ -278,6 +306,13 @@ def main() -> None:
         default=0,
         help="QuestDB: trades and book rows of other sessions written first into today's partition",
     )
+    parser.add_argument(
+        "--symbols",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="symbols per session (1: bench/capacity.py's sessions)",
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--code", action="append", metavar="LABEL=SRC")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -285,7 +320,14 @@ def main() -> None:
     if args.child:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
         result = asyncio.run(
-            measure(args.store, args.sessions, args.resumable, args.hold_s, args.prefill_ticks)
+            measure(
+                args.store,
+                args.sessions,
+                args.resumable,
+                args.hold_s,
+                args.prefill_ticks,
+                args.symbols,
+            )
         )
         print(json.dumps(result))
         return
@@ -301,6 +343,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--store", url]
             cmd += ["--sessions", str(args.sessions), "--resumable", str(args.resumable)]
             cmd += ["--hold-s", str(args.hold_s), "--prefill-ticks", str(args.prefill_ticks)]
+            cmd += ["--symbols", str(args.symbols)]
             try:
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             finally:
