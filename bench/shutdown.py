@@ -183,29 +183,12 @@ async def measure(
             seal_s.append(time.perf_counter() - began)
 
     store.ticks.seal = timed_seal  # type: ignore[method-assign]
-    # QuestDB: each kind of tick query the shutdown made (the seal's count, last-send
-    # check, sends behind, cut), its number and time — profiling, through a private method
-    queries: dict[str, list[float]] = {}
-    inner = getattr(getattr(store, "inner", None), "ticks", None)
-    reading = getattr(inner, "_scalar_rows", None)
-    if reading is not None:
-
-        async def timed_rows(sql: str, params: list[object], what: str) -> Any:
-            began = time.perf_counter()
-            try:
-                return await reading(sql, params, what)
-            finally:
-                queries.setdefault(what, []).append(time.perf_counter() - began)
-
-        inner._scalar_rows = timed_rows
     before_errors = errors.count
     began = time.perf_counter()
     await supervisor.shutdown()
     shutdown_s = time.perf_counter() - began
     errors_at_stop = dict(errors.kinds)
     store.ticks.seal = sealing  # type: ignore[method-assign]
-    if reading is not None:
-        inner._scalar_rows = reading
 
     states: Counter[str] = Counter()
     await store.ticks.wait_visible(60)
@@ -237,10 +220,6 @@ async def measure(
         "seal_p50_s": round(seal_s[len(seal_s) // 2], 3) if seal_s else None,
         "seal_p95_s": round(seal_s[int(len(seal_s) * 0.95)], 3) if seal_s else None,
         "seal_max_s": round(seal_s[-1], 3) if seal_s else None,
-        "queries": {
-            what: {"n": len(t), "total_s": round(sum(t), 2), "max_s": round(max(t), 3)}
-            for what, t in sorted(queries.items())
-        },
         "errors_logged": errors.count - before_errors,
         "error_kinds": dict(sorted(errors_at_stop.items(), key=lambda kv: -kv[1])[:6]),
         "end_states": dict(states),
