@@ -10,6 +10,11 @@ sessions per end state and whether every ended session's stats equal its stored
 rows (counted afresh after the shutdown; a handed-over session's released stats
 likewise). Last line: JSON.
 
+``--prefill-ticks N`` (QuestDB) first writes N trade rows and N order-book rows of
+other sessions into today's partition of the child's tick tables, so the seals scan a
+partition the size a long-running store has (a seal's queries read the day's partition;
+on empty tables they cost nothing and say nothing about a real shutdown).
+
 ``--code LABEL=SRC`` (repeatable) runs the same measurement once per tree, in a
 child process whose ``ticktape`` is imported from SRC, alternating codes round
 after round on one server (``--rounds``); on QuestDB each child gets tables of its own
@@ -49,7 +54,89 @@ class _Errors(logging.Handler):
         self.kinds[re.sub(r"[0-9a-f][0-9a-f-]{7,}", "…", text)[:100]] += 1
 
 
-async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) -> dict[str, Any]:
+SYMBOLS = ["BTC_USDT", "ETH_USDT"]
+PREFILL_SESSIONS = 300  # the other sessions the prefilled rows belong to
+PREFILL_CHUNK = 1_000_000  # rows per ILP request of the prefill
+
+
+def prefill(store_url: str, rows: int) -> float:
+    """Write ``rows`` trades and ``rows`` book levels of other sessions into today's
+    partition (over the last hours, before now) of the store's tick tables; seconds taken."""
+    import numpy as np
+    import pandas as pd
+    from questdb import Sender
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store_url)
+    began = time.perf_counter()
+    now_us = time.time_ns() // 1000
+    midnight_us = now_us - now_us % 86_400_000_000
+    start_us = max(midnight_us, now_us - 4 * 3_600_000_000)
+    end_us = now_us - 60_000_000
+    ids = pd.CategoricalDtype([f"prefill-{n:04d}" for n in range(PREFILL_SESSIONS)])
+    symbols = pd.CategoricalDtype(["BTC_USDT", "ETH_USDT"])
+    rng = np.random.default_rng(7)
+    with Sender.from_conf(address.ilp_conf) as sender:
+        for at in range(0, rows, PREFILL_CHUNK):
+            n = min(PREFILL_CHUNK, rows - at)
+            seq = np.arange(at, at + n, dtype=np.int64)
+            ts = pd.to_datetime(start_us + seq * (end_us - start_us) // rows, unit="us")
+            common = {
+                "session_id": pd.Categorical.from_codes(seq % PREFILL_SESSIONS, dtype=ids),
+                "symbol": pd.Categorical.from_codes((seq // 7) % 2, dtype=symbols),
+                "ts": ts,
+                "tenure": np.ones(n, np.int64),
+                "batch_seq": seq // 50,
+                "recv_us": ts.astype("int64") // 1000,
+                "send_id": seq // 5_000 + 1,
+            }
+            trades = pd.DataFrame(
+                {
+                    **common,
+                    "trade_id": seq,
+                    "price": rng.uniform(100, 200, n),
+                    "qty": rng.uniform(0, 1, n),
+                    "side": pd.Categorical.from_codes(
+                        (seq % 2).astype(np.int8), dtype=pd.CategoricalDtype(["sell", "buy"])
+                    ),
+                }
+            )
+            sender.dataframe(
+                trades,
+                table_name=f"{address.prefix}trades",
+                symbols=["session_id", "symbol", "side"],
+                at="ts",
+            )
+            sender.flush()
+            books = pd.DataFrame(
+                {
+                    **common,
+                    "level": (seq % 10).astype(np.int32),
+                    "bid_price": rng.uniform(100, 200, n),
+                    "bid_qty": rng.uniform(0, 1, n),
+                    "ask_price": rng.uniform(100, 200, n),
+                    "ask_qty": rng.uniform(0, 1, n),
+                }
+            )
+            sender.dataframe(
+                books,
+                table_name=f"{address.prefix}orderbook",
+                symbols=["session_id", "symbol"],
+                at="ts",
+            )
+            sender.flush()
+    return time.perf_counter() - began
+
+
+async def measure(
+    store_url: str,
+    sessions: int,
+    resumable: int,
+    hold_s: float,
+    prefill_ticks: int = 0,
+    symbols: int = 2,
+) -> dict[str, Any]:
     from ticktape.config import Settings
     from ticktape.domain import SessionStatus, validate_spec
     from ticktape.metrics import Metrics
@@ -68,6 +155,10 @@ async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) 
     )
     store = open_store(store_url)
     await store.open()
+    prefill_s = 0.0
+    if prefill_ticks:
+        prefill_s = await asyncio.to_thread(prefill, store_url, prefill_ticks)
+        await store.ticks.wait_visible(600)
     metrics = Metrics()
     supervisor = Supervisor(store, settings, metrics, default_runners())
     await supervisor.start()
@@ -76,7 +167,7 @@ async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) 
     for n in range(sessions):
         policy = "resume" if n < resumable else "fail"
         spec = validate_spec(
-            kind="collect", symbols=["BTC_USDT", "ETH_USDT"], seed=n, on_owner_loss=policy
+            kind="collect", symbols=SYMBOLS[:symbols], seed=n, on_owner_loss=policy
         )
         ids.append((await service.create(spec)).id)
     await asyncio.sleep(hold_s)
@@ -84,10 +175,10 @@ async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) 
     seal_s: list[float] = []
     sealing = store.ticks.seal
 
-    async def timed_seal(session_id: str) -> Any:
+    async def timed_seal(session_id: str, **kwargs: Any) -> Any:
         began = time.perf_counter()
         try:
-            return await sealing(session_id)
+            return await sealing(session_id, **kwargs)
         finally:
             seal_s.append(time.perf_counter() - began)
 
@@ -123,7 +214,11 @@ async def measure(store_url: str, sessions: int, resumable: int, hold_s: float) 
         "hold_s": hold_s,
         "shutdown_s": round(shutdown_s, 2),
         "seals": len(seal_s),
+        "symbols": symbols,
+        "prefill_ticks": prefill_ticks,
+        "prefill_s": round(prefill_s, 1),
         "seal_p50_s": round(seal_s[len(seal_s) // 2], 3) if seal_s else None,
+        "seal_p95_s": round(seal_s[int(len(seal_s) * 0.95)], 3) if seal_s else None,
         "seal_max_s": round(seal_s[-1], 3) if seal_s else None,
         "errors_logged": errors.count - before_errors,
         "error_kinds": dict(sorted(errors_at_stop.items(), key=lambda kv: -kv[1])[:6]),
@@ -164,19 +259,55 @@ async def stored_rows(store_url: str, store: Any, ids: list[str]) -> dict[str, i
     return out
 
 
+def drop_tables(store_url: str) -> None:
+    """Drop every table of the store URL's prefix (a child's own tables)."""
+    import psycopg
+
+    from ticktape.store.questdb import QuestDBAddress
+
+    address = QuestDBAddress.from_url(store_url)
+    with psycopg.connect(address.conninfo, autocommit=True) as conn:
+        names = [str(r[0]) for r in conn.execute("SELECT table_name FROM tables()").fetchall()]
+        for name in names:
+            if name.startswith(address.prefix):
+                conn.execute(f'DROP TABLE "{name}"')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="a store URL (questdb://… or sqlite:…)")
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--resumable", type=int, default=0)
     parser.add_argument("--hold-s", type=float, default=60.0)
+    parser.add_argument(
+        "--prefill-ticks",
+        type=int,
+        default=0,
+        help="QuestDB: trades and book rows of other sessions written first into today's partition",
+    )
+    parser.add_argument(
+        "--symbols",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="symbols per session (1: bench/capacity.py's sessions)",
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--code", action="append", metavar="LABEL=SRC")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-        result = asyncio.run(measure(args.store, args.sessions, args.resumable, args.hold_s))
+        result = asyncio.run(
+            measure(
+                args.store,
+                args.sessions,
+                args.resumable,
+                args.hold_s,
+                args.prefill_ticks,
+                args.symbols,
+            )
+        )
         print(json.dumps(result))
         return
     codes = [c.split("=", 1) for c in (args.code or ["this=src"])]
@@ -190,8 +321,13 @@ def main() -> None:
                 url += f"{'&' if '?' in url else '?'}prefix=qsd{os.getpid()}_{tag}{round_}_"
             cmd = [sys.executable, __file__, "--child", "--store", url]
             cmd += ["--sessions", str(args.sessions), "--resumable", str(args.resumable)]
-            cmd += ["--hold-s", str(args.hold_s)]
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            cmd += ["--hold-s", str(args.hold_s), "--prefill-ticks", str(args.prefill_ticks)]
+            cmd += ["--symbols", str(args.symbols)]
+            try:
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            finally:
+                if url.startswith("questdb://"):
+                    drop_tables(url)  # a prefilled child's tables hold gigabytes
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"{label}: the child failed ({done.returncode})")

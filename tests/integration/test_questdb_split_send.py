@@ -333,3 +333,116 @@ def test_a_table_that_lacks_an_older_send_than_the_newest_is_cut_before_it(
         run(scenario())
     finally:
         run(other.close())
+
+
+def test_an_owners_acknowledged_seal_leaves_out_the_check_an_unacknowledged_one_cuts(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """``seal(acknowledged=True)`` (every send of the tenure acknowledged, then visible)
+    counts what the checked seal counts without checking the last send; an owner whose
+    last write is unanswered (in flight, as after a timeout) seals unacknowledged, and
+    that seal checks and cuts as a reaper's does."""
+    owner, _ = stores
+    ticks = owner.inner.ticks
+    assert isinstance(ticks, QuestDBTickStore)
+
+    async def scenario() -> None:
+        whole = await _start(owner, make_session, "owner")
+        early, _ = _illiquid(whole.id)
+        for n in range(0, len(early), 3):
+            await owner.ticks.write(early[n : n + 3], owner="owner")
+        await owner.ticks.wait_visible(30)
+        checks = ticks.seal_checks
+        skipped = await owner.ticks.seal(whole.id, acknowledged=True)
+        assert ticks.seal_checks == checks
+        checked = await owner.ticks.seal(whole.id)
+        assert ticks.seal_checks == checks + 1
+        assert skipped == checked
+        assert skipped.counts == _counts(early) and skipped.cut == TickCounts()
+        assert Fence.load(skipped.fence or "") == Fence.load(checked.fence or "")
+
+        session = await _start(owner, make_session, "owner")
+        feed = _feed(session.id)
+        kept = feed.next_block() + feed.next_block()
+        await owner.ticks.write(kept, owner="owner")
+        last = feed.next_block()
+        with HalfSent(owner) as half:
+            unanswered = asyncio.create_task(owner.ticks.write(last, owner="owner"))
+            await half.trades_in.wait()
+            await owner.ticks.wait_visible(30)
+            seal = await owner.ticks.seal(session.id)  # acknowledged=False: a write is out
+            half.gate.set()
+            await unanswered
+        assert ticks.seal_checks == checks + 2
+        fence = Fence.load(seal.fence or "")
+        assert (fence.trades, fence.orderbook) == (1, 1)
+        assert seal.counts == _counts(kept)
+        assert seal.cut == TickCounts(_counts(last).trades, 0)
+
+    run(scenario())
+
+
+def test_sessions_sealed_together_are_each_cut_before_their_own_lacking_send(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """One grouped seal of three sessions, the older-send check over all of them in one
+    query per table with each session's bounds applied to its own sends: ``never`` has
+    no book row at all (both its sends' books held), ``older`` lacks the books of an
+    older send than its newest, ``illiquid`` (trades in blocks 0-1 only, books 0-9, all
+    acknowledged, sent after ``older``'s kept blocks) lacks nothing."""
+    lost, reaper = stores
+    other = open_store(lost.url)
+    run(other.open())
+    reaper_ticks = reaper.inner.ticks
+    assert isinstance(reaper_ticks, QuestDBTickStore)
+
+    async def scenario() -> None:
+        never, older, illiquid = [await _start(lost, make_session, "lost") for _ in range(3)]
+        never_feed, older_feed = _feed(never.id), _feed(older.id)
+        kept = older_feed.next_block() + older_feed.next_block()
+        await lost.ticks.write(kept, owner="lost")
+        early, _ = _illiquid(illiquid.id)
+        for n in range(0, len(early), 3):
+            await lost.ticks.write(early[n : n + 3], owner="lost")
+        never_blocks = never_feed.next_block(), never_feed.next_block()
+        held, newest = older_feed.next_block(), older_feed.next_block()
+        with HalfSent(lost) as half, HalfSent(other) as next_half:
+            late = asyncio.create_task(lost.ticks.write(held + never_blocks[0], owner="lost"))
+            await half.trades_in.wait()
+            later = asyncio.create_task(other.ticks.write(newest + never_blocks[1], owner="lost"))
+            await next_half.trades_in.wait()
+            await reaper.ticks.wait_visible(30)
+            groups: list[list[str]] = []
+            reaper_ticks.on_count_group = groups.append
+            try:
+                seals = await asyncio.gather(
+                    *(reaper.ticks.seal(s.id) for s in (never, older, illiquid))
+                )
+            finally:
+                reaper_ticks.on_count_group = None
+            half.gate.set()
+            next_half.gate.set()
+            await late
+            await later
+        assert groups == [sorted(s.id for s in (never, older, illiquid))]  # one query
+        fences = [Fence.load(seal.fence or "") for seal in seals]
+        # never: cut from its first batch, nothing kept
+        assert (fences[0].trades, fences[0].orderbook) == (-1, -1)
+        assert seals[0].counts == TickCounts()
+        assert seals[0].cut == TickCounts(_counts([*never_blocks[0], *never_blocks[1]]).trades, 0)
+        # older: cut before the older send its books lack
+        assert (fences[1].trades, fences[1].orderbook) == (1, 1)
+        assert seals[1].counts == _counts(kept)
+        assert seals[1].cut == TickCounts(_counts(held).trades + _counts(newest).trades, 0)
+        # illiquid: every table at its own last batch, nothing cut
+        assert (fences[2].trades, fences[2].orderbook) == (1, 9)
+        assert seals[2].counts == _counts(early) and seals[2].cut == TickCounts()
+
+    try:
+        run(scenario())
+    finally:
+        run(other.close())

@@ -204,6 +204,9 @@ class CollectRunner:
                 detail=json.dumps(shed, sort_keys=True),
             )
         await self._store.ticks.wait_visible(VISIBILITY_TIMEOUT_S)
+        # every write answered (the writer is done with it), and visible: if none failed,
+        # none can have landed in part
+        handle.acknowledged = handle.failed_writes == 0
         return RunResult(outcome, error)
 
     # ------------------------------------------------------------------ feed counts

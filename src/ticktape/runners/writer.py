@@ -284,6 +284,7 @@ class TickWriter:
 
     async def _failed(self, reg: Registration, batches: list[TickBatch], answer: Exception) -> None:
         handle, buffer = reg.handle, reg.buffer
+        handle.failed_writes += 1  # its seal checks for a write that landed in part
         if isinstance(answer, LeaseLost):
             self._metrics.fenced_writes.inc()
             log.warning("session %s: %s; runner stops writing", handle.session_id, answer)

@@ -28,6 +28,10 @@ class RunHandle:
     stop_reason: str | None = None  # the reason to record if the stop is not recorded yet
     lost_reason: str = ""  # how the runner learnt it no longer owns the session
     store_fault: str = ""  # the store error that kept its lease from being renewed, if any
+    failed_writes: int = 0  # tick writes answered with an error: part of one may have landed
+    #: The run ended with every tick write it made acknowledged, none failed, and visible:
+    #: its owner's seal need not look for a write that landed in part (``TickStore.seal``).
+    acknowledged: bool = False
     task: asyncio.Task[None] | None = None
 
     def lose(self, why: str) -> None:

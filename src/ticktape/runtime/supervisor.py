@@ -240,9 +240,10 @@ class Supervisor:
         finally:
             self._release_handle(session.id, handle)
 
-    async def _seal(self, session_id: str) -> Seal:
-        """Count the stored ticks for the transition that ends this run (store.base.Seal)."""
-        return await self._store.ticks.seal(session_id)
+    async def _seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
+        """Count the stored ticks for the transition that ends this run (store.base.Seal);
+        ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``)."""
+        return await self._store.ticks.seal(session_id, acknowledged=acknowledged)
 
     async def _begin(self, launched: Session) -> Session | None:
         """``pending`` → ``running``; a stop asked before the start ends it here instead.
@@ -350,7 +351,7 @@ class Supervisor:
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7)."""
-        seal = await self._seal(handle.session_id)
+        seal = await self._seal(handle.session_id, acknowledged=handle.acknowledged)
         counts = seal.counts
         if result.stats is not None:  # a run that stores no ticks: its own final stats
             stats = result.stats
@@ -497,7 +498,8 @@ class Supervisor:
             await self._finish(handle, RunResult(Outcome.STOPPED, result.error))
             return
         await self._note_tally(handle)
-        counts = (await self._seal(handle.session_id)).counts  # the claim seals the tenure
+        # the claim seals the tenure (and checks it): these counts are the released stats
+        counts = (await self._seal(handle.session_id, acknowledged=handle.acknowledged)).counts
         stats = counts.as_stats(handle.unstored)
         try:
             await self._leases.release(handle, stats)

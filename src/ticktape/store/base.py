@@ -665,7 +665,7 @@ class TickStore(abc.ABC):
     async def count(self, session_id: str) -> TickCounts:
         """Visible trades and order-book snapshots stored for the session (0 if none)."""
 
-    async def seal(self, session_id: str) -> Seal:
+    async def seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
         """Count the session's ticks for a transition that ends its owner's tenure.
 
         Counts what is visible, as :meth:`count` does, at one instant per tick
@@ -675,6 +675,13 @@ class TickStore(abc.ABC):
         are never counted or read. Call :meth:`wait_visible` first to include
         every write acknowledged so far. A seal that no transition uses changes
         nothing.
+
+        ``acknowledged``: the caller is the tenure's owner, every tick write of the
+        tenure was acknowledged (none failed, timed out or is still in flight) and
+        :meth:`wait_visible` returned after the last. A backend whose one write can
+        land in part (QuestDB: one request's tables commit on their own) then leaves
+        out its check for such a write; with False (a reaper's or claimant's seal, an
+        owner whose write failed) it always checks.
 
         This default is for backends that fence tick writes in the session's own
         transaction (nothing can land late): the counts, and no fence.

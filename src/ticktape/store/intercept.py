@@ -286,8 +286,9 @@ class InterceptedTickStore(TickStore):
     async def count(self, session_id: str) -> TickCounts:
         return await self._f("count", self._inner.count, session_id=session_id)
 
-    async def seal(self, session_id: str) -> Seal:
-        return await self._f("seal", self._inner.seal, session_id=session_id)
+    async def seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
+        i = self._inner
+        return await self._f("seal", i.seal, session_id=session_id, acknowledged=acknowledged)
 
     async def position(self, session_id: str) -> TickPosition:
         return await self._f("position", self._inner.position, session_id=session_id)

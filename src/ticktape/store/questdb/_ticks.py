@@ -319,10 +319,13 @@ class _Counted:
 @dataclass
 class _Count(Waiting[_Counted]):
     """One caller's count of one session's ticks, waiting for the next grouped count;
-    ``sealing``: for a seal, which also checks the current tenure's last send."""
+    ``sealing``: for a seal, which also checks the current tenure's last send unless
+    ``acknowledged`` (its owner saw every send of the tenure acknowledged, then visible:
+    :meth:`QuestDBTickStore.seal`)."""
 
     session_id: str
     sealing: bool = False
+    acknowledged: bool = False
 
 
 @dataclass
@@ -431,7 +434,8 @@ class QuestDBTickStore(TickStore):
     :attr:`before_gap_write`, if set, is awaited likewise between a gap write's ownership
     check and its insert. :attr:`on_count_group`, if set, is called with the session ids
     of each grouped count (``seal`` and ``count`` of sessions queued together): a test
-    counts the queries a shutdown's seals cost (tests/integration/test_shutdown_scale.py).
+    counts the queries a shutdown's seals cost (tests/integration/test_shutdown_scale.py);
+    :attr:`seal_checks` counts the seals that checked the last send.
     :attr:`split_send`, if set, sends each tick table's rows of a group in an ILP request of
     its own and is called in the sender thread with the table's name before each: a test
     blocks in it to land one table's rows of a send before a seal and the other's after,
@@ -444,6 +448,9 @@ class QuestDBTickStore(TickStore):
     split_send: Callable[[str], None] | None = None
     before_gap_write: Callable[[], Awaitable[None]] | None = None
     on_count_group: Callable[[list[str]], None] | None = None
+    #: Sessions whose seal checked the tenure's last send, ever (a test tells a skipped
+    #: check from a made one).
+    seal_checks: int = 0
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
@@ -719,10 +726,12 @@ class QuestDBTickStore(TickStore):
         found = {str(r[0]): Tenure.parse(r[1], r[2]) for r in rows}
         return {sid: found.get(sid, Tenure()) for sid in session_ids}
 
-    async def _counted(self, session_id: str, *, sealing: bool = False) -> _Counted:
+    async def _counted(
+        self, session_id: str, *, sealing: bool = False, acknowledged: bool = False
+    ) -> _Counted:
         """The session's stored ticks, counted with every other session's count queued
         meanwhile (one query per table for all of them)."""
-        request = _Count(session_id, sealing)
+        request = _Count(session_id, sealing, acknowledged)
         self._counts.submit(request)
         return await request.future
 
@@ -732,7 +741,9 @@ class QuestDBTickStore(TickStore):
         last batch — each table read at one instant for all of them — then its current
         tenure's last gap. The queries start after every item of the group was queued.
         For the sessions being sealed, the current tenure's last send is checked too
-        (:meth:`_cuts`), one more query per table for all of them."""
+        (:meth:`_cuts`), one more query per table for all of them — except a seal whose
+        sends were all acknowledged (a session sealed by several callers at once is
+        checked if any of them asks)."""
         ids = sorted({c.session_id for c in group})
         if self.on_count_group is not None:
             self.on_count_group(ids)
@@ -740,23 +751,28 @@ class QuestDBTickStore(TickStore):
         tenures = await self._tenures(ids)
         tables: dict[str, dict[str, tuple[int, int]]] = {}
         lasts = {sid: _LastSend() for sid in ids}
+        sealing = sorted({c.session_id for c in group if c.sealing and not c.acknowledged})
+        self.seal_checks += len(sealing)
+        # the newest send's marks only for a check: two fewer columns of the day's
+        # partition read otherwise (a count, an acknowledged owner's seal)
+        marked = ", max(send_id), max(send_first)" if sealing else ""
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
             fenced, params = excluded_many(tenures, table)
             rows = await self._scalar_rows(
-                "SELECT session_id, tenure, count(), max(batch_seq), max(send_id), "
-                f"max(send_first) FROM tt_{table} WHERE session_id IN ({marks}){extra}{fenced}",
+                f"SELECT session_id, tenure, count(), max(batch_seq){marked} "
+                f"FROM tt_{table} WHERE session_id IN ({marks}){extra}{fenced}",
                 [*ids, *params],
                 "count ticks",
             )
             counted = {sid: (0, NO_BATCH) for sid in ids}
-            for sid, number, count, last, send_id, first in rows:
+            for sid, number, count, last, *send in rows:
                 total, mine = counted[str(sid)]
                 if number == tenures[str(sid)].number and last is not None:
                     mine = int(last)
+                    send_id, first = send or (None, None)
                     lasts[str(sid)].saw(table, int(count), mine, send_id, first)
                 counted[str(sid)] = (total + int(count), mine)
             tables[table] = counted
-        sealing = sorted({c.session_id for c in group if c.sealing})
         cuts = await self._cuts(sealing, tenures, lasts)
         fenced, params = excluded_many(tenures, "gaps")
         rows = await self._scalar_rows(
@@ -826,23 +842,25 @@ class QuestDBTickStore(TickStore):
         cut = sorted(starts)
         if not cut:
             return {}
-        terms = " OR ".join("(session_id = %s AND tenure = %s AND batch_seq >= %s)" for _ in cut)
-        where: list[object] = []
-        for sid in cut:
-            where.extend([sid, tenures[sid].number, starts[sid]])
+        # Per session, tenure and batch from the smallest cut on (the cut sessions are few:
+        # a lost owner's last send); each session's own cut, its current tenure and a
+        # fence of that tenure (a second seal of it) are applied here.
         left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
-        scope = {sid: tenures[sid] for sid in cut}
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            fenced, params = excluded_many(scope, table)
             rows = await self._scalar_rows(
-                f"SELECT session_id, count() FROM tt_{table} "
-                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}){extra} "
-                f"AND ({terms}){fenced}",
-                [*cut, *where, *params],
+                f"SELECT session_id, tenure, batch_seq, count() FROM tt_{table} "
+                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}) "
+                f"AND batch_seq >= %s{extra}",
+                [*cut, min(starts.values())],
                 "seal cut",
             )
-            for sid, count in rows:
-                left_out[str(sid)][table] = int(count)
+            for sid, number, batch, count in rows:
+                sid, tenure = str(sid), tenures[str(sid)]
+                if number != tenure.number or batch < starts[sid]:
+                    continue
+                if any(f.tenure == number and batch > f.last(table) for f in tenure.fences):
+                    continue
+                left_out[sid][table] = left_out[sid].get(table, 0) + int(count)
         return {sid: (starts[sid] - 1, left_out[sid]) for sid in cut}
 
     async def _behind(
@@ -856,29 +874,57 @@ class QuestDBTickStore(TickStore):
         them than another table's, past the reconciler's patience): each one's first batch
         lowers the session's cut in ``starts``. Only sessions where some table's newest
         send is older than the session's newest are read, from the marks (one row per
-        session, table and send) of the sends after that table's newest."""
-        behind = {
-            sid: min(lasts[sid].newest.get(t, -1) for t in ("trades", "orderbook"))
+        session, table and send) of the sends after that table's newest that declared rows
+        for it.
+
+        One query per tick table for all of them, with ``session_id IN (…)`` and, per
+        lacking table, one lower bound on ``send_id`` (the smallest of their newest sends
+        there; a session with no row there: every send that declared rows for it) — set
+        lookups and a few comparisons per row, not a term per session (which cost 4 times the
+        seal's count query at 43 M rows, docs/benchmarks.md). Each session's own bound and
+        tenure are applied here."""
+        tables = ("trades", "orderbook")
+        newest = {sid: lasts[sid].newest for sid in ids}
+        behind = sorted(
+            sid
             for sid in ids
-            if min(lasts[sid].newest.get(t, -1) for t in ("trades", "orderbook"))
-            < (lasts[sid].send_id or 0)
-        }
+            if min(newest[sid].get(t, -1) for t in tables) < (lasts[sid].send_id or 0)
+        )
         if not behind:
             return
+        terms: list[str] = []
+        bounds: list[object] = []
+        for lacking, declared in (("trades", "send_trades"), ("orderbook", "send_books")):
+            since = {
+                sid: newest[sid].get(lacking, -1)
+                for sid in behind
+                if newest[sid].get(lacking, -1) < (lasts[sid].send_id or 0)
+            }
+            if not since:
+                continue
+            window: list[str] = []
+            bounded = [bound for bound in since.values() if bound >= 0]
+            if bounded:
+                window.append("send_id > %s")
+                bounds.append(min(bounded))
+            never = sorted(sid for sid, bound in since.items() if bound < 0)
+            if never:
+                window.append(f"session_id IN ({', '.join('%s' for _ in never)})")
+                bounds.extend(never)
+            terms.append(f"({declared} > 0 AND ({' OR '.join(window)}))")
         marks: dict[str, dict[int, tuple[int, int, int]]] = {sid: {} for sid in behind}
-        terms = " OR ".join("(session_id = %s AND tenure = %s AND send_id > %s)" for _ in behind)
-        where: list[object] = []
-        for sid, since in behind.items():
-            where.extend([sid, tenures[sid].number, since])
-        for table in ("trades", "orderbook"):
+        for table in tables:
             rows = await self._scalar_rows(
-                "SELECT session_id, send_id, max(send_first), max(send_trades), "
+                "SELECT session_id, tenure, send_id, min(send_first), max(send_trades), "
                 f"max(send_books) FROM tt_{table} WHERE session_id IN "
-                f"({', '.join('%s' for _ in behind)}) AND send_first != NULL AND ({terms})",
-                [*behind, *where],
+                f"({', '.join('%s' for _ in behind)}) AND send_first != NULL "
+                f"AND ({' OR '.join(terms)})",
+                [*behind, *bounds],
                 "seal sends behind",
             )
-            for sid, send_id, first, trades, books in rows:
+            for sid, number, send_id, first, trades, books in rows:
+                if number != tenures[str(sid)].number:
+                    continue
                 old = marks[str(sid)].get(int(send_id), (int(first), 0, 0))
                 marks[str(sid)][int(send_id)] = (
                     min(old[0], int(first)),
@@ -886,12 +932,11 @@ class QuestDBTickStore(TickStore):
                     max(old[2], int(books or 0)),
                 )
         for sid, sends in marks.items():
-            newest = lasts[sid].newest
             for send_id, (first, trades, books) in sends.items():
-                lacking = (trades and send_id > newest.get("trades", -1)) or (
-                    books and send_id > newest.get("orderbook", -1)
+                missing = (trades and send_id > newest[sid].get("trades", -1)) or (
+                    books and send_id > newest[sid].get("orderbook", -1)
                 )
-                if lacking:
+                if missing:
                     starts[sid] = min(starts.get(sid, first), first)
 
     async def count(self, session_id: str) -> TickCounts:
@@ -919,8 +964,13 @@ class QuestDBTickStore(TickStore):
             out.append(int(rows[0][0]) if rows and rows[0][0] is not None else 0)
         return out[0], out[1]
 
-    async def seal(self, session_id: str) -> Seal:
-        counted = await self._counted(session_id, sealing=True)
+    async def seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
+        """See :meth:`TickStore.seal`. The check of the tenure's last send (:meth:`_cuts`)
+        finds a send that landed in some tick tables and not all. With ``acknowledged``
+        none can have: every send of the tenure was acknowledged — each table's rows of
+        it committed — and applied before the seal, so the check is left out (at a
+        shutdown it scanned today's partition once or twice more per table)."""
+        counted = await self._counted(session_id, sealing=True, acknowledged=acknowledged)
         fence = Fence(
             counted.tenure.number,
             counted.tables["trades"][1],
