@@ -455,6 +455,17 @@ async def ramp(
     urls = [s.url for s in servers]
     pids = [s.proc.pid for s in servers if s.proc is not None]
     levels: list[dict[str, Any]] = []
+
+    def table_busy() -> int:
+        """QuestDB's "table busy" answers so far (--questdb-pid: lines of the JVM's log,
+        its stdout as ``ticktape questdb start`` redirects it): the instances' group
+        commits meeting on the session log's single writer; 0 without the pid."""
+        try:
+            with open(f"/proc/{jvm_pid}/fd/1", "rb") as log:
+                return sum(line.count(b"table busy") for line in log)
+        except (OSError, TypeError):
+            return 0
+
     held = 0
     stopped_by = f"reached --max {most}"
     level = 0
@@ -462,7 +473,9 @@ async def ramp(
         add = min(step, most - level)
         probe = _Probe(urls)
         probe.start()
+        busy0 = table_busy()
         starts, refused = await _add(urls, add, clients, level)
+        busy1 = table_busy()
         probe_starts = await probe.stop()
         level += add
         start_p95 = percentile(starts, 95)
@@ -493,6 +506,7 @@ async def ramp(
             urls, level, hold, list_every_s, t0
         )
         probe_hold = await probe.stop()
+        busy2 = table_busy()
         worst_lag = max(0.0, worst_age - HEARTBEAT_S)
         elapsed = time.monotonic() - t0
         bench_s = time.process_time() - bench0
@@ -558,6 +572,10 @@ async def ramp(
             row["jvm_cpu_us_per_tick"] = round(1e6 * jvm_s / max(stored, 1), 1)
             row["total_cpu_us_per_tick"] = round(1e6 * (cpu_s + jvm_s) / max(stored, 1), 1)
             row["jvm_rss_mib"] = round(jvm1[0])
+            # per start: load-independent enough to compare codes on a shared machine
+            row["table_busy_starts"] = busy1 - busy0
+            row["table_busy_per_start"] = round((busy1 - busy0) / max(add, 1), 3)
+            row["table_busy_hold"] = busy2 - busy1
         levels.append(row)
         print(f"ramp {json.dumps(row)}", flush=True)
         broke = [

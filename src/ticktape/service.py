@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -78,6 +79,7 @@ PROGRESS_SESSIONS_MAX = 5_000
 
 STOP_POLL_INTERVAL_S = 0.05  # how often a waiting stop re-reads the store
 ACTIVE_COUNT_MAX_AGE_S = 1.0  # the per-store session limit counts the store this often
+UNLAUNCHED_REMEMBERED = 10_000  # failed creates whose written start a key retry may launch
 
 
 class Runtime(Protocol):
@@ -88,7 +90,13 @@ class Runtime(Protocol):
         """The owner token this instance writes into the sessions it runs."""
 
     def launch(self, session: Session) -> None:
-        """Start running a ``pending`` session this instance owns; a no-op if it runs here."""
+        """Start running a ``pending`` session this instance owns (or one its create moved
+        to ``running`` already: :meth:`start_lease_until`); a no-op if it runs here."""
+
+    def start_lease_until(self) -> datetime | None:
+        """When this runtime launches a new session at once: the lease its ``pending`` →
+        ``running`` transition is to carry, written with the create (one log write per
+        start instead of two); None: the runner writes that transition itself."""
 
     def request_stop(self, session_id: str) -> None:
         """Wake the local runner of this session, if any, to act on a stop now."""
@@ -133,6 +141,8 @@ class SessionService:
         self._metrics = metrics
         self._active_count: tuple[int, float] | None = None  # (count, monotonic time)
         self._counting: asyncio.Future[None] | None = None  # the count under way, if any
+        # creates that raised after asking for their start to be written with them
+        self._unlaunched: OrderedDict[str, None] = OrderedDict()
 
     @property
     def owner(self) -> str:
@@ -178,19 +188,36 @@ class SessionService:
             lease_expires_at=now + timedelta(seconds=self._settings.lease_s),
             idempotency_key=idempotency_key,
         )
-        stored = await self._create_once(draft)
+        start_lease_until = self._runtime.start_lease_until()
+        try:
+            stored = await self._create_once(draft, start_lease_until)
+        except BaseException:
+            if start_lease_until is not None:
+                # it may be written, ``running`` and owned here, yet launched nowhere
+                self._unlaunched[draft.id] = None
+                while len(self._unlaunched) > UNLAUNCHED_REMEMBERED:
+                    self._unlaunched.popitem(last=False)
+            raise
         if stored.id == draft.id:
             if self._active_count is not None:
                 self._active_count = (self._active_count[0] + 1, self._active_count[1])
             self._runtime.launch(stored)
             self._metrics.session_created(time.perf_counter() - started)
-            return stored
+            # the session as created (``pending``, version 1), whether or not its start
+            # was written with it: the create answers its own write, as it always has
+            return draft
         if idempotency_key is not None:
             _check_key_reuse(idempotency_key, stored, spec, now)
-        if stored.status is SessionStatus.PENDING and stored.owner == self._runtime.owner:
+        if stored.owner == self._runtime.owner and (
+            stored.status is SessionStatus.PENDING
+            or (stored.status is SessionStatus.RUNNING and stored.id in self._unlaunched)
+        ):
             # A client retrying with its key after an earlier attempt was written but
             # answered with an error: that attempt launched nothing, so launch it now
-            # (a no-op if it is running here; the pending → running CAS decides the rest).
+            # (a no-op if it is running here; the pending → running CAS decides the rest,
+            # or, for an attempt that wrote its start as well, the failed attempt's
+            # record here: only a create of this instance that raised is launched so).
+            self._unlaunched.pop(stored.id, None)
             self._runtime.launch(stored)
         return stored
 
@@ -255,9 +282,11 @@ class SessionService:
         )
         self._active_count = (counted, now)
 
-    async def _create_once(self, draft: Session) -> Session:
+    async def _create_once(self, draft: Session, start_lease_until: datetime | None) -> Session:
         try:
-            return await self._store.sessions.create_session(draft, actor=self._runtime.owner)
+            return await self._store.sessions.create_session(
+                draft, actor=self._runtime.owner, start_lease_until=start_lease_until
+            )
         except SessionConflict:
             # The store handle's retry after an attempt that was written but whose
             # answer was lost:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -52,6 +53,9 @@ class FakeRuntime:
     @property
     def running_ids(self) -> list[str]:
         return list(self.running)
+
+    def start_lease_until(self) -> datetime | None:
+        return None  # it runs nothing: a session it launches stays pending
 
     def launch(self, session: Session) -> None:
         if session.id not in self.launched:  # like the supervisor: a no-op while it runs

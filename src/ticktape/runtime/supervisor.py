@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TypeVar
 
 from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
@@ -192,6 +193,11 @@ class Supervisor:
         self._metrics.local_runners.set(len(self._handles))
         handle.task = asyncio.create_task(self._run(session, handle), name=f"session-{session.id}")
 
+    def start_lease_until(self) -> datetime | None:
+        """A new session is launched at once (``SessionService.create``): its start is
+        written with its create, and ``_begin`` finds it ``running``. None once closing."""
+        return None if self._closing else self._leases.lease_until()
+
     def request_stop(self, session_id: str) -> None:
         handle = self._handles.get(session_id)
         if handle is not None:
@@ -213,7 +219,7 @@ class Supervisor:
     async def _run(self, session: Session, handle: RunHandle) -> None:
         try:
             try:
-                running = await self._begin(session)
+                running = await self._begin(session, fresh=not handle.resumed)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -245,14 +251,18 @@ class Supervisor:
         ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``)."""
         return await self._store.ticks.seal(session_id, acknowledged=acknowledged)
 
-    async def _begin(self, launched: Session) -> Session | None:
+    async def _begin(self, launched: Session, *, fresh: bool = False) -> Session | None:
         """``pending`` → ``running``; a stop asked before the start ends it here instead.
 
         A ``pending`` session's first round starts from ``launched`` (as this instance
         just created or claimed it) instead of reading it again: all that round can do
         is the transition to ``running``, a compare-and-set on the version, which fails
-        if anything changed since (a stop asked meanwhile); every later round reads."""
-        known = launched if launched.status is SessionStatus.PENDING else None
+        if anything changed since (a stop asked meanwhile); every later round reads.
+        A ``fresh`` one (just created here) that is ``running`` already had its start
+        written with its create: it runs as written, as if the transition had just
+        been made here (a stop asked meanwhile reaches its runner as any later one)."""
+        started = fresh and launched.status is SessionStatus.RUNNING
+        known = launched if launched.status is SessionStatus.PENDING or started else None
         for _ in range(self._settings.retry.cas_rounds):
             current = known or await self._store.sessions.get_session(launched.id)
             known = None

@@ -329,7 +329,9 @@ class SessionStore(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def create_session(self, session: Session, *, actor: str) -> Session:
+    async def create_session(
+        self, session: Session, *, actor: str, start_lease_until: datetime | None = None
+    ) -> Session:
         """Store a new session and its creation event; return the stored session.
 
         ``session.status`` must be ``pending`` and ``session.version`` 1; the event
@@ -339,6 +341,14 @@ class SessionStore(abc.ABC):
         A session with the same id (and no matching key) raises
         :class:`~ticktape.errors.SessionConflict`: a create never overwrites.
         On return the session is durable and visible to every reader.
+
+        With ``start_lease_until`` (the owner starts the session at once), the
+        session's ``pending`` → ``running`` transition (reason ``started`` by
+        ``actor``, the lease until ``start_lease_until``, ``started_at`` set) is
+        written in the same atomic write as its creation: both events are recorded,
+        no reader ever sees the one without the other, and the ``running`` session
+        (version 2) is returned. Not applied to an existing session returned for
+        its idempotency key.
         """
 
     @abc.abstractmethod

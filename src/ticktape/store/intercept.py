@@ -108,9 +108,17 @@ class InterceptedSessionStore(SessionStore):
         self._inner = inner
         self._f = call
 
-    async def create_session(self, session: Session, *, actor: str) -> Session:
+    async def create_session(
+        self, session: Session, *, actor: str, start_lease_until: datetime | None = None
+    ) -> Session:
         i = self._inner
-        return await self._f("create_session", i.create_session, session=session, actor=actor)
+        return await self._f(
+            "create_session",
+            i.create_session,
+            session=session,
+            actor=actor,
+            start_lease_until=start_lease_until,
+        )
 
     async def get_session(self, session_id: str) -> Session:
         i = self._inner

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from ticktape.domain import Session, SessionStatus, Stats, check_transition
+from ticktape.domain import Reason, Session, SessionStatus, Stats, check_transition
 from ticktape.errors import InvalidTransition, LeaseLost, TransitionRace, ValidationError, clip
-from ticktape.store.base import MAX_DATA_LIMIT, ResultPart, TradeBucket, Unchanged
+from ticktape.store.base import MAX_DATA_LIMIT, UNCHANGED, ResultPart, TradeBucket, Unchanged
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -131,6 +131,22 @@ def apply_transition(
     if stats is not None:
         changes["stats"] = stats
     return current.evolve(**changes)
+
+
+def apply_start(created: Session, *, lease_expires_at: datetime, now: datetime) -> Session:
+    """A just-created session moved ``pending`` → ``running`` by its owner in its create
+    (``SessionStore.create_session(start_lease_until=...)``): the transition the owner's
+    runner would write first, applied by the same rules."""
+    return apply_transition(
+        created,
+        expected_version=created.version,
+        to_status=SessionStatus.RUNNING,
+        reason=Reason.STARTED,
+        now=now,
+        owner=UNCHANGED,
+        lease_expires_at=lease_expires_at,
+        stats=None,
+    )
 
 
 def apply_claim(

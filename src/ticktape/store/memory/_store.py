@@ -14,7 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
-from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats, utcnow
+from ticktape.domain import DataType, Reason, Session, SessionEvent, SessionStatus, Stats, utcnow
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, ValidationError
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
@@ -46,6 +46,7 @@ from ticktape.store.base import (
 from ticktape.store.rules import (
     after_cursor,
     apply_claim,
+    apply_start,
     apply_transition,
     bucket_trades,
     check_bucket_query,
@@ -166,7 +167,9 @@ class MemorySessionStore(SessionStore):
         events.append(event)
         return event
 
-    async def create_session(self, session: Session, *, actor: str) -> Session:
+    async def create_session(
+        self, session: Session, *, actor: str, start_lease_until: datetime | None = None
+    ) -> Session:
         async with self._s.lock:
             if session.idempotency_key is not None and session.idempotency_key in self._s.by_key:
                 return self._get(self._s.by_key[session.idempotency_key])
@@ -182,7 +185,15 @@ class MemorySessionStore(SessionStore):
             self._record(
                 session.id, None, session.status, actor, "created", None, session.created_at
             )
-            return session
+            if start_lease_until is None:
+                return session
+            now = utcnow()
+            running = apply_start(session, lease_expires_at=start_lease_until, now=now)
+            self._put(running)
+            self._record(
+                session.id, session.status, running.status, actor, Reason.STARTED, None, now
+            )
+            return self._view(running)
 
     async def get_session(self, session_id: str) -> Session:
         return self._get(session_id)

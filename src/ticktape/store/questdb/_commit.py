@@ -30,6 +30,9 @@ lone COMMIT or ROLLBACK, when that is all the second has to send:
    thread's ``"keys"`` connection) just before:
    a key is never missing for a committed session, and a key row left by a COMMIT
    that then failed names a first row that does not exist, and is ignored.
+   An append may carry the same session's next rows (``Append.then``: a create
+   that its owner starts at once carries its ``running`` row): judged by its first
+   row's expectation, they are written with it, in the same transaction.
    Losers are answered "lost" (their caller re-reads and decides again), winners
    "done" — after COMMIT, so an acknowledged append is durable and visible.
 3. In the COMMIT's pipeline, read the group's rows back (its ids in the span of its
@@ -94,13 +97,20 @@ LOST = AppendResult(appended=False)
 
 @dataclass
 class Append(Waiting[AppendResult]):
-    """One compare-and-set append: ``values`` if ``id``'s newest row is ``expect_row_seq``."""
+    """One compare-and-set append: ``values`` if ``id``'s newest row is ``expect_row_seq``,
+    followed by the rows of ``then`` (the same session's next rows, in order) in the same
+    transaction: all of them or none."""
 
     id: str
     values: tuple[Any, ...]
     expect_row_seq: int | None
     idempotency_key: str | None = None
     ts: datetime | None = None  # the row's timestamp: with a key, where its first row is
+    then: tuple[tuple[Any, ...], ...] = ()
+
+    @property
+    def rows(self) -> tuple[tuple[Any, ...], ...]:
+        return (self.values, *self.then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +245,12 @@ class GroupCommitter:
             if not answers[0].appended:
                 conn.execute("ROLLBACK")
                 return [answers[0], *([None] * (len(group) - 1))]
-            winners = [
-                op.values for op, a in zip(group[1:], answers[1:], strict=True) if a.appended
+            # the first append's first row is in already; its ``then`` rows follow it
+            winners = list(group[0].then) + [
+                row
+                for op, a in zip(group[1:], answers[1:], strict=True)
+                if a.appended
+                for row in op.rows
             ]
             self._record_keys(
                 connection("keys"),
@@ -305,7 +319,7 @@ class GroupCommitter:
     def _kept_sql(self, written: list[Append]) -> tuple[str, list[Any]]:
         """The read-back of ``written``'s rows after their COMMIT: (id, row_seq, ts) of the
         log's rows in the span of their timestamps (an interval search) and of their ids."""
-        times = [_utc(op.values[_TS_AT]) for op in written]
+        times = [_utc(row[_TS_AT]) for op in written for row in op.rows]
         ids = sorted({op.id for op in written})
         sql = self._db.prefixed(
             "SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND id IN "
@@ -423,12 +437,13 @@ def _unkept(
     and the COMMIT as done yet did not keep it (docs/questdb.md), so it is judged anew."""
     judged: list[AppendResult | None] = []
     for op, answer in zip(group, answers, strict=True):
-        row = (op.id, int(op.values[_ROW_SEQ_AT]), _utc(op.values[_TS_AT]))
-        if answer.appended and row not in kept:
+        rows = [(op.id, int(r[_ROW_SEQ_AT]), _utc(r[_TS_AT])) for r in op.rows]
+        missing = [row for row in rows if row not in kept]
+        if answer.appended and missing:
             log.warning(
                 "append to session log: row %s/%s missing after its COMMIT; judged anew",
                 op.id,
-                row[1],
+                missing[0][1],
             )
             judged.append(None)
         else:

@@ -32,6 +32,7 @@ from ticktape.config import DEFAULT_RETRY, QUESTDB_APPEND_ROUNDS, RetryPolicy
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
+    Reason,
     Session,
     SessionConfig,
     SessionEvent,
@@ -86,6 +87,7 @@ from ticktape.store.questdb._scan import (
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
     apply_claim,
+    apply_start,
     apply_transition,
     check_limit,
     check_note_owner,
@@ -810,16 +812,29 @@ class QuestDBSessionStore(SessionStore):
     # ------------------------------------------------------------------ writing
 
     async def _append(
-        self, row: _Row, *, expect_row_seq: int | None, idempotency_key: str | None = None
+        self,
+        row: _Row,
+        *,
+        expect_row_seq: int | None,
+        idempotency_key: str | None = None,
+        then: tuple[_Row, ...] = (),
     ) -> _Row | None:
-        """Append ``row`` iff the session's newest committed row is still ``expect_row_seq``.
+        """Append ``row`` iff the session's newest committed row is still ``expect_row_seq``,
+        and ``then`` (its next rows) with it.
 
         Returns ``row`` once committed, None if the expectation failed (nothing
         written) and, with ``idempotency_key``, the first row of an existing session
         with that key. See ``_commit`` for how appends share a transaction.
         """
         answer = await self._committer.append(
-            Append(row.session.id, row.values(), expect_row_seq, idempotency_key, row.ts)
+            Append(
+                row.session.id,
+                row.values(),
+                expect_row_seq,
+                idempotency_key,
+                row.ts,
+                tuple(r.values() for r in then),
+            )
         )
         if answer.appended:
             return row
@@ -854,7 +869,9 @@ class QuestDBSessionStore(SessionStore):
                 return replace(row, owner_instance=current.owner_instance)
         raise StoreBusy(f"{what}: session {session_id!r} kept changing; try again")
 
-    async def create_session(self, session: Session, *, actor: str) -> Session:
+    async def create_session(
+        self, session: Session, *, actor: str, start_lease_until: datetime | None = None
+    ) -> Session:
         first = _Row(
             session,
             1,
@@ -867,8 +884,22 @@ class QuestDBSessionStore(SessionStore):
             session.created_at,
             Tenure(session.version if session.owner is not None else 0),
         )
+        # started at once: its ``running`` row goes in the create's transaction, one log
+        # write per start instead of two (the create's, then the runner's transition)
+        then: tuple[_Row, ...] = ()
+        if start_lease_until is not None:
+            running = apply_start(session, lease_expires_at=start_lease_until, now=utcnow())
+            then = (
+                first.next(
+                    running,
+                    row_kind="transition",
+                    actor=actor,
+                    reason=Reason.STARTED,
+                    event=True,
+                ),
+            )
         stored = await self._append(
-            first, expect_row_seq=None, idempotency_key=session.idempotency_key
+            first, expect_row_seq=None, idempotency_key=session.idempotency_key, then=then
         )
         if stored is None and session.idempotency_key is not None:
             # another create with this key won the same group commit: answer with it
@@ -881,7 +912,7 @@ class QuestDBSessionStore(SessionStore):
             )
         if stored is not first:
             return (await self._latest(stored.session.id)).session
-        return session
+        return then[0].session if then else session
 
     async def append_history(
         self, sessions: Sequence[Session], *, to_status: SessionStatus, reason: str, actor: str

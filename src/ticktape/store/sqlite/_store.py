@@ -26,6 +26,7 @@ from ticktape.config import FLUSH_MAX_ROWS, sqlite_path_from_url
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
+    Reason,
     Session,
     SessionConfig,
     SessionEvent,
@@ -72,6 +73,7 @@ from ticktape.store.base import (
 )
 from ticktape.store.rules import (
     apply_claim,
+    apply_start,
     apply_transition,
     check_bucket_query,
     check_continues,
@@ -205,6 +207,38 @@ def _row_to_session(row: tuple[object, ...]) -> Session:
     )
 
 
+def _write_transition(
+    conn: sqlite3.Connection,
+    current: Session,
+    new: Session,
+    actor: str,
+    reason: str,
+    detail: str | None,
+    now: datetime,
+) -> None:
+    """Write ``current`` → ``new`` (``rules.apply_transition``'s result) and its event."""
+    conn.execute(
+        "UPDATE sessions SET status = ?, reason = ?, version = ?, started_us = ?, "
+        "ended_us = ?, owner = ?, lease_us = ?, trades = ?, orderbook = ?, errors = ? "
+        "WHERE id = ? AND version = ?",
+        (
+            new.status.value,
+            new.reason,
+            new.version,
+            _opt_us(new.started_at),
+            _opt_us(new.ended_at),
+            new.owner,
+            _opt_us(new.lease_expires_at),
+            new.stats.trades,
+            new.stats.orderbook,
+            new.stats.errors,
+            current.id,
+            current.version,
+        ),
+    )
+    _append_event(conn, current.id, current.status, new.status, actor, reason, detail, now)
+
+
 def _fetch(conn: sqlite3.Connection, session_id: str) -> Session:
     row = conn.execute(f"SELECT {_SESSION_VIEW} WHERE id = ?", (session_id,)).fetchone()
     if row is None:
@@ -263,7 +297,9 @@ class SqliteSessionStore(SessionStore):
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create_session(self, session: Session, *, actor: str) -> Session:
+    async def create_session(
+        self, session: Session, *, actor: str, start_lease_until: datetime | None = None
+    ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             if session.idempotency_key is not None:
                 row = conn.execute(
@@ -306,7 +342,12 @@ class SqliteSessionStore(SessionStore):
             _append_event(
                 conn, session.id, None, session.status, actor, "created", None, session.created_at
             )
-            return session
+            if start_lease_until is None:
+                return session
+            now = utcnow()
+            running = apply_start(session, lease_expires_at=start_lease_until, now=now)
+            _write_transition(conn, session, running, actor, Reason.STARTED, None, now)
+            return _fetch(conn, session.id)
 
         return await self._db.write(run, "create session")
 
@@ -371,26 +412,7 @@ class SqliteSessionStore(SessionStore):
                 stats=stats,
                 lease_expired_before=lease_expired_before,
             )
-            conn.execute(
-                "UPDATE sessions SET status = ?, reason = ?, version = ?, started_us = ?, "
-                "ended_us = ?, owner = ?, lease_us = ?, trades = ?, orderbook = ?, errors = ? "
-                "WHERE id = ? AND version = ?",
-                (
-                    new.status.value,
-                    new.reason,
-                    new.version,
-                    _opt_us(new.started_at),
-                    _opt_us(new.ended_at),
-                    new.owner,
-                    _opt_us(new.lease_expires_at),
-                    new.stats.trades,
-                    new.stats.orderbook,
-                    new.stats.errors,
-                    session_id,
-                    expected_version,
-                ),
-            )
-            _append_event(conn, session_id, current.status, to_status, actor, reason, detail, now)
+            _write_transition(conn, current, new, actor, reason, detail, now)
             return _fetch(conn, session_id)
 
         return await self._db.write(run, f"transition session to {to_status.value}")
