@@ -1124,13 +1124,7 @@ class QuestDBTickStore(TickStore):
         rows = [
             (
                 session_id,
-                g.symbol,
-                g.data_type.value,
-                g.start_us,
-                g.end_us,
-                g.cause.value,
-                g.lost,
-                g.detail,
+                *g.values(),
                 _timestamps(np.array([g.start_us], np.int64))[0].to_pydatetime(),
                 tenure,
                 write_seq,
