@@ -59,8 +59,7 @@ BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pres
 INSTANCE_BUFFER_MAX_ROWS = 1_000_000
 # ``serve`` fixes glibc's mmap threshold here (ticktape.api.heap.fix_mmap_threshold): a
 # block this large or larger is mapped, and unmapped when freed, for the whole run — the
-# threshold's own raising (to each larger block freed) kept the tick sends' freed frame
-# columns resident in the heaps
+# threshold's own raising kept the tick frames' freed columns resident in the heaps
 MALLOC_MMAP_THRESHOLD_BYTES = 128 * 1024
 # After a stop (or the duration's end) a collect runner writes what it buffered for at most
 # this long, then sheds the rest as recorded ``stop_drain`` gaps: a stop ends in bounded time.

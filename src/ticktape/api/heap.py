@@ -25,15 +25,15 @@ program, or built by a test, leaves that program's collector alone.
 The C allocator too (glibc's malloc, :func:`fix_mmap_threshold`): it serves a block of
 at least its mmap threshold (128 KiB at first) from a mapping of its own, unmapped when
 freed, and it raises that threshold to the size of every larger mapped block freed (up
-to 32 MiB), its heaps' trim threshold to twice that. An instance's tick sends build and
-free such blocks all the time (the frames' columns, hundreds of KiB to several MiB under
-a backlog); once a large one was freed, the smaller ones come from the heaps, and what
-they free there stays resident between live blocks. At 1,000 sessions on QuestDB the
-instance's RSS rose tens of MiB in ten minutes while its live memory (CPython's and
-malloc's) did not (docs/benchmarks.md, stop 18, rss11). ``serve`` sets the threshold
-once, which also ends its raising: large blocks are mapped and unmapped again (a page
-fault per 4 KiB first touched). ``TICKTAPE_MALLOC_MMAP_THRESHOLD_BYTES=0`` leaves
-glibc's own.
+to 32 MiB), its heaps' trim threshold to twice that. The ILP client's buffer grows by
+doubling to the largest send and frees a mapping of several MiB at each doubling; from
+then on the tick frames' columns (hundreds of KiB to a few MiB, built and freed at every
+send) come from the heaps, and what they free there stays resident between live blocks.
+At 1,000 sessions on QuestDB the instance's RSS rose tens of MiB in ten minutes while its
+live memory (Python's and malloc's) stayed flat (docs/benchmarks.md, stop 18, rss11).
+``serve`` sets the threshold once, which also ends its raising: large blocks are mapped
+and unmapped again (a page fault per 4 KiB first touched).
+``TICKTAPE_MALLOC_MMAP_THRESHOLD_BYTES=0`` leaves glibc's own.
 """
 
 from __future__ import annotations
