@@ -57,10 +57,6 @@ BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pres
 # ... and on the ticks buffered by all the sessions of an instance together (about 400
 # bytes a row at the default rate's small batches: ~400 MiB), the same back-pressure
 INSTANCE_BUFFER_MAX_ROWS = 1_000_000
-# ``serve`` fixes glibc's mmap threshold here (ticktape.api.heap.fix_mmap_threshold): a
-# block this large or larger is mapped, and unmapped when freed, for the whole run — the
-# threshold's own raising kept the tick frames' freed columns resident in the heaps
-MALLOC_MMAP_THRESHOLD_BYTES = 128 * 1024
 # After a stop (or the duration's end) a collect runner writes what it buffered for at most
 # this long, then sheds the rest as recorded ``stop_drain`` gaps: a stop ends in bounded time.
 STOP_DRAIN_S = 10.0
@@ -321,9 +317,6 @@ class Settings:
     #: TICKTAPE_PYTHON_GC=0: ``serve`` leaves CPython's garbage collector as it is
     #: (default: freeze the start-up heap, rarer full collections: ticktape.api.heap)
     python_gc_tuning: bool = True
-    #: TICKTAPE_MALLOC_MMAP_THRESHOLD_BYTES: ``serve`` fixes glibc's mmap threshold at
-    #: this (ticktape.api.heap); 0 leaves glibc's own, which rises with the blocks freed
-    malloc_mmap_threshold_bytes: int = MALLOC_MMAP_THRESHOLD_BYTES
     #: The deprecated variables (``DEPRECATED_ENV``) these settings were read from
     deprecated_env: tuple[str, ...] = ()
 
@@ -387,9 +380,6 @@ class Settings:
             python_gc_tuning=(
                 _env_bool(env, "TICKTAPE_PYTHON_GC") if env.get("TICKTAPE_PYTHON_GC") else True
             ),
-            malloc_mmap_threshold_bytes=int(
-                _env_float(env, "TICKTAPE_MALLOC_MMAP_THRESHOLD_BYTES", MALLOC_MMAP_THRESHOLD_BYTES)
-            ),
             deprecated_env=tuple(
                 old for old, new in DEPRECATED_ENV.items() if env.get(old) and not env.get(new)
             ),
@@ -412,8 +402,6 @@ class Settings:
             )
         if settings.gc_interval_s <= 0:
             raise SystemExit("ticktape: TICKTAPE_GC_INTERVAL_S must be greater than zero")
-        if settings.malloc_mmap_threshold_bytes < 0:
-            raise SystemExit("ticktape: TICKTAPE_MALLOC_MMAP_THRESHOLD_BYTES must be zero or more")
         if settings.store_timeout_s <= 0:
             raise SystemExit("ticktape: TICKTAPE_STORE_TIMEOUT_S must be greater than zero")
         if not settings.stop_drain_s >= 0:

@@ -332,10 +332,6 @@ class _AnnouncingServer(uvicorn.Server):
             from ticktape.api.heap import tune_collector
 
             tune_collector()  # the start-up heap is in place: freeze it (docs/operations.md)
-        if s.malloc_mmap_threshold_bytes and not self.should_exit:
-            from ticktape.api.heap import fix_mmap_threshold
-
-            fix_mmap_threshold(s.malloc_mmap_threshold_bytes)  # docs/operations.md
         base = f"http://{s.host}:{s.port}"
         from ticktape.api.auth import load_users
 
