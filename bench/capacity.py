@@ -48,6 +48,11 @@ cancelled past the grace period (``shutdown``).
 ``ticktape`` (PYTHONPATH=SRC, e.g. main's ``git archive``): one ramp per code on fresh
 servers and tables of the same store, alternated ``--rounds`` times.
 
+``--mem-every-s S`` has each server write a memory sample every S seconds (RSS, CPython's
+arenas and live blocks, glibc malloc's heaps, what is in use and free in them, its mapped
+blocks, the rows the tick buffers hold) to ``DIR/mem-<code>/<pid>.jsonl``
+(``bench/memdiag``): whether RSS grows with live memory or with the allocators' holdings.
+
 The issue asks each level held 10 minutes (``--hold-s 600``); shorter holds are
 marked as such in the JSON line.
 """
@@ -190,6 +195,7 @@ PROBE_PATH = "/api/loop-probe"
 # a ramp ends with every instance SIGTERMed at once; one still running this long after is
 # reported (exit_s null) and killed
 SHUTDOWN_WAIT_S = 120.0
+MEMDIAG = Path(__file__).resolve().parent / "memdiag"  # --mem-every-s
 RAMP_ENV = {
     "TICKTAPE_LOG_LEVEL": "warning",
     "TICKTAPE_HEARTBEAT_S": str(HEARTBEAT_S),
@@ -606,7 +612,9 @@ async def ramp(
     }
 
 
-def _ramp_once(args: argparse.Namespace, name: str, tmp: str, src: str | None) -> dict[str, Any]:
+def _ramp_once(
+    args: argparse.Namespace, name: str, tmp: str, src: str | None, label: str = "this"
+) -> dict[str, Any]:
     """One ramp on fresh servers (``src``: serve another tree's ``ticktape``)."""
     store_url = store_url_for(name, Path(tmp), args.questdb_url)
     if name == "sqlite":
@@ -617,6 +625,11 @@ def _ramp_once(args: argparse.Namespace, name: str, tmp: str, src: str | None) -
         sep = "&" if "?" in store_url else "?"
         store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
     env = env_for(src, RAMP_ENV)
+    if args.mem_every_s > 0:  # bench/memdiag's sitecustomize samples each server
+        paths = [env.get("PYTHONPATH") or os.environ.get("PYTHONPATH"), str(MEMDIAG)]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env["BENCH_MEM_DIR"] = str(Path(tmp) / f"mem-{label}")
+        env["BENCH_MEM_EVERY_S"] = str(args.mem_every_s)
     servers = [ServerProcess(store_url, Path(tmp), env=env) for _ in range(args.instances)]
     try:
         for server in servers:
@@ -680,7 +693,7 @@ def main_ramp(args: argparse.Namespace) -> None:
             # with --code, the codes' ramps alternate, round after round, on one store
             for r in range(args.rounds):
                 for label, src in codes:
-                    got = _ramp_once(args, name, tmp, src)
+                    got = _ramp_once(args, name, tmp, src, label)
                     print(
                         f"{name:8s} {label} round {r + 1}, {args.instances} instance(s): "
                         f"held {got['held']} sessions; stopped {got['stopped_by']}",
@@ -743,6 +756,14 @@ def main() -> None:
     parser.add_argument("--seed-batch", type=int, default=2000, help="bulk: sessions a commit")
     parser.add_argument(
         "--dir", default="", help="ramp: keep the store and server logs here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--mem-every-s",
+        type=float,
+        default=0.0,
+        help="ramp: every this many seconds each server writes a memory sample (RSS, "
+        "CPython's and malloc's live and held memory, buffered rows) to "
+        "DIR/mem-<code>/<pid>.jsonl (bench/memdiag); 0: none",
     )
     args = parser.parse_args()
     if args.mode == "ramp":

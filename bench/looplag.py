@@ -26,52 +26,20 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from standins import AckingStore, QuietClient
 from ticktape.config import Settings
 from ticktape.feeds.sim import BLOCK_PERIOD_S, SimExchange
 from ticktape.feeds.simdriver import SimDriver
 from ticktape.metrics import Metrics
 from ticktape.runners import TickWriter
 from ticktape.runtime.handle import RunHandle
-from ticktape.store.base import Store, WriteResult
-from ticktape.ticks import TickBatch
+from ticktape.store.base import Store
 
 PROBE_EVERY_S = 0.005
 WARM_S = 3.0  # first chunks and the attach spread, not measured
-
-
-class _Ticks:
-    async def write_sessions(
-        self, writes: Sequence[list[TickBatch]], *, owner: str
-    ) -> list[WriteResult | Exception]:
-        return [WriteResult() for _ in writes]
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.ticks = _Ticks()
-
-
-class _Client:
-    """Every session's rules (one object: they keep no state)."""
-
-    def pending_gaps(self) -> bool:
-        return False
-
-    async def write_gaps(self, handle: RunHandle) -> bool:
-        return True
-
-    def drain_over(self) -> bool:
-        return False
-
-    def shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        pass
-
-    def stored(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        pass
 
 
 def _pct(ordered: list[float], q: float) -> float:
@@ -80,9 +48,9 @@ def _pct(ordered: list[float], q: float) -> float:
 
 async def _measure(sessions: int, seconds: float) -> dict[str, float]:
     loop = asyncio.get_running_loop()
-    writer = TickWriter(cast(Store, _Store()), Settings(store_url="memory://"), Metrics(), "b")
+    writer = TickWriter(cast(Store, AckingStore()), Settings(store_url="memory://"), Metrics(), "b")
     driver = SimDriver(loop)
-    client = _Client()
+    client = QuietClient()
     regs = []
     for i in range(sessions):
         reg = writer.register(RunHandle(f"s{i}"), client)

@@ -24,53 +24,29 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
 
 from codes import add_code_option, code_trees, env_for
+from standins import AckingStore, QuietClient
 from ticktape.config import Settings
 from ticktape.metrics import Metrics
 from ticktape.runners import TickWriter
 from ticktape.runtime.handle import RunHandle
-from ticktape.store.base import Store, WriteResult
+from ticktape.store.base import Store
 from ticktape.ticks import TickBatch, TradeBatch
 
 ROWS = 5
 
 
-class _Ticks:
-    async def write_sessions(
-        self, writes: Sequence[list[TickBatch]], *, owner: str
-    ) -> list[WriteResult | Exception]:
-        return [WriteResult() for _ in writes]
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.ticks = _Ticks()
-
-
-class _Client:
-    """Every session's rules (one object: they keep no state but the round's tally)."""
+class _Client(QuietClient):
+    """Every session's rules, with the round's tally."""
 
     def __init__(self, sessions: int) -> None:
         self.sessions = sessions
         self.stored_now = 0
         self.round_done = asyncio.Event()  # every session's answer applied
-
-    def pending_gaps(self) -> bool:
-        return False
-
-    async def write_gaps(self, handle: RunHandle) -> bool:
-        return True
-
-    def drain_over(self) -> bool:
-        return False
-
-    def shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        pass
 
     def stored(self, batches: list[TickBatch], handle: RunHandle) -> None:
         self.stored_now += 1
@@ -86,7 +62,7 @@ def _batch(session_id: str) -> TradeBatch:
 
 async def _measure(sessions: int, writes: int) -> float:
     """CPU µs per session per round."""
-    store = _Store()
+    store = AckingStore()
     settings = Settings(store_url="memory://", flush_interval_s=3600.0, flush_eager_rows=ROWS)
     writer = TickWriter(cast(Store, store), settings, Metrics(), "bench")
     client = _Client(sessions)

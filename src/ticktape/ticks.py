@@ -189,6 +189,19 @@ class Gap:
     def duration_s(self) -> float:
         return max(0, self.end_us - self.start_us) / 1e6
 
+    def values(self) -> tuple[str, str, int, int, str, int | None, str]:
+        """Its fields as a store row holds them, in order (enums by value): ``symbol,
+        data_type, start_us, end_us, cause, lost, detail``."""
+        return (
+            self.symbol,
+            self.data_type.value,
+            self.start_us,
+            self.end_us,
+            self.cause.value,
+            self.lost,
+            self.detail,
+        )
+
 
 @dataclass(frozen=True)
 class FeedCounts:

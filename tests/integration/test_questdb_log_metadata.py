@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Run
-from ticktape.domain import DataType
+from ticktape.domain import DataType, SessionStatus
 from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.questdb import QuestDBStore
 
@@ -146,3 +146,48 @@ def test_creates_acknowledged_while_the_logs_id_symbol_outgrows_its_capacity_are
             await store.close()
 
     run(scenario())
+
+
+def test_history_appended_across_a_change_of_the_logs_columns_is_all_kept(
+    qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """``append_history`` (the benchmarks' bulk history) of several sessions, each round
+    after another connection added a column to the log: every session is in the log
+    with both its rows (created, then failed)."""
+    store = QuestDBStore(qdb_url)
+
+    async def scenario() -> None:
+        await store.open()
+        other = await psycopg.AsyncConnection.connect(store.address.conninfo, autocommit=True)
+        appended: list[str] = []
+        try:
+            for round_ in range(ROUNDS + 1):
+                if round_:
+                    await other.execute(
+                        f"ALTER TABLE {store.address.prefix}session_log "
+                        f"ADD COLUMN extra{round_} INT"
+                    )
+                    await _column_shown(other, f"{store.address.prefix}session_log", round_)
+                drafts = [make_session() for _ in range(CONCURRENT)]
+                await store.sessions.append_history(
+                    drafts, to_status=SessionStatus.FAILED, reason="start_failed", actor="t"
+                )
+                appended += [s.id for s in drafts]
+            cur = await other.execute(f"SELECT id, count() FROM {store.address.prefix}session_log")
+            rows = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+            assert {sid: rows.get(sid, 0) for sid in appended} == dict.fromkeys(appended, 2)
+        finally:
+            await other.close()
+            await store.close()
+
+    run(scenario())
+
+
+async def _column_shown(conn: psycopg.AsyncConnection[Any], table: str, round_: int) -> None:
+    """Until the WAL table shows the column ``extra{round_}`` (it applies ``ADD COLUMN``
+    later)."""
+    while True:
+        cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{table}')")
+        if f"extra{round_}" in {str(r[0]) for r in await cur.fetchall()}:
+            return
+        await asyncio.sleep(0.01)

@@ -13,7 +13,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -637,6 +637,31 @@ class Connections:
                 raise
             else:
                 self.health.succeeded()
+
+
+#: Rows per multi-row INSERT statement (:func:`insert_rows`).
+INSERT_ROWS = 500
+
+
+async def insert_rows(
+    conn: psycopg.AsyncConnection[Any],
+    head: str,
+    rows: Sequence[Sequence[Any]],
+    per_statement: int = INSERT_ROWS,
+) -> None:
+    """``rows`` inserted by multi-row statements ``{head} VALUES (…), (…)`` of
+    ``per_statement`` rows at most (``head``: ``INSERT INTO table (columns)``).
+
+    Never pipelined one-row INSERTs (``executemany``): after a change of the table's
+    metadata QuestDB 9.3.4 answers pipelined INSERTs as done yet keeps only the last of
+    them, while single statements, multi-row ``VALUES`` too, are kept (docs/questdb.md)."""
+    for start in range(0, len(rows), per_statement):
+        part = rows[start : start + per_statement]
+        row = "(" + ", ".join("%s" for _ in part[0]) + ")"
+        await conn.execute(
+            f"{head} VALUES {', '.join(row for _ in part)}",
+            [value for values in part for value in values],
+        )
 
 
 async def check_schema(db: Connections) -> None:

@@ -74,6 +74,7 @@ from ticktape.store.questdb._db import (
     check_schema,
     ensure_session_keys,
     ensure_tick_send_columns,
+    insert_rows,
 )
 from ticktape.store.questdb._fence import Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -950,8 +951,10 @@ class QuestDBSessionStore(SessionStore):
             last = first.next(ended, row_kind="transition", actor=actor, reason=reason, event=True)
             values += [first.values(), last.values()]
         writer = self._db.writer("append history")
-        async with writer as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(self._db.prefixed(_INSERT), values)
+        async with writer as conn, conn.transaction():
+            await insert_rows(
+                conn, self._db.prefixed(f"INSERT INTO tt_session_log ({_SELECT})"), values
+            )
 
     async def transition(
         self,

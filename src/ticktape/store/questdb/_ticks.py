@@ -68,7 +68,7 @@ from ticktape.store.base import (
     bounded_write,
     gather_answers,
 )
-from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.questdb._db import ERRORS, Connections, insert_rows
 from ticktape.store.questdb._export import ParquetExport, inline, literal
 from ticktape.store.questdb._fence import NO_BATCH, Fence, Tenure, excluded_many
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -102,7 +102,6 @@ SEND_SPACING_S = 0.5
 #: Sessions counted together by one grouped count (``_count_group``), at most: the
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
 COUNT_GROUP_MAX = 1_000
-GAP_INSERT_ROWS = 500  # gaps per multi-row INSERT statement
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -1175,34 +1174,23 @@ class QuestDBTickStore(TickStore):
         rows = [
             (
                 session_id,
-                g.symbol,
-                g.data_type.value,
-                g.start_us,
-                g.end_us,
-                g.cause.value,
-                g.lost,
-                g.detail,
+                *g.values(),
                 _timestamps(np.array([g.start_us], np.int64))[0].to_pydatetime(),
                 tenure,
                 write_seq,
             )
             for g in gaps
         ]
-        # Multi-row INSERT statements, never pipelined one-row INSERTs (executemany): after
-        # a change of the table's metadata QuestDB 9.3.4 answers pipelined INSERTs as done
-        # yet keeps only the last of them (docs/questdb.md)
         async with self._db.writer("write gaps") as conn:
             with ERRORS.wrap("write gaps"):
-                for start in range(0, len(rows), GAP_INSERT_ROWS):
-                    part = rows[start : start + GAP_INSERT_ROWS]
-                    values = ", ".join("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)" for _ in part)
-                    await conn.execute(
-                        self._db.prefixed(
-                            "INSERT INTO tt_gaps (session_id, symbol, data_type, start_us, "
-                            f"end_us, cause, lost, detail, ts, tenure, write_seq) VALUES {values}"
-                        ),
-                        [value for row in part for value in row],
-                    )
+                await insert_rows(
+                    conn,
+                    self._db.prefixed(
+                        "INSERT INTO tt_gaps (session_id, symbol, data_type, start_us, "
+                        "end_us, cause, lost, detail, ts, tenure, write_seq)"
+                    ),
+                    rows,
+                )
 
     async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:
         table = "trades" if data_type is DataType.TRADES else "orderbook"

@@ -1059,19 +1059,7 @@ class SqliteTickStore(TickStore):
             conn.executemany(
                 "INSERT OR IGNORE INTO gaps (sid, symbol, data_type, start_us, end_us, cause, "
                 "lost, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        sid,
-                        g.symbol,
-                        g.data_type.value,
-                        g.start_us,
-                        g.end_us,
-                        g.cause.value,
-                        g.lost,
-                        g.detail,
-                    )
-                    for g in gaps
-                ],
+                [(sid, *g.values()) for g in gaps],
             )
 
         if gaps:
