@@ -403,7 +403,8 @@ class StreamFeed(ABC):
         detail: str = "",
         lost: int | None = None,
     ) -> None:
-        """A gap starts now for this stream (kept open until data of its kind flows again)."""
+        """A gap starts now for this stream (kept open until data of its kind flows again);
+        while one is already open, the new cause joins it (contract guarantee 1)."""
         key = (symbol, data_type)
         if key not in self._pending:
             start = self._last_ts.get(key, now_us())

@@ -18,7 +18,10 @@ on them):
 1. Every disconnect, sequence break, stall, resync and overflow produces exactly
    one ``gap`` event per affected (symbol, data type), emitted once its end is
    known — that is, once data of that kind flows again (or at the feed's end, with
-   the end set to the last moment the feed ran).
+   the end set to the last moment the feed ran). A stream has one gap open at a
+   time: a cause that starts while its stream is already in a gap (a drop before a
+   sequence break is resolved) joins that gap, which keeps the first cause and
+   spans both.
 2. No book snapshot is yielded between a gap's start and the ``resynced`` event
    that ends it: a book is rebuilt from a snapshot before it is yielded again.
 3. Within a symbol, rows are yielded in the order the exchange sent them (a

@@ -141,6 +141,40 @@ def test_drop_gives_gaps_and_recording_resumes(run: Run) -> None:
     run(scenario())
 
 
+def test_a_drop_before_a_break_is_resolved_joins_the_breaks_gap(run: Run) -> None:
+    async def scenario() -> None:
+        async with FakeMexc() as fx, Recorder(make_feed(fx)) as rec:
+            await started(fx, rec)
+            await fx.send_depth(SYM, 3)
+            await rec.wait(lambda: rec.books(SYM)[-1][1:] == fx.book(SYM, DEPTH))
+            last_ts = rec.books(SYM)[-1][0]
+            fx.skip_depth(SYM, 4)
+            await fx.send_depth(SYM, 1)  # the jump: the book waits for an update to resync
+
+            async def broken() -> bool:
+                return rec.feed.counters.sequence_breaks == 1
+
+            await eventually(broken, timeout_s=10, what="the sequence break")
+            n_before = len(rec.books(SYM))
+            await fx.drop()
+            await fx.wait_subscribed((SYM,), KINDS)
+            await rec.keep_moving(
+                lambda: fx.send_depth(SYM, 1), lambda: bool(rec.gaps(DataType.ORDERBOOK))
+            )
+            # One gap, from the last book before the break to the first after the
+            # reconnect: the stream was never out of it, and no book was yielded inside.
+            (gap,) = rec.gaps(DataType.ORDERBOOK)
+            assert (gap.cause, gap.lost, gap.start_us) == (GapCause.SEQUENCE_BREAK, 4, last_ts)
+            await rec.wait(lambda: len(rec.books(SYM)) > n_before)  # the row that closed it
+            assert all(ts >= gap.end_us for ts, _, _ in rec.books(SYM)[n_before:])
+            await fx.send_deals(SYM, 1)  # the trades' own gap is the drop's
+            await rec.wait(lambda: bool(rec.gaps(DataType.TRADES)))
+            assert [g.cause for g in rec.gaps(DataType.TRADES)] == [GapCause.DISCONNECT]
+            assert rec.feed.counters.reconnects == 1
+
+    run(scenario())
+
+
 def test_client_pings_keep_the_connection(run: Run) -> None:
     async def scenario() -> None:
         settings = dataclasses.replace(FAST, ping_interval_s=0.05)
