@@ -17,16 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
+import psycopg
 import pytest
+from questdb import Sender
 
 from tests.conftest import Run
 from tests.integration.test_questdb_split_send import _counts, _feed, _ids, _reap, _start, _stored
 from ticktape.store import RetryingStore
-from ticktape.store.questdb import Fence, QuestDBTickStore
-from ticktape.ticks import BookBatch, TickCounts
+from ticktape.store.base import Seal
+from ticktape.store.questdb import (
+    Fence,
+    QuestDBAddress,
+    QuestDBTickStore,
+    book_frame,
+    send_marks,
+    serialise_frame,
+    trades_frame,
+)
+from ticktape.ticks import BookBatch, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
 
@@ -119,23 +132,100 @@ def test_a_send_landing_between_the_seals_reads_is_counted_in_both_tables_or_nei
         assert landed, f"the seal made no read {label!r} #{nth}"
         await reaper.ticks.wait_visible(30)
 
-        # What the seal counted is what it keeps and what the session's stats say, and
-        # both tables end at the same block: all three (the send was in before the seal
-        # settled on a state) or the first two (it landed after: fenced out as late).
-        kept = await reaper.ticks.count(session.id)
-        assert seal.counts == kept
-        assert (reaped.stats.trades, reaped.stats.orderbook) == (kept.trades, kept.orderbook)
-        fence = Fence.load(seal.fence or "")
-        assert fence.trades == fence.orderbook
-        blocks = early + last if fence.trades == 2 else early
-        assert kept == _counts(blocks)
-        ids, books = await _stored(reaper, session.id)
-        assert sorted(ids) == _ids(blocks)
-        want = [int(t) for b in blocks if isinstance(b, BookBatch) for t in b.ts_us]
-        assert sorted(books) == want
-        # every row is kept or fenced out, and a cut the seal reports is fenced out
-        fenced = await sealer.fenced(session.id)
-        assert kept + fenced == _counts(early + last)
-        assert seal.cut in (TickCounts(), fenced)
+        await _agree(reaper, session.id, seal, reaped, early, last)
+
+    run(scenario())
+
+
+async def _agree(
+    reaper: RetryingStore,
+    session_id: str,
+    seal: Seal,
+    reaped: Any,
+    early: list[TickBatch],
+    last: list[TickBatch],
+) -> None:
+    """What the seal counted is what it keeps and what the session's stats say, and both
+    tables end at the same block: all three (the send was in before the seal settled on
+    a state) or the first two (it landed after: fenced out as late)."""
+    await reaper.ticks.wait_visible(30)
+    kept = await reaper.ticks.count(session_id)
+    assert seal.counts == kept
+    assert (reaped.stats.trades, reaped.stats.orderbook) == (kept.trades, kept.orderbook)
+    fence = Fence.load(seal.fence or "")
+    assert fence.trades == fence.orderbook
+    blocks = early + last if fence.trades == 2 else early
+    assert kept == _counts(blocks)
+    ids, books = await _stored(reaper, session_id)
+    assert sorted(ids) == _ids(blocks)
+    assert sorted(books) == [int(t) for b in blocks if isinstance(b, BookBatch) for t in b.ts_us]
+    # every row is kept or fenced out, and a cut the seal reports is fenced out
+    fenced = await _questdb(reaper).fenced(session_id)
+    assert kept + fenced == _counts(early + last)
+    assert seal.cut in (TickCounts(), fenced)
+
+
+def test_a_request_committed_in_part_at_a_restart_then_resent_during_the_seal_is_one_state(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """A QuestDB restart can leave part of one ILP request's rows of a table committed,
+    and the client then retries the same request (the same ``send_id`` and marks): here
+    the first 40 of a block's 100 trades are in when the seal starts and the whole
+    request lands after its trades count. Read at different moments, the trades count
+    holds 40 of the send and the books count all of it, while the last-send check (made
+    after) finds it whole: fences at one batch, 60 trades more landing under the fence."""
+    lost, reaper = stores
+    sealer = _questdb(reaper)
+    address = QuestDBAddress.from_url(lost.url)
+
+    async def scenario() -> None:
+        session = await _start(lost, make_session, "lost")
+        feed = _feed(session.id)
+        early = feed.next_block() + feed.next_block()  # blocks 0 and 1: acknowledged
+        await lost.ticks.write(early, owner="lost")
+        last = feed.next_block()  # block 2: one request, retried by the client
+        trades = [b for b in last if isinstance(b, TradeBatch)]
+        books = [b for b in last if isinstance(b, BookBatch)]
+        await lost.ticks.wait_visible(30)
+        with psycopg.connect(address.conninfo, autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT max(tenure) FROM {address.prefix}trades WHERE session_id = %s",
+                [session.id],
+            ).fetchone()
+        assert row is not None and row[0] is not None
+        tenures = {session.id: int(row[0])}
+        marks = send_marks(time.time_ns(), trades, books)
+        frames = [
+            (f"{address.prefix}trades", trades_frame(trades, tenures, marks)),
+            (f"{address.prefix}orderbook", book_frame(books, tenures, marks)),
+        ]
+
+        def send(parts: list[tuple[str, pd.DataFrame]]) -> None:
+            with Sender.from_conf(address.ilp_conf) as ilp:
+                for table, frame in parts:
+                    serialise_frame(ilp, table, frame)
+                ilp.flush()
+
+        # what the restart kept of the request: its first 40 trades (the marks among them)
+        await asyncio.to_thread(send, [(frames[0][0], frames[0][1].iloc[:40])])
+        await reaper.ticks.wait_visible(30)
+        landed = False
+
+        async def land(what: str) -> None:
+            nonlocal landed
+            if what == "count ticks" and not landed:  # after the trades count
+                landed = True
+                await asyncio.to_thread(send, frames)  # the client's retry, whole
+                await reaper.ticks.wait_visible(30)
+
+        sealer.after_read = land
+        try:
+            seal, reaped = await _reap(reaper, session)
+        finally:
+            sealer.after_read = None
+        assert landed
+        await _agree(reaper, session.id, seal, reaped, early, last)
 
     run(scenario())
