@@ -775,8 +775,8 @@ class QuestDBTickStore(TickStore):
                 break
         else:
             raise StoreBusy(
-                f"seal: ticks of {', '.join(sealing)} still landing after "
-                f"{SEAL_READS_MAX} reads of the tick tables"
+                f"seal: ticks of {len(sealing)} session(s) (first {sealing[0]}) still "
+                f"landing after {SEAL_READS_MAX} reads of the tick tables"
             )
         fenced, params = excluded_many(tenures, "gaps")
         rows = await self._scalar_rows(
