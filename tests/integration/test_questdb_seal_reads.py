@@ -28,6 +28,7 @@ from questdb import Sender
 
 from tests.conftest import Run
 from tests.integration.test_questdb_split_send import _counts, _feed, _ids, _reap, _start, _stored
+from ticktape.errors import StoreBusy
 from ticktape.store import RetryingStore
 from ticktape.store.base import Seal
 from ticktape.store.questdb import (
@@ -227,5 +228,42 @@ def test_a_request_committed_in_part_at_a_restart_then_resent_during_the_seal_is
             sealer.after_read = None
         assert landed
         await _agree(reaper, session.id, seal, reaped, early, last)
+
+    run(scenario())
+
+
+def test_a_seal_whose_tables_never_hold_still_gives_up_as_busy(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """A block lands after every count read of the seal: it never finds one state of both
+    tables, and after its bounded reads fails as busy (transient: the store handle retries
+    it) instead of deciding from a moving state; once the writes stop it seals."""
+    lost, reaper = stores
+    sealer = _questdb(reaper)
+
+    async def scenario() -> None:
+        session = await _start(lost, make_session, "lost")
+        feed = _feed(session.id)
+        written = feed.next_block()
+        await lost.ticks.write(written, owner="lost")
+        await reaper.ticks.wait_visible(30)
+
+        async def land(what: str) -> None:
+            if what == "count ticks":
+                block = feed.next_block()
+                await lost.ticks.write(block, owner="lost")
+                written.extend(block)
+                await reaper.ticks.wait_visible(30)
+
+        sealer.after_read = land
+        try:
+            with pytest.raises(StoreBusy, match="still landing"):
+                await sealer.seal(session.id)
+        finally:
+            sealer.after_read = None
+        seal = await sealer.seal(session.id)
+        assert seal.counts == _counts(written) and seal.cut == TickCounts()
 
     run(scenario())
