@@ -11,7 +11,7 @@ Public face:
 - :class:`QuestDBSessionStore`, the type of ``QuestDBStore.sessions``, and
   :class:`QuestDBTickStore`, the type of ``QuestDBStore.ticks``, for tests that check
   what is physically in the tables or use their documented testing hooks
-  (``on_read_many``, ``before_send``, ``split_send``, ``before_gap_write``;
+  (``on_read_many``, ``before_send``, ``split_send``, ``before_gap_write``, ``after_read``;
   ``QuestDBStore.on_connect``);
 - :class:`Fence`, a sealed tenure's fence as a seal writes it (``Seal.fence``), for
   tests that check where a seal cut;

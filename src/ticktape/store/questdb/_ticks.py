@@ -52,6 +52,7 @@ from ticktape.config import VISIBILITY_TIMEOUT_S
 from ticktape.domain import ACTIVE_STATUSES, DataType
 from ticktape.errors import (
     LeaseLost,
+    StoreBusy,
     StoreError,
     StoreUnavailable,
     TicksNotVisible,
@@ -99,6 +100,9 @@ MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
 # waits for its group at most this long, a stop's drain so much longer; a lone writer
 # is never held back.
 SEND_SPACING_S = 0.5
+#: Reads of the tick tables one seal makes, at most, to find them holding still
+#: (``_settled``): a lost owner's sends land one at a time and stop once it is reaped.
+SEAL_READS_MAX = 5
 #: Sessions counted together by one grouped count (``_count_group``), at most: the
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
 COUNT_GROUP_MAX = 1_000
@@ -440,6 +444,10 @@ class QuestDBTickStore(TickStore):
     blocks in it to land one table's rows of a send before a seal and the other's after,
     as a multi-table request whose tables commit on their own can
     (tests/integration/test_questdb_split_send.py).
+    :attr:`after_read`, if set, is awaited after each tick read with the read's label
+    (``"count ticks"`` once per tick table of a grouped count, ``"seal last send"``, …): a
+    test lands a lost owner's send between two reads of one seal
+    (tests/integration/test_questdb_seal_reads.py).
     The product sets none of them.
     """
 
@@ -447,6 +455,7 @@ class QuestDBTickStore(TickStore):
     split_send: Callable[[str], None] | None = None
     before_gap_write: Callable[[], Awaitable[None]] | None = None
     on_count_group: Callable[[list[str]], None] | None = None
+    after_read: Callable[[str], Awaitable[None]] | None = None
     #: Sessions whose seal checked the tenure's last send, ever (a test tells a skipped
     #: check from a made one).
     seal_checks: int = 0
@@ -702,7 +711,10 @@ class QuestDBTickStore(TickStore):
                 cur = await conn.execute(self._db.prefixed(sql), params)
                 return await cur.fetchall()
 
-        return await self._db.bounded(query(), what)
+        rows = await self._db.bounded(query(), what)
+        if self.after_read is not None:
+            await self.after_read(what)
+        return rows
 
     async def _tenure(self, session_id: str) -> Tenure:
         """The session's current tenure and sealed fences (none for an unknown session)."""
@@ -742,37 +754,30 @@ class QuestDBTickStore(TickStore):
         For the sessions being sealed, the current tenure's last send is checked too
         (:meth:`_cuts`), one more query per table for all of them — except a seal whose
         sends were all acknowledged (a session sealed by several callers at once is
-        checked if any of them asks)."""
+        checked if any of them asks).
+
+        A seal decides from one state of both tables (:meth:`_settled`): a lost owner's
+        send can land between two of its reads (each table is read by a query of its
+        own), and counts, checks and cuts made from different states disagree — a
+        table counted before the send and cut after it, or cut in one table where the
+        other's count has it."""
         ids = sorted({c.session_id for c in group})
         if self.on_count_group is not None:
             self.on_count_group(ids)
         marks = ", ".join("%s" for _ in ids)
         tenures = await self._tenures(ids)
-        tables: dict[str, dict[str, tuple[int, int]]] = {}
-        lasts = {sid: _LastSend() for sid in ids}
         sealing = sorted({c.session_id for c in group if c.sealing and not c.acknowledged})
         self.seal_checks += len(sealing)
-        # the newest send's marks only for a check: two fewer columns of the day's
-        # partition read otherwise (a count, an acknowledged owner's seal)
-        marked = ", max(send_id), max(send_first)" if sealing else ""
-        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            fenced, params = excluded_many(tenures, table)
-            rows = await self._scalar_rows(
-                f"SELECT session_id, tenure, count(), max(batch_seq){marked} "
-                f"FROM tt_{table} WHERE session_id IN ({marks}){extra}{fenced}",
-                [*ids, *params],
-                "count ticks",
+        for _ in range(SEAL_READS_MAX):
+            tables, lasts, seen = await self._read_counts(ids, tenures, marked=bool(sealing))
+            cuts = await self._cuts(sealing, tenures, lasts)
+            if not sealing or await self._settled(sealing, tenures, seen):
+                break
+        else:
+            raise StoreBusy(
+                f"seal: ticks of {len(sealing)} session(s) (first {sealing[0]}) still "
+                f"landing after {SEAL_READS_MAX} reads of the tick tables"
             )
-            counted = {sid: (0, NO_BATCH) for sid in ids}
-            for sid, number, count, last, *send in rows:
-                total, mine = counted[str(sid)]
-                if number == tenures[str(sid)].number and last is not None:
-                    mine = int(last)
-                    send_id, first = send or (None, None)
-                    lasts[str(sid)].saw(table, int(count), mine, send_id, first)
-                counted[str(sid)] = (total + int(count), mine)
-            tables[table] = counted
-        cuts = await self._cuts(sealing, tenures, lasts)
         fenced, params = excluded_many(tenures, "gaps")
         rows = await self._scalar_rows(
             "SELECT session_id, tenure, max(write_seq) FROM tt_gaps "
@@ -799,6 +804,60 @@ class QuestDBTickStore(TickStore):
                 }
                 cut = TickCounts(left_out.get("trades", 0), left_out.get("orderbook", 0))
             request.answer(_Counted(tenures[sid], found, gaps.get(sid, NO_BATCH), cut))
+
+    async def _read_counts(
+        self, ids: list[str], tenures: dict[str, Tenure], *, marked: bool
+    ) -> tuple[
+        dict[str, dict[str, tuple[int, int]]],
+        dict[str, _LastSend],
+        dict[str, list[tuple[Any, ...]]],
+    ]:
+        """Per tick table, each session's rows kept by its fences and its current
+        tenure's last batch (one query per table for all of ``ids``); the current
+        tenure's newest send too if ``marked`` (for a check: two more columns of the
+        day's partition read). Also what each session's rows looked like, for
+        :meth:`_settled`."""
+        marks = ", ".join("%s" for _ in ids)
+        sends = ", max(send_id), max(send_first)" if marked else ""
+        tables: dict[str, dict[str, tuple[int, int]]] = {}
+        lasts = {sid: _LastSend() for sid in ids}
+        seen: dict[str, list[tuple[Any, ...]]] = {sid: [] for sid in ids}
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            fenced, params = excluded_many(tenures, table)
+            rows = await self._scalar_rows(
+                f"SELECT session_id, tenure, count(), max(batch_seq){sends} "
+                f"FROM tt_{table} WHERE session_id IN ({marks}){extra}{fenced}",
+                [*ids, *params],
+                "count ticks",
+            )
+            counted = {sid: (0, NO_BATCH) for sid in ids}
+            for sid, number, count, last, *send in rows:
+                seen[str(sid)].append((table, number, count, last, *send))
+                total, mine = counted[str(sid)]
+                if number == tenures[str(sid)].number and last is not None:
+                    mine = int(last)
+                    send_id, first = send or (None, None)
+                    lasts[str(sid)].saw(table, int(count), mine, send_id, first)
+                counted[str(sid)] = (total + int(count), mine)
+            tables[table] = counted
+        for rows in seen.values():
+            rows.sort(key=repr)
+        return tables, lasts, seen
+
+    async def _settled(
+        self,
+        ids: list[str],
+        tenures: dict[str, Tenure],
+        seen: dict[str, list[tuple[Any, ...]]],
+    ) -> bool:
+        """Whether the tick tables still hold what :meth:`_read_counts` saw of ``ids``
+        (read again, one more query per table for all of them): then every read made in
+        between (:meth:`_cuts`) saw that same state of both tables — rows are never
+        removed, and a row landing, or replaced by a later send of its owner, changes
+        its session's count or newest send. Each table's second read comes after the
+        other table's first, so both tables held still over the reads between."""
+        _, _, again = await self._read_counts(ids, tenures, marked=True)
+        return all(again[sid] == seen[sid] for sid in ids)
 
     async def _cuts(
         self, ids: list[str], tenures: dict[str, Tenure], lasts: dict[str, _LastSend]
