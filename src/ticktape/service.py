@@ -79,6 +79,9 @@ PROGRESS_SESSIONS_MAX = 5_000
 
 STOP_POLL_INTERVAL_S = 0.05  # how often a waiting stop re-reads the store
 ACTIVE_COUNT_MAX_AGE_S = 1.0  # the per-store session limit counts the store this often
+# A create waits for that count only when the last one is older than this (none yet, or
+# the counts are failing or slow); a younger one answers while the next is under way.
+ACTIVE_COUNT_WAIT_AGE_S = 5.0
 UNLAUNCHED_REMEMBERED = 10_000  # failed creates whose written start a key retry may launch
 
 
@@ -258,23 +261,35 @@ class SessionService:
 
     async def _active_in_store(self) -> int:
         """Active sessions in the store, for the per-store limit: counted at most every
-        :data:`ACTIVE_COUNT_MAX_AGE_S` (a count on QuestDB scans the session log), plus
+        :data:`ACTIVE_COUNT_MAX_AGE_S` (a count on QuestDB is a read of the log), plus
         the creates this instance made since — so the limit may be passed by what
-        other instances (or creates racing here) added within that time."""
+        other instances (or creates racing here) added within that time.
+
+        A create that finds the count stale starts the next one (one at a time: the
+        creates meanwhile share it) and, while the last count is younger than
+        :data:`ACTIVE_COUNT_WAIT_AGE_S`, answers from that one without waiting: the
+        count's round trip (and the log scan it may queue behind) is not added to one
+        create in every second's worth. With no count yet, or an older one, it waits."""
         now = time.monotonic()
-        if self._active_count is None or now - self._active_count[1] > ACTIVE_COUNT_MAX_AGE_S:
-            # One count at a time: the creates that find the count stale together share
-            # it (at 32 concurrent creates each used to count, every second).
-            if self._counting is None:
-                self._counting = asyncio.ensure_future(self._count_active(now))
-            counting = self._counting
-            try:
-                await asyncio.shield(counting)
-            finally:
-                if counting.done() and self._counting is counting:
-                    self._counting = None
-            assert self._active_count is not None
+        known = self._active_count
+        if known is not None and now - known[1] <= ACTIVE_COUNT_MAX_AGE_S:
+            return known[0]
+        counting = self._counting
+        if counting is None or counting.done():
+            counting = self._counting = asyncio.ensure_future(self._count_active(now))
+            counting.add_done_callback(self._counted)
+        if known is not None and now - known[1] <= ACTIVE_COUNT_WAIT_AGE_S:
+            return known[0]
+        await asyncio.shield(counting)
+        assert self._active_count is not None
         return self._active_count[0]
+
+    def _counted(self, counting: asyncio.Future[None]) -> None:
+        if self._counting is counting:
+            self._counting = None
+        if not counting.cancelled() and counting.exception() is not None:
+            # a create waiting on it raises it; one that did not wait counts again later
+            log.debug("the per-store limit's count failed: %r", counting.exception())
 
     async def _count_active(self, now: float) -> None:
         counted = await self._store.sessions.count_sessions(

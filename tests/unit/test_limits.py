@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from tests.unit.conftest_api import BASE_URL, FakeRuntime, Run, SyncAsgiTransport
+from ticktape import service as service_module
 from ticktape.api import create_app
 from ticktape.api.limits import CreateRateLimiter
 from ticktape.config import Settings
@@ -89,6 +91,66 @@ def test_active_sessions_per_store(harness: Any) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)  # waiting out the count's age: there is no event to await
     assert code == 201
+
+
+def test_a_create_does_not_wait_for_the_per_store_count_while_the_last_is_young(
+    run: Run[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every count is stale here (max age 0): the first create waits for the count; the
+    next ones start one recount at a time and answer from the last count, younger than
+    ACTIVE_COUNT_WAIT_AGE_S, without waiting for it — and the limit holds by the
+    recount's answer once it lands. With the wait age 0, a create waits again."""
+    monkeypatch.setattr(service_module, "ACTIVE_COUNT_MAX_AGE_S", 0.0)
+    settings = replace(BASE, max_running_per_store=3)
+    spec = validate_spec(kind="collect", symbols=["BTC_USDT"])
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        service = SessionService(store, FakeRuntime(store), settings, Metrics())
+        count = store.sessions.count_sessions
+        gate = asyncio.Event()
+        gate.set()
+        counted = asyncio.Event()
+        counts: list[int] = []
+        extra = [0]  # active sessions of "other instances", added to the store's count
+
+        async def gated(query: Any) -> int:
+            await gate.wait()
+            counts.append(await count(query) + extra[0])
+            counted.set()
+            return counts[-1]
+
+        store.sessions.count_sessions = gated  # type: ignore[method-assign]
+        await service.create(spec)  # no count yet: it waits for the first (0)
+        assert counts == [0]
+        gate.clear()  # counts now hang until the gate opens
+        second = asyncio.ensure_future(service.create(spec))
+        third = asyncio.ensure_future(service.create(spec))
+        await asyncio.wait_for(asyncio.gather(second, third), 5)  # neither waited
+        assert counts == [0]  # the one recount they started is still under way
+        extra[0] = 10  # other instances filled the store meanwhile
+        counted.clear()
+        gate.set()
+        await counted.wait()
+        assert counts[1] == 13  # the three created here and the others' ten
+        counted.clear()
+        with pytest.raises(LimitExceeded):  # the recount's answer, not a local guess
+            await service.create(spec)
+        await counted.wait()  # the recount that refused create started has landed
+        # with no young count to answer from, a create waits for the count again
+        monkeypatch.setattr(service_module, "ACTIVE_COUNT_WAIT_AGE_S", 0.0)
+        extra[0] = -10
+        gate.clear()
+        counted.clear()
+        waiting = asyncio.ensure_future(service.create(spec))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        gate.set()
+        await asyncio.wait_for(waiting, 5)
+        assert counted.is_set()
+
+    run(scenario())
 
 
 def test_session_creation_rate_per_client(harness: Any) -> None:
