@@ -21,14 +21,13 @@ print(json.dumps({"before": before, "after": list(gc.get_threshold()),
 """
 
 
-def test_tune_collector_freezes_the_start_up_heap_and_spaces_collections() -> None:
+def test_tune_collector_freezes_the_start_up_heap_and_spaces_full_collections() -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
     )
     figures = json.loads(out.stdout)
     before, after = figures["before"], figures["after"]
-    # young collections after 10,000 new objects, full ones after 100 middle ones
-    assert before[0] == 700 and after == [10_000, before[1], 100]
+    assert after == [before[0], before[1], 100]  # only the full collections are spaced out
     assert figures["frozen"] > 5_000, figures  # the imported modules' objects, out of reach
 
 
