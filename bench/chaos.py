@@ -29,6 +29,10 @@ Then it verifies, from the store itself and over HTTP:
   — except those whose lease window overlaps a QuestDB restart: nothing can be
   reaped while the store is down, so those are reported apart, with the outage.
 
+Also reported, not checked: the reconciler's pass phases, and the session log's "table
+busy" answers in the servers' logs with their longest stretch (one writer holding the
+log that long: stop 18's 12 s was an instance frozen inside a group commit).
+
 Prints progress and figures, and last one JSON line. Exit status 1 if a check failed.
 
     .venv/bin/python bench/chaos.py --minutes 3
@@ -60,6 +64,7 @@ from typing import Any
 import httpx
 
 from ticktape.api.app import redact_url
+from ticktape.config import STORE_RETRY_MAX_S
 from ticktape.domain import is_valid_history, utcnow
 from ticktape.store import open_store
 from ticktape.store.base import SessionQuery
@@ -516,6 +521,33 @@ def pass_timings(log_dir: Path, cluster: Cluster) -> dict[str, Any]:
     return report
 
 
+_LOGGED_AT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+# "table busy" lines closer than this belong to one stretch: a write that met it waits up
+# to STORE_RETRY_MAX_S before its next attempt
+BUSY_GAP_S = STORE_RETRY_MAX_S + 0.5
+
+
+def log_busy(log_dir: Path) -> dict[str, Any]:
+    """QuestDB's "table busy" answers in the servers' logs (retries of session-log
+    writes), and the longest stretch of them across all instances: a stretch longer
+    than a group commit's round trips means one writer held the log that long (an
+    instance frozen inside a group commit held it for its whole pause before the
+    managed server closed silent connections)."""
+    stamps: list[datetime] = []
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "table busy" in line and (m := _LOGGED_AT.match(line)):
+                stamps.append(datetime.fromisoformat(f"{m.group(1)}.{m.group(2)}"))
+    stamps.sort()
+    longest, start = 0.0, None
+    for prev, at in zip([None, *stamps], stamps, strict=False):
+        if prev is None or (at - prev).total_seconds() > BUSY_GAP_S:
+            start = at
+        assert start is not None
+        longest = max(longest, (at - start).total_seconds())
+    return {"lines": len(stamps), "longest_stretch_s": round(longest, 3)}
+
+
 # --------------------------------------------------------------------------- verification
 
 
@@ -801,6 +833,7 @@ def main() -> int:
         "startup_reaps": checked["startup_reaps"],
         "counters": dict(totals),
         **pass_timings(log_dir, cluster),
+        "session_log_busy": log_busy(log_dir),
         "http_errors": dict(ledger.errors),
         "stops": dict(ledger.stops),
         "final_stops": dict(final_stops),
@@ -825,7 +858,7 @@ def main() -> int:
         "orphan_reap_s", "orphan_claim_s", "handover_claim_s", "reap_across_store_outage_s",
         "store_outages_s", "counters", "orphan_pass_scan_s", "orphan_pass_visibility_s",
         "orphan_pass_seal_commit_s", "orphan_pass_total_s", "orphan_pass_after_expiry_s",
-        "all_scan_s", "all_seal_s", "all_commit_s",
+        "all_scan_s", "all_seal_s", "all_commit_s", "session_log_busy",
     ):  # fmt: skip
         print(f"{key:>30}: {report[key]}")
     print(f"{'verdict':>30}: {'OK' if report['ok'] else 'FAILED'} (bound {bound_s:g}s)")

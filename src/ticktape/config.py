@@ -80,6 +80,17 @@ RENEW_RETRY_MAX_S = 0.2
 # first use after that fails ("server closed the connection unexpectedly") — a 10-minute
 # hold without starts or stops left the session log's connections idle (stop 16).
 QUESTDB_IDLE_RECONNECT_S = 240.0
+# ... or, when the server closes idle connections sooner (its pg.net.connection.timeout,
+# read when the store opens), once unused for this share of the server's timeout.
+QUESTDB_IDLE_RECONNECT_SHARE = 0.5
+# The managed QuestDB server (``ticktape questdb start``) closes a PG-wire connection that
+# sent nothing for this long (pg.net.connection.timeout), which rolls back its transaction.
+# A group commit holds the session log's single writer from its first round trip to its
+# COMMIT; if its process freezes in between (a stall, SIGSTOP), every instance's
+# transitions — reaps included — wait until the server closes that connection. Below the
+# heartbeat, so an orphan is still reaped within lease + one heartbeat.
+# TICKTAPE_QUESTDB_PG_IDLE_TIMEOUT_S.
+QUESTDB_PG_IDLE_TIMEOUT_S = 1.5
 QUESTDB_BUSY_ATTEMPTS = 50
 QUESTDB_BUSY_BASE_S = 0.001
 QUESTDB_BUSY_MAX_S = 0.02

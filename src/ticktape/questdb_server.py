@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ticktape.config import QUESTDB_PG_IDLE_TIMEOUT_S
 from ticktape.errors import TicktapeError
 
 #: The pinned QuestDB release (from Maven Central); its classes target Java 17.
@@ -100,6 +101,10 @@ class QuestDBServerConfig:
     query_workers: int = 1
     write_workers: int = 1
     version: str = QUESTDB_VERSION
+    #: ``pg.net.connection.timeout``: a PG-wire connection silent this long is closed and
+    #: its transaction rolled back, so a frozen client frees the session log's writer
+    #: (config.QUESTDB_PG_IDLE_TIMEOUT_S); None keeps QuestDB's own default (300 s).
+    pg_idle_timeout_s: float | None = QUESTDB_PG_IDLE_TIMEOUT_S
     #: Extra ``server.conf`` lines, applied last (e.g. ``("dev.mode.enabled", "true")``).
     extra_properties: tuple[tuple[str, str], ...] = ()
 
@@ -138,6 +143,8 @@ class QuestDBServerConfig:
             # thresholds); one apply thread is what two cores can give it anyway
             "wal.apply.worker.count": "0",
         }
+        if self.pg_idle_timeout_s is not None:
+            props["pg.net.connection.timeout"] = str(round(self.pg_idle_timeout_s * 1000))
         props.update(self.extra_properties)
         return props
 

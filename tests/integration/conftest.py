@@ -26,6 +26,18 @@ def qdb_url(questdb_url: str) -> Iterator[str]:
     _drop_tables(url)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("questdb", marks=pytest.mark.questdb)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL of each backend with storage of its own: a SQLite file in the test's
+    directory, or the suite's QuestDB with tables of the test's own, dropped after it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    url = isolated_questdb_url(request.getfixturevalue("questdb_url"))
+    yield url
+    _drop_tables(url)
+
+
 @pytest.fixture
 def stores(qdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
     """Two instances' stores on one QuestDB, tables of this test's own: an owner's (a
@@ -44,12 +56,17 @@ def own_questdb(tmp_path: Path) -> Iterator[OwnQuestDB]:
     tests use) on free ports: ``own_questdb(("key", "value"), ...)`` adds those
     ``server.conf`` properties. A test that stops, freezes or restarts its server needs
     one; the test is skipped where QuestDB cannot run. Every server started is stopped
-    at the end, thawed first if the test left it frozen (SIGSTOP)."""
+    at the end, thawed first if the test left it frozen (SIGSTOP). QuestDB's own idle
+    timeout, as the suite's server, unless ``pg_idle_timeout_s=`` says otherwise."""
     handles: list[qs.ServerHandle] = []
 
-    def start(*extra_properties: tuple[str, str]) -> qs.ServerHandle:
+    def start(
+        *extra_properties: tuple[str, str], pg_idle_timeout_s: float | None = None
+    ) -> qs.ServerHandle:
         config = qs.QuestDBServerConfig.with_free_ports(
-            tmp_path / f"qdb{len(handles)}", extra_properties=extra_properties
+            tmp_path / f"qdb{len(handles)}",
+            extra_properties=extra_properties,
+            pg_idle_timeout_s=pg_idle_timeout_s,
         )
         try:
             qs.find_java()

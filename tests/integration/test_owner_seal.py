@@ -11,13 +11,9 @@ Both stores: the flag is the supervisor's; only QuestDB acts on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import pytest
-
-from tests.conftest import _drop_tables, isolated_questdb_url
 from tests.oracle import check_stored_counts
 from ticktape.config import Settings
 from ticktape.domain import SessionStatus
@@ -26,16 +22,6 @@ from ticktape.store.questdb import QuestDBTickStore
 from ticktape.testing import eventually, instances
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("questdb", marks=pytest.mark.questdb)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/owner-seal.db"
-        return
-    url = isolated_questdb_url(request.getfixturevalue("questdb_url"))
-    yield url
-    _drop_tables(url)
 
 
 def test_an_owner_seals_acknowledged_only_when_every_write_of_its_run_was(

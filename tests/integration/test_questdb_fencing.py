@@ -412,3 +412,85 @@ def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
                 conn.execute(f"DROP TABLE IF EXISTS {address.prefix}{table}")
             for table in ("orders", "fills", "equity"):
                 conn.execute(f"DROP TABLE IF EXISTS {address.prefix}result_{table}")
+
+
+def _counts_of(blocks: list[list[TickBatch]]) -> TickCounts:
+    batches = [b for block in blocks for b in block]
+    return TickCounts(
+        sum(len(b) for b in batches if isinstance(b, TradeBatch)),
+        sum(len(b) for b in batches if isinstance(b, BookBatch)),
+    )
+
+
+def test_counts_and_positions_read_together_keep_out_only_each_sessions_own_late_rows(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+) -> None:
+    """Counts, seals and positions of many sessions are read in one query per table,
+    without a term per fenced session: the fences are applied only to the sessions found
+    with rows past one. Here, read together and one by one: two claimed sessions whose
+    stale owner landed a block after the claim, two claimed ones without late rows (one
+    with rows of its new owner), two never claimed — each answer is its own."""
+    stale, claimer = stores
+
+    async def scenario() -> None:
+        sessions = [await _start(stale, make_session, "stale") for _ in range(6)]
+        feeds = [_feed(s.id) for s in sessions]
+        written = [[feed.next_block()] for feed in feeds]
+        for blocks in written:
+            await stale.ticks.write(blocks[0], owner="stale")
+        await stale.ticks.wait_visible(30)
+        expected: dict[str, TickCounts] = {}
+        for i, session in enumerate(sessions[:4]):
+            late_block = feeds[i].next_block() if i < 2 else None
+            with PausedSend(stale) as paused:
+                late = None
+                if late_block is not None:
+                    late = asyncio.create_task(stale.ticks.write(late_block, owner="stale"))
+                    await paused.checked.wait()  # checked; held until after the claim
+                seal = await claimer.ticks.seal(session.id)
+                await claimer.sessions.claim(
+                    session.id,
+                    expected_version=session.version,
+                    owner="claimer",
+                    lease_expires_at=utcnow() + timedelta(seconds=10),
+                    actor="claimer",
+                    reason="owner_changed",
+                    seal=seal,
+                )
+                paused.gate.set()
+                if late is not None:
+                    await late
+            assert seal.counts == _counts_of(written[i])
+            expected[session.id] = seal.counts
+        position = await claimer.ticks.position(sessions[3].id)
+        assert position.last_ts is not None
+        after_us = (position.last_ts - EPOCH) // timedelta(microseconds=1)
+        resume = ResumePoint(after_us, dict(position.last_trade_ids), {})
+        mine = _feed(sessions[3].id, resume).next_block()
+        await claimer.ticks.write(mine, owner="claimer")
+        expected[sessions[3].id] += _counts_of([mine])
+        for i in (4, 5):
+            expected[sessions[i].id] = _counts_of(written[i])
+        await claimer.ticks.wait_visible(30)
+        ids = [s.id for s in sessions]
+        for sid in ids[:2]:  # the late rows are really there
+            assert await _raw_trades(claimer, sid) > expected[sid].trades
+
+        together = await asyncio.gather(*(claimer.ticks.count(sid) for sid in ids))
+        assert dict(zip(ids, together, strict=True)) == expected
+        alone = {sid: await claimer.ticks.count(sid) for sid in ids}
+        assert alone == expected
+        positions = await asyncio.gather(*(claimer.ticks.position(sid) for sid in ids))
+        assert positions == [await claimer.ticks.position(sid) for sid in ids]
+        assert positions[3].last_trade_ids["BTC_USDT"] > positions[2].last_trade_ids["BTC_USDT"]
+        for i in (0, 1, 2, 4, 5):  # the first block's last trade: late rows left out
+            last = max(int(b.trade_id.max()) for b in written[i][0] if isinstance(b, TradeBatch))
+            assert positions[i].last_trade_ids == {"BTC_USDT": last}
+        ticks = claimer.inner.ticks
+        assert isinstance(ticks, QuestDBTickStore)
+        for sid in ids[:2]:
+            assert (await ticks.fenced(sid)).trades > 0
+
+    run(scenario())

@@ -13,13 +13,11 @@ sessions stopping together outlasted the grace period (docs/benchmarks.md, qstop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from tests.conftest import _drop_tables, isolated_questdb_url
 from tests.oracle import check_stored_counts
 from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
 from ticktape.domain import Reason, SessionStatus
@@ -31,16 +29,6 @@ Run = Callable[[Coroutine[Any, Any, Any]], Any]
 SESSIONS = 200
 RESUMABLE = 40  # of SESSIONS: handed over on shutdown instead of stopped
 EVENTUAL_S = 90.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("questdb", marks=pytest.mark.questdb)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/shutdown.db"
-        return
-    url = isolated_questdb_url(request.getfixturevalue("questdb_url"))
-    yield url
-    _drop_tables(url)
 
 
 async def _statuses(node: Instance, ids: list[str]) -> dict[str, SessionStatus]:

@@ -11,10 +11,12 @@ import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
+
 from ticktape.config import Settings
 from ticktape.domain import Session, SessionStatus, utcnow
 from ticktape.errors import StoreError, TicksNotVisible
-from ticktape.runtime.reconciler import Reconciler
+from ticktape.runtime.reconciler import Reconciler, visibility_budget
 from ticktape.store.base import Seal
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import lone_reconciler
@@ -31,11 +33,13 @@ class _Visibility:
     def __init__(self, store: MemoryStore, error: Exception | None) -> None:
         self.error = error
         self.waits = 0
+        self.timeouts: list[float] = []
         self.seals: list[str] = []
         seal = store.ticks.seal
 
         async def wait_visible(timeout_s: float) -> None:
             self.waits += 1
+            self.timeouts.append(timeout_s)
             if self.error is not None:
                 raise self.error
 
@@ -146,5 +150,39 @@ def test_a_seals_cut_is_named_in_the_reaps_detail(
             "; the owner's last write had landed in part and was left out: "
             "120 trades, 0 book snapshots"
         )
+
+    asyncio.run(scenario())
+
+
+def test_a_pass_waits_for_visibility_until_the_bound_leaves_only_the_pass_budget() -> None:
+    """One wait as long as the bound's slack allows (its target fixed when it begins),
+    not a short one whose every retry starts over with a later target."""
+    now = utcnow()
+    slack = SETTINGS.reconcile_every_s - SETTINGS.reconcile_pass_budget_s
+    floor = SETTINGS.reconcile_visibility_s
+    assert visibility_budget(SETTINGS, [now], now) == slack > floor
+    later = now + timedelta(seconds=0.1)
+    assert visibility_budget(SETTINGS, [now, now - timedelta(seconds=0.1)], later) == (
+        pytest.approx(slack - 0.2)
+    )
+    assert visibility_budget(SETTINGS, [now - timedelta(seconds=slack)], now) == floor
+    assert visibility_budget(SETTINGS, [], now) == floor
+    assert visibility_budget(SETTINGS, [now + timedelta(seconds=60)], now) == (
+        SETTINGS.reconcile_every_s
+    )
+
+
+def test_the_pass_gives_a_just_expired_orphans_ticks_the_bounds_slack(
+    make_session: Callable[..., Session],
+) -> None:
+    async def scenario() -> None:
+        store, rec, vis = await _setup(None)
+        orphan = make_session(owner="dead:9/z", lease_expires_at=utcnow())
+        await store.sessions.create_session(orphan, actor="t")
+
+        assert await rec.reconcile() == 1
+        slack = SETTINGS.reconcile_every_s - SETTINGS.reconcile_pass_budget_s
+        (timeout,) = vis.timeouts
+        assert SETTINGS.reconcile_visibility_s < timeout <= slack
 
     asyncio.run(scenario())

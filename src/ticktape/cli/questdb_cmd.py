@@ -16,6 +16,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 
 from ticktape import questdb_server as qs
+from ticktape.config import QUESTDB_PG_IDLE_TIMEOUT_S
 from ticktape.errors import TicktapeError
 
 P = ParamSpec("P")
@@ -67,6 +68,16 @@ def start(
     heap: Annotated[
         str, typer.Option("--heap", envvar="TICKTAPE_QUESTDB_HEAP", help="JVM -Xmx.")
     ] = "512m",
+    pg_idle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--pg-idle-timeout-s",
+            envvar="TICKTAPE_QUESTDB_PG_IDLE_TIMEOUT_S",
+            min=0.1,
+            help="Close a PG-wire connection silent this long (rolls back its transaction: "
+            "a frozen instance frees the session log).",
+        ),
+    ] = QUESTDB_PG_IDLE_TIMEOUT_S,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait until healthy.")
     ] = 60.0,
@@ -79,6 +90,7 @@ def start(
         ilp_tcp_port=ilp_port,
         http_min_port=http_min_port,
         heap=heap,
+        pg_idle_timeout_s=pg_idle_timeout,
     )
     handle = qs.start(config, wait_timeout_s=timeout)
     log = root / qs.LOG_FILE

@@ -89,6 +89,26 @@ def wait_before_pass(settings: Settings, next_expiry: datetime | None) -> float:
     return wait
 
 
+def visibility_budget(settings: Settings, leases: list[datetime], now: datetime) -> float:
+    """How long a pass waits for its orphans' acknowledged ticks to become visible: until
+    the earliest of their leases plus the interval, less the part of the interval kept for
+    the seals and compare-and-sets (``reconcile_pass_budget_s``) — the reap bound's own
+    slack — never less than ``reconcile_visibility_s`` nor more than the interval.
+
+    One long wait, not several short ones: a wait's target is what was committed when it
+    began, and every pass that gave up began again with a later one. Under load, with
+    every instance's ticks committing all the time, short waits could each miss their
+    moving target while the orphans' own ticks were long visible (docs/benchmarks.md,
+    "Stop 19 — reapfast12")."""
+    floor = settings.reconcile_visibility_s
+    if not leases:
+        return floor
+    until = min(leases) + timedelta(
+        seconds=settings.reconcile_every_s - settings.reconcile_pass_budget_s
+    )
+    return min(settings.reconcile_every_s, max(floor, (until - now).total_seconds()))
+
+
 def preferred_reaper(session_id: str, live_owners: frozenset[str], me: str) -> bool:
     """Whether ``me`` is the preferred reaper of ``session_id``: the owner, among the
     live ones and ``me``, with the highest hash of (session id, owner) — rendezvous
@@ -209,7 +229,13 @@ class Reconciler:
             self._next_expiry = min([*deferred, *filter(None, [self._next_expiry])])
         if not orphans:
             return 0
-        if not await self._let_ticks_land():
+        expiries = [
+            s.lease_expires_at
+            for s in orphans
+            if s.lease_expires_at is not None and s.id not in restarted
+        ]
+        budget = visibility_budget(self._settings, expiries, utcnow())
+        if not await self._let_ticks_land(budget):
             orphans = self._patient(orphans, restarted)
             if not orphans:
                 return 0
@@ -250,14 +276,13 @@ class Reconciler:
             log.error("reconciler: session %s: %s", session.id, exc)
             return False
 
-    async def _let_ticks_land(self) -> bool:
-        """Give ticks the lost owners had acknowledged a bounded time to become visible, so
-        the seals count them; False if they did not within the budget.
+    async def _let_ticks_land(self, budget: float) -> bool:
+        """Give ticks the lost owners had acknowledged ``budget`` seconds to become visible
+        (:func:`visibility_budget`), so the seals count them; False if they did not.
 
         A store that cannot make them visible without an operator (a suspended QuestDB
         table) answers True: the seals count what is visible, and rows that land later
         are fenced out, never counted (store.base.Seal)."""
-        budget = self._settings.reconcile_visibility_s
         try:
             await self._store.ticks.wait_visible(budget)
         except TicksNotVisible as exc:

@@ -22,7 +22,11 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from questdb import QuestDBError
 
-from ticktape.config import QUESTDB_IDLE_RECONNECT_S, STORE_TIMEOUT_S
+from ticktape.config import (
+    QUESTDB_IDLE_RECONNECT_S,
+    QUESTDB_IDLE_RECONNECT_SHARE,
+    STORE_TIMEOUT_S,
+)
 from ticktape.errors import (
     StoreBusy,
     StoreError,
@@ -478,6 +482,7 @@ class Connections:
             await _close_quietly(conn)
             raise StoreUnavailable("connect: the QuestDB store is closed")
         self._all.append(conn)
+        self._used[id(conn)] = time.monotonic()  # idle from now: a short server timeout counts
         if self.on_connect is not None:
             self.on_connect(conn)
         return conn
@@ -662,6 +667,25 @@ async def insert_rows(
             f"{head} VALUES {', '.join(row for _ in part)}",
             [value for values in part for value in values],
         )
+
+
+async def adopt_idle_timeout(db: Connections) -> None:
+    """Replace connections sooner than ``db.idle_reconnect_s`` if the server closes idle ones
+    sooner: once unused for ``QUESTDB_IDLE_RECONNECT_SHARE`` of its
+    ``pg.net.connection.timeout`` (read from ``SHOW PARAMETERS``; a server that does not
+    say leaves the setting as it is)."""
+    async with db.reader("read server parameters") as conn:
+        cur = await conn.execute("SHOW PARAMETERS")
+        rows = await cur.fetchall()
+    for row in rows:
+        if str(row[0]) == "pg.net.connection.timeout":
+            with suppress(TypeError, ValueError):
+                server_s = float(row[2]) / 1000
+                if server_s > 0:
+                    db.idle_reconnect_s = min(
+                        db.idle_reconnect_s, server_s * QUESTDB_IDLE_RECONNECT_SHARE
+                    )
+            return
 
 
 async def check_schema(db: Connections) -> None:

@@ -36,6 +36,7 @@ ran) keeps all its rows.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,3 +138,26 @@ def excluded_many(tenures: dict[str, Tenure], table: str) -> tuple[str, list[obj
     if not terms:
         return "", []
     return f" AND NOT ({' OR '.join(terms)})", params
+
+
+def with_late_rows(
+    rows: Sequence[Sequence[Any]], tenures: dict[str, Tenure], table: str, last_at: int
+) -> list[str]:
+    """The sessions of ``rows`` that have rows of ``table`` past one of their fences.
+
+    ``rows`` come from a query over several sessions *without* their fences, grouped by
+    session and tenure: ``session_id`` first, ``tenure`` second, and at ``last_at`` the
+    largest ``batch_seq`` (``write_seq`` for gaps) of the group's rows. A fenced tenure
+    has late rows exactly when that largest number is past its fence, so every other
+    session's rows are already what its fences keep, and only these few (a stale owner's
+    late writes) need the query again with :func:`excluded_many`."""
+    late: set[str] = set()
+    for row in rows:
+        sid, number, biggest = str(row[0]), row[1], row[last_at]
+        if biggest is None or sid not in tenures:
+            continue
+        for fence in tenures[sid].fences:
+            last = fence.last(table)
+            if fence.tenure == number and last is not None and int(biggest) > last:
+                late.add(sid)
+    return sorted(late)

@@ -71,6 +71,7 @@ from ticktape.store.questdb._db import (
     SESSION_LOG_COLUMNS,
     Connections,
     QuestDBAddress,
+    adopt_idle_timeout,
     check_schema,
     ensure_session_keys,
     ensure_tick_send_columns,
@@ -1200,7 +1201,9 @@ class QuestDBStore(Store):
     def idle_reconnect_s(self) -> float:
         """A PG-wire connection unused this long is replaced before its next use: QuestDB
         closes idle connections (``pg.net.connection.timeout``, 300 s by default).
-        ``config.QUESTDB_IDLE_RECONNECT_S`` unless set (a test sets it short)."""
+        ``config.QUESTDB_IDLE_RECONNECT_S`` unless set (a test sets it short), or less when
+        the server's timeout is shorter (read at :meth:`open`:
+        ``config.QUESTDB_IDLE_RECONNECT_SHARE`` of it)."""
         return self._db.idle_reconnect_s
 
     @idle_reconnect_s.setter
@@ -1223,6 +1226,7 @@ class QuestDBStore(Store):
                     with ERRORS.wrap("create schema"):
                         await conn.execute(self._db.prefixed(ddl))
             await check_schema(self._db)
+            await adopt_idle_timeout(self._db)
             await ensure_tick_send_columns(self._db)
             await ensure_session_keys(self._db)
         except BaseException:
