@@ -44,6 +44,39 @@ STORE_FAULTS_REMEMBERED = 10_000  # sessions whose store fault is kept for the r
 log = logging.getLogger(__name__)
 
 
+class _SealGate:
+    """A shutdown's seals, held until every run it stopped has ended, so that they are
+    counted together: on QuestDB each group of counts scans the tick tables once (no
+    index on the session), and runs ending a little apart made several groups of a
+    shutdown's 1,000 sessions, each a scan of today's partition per table. Opens when
+    every session it waits for has arrived (sealing, or ended without a seal), or at
+    ``open_at`` (event-loop time) at the latest, so a slow run holds no seal past it.
+
+    The waiters are woken together, ahead of any group the first of them starts (the
+    one that opens the gate queues its seal after their wake-ups): one count group."""
+
+    def __init__(self, session_ids: set[str], open_at: float) -> None:
+        self._waiting = set(session_ids)
+        self._open = asyncio.Event()
+        self._timer = asyncio.get_running_loop().call_at(open_at, self._open.set)
+        if not self._waiting:
+            self._opened()
+
+    def _opened(self) -> None:
+        self._open.set()
+        self._timer.cancel()
+
+    def arrive(self, session_id: str) -> None:
+        self._waiting.discard(session_id)
+        if not self._waiting and not self._open.is_set():
+            self._opened()
+
+    async def enter(self, session_id: str) -> None:
+        """Arrive, then wait for the others (no wait once the gate is open)."""
+        self.arrive(session_id)
+        await self._open.wait()
+
+
 class Supervisor:
     def __init__(
         self, store: Store, settings: Settings, metrics: Metrics, runners: RunnerRegistry
@@ -70,6 +103,7 @@ class Supervisor:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._seal_gate: _SealGate | None = None  # a shutdown's (``_SealGate``)
         # Sessions whose runner here stopped because the store failed past the lease, with
         # the store's error: the reaper names it (not owner_lost) once the store is back.
         self._store_faults: OrderedDict[str, str] = OrderedDict()
@@ -128,10 +162,17 @@ class Supervisor:
         await _cancel(self._reconcile_task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        # The seals wait for each other until the stop requests' half of the grace
+        # period is over at the latest: the other half is for the counts and the ends.
+        self._seal_gate = _SealGate(set(self._handles), loop.time() + timeout_s / 2)
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
-                if await self._hands_over(session_id):
+                # One read decides the hand-over and, failing that, is the stop's
+                # first compare-and-set's: a session that is not resumable is never
+                # handed over, so the stop does its own read alone.
+                read = await self._read_for_hand_over(handle)
+                if read is not None and self._hands_over(read):
                     handle.handover.set()
                     return
                 handle.stop_reason = Reason.SERVER_SHUTDOWN
@@ -141,6 +182,7 @@ class Supervisor:
                     actor=self._owner,
                     reason=Reason.SERVER_SHUTDOWN,
                     policy=self._settings.retry,
+                    read=read,
                 )
             except TicktapeError as exc:
                 log.error("session %s: could not record shutdown stop: %s", session_id, exc)
@@ -170,11 +212,17 @@ class Supervisor:
             await asyncio.gather(*pending, return_exceptions=True)
         await _cancel(self._heartbeat_task)
 
-    async def _hands_over(self, session_id: str) -> bool:
+    async def _read_for_hand_over(self, handle: RunHandle) -> Session | None:
+        """The session as stored now, if it may be handed over; None if it is not
+        resumable, or the read failed (cannot tell: stopping is the safe choice)."""
+        if not handle.resumable:
+            return None
         try:
-            session = await self._store.sessions.get_session(session_id)
+            return await self._store.sessions.get_session(handle.session_id)
         except TicktapeError:
-            return False  # cannot tell: stopping is the safe choice
+            return None
+
+    def _hands_over(self, session: Session) -> bool:
         return (
             is_resumable(session)
             and session.owner == self._owner
@@ -187,7 +235,7 @@ class Supervisor:
         """Run a session this instance owns (just created, or claimed with ``resumed``)."""
         if session.id in self._handles:
             return
-        handle = RunHandle(session.id, resumed=resumed)
+        handle = RunHandle(session.id, resumed=resumed, resumable=is_resumable(session))
         self._handles[session.id] = handle
         self._leases.track(handle)
         self._metrics.local_runners.set(len(self._handles))
@@ -244,11 +292,16 @@ class Supervisor:
             log.exception("session %s failed", session.id)
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
+            if self._seal_gate is not None:  # ended, sealed or not: no seal to wait for
+                self._seal_gate.arrive(session.id)
             self._release_handle(session.id, handle)
 
     async def _seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal);
-        ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``)."""
+        ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``).
+        During a shutdown, the seal waits for the shutdown's other runs (``_SealGate``)."""
+        if self._seal_gate is not None:
+            await self._seal_gate.enter(session_id)
         return await self._store.ticks.seal(session_id, acknowledged=acknowledged)
 
     async def _begin(self, launched: Session, *, fresh: bool = False) -> Session | None:
@@ -434,7 +487,7 @@ class Supervisor:
                 current = await self._store.sessions.get_session(session_id)
                 if current.is_terminal or current.owner != self._owner:
                     return
-                seal = await self._store.ticks.seal(session_id)
+                seal = await self._seal(session_id)
                 stats = seal.counts.as_stats(current.stats.errors)
                 await self._finalise(
                     current, SessionStatus.FAILED, reason, stats, detail, seal=seal
