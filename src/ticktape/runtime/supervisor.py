@@ -58,6 +58,7 @@ class _SealGate:
     def __init__(self, session_ids: set[str], open_at: float) -> None:
         self._waiting = set(session_ids)
         self._open = asyncio.Event()
+        self._opened_at: float | None = None  # None, if opened by the timer
         self._timer = asyncio.get_running_loop().call_at(open_at, self._open.set)
         if not self._waiting:
             self._opened()
@@ -65,6 +66,14 @@ class _SealGate:
     def _opened(self) -> None:
         self._open.set()
         self._timer.cancel()
+        self._opened_at = asyncio.get_running_loop().time()
+
+    def opened_after(self, began: float) -> str:
+        """When the gate opened, in seconds after ``began``, for the shutdown's log."""
+        if not self._open.is_set():
+            return "never"
+        at = self._opened_at if self._opened_at is not None else self._timer.when()
+        return f"{at - began:.2f}s"
 
     def arrive(self, session_id: str) -> None:
         self._waiting.discard(session_id)
@@ -191,6 +200,7 @@ class Supervisor:
         # All at once and within half the timeout: with the store failing, one retried
         # stop per session in turn would make shutdown as long as the session count.
         handles = list(self._handles.items())
+        began = loop.time()
         stops = [asyncio.create_task(stop_one(sid, h)) for sid, h in handles]
         if stops:
             _done, late = await asyncio.wait(stops, timeout=timeout_s / 2)
@@ -200,6 +210,7 @@ class Supervisor:
             for _sid, handle in handles:
                 if not handle.handover.is_set():
                     handle.stop.set()
+        requested = loop.time() - began
         tasks = [h.task for h in self._handles.values() if h.task is not None]
         if tasks:
             left = max(0.0, deadline - loop.time())
@@ -210,6 +221,15 @@ class Supervisor:
                 )
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if handles:
+            log.info(
+                "shutdown of %d sessions: stops recorded in %.2fs, seals began at %s, "
+                "runs ended in %.2fs",
+                len(handles),
+                requested,
+                self._seal_gate.opened_after(began),
+                loop.time() - began,
+            )
         await _cancel(self._heartbeat_task)
 
     async def _read_for_hand_over(self, handle: RunHandle) -> Session | None:
