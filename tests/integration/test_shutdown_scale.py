@@ -65,6 +65,19 @@ def _watch_ends_and_seals(ticks: Any) -> list[str]:
     return order
 
 
+def _count_reads(sessions: Any) -> list[str]:
+    """Wraps the backend's ``get_session``: the ids read, one per call."""
+    reads: list[str] = []
+    get = sessions.get_session
+
+    async def counted(session_id: str) -> Any:
+        reads.append(session_id)
+        return await get(session_id)
+
+    sessions.get_session = counted
+    return reads
+
+
 @pytest.mark.timeout(300)
 def test_a_shutdown_of_many_sessions_ends_each_in_an_allowed_state(
     run: Run, store_url: str
@@ -101,8 +114,12 @@ def test_a_shutdown_of_many_sessions_ends_each_in_an_allowed_state(
             if isinstance(ticks, QuestDBTickStore):
                 ticks.on_count_group = groups.append
             order = _watch_ends_and_seals(ticks)
+            reads = _count_reads(a.raw.inner.sessions)
             await a.shutdown(timeout_s=SHUTDOWN_TIMEOUT_S)
-            del ticks.seal, ticks.wait_visible  # the class's again
+            del ticks.seal, ticks.wait_visible, a.raw.inner.sessions.get_session
+            # a session's stop (or hand-over) is decided on one read, its end on another
+            # (reading it again for the stop's compare-and-set made 3 per stopped session)
+            assert len(reads) == 2 * SESSIONS, len(reads)
             # every run ended (its last visibility wait) before the first seal: the
             # shutdown's seals wait for each other (Supervisor._SealGate)
             first = order.index("seal")
