@@ -8,7 +8,10 @@ over instead of stopped), lets them record for ``--hold-s``, then calls
 and their time, the tasks cancelled at the grace period, ERROR log records, the
 sessions per end state and whether every ended session's stats equal its stored
 rows (counted afresh after the shutdown; a handed-over session's released stats
-likewise). Last line: JSON.
+likewise), and ``phases``: the backend calls made during the shutdown per kind
+(session reads, transitions, events, visibility waits and, on QuestDB, each tick
+query by its label) — how many, their summed and longest seconds, and when the last
+ended. Last line: JSON.
 
 ``--prefill-ticks N`` (QuestDB) first writes N trade rows and N order-book rows of
 other sessions into today's partition of the child's tick tables, so the seals scan a
