@@ -44,48 +44,6 @@ STORE_FAULTS_REMEMBERED = 10_000  # sessions whose store fault is kept for the r
 log = logging.getLogger(__name__)
 
 
-class _SealGate:
-    """A shutdown's seals, held until every run it stopped has ended, so that they are
-    counted together: on QuestDB each group of counts scans the tick tables once (no
-    index on the session), and runs ending a little apart made several groups of a
-    shutdown's 1,000 sessions, each a scan of today's partition per table. Opens when
-    every session it waits for has arrived (sealing, or ended without a seal), or at
-    ``open_at`` (event-loop time) at the latest, so a slow run holds no seal past it.
-
-    The waiters are woken together, ahead of any group the first of them starts (the
-    one that opens the gate queues its seal after their wake-ups): one count group."""
-
-    def __init__(self, session_ids: set[str], open_at: float) -> None:
-        self._waiting = set(session_ids)
-        self._open = asyncio.Event()
-        self._opened_at: float | None = None  # None, if opened by the timer
-        self._timer = asyncio.get_running_loop().call_at(open_at, self._open.set)
-        if not self._waiting:
-            self._opened()
-
-    def _opened(self) -> None:
-        self._open.set()
-        self._timer.cancel()
-        self._opened_at = asyncio.get_running_loop().time()
-
-    def opened_after(self, began: float) -> str:
-        """When the gate opened, in seconds after ``began``, for the shutdown's log."""
-        if not self._open.is_set():
-            return "never"
-        at = self._opened_at if self._opened_at is not None else self._timer.when()
-        return f"{at - began:.2f}s"
-
-    def arrive(self, session_id: str) -> None:
-        self._waiting.discard(session_id)
-        if not self._waiting and not self._open.is_set():
-            self._opened()
-
-    async def enter(self, session_id: str) -> None:
-        """Arrive, then wait for the others (no wait once the gate is open)."""
-        self.arrive(session_id)
-        await self._open.wait()
-
-
 class Supervisor:
     def __init__(
         self, store: Store, settings: Settings, metrics: Metrics, runners: RunnerRegistry
@@ -112,7 +70,6 @@ class Supervisor:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         self._closing = False
-        self._seal_gate: _SealGate | None = None  # a shutdown's (``_SealGate``)
         # Sessions whose runner here stopped because the store failed past the lease, with
         # the store's error: the reaper names it (not owner_lost) once the store is back.
         self._store_faults: OrderedDict[str, str] = OrderedDict()
@@ -171,9 +128,6 @@ class Supervisor:
         await _cancel(self._reconcile_task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        # The seals wait for each other until the stop requests' half of the grace
-        # period is over at the latest: the other half is for the counts and the ends.
-        self._seal_gate = _SealGate(set(self._handles), loop.time() + timeout_s / 2)
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
@@ -223,11 +177,9 @@ class Supervisor:
             await asyncio.gather(*pending, return_exceptions=True)
         if handles:
             log.info(
-                "shutdown of %d sessions: stops recorded in %.2fs, seals began at %s, "
-                "runs ended in %.2fs",
+                "shutdown of %d sessions: stops recorded in %.2fs, runs ended in %.2fs",
                 len(handles),
                 requested,
-                self._seal_gate.opened_after(began),
                 loop.time() - began,
             )
         await _cancel(self._heartbeat_task)
@@ -312,16 +264,11 @@ class Supervisor:
             log.exception("session %s failed", session.id)
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
-            if self._seal_gate is not None:  # ended, sealed or not: no seal to wait for
-                self._seal_gate.arrive(session.id)
             self._release_handle(session.id, handle)
 
     async def _seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal);
-        ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``).
-        During a shutdown, the seal waits for the shutdown's other runs (``_SealGate``)."""
-        if self._seal_gate is not None:
-            await self._seal_gate.enter(session_id)
+        ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``)."""
         return await self._store.ticks.seal(session_id, acknowledged=acknowledged)
 
     async def _begin(self, launched: Session, *, fresh: bool = False) -> Session | None:
