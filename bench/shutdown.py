@@ -8,7 +8,10 @@ over instead of stopped), lets them record for ``--hold-s``, then calls
 and their time, the tasks cancelled at the grace period, ERROR log records, the
 sessions per end state and whether every ended session's stats equal its stored
 rows (counted afresh after the shutdown; a handed-over session's released stats
-likewise). Last line: JSON.
+likewise), and ``phases``: the backend calls made during the shutdown per kind
+(session reads, transitions, events, visibility waits and, on QuestDB, each tick
+query by its label) — how many, their summed and longest seconds, and when the last
+ended. Last line: JSON.
 
 ``--prefill-ticks N`` (QuestDB) first writes N trade rows and N order-book rows of
 other sessions into today's partition of the child's tick tables, so the seals scan a
@@ -52,6 +55,63 @@ class _Errors(logging.Handler):
         text = record.getMessage()
         # the message without its session id: "task session-… did not stop" etc.
         self.kinds[re.sub(r"[0-9a-f][0-9a-f-]{7,}", "…", text)[:100]] += 1
+
+
+class _Phases:
+    """Calls made during the shutdown, per kind: how many, their summed and longest
+    seconds, and when the last one ended (seconds after the shutdown began). The
+    backend's own calls are wrapped (below the retry layer): session reads, transitions,
+    events, visibility waits, and on QuestDB every tick query by its label."""
+
+    def __init__(self) -> None:
+        self.began = time.perf_counter()
+        self.calls: dict[str, list[float]] = {}
+        self.last_end: dict[str, float] = {}
+
+    def _wrap(self, obj: Any, name: str, label: str) -> Any:
+        inner = getattr(obj, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                t1 = time.perf_counter()
+                key = label if label != "query" else f"query: {args[2]}"
+                self.calls.setdefault(key, []).append(t1 - t0)
+                self.last_end[key] = t1 - self.began
+
+        setattr(obj, name, timed)
+        return lambda: setattr(obj, name, inner)
+
+    def watch(self, store: Any) -> Any:
+        self.began = time.perf_counter()
+        backend = getattr(store, "inner", store)
+        undo = [
+            self._wrap(backend.sessions, "get_session", "get_session"),
+            self._wrap(backend.sessions, "transition", "transition"),
+            self._wrap(backend.sessions, "add_event", "add_event"),
+            self._wrap(backend.ticks, "wait_visible", "wait_visible"),
+        ]
+        if hasattr(backend.ticks, "_scalar_rows"):
+            undo.append(self._wrap(backend.ticks, "_scalar_rows", "query"))
+
+        def restore() -> None:
+            for u in undo:
+                u()
+
+        return restore
+
+    def report(self) -> dict[str, Any]:
+        return {
+            key: {
+                "n": len(v),
+                "sum_s": round(sum(v), 2),
+                "max_s": round(max(v), 3),
+                "last_end_s": round(self.last_end[key], 2),
+            }
+            for key, v in sorted(self.calls.items())
+        }
 
 
 SYMBOLS = ["BTC_USDT", "ETH_USDT"]
@@ -183,10 +243,13 @@ async def measure(
             seal_s.append(time.perf_counter() - began)
 
     store.ticks.seal = timed_seal  # type: ignore[method-assign]
+    phases = _Phases()
+    undo = phases.watch(store)
     before_errors = errors.count
     began = time.perf_counter()
     await supervisor.shutdown()
     shutdown_s = time.perf_counter() - began
+    undo()
     errors_at_stop = dict(errors.kinds)
     store.ticks.seal = sealing  # type: ignore[method-assign]
 
@@ -224,6 +287,7 @@ async def measure(
         "error_kinds": dict(sorted(errors_at_stop.items(), key=lambda kv: -kv[1])[:6]),
         "end_states": dict(states),
         "stats_not_rows": mismatched,
+        "phases": phases.report(),
     }
 
 

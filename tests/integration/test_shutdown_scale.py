@@ -35,6 +35,19 @@ async def _statuses(node: Instance, ids: list[str]) -> dict[str, SessionStatus]:
     return {sid: (await node.raw.sessions.get_session(sid)).status for sid in ids}
 
 
+def _count_reads(sessions: Any) -> list[str]:
+    """Wraps the backend's ``get_session``: the ids read, one per call."""
+    reads: list[str] = []
+    get = sessions.get_session
+
+    async def counted(session_id: str) -> Any:
+        reads.append(session_id)
+        return await get(session_id)
+
+    sessions.get_session = counted
+    return reads
+
+
 @pytest.mark.timeout(300)
 def test_a_shutdown_of_many_sessions_ends_each_in_an_allowed_state(
     run: Run, store_url: str
@@ -70,7 +83,12 @@ def test_a_shutdown_of_many_sessions_ends_each_in_an_allowed_state(
             ticks = a.raw.inner.ticks
             if isinstance(ticks, QuestDBTickStore):
                 ticks.on_count_group = groups.append
+            reads = _count_reads(a.raw.inner.sessions)
             await a.shutdown(timeout_s=SHUTDOWN_TIMEOUT_S)
+            del a.raw.inner.sessions.get_session  # the class's again
+            # a session's stop (or hand-over) is decided on one read, its end on another
+            # (reading it again for the stop's compare-and-set made 3 per stopped session)
+            assert len(reads) == 2 * SESSIONS, len(reads)
             if isinstance(ticks, QuestDBTickStore):
                 ticks.on_count_group = None
                 sealed = {sid for group in groups for sid in group}

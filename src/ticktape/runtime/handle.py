@@ -25,6 +25,9 @@ class RunHandle:
     written: TickCounts = field(default_factory=TickCounts)
     unstored: int = 0  # ticks that could not be stored and were given up on
     resumed: bool = False  # claimed after its owner was lost: continue after what is stored
+    #: The session opted in to resume (``reconciler.is_resumable``: its kind and spec,
+    #: which never change): a shutdown hands it over instead of stopping it.
+    resumable: bool = False
     stop_reason: str | None = None  # the reason to record if the stop is not recorded yet
     lost_reason: str = ""  # how the runner learnt it no longer owns the session
     store_fault: str = ""  # the store error that kept its lease from being renewed, if any

@@ -131,7 +131,11 @@ class Supervisor:
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
-                if await self._hands_over(session_id):
+                # One read decides the hand-over and, failing that, is the stop's
+                # first compare-and-set's: a session that is not resumable is never
+                # handed over, so the stop does its own read alone.
+                read = await self._read_for_hand_over(handle)
+                if read is not None and self._hands_over(read):
                     handle.handover.set()
                     return
                 handle.stop_reason = Reason.SERVER_SHUTDOWN
@@ -141,6 +145,7 @@ class Supervisor:
                     actor=self._owner,
                     reason=Reason.SERVER_SHUTDOWN,
                     policy=self._settings.retry,
+                    read=read,
                 )
             except TicktapeError as exc:
                 log.error("session %s: could not record shutdown stop: %s", session_id, exc)
@@ -149,6 +154,7 @@ class Supervisor:
         # All at once and within half the timeout: with the store failing, one retried
         # stop per session in turn would make shutdown as long as the session count.
         handles = list(self._handles.items())
+        began = loop.time()
         stops = [asyncio.create_task(stop_one(sid, h)) for sid, h in handles]
         if stops:
             _done, late = await asyncio.wait(stops, timeout=timeout_s / 2)
@@ -158,6 +164,7 @@ class Supervisor:
             for _sid, handle in handles:
                 if not handle.handover.is_set():
                     handle.stop.set()
+        requested = loop.time() - began
         tasks = [h.task for h in self._handles.values() if h.task is not None]
         if tasks:
             left = max(0.0, deadline - loop.time())
@@ -168,13 +175,26 @@ class Supervisor:
                 )
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if handles:
+            log.info(
+                "shutdown of %d sessions: stops recorded in %.2fs, runs ended in %.2fs",
+                len(handles),
+                requested,
+                loop.time() - began,
+            )
         await _cancel(self._heartbeat_task)
 
-    async def _hands_over(self, session_id: str) -> bool:
+    async def _read_for_hand_over(self, handle: RunHandle) -> Session | None:
+        """The session as stored now, if it may be handed over; None if it is not
+        resumable, or the read failed (cannot tell: stopping is the safe choice)."""
+        if not handle.resumable:
+            return None
         try:
-            session = await self._store.sessions.get_session(session_id)
+            return await self._store.sessions.get_session(handle.session_id)
         except TicktapeError:
-            return False  # cannot tell: stopping is the safe choice
+            return None
+
+    def _hands_over(self, session: Session) -> bool:
         return (
             is_resumable(session)
             and session.owner == self._owner
@@ -187,7 +207,7 @@ class Supervisor:
         """Run a session this instance owns (just created, or claimed with ``resumed``)."""
         if session.id in self._handles:
             return
-        handle = RunHandle(session.id, resumed=resumed)
+        handle = RunHandle(session.id, resumed=resumed, resumable=is_resumable(session))
         self._handles[session.id] = handle
         self._leases.track(handle)
         self._metrics.local_runners.set(len(self._handles))
@@ -434,7 +454,7 @@ class Supervisor:
                 current = await self._store.sessions.get_session(session_id)
                 if current.is_terminal or current.owner != self._owner:
                     return
-                seal = await self._store.ticks.seal(session_id)
+                seal = await self._seal(session_id)
                 stats = seal.counts.as_stats(current.stats.errors)
                 await self._finalise(
                     current, SessionStatus.FAILED, reason, stats, detail, seal=seal

@@ -57,6 +57,7 @@ async def request_stop(
     actor: str,
     reason: str,
     policy: RetryPolicy = DEFAULT_RETRY,
+    read: Session | None = None,
 ) -> Session:
     """Record a stop request: ``pending``/``running`` → ``stopping``. Idempotent.
 
@@ -64,9 +65,13 @@ async def request_stop(
     compare-and-set is decided again, ``policy.cas_rounds`` times at most. Transient
     store errors are the store boundary's to retry; if the write still fails, nothing
     changed and the error propagates: the session is still running and still stoppable.
+    ``read``: the session as the caller just read it from the store; the first round
+    decides on it instead of reading again (its compare-and-set on the version fails
+    if anything changed since, and the next round reads).
     """
     for _ in range(policy.cas_rounds):
-        session = await store.sessions.get_session(session_id)
+        session = read or await store.sessions.get_session(session_id)
+        read = None
         if session.is_terminal or session.status is SessionStatus.STOPPING:
             return session
         try:
