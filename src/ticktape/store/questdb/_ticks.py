@@ -467,8 +467,8 @@ class QuestDBTickStore(TickStore):
     as a multi-table request whose tables commit on their own can
     (tests/integration/test_questdb_split_send.py).
     :attr:`after_read`, if set, is awaited after each tick read with the read's label
-    (``"count ticks"`` once per tick table of a grouped count, ``"seal last send"``, …): a
-    test lands a lost owner's send between two reads of one seal
+    (``"count ticks"`` once per tick table of each read of a grouped count, ``"seal cut"``,
+    …): a test lands a lost owner's send between two reads of one seal
     (tests/integration/test_questdb_seal_reads.py).
     The product sets none of them.
     """
