@@ -1,8 +1,8 @@
 """A lost owner's send that lands while a seal is reading, reproduced on a real server.
 
-A seal reads each tick table in a query of its own (its count, then its check of the
-tenure's last send and what a cut leaves out), and a lost owner's send can land between
-two of those reads: its ownership check passed before the reap, and the ``questdb``
+A seal reads each tick table in a query of its own (its counts, twice: the second read
+also checks the tenure's last send; then what a cut leaves out), and a lost owner's send
+can land between two of those reads: its ownership check passed before the reap, and the ``questdb``
 client retries a request for seconds — across a QuestDB restart, when the reconciler's
 first pass after the restart seals every orphan of it at once. Here the send is held
 after its ownership check (the backend's testing hook
