@@ -405,20 +405,14 @@ def pause(node: Node, cluster: Cluster, seconds: float) -> None:
 
 
 def restart_questdb(root: Path, cluster: Cluster) -> None:
-    """Restart the managed QuestDB server of ``root`` (ticktape.questdb_server), same ports."""
+    """Restart the managed QuestDB server of ``root`` (ticktape.questdb_server) as it ran:
+    same ports, heap and ``server.conf`` (its idle timeout too)."""
     from ticktape import questdb_server as qdb
 
-    state = qdb.status(root)
-    if not state.get("running"):
+    if not qdb.status(root).get("running"):
         log(f"no managed QuestDB runs in {root}: QuestDB restart skipped")
         return
-    config = qdb.QuestDBServerConfig(
-        root=root,
-        http_port=int(state["http_port"]),
-        pg_port=int(state["pg_port"]),
-        ilp_tcp_port=int(state["ilp_tcp_port"]),
-        http_min_port=int(state["http_min_port"]),
-    )
+    config = qdb.running_config(root)
     log(f"restarting QuestDB in {root}")
     down = utcnow()
     qdb.stop(root)

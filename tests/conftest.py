@@ -115,12 +115,12 @@ def questdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from ticktape import questdb_server
 
     # 1 GiB of heap: the server keeps every table's metadata on it, and a suite's worth
-    # of prefixed tables (dropped after each test) comes and goes through it. QuestDB's
-    # own idle timeout (300 s), not the managed server's short one: tests keep raw PG
-    # connections of their own across waits (test_questdb_frozen_writer.py runs the
-    # managed server's)
+    # of prefixed tables (dropped after each test) comes and goes through it. The
+    # managed server's idle timeout (config.QUESTDB_PG_IDLE_TIMEOUT_S), as in production:
+    # a test that keeps a raw PG connection of its own across a wait longer than that
+    # uses a server of its own (``own_questdb``)
     config = questdb_server.QuestDBServerConfig.with_free_ports(
-        tmp_path_factory.mktemp("questdb"), heap="1g", pg_idle_timeout_s=None
+        tmp_path_factory.mktemp("questdb"), heap="1g"
     )
     questdb_server.ensure_jar(config)
     handle = questdb_server.start(config)

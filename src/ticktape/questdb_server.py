@@ -299,6 +299,7 @@ def start(config: QuestDBServerConfig, wait_timeout_s: float = 60.0) -> ServerHa
         )
     (root / PID_FILE).write_text(f"{proc.pid}\n")
     state = {"pid": proc.pid, "version": config.version, "java": java, "root": str(root)}
+    state["heap"] = config.heap
     state |= {f"{name}_port": port for name, port in config.ports.items()}
     state |= {"log": str(root / LOG_FILE), "started_at": datetime.now(UTC).isoformat()}
     state["store_url"] = store_url(config.pg_port, config.http_port)
@@ -337,6 +338,33 @@ def stop(root: Path, timeout_s: float = 30.0) -> bool:
             _clear_files(root)
             return True
     raise QuestDBServerError(f"QuestDB pid {pid} survived SIGKILL")
+
+
+def running_config(root: Path) -> QuestDBServerConfig:
+    """The config of the server running in ``root``, to start it again as it was: its
+    ports, heap and version from the state file and every ``server.conf`` property as
+    written (a non-default idle timeout, worker counts, extra properties)."""
+    root = root.resolve()
+    state = status(root)
+    if not state["running"]:
+        raise QuestDBServerError(f"no QuestDB runs in {root}")
+    props: list[tuple[str, str]] = []
+    for line in (root / "conf" / "server.conf").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith("#"):
+            props.append((key.strip(), value.strip()))
+    return QuestDBServerConfig(
+        root=root,
+        http_port=int(state["http_port"]),
+        pg_port=int(state["pg_port"]),
+        ilp_tcp_port=int(state["ilp_tcp_port"]),
+        http_min_port=int(state["http_min_port"]),
+        heap=str(state.get("heap", QuestDBServerConfig.heap)),
+        version=str(state.get("version", QUESTDB_VERSION)),
+        # the file's own line for the timeout, if any, comes with the rest
+        pg_idle_timeout_s=None,
+        extra_properties=tuple(props),
+    )
 
 
 def status(root: Path) -> dict[str, Any]:

@@ -143,6 +143,9 @@ class SessionService:
         self._settings = settings
         self._metrics = metrics
         self._active_count: tuple[int, float] | None = None  # (count, monotonic time)
+        # counts landed so far: a create adds itself to the count only if none landed
+        # while it was being written (one that did may already have seen it)
+        self._counts_landed = 0
         self._counting: asyncio.Future[None] | None = None  # the count under way, if any
         # creates that raised after asking for their start to be written with them
         self._unlaunched: OrderedDict[str, None] = OrderedDict()
@@ -192,6 +195,7 @@ class SessionService:
             idempotency_key=idempotency_key,
         )
         start_lease_until = self._runtime.start_lease_until()
+        landed = self._counts_landed
         try:
             stored = await self._create_once(draft, start_lease_until)
         except BaseException:
@@ -202,7 +206,7 @@ class SessionService:
                     self._unlaunched.popitem(last=False)
             raise
         if stored.id == draft.id:
-            if self._active_count is not None:
+            if self._active_count is not None and self._counts_landed == landed:
                 self._active_count = (self._active_count[0] + 1, self._active_count[1])
             self._runtime.launch(stored)
             self._metrics.session_created(time.perf_counter() - started)
@@ -262,8 +266,10 @@ class SessionService:
     async def _active_in_store(self) -> int:
         """Active sessions in the store, for the per-store limit: counted at most every
         :data:`ACTIVE_COUNT_MAX_AGE_S` (a count on QuestDB is a read of the log), plus
-        the creates this instance made since — so the limit may be passed by what
-        other instances (or creates racing here) added within that time.
+        the creates this instance made since — except one during whose write a count
+        landed, which that count may have seen already (counted twice, it refused a
+        create below the limit) — so the limit may be passed by what other instances (or
+        creates racing here) added within that time.
 
         A create that finds the count stale starts the next one (one at a time: the
         creates meanwhile share it) and, while the last count is younger than
@@ -296,6 +302,7 @@ class SessionService:
             SessionQuery(statuses=ACTIVE_STATUSES, include_deleted=True)
         )
         self._active_count = (counted, now)
+        self._counts_landed += 1
 
     async def _create_once(self, draft: Session, start_lease_until: datetime | None) -> Session:
         try:

@@ -13,9 +13,25 @@ import pytest
 
 from tests.conftest import Run, _drop_tables, isolated_questdb_url
 from ticktape import questdb_server as qs
-from ticktape.store import RetryingStore, open_store
+from ticktape.domain import Reason, Session, SessionStatus
+from ticktape.store import RetryingStore, Store, open_store
 
 OwnQuestDB = Callable[..., qs.ServerHandle]
+
+
+async def fail_session(store: Store, session: Session, reason: Reason) -> Session:
+    """``session`` (as read before) failed by a transition from that version, checked
+    in the transition's answer and in a fresh read of the store."""
+    failed = await store.sessions.transition(
+        session.id,
+        expected_version=session.version,
+        to_status=SessionStatus.FAILED,
+        actor="t",
+        reason=reason,
+    )
+    assert failed.status is SessionStatus.FAILED
+    assert (await store.sessions.get_session(session.id)).status is SessionStatus.FAILED
+    return failed
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from ticktape.domain import DataType, SessionStatus, utcnow
 from ticktape.errors import LeaseLost, TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.store import RetryingStore, open_store
-from ticktape.store.base import TickQuery
+from ticktape.store.base import Seal, TickQuery
 from ticktape.store.questdb import QuestDBAddress, QuestDBTickStore
 from ticktape.ticks import BookBatch, Gap, GapCause, TickBatch, TickCounts, TradeBatch
 
@@ -94,6 +94,47 @@ async def _start(store: RetryingStore, make_session: Callable[..., Any], owner: 
     )
 
 
+async def _claim(store: RetryingStore, session: Any, owner: str, seal: Seal | None = None) -> Any:
+    """``session`` (as read before) claimed by ``owner`` for 10 s on ``seal``, or on a
+    seal ``store`` takes now."""
+    if seal is None:
+        seal = await store.ticks.seal(session.id)
+    return await store.sessions.claim(
+        session.id,
+        expected_version=session.version,
+        owner=owner,
+        lease_expires_at=utcnow() + timedelta(seconds=10),
+        actor=owner,
+        reason="owner_changed",
+        seal=seal,
+    )
+
+
+async def _reap(store: RetryingStore, session: Any) -> tuple[Seal, Any]:
+    """``session`` (as read before) sealed and failed by ``store``, as the reconciler
+    reaps an orphan: the seal and the session failed."""
+    seal = await store.ticks.seal(session.id)
+    reaped = await store.sessions.transition(
+        session.id,
+        expected_version=session.version,
+        to_status=SessionStatus.FAILED,
+        actor="reaper",
+        reason="owner_lost",
+        stats=seal.counts.as_stats(0),
+        lease_expires_at=None,
+        seal=seal,
+    )
+    return seal, reaped
+
+
+async def _resume_point(store: RetryingStore, session_id: str) -> ResumePoint:
+    """Where a new owner's feed resumes ``session_id``: after its stored last tick."""
+    position = await store.ticks.position(session_id)
+    assert position.last_ts is not None
+    after_us = (position.last_ts - EPOCH) // timedelta(microseconds=1)
+    return ResumePoint(after_us, dict(position.last_trade_ids), {})
+
+
 def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
     stores: tuple[RetryingStore, RetryingStore],
     run: Run[Any],
@@ -113,17 +154,7 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
         await paused.checked.wait()  # the check passed; the send is held
 
         await reaper.ticks.wait_visible(30)  # as the reconciler does before sealing
-        seal = await reaper.ticks.seal(session.id)
-        reaped = await reaper.sessions.transition(
-            session.id,
-            expected_version=session.version,
-            to_status=SessionStatus.FAILED,
-            actor="reaper",
-            reason="owner_lost",
-            stats=seal.counts.as_stats(0),
-            lease_expires_at=None,
-            seal=seal,
-        )
+        seal, reaped = await _reap(reaper, session)
         position = await reaper.ticks.position(session.id)
         trades = await reaper.ticks.read_trades(TickQuery(session.id, limit=10_000))
 
@@ -177,10 +208,7 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
         session = await _start(stale, make_session, "stale")
         await stale.ticks.write(_feed(session.id).next_block(), owner="stale")
         await stale.ticks.wait_visible(30)
-        position = await claimer.ticks.position(session.id)
-        assert position.last_ts is not None
-        after_us = (position.last_ts - EPOCH) // timedelta(microseconds=1)
-        resume = ResumePoint(after_us, dict(position.last_trade_ids), {})
+        resume = await _resume_point(claimer, session.id)
         # the stale owner's next block and the new owner's first one share their keys
         with PausedSend(stale) as paused:
             await claim_while_paused(session, paused, resume)
@@ -193,15 +221,7 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
 
         await claimer.ticks.wait_visible(30)
         seal = await claimer.ticks.seal(session.id)
-        claimed = await claimer.sessions.claim(
-            session.id,
-            expected_version=session.version,
-            owner="claimer",
-            lease_expires_at=utcnow() + timedelta(seconds=10),
-            actor="claimer",
-            reason="owner_changed",
-            seal=seal,
-        )
+        claimed = await _claim(claimer, session, "claimer", seal)
         mine = _feed(session.id, resume).next_block()  # ...and the new owner's first
         await claimer.ticks.write(mine, owner="claimer")
         await claimer.ticks.wait_visible(30)
@@ -277,17 +297,7 @@ def test_a_late_gap_row_after_the_reap_is_stored_but_never_read(
                 stale.ticks.write_gaps(session.id, [_gap(START_US + 5_000)], owner="stale")
             )
             await asyncio.wait_for(checked.wait(), 30)
-            seal = await reaper.ticks.seal(session.id)
-            await reaper.sessions.transition(
-                session.id,
-                expected_version=session.version,
-                to_status=SessionStatus.FAILED,
-                actor="reaper",
-                reason="owner_lost",
-                stats=seal.counts.as_stats(0),
-                lease_expires_at=None,
-                seal=seal,
-            )
+            await _reap(reaper, session)
             gate.set()
             await late  # the late row is written: the check had passed
         finally:
@@ -316,16 +326,7 @@ def test_gap_rows_of_a_claimed_session_stay_readable_across_tenures(
         session = await _start(first, make_session, "first")
         a = _gap(START_US)
         await first.ticks.write_gaps(session.id, [a], owner="first")
-        seal = await second.ticks.seal(session.id)
-        await second.sessions.claim(
-            session.id,
-            expected_version=session.version,
-            owner="second",
-            lease_expires_at=utcnow() + timedelta(seconds=10),
-            actor="second",
-            reason="owner_changed",
-            seal=seal,
-        )
+        await _claim(second, session, "second")
         b = _gap(START_US + 2_000, GapCause.RESTART)
         await second.ticks.write_gaps(session.id, [b], owner="second")
         await second.ticks.write_gaps(session.id, [b], owner="second")  # a retried write
@@ -343,15 +344,7 @@ def test_a_seal_from_an_earlier_tenure_is_refused(
     async def scenario() -> None:
         session = await _start(store, make_session, "first")
         old_seal = await store.ticks.seal(session.id)
-        claimed = await store.sessions.claim(
-            session.id,
-            expected_version=session.version,
-            owner="second",
-            lease_expires_at=utcnow() + timedelta(seconds=10),
-            actor="second",
-            reason="owner_changed",
-            seal=old_seal,
-        )
+        claimed = await _claim(store, session, "second", old_seal)
         with pytest.raises(TransitionRace):
             await store.sessions.transition(
                 session.id,
@@ -450,24 +443,13 @@ def test_counts_and_positions_read_together_keep_out_only_each_sessions_own_late
                     late = asyncio.create_task(stale.ticks.write(late_block, owner="stale"))
                     await paused.checked.wait()  # checked; held until after the claim
                 seal = await claimer.ticks.seal(session.id)
-                await claimer.sessions.claim(
-                    session.id,
-                    expected_version=session.version,
-                    owner="claimer",
-                    lease_expires_at=utcnow() + timedelta(seconds=10),
-                    actor="claimer",
-                    reason="owner_changed",
-                    seal=seal,
-                )
+                await _claim(claimer, session, "claimer", seal)
                 paused.gate.set()
                 if late is not None:
                     await late
             assert seal.counts == _counts_of(written[i])
             expected[session.id] = seal.counts
-        position = await claimer.ticks.position(sessions[3].id)
-        assert position.last_ts is not None
-        after_us = (position.last_ts - EPOCH) // timedelta(microseconds=1)
-        resume = ResumePoint(after_us, dict(position.last_trade_ids), {})
+        resume = await _resume_point(claimer, sessions[3].id)
         mine = _feed(sessions[3].id, resume).next_block()
         await claimer.ticks.write(mine, owner="claimer")
         expected[sessions[3].id] += _counts_of([mine])

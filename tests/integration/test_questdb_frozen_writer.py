@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
 
 import psycopg
 import pytest
 
-from tests.conftest import QUESTDB_URL_ENV
+from tests.integration.conftest import fail_session
 from ticktape import questdb_server as qs
 from ticktape.config import (
     QUESTDB_IDLE_RECONNECT_S,
     QUESTDB_IDLE_RECONNECT_SHARE,
     QUESTDB_PG_IDLE_TIMEOUT_S,
 )
-from ticktape.domain import Reason, SessionStatus
+from ticktape.domain import Reason
 from ticktape.store import open_store
 from ticktape.store.questdb import QuestDBStore
 from ticktape.testing import draft_session
@@ -61,15 +60,7 @@ def test_a_transition_goes_through_while_a_frozen_connection_holds_the_log(
             frozen.execute("BEGIN")
             frozen.execute("INSERT INTO tt_session_log (ts, id) VALUES (now(), 'frozen')")
 
-            failed = await store.sessions.transition(
-                session.id,
-                expected_version=session.version,
-                to_status=SessionStatus.FAILED,
-                actor="t",
-                reason=Reason.OWNER_LOST,
-            )
-            assert failed.status is SessionStatus.FAILED
-            assert (await store.sessions.get_session(session.id)).status is SessionStatus.FAILED
+            await fail_session(store, session, Reason.OWNER_LOST)
             # the frozen transaction was rolled back, not committed
             with psycopg.connect(managed.pg_conninfo, autocommit=True) as reader:
                 rows = reader.execute(
@@ -85,7 +76,7 @@ def test_a_transition_goes_through_while_a_frozen_connection_holds_the_log(
 
 
 def test_the_store_replaces_connections_before_the_server_closes_them(
-    managed: qs.ServerHandle, questdb_url: str
+    managed: qs.ServerHandle, own_questdb: Callable[..., qs.ServerHandle]
 ) -> None:
     async def idle_reconnect_s(url: str) -> float:
         store = QuestDBStore(url)
@@ -97,6 +88,6 @@ def test_the_store_replaces_connections_before_the_server_closes_them(
 
     short = asyncio.run(idle_reconnect_s(managed.store_url))
     assert short == pytest.approx(QUESTDB_PG_IDLE_TIMEOUT_S * QUESTDB_IDLE_RECONNECT_SHARE)
-    if not os.environ.get(QUESTDB_URL_ENV):  # the suite's own server: QuestDB's 300 s
-        expected = min(QUESTDB_IDLE_RECONNECT_S, 300.0 * QUESTDB_IDLE_RECONNECT_SHARE)
-        assert asyncio.run(idle_reconnect_s(questdb_url)) == pytest.approx(expected)
+    kept = own_questdb(pg_idle_timeout_s=None)  # QuestDB's own 300 s
+    expected = min(QUESTDB_IDLE_RECONNECT_S, 300.0 * QUESTDB_IDLE_RECONNECT_SHARE)
+    assert asyncio.run(idle_reconnect_s(kept.store_url)) == pytest.approx(expected)

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import fail_session
 from ticktape import questdb_server as qs
-from ticktape.domain import Reason, SessionStatus
+from ticktape.domain import Reason
 from ticktape.store.questdb import QuestDBStore
 from ticktape.testing import draft_session
 
@@ -84,14 +85,7 @@ def test_connections_the_server_closed_while_idle_are_replaced_before_use(
             # thread), a read (pooled reader), a transition (the log writer and thread)
             second = await store.sessions.create_session(draft_session(), actor="t")
             assert (await store.sessions.get_session(second.id)).id == second.id
-            stopped = await store.sessions.transition(
-                second.id,
-                expected_version=second.version,
-                to_status=SessionStatus.FAILED,
-                actor="t",
-                reason=Reason.START_FAILED,
-            )
-            assert stopped.status is SessionStatus.FAILED
+            await fail_session(store, second, Reason.START_FAILED)
             assert store.write_failure is None  # no use failed on a closed connection
             assert len(opened) > before  # fresh connections replaced the closed ones
         finally:

@@ -1,8 +1,8 @@
 """A lost owner's send that lands while a seal is reading, reproduced on a real server.
 
-A seal reads each tick table in a query of its own (its count, then its check of the
-tenure's last send and what a cut leaves out), and a lost owner's send can land between
-two of those reads: its ownership check passed before the reap, and the ``questdb``
+A seal reads each tick table in a query of its own (its counts, twice: the second read
+also checks the tenure's last send; then what a cut leaves out), and a lost owner's send
+can land between two of those reads: its ownership check passed before the reap, and the ``questdb``
 client retries a request for seconds — across a QuestDB restart, when the reconciler's
 first pass after the restart seals every orphan of it at once. Here the send is held
 after its ownership check (the backend's testing hook
@@ -63,12 +63,20 @@ def _questdb(store: RetryingStore) -> QuestDBTickStore:
         # its trades before the seal, its books after the order book count: the
         # last-send check then finds it whole, the cut's count finds its books
         (True, 2),
+        # after the second read's trades query (the check of the send the first read
+        # found newest): its order book query then sees rows the first read did not
+        (False, 3),
+        # its trades before the seal, its books after the second read's trades query:
+        # that query's check finds the send in part, its order book query finds it whole
+        (True, 3),
     ],
     ids=[
         "whole-after-trades-count",
         "whole-after-books-count",
         "books-after-trades-count",
         "books-after-books-count",
+        "whole-after-trades-check",
+        "books-after-trades-check",
     ],
 )
 def test_a_send_landing_between_the_seals_reads_is_counted_in_both_tables_or_neither(
@@ -80,7 +88,7 @@ def test_a_send_landing_between_the_seals_reads_is_counted_in_both_tables_or_nei
 ) -> None:
     lost, reaper = stores
     sender, sealer = _questdb(lost), _questdb(reaper)
-    label = "count ticks"  # once per tick table of the seal's grouped count, trades first
+    label = "count ticks"  # once per tick table of each read of a seal, trades first
 
     async def scenario() -> None:
         session = await _start(lost, make_session, "lost")

@@ -28,7 +28,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
-    handle = own_questdb()
+    handle = own_questdb(("pg.select.cache.enabled", "false"), pg_idle_timeout_s=4.0)
     config = handle.config
     try:
         assert handle.store_url == (
@@ -49,6 +49,15 @@ def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
         assert info["store_url"] == handle.store_url
         with pytest.raises(qs.QuestDBServerError, match="already runs"):
             qs.start(config)
+        # a restart (bench/chaos.py) starts it again as it runs: every setting kept
+        again = qs.running_config(config.root)
+        assert again.server_properties() == config.server_properties()
+        assert again.server_properties()["pg.net.connection.timeout"] == "4000"
+        assert (again.ports, again.heap, again.version) == (
+            config.ports,
+            config.heap,
+            config.version,
+        )
     finally:
         handle.stop()
 
@@ -56,3 +65,5 @@ def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
     assert not (config.root / qs.PID_FILE).exists()
     assert qs.status(config.root)["running"] is False
     assert qs.stop(config.root) is False  # idempotent
+    with pytest.raises(qs.QuestDBServerError, match="no QuestDB runs"):
+        qs.running_config(config.root)

@@ -153,6 +153,53 @@ def test_a_create_does_not_wait_for_the_per_store_count_while_the_last_is_young(
     run(scenario())
 
 
+def test_a_create_that_a_count_saw_is_not_added_to_it_again(
+    run: Run[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that lands while a create is being written may already have seen it: the
+    create then does not add itself on top (at the limit, one session counted twice
+    refused a create below it)."""
+    monkeypatch.setattr(service_module, "ACTIVE_COUNT_MAX_AGE_S", 0.0)
+    settings = replace(BASE, max_running_per_store=3)
+    spec = validate_spec(kind="collect", symbols=["BTC_USDT"])
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        service = SessionService(store, FakeRuntime(store), settings, Metrics())
+        count, create = store.sessions.count_sessions, store.sessions.create_session
+        gate = asyncio.Event()
+        gate.set()
+        counted = asyncio.Event()
+        counts: list[int] = []
+
+        async def gated(query: Any) -> int:
+            await gate.wait()
+            counts.append(await count(query))
+            counted.set()
+            return counts[-1]
+
+        async def committed_then_counted(*args: Any, **kwargs: Any) -> Any:
+            stored = await create(*args, **kwargs)
+            if not gate.is_set():  # the recount reads after this commit, and lands
+                counted.clear()
+                gate.set()
+                await counted.wait()
+            return stored
+
+        store.sessions.count_sessions = gated  # type: ignore[method-assign]
+        store.sessions.create_session = committed_then_counted  # type: ignore[method-assign]
+        await service.create(spec)  # waits for the first count (0), then adds itself
+        gate.clear()  # the next create's recount hangs until its own commit
+        await service.create(spec)
+        assert counts == [0, 2]  # the recount saw both sessions
+        third = await service.create(spec)  # 2 active of 3: allowed, not 3 (2 + 1)
+        assert third.status is SessionStatus.PENDING
+        with pytest.raises(LimitExceeded):
+            await service.create(spec)
+
+    run(scenario())
+
+
 def test_session_creation_rate_per_client(harness: Any) -> None:
     h = harness(create_rate_per_min=3)
     codes = [h.http.post("/api/sessions", json=BODY).status_code for _ in range(4)]

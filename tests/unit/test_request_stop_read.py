@@ -28,8 +28,11 @@ def _counting_reads(store: MemoryStore) -> list[str]:
     return reads
 
 
-async def _running(store: MemoryStore, session_id: str) -> tuple[Session, Session]:
-    """The session as created (pending) and as it is now (running, a newer version)."""
+async def _stop_on(session_id: str, *, current: bool) -> tuple[Session, Session, list[str]]:
+    """A running session stopped (as a shutdown does) on the caller's read of it: the
+    current one (``current``) or a stale one, as it was created. Returns the stop's
+    result, the session as it ran, and the reads the stop made of the store."""
+    store = MemoryStore()
     created = await store.sessions.create_session(
         draft_session(id=session_id, owner="o", lease_expires_at=utcnow() + timedelta(seconds=30)),
         actor="t",
@@ -42,34 +45,25 @@ async def _running(store: MemoryStore, session_id: str) -> tuple[Session, Sessio
         reason=Reason.STARTED,
         lease_expires_at=utcnow() + timedelta(seconds=30),
     )
-    return created, running
+    reads = _counting_reads(store)
+    stopped = await request_stop(
+        store,
+        session_id,
+        actor="t",
+        reason=Reason.SERVER_SHUTDOWN,
+        read=running if current else created,
+    )
+    assert stopped.status is SessionStatus.STOPPING
+    assert stopped.reason == Reason.SERVER_SHUTDOWN
+    return stopped, running, reads
 
 
 def test_a_current_read_is_the_stops_only_read(run: Run) -> None:
-    async def body() -> None:
-        store = MemoryStore()
-        _created, running = await _running(store, "s-current")
-        reads = _counting_reads(store)
-        stopped = await request_stop(
-            store, "s-current", actor="t", reason=Reason.SERVER_SHUTDOWN, read=running
-        )
-        assert stopped.status is SessionStatus.STOPPING
-        assert stopped.reason == Reason.SERVER_SHUTDOWN
-        assert reads == []
-
-    run(body())
+    _stopped, _running, reads = run(_stop_on("s-current", current=True))
+    assert reads == []
 
 
 def test_a_stale_read_loses_its_compare_and_set_and_the_stop_reads_again(run: Run) -> None:
-    async def body() -> None:
-        store = MemoryStore()
-        created, running = await _running(store, "s-stale")
-        reads = _counting_reads(store)
-        stopped = await request_stop(
-            store, "s-stale", actor="t", reason=Reason.SERVER_SHUTDOWN, read=created
-        )
-        assert stopped.status is SessionStatus.STOPPING
-        assert stopped.version == running.version + 1  # made on the fresh read
-        assert reads == ["s-stale"]
-
-    run(body())
+    stopped, running, reads = run(_stop_on("s-stale", current=False))
+    assert stopped.version == running.version + 1  # made on the fresh read
+    assert reads == ["s-stale"]

@@ -107,7 +107,7 @@ MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
 # is never held back.
 SEND_SPACING_S = 0.5
 #: Reads of the tick tables one seal makes, at most, to find them holding still
-#: (``_settled``): a lost owner's sends land one at a time and stop once it is reaped.
+#: (``_one_state``): a lost owner's sends land one at a time and stop once it is reaped.
 SEAL_READS_MAX = 5
 #: Sessions counted together by one grouped count (``_count_group``), at most: the
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
@@ -381,6 +381,22 @@ def _complete(last: _LastSend, sends: dict[str, list[tuple[Any, ...]]]) -> bool:
 
 
 @dataclass
+class _Reading:
+    """One read of both tick tables for a grouped count (:meth:`QuestDBTickStore._read_counts`).
+
+    ``tables``: per table, each session's rows kept and current tenure's last batch;
+    ``lasts``: each session's current tenure as a seal reads it; ``seen``: what each
+    session's rows looked like (compared between two reads); ``sends``: per checked
+    session and table, rows ``(send_id, rows, send_trades, send_books)`` of the send
+    checked (:func:`_complete`)."""
+
+    tables: dict[str, dict[str, tuple[int, int]]]
+    lasts: dict[str, _LastSend]
+    seen: dict[str, list[tuple[Any, ...]]]
+    sends: dict[str, dict[str, list[tuple[Any, ...]]]] = field(default_factory=dict)
+
+
+@dataclass
 class _Locate(Waiting[TickPosition]):
     """One caller's ``position`` of one session, waiting for the next grouped read."""
 
@@ -451,8 +467,8 @@ class QuestDBTickStore(TickStore):
     as a multi-table request whose tables commit on their own can
     (tests/integration/test_questdb_split_send.py).
     :attr:`after_read`, if set, is awaited after each tick read with the read's label
-    (``"count ticks"`` once per tick table of a grouped count, ``"seal last send"``, …): a
-    test lands a lost owner's send between two reads of one seal
+    (``"count ticks"`` once per tick table of each read of a grouped count, ``"seal cut"``,
+    …): a test lands a lost owner's send between two reads of one seal
     (tests/integration/test_questdb_seal_reads.py).
     The product sets none of them.
     """
@@ -731,10 +747,12 @@ class QuestDBTickStore(TickStore):
         tenures: dict[str, Tenure],
         last_at: int,
         what: str,
+        select_params: list[object] | None = None,
     ) -> list[tuple[Any, ...]]:
         """``SELECT {select} FROM tt_{table} WHERE session_id IN (ids){tail}``, each
         session's rows kept by its own fences. ``select`` starts with ``session_id,
-        tenure`` and has the largest ``batch_seq`` (``write_seq`` for gaps) at ``last_at``.
+        tenure`` and has the largest ``batch_seq`` (``write_seq`` for gaps) at ``last_at``;
+        ``select_params``: the values of its placeholders.
 
         First without the fences — set lookups only; an OR term per fenced session cost
         80 times the query (16.5 s against 0.21 s over 2 M rows with 300 fenced sessions,
@@ -745,12 +763,13 @@ class QuestDBTickStore(TickStore):
             marks = ", ".join("%s" for _ in sessions)
             return f"SELECT {select} FROM tt_{table} WHERE session_id IN ({marks}){tail}"
 
-        rows = await self._scalar_rows(query(ids), list(ids), what)
+        head = select_params or []
+        rows = await self._scalar_rows(query(ids), [*head, *ids], what)
         late = with_late_rows(rows, tenures, table, last_at)
         if not late:
             return rows
         fenced, params = excluded_many({sid: tenures[sid] for sid in late}, table)
-        again = await self._scalar_rows(query(late) + fenced, [*late, *params], what)
+        again = await self._scalar_rows(query(late) + fenced, [*head, *late, *params], what)
         skip = set(late)
         return [row for row in rows if str(row[0]) not in skip] + again
 
@@ -790,11 +809,11 @@ class QuestDBTickStore(TickStore):
         last batch — each table read at one instant for all of them — then its current
         tenure's last gap. The queries start after every item of the group was queued.
         For the sessions being sealed, the current tenure's last send is checked too
-        (:meth:`_cuts`), one more query per table for all of them — except a seal whose
-        sends were all acknowledged (a session sealed by several callers at once is
-        checked if any of them asks).
+        (:meth:`_cuts`) — except a seal whose sends were all acknowledged (a session
+        sealed by several callers at once is checked if any of them asks) — by a second
+        read of both tables that also returns the rows of the send the first found newest.
 
-        A seal decides from one state of both tables (:meth:`_settled`): a lost owner's
+        A seal decides from one state of both tables (:meth:`_one_state`): a lost owner's
         send can land between two of its reads (each table is read by a query of its
         own), and counts, checks and cuts made from different states disagree — a
         table counted before the send and cut after it, or cut in one table where the
@@ -805,16 +824,11 @@ class QuestDBTickStore(TickStore):
         tenures = await self._tenures(ids)
         sealing = sorted({c.session_id for c in group if c.sealing and not c.acknowledged})
         self.seal_checks += len(sealing)
-        for _ in range(SEAL_READS_MAX):
-            tables, lasts, seen = await self._read_counts(ids, tenures, marked=bool(sealing))
-            cuts = await self._cuts(sealing, tenures, lasts)
-            if not sealing or await self._settled(sealing, tenures, seen):
-                break
+        if sealing:
+            reading, cuts = await self._one_state(ids, tenures, sealing)
         else:
-            raise StoreBusy(
-                f"seal: ticks of {len(sealing)} session(s) (first {sealing[0]}) still "
-                f"landing after {SEAL_READS_MAX} reads of the tick tables"
-            )
+            reading, cuts = await self._read_counts(ids, tenures, marked=False), {}
+        tables = reading.tables
         rows = await self._kept_rows(
             "session_id, tenure, max(write_seq)", "gaps", ids, "", tenures, 2, "seal gaps"
         )
@@ -839,101 +853,134 @@ class QuestDBTickStore(TickStore):
             request.answer(_Counted(tenures[sid], found, gaps.get(sid, NO_BATCH), cut))
 
     async def _read_counts(
-        self, ids: list[str], tenures: dict[str, Tenure], *, marked: bool
-    ) -> tuple[
-        dict[str, dict[str, tuple[int, int]]],
-        dict[str, _LastSend],
-        dict[str, list[tuple[Any, ...]]],
-    ]:
-        """Per tick table, each session's rows kept by its fences and its current
-        tenure's last batch (one query per table for all of ``ids``); the current
-        tenure's newest send too if ``marked`` (for a check: two more columns of the
-        day's partition read). Also what each session's rows looked like, for
-        :meth:`_settled`."""
-        sends = ", max(send_id), max(send_first)" if marked else ""
-        tables: dict[str, dict[str, tuple[int, int]]] = {}
-        lasts = {sid: _LastSend() for sid in ids}
-        seen: dict[str, list[tuple[Any, ...]]] = {sid: [] for sid in ids}
-        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            rows = await self._kept_rows(
-                f"session_id, tenure, count(), max(batch_seq){sends}",
-                table,
-                ids,
-                extra,
-                tenures,
-                3,
-                "count ticks",
-            )
-            counted = {sid: (0, NO_BATCH) for sid in ids}
-            for sid, number, count, last, *send in rows:
-                seen[str(sid)].append((table, number, count, last, *send))
-                total, mine = counted[str(sid)]
-                if number == tenures[str(sid)].number and last is not None:
-                    mine = int(last)
-                    send_id, first = send or (None, None)
-                    lasts[str(sid)].saw(table, int(count), mine, send_id, first)
-                counted[str(sid)] = (total + int(count), mine)
-            tables[table] = counted
-        for rows in seen.values():
-            rows.sort(key=repr)
-        return tables, lasts, seen
-
-    async def _settled(
         self,
         ids: list[str],
         tenures: dict[str, Tenure],
-        seen: dict[str, list[tuple[Any, ...]]],
-    ) -> bool:
-        """Whether the tick tables still hold what :meth:`_read_counts` saw of ``ids``
-        (read again, one more query per table for all of them): then every read made in
-        between (:meth:`_cuts`) saw that same state of both tables — rows are never
-        removed, and a row landing, or replaced by a later send of its owner, changes
-        its session's count or newest send. Each table's second read comes after the
-        other table's first, so both tables held still over the reads between."""
-        _, _, again = await self._read_counts(ids, tenures, marked=True)
-        return all(again[sid] == seen[sid] for sid in ids)
+        *,
+        marked: bool,
+        sends: dict[str, int] | None = None,
+    ) -> _Reading:
+        """Per tick table, each session's rows kept by its fences and its current
+        tenure's last batch (one query per table for all of ``ids``); the current
+        tenure's newest send too if ``marked`` (for a check: two more columns of the
+        day's partition read). With ``sends`` (per session, the send to check), the
+        same query also reads each of those sends' rows and marks (:func:`_complete`),
+        grouped apart by a key that is NULL for every other row: the totals and the
+        send's rows then come from one state of the table."""
+        select = "session_id, tenure, count(), max(batch_seq)"
+        params: list[object] = []
+        if marked:
+            select += ", max(send_id), max(send_first)"
+        newest = sends or {}
+        checked = sorted(set(newest.values()))
+        if checked:
+            select += (
+                f", CASE WHEN send_id IN ({', '.join('%s' for _ in checked)}) THEN send_id "
+                "END checked, max(send_trades), max(send_books)"
+            )
+            params = list(checked)
+        reading = _Reading({}, {sid: _LastSend() for sid in ids}, {sid: [] for sid in ids})
+        reading.sends = {sid: {"trades": [], "orderbook": []} for sid in newest}
+        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            rows = await self._kept_rows(
+                select, table, ids, extra, tenures, 3, "count ticks", params
+            )
+            # one row per session and tenure, or with ``sends`` per session, tenure and
+            # checked send (NULL for the rest): merged per session and tenure here
+            merged: dict[tuple[str, Any], list[Any]] = {}
+            for sid, number, count, last, *rest in rows:
+                send = rest[:2] if marked else [None, None]
+                if checked and rest[2] is not None and int(rest[2]) == newest.get(str(sid)):
+                    reading.sends[str(sid)][table].append((rest[2], count, rest[3], rest[4]))
+                key = (str(sid), number)
+                if key not in merged:
+                    merged[key] = [int(count), last, *send]
+                    continue
+                into = merged[key]
+                into[0] += int(count)
+                for n, value in enumerate([last, *send], 1):
+                    if value is not None and (into[n] is None or value > into[n]):
+                        into[n] = value
+            counted = {sid: (0, NO_BATCH) for sid in ids}
+            for (sid, number), (count, last, send_id, first) in merged.items():
+                if marked:
+                    reading.seen[sid].append((table, number, count, last, send_id, first))
+                else:
+                    reading.seen[sid].append((table, number, count, last))
+                total, mine = counted[sid]
+                if number == tenures[sid].number and last is not None:
+                    mine = int(last)
+                    reading.lasts[sid].saw(table, count, mine, send_id, first)
+                counted[sid] = (total + count, mine)
+            reading.tables[table] = counted
+        for seen in reading.seen.values():
+            seen.sort(key=repr)
+        return reading
+
+    async def _one_state(
+        self, ids: list[str], tenures: dict[str, Tenure], sealing: list[str]
+    ) -> tuple[_Reading, dict[str, tuple[int, dict[str, int]]]]:
+        """The counts of ``ids`` and the cuts of ``sealing`` (:meth:`_cuts`), all taken
+        from one state of both tick tables, in at most :data:`SEAL_READS_MAX` reads of
+        them.
+
+        A read (:meth:`_read_counts`) is a query per table, trades first, each returning
+        per session its count, last batch and newest send. Each read after the first
+        also returns, in that same query, the rows of the send the read before found
+        newest: the last-send check. Two reads in a row that see the same of every
+        sealed session decide: rows are never removed, and a row landing, or replaced
+        by a later send of its owner, raises its session's count or newest
+        ``send_id``. So each table held still between its two queries; as the
+        second's trades query comes after the first's order book query, both tables
+        held still together in between, and the second read's check and totals (each
+        table's from one query: one state of it) describe that one state of both.
+        A cut (rare: a lost owner's last send, landed in part) reads more after the
+        check; it counts only once one more read finds the tables still as they were,
+        which puts those reads inside the window too. Tables that never hold still
+        give up as :class:`~ticktape.errors.StoreBusy` (retried by the store handle)."""
+        reading = await self._read_counts(ids, tenures, marked=True)
+        cuts: dict[str, tuple[int, dict[str, int]]] | None = None
+        for _ in range(SEAL_READS_MAX - 1):
+            newest = {s: n for s in sealing if (n := reading.lasts[s].send_id) is not None}
+            again = await self._read_counts(ids, tenures, marked=True, sends=newest)
+            if not all(again.seen[sid] == reading.seen[sid] for sid in sealing):
+                reading, cuts = again, None
+                continue
+            if cuts is not None:  # the cut's reads are inside the window: it holds
+                return again, cuts
+            cuts, more = await self._cuts(sealing, tenures, again)
+            if not more:
+                return again, cuts
+            reading = again
+        raise StoreBusy(
+            f"seal: ticks of {len(sealing)} session(s) (first {sealing[0]}) still "
+            f"landing after {SEAL_READS_MAX} reads of the tick tables"
+        )
 
     async def _cuts(
-        self, ids: list[str], tenures: dict[str, Tenure], lasts: dict[str, _LastSend]
-    ) -> dict[str, tuple[int, dict[str, int]]]:
+        self, ids: list[str], tenures: dict[str, Tenure], reading: _Reading
+    ) -> tuple[dict[str, tuple[int, dict[str, int]]], bool]:
         """Where the seal cuts each session of ``ids`` whose current tenure's newest send
-        is not in every tick table (:func:`_complete`): everything from that send's first
-        batch on, in every table (also the first part of a feed block a flush split across
-        two sends) — the last batch kept, and per table the rows left out.
-
-        One query per tick table for all sessions reads their newest sends' rows
-        (``send_id IN (…)``: a set lookup per row, not a term per session); only for a
-        session found incomplete (a lost owner's last send: rare) one more per table
-        counts what the cut leaves out."""
+        is not in every tick table (:func:`_complete`, from the rows of that send the
+        ``reading`` found): everything from that send's first batch on, in every table
+        (also the first part of a feed block a flush split across two sends) — the last
+        batch kept, and per table the rows left out; and whether it read the tick tables
+        for that (only for a session found incomplete or behind: a lost owner's last
+        sends, rare: one more query per table counts what the cut leaves out)."""
+        lasts = reading.lasts
         checked = [sid for sid in ids if lasts[sid].send_id is not None]
         if not checked:
-            return {}
-        sessions = ", ".join("%s" for _ in checked)
-        sends = sorted({send for sid in checked if (send := lasts[sid].send_id) is not None})
-        found: dict[str, dict[str, list[tuple[Any, ...]]]] = {
-            sid: {"trades": [], "orderbook": []} for sid in checked
-        }
-        scope = {sid: tenures[sid] for sid in checked}
-        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            fenced, params = excluded_many(scope, table)
-            rows = await self._scalar_rows(
-                "SELECT session_id, send_id, count(), max(send_trades), max(send_books) "
-                f"FROM tt_{table} WHERE session_id IN ({sessions}) "
-                f"AND send_id IN ({', '.join('%s' for _ in sends)}){extra}{fenced}",
-                [*checked, *sends, *params],
-                "seal last send",
-            )
-            for sid, *row in rows:
-                found[str(sid)][table].append(tuple(row))
+            return {}, False
+        found = reading.sends
         starts = {
             sid: int(lasts[sid].first or 0)
             for sid in checked
             if not _complete(lasts[sid], found[sid])
         }
-        await self._behind(checked, tenures, lasts, starts)
+        more = await self._behind(checked, tenures, lasts, starts)
         cut = sorted(starts)
         if not cut:
-            return {}
+            return {}, more
         # Per session, tenure and batch from the smallest cut on (the cut sessions are few:
         # a lost owner's last send); each session's own cut, its current tenure and a
         # fence of that tenure (a second seal of it) are applied here.
@@ -953,7 +1000,7 @@ class QuestDBTickStore(TickStore):
                 if any(f.tenure == number and batch > f.last(table) for f in tenure.fences):
                     continue
                 left_out[sid][table] = left_out[sid].get(table, 0) + int(count)
-        return {sid: (starts[sid] - 1, left_out[sid]) for sid in cut}
+        return {sid: (starts[sid] - 1, left_out[sid]) for sid in cut}, True
 
     async def _behind(
         self,
@@ -961,8 +1008,9 @@ class QuestDBTickStore(TickStore):
         tenures: dict[str, Tenure],
         lasts: dict[str, _LastSend],
         starts: dict[str, int],
-    ) -> None:
-        """Sends older than the newest that a table still lacks (its WAL applied fewer of
+    ) -> bool:
+        """Whether any session of ``ids`` is behind, with what follows. Sends older than
+        the newest that a table still lacks (its WAL applied fewer of
         them than another table's, past the reconciler's patience): each one's first batch
         lowers the session's cut in ``starts``. Only sessions where some table's newest
         send is older than the session's newest are read, from the marks (one row per
@@ -983,7 +1031,7 @@ class QuestDBTickStore(TickStore):
             if min(newest[sid].get(t, -1) for t in tables) < (lasts[sid].send_id or 0)
         )
         if not behind:
-            return
+            return False
         terms: list[str] = []
         bounds: list[object] = []
         for lacking, declared in (("trades", "send_trades"), ("orderbook", "send_books")):
@@ -1030,6 +1078,7 @@ class QuestDBTickStore(TickStore):
                 )
                 if missing:
                     starts[sid] = min(starts.get(sid, first), first)
+        return True
 
     async def count(self, session_id: str) -> TickCounts:
         return (await self._counted(session_id)).counts()
