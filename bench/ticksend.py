@@ -124,6 +124,26 @@ def _jvm_cpu_s(pid: int) -> float:
     return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _jvm_gc_s(pid: int) -> float:
+    """The JVM's garbage collection time so far (``jstat``), or NaN without it."""
+    try:
+        out = subprocess.run(
+            ["jstat", "-gc", str(pid)], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return float("nan")
+    half = len(out) // 2
+    return float(dict(zip(out[:half], out[half:], strict=True)).get("GCT", "nan"))
+
+
+def _parts(conninfo: str, table: str) -> int:
+    """The table's partition parts on disk (a split partition counts each piece)."""
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return len(conn.execute(f"SHOW PARTITIONS FROM {table}").fetchall())
+
+
 def _wal_txns(conninfo: str, tables: list[str]) -> int:
     return _wal(conninfo, tables)[0]
 
@@ -223,6 +243,7 @@ def child_ingest(
     send_every_s: float = FLUSH_S,
     warm_up_s: float = 5.0,
     prefill_rows: int = 0,
+    sort_ts: bool = False,
 ) -> dict[str, Any]:
     import asyncio
 
@@ -260,7 +281,7 @@ def child_ingest(
     try:
         return _ingest(
             address, pid, groups, tables, prefix, seconds, idle_s, check_owners,
-            send_every_s, warm_up_s, prefill_rows,
+            send_every_s, warm_up_s, prefill_rows, sort_ts,
         )  # fmt: skip
     finally:  # the bench's tables go: a prefilled run leaves gigabytes otherwise
         with psycopg.connect(address.conninfo, autocommit=True) as conn:
@@ -283,6 +304,7 @@ def _ingest(
     send_every_s: float,
     warm_up_s: float,
     prefill_rows: int,
+    sort_ts: bool,
 ) -> dict[str, Any]:
     import psycopg
     from questdb import Sender
@@ -320,8 +342,13 @@ def _ingest(
                     trades, books = _split(batches)
                     tenures = {b.session_id: 1 for b in batches}
                     marked = _marked(trades, books)
-                    serialise_frame(s, tables[0], trades_frame(trades, tenures, **marked))
-                    serialise_frame(s, tables[1], book_frame(books, tenures, **marked))
+                    for table, frame in (
+                        (tables[0], trades_frame(trades, tenures, **marked)),
+                        (tables[1], book_frame(books, tenures, **marked)),
+                    ):
+                        if sort_ts:  # each transaction in timestamp order
+                            frame = frame.sort_values("ts", kind="stable", ignore_index=True)
+                        serialise_frame(s, table, frame)
                     s.flush()
                     stored[k] += sum(len(b) for b in batches)
                     due += send_every_s
@@ -333,6 +360,7 @@ def _ingest(
     for t in threads:
         t.start()
     time.sleep(warm_up_s)  # the tables' first partitions, the JIT
+    gc0 = _jvm_gc_s(pid)
     cpu0, txn0, ticks0, t0 = (
         _jvm_cpu_s(pid),
         _wal_txns(address.conninfo, tables),
@@ -351,6 +379,8 @@ def _ingest(
         sum(stored),
         (time.monotonic()),
     )
+    gc1 = _jvm_gc_s(pid)
+    parts = [_parts(address.conninfo, t) for t in tables]
     stop.set()
     for t in threads:
         t.join()
@@ -372,6 +402,8 @@ def _ingest(
         "wal_applied_per_s": round((applied1 - applied0) / (t1 - t0), 1),
         "wal_lag_txn_max": max(lags, default=0),
         "wal_lag_txn_end": txn1 - applied1,
+        "jvm_gc_pct": round(100 * (gc1 - gc0) / (t1 - t0), 1),
+        "partition_parts": parts,
         **prefilled,
         "owner_rows_checked": sum(checked),
         "pg_after_idle_ms": [round(w, 2) for w in waits],
@@ -419,6 +451,9 @@ def main() -> None:
     parser.add_argument(
         "--prefill-rows", type=int, default=0, help="ingest: rows in today's partition first"
     )
+    parser.add_argument(
+        "--sort-ts", action="store_true", help="ingest: each send's rows in timestamp order"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode == "frames":
@@ -437,6 +472,7 @@ def main() -> None:
             *(["--check-owners"] if args.check_owners else []),
             *("--send-every-s", str(args.send_every_s), "--warm-up-s", str(args.warm_up_s)),
             *("--prefill-rows", str(args.prefill_rows)),
+            *(["--sort-ts"] if args.sort_ts else []),
         ]
         if args.child:
             got = child_ingest(
@@ -450,6 +486,7 @@ def main() -> None:
                 args.send_every_s,
                 args.warm_up_s,
                 args.prefill_rows,
+                args.sort_ts,
             )
             print(json.dumps(got))
             return
