@@ -20,7 +20,10 @@ minute ago, in order) and waits for QuestDB to apply them: the ingest then meets
 partition a long hold has grown. The WAL apply is sampled every second: transactions
 committed and applied per second, and the apply lag (transactions committed, not yet
 applied; its maximum and its value at the end) — whether QuestDB keeps up. The bench's
-tables are dropped at the end.
+tables are dropped at the end. Start the server with ``ticktape questdb start
+--pg-idle-timeout-s 300``: the managed default closes a PG-wire connection silent for
+1.5 s, and a sender's ownership-check connection is silent while it builds its next
+send (longer than that on a loaded machine).
 
 Both modes take ``--code NAME=SRC`` (repeatable): each round runs once per code in a
 child process whose ``ticktape`` is imported from SRC, the codes alternated round by
