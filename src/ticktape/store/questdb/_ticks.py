@@ -295,18 +295,7 @@ def book_frame(
 def serialise_frame(target: Any, table: str, frame: pd.DataFrame) -> None:
     """Add ``frame`` (from :func:`trades_frame` or :func:`book_frame`) to ``target``'s ILP
     buffer as rows of ``table``: a ``Sender``, or a client ``Buffer`` (``bench/ticksend.py``
-    measures the serialisation without a server).
-
-    The rows go in timestamp order. A send holds every session's rows of a flush or two,
-    one session after the other, so its timestamps jump back at each session; QuestDB
-    sorts such a transaction before applying it, and the sort is the JVM's to pay, on
-    the one thread that applies every WAL transaction; sorted here it costs the instance
-    ~0.08 µs a row and the JVM less than that saves (docs/benchmarks.md, backlog13). The
-    sort is stable: rows with the same DEDUP keys (the same timestamp) keep their order,
-    so the last still wins."""
-    ts = frame["ts"].to_numpy()
-    if ts.size > 1 and not (ts[1:] >= ts[:-1]).all():
-        frame = frame.take(np.argsort(ts, kind="stable"))
+    measures the serialisation without a server)."""
     target.dataframe(
         frame,
         table_name=table,
