@@ -57,6 +57,9 @@ BUFFER_MAX_ROWS = 200_000  # hard bound on buffered ticks per session: back-pres
 # ... and on the ticks buffered by all the sessions of an instance together (about 400
 # bytes a row at the default rate's small batches: ~400 MiB), the same back-pressure
 INSTANCE_BUFFER_MAX_ROWS = 1_000_000
+# A feed block that waits under that bound is counted (ticktape_tick_buffer_waits) and
+# logged, at most once per this many seconds (a store far behind makes thousands a second).
+BUFFER_WAIT_LOG_EVERY_S = 10.0
 # After a stop (or the duration's end) a collect runner writes what it buffered for at most
 # this long, then sheds the rest as recorded ``stop_drain`` gaps: a stop ends in bounded time.
 STOP_DRAIN_S = 10.0

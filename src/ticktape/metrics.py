@@ -115,6 +115,18 @@ class Metrics:
             ["data_type"],
             registry=r,
         )
+        self.tick_buffer_rows = Gauge(
+            "ticktape_tick_buffer_rows",
+            "Ticks buffered by this instance's sessions for the store, not yet acknowledged "
+            "(bounded by TICKTAPE_INSTANCE_BUFFER_MAX_ROWS)",
+            registry=r,
+        )
+        self.tick_buffer_waits = Counter(
+            "ticktape_tick_buffer_waits",
+            "Feed blocks that waited for room under the instance's tick buffer bound "
+            "(back-pressure: the store is behind the feeds)",
+            registry=r,
+        )
         self.feed_lost = Counter(
             "ticktape_feed_messages_lost",
             "Exchange messages known lost (from sequence numbers), by exchange",

@@ -44,11 +44,14 @@ class RowPool:
     and the event loop starved its own heartbeat).
     """
 
-    def __init__(self, max_rows: int) -> None:
+    def __init__(self, max_rows: int, on_wait: Callable[[], None] | None = None) -> None:
         self.max_rows = max_rows
         self.rows = 0  # buffered, and reserved for admitted puts
         self.peak = 0  # the most rows ever buffered at once
         self.waits = 0  # puts that waited for the pool, ever (a measure of back-pressure)
+        #: Told of each put that waits (the instance's metric and log: back-pressure is
+        #: never silent).
+        self.on_wait = on_wait
         self._queue: collections.deque[tuple[int, asyncio.Future[bool]]] = collections.deque()
 
     def fits(self, size: int) -> bool:
@@ -83,6 +86,8 @@ class RowPool:
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((size, waiter))
         self.waits += 1
+        if self.on_wait is not None:
+            self.on_wait()
         if self.rows == 0:  # nothing buffered that a release could free: admit now
             self._admit()
         return waiter

@@ -35,7 +35,7 @@ import logging
 import time
 from typing import Protocol
 
-from ticktape.config import LOOP_SLICE_S, Settings
+from ticktape.config import BUFFER_WAIT_LOG_EVERY_S, LOOP_SLICE_S, Settings
 from ticktape.errors import LeaseLost, StoreError
 from ticktape.feeds.clock import ticker
 from ticktape.metrics import Metrics
@@ -112,7 +112,11 @@ class TickWriter:
         self._settings = settings
         self._metrics = metrics
         self._owner = owner
-        self.pool = RowPool(settings.instance_buffer_max_rows)
+        self.pool = RowPool(settings.instance_buffer_max_rows, on_wait=self._pool_wait)
+        # what the instance holds for the store, read when the metrics are scraped
+        metrics.tick_buffer_rows.set_function(lambda: self.pool.rows)
+        self._waits_logged_at = -BUFFER_WAIT_LOG_EVERY_S  # monotonic; the first wait logs
+        self._waits_unlogged = 0
         self._regs: dict[Registration, None] = {}  # registered, in order
         self._due: dict[Registration, None] = {}  # due before the next clock point, in order
         self._wake: asyncio.Future[None] | None = None
@@ -122,6 +126,24 @@ class TickWriter:
         self.calls = 0
         #: A round yields the event loop after this much work (seconds; ``_Slicer``).
         self.slice_s = LOOP_SLICE_S
+
+    def _pool_wait(self) -> None:
+        """A feed block waits for room under the instance's bound: counted, and logged at
+        most once per ``BUFFER_WAIT_LOG_EVERY_S`` (a store far behind makes thousands)."""
+        self._metrics.tick_buffer_waits.inc()
+        self._waits_unlogged += 1
+        now = time.monotonic()
+        if now - self._waits_logged_at >= BUFFER_WAIT_LOG_EVERY_S:
+            log.warning(
+                "tick buffers full: %d ticks held for the store (bound %d, "
+                "TICKTAPE_INSTANCE_BUFFER_MAX_ROWS); %d feed blocks waited for room since "
+                "the last such line (the store is behind the feeds)",
+                self.pool.rows,
+                self.pool.max_rows,
+                self._waits_unlogged,
+            )
+            self._waits_logged_at = now
+            self._waits_unlogged = 0
 
     def register(self, handle: RunHandle, client: WriterClient) -> Registration:
         """A new buffer for ``handle``'s run, written by this writer until
