@@ -50,6 +50,7 @@ from ticktape.errors import (
     TransitionRace,
     ValidationError,
 )
+from ticktape.slices import LoopSlicer
 from ticktape.store.base import (
     MAX_CHANGES,
     MAX_LIST_LIMIT,
@@ -1087,14 +1088,25 @@ class QuestDBSessionStore(SessionStore):
                 return await _pipeline(self._db, conn, statements)
 
             active = await self.heartbeat_sessions.rows(on_lease_connection)
-        mine = {owner: (lease_expires_at, dict(progress))}
-        return [r.session for r in self._view(self._parsed_owned(active, owner), mine)]
+        # Viewed as _view would (every row is ``owner``'s, so its instance lease is the
+        # one just written), one session at a time: building a thousand sessions' views
+        # takes tens of milliseconds, so the loop yields every LOOP_SLICE_S of it
+        # (``active`` and ``shown`` are this call's own copies).
+        shown = dict(progress)
+        slicer = LoopSlicer()
+        owned = []
+        for row in await self._parsed_owned(active, owner):
+            owned.append(effective(row.session, lease_expires_at, shown.get(row.session.id)))
+            await slicer.next()
+        return owned
 
-    def _parsed_owned(self, active: dict[str, tuple[Any, ...]], owner: str) -> list[_Row]:
+    async def _parsed_owned(self, active: dict[str, tuple[Any, ...]], owner: str) -> list[_Row]:
         """The rows of ``active`` whose owner is ``owner``, parsed; a row still the same
         as at the last heartbeat (the same ``row_seq``: the log is only appended to) is
-        not parsed again."""
+        not parsed again. Yields the loop every LOOP_SLICE_S (a thousand new sessions
+        take tens of milliseconds to parse)."""
         parsed = self._owned_parsed
+        slicer = LoopSlicer()
         found = []
         for sid, values in active.items():
             if values[_OWNER] != owner:
@@ -1103,6 +1115,7 @@ class QuestDBSessionStore(SessionStore):
             if kept is None or kept[0][_ROW_SEQ] != values[_ROW_SEQ]:
                 kept = (values, _Row.parse(values))
                 parsed[sid] = kept
+                await slicer.next()
             found.append(kept[1])
         for sid in [sid for sid in parsed if sid not in active]:
             del parsed[sid]

@@ -1,0 +1,203 @@
+"""How long one instance's heartbeat holds its event loop, at ``--sessions`` sessions.
+
+Each child process opens tables of its own (a fresh prefix) on the store, creates
+``--sessions`` running sessions owned by one instance and ``--others`` owned by other
+instances (they are in the active scan every heartbeat reads, as at 3 instances), and
+keeps the first ones' leases with the real :class:`~ticktape.runtime.leases.LeaseKeeper`
+(no runners: their handles' tallies grow between heartbeats, so every heartbeat
+publishes new progress, as a running instance does). It then runs ``--heartbeats``
+heartbeats ``--every-s`` apart, timing every callback the event loop runs meanwhile
+(``asyncio.Handle._run``, patched in the child): a heartbeat's longest callback is its
+longest hold of the loop — what a request or a tick writer's round waited for it. The
+hold is measured in the loop thread's CPU time (``time.thread_time``), which other
+processes' load does not lengthen (their preemption shows in wall time only), and
+also in wall time. Reported per code: the holds' p50/p95/max, the heartbeats' wall time
+and their CPU (process time) per heartbeat.
+``--profile`` prints the heartbeats' top functions (cProfile, cumulative).
+
+``--code LABEL=SRC`` (repeatable) runs the same child from another tree's ``src``; the
+codes alternate round after round (``--rounds``). The load average is printed beside
+each figure. Last line: JSON.
+
+    .venv/bin/python bench/heartbeat_hold.py --store 'questdb://127.0.0.1:8812?ilp=http://127.0.0.1:9000' \\
+        --sessions 1000 --others 2000 --rounds 3 --code before=/tmp/before/src
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+from codes import add_code_option, code_trees, env_for
+from shutdown import drop_tables
+
+OWNER = "bench-heartbeat:1/me"
+CREATE_CONCURRENCY = 50
+TICKS_PER_HEARTBEAT = 48  # one session's ticks in a 2 s heartbeat at the sim's rate
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+async def _create(store: Any, owner: str, count: int) -> list[str]:
+    from ticktape.domain import utcnow
+    from ticktape.testing import draft_session
+
+    ids: list[str] = []
+    for start in range(0, count, CREATE_CONCURRENCY):
+        part = min(CREATE_CONCURRENCY, count - start)
+        made = await asyncio.gather(
+            *(
+                store.sessions.create_session(
+                    draft_session(owner=owner),
+                    actor=owner,
+                    start_lease_until=utcnow() + timedelta(seconds=600),
+                )
+                for _ in range(part)
+            )
+        )
+        ids += [s.id for s in made]
+    return ids
+
+
+async def measure(
+    url: str, sessions: int, others: int, heartbeats: int, every_s: float, profile: bool
+) -> dict[str, Any]:
+    from ticktape.config import Settings
+    from ticktape.metrics import Metrics
+    from ticktape.runtime.handle import RunHandle
+    from ticktape.runtime.leases import LeaseKeeper
+    from ticktape.store import open_store
+    from ticktape.ticks import TickCounts
+
+    store = open_store(url)
+    await store.open()
+    try:
+        ids = await _create(store, OWNER, sessions)
+        for i in range(0, others, max(1, others // 2)):
+            await _create(store, f"bench-other-{i}:1/x", min(max(1, others // 2), others - i))
+        settings = Settings(store_url=url)
+        keeper = LeaseKeeper(store, settings, Metrics(), OWNER)
+        handles = [RunHandle(sid) for sid in ids]
+        for handle in handles:
+            keeper.track(handle)
+        await keeper.heartbeat()  # the first reads the whole log: not measured
+
+        steps: list[tuple[float, float]] = []  # each callback's (CPU ms, wall ms)
+        run = asyncio.events.Handle._run
+
+        def timed(handle: asyncio.Handle) -> None:
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
+            run(handle)
+            steps.append(((time.thread_time() - cpu0) * 1000, (time.perf_counter() - wall0) * 1000))
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        holds, wall_holds, walls, cpus = [], [], [], []
+        for _ in range(heartbeats):
+            await asyncio.sleep(every_s)
+            for handle in handles:
+                handle.written = handle.written + TickCounts(TICKS_PER_HEARTBEAT // 2, 24)
+            steps.clear()
+            began, cpu0 = time.perf_counter(), time.process_time()
+            if profiler is not None:
+                profiler.enable()
+            await keeper.heartbeat()
+            if profiler is not None:
+                profiler.disable()
+            ended = time.perf_counter()
+            cpus.append((time.process_time() - cpu0) * 1000)
+            walls.append((ended - began) * 1000)
+            holds.append(max((cpu for cpu, _ in steps), default=0.0))
+            wall_holds.append(max((wall for _, wall in steps), default=0.0))
+        asyncio.events.Handle._run = run  # type: ignore[method-assign]
+        if profiler is not None:
+            import pstats
+
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+        holds.sort()
+        wall_holds.sort()
+        return {
+            "hold_p50_ms": round(_pct(holds, 50), 2),
+            "hold_p95_ms": round(_pct(holds, 95), 2),
+            "hold_max_ms": round(holds[-1], 2),
+            "hold_wall_p95_ms": round(_pct(wall_holds, 95), 2),
+            "wall_p50_ms": round(statistics.median(walls), 2),
+            "cpu_ms_per_heartbeat": round(statistics.median(cpus), 2),
+            "heartbeats": heartbeats,
+        }
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True, help="a store URL (a prefix is added)")
+    parser.add_argument("--sessions", type=int, default=1000, help="this instance's")
+    parser.add_argument("--others", type=int, default=2000, help="other instances' sessions")
+    parser.add_argument("--heartbeats", type=int, default=20)
+    parser.add_argument("--every-s", type=float, default=0.5, help="between heartbeats")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="cProfile to stderr")
+    add_code_option(parser, "the child (store, sessions, heartbeats)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = asyncio.run(
+            measure(
+                args.store, args.sessions, args.others, args.heartbeats, args.every_s, args.profile
+            )
+        )
+        print(json.dumps(result))
+        return
+    results: dict[str, list[dict[str, Any]]] = {}
+    for round_ in range(args.rounds):
+        for label, src in code_trees(args.code):
+            tag = "".join(c for c in label.lower() if c.isalnum())[:8]
+            url = args.store + f"{'&' if '?' in args.store else '?'}"
+            url += f"prefix=hb{os.getpid()}_{tag}{round_}_"
+            cmd = [sys.executable, __file__, "--child", "--store", url]
+            cmd += ["--sessions", str(args.sessions), "--others", str(args.others)]
+            cmd += ["--heartbeats", str(args.heartbeats), "--every-s", str(args.every_s)]
+            cmd += ["--profile"] if args.profile else []
+            try:
+                done = subprocess.run(
+                    cmd, env=env_for(src, os.environ), capture_output=True, text=True, check=False
+                )
+            finally:
+                if url.startswith("questdb"):
+                    drop_tables(url)
+            if args.profile or done.returncode != 0:
+                print(done.stderr[-6000:], file=sys.stderr)
+            if done.returncode != 0:
+                raise SystemExit(f"{label}: the child failed ({done.returncode})")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+            results.setdefault(label, []).append(result)
+            print(f"round {round_ + 1} {label}: {json.dumps(result)}", flush=True)
+    summary = {
+        label: {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("hold_p95_ms", "hold_max_ms", "cpu_ms_per_heartbeat")
+        }
+        for label, runs in results.items()
+    }
+    print(f"medians: {json.dumps(summary)}")
+    print(json.dumps({"benchmark": "heartbeat-hold", "runs": results, "medians": summary}))
+
+
+if __name__ == "__main__":
+    main()
