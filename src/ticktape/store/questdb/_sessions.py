@@ -1093,29 +1093,30 @@ class QuestDBSessionStore(SessionStore):
         # takes tens of milliseconds, so the loop yields every LOOP_SLICE_S of it
         # (``active`` and ``shown`` are this call's own copies).
         shown = dict(progress)
-        slicer = LoopSlicer()
+        slicer = LoopSlicer()  # one for both passes: a slice never runs on into the next
         owned = []
-        for row in await self._parsed_owned(active, owner):
+        for row in await self._parsed_owned(active, owner, slicer):
             owned.append(effective(row.session, lease_expires_at, shown.get(row.session.id)))
             await slicer.next()
         return owned
 
-    async def _parsed_owned(self, active: dict[str, tuple[Any, ...]], owner: str) -> list[_Row]:
+    async def _parsed_owned(
+        self, active: dict[str, tuple[Any, ...]], owner: str, slicer: LoopSlicer
+    ) -> list[_Row]:
         """The rows of ``active`` whose owner is ``owner``, parsed; a row still the same
         as at the last heartbeat (the same ``row_seq``: the log is only appended to) is
         not parsed again. Yields the loop every LOOP_SLICE_S (a thousand new sessions
         take tens of milliseconds to parse)."""
         parsed = self._owned_parsed
-        slicer = LoopSlicer()
         found = []
         for sid, values in active.items():
+            await slicer.next()
             if values[_OWNER] != owner:
                 continue
             kept = parsed.get(sid)
             if kept is None or kept[0][_ROW_SEQ] != values[_ROW_SEQ]:
                 kept = (values, _Row.parse(values))
                 parsed[sid] = kept
-                await slicer.next()
             found.append(kept[1])
         for sid in [sid for sid in parsed if sid not in active]:
             del parsed[sid]
