@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ticktape.config import DEFAULT_RETRY, QUESTDB_APPEND_ROUNDS, RetryPolicy
+from ticktape.config import DEFAULT_RETRY, LOOP_SLICE_S, QUESTDB_APPEND_ROUNDS, RetryPolicy
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
@@ -409,10 +409,13 @@ class QuestDBSessionStore(SessionStore):
     :attr:`active_sessions` is what :meth:`scan_leases` reads the active sessions
     through (``_scan.ActiveSessions``), :attr:`heartbeat_sessions` what
     :meth:`renew_instance` lists an instance's sessions from: a test reads their counts
-    of full and window reads and may shrink their overlap.
+    of full and window reads and may shrink their overlap. :attr:`slice_s` is how much
+    of :meth:`renew_instance`'s pass over the owned sessions runs between two yields of
+    the event loop (``LoopSlicer``): a test sets 0 to have it yield between every two.
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
+    slice_s: float = LOOP_SLICE_S
 
     def __init__(self, connections: Connections, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._db = connections
@@ -1093,7 +1096,7 @@ class QuestDBSessionStore(SessionStore):
         # takes tens of milliseconds, so the loop yields every LOOP_SLICE_S of it
         # (``active`` and ``shown`` are this call's own copies).
         shown = dict(progress)
-        slicer = LoopSlicer()  # one for both passes: a slice never runs on into the next
+        slicer = LoopSlicer(self.slice_s)  # one for both passes: no slice runs into the next
         owned = []
         for row in await self._parsed_owned(active, owner, slicer):
             owned.append(effective(row.session, lease_expires_at, shown.get(row.session.id)))
