@@ -13,8 +13,9 @@ waited for it. Wall time, so other processes' load lengthens it (alternate the c
 state the load); also without the garbage collections that ran inside the callback
 (``gc.callbacks``: a full collection lands in whatever callback allocates, heartbeat or
 not). Reported per code: the holds' p50/p95/max, the heartbeats' wall time and their
-CPU (process time) per heartbeat.
-``--profile`` prints the heartbeats' top functions (cProfile, cumulative).
+CPU (process time) per heartbeat — from as many heartbeats again, run between the timed
+ones without the debug mode (it logs every slow callback, which costs CPU itself).
+``--profile`` prints the heartbeats' top functions (cProfile, by own time).
 
 ``--code LABEL=SRC`` (repeatable) runs the same child from another tree's ``src``; the
 codes alternate round after round (``--rounds``). The load average is printed beside
@@ -120,9 +121,6 @@ async def measure(
 
         loop = asyncio.get_running_loop()
         loop.slow_callback_duration = SLOW_CALLBACK_S
-        loop.set_debug(True)
-        # the debug mode's costly part, not needed here: where each coroutine was made
-        sys.set_coroutine_origin_tracking_depth(0)
         took_log = logging.getLogger("asyncio")
         took_log.setLevel(logging.WARNING)
         took_log.propagate = False
@@ -136,7 +134,13 @@ async def measure(
 
             profiler = cProfile.Profile()
         holds, own_holds, gc_ms_max, walls, cpus = [], [], [], [], []
-        for _ in range(heartbeats):
+        # every other heartbeat in debug mode: its holds are timed; the CPU is taken from
+        # the others (debug mode logs each slow callback, which costs CPU itself)
+        for i in range(2 * heartbeats):
+            timing = i % 2 == 1
+            loop.set_debug(timing)
+            # the debug mode's costly part, not needed here: where each coroutine was made
+            sys.set_coroutine_origin_tracking_depth(0)
             await asyncio.sleep(every_s)
             for handle in handles:
                 handle.written = handle.written + TickCounts(TICKS_PER_HEARTBEAT // 2, 24)
@@ -151,8 +155,10 @@ async def measure(
             if profiler is not None:
                 profiler.disable()
             ended = time.perf_counter()
-            cpus.append((time.process_time() - cpu0) * 1000)
-            walls.append((ended - began) * 1000)
+            if not timing:
+                cpus.append((time.process_time() - cpu0) * 1000)
+                walls.append((ended - began) * 1000)
+                continue
             holds.append(max((wall for wall, _ in steps), default=SLOW_CALLBACK_S * 1000))
             # the same without the garbage collections that ran inside the callback (a
             # full collection of this process's heap lands in whatever allocates)
