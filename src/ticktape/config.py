@@ -45,9 +45,10 @@ RECONCILE_WAKE_SPREAD = 0.05
 # when the preferred one is dead or frozen (docs/resilience.md).
 RECONCILE_DEFER_SHARE = 0.25
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
-# A turn of an instance's sim driver or tick writer over thousands of sessions yields the
-# event loop after about this much work (then goes on at its next turn of the loop): a
-# request (a start, a heartbeat's answer) waits for one slice, not for the whole turn.
+# A turn of an instance's sim driver or tick writer, or a heartbeat's pass, over thousands
+# of sessions yields the event loop after about this much work (then goes on at its next
+# turn of the loop): a request (a start, a heartbeat's answer) waits for one slice, not
+# for the whole turn.
 LOOP_SLICE_S = 0.002
 FLUSH_MAX_ROWS = 20_000  # ... or as soon as this many ticks are buffered
 # ... or as soon as this many are buffered while none of its writes is in flight (a busy

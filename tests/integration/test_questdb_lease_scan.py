@@ -3,6 +3,7 @@ expired ones only, whatever the number of live sessions (O(expired) parsing)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -120,3 +121,62 @@ def test_a_row_that_lands_behind_the_window_makes_the_next_scan_read_the_whole_l
 
     assert run(scenario()) == [late.id]
     assert sessions.active_sessions.full_reads == 2  # the count below the bound changed
+
+
+def test_a_renewal_yields_the_loop_between_the_sessions_it_views(
+    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    # The heartbeat's view of an instance's sessions (applying the instance lease and
+    # progress to each) is sliced: with a slice of 0 the renewal yields the event loop
+    # between every two sessions it views, and still answers with every one of them as
+    # get_session shows it. Each session's progress notes the other task's turn count
+    # when the view compares it: no two sessions are viewed in the same turn.
+    own_lease = utcnow() + timedelta(seconds=10)  # covered by the instance lease from now on
+    owned = [make_session(owner="a/1", lease_expires_at=own_lease) for _ in range(30)]
+    others = [make_session(owner="b/1", lease_expires_at=own_lease) for _ in range(10)]
+    turns = 0
+    viewed_at: list[int] = []
+
+    class Noted(Stats):
+        def __ne__(self, other: object) -> bool:
+            viewed_at.append(turns)
+            return (self.trades, self.orderbook, self.errors) != (
+                getattr(other, "trades", None),
+                getattr(other, "orderbook", None),
+                getattr(other, "errors", None),
+            )
+
+    async def scenario() -> None:
+        nonlocal turns
+        for s in [*owned, *others]:
+            await qdb.sessions.create_session(s, actor="t")
+        sessions = qdb.inner.sessions
+        assert isinstance(sessions, QuestDBSessionStore)
+        sessions.slice_s = 0.0  # the documented testing hook
+        done = False
+
+        async def other() -> None:
+            nonlocal turns
+            while not done:
+                await asyncio.sleep(0)
+                turns += 1
+
+        until = utcnow() + timedelta(seconds=60)
+        progress = {s.id: Noted(i, 2 * i, 0) for i, s in enumerate(owned)}
+        counting = asyncio.create_task(other())
+        got = await qdb.sessions.renew_instance("a/1", lease_expires_at=until, progress=progress)
+        done = True
+        await counting
+        assert len(viewed_at) == len(owned)
+        assert len(set(viewed_at)) == len(owned)  # one session per turn of the loop
+        assert sorted(s.id for s in got) == sorted(s.id for s in owned)
+        for s in got:
+            stored = await qdb.sessions.get_session(s.id)
+            assert replace(s, stats=stored.stats) == stored
+            assert (stored.stats.trades, stored.stats.orderbook) == (
+                progress[s.id].trades,
+                progress[s.id].orderbook,
+            )
+            assert stored.lease_expires_at == until
+
+    run(scenario())

@@ -19,7 +19,17 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     (
         "domain",
         frozenset(
-            {"ticktape", "domain", "ticks", "errors", "config", "retry", "redact", "metrics"}
+            {
+                "ticktape",
+                "domain",
+                "ticks",
+                "errors",
+                "config",
+                "retry",
+                "redact",
+                "metrics",
+                "slices",
+            }
         ),
     ),
     # strategies and the fill simulator: pure computation over ticks (domain only)

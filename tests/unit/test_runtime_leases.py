@@ -189,6 +189,80 @@ def test_release_expires_the_lease_and_no_renewal_extends_it_again(run: Run) -> 
     run(body())
 
 
+async def _turns_meanwhile(work: Coroutine[Any, Any, Any]) -> int:
+    """How many times another task ran while ``work`` ran: once per yield of the loop."""
+    turns = 0
+    done = False
+
+    async def other() -> None:
+        nonlocal turns
+        while not done:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)  # started: counts only the turns ``work`` gives it
+    turns = 0
+    await work
+    done = True
+    await task
+    return turns
+
+
+def test_a_heartbeat_over_many_leases_yields_the_loop_between_them(run: Run) -> None:
+    # A heartbeat over thousands of sessions must not hold the loop for its whole pass:
+    # with a slice of 0 it yields between every two sessions, in both of its passes
+    # (the progress it publishes, the renewal it applies), and renews every lease.
+    async def body() -> None:
+        h = Harness()
+        running = [await h.running() for _ in range(40)]
+        for i, (_session, handle) in enumerate(running):
+            handle.written = TickCounts(i, 1)
+        h.keeper.slice_s = 0.0
+        turns = await _turns_meanwhile(h.keeper.heartbeat())
+        assert turns >= 2 * len(running)
+        for session, handle in running:
+            stored = await h.store.sessions.get_session(session.id)
+            assert stored.lease_expires_at is not None and stored.lease_expires_at > utcnow()
+            assert stored.stats.trades == handle.written.trades
+            assert not handle.lost.is_set()
+
+    run(body())
+
+
+def test_a_release_between_two_slices_of_a_heartbeat_is_not_renewed(run: Run) -> None:
+    # A release that starts after the renewal's answer, while the heartbeat applies it
+    # slice by slice, takes its lease's lock before the heartbeat reaches that lease:
+    # the renewal is not applied to it, and it stays released (no lease at all).
+    async def body() -> None:
+        h = Harness()
+        running = [await h.running() for _ in range(20)]
+        h.keeper.slice_s = 0.0
+        last_session, last_handle = running[-1]
+        sessions = h.store.sessions
+        renew = sessions.renew_instance
+        releases: list[asyncio.Task[Session]] = []
+
+        async def renew_then_release(owner: str, **kwargs: Any) -> list[Session]:
+            owned = await renew(owner, **kwargs)
+            # runs at the heartbeat's first yield after this answer
+            release = h.keeper.release(last_handle, last_session.stats)
+            releases.append(asyncio.create_task(release))
+            return owned
+
+        sessions.renew_instance = renew_then_release  # type: ignore[method-assign]
+        await h.keeper.heartbeat()
+        released = await releases[0]
+        stored = await h.store.sessions.get_session(last_session.id)
+        assert released.lease_expires_at is None and stored.lease_expires_at is None
+        assert not last_handle.lost.is_set()
+        for session, _handle in running[:-1]:
+            kept = await h.store.sessions.get_session(session.id)
+            assert kept.lease_expires_at is not None and kept.lease_expires_at > utcnow()
+
+    run(body())
+
+
 def test_an_untracked_session_is_left_alone(run: Run) -> None:
     async def body() -> None:
         h = Harness()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ticktape.config import DEFAULT_RETRY, QUESTDB_APPEND_ROUNDS, RetryPolicy
+from ticktape.config import DEFAULT_RETRY, LOOP_SLICE_S, QUESTDB_APPEND_ROUNDS, RetryPolicy
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
@@ -50,6 +50,7 @@ from ticktape.errors import (
     TransitionRace,
     ValidationError,
 )
+from ticktape.slices import LoopSlicer
 from ticktape.store.base import (
     MAX_CHANGES,
     MAX_LIST_LIMIT,
@@ -408,10 +409,13 @@ class QuestDBSessionStore(SessionStore):
     :attr:`active_sessions` is what :meth:`scan_leases` reads the active sessions
     through (``_scan.ActiveSessions``), :attr:`heartbeat_sessions` what
     :meth:`renew_instance` lists an instance's sessions from: a test reads their counts
-    of full and window reads and may shrink their overlap.
+    of full and window reads and may shrink their overlap. :attr:`slice_s` is how much
+    of :meth:`renew_instance`'s pass over the owned sessions runs between two yields of
+    the event loop (``LoopSlicer``): a test sets 0 to have it yield between every two.
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
+    slice_s: float = LOOP_SLICE_S
 
     def __init__(self, connections: Connections, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._db = connections
@@ -1087,16 +1091,29 @@ class QuestDBSessionStore(SessionStore):
                 return await _pipeline(self._db, conn, statements)
 
             active = await self.heartbeat_sessions.rows(on_lease_connection)
-        mine = {owner: (lease_expires_at, dict(progress))}
-        return [r.session for r in self._view(self._parsed_owned(active, owner), mine)]
+        # Viewed as _view would (every row is ``owner``'s, so its instance lease is the
+        # one just written), one session at a time: building a thousand sessions' views
+        # takes tens of milliseconds, so the loop yields every LOOP_SLICE_S of it
+        # (``active`` and ``shown`` are this call's own copies).
+        shown = dict(progress)
+        slicer = LoopSlicer(self.slice_s)  # one for both passes: no slice runs into the next
+        owned = []
+        for row in await self._parsed_owned(active, owner, slicer):
+            owned.append(effective(row.session, lease_expires_at, shown.get(row.session.id)))
+            await slicer.next()
+        return owned
 
-    def _parsed_owned(self, active: dict[str, tuple[Any, ...]], owner: str) -> list[_Row]:
+    async def _parsed_owned(
+        self, active: dict[str, tuple[Any, ...]], owner: str, slicer: LoopSlicer
+    ) -> list[_Row]:
         """The rows of ``active`` whose owner is ``owner``, parsed; a row still the same
         as at the last heartbeat (the same ``row_seq``: the log is only appended to) is
-        not parsed again."""
+        not parsed again. Yields the loop every LOOP_SLICE_S (a thousand new sessions
+        take tens of milliseconds to parse)."""
         parsed = self._owned_parsed
         found = []
         for sid, values in active.items():
+            await slicer.next()
             if values[_OWNER] != owner:
                 continue
             kept = parsed.get(sid)
