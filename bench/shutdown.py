@@ -80,6 +80,9 @@ class _Stalls:
         self._gc_began = 0.0
         self._task: asyncio.Task[None] | None = None
         self.log_txn: list[float] = []  # QuestDB: each session-log group's transaction
+        self.in_txn = 0  # log transactions open now (on the log thread)
+        self.gc_in_txn: list[float] = []  # collections that ran while one was open
+        self._gc_in_txn = False
         self._undo_log: Any = None
 
     def watch_log(self, store: Any) -> None:
@@ -92,9 +95,11 @@ class _Stalls:
 
         def timed(*args: Any) -> Any:
             began = time.perf_counter()
+            self.in_txn += 1
             try:
                 return inner(*args)
             finally:
+                self.in_txn -= 1
                 self.log_txn.append(time.perf_counter() - began)
 
         committer._commit_in_thread = timed
@@ -103,7 +108,10 @@ class _Stalls:
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_began = time.perf_counter()
+            self._gc_in_txn = self.in_txn > 0
         else:
+            if self._gc_in_txn:
+                self.gc_in_txn.append(time.perf_counter() - self._gc_began)
             self.gc.setdefault(int(info["generation"]), []).append(
                 time.perf_counter() - self._gc_began
             )
@@ -138,6 +146,8 @@ class _Stalls:
             "log_txn_p95_s": round(txn[int(len(txn) * 0.95)], 3) if txn else None,
             "log_txn_max_s": round(txn[-1], 3) if txn else None,
             "log_txn_over_1s": sum(1 for t in txn if t > 1.0),
+            "gc_in_log_txn_n": len(self.gc_in_txn),
+            "gc_in_log_txn_max_s": round(max(self.gc_in_txn), 3) if self.gc_in_txn else None,
             "loop_late_max_s": round(self.late_max_s, 3),
             "loop_late_over_1s": self.late_over_1s,
             "gc": {
