@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
-from tests.conftest import QUESTDB_URL_ENV
+from tests.conftest import QUESTDB_URL_ENV, Run
 from ticktape import questdb_server as qs
 from ticktape.config import (
     QUESTDB_IDLE_RECONNECT_S,
@@ -100,3 +104,41 @@ def test_the_store_replaces_connections_before_the_server_closes_them(
     if not os.environ.get(QUESTDB_URL_ENV):  # the suite's own server: QuestDB's 300 s
         expected = min(QUESTDB_IDLE_RECONNECT_S, 300.0 * QUESTDB_IDLE_RECONNECT_SHARE)
         assert asyncio.run(idle_reconnect_s(questdb_url)) == pytest.approx(expected)
+
+
+def test_no_collection_starts_while_a_group_commit_holds_the_log(
+    qdb_url: str, run: Run[Any]
+) -> None:
+    """A collection holds the GIL while it walks the heap: started while a group commit
+    holds the log, it kept the log thread silent between round trips, and the managed
+    server closes a connection silent for 1.5 s (stop 19: 256 appends of one group cut
+    at a shutdown). With the collector set to run at every allocation, none may start
+    while the log thread's connection is in a transaction, in any thread; outside one
+    they do."""
+    store = QuestDBStore(qdb_url)
+    run(store.open())
+    log_thread = store._db._log_thread
+    holding = (TransactionStatus.ACTIVE, TransactionStatus.INTRANS, TransactionStatus.INERROR)
+    inside: list[str] = []
+    outside: list[str] = []
+
+    def on_collection(phase: str, _info: dict[str, Any]) -> None:
+        if phase != "start":
+            return
+        conn = log_thread._conns.get("log")
+        in_transaction = conn is not None and conn.info.transaction_status in holding
+        (inside if in_transaction else outside).append(threading.current_thread().name)
+
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(on_collection)
+    gc.set_threshold(1, 1, 1)
+    try:
+        session = run(store.sessions.create_session(draft_session(), actor="t"))
+        for n in range(3):
+            run(store.sessions.add_event(session.id, actor="t", reason=f"note {n}"))
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(on_collection)
+        run(store.close())
+    assert outside  # the collector did run, at every allocation, around the groups
+    assert inside == []

@@ -69,7 +69,7 @@ from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
 from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
-from ticktape.store.questdb._logthread import Connect
+from ticktape.store.questdb._logthread import Connect, collector_paused
 
 log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
@@ -240,6 +240,14 @@ class GroupCommitter:
         self, connection: Connect, group: list[Append]
     ) -> Sequence[AppendResult | None]:
         conn = connection("log")
+        # the log is held from the first round trip: no collection of this process may
+        # keep the thread from its next one (collector_paused)
+        with collector_paused():
+            return self._transaction(connection, conn, group)
+
+    def _transaction(
+        self, connection: Connect, conn: psycopg.Connection[Any], group: list[Append]
+    ) -> Sequence[AppendResult | None]:
         try:
             answers = self._decide(conn, group)
             if not answers[0].appended:

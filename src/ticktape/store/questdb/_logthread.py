@@ -20,12 +20,13 @@ closes its connections itself.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import psycopg
@@ -145,6 +146,27 @@ class LogThread:
     def _close_all(self) -> None:
         for conn in list(self._conns.values()):
             self._drop(conn)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection starts, in any thread of the process, inside the block.
+
+    For a transaction that holds the session log (a group commit, BEGIN to COMMIT): a
+    collection holds the GIL for as long as it walks the heap, so this thread could not
+    go on with its next round trip meanwhile, however soon the server answered; and the
+    managed server closes a connection silent for ``QUESTDB_PG_IDLE_TIMEOUT_S`` (1.5 s),
+    which a collection over a long-running instance's heap, on a loaded machine, comes
+    near. The collections that would have run start after the block (the thresholds
+    count on); a transaction lasts milliseconds. Nothing else in the process disables
+    the collector: the block restores what it found."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _shutdown(fd: int) -> None:
