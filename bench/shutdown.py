@@ -80,38 +80,30 @@ class _Stalls:
         self._gc_began = 0.0
         self._task: asyncio.Task[None] | None = None
         self.log_txn: list[float] = []  # QuestDB: each session-log group's transaction
-        self.in_txn = 0  # log transactions open now (on the log thread)
-        self.gc_in_txn: list[float] = []  # collections that ran while one was open
-        self._gc_in_txn = False
+        self.txn_spans: list[tuple[float, float]] = []
+        self.gc_spans: list[tuple[float, float]] = []  # each collection's start and end
         self._undo_log: Any = None
 
     def watch_log(self, store: Any) -> None:
-        """Time each group commit's transaction on the log thread (BEGIN to COMMIT): the
-        server closes a connection silent for ``pg.net.connection.timeout``."""
-        committer = getattr(getattr(store, "inner", store).sessions, "_committer", None)
-        if committer is None:
+        """Time each group commit's transaction on the log thread (BEGIN to COMMIT,
+        ``on_log_transaction``): the server closes a connection silent for
+        ``pg.net.connection.timeout``."""
+        sessions = getattr(store, "inner", store).sessions
+        if not hasattr(sessions, "on_log_transaction"):
             return
-        inner = committer._commit_in_thread
 
-        def timed(*args: Any) -> Any:
-            began = time.perf_counter()
-            self.in_txn += 1
-            try:
-                return inner(*args)
-            finally:
-                self.in_txn -= 1
-                self.log_txn.append(time.perf_counter() - began)
+        def timed(began: float, ended: float) -> None:
+            self.log_txn.append(ended - began)
+            self.txn_spans.append((began, ended))
 
-        committer._commit_in_thread = timed
-        self._undo_log = lambda: setattr(committer, "_commit_in_thread", inner)
+        sessions.on_log_transaction = timed
+        self._undo_log = lambda: setattr(sessions, "on_log_transaction", None)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._gc_began = time.perf_counter()
-            self._gc_in_txn = self.in_txn > 0
         else:
-            if self._gc_in_txn:
-                self.gc_in_txn.append(time.perf_counter() - self._gc_began)
+            self.gc_spans.append((self._gc_began, time.perf_counter()))
             self.gc.setdefault(int(info["generation"]), []).append(
                 time.perf_counter() - self._gc_began
             )
@@ -141,13 +133,17 @@ class _Stalls:
 
     def report(self) -> dict[str, Any]:
         txn = sorted(self.log_txn)
+        # collections that started while a log transaction was open: the GIL held by
+        # the collector while the log is held
+        spans = self.txn_spans
+        in_txn = [g1 - g0 for g0, g1 in self.gc_spans if any(t0 < g0 < t1 for t0, t1 in spans)]
         return {
             "log_txn_n": len(txn),
             "log_txn_p95_s": round(txn[int(len(txn) * 0.95)], 3) if txn else None,
             "log_txn_max_s": round(txn[-1], 3) if txn else None,
             "log_txn_over_1s": sum(1 for t in txn if t > 1.0),
-            "gc_in_log_txn_n": len(self.gc_in_txn),
-            "gc_in_log_txn_max_s": round(max(self.gc_in_txn), 3) if self.gc_in_txn else None,
+            "gc_in_log_txn_n": len(in_txn),
+            "gc_in_log_txn_max_s": round(max(in_txn), 3) if in_txn else None,
             "loop_late_max_s": round(self.late_max_s, 3),
             "loop_late_over_1s": self.late_over_1s,
             "gc": {

@@ -56,7 +56,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -156,6 +156,9 @@ class GroupCommitter:
         self._groups: Grouper[Append] = Grouper(
             self._commit_group, lambda queue: MAX_GROUP, "append to session log"
         )
+        # Testing hook (QuestDBSessionStore.on_log_transaction): called on the log thread
+        # with each attempt's start and end (time.perf_counter())
+        self.on_transaction: Callable[[float, float], None] | None = None
 
     async def append(self, op: Append) -> AppendResult:
         """Whether ``op`` was appended, and if not, why (:class:`AppendResult`).
@@ -240,10 +243,15 @@ class GroupCommitter:
         self, connection: Connect, group: list[Append]
     ) -> Sequence[AppendResult | None]:
         conn = connection("log")
-        # the log is held from the first round trip: no collection of this process may
-        # keep the thread from its next one (collector_paused)
-        with collector_paused():
-            return self._transaction(connection, conn, group)
+        began = time.perf_counter()
+        try:
+            # the log is held from the first round trip: no collection of this process
+            # may keep the thread from its next one (collector_paused)
+            with collector_paused():
+                return self._transaction(connection, conn, group)
+        finally:
+            if self.on_transaction is not None:
+                self.on_transaction(began, time.perf_counter())
 
     def _transaction(
         self, connection: Connect, conn: psycopg.Connection[Any], group: list[Append]

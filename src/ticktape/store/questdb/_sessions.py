@@ -409,9 +409,20 @@ class QuestDBSessionStore(SessionStore):
     through (``_scan.ActiveSessions``), :attr:`heartbeat_sessions` what
     :meth:`renew_instance` lists an instance's sessions from: a test reads their counts
     of full and window reads and may shrink their overlap.
+    :attr:`on_log_transaction`, if set, is called on the log thread with the start and
+    end (``time.perf_counter()``) of each group commit's attempt, BEGIN to COMMIT or
+    ROLLBACK — how long this process holds the log (``bench/shutdown.py``).
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
+
+    @property
+    def on_log_transaction(self) -> Callable[[float, float], None] | None:
+        return self._committer.on_transaction
+
+    @on_log_transaction.setter
+    def on_log_transaction(self, hook: Callable[[float, float], None] | None) -> None:
+        self._committer.on_transaction = hook
 
     def __init__(self, connections: Connections, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._db = connections
