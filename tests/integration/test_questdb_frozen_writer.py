@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -142,3 +144,46 @@ def test_no_collection_starts_while_a_group_commit_holds_the_log(
         run(store.close())
     assert outside  # the collector did run, at every allocation, around the groups
     assert inside == []
+
+
+def test_a_group_cut_mid_transaction_says_how_long_the_thread_was_silent(
+    managed: qs.ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log thread silent after its first round trip for longer than the managed idle
+    timeout: the server closes the connection, the group's transaction is rolled back,
+    the append is retried by its caller (once, not twice), and the warning gives the
+    silence (the figures a long run's log needs to tell such a stall from a slow server)."""
+    stalled: list[float] = []
+
+    def on_connect(conn: Any) -> None:
+        if not isinstance(conn, psycopg.Connection):
+            return  # the event loop's connections: only the log thread's are stalled
+        execute = conn.execute
+
+        def slow_commit(query: Any, *args: Any, **kwargs: Any) -> Any:
+            if query == "COMMIT" and not stalled:
+                stalled.append(QUESTDB_PG_IDLE_TIMEOUT_S + 1.0)
+                time.sleep(stalled[0])  # mid-transaction: the log is held
+            return execute(query, *args, **kwargs)
+
+        conn.execute = slow_commit  # type: ignore[method-assign]
+
+    async def scenario() -> int:
+        store = open_store(managed.store_url)  # with the store boundary's retries
+        store.inner.on_connect = on_connect
+        await store.open()
+        try:
+            session = await store.sessions.create_session(draft_session(), actor="t")
+            await store.sessions.add_event(session.id, actor="t", reason="after a stall")
+            events = await store.sessions.list_events(session.id)
+            return sum(1 for e in events if e.reason == "after a stall")
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == 1
+    assert stalled
+    lost = [r for r in caplog.records if "connection lost mid-transaction" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in caplog.records]
+    silent_s = float(lost[0].getMessage().split("s after the first round trip")[0].split()[-1])
+    assert silent_s >= QUESTDB_PG_IDLE_TIMEOUT_S

@@ -256,8 +256,11 @@ class GroupCommitter:
     def _transaction(
         self, connection: Connect, conn: psycopg.Connection[Any], group: list[Append]
     ) -> Sequence[AppendResult | None]:
+        began = time.perf_counter()
+        answered = None  # when the first round trip was answered
         try:
             answers = self._decide(conn, group)
+            answered = time.perf_counter()
             if not answers[0].appended:
                 conn.execute("ROLLBACK")
                 return [answers[0], *([None] * (len(group) - 1))]
@@ -282,7 +285,21 @@ class GroupCommitter:
                 pipeline.sync()
                 kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_cur.fetchall()}
             return _unkept(group, answers, kept)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, psycopg.OperationalError) and conn.closed:
+                # the server closed it mid-transaction: it does so to a connection silent
+                # for pg.net.connection.timeout (1.5 s managed; docs/resilience.md) —
+                # whether this thread was that slow to go on, these two figures say
+                now = time.perf_counter()
+                log.warning(
+                    "append to session log: connection lost mid-transaction (%s), "
+                    "%.3fs after BEGIN, %s after the first round trip's answer; "
+                    "its %d appends fail (their callers retry)",
+                    exc,
+                    now - began,
+                    "-" if answered is None else f"{now - answered:.3f}s",
+                    len(group),
+                )
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
