@@ -243,15 +243,19 @@ class GroupCommitter:
         self, connection: Connect, group: list[Append]
     ) -> Sequence[AppendResult | None]:
         conn = connection("log")
-        began = time.perf_counter()
+        began = ended = 0.0
         try:
             # the log is held from the first round trip: no collection of this process
             # may keep the thread from its next one (collector_paused)
             with collector_paused():
-                return self._transaction(connection, conn, group)
+                began = time.perf_counter()
+                try:
+                    return self._transaction(connection, conn, group)
+                finally:
+                    ended = time.perf_counter()  # before the collector may run again
         finally:
             if self.on_transaction is not None:
-                self.on_transaction(began, time.perf_counter())
+                self.on_transaction(began, ended)
 
     def _transaction(
         self, connection: Connect, conn: psycopg.Connection[Any], group: list[Append]
