@@ -148,6 +148,11 @@ class LogThread:
             self._drop(conn)
 
 
+_pause_lock = threading.Lock()
+_pauses = 0  # blocks inside collector_paused now (every store's log thread)
+_enabled_before = False  # whether the collector ran before the first of them
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """No cyclic collection starts, in any thread of the process, inside the block.
@@ -158,15 +163,22 @@ def collector_paused() -> Iterator[None]:
     managed server closes a connection silent for ``QUESTDB_PG_IDLE_TIMEOUT_S`` (1.5 s),
     which a collection over a long-running instance's heap, on a loaded machine, comes
     near. The collections that would have run start after the block (the thresholds
-    count on); a transaction lasts milliseconds. Nothing else in the process disables
-    the collector: the block restores what it found."""
-    enabled = gc.isenabled()
-    gc.disable()
+    count on); a transaction lasts milliseconds to a fraction of a second. Blocks of
+    several stores' threads overlap: the collector runs again once the last one ends,
+    if it ran before the first."""
+    global _pauses, _enabled_before
+    with _pause_lock:
+        if _pauses == 0:
+            _enabled_before = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _enabled_before:
+                gc.enable()
 
 
 def _shutdown(fd: int) -> None:
