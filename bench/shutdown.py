@@ -11,7 +11,17 @@ rows (counted afresh after the shutdown; a handed-over session's released stats
 likewise), and ``phases``: the backend calls made during the shutdown per kind
 (session reads, transitions, events, visibility waits and, on QuestDB, each tick
 query by its label) — how many, their summed and longest seconds, and when the last
-ended. Last line: JSON.
+ended; ``stalls``: during the shutdown, the event loop's longest late wake-up (a probe
+sleeping 10 ms) and CPython's collections by generation (count, summed and longest
+pause: a collection holds the GIL, so it stops the loop and the session log's thread
+alike). The child sets the collector as ``ticktape serve`` does (``tune_collector``).
+Last line: JSON.
+
+``--ballast-objects N`` keeps N small live objects (two-item lists) on the heap before
+the sessions start, as a server that held 1,000 sessions for 20 minutes has (buffered
+rows, the sessions' state): a full collection walks all of them. ``--py-spy-s S``
+records the child with py-spy for S seconds from the shutdown's start (``--py-spy-out``,
+raw stacks, ``--nonblocking``).
 
 ``--prefill-ticks N`` (QuestDB) first writes N trade rows and N order-book rows of
 other sessions into today's partition of the child's tick tables, so the seals scan a
@@ -55,6 +65,92 @@ class _Errors(logging.Handler):
         text = record.getMessage()
         # the message without its session id: "task session-… did not stop" etc.
         self.kinds[re.sub(r"[0-9a-f][0-9a-f-]{7,}", "…", text)[:100]] += 1
+
+
+class _Stalls:
+    """What stops the event loop during a window: the loop's late wake-ups (a probe that
+    sleeps ``PROBE_S``) and CPython's collections (``gc.callbacks``), by generation."""
+
+    PROBE_S = 0.01
+
+    def __init__(self) -> None:
+        self.late_max_s = 0.0
+        self.late_over_1s = 0
+        self.gc: dict[int, list[float]] = {}
+        self._gc_began = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self.log_txn: list[float] = []  # QuestDB: each session-log group's transaction
+        self.txn_spans: list[tuple[float, float]] = []
+        self.gc_spans: list[tuple[float, float]] = []  # each collection's start and end
+        self._undo_log: Any = None
+
+    def watch_log(self, store: Any) -> None:
+        """Time each group commit's transaction on the log thread (BEGIN to COMMIT,
+        ``on_log_transaction``): the server closes a connection silent for
+        ``pg.net.connection.timeout``."""
+        sessions = getattr(store, "inner", store).sessions
+        if not hasattr(sessions, "on_log_transaction"):
+            return
+
+        def timed(began: float, ended: float) -> None:
+            self.log_txn.append(ended - began)
+            self.txn_spans.append((began, ended))
+
+        sessions.on_log_transaction = timed
+        self._undo_log = lambda: setattr(sessions, "on_log_transaction", None)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self.gc_spans.append((self._gc_began, time.perf_counter()))
+            self.gc.setdefault(int(info["generation"]), []).append(
+                time.perf_counter() - self._gc_began
+            )
+
+    async def _probe(self) -> None:
+        while True:
+            due = time.perf_counter() + self.PROBE_S
+            await asyncio.sleep(self.PROBE_S)
+            late = time.perf_counter() - due
+            self.late_max_s = max(self.late_max_s, late)
+            self.late_over_1s += late > 1.0
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.ensure_future(self._probe())
+
+    def stop(self) -> None:
+        import gc
+
+        gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+        if self._undo_log is not None:
+            self._undo_log()
+
+    def report(self) -> dict[str, Any]:
+        txn = sorted(self.log_txn)
+        # collections that started while a log transaction was open: the GIL held by
+        # the collector while the log is held
+        spans = self.txn_spans
+        in_txn = [g1 - g0 for g0, g1 in self.gc_spans if any(t0 < g0 < t1 for t0, t1 in spans)]
+        return {
+            "log_txn_n": len(txn),
+            "log_txn_p95_s": round(txn[int(len(txn) * 0.95)], 3) if txn else None,
+            "log_txn_max_s": round(txn[-1], 3) if txn else None,
+            "log_txn_over_1s": sum(1 for t in txn if t > 1.0),
+            "gc_in_log_txn_n": len(in_txn),
+            "gc_in_log_txn_max_s": round(max(in_txn), 3) if in_txn else None,
+            "loop_late_max_s": round(self.late_max_s, 3),
+            "loop_late_over_1s": self.late_over_1s,
+            "gc": {
+                f"gen{g}": {"n": len(v), "sum_s": round(sum(v), 3), "max_s": round(max(v), 3)}
+                for g, v in sorted(self.gc.items())
+            },
+        }
 
 
 class _Phases:
@@ -196,7 +292,11 @@ async def measure(
     hold_s: float,
     prefill_ticks: int = 0,
     symbols: int = 2,
+    ballast_objects: int = 0,
+    py_spy_s: float = 0.0,
+    py_spy_out: str = "",
 ) -> dict[str, Any]:
+    from ticktape.api.heap import tune_collector
     from ticktape.config import Settings
     from ticktape.domain import SessionStatus, validate_spec
     from ticktape.metrics import Metrics
@@ -222,6 +322,13 @@ async def measure(
     metrics = Metrics()
     supervisor = Supervisor(store, settings, metrics, default_runners())
     await supervisor.start()
+    tune_collector()  # as ``ticktape serve`` does once started
+    # live objects of a long-held server's size: small lists (tracked by the collector,
+    # as the sessions' dicts and objects are), 1,000 a list
+    ballast = [
+        [[float(i), i] for i in range(n, min(n + 1000, ballast_objects))]
+        for n in range(0, ballast_objects, 1000)
+    ]
     service = SessionService(store, supervisor, settings, metrics)
     ids = []
     for n in range(sessions):
@@ -246,10 +353,36 @@ async def measure(
     phases = _Phases()
     undo = phases.watch(store)
     before_errors = errors.count
+    stalls = _Stalls()
+    spy = None
+    if py_spy_s:
+        spy = await asyncio.create_subprocess_exec(
+            os.path.join(os.path.dirname(sys.executable), "py-spy"),
+            "record",
+            "-p",
+            str(os.getpid()),
+            "-d",
+            str(int(py_spy_s)),
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            py_spy_out,
+            "--nonblocking",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    stalls.watch_log(store)
+    stalls.start()
     began = time.perf_counter()
     await supervisor.shutdown()
     shutdown_s = time.perf_counter() - began
+    stalls.stop()
     undo()
+    del ballast
+    if spy is not None:
+        await spy.wait()
     errors_at_stop = dict(errors.kinds)
     store.ticks.seal = sealing  # type: ignore[method-assign]
 
@@ -288,6 +421,7 @@ async def measure(
         "end_states": dict(states),
         "stats_not_rows": mismatched,
         "phases": phases.report(),
+        "stalls": stalls.report(),
     }
 
 
@@ -356,6 +490,9 @@ def main() -> None:
         default=2,
         help="symbols per session (1: bench/capacity.py's sessions)",
     )
+    parser.add_argument("--ballast-objects", type=int, default=0)
+    parser.add_argument("--py-spy-s", type=float, default=0.0)
+    parser.add_argument("--py-spy-out", default="/tmp/shutdown-spy.txt")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--code", action="append", metavar="LABEL=SRC")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -370,6 +507,9 @@ def main() -> None:
                 args.hold_s,
                 args.prefill_ticks,
                 args.symbols,
+                args.ballast_objects,
+                args.py_spy_s,
+                args.py_spy_out,
             )
         )
         print(json.dumps(result))
@@ -387,6 +527,10 @@ def main() -> None:
             cmd += ["--sessions", str(args.sessions), "--resumable", str(args.resumable)]
             cmd += ["--hold-s", str(args.hold_s), "--prefill-ticks", str(args.prefill_ticks)]
             cmd += ["--symbols", str(args.symbols)]
+            cmd += ["--ballast-objects", str(args.ballast_objects)]
+            if args.py_spy_s:
+                out = f"{args.py_spy_out}.{label}{round_}"
+                cmd += ["--py-spy-s", str(args.py_spy_s), "--py-spy-out", out]
             try:
                 done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             finally:

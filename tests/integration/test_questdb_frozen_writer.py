@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
+import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
+from tests.conftest import Run
 from tests.integration.conftest import fail_session
 from ticktape import questdb_server as qs
 from ticktape.config import (
@@ -91,3 +98,84 @@ def test_the_store_replaces_connections_before_the_server_closes_them(
     kept = own_questdb(pg_idle_timeout_s=None)  # QuestDB's own 300 s
     expected = min(QUESTDB_IDLE_RECONNECT_S, 300.0 * QUESTDB_IDLE_RECONNECT_SHARE)
     assert asyncio.run(idle_reconnect_s(kept.store_url)) == pytest.approx(expected)
+
+
+def test_no_collection_starts_while_a_group_commit_holds_the_log(
+    qdb_url: str, run: Run[Any]
+) -> None:
+    """A collection holds the GIL while it walks the heap: started while a group commit
+    holds the log, it kept the log thread silent between round trips, and the managed
+    server closes a connection silent for 1.5 s (stop 19: 256 appends of one group cut
+    at a shutdown). With the collector set to run at every allocation, none may start
+    while the log thread's connection is in a transaction, in any thread; outside one
+    they do."""
+    store = QuestDBStore(qdb_url)
+    run(store.open())
+    log_thread = store._db._log_thread
+    holding = (TransactionStatus.ACTIVE, TransactionStatus.INTRANS, TransactionStatus.INERROR)
+    inside: list[str] = []
+    outside: list[str] = []
+
+    def on_collection(phase: str, _info: dict[str, Any]) -> None:
+        if phase != "start":
+            return
+        conn = log_thread._conns.get("log")
+        in_transaction = conn is not None and conn.info.transaction_status in holding
+        (inside if in_transaction else outside).append(threading.current_thread().name)
+
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(on_collection)
+    gc.set_threshold(1, 1, 1)
+    try:
+        session = run(store.sessions.create_session(draft_session(), actor="t"))
+        for n in range(3):
+            run(store.sessions.add_event(session.id, actor="t", reason=f"note {n}"))
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(on_collection)
+        run(store.close())
+    assert outside  # the collector did run, at every allocation, around the groups
+    assert inside == []
+
+
+def test_a_group_cut_mid_transaction_says_how_long_the_thread_was_silent(
+    managed: qs.ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log thread silent after its first round trip for longer than the managed idle
+    timeout: the server closes the connection, the group's transaction is rolled back,
+    the append is retried by its caller (once, not twice), and the warning gives the
+    silence (the figures a long run's log needs to tell such a stall from a slow server)."""
+    stalled: list[float] = []
+
+    def on_connect(conn: Any) -> None:
+        if not isinstance(conn, psycopg.Connection):
+            return  # the event loop's connections: only the log thread's are stalled
+        execute = conn.execute
+
+        def slow_commit(query: Any, *args: Any, **kwargs: Any) -> Any:
+            if query == "COMMIT" and not stalled:
+                stalled.append(QUESTDB_PG_IDLE_TIMEOUT_S + 1.0)
+                time.sleep(stalled[0])  # mid-transaction: the log is held
+            return execute(query, *args, **kwargs)
+
+        conn.execute = slow_commit  # type: ignore[method-assign]
+
+    async def scenario() -> int:
+        store = open_store(managed.store_url)  # with the store boundary's retries
+        store.inner.on_connect = on_connect
+        await store.open()
+        try:
+            session = await store.sessions.create_session(draft_session(), actor="t")
+            await store.sessions.add_event(session.id, actor="t", reason="after a stall")
+            events = await store.sessions.list_events(session.id)
+            return sum(1 for e in events if e.reason == "after a stall")
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == 1
+    assert stalled
+    lost = [r for r in caplog.records if "connection lost mid-transaction" in r.getMessage()]
+    assert len(lost) == 1, [r.getMessage() for r in caplog.records]
+    silent_s = float(lost[0].getMessage().split("s after the first round trip")[0].split()[-1])
+    assert silent_s >= QUESTDB_PG_IDLE_TIMEOUT_S

@@ -56,7 +56,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +69,7 @@ from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
 from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections
 from ticktape.store.questdb._grouping import Grouper, Waiting
-from ticktape.store.questdb._logthread import Connect
+from ticktape.store.questdb._logthread import Connect, collector_paused
 
 log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
@@ -156,6 +156,9 @@ class GroupCommitter:
         self._groups: Grouper[Append] = Grouper(
             self._commit_group, lambda queue: MAX_GROUP, "append to session log"
         )
+        # Testing hook (QuestDBSessionStore.on_log_transaction): called on the log thread
+        # with each attempt's start and end (time.perf_counter())
+        self.on_transaction: Callable[[float, float], None] | None = None
 
     async def append(self, op: Append) -> AppendResult:
         """Whether ``op`` was appended, and if not, why (:class:`AppendResult`).
@@ -240,8 +243,28 @@ class GroupCommitter:
         self, connection: Connect, group: list[Append]
     ) -> Sequence[AppendResult | None]:
         conn = connection("log")
+        began = ended = 0.0
+        try:
+            # the log is held from the first round trip: no collection of this process
+            # may keep the thread from its next one (collector_paused)
+            with collector_paused():
+                began = time.perf_counter()
+                try:
+                    return self._transaction(connection, conn, group)
+                finally:
+                    ended = time.perf_counter()  # before the collector may run again
+        finally:
+            if self.on_transaction is not None:
+                self.on_transaction(began, ended)
+
+    def _transaction(
+        self, connection: Connect, conn: psycopg.Connection[Any], group: list[Append]
+    ) -> Sequence[AppendResult | None]:
+        began = time.perf_counter()
+        answered = None  # when the first round trip was answered
         try:
             answers = self._decide(conn, group)
+            answered = time.perf_counter()
             if not answers[0].appended:
                 conn.execute("ROLLBACK")
                 return [answers[0], *([None] * (len(group) - 1))]
@@ -266,7 +289,21 @@ class GroupCommitter:
                 pipeline.sync()
                 kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_cur.fetchall()}
             return _unkept(group, answers, kept)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, psycopg.OperationalError) and conn.closed:
+                # the server closed it mid-transaction: it does so to a connection silent
+                # for pg.net.connection.timeout (1.5 s managed; docs/resilience.md) —
+                # whether this thread was that slow to go on, these two figures say
+                now = time.perf_counter()
+                log.warning(
+                    "append to session log: connection lost mid-transaction (%s), "
+                    "%.3fs after BEGIN, %s after the first round trip's answer; "
+                    "its %d appends fail (their callers retry)",
+                    exc,
+                    now - began,
+                    "-" if answered is None else f"{now - answered:.3f}s",
+                    len(group),
+                )
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")

@@ -446,21 +446,35 @@ class Connections:
         waiting, but the query is not cancelled mid-flight (that would leave its
         connection in an unknown state); it finishes, and frees its connection, when
         the server answers again — or is cancelled by :meth:`close`, which closes every
-        connection anyway (a late read never opens or keeps one after the close)."""
+        connection anyway (a late read never opens or keeps one after the close).
+
+        The caller cancelled (a runner cancelled at the shutdown's grace) leaves the query
+        running as well, shielded: it is kept as a late read, whose outcome (an error once
+        :meth:`close` shuts its socket) is consumed, never "Task exception was never
+        retrieved"."""
         task = asyncio.ensure_future(work)
         try:
             async with asyncio.timeout(self.timeout_s):  # not wait_for: see bounded_write
                 return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._keep_late(task)
+            raise
         except TimeoutError:
-            task.add_done_callback(_retrieve)
-            self._late.add(task)
-            task.add_done_callback(self._late.discard)
+            self._keep_late(task)
             timed_out = WriteTimedOut(
                 f"{what}: QuestDB did not answer within {self.timeout_s:g}s "
                 "(limit TICKTAPE_STORE_TIMEOUT_S)"
             )
             self.health.failed(timed_out)
             raise timed_out from None
+
+    def _keep_late(self, task: asyncio.Future[Any]) -> None:
+        """``task``, a read nobody waits for any more: its outcome consumed when it ends,
+        cancelled by :meth:`close` if still running then."""
+        task.add_done_callback(_retrieve)
+        if not task.done():
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     def prefixed(self, sql: str) -> str:
         """``sql`` with the default table prefix replaced by this store's."""

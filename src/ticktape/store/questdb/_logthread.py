@@ -20,12 +20,13 @@ closes its connections itself.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import psycopg
@@ -145,6 +146,39 @@ class LogThread:
     def _close_all(self) -> None:
         for conn in list(self._conns.values()):
             self._drop(conn)
+
+
+_pause_lock = threading.Lock()
+_pauses = 0  # blocks inside collector_paused now (every store's log thread)
+_enabled_before = False  # whether the collector ran before the first of them
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection starts, in any thread of the process, inside the block.
+
+    For a transaction that holds the session log (a group commit, BEGIN to COMMIT): a
+    collection holds the GIL for as long as it walks the heap, so this thread could not
+    go on with its next round trip meanwhile, however soon the server answered; and the
+    managed server closes a connection silent for ``QUESTDB_PG_IDLE_TIMEOUT_S`` (1.5 s),
+    which a collection over a long-running instance's heap, on a loaded machine, comes
+    near. The collections that would have run start after the block (the thresholds
+    count on); a transaction lasts milliseconds to a fraction of a second. Blocks of
+    several stores' threads overlap: the collector runs again once the last one ends,
+    if it ran before the first."""
+    global _pauses, _enabled_before
+    with _pause_lock:
+        if _pauses == 0:
+            _enabled_before = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _enabled_before:
+                gc.enable()
 
 
 def _shutdown(fd: int) -> None:

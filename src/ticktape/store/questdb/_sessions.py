@@ -412,10 +412,21 @@ class QuestDBSessionStore(SessionStore):
     of full and window reads and may shrink their overlap. :attr:`slice_s` is how much
     of :meth:`renew_instance`'s pass over the owned sessions runs between two yields of
     the event loop (``LoopSlicer``): a test sets 0 to have it yield between every two.
+    :attr:`on_log_transaction`, if set, is called on the log thread with the start and
+    end (``time.perf_counter()``) of each group commit's attempt, BEGIN to COMMIT or
+    ROLLBACK — how long this process holds the log (``bench/shutdown.py``).
     """
 
     on_read_many: Callable[[list[str]], None] | None = None
     slice_s: float = LOOP_SLICE_S
+
+    @property
+    def on_log_transaction(self) -> Callable[[float, float], None] | None:
+        return self._committer.on_transaction
+
+    @on_log_transaction.setter
+    def on_log_transaction(self, hook: Callable[[float, float], None] | None) -> None:
+        self._committer.on_transaction = hook
 
     def __init__(self, connections: Connections, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self._db = connections
