@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -279,3 +281,41 @@ def test_an_untracked_session_is_left_alone(run: Run) -> None:
 @pytest.fixture(autouse=True)
 def _fast() -> None:
     assert SETTINGS.self_fence_after_s < SETTINGS.lease_s
+
+
+def test_heartbeat_late_does_not_count_a_slow_renewal_as_a_late_wake(
+    run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal slower than the interval overruns the next heartbeat's due time; the
+    line must give that as the renewal's time, not again as a loop that woke late (stop
+    19's 19-minute shutdown: 'woke 4.6 s after due' was a 6.6 s renewal minus 2 s)."""
+    renewal_s = 0.4  # each renewal outlasts the 0.05 s interval by far
+
+    async def body() -> None:
+        h = Harness()
+        await h.running()
+
+        async def slow_heartbeat() -> None:
+            await asyncio.sleep(renewal_s)
+
+        h.keeper.heartbeat = slow_heartbeat  # type: ignore[method-assign]
+        task = asyncio.create_task(h.keeper.loop())
+
+        async def three_lines() -> bool:
+            return len(late_lines()) >= 3
+
+        await eventually(three_lines, timeout_s=FENCE_DEADLINE_S, what="three late lines")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def late_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "heartbeat late" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="ticktape.runtime.leases"):
+        run(body())
+    for line in late_lines()[1:]:  # every one after the first began past its due time
+        woke_s = float(line.split("woke ")[1].split("s after")[0])
+        took_s = float(line.split("took ")[1].rstrip("s"))
+        assert took_s >= renewal_s
+        assert woke_s < renewal_s - SETTINGS.heartbeat_interval_s, line

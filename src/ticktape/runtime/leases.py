@@ -78,9 +78,13 @@ class LeaseKeeper:
         interval = self._settings.heartbeat_interval_s
         next_at = time.monotonic() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            slept = time.monotonic()
+            await asyncio.sleep(max(0.0, next_at - slept))
             woke = time.monotonic()
-            late = woke - next_at
+            # late as the event loop made it: measured from the due time, or from when the
+            # sleep began if a slow renewal had already overrun it (that overrun is in
+            # ``took``, not a loop that woke late)
+            late = woke - max(next_at, slept)
             next_at += interval
             if next_at < time.monotonic():  # fell behind (a pause): no burst of heartbeats
                 next_at = time.monotonic() + interval
