@@ -24,9 +24,9 @@ from tests.integration.test_faults import (  # the scenario fixture too
     _true,
     history,
     recorded_exactly,
+    renewals_failing_on_a,
     scenario,
     stored,
-    wait_for_data,
     wait_status,
 )
 from tests.oracle import assert_stats_match_tally, runner_tallies
@@ -42,16 +42,8 @@ __all__ = ["scenario"]  # a fixture, used by name
 def test_a_write_answered_after_the_lease_expired_is_in_the_stats_and_not_the_tally(
     scenario: Any,
 ) -> None:
-    # a heartbeat of 1 s leaves half a second between the self-fence and the lease's
-    # expiry: the runner awaits a write in flight that long at most
-    timing = {"heartbeat_interval_s": 1.0, "lease_s": 3.0}
-
     async def body(add: Add) -> None:
-        a, b = await add("a", **timing), await add("b", **timing)
-        session = await a.create(rate_per_s=1000)
-        await wait_for_data(a, session.id)
-        runner = a.supervisor.handles[session.id].task
-        assert runner is not None
+        a, b, session, runner = await renewals_failing_on_a(add)
         ticks = a.raw.inner.ticks  # under a's faults and retries: a's writer goes through it
         write = ticks.write_sessions
         gate, held = asyncio.Event(), asyncio.Event()
@@ -68,10 +60,6 @@ def test_a_write_answered_after_the_lease_expired_is_in_the_stats_and_not_the_ta
             await gate.wait()  # the answer comes once the runner has stopped itself
             return answers
 
-        # b reaps only once a's runner is done (as in test_faults' heartbeat test)
-        b.store.fail("scan_leases", times=None)
-        a.store.fail("renew_instance", times=None)
-        a.store.fail("scan_leases", times=None)
         ticks.write_sessions = answered_late  # type: ignore[method-assign]
         try:
             await eventually(
