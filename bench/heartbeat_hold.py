@@ -32,16 +32,14 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from typing import Any
 
-from codes import add_code_option, code_trees, env_for
+from codes import add_code_option, run_rounds
 from shutdown import drop_tables
 
 OWNER = "bench-heartbeat:1/me"
@@ -209,31 +207,12 @@ def main() -> None:
         )
         print(json.dumps(result))
         return
-    results: dict[str, list[dict[str, Any]]] = {}
-    for round_ in range(args.rounds):
-        for label, src in code_trees(args.code):
-            tag = "".join(c for c in label.lower() if c.isalnum())[:8]
-            url = args.store + f"{'&' if '?' in args.store else '?'}"
-            url += f"prefix=hb{os.getpid()}_{tag}{round_}_"
-            cmd = [sys.executable, __file__, "--child", "--store", url]
-            cmd += ["--sessions", str(args.sessions), "--others", str(args.others)]
-            cmd += ["--heartbeats", str(args.heartbeats), "--every-s", str(args.every_s)]
-            cmd += ["--profile"] if args.profile else []
-            try:
-                done = subprocess.run(
-                    cmd, env=env_for(src, os.environ), capture_output=True, text=True, check=False
-                )
-            finally:
-                if url.startswith("questdb"):
-                    drop_tables(url)
-            if args.profile or done.returncode != 0:
-                print(done.stderr[-6000:], file=sys.stderr)
-            if done.returncode != 0:
-                raise SystemExit(f"{label}: the child failed ({done.returncode})")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-            results.setdefault(label, []).append(result)
-            print(f"round {round_ + 1} {label}: {json.dumps(result)}", flush=True)
+    child = ["--sessions", str(args.sessions), "--others", str(args.others)]
+    child += ["--heartbeats", str(args.heartbeats), "--every-s", str(args.every_s)]
+    child += ["--profile"] if args.profile else []
+    results = run_rounds(
+        args, child, script=__file__, prefix="hb", drop_tables=drop_tables, show_stderr=args.profile
+    )
     summary = {
         label: {
             key: statistics.median(r[key] for r in runs)

@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from typing import Any
 
-from codes import add_code_option, code_trees, env_for
+from codes import add_code_option, run_rounds
 from shutdown import drop_tables, prefill
 
 
@@ -88,28 +85,9 @@ def main() -> None:
         result = asyncio.run(measure(args.store, args.sessions, args.blocks, args.repeats))
         print(json.dumps(result))
         return
-    results: dict[str, list[dict[str, Any]]] = {}
-    for round_ in range(args.rounds):
-        for label, src in code_trees(args.code):
-            tag = "".join(c for c in label.lower() if c.isalnum())[:8]
-            url = args.store + f"{'&' if '?' in args.store else '?'}"
-            url += f"prefix=seal{os.getpid()}_{tag}{round_}_"
-            cmd = [sys.executable, __file__, "--child", "--store", url]
-            cmd += ["--sessions", str(args.sessions), "--blocks", str(args.blocks)]
-            cmd += ["--prefill-ticks", str(args.prefill_ticks), "--repeats", str(args.repeats)]
-            try:
-                done = subprocess.run(
-                    cmd, env=env_for(src, os.environ), capture_output=True, text=True, check=False
-                )
-            finally:
-                drop_tables(url)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{label}: the child failed ({done.returncode})")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-            results.setdefault(label, []).append(result)
-            print(f"round {round_ + 1} {label}: {json.dumps(result)}", flush=True)
+    child = ["--sessions", str(args.sessions), "--blocks", str(args.blocks)]
+    child += ["--prefill-ticks", str(args.prefill_ticks), "--repeats", str(args.repeats)]
+    results = run_rounds(args, child, script=__file__, prefix="seal", drop_tables=drop_tables)
     summary = {
         label: round(statistics.median(m for r in runs for m in r["group_s"]), 4)
         for label, runs in results.items()

@@ -267,6 +267,32 @@ def run() -> Iterator[Run[Any]]:
         yield run_coro
 
 
+class LoopTurns:
+    """Counts the turns another task gets while some work runs, one per yield of the
+    event loop: with a pass sliced at 0 s (``slice_s`` 0, one item per slice), the check
+    that it yields between every two items. ``count`` may be read during the work."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def during(self, work: Coroutine[Any, Any, T]) -> T:
+        done = False
+
+        async def other() -> None:
+            while not done:
+                await asyncio.sleep(0)
+                self.count += 1
+
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)  # started: counts only the turns ``work`` gives it
+        self.count = 0
+        try:
+            return await work
+        finally:
+            done = True
+            await task
+
+
 def _dump_pending_tasks(loop: asyncio.AbstractEventLoop) -> None:
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
     if not pending:

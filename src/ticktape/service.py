@@ -142,10 +142,9 @@ class SessionService:
         self._runtime = runtime
         self._settings = settings
         self._metrics = metrics
-        self._active_count: tuple[int, float] | None = None  # (count, monotonic time)
-        # counts landed so far: a create adds itself to the count only if none landed
-        # while it was being written (one that did may already have seen it)
-        self._counts_landed = 0
+        # (count, monotonic time its read began): each count has its own time, so a
+        # create tells by it whether a count landed while it was being written
+        self._active_count: tuple[int, float] | None = None
         self._counting: asyncio.Future[None] | None = None  # the count under way, if any
         # creates that raised after asking for their start to be written with them
         self._unlaunched: OrderedDict[str, None] = OrderedDict()
@@ -195,7 +194,9 @@ class SessionService:
             idempotency_key=idempotency_key,
         )
         start_lease_until = self._runtime.start_lease_until()
-        landed = self._counts_landed
+        # the count known when the write begins: a create adds itself to it only if no
+        # other count landed during the write (one that did may already have seen it)
+        counted_at = None if self._active_count is None else self._active_count[1]
         try:
             stored = await self._create_once(draft, start_lease_until)
         except BaseException:
@@ -206,7 +207,7 @@ class SessionService:
                     self._unlaunched.popitem(last=False)
             raise
         if stored.id == draft.id:
-            if self._active_count is not None and self._counts_landed == landed:
+            if self._active_count is not None and self._active_count[1] == counted_at:
                 self._active_count = (self._active_count[0] + 1, self._active_count[1])
             self._runtime.launch(stored)
             self._metrics.session_created(time.perf_counter() - started)
@@ -302,7 +303,6 @@ class SessionService:
             SessionQuery(statuses=ACTIVE_STATUSES, include_deleted=True)
         )
         self._active_count = (counted, now)
-        self._counts_landed += 1
 
     async def _create_once(self, draft: Session, start_lease_until: datetime | None) -> Session:
         try:

@@ -349,6 +349,30 @@ async def _store_fault_past_the_lease(
     return a, session.id, events
 
 
+# a heartbeat of 1 s leaves half a second between the self-fence and the lease's
+# expiry: the runner awaits a write in flight that long at most (runners/collect.py)
+FENCE_SLACK_TIMING = {"heartbeat_interval_s": 1.0, "lease_s": 3.0}
+
+
+async def renewals_failing_on_a(add: Add) -> tuple[Instance, Instance, Session, Any]:
+    """Instances a and b (:data:`FENCE_SLACK_TIMING`), a session recording on a, and its
+    runner's task; then a's renewals fail, and no reconciler looks for expired leases
+    until the test clears b's faults."""
+    a, b = await add("a", **FENCE_SLACK_TIMING), await add("b", **FENCE_SLACK_TIMING)
+    session = await a.create(rate_per_s=1000)
+    await wait_for_data(a, session.id)
+    runner = a.supervisor.handles[session.id].task
+    assert runner is not None
+    # b looks for expired leases only once a's runner is done: on a loaded machine b's
+    # pass could otherwise reap the session between a's runner stopping and this test
+    # reading it, and before a's zombie_stopped note (order and timing: bench/chaos.py)
+    b.store.fail("scan_leases", times=None)
+    # a's store connection goes bad for renewals (and for its reconciler)
+    a.store.fail("renew_instance", times=None)
+    a.store.fail("scan_leases", times=None)
+    return a, b, session, runner
+
+
 # a chain of four waits of up to 10-15 s each, and two instances' start and close:
 # at load 25 one run passed pytest's 120 s while none of its own deadlines had expired
 @pytest.mark.timeout(240)
@@ -402,23 +426,10 @@ def test_a_store_that_hangs_past_the_lease_is_named_even_before_a_renewal_failed
 def test_heartbeat_failures_longer_than_the_lease_stop_the_runner_and_another_instance_reaps(
     scenario: Any,
 ) -> None:
-    # a heartbeat of 1 s leaves half a second between the self-fence and the lease's
-    # expiry: the runner awaits a write in flight that long at most (runners/collect.py)
-    timing = {"heartbeat_interval_s": 1.0, "lease_s": 3.0}
+    timing = FENCE_SLACK_TIMING
 
     async def body(add: Add) -> None:
-        a, b = await add("a", **timing), await add("b", **timing)
-        session = await a.create(rate_per_s=1000)
-        await wait_for_data(a, session.id)
-        runner = a.supervisor.handles[session.id].task
-        assert runner is not None
-        # b looks for expired leases only once a's runner is done: on a loaded machine b's
-        # pass could otherwise reap the session between a's runner stopping and this test
-        # reading it, and before a's zombie_stopped note (order and timing: bench/chaos.py)
-        b.store.fail("scan_leases", times=None)
-        # a's store connection goes bad for renewals (and for its reconciler)
-        a.store.fail("renew_instance", times=None)
-        a.store.fail("scan_leases", times=None)
+        a, b, session, runner = await renewals_failing_on_a(add)
         await eventually(
             lambda: _true(runner.done()), timeout_s=EVENTUAL_S, what="the runner to stop itself"
         )

@@ -15,7 +15,6 @@ counted over a connection of the test's own.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,44 +24,27 @@ import psycopg
 import pytest
 
 from tests.conftest import Run, isolated_questdb_url
-from ticktape.domain import DataType, SessionStatus, utcnow
+from tests.integration.questdb_fencing import (
+    HeldSend,
+    claim,
+    counts,
+    paused_send,
+    reap,
+    start,
+)
+from ticktape.domain import DataType, SessionStatus
 from ticktape.errors import LeaseLost, TransitionRace
 from ticktape.feeds.sim import ResumePoint, SimExchange
 from ticktape.store import RetryingStore, open_store
-from ticktape.store.base import Seal, TickQuery
+from ticktape.store.base import TickQuery
 from ticktape.store.questdb import QuestDBAddress, QuestDBTickStore
-from ticktape.ticks import BookBatch, Gap, GapCause, TickBatch, TickCounts, TradeBatch
+from ticktape.ticks import Gap, GapCause, TickBatch, TickCounts, TradeBatch
 
 pytestmark = pytest.mark.questdb
 
 START_US = 1_700_000_000_000_000
 BOOK_COLUMNS = ("bid_price", "bid_qty", "ask_price", "ask_qty")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class PausedSend:
-    """Holds the next ILP send of one store after its ownership check has passed."""
-
-    def __init__(self, store: RetryingStore) -> None:
-        ticks = store.inner.ticks
-        assert isinstance(ticks, QuestDBTickStore)
-        self.ticks = ticks
-        self.checked = asyncio.Event()
-        self.gate = threading.Event()
-        loop = asyncio.get_running_loop()
-
-        def hold() -> None:  # in the sender thread, after the check passed
-            loop.call_soon_threadsafe(self.checked.set)
-            assert self.gate.wait(30), "the test never opened the gate"
-
-        ticks.before_send = hold
-
-    def __enter__(self) -> PausedSend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.ticks.before_send = None
-        self.gate.set()  # whatever happened, never leave the sender thread waiting
 
 
 def _feed(session_id: str, resume: ResumePoint | None = None) -> SimExchange:
@@ -82,51 +64,6 @@ async def _raw_trades(store: RetryingStore, session_id: str) -> int:
     return int(row[0])
 
 
-async def _start(store: RetryingStore, make_session: Callable[..., Any], owner: str) -> Any:
-    session = await store.sessions.create_session(make_session(owner=owner), actor="test")
-    return await store.sessions.transition(
-        session.id,
-        expected_version=session.version,
-        to_status=SessionStatus.RUNNING,
-        actor=owner,
-        reason="started",
-        lease_expires_at=utcnow() + timedelta(seconds=10),
-    )
-
-
-async def _claim(store: RetryingStore, session: Any, owner: str, seal: Seal | None = None) -> Any:
-    """``session`` (as read before) claimed by ``owner`` for 10 s on ``seal``, or on a
-    seal ``store`` takes now."""
-    if seal is None:
-        seal = await store.ticks.seal(session.id)
-    return await store.sessions.claim(
-        session.id,
-        expected_version=session.version,
-        owner=owner,
-        lease_expires_at=utcnow() + timedelta(seconds=10),
-        actor=owner,
-        reason="owner_changed",
-        seal=seal,
-    )
-
-
-async def _reap(store: RetryingStore, session: Any) -> tuple[Seal, Any]:
-    """``session`` (as read before) sealed and failed by ``store``, as the reconciler
-    reaps an orphan: the seal and the session failed."""
-    seal = await store.ticks.seal(session.id)
-    reaped = await store.sessions.transition(
-        session.id,
-        expected_version=session.version,
-        to_status=SessionStatus.FAILED,
-        actor="reaper",
-        reason="owner_lost",
-        stats=seal.counts.as_stats(0),
-        lease_expires_at=None,
-        seal=seal,
-    )
-    return seal, reaped
-
-
 async def _resume_point(store: RetryingStore, session_id: str) -> ResumePoint:
     """Where a new owner's feed resumes ``session_id``: after its stored last tick."""
     position = await store.ticks.position(session_id)
@@ -143,18 +80,18 @@ def test_a_late_batch_after_the_reap_is_stored_but_never_counted(
     stale, reaper = stores
 
     async def scenario() -> None:
-        session = await _start(stale, make_session, "stale")
+        session = await start(stale, make_session, "stale")
         feed = _feed(session.id)
         await stale.ticks.write(feed.next_block(), owner="stale")
-        with PausedSend(stale) as paused:
+        with paused_send(stale) as paused:
             await reap_while_paused(session, paused, feed.next_block())
 
-    async def reap_while_paused(session: Any, paused: PausedSend, block: list[TickBatch]) -> None:
+    async def reap_while_paused(session: Any, paused: HeldSend, block: list[TickBatch]) -> None:
         late = asyncio.create_task(stale.ticks.write(block, owner="stale"))
-        await paused.checked.wait()  # the check passed; the send is held
+        await paused.held.wait()  # the check passed; the send is held
 
         await reaper.ticks.wait_visible(30)  # as the reconciler does before sealing
-        seal, reaped = await _reap(reaper, session)
+        seal, reaped = await reap(reaper, session)
         position = await reaper.ticks.position(session.id)
         trades = await reaper.ticks.read_trades(TickQuery(session.id, limit=10_000))
 
@@ -205,30 +142,27 @@ def test_a_late_batch_after_a_claim_never_replaces_the_new_owners_rows(
     stale, claimer = stores
 
     async def scenario() -> None:
-        session = await _start(stale, make_session, "stale")
+        session = await start(stale, make_session, "stale")
         await stale.ticks.write(_feed(session.id).next_block(), owner="stale")
         await stale.ticks.wait_visible(30)
         resume = await _resume_point(claimer, session.id)
         # the stale owner's next block and the new owner's first one share their keys
-        with PausedSend(stale) as paused:
+        with paused_send(stale) as paused:
             await claim_while_paused(session, paused, resume)
 
-    async def claim_while_paused(session: Any, paused: PausedSend, resume: ResumePoint) -> None:
+    async def claim_while_paused(session: Any, paused: HeldSend, resume: ResumePoint) -> None:
         stale_feed = _feed(session.id, resume)
         stale_feed.blocks_emitted = 1  # the stale owner's second block...
         late = asyncio.create_task(stale.ticks.write(stale_feed.next_block(), owner="stale"))
-        await paused.checked.wait()
+        await paused.held.wait()
 
         await claimer.ticks.wait_visible(30)
         seal = await claimer.ticks.seal(session.id)
-        claimed = await _claim(claimer, session, "claimer", seal)
+        claimed = await claim(claimer, session, "claimer", seal)
         mine = _feed(session.id, resume).next_block()  # ...and the new owner's first
         await claimer.ticks.write(mine, owner="claimer")
         await claimer.ticks.wait_visible(30)
-        expected = seal.counts + TickCounts(
-            sum(len(b) for b in mine if isinstance(b, TradeBatch)),
-            sum(len(b) for b in mine if isinstance(b, BookBatch)),
-        )
+        expected = seal.counts + counts(mine)
         assert await claimer.ticks.count(session.id) == expected
         before = await claimer.ticks.read_trades(TickQuery(session.id, limit=10_000))
 
@@ -282,7 +216,7 @@ def test_a_late_gap_row_after_the_reap_is_stored_but_never_read(
     assert isinstance(ticks, QuestDBTickStore)
 
     async def scenario() -> None:
-        session = await _start(stale, make_session, "stale")
+        session = await start(stale, make_session, "stale")
         kept = _gap(START_US)
         await stale.ticks.write_gaps(session.id, [kept], owner="stale")
         checked, gate = asyncio.Event(), asyncio.Event()
@@ -297,7 +231,7 @@ def test_a_late_gap_row_after_the_reap_is_stored_but_never_read(
                 stale.ticks.write_gaps(session.id, [_gap(START_US + 5_000)], owner="stale")
             )
             await asyncio.wait_for(checked.wait(), 30)
-            await _reap(reaper, session)
+            await reap(reaper, session)
             gate.set()
             await late  # the late row is written: the check had passed
         finally:
@@ -323,10 +257,10 @@ def test_gap_rows_of_a_claimed_session_stay_readable_across_tenures(
     first, second = stores
 
     async def scenario() -> None:
-        session = await _start(first, make_session, "first")
+        session = await start(first, make_session, "first")
         a = _gap(START_US)
         await first.ticks.write_gaps(session.id, [a], owner="first")
-        await _claim(second, session, "second")
+        await claim(second, session, "second")
         b = _gap(START_US + 2_000, GapCause.RESTART)
         await second.ticks.write_gaps(session.id, [b], owner="second")
         await second.ticks.write_gaps(session.id, [b], owner="second")  # a retried write
@@ -342,9 +276,9 @@ def test_a_seal_from_an_earlier_tenure_is_refused(
     store = stores[0]
 
     async def scenario() -> None:
-        session = await _start(store, make_session, "first")
+        session = await start(store, make_session, "first")
         old_seal = await store.ticks.seal(session.id)
-        claimed = await _claim(store, session, "second", old_seal)
+        claimed = await claim(store, session, "second", old_seal)
         with pytest.raises(TransitionRace):
             await store.sessions.transition(
                 session.id,
@@ -408,11 +342,7 @@ def test_tables_of_a_pre_release_build_are_refused_with_one_clear_line(
 
 
 def _counts_of(blocks: list[list[TickBatch]]) -> TickCounts:
-    batches = [b for block in blocks for b in block]
-    return TickCounts(
-        sum(len(b) for b in batches if isinstance(b, TradeBatch)),
-        sum(len(b) for b in batches if isinstance(b, BookBatch)),
-    )
+    return counts([b for block in blocks for b in block])
 
 
 def test_counts_and_positions_read_together_keep_out_only_each_sessions_own_late_rows(
@@ -428,7 +358,7 @@ def test_counts_and_positions_read_together_keep_out_only_each_sessions_own_late
     stale, claimer = stores
 
     async def scenario() -> None:
-        sessions = [await _start(stale, make_session, "stale") for _ in range(6)]
+        sessions = [await start(stale, make_session, "stale") for _ in range(6)]
         feeds = [_feed(s.id) for s in sessions]
         written = [[feed.next_block()] for feed in feeds]
         for blocks in written:
@@ -437,13 +367,13 @@ def test_counts_and_positions_read_together_keep_out_only_each_sessions_own_late
         expected: dict[str, TickCounts] = {}
         for i, session in enumerate(sessions[:4]):
             late_block = feeds[i].next_block() if i < 2 else None
-            with PausedSend(stale) as paused:
+            with paused_send(stale) as paused:
                 late = None
                 if late_block is not None:
                     late = asyncio.create_task(stale.ticks.write(late_block, owner="stale"))
-                    await paused.checked.wait()  # checked; held until after the claim
+                    await paused.held.wait()  # checked; held until after the claim
                 seal = await claimer.ticks.seal(session.id)
-                await _claim(claimer, session, "claimer", seal)
+                await claim(claimer, session, "claimer", seal)
                 paused.gate.set()
                 if late is not None:
                     await late

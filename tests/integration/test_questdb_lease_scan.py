@@ -3,7 +3,6 @@ expired ones only, whatever the number of live sessions (O(expired) parsing)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from tests.conftest import LoopTurns, Run, _drop_tables, isolated_questdb_url
 from ticktape.domain import Stats, utcnow
 from ticktape.store import RetryingStore, open_store
 from ticktape.store.questdb import QuestDBSessionStore
@@ -134,12 +133,12 @@ def test_a_renewal_yields_the_loop_between_the_sessions_it_views(
     own_lease = utcnow() + timedelta(seconds=10)  # covered by the instance lease from now on
     owned = [make_session(owner="a/1", lease_expires_at=own_lease) for _ in range(30)]
     others = [make_session(owner="b/1", lease_expires_at=own_lease) for _ in range(10)]
-    turns = 0
+    turns = LoopTurns()
     viewed_at: list[int] = []
 
     class Noted(Stats):
         def __ne__(self, other: object) -> bool:
-            viewed_at.append(turns)
+            viewed_at.append(turns.count)
             return (self.trades, self.orderbook, self.errors) != (
                 getattr(other, "trades", None),
                 getattr(other, "orderbook", None),
@@ -147,26 +146,15 @@ def test_a_renewal_yields_the_loop_between_the_sessions_it_views(
             )
 
     async def scenario() -> None:
-        nonlocal turns
         for s in [*owned, *others]:
             await qdb.sessions.create_session(s, actor="t")
         sessions = qdb.inner.sessions
         assert isinstance(sessions, QuestDBSessionStore)
         sessions.slice_s = 0.0  # the documented testing hook
-        done = False
-
-        async def other() -> None:
-            nonlocal turns
-            while not done:
-                await asyncio.sleep(0)
-                turns += 1
-
         until = utcnow() + timedelta(seconds=60)
         progress = {s.id: Noted(i, 2 * i, 0) for i, s in enumerate(owned)}
-        counting = asyncio.create_task(other())
-        got = await qdb.sessions.renew_instance("a/1", lease_expires_at=until, progress=progress)
-        done = True
-        await counting
+        renewal = qdb.sessions.renew_instance("a/1", lease_expires_at=until, progress=progress)
+        got = await turns.during(renewal)
         assert len(viewed_at) == len(owned)
         assert len(set(viewed_at)) == len(owned)  # one session per turn of the loop
         assert sorted(s.id for s in got) == sorted(s.id for s in owned)

@@ -27,7 +27,8 @@ import pytest
 from questdb import Sender
 
 from tests.conftest import Run
-from tests.integration.test_questdb_split_send import _counts, _feed, _ids, _reap, _start, _stored
+from tests.integration.questdb_fencing import counts, reap, start
+from tests.integration.test_questdb_split_send import _feed, _ids, _stored
 from ticktape.errors import StoreBusy
 from ticktape.store import RetryingStore
 from ticktape.store.base import Seal
@@ -91,7 +92,7 @@ def test_a_send_landing_between_the_seals_reads_is_counted_in_both_tables_or_nei
     label = "count ticks"  # once per tick table of each read of a seal, trades first
 
     async def scenario() -> None:
-        session = await _start(lost, make_session, "lost")
+        session = await start(lost, make_session, "lost")
         feed = _feed(session.id)
         early = feed.next_block() + feed.next_block()  # blocks 0 and 1: acknowledged
         await lost.ticks.write(early, owner="lost")
@@ -131,7 +132,7 @@ def test_a_send_landing_between_the_seals_reads_is_counted_in_both_tables_or_nei
         try:
             await checked.wait()
             sealer.after_read = land
-            seal, reaped = await _reap(reaper, session)
+            seal, reaped = await reap(reaper, session)
         finally:
             sealer.after_read = None
             sender.before_send = None
@@ -164,13 +165,13 @@ async def _agree(
     fence = Fence.load(seal.fence or "")
     assert fence.trades == fence.orderbook
     blocks = early + last if fence.trades == 2 else early
-    assert kept == _counts(blocks)
+    assert kept == counts(blocks)
     ids, books = await _stored(reaper, session_id)
     assert sorted(ids) == _ids(blocks)
     assert sorted(books) == [int(t) for b in blocks if isinstance(b, BookBatch) for t in b.ts_us]
     # every row is kept or fenced out, and a cut the seal reports is fenced out
     fenced = await _questdb(reaper).fenced(session_id)
-    assert kept + fenced == _counts(early + last)
+    assert kept + fenced == counts(early + last)
     assert seal.cut in (TickCounts(), fenced)
 
 
@@ -190,7 +191,7 @@ def test_a_request_committed_in_part_at_a_restart_then_resent_during_the_seal_is
     address = QuestDBAddress.from_url(lost.url)
 
     async def scenario() -> None:
-        session = await _start(lost, make_session, "lost")
+        session = await start(lost, make_session, "lost")
         feed = _feed(session.id)
         early = feed.next_block() + feed.next_block()  # blocks 0 and 1: acknowledged
         await lost.ticks.write(early, owner="lost")
@@ -231,7 +232,7 @@ def test_a_request_committed_in_part_at_a_restart_then_resent_during_the_seal_is
 
         sealer.after_read = land
         try:
-            seal, reaped = await _reap(reaper, session)
+            seal, reaped = await reap(reaper, session)
         finally:
             sealer.after_read = None
         assert landed
@@ -252,7 +253,7 @@ def test_a_seal_whose_tables_never_hold_still_gives_up_as_busy(
     sealer = _questdb(reaper)
 
     async def scenario() -> None:
-        session = await _start(lost, make_session, "lost")
+        session = await start(lost, make_session, "lost")
         feed = _feed(session.id)
         written = feed.next_block()
         await lost.ticks.write(written, owner="lost")
@@ -272,6 +273,6 @@ def test_a_seal_whose_tables_never_hold_still_gives_up_as_busy(
         finally:
             sealer.after_read = None
         seal = await sealer.seal(session.id)
-        assert seal.counts == _counts(written) and seal.cut == TickCounts()
+        assert seal.counts == counts(written) and seal.cut == TickCounts()
 
     run(scenario())

@@ -15,9 +15,7 @@ it keeps, and say what it cut.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Run, _drop_tables, isolated_questdb_url
-from ticktape.domain import SessionStatus, utcnow
+from tests.integration.questdb_fencing import counts, half_sent, reap, start
 from ticktape.feeds.sim import SimExchange
 from ticktape.store import RetryingStore, open_store
 from ticktape.store.base import Seal, TickQuery
@@ -37,73 +35,6 @@ pytestmark = pytest.mark.questdb
 START_US = 1_700_000_000_000_000
 LIMIT = 10_000
 RATE = 400  # 100 trades and 20 snapshots a block
-
-
-class HalfSent:
-    """The next send of one store goes table by table and waits before the order books:
-    its trades are in (acknowledged by QuestDB) while its books are held."""
-
-    def __init__(self, store: RetryingStore) -> None:
-        ticks = store.inner.ticks
-        assert isinstance(ticks, QuestDBTickStore)
-        self.ticks = ticks
-        self.trades_in = asyncio.Event()
-        self.gate = threading.Event()
-        loop = asyncio.get_running_loop()
-
-        def between(table: str) -> None:  # in the sender thread, before each table's rows
-            if table.endswith("orderbook"):  # the trades request was flushed: they are in
-                loop.call_soon_threadsafe(self.trades_in.set)
-                assert self.gate.wait(30), "the test never opened the gate"
-
-        ticks.split_send = between
-
-    def __enter__(self) -> HalfSent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.ticks.split_send = None
-        self.gate.set()  # whatever happened, never leave the sender thread waiting
-
-
-def _start(store: RetryingStore, make_session: Callable[..., Any], owner: str) -> Any:
-    async def go() -> Any:
-        session = await store.sessions.create_session(make_session(owner=owner), actor="test")
-        return await store.sessions.transition(
-            session.id,
-            expected_version=session.version,
-            to_status=SessionStatus.RUNNING,
-            actor=owner,
-            reason="started",
-            lease_expires_at=utcnow() + timedelta(seconds=10),
-        )
-
-    return go()
-
-
-def _counts(batches: list[TickBatch]) -> TickCounts:
-    return TickCounts(
-        sum(len(b) for b in batches if isinstance(b, TradeBatch)),
-        sum(len(b) for b in batches if isinstance(b, BookBatch)),
-    )
-
-
-async def _reap(store: RetryingStore, session: Any) -> tuple[Seal, Any]:
-    """What the reconciler does to an orphan: wait for visibility, seal, fail it."""
-    await store.ticks.wait_visible(30)
-    seal = await store.ticks.seal(session.id)
-    reaped = await store.sessions.transition(
-        session.id,
-        expected_version=session.version,
-        to_status=SessionStatus.FAILED,
-        actor="reaper",
-        reason="owner_lost",
-        detail=seal.note() or None,
-        stats=seal.counts.as_stats(0),
-        lease_expires_at=None,
-        seal=seal,
-    )
-    return seal, reaped
 
 
 async def _stored(store: RetryingStore, session_id: str) -> tuple[list[int], list[int]]:
@@ -121,6 +52,32 @@ def _ids(batches: list[TickBatch]) -> list[int]:
     return [int(i) for b in batches if isinstance(b, TradeBatch) for i in b.trade_id]
 
 
+async def _keeps_exactly(
+    reaper: RetryingStore,
+    session_id: str,
+    reaped: tuple[Seal, Any],
+    kept: list[TickBatch],
+    fence_at: int,
+    cut: list[TickBatch],
+) -> None:
+    """The reap's seal ended both tables at block ``fence_at`` and cut the trades of
+    ``cut`` (sends whose books were held), and keeps exactly ``kept``: its counts, the
+    reaped stats, the store's count and every row a reader sees."""
+    seal, session = reaped
+    fence = Fence.load(seal.fence or "")
+    assert (fence.trades, fence.orderbook) == (fence_at, fence_at)
+    assert seal.counts == counts(kept)
+    assert seal.cut == TickCounts(counts(cut).trades, 0)
+    assert (session.stats.trades, session.stats.orderbook) == (
+        seal.counts.trades,
+        seal.counts.orderbook,
+    )
+    assert await reaper.ticks.count(session_id) == seal.counts
+    ids, books = await _stored(reaper, session_id)
+    assert sorted(ids) == _ids(kept)
+    assert sorted(books) == [int(t) for b in kept if isinstance(b, BookBatch) for t in b.ts_us]
+
+
 def test_a_send_landing_across_the_seal_is_cut_in_both_tables_at_the_same_batch(
     stores: tuple[RetryingStore, RetryingStore],
     run: Run[Any],
@@ -129,43 +86,31 @@ def test_a_send_landing_across_the_seal_is_cut_in_both_tables_at_the_same_batch(
     lost, reaper = stores
 
     async def scenario() -> None:
-        session = await _start(lost, make_session, "lost")
+        session = await start(lost, make_session, "lost")
         feed = _feed(session.id)
         kept = feed.next_block() + feed.next_block()  # blocks 0 and 1: acknowledged
         await lost.ticks.write(kept, owner="lost")
         last = feed.next_block()  # block 2: in flight when the owner is lost
-        with HalfSent(lost) as half:
+        with half_sent(lost) as half:
             late = asyncio.create_task(lost.ticks.write(last, owner="lost"))
-            await half.trades_in.wait()
-            seal, reaped = await _reap(reaper, session)
+            await half.held.wait()
+            seal, reaped = await reap(reaper, session)
             half.gate.set()  # the order books of block 2 land after the seal
             await late
         await reaper.ticks.wait_visible(30)
 
-        # both tables end at block 1: the last complete one
-        fence = Fence.load(seal.fence or "")
-        assert (fence.trades, fence.orderbook) == (1, 1)
-        assert seal.counts == _counts(kept)
-        assert seal.cut == TickCounts(_counts(last).trades, 0)  # the trades that were in
+        # both tables end at block 1, the last complete one, and the trades that were
+        # in are cut: stats = rows, and the rows are blocks 0-1 in both tables
+        await _keeps_exactly(reaper, session.id, (seal, reaped), kept, 1, last)
         assert seal.note() == (
             "the owner's last write had landed in part and was left out: "
-            f"{_counts(last).trades} trades, 0 book snapshots"
+            f"{counts(last).trades} trades, 0 book snapshots"
         )
         events = await reaper.sessions.list_events(session.id)
         assert events[-1].reason == "owner_lost" and events[-1].detail == seal.note()
-        # stats = rows, and the rows are blocks 0-1 in both tables
-        assert (reaped.stats.trades, reaped.stats.orderbook) == (
-            seal.counts.trades,
-            seal.counts.orderbook,
-        )
-        assert await reaper.ticks.count(session.id) == seal.counts
-        ids, books = await _stored(reaper, session.id)
-        assert sorted(ids) == _ids(kept)
-        want_books = [int(t) for b in kept if isinstance(b, BookBatch) for t in b.ts_us]
-        assert sorted(books) == want_books
         ticks = reaper.inner.ticks
         assert isinstance(ticks, QuestDBTickStore)
-        assert await ticks.fenced(session.id) == _counts(last)  # all of block 2, both tables
+        assert await ticks.fenced(session.id) == counts(last)  # all of block 2, both tables
         # a resume continues right after the cut, in both tables
         position = await reaper.ticks.position(session.id)
         assert position.last_trade_ids == {"BTC_USDT": max(_ids(kept))}
@@ -198,40 +143,30 @@ def test_a_lost_owners_seal_keeps_every_complete_block_of_a_feed_whose_trades_st
 
     async def scenario() -> None:
         # everything acknowledged: the seal is the per-table one (trades 1, books 9)
-        whole = await _start(lost, make_session, "lost")
+        whole = await start(lost, make_session, "lost")
         early, last = _illiquid(whole.id)
         for n in range(0, len(early), 3):  # several sends, as a writer makes them
             await lost.ticks.write(early[n : n + 3], owner="lost")
-        seal, _ = await _reap(reaper, whole)
+        seal, _ = await reap(reaper, whole)
         fence = Fence.load(seal.fence or "")
         assert (fence.trades, fence.orderbook) == (1, 9)
-        assert seal.counts == _counts(early) and seal.cut == TickCounts()
+        assert seal.counts == counts(early) and seal.cut == TickCounts()
         assert seal.note() == ""
 
         # the same, then block 10's trades land before the seal and its books after it
-        session = await _start(lost, make_session, "lost")
+        session = await start(lost, make_session, "lost")
         early, last = _illiquid(session.id)
         for n in range(0, len(early), 3):
             await lost.ticks.write(early[n : n + 3], owner="lost")
-        with HalfSent(lost) as half:
+        with half_sent(lost) as half:
             late = asyncio.create_task(lost.ticks.write(last, owner="lost"))
-            await half.trades_in.wait()
-            seal, reaped = await _reap(reaper, session)
+            await half.held.wait()
+            seal, reaped = await reap(reaper, session)
             half.gate.set()
             await late
         await reaper.ticks.wait_visible(30)
-        fence = Fence.load(seal.fence or "")
-        assert (fence.trades, fence.orderbook) == (9, 9)  # not 1: books 2-9 are complete
-        assert seal.counts == _counts(early)
-        assert seal.cut == TickCounts(_counts(last).trades, 0)
-        assert (reaped.stats.trades, reaped.stats.orderbook) == (
-            seal.counts.trades,
-            seal.counts.orderbook,
-        )
-        assert await reaper.ticks.count(session.id) == seal.counts
-        ids, books = await _stored(reaper, session.id)
-        assert sorted(ids) == _ids(early)
-        assert sorted(books) == [int(t) for b in early if isinstance(b, BookBatch) for t in b.ts_us]
+        # cut at block 9, not 1: books 2-9 are complete
+        await _keeps_exactly(reaper, session.id, (seal, reaped), early, 9, last)
 
     run(scenario())
 
@@ -273,11 +208,11 @@ def test_tick_tables_made_before_the_send_columns_get_them_at_open(
         run(second.close())
 
         async def scenario() -> None:
-            session = await _start(store, make_session, "owner")
+            session = await start(store, make_session, "owner")
             block = _feed(session.id).next_block()
             await store.ticks.write(block, owner="owner")
-            seal, _ = await _reap(store, session)
-            assert seal.counts == _counts(block) and seal.cut == TickCounts()
+            seal, _ = await reap(store, session)
+            assert seal.counts == counts(block) and seal.cut == TickCounts()
 
         run(scenario())
     finally:
@@ -300,34 +235,23 @@ def test_a_table_that_lacks_an_older_send_than_the_newest_is_cut_before_it(
     run(other.open())
 
     async def scenario() -> None:
-        session = await _start(lost, make_session, "lost")
+        session = await start(lost, make_session, "lost")
         feed = _feed(session.id)
         kept = feed.next_block() + feed.next_block()
         await lost.ticks.write(kept, owner="lost")
         held, newest = feed.next_block(), feed.next_block()
-        with HalfSent(lost) as half, HalfSent(other) as next_half:
+        with half_sent(lost) as half, half_sent(other) as next_half:
             late = asyncio.create_task(lost.ticks.write(held, owner="lost"))
-            await half.trades_in.wait()
+            await half.held.wait()
             later = asyncio.create_task(other.ticks.write(newest, owner="lost"))
-            await next_half.trades_in.wait()
-            seal, reaped = await _reap(reaper, session)
+            await next_half.held.wait()
+            seal, reaped = await reap(reaper, session)
             half.gate.set()
             next_half.gate.set()
             await late
             await later
         await reaper.ticks.wait_visible(30)
-        fence = Fence.load(seal.fence or "")
-        assert (fence.trades, fence.orderbook) == (1, 1)
-        assert seal.counts == _counts(kept)
-        assert seal.cut == TickCounts(_counts(held).trades + _counts(newest).trades, 0)
-        assert (reaped.stats.trades, reaped.stats.orderbook) == (
-            seal.counts.trades,
-            seal.counts.orderbook,
-        )
-        assert await reaper.ticks.count(session.id) == seal.counts
-        ids, books = await _stored(reaper, session.id)
-        assert sorted(ids) == _ids(kept)
-        assert sorted(books) == [int(t) for b in kept if isinstance(b, BookBatch) for t in b.ts_us]
+        await _keeps_exactly(reaper, session.id, (seal, reaped), kept, 1, held + newest)
 
     try:
         run(scenario())
@@ -349,7 +273,7 @@ def test_an_owners_acknowledged_seal_leaves_out_the_check_an_unacknowledged_one_
     assert isinstance(ticks, QuestDBTickStore)
 
     async def scenario() -> None:
-        whole = await _start(owner, make_session, "owner")
+        whole = await start(owner, make_session, "owner")
         early, _ = _illiquid(whole.id)
         for n in range(0, len(early), 3):
             await owner.ticks.write(early[n : n + 3], owner="owner")
@@ -360,17 +284,17 @@ def test_an_owners_acknowledged_seal_leaves_out_the_check_an_unacknowledged_one_
         checked = await owner.ticks.seal(whole.id)
         assert ticks.seal_checks == checks + 1
         assert skipped == checked
-        assert skipped.counts == _counts(early) and skipped.cut == TickCounts()
+        assert skipped.counts == counts(early) and skipped.cut == TickCounts()
         assert Fence.load(skipped.fence or "") == Fence.load(checked.fence or "")
 
-        session = await _start(owner, make_session, "owner")
+        session = await start(owner, make_session, "owner")
         feed = _feed(session.id)
         kept = feed.next_block() + feed.next_block()
         await owner.ticks.write(kept, owner="owner")
         last = feed.next_block()
-        with HalfSent(owner) as half:
+        with half_sent(owner) as half:
             unanswered = asyncio.create_task(owner.ticks.write(last, owner="owner"))
-            await half.trades_in.wait()
+            await half.held.wait()
             await owner.ticks.wait_visible(30)
             seal = await owner.ticks.seal(session.id)  # acknowledged=False: a write is out
             half.gate.set()
@@ -378,8 +302,8 @@ def test_an_owners_acknowledged_seal_leaves_out_the_check_an_unacknowledged_one_
         assert ticks.seal_checks == checks + 2
         fence = Fence.load(seal.fence or "")
         assert (fence.trades, fence.orderbook) == (1, 1)
-        assert seal.counts == _counts(kept)
-        assert seal.cut == TickCounts(_counts(last).trades, 0)
+        assert seal.counts == counts(kept)
+        assert seal.cut == TickCounts(counts(last).trades, 0)
 
     run(scenario())
 
@@ -401,7 +325,7 @@ def test_sessions_sealed_together_are_each_cut_before_their_own_lacking_send(
     assert isinstance(reaper_ticks, QuestDBTickStore)
 
     async def scenario() -> None:
-        never, older, illiquid = [await _start(lost, make_session, "lost") for _ in range(3)]
+        never, older, illiquid = [await start(lost, make_session, "lost") for _ in range(3)]
         never_feed, older_feed = _feed(never.id), _feed(older.id)
         kept = older_feed.next_block() + older_feed.next_block()
         await lost.ticks.write(kept, owner="lost")
@@ -410,11 +334,11 @@ def test_sessions_sealed_together_are_each_cut_before_their_own_lacking_send(
             await lost.ticks.write(early[n : n + 3], owner="lost")
         never_blocks = never_feed.next_block(), never_feed.next_block()
         held, newest = older_feed.next_block(), older_feed.next_block()
-        with HalfSent(lost) as half, HalfSent(other) as next_half:
+        with half_sent(lost) as half, half_sent(other) as next_half:
             late = asyncio.create_task(lost.ticks.write(held + never_blocks[0], owner="lost"))
-            await half.trades_in.wait()
+            await half.held.wait()
             later = asyncio.create_task(other.ticks.write(newest + never_blocks[1], owner="lost"))
-            await next_half.trades_in.wait()
+            await next_half.held.wait()
             await reaper.ticks.wait_visible(30)
             groups: list[list[str]] = []
             reaper_ticks.on_count_group = groups.append
@@ -433,14 +357,14 @@ def test_sessions_sealed_together_are_each_cut_before_their_own_lacking_send(
         # never: cut from its first batch, nothing kept
         assert (fences[0].trades, fences[0].orderbook) == (-1, -1)
         assert seals[0].counts == TickCounts()
-        assert seals[0].cut == TickCounts(_counts([*never_blocks[0], *never_blocks[1]]).trades, 0)
+        assert seals[0].cut == TickCounts(counts([*never_blocks[0], *never_blocks[1]]).trades, 0)
         # older: cut before the older send its books lack
         assert (fences[1].trades, fences[1].orderbook) == (1, 1)
-        assert seals[1].counts == _counts(kept)
-        assert seals[1].cut == TickCounts(_counts(held).trades + _counts(newest).trades, 0)
+        assert seals[1].counts == counts(kept)
+        assert seals[1].cut == TickCounts(counts(held).trades + counts(newest).trades, 0)
         # illiquid: every table at its own last batch, nothing cut
         assert (fences[2].trades, fences[2].orderbook) == (1, 9)
-        assert seals[2].counts == _counts(early) and seals[2].cut == TickCounts()
+        assert seals[2].counts == counts(early) and seals[2].cut == TickCounts()
 
     try:
         run(scenario())

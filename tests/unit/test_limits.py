@@ -93,6 +93,34 @@ def test_active_sessions_per_store(harness: Any) -> None:
     assert code == 201
 
 
+SPEC = validate_spec(kind="collect", symbols=["BTC_USDT"])
+
+
+class GatedCounts:
+    """A service at a per-store limit of 3 over a memory store whose counts wait for
+    ``gate`` (open at first), add ``extra`` (other instances' active sessions), are
+    recorded in ``counts`` and set ``counted`` as each lands. Made inside the test's
+    loop; with ``ACTIVE_COUNT_MAX_AGE_S`` 0 every count is stale."""
+
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        settings = replace(BASE, max_running_per_store=3)
+        self.service = SessionService(self.store, FakeRuntime(self.store), settings, Metrics())
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.counted = asyncio.Event()
+        self.counts: list[int] = []
+        self.extra = 0
+        self.count = self.store.sessions.count_sessions
+        self.store.sessions.count_sessions = self.gated  # type: ignore[method-assign]
+
+    async def gated(self, query: Any) -> int:
+        await self.gate.wait()
+        self.counts.append(await self.count(query) + self.extra)
+        self.counted.set()
+        return self.counts[-1]
+
+
 def test_a_create_does_not_wait_for_the_per_store_count_while_the_last_is_young(
     run: Run[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,48 +129,32 @@ def test_a_create_does_not_wait_for_the_per_store_count_while_the_last_is_young(
     ACTIVE_COUNT_WAIT_AGE_S, without waiting for it — and the limit holds by the
     recount's answer once it lands. With the wait age 0, a create waits again."""
     monkeypatch.setattr(service_module, "ACTIVE_COUNT_MAX_AGE_S", 0.0)
-    settings = replace(BASE, max_running_per_store=3)
-    spec = validate_spec(kind="collect", symbols=["BTC_USDT"])
 
     async def scenario() -> None:
-        store = MemoryStore()
-        service = SessionService(store, FakeRuntime(store), settings, Metrics())
-        count = store.sessions.count_sessions
-        gate = asyncio.Event()
-        gate.set()
-        counted = asyncio.Event()
-        counts: list[int] = []
-        extra = [0]  # active sessions of "other instances", added to the store's count
-
-        async def gated(query: Any) -> int:
-            await gate.wait()
-            counts.append(await count(query) + extra[0])
-            counted.set()
-            return counts[-1]
-
-        store.sessions.count_sessions = gated  # type: ignore[method-assign]
-        await service.create(spec)  # no count yet: it waits for the first (0)
+        g = GatedCounts()
+        service, gate, counted, counts = g.service, g.gate, g.counted, g.counts
+        await service.create(SPEC)  # no count yet: it waits for the first (0)
         assert counts == [0]
         gate.clear()  # counts now hang until the gate opens
-        second = asyncio.ensure_future(service.create(spec))
-        third = asyncio.ensure_future(service.create(spec))
+        second = asyncio.ensure_future(service.create(SPEC))
+        third = asyncio.ensure_future(service.create(SPEC))
         await asyncio.wait_for(asyncio.gather(second, third), 5)  # neither waited
         assert counts == [0]  # the one recount they started is still under way
-        extra[0] = 10  # other instances filled the store meanwhile
+        g.extra = 10  # other instances filled the store meanwhile
         counted.clear()
         gate.set()
         await counted.wait()
         assert counts[1] == 13  # the three created here and the others' ten
         counted.clear()
         with pytest.raises(LimitExceeded):  # the recount's answer, not a local guess
-            await service.create(spec)
+            await service.create(SPEC)
         await counted.wait()  # the recount that refused create started has landed
         # with no young count to answer from, a create waits for the count again
         monkeypatch.setattr(service_module, "ACTIVE_COUNT_WAIT_AGE_S", 0.0)
-        extra[0] = -10
+        g.extra = -10
         gate.clear()
         counted.clear()
-        waiting = asyncio.ensure_future(service.create(spec))
+        waiting = asyncio.ensure_future(service.create(SPEC))
         for _ in range(20):
             await asyncio.sleep(0)
         assert not waiting.done()
@@ -160,23 +172,11 @@ def test_a_create_that_a_count_saw_is_not_added_to_it_again(
     create then does not add itself on top (at the limit, one session counted twice
     refused a create below it)."""
     monkeypatch.setattr(service_module, "ACTIVE_COUNT_MAX_AGE_S", 0.0)
-    settings = replace(BASE, max_running_per_store=3)
-    spec = validate_spec(kind="collect", symbols=["BTC_USDT"])
 
     async def scenario() -> None:
-        store = MemoryStore()
-        service = SessionService(store, FakeRuntime(store), settings, Metrics())
-        count, create = store.sessions.count_sessions, store.sessions.create_session
-        gate = asyncio.Event()
-        gate.set()
-        counted = asyncio.Event()
-        counts: list[int] = []
-
-        async def gated(query: Any) -> int:
-            await gate.wait()
-            counts.append(await count(query))
-            counted.set()
-            return counts[-1]
+        g = GatedCounts()
+        store, service, gate, counted, counts = g.store, g.service, g.gate, g.counted, g.counts
+        create = store.sessions.create_session
 
         async def committed_then_counted(*args: Any, **kwargs: Any) -> Any:
             stored = await create(*args, **kwargs)
@@ -186,16 +186,15 @@ def test_a_create_that_a_count_saw_is_not_added_to_it_again(
                 await counted.wait()
             return stored
 
-        store.sessions.count_sessions = gated  # type: ignore[method-assign]
         store.sessions.create_session = committed_then_counted  # type: ignore[method-assign]
-        await service.create(spec)  # waits for the first count (0), then adds itself
+        await service.create(SPEC)  # waits for the first count (0), then adds itself
         gate.clear()  # the next create's recount hangs until its own commit
-        await service.create(spec)
+        await service.create(SPEC)
         assert counts == [0, 2]  # the recount saw both sessions
-        third = await service.create(spec)  # 2 active of 3: allowed, not 3 (2 + 1)
+        third = await service.create(SPEC)  # 2 active of 3: allowed, not 3 (2 + 1)
         assert third.status is SessionStatus.PENDING
         with pytest.raises(LimitExceeded):
-            await service.create(spec)
+            await service.create(SPEC)
 
     run(scenario())
 
@@ -243,7 +242,7 @@ def test_the_disk_budget_refuses_new_sessions_and_stops_running_ones(
             with filler.open("ab") as f:  # the WAL counts: grow it past the budget
                 f.write(b"\0" * 1_100_000)
             with pytest.raises(LimitExceeded) as caught:
-                await service.create(spec)
+                await service.create(SPEC)
             assert caught.value.code == "disk_budget"
             assert "TICKTAPE_DISK_BUDGET_MB" in caught.value.message
             assert await check_disk_budget(store, service, 1.0) == 1

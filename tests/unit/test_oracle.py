@@ -140,6 +140,32 @@ def test_the_tally_helpers_fail_on_a_mismatch_or_no_tally() -> None:
         assert_no_count_mismatch([tally, _event(Reason.COUNT_MISMATCH, "runner wrote ...")])
 
 
+def test_a_self_stopped_runners_tally_may_trail_the_stats_by_a_late_answered_write() -> None:
+    # test_shutdown_scale[questdb] under load: a 4.4 s loop stall fenced a runner; its
+    # write in flight landed (counted by the claim's seal: 1,970 trades) but was answered
+    # after the lease expired, so its tally (1,920) does not count it. Only a runner
+    # that stopped itself may trail so, and never the other way.
+    started = _event(Reason.STARTED, None)
+    tally = _event(Reason.RUNNER_TALLY, json.dumps({"trades": 1920, "orderbook": 384}))
+    lost = _event(Reason.LEASE_LOST, "lease not renewed for 4.8s")
+    zombie = _event(Reason.ZOMBIE_STOPPED, "runner stopped itself; 168 buffered ticks")
+    landed = {"trades": 1970, "orderbook": 394}
+    for events in (
+        [started, lost, tally, zombie],
+        [started, lost, tally],
+        [started, tally, zombie],
+    ):
+        assert_stats_match_tally(landed, events)
+        assert_stats_match_tally({"trades": 1920, "orderbook": 384}, events)
+        with pytest.raises(AssertionError, match="below the self-stopped"):
+            assert_stats_match_tally({"trades": 1910, "orderbook": 394}, events)
+    with pytest.raises(AssertionError, match="differ from the runner's tally"):
+        assert_stats_match_tally(landed, [started, tally])  # a run that ended as asked
+    with pytest.raises(AssertionError, match="differ from the runner's tally"):
+        # a self-stopped run's tally, then a later run's that ended as asked
+        assert_stats_match_tally(landed, [started, lost, tally, zombie, started, tally])
+
+
 def test_paged_reads_keep_every_row_once_and_duplicates_twice(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import LoopTurns
 from ticktape.config import RENEW_ATTEMPTS, Settings
 from ticktape.domain import (
     Reason,
@@ -191,26 +192,6 @@ def test_release_expires_the_lease_and_no_renewal_extends_it_again(run: Run) -> 
     run(body())
 
 
-async def _turns_meanwhile(work: Coroutine[Any, Any, Any]) -> int:
-    """How many times another task ran while ``work`` ran: once per yield of the loop."""
-    turns = 0
-    done = False
-
-    async def other() -> None:
-        nonlocal turns
-        while not done:
-            await asyncio.sleep(0)
-            turns += 1
-
-    task = asyncio.create_task(other())
-    await asyncio.sleep(0)  # started: counts only the turns ``work`` gives it
-    turns = 0
-    await work
-    done = True
-    await task
-    return turns
-
-
 def test_a_heartbeat_over_many_leases_yields_the_loop_between_them(run: Run) -> None:
     # A heartbeat over thousands of sessions must not hold the loop for its whole pass:
     # with a slice of 0 it yields between every two sessions, in both of its passes
@@ -221,8 +202,9 @@ def test_a_heartbeat_over_many_leases_yields_the_loop_between_them(run: Run) -> 
         for i, (_session, handle) in enumerate(running):
             handle.written = TickCounts(i, 1)
         h.keeper.slice_s = 0.0
-        turns = await _turns_meanwhile(h.keeper.heartbeat())
-        assert turns >= 2 * len(running)
+        turns = LoopTurns()
+        await turns.during(h.keeper.heartbeat())
+        assert turns.count >= 2 * len(running)
         for session, handle in running:
             stored = await h.store.sessions.get_session(session.id)
             assert stored.lease_expires_at is not None and stored.lease_expires_at > utcnow()

@@ -14,41 +14,14 @@ import asyncio
 import logging
 from typing import cast
 
-import numpy as np
 import pytest
 
+from tests.unit.writer_stubs import HOUR, Client, trades
 from ticktape.config import Settings
 from ticktape.metrics import Metrics
 from ticktape.runners import TickWriter
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store
-from ticktape.ticks import TickBatch, TradeBatch
-
-HOUR = 3600.0
-
-
-def _trades(session_id: str, n: int = 3) -> TradeBatch:
-    ids = np.arange(n, dtype=np.int64)
-    return TradeBatch(
-        session_id, "X", ids, ids, np.ones(n), np.ones(n), np.ones(n, dtype=np.int8), recv_us=ids
-    )
-
-
-class _Client:
-    def pending_gaps(self) -> bool:
-        return False
-
-    async def write_gaps(self, handle: RunHandle) -> bool:
-        raise AssertionError("no gaps here")
-
-    def drain_over(self) -> bool:
-        return False
-
-    def shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        raise AssertionError("nothing is shed here")
-
-    def stored(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        raise AssertionError("nothing is written here")
 
 
 async def _waiting(task: asyncio.Task[None]) -> None:
@@ -73,16 +46,16 @@ def test_buffered_ticks_and_waits_under_the_instance_bound_are_counted_and_logge
         def sample(name: str) -> float | None:
             return metrics.registry.get_sample_value(name)
 
-        a = writer.register(RunHandle("a"), _Client())
-        b = writer.register(RunHandle("b"), _Client())
-        await a.buffer.put([_trades("a")])
-        await b.buffer.put([_trades("b")])
+        a = writer.register(RunHandle("a"), Client())
+        b = writer.register(RunHandle("b"), Client())
+        await a.buffer.put([trades("a")])
+        await b.buffer.put([trades("b")])
         assert sample("ticktape_tick_buffer_rows") == 6
         assert sample("ticktape_tick_buffer_waits_total") == 0
 
-        first = asyncio.create_task(a.buffer.put([_trades("a")]))
+        first = asyncio.create_task(a.buffer.put([trades("a")]))
         await _waiting(first)
-        second = asyncio.create_task(b.buffer.put([_trades("b")]))
+        second = asyncio.create_task(b.buffer.put([trades("b")]))
         await _waiting(second)
         assert sample("ticktape_tick_buffer_waits_total") == 2
         assert sample("ticktape_tick_buffer_rows") == 6  # bounded: the waiting rows wait

@@ -15,24 +15,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import cast
 
-import numpy as np
-
+from tests.unit.writer_stubs import HOUR, trades
 from ticktape.config import Settings
 from ticktape.metrics import Metrics
 from ticktape.runners import TickWriter
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store, WriteResult
-from ticktape.ticks import TickBatch, TradeBatch
+from ticktape.ticks import TickBatch
 
-HOUR = 3600.0
 WAIT_S = 30.0  # an upper bound on an awaited event, never a pause
-
-
-def _trades(session_id: str, start: int, n: int = 3) -> TradeBatch:
-    ids = np.arange(start, start + n, dtype=np.int64)
-    return TradeBatch(
-        session_id, "X", ids, ids, np.ones(n), np.ones(n), np.ones(n, dtype=np.int8), recv_us=ids
-    )
 
 
 class _Ticks:
@@ -94,10 +85,10 @@ def test_a_slow_gap_write_of_one_session_does_not_delay_another_sessions_batches
         slow.gaps = 1  # a gap seen before its ticks: written first
         a = writer.register(RunHandle("a"), slow)
         b = writer.register(RunHandle("b"), other)
-        await a.buffer.put([_trades("a", 0)])
+        await a.buffer.put([trades("a", 0)])
         for round_ in range(3):  # the other session's batches, one round each
             other.written.clear()
-            await b.buffer.put([_trades("b", 10 * round_)])
+            await b.buffer.put([trades("b", 10 * round_)])
             await asyncio.wait_for(other.written.wait(), WAIT_S)
         assert [c for c in store.ticks.calls if "b" in c] == [["b"]] * 3
         assert not [c for c in store.ticks.calls if "a" in c]  # behind its gap rows
@@ -125,7 +116,7 @@ def test_a_run_that_ends_with_its_gap_write_in_flight_cancels_it() -> None:
         slow = _Client(log, asyncio.Event())  # never answers
         slow.gaps = 1
         reg = writer.register(RunHandle("a"), slow)
-        await reg.buffer.put([_trades("a", 0)])
+        await reg.buffer.put([trades("a", 0)])
         await asyncio.wait_for(slow.writing_gaps.wait(), WAIT_S)  # the round started it
         gap_write = reg.gap_write
         assert gap_write is not None
@@ -152,11 +143,11 @@ def test_a_gap_write_that_fails_with_no_store_error_fails_its_session_alone() ->
         broken.gaps = 1
         a = writer.register(RunHandle("a"), broken)
         b = writer.register(RunHandle("b"), other)
-        await a.buffer.put([_trades("a", 0)])
+        await a.buffer.put([trades("a", 0)])
         done = await asyncio.wait_for(asyncio.wait({a.done}), WAIT_S)
         assert isinstance(done[0].pop().exception(), RuntimeError)
         assert a.handle.stop.is_set()  # its run ends, failed with the error
-        await b.buffer.put([_trades("b", 0)])  # the writer goes on for the others
+        await b.buffer.put([trades("b", 0)])  # the writer goes on for the others
         await asyncio.wait_for(other.written.wait(), WAIT_S)
         assert writer.failure is None
         assert not [c for c in store.ticks.calls if "a" in c]

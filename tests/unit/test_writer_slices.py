@@ -13,25 +13,16 @@ import asyncio
 from collections.abc import Sequence
 from typing import cast
 
-import numpy as np
-
+from tests.unit.writer_stubs import HOUR, Client, trades
 from ticktape.config import Settings
 from ticktape.metrics import Metrics
 from ticktape.runners import TickWriter
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store, WriteResult
-from ticktape.ticks import TickBatch, TradeBatch
+from ticktape.ticks import TickBatch
 
-HOUR = 3600.0
 WAIT_S = 30.0  # an upper bound on an awaited event, never a pause
 SESSIONS = "abcdef"
-
-
-def _trades(session_id: str, start: int, n: int = 3) -> TradeBatch:
-    ids = np.arange(start, start + n, dtype=np.int64)
-    return TradeBatch(
-        session_id, "X", ids, ids, np.ones(n), np.ones(n), np.ones(n, dtype=np.int8), recv_us=ids
-    )
 
 
 class _Ticks:
@@ -54,28 +45,6 @@ class _Store:
         self.ticks = _Ticks()
 
 
-class _Client:
-    def __init__(self, acked: list[str]) -> None:
-        self.acked = acked
-        self.written = asyncio.Event()
-
-    def pending_gaps(self) -> bool:
-        return False
-
-    async def write_gaps(self, handle: RunHandle) -> bool:
-        raise AssertionError("no gaps here")
-
-    def drain_over(self) -> bool:
-        return False
-
-    def shed_rest(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        raise AssertionError("nothing is shed here")
-
-    def stored(self, batches: list[TickBatch], handle: RunHandle) -> None:
-        self.acked.append(handle.session_id)
-        self.written.set()
-
-
 def test_a_round_yields_between_sessions_and_keeps_one_call_and_the_order() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +53,7 @@ def test_a_round_yields_between_sessions_and_keeps_one_call_and_the_order() -> N
         writer = TickWriter(cast(Store, store), settings, Metrics(), "owner")
         writer.slice_s = 0.0  # a slice per session
         acked: list[str] = []
-        clients = [_Client(acked) for _ in SESSIONS]
+        clients = [Client(acked) for _ in SESSIONS]
         regs = [writer.register(RunHandle(s), c) for s, c in zip(SESSIONS, clients, strict=True)]
         seen: list[tuple[int, int]] = []  # (buffers taken, sessions acknowledged) per probe
         more: list[int] = []  # what session a buffered during the round
@@ -92,14 +61,14 @@ def test_a_round_yields_between_sessions_and_keeps_one_call_and_the_order() -> N
         def probe() -> None:
             taken = sum(reg.buffer.rows == 0 for reg in regs)
             if taken == 1 and not more:  # mid-round: session a buffers more meanwhile
-                assert regs[0].buffer.offer([_trades("a", 100)])
+                assert regs[0].buffer.offer([trades("a", 100)])
                 more.append(100)
             seen.append((taken, len(acked)))
             if len(acked) < len(SESSIONS):
                 loop.call_soon(probe)
 
         for s, reg in zip(SESSIONS, regs, strict=True):
-            assert reg.buffer.offer([_trades(s, 0)])  # due at once: one round for all
+            assert reg.buffer.offer([trades(s, 0)])  # due at once: one round for all
         loop.call_soon(probe)
         await asyncio.wait_for(asyncio.gather(*(c.written.wait() for c in clients)), WAIT_S)
 
