@@ -38,6 +38,7 @@ from ticktape.errors import (
 from ticktape.redact import redact
 from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
+from ticktape.store.questdb._abandon import AbandoningConnection
 from ticktape.store.questdb._logthread import Connect, LogThread
 
 T = TypeVar("T")
@@ -486,8 +487,9 @@ class Connections:
             raise StoreUnavailable("connect: the QuestDB store is closed")
         try:
             # prepare_threshold=None: QuestDB drops cached plans when a table changes and then
-            # fails every later call of an auto-prepared statement (docs/questdb-notes.md)
-            conn = await psycopg.AsyncConnection.connect(
+            # fails every later call of an auto-prepared statement (docs/questdb-notes.md);
+            # a cancelled query closes its connection at once (_abandon.py)
+            conn = await AbandoningConnection.connect(
                 self.address.conninfo, autocommit=True, prepare_threshold=None
             )
         except (psycopg.Error, OSError) as exc:
@@ -575,6 +577,8 @@ class Connections:
             if conn is not None:
                 if self._closed:  # finished after close(): not pooled, closed
                     await _close_quietly(conn)
+                elif conn.closed:  # its query abandoned by a cancellation (_abandon.py)
+                    self._opened -= 1
                 else:
                     self._readers.put_nowait(conn)
 
