@@ -1292,6 +1292,16 @@ class QuestDBStore(Store):
         self._db.timeout_s = value
 
     @property
+    def log_transaction_max_s(self) -> float:
+        """A session-log transaction still open this long is abandoned
+        (``config.QUESTDB_LOG_TRANSACTION_MAX_S`` unless set)."""
+        return self._db.log_transaction_max_s
+
+    @log_transaction_max_s.setter
+    def log_transaction_max_s(self, seconds: float) -> None:
+        self._db.log_transaction_max_s = seconds
+
+    @property
     def write_failure(self) -> str | None:
         return self._db.health.failure
 
