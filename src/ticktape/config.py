@@ -95,6 +95,14 @@ QUESTDB_IDLE_RECONNECT_SHARE = 0.5
 # heartbeat, so an orphan is still reaped within lease + one heartbeat.
 # TICKTAPE_QUESTDB_PG_IDLE_TIMEOUT_S.
 QUESTDB_PG_IDLE_TIMEOUT_S = 1.5
+# A session-log transaction (a group commit, BEGIN to COMMIT) still open this long is
+# abandoned by its own process: its connections' sockets are shut down and its appends
+# fail (the store boundary retries them). The server cuts a silent client (above), but
+# never a slow or frozen server's transaction, which would hold the log — and keep the
+# process's cyclic collector paused (_logthread.collector_paused) — until the server
+# answered. Transactions last milliseconds to a fraction of a second; below the store
+# timeout and the reap bound (lease + heartbeat). TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S.
+QUESTDB_LOG_TRANSACTION_MAX_S = 5.0
 QUESTDB_BUSY_ATTEMPTS = 50
 QUESTDB_BUSY_BASE_S = 0.001
 QUESTDB_BUSY_MAX_S = 0.02
@@ -324,6 +332,8 @@ class Settings:
     push_queue_max: int = PUSH_QUEUE_MAX  # TICKTAPE_PUSH_QUEUE_MAX: updates held per client
     feeds: FeedEndpoints = FeedEndpoints()  # exchange endpoints and feed timing
     store_timeout_s: float = STORE_TIMEOUT_S  # TICKTAPE_STORE_TIMEOUT_S: store calls' bound
+    #: TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S: a QuestDB session-log transaction's bound
+    questdb_log_transaction_max_s: float = QUESTDB_LOG_TRANSACTION_MAX_S
     stop_drain_s: float = STOP_DRAIN_S  # TICKTAPE_STOP_DRAIN_S: drain budget after a stop
     #: TICKTAPE_RETENTION (e.g. 30d): the server purges sessions that ended longer ago,
     #: hourly (ticktape.retention); None (the default) keeps everything
@@ -386,6 +396,9 @@ class Settings:
                 env, "TICKTAPE_STORE_TIMEOUT_S", STORE_TIMEOUT_S, deprecated=True
             ),
             stop_drain_s=_env_float(env, "TICKTAPE_STOP_DRAIN_S", STOP_DRAIN_S),
+            questdb_log_transaction_max_s=_env_float(
+                env, "TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S", QUESTDB_LOG_TRANSACTION_MAX_S
+            ),
             cors_origins=tuple(
                 o.strip() for o in env.get("TICKTAPE_CORS_ORIGINS", "").split(",") if o.strip()
             ),
@@ -419,6 +432,10 @@ class Settings:
             raise SystemExit("ticktape: TICKTAPE_GC_INTERVAL_S must be greater than zero")
         if settings.store_timeout_s <= 0:
             raise SystemExit("ticktape: TICKTAPE_STORE_TIMEOUT_S must be greater than zero")
+        if not settings.questdb_log_transaction_max_s > 0:
+            raise SystemExit(
+                "ticktape: TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S must be greater than zero"
+            )
         if not settings.stop_drain_s >= 0:
             raise SystemExit("ticktape: TICKTAPE_STOP_DRAIN_S must be zero or more")
         return settings

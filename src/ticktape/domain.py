@@ -290,6 +290,15 @@ class SessionEvent:
     detail: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A note to record in a session's history with a transition (``SessionStore.transition``):
+    an event that changes no state, as ``SessionStore.add_event`` records one."""
+
+    reason: str
+    detail: str | None = None
+
+
 # --------------------------------------------------------------------------- validation
 
 

@@ -16,6 +16,7 @@ from ticktape.domain import (
     TERMINAL_STATUSES,
     TRANSITIONS,
     DataType,
+    Note,
     OwnerLossPolicy,
     Session,
     SessionConfig,
@@ -1103,6 +1104,62 @@ def test_add_event_on_a_terminal_session_keeps_it_terminal(
     event = run(store.sessions.add_event(failed.id, actor="a", reason="note"))
     assert (event.from_status, event.to_status, event.detail) == (F, F, None)
     assert run(store.sessions.get_session(failed.id)) == failed
+
+
+def test_a_transition_with_a_note_records_the_note_just_before_its_event(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    """``transition(note=...)``: the note (at the status left, by the same actor) and the
+    transition's event, in that order, in one step: what the runtime records a runner's
+    own tally with."""
+    stopping = _drive(store, run, _create(store, run, make_session()), [R, SG])
+    before = run(store.sessions.list_events(stopping.id))
+    stopped = run(
+        store.sessions.transition(
+            stopping.id,
+            expected_version=stopping.version,
+            to_status=SD,
+            actor="inst-a",
+            reason="user_stop",
+            stats=Stats(trades=5),
+            note=Note("runner_tally", '{"trades": 5}'),
+        )
+    )
+    assert stopped.status is SD and stopped.stats == Stats(trades=5)
+    events = run(store.sessions.list_events(stopping.id))
+    assert events[: len(before)] == before
+    note, ended = events[len(before) :]
+    assert (note.seq, note.from_status, note.to_status) == (len(before) + 1, SG, SG)
+    assert (note.actor, note.reason, note.detail) == ("inst-a", "runner_tally", '{"trades": 5}')
+    assert (ended.seq, ended.from_status, ended.to_status) == (len(before) + 2, SG, SD)
+    assert (ended.actor, ended.reason) == ("inst-a", "user_stop")
+    assert note.at <= ended.at
+    assert run(store.sessions.get_session(stopping.id)) == stopped
+
+
+@pytest.mark.parametrize("refused", ["race", "invalid"])
+def test_a_refused_transition_records_its_note_neither(
+    store: Store, run: Run, make_session: MakeSession, refused: str
+) -> None:
+    """Both or neither: a transition that loses its compare-and-set, or is not allowed,
+    leaves no note behind."""
+    path = [R, SG, SD] if refused == "invalid" else [R]
+    current = _drive(store, run, _create(store, run, make_session()), path)
+    before = run(store.sessions.list_events(current.id))
+    with pytest.raises(InvalidTransition if refused == "invalid" else TransitionRace):
+        run(
+            store.sessions.transition(
+                current.id,
+                # a stopped session never fails; a running one moved on since version - 1
+                expected_version=current.version - (1 if refused == "race" else 0),
+                to_status=F if refused == "invalid" else SG,
+                actor="inst-a",
+                reason="user_stop",
+                note=Note("runner_tally", "{}"),
+            )
+        )
+    assert run(store.sessions.list_events(current.id)) == before
+    assert run(store.sessions.get_session(current.id)) == current
 
 
 def test_add_event_of_unknown_id_raises_session_not_found(store: Store, run: Run) -> None:

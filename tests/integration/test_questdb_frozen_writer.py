@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -33,9 +35,10 @@ from ticktape.config import (
     QUESTDB_PG_IDLE_TIMEOUT_S,
 )
 from ticktape.domain import Reason
+from ticktape.errors import StoreUnavailable
 from ticktape.store import open_store
 from ticktape.store.questdb import QuestDBStore
-from ticktape.testing import draft_session
+from ticktape.testing import draft_session, sigstop
 
 pytestmark = pytest.mark.questdb
 
@@ -179,3 +182,65 @@ def test_a_group_cut_mid_transaction_says_how_long_the_thread_was_silent(
     assert len(lost) == 1, [r.getMessage() for r in caplog.records]
     silent_s = float(lost[0].getMessage().split("s after the first round trip")[0].split()[-1])
     assert silent_s >= QUESTDB_PG_IDLE_TIMEOUT_S
+
+
+def test_a_log_transaction_frozen_past_its_bound_is_abandoned(
+    own_questdb: Callable[..., qs.ServerHandle], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group commit whose server freezes mid-transaction (SIGSTOP) would hold the
+    session log, and keep the collector paused, until the server answered: the server's
+    idle timeout cuts a silent client, never a silent server. The store abandons it at
+    ``log_transaction_max_s`` instead — long before the store timeout — and the
+    collector runs again; once the server is back, the transaction was not committed
+    and the next append goes through."""
+    server = own_questdb(pg_idle_timeout_s=None)  # the server never cuts the connection
+    store = QuestDBStore(server.store_url)
+    store.timeout_s = 30.0
+    store.log_transaction_max_s = 0.5
+    frozen: list[bool] = []
+
+    def on_connect(conn: Any) -> None:
+        if not isinstance(conn, psycopg.Connection):
+            return  # the event loop's connections
+        execute = conn.execute
+
+        def freeze_at_begin(query: Any, *args: Any, **kwargs: Any) -> Any:
+            # frozen as the transaction begins: what it sent reaches the server only after
+            # the shutdown, so the server sees the connection end before any COMMIT
+            if query == "BEGIN" and arm and not frozen:
+                frozen.append(True)
+                sigstop(server.pid)
+            return execute(query, *args, **kwargs)
+
+        conn.execute = freeze_at_begin  # type: ignore[method-assign]
+
+    arm = False
+    store.on_connect = on_connect
+
+    async def scenario() -> float:
+        nonlocal arm
+        await store.open()
+        try:
+            session = await store.sessions.create_session(draft_session(), actor="t")
+            arm = True
+            started = time.monotonic()
+            try:
+                with pytest.raises(StoreUnavailable):
+                    await store.sessions.add_event(session.id, actor="t", reason="frozen")
+                failed_after = time.monotonic() - started
+                assert gc.isenabled()  # the collector's pause ended with the transaction
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert frozen
+            await store.sessions.add_event(session.id, actor="t", reason="after")
+            reasons = [e.reason for e in await store.sessions.list_events(session.id)]
+            assert "frozen" not in reasons and reasons[-1] == "after", reasons
+            return failed_after
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.WARNING):
+        failed_after = asyncio.run(scenario())
+    assert failed_after < 10.0  # the bound, not the store's 30 s timeout, ended it
+    abandoned = [r for r in caplog.records if "past its bound" in r.getMessage()]
+    assert len(abandoned) == 1, [r.getMessage() for r in caplog.records]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from ticktape.cli import main as cli_main
-from ticktape.config import STORE_TIMEOUT_S, Settings
+from ticktape.config import QUESTDB_LOG_TRANSACTION_MAX_S, STORE_TIMEOUT_S, Settings
 from ticktape.store import open_store
+from ticktape.store.questdb import QuestDBStore
 
 
 def test_the_bound_is_read_from_its_name_and_defaults_to_the_constant() -> None:
@@ -68,3 +69,16 @@ def test_the_store_attribute_is_timeout_s_through_every_layer(url: str, tmp_path
     assert (store.timeout_s, store.inner.timeout_s) == (3.5, 3.5)  # the backend's own bound
     store.timeout_s = 2.0
     assert store.inner.timeout_s == 2.0
+
+
+def test_the_log_transaction_bound_is_read_from_its_variable_and_reaches_the_store() -> None:
+    assert Settings.from_env({}).questdb_log_transaction_max_s == QUESTDB_LOG_TRANSACTION_MAX_S
+    settings = Settings.from_env({"TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S": "2.5"})
+    assert settings.questdb_log_transaction_max_s == 2.5
+    store = open_store(
+        "questdb://127.0.0.1:1", log_transaction_max_s=settings.questdb_log_transaction_max_s
+    )
+    assert isinstance(store.inner, QuestDBStore)
+    assert store.inner.log_transaction_max_s == 2.5
+    with pytest.raises(SystemExit, match="LOG_TRANSACTION_MAX_S must be greater than zero"):
+        Settings.from_env({"TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S": "0"})

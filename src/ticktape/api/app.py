@@ -121,6 +121,7 @@ def create_app(
             on_retry=own_metrics.store_retry,
             actor=settings.instance,
             timeout_s=settings.store_timeout_s,
+            log_transaction_max_s=settings.questdb_log_transaction_max_s,
         )
         await store.open()
         try:

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from ticktape.config import SHUTDOWN_TIMEOUT_S, Settings
-from ticktape.domain import Reason, Session, SessionStatus, Stats
+from ticktape.domain import Note, Reason, Session, SessionStatus, Stats
 from ticktape.errors import (
     InvalidTransition,
     LeaseLost,
@@ -321,8 +321,6 @@ class Supervisor:
         fails, the handle is released, the lease expires, and the reconciler
         finalises the session from the store (counted there, as here).
         """
-        if result.stats is None:
-            await self._note_tally(handle)
         retry = self._settings.retry
         delay = retry.store_base_s
         for round_ in range(1, retry.finish_rounds + 1):
@@ -359,33 +357,27 @@ class Supervisor:
     async def _note_tally(
         self, handle: RunHandle, dropped: int = 0, *, owner: str | None = None
     ) -> None:
-        """Record the runner's own tally, so stats can be checked against it (invariant 7).
-
-        The stats are counted from the store; this is counted by the runner as the
-        store acknowledged its writes (a resumed run starts from what was stored).
-        """
-        tally = {
-            "trades": handle.written.trades,
-            "orderbook": handle.written.orderbook,
-            "unstored": handle.unstored,
-            "dropped": dropped,
-        }
+        """Record the runner's own tally on its own (:func:`_tally`), best effort."""
+        tally = _tally(handle, dropped)
         await note(
             self._store,
             handle.session_id,
             actor=self._owner,
-            reason=Reason.RUNNER_TALLY,
-            detail=json.dumps(tally, sort_keys=True),
+            reason=tally.reason,
+            detail=tally.detail,
             owner=owner,
         )
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
-        """Stats from what is actually stored, then the terminal state (invariant 7)."""
+        """Stats from what is actually stored, then the terminal state (invariant 7),
+        with the runner's own tally (:func:`_tally`) when it stored ticks."""
         seal = await self._seal(handle.session_id, acknowledged=handle.acknowledged)
         counts = seal.counts
+        tally: Note | None = None
         if result.stats is not None:  # a run that stores no ticks: its own final stats
             stats = result.stats
         else:
+            tally = _tally(handle)
             if counts != handle.written:
                 await note(
                     self._store,
@@ -419,7 +411,7 @@ class Supervisor:
                 )
                 continue
             try:
-                await self._finalise(current, target, reason, stats, detail, seal=seal)
+                await self._finalise(current, target, reason, stats, detail, seal=seal, note=tally)
                 return
             except (TransitionRace, InvalidTransition):
                 continue
@@ -433,6 +425,7 @@ class Supervisor:
         detail: str | None = None,
         *,
         seal: Seal,
+        note: Note | None = None,
     ) -> Session:
         ended = await self._store.sessions.transition(
             current.id,
@@ -444,6 +437,7 @@ class Supervisor:
             stats=stats,
             lease_expires_at=None,
             seal=seal,
+            note=note,
         )
         self._leases.untrack(current.id)  # ended: nothing left to renew
         return ended
@@ -549,6 +543,24 @@ class Supervisor:
             detail=f"released on shutdown with {counts.trades} trades, "
             f"{counts.orderbook} snapshots stored",
         )
+
+
+def _tally(handle: RunHandle, dropped: int = 0) -> Note:
+    """The runner's own tally, so stats can be checked against it (invariant 7).
+
+    The stats are counted from the store; this is counted by the runner as the store
+    acknowledged its writes (a resumed run starts from what was stored). A run that
+    ends here records it with its terminal transition, in the same write
+    (``SessionStore.transition``'s ``note``); one that lost its lease or hands its
+    session over, as a note of its own.
+    """
+    tally = {
+        "trades": handle.written.trades,
+        "orderbook": handle.written.orderbook,
+        "unstored": handle.unstored,
+        "dropped": dropped,
+    }
+    return Note(Reason.RUNNER_TALLY, json.dumps(tally, sort_keys=True))
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -20,16 +20,24 @@ def open_store(
     on_retry: Callable[[Exception], None] | None = None,
     actor: str = "store",
     timeout_s: float | None = None,
+    log_transaction_max_s: float | None = None,
 ) -> RetryingStore:
     """The store for ``url`` (not yet opened: call ``await store.open()``).
 
     Its public face is the retry layer (:class:`~ticktape.store.retrying.RetryingStore`,
     bounded by ``retry``) around the backend, which is ``.inner``. ``timeout_s``
-    bounds each of the backend's writes and reads (``TICKTAPE_STORE_TIMEOUT_S``).
+    bounds each of the backend's writes and reads (``TICKTAPE_STORE_TIMEOUT_S``);
+    ``log_transaction_max_s`` a QuestDB session-log transaction
+    (``TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S``; other backends have none).
     """
     backend = _backend(url, retry)
     if timeout_s is not None:
         backend.timeout_s = timeout_s
+    if log_transaction_max_s is not None and url.startswith("questdb://"):
+        from ticktape.store.questdb import QuestDBStore
+
+        if isinstance(backend, QuestDBStore):
+            backend.log_transaction_max_s = log_transaction_max_s
     return RetryingStore(backend, retry, on_retry=on_retry, actor=actor)
 
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar
 
 from ticktape.config import STORE_TIMEOUT_S
-from ticktape.domain import DataType, Session, SessionEvent, SessionKind, SessionStatus, Stats
+from ticktape.domain import DataType, Note, Session, SessionEvent, SessionKind, SessionStatus, Stats
 from ticktape.errors import WriteTimedOut
 from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
 
@@ -390,6 +390,7 @@ class SessionStore(abc.ABC):
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
+        note: Note | None = None,
     ) -> Session:
         """Move a session to ``to_status`` if, and only if, it is still at ``expected_version``.
 
@@ -417,6 +418,11 @@ class SessionStore(abc.ABC):
         fencing check but landing after the seal — are never counted, read or
         positioned, so the stats stay equal to the stored rows (invariant 7).
         Every transition to a terminal status of a session that ran carries one.
+
+        With ``note``, the history gets that note (an event from and to the status the
+        session is leaving, by ``actor``, as :meth:`add_event` records it) just before
+        the transition's event, in the same atomic step: both or neither. The runtime
+        records a runner's own tally so, with its terminal transition (one write).
         """
 
     @abc.abstractmethod

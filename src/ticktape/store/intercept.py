@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ticktape.domain import DataType, Session, SessionEvent, SessionStatus, Stats
+from ticktape.domain import DataType, Note, Session, SessionEvent, SessionStatus, Stats
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
     MAX_CHANGES,
@@ -144,6 +144,7 @@ class InterceptedSessionStore(SessionStore):
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
+        note: Note | None = None,
     ) -> Session:
         return await self._f(
             "transition",
@@ -159,6 +160,7 @@ class InterceptedSessionStore(SessionStore):
             stats=stats,
             lease_expired_before=lease_expired_before,
             seal=seal,
+            note=note,
         )
 
     async def renew_lease(

@@ -14,7 +14,16 @@ from datetime import datetime
 
 import numpy as np
 
-from ticktape.domain import DataType, Reason, Session, SessionEvent, SessionStatus, Stats, utcnow
+from ticktape.domain import (
+    DataType,
+    Note,
+    Reason,
+    Session,
+    SessionEvent,
+    SessionStatus,
+    Stats,
+    utcnow,
+)
 from ticktape.errors import LeaseLost, SessionConflict, SessionNotFound, ValidationError
 from ticktape.store.base import (
     DEFAULT_DATA_LIMIT,
@@ -230,6 +239,7 @@ class MemorySessionStore(SessionStore):
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
+        note: Note | None = None,
     ) -> Session:
         async with self._s.lock:
             current = self._get(session_id)
@@ -246,6 +256,10 @@ class MemorySessionStore(SessionStore):
                 lease_expired_before=lease_expired_before,
             )
             self._put(updated)
+            if note is not None:
+                self._record(
+                    session_id, current.status, current.status, actor, note.reason, note.detail, now
+                )
             self._record(session_id, current.status, to_status, actor, reason, detail, now)
             return self._view(updated)
 

@@ -246,8 +246,9 @@ class GroupCommitter:
         began = ended = 0.0
         try:
             # the log is held from the first round trip: no collection of this process
-            # may keep the thread from its next one (collector_paused)
-            with collector_paused():
+            # may keep the thread from its next one (collector_paused), and the hold
+            # is bounded (log_transaction_bounded: a frozen server would keep it)
+            with collector_paused(), self._db.log_transaction_bounded():
                 began = time.perf_counter()
                 try:
                     return self._transaction(connection, conn, group)

@@ -14,7 +14,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -25,6 +25,7 @@ from questdb import QuestDBError
 from ticktape.config import (
     QUESTDB_IDLE_RECONNECT_S,
     QUESTDB_IDLE_RECONNECT_SHARE,
+    QUESTDB_LOG_TRANSACTION_MAX_S,
     STORE_TIMEOUT_S,
 )
 from ticktape.errors import (
@@ -38,6 +39,7 @@ from ticktape.errors import (
 from ticktape.redact import redact
 from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
+from ticktape.store.questdb._abandon import AbandoningConnection
 from ticktape.store.questdb._logthread import Connect, LogThread
 
 T = TypeVar("T")
@@ -420,6 +422,9 @@ class Connections:
         # idle ones: config.QUESTDB_IDLE_RECONNECT_S); QuestDBStore.idle_reconnect_s sets it.
         self.idle_reconnect_s = QUESTDB_IDLE_RECONNECT_S
         self._used: dict[int, float] = {}  # id(connection) → time.monotonic() of its last use
+        # a session-log transaction open longer is abandoned (LogThread.abandoned_after);
+        # QuestDBStore.log_transaction_max_s sets it
+        self.log_transaction_max_s = QUESTDB_LOG_TRANSACTION_MAX_S
         self._log_thread = LogThread(
             address.conninfo,
             "ticktape-questdb-log",
@@ -486,8 +491,9 @@ class Connections:
             raise StoreUnavailable("connect: the QuestDB store is closed")
         try:
             # prepare_threshold=None: QuestDB drops cached plans when a table changes and then
-            # fails every later call of an auto-prepared statement (docs/questdb-notes.md)
-            conn = await psycopg.AsyncConnection.connect(
+            # fails every later call of an auto-prepared statement (docs/questdb-notes.md);
+            # a cancelled query closes its connection at once (_abandon.py)
+            conn = await AbandoningConnection.connect(
                 self.address.conninfo, autocommit=True, prepare_threshold=None
             )
         except (psycopg.Error, OSError) as exc:
@@ -575,6 +581,8 @@ class Connections:
             if conn is not None:
                 if self._closed:  # finished after close(): not pooled, closed
                     await _close_quietly(conn)
+                elif conn.closed:  # its query abandoned by a cancellation (_abandon.py)
+                    self._opened -= 1
                 else:
                     self._readers.put_nowait(conn)
 
@@ -600,6 +608,10 @@ class Connections:
         Read by the log thread while its job holds that lock (a hint: a write that
         starts waiting just after is seen at the job's next look)."""
         return self._write_lock.waiting > 0
+
+    def log_transaction_bounded(self) -> AbstractContextManager[None]:
+        """In the log thread, around one transaction: abandoned past ``log_transaction_max_s``."""
+        return self._log_thread.abandoned_after(self.log_transaction_max_s, "write session log")
 
     async def in_log_thread(self, job: Callable[[Connect], T], what: str) -> T:
         """``job`` run on the log thread's connections (``_logthread.py``: roles

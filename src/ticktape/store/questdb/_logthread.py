@@ -14,13 +14,15 @@ opens them (``connection(role)``, one per role), drops a broken one and closes t
 at :meth:`LogThread.close`. The one thing the loop side does to them is ``shutdown(2)``
 of their sockets when the store closes, under a lock that keeps a socket from being
 closed meanwhile: a job blocked on a frozen server then fails at once and the thread
-closes its connections itself.
+closes its connections itself. A transaction open past its bound
+(:meth:`LogThread.abandoned_after`) has its sockets shut down the same way, by a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import socket
 import threading
 import time
@@ -33,6 +35,7 @@ import psycopg
 
 from ticktape.errors import StoreUnavailable
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connect = Callable[[str], psycopg.Connection[Any]]
 CLOSE_WAIT_S = 2.0  # close() waits this long at most for the thread to close its connections
@@ -97,6 +100,44 @@ class LogThread:
         executor.shutdown(wait=done.done())
 
     # ------------------------------------------------------------------ in the thread
+
+    @contextmanager
+    def abandoned_after(self, limit_s: float, what: str) -> Iterator[None]:
+        """In the thread, around one transaction: if it is still open ``limit_s`` after it
+        began, every connection's socket is shut down, as :meth:`close` does. A round trip
+        blocked on a frozen server then fails at once, so the transaction ends (the server
+        rolls it back when it sees the connection go) and the thread's connections are
+        dropped; without it, only the server answering or the store closing would end it,
+        and the session log stays held meanwhile (and the collector paused:
+        :func:`collector_paused`). A slow server's transaction that overruns is cut the
+        same way: its appends fail, and the store boundary retries them."""
+        ended = False
+        began = time.monotonic()
+
+        def abandon() -> None:
+            with self._lock:
+                if ended:
+                    return
+                log.warning(
+                    "%s: transaction open %.3fs, past its bound of %gs "
+                    "(TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S): its connections are shut "
+                    "down, its appends fail (their callers retry)",
+                    what,
+                    time.monotonic() - began,
+                    limit_s,
+                )
+                for fd in self._sockets.values():
+                    _shutdown(fd)
+
+        timer = threading.Timer(limit_s, abandon)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                ended = True
+            timer.cancel()
 
     def _job(self, job: Callable[[Connect], T]) -> T:
         try:

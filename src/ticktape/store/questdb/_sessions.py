@@ -32,6 +32,7 @@ from ticktape.config import DEFAULT_RETRY, LOOP_SLICE_S, QUESTDB_APPEND_ROUNDS, 
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
+    Note,
     Reason,
     Session,
     SessionConfig,
@@ -871,19 +872,22 @@ class QuestDBSessionStore(SessionStore):
     async def _change(
         self,
         session_id: str,
-        build: Callable[[_Row], _Row],
+        build: Callable[[_Row], _Row | tuple[_Row, _Row]],
         what: str,
     ) -> _Row:
         """Read the newest row, build the next one from it (``build`` raises the contract's
-        errors), append it; when another writer got there first, read again."""
+        errors; or the next two, appended together), append it; when another writer got
+        there first, read again. Returns the (last) row appended."""
         for _ in range(QUESTDB_APPEND_ROUNDS):
             current = await self._latest(session_id)
-            row = build(current)
-            if await self._append(row, expect_row_seq=current.row_seq) is not None:
+            built = build(current)
+            rows = (built,) if isinstance(built, _Row) else built
+            appended = await self._append(rows[0], expect_row_seq=current.row_seq, then=rows[1:])
+            if appended is not None:
                 # the owner's instance lease read with ``current`` views the new row too
                 # (``_viewed``): read within this call like a second read would be, which
                 # cost a query per transition
-                return replace(row, owner_instance=current.owner_instance)
+                return replace(rows[-1], owner_instance=current.owner_instance)
         raise StoreBusy(f"{what}: session {session_id!r} kept changing; try again")
 
     async def create_session(
@@ -986,8 +990,9 @@ class QuestDBSessionStore(SessionStore):
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
+        note: Note | None = None,
     ) -> Session:
-        def build(current: _Row) -> _Row:
+        def build(current: _Row) -> _Row | tuple[_Row, _Row]:
             new = apply_transition(
                 current.session,
                 expected_version=expected_version,
@@ -999,7 +1004,18 @@ class QuestDBSessionStore(SessionStore):
                 stats=stats,
                 lease_expired_before=lease_expired_before,
             )
-            return current.next(
+            # the note's row, then the transition's, in one append: both or neither
+            before = current
+            if note is not None:
+                before = current.next(
+                    current.session,
+                    row_kind="note",
+                    actor=actor,
+                    reason=note.reason,
+                    detail=note.detail,
+                    event=True,
+                )
+            row = before.next(
                 new,
                 row_kind="transition",
                 actor=actor,
@@ -1008,6 +1024,7 @@ class QuestDBSessionStore(SessionStore):
                 event=True,
                 seal=seal,
             )
+            return row if before is current else (before, row)
 
         row = await self._change(session_id, build, f"transition to {to_status.value}")
         return (await self._viewed([row]))[0].session
@@ -1273,6 +1290,16 @@ class QuestDBStore(Store):
     @timeout_s.setter
     def timeout_s(self, value: float) -> None:
         self._db.timeout_s = value
+
+    @property
+    def log_transaction_max_s(self) -> float:
+        """A session-log transaction still open this long is abandoned
+        (``config.QUESTDB_LOG_TRANSACTION_MAX_S`` unless set)."""
+        return self._db.log_transaction_max_s
+
+    @log_transaction_max_s.setter
+    def log_transaction_max_s(self, seconds: float) -> None:
+        self._db.log_transaction_max_s = seconds
 
     @property
     def write_failure(self) -> str | None:

@@ -26,6 +26,7 @@ from ticktape.config import FLUSH_MAX_ROWS, sqlite_path_from_url
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
+    Note,
     Reason,
     Session,
     SessionConfig,
@@ -397,6 +398,7 @@ class SqliteSessionStore(SessionStore):
         stats: Stats | None = None,
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
+        note: Note | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             current = _fetch(conn, session_id)
@@ -412,6 +414,17 @@ class SqliteSessionStore(SessionStore):
                 stats=stats,
                 lease_expired_before=lease_expired_before,
             )
+            if note is not None:  # in the transition's transaction: both or neither
+                _append_event(
+                    conn,
+                    session_id,
+                    current.status,
+                    current.status,
+                    actor,
+                    note.reason,
+                    note.detail,
+                    now,
+                )
             _write_transition(conn, current, new, actor, reason, detail, now)
             return _fetch(conn, session_id)
 
