@@ -834,7 +834,8 @@ class QuestDBTickStore(TickStore):
                 return
             self._count_queued.clear()
             try:
-                await asyncio.wait_for(self._count_queued.wait(), min(left, SEAL_GATHER_IDLE_S))
+                async with asyncio.timeout(min(left, SEAL_GATHER_IDLE_S)):
+                    await self._count_queued.wait()
             except TimeoutError:
                 return  # none came for a while: the rest are late, they go in a later group
 
