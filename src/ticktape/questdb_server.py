@@ -84,14 +84,10 @@ def free_ports(n: int) -> list[int]:
 class QuestDBServerConfig:
     """How to run one server. Worker counts suit a 2-core machine; ports are loopback-only.
 
-    Four network workers: a PG-wire query runs on its connection's network worker, and
-    no other client is served there until it ends; instances stopping together each
-    scan the tick tables for their seals, and with two workers two such scans left a
-    fresh connect waiting 2.7 s (p50) and three made connects time out, while four kept
-    it at 23 ms p50 / 0.27 s max with three scans running (docs/benchmarks.md, seal21).
-    Idle, they cost no more CPU (they nap). One query and one write (WAL apply) worker,
-    so the JVM does not fight the Python process for the cores; idle workers go to sleep
-    soon instead of spinning (``server_properties``).
+    Two network workers so that one blocking request (``wait_wal_table``, a long query)
+    does not stall every other PG-wire and HTTP client; one query and one write
+    (WAL apply) worker, so the JVM does not fight the Python process for the cores;
+    idle workers go to sleep soon instead of spinning (``server_properties``).
     """
 
     root: Path
@@ -101,7 +97,7 @@ class QuestDBServerConfig:
     ilp_tcp_port: int = 9009
     http_min_port: int = 9003
     heap: str = "512m"
-    network_workers: int = 4
+    network_workers: int = 2
     query_workers: int = 1
     write_workers: int = 1
     version: str = QUESTDB_VERSION
