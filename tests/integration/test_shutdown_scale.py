@@ -35,6 +35,19 @@ async def _statuses(node: Instance, ids: list[str]) -> dict[str, SessionStatus]:
     return {sid: (await node.raw.sessions.get_session(sid)).status for sid in ids}
 
 
+def _announced_seals(ticks: Any) -> list[int]:
+    """The seal counts announced to ``ticks`` (``expect_seals``), from now on."""
+    announced: list[int] = []
+    inner = ticks.expect_seals
+
+    def expect_seals(sessions: int, within_s: float) -> None:
+        announced.append(sessions)
+        inner(sessions, within_s)
+
+    ticks.expect_seals = expect_seals
+    return announced
+
+
 def _count_reads(sessions: Any) -> list[str]:
     """Wraps the backend's ``get_session``: the ids read, one per call."""
     reads: list[str] = []
@@ -84,8 +97,12 @@ def test_a_shutdown_of_many_sessions_ends_each_in_an_allowed_state(
             if isinstance(ticks, QuestDBTickStore):
                 ticks.on_count_group = groups.append
             reads = _count_reads(a.raw.inner.sessions)
+            announced = _announced_seals(a.raw.inner.ticks)
             await a.shutdown(timeout_s=SHUTDOWN_TIMEOUT_S)
             del a.raw.inner.sessions.get_session  # the class's again
+            del a.raw.inner.ticks.expect_seals
+            # every run ending seals (stopped or handed over): the store was told so first
+            assert announced == [SESSIONS], announced
             # a session's stop (or hand-over) is decided on one read, its end on another
             # (reading it again for the stop's compare-and-set made 3 per stopped session)
             assert len(reads) == 2 * SESSIONS, len(reads)

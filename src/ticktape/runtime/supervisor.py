@@ -128,6 +128,9 @@ class Supervisor:
         await _cancel(self._reconcile_task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        # Every run ending here seals its ticks (stopped or handed over): told how many,
+        # the store can count them together (on QuestDB, one read of the tick tables).
+        self._store.ticks.expect_seals(len(self._handles), timeout_s / 2)
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:

@@ -704,6 +704,14 @@ class TickStore(abc.ABC):
         """
         return Seal(await self.count(session_id))
 
+    def expect_seals(self, sessions: int, within_s: float) -> None:
+        """A hint before many sessions end together (an instance's shutdown): about
+        ``sessions`` :meth:`seal` calls follow within ``within_s`` seconds. A backend
+        whose seals of sessions ending together share their reads (QuestDB) may hold
+        the first ones back, up to then, so that they share one read; it changes no
+        count. This default ignores it."""
+        return
+
     @abc.abstractmethod
     async def position(self, session_id: str) -> TickPosition:
         """Where the session's visible ticks end (see :class:`TickPosition`).

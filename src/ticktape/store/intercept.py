@@ -300,6 +300,9 @@ class InterceptedTickStore(TickStore):
         i = self._inner
         return await self._f("seal", i.seal, session_id=session_id, acknowledged=acknowledged)
 
+    def expect_seals(self, sessions: int, within_s: float) -> None:
+        self._inner.expect_seals(sessions, within_s)  # a hint: nothing to retry or fail
+
     async def position(self, session_id: str) -> TickPosition:
         return await self._f("position", self._inner.position, session_id=session_id)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -69,6 +69,11 @@ class Grouper(Generic[W]):
         self._queue.append(item)
         if self._running is None or self._running.done():
             self._running = asyncio.create_task(self._drain(), name=self._name)
+
+    @property
+    def queued(self) -> Sequence[W]:
+        """The items waiting for the next group, oldest first (read-only)."""
+        return self._queue
 
     def requeue(self, items: list[W]) -> None:
         """Put items back at the front, for the next group (from within ``run_group``)."""

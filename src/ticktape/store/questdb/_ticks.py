@@ -112,6 +112,10 @@ SEAL_READS_MAX = 5
 #: Sessions counted together by one grouped count (``_count_group``), at most: the
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
 COUNT_GROUP_MAX = 1_000
+#: While seals are expected (:meth:`QuestDBTickStore.expect_seals`), a count group waits
+#: for the next one this long at most: a runner that stalls or ended otherwise does not
+#: hold the others' seals for the whole bound.
+SEAL_GATHER_IDLE_S = 1.0
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -501,8 +505,15 @@ class QuestDBTickStore(TickStore):
         # of many) go in one query per table: with no index on session_id, each count
         # scans the day's partition, and 1,000 such scans took minutes (docs/benchmarks.md).
         self._counts: Grouper[_Count] = Grouper(
-            self._count_group, lambda q: min(len(q), COUNT_GROUP_MAX), "count ticks"
+            self._count_group,
+            lambda q: min(len(q), COUNT_GROUP_MAX),
+            "count ticks",
+            pause=self._gather_seals,
         )
+        # Seals announced by expect_seals and not taken in a group yet; until when to wait.
+        self._seals_expected = 0
+        self._seals_until = 0.0
+        self._count_queued = asyncio.Event()
         # Likewise the positions of sessions resumed together (the claims of a hand-over).
         self._positions: Grouper[_Locate] = Grouper(
             self._position_group, lambda q: min(len(q), COUNT_GROUP_MAX), "tick position"
@@ -801,7 +812,32 @@ class QuestDBTickStore(TickStore):
         meanwhile (one query per table for all of them)."""
         request = _Count(session_id, sealing, acknowledged)
         self._counts.submit(request)
+        self._count_queued.set()
         return await request.future
+
+    def expect_seals(self, sessions: int, within_s: float) -> None:
+        """See :meth:`TickStore.expect_seals`. Each count group formed while seals are
+        expected first waits until every expected seal is queued, for
+        :data:`SEAL_GATHER_IDLE_S` with none arriving, or until ``within_s`` from now:
+        a shutdown's 1,000 seals arrive over seconds and, taken as they came, formed
+        several groups, each reading both tick tables' whole partition again while the
+        server's network workers had nothing else to give (docs/questdb.md)."""
+        self._seals_expected = sessions
+        self._seals_until = time.monotonic() + within_s
+
+    async def _gather_seals(self) -> None:
+        """Before a count group is taken: while seals are expected, wait for them."""
+        while self._seals_expected > 0:
+            queued = sum(1 for c in self._counts.queued if c.sealing and not c.future.done())
+            left = self._seals_until - time.monotonic()
+            if queued >= self._seals_expected or left <= 0:
+                return
+            self._count_queued.clear()
+            try:
+                async with asyncio.timeout(min(left, SEAL_GATHER_IDLE_S)):
+                    await self._count_queued.wait()
+            except TimeoutError:
+                return  # none came for a while: the rest are late, they go in a later group
 
     async def _count_group(self, group: list[_Count]) -> None:
         """Count every session of ``group``: its tenure first, then per tick table the
@@ -819,6 +855,8 @@ class QuestDBTickStore(TickStore):
         table counted before the send and cut after it, or cut in one table where the
         other's count has it."""
         ids = sorted({c.session_id for c in group})
+        taken = sum(1 for c in group if c.sealing)
+        self._seals_expected = max(0, self._seals_expected - taken)
         if self.on_count_group is not None:
             self.on_count_group(ids)
         tenures = await self._tenures(ids)
