@@ -67,7 +67,7 @@ from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
-from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections
+from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections, LogLookups
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._logthread import Connect, collector_paused
 
@@ -288,7 +288,15 @@ class GroupCommitter:
                 conn.execute("COMMIT")
                 kept_cur = conn.execute(*self._kept_sql(written))
                 pipeline.sync()
-                kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_cur.fetchall()}
+                kept_rows = self._db.log_lookups.first(kept_cur.fetchall())
+            # a session with none of its rows read back: the symbol lookup may have
+            # missed it (LogLookups); read again by the id's string value
+            unread = LogLookups.missed([op.id for op in written], kept_rows, 0)
+            if unread:
+                again = conn.execute(*self._kept_sql(written, unread)).fetchall()
+                self._db.log_lookups.found_again(unread, again, "append to session log")
+                kept_rows += again
+            kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_rows}
             return _unkept(group, answers, kept)
         except BaseException as exc:
             if isinstance(exc, psycopg.OperationalError) and conn.closed:
@@ -329,9 +337,17 @@ class GroupCommitter:
             await pipeline.sync()
             found: dict[str, tuple[Any, ...]] = {}
             for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
-                rows = await cur.fetchall()
+                rows = self._db.log_lookups.first(await cur.fetchall())
                 if rows:
                     found.setdefault(str(key), rows[0])
+        unfound = self._unfound(ordered, found)
+        if unfound:
+            sql = self._first_row_sql(by_string=True)
+            rows_again = []
+            for _key, sid, first_ts in unfound:
+                cur = await conn.execute(sql, (first_ts, str(sid)))
+                rows_again.append(await cur.fetchall())
+            self._found_again(unfound, rows_again, found)
         return found
 
     def _first_rows_in_thread(
@@ -349,24 +365,57 @@ class GroupCommitter:
             pipeline.sync()
             found: dict[str, tuple[Any, ...]] = {}
             for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
-                rows = cur.fetchall()
+                rows = self._db.log_lookups.first(cur.fetchall())
                 if rows:
                     found.setdefault(str(key), rows[0])
+        unfound = self._unfound(ordered, found)
+        if unfound:
+            sql = self._first_row_sql(by_string=True)
+            rows_again = [conn.execute(sql, (ts, str(sid))).fetchall() for _k, sid, ts in unfound]
+            self._found_again(unfound, rows_again, found)
         return found
 
-    def _kept_sql(self, written: list[Append]) -> tuple[str, list[Any]]:
+    def _kept_sql(
+        self, written: list[Append], by_string: list[str] | None = None
+    ) -> tuple[str, list[Any]]:
         """The read-back of ``written``'s rows after their COMMIT: (id, row_seq, ts) of the
-        log's rows in the span of their timestamps (an interval search) and of their ids."""
+        log's rows in the span of their timestamps (an interval search) and of their ids —
+        or of the ids ``by_string``, compared as strings (``LogLookups``)."""
         times = [_utc(row[_TS_AT]) for op in written for row in op.rows]
-        ids = sorted({op.id for op in written})
+        ids = sorted({op.id for op in written}) if by_string is None else by_string
+        column = "id" if by_string is None else "cast(id AS string)"
         sql = self._db.prefixed(
-            "SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND id IN "
-            f"({', '.join('%s' for _ in ids)})"
+            f"SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND {column} "
+            f"IN ({', '.join('%s' for _ in ids)})"
         )
         return sql, [min(times), max(times), *ids]
 
-    def _first_row_sql(self) -> str:
-        return self._db.prefixed(f"{self._select} WHERE ts = %s AND id = %s AND row_seq = 1")
+    def _first_row_sql(self, *, by_string: bool = False) -> str:
+        column = "cast(id AS string)" if by_string else "id"
+        return self._db.prefixed(f"{self._select} WHERE ts = %s AND {column} = %s AND row_seq = 1")
+
+    def _unfound(
+        self, ordered: list[tuple[Any, ...]], found: dict[str, tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """The candidates (key, id, first_ts) of keys whose session's first row the read
+        did not find: a key is committed before its session's rows, so the session
+        exists, unless its append lost — QuestDB's symbol lookup may have missed it
+        (``LogLookups``); they are read again by the id's string value."""
+        return [c for c in ordered if str(c[0]) not in found]
+
+    def _found_again(
+        self,
+        unfound: list[tuple[Any, ...]],
+        rows: list[list[tuple[Any, ...]]],
+        found: dict[str, tuple[Any, ...]],
+    ) -> None:
+        again = [r[0] for r in rows if r]
+        self._db.log_lookups.found_again(
+            sorted({str(c[1]) for c in unfound}), again, "read idempotency key"
+        )
+        for (key, _sid, _ts), got in zip(unfound, rows, strict=True):
+            if got:
+                found.setdefault(str(key), got[0])
 
     def _record_keys(self, keys: psycopg.Connection[Any], appended: list[Append]) -> None:
         """Commit the idempotency keys of ``appended`` (``tt_session_keys``) on ``keys``,
@@ -438,8 +487,19 @@ class GroupCommitter:
             if keys:
                 keys_cur = conn.execute(self._db.prefixed(keys_sql(len(keys))), keys)
             pipeline.sync()
-            newest: dict[str, int | None] = {str(r[0]): r[1] for r in newest_cur.fetchall()}
+            newest_rows = self._db.log_lookups.first(newest_cur.fetchall())
             candidates = keys_cur.fetchall() if keys_cur is not None else []
+        # a session an append expects to exist, missing from the read: QuestDB's symbol
+        # lookup may have missed it (LogLookups); a create's id missing is the rule
+        existing = [op.id for op in group if op.expect_row_seq is not None]
+        newest_rows += self._db.log_lookups.read_missed(
+            self._db,
+            conn,
+            "id, row_seq",
+            LogLookups.missed(existing, newest_rows, 0),
+            "append to session log",
+        )
+        newest: dict[str, int | None] = {str(r[0]): r[1] for r in newest_rows}
         first_rows = self._first_rows_in_thread(conn, candidates)
         answers: list[AppendResult] = []
         taken_ids: set[str] = set()
