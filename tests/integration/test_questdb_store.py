@@ -666,6 +666,9 @@ def test_a_stored_session_the_symbol_lookup_misses_is_read_again_by_its_string(
         await store.ticks.wait_visible(30)
         counts = await store.ticks.count(hidden)
         assert counts.trades == sum(len(b) for b in block if not hasattr(b, "depth"))
+        confirmed = lookups.confirmed
+        assert [e.seq for e in await store.sessions.list_events(hidden)] == [1]
+        assert lookups.confirmed == confirmed + 2  # the get before it, its events
         # an id that is really unknown is still unknown: read again, found nowhere
         rechecked, confirmed = lookups.rechecked, lookups.confirmed
         with pytest.raises(SessionNotFound):

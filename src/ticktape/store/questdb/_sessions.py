@@ -628,13 +628,19 @@ class QuestDBSessionStore(SessionStore):
         return int(rows[0][0])
 
     async def list_events(self, session_id: str) -> list[SessionEvent]:
+        """A session that exists has at least its creation event: none found by the ``id``
+        symbol is QuestDB's lookup missing it (``LogLookups``), so they are read again by
+        the id's string value."""
         await self._latest(session_id)
-        rows = await self._query(
-            f"SELECT {_SELECT} FROM tt_session_log WHERE id = %s AND row_kind IN {_EVENT_KINDS}"
-            " ORDER BY event_seq",
-            (session_id,),
-            "list events",
+        sql = (
+            f"SELECT {_SELECT} FROM tt_session_log WHERE {{}} = %s AND row_kind IN "
+            f"{_EVENT_KINDS} ORDER BY event_seq"
         )
+        lookups = self._db.log_lookups
+        rows = lookups.first(await self._query(sql.format("id"), (session_id,), "list events"))
+        if not rows:
+            rows = await self._query(sql.format("cast(id AS string)"), (session_id,), "list events")
+            lookups.found_again([session_id], rows[:1], "list events")
         return [_Row.parse(r).event() for r in rows]
 
     async def _active(self) -> list[Session]:
