@@ -640,7 +640,7 @@ def test_a_stored_session_the_symbol_lookup_misses_is_read_again_by_its_string(
     inner = store.inner
     assert isinstance(inner, QuestDBStore)
     lookups = inner.log_lookups
-    session = make_session(owner="me")
+    session = make_session(owner="me", idempotency_key="vis-" + make_session().id)
     hidden = session.id
     block = SimExchange(
         hidden, session.symbols, rate_per_s=0, start_us=1_700_000_000_000_000
@@ -666,6 +666,10 @@ def test_a_stored_session_the_symbol_lookup_misses_is_read_again_by_its_string(
         await store.ticks.wait_visible(30)
         counts = await store.ticks.count(hidden)
         assert counts.trades == sum(len(b) for b in block if not hasattr(b, "depth"))
+        # the same key again: the session holding it, not a second one
+        again = make_session(owner="me", idempotency_key=session.idempotency_key)
+        assert again.id != hidden
+        assert (await store.sessions.create_session(again, actor="t")).id == hidden
         confirmed = lookups.confirmed
         assert [e.seq for e in await store.sessions.list_events(hidden)] == [1]
         assert lookups.confirmed == confirmed + 2  # the get before it, its events

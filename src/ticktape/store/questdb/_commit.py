@@ -335,20 +335,15 @@ class GroupCommitter:
                 for _key, sid, first_ts in ordered
             ]
             await pipeline.sync()
-            found: dict[str, tuple[Any, ...]] = {}
-            for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
-                rows = self._db.log_lookups.first(await cur.fetchall())
-                if rows:
-                    found.setdefault(str(key), rows[0])
-        unfound = self._unfound(ordered, found)
+            read = [self._db.log_lookups.first(await cur.fetchall()) for cur in curs]
+        unfound = self._unfound(ordered, read)
         if unfound:
             sql = self._first_row_sql(by_string=True)
-            rows_again = []
-            for _key, sid, first_ts in unfound:
-                cur = await conn.execute(sql, (first_ts, str(sid)))
-                rows_again.append(await cur.fetchall())
-            self._found_again(unfound, rows_again, found)
-        return found
+            for at in unfound:
+                _key, sid, first_ts = ordered[at]
+                read[at] = await (await conn.execute(sql, (first_ts, str(sid)))).fetchall()
+            self._found_again(ordered, unfound, read)
+        return _earliest(ordered, read)
 
     def _first_rows_in_thread(
         self, conn: psycopg.Connection[Any], candidates: Sequence[tuple[Any, ...]]
@@ -363,17 +358,15 @@ class GroupCommitter:
                 for _key, sid, first_ts in ordered
             ]
             pipeline.sync()
-            found: dict[str, tuple[Any, ...]] = {}
-            for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
-                rows = self._db.log_lookups.first(cur.fetchall())
-                if rows:
-                    found.setdefault(str(key), rows[0])
-        unfound = self._unfound(ordered, found)
+            read = [self._db.log_lookups.first(cur.fetchall()) for cur in curs]
+        unfound = self._unfound(ordered, read)
         if unfound:
             sql = self._first_row_sql(by_string=True)
-            rows_again = [conn.execute(sql, (ts, str(sid))).fetchall() for _k, sid, ts in unfound]
-            self._found_again(unfound, rows_again, found)
-        return found
+            for at in unfound:
+                _key, sid, first_ts = ordered[at]
+                read[at] = conn.execute(sql, (first_ts, str(sid))).fetchall()
+            self._found_again(ordered, unfound, read)
+        return _earliest(ordered, read)
 
     def _kept_sql(
         self, written: list[Append], by_string: list[str] | None = None
@@ -394,28 +387,30 @@ class GroupCommitter:
         column = "cast(id AS string)" if by_string else "id"
         return self._db.prefixed(f"{self._select} WHERE ts = %s AND {column} = %s AND row_seq = 1")
 
-    def _unfound(
-        self, ordered: list[tuple[Any, ...]], found: dict[str, tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
-        """The candidates (key, id, first_ts) of keys whose session's first row the read
-        did not find: a key is committed before its session's rows, so the session
-        exists, unless its append lost — QuestDB's symbol lookup may have missed it
-        (``LogLookups``); they are read again by the id's string value."""
-        return [c for c in ordered if str(c[0]) not in found]
+    @staticmethod
+    def _unfound(ordered: list[tuple[Any, ...]], read: list[list[tuple[Any, ...]]]) -> list[int]:
+        """Where in ``ordered`` (key, id, first_ts) a candidate's first row was not read,
+        no earlier candidate of its key's was: a key is committed before its session's
+        rows, so the session exists unless its append lost — or QuestDB's symbol lookup
+        missed it (``LogLookups``); they are read again by the id's string value (an
+        interval search on ``ts`` first: cheap)."""
+        settled: set[str] = set()
+        unfound = []
+        for at, ((key, _sid, _ts), rows) in enumerate(zip(ordered, read, strict=True)):
+            if rows:
+                settled.add(str(key))
+            elif str(key) not in settled:
+                unfound.append(at)
+        return unfound
 
     def _found_again(
-        self,
-        unfound: list[tuple[Any, ...]],
-        rows: list[list[tuple[Any, ...]]],
-        found: dict[str, tuple[Any, ...]],
+        self, ordered: list[tuple[Any, ...]], unfound: list[int], read: list[list[tuple[Any, ...]]]
     ) -> None:
-        again = [r[0] for r in rows if r]
         self._db.log_lookups.found_again(
-            sorted({str(c[1]) for c in unfound}), again, "read idempotency key"
+            sorted({str(ordered[at][1]) for at in unfound}),
+            [read[at][0] for at in unfound if read[at]],
+            "read idempotency key",
         )
-        for (key, _sid, _ts), got in zip(unfound, rows, strict=True):
-            if got:
-                found.setdefault(str(key), got[0])
 
     def _record_keys(self, keys: psycopg.Connection[Any], appended: list[Append]) -> None:
         """Commit the idempotency keys of ``appended`` (``tt_session_keys``) on ``keys``,
@@ -547,6 +542,17 @@ def _unkept(
         else:
             judged.append(answer)
     return judged
+
+
+def _earliest(
+    ordered: list[tuple[Any, ...]], read: list[list[tuple[Any, ...]]]
+) -> dict[str, tuple[Any, ...]]:
+    """Key → the first row of the earliest of its sessions (``ordered``) that was read."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for (key, _sid, _ts), rows in zip(ordered, read, strict=True):
+        if rows:
+            found.setdefault(str(key), rows[0])
+    return found
 
 
 def _by_first_ts(candidates: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
