@@ -625,3 +625,63 @@ def test_a_group_commit_commits_while_the_event_loop_is_blocked(
             await store.close()
 
     run(scenario())
+
+
+def test_a_stored_session_the_symbol_lookup_misses_is_read_again_by_its_string(
+    handles: list[RetryingStore], run: Run[Any], make_session: Callable[..., Any]
+) -> None:
+    """QuestDB 9.3.4's lookup of the log's ``id`` symbol can miss a stored session for a
+    moment while other connections add ids fast (docs/questdb.md); every by-id read that
+    must find the session reads the ids it missed again by their string value. Here the
+    testing hook drops the session from every first read: the create's read-back after
+    COMMIT, a get, a renewal's compare-and-set, a tick write's owner check and a count's
+    tenure read all still find it, and each of them is counted."""
+    store = handles[0]
+    inner = store.inner
+    assert isinstance(inner, QuestDBStore)
+    lookups = inner.log_lookups
+    session = make_session(owner="me", idempotency_key="vis-" + make_session().id)
+    hidden = session.id
+    block = SimExchange(
+        hidden, session.symbols, rate_per_s=0, start_us=1_700_000_000_000_000
+    ).next_block()
+
+    def drop(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [r for r in rows if str(r[0]) != hidden]
+
+    lookups.on_lookup = drop  # the documented testing hook
+
+    async def scenario() -> None:
+        created = await store.sessions.create_session(session, actor="t")
+        assert lookups.confirmed == 1  # the read-back after COMMIT
+        assert (await store.sessions.get_session(hidden)).id == hidden
+        assert lookups.confirmed == 2
+        until = utcnow() + timedelta(seconds=30)
+        renewed = await store.sessions.renew_lease(hidden, owner="me", lease_expires_at=until)
+        assert renewed.lease_expires_at == until
+        assert renewed.version >= created.version
+        confirmed = lookups.confirmed
+        await store.ticks.write(block, owner="me")  # not refused as "unknown session"
+        assert lookups.confirmed > confirmed
+        await store.ticks.wait_visible(30)
+        counts = await store.ticks.count(hidden)
+        assert counts.trades == sum(len(b) for b in block if not hasattr(b, "depth"))
+        # the same key again: the session holding it, not a second one
+        again = make_session(owner="me", idempotency_key=session.idempotency_key)
+        assert again.id != hidden
+        assert (await store.sessions.create_session(again, actor="t")).id == hidden
+        confirmed = lookups.confirmed
+        assert [e.seq for e in await store.sessions.list_events(hidden)] == [1]
+        assert lookups.confirmed == confirmed + 2  # the get before it, its events
+        # an id that is really unknown is still unknown: read again, found nowhere
+        rechecked, confirmed = lookups.rechecked, lookups.confirmed
+        with pytest.raises(SessionNotFound):
+            await store.sessions.get_session("no-such-session")
+        assert (lookups.rechecked, lookups.confirmed) == (rechecked + 1, confirmed)
+        # another instance (no hook) sees the renewal as the newest state, and the
+        # create's events once: nothing was appended twice
+        seen = await handles[1].sessions.get_session(hidden)
+        assert (seen.lease_expires_at, seen.version) == (until, renewed.version)
+        assert [e.seq for e in await handles[1].sessions.list_events(hidden)] == [1]
+
+    run(scenario())

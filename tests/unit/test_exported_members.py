@@ -30,6 +30,7 @@ EXPORTS = {
     "ticktape.store.questdb": [
         "DRIVER_ERRORS",
         "Fence",
+        "LogLookups",
         "ParquetExport",
         "QuestDBAddress",
         "QuestDBSessionStore",

@@ -13,6 +13,9 @@ Public face:
   what is physically in the tables or use their documented testing hooks
   (``on_read_many``, ``before_send``, ``split_send``, ``before_gap_write``, ``after_read``;
   ``QuestDBStore.on_connect``);
+- :class:`LogLookups`, the type of ``QuestDBStore.log_lookups``: the by-id reads of
+  the session log, which read again by string what QuestDB's symbol lookup missed
+  (its counts, its testing hook ``on_lookup``);
 - :class:`Fence`, a sealed tenure's fence as a seal writes it (``Seal.fence``), for
   tests that check where a seal cut;
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
@@ -30,7 +33,7 @@ The modules inside this package are private: ``_sessions`` (the session log),
 """
 
 from ticktape.store.questdb._db import ERRORS as DRIVER_ERRORS
-from ticktape.store.questdb._db import READ_CONNECTIONS, QuestDBAddress
+from ticktape.store.questdb._db import READ_CONNECTIONS, LogLookups, QuestDBAddress
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
@@ -48,6 +51,7 @@ __all__ = [
     "DRIVER_ERRORS",
     "READ_CONNECTIONS",
     "Fence",
+    "LogLookups",
     "ParquetExport",
     "QuestDBAddress",
     "QuestDBSessionStore",

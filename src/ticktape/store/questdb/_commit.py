@@ -67,7 +67,7 @@ from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
-from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections
+from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections, LogLookups
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._logthread import Connect, collector_paused
 
@@ -288,7 +288,15 @@ class GroupCommitter:
                 conn.execute("COMMIT")
                 kept_cur = conn.execute(*self._kept_sql(written))
                 pipeline.sync()
-                kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_cur.fetchall()}
+                kept_rows = self._db.log_lookups.first(kept_cur.fetchall())
+            # a session with none of its rows read back: the symbol lookup may have
+            # missed it (LogLookups); read again by the id's string value
+            unread = LogLookups.missed([op.id for op in written], kept_rows, 0)
+            if unread:
+                again = conn.execute(*self._kept_sql(written, unread)).fetchall()
+                self._db.log_lookups.found_again(unread, again, "append to session log")
+                kept_rows += again
+            kept = {(str(r[0]), int(r[1]), _utc(r[2])) for r in kept_rows}
             return _unkept(group, answers, kept)
         except BaseException as exc:
             if isinstance(exc, psycopg.OperationalError) and conn.closed:
@@ -327,12 +335,15 @@ class GroupCommitter:
                 for _key, sid, first_ts in ordered
             ]
             await pipeline.sync()
-            found: dict[str, tuple[Any, ...]] = {}
-            for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
-                rows = await cur.fetchall()
-                if rows:
-                    found.setdefault(str(key), rows[0])
-        return found
+            read = [self._db.log_lookups.first(await cur.fetchall()) for cur in curs]
+        unfound = self._unfound(ordered, read)
+        if unfound:
+            sql = self._first_row_sql(by_string=True)
+            for at in unfound:
+                _key, sid, first_ts = ordered[at]
+                read[at] = await (await conn.execute(sql, (first_ts, str(sid)))).fetchall()
+            self._found_again(ordered, unfound, read)
+        return _earliest(ordered, read)
 
     def _first_rows_in_thread(
         self, conn: psycopg.Connection[Any], candidates: Sequence[tuple[Any, ...]]
@@ -347,26 +358,59 @@ class GroupCommitter:
                 for _key, sid, first_ts in ordered
             ]
             pipeline.sync()
-            found: dict[str, tuple[Any, ...]] = {}
-            for (key, _sid, _ts), cur in zip(ordered, curs, strict=True):
-                rows = cur.fetchall()
-                if rows:
-                    found.setdefault(str(key), rows[0])
-        return found
+            read = [self._db.log_lookups.first(cur.fetchall()) for cur in curs]
+        unfound = self._unfound(ordered, read)
+        if unfound:
+            sql = self._first_row_sql(by_string=True)
+            for at in unfound:
+                _key, sid, first_ts = ordered[at]
+                read[at] = conn.execute(sql, (first_ts, str(sid))).fetchall()
+            self._found_again(ordered, unfound, read)
+        return _earliest(ordered, read)
 
-    def _kept_sql(self, written: list[Append]) -> tuple[str, list[Any]]:
+    def _kept_sql(
+        self, written: list[Append], by_string: list[str] | None = None
+    ) -> tuple[str, list[Any]]:
         """The read-back of ``written``'s rows after their COMMIT: (id, row_seq, ts) of the
-        log's rows in the span of their timestamps (an interval search) and of their ids."""
+        log's rows in the span of their timestamps (an interval search) and of their ids —
+        or of the ids ``by_string``, compared as strings (``LogLookups``)."""
         times = [_utc(row[_TS_AT]) for op in written for row in op.rows]
-        ids = sorted({op.id for op in written})
+        ids = sorted({op.id for op in written}) if by_string is None else by_string
+        column = "id" if by_string is None else "cast(id AS string)"
         sql = self._db.prefixed(
-            "SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND id IN "
-            f"({', '.join('%s' for _ in ids)})"
+            f"SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND {column} "
+            f"IN ({', '.join('%s' for _ in ids)})"
         )
         return sql, [min(times), max(times), *ids]
 
-    def _first_row_sql(self) -> str:
-        return self._db.prefixed(f"{self._select} WHERE ts = %s AND id = %s AND row_seq = 1")
+    def _first_row_sql(self, *, by_string: bool = False) -> str:
+        column = "cast(id AS string)" if by_string else "id"
+        return self._db.prefixed(f"{self._select} WHERE ts = %s AND {column} = %s AND row_seq = 1")
+
+    @staticmethod
+    def _unfound(ordered: list[tuple[Any, ...]], read: list[list[tuple[Any, ...]]]) -> list[int]:
+        """Where in ``ordered`` (key, id, first_ts) a candidate's first row was not read,
+        no earlier candidate of its key's was: a key is committed before its session's
+        rows, so the session exists unless its append lost — or QuestDB's symbol lookup
+        missed it (``LogLookups``); they are read again by the id's string value (an
+        interval search on ``ts`` first: cheap)."""
+        settled: set[str] = set()
+        unfound = []
+        for at, ((key, _sid, _ts), rows) in enumerate(zip(ordered, read, strict=True)):
+            if rows:
+                settled.add(str(key))
+            elif str(key) not in settled:
+                unfound.append(at)
+        return unfound
+
+    def _found_again(
+        self, ordered: list[tuple[Any, ...]], unfound: list[int], read: list[list[tuple[Any, ...]]]
+    ) -> None:
+        self._db.log_lookups.found_again(
+            sorted({str(ordered[at][1]) for at in unfound}),
+            [read[at][0] for at in unfound if read[at]],
+            "read idempotency key",
+        )
 
     def _record_keys(self, keys: psycopg.Connection[Any], appended: list[Append]) -> None:
         """Commit the idempotency keys of ``appended`` (``tt_session_keys``) on ``keys``,
@@ -438,8 +482,19 @@ class GroupCommitter:
             if keys:
                 keys_cur = conn.execute(self._db.prefixed(keys_sql(len(keys))), keys)
             pipeline.sync()
-            newest: dict[str, int | None] = {str(r[0]): r[1] for r in newest_cur.fetchall()}
+            newest_rows = self._db.log_lookups.first(newest_cur.fetchall())
             candidates = keys_cur.fetchall() if keys_cur is not None else []
+        # a session an append expects to exist, missing from the read: QuestDB's symbol
+        # lookup may have missed it (LogLookups); a create's id missing is the rule
+        existing = [op.id for op in group if op.expect_row_seq is not None]
+        newest_rows += self._db.log_lookups.read_missed(
+            self._db,
+            conn,
+            "id, row_seq",
+            LogLookups.missed(existing, newest_rows, 0),
+            "append to session log",
+        )
+        newest: dict[str, int | None] = {str(r[0]): r[1] for r in newest_rows}
         first_rows = self._first_rows_in_thread(conn, candidates)
         answers: list[AppendResult] = []
         taken_ids: set[str] = set()
@@ -487,6 +542,17 @@ def _unkept(
         else:
             judged.append(answer)
     return judged
+
+
+def _earliest(
+    ordered: list[tuple[Any, ...]], read: list[list[tuple[Any, ...]]]
+) -> dict[str, tuple[Any, ...]]:
+    """Key → the first row of the earliest of its sessions (``ordered``) that was read."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for (key, _sid, _ts), rows in zip(ordered, read, strict=True):
+        if rows:
+            found.setdefault(str(key), rows[0])
+    return found
 
 
 def _by_first_ts(candidates: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -9,6 +9,8 @@ non-WAL table) becomes :class:`StoreBusy`, which callers retry with backoff.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import re
 import time
@@ -43,6 +45,7 @@ from ticktape.store.questdb._abandon import AbandoningConnection
 from ticktape.store.questdb._logthread import Connect, LogThread
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 5.0
 SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows the symbol table
@@ -443,6 +446,8 @@ class Connections:
         # Testing hook (QuestDBStore.on_connect): called with every connection opened,
         # a psycopg.Connection (in the log thread) or a psycopg.AsyncConnection
         self.on_connect: Callable[[Any], None] | None = None
+        # every by-id read of the session log that must find its sessions goes through it
+        self.log_lookups = LogLookups()
 
     async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
         """``work`` (a read) answered within the store timeout, or :class:`WriteTimedOut`.
@@ -792,6 +797,116 @@ async def ensure_session_keys(db: Connections) -> None:
                     await conn.execute(f"DROP TABLE IF EXISTS {filling}")
                 if not await _table_exists(db, name):
                     raise
+
+
+#: At most one warning this often about the session-log rows a lookup of the ``id`` symbol
+#: missed (:class:`LogLookups`): a burst of creates can cause many in a second.
+SYMBOL_MISS_WARN_EVERY_S = 60.0
+
+_LATEST_BY_ID = "LATEST ON ts PARTITION BY id"
+
+
+class LogLookups:
+    """The newest session-log rows of sessions that must exist, read by their ids.
+
+    QuestDB 9.3.4's lookup of the ``id`` SYMBOL's key misses transiently while other
+    connections add new symbol values at a high rate: ``WHERE id IN (...)`` (and ``id =
+    %s``) finds no row of a session whose create was acknowledged, the same query a few
+    milliseconds later finds it, and ``WHERE cast(id AS string) = %s`` finds it at once
+    (docs/questdb.md, "The symbol lookup that misses"). So every id such a read did not
+    find is read again by its string value before the caller acts on its absence (a
+    tick write refused as "unknown session", a 404, a lost compare-and-set). That read
+    compares every row of the log, so it runs only for the ids missed — never on the
+    normal path; an id that is really unknown pays it.
+
+    :attr:`rechecked` counts the ids read again, :attr:`confirmed` those of them that
+    were there after all (QuestDB's miss); ``bench/log_visibility.py`` reads both.
+    Testing hook: :attr:`on_lookup`, if set, is called with each first read's rows and
+    returns the rows to use (a test drops one to show the fallback finds it).
+    """
+
+    def __init__(self) -> None:
+        self.rechecked = 0
+        self.confirmed = 0
+        self.on_lookup: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None
+        self._warned_at = -math.inf
+        self._unwarned = 0
+
+    @staticmethod
+    def sql(columns: str, count: int, *, by_string: bool = False) -> str:
+        """``SELECT columns`` of the newest log rows of ``count`` ids (``%s`` each)."""
+        column = "cast(id AS string)" if by_string else "id"
+        marks = ", ".join("%s" for _ in range(count))
+        return f"SELECT {columns} FROM tt_session_log WHERE {column} IN ({marks}) {_LATEST_BY_ID}"
+
+    def first(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return rows if self.on_lookup is None else self.on_lookup(rows)
+
+    @staticmethod
+    def missed(ids: Sequence[str], rows: list[tuple[Any, ...]], id_at: int) -> list[str]:
+        found = {str(r[id_at]) for r in rows}
+        return sorted({sid for sid in ids if sid not in found})
+
+    def found_again(self, missed: list[str], again: list[tuple[Any, ...]], what: str) -> None:
+        """Count ``missed`` and the rows the read by string found for them; warn."""
+        self.rechecked += len(missed)
+        if not again:
+            return
+        self.confirmed += len(again)
+        self._unwarned += len(again)
+        now = time.monotonic()
+        if now - self._warned_at >= SYMBOL_MISS_WARN_EVERY_S:
+            log.warning(
+                "%s: QuestDB's lookup of the session log's id symbol missed %d stored "
+                "session(s) since the last warning (%d in all); found by their string "
+                "value (docs/questdb.md)",
+                what,
+                self._unwarned,
+                self.confirmed,
+            )
+            self._warned_at, self._unwarned = now, 0
+
+    async def read(
+        self,
+        db: Connections,
+        conn: psycopg.AsyncConnection[Any],
+        columns: str,
+        ids: Sequence[str],
+        what: str,
+        *,
+        id_at: int = 0,
+    ) -> list[tuple[Any, ...]]:
+        """The newest rows of ``ids`` (``columns`` hold ``id`` at ``id_at``) on ``conn``,
+        every id the symbol lookup missed read again by its string value."""
+        cur = await conn.execute(db.prefixed(self.sql(columns, len(ids))), list(ids))
+        rows = self.first(await cur.fetchall())
+        missed = self.missed(ids, rows, id_at)
+        if not missed:
+            return rows
+        cur = await conn.execute(
+            db.prefixed(self.sql(columns, len(missed), by_string=True)), missed
+        )
+        again = await cur.fetchall()
+        self.found_again(missed, again, what)
+        return rows + again
+
+    def read_missed(
+        self,
+        db: Connections,
+        conn: psycopg.Connection[Any],
+        columns: str,
+        missed: list[str],
+        what: str,
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`read`'s second read on a blocking connection (the log thread's), for
+        ids its caller's own read missed; their rows."""
+        if not missed:
+            return []
+        again = conn.execute(
+            db.prefixed(self.sql(columns, len(missed), by_string=True)), missed
+        ).fetchall()
+        self.found_again(missed, again, what)
+        return again
 
 
 async def _table_exists(db: Connections, name: str) -> bool:

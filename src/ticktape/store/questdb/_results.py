@@ -42,18 +42,14 @@ class QuestDBResultStore(ResultStore):
         self._db = connections
 
     async def _session(self, session_id: str) -> tuple[str, str | None] | None:
-        async with self._db.reader("read session owner") as conn:
-            cur = await conn.execute(
-                self._db.prefixed(
-                    "SELECT status, owner FROM tt_session_log WHERE id = %s "
-                    "LATEST ON ts PARTITION BY id"
-                ),
-                [session_id],
+        what = "read session owner"
+        async with self._db.reader(what) as conn:
+            rows = await self._db.log_lookups.read(
+                self._db, conn, "id, status, owner", [session_id], what
             )
-            row = await cur.fetchone()
-        if row is None:
+        if not rows:
             return None
-        return str(row[0]), None if row[1] is None else str(row[1])
+        return str(rows[0][1]), None if rows[0][2] is None else str(rows[0][2])
 
     async def _fence(self, session_id: str, owner: str) -> None:
         """:class:`LeaseLost` unless ``owner`` holds the session's lease and it is active."""

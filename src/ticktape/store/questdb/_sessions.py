@@ -72,6 +72,7 @@ from ticktape.store.questdb._db import (
     SCHEMA,
     SESSION_LOG_COLUMNS,
     Connections,
+    LogLookups,
     QuestDBAddress,
     adopt_idle_timeout,
     check_schema,
@@ -566,12 +567,13 @@ class QuestDBSessionStore(SessionStore):
     async def _latest_many(self, session_ids: list[str]) -> dict[str, _Row]:
         if self.on_read_many is not None:
             self.on_read_many(session_ids)
-        rows = await self._query(
-            f"SELECT {_SELECT} FROM tt_session_log WHERE id IN "
-            f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
-            session_ids,
-            "get sessions",
-        )
+        what = "get sessions"
+
+        async def query() -> list[tuple[Any, ...]]:
+            async with self._db.reader(what) as conn:
+                return await self._db.log_lookups.read(self._db, conn, _SELECT, session_ids, what)
+
+        rows = await self._db.bounded(query(), what)
         viewed = await self._viewed([_Row.parse(r) for r in rows if r[_ROW_KIND] != _PURGED])
         return {row.session.id: row for row in viewed}
 
@@ -626,13 +628,19 @@ class QuestDBSessionStore(SessionStore):
         return int(rows[0][0])
 
     async def list_events(self, session_id: str) -> list[SessionEvent]:
+        """A session that exists has at least its creation event: none found by the ``id``
+        symbol is QuestDB's lookup missing it (``LogLookups``), so they are read again by
+        the id's string value."""
         await self._latest(session_id)
-        rows = await self._query(
-            f"SELECT {_SELECT} FROM tt_session_log WHERE id = %s AND row_kind IN {_EVENT_KINDS}"
-            " ORDER BY event_seq",
-            (session_id,),
-            "list events",
+        sql = (
+            f"SELECT {_SELECT} FROM tt_session_log WHERE {{}} = %s AND row_kind IN "
+            f"{_EVENT_KINDS} ORDER BY event_seq"
         )
+        lookups = self._db.log_lookups
+        rows = lookups.first(await self._query(sql.format("id"), (session_id,), "list events"))
+        if not rows:
+            rows = await self._query(sql.format("cast(id AS string)"), (session_id,), "list events")
+            lookups.found_again([session_id], rows[:1], "list events")
         return [_Row.parse(r).event() for r in rows]
 
     async def _active(self) -> list[Session]:
@@ -1231,6 +1239,9 @@ class QuestDBStore(Store):
     the store opens (the session-log writer and each pooled reader; the group commit's
     synchronous ``psycopg.Connection`` objects too, called in the thread that uses
     them), so a test can check that none is left open after :meth:`close`.
+    :attr:`log_lookups` reads the session log by id for every part of the store and
+    counts the rows QuestDB's symbol lookup missed (:class:`LogLookups`; its testing
+    hook ``on_lookup``); ``bench/log_visibility.py`` reads its counts.
     """
 
     def __init__(self, url: str, retry: RetryPolicy = DEFAULT_RETRY) -> None:
@@ -1254,6 +1265,10 @@ class QuestDBStore(Store):
     @idle_reconnect_s.setter
     def idle_reconnect_s(self, seconds: float) -> None:
         self._db.idle_reconnect_s = seconds
+
+    @property
+    def log_lookups(self) -> LogLookups:
+        return self._db.log_lookups
 
     @property
     def on_connect(self) -> Callable[[Any], None] | None:

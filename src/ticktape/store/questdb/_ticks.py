@@ -572,18 +572,12 @@ class QuestDBTickStore(TickStore):
 
     async def _writers(self, session_ids: list[str]) -> dict[str, tuple[str, str, int]]:
         """Status, owner and tenure number of each session, from its newest log row."""
-        async with self._db.reader("check tick writer") as conn:
-            cur = await conn.execute(
-                self._db.prefixed(
-                    "SELECT id, status, owner, tenure FROM tt_session_log WHERE id IN "
-                )
-                + f"({', '.join('%s' for _ in session_ids)}) LATEST ON ts PARTITION BY id",
-                session_ids,
+        what = "check tick writer"
+        async with self._db.reader(what) as conn:
+            rows = await self._db.log_lookups.read(
+                self._db, conn, "id, status, owner, tenure", session_ids, what
             )
-            return {
-                str(r[0]): (str(r[1]), str(r[2]), 0 if r[3] is None else int(r[3]))
-                for r in await cur.fetchall()
-            }
+        return {str(r[0]): (str(r[1]), str(r[2]), 0 if r[3] is None else int(r[3])) for r in rows}
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         batches = [b for b in batches if len(b)]
@@ -786,22 +780,21 @@ class QuestDBTickStore(TickStore):
 
     async def _tenure(self, session_id: str) -> Tenure:
         """The session's current tenure and sealed fences (none for an unknown session)."""
-        rows = await self._scalar_rows(
-            "SELECT tenure, fences FROM tt_session_log WHERE id = %s LATEST ON ts PARTITION BY id",
-            [session_id],
-            "read tick fences",
-        )
-        return Tenure.parse(*rows[0]) if rows else Tenure()
+        return (await self._tenures([session_id]))[session_id]
 
     async def _tenures(self, session_ids: list[str]) -> dict[str, Tenure]:
         """Each session's current tenure and sealed fences (none for an unknown one)."""
-        marks = ", ".join("%s" for _ in session_ids)
-        rows = await self._scalar_rows(
-            f"SELECT id, tenure, fences FROM tt_session_log WHERE id IN ({marks}) "
-            "LATEST ON ts PARTITION BY id",
-            list(session_ids),
-            "read tick fences",
-        )
+        what = "read tick fences"
+
+        async def query() -> list[tuple[Any, ...]]:
+            async with self._db.reader(what) as conn:
+                return await self._db.log_lookups.read(
+                    self._db, conn, "id, tenure, fences", session_ids, what
+                )
+
+        rows = await self._db.bounded(query(), what)
+        if self.after_read is not None:
+            await self.after_read(what)
         found = {str(r[0]): Tenure.parse(r[1], r[2]) for r in rows}
         return {sid: found.get(sid, Tenure()) for sid in session_ids}
 
