@@ -624,7 +624,7 @@ def _ramp_once(
         # be reaped as owner_lost by this run's instances and counted as its failures
         sep = "&" if "?" in store_url else "?"
         store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
-    env = env_for(src, RAMP_ENV)
+    env = env_for(src, {**RAMP_ENV, "TICKTAPE_LOG_LEVEL": args.log_level})
     if args.mem_every_s > 0:  # bench/memdiag's sitecustomize samples each server
         paths = [env.get("PYTHONPATH") or os.environ.get("PYTHONPATH"), str(MEMDIAG)]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
@@ -764,6 +764,11 @@ def main() -> None:
         help="ramp: every this many seconds each server writes a memory sample (RSS, "
         "CPython's and malloc's live and held memory, buffered rows) to "
         "DIR/mem-<code>/<pid>.jsonl (bench/memdiag); 0: none",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        help="ramp: the servers' log level (info: their shutdown's phases land in DIR's logs)",
     )
     args = parser.parse_args()
     if args.mode == "ramp":
