@@ -42,6 +42,7 @@ from ticktape.metrics import Metrics
 from ticktape.runners.buffer import RowPool, TickBuffer
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store, WriteResult
+from ticktape.throttle import LogThrottle
 from ticktape.ticks import TickBatch
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ class TickWriter:
         self.pool = RowPool(settings.instance_buffer_max_rows, on_wait=self._pool_wait)
         # what the instance holds for the store, read when the metrics are scraped
         metrics.tick_buffer_rows.set_function(lambda: self.pool.rows)
-        self._waits_logged_at = -BUFFER_WAIT_LOG_EVERY_S  # monotonic; the first wait logs
-        self._waits_unlogged = 0
+        self._wait_lines = LogThrottle(BUFFER_WAIT_LOG_EVERY_S)  # the first wait logs
         self._regs: dict[Registration, None] = {}  # registered, in order
         self._due: dict[Registration, None] = {}  # due before the next clock point, in order
         self._wake: asyncio.Future[None] | None = None
@@ -131,19 +131,16 @@ class TickWriter:
         """A feed block waits for room under the instance's bound: counted, and logged at
         most once per ``BUFFER_WAIT_LOG_EVERY_S`` (a store far behind makes thousands)."""
         self._metrics.tick_buffer_waits.inc()
-        self._waits_unlogged += 1
-        now = time.monotonic()
-        if now - self._waits_logged_at >= BUFFER_WAIT_LOG_EVERY_S:
+        unlogged = self._wait_lines.event()
+        if unlogged is not None:
             log.warning(
                 "tick buffers full: %d ticks held for the store (bound %d, "
                 "TICKTAPE_INSTANCE_BUFFER_MAX_ROWS); %d feed blocks waited for room since "
                 "the last such line (the store is behind the feeds)",
                 self.pool.rows,
                 self.pool.max_rows,
-                self._waits_unlogged,
+                unlogged,
             )
-            self._waits_logged_at = now
-            self._waits_unlogged = 0
 
     def register(self, handle: RunHandle, client: WriterClient) -> Registration:
         """A new buffer for ``handle``'s run, written by this writer until

@@ -25,6 +25,7 @@ from typing import Final, Literal, TypeVar
 from ticktape.config import STORE_TIMEOUT_S
 from ticktape.domain import DataType, Note, Session, SessionEvent, SessionKind, SessionStatus, Stats
 from ticktape.errors import WriteTimedOut
+from ticktape.throttle import LogThrottle
 from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
@@ -829,16 +830,14 @@ class WriteHealth:
         self.failures = 0
         self._failure: tuple[str, float] | None = None
         self._failed_since_success = False
-        self._last_logged: tuple[str, float] = ("", -FAILURE_LOG_EVERY_S)
+        self._lines = LogThrottle(FAILURE_LOG_EVERY_S)  # once per cause and interval
 
     def failed(self, exc: BaseException) -> None:
         self.failures += 1
         message = str(exc) or type(exc).__name__
         now = time.monotonic()
-        last_message, last_at = self._last_logged
-        if message != last_message or now - last_at >= FAILURE_LOG_EVERY_S:
+        if self._lines.event(key=message, now=now) is not None:
             log.error("%s writes are failing: %s", self.name, message)
-            self._last_logged = (message, now)
         self._failure = (message, now)
         self._failed_since_success = True
 
