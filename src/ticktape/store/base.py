@@ -994,6 +994,14 @@ class Store(abc.ABC):
         """How many times the store's write path has failed since it was opened."""
         return 0
 
+    @property
+    def symbol_misses(self) -> dict[str, int]:
+        """Session ids a by-id read of the backend did not find at first, by outcome, ever:
+        ``rechecked`` (read again another way) and ``confirmed`` (found then: the first
+        read missed a stored session). Only QuestDB's log lookups count them
+        (``LogLookups``, docs/questdb.md); empty elsewhere."""
+        return {}
+
     def disk_usage_bytes(self) -> int | None:
         """Bytes the store's files take on this machine, or None if it cannot tell
         (a remote server): what ``TICKTAPE_DISK_BUDGET_MB`` is checked against."""
