@@ -6,8 +6,9 @@ past that, a claim may cut what lands). Here the write goes into the store at on
 only its answer is held, until the runner has stopped itself — as a loop stalled for
 seconds delays an answer that QuestDB gave in time (test_shutdown_scale[questdb] at load
 13: stats 1,970 trades = rows, tally 1,920). Invariant 7 holds (stats = stored rows,
-counted by the reap); the tally trails by exactly that write, and the oracle accepts a
-self-stopped runner's tally below the stats and nothing else.
+counted by the reap); the tally trails by exactly that write, whose rows it records
+(``unanswered_*``), and the oracle accepts a self-stopped runner's tally below the stats
+by at most those rows, and nothing else.
 """
 
 from __future__ import annotations
@@ -79,9 +80,18 @@ def test_a_write_answered_after_the_lease_expired_is_in_the_stats_and_not_the_ta
         late_trades, late_books = map(sum, zip(*late, strict=True))
         assert late_trades > 0
         assert (tally["trades"] + late_trades, tally["orderbook"] + late_books) == rows, tally
-        # the oracle: below the stats is allowed for a self-stopped runner only
+        # the tally says what it gave up on: that write's rows
+        assert (tally["unanswered_trades"], tally["unanswered_orderbook"]) == (
+            late_trades,
+            late_books,
+        ), tally
+        # the oracle: below the stats is allowed for a self-stopped runner only, and by
+        # the rows it gave up on unanswered at most
         stats = reaped.stats.to_dict()
         assert_stats_match_tally(stats, events)
+        one_more = {**stats, "trades": stats["trades"] + 1}
+        with pytest.raises(AssertionError, match="above the self-stopped"):
+            assert_stats_match_tally(one_more, events)
         cut = [e for e in events if e.reason not in (Reason.LEASE_LOST, Reason.ZOMBIE_STOPPED)]
         with pytest.raises(AssertionError, match="differ from the runner's tally"):
             assert_stats_match_tally(stats, cut)

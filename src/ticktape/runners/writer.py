@@ -43,7 +43,7 @@ from ticktape.runners.buffer import RowPool, TickBuffer
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store, WriteResult
 from ticktape.throttle import LogThrottle
-from ticktape.ticks import TickBatch
+from ticktape.ticks import TickBatch, tick_counts
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ class Registration:
         self.client = client
         self.active = True  # False once its run gave it up: no answer of it counts then
         self.in_flight = False  # some of its batches are in the write under way
+        #: Its batches in the last write whose answer has not been applied to its tally:
+        #: if the run gives them up (:meth:`TickWriter.unregister`), its handle's
+        #: ``unanswered`` counts them (stored or not, the run cannot tell).
+        self.flying: list[TickBatch] = []
         self.held = False  # its last write failed: tried again at the next clock point
         #: Its gap rows being written, beside the rounds: its ticks wait for them, the
         #: other sessions' do not.
@@ -163,8 +167,12 @@ class TickWriter:
         return reg
 
     def unregister(self, reg: Registration) -> None:
-        """The run is over: nothing more of it is written or counted."""
+        """The run is over: nothing more of it is written or counted. A write of it
+        still unanswered is counted in its handle's ``unanswered``."""
         reg.active = False
+        if reg.flying:
+            reg.handle.unanswered += tick_counts(reg.flying)
+            reg.flying = []
         reg.buffer.on_due = None
         _drop_gap_write(reg)  # the run is over (lost, cancelled): write nothing more
         self._regs.pop(reg, None)
@@ -264,6 +272,7 @@ class TickWriter:
                     reg.finish()
                 continue
             reg.in_flight = True
+            reg.flying = batches
             writes.append(batches)
             taken.append(reg)
         if not writes:
@@ -281,6 +290,7 @@ class TickWriter:
             await slicer.next()
             if not reg.active:  # its run gave up on it meanwhile: nothing of it counts
                 continue
+            reg.flying = []
             if isinstance(answer, WriteResult):  # the usual case: no await per session
                 self._stored(reg, batches)
             else:
