@@ -88,7 +88,9 @@ class Registration:
         self.in_flight = False  # some of its batches are in the write under way
         #: Its batches in the last write whose answer has not been applied to its tally:
         #: if the run gives them up (:meth:`TickWriter.unregister`), its handle's
-        #: ``unanswered`` counts them (stored or not, the run cannot tell).
+        #: ``unanswered`` counts them (stored or not, the run cannot tell), as it counts
+        #: a write that fences its run or fails after it (never tried again: stored or
+        #: not, by an earlier try of the retry layer's, the run cannot tell either).
         self.flying: list[TickBatch] = []
         self.held = False  # its last write failed: tried again at the next clock point
         #: Its gap rows being written, beside the rounds: its ticks wait for them, the
@@ -318,6 +320,8 @@ class TickWriter:
             self._metrics.fenced_writes.inc()
             log.warning("session %s: %s; runner stops writing", handle.session_id, answer)
             handle.lose(f"tick write rejected by the store: {answer}")
+            # refused — but an earlier try of it (the retry layer's) may have stored it
+            handle.unanswered += tick_counts(batches)
             reg.finish()
             return
         if not isinstance(answer, StoreError):  # not the store's: this session's run fails
@@ -331,6 +335,9 @@ class TickWriter:
             answer,
         )
         if handle.lost.is_set():
+            # never tried again, and a store error does not say it stored nothing (an
+            # answer lost, a timeout): stored or not, as a write given up unanswered
+            handle.unanswered += tick_counts(batches)
             reg.finish()
             return
         await buffer.put_back(batches)

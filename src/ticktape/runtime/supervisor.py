@@ -555,8 +555,9 @@ def _tally(handle: RunHandle, dropped: int = 0) -> Note:
     acknowledged its writes (a resumed run starts from what was stored). A run that
     ends here records it with its terminal transition, in the same write
     (``SessionStore.transition``'s ``note``); one that lost its lease or hands its
-    session over, as a note of its own. ``unanswered_*``: the rows of a write the run
-    gave up on unanswered (``RunHandle.unanswered``), which the stats may count or not;
+    session over, as a note of its own. ``unanswered_*``: the rows of the writes whose
+    outcome the run does not know (``RunHandle.unanswered``), which the stats may count
+    or not;
     notes written before they existed have none (read as 0).
     """
     tally = {
