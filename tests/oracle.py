@@ -28,7 +28,8 @@ no ``count_mismatch`` event (the runner's tally differing from the stored rows).
 runner that stopped itself on a lost lease counts its write in flight only if the
 answer comes before the lease expires: a write that landed but was answered later is
 in the stats (counted from the store, before anyone claimed or reaped the session)
-and not in that tally, so there the stats may exceed it, never fall short of it.
+and not in that tally, so there the stats may exceed it, never fall short of it, and
+by at most that write's rows (the tally's ``unanswered_*``).
 
 The checks read through the public store API (:func:`check_stored`) or the REST data
 routes (:func:`check_served`); both end in :func:`check_recording`, which raises
@@ -295,10 +296,11 @@ def assert_stats_match_tally(
     stats: Mapping[str, int], events: Iterable[SessionEvent | Mapping[str, Any]]
 ) -> None:
     """The stats (counted from the store) equal the last runner's own tally — or, if
-    that runner stopped itself on a lost lease, are at least its tally: its write in
-    flight may have landed with the answer coming after the lease expired (module
-    docstring). Either way the feed's truth (:func:`check_recording`) is what catches a
-    lost or doubled tick.
+    that runner stopped itself on a lost lease, lie between its tally and its tally plus
+    the rows of the write it gave up on unanswered (``unanswered_trades``,
+    ``unanswered_orderbook``; 0 in notes that have none): that write may have landed with
+    the answer coming after the lease expired (module docstring). Either way the feed's
+    truth (:func:`check_recording`) is what catches a lost or doubled tick.
 
     A session that never started running had no runner: it must have stored nothing.
     """
@@ -315,6 +317,10 @@ def assert_stats_match_tally(
     if _last_runner_stopped_itself(events):
         assert all(c >= t for c, t in zip(counted, tallied, strict=True)), (
             f"stats {dict(stats)} below the self-stopped runner's tally {last}"
+        )
+        unanswered = (last.get("unanswered_trades", 0), last.get("unanswered_orderbook", 0))
+        assert all(c <= t + u for c, t, u in zip(counted, tallied, unanswered, strict=True)), (
+            f"stats {dict(stats)} above the self-stopped runner's tally and unanswered {last}"
         )
         return
     assert counted == tallied, f"stats {dict(stats)} differ from the runner's tally {last}"

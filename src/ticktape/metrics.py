@@ -6,13 +6,34 @@ process without clashing on global collector names.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ticktape.domain import SessionStatus
 
 CREATE_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 COMMIT_LAG_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECONCILE_PHASE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+SYMBOL_MISS_OUTCOMES = ("rechecked", "confirmed")
+
+
+class _StoreCounter(Collector):
+    """A counter kept by the store, by label value: the values the last scrape read
+    from it (:meth:`Metrics.store_status`), each 0 until then."""
+
+    def __init__(self, name: str, documentation: str, label: str, values: tuple[str, ...]):
+        self._name, self._documentation, self._label = name, documentation, label
+        self.counts = dict.fromkeys(values, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in self.counts.items():
+            family.add_metric([value], count)
+        yield family
 
 
 class Metrics:
@@ -127,6 +148,15 @@ class Metrics:
             "(back-pressure: the store is behind the feeds)",
             registry=r,
         )
+        self.symbol_misses = _StoreCounter(
+            "ticktape_questdb_symbol_misses",
+            "Session ids a QuestDB lookup of the session log's id symbol did not find, read "
+            "again by their string value (rechecked), and those of them found after all "
+            "(confirmed: QuestDB's lookup missed a stored session); 0 on other backends",
+            "outcome",
+            SYMBOL_MISS_OUTCOMES,
+        )
+        r.register(self.symbol_misses)
         self.feed_lost = Counter(
             "ticktape_feed_messages_lost",
             "Exchange messages known lost (from sequence numbers), by exchange",
@@ -170,9 +200,14 @@ class Metrics:
         for status in SessionStatus:
             self.sessions.labels(status=status.value).set(counts.get(status, 0))
 
-    def store_status(self, *, up: bool, write_failures: int) -> None:
+    def store_status(
+        self, *, up: bool, write_failures: int, symbol_misses: dict[str, int] | None = None
+    ) -> None:
+        """The store's own figures, read at a scrape (``symbol_misses``: outcome →
+        count, :attr:`ticktape.store.base.Store.symbol_misses`)."""
         self.store_up.set(1 if up else 0)
         self.store_write_failures.set(write_failures)
+        self.symbol_misses.counts.update(symbol_misses or {})
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

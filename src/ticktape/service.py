@@ -329,6 +329,9 @@ class SessionService:
     def store_write_failures(self) -> int:
         return self._store.write_failures
 
+    def store_symbol_misses(self) -> dict[str, int]:
+        return self._store.symbol_misses
+
     async def check_store(self) -> None:
         """Raise the store's error unless it answers a read and takes writes (readiness)."""
         await self._store.check_ready()

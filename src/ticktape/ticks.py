@@ -16,6 +16,7 @@ stale owner's late writes (``TickStore.seal``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -149,6 +150,17 @@ class TickCounts:
     def as_stats(self, errors: int) -> Stats:
         """A session's stats as stored: these counts, plus the errors it counted."""
         return Stats(self.trades, self.orderbook, errors)
+
+
+def tick_counts(batches: Iterable[TickBatch]) -> TickCounts:
+    """The trades and order-book snapshots in ``batches``."""
+    trades = orderbook = 0
+    for b in batches:
+        if isinstance(b, TradeBatch):
+            trades += len(b)
+        else:
+            orderbook += len(b)
+    return TickCounts(trades, orderbook)
 
 
 def side_name(side: int) -> str:

@@ -141,6 +141,39 @@ def test_no_collection_starts_while_a_group_commit_holds_the_log(
     assert inside == []
 
 
+def test_log_transactions_start_no_thread_each_and_close_ends_their_watchdog(
+    qdb_url: str, run: Run[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound on a log transaction (``log_transaction_max_s``) is kept by one watchdog
+    thread per store, started with its first transaction and ended by ``close``: the
+    transactions after it start no thread (a timer each did, 10 to 16 a second under
+    load)."""
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def counted_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    store = QuestDBStore(qdb_url)
+    run(store.open())
+    try:
+        monkeypatch.setattr(threading.Thread, "start", counted_start)
+        session = run(store.sessions.create_session(draft_session(), actor="t"))
+        first = list(started)  # the log thread's worker and, now, the watchdog
+        for n in range(20):
+            run(store.sessions.add_event(session.id, actor="t", reason=f"note {n}"))
+        assert started == first, [t.name for t in started[len(first) :]]
+        assert [t.name for t in first if t.name.endswith("watchdog")] == [
+            "ticktape-questdb-log-watchdog"
+        ]
+        assert len(run(store.sessions.list_events(session.id))) == 21
+    finally:
+        run(store.close())
+        monkeypatch.undo()
+    assert not any(t.is_alive() for t in first if t.name.endswith("watchdog"))
+
+
 def test_a_group_cut_mid_transaction_says_how_long_the_thread_was_silent(
     managed: qs.ServerHandle, caplog: pytest.LogCaptureFixture
 ) -> None:

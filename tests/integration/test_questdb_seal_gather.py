@@ -12,6 +12,7 @@ coming.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -26,10 +27,22 @@ pytestmark = pytest.mark.questdb
 ARRIVAL_GAP_S = 0.1  # between two runners reaching their seals
 
 
-def _questdb(store: RetryingStore) -> QuestDBTickStore:
-    ticks = store.inner.ticks
+@dataclass
+class Counting:
+    """An instance's store on QuestDB and the groups its seals were counted in, in order
+    (``QuestDBTickStore.on_count_group``)."""
+
+    store: RetryingStore
+    groups: list[list[str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def counting(stores: tuple[RetryingStore, RetryingStore]) -> Counting:
+    seen = Counting(stores[0])
+    ticks = seen.store.inner.ticks
     assert isinstance(ticks, QuestDBTickStore)
-    return ticks
+    ticks.on_count_group = seen.groups.append
+    return seen
 
 
 async def _seals_arriving_apart(store: RetryingStore, ids: list[str]) -> list[Seal]:
@@ -41,12 +54,9 @@ async def _seals_arriving_apart(store: RetryingStore, ids: list[str]) -> list[Se
 
 
 def test_expected_seals_arriving_apart_are_counted_in_one_group(
-    stores: tuple[RetryingStore, RetryingStore], run: Run[Any]
+    counting: Counting, run: Run[Any]
 ) -> None:
-    store = stores[0]
-    ticks = _questdb(store)
-    groups: list[list[str]] = []
-    ticks.on_count_group = groups.append
+    store, groups = counting.store, counting.groups
 
     async def scenario() -> None:
         # unannounced, the first seal is counted alone: the arrivals here are apart
@@ -65,12 +75,9 @@ def test_expected_seals_arriving_apart_are_counted_in_one_group(
 
 
 def test_seals_that_never_come_hold_the_others_back_briefly(
-    stores: tuple[RetryingStore, RetryingStore], run: Run[Any]
+    counting: Counting, run: Run[Any]
 ) -> None:
-    store = stores[0]
-    ticks = _questdb(store)
-    groups: list[list[str]] = []
-    ticks.on_count_group = groups.append
+    store, groups = counting.store, counting.groups
 
     async def scenario() -> None:
         store.ticks.expect_seals(5, 60.0)  # two of the five never seal (a run that failed)

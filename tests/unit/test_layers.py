@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "redact",
                 "metrics",
                 "slices",
+                "throttle",
             }
         ),
     ),

@@ -145,8 +145,11 @@ def test_a_self_stopped_runners_tally_may_trail_the_stats_by_a_late_answered_wri
     # write in flight landed (counted by the claim's seal: 1,970 trades) but was answered
     # after the lease expired, so its tally (1,920) does not count it. Only a runner
     # that stopped itself may trail so, and never the other way.
+    # The tally says how many rows that write held (unanswered_*): the stats exceed it
+    # by at most those.
     started = _event(Reason.STARTED, None)
-    tally = _event(Reason.RUNNER_TALLY, json.dumps({"trades": 1920, "orderbook": 384}))
+    counts = {"trades": 1920, "orderbook": 384, "unanswered_trades": 50, "unanswered_orderbook": 10}
+    tally = _event(Reason.RUNNER_TALLY, json.dumps(counts))
     lost = _event(Reason.LEASE_LOST, "lease not renewed for 4.8s")
     zombie = _event(Reason.ZOMBIE_STOPPED, "runner stopped itself; 168 buffered ticks")
     landed = {"trades": 1970, "orderbook": 394}
@@ -159,6 +162,15 @@ def test_a_self_stopped_runners_tally_may_trail_the_stats_by_a_late_answered_wri
         assert_stats_match_tally({"trades": 1920, "orderbook": 384}, events)
         with pytest.raises(AssertionError, match="below the self-stopped"):
             assert_stats_match_tally({"trades": 1910, "orderbook": 394}, events)
+        with pytest.raises(AssertionError, match="above the self-stopped"):
+            assert_stats_match_tally({"trades": 1971, "orderbook": 394}, events)
+        with pytest.raises(AssertionError, match="above the self-stopped"):
+            assert_stats_match_tally({"trades": 1970, "orderbook": 395}, events)
+    # a note without unanswered_* (written before they existed): nothing above the tally
+    old = _event(Reason.RUNNER_TALLY, json.dumps({"trades": 1920, "orderbook": 384}))
+    assert_stats_match_tally({"trades": 1920, "orderbook": 384}, [started, lost, old])
+    with pytest.raises(AssertionError, match="above the self-stopped"):
+        assert_stats_match_tally(landed, [started, lost, old])
     with pytest.raises(AssertionError, match="differ from the runner's tally"):
         assert_stats_match_tally(landed, [started, tally])  # a run that ended as asked
     with pytest.raises(AssertionError, match="differ from the runner's tally"):

@@ -271,12 +271,15 @@ def create_app(
             async with asyncio.timeout(READY_TIMEOUT_S):
                 counts = await _status_counts(svc)
         except (StoreError, TimeoutError):
-            registry.store_status(up=False, write_failures=svc.store_write_failures())
+            up = False
         else:
             registry.set_status_counts(counts)
-            registry.store_status(
-                up=svc.store_problem() is None, write_failures=svc.store_write_failures()
-            )
+            up = svc.store_problem() is None
+        registry.store_status(
+            up=up,
+            write_failures=svc.store_write_failures(),
+            symbol_misses=svc.store_symbol_misses(),
+        )
         return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
     # Host, credentials and body size are checked before anything reads the request

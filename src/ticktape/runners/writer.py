@@ -42,7 +42,8 @@ from ticktape.metrics import Metrics
 from ticktape.runners.buffer import RowPool, TickBuffer
 from ticktape.runtime.handle import RunHandle
 from ticktape.store.base import Store, WriteResult
-from ticktape.ticks import TickBatch
+from ticktape.throttle import LogThrottle
+from ticktape.ticks import TickBatch, tick_counts
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,12 @@ class Registration:
         self.client = client
         self.active = True  # False once its run gave it up: no answer of it counts then
         self.in_flight = False  # some of its batches are in the write under way
+        #: Its batches in the last write whose answer has not been applied to its tally:
+        #: if the run gives them up (:meth:`TickWriter.unregister`), its handle's
+        #: ``unanswered`` counts them (stored or not, the run cannot tell), as it counts
+        #: a write that fences its run or fails after it (never tried again: stored or
+        #: not, by an earlier try of the retry layer's, the run cannot tell either).
+        self.flying: list[TickBatch] = []
         self.held = False  # its last write failed: tried again at the next clock point
         #: Its gap rows being written, beside the rounds: its ticks wait for them, the
         #: other sessions' do not.
@@ -115,8 +122,7 @@ class TickWriter:
         self.pool = RowPool(settings.instance_buffer_max_rows, on_wait=self._pool_wait)
         # what the instance holds for the store, read when the metrics are scraped
         metrics.tick_buffer_rows.set_function(lambda: self.pool.rows)
-        self._waits_logged_at = -BUFFER_WAIT_LOG_EVERY_S  # monotonic; the first wait logs
-        self._waits_unlogged = 0
+        self._wait_lines = LogThrottle(BUFFER_WAIT_LOG_EVERY_S)  # the first wait logs
         self._regs: dict[Registration, None] = {}  # registered, in order
         self._due: dict[Registration, None] = {}  # due before the next clock point, in order
         self._wake: asyncio.Future[None] | None = None
@@ -131,19 +137,16 @@ class TickWriter:
         """A feed block waits for room under the instance's bound: counted, and logged at
         most once per ``BUFFER_WAIT_LOG_EVERY_S`` (a store far behind makes thousands)."""
         self._metrics.tick_buffer_waits.inc()
-        self._waits_unlogged += 1
-        now = time.monotonic()
-        if now - self._waits_logged_at >= BUFFER_WAIT_LOG_EVERY_S:
+        unlogged = self._wait_lines.event()
+        if unlogged is not None:
             log.warning(
                 "tick buffers full: %d ticks held for the store (bound %d, "
                 "TICKTAPE_INSTANCE_BUFFER_MAX_ROWS); %d feed blocks waited for room since "
                 "the last such line (the store is behind the feeds)",
                 self.pool.rows,
                 self.pool.max_rows,
-                self._waits_unlogged,
+                unlogged,
             )
-            self._waits_logged_at = now
-            self._waits_unlogged = 0
 
     def register(self, handle: RunHandle, client: WriterClient) -> Registration:
         """A new buffer for ``handle``'s run, written by this writer until
@@ -166,8 +169,12 @@ class TickWriter:
         return reg
 
     def unregister(self, reg: Registration) -> None:
-        """The run is over: nothing more of it is written or counted."""
+        """The run is over: nothing more of it is written or counted. A write of it
+        still unanswered is counted in its handle's ``unanswered``."""
         reg.active = False
+        if reg.flying:
+            reg.handle.unanswered += tick_counts(reg.flying)
+            reg.flying = []
         reg.buffer.on_due = None
         _drop_gap_write(reg)  # the run is over (lost, cancelled): write nothing more
         self._regs.pop(reg, None)
@@ -267,6 +274,7 @@ class TickWriter:
                     reg.finish()
                 continue
             reg.in_flight = True
+            reg.flying = batches
             writes.append(batches)
             taken.append(reg)
         if not writes:
@@ -284,6 +292,7 @@ class TickWriter:
             await slicer.next()
             if not reg.active:  # its run gave up on it meanwhile: nothing of it counts
                 continue
+            reg.flying = []
             if isinstance(answer, WriteResult):  # the usual case: no await per session
                 self._stored(reg, batches)
             else:
@@ -311,6 +320,8 @@ class TickWriter:
             self._metrics.fenced_writes.inc()
             log.warning("session %s: %s; runner stops writing", handle.session_id, answer)
             handle.lose(f"tick write rejected by the store: {answer}")
+            # refused — but an earlier try of it (the retry layer's) may have stored it
+            handle.unanswered += tick_counts(batches)
             reg.finish()
             return
         if not isinstance(answer, StoreError):  # not the store's: this session's run fails
@@ -324,6 +335,9 @@ class TickWriter:
             answer,
         )
         if handle.lost.is_set():
+            # never tried again, and a store error does not say it stored nothing (an
+            # answer lost, a timeout): stored or not, as a write given up unanswered
+            handle.unanswered += tick_counts(batches)
             reg.finish()
             return
         await buffer.put_back(batches)

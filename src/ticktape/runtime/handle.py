@@ -24,6 +24,11 @@ class RunHandle:
     handover: asyncio.Event = field(default_factory=asyncio.Event)
     written: TickCounts = field(default_factory=TickCounts)
     unstored: int = 0  # ticks that could not be stored and were given up on
+    #: Rows of writes whose outcome the run does not know and never tries again: one it
+    #: gave up on before its answer (a lost run whose lease ran out first), one refused as
+    #: ``LeaseLost`` (an earlier try of it may have landed) or failing once the run was
+    #: lost. Stored or not, they are not in ``written``.
+    unanswered: TickCounts = field(default_factory=TickCounts)
     resumed: bool = False  # claimed after its owner was lost: continue after what is stored
     #: The session opted in to resume (``reconciler.is_resumable``: its kind and spec,
     #: which never change): a shutdown hands it over instead of stopping it.

@@ -555,13 +555,18 @@ def _tally(handle: RunHandle, dropped: int = 0) -> Note:
     acknowledged its writes (a resumed run starts from what was stored). A run that
     ends here records it with its terminal transition, in the same write
     (``SessionStore.transition``'s ``note``); one that lost its lease or hands its
-    session over, as a note of its own.
+    session over, as a note of its own. ``unanswered_*``: the rows of the writes whose
+    outcome the run does not know (``RunHandle.unanswered``), which the stats may count
+    or not;
+    notes written before they existed have none (read as 0).
     """
     tally = {
         "trades": handle.written.trades,
         "orderbook": handle.written.orderbook,
         "unstored": handle.unstored,
         "dropped": dropped,
+        "unanswered_trades": handle.unanswered.trades,
+        "unanswered_orderbook": handle.unanswered.orderbook,
     }
     return Note(Reason.RUNNER_TALLY, json.dumps(tally, sort_keys=True))
 

@@ -25,6 +25,7 @@ from typing import Final, Literal, TypeVar
 from ticktape.config import STORE_TIMEOUT_S
 from ticktape.domain import DataType, Note, Session, SessionEvent, SessionKind, SessionStatus, Stats
 from ticktape.errors import WriteTimedOut
+from ticktape.throttle import LogThrottle
 from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
 
 DEFAULT_LIST_LIMIT: Final = 50
@@ -829,16 +830,14 @@ class WriteHealth:
         self.failures = 0
         self._failure: tuple[str, float] | None = None
         self._failed_since_success = False
-        self._last_logged: tuple[str, float] = ("", -FAILURE_LOG_EVERY_S)
+        self._lines = LogThrottle(FAILURE_LOG_EVERY_S)  # once per cause and interval
 
     def failed(self, exc: BaseException) -> None:
         self.failures += 1
         message = str(exc) or type(exc).__name__
         now = time.monotonic()
-        last_message, last_at = self._last_logged
-        if message != last_message or now - last_at >= FAILURE_LOG_EVERY_S:
+        if self._lines.event(key=message, now=now) is not None:
             log.error("%s writes are failing: %s", self.name, message)
-            self._last_logged = (message, now)
         self._failure = (message, now)
         self._failed_since_success = True
 
@@ -994,6 +993,14 @@ class Store(abc.ABC):
     def write_failures(self) -> int:
         """How many times the store's write path has failed since it was opened."""
         return 0
+
+    @property
+    def symbol_misses(self) -> dict[str, int]:
+        """Session ids a by-id read of the backend did not find at first, by outcome, ever:
+        ``rechecked`` (read again another way) and ``confirmed`` (found then: the first
+        read missed a stored session). Only QuestDB's log lookups count them
+        (``LogLookups``, docs/questdb.md); empty elsewhere."""
+        return {}
 
     def disk_usage_bytes(self) -> int | None:
         """Bytes the store's files take on this machine, or None if it cannot tell

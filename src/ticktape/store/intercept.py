@@ -443,6 +443,10 @@ class InterceptedStore(Store):
     def write_failures(self) -> int:
         return self.inner.write_failures
 
+    @property
+    def symbol_misses(self) -> dict[str, int]:
+        return self.inner.symbol_misses
+
     @property  # a class attribute in Store; the inner store's here
     def timeout_s(self) -> float:
         return self.inner.timeout_s

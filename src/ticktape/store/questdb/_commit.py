@@ -325,25 +325,18 @@ class GroupCommitter:
         :func:`keys_sql`), in one pipelined round trip (none without candidates): each
         first row found by an interval search on the log's timestamp. A key with several
         rows (a key row whose session's COMMIT failed, then the retried create) gives the
-        earliest session that exists."""
+        earliest session that exists (:class:`_FirstRows`)."""
         if not candidates:
             return {}
-        ordered = _by_first_ts(candidates)
+        reads = _FirstRows(candidates, self._select, self._db)
         async with conn.pipeline() as pipeline:
-            curs = [
-                await conn.execute(self._first_row_sql(), (first_ts, str(sid)))
-                for _key, sid, first_ts in ordered
-            ]
+            curs = [await conn.execute(sql, params) for sql, params in reads.first]
             await pipeline.sync()
-            read = [self._db.log_lookups.first(await cur.fetchall()) for cur in curs]
-        unfound = self._unfound(ordered, read)
-        if unfound:
-            sql = self._first_row_sql(by_string=True)
-            for at in unfound:
-                _key, sid, first_ts = ordered[at]
-                read[at] = await (await conn.execute(sql, (first_ts, str(sid)))).fetchall()
-            self._found_again(ordered, unfound, read)
-        return _earliest(ordered, read)
+            first = [await cur.fetchall() for cur in curs]
+        again = [
+            await (await conn.execute(sql, params)).fetchall() for sql, params in reads.again(first)
+        ]
+        return reads.answer(again)
 
     def _first_rows_in_thread(
         self, conn: psycopg.Connection[Any], candidates: Sequence[tuple[Any, ...]]
@@ -351,22 +344,13 @@ class GroupCommitter:
         """:meth:`first_rows` on the log thread's connection."""
         if not candidates:
             return {}
-        ordered = _by_first_ts(candidates)
+        reads = _FirstRows(candidates, self._select, self._db)
         with conn.pipeline() as pipeline:
-            curs = [
-                conn.execute(self._first_row_sql(), (first_ts, str(sid)))
-                for _key, sid, first_ts in ordered
-            ]
+            curs = [conn.execute(sql, params) for sql, params in reads.first]
             pipeline.sync()
-            read = [self._db.log_lookups.first(cur.fetchall()) for cur in curs]
-        unfound = self._unfound(ordered, read)
-        if unfound:
-            sql = self._first_row_sql(by_string=True)
-            for at in unfound:
-                _key, sid, first_ts = ordered[at]
-                read[at] = conn.execute(sql, (first_ts, str(sid))).fetchall()
-            self._found_again(ordered, unfound, read)
-        return _earliest(ordered, read)
+            first = [cur.fetchall() for cur in curs]
+        again = [conn.execute(sql, params).fetchall() for sql, params in reads.again(first)]
+        return reads.answer(again)
 
     def _kept_sql(
         self, written: list[Append], by_string: list[str] | None = None
@@ -382,35 +366,6 @@ class GroupCommitter:
             f"IN ({', '.join('%s' for _ in ids)})"
         )
         return sql, [min(times), max(times), *ids]
-
-    def _first_row_sql(self, *, by_string: bool = False) -> str:
-        column = "cast(id AS string)" if by_string else "id"
-        return self._db.prefixed(f"{self._select} WHERE ts = %s AND {column} = %s AND row_seq = 1")
-
-    @staticmethod
-    def _unfound(ordered: list[tuple[Any, ...]], read: list[list[tuple[Any, ...]]]) -> list[int]:
-        """Where in ``ordered`` (key, id, first_ts) a candidate's first row was not read,
-        no earlier candidate of its key's was: a key is committed before its session's
-        rows, so the session exists unless its append lost — or QuestDB's symbol lookup
-        missed it (``LogLookups``); they are read again by the id's string value (an
-        interval search on ``ts`` first: cheap)."""
-        settled: set[str] = set()
-        unfound = []
-        for at, ((key, _sid, _ts), rows) in enumerate(zip(ordered, read, strict=True)):
-            if rows:
-                settled.add(str(key))
-            elif str(key) not in settled:
-                unfound.append(at)
-        return unfound
-
-    def _found_again(
-        self, ordered: list[tuple[Any, ...]], unfound: list[int], read: list[list[tuple[Any, ...]]]
-    ) -> None:
-        self._db.log_lookups.found_again(
-            sorted({str(ordered[at][1]) for at in unfound}),
-            [read[at][0] for at in unfound if read[at]],
-            "read idempotency key",
-        )
 
     def _record_keys(self, keys: psycopg.Connection[Any], appended: list[Append]) -> None:
         """Commit the idempotency keys of ``appended`` (``tt_session_keys``) on ``keys``,
@@ -557,6 +512,57 @@ def _earliest(
 
 def _by_first_ts(candidates: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return sorted(candidates, key=lambda c: (c[2], str(c[1])))
+
+
+class _FirstRows:
+    """The reads of :meth:`GroupCommitter.first_rows`, without their I/O: the first row
+    (``row_seq = 1``, at its ``first_ts``) of each candidate (key, id, first_ts), in the
+    order of their first rows (:attr:`first`); the candidates whose row was not read, no
+    earlier candidate of their key's was, read again by the id's string value
+    (:meth:`again`, ``LogLookups``); key → the earliest session's first row
+    (:meth:`answer`). Each caller runs the reads on its own connection."""
+
+    def __init__(self, candidates: Sequence[tuple[Any, ...]], select: str, db: Connections) -> None:
+        self._ordered = _by_first_ts(candidates)
+        self._select = select
+        self._db = db
+        self._read: list[list[tuple[Any, ...]]] = []
+        self._unfound: list[int] = []
+        self.first = [(self._sql(), (ts, str(sid))) for _key, sid, ts in self._ordered]
+
+    def _sql(self, *, by_string: bool = False) -> str:
+        column = "cast(id AS string)" if by_string else "id"
+        return self._db.prefixed(f"{self._select} WHERE ts = %s AND {column} = %s AND row_seq = 1")
+
+    def again(self, first: list[list[tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
+        """The second reads, given the rows of :attr:`first`'s: where in the order a
+        candidate's first row was not read, no earlier candidate of its key's was — a key
+        is committed before its session's rows, so the session exists unless its append
+        lost, or QuestDB's symbol lookup missed it (``LogLookups``): read again by the
+        id's string value (an interval search on ``ts`` first: cheap)."""
+        self._read = [self._db.log_lookups.first(rows) for rows in first]
+        settled: set[str] = set()
+        self._unfound = []
+        for at, ((key, _sid, _ts), rows) in enumerate(zip(self._ordered, self._read, strict=True)):
+            if rows:
+                settled.add(str(key))
+            elif str(key) not in settled:
+                self._unfound.append(at)
+        sql = self._sql(by_string=True)
+        return [(sql, (self._ordered[at][2], str(self._ordered[at][1]))) for at in self._unfound]
+
+    def answer(self, again: list[list[tuple[Any, ...]]]) -> dict[str, tuple[Any, ...]]:
+        """Key → the first row of its earliest session read, given the rows of
+        :meth:`again`'s reads."""
+        if self._unfound:
+            for at, rows in zip(self._unfound, again, strict=True):
+                self._read[at] = rows
+            self._db.log_lookups.found_again(
+                sorted({str(self._ordered[at][1]) for at in self._unfound}),
+                [self._read[at][0] for at in self._unfound if self._read[at]],
+                "read idempotency key",
+            )
+        return _earliest(self._ordered, self._read)
 
 
 def keys_sql(count: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 import time
@@ -43,6 +42,7 @@ from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
 from ticktape.store.questdb._abandon import AbandoningConnection
 from ticktape.store.questdb._logthread import Connect, LogThread
+from ticktape.throttle import LogThrottle
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -829,8 +829,7 @@ class LogLookups:
         self.rechecked = 0
         self.confirmed = 0
         self.on_lookup: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None
-        self._warned_at = -math.inf
-        self._unwarned = 0
+        self._warnings = LogThrottle(SYMBOL_MISS_WARN_EVERY_S)
 
     @staticmethod
     def sql(columns: str, count: int, *, by_string: bool = False) -> str:
@@ -853,18 +852,16 @@ class LogLookups:
         if not again:
             return
         self.confirmed += len(again)
-        self._unwarned += len(again)
-        now = time.monotonic()
-        if now - self._warned_at >= SYMBOL_MISS_WARN_EVERY_S:
+        unwarned = self._warnings.event(len(again))
+        if unwarned is not None:
             log.warning(
                 "%s: QuestDB's lookup of the session log's id symbol missed %d stored "
                 "session(s) since the last warning (%d in all); found by their string "
                 "value (docs/questdb.md)",
                 what,
-                self._unwarned,
+                unwarned,
                 self.confirmed,
             )
-            self._warned_at, self._unwarned = now, 0
 
     async def read(
         self,

@@ -15,7 +15,9 @@ at :meth:`LogThread.close`. The one thing the loop side does to them is ``shutdo
 of their sockets when the store closes, under a lock that keeps a socket from being
 closed meanwhile: a job blocked on a frozen server then fails at once and the thread
 closes its connections itself. A transaction open past its bound
-(:meth:`LogThread.abandoned_after`) has its sockets shut down the same way, by a timer.
+(:meth:`LogThread.abandoned_after`) has its sockets shut down the same way, by the
+LogThread's one watchdog thread (started with the first transaction, ended by
+:meth:`LogThread.close`), which knows the open transaction's deadline.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -39,6 +42,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connect = Callable[[str], psycopg.Connection[Any]]
 CLOSE_WAIT_S = 2.0  # close() waits this long at most for the thread to close its connections
+
+
+@dataclass(frozen=True, eq=False)
+class _Open:
+    """The transaction open in the thread, as the watchdog knows it."""
+
+    began: float  # time.monotonic()
+    limit_s: float
+    what: str
+
+    @property
+    def deadline(self) -> float:
+        return self.began + self.limit_s
 
 
 class LogThread:
@@ -66,6 +82,12 @@ class LogThread:
         self._sockets: dict[int, int] = {}  # id(connection) → socket descriptor
         self._lock = threading.Lock()
         self._closed = False
+        # the watchdog: the open transaction (None: none) and its thread, under _watch
+        # (taken before _lock, never after it)
+        self._watch = threading.Condition(threading.Lock())
+        self._open: _Open | None = None
+        self._watchdog: threading.Thread | None = None
+        self._watch_ends = False
 
     def reopen(self) -> None:
         """Accept jobs again after :meth:`close` (a store opened again)."""
@@ -86,6 +108,7 @@ class LogThread:
         """Fail a job under way at once (its sockets shut down), close every connection
         in the thread and end the thread."""
         self._closed = True
+        self._end_watchdog()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -111,33 +134,57 @@ class LogThread:
         and the session log stays held meanwhile (and the collector paused:
         :func:`collector_paused`). A slow server's transaction that overruns is cut the
         same way: its appends fail, and the store boundary retries them."""
-        ended = False
-        began = time.monotonic()
+        opened = _Open(time.monotonic(), limit_s, what)
+        with self._watch:
+            if self._watchdog is None and not self._closed:  # close() sets _closed first
+                self._watch_ends = False
+                self._watchdog = threading.Thread(
+                    target=self._watch_transactions, name=f"{self._name}-watchdog", daemon=True
+                )
+                self._watchdog.start()
+            self._open = opened
+            self._watch.notify()
+        try:
+            yield
+        finally:
+            with self._watch:  # the watchdog shuts sockets down only under it
+                if self._open is opened:
+                    self._open = None
 
-        def abandon() -> None:
-            with self._lock:
-                if ended:
-                    return
+    def _watch_transactions(self) -> None:
+        """The watchdog's loop: waits for the open transaction's deadline; past it, shuts
+        its connections' sockets down (once), under ``_watch`` so that the transaction
+        cannot end, nor the next begin, meanwhile."""
+        with self._watch:
+            while not self._watch_ends:
+                opened = self._open
+                if opened is None:
+                    self._watch.wait()
+                    continue
+                left = opened.deadline - time.monotonic()
+                if left > 0:
+                    self._watch.wait(left)
+                    continue
+                self._open = None
                 log.warning(
                     "%s: transaction open %.3fs, past its bound of %gs "
                     "(TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S): its connections are shut "
                     "down, its appends fail (their callers retry)",
-                    what,
-                    time.monotonic() - began,
-                    limit_s,
+                    opened.what,
+                    time.monotonic() - opened.began,
+                    opened.limit_s,
                 )
-                for fd in self._sockets.values():
-                    _shutdown(fd)
+                with self._lock:
+                    for fd in self._sockets.values():
+                        _shutdown(fd)
 
-        timer = threading.Timer(limit_s, abandon)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                ended = True
-            timer.cancel()
+    def _end_watchdog(self) -> None:
+        with self._watch:
+            watchdog, self._watchdog = self._watchdog, None
+            self._watch_ends = True
+            self._watch.notify()
+        if watchdog is not None:
+            watchdog.join()
 
     def _job(self, job: Callable[[Connect], T]) -> T:
         try:

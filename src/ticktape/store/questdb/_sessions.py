@@ -1324,6 +1324,11 @@ class QuestDBStore(Store):
     def write_failures(self) -> int:
         return self._db.health.failures
 
+    @property
+    def symbol_misses(self) -> dict[str, int]:
+        lookups = self._db.log_lookups
+        return {"rechecked": lookups.rechecked, "confirmed": lookups.confirmed}
+
     async def check_ready(self) -> None:
         """A read; and while writes are failing, a use of the write connection (a
         ``SELECT 1`` through it, reconnecting if need be) must work again too."""

@@ -43,6 +43,7 @@ from typing import Any, Generic, TypeGuard, TypeVar
 from ticktape.config import STORE_TIMEOUT_S
 from ticktape.errors import StoreBusy, StoreError, StoreUnavailable, WriteTimedOut
 from ticktape.store.driver_errors import ErrorMap, Rule
+from ticktape.throttle import LogThrottle
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -278,7 +279,7 @@ class Database:
         self.write_failures = 0  # groups that failed, ever (a counter for /metrics)
         self._failure: tuple[str, float] | None = None  # last failure: message, monotonic time
         self._failed_since_success = False
-        self._last_logged: tuple[str, float] = ("", -FAILURE_LOG_EVERY_S)
+        self._failure_lines = LogThrottle(FAILURE_LOG_EVERY_S)  # once per cause and interval
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -289,8 +290,7 @@ class Database:
         self._queued_lock = threading.Lock()
         self.bulk_writes_run = 0  # tick writes the writer has run, ever (on its thread)
         self.traces: deque[tuple[str, WriteTrace]] = deque(maxlen=TRACES_KEPT)
-        self._slow_logged_at = -SLOW_LOG_EVERY_S  # monotonic time of the last slow-write line
-        self._slow_unlogged = 0  # slow writes since that line
+        self._slow_lines = LogThrottle(SLOW_LOG_EVERY_S)  # slow writes, on their delivery times
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -467,16 +467,15 @@ class Database:
         self.traces.append((what, trace))
         if trace.delivered - trace.queued <= SLOW_SESSION_WRITE_S:
             return
-        if trace.delivered - self._slow_logged_at < SLOW_LOG_EVERY_S:
-            self._slow_unlogged += 1
+        slow = self._slow_lines.event(now=trace.delivered)
+        if slow is None:
             return
         log.warning(
             "slow SQLite write (%s): %s; %d more slow write(s) since the last such line",
             what,
             trace.describe(),
-            self._slow_unlogged,
+            slow - 1,
         )
-        self._slow_logged_at, self._slow_unlogged = trace.delivered, 0
 
     def _take(self) -> list[_Write[Any]]:
         """A new group: every queued session write (up to the cap), else one bulk write."""
@@ -600,11 +599,9 @@ class Database:
         self.write_failures += 1
         message = str(exc) or type(exc).__name__
         now = time.monotonic()
-        last_message, last_at = self._last_logged
-        if message != last_message or now - last_at >= FAILURE_LOG_EVERY_S:
+        if self._failure_lines.event(key=message, now=now) is not None:
             # Once per outage (and per distinct cause), with its cause — not once per write.
             log.error("SQLite writes are failing: %s", message, exc_info=exc)
-            self._last_logged = (message, now)
         self._failure = (message, now)
         self._failed_since_success = True
 
