@@ -31,12 +31,13 @@ import itertools
 import json
 import os
 import shutil
-import statistics
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from log_visibility import _ms
 
 SEAL_SQL = (
     "SELECT session_id, tenure, count(), max(batch_seq) FROM tt_trades "
@@ -190,16 +191,6 @@ async def checker(
                     out[f"{name}_missed"] += sum(
                         1 for sid in keys if counted.get(sid, 0) < expected[sid]
                     )
-
-
-def _ms(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    return {
-        "p50_ms": round(1000 * statistics.median(ordered), 2),
-        "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 2),
-    }
 
 
 async def one_rate(args: argparse.Namespace, server: Any, rate: float) -> dict[str, Any]:
