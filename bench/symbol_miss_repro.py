@@ -33,11 +33,13 @@ misses while new ids are added fast. Last line: JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -54,6 +56,9 @@ class Shared:
         self.missed = 0
         self.missed_reads = 0
         self.cases: list[dict[str, Any]] = []
+        self.writing = 0  # writers still running
+        self.quiet_reads = 0  # reads begun after every writer had stopped
+        self.quiet_missed = 0
         self.errors: list[str] = []
 
 
@@ -65,7 +70,7 @@ def writer(args: argparse.Namespace, table: str, shared: Shared, until: float) -
     until -= args.quiet
     interval = 1.0 / args.txn_rate if args.txn_rate else 0.0
     next_at = time.monotonic()
-    with connect(args.pg) as conn:
+    with connect(args.pg) as conn, writing(shared):
         while time.monotonic() < until:
             ids = [uuid.uuid4().hex for _ in range(args.per_txn)]
             try:
@@ -75,6 +80,8 @@ def writer(args: argparse.Namespace, table: str, shared: Shared, until: float) -
                         f"INSERT INTO {table} (id, v, ts) VALUES (%s, %s, now())", [sid, n]
                     )
                 conn.execute("COMMIT")
+                if args.wal:  # a WAL commit is visible once applied: wait for that
+                    applied(conn, table)
             except psycopg.Error as e:
                 with shared.lock:
                     shared.busy += 1
@@ -88,6 +95,26 @@ def writer(args: argparse.Namespace, table: str, shared: Shared, until: float) -
             if interval:
                 next_at += interval
                 time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+@contextlib.contextmanager
+def writing(shared: Shared) -> Iterator[None]:
+    with shared.lock:
+        shared.writing += 1
+    try:
+        yield
+    finally:
+        with shared.lock:
+            shared.writing -= 1
+
+
+def applied(conn: psycopg.Connection[Any], table: str) -> None:
+    """Wait until the WAL table has applied every transaction committed so far."""
+    sql = f"SELECT writerTxn, sequencerTxn FROM wal_tables() WHERE name = '{table}'"
+    row = conn.execute(sql).fetchone()
+    target = row[1] if row else 0
+    while (row := conn.execute(sql).fetchone()) and row[0] < target:
+        time.sleep(0.001)
 
 
 def other_writer(args: argparse.Namespace, table: str, until: float) -> None:
@@ -132,6 +159,7 @@ def reader(args: argparse.Namespace, table: str, shared: Shared, until: float) -
         while time.monotonic() < until:
             with shared.lock:
                 ids = shared.ids[-args.ids :]
+                quiet = shared.writing == 0
             if not ids:
                 time.sleep(0.01)
                 continue
@@ -167,6 +195,8 @@ def reader(args: argparse.Namespace, table: str, shared: Shared, until: float) -
                 shared.ids_read += len(ids)
                 shared.missed += len(missing)
                 shared.missed_reads += bool(missing)
+                shared.quiet_reads += quiet
+                shared.quiet_missed += len(missing) if quiet else 0
                 if case is not None and len(shared.cases) < args.cases:
                     shared.cases.append(case)
     finally:
@@ -250,6 +280,8 @@ def main() -> None:
         "ids_read": shared.ids_read,
         "missed": shared.missed,
         "missed_reads": shared.missed_reads,
+        "quiet_reads": shared.quiet_reads,
+        "quiet_missed": shared.quiet_missed,
         "errors": shared.errors,
         "cases": shared.cases,
         "load": load,
