@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -72,7 +73,11 @@ def writer(args: argparse.Namespace, table: str, shared: Shared, until: float) -
     next_at = time.monotonic()
     with connect(args.pg) as conn, writing(shared):
         while time.monotonic() < until:
-            ids = [uuid.uuid4().hex for _ in range(args.per_txn)]
+            if args.existing:  # rows of ids already stored: no new symbol value
+                with shared.lock:
+                    ids = random.sample(shared.ids, args.per_txn)
+            else:
+                ids = [uuid.uuid4().hex for _ in range(args.per_txn)]
             try:
                 conn.execute("BEGIN")
                 for n, sid in enumerate(ids):
@@ -90,7 +95,8 @@ def writer(args: argparse.Namespace, table: str, shared: Shared, until: float) -
                 conn.execute("ROLLBACK")
                 continue
             with shared.lock:
-                shared.ids.extend(ids)
+                if not args.existing:
+                    shared.ids.extend(ids)
                 shared.commits += 1
             if interval:
                 next_at += interval
@@ -223,6 +229,13 @@ def main() -> None:
     parser.add_argument(
         "--quiet", type=float, default=0.0, help="s at the end with the writers stopped"
     )
+    parser.add_argument(
+        "--existing",
+        type=int,
+        default=0,
+        help="store this many ids first; the writers then add rows of those ids only",
+    )
+    parser.add_argument("--prefill", type=int, default=0, help="distinct ids stored first")
     parser.add_argument("--cases", type=int, default=5)
     args = parser.parse_args()
 
@@ -238,6 +251,21 @@ def main() -> None:
                 f"TIMESTAMP(ts) PARTITION BY MONTH {wal}"
             )
     shared = Shared()
+    if args.prefill:  # distinct ids stored before the run, read by no one
+        with connect(args.pg) as conn:
+            conn.execute(
+                f"INSERT INTO {table} (id, v, ts) SELECT cast(rnd_uuid4() AS string), 0, "
+                f"now() FROM long_sequence({args.prefill})"
+            )
+    if args.existing:  # stored before the run, in one transaction
+        shared.ids = [uuid.uuid4().hex for _ in range(args.existing)]
+        with connect(args.pg) as conn:
+            conn.execute("BEGIN")
+            for sid in shared.ids:
+                conn.execute(f"INSERT INTO {table} (id, v, ts) VALUES (%s, 0, now())", [sid])
+            conn.execute("COMMIT")
+            if args.wal:
+                applied(conn, table)
     until = time.monotonic() + args.seconds
     threads = [
         *(
@@ -273,6 +301,8 @@ def main() -> None:
         "per_txn": args.per_txn,
         "readers": args.readers,
         "other_table": args.other_table,
+        "existing": args.existing,
+        "prefill": args.prefill,
         "ids_per_s": round(len(shared.ids) / spent, 1),
         "commits": shared.commits,
         "busy": shared.busy,
