@@ -178,12 +178,14 @@ async def checker(
             if full_every and n % full_every == 0:
                 # every id of the read counted by string and by the whole table's GROUP BY
                 marks = ", ".join("%s" for _ in keys)
+                began = time.perf_counter()
                 cur = await conn.execute(
                     "SELECT cast(session_id AS string), count() FROM tt_trades "
                     f"WHERE cast(session_id AS string) IN ({marks})",
                     keys,
                 )
                 by_string = {str(s): int(c) for s, c in await cur.fetchall()}
+                out["string_s"].append(time.perf_counter() - began)
                 cur = await conn.execute("SELECT session_id, count() FROM tt_trades")
                 grouped = {str(s): int(c) for s, c in await cur.fetchall()}
                 out["full_reads"] += 1
@@ -225,6 +227,7 @@ async def one_rate(args: argparse.Namespace, server: Any, rate: float) -> dict[s
         "cases": [],
         "wait_s": [],
         "read_s": [],
+        "string_s": [],
     }
     began = time.monotonic()
     await asyncio.gather(
@@ -243,6 +246,7 @@ async def one_rate(args: argparse.Namespace, server: Any, rate: float) -> dict[s
     out["flush"] = _ms(sent.flush_s)
     out["wait_applied"] = _ms(out.pop("wait_s"))
     out["seal_read"] = _ms(out.pop("read_s"))
+    out["by_string_read"] = _ms(out.pop("string_s"))  # the same ids, every --full-every-th
     return out
 
 
