@@ -195,7 +195,10 @@ async def checker(
                     )
 
 
-async def one_rate(args: argparse.Namespace, server: Any, rate: float) -> dict[str, Any]:
+async def one_rate(
+    args: argparse.Namespace, server: Any, rate: float, newest: list[str]
+) -> dict[str, Any]:
+    """One rate's run; ``newest`` gets the ids it made."""
     sent = Sent()
     until = time.monotonic() + args.seconds
     per_flush = rate * args.interval / args.writers
@@ -239,6 +242,7 @@ async def one_rate(args: argparse.Namespace, server: Any, rate: float) -> dict[s
     for t in threads:
         await asyncio.to_thread(t.join)
     spent = time.monotonic() - began
+    newest.extend(sent.order)
     out["rate_asked"] = rate
     out["new_ids_per_s"] = round(len(sent.order) / spent, 1)
     out["ids"] = len(sent.order)
@@ -250,15 +254,49 @@ async def one_rate(args: argparse.Namespace, server: Any, rate: float) -> dict[s
     return out
 
 
+async def read_costs(conninfo: str, ids: list[str], repeats: int) -> dict[str, Any]:
+    """The seal's read of ``ids`` by the symbol and by string, alternated, nothing landing."""
+    import psycopg
+
+    spent: dict[str, list[float]] = {"by_symbol": [], "by_string": []}
+    marks = ", ".join("%s" for _ in ids)
+    async with await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, prepare_threshold=None
+    ) as conn:
+        for _ in range(repeats):
+            for name, column in (
+                ("by_symbol", "session_id"),
+                ("by_string", "cast(session_id AS string)"),
+            ):
+                began = time.perf_counter()
+                cur = await conn.execute(
+                    SEAL_SQL.replace("session_id IN", f"{column} IN").format(marks=marks), ids
+                )
+                await cur.fetchall()
+                spent[name].append(time.perf_counter() - began)
+        rows = await (await conn.execute("SELECT count() FROM tt_trades")).fetchone()
+    out: dict[str, Any] = {name: _ms(values) for name, values in spent.items()}
+    out["rows"] = rows[0] if rows else None
+    out["ids"] = len(ids)
+    out["ratio_p50"] = round(out["by_string"]["p50_ms"] / out["by_symbol"]["p50_ms"], 2)
+    return out
+
+
 async def run(args: argparse.Namespace, server: Any) -> list[dict[str, Any]]:
     from ticktape.store import open_store
 
     store = open_store(server.store_url)
     await store.open()  # the store's own tables
     await store.close()
-    results = []
+    if args.prefill_ticks:
+        from shutdown import prefill
+
+        took = await asyncio.to_thread(prefill, server.store_url, args.prefill_ticks)
+        print(f"prefilled {args.prefill_ticks:,} rows a tick table in {took:.1f}s", flush=True)
+    results: list[dict[str, Any]] = []
+    newest: list[str] = []
     for rate in args.rates:
-        result = await one_rate(args, server, rate)
+        result = await one_rate(args, server, rate, newest)
         result["load"] = [round(x, 2) for x in os.getloadavg()]
         results.append(result)
         cases = result.pop("cases")
@@ -266,6 +304,11 @@ async def run(args: argparse.Namespace, server: Any) -> list[dict[str, Any]]:
         for case in cases:
             print("  case:", case, flush=True)
         result["cases"] = cases
+    if args.cost_reads and newest:
+        costs = await read_costs(server.pg_conninfo, newest[-1000:], args.cost_reads)
+        costs["load"] = [round(x, 2) for x in os.getloadavg()]
+        print("read costs", json.dumps(costs), flush=True)
+        results.append({"read_costs": costs})
     return results
 
 
@@ -287,6 +330,15 @@ def main() -> None:
     parser.add_argument("--checkers", type=int, default=2)
     parser.add_argument("--ids", type=int, default=1500, help="newest ids counted per read")
     parser.add_argument("--full-every", type=int, default=10, help="0: never")
+    parser.add_argument(
+        "--prefill-ticks", type=int, default=0, help="rows of other sessions a tick table first"
+    )
+    parser.add_argument(
+        "--cost-reads",
+        type=int,
+        default=0,
+        help="then time the seal's read of 1,000 ids by symbol and by string, this often each",
+    )
     args = parser.parse_args()
 
     from ticktape import questdb_server as qs
