@@ -276,3 +276,48 @@ def test_a_seal_whose_tables_never_hold_still_gives_up_as_busy(
         assert seal.counts == counts(written) and seal.cut == TickCounts()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("acknowledged", [False, True], ids=["checked", "acknowledged"])
+def test_a_seal_counts_a_session_the_symbol_lookup_misses_by_its_string(
+    stores: tuple[RetryingStore, RetryingStore],
+    run: Run[Any],
+    make_session: Callable[..., Any],
+    acknowledged: bool,
+) -> None:
+    """QuestDB 9.3.4's lookup of a ``session_id`` key can miss for a moment while other
+    sessions' first rows land (``bench/tick_visibility.py``): a count read then finds
+    none of the session's rows. Here the testing hook drops the session from every read
+    by the symbol — a checked seal's two reads agree on the miss, an acknowledged seal
+    reads once — and the seal still counts every row, read again by string; a session
+    sealed with no rows stays at none."""
+    lost, reaper = stores
+    sealer = _questdb(reaper)
+
+    async def scenario() -> None:
+        session = await start(lost, make_session, "lost")
+        empty = await start(lost, make_session, "lost")
+        feed = _feed(session.id)
+        written = feed.next_block() + feed.next_block()
+        await lost.ticks.write(written, owner="lost")
+        await reaper.ticks.wait_visible(30)
+
+        def drop(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return [r for r in rows if str(r[0]) != session.id]
+
+        rechecked, confirmed = sealer.count_rechecked, sealer.count_confirmed
+        sealer.on_count_rows = drop
+        try:
+            seal = await sealer.seal(session.id, acknowledged=acknowledged)
+            none = await sealer.seal(empty.id, acknowledged=acknowledged)
+        finally:
+            sealer.on_count_rows = None
+        assert seal.counts == counts(written) and seal.cut == TickCounts()
+        fence = Fence.load(seal.fence or "")
+        assert fence.trades == fence.orderbook == 1  # the last block written
+        assert none.counts == TickCounts()
+        reads = 1 if acknowledged else 2  # per seal, each a query per tick table
+        assert sealer.count_confirmed - confirmed == 2 * reads  # the session, both tables
+        assert sealer.count_rechecked - rechecked == 2 * 2 * reads  # and the empty one
+
+    run(scenario())
