@@ -220,6 +220,8 @@ class _Phases:
 
 
 SYMBOLS = ["BTC_USDT", "ETH_USDT"]
+CREATE_AT_ONCE = 10  # sessions created concurrently by each instance
+CREATE_ATTEMPTS = 10  # a create the store refused (a loaded server) is tried again
 # Loggers whose INFO lines tell a shutdown's phases (seconds since it began).
 _PHASE_LOGGERS = ("ticktape.runtime.supervisor", "ticktape.store.questdb")
 
@@ -281,17 +283,31 @@ async def measure(
         for n in range(0, ballast_objects, 1000)
     ]
     service = SessionService(store, supervisor, settings, metrics)
-    ids = []
-    for n in range(sessions):
+    from ticktape.errors import StoreError
+
+    async def create(n: int) -> str:
         policy = "resume" if n < resumable else "fail"
         spec = validate_spec(
             kind="collect", symbols=SYMBOLS[:symbols], seed=n, on_owner_loss=policy
         )
-        ids.append((await service.create(spec)).id)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return (await service.create(spec)).id
+            except StoreError:  # a loaded server refused a connect: again, as a client would
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
+
+    ids: list[str] = []
+    for at in range(0, sessions, CREATE_AT_ONCE):  # a few at once: 3,000 took minutes in turn
+        chunk = range(at, min(at + CREATE_AT_ONCE, sessions))
+        ids += await asyncio.gather(*(create(n) for n in chunk))
     await asyncio.sleep(hold_s)
     if sync:  # the parent says when: every instance's shutdown begins together
         print("READY", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
+    print(_BEGINS, file=sys.stderr, flush=True)
     groups: list[int] = []
     ticks = getattr(store, "inner", store).ticks
     if hasattr(ticks, "on_count_group"):
@@ -527,6 +543,7 @@ def _instances(cmd: list[str], env: dict[str, str], n: int, store_url: str) -> l
             raise SystemExit(f"a child failed ({proc.returncode})")
         result = json.loads(out.strip().splitlines()[-1])
         result["stop_phases"] = stop_phases(text)
+        result["stop_retries"] = stop_retries(text)
         results.append(result)
     # the probe covers every instance's stop: reported with the first
     results[0].update(probed)
@@ -634,6 +651,20 @@ def main() -> None:
 
 
 _PHASE_LINE = re.compile(r"stop phase ([\w ]+): (.*)$")
+_RETRY_LINE = re.compile(r"ticktape.retry WARNING (\w+) failed \((.{0,40})")
+_BEGINS = "-- shutdown begins --"  # a child's stderr, when it is told to shut down
+
+
+def stop_retries(text: str) -> dict[str, int]:
+    """The store boundary's retries logged after the shutdown began, per operation and
+    the start of their error (``ticktape.retry``: a "table busy" that the session log's
+    own busy retry gave up on, a connect refused, ...)."""
+    counts: Counter[str] = Counter()
+    for line in text.partition(_BEGINS)[2].splitlines():
+        found = _RETRY_LINE.search(line)
+        if found is not None:
+            counts[f"{found.group(1)}: {found.group(2)}"] += 1
+    return dict(counts.most_common(6))
 
 
 def stop_phases(text: str) -> list[dict[str, Any]]:
@@ -679,6 +710,8 @@ def phase_table(each: list[dict[str, Any]]) -> str:
                 "; ".join(" ".join(f"{k}={p.get(k, '-')}" for k in keys) for p in lines) or "-"
             )
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    retries = ["; ".join(f"{k} x{n}" for k, n in r.get("stop_retries", {}).items()) for r in each]
+    rows.append("| boundary retries | " + " | ".join(c or "0" for c in retries) + " |")
     head = "| phase | " + " | ".join(f"instance {n + 1}" for n in range(len(each))) + " |"
     rule = "| --- |" + " --- |" * len(each)
     return "\n".join([head, rule, *rows])
