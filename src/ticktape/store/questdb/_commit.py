@@ -73,6 +73,11 @@ from ticktape.store.questdb._logthread import Connect, collector_paused
 
 log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
+# ... while a stop of many sessions is under way (QuestDBTickStore.expect_seals to
+# seals_done): the instance's stop requests, then its terminal transitions, each go in
+# one transaction instead of one per 256 — the instances' transactions take the log in
+# turn, and every one of them pays its BEGIN, reads, COMMIT and read-back once.
+MAX_GROUP_STOPPING = 1_000
 _LOG_COLUMNS = [name for name, _ in SESSION_LOG_COLUMNS]
 _ROW_SEQ_AT = _LOG_COLUMNS.index("row_seq")
 _TS_AT = _LOG_COLUMNS.index("ts")
@@ -154,11 +159,14 @@ class GroupCommitter:
         self._insert = insert_sql
         self._select = select_sql
         self._groups: Grouper[Append] = Grouper(
-            self._commit_group, lambda queue: MAX_GROUP, "append to session log"
+            self._commit_group, self._group_size, "append to session log"
         )
         # Testing hook (QuestDBSessionStore.on_log_transaction): called on the log thread
         # with each attempt's start and end (time.perf_counter())
         self.on_transaction: Callable[[float, float], None] | None = None
+
+    def _group_size(self, queue: list[Append]) -> int:
+        return MAX_GROUP_STOPPING if self._db.stop_trace.active else MAX_GROUP
 
     async def append(self, op: Append) -> AppendResult:
         """Whether ``op`` was appended, and if not, why (:class:`AppendResult`).
