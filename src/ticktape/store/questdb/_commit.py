@@ -63,7 +63,7 @@ from typing import Any
 
 import psycopg
 
-from ticktape.config import RetryPolicy
+from ticktape.config import QUESTDB_STOP_BUSY_WAIT_S, RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
@@ -127,17 +127,27 @@ class _GiveWay:
 
 
 class _BusyRetry:
-    """The "table busy" attempts of one group, counted across its turns on the lock."""
+    """The "table busy" attempts of one group, counted across its turns on the lock.
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    ``patient_s`` (a stop under way): past its ``busy_attempts`` the group still tries
+    again until this long after its first "table busy" — the other instances' stops hold
+    the log for whole groups of their own, longer than the attempts last, and handing
+    the group to the store boundary would make each of its appends a new call (read,
+    decide, append) after a backoff sized for outages."""
+
+    def __init__(self, policy: RetryPolicy, patient_s: float = 0.0) -> None:
         self._policy = policy
         self._attempt = 0
+        self._patient_s = patient_s
+        self._first = 0.0  # time.monotonic() of the first "table busy"
 
     def next_delay(self, exc: psycopg.Error) -> float | None:
         """The delay before the next attempt after ``exc``; None: not to be retried
         (not "table busy", or the last attempt failed)."""
         policy = self._policy
-        if self._attempt >= policy.busy_attempts - 1:
+        now = time.monotonic()
+        self._first = self._first or now
+        if self._attempt >= policy.busy_attempts - 1 and now - self._first >= self._patient_s:
             return None
         if not isinstance(ERRORS.translate(exc, "write session log"), StoreBusy):
             return None
@@ -196,7 +206,8 @@ class GroupCommitter:
         lost (it is submitted again). Run on the log thread (module docstring); between
         "table busy" attempts the session-log writer's lock is given up while another of
         this process's log writes waits for it."""
-        busy = _BusyRetry(self._retry)
+        patient = QUESTDB_STOP_BUSY_WAIT_S if self._db.stop_trace.active else 0.0
+        busy = _BusyRetry(self._retry, patient)
         while True:
             outcome = await self._db.in_log_thread(
                 lambda connection: self._commit_while_busy(connection, group, busy),
