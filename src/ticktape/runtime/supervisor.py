@@ -400,8 +400,21 @@ class Supervisor:
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7),
-        with the runner's own tally (:func:`_tally`) when it stored ticks."""
-        seal = await self._seal(handle.session_id, acknowledged=handle.acknowledged)
+        with the runner's own tally (:func:`_tally`) when it stored ticks.
+
+        The first round's read of the session is made while the seal counts, not after:
+        at a shutdown the count waits for the other runs' seals and then scans the tick
+        tables, and a read queued behind the scans (the server's network workers) cost
+        seconds more. The transition is a compare-and-set on that read's version, so a
+        change made meanwhile (a stop asked, a claim) fails it and the next round reads
+        again."""
+        read = asyncio.ensure_future(self._store.sessions.get_session(handle.session_id))
+        try:
+            seal = await self._seal(handle.session_id, acknowledged=handle.acknowledged)
+        except BaseException:
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
+            raise
         counts = seal.counts
         tally: Note | None = None
         if result.stats is not None:  # a run that stores no ticks: its own final stats
@@ -417,8 +430,12 @@ class Supervisor:
                     detail=f"runner wrote {handle.written}, store holds {counts}",
                 )
             stats = counts.as_stats(handle.unstored)
+        first: asyncio.Future[Session] | None = read
         for _ in range(self._settings.retry.cas_rounds):
-            current = await self._store.sessions.get_session(handle.session_id)
+            if first is not None:
+                current, first = await first, None
+            else:
+                current = await self._store.sessions.get_session(handle.session_id)
             if current.is_terminal or current.owner != self._owner:
                 return
             if result.error is not None:
