@@ -106,11 +106,6 @@ QUESTDB_LOG_TRANSACTION_MAX_S = 5.0
 QUESTDB_BUSY_ATTEMPTS = 50
 QUESTDB_BUSY_BASE_S = 0.001
 QUESTDB_BUSY_MAX_S = 0.02
-# While a shutdown's stop is under way, a session-log group that finds the log "table
-# busy" keeps trying (1-20 ms steps) until this long after its first busy answer, past
-# QUESTDB_BUSY_ATTEMPTS: the other instances' stops hold the log for groups of up to
-# 1,000 appends. Not past QUESTDB_LOG_TRANSACTION_MAX_S, the holder's own bound.
-QUESTDB_STOP_BUSY_WAIT_S = 5.0
 QUESTDB_APPEND_ROUNDS = 50
 VISIBILITY_TIMEOUT_S = 30.0  # how long a final flush may take to become visible
 STOP_WAIT_TIMEOUT_S = 30.0  # default bound for "stop and wait until terminal"

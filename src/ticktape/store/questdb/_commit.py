@@ -63,7 +63,7 @@ from typing import Any
 
 import psycopg
 
-from ticktape.config import QUESTDB_STOP_BUSY_WAIT_S, RetryPolicy
+from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
@@ -73,11 +73,6 @@ from ticktape.store.questdb._logthread import Connect, collector_paused
 
 log = logging.getLogger(__name__)
 MAX_GROUP = 256  # appends sharing one transaction, at most
-# ... while a stop of many sessions is under way (QuestDBTickStore.expect_seals to
-# seals_done): the instance's stop requests, then its terminal transitions, each go in
-# one transaction instead of one per 256 — the instances' transactions take the log in
-# turn, and every one of them pays its BEGIN, reads, COMMIT and read-back once.
-MAX_GROUP_STOPPING = 1_000
 _LOG_COLUMNS = [name for name, _ in SESSION_LOG_COLUMNS]
 _ROW_SEQ_AT = _LOG_COLUMNS.index("row_seq")
 _TS_AT = _LOG_COLUMNS.index("ts")
@@ -127,27 +122,17 @@ class _GiveWay:
 
 
 class _BusyRetry:
-    """The "table busy" attempts of one group, counted across its turns on the lock.
+    """The "table busy" attempts of one group, counted across its turns on the lock."""
 
-    ``patient_s`` (a stop under way): past its ``busy_attempts`` the group still tries
-    again until this long after its first "table busy" — the other instances' stops hold
-    the log for whole groups of their own, longer than the attempts last, and handing
-    the group to the store boundary would make each of its appends a new call (read,
-    decide, append) after a backoff sized for outages."""
-
-    def __init__(self, policy: RetryPolicy, patient_s: float = 0.0) -> None:
+    def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
         self._attempt = 0
-        self._patient_s = patient_s
-        self._first = 0.0  # time.monotonic() of the first "table busy"
 
     def next_delay(self, exc: psycopg.Error) -> float | None:
         """The delay before the next attempt after ``exc``; None: not to be retried
         (not "table busy", or the last attempt failed)."""
         policy = self._policy
-        now = time.monotonic()
-        self._first = self._first or now
-        if self._attempt >= policy.busy_attempts - 1 and now - self._first >= self._patient_s:
+        if self._attempt >= policy.busy_attempts - 1:
             return None
         if not isinstance(ERRORS.translate(exc, "write session log"), StoreBusy):
             return None
@@ -169,14 +154,11 @@ class GroupCommitter:
         self._insert = insert_sql
         self._select = select_sql
         self._groups: Grouper[Append] = Grouper(
-            self._commit_group, self._group_size, "append to session log"
+            self._commit_group, lambda queue: MAX_GROUP, "append to session log"
         )
         # Testing hook (QuestDBSessionStore.on_log_transaction): called on the log thread
         # with each attempt's start and end (time.perf_counter())
         self.on_transaction: Callable[[float, float], None] | None = None
-
-    def _group_size(self, queue: list[Append]) -> int:
-        return MAX_GROUP_STOPPING if self._db.stop_trace.active else MAX_GROUP
 
     async def append(self, op: Append) -> AppendResult:
         """Whether ``op`` was appended, and if not, why (:class:`AppendResult`).
@@ -206,8 +188,7 @@ class GroupCommitter:
         lost (it is submitted again). Run on the log thread (module docstring); between
         "table busy" attempts the session-log writer's lock is given up while another of
         this process's log writes waits for it."""
-        patient = QUESTDB_STOP_BUSY_WAIT_S if self._db.stop_trace.active else 0.0
-        busy = _BusyRetry(self._retry, patient)
+        busy = _BusyRetry(self._retry)
         while True:
             outcome = await self._db.in_log_thread(
                 lambda connection: self._commit_while_busy(connection, group, busy),
