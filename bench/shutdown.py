@@ -220,6 +220,10 @@ class _Phases:
 
 
 SYMBOLS = ["BTC_USDT", "ETH_USDT"]
+CREATE_AT_ONCE = 10  # sessions created concurrently by each instance
+CREATE_ATTEMPTS = 10  # a create the store refused (a loaded server) is tried again
+# Loggers whose INFO lines tell a shutdown's phases (seconds since it began).
+_PHASE_LOGGERS = ("ticktape.runtime.supervisor", "ticktape.store.questdb")
 
 
 def prefill(store_url: str, rows: int) -> float:
@@ -279,17 +283,31 @@ async def measure(
         for n in range(0, ballast_objects, 1000)
     ]
     service = SessionService(store, supervisor, settings, metrics)
-    ids = []
-    for n in range(sessions):
+    from ticktape.errors import StoreError
+
+    async def create(n: int) -> str:
         policy = "resume" if n < resumable else "fail"
         spec = validate_spec(
             kind="collect", symbols=SYMBOLS[:symbols], seed=n, on_owner_loss=policy
         )
-        ids.append((await service.create(spec)).id)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                return (await service.create(spec)).id
+            except StoreError:  # a loaded server refused a connect: again, as a client would
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
+
+    ids: list[str] = []
+    for at in range(0, sessions, CREATE_AT_ONCE):  # a few at once: 3,000 took minutes in turn
+        chunk = range(at, min(at + CREATE_AT_ONCE, sessions))
+        ids += await asyncio.gather(*(create(n) for n in chunk))
     await asyncio.sleep(hold_s)
     if sync:  # the parent says when: every instance's shutdown begins together
         print("READY", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
+    print(_BEGINS, file=sys.stderr, flush=True)
     groups: list[int] = []
     ticks = getattr(store, "inner", store).ticks
     if hasattr(ticks, "on_count_group"):
@@ -482,9 +500,15 @@ class _Probe:
 def _instances(cmd: list[str], env: dict[str, str], n: int, store_url: str) -> list[Any]:
     """Run ``n`` children of ``cmd`` (instances of one store), start their shutdowns
     together once all held, probe the server while they stop; their results."""
+    import tempfile
+
+    # each child's stderr; closed once read, below
+    logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # noqa: SIM115
     procs = [
-        subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(n)
+        subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        for err in logs
     ]
     try:
         for proc in procs:
@@ -506,11 +530,20 @@ def _instances(cmd: list[str], env: dict[str, str], n: int, store_url: str) -> l
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        texts = []
+        for err in logs:
+            err.seek(0)
+            texts.append(err.read())
+            err.close()
+        for text in texts:  # the children's log, as before, on this process's stderr
+            sys.stderr.write(text)
     results = []
-    for proc, out in zip(procs, outs, strict=True):
+    for proc, out, text in zip(procs, outs, texts, strict=True):
         if proc.returncode != 0:
             raise SystemExit(f"a child failed ({proc.returncode})")
         result = json.loads(out.strip().splitlines()[-1])
+        result["stop_phases"] = stop_phases(text)
+        result["stop_retries"] = stop_retries(text)
         results.append(result)
     # the probe covers every instance's stop: reported with the first
     results[0].update(probed)
@@ -546,7 +579,13 @@ def main() -> None:
     parser.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        logging.basicConfig(
+            level=logging.WARNING,
+            stream=sys.stderr,
+            format=f"%(asctime)s i{os.getpid()} %(name)s %(levelname)s %(message)s",
+        )
+        for name in _PHASE_LOGGERS:  # the shutdown's phase lines (INFO)
+            logging.getLogger(name).setLevel(logging.INFO)
         result = asyncio.run(
             measure(
                 args.store,
@@ -604,10 +643,78 @@ def main() -> None:
                 results[label].append(result)
                 print(f"round {round_ + 1} {label}: {json.dumps(result)}", flush=True)
                 print(f"round {round_ + 1} {label} in short: {json.dumps(_short(each))}")
+                print(f"round {round_ + 1} {label} phases:\n{phase_table(each)}", flush=True)
     finally:
         if shared:
             drop_tables(shared)  # prefilled tables hold gigabytes
     print(json.dumps(results))
+
+
+_PHASE_LINE = re.compile(r"stop phase ([\w ]+): (.*)$")
+_RETRY_LINE = re.compile(r"ticktape.retry WARNING (\w+) failed \((.{0,40})")
+_BEGINS = "-- shutdown begins --"  # a child's stderr, when it is told to shut down
+
+
+def stop_retries(text: str) -> dict[str, int]:
+    """The store boundary's retries logged after the shutdown began, per operation and
+    the start of their error (``ticktape.retry``: a "table busy" that the session log's
+    own busy retry gave up on, a connect refused, ...)."""
+    counts: Counter[str] = Counter()
+    for line in text.partition(_BEGINS)[2].splitlines():
+        found = _RETRY_LINE.search(line)
+        if found is not None:
+            counts[f"{found.group(1)}: {found.group(2)}"] += 1
+    return dict(counts.most_common(6))
+
+
+def stop_phases(text: str) -> list[dict[str, Any]]:
+    """The ``stop phase <name>: k=v ...`` lines of an instance's log (the supervisor's and
+    the store's INFO lines of its shutdown), in order: each a dict with its ``phase``."""
+    phases = []
+    for line in text.splitlines():
+        found = _PHASE_LINE.search(line)
+        if found is None:
+            continue
+        entry: dict[str, Any] = {"phase": found.group(1)}
+        for pair in found.group(2).split():
+            key, _, value = pair.partition("=")
+            try:
+                entry[key] = float(value) if "." in value else int(value)
+            except ValueError:
+                entry[key] = value
+        phases.append(entry)
+    return phases
+
+
+# Per phase, the figures its table row shows (the first of each instance's lines of it;
+# count groups and seal gatherings, every one).
+_PHASE_FIGURES = {
+    "stops": ("sessions", "handed_over", "unrecorded", "at_s"),
+    "seal gather": ("queued", "expected", "why", "waited_s", "at_s"),
+    "count group": ("sessions", "sealing", "query_s", "at_s"),
+    "drains": ("runs", "first_s", "last_s"),
+    "ends": ("runs", "first_s", "last_s"),
+    "session log": ("groups", "appends", "busy_retries", "busy_wait_s", "first_s", "last_s"),
+    "shutdown": ("cancelled", "at_s"),
+}
+
+
+def phase_table(each: list[dict[str, Any]]) -> str:
+    """A table of the shutdown's phases, a column per instance (seconds since its start)."""
+    rows = []
+    for name, keys in _PHASE_FIGURES.items():
+        cells = []
+        for result in each:
+            lines = [p for p in result.get("stop_phases", []) if p["phase"] == name]
+            cells.append(
+                "; ".join(" ".join(f"{k}={p.get(k, '-')}" for k in keys) for p in lines) or "-"
+            )
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    retries = ["; ".join(f"{k} x{n}" for k, n in r.get("stop_retries", {}).items()) for r in each]
+    rows.append("| boundary retries | " + " | ".join(c or "0" for c in retries) + " |")
+    head = "| phase | " + " | ".join(f"instance {n + 1}" for n in range(len(each))) + " |"
+    rule = "| --- |" + " --- |" * len(each)
+    return "\n".join([head, rule, *rows])
 
 
 def _short(each: list[dict[str, Any]]) -> dict[str, Any]:

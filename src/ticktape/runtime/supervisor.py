@@ -73,6 +73,12 @@ class Supervisor:
         # Sessions whose runner here stopped because the store failed past the lease, with
         # the store's error: the reaper names it (not owner_lost) once the store is back.
         self._store_faults: OrderedDict[str, str] = OrderedDict()
+        # While shutting down: when it began (loop time) and, in seconds since, when each
+        # run's last flush was done and when its end (or hand-over) was written — figures
+        # for the shutdown's phase lines, no session's state.
+        self._stop_began: float | None = None
+        self._drained: list[float] = []
+        self._ended: list[float] = []
 
     @property
     def owner(self) -> str:
@@ -128,6 +134,7 @@ class Supervisor:
         await _cancel(self._reconcile_task)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        self._stop_began = loop.time()
         # Every run ending here seals its ticks (stopped or handed over): told how many,
         # the store can count them together (on QuestDB, one read of the tick tables).
         self._store.ticks.expect_seals(len(self._handles), timeout_s / 2)
@@ -168,7 +175,17 @@ class Supervisor:
                 if not handle.handover.is_set():
                     handle.stop.set()
         requested = loop.time() - began
+        if handles:
+            handed = sum(1 for _sid, h in handles if h.handover.is_set())
+            _phase(
+                "stops",
+                sessions=len(handles),
+                handed_over=handed,
+                unrecorded=sum(1 for t in stops if t.cancelled() or t.exception() is not None),
+                at_s=requested,
+            )
         tasks = [h.task for h in self._handles.values() if h.task is not None]
+        pending: set[asyncio.Task[None]] = set()
         if tasks:
             left = max(0.0, deadline - loop.time())
             _done, pending = await asyncio.wait(tasks, timeout=left)
@@ -179,12 +196,15 @@ class Supervisor:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         if handles:
-            log.info(
-                "shutdown of %d sessions: stops recorded in %.2fs, runs ended in %.2fs",
-                len(handles),
-                requested,
-                loop.time() - began,
-            )
+            for name, times in (("drains", self._drained), ("ends", self._ended)):
+                _phase(
+                    name,
+                    runs=len(times),
+                    first_s=min(times, default=0.0),
+                    last_s=max(times, default=0.0),
+                )
+            _phase("shutdown", cancelled=len(pending), at_s=loop.time() - began)
+        self._store.ticks.seals_done()
         await _cancel(self._heartbeat_task)
 
     async def _read_for_hand_over(self, handle: RunHandle) -> Session | None:
@@ -255,12 +275,14 @@ class Supervisor:
                 running.kind, self._store, self._settings, self._metrics, self._owner
             )
             result = await runner.run(running, handle)
+            self._stop_clock(self._drained)
             if result.outcome is Outcome.LOST:
                 await self._stopped_as_zombie(handle, result)
             elif result.outcome is Outcome.HANDED_OVER:
                 await self._hand_over(handle, result)
             else:
                 await self._finish(handle, result)
+            self._stop_clock(self._ended)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -268,6 +290,11 @@ class Supervisor:
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             self._release_handle(session.id, handle)
+
+    def _stop_clock(self, times: list[float]) -> None:
+        """While shutting down: note now, in seconds since the shutdown began."""
+        if self._stop_began is not None:
+            times.append(asyncio.get_running_loop().time() - self._stop_began)
 
     async def _seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal);
@@ -373,8 +400,21 @@ class Supervisor:
 
     async def _finish_once(self, handle: RunHandle, result: RunResult) -> None:
         """Stats from what is actually stored, then the terminal state (invariant 7),
-        with the runner's own tally (:func:`_tally`) when it stored ticks."""
-        seal = await self._seal(handle.session_id, acknowledged=handle.acknowledged)
+        with the runner's own tally (:func:`_tally`) when it stored ticks.
+
+        The first round's read of the session is made while the seal counts, not after:
+        at a shutdown the count waits for the other runs' seals and then scans the tick
+        tables, and a read queued behind the scans (the server's network workers) cost
+        seconds more. The transition is a compare-and-set on that read's version, so a
+        change made meanwhile (a stop asked, a claim) fails it and the next round reads
+        again."""
+        read = asyncio.ensure_future(self._store.sessions.get_session(handle.session_id))
+        try:
+            seal = await self._seal(handle.session_id, acknowledged=handle.acknowledged)
+        except BaseException:
+            read.cancel()
+            await asyncio.gather(read, return_exceptions=True)
+            raise
         counts = seal.counts
         tally: Note | None = None
         if result.stats is not None:  # a run that stores no ticks: its own final stats
@@ -390,8 +430,12 @@ class Supervisor:
                     detail=f"runner wrote {handle.written}, store holds {counts}",
                 )
             stats = counts.as_stats(handle.unstored)
+        first: asyncio.Future[Session] | None = read
         for _ in range(self._settings.retry.cas_rounds):
-            current = await self._store.sessions.get_session(handle.session_id)
+            if first is not None:
+                current, first = await first, None
+            else:
+                current = await self._store.sessions.get_session(handle.session_id)
             if current.is_terminal or current.owner != self._owner:
                 return
             if result.error is not None:
@@ -569,6 +613,16 @@ def _tally(handle: RunHandle, dropped: int = 0) -> Note:
         "unanswered_orderbook": handle.unanswered.orderbook,
     }
     return Note(Reason.RUNNER_TALLY, json.dumps(tally, sort_keys=True))
+
+
+def _phase(name: str, **figures: float) -> None:
+    """One INFO line of a shutdown: ``stop phase <name>: k=v ...`` (seconds since it
+    began; read by bench/shutdown.py)."""
+    if log.isEnabledFor(logging.INFO):
+        text = " ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+        )
+        log.info("stop phase %s: %s", name, text)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

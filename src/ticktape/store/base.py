@@ -713,6 +713,12 @@ class TickStore(abc.ABC):
         count. This default ignores it."""
         return
 
+    def seals_done(self) -> None:
+        """The end of :meth:`expect_seals`' stop: the sessions it announced ended (or
+        the shutdown's grace ran out). A backend may log what the stop cost it; this
+        default does nothing."""
+        return
+
     @abc.abstractmethod
     async def position(self, session_id: str) -> TickPosition:
         """Where the session's visible ticks end (see :class:`TickPosition`).

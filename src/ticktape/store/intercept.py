@@ -303,6 +303,9 @@ class InterceptedTickStore(TickStore):
     def expect_seals(self, sessions: int, within_s: float) -> None:
         self._inner.expect_seals(sessions, within_s)  # a hint: nothing to retry or fail
 
+    def seals_done(self) -> None:
+        self._inner.seals_done()
+
     async def position(self, session_id: str) -> TickPosition:
         return await self._f("position", self._inner.position, session_id=session_id)
 

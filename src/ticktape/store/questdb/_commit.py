@@ -174,6 +174,7 @@ class GroupCommitter:
 
     async def _commit_group(self, group: list[Append]) -> None:
         answers = await self._commit(group)
+        self._db.stop_trace.committed(len(group))
         retry = []
         for op, answer in zip(group, answers, strict=True):
             if answer is None:
@@ -217,6 +218,7 @@ class GroupCommitter:
                 if delay is None:
                     raise
                 log.debug("append to session log: table busy (%s); retrying in %.3fs", exc, delay)
+                self._db.stop_trace.busy(delay)
             if self._db.log_writes_waiting():
                 return _GiveWay(delay)
             time.sleep(delay)  # on the log thread: the event loop goes on meanwhile

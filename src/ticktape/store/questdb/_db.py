@@ -42,6 +42,7 @@ from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
 from ticktape.store.questdb._abandon import AbandoningConnection
 from ticktape.store.questdb._logthread import Connect, LogThread
+from ticktape.store.questdb._stoptrace import StopTrace
 from ticktape.throttle import LogThrottle
 
 T = TypeVar("T")
@@ -448,6 +449,8 @@ class Connections:
         self.on_connect: Callable[[Any], None] | None = None
         # every by-id read of the session log that must find its sessions goes through it
         self.log_lookups = LogLookups()
+        # a stop's phases, from QuestDBTickStore.expect_seals to seals_done (INFO lines)
+        self.stop_trace = StopTrace()
 
     async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
         """``work`` (a read) answered within the store timeout, or :class:`WriteTimedOut`.

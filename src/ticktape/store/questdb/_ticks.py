@@ -830,20 +830,42 @@ class QuestDBTickStore(TickStore):
         server's network workers had nothing else to give (docs/questdb.md)."""
         self._seals_expected = sessions
         self._seals_until = time.monotonic() + within_s
+        self._db.stop_trace.begin()
+
+    def seals_done(self) -> None:
+        """See :meth:`TickStore.seals_done`: the stop's session-log line (its group
+        commits and "table busy" retries since :meth:`expect_seals`)."""
+        self._seals_expected = 0
+        self._db.stop_trace.end()
 
     async def _gather_seals(self) -> None:
         """Before a count group is taken: while seals are expected, wait for them."""
+        began = time.monotonic()
+        why = ""
+        expected = self._seals_expected
         while self._seals_expected > 0:
+            expected = self._seals_expected
             queued = sum(1 for c in self._counts.queued if c.sealing and not c.future.done())
             left = self._seals_until - time.monotonic()
             if queued >= self._seals_expected or left <= 0:
-                return
+                why = "all" if queued >= self._seals_expected else "bound"
+                break
             self._count_queued.clear()
             try:
                 async with asyncio.timeout(min(left, SEAL_GATHER_IDLE_S)):
                     await self._count_queued.wait()
             except TimeoutError:
-                return  # none came for a while: the rest are late, they go in a later group
+                why = "idle"  # none came for a while: the rest are late, in a later group
+                break
+        if why:
+            queued = sum(1 for c in self._counts.queued if c.sealing and not c.future.done())
+            self._db.stop_trace.phase(
+                "seal gather",
+                queued=queued,
+                expected=expected,
+                waited_s=time.monotonic() - began,
+                why=why,
+            )
 
     async def _count_group(self, group: list[_Count]) -> None:
         """Count every session of ``group``: its tenure first, then per tick table the
@@ -865,6 +887,15 @@ class QuestDBTickStore(TickStore):
         self._seals_expected = max(0, self._seals_expected - taken)
         if self.on_count_group is not None:
             self.on_count_group(ids)
+        began = time.monotonic()
+        try:
+            await self._count_group_read(group, ids)
+        finally:
+            self._db.stop_trace.phase(
+                "count group", sessions=len(ids), sealing=taken, query_s=time.monotonic() - began
+            )
+
+    async def _count_group_read(self, group: list[_Count], ids: list[str]) -> None:
         tenures = await self._tenures(ids)
         sealing = sorted({c.session_id for c in group if c.sealing and not c.acknowledged})
         sealed = {c.session_id for c in group if c.sealing}
