@@ -625,6 +625,8 @@ def _ramp_once(
         sep = "&" if "?" in store_url else "?"
         store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
     env = env_for(src, {**RAMP_ENV, "TICKTAPE_LOG_LEVEL": args.log_level})
+    if args.shutdown_grace_s is not None:
+        env["TICKTAPE_SHUTDOWN_GRACE_S"] = str(args.shutdown_grace_s)
     if args.mem_every_s > 0:  # bench/memdiag's sitecustomize samples each server
         paths = [env.get("PYTHONPATH") or os.environ.get("PYTHONPATH"), str(MEMDIAG)]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
@@ -769,6 +771,13 @@ def main() -> None:
         "--log-level",
         default="warning",
         help="ramp: the servers' log level (info: their shutdown's phases land in DIR's logs)",
+    )
+    parser.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=None,
+        help="ramp: the servers' TICKTAPE_SHUTDOWN_GRACE_S for the SIGTERM at the end "
+        "(default: theirs, 20 s)",
     )
     args = parser.parse_args()
     if args.mode == "ramp":

@@ -335,6 +335,9 @@ class Settings:
     #: TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S: a QuestDB session-log transaction's bound
     questdb_log_transaction_max_s: float = QUESTDB_LOG_TRANSACTION_MAX_S
     stop_drain_s: float = STOP_DRAIN_S  # TICKTAPE_STOP_DRAIN_S: drain budget after a stop
+    #: TICKTAPE_SHUTDOWN_GRACE_S: on SIGTERM, the time this instance's sessions get to stop
+    #: (or be handed over) before their runners are cancelled
+    shutdown_grace_s: float = SHUTDOWN_TIMEOUT_S
     #: TICKTAPE_RETENTION (e.g. 30d): the server purges sessions that ended longer ago,
     #: hourly (ticktape.retention); None (the default) keeps everything
     retention: timedelta | None = None
@@ -396,6 +399,7 @@ class Settings:
                 env, "TICKTAPE_STORE_TIMEOUT_S", STORE_TIMEOUT_S, deprecated=True
             ),
             stop_drain_s=_env_float(env, "TICKTAPE_STOP_DRAIN_S", STOP_DRAIN_S),
+            shutdown_grace_s=_env_float(env, "TICKTAPE_SHUTDOWN_GRACE_S", SHUTDOWN_TIMEOUT_S),
             questdb_log_transaction_max_s=_env_float(
                 env, "TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S", QUESTDB_LOG_TRANSACTION_MAX_S
             ),
@@ -436,6 +440,8 @@ class Settings:
             raise SystemExit(
                 "ticktape: TICKTAPE_QUESTDB_LOG_TRANSACTION_MAX_S must be greater than zero"
             )
+        if not settings.shutdown_grace_s > 0:
+            raise SystemExit("ticktape: TICKTAPE_SHUTDOWN_GRACE_S must be greater than zero")
         if not settings.stop_drain_s >= 0:
             raise SystemExit("ticktape: TICKTAPE_STOP_DRAIN_S must be zero or more")
         return settings

@@ -163,7 +163,7 @@ def create_app(
                     if task is not None:
                         task.cancel()
                         await asyncio.gather(task, return_exceptions=True)
-                await supervisor.shutdown()
+                await supervisor.shutdown(settings.shutdown_grace_s)
         finally:
             await store.close()
 
