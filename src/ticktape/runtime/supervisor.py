@@ -32,6 +32,7 @@ from ticktape.errors import (
     TransitionRace,
 )
 from ticktape.metrics import Metrics
+from ticktape.phases import log_phase
 from ticktape.runtime.handle import RunHandle
 from ticktape.runtime.leases import LeaseKeeper
 from ticktape.runtime.reconciler import Reconciler, is_resumable
@@ -177,7 +178,8 @@ class Supervisor:
         requested = loop.time() - began
         if handles:
             handed = sum(1 for _sid, h in handles if h.handover.is_set())
-            _phase(
+            log_phase(
+                log,
                 "stops",
                 sessions=len(handles),
                 handed_over=handed,
@@ -197,13 +199,14 @@ class Supervisor:
             await asyncio.gather(*pending, return_exceptions=True)
         if handles:
             for name, times in (("drains", self._drained), ("ends", self._ended)):
-                _phase(
+                log_phase(
+                    log,
                     name,
                     runs=len(times),
                     first_s=min(times, default=0.0),
                     last_s=max(times, default=0.0),
                 )
-            _phase("shutdown", cancelled=len(pending), at_s=loop.time() - began)
+            log_phase(log, "shutdown", cancelled=len(pending), at_s=loop.time() - began)
         self._store.ticks.seals_done()
         await _cancel(self._heartbeat_task)
 
@@ -613,16 +616,6 @@ def _tally(handle: RunHandle, dropped: int = 0) -> Note:
         "unanswered_orderbook": handle.unanswered.orderbook,
     }
     return Note(Reason.RUNNER_TALLY, json.dumps(tally, sort_keys=True))
-
-
-def _phase(name: str, **figures: float) -> None:
-    """One INFO line of a shutdown: ``stop phase <name>: k=v ...`` (seconds since it
-    began; read by bench/shutdown.py)."""
-    if log.isEnabledFor(logging.INFO):
-        text = " ".join(
-            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-        )
-        log.info("stop phase %s: %s", name, text)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+from ticktape.phases import log_phase
+
 log = logging.getLogger("ticktape.store.questdb")
 
 
@@ -68,7 +70,7 @@ class StopTrace:
         """One line of the stop: ``stop phase <name>: k=v ... at_s=<since>``."""
         if self._began is None:
             return
-        phase(name, at_s=self.since(), **figures)
+        log_phase(log, name, at_s=self.since(), **figures)
 
     def end(self) -> None:
         """The stop's session-log line; counting stops."""
@@ -85,13 +87,3 @@ class StopTrace:
         )
         with self._lock:
             self._began = None
-
-
-def phase(name: str, **figures: object) -> None:
-    """Log ``stop phase <name>: k=v ...`` at INFO (floats with two decimals)."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    text = " ".join(
-        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-    )
-    log.info("stop phase %s: %s", name, text)
