@@ -108,7 +108,10 @@ def test_a_failing_statement_answers_every_queued_write_and_the_store_recovers(
         assert failed, outcomes
         assert all(isinstance(o, StoreUnavailable) for o in failed), failed
         assert message in str(failed[0])
-        assert store.write_failure is not None and message in store.write_failure
+        # One group failed and was recorded. Whether ``write_failure`` still shows it
+        # depends on how the five writes were grouped: a later group that committed
+        # clears it (failure_hold_s=0), as it should (test_the_failure_is_logged_once...).
+        assert store.write_failures == 1
         # The fault is gone: the same store takes writes again, nothing reopened.
         again = make_session()
         created = await _answer(store.sessions.create_session(again, actor="t"))
@@ -178,7 +181,10 @@ def test_the_failure_is_logged_once_per_outage_with_its_cause(
         for _ in range(3):
             with pytest.raises(StoreUnavailable):
                 await _answer(store.sessions.create_session(make_session(), actor="t"))
+            # reported until a commit works (each write here is a group of its own)
+            assert store.write_failure is not None and "disk I/O" in store.write_failure
         await store.sessions.create_session(make_session(), actor="t")
+        assert store.write_failure is None
 
     with caplog.at_level(logging.WARNING, logger="ticktape.store.sqlite"):
         run(body())
