@@ -5,13 +5,21 @@ designated timestamp is older than its newest ("cannot insert rows out of order"
 instance processes started together on one server each inserted their first row stamped
 by their own clock a moment before sending it; one of them landed behind another's and
 its lease renewal failed (stop 22's shutdown benchmark).
+
+In the same run each later renewal's first attempt met a connection the server had
+closed, and its retry on a fresh one worked at once; yet each such attempt kept the
+store "failing writes" for FAILURE_HOLD_S, so every create was refused. A failure that
+the call's own retry fixed at once is forgotten by the store boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +27,7 @@ import pytest
 from tests.conftest import Run
 from ticktape.domain import utcnow
 from ticktape.store import Store, open_store
-from ticktape.store.questdb import QuestDBAddress
+from ticktape.store.questdb import QuestDBAddress, QuestDBStore
 
 pytestmark = pytest.mark.questdb
 
@@ -89,3 +97,33 @@ def test_instances_starting_together_all_get_their_rows(
     for round_ in range(ROUNDS):
         run(first_rows(round_))
     assert len(_rows(qdb_url)) == ROUNDS * INSTANCES
+
+
+def _cut(conn: Any) -> None:
+    """Shut ``conn``'s socket down under it, as a server closing it does: its next use
+    fails with "server closed the connection unexpectedly"."""
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        sock.close()
+
+
+def test_a_renewal_its_retry_fixed_at_once_leaves_the_store_healthy(
+    questdb_stores: list[Store], run: Run[object]
+) -> None:
+    store = questdb_stores[0]
+    backend = store.inner  # type: ignore[attr-defined]
+    assert isinstance(backend, QuestDBStore)
+    opened: list[Any] = []
+    backend.on_connect = opened.append
+    backend.idle_reconnect_s = 3600.0  # kept between uses: the cut one is used again
+    expires = utcnow() + timedelta(seconds=10)
+    run(store.sessions.renew_instance("me/1", lease_expires_at=expires, progress={}))
+    [lease] = opened  # the renewal's own connection, opened on its first use
+    _cut(lease)
+    failures = store.write_failures
+    run(store.sessions.renew_instance("me/1", lease_expires_at=expires, progress={}))
+    assert store.write_failures == failures + 1  # the first attempt failed, was counted
+    assert lease.closed and len(opened) == 2  # dropped at once, the retry's is fresh
+    assert store.write_failure is None  # and the store is not held "failing"

@@ -73,6 +73,7 @@ from ticktape.store.base import (
     SessionStore,
     Store,
     Unchanged,
+    WriteHealth,
 )
 from ticktape.store.questdb._commit import Append, GroupCommitter, keys_sql
 from ticktape.store.questdb._db import (
@@ -1357,6 +1358,10 @@ class QuestDBStore(Store):
     @property
     def write_failures(self) -> int:
         return self._db.health.failures
+
+    @property
+    def write_health(self) -> WriteHealth:
+        return self._db.health
 
     @property
     def symbol_misses(self) -> dict[str, int]:
