@@ -107,6 +107,11 @@ QUESTDB_BUSY_ATTEMPTS = 50
 QUESTDB_BUSY_BASE_S = 0.001
 QUESTDB_BUSY_MAX_S = 0.02
 QUESTDB_APPEND_ROUNDS = 50
+# An instance's first row in QuestDB's tt_instances (not partitioned: a row older than the
+# table's newest is refused as "out of order") is written again with the newest row's
+# timestamp when another instance's row, stamped by its own clock, landed later; each
+# round means another instance's first row landed in between, so at most this many.
+QUESTDB_INSTANCE_INSERT_ROUNDS = 10
 VISIBILITY_TIMEOUT_S = 30.0  # how long a final flush may take to become visible
 STOP_WAIT_TIMEOUT_S = 30.0  # default bound for "stop and wait until terminal"
 PUSH_INTERVAL_S = 0.25  # how often the change feed reads the store while clients listen

@@ -852,6 +852,29 @@ class WriteHealth:
             log.info("%s writes work again (after: %s)", self.name, self._failure[0])
         self._failed_since_success = False
 
+    def mark(self) -> tuple[int, tuple[str, float] | None]:
+        """This health as it is now: what :meth:`forgive` compares and restores."""
+        return self.failures, self._failure
+
+    def forgive(
+        self,
+        before: tuple[int, tuple[str, float] | None],
+        after: tuple[int, tuple[str, float] | None],
+        errors: int,
+    ) -> None:
+        """Forget the failures of one call that its immediate retry fixed (the store
+        boundary's, ``store/retrying.py``): with ``before`` marked as the call began,
+        ``after`` as its last failed attempt ended and ``errors`` its failed attempts,
+        the reported failure goes back to what it was at ``before`` — if a use has
+        worked since, nothing failed after ``after`` and no more failures came in
+        between than the call's own. Still counted in :attr:`failures` and logged."""
+        if (
+            not self._failed_since_success
+            and self.failures == after[0]
+            and self.failures - before[0] <= errors
+        ):
+            self._failure = before[1]
+
     @property
     def failure(self) -> str | None:
         if self._failure is None:
@@ -999,6 +1022,13 @@ class Store(abc.ABC):
     def write_failures(self) -> int:
         """How many times the store's write path has failed since it was opened."""
         return 0
+
+    @property
+    def write_health(self) -> WriteHealth | None:
+        """The :class:`WriteHealth` behind :attr:`write_failure`, for the store boundary
+        to forgive a failure its retry fixed at once; None where the backend keeps its
+        own (SQLite's writer) or none."""
+        return None
 
     @property
     def symbol_misses(self) -> dict[str, int]:

@@ -39,6 +39,7 @@ from ticktape.store.base import (
     TickStore,
     TradeBucket,
     Unchanged,
+    WriteHealth,
     WriteResult,
 )
 from ticktape.ticks import BookSnapshot, Gap, StreamTimes, TickBatch, TickCounts, Trade
@@ -445,6 +446,10 @@ class InterceptedStore(Store):
     @property
     def write_failures(self) -> int:
         return self.inner.write_failures
+
+    @property
+    def write_health(self) -> WriteHealth | None:
+        return self.inner.write_health
 
     @property
     def symbol_misses(self) -> dict[str, int]:

@@ -90,9 +90,14 @@ class RetryingStore(InterceptedStore):
             return cast(T, answers)
         attempts, base_s, max_s = self.policy.attempts(operation)
         errors: list[Exception] = []
+        health = self.inner.write_health
+        before = after = health.mark() if health is not None else None
 
         def retried(exc: Exception) -> None:
+            nonlocal after
             errors.append(exc)
+            if health is not None:
+                after = health.mark()
             if self.on_retry is not None:
                 self.on_retry(exc)
 
@@ -104,6 +109,10 @@ class RetryingStore(InterceptedStore):
             max_s=max_s,
             on_retry=retried,
         )
+        if errors and health is not None and before is not None and after is not None:
+            # fixed by its retry at once (a connection the server had closed, a busy
+            # table): not a failing store, so admission and /ready are not held off
+            health.forgive(before, after, len(errors))
         if errors and operation in NOTED_OPERATIONS:
             session_id = _session_of(operation, kwargs)
             if session_id is not None:

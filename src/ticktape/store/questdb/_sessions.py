@@ -28,7 +28,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ticktape.config import DEFAULT_RETRY, LOOP_SLICE_S, QUESTDB_APPEND_ROUNDS, RetryPolicy
+import psycopg
+
+from ticktape.config import (
+    DEFAULT_RETRY,
+    LOOP_SLICE_S,
+    QUESTDB_APPEND_ROUNDS,
+    QUESTDB_INSTANCE_INSERT_ROUNDS,
+    RetryPolicy,
+)
 from ticktape.domain import (
     ACTIVE_STATUSES,
     DataType,
@@ -65,6 +73,7 @@ from ticktape.store.base import (
     SessionStore,
     Store,
     Unchanged,
+    WriteHealth,
 )
 from ticktape.store.questdb._commit import Append, GroupCommitter, keys_sql
 from ticktape.store.questdb._db import (
@@ -145,6 +154,8 @@ class _NotPurgeable(Exception):
 
 
 _ONE_US = timedelta(microseconds=1)
+#: QuestDB's refusal of a row older than a non-partitioned table's newest.
+_OUT_OF_ORDER = "cannot insert rows out of order"
 #: An instance's lease expiry and the progress it published, as ``_instances`` reads them.
 _Instance = tuple[datetime, dict[str, Stats]]
 _OwnerInstance = tuple[str, _Instance | None]
@@ -1109,13 +1120,7 @@ class QuestDBSessionStore(SessionStore):
             if cur.rowcount < 1 and not await self._reuse_instance_row(
                 conn, owner, lease_expires_at, stored
             ):
-                await conn.execute(
-                    self._db.prefixed(
-                        "INSERT INTO tt_instances (token, expires, progress, ts) "
-                        "VALUES (%s, %s, %s, %s)"
-                    ),
-                    (owner, lease_expires_at, stored, utcnow()),
-                )
+                await self._insert_instance_row(conn, owner, lease_expires_at, stored)
             # on the same connection, and viewed with the lease just written instead of
             # reading it back: no step of a heartbeat waits for the pooled readers. The
             # active sessions' newest rows come from the log's recent rows (``_scan``):
@@ -1160,6 +1165,36 @@ class QuestDBSessionStore(SessionStore):
         for sid in [sid for sid in parsed if sid not in active]:
             del parsed[sid]
         return found
+
+    async def _insert_instance_row(
+        self, conn: Any, owner: str, lease_expires_at: datetime, stored: str
+    ) -> None:
+        """Add ``owner``'s row, whatever the other rows' ``ts``. ``tt_instances`` is not
+        partitioned, and QuestDB refuses a row whose designated timestamp is older than
+        the table's newest ("cannot insert rows out of order"), which another instance's
+        first row, stamped by its own clock a moment later (or by a clock ahead), may
+        be; a row stamped the same as the newest is accepted. So a refused row is written
+        again stamped with the newest ``ts`` (read again each round: each refusal means
+        another instance's row landed in between), QUESTDB_INSTANCE_INSERT_ROUNDS times
+        at most. ``ts`` means nothing else here: the lease is ``expires``. The refusal
+        leaves the connection usable (docs/questdb-notes.md)."""
+        ts = utcnow()
+        insert = self._db.prefixed(
+            "INSERT INTO tt_instances (token, expires, progress, ts) VALUES (%s, %s, %s, %s)"
+        )
+        for round_ in range(QUESTDB_INSTANCE_INSERT_ROUNDS):
+            try:
+                await conn.execute(insert, (owner, lease_expires_at, stored, ts))
+                return
+            except psycopg.DatabaseError as exc:
+                if _OUT_OF_ORDER not in str(exc) or round_ == QUESTDB_INSTANCE_INSERT_ROUNDS - 1:
+                    raise
+            row = await (
+                await conn.execute(self._db.prefixed("SELECT max(ts) FROM tt_instances"))
+            ).fetchone()
+            newest = _utc(row[0]) if row else None
+            if newest is not None and newest > ts:
+                ts = newest
 
     async def _reuse_instance_row(
         self, conn: Any, owner: str, lease_expires_at: datetime, stored: str
@@ -1323,6 +1358,10 @@ class QuestDBStore(Store):
     @property
     def write_failures(self) -> int:
         return self._db.health.failures
+
+    @property
+    def write_health(self) -> WriteHealth:
+        return self._db.health
 
     @property
     def symbol_misses(self) -> dict[str, int]:
