@@ -132,7 +132,10 @@ def test_creates_acknowledged_while_the_logs_id_symbol_outgrows_its_capacity_are
             assert tiny != ddl
             await other.execute(f"DROP TABLE {log_table}")
             await other.execute(tiny)
-            await store.open()
+            await store.open()  # gives the log's id its capacity (ensure_session_symbols)
+            await other.execute(
+                f"ALTER TABLE {log_table} ALTER COLUMN id SYMBOL CAPACITY {TINY_CAPACITY}"
+            )
             for _ in range(TINY_CAPACITY * 4 // CONCURRENT):
                 drafts = [make_session() for _ in range(CONCURRENT)]
                 created += await asyncio.gather(

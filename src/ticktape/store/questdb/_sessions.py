@@ -77,6 +77,7 @@ from ticktape.store.questdb._db import (
     adopt_idle_timeout,
     check_schema,
     ensure_session_keys,
+    ensure_session_symbols,
     ensure_tick_send_columns,
     insert_rows,
 )
@@ -1288,6 +1289,7 @@ class QuestDBStore(Store):
             await check_schema(self._db)
             await adopt_idle_timeout(self._db)
             await ensure_tick_send_columns(self._db)
+            await ensure_session_symbols(self._db)
             await ensure_session_keys(self._db)
         except BaseException:
             await self._db.close()
