@@ -464,7 +464,8 @@ class Connections:
         # a psycopg.Connection (in the log thread) or a psycopg.AsyncConnection
         self.on_connect: Callable[[Any], None] | None = None
         # every by-id read of the session log that must find its sessions goes through it
-        self.log_lookups = LogLookups()
+        self.symbol_misses = SymbolMisses()
+        self.log_lookups = LogLookups(self.symbol_misses)
         # a stop's phases, from QuestDBTickStore.expect_seals to seals_done (INFO lines)
         self.stop_trace = StopTrace()
 
@@ -907,6 +908,21 @@ SYMBOL_MISS_WARN_EVERY_S = 60.0
 _LATEST_BY_ID = "LATEST ON ts PARTITION BY id"
 
 
+class SymbolMisses:
+    """Session ids a read by a table's session-id symbol did not find, read again by their
+    string value (``rechecked``), and those of them found then (``confirmed``: QuestDB's
+    lookup missed stored rows), per table (``session_log``: :class:`LogLookups`;
+    ``trades``, ``orderbook``: the seal's counts, ``_ticks.py``), ever: what
+    ``Store.symbol_misses`` and ``/metrics`` show."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, table: str, rechecked: int, confirmed: int) -> None:
+        for outcome, count in (("rechecked", rechecked), ("confirmed", confirmed)):
+            self.counts[table, outcome] = self.counts.get((table, outcome), 0) + count
+
+
 class LogLookups:
     """The newest session-log rows of sessions that must exist, read by their ids.
 
@@ -926,9 +942,10 @@ class LogLookups:
     returns the rows to use (a test drops one to show the fallback finds it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, misses: SymbolMisses | None = None) -> None:
         self.rechecked = 0
         self.confirmed = 0
+        self._misses = SymbolMisses() if misses is None else misses
         self.on_lookup: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None
         self._warnings = LogThrottle(SYMBOL_MISS_WARN_EVERY_S)
 
@@ -950,6 +967,7 @@ class LogLookups:
     def found_again(self, missed: list[str], again: list[tuple[Any, ...]], what: str) -> None:
         """Count ``missed`` and the rows the read by string found for them; warn."""
         self.rechecked += len(missed)
+        self._misses.add("session_log", len(missed), len(again))
         if not again:
             return
         self.confirmed += len(again)

@@ -1327,9 +1327,8 @@ class QuestDBStore(Store):
         return self._db.health.failures
 
     @property
-    def symbol_misses(self) -> dict[str, int]:
-        lookups = self._db.log_lookups
-        return {"rechecked": lookups.rechecked, "confirmed": lookups.confirmed}
+    def symbol_misses(self) -> dict[tuple[str, str], int]:
+        return dict(self._db.symbol_misses.counts)
 
     async def check_ready(self) -> None:
         """A read; and while writes are failing, a use of the write connection (a
