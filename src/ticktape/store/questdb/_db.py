@@ -163,7 +163,7 @@ DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 TICK_SEND_COLUMNS = ("send_id", "send_first", "send_trades", "send_books")
 
 #: The symbol columns of the small tables below are NOCACHE: a cached symbol column
-#: holds its whole capacity on the server's Java heap (~1 MB for 65,536), per table,
+#: holds a capacity-sized cache on the server's Java heap, per table (docs/questdb.md),
 #: and these tables are read rarely (a results page, a quality report).
 #: Gaps of a recording (ticktape.ticks.Gap): few rows, written over PG wire into
 #: a non-WAL table so they are visible on return; a gap written twice (a retried write)
