@@ -6,6 +6,7 @@ process without clashing on global collector names.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,20 +20,28 @@ COMMIT_LAG_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 RECONCILE_PHASE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 SYMBOL_MISS_OUTCOMES = ("rechecked", "confirmed")
+#: The QuestDB tables whose session-id symbol lookups are read again when they miss.
+SYMBOL_MISS_TABLES = ("session_log", "trades", "orderbook")
 
 
 class _StoreCounter(Collector):
-    """A counter kept by the store, by label value: the values the last scrape read
+    """A counter kept by the store, by label values: the values the last scrape read
     from it (:meth:`Metrics.store_status`), each 0 until then."""
 
-    def __init__(self, name: str, documentation: str, label: str, values: tuple[str, ...]):
-        self._name, self._documentation, self._label = name, documentation, label
-        self.counts = dict.fromkeys(values, 0)
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        values: tuple[tuple[str, ...], ...],
+    ):
+        self._name, self._documentation, self._labels = name, documentation, labels
+        self.counts = dict.fromkeys(itertools.product(*values), 0)
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
-        for value, count in self.counts.items():
-            family.add_metric([value], count)
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, count in self.counts.items():
+            family.add_metric(list(values), count)
         yield family
 
 
@@ -150,11 +159,12 @@ class Metrics:
         )
         self.symbol_misses = _StoreCounter(
             "ticktape_questdb_symbol_misses",
-            "Session ids a QuestDB lookup of the session log's id symbol did not find, read "
+            "Session ids a QuestDB lookup of a table's session-id symbol did not find, read "
             "again by their string value (rechecked), and those of them found after all "
-            "(confirmed: QuestDB's lookup missed a stored session); 0 on other backends",
-            "outcome",
-            SYMBOL_MISS_OUTCOMES,
+            "(confirmed: QuestDB's lookup missed stored rows), by table: the session log's "
+            "by-id reads, the tick tables' seal counts; 0 on other backends",
+            ("table", "outcome"),
+            (SYMBOL_MISS_TABLES, SYMBOL_MISS_OUTCOMES),
         )
         r.register(self.symbol_misses)
         self.feed_lost = Counter(
@@ -201,13 +211,18 @@ class Metrics:
             self.sessions.labels(status=status.value).set(counts.get(status, 0))
 
     def store_status(
-        self, *, up: bool, write_failures: int, symbol_misses: dict[str, int] | None = None
+        self,
+        *,
+        up: bool,
+        write_failures: int,
+        symbol_misses: dict[tuple[str, str], int] | None = None,
     ) -> None:
-        """The store's own figures, read at a scrape (``symbol_misses``: outcome →
-        count, :attr:`ticktape.store.base.Store.symbol_misses`)."""
+        """The store's own figures, read at a scrape (``symbol_misses``: (table, outcome)
+        → count, :attr:`ticktape.store.base.Store.symbol_misses`)."""
         self.store_up.set(1 if up else 0)
         self.store_write_failures.set(write_failures)
-        self.symbol_misses.counts.update(symbol_misses or {})
+        for key, count in (symbol_misses or {}).items():
+            self.symbol_misses.counts[key] = count
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

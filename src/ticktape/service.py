@@ -329,7 +329,7 @@ class SessionService:
     def store_write_failures(self) -> int:
         return self._store.write_failures
 
-    def store_symbol_misses(self) -> dict[str, int]:
+    def store_symbol_misses(self) -> dict[tuple[str, str], int]:
         return self._store.symbol_misses
 
     async def check_store(self) -> None:

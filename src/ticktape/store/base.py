@@ -1031,11 +1031,12 @@ class Store(abc.ABC):
         return None
 
     @property
-    def symbol_misses(self) -> dict[str, int]:
-        """Session ids a by-id read of the backend did not find at first, by outcome, ever:
-        ``rechecked`` (read again another way) and ``confirmed`` (found then: the first
-        read missed a stored session). Only QuestDB's log lookups count them
-        (``LogLookups``, docs/questdb.md); empty elsewhere."""
+    def symbol_misses(self) -> dict[tuple[str, str], int]:
+        """Session ids a by-id read of the backend did not find at first, by (table,
+        outcome), ever: ``rechecked`` (read again another way) and ``confirmed`` (found
+        then: the first read missed stored rows). Only QuestDB counts them: its session
+        log's lookups (``LogLookups``, table ``session_log``) and its seals' tick counts
+        (tables ``trades``, ``orderbook``; docs/questdb.md); empty elsewhere."""
         return {}
 
     def disk_usage_bytes(self) -> int | None:

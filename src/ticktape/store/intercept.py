@@ -452,7 +452,7 @@ class InterceptedStore(Store):
         return self.inner.write_health
 
     @property
-    def symbol_misses(self) -> dict[str, int]:
+    def symbol_misses(self) -> dict[tuple[str, str], int]:
         return self.inner.symbol_misses
 
     @property  # a class attribute in Store; the inner store's here

@@ -49,7 +49,14 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 READ_CONNECTIONS = 4
 CONNECT_TIMEOUT_S = 5.0
-SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows the symbol table
+#: Every session-id SYMBOL column (:data:`SESSION_ID_COLUMNS`): a large capacity, because
+#: QuestDB 9.3.4's lookup of a symbol value misses now and then while new values are
+#: added, less often the more hash buckets the capacity gives (docs/questdb-notes.md §7);
+#: NOCACHE, because a cached column of this capacity holds ~46 MiB of the server's Java
+#: heap per table (docs/questdb.md). A store made with smaller or cached columns gets
+#: these at open (:func:`ensure_session_symbols`).
+SESSION_SYMBOL_CAPACITY = 1_048_576
+SESSION_SYMBOL = f"SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY} NOCACHE"
 
 #: Session log: every transition, note, lease renewal and soft delete of a session is
 #: one appended row carrying the whole session state after it. A non-WAL table: a
@@ -59,7 +66,7 @@ SESSION_SYMBOL_CAPACITY = 65_536  # distinct session ids before QuestDB grows th
 #: id`` over an indexed symbol returns *other* sessions' rows under concurrent queries
 #: (docs/questdb.md).
 SESSION_LOG_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("id", f"SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY}"),
+    ("id", SESSION_SYMBOL),
     ("row_seq", "LONG"),
     ("event_seq", "LONG"),
     ("row_kind", "SYMBOL"),
@@ -104,9 +111,9 @@ SESSION_LOG_DDL = (
 #: a trade is (session, symbol, trade_id), a book level (session, symbol, ts, level).
 #: ``tenure`` (the writer's tenure number) is a key too and ``batch_seq`` is not: a stale
 #: owner's late row never replaces a new owner's row (_fence.py).
-TRADES_DDL = """
+TRADES_DDL = f"""
 CREATE TABLE IF NOT EXISTS tt_trades (
-    session_id SYMBOL CAPACITY 65536,
+    session_id {SESSION_SYMBOL},
     symbol SYMBOL CAPACITY 4096,
     trade_id LONG,
     price DOUBLE,
@@ -124,9 +131,9 @@ CREATE TABLE IF NOT EXISTS tt_trades (
 DEDUP UPSERT KEYS(ts, session_id, symbol, trade_id, tenure)
 """
 
-ORDERBOOK_DDL = """
+ORDERBOOK_DDL = f"""
 CREATE TABLE IF NOT EXISTS tt_orderbook (
-    session_id SYMBOL CAPACITY 65536,
+    session_id {SESSION_SYMBOL},
     symbol SYMBOL CAPACITY 4096,
     level INT,
     bid_price DOUBLE,
@@ -156,16 +163,16 @@ DEDUP UPSERT KEYS(ts, session_id, symbol, level, tenure)
 TICK_SEND_COLUMNS = ("send_id", "send_first", "send_trades", "send_books")
 
 #: The symbol columns of the small tables below are NOCACHE: a cached symbol column
-#: holds its whole capacity on the server's Java heap (~1 MB for 65,536), per table,
+#: holds a capacity-sized cache on the server's Java heap, per table (docs/questdb.md),
 #: and these tables are read rarely (a results page, a quality report).
 #: Gaps of a recording (ticktape.ticks.Gap): few rows, written over PG wire into
 #: a non-WAL table so they are visible on return; a gap written twice (a retried write)
 #: is read once — reads keep one row per (symbol, data type, start, cause). Each row
 #: carries its writer's tenure and write sequence, fenced like ticks (``_fence.py``);
 #: a table made before those columns gets them at open (``GAPS_COLUMNS``).
-GAPS_DDL = """
+GAPS_DDL = f"""
 CREATE TABLE IF NOT EXISTS tt_gaps (
-    session_id SYMBOL CAPACITY 65536 NOCACHE,
+    session_id {SESSION_SYMBOL},
     symbol SYMBOL CAPACITY 4096 NOCACHE,
     data_type SYMBOL CAPACITY 4 NOCACHE,
     start_us LONG,
@@ -187,9 +194,9 @@ GAPS_COLUMNS = (
 #: on commit). A results write never deletes: it appends rows under a fresh ``run`` id
 #: and then the summary row naming that run; readers take the newest summary written
 #: by the session's current owner and the rows of its run (``_results.py``).
-RESULT_SUMMARY_DDL = """
+RESULT_SUMMARY_DDL = f"""
 CREATE TABLE IF NOT EXISTS tt_result_summary (
-    session_id SYMBOL CAPACITY 65536 NOCACHE,
+    session_id {SESSION_SYMBOL},
     run VARCHAR,
     owner VARCHAR,
     hash VARCHAR,
@@ -202,9 +209,9 @@ CREATE TABLE IF NOT EXISTS tt_result_summary (
 ) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL
 """
 
-RESULT_ROWS_DDL = """
-CREATE TABLE IF NOT EXISTS tt_result_{table} (
-    session_id SYMBOL CAPACITY 65536 NOCACHE,
+RESULT_ROWS_DDL = f"""
+CREATE TABLE IF NOT EXISTS tt_result_{{table}} (
+    session_id {SESSION_SYMBOL},
     run VARCHAR,
     seq LONG,
     body VARCHAR,
@@ -213,6 +220,15 @@ CREATE TABLE IF NOT EXISTS tt_result_{table} (
 """
 
 RESULT_TABLES = ("tt_result_summary", "tt_result_orders", "tt_result_fills", "tt_result_equity")
+#: Every table's session-id SYMBOL column, each read by value (``= %s``, ``IN``, ``LATEST
+#: ON … PARTITION BY``): :data:`SESSION_SYMBOL` (:func:`ensure_session_symbols`).
+SESSION_ID_COLUMNS = (
+    ("tt_session_log", "id"),
+    ("tt_trades", "session_id"),
+    ("tt_orderbook", "session_id"),
+    ("tt_gaps", "session_id"),
+    *((table, "session_id") for table in RESULT_TABLES),
+)
 
 #: Instance leases (``SessionStore.renew_instance``): one row per owner token, updated
 #: in place once per heartbeat. A small non-WAL table: an ``UPDATE`` is synchronous,
@@ -448,7 +464,8 @@ class Connections:
         # a psycopg.Connection (in the log thread) or a psycopg.AsyncConnection
         self.on_connect: Callable[[Any], None] | None = None
         # every by-id read of the session log that must find its sessions goes through it
-        self.log_lookups = LogLookups()
+        self.symbol_misses = SymbolMisses()
+        self.log_lookups = LogLookups(self.symbol_misses)
         # a stop's phases, from QuestDBTickStore.expect_seals to seals_done (INFO lines)
         self.stop_trace = StopTrace()
 
@@ -766,6 +783,88 @@ async def ensure_tick_send_columns(db: Connections) -> None:
             delay = min(delay * 2, 0.2)
 
 
+async def ensure_session_symbols(db: Connections) -> None:
+    """Give every column of :data:`SESSION_ID_COLUMNS` made before with a smaller capacity
+    or cached :data:`SESSION_SYMBOL`'s capacity and NOCACHE, and wait until each table shows
+    them (a WAL table applies an ``ALTER`` later).
+
+    Safe while other instances write (docs/questdb.md, "Session-id symbol capacity"): the
+    ``ALTER`` rebuilds the column's symbol map, not its rows; a non-WAL table's writer is
+    refused "table busy" meanwhile (and retries), and the ``ALTER`` itself is retried while
+    another writer holds the table, until the store's timeout. Of two instances opening at
+    once, both may alter: the second rebuilds the map again, harmlessly."""
+    for table, column in SESSION_ID_COLUMNS:
+        name = db.prefixed(table)
+        capacity, cached = await _symbol_state(db, name, column)
+        if not _short((capacity, cached)):
+            continue
+        started = time.monotonic()
+        deadline = started + db.timeout_s
+        if cached:  # first, so the new capacity never fills a cache on the heap
+            await _alter(db, f"ALTER TABLE {name} ALTER COLUMN {column} NOCACHE", deadline)
+        if capacity < SESSION_SYMBOL_CAPACITY:
+            await _alter(
+                db,
+                f"ALTER TABLE {name} ALTER COLUMN {column} SYMBOL CAPACITY "
+                f"{SESSION_SYMBOL_CAPACITY}",
+                deadline,
+            )
+        delay = 0.01
+        while _short(state := await _symbol_state(db, name, column)):
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"open the store: QuestDB table {name} did not show {column} as "
+                    f"{SESSION_SYMBOL} within {db.timeout_s:g}s (it shows capacity "
+                    f"{state[0]}, {'cached' if state[1] else 'not cached'})"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        log.info(
+            "open the store: %s.%s is now %s (was capacity %d, %s) in %.2fs",
+            name,
+            column,
+            SESSION_SYMBOL,
+            capacity,
+            "cached" if cached else "not cached",
+            time.monotonic() - started,
+        )
+
+
+def _short(state: tuple[int, bool]) -> bool:
+    """Whether a column of this (capacity, cached) needs :data:`SESSION_SYMBOL`."""
+    return state[0] < SESSION_SYMBOL_CAPACITY or state[1]
+
+
+async def _symbol_state(db: Connections, name: str, column: str) -> tuple[int, bool]:
+    """A SYMBOL column's capacity and whether it is cached."""
+    async with db.reader("read schema") as conn:
+        # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
+        cur = await conn.execute(
+            "SELECT symbolCapacity, symbolCached FROM table_columns('" + name + "') "
+            'WHERE "column" = %s',
+            (column,),
+        )
+        rows = await cur.fetchall()
+    if not rows:
+        raise StoreError(f"open the store: QuestDB table {name} has no column {column}")
+    return int(rows[0][0]), bool(rows[0][1])
+
+
+async def _alter(db: Connections, sql: str, deadline: float) -> None:
+    """``sql`` run once, retried while another writer holds the table ("table busy")."""
+    delay = 0.01
+    while True:
+        try:
+            async with db.writer("alter a session-id column") as conn:
+                await conn.execute(sql)
+            return
+        except StoreBusy:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 async def _missing(db: Connections, name: str, columns: tuple[str, ...]) -> list[str]:
     async with db.reader("read schema") as conn:
         # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
@@ -809,6 +908,21 @@ SYMBOL_MISS_WARN_EVERY_S = 60.0
 _LATEST_BY_ID = "LATEST ON ts PARTITION BY id"
 
 
+class SymbolMisses:
+    """Session ids a read by a table's session-id symbol did not find, read again by their
+    string value (``rechecked``), and those of them found then (``confirmed``: QuestDB's
+    lookup missed stored rows), per table (``session_log``: :class:`LogLookups`;
+    ``trades``, ``orderbook``: the seal's counts, ``_ticks.py``), ever: what
+    ``Store.symbol_misses`` and ``/metrics`` show."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, table: str, rechecked: int, confirmed: int) -> None:
+        for outcome, count in (("rechecked", rechecked), ("confirmed", confirmed)):
+            self.counts[table, outcome] = self.counts.get((table, outcome), 0) + count
+
+
 class LogLookups:
     """The newest session-log rows of sessions that must exist, read by their ids.
 
@@ -828,9 +942,10 @@ class LogLookups:
     returns the rows to use (a test drops one to show the fallback finds it).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, misses: SymbolMisses | None = None) -> None:
         self.rechecked = 0
         self.confirmed = 0
+        self._misses = SymbolMisses() if misses is None else misses
         self.on_lookup: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None
         self._warnings = LogThrottle(SYMBOL_MISS_WARN_EVERY_S)
 
@@ -852,6 +967,7 @@ class LogLookups:
     def found_again(self, missed: list[str], again: list[tuple[Any, ...]], what: str) -> None:
         """Count ``missed`` and the rows the read by string found for them; warn."""
         self.rechecked += len(missed)
+        self._misses.add("session_log", len(missed), len(again))
         if not again:
             return
         self.confirmed += len(again)

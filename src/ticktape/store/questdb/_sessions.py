@@ -86,6 +86,7 @@ from ticktape.store.questdb._db import (
     adopt_idle_timeout,
     check_schema,
     ensure_session_keys,
+    ensure_session_symbols,
     ensure_tick_send_columns,
     insert_rows,
 )
@@ -1323,6 +1324,7 @@ class QuestDBStore(Store):
             await check_schema(self._db)
             await adopt_idle_timeout(self._db)
             await ensure_tick_send_columns(self._db)
+            await ensure_session_symbols(self._db)
             await ensure_session_keys(self._db)
         except BaseException:
             await self._db.close()
@@ -1364,9 +1366,8 @@ class QuestDBStore(Store):
         return self._db.health
 
     @property
-    def symbol_misses(self) -> dict[str, int]:
-        lookups = self._db.log_lookups
-        return {"rechecked": lookups.rechecked, "confirmed": lookups.confirmed}
+    def symbol_misses(self) -> dict[tuple[str, str], int]:
+        return dict(self._db.symbol_misses.counts)
 
     async def check_ready(self) -> None:
         """A read; and while writes are failing, a use of the write connection (a

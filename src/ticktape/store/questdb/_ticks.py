@@ -1037,6 +1037,7 @@ class QuestDBTickStore(TickStore):
             column="cast(session_id AS string)",
         )
         confirmed = sorted({str(r[0]) for r in again})
+        self._db.symbol_misses.add(table, len(missed), len(confirmed))
         if confirmed:
             self.count_confirmed += len(confirmed)
             log.warning(
