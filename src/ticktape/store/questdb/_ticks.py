@@ -852,7 +852,8 @@ class QuestDBTickStore(TickStore):
                 break
             self._count_queued.clear()
             try:
-                async with asyncio.timeout(min(left, SEAL_GATHER_IDLE_S)):
+                # experiment (gather23): no idle exit while a shutdown's seals are expected
+                async with asyncio.timeout(left):
                     await self._count_queued.wait()
             except TimeoutError:
                 why = "idle"  # none came for a while: the rest are late, in a later group
