@@ -26,6 +26,7 @@ from ticktape.store.questdb import QuestDBTickStore
 pytestmark = pytest.mark.questdb
 
 ARRIVAL_GAP_S = 0.1  # between two runners reaching their seals
+MOVED_BOUND_S = 0.5
 WAVE_GAP_S = 2.5  # between two waves of seals: longer than the 1 s quiet that ended a wait
 
 
@@ -112,5 +113,20 @@ def test_seals_that_are_not_coming_are_not_waited_for(counting: Counting, run: R
         # the expectation is spent: a later seal is counted at once, alone
         await asyncio.wait_for(store.ticks.seal("later", acknowledged=True), 20.0)
         assert groups[1:] == [["later"]], groups
+
+    run(scenario())
+
+
+def test_a_moved_bound_ends_the_wait(counting: Counting, run: Run[Any]) -> None:
+    store, groups = counting.store, counting.groups
+
+    async def scenario() -> None:
+        # a shutdown announces its seals for the whole grace, then, its stop requests
+        # recorded, says the rest are due within half of what is left
+        store.ticks.expect_seals(3, 60.0)
+        first = asyncio.create_task(store.ticks.seal("first", acknowledged=True))
+        store.ticks.seals_due_within(MOVED_BOUND_S)
+        await asyncio.wait_for(first, 20.0)  # the two others stalled: not waited for
+        assert groups == [["first"]], groups
 
     run(scenario())

@@ -141,8 +141,10 @@ class Supervisor:
         self._stop_began = loop.time()
         # Every run ending here seals its ticks (stopped or handed over): told how many,
         # the store can count them together (on QuestDB, one read of the tick tables).
+        # They come once their stop requests are recorded (within half the grace, below),
+        # and then within half of what is left (``seals_due_within``).
         self._seals_owed = set(self._handles)
-        self._store.ticks.expect_seals(len(self._seals_owed), timeout_s / 2)
+        self._store.ticks.expect_seals(len(self._seals_owed), timeout_s)
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
@@ -180,6 +182,7 @@ class Supervisor:
                 if not handle.handover.is_set():
                     handle.stop.set()
         requested = loop.time() - began
+        self._store.ticks.seals_due_within(max(0.0, deadline - loop.time()) / 2)
         if handles:
             handed = sum(1 for _sid, h in handles if h.handover.is_set())
             log_phase(

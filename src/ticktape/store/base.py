@@ -713,6 +713,12 @@ class TickStore(abc.ABC):
         count. This default ignores it."""
         return
 
+    def seals_due_within(self, within_s: float) -> None:
+        """The seals announced by :meth:`expect_seals` and not made yet follow within
+        ``within_s`` seconds from now instead (a shutdown whose stop requests are recorded:
+        its runs drain from then on). This default ignores it."""
+        return
+
     def seal_not_coming(self) -> None:
         """One of the seals announced by :meth:`expect_seals` will not come: its run
         ended without one (it lost its lease, was reaped or claimed meanwhile, or was

@@ -825,10 +825,16 @@ class QuestDBTickStore(TickStore):
         commit, and taken as they came they formed several groups, each reading both
         tick tables' whole partition again while the server's network workers had
         nothing else to give (docs/questdb.md). The bound alone ends the wait for a
-        runner that stalls."""
+        runner that stalls; :meth:`seals_due_within` moves it."""
         self._seals_expected = sessions
         self._seals_until = time.monotonic() + within_s
         self._db.stop_trace.begin()
+
+    def seals_due_within(self, within_s: float) -> None:
+        """See :meth:`TickStore.seals_due_within`: the gathering's bound moves."""
+        if self._seals_expected > 0:
+            self._seals_until = time.monotonic() + within_s
+            self._count_queued.set()  # the gathering measures what is left again
 
     def seal_not_coming(self) -> None:
         """See :meth:`TickStore.seal_not_coming`."""
