@@ -350,7 +350,7 @@ async def measure(
     stalls.watch_log(store)
     stalls.start()
     began = time.perf_counter()
-    await supervisor.shutdown()
+    await supervisor.shutdown(float(os.environ.get("TICKTAPE_SHUTDOWN_GRACE_S", "20")))
     shutdown_s = time.perf_counter() - began
     stalls.stop()
     undo()

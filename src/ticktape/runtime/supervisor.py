@@ -78,6 +78,9 @@ class Supervisor:
         # run's last flush was done and when its end (or hand-over) was written — figures
         # for the shutdown's phase lines, no session's state.
         self._stop_began: float | None = None
+        # The runs whose seal the shutdown announced (``TickStore.expect_seals``) and that
+        # have not sealed yet: one that ends without a seal is taken off the announcement.
+        self._seals_owed: set[str] = set()
         self._drained: list[float] = []
         self._ended: list[float] = []
 
@@ -138,7 +141,10 @@ class Supervisor:
         self._stop_began = loop.time()
         # Every run ending here seals its ticks (stopped or handed over): told how many,
         # the store can count them together (on QuestDB, one read of the tick tables).
-        self._store.ticks.expect_seals(len(self._handles), timeout_s / 2)
+        # They come once their stop requests are recorded (within half the grace, below),
+        # and then within half of what is left (``seals_due_within``).
+        self._seals_owed = set(self._handles)
+        self._store.ticks.expect_seals(len(self._seals_owed), timeout_s)
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
@@ -176,6 +182,7 @@ class Supervisor:
                 if not handle.handover.is_set():
                     handle.stop.set()
         requested = loop.time() - began
+        self._store.ticks.seals_due_within(max(0.0, deadline - loop.time()) / 2)
         if handles:
             handed = sum(1 for _sid, h in handles if h.handover.is_set())
             log_phase(
@@ -293,6 +300,9 @@ class Supervisor:
             await self._fail(session.id, Reason.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             self._release_handle(session.id, handle)
+            if session.id in self._seals_owed:  # ended without the seal announced for it
+                self._seals_owed.discard(session.id)
+                self._store.ticks.seal_not_coming()
 
     def _stop_clock(self, times: list[float]) -> None:
         """While shutting down: note now, in seconds since the shutdown began."""
@@ -302,6 +312,7 @@ class Supervisor:
     async def _seal(self, session_id: str, *, acknowledged: bool = False) -> Seal:
         """Count the stored ticks for the transition that ends this run (store.base.Seal);
         ``acknowledged``: the run's every tick write was (``RunHandle.acknowledged``)."""
+        self._seals_owed.discard(session_id)
         return await self._store.ticks.seal(session_id, acknowledged=acknowledged)
 
     async def _begin(self, launched: Session, *, fresh: bool = False) -> Session | None:

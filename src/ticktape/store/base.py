@@ -713,6 +713,19 @@ class TickStore(abc.ABC):
         count. This default ignores it."""
         return
 
+    def seals_due_within(self, within_s: float) -> None:
+        """The seals announced by :meth:`expect_seals` and not made yet follow within
+        ``within_s`` seconds from now instead (a shutdown whose stop requests are recorded:
+        its runs drain from then on). This default ignores it."""
+        return
+
+    def seal_not_coming(self) -> None:
+        """One of the seals announced by :meth:`expect_seals` will not come: its run
+        ended without one (it lost its lease, was reaped or claimed meanwhile, or was
+        cancelled). A backend holding seals back for the announced ones stops waiting
+        for it. This default ignores it."""
+        return
+
     def seals_done(self) -> None:
         """The end of :meth:`expect_seals`' stop: the sessions it announced ended (or
         the shutdown's grace ran out). A backend may log what the stop cost it; this

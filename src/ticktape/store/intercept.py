@@ -304,6 +304,12 @@ class InterceptedTickStore(TickStore):
     def expect_seals(self, sessions: int, within_s: float) -> None:
         self._inner.expect_seals(sessions, within_s)  # a hint: nothing to retry or fail
 
+    def seals_due_within(self, within_s: float) -> None:
+        self._inner.seals_due_within(within_s)
+
+    def seal_not_coming(self) -> None:
+        self._inner.seal_not_coming()
+
     def seals_done(self) -> None:
         self._inner.seals_done()
 

@@ -112,10 +112,6 @@ SEAL_READS_MAX = 5
 #: Sessions counted together by one grouped count (``_count_group``), at most: the
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
 COUNT_GROUP_MAX = 1_000
-#: While seals are expected (:meth:`QuestDBTickStore.expect_seals`), a count group waits
-#: for the next one this long at most: a runner that stalls or ended otherwise does not
-#: hold the others' seals for the whole bound.
-SEAL_GATHER_IDLE_S = 1.0
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -823,19 +819,34 @@ class QuestDBTickStore(TickStore):
 
     def expect_seals(self, sessions: int, within_s: float) -> None:
         """See :meth:`TickStore.expect_seals`. Each count group formed while seals are
-        expected first waits until every expected seal is queued, for
-        :data:`SEAL_GATHER_IDLE_S` with none arriving, or until ``within_s`` from now:
-        a shutdown's 1,000 seals arrive over seconds and, taken as they came, formed
-        several groups, each reading both tick tables' whole partition again while the
-        server's network workers had nothing else to give (docs/questdb.md)."""
+        expected first waits until every expected seal is queued — a run that ends
+        without one is taken off (:meth:`seal_not_coming`) — or until ``within_s`` from
+        now: a shutdown's 1,000 seals arrive over seconds, in waves as the stop requests
+        commit, and taken as they came they formed several groups, each reading both
+        tick tables' whole partition again while the server's network workers had
+        nothing else to give (docs/questdb.md). The bound alone ends the wait for a
+        runner that stalls; :meth:`seals_due_within` moves it."""
         self._seals_expected = sessions
         self._seals_until = time.monotonic() + within_s
         self._db.stop_trace.begin()
+
+    def seals_due_within(self, within_s: float) -> None:
+        """See :meth:`TickStore.seals_due_within`: the gathering's bound moves."""
+        if self._seals_expected > 0:
+            self._seals_until = time.monotonic() + within_s
+            self._count_queued.set()  # the gathering measures what is left again
+
+    def seal_not_coming(self) -> None:
+        """See :meth:`TickStore.seal_not_coming`."""
+        if self._seals_expected > 0:
+            self._seals_expected -= 1
+            self._count_queued.set()  # the gathering may have all it waits for now
 
     def seals_done(self) -> None:
         """See :meth:`TickStore.seals_done`: the stop's session-log line (its group
         commits and "table busy" retries since :meth:`expect_seals`)."""
         self._seals_expected = 0
+        self._count_queued.set()
         self._db.stop_trace.end()
 
     async def _gather_seals(self) -> None:
@@ -851,12 +862,9 @@ class QuestDBTickStore(TickStore):
                 why = "all" if queued >= self._seals_expected else "bound"
                 break
             self._count_queued.clear()
-            try:
-                async with asyncio.timeout(min(left, SEAL_GATHER_IDLE_S)):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
                     await self._count_queued.wait()
-            except TimeoutError:
-                why = "idle"  # none came for a while: the rest are late, in a later group
-                break
         if why:
             queued = sum(1 for c in self._counts.queued if c.sealing and not c.future.done())
             self._db.stop_trace.phase(
