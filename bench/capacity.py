@@ -601,6 +601,7 @@ async def ramp(
             break
         before = [_proc(pid) for pid in pids]
         jvm0 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        cpu_t0 = time.monotonic()  # the CPU figures' window: from these samples to the next
         txn0 = _wal_txns(servers[0].store_url)
         switches0 = [_switches(pid) for pid in pids]
         ticks0 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
@@ -625,6 +626,10 @@ async def ramp(
         fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
         jvm1 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        # the hold plus the /metrics reads around it (seconds on loaded instances): the
+        # CPU percentages divide by this window, not by the hold alone (until stop 23
+        # they did, and read high: 3 instances and the JVM summed over 200 % on 2 cores)
+        cpu_window = max(time.monotonic() - cpu_t0, 0.001)
         txn1 = _wal_txns(servers[0].store_url)
         switches1 = [_switches(pid) for pid in pids]
         cpu_s = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
@@ -668,8 +673,7 @@ async def ramp(
             "rss_mib": [round(a[0]) for a in after],
             "rss_growth_mib": [round(a[0] - b[0]) for a, b in zip(after, before, strict=True)],
             "cpu_pct": [
-                round(100 * (a[1] - b[1]) / max(elapsed, 0.001))
-                for a, b in zip(after, before, strict=True)
+                round(100 * (a[1] - b[1]) / cpu_window) for a, b in zip(after, before, strict=True)
             ],
             # this benchmark's own CPU (its polling and sampling) on the same cores
             "bench_cpu_pct": round(100 * bench_s / max(elapsed, 0.001), 1),
@@ -681,7 +685,7 @@ async def ramp(
             # the QuestDB server's share (--questdb-pid): the instances' figures above
             # leave it out, and on one machine both draw on the same cores
             jvm_s = jvm1[1] - jvm0[1]
-            row["jvm_cpu_pct"] = round(100 * jvm_s / max(elapsed, 0.001))
+            row["jvm_cpu_pct"] = round(100 * jvm_s / cpu_window)
             row["jvm_cpu_us_per_tick"] = round(1e6 * jvm_s / max(stored, 1), 1)
             row["total_cpu_us_per_tick"] = round(1e6 * (cpu_s + jvm_s) / max(stored, 1), 1)
             row["jvm_rss_mib"] = round(jvm1[0])
