@@ -48,6 +48,15 @@ cancelled past the grace period (``shutdown``).
 ``ticktape`` (PYTHONPATH=SRC, e.g. main's ``git archive``): one ramp per code on fresh
 servers and tables of the same store, alternated ``--rounds`` times.
 
+Before each ramp it prints the store server's state (``settle``: WAL transactions its
+tables' writers have still to apply, the JVM's CPU with ``--questdb-pid``); with
+``--settle-s S`` it first waits, at most S seconds, until that WAL is applied and the JVM
+is idle, and prints how long it waited: a condition of the measurement, stated (a ramp
+right after another run shares the cores with the server still applying its rows). Each
+level also reports its starts' p95 per tenth of the starts (``start_p95_by_tenth_ms``)
+and the cores during the starts (``machine_starts``: load, this run's CPU and the
+other processes' CPU, which on a shared machine weighs on the start p95 as much as the code).
+
 ``--mem-every-s S`` has each server write a memory sample every S seconds (RSS, CPython's
 arenas and live blocks, glibc malloc's heaps, what is in use and free in them, its mapped
 blocks, the rows the tick buffers hold) to ``DIR/mem-<code>/<pid>.jsonl``
@@ -196,6 +205,11 @@ PROBE_PATH = "/api/loop-probe"
 # reported (exit_s null) and killed
 SHUTDOWN_WAIT_S = 120.0
 MEMDIAG = Path(__file__).resolve().parent / "memdiag"  # --mem-every-s
+# --settle-s: before each ramp, wait until every WAL table's writer has applied what its
+# sequencer holds and the JVM (--questdb-pid) used under this share of a core over one
+# window; the wait is bounded by --settle-s and printed, with the state it found
+SETTLE_POLL_S = 1.0
+SETTLE_IDLE_CPU_PCT = 15.0
 RAMP_ENV = {
     "TICKTAPE_LOG_LEVEL": "warning",
     "TICKTAPE_HEARTBEAT_S": str(HEARTBEAT_S),
@@ -215,6 +229,14 @@ def _proc(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = float(fields[11]) + float(fields[12])  # utime, stime (fields 14, 15)
     return rss_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat: all but idle
+    and iowait): with this run's own processes' CPU taken out, what other work (other
+    benchmarks, tests) took from the cores meanwhile."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _switches(pid: int) -> tuple[int, float]:
@@ -248,6 +270,77 @@ def _wal_txns(store_url: str | None) -> int:
             [f"{address.prefix}trades", f"{address.prefix}orderbook"],
         ).fetchall()
     return int(rows[0][0] or 0)
+
+
+def _own_cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += _proc(pid)[1]
+    return total
+
+
+def _server_state(store_url: str | None, jvm_pid: int | None) -> dict[str, Any]:
+    """What the store's server is doing now (QuestDB): WAL transactions its tables'
+    writers have still to apply (sequencerTxn - writerTxn, all tables, suspended ones
+    apart), and the JVM's CPU over the last SETTLE_POLL_S (--questdb-pid). A ramp that
+    starts while the server applies a previous run's WAL shares its cores with that."""
+    state: dict[str, Any] = {}
+    if store_url and store_url.startswith("questdb:"):
+        import psycopg
+
+        from ticktape.store.questdb import QuestDBAddress
+
+        address = QuestDBAddress.from_url(store_url)
+        with psycopg.connect(address.conninfo, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT writerTxn, sequencerTxn, suspended FROM wal_tables()"
+            ).fetchall()
+        live = [r for r in rows if not r[2]]
+        state["wal_pending_txns"] = int(sum(max(0, r[1] - r[0]) for r in live))
+        state["wal_pending_tables"] = sum(1 for r in live if r[1] > r[0])
+        state["wal_suspended_tables"] = len(rows) - len(live)
+    if jvm_pid:
+        cpu0 = _proc(jvm_pid)[1]
+        time.sleep(SETTLE_POLL_S)
+        state["jvm_cpu_pct"] = round(100 * (_proc(jvm_pid)[1] - cpu0) / SETTLE_POLL_S)
+    return state
+
+
+def _settle(store_url: str | None, jvm_pid: int | None, most_s: float) -> dict[str, Any]:
+    """The server's state before a ramp (``_server_state``) and, with ``most_s`` > 0,
+    the wait (bounded by ``most_s``) until its WAL is applied and the JVM is idle
+    (under SETTLE_IDLE_CPU_PCT): ``before``, ``after``, ``waited_s`` and ``settled``."""
+    t0 = time.monotonic()
+    before = _server_state(store_url, jvm_pid)
+    state = before
+    while True:
+        settled = (
+            state.get("wal_pending_txns", 0) == 0
+            and state.get("jvm_cpu_pct", 0) < SETTLE_IDLE_CPU_PCT
+        )
+        if settled or most_s <= 0 or time.monotonic() - t0 >= most_s:
+            break
+        if not jvm_pid:
+            time.sleep(SETTLE_POLL_S)
+        state = _server_state(store_url, jvm_pid)
+    return {
+        "before": before,
+        "after": state,
+        "waited_s": round(time.monotonic() - t0, 1),
+        "settled": settled,
+        "most_s": most_s,
+    }
+
+
+def _tenths(starts: list[float]) -> list[float]:
+    """The start p95 (ms) of each tenth of a level's starts, in the order they ended
+    (with one client, the order they were made): whether a slow level is slow from its
+    first start (the servers' start-up) or grows slow as its sessions run."""
+    n = len(starts)
+    if n < 10:
+        return []
+    return [round(percentile(starts[k * n // 10 : (k + 1) * n // 10], 95), 1) for k in range(10)]
 
 
 def _connect(url: str) -> Connection:
@@ -480,7 +573,19 @@ async def ramp(
         probe = _Probe(urls)
         probe.start()
         busy0 = table_busy()
+        own = [*pids, jvm_pid] if jvm_pid else list(pids)
+        machine0, own0, bench_cpu0 = _machine_busy_s(), _own_cpu_s(own), time.process_time()
+        load0, began = os.getloadavg()[0], time.monotonic()
         starts, refused = await _add(urls, add, clients, level)
+        starting_s = max(time.monotonic() - began, 0.001)
+        own_s = _own_cpu_s(own) - own0 + time.process_time() - bench_cpu0
+        # the cores during the starts: this run's (servers, JVM, bench) and the rest's
+        machine = {
+            "starting_s": round(starting_s, 1),
+            "load_1m": [round(load0, 1), round(os.getloadavg()[0], 1)],
+            "own_cpu_pct": round(100 * own_s / starting_s),
+            "others_cpu_pct": round(100 * (_machine_busy_s() - machine0 - own_s) / starting_s),
+        }
         busy1 = table_busy()
         probe_starts = await probe.stop()
         level += add
@@ -496,6 +601,7 @@ async def ramp(
             break
         before = [_proc(pid) for pid in pids]
         jvm0 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        cpu_t0 = time.monotonic()  # the CPU figures' window: from these samples to the next
         txn0 = _wal_txns(servers[0].store_url)
         switches0 = [_switches(pid) for pid in pids]
         ticks0 = sum([await _metric(u, "ticktape_ticks_written_total") for u in urls])
@@ -520,6 +626,10 @@ async def ramp(
         fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
         jvm1 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        # the hold plus the /metrics reads around it (seconds on loaded instances): the
+        # CPU percentages divide by this window, not by the hold alone (until stop 23
+        # they did, and read high: 3 instances and the JVM summed over 200 % on 2 cores)
+        cpu_window = max(time.monotonic() - cpu_t0, 0.001)
         txn1 = _wal_txns(servers[0].store_url)
         switches1 = [_switches(pid) for pid in pids]
         cpu_s = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
@@ -532,6 +642,8 @@ async def ramp(
             "held_s": round(elapsed, 1),
             "start_p95_ms": round(start_p95, 1),
             "start_p50_ms": round(percentile(starts, 50), 1),
+            "start_p95_by_tenth_ms": _tenths(starts),
+            "machine_starts": machine,
             # a trivial request's latency (``_Probe``) while the level's sessions start,
             # and while it is held: the waits for the instances' event loops
             "probe_starts": probe_starts,
@@ -561,8 +673,7 @@ async def ramp(
             "rss_mib": [round(a[0]) for a in after],
             "rss_growth_mib": [round(a[0] - b[0]) for a, b in zip(after, before, strict=True)],
             "cpu_pct": [
-                round(100 * (a[1] - b[1]) / max(elapsed, 0.001))
-                for a, b in zip(after, before, strict=True)
+                round(100 * (a[1] - b[1]) / cpu_window) for a, b in zip(after, before, strict=True)
             ],
             # this benchmark's own CPU (its polling and sampling) on the same cores
             "bench_cpu_pct": round(100 * bench_s / max(elapsed, 0.001), 1),
@@ -574,7 +685,7 @@ async def ramp(
             # the QuestDB server's share (--questdb-pid): the instances' figures above
             # leave it out, and on one machine both draw on the same cores
             jvm_s = jvm1[1] - jvm0[1]
-            row["jvm_cpu_pct"] = round(100 * jvm_s / max(elapsed, 0.001))
+            row["jvm_cpu_pct"] = round(100 * jvm_s / cpu_window)
             row["jvm_cpu_us_per_tick"] = round(1e6 * jvm_s / max(stored, 1), 1)
             row["total_cpu_us_per_tick"] = round(1e6 * (cpu_s + jvm_s) / max(stored, 1), 1)
             row["jvm_rss_mib"] = round(jvm1[0])
@@ -633,6 +744,10 @@ def _ramp_once(
         env["BENCH_MEM_DIR"] = str(Path(tmp) / f"mem-{label}")
         env["BENCH_MEM_EVERY_S"] = str(args.mem_every_s)
     servers = [ServerProcess(store_url, Path(tmp), env=env) for _ in range(args.instances)]
+    # the server's state as the ramp begins (and, with --settle-s, the wait for it to be
+    # idle): a previous run's WAL still being applied shares the cores with this ramp
+    settle = _settle(store_url, args.questdb_pid, args.settle_s)
+    print(f"settle {json.dumps(settle)}", flush=True)
     try:
         for server in servers:
             server.start()
@@ -649,6 +764,7 @@ def _ramp_once(
                 args.list_every_s,
             )
         )
+        got["settle"] = settle
         got["shutdown"] = _shutdown(servers)
         print(f"shutdown {json.dumps(got['shutdown'])}", flush=True)
         return got
@@ -730,6 +846,14 @@ def main() -> None:
     )
     add_code_option(parser, "the ramp's servers (ramp mode; one store, --rounds times)")
     parser.add_argument("--rounds", type=int, default=1, help="ramp: ramps per code")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=0.0,
+        help="ramp: before each ramp wait, at most this long, until the QuestDB server has "
+        "applied every table's WAL and its JVM (--questdb-pid) is idle; printed with the "
+        "wait (0: no wait, the state is still printed)",
+    )
     parser.add_argument("--clients", type=int, default=1, help="ramp: concurrent starts")
     parser.add_argument(
         "--start-p95-limit-ms",
