@@ -922,6 +922,10 @@ class SymbolMisses:
         for outcome, count in (("rechecked", rechecked), ("confirmed", confirmed)):
             self.counts[table, outcome] = self.counts.get((table, outcome), 0) + count
 
+    def of(self, tables: Sequence[str], outcome: str) -> int:
+        """``outcome``'s count over ``tables``."""
+        return sum(self.counts.get((table, outcome), 0) for table in tables)
+
 
 class LogLookups:
     """The newest session-log rows of sessions that must exist, read by their ids.
@@ -943,11 +947,17 @@ class LogLookups:
     """
 
     def __init__(self, misses: SymbolMisses | None = None) -> None:
-        self.rechecked = 0
-        self.confirmed = 0
         self._misses = SymbolMisses() if misses is None else misses
         self.on_lookup: Callable[[list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None
         self._warnings = LogThrottle(SYMBOL_MISS_WARN_EVERY_S)
+
+    @property
+    def rechecked(self) -> int:
+        return self._misses.of(("session_log",), "rechecked")
+
+    @property
+    def confirmed(self) -> int:
+        return self._misses.of(("session_log",), "confirmed")
 
     @staticmethod
     def sql(columns: str, count: int, *, by_string: bool = False) -> str:
@@ -966,11 +976,9 @@ class LogLookups:
 
     def found_again(self, missed: list[str], again: list[tuple[Any, ...]], what: str) -> None:
         """Count ``missed`` and the rows the read by string found for them; warn."""
-        self.rechecked += len(missed)
         self._misses.add("session_log", len(missed), len(again))
         if not again:
             return
-        self.confirmed += len(again)
         unwarned = self._warnings.event(len(again))
         if unwarned is not None:
             log.warning(

@@ -112,6 +112,7 @@ SEAL_READS_MAX = 5
 #: Sessions counted together by one grouped count (``_count_group``), at most: the
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
 COUNT_GROUP_MAX = 1_000
+_TICK_TABLES = ("trades", "orderbook")  # the ``table`` of their symbol misses
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 
@@ -484,10 +485,6 @@ class QuestDBTickStore(TickStore):
     on_count_group: Callable[[list[str]], None] | None = None
     after_read: Callable[[str], Awaitable[None]] | None = None
     on_count_rows: Callable[[str, list[tuple[Any, ...]]], list[tuple[Any, ...]]] | None = None
-    #: Sealed sessions a count read found no row of in a table, read again by string;
-    #: those of them found with rows after all (QuestDB's missed lookup).
-    count_rechecked: int = 0
-    count_confirmed: int = 0
     #: Sessions whose seal checked the tenure's last send, ever (a test tells a skipped
     #: check from a made one).
     seal_checks: int = 0
@@ -817,6 +814,17 @@ class QuestDBTickStore(TickStore):
         self._count_queued.set()
         return await request.future
 
+    @property
+    def count_rechecked(self) -> int:
+        """Sealed sessions a count read found no row of in a table, read again by string
+        (:meth:`_found_again`; the store's ``symbol_misses``, tick tables)."""
+        return self._db.symbol_misses.of(_TICK_TABLES, "rechecked")
+
+    @property
+    def count_confirmed(self) -> int:
+        """Those of them found with rows after all (QuestDB's missed lookup)."""
+        return self._db.symbol_misses.of(_TICK_TABLES, "confirmed")
+
     def expect_seals(self, sessions: int, within_s: float) -> None:
         """See :meth:`TickStore.expect_seals`. Each count group formed while seals are
         expected first waits until every expected seal is queued — a run that ends
@@ -1032,7 +1040,6 @@ class QuestDBTickStore(TickStore):
         missed = sorted(sid for sid in recheck if sid not in found)
         if not missed:
             return []
-        self.count_rechecked += len(missed)
         again = await self._kept_rows(
             select,
             table,
@@ -1047,7 +1054,6 @@ class QuestDBTickStore(TickStore):
         confirmed = sorted({str(r[0]) for r in again})
         self._db.symbol_misses.add(table, len(missed), len(confirmed))
         if confirmed:
-            self.count_confirmed += len(confirmed)
             log.warning(
                 "seal: QuestDB's lookup of tt_%s's session_id symbol missed the rows of %d "
                 "session(s) (first %s); found by their string value (docs/questdb.md)",
