@@ -148,11 +148,11 @@ class Supervisor:
 
         async def stop_one(session_id: str, handle: RunHandle) -> None:
             try:
-                # One read decides the hand-over and, failing that, is the stop's
-                # first compare-and-set's: a session that is not resumable is never
-                # handed over, so the stop does its own read alone.
-                read = await self._read_for_hand_over(handle)
-                if read is not None and self._hands_over(read):
+                listed = await asyncio.shield(owned)
+                read = listed.get(session_id) if listed is not None else None
+                if listed is None:
+                    read = await self._read_for_hand_over(handle)
+                if read is not None and handle.resumable and self._hands_over(read):
                     handle.handover.set()
                     return
                 handle.stop_reason = Reason.SERVER_SHUTDOWN
@@ -172,6 +172,11 @@ class Supervisor:
         # stop per session in turn would make shutdown as long as the session count.
         handles = list(self._handles.items())
         began = loop.time()
+        # One read of every session this instance owns decides each hand-over and is
+        # each stop's first compare-and-set's, whatever the number of sessions; a session
+        # it does not list (ended, or another's by now), or every one if the listing
+        # failed, is read by its own stop as before.
+        owned = asyncio.ensure_future(self._read_owned() if handles else _no_listing())
         stops = [asyncio.create_task(stop_one(sid, h)) for sid, h in handles]
         if stops:
             _done, late = await asyncio.wait(stops, timeout=timeout_s / 2)
@@ -181,6 +186,8 @@ class Supervisor:
             for _sid, handle in handles:
                 if not handle.handover.is_set():
                     handle.stop.set()
+            owned.cancel()
+            await asyncio.gather(owned, return_exceptions=True)
         requested = loop.time() - began
         self._store.ticks.seals_due_within(max(0.0, deadline - loop.time()) / 2)
         if handles:
@@ -216,6 +223,17 @@ class Supervisor:
             log_phase(log, "shutdown", cancelled=len(pending), at_s=loop.time() - began)
         self._store.ticks.seals_done()
         await _cancel(self._heartbeat_task)
+
+    async def _read_owned(self) -> dict[str, Session] | None:
+        """The non-terminal sessions this instance owns as stored now, by id, in one read
+        (``SessionStore.find_owned``); None if the read failed (each stop reads alone)."""
+        try:
+            found = await self._store.sessions.find_owned(self._owner)
+        except TicktapeError as exc:
+            log.warning("shutdown: could not list this instance's sessions: %s", exc)
+            return None
+        # the prefix may match a longer token: an instance named after this one's
+        return {s.id: s for s in found if s.owner == self._owner}
 
     async def _read_for_hand_over(self, handle: RunHandle) -> Session | None:
         """The session as stored now, if it may be handed over; None if it is not
@@ -627,6 +645,10 @@ def _tally(handle: RunHandle, dropped: int = 0) -> Note:
         "unanswered_orderbook": handle.unanswered.orderbook,
     }
     return Note(Reason.RUNNER_TALLY, json.dumps(tally, sort_keys=True))
+
+
+async def _no_listing() -> dict[str, Session] | None:
+    return None
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -458,6 +458,8 @@ class QuestDBSessionStore(SessionStore):
             self._pipelined, columns=_COLUMNS, overlap_s=HEARTBEAT_SCAN_OVERLAP_S
         )
         self._owned_parsed: dict[str, tuple[tuple[Any, ...], _Row]] = {}
+        # the rows the last find_owned listed, each kept for its session's next transition
+        self._listed: dict[str, _Row] = {}
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
 
@@ -810,11 +812,29 @@ class QuestDBSessionStore(SessionStore):
         return LeaseScan(found, next_expiry, live)
 
     async def find_owned(self, owner_prefix: str) -> list[Session]:
-        return [
-            s
-            for s in await self._active()
-            if s.owner is not None and s.owner.startswith(owner_prefix)
-        ]
+        """Listed from the index of the active sessions' newest rows that the heartbeat
+        keeps (:attr:`heartbeat_sessions`: the log's recent rows, not ``LATEST ON`` over
+        every session ever stored), viewed with their owners' instance leases: one round
+        trip, and one query for the instance leases.
+
+        Each row found is kept for the next :meth:`transition` of its session (a
+        shutdown lists its sessions, then requests their stops): that transition's first
+        compare-and-set is computed from it instead of reading the session again, if it
+        is still at the row's version (a status, owner or tenure change moves the
+        version) and is not conditional on an expired lease (an instance renewal does
+        not append to the log); a row that is stale otherwise fails the append's check
+        on ``row_seq`` and the next round reads. Each call replaces what the last kept."""
+        active = await self.heartbeat_sessions.rows()
+        slicer = LoopSlicer(self.slice_s)
+        rows = []
+        for values in active.values():
+            await slicer.next()
+            owner = values[_OWNER]
+            if owner is not None and str(owner).startswith(owner_prefix):
+                rows.append(_Row.parse(values))
+        viewed = await self._viewed(rows)
+        self._listed = {r.session.id: r for r in viewed}
+        return [r.session for r in viewed]
 
     async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
         """Positions are row timestamps, written by each instance's clock before its
@@ -894,12 +914,16 @@ class QuestDBSessionStore(SessionStore):
         session_id: str,
         build: Callable[[_Row], _Row | tuple[_Row, _Row]],
         what: str,
+        known: _Row | None = None,
     ) -> _Row:
         """Read the newest row, build the next one from it (``build`` raises the contract's
         errors; or the next two, appended together), append it; when another writer got
-        there first, read again. Returns the (last) row appended."""
+        there first, read again. ``known``: the newest row as read just before (by
+        :meth:`find_owned`), the first round's instead of a read. Returns the (last) row
+        appended."""
         for _ in range(QUESTDB_APPEND_ROUNDS):
-            current = await self._latest(session_id)
+            current = known or await self._latest(session_id)
+            known = None
             built = build(current)
             rows = (built,) if isinstance(built, _Row) else built
             appended = await self._append(rows[0], expect_row_seq=current.row_seq, then=rows[1:])
@@ -1046,7 +1070,12 @@ class QuestDBSessionStore(SessionStore):
             )
             return row if before is current else (before, row)
 
-        row = await self._change(session_id, build, f"transition to {to_status.value}")
+        known = self._listed.pop(session_id, None)
+        if known is not None and (
+            known.session.version != expected_version or lease_expired_before is not None
+        ):
+            known = None
+        row = await self._change(session_id, build, f"transition to {to_status.value}", known)
         return (await self._viewed([row]))[0].session
 
     async def claim(

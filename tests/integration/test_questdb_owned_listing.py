@@ -1,0 +1,93 @@
+"""QuestDB: the sessions ``find_owned`` lists are each one's next transition's first
+compare-and-set (a shutdown lists its sessions, then requests their stops): those
+transitions read no session again, and a session changed after the listing still loses
+its compare-and-set and is decided on a fresh read."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import Run
+from ticktape.domain import Reason, SessionStatus, utcnow
+from ticktape.errors import TransitionRace
+from ticktape.store.questdb import QuestDBStore
+from ticktape.testing import draft_session
+
+pytestmark = pytest.mark.questdb
+SESSIONS = 12
+
+
+def test_stops_after_a_listing_read_only_the_sessions_changed_since(
+    qdb_url: str, run: Run[Any]
+) -> None:
+    store = QuestDBStore(qdb_url)
+
+    async def scenario() -> None:
+        await store.open()
+        try:
+            until = utcnow() + timedelta(seconds=60)
+            mine = [
+                await store.sessions.create_session(
+                    draft_session(owner="me/1", lease_expires_at=until),
+                    actor="t",
+                    start_lease_until=until,
+                )
+                for _ in range(SESSIONS)
+            ]
+            await store.sessions.create_session(
+                draft_session(owner="you/1", lease_expires_at=until),
+                actor="t",
+                start_lease_until=until,
+            )
+            listed = {s.id: s for s in await store.sessions.find_owned("me/1")}
+            assert set(listed) == {s.id for s in mine}
+            # changed after the listing: a note (a new row, the same version), and a
+            # claim back by the same owner (a new version, the same status)
+            noted, claimed = mine[0].id, mine[1].id
+            await store.sessions.add_event(noted, actor="t", reason="noted meanwhile")
+            current = await store.sessions.get_session(claimed)
+            await store.sessions.claim(
+                claimed,
+                expected_version=current.version,
+                owner="me/1",
+                lease_expires_at=until,
+                actor="t",
+                reason="claimed meanwhile",
+            )
+            reads: list[list[str]] = []
+            store.sessions.on_read_many = reads.append  # the documented testing hook
+            results = await asyncio.gather(
+                *(
+                    store.sessions.transition(
+                        sid,
+                        expected_version=s.version,
+                        to_status=SessionStatus.STOPPING,
+                        actor="me/1",
+                        reason=Reason.SERVER_SHUTDOWN,
+                    )
+                    for sid, s in listed.items()
+                ),
+                return_exceptions=True,
+            )
+            store.sessions.on_read_many = None
+            by_id = dict(zip(listed, results, strict=True))
+            # the claim moved the version: that stop is refused, to be decided again
+            assert isinstance(by_id.pop(claimed), TransitionRace)
+            for sid, stopped in by_id.items():
+                assert not isinstance(stopped, BaseException), (sid, stopped)
+                assert stopped.status is SessionStatus.STOPPING
+                assert stopped.version == listed[sid].version + 1
+            # the listed rows were the reads; the two changed sessions' appends lost on
+            # them and only those two were read again
+            assert sorted({sid for batch in reads for sid in batch}) == sorted([noted, claimed])
+            events = await store.sessions.list_events(noted)
+            assert [e.reason for e in events[-2:]] == ["noted meanwhile", Reason.SERVER_SHUTDOWN]
+            assert (await store.sessions.get_session(claimed)).status is SessionStatus.RUNNING
+        finally:
+            await store.close()
+
+    run(scenario())
