@@ -256,9 +256,12 @@ CREATE TABLE IF NOT EXISTS tt_instances (
 #: log's commit: a key row whose session row is missing (that commit failed) is ignored.
 #: The index is used by ``WHERE idempotency_key IN (...)`` alone, never with
 #: ``LATEST ON`` (an index and LATEST ON together returned wrong rows: docs/questdb.md).
-SESSION_KEYS_DDL = """
+#: ``idempotency_key`` is :data:`SESSION_SYMBOL` (one value per session created with a
+#: key: the same lookup misses as a session id's); a table made with a smaller capacity
+#: gets it at open (:func:`ensure_session_keys`).
+SESSION_KEYS_DDL = f"""
 CREATE TABLE IF NOT EXISTS tt_session_keys (
-    idempotency_key SYMBOL CAPACITY 65536 NOCACHE INDEX,
+    idempotency_key {SESSION_SYMBOL} INDEX,
     id VARCHAR,
     first_ts TIMESTAMP,
     ts TIMESTAMP
@@ -864,7 +867,8 @@ async def ensure_tick_send_columns(db: Connections) -> None:
 
 async def ensure_session_symbols(db: Connections) -> None:
     """Give every column of :data:`SESSION_ID_COLUMNS` made before with a smaller capacity
-    or cached :data:`SESSION_SYMBOL`'s capacity and NOCACHE (:func:`ensure_large_symbol`).
+    or cached :data:`SESSION_SYMBOL`'s capacity and NOCACHE (:func:`ensure_large_symbol`);
+    ``tt_session_keys``' key gets it in :func:`ensure_session_keys`.
 
     Safe while other instances write (docs/questdb.md, "Session-id symbol capacity"): the
     ``ALTER`` rebuilds the column's symbol map, not its rows; a non-WAL table's writer is
@@ -921,9 +925,13 @@ async def ensure_session_keys(db: Connections) -> None:
     """Create ``tt_session_keys`` if missing, holding the keys of the sessions already in
     the log (a store written before the table existed): built under a name of its own and
     renamed once complete, so no instance ever looks a key up in a partial table; of two
-    instances opening at once, the second's rename fails and its copy is dropped."""
+    instances opening at once, the second's rename fails and its copy is dropped. A table
+    made before with a smaller or cached ``idempotency_key`` gets :data:`SESSION_SYMBOL`
+    (:func:`ensure_large_symbol`)."""
     name = db.prefixed("tt_session_keys")
     if await _table_exists(db, name):
+        columns = (await read_columns(db, (name,)))[name]
+        await ensure_large_symbol(db, name, "idempotency_key", columns)
         return
     filling = f"{name}_fill_{os.getpid()}_{id(db):x}"
     async with db.writer("create the idempotency keys") as conn:
