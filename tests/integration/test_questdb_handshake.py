@@ -10,7 +10,8 @@ the store boundary does not retry, fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -25,6 +26,17 @@ from ticktape.store.questdb import QuestDBAddress
 pytestmark = pytest.mark.questdb
 
 
+@contextlib.asynccontextmanager
+async def _through_proxy(qdb_url: str) -> AsyncIterator[tuple[HandshakeCloser, RetryingStore]]:
+    """A store whose PG wire goes through a :class:`HandshakeCloser`, opened; every use of
+    a connection opens a new one."""
+    async with HandshakeCloser(QuestDBAddress.from_url(qdb_url)).serving() as proxy:
+        store: RetryingStore = open_store(proxy.url())
+        async with store:
+            store.inner.idle_reconnect_s = 0  # type: ignore[attr-defined]
+            yield proxy, store
+
+
 def test_connections_closed_during_their_handshake_are_opened_again(
     qdb_url: str, run: Run[Any], make_session: Callable[..., Any]
 ) -> None:
@@ -33,43 +45,29 @@ def test_connections_closed_during_their_handshake_are_opened_again(
     connections) below the boundary work, and the store is not failing writes."""
 
     async def scenario() -> None:
-        async with HandshakeCloser(QuestDBAddress.from_url(qdb_url)).serving() as proxy:
-            store: RetryingStore = open_store(proxy.url())
-            await store.open()
-            try:
-                store.inner.idle_reconnect_s = 0  # type: ignore[attr-defined]  # each use: new
-                for attempt in range(2):
-                    proxy.doomed = QUESTDB_CONNECT_ATTEMPTS - 1
-                    if attempt == 0:
-                        await store.check_ready()
-                    else:
-                        session = make_session()
-                        created = await store.inner.sessions.create_session(session, actor="t")
-                        assert await store.inner.sessions.get_session(created.id) == created
-                    assert proxy.doomed == 0
-                assert proxy.closed == 2 * (QUESTDB_CONNECT_ATTEMPTS - 1)
-                assert store.write_failure is None
-                assert store.write_failures == 0
-            finally:
-                await store.close()
+        async with _through_proxy(qdb_url) as (proxy, store):
+            proxy.doomed = QUESTDB_CONNECT_ATTEMPTS - 1
+            await store.check_ready()
+            assert proxy.doomed == 0
+            proxy.doomed = QUESTDB_CONNECT_ATTEMPTS - 1
+            created = await store.inner.sessions.create_session(make_session(), actor="t")
+            assert proxy.doomed == 0
+            assert await store.inner.sessions.get_session(created.id) == created
+            assert proxy.closed == 2 * (QUESTDB_CONNECT_ATTEMPTS - 1)
+            assert store.write_failure is None
+            assert store.write_failures == 0
 
     run(scenario())
 
 
 def test_a_connect_closed_in_every_attempt_fails_the_call(qdb_url: str, run: Run[Any]) -> None:
     async def scenario() -> None:
-        async with HandshakeCloser(QuestDBAddress.from_url(qdb_url)).serving() as proxy:
-            store: RetryingStore = open_store(proxy.url())
-            await store.open()
-            try:
-                store.inner.idle_reconnect_s = 0  # type: ignore[attr-defined]
-                proxy.doomed = QUESTDB_CONNECT_ATTEMPTS
-                with pytest.raises(StoreUnavailable, match="server closed the connection"):
-                    await store.check_ready()
-                assert proxy.doomed == 0
-                assert store.write_failures == 1
-                assert store.write_failure is not None
-            finally:
-                await store.close()
+        async with _through_proxy(qdb_url) as (proxy, store):
+            proxy.doomed = QUESTDB_CONNECT_ATTEMPTS
+            with pytest.raises(StoreUnavailable, match="server closed the connection"):
+                await store.check_ready()
+            assert proxy.doomed == 0
+            assert store.write_failures == 1
+            assert store.write_failure is not None
 
     run(scenario())

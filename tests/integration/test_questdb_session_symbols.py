@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Run
+from tests.integration.conftest import assert_kept
 from tests.integration.questdb_fencing import counts, start
 from ticktape.feeds.sim import SimExchange
 from ticktape.store import RetryingStore, open_store
@@ -80,14 +81,10 @@ def test_a_new_stores_session_id_columns_are_large_and_not_cached(
     qdb_url: str, run: Run[Any]
 ) -> None:
     async def scenario() -> None:
-        store = open_store(qdb_url)
-        await store.open()
-        try:
+        async with open_store(qdb_url):
             assert await _states(QuestDBAddress.from_url(qdb_url)) == {
                 table: (CAPACITY, False) for table, _ in COLUMNS
             }
-        finally:
-            await store.close()
 
     run(scenario())
 
@@ -155,10 +152,7 @@ def test_an_older_stores_columns_change_at_open_while_another_instance_writes(
             for store in (a, b):
                 await store.ticks.wait_visible(30)
                 assert await store.ticks.count(running.id) == written
-                for session in created:
-                    assert await store.sessions.get_session(session.id) == session
-                    again = make_session(idempotency_key=session.idempotency_key)
-                    assert await store.sessions.create_session(again, actor="b") == session
+                await assert_kept(store, created, make_session)
         finally:
             await b.close()
             await a.close()
