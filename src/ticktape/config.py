@@ -95,6 +95,11 @@ QUESTDB_IDLE_RECONNECT_SHARE = 0.5
 # heartbeat, so an orphan is still reaped within lease + one heartbeat.
 # TICKTAPE_QUESTDB_PG_IDLE_TIMEOUT_S.
 QUESTDB_PG_IDLE_TIMEOUT_S = 1.5
+# A new PG-wire connection that the server closes during its handshake (a handshake slower
+# than that timeout, on a loaded machine) is opened again at once, up to this many attempts
+# in all, before the call fails: nothing was sent on it, and a failed connect marks the
+# store failing writes, which holds off every start (503) for FAILURE_HOLD_S.
+QUESTDB_CONNECT_ATTEMPTS = 3
 # A session-log transaction (a group commit, BEGIN to COMMIT) still open this long is
 # abandoned by its own process: its connections' sockets are shut down and its appends
 # fail (the store boundary retries them). The server cuts a silent client (above), but

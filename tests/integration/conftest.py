@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,17 @@ async def fail_session(store: Store, session: Session, reason: Reason) -> Sessio
     return failed
 
 
+async def assert_kept(
+    store: Store, created: Sequence[Session], make_session: Callable[..., Session]
+) -> None:
+    """Every session of ``created`` is read back as created, and a create with its
+    idempotency key answers with it (the key row is kept and found too)."""
+    for session in created:
+        assert await store.sessions.get_session(session.id) == session
+        again = make_session(idempotency_key=session.idempotency_key)
+        assert await store.sessions.create_session(again, actor="t") == session
+
+
 @pytest.fixture
 def qdb_url(questdb_url: str) -> Iterator[str]:
     """The suite's QuestDB with tables of this test's own, dropped after it."""
@@ -54,16 +65,26 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     _drop_tables(url)
 
 
+@contextlib.contextmanager
+def opened_stores(url: str, count: int, run: Run[Any]) -> Iterator[list[RetryingStore]]:
+    """``count`` instances' stores on the store at ``url`` (the same tables), with the
+    retry layer, opened; closed at the end."""
+    opened = [open_store(url) for _ in range(count)]
+    for store in opened:
+        run(store.open())
+    try:
+        yield opened
+    finally:
+        for store in opened:
+            run(store.close())
+
+
 @pytest.fixture
 def stores(qdb_url: str, run: Run[Any]) -> Iterator[tuple[RetryingStore, RetryingStore]]:
     """Two instances' stores on one QuestDB, tables of this test's own: an owner's (a
     stale or lost one, in the fencing tests) and another's (the reaper's)."""
-    pair = (open_store(qdb_url), open_store(qdb_url))
-    for s in pair:
-        run(s.open())
-    yield pair
-    for s in pair:
-        run(s.close())
+    with opened_stores(qdb_url, 2, run) as (owner, other):
+        yield owner, other
 
 
 @pytest.fixture

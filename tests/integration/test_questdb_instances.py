@@ -25,8 +25,9 @@ import psycopg
 import pytest
 
 from tests.conftest import Run
+from tests.integration.conftest import opened_stores
 from ticktape.domain import utcnow
-from ticktape.store import Store, open_store
+from ticktape.store import RetryingStore
 from ticktape.store.questdb import QuestDBAddress, QuestDBStore
 
 pytestmark = pytest.mark.questdb
@@ -47,19 +48,15 @@ def _rows(url: str) -> dict[str, datetime]:
 
 
 @pytest.fixture
-def questdb_stores(qdb_url: str, run: Run[object]) -> Iterator[list[Store]]:
+def questdb_stores(qdb_url: str, run: Run[object]) -> Iterator[list[RetryingStore]]:
     """Three instances' stores on one QuestDB, on the same tables, with the retry layer
     (two renewals of ``tt_instances`` at once may meet "table busy": retried there)."""
-    opened = [open_store(qdb_url) for _ in range(INSTANCES)]
-    for store in opened:
-        run(store.open())
-    yield opened
-    for store in opened:
-        run(store.close())
+    with opened_stores(qdb_url, INSTANCES, run) as opened:
+        yield opened
 
 
 def test_an_instance_row_goes_in_behind_a_newer_row_and_renews_after(
-    qdb_url: str, questdb_stores: list[Store], run: Run[object]
+    qdb_url: str, questdb_stores: list[RetryingStore], run: Run[object]
 ) -> None:
     store = questdb_stores[0]
     conninfo, table = _table(qdb_url)
@@ -81,7 +78,7 @@ def test_an_instance_row_goes_in_behind_a_newer_row_and_renews_after(
 
 
 def test_instances_starting_together_all_get_their_rows(
-    qdb_url: str, questdb_stores: list[Store], run: Run[object]
+    qdb_url: str, questdb_stores: list[RetryingStore], run: Run[object]
 ) -> None:
     async def first_rows(round_: int) -> None:
         expires = utcnow() + timedelta(seconds=10)
@@ -110,10 +107,10 @@ def _cut(conn: Any) -> None:
 
 
 def test_a_renewal_its_retry_fixed_at_once_leaves_the_store_healthy(
-    questdb_stores: list[Store], run: Run[object]
+    questdb_stores: list[RetryingStore], run: Run[object]
 ) -> None:
     store = questdb_stores[0]
-    backend = store.inner  # type: ignore[attr-defined]
+    backend = store.inner
     assert isinstance(backend, QuestDBStore)
     opened: list[Any] = []
     backend.on_connect = opened.append

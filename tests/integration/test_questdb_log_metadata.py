@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Run
+from tests.integration.conftest import assert_kept
 from ticktape.domain import DataType, SessionStatus
 from ticktape.feeds.contract import Gap, GapCause
 from ticktape.store.questdb import QuestDBStore
@@ -60,10 +61,7 @@ def test_creates_acknowledged_across_a_change_of_a_tables_columns_are_all_kept(
             cur = await other.execute(f"SELECT DISTINCT id FROM {store.address.prefix}session_log")
             in_log = {str(r[0]) for r in await cur.fetchall()}
             assert sorted(s.id for s in created if s.id not in in_log) == []
-            for session in created:
-                assert await store.sessions.get_session(session.id) == session
-                again = make_session(idempotency_key=session.idempotency_key)
-                assert await store.sessions.create_session(again, actor="t") == session
+            await assert_kept(store, created, make_session)
         finally:
             await other.close()
             await store.close()

@@ -1,10 +1,12 @@
-"""Every session-id SYMBOL column of the QuestDB store: capacity 1,048,576, NOCACHE.
+"""Every session-id SYMBOL column of the QuestDB store, and the idempotency keys':
+capacity 1,048,576, NOCACHE.
 
 QuestDB 9.3.4's lookup of a symbol value misses now and then while new values are
 added, less often the larger the column's capacity (docs/questdb-notes.md §7). A new
 store's tables are made so; a store made before (capacity 65,536, the log's and the
 tick tables' ids cached) gets them when an instance opens it — while another instance
-keeps creating sessions and writing ticks, none of which is lost or refused.
+keeps creating sessions (with idempotency keys) and writing ticks, none of which is lost
+or refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Run
+from tests.integration.conftest import assert_kept
 from tests.integration.questdb_fencing import counts, start
 from ticktape.feeds.sim import SimExchange
 from ticktape.store import RetryingStore, open_store
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.questdb
 
 CAPACITY = 1_048_576
 OLD_CAPACITY = 65_536
-#: (table without prefix, column): every table whose session id is a SYMBOL
+#: (table without prefix, column): every table whose session id is a SYMBOL, and the keys
 COLUMNS = (
     ("session_log", "id"),
     ("trades", "session_id"),
@@ -37,6 +40,7 @@ COLUMNS = (
     ("result_orders", "session_id"),
     ("result_fills", "session_id"),
     ("result_equity", "session_id"),
+    ("session_keys", "idempotency_key"),
 )
 OLD_CACHED = {"session_log", "trades", "orderbook"}  # as the tables were made before
 OWNER = "owner-1"
@@ -77,14 +81,10 @@ def test_a_new_stores_session_id_columns_are_large_and_not_cached(
     qdb_url: str, run: Run[Any]
 ) -> None:
     async def scenario() -> None:
-        store = open_store(qdb_url)
-        await store.open()
-        try:
+        async with open_store(qdb_url):
             assert await _states(QuestDBAddress.from_url(qdb_url)) == {
                 table: (CAPACITY, False) for table, _ in COLUMNS
             }
-        finally:
-            await store.close()
 
     run(scenario())
 
@@ -126,7 +126,9 @@ def test_an_older_stores_columns_change_at_open_while_another_instance_writes(
 
             async def creates() -> None:
                 while not opened.is_set() or len(created) < 20:
-                    created.append(await a.sessions.create_session(make_session(), actor="a"))
+                    key = f"key-{len(created)}"
+                    session = make_session(idempotency_key=key)
+                    created.append(await a.sessions.create_session(session, actor="a"))
                     progress()
 
             async def writes() -> None:
@@ -150,8 +152,7 @@ def test_an_older_stores_columns_change_at_open_while_another_instance_writes(
             for store in (a, b):
                 await store.ticks.wait_visible(30)
                 assert await store.ticks.count(running.id) == written
-                for session in created:
-                    assert await store.sessions.get_session(session.id) == session
+                await assert_kept(store, created, make_session)
         finally:
             await b.close()
             await a.close()

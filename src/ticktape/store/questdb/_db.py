@@ -41,7 +41,7 @@ from ticktape.redact import redact
 from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
 from ticktape.store.questdb._abandon import AbandoningConnection
-from ticktape.store.questdb._logthread import Connect, LogThread
+from ticktape.store.questdb._logthread import Connect, LogThread, closed_in_handshake
 from ticktape.store.questdb._stoptrace import StopTrace
 from ticktape.throttle import LogThrottle
 
@@ -229,6 +229,9 @@ SESSION_ID_COLUMNS = (
     ("tt_gaps", "session_id"),
     *((table, "session_id") for table in RESULT_TABLES),
 )
+#: The tables :data:`SCHEMA` makes whose columns the open checks (``schema_at_open``):
+#: those of :data:`REQUIRED_COLUMNS`, :data:`TICK_SEND_COLUMNS` and session-id symbols.
+SCHEMA_TABLES = tuple(table for table, _ in SESSION_ID_COLUMNS)
 
 #: Instance leases (``SessionStore.renew_instance``): one row per owner token, updated
 #: in place once per heartbeat. A small non-WAL table: an ``UPDATE`` is synchronous,
@@ -253,9 +256,12 @@ CREATE TABLE IF NOT EXISTS tt_instances (
 #: log's commit: a key row whose session row is missing (that commit failed) is ignored.
 #: The index is used by ``WHERE idempotency_key IN (...)`` alone, never with
 #: ``LATEST ON`` (an index and LATEST ON together returned wrong rows: docs/questdb.md).
-SESSION_KEYS_DDL = """
+#: ``idempotency_key`` is :data:`SESSION_SYMBOL` (one value per session created with a
+#: key: the same lookup misses as a session id's); a table made with a smaller capacity
+#: gets it at open (:func:`ensure_session_keys`).
+SESSION_KEYS_DDL = f"""
 CREATE TABLE IF NOT EXISTS tt_session_keys (
-    idempotency_key SYMBOL CAPACITY 65536 NOCACHE INDEX,
+    idempotency_key {SESSION_SYMBOL} INDEX,
     id VARCHAR,
     first_ts TIMESTAMP,
     ts TIMESTAMP
@@ -468,6 +474,7 @@ class Connections:
         self.log_lookups = LogLookups(self.symbol_misses)
         # a stop's phases, from QuestDBTickStore.expect_seals to seals_done (INFO lines)
         self.stop_trace = StopTrace()
+        self._schema: dict[str, TableColumns] | None = None  # schema_at_open()
 
     async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
         """``work`` (a read) answered within the store timeout, or :class:`WriteTimedOut`.
@@ -514,15 +521,23 @@ class Connections:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._closed:
             raise StoreUnavailable("connect: the QuestDB store is closed")
-        try:
-            # prepare_threshold=None: QuestDB drops cached plans when a table changes and then
-            # fails every later call of an auto-prepared statement (docs/questdb-notes.md);
-            # a cancelled query closes its connection at once (_abandon.py)
-            conn = await AbandoningConnection.connect(
-                self.address.conninfo, autocommit=True, prepare_threshold=None
-            )
-        except (psycopg.Error, OSError) as exc:
-            raise ERRORS.translate(exc, "connect") from exc
+        attempt = 1
+        while True:
+            try:
+                # prepare_threshold=None: QuestDB drops cached plans when a table changes and
+                # then fails every later call of an auto-prepared statement
+                # (docs/questdb-notes.md); a cancelled query closes its connection at once
+                # (_abandon.py)
+                conn = await AbandoningConnection.connect(
+                    self.address.conninfo, autocommit=True, prepare_threshold=None
+                )
+                break
+            except (psycopg.Error, OSError) as exc:
+                if self._closed or not closed_in_handshake(exc, attempt):
+                    raise ERRORS.translate(exc, "connect") from exc
+                # nothing was sent on it: opened again before anything counts it a failure
+                log.warning("connect: %s; connecting again", str(exc).splitlines()[0])
+                attempt += 1
         if self._closed:  # closed while connecting (a late read): nobody would close it
             await _close_quietly(conn)
             raise StoreUnavailable("connect: the QuestDB store is closed")
@@ -537,8 +552,17 @@ class Connections:
         used = self._used.get(id(conn))
         return used is not None and time.monotonic() - used >= self.idle_reconnect_s
 
+    async def schema_at_open(self) -> dict[str, TableColumns]:
+        """The columns of :data:`SCHEMA_TABLES` (prefixed name → columns), read once per
+        :meth:`open` in one query and shared by the open's checks; a check that changes a
+        table reads it again itself."""
+        if self._schema is None:
+            self._schema = await read_columns(self, [self.prefixed(t) for t in SCHEMA_TABLES])
+        return self._schema
+
     async def open(self) -> None:
         self._closed = False
+        self._schema = None
         self._log_thread.reopen()
         self._writer = await self._connect()
 
@@ -739,15 +763,38 @@ async def adopt_idle_timeout(db: Connections) -> None:
             return
 
 
+#: A table's columns as ``table_columns()`` shows them: name → (symbol capacity, whether
+#: the symbol is cached); (0, False) for a column that is not a SYMBOL.
+TableColumns = dict[str, tuple[int, bool]]
+
+#: Waiting for a table to show an ``ALTER`` (and retrying one refused "table busy"):
+#: the first pause, doubled up to the second, within the store's timeout.
+SCHEMA_WAIT_FIRST_S = 0.01
+SCHEMA_WAIT_MAX_S = 0.2
+
+
+async def read_columns(db: Connections, names: Sequence[str]) -> dict[str, TableColumns]:
+    """The columns of the (existing, prefixed) tables ``names``, in one query."""
+    # literals: table_columns() takes no bind parameter (the names are checked prefixes)
+    sql = " UNION ALL ".join(
+        f"SELECT '{name}' t, \"column\", symbolCapacity, symbolCached FROM table_columns('{name}')"
+        for name in names
+    )
+    async with db.reader("read schema") as conn:
+        cur = await conn.execute(sql)
+        rows = await cur.fetchall()
+    columns: dict[str, TableColumns] = {name: {} for name in names}
+    for table, column, capacity, cached in rows:
+        columns[str(table)][str(column)] = (int(capacity or 0), bool(cached))
+    return columns
+
+
 async def check_schema(db: Connections) -> None:
     """StoreError naming the table and columns if a table lacks what this build writes."""
+    schema = await db.schema_at_open()
     for table, required in REQUIRED_COLUMNS.items():
         name = db.prefixed(table)
-        async with db.reader("read schema") as conn:
-            # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
-            cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{name}')")
-            present = {str(column) for (column,) in await cur.fetchall()}
-        missing = [column for column in required if column not in present]
+        missing = [column for column in required if column not in schema[name]]
         if missing:
             raise StoreError(
                 f"open the store: QuestDB table {name} lacks column(s) {', '.join(missing)}: "
@@ -756,130 +803,143 @@ async def check_schema(db: Connections) -> None:
             )
 
 
+async def alter_until_shown(
+    db: Connections,
+    name: str,
+    alters: Sequence[str],
+    lacking: Callable[[TableColumns], str | None],
+    what: str,
+) -> float:
+    """Run ``alters`` on table ``name``, then wait until ``table_columns()`` shows them
+    (a WAL table applies an ``ALTER`` later): ``lacking`` says, from the table's columns,
+    what it does not show yet (None: nothing). Within the store's timeout; the seconds
+    it took.
+
+    An ``ALTER`` refused "table busy" (another writer holds a non-WAL table) is run again;
+    an unreachable server fails at once; one refused otherwise is waited out — of two
+    instances opening at once, the second's may be refused because the first's changed
+    the table — and its refusal is named if the table never shows the change."""
+    started = time.monotonic()
+    deadline = started + db.timeout_s
+    refusals: list[str] = []
+    for sql in alters:
+        delay = SCHEMA_WAIT_FIRST_S
+        while True:
+            try:
+                async with db.writer(what) as conn:
+                    await conn.execute(sql)
+                break
+            except StoreBusy:
+                if time.monotonic() >= deadline:
+                    raise
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                refusals.append(str(exc))
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SCHEMA_WAIT_MAX_S)
+    delay = SCHEMA_WAIT_FIRST_S
+    while (still := lacking((await read_columns(db, (name,)))[name])) is not None:
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"open the store: QuestDB table {name} did not show {still} within "
+                f"{db.timeout_s:g}s" + (f" (refused: {refusals[-1]})" if refusals else "")
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, SCHEMA_WAIT_MAX_S)
+    return time.monotonic() - started
+
+
 async def ensure_tick_send_columns(db: Connections) -> None:
     """Add :data:`TICK_SEND_COLUMNS` to tick tables made before them, and wait until the
-    tables show them (a WAL table applies ``ADD COLUMN`` later; a seal reads them). Only
-    the missing ones are added: QuestDB refuses an ``ADD COLUMN IF NOT EXISTS`` that
-    changes nothing on a WAL table. Of two instances opening at once, the second's add
-    may be refused: it waits for the first's like its own."""
+    tables show them (a seal reads them). Only the missing ones are added: QuestDB
+    refuses an ``ADD COLUMN IF NOT EXISTS`` that changes nothing on a WAL table."""
+    schema = await db.schema_at_open()
     for table in TICK_TABLES:
         name = db.prefixed(table)
-        missing = await _missing(db, name, TICK_SEND_COLUMNS)
-        if not missing:
+
+        def lacking(columns: TableColumns) -> str | None:
+            missing = [column for column in TICK_SEND_COLUMNS if column not in columns]
+            return f"the added column(s) {', '.join(missing)}" if missing else None
+
+        if lacking(schema[name]) is None:
             continue
-        for column in missing:
-            async with db.writer("add tick send columns") as conn:
-                with suppress(StoreError), ERRORS.wrap("add tick send columns"):
-                    await conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} LONG")
-        deadline = time.monotonic() + db.timeout_s
-        delay = 0.01
-        while missing := await _missing(db, name, TICK_SEND_COLUMNS):
-            if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"open the store: QuestDB table {name} did not show the added "
-                    f"column(s) {', '.join(missing)} within {db.timeout_s:g}s"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        adds = [
+            f"ALTER TABLE {name} ADD COLUMN {column} LONG"
+            for column in TICK_SEND_COLUMNS
+            if column not in schema[name]
+        ]
+        await alter_until_shown(db, name, adds, lacking, "add tick send columns")
 
 
 async def ensure_session_symbols(db: Connections) -> None:
     """Give every column of :data:`SESSION_ID_COLUMNS` made before with a smaller capacity
-    or cached :data:`SESSION_SYMBOL`'s capacity and NOCACHE, and wait until each table shows
-    them (a WAL table applies an ``ALTER`` later).
+    or cached :data:`SESSION_SYMBOL`'s capacity and NOCACHE (:func:`ensure_large_symbol`);
+    ``tt_session_keys``' key gets it in :func:`ensure_session_keys`.
 
     Safe while other instances write (docs/questdb.md, "Session-id symbol capacity"): the
     ``ALTER`` rebuilds the column's symbol map, not its rows; a non-WAL table's writer is
     refused "table busy" meanwhile (and retries), and the ``ALTER`` itself is retried while
     another writer holds the table, until the store's timeout. Of two instances opening at
     once, both may alter: the second rebuilds the map again, harmlessly."""
+    schema = await db.schema_at_open()
     for table, column in SESSION_ID_COLUMNS:
         name = db.prefixed(table)
-        capacity, cached = await _symbol_state(db, name, column)
-        if not _short((capacity, cached)):
-            continue
-        started = time.monotonic()
-        deadline = started + db.timeout_s
-        if cached:  # first, so the new capacity never fills a cache on the heap
-            await _alter(db, f"ALTER TABLE {name} ALTER COLUMN {column} NOCACHE", deadline)
-        if capacity < SESSION_SYMBOL_CAPACITY:
-            await _alter(
-                db,
-                f"ALTER TABLE {name} ALTER COLUMN {column} SYMBOL CAPACITY "
-                f"{SESSION_SYMBOL_CAPACITY}",
-                deadline,
-            )
-        delay = 0.01
-        while _short(state := await _symbol_state(db, name, column)):
-            if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"open the store: QuestDB table {name} did not show {column} as "
-                    f"{SESSION_SYMBOL} within {db.timeout_s:g}s (it shows capacity "
-                    f"{state[0]}, {'cached' if state[1] else 'not cached'})"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        log.info(
-            "open the store: %s.%s is now %s (was capacity %d, %s) in %.2fs",
-            name,
-            column,
-            SESSION_SYMBOL,
-            capacity,
-            "cached" if cached else "not cached",
-            time.monotonic() - started,
-        )
+        await ensure_large_symbol(db, name, column, schema[name])
 
 
-def _short(state: tuple[int, bool]) -> bool:
-    """Whether a column of this (capacity, cached) needs :data:`SESSION_SYMBOL`."""
-    return state[0] < SESSION_SYMBOL_CAPACITY or state[1]
-
-
-async def _symbol_state(db: Connections, name: str, column: str) -> tuple[int, bool]:
-    """A SYMBOL column's capacity and whether it is cached."""
-    async with db.reader("read schema") as conn:
-        # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
-        cur = await conn.execute(
-            "SELECT symbolCapacity, symbolCached FROM table_columns('" + name + "') "
-            'WHERE "column" = %s',
-            (column,),
-        )
-        rows = await cur.fetchall()
-    if not rows:
+async def ensure_large_symbol(
+    db: Connections, name: str, column: str, columns: TableColumns
+) -> None:
+    """Make SYMBOL ``column`` of table ``name`` (its ``columns`` as read) NOCACHE and of
+    :data:`SESSION_SYMBOL_CAPACITY` if it is cached or smaller, and wait until the table
+    shows it; one INFO line when it changed."""
+    if column not in columns:
         raise StoreError(f"open the store: QuestDB table {name} has no column {column}")
-    return int(rows[0][0]), bool(rows[0][1])
+    capacity, cached = columns[column]
+    if capacity >= SESSION_SYMBOL_CAPACITY and not cached:
+        return
+    alters = []
+    if cached:  # first, so the new capacity never fills a cache on the heap
+        alters.append(f"ALTER TABLE {name} ALTER COLUMN {column} NOCACHE")
+    if capacity < SESSION_SYMBOL_CAPACITY:
+        alters.append(
+            f"ALTER TABLE {name} ALTER COLUMN {column} SYMBOL CAPACITY {SESSION_SYMBOL_CAPACITY}"
+        )
 
+    def lacking(now: TableColumns) -> str | None:
+        shown = now.get(column, (0, False))
+        if shown[0] >= SESSION_SYMBOL_CAPACITY and not shown[1]:
+            return None
+        return (
+            f"{column} as {SESSION_SYMBOL} (it shows capacity {shown[0]}, "
+            f"{'cached' if shown[1] else 'not cached'})"
+        )
 
-async def _alter(db: Connections, sql: str, deadline: float) -> None:
-    """``sql`` run once, retried while another writer holds the table ("table busy")."""
-    delay = 0.01
-    while True:
-        try:
-            async with db.writer("alter a session-id column") as conn:
-                await conn.execute(sql)
-            return
-        except StoreBusy:
-            if time.monotonic() >= deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
-async def _missing(db: Connections, name: str, columns: tuple[str, ...]) -> list[str]:
-    async with db.reader("read schema") as conn:
-        # a literal: table_columns() takes no bind parameter (the name is a checked prefix)
-        cur = await conn.execute(f"SELECT \"column\" FROM table_columns('{name}')")
-        present = {str(column) for (column,) in await cur.fetchall()}
-    return [column for column in columns if column not in present]
+    took = await alter_until_shown(db, name, alters, lacking, f"alter {name}.{column}")
+    log.info(
+        "open the store: %s.%s is now %s (was capacity %d, %s) in %.2fs",
+        name,
+        column,
+        SESSION_SYMBOL,
+        capacity,
+        "cached" if cached else "not cached",
+        took,
+    )
 
 
 async def ensure_session_keys(db: Connections) -> None:
     """Create ``tt_session_keys`` if missing, holding the keys of the sessions already in
     the log (a store written before the table existed): built under a name of its own and
     renamed once complete, so no instance ever looks a key up in a partial table; of two
-    instances opening at once, the second's rename fails and its copy is dropped."""
+    instances opening at once, the second's rename fails and its copy is dropped. A table
+    made before with a smaller or cached ``idempotency_key`` gets :data:`SESSION_SYMBOL`
+    (:func:`ensure_large_symbol`)."""
     name = db.prefixed("tt_session_keys")
     if await _table_exists(db, name):
+        columns = (await read_columns(db, (name,)))[name]
+        await ensure_large_symbol(db, name, "idempotency_key", columns)
         return
     filling = f"{name}_fill_{os.getpid()}_{id(db):x}"
     async with db.writer("create the idempotency keys") as conn:
