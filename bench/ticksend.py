@@ -5,7 +5,8 @@ interval of the simulated feed at its default rate (per session 5 trades and one
 3-level book snapshot), built into the ILP frames by ``trades_frame`` / ``book_frame``
 and serialised into a client ``Buffer`` by ``serialise_frame`` — the instance's CPU
 per tick for a grouped send, minus the network. Prints µs per stored tick (a trade or
-a snapshot), the best of ``--repeat`` after a warm-up, per phase.
+a snapshot), the best of ``--repeat`` after a warm-up, per phase — the thread's CPU time
+(``time.thread_time``), so that other processes on a loaded machine do not count.
 
 ``ingest`` mode (a QuestDB server): ``--senders`` threads, each one instance's grouped
 sender (``--sessions`` sessions, one send per flush interval, fresh ticks every time)
@@ -99,14 +100,14 @@ def child_frames(sessions: int, repeat: int) -> dict[str, Any]:
     buffer = _buffer()
     build, serialise = [], []
     for _ in range(repeat + 3):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         marked = _marked(trades, books)
         frames = [("tt_trades", trades_frame(trades, tenures, **marked))]
         frames.append(("tt_orderbook", book_frame(books, tenures, **marked)))
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         for table, frame in frames:
             serialise_frame(buffer, table, frame)
-        t2 = time.perf_counter()
+        t2 = time.thread_time()
         size = len(buffer)
         buffer.clear()
         build.append(t1 - t0)

@@ -155,3 +155,30 @@ def test_a_release_wakes_only_the_waiting_puts_the_freed_room_holds_first_come_f
         await asyncio.wait_for(puts[2], 10)
 
     asyncio.run(scenario())
+
+
+def test_take_now_takes_at_once_unless_a_put_waits_on_the_buffer() -> None:
+    """The writer's plain take: the rows at once while nobody waits on the buffer; None
+    while a put waits for room (it must be woken, which needs the condition), and then
+    ``take_ready`` takes the rows and lets that put in."""
+
+    async def scenario() -> None:
+        buffer = TickBuffer(max_rows=100, flush_rows=1_000, flush_interval_s=HOUR)
+        assert buffer.take_now() == []
+        await buffer.put([_trades(60)])
+        taken = buffer.take_now()
+        assert taken is not None and [len(b) for b in taken] == [60]
+        assert buffer.rows == 0
+        await buffer.put([_trades(60, 60)])
+        waiting = asyncio.create_task(buffer.put([_trades(60, 120)]))  # past max_rows
+        await _turns()
+        assert not waiting.done()
+        assert buffer.take_now() is None, "took without waking the put waiting for room"
+        taken = await buffer.take_ready()
+        assert [len(b) for b in taken] == [60]
+        await asyncio.wait_for(waiting, 5)
+        assert buffer.rows == 60
+        taken = buffer.take_now()
+        assert taken is not None and [len(b) for b in taken] == [60]
+
+    asyncio.run(scenario())

@@ -116,6 +116,7 @@ class TickBuffer:
         self._changed = asyncio.Condition()
         self._due_waiter: asyncio.Future[None] | None = None  # the flusher, until due
         self._taker_waiting = False  # the flusher waits for a first row (on the condition)
+        self._putters = 0  # puts waiting for room (on the condition)
         #: Told when the buffer becomes due (``eager_rows`` reached, or closed): the
         #: instance's tick writer (runners/writer.py) sets it to write it at once.
         self.on_due: Callable[[], None] | None = None
@@ -153,7 +154,11 @@ class TickBuffer:
                 self._wake_if_due()
                 return
             async with self._changed:
-                await self._changed.wait_for(lambda: self._fits(size))
+                self._putters += 1
+                try:
+                    await self._changed.wait_for(lambda: self._fits(size))
+                finally:
+                    self._putters -= 1
                 self._add(batches, size, reserved)
                 self._changed.notify_all()
         except asyncio.CancelledError:
@@ -233,8 +238,9 @@ class TickBuffer:
                 if taken or self._closed:
                     return taken
 
-    def _take_rows(self) -> list[TickBatch]:
-        """Up to ``flush_rows`` rows, whole batches (at least one); under the condition.
+    def _take_rows(self, locked: bool = True) -> list[TickBatch]:
+        """Up to ``flush_rows`` rows, whole batches (at least one); under the condition,
+        or (``locked`` False) with nobody waiting on it, so nobody to wake (:meth:`take_now`).
 
         At most ~flush_rows per write: one write of a huge backlog (a block of 100
         symbols at the maximum rate is ~600,000 rows) would hold the store's writer for
@@ -245,15 +251,29 @@ class TickBuffer:
                 break
             count += 1
             rows += len(batch)
-        taken, self._batches = self._batches[:count], self._batches[count:]
+        if count == len(self._batches):  # the usual case: everything
+            taken, self._batches = self._batches, []
+        else:
+            taken, self._batches = self._batches[:count], self._batches[count:]
         self._remove(rows)
-        self._changed.notify_all()
+        if locked:
+            self._changed.notify_all()
         return taken
 
-    async def take_ready(self) -> list[TickBatch]:
+    def take_now(self) -> list[TickBatch] | None:
         """Take what is buffered now, up to ``flush_rows`` rows (whole batches, at least
-        one), without waiting; [] if empty. The instance's tick writer takes every
-        session's rows this way at each point of the shared clock (runners/writer.py)."""
+        one), without waiting; [] if empty; None if that needs :meth:`take_ready` (a put
+        or take holds the buffer's condition). The instance's tick writer takes every
+        session's rows this way at each point of the shared clock (runners/writer.py):
+        one plain call per session, not a coroutine and a lock round trip."""
+        if not self._rows:
+            return []
+        if self._changed.locked() or self._putters or self._taker_waiting:
+            return None
+        return self._take_rows(locked=False)
+
+    async def take_ready(self) -> list[TickBatch]:
+        """:meth:`take_now`, waiting for the buffer's condition if it is held."""
         if not self._rows:
             return []
         async with self._changed:

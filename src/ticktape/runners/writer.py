@@ -238,7 +238,8 @@ class TickWriter:
         taken: list[Registration] = []
         slicer = _Slicer(self.slice_s)
         for reg in regs:
-            await slicer.next()
+            if slicer.due():
+                await slicer.next()
             if not reg.active or reg.done.done():
                 continue
             handle, buffer, client = reg.handle, reg.buffer, reg.client
@@ -268,7 +269,9 @@ class TickWriter:
                 # after the ticks waiting meanwhile.
                 reg.gap_write = asyncio.create_task(self._write_gaps(reg))
                 continue
-            batches = await buffer.take_ready()
+            batches = buffer.take_now()
+            if batches is None:  # a put or a take holds its condition: wait for it
+                batches = await buffer.take_ready()
             if not batches:
                 if buffer.closed:
                     reg.finish()
@@ -289,7 +292,8 @@ class TickWriter:
                 reg.in_flight = False
         slicer = _Slicer(self.slice_s)
         for reg, batches, answer in zip(taken, writes, answers, strict=True):
-            await slicer.next()
+            if slicer.due():
+                await slicer.next()
             if not reg.active:  # its run gave up on it meanwhile: nothing of it counts
                 continue
             reg.flying = []
@@ -358,6 +362,11 @@ class _Slicer:
     def __init__(self, slice_s: float) -> None:
         self._slice_s = slice_s
         self._until = time.perf_counter() + slice_s
+
+    def due(self) -> bool:
+        """A slice's work has passed: :meth:`next` yields (checked without a coroutine:
+        a round asks once per session)."""
+        return time.perf_counter() >= self._until
 
     async def next(self) -> None:
         if time.perf_counter() >= self._until:

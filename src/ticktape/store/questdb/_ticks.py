@@ -41,7 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from operator import attrgetter
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -127,16 +128,32 @@ def _timestamps(us: npt.NDArray[np.int64]) -> pd.DatetimeIndex:
     return pd.to_datetime(us, unit="us", utc=True)
 
 
-def _category(values: list[str], repeat: npt.NDArray[np.int64] | int) -> Any:
-    """``values`` each repeated ``repeat`` times, as a categorical column built from codes
-    (``pd.Categorical`` of the repeated strings would hash every row's string)."""
-    code_of: dict[str, int] = {}
-    codes = np.fromiter(
-        (code_of.setdefault(v, len(code_of)) for v in values), np.int32, len(values)
-    )
+def _factorized(values: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """Each value's code, and the distinct values in order of first appearance."""
+    codes, uniques = pd.factorize(np.array(values, dtype=object))
+    return codes.astype(np.int64, copy=False), uniques
+
+
+def _category(
+    factorized: tuple[npt.NDArray[np.int64], npt.NDArray[Any]],
+    repeat: npt.NDArray[np.int64] | int,
+) -> Any:
+    """Values (as :func:`_factorized` gives them) each repeated ``repeat`` times, as a
+    categorical column built from codes (``pd.Categorical`` of the repeated strings would
+    hash every row's string)."""
+    codes, uniques = factorized
     return pd.Categorical.from_codes(
-        np.repeat(codes, repeat), dtype=pd.CategoricalDtype(list(code_of))
+        np.repeat(codes, repeat), dtype=pd.CategoricalDtype(cast(Any, uniques))
     )
+
+
+def _field(batches: Sequence[TickBatch], name: str) -> list[Any]:
+    """One attribute of every batch (a C-level pass: frames read a dozen per batch)."""
+    return list(map(attrgetter(name), batches))
+
+
+def _lengths(arrays: list[Any]) -> npt.NDArray[np.int64]:
+    return np.fromiter(map(len, arrays), np.int64, len(arrays))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,28 +185,31 @@ def send_marks(
 
 def _fence_columns(
     batches: list[TradeBatch] | list[BookBatch],
+    sessions: tuple[npt.NDArray[np.int64], npt.NDArray[Any]],
     rows: npt.NDArray[np.int64],
     tenures: dict[str, int],
     marks: dict[str, SendMark] | None,
 ) -> dict[str, Any]:
     """Each row's writer tenure and batch number (``_fence.py``), and its send's
     :class:`SendMark`: the id on every row, the rest on each session's first row (NULL on
-    the others; no marks: the columns are left out, NULL in the table)."""
+    the others; no marks: the columns are left out, NULL in the table). ``sessions``:
+    the batches' session ids, factorized (:func:`_factorized`); per-session values are
+    looked up once per session, not per batch."""
+    codes, ids = sessions
+    tenure = np.fromiter((tenures[sid] for sid in ids), np.int64, len(ids))
     columns: dict[str, Any] = {
-        "tenure": np.repeat(np.array([tenures[b.session_id] for b in batches], np.int64), rows),
-        "batch_seq": np.repeat(np.array([b.seq for b in batches], np.int64), rows),
+        "tenure": np.repeat(tenure[codes], rows),
+        "batch_seq": np.repeat(np.fromiter(_field(batches, "seq"), np.int64, len(batches)), rows),
     }
     if marks is not None:
         total = int(rows.sum())
         send_id = next(iter(marks.values())).send_id if marks else 0
         columns["send_id"] = np.full(total, send_id, np.int64)
         starts = np.cumsum(rows) - rows  # each batch's first row
-        at: dict[str, int] = {}  # each session's first row in this frame
-        for sid, start in zip([b.session_id for b in batches], starts.tolist(), strict=True):
-            at.setdefault(sid, start)
-        index = np.fromiter(at.values(), np.int64, len(at))
+        _, first = np.unique(codes, return_index=True)  # each session's first batch
+        index = starts[first]  # each session's first row in this frame, in code order
         values = np.array(
-            [(m.first, m.trades, m.books) for m in (marks[sid] for sid in at)], np.int64
+            [(m.first, m.trades, m.books) for m in map(marks.__getitem__, ids)], np.int64
         ).reshape(-1, 3)
         mask = np.ones(total, bool)  # True: NULL
         mask[index] = False
@@ -205,17 +225,14 @@ def _recv_column(
 ) -> Any:
     """Receive times per row (nullable: a batch without them sends nulls); ``repeat``:
     rows per batch row (an order-book snapshot is one row per level)."""
-    if all(b.recv_us is not None for b in batches):
-        return np.repeat(
-            np.concatenate([b.recv_us for b in batches if b.recv_us is not None]), repeat
-        )
-    parts = [
-        b.recv_us.astype(np.float64)
-        if b.recv_us is not None
-        else np.full(len(b), np.nan, dtype=np.float64)
-        for b in batches
+    parts = _field(batches, "recv_us")
+    if all(p is not None for p in parts):
+        return np.repeat(np.concatenate(parts), repeat)
+    filled = [
+        p.astype(np.float64) if p is not None else np.full(len(ts), np.nan, dtype=np.float64)
+        for p, ts in zip(parts, _field(batches, "ts_us"), strict=True)
     ]
-    return pd.array(np.repeat(np.concatenate(parts), repeat), dtype="Int64")
+    return pd.array(np.repeat(np.concatenate(filled), repeat), dtype="Int64")
 
 
 # The frames are built with a fixed number of numpy calls per column whatever the number
@@ -231,22 +248,27 @@ def trades_frame(
     """One DataFrame for many trade batches, in the column layout of ``tt_trades``;
     ``tenures`` maps each session to the tenure its writer checked, ``marks`` to what
     the send carries for it (:func:`send_marks`)."""
-    n = np.array([len(b) for b in batches], np.int64)
+    ts_us = _field(batches, "ts_us")
+    n = _lengths(ts_us)
+    sessions = _factorized(_field(batches, "session_id"))
     return pd.DataFrame(
         {
-            "session_id": _category([b.session_id for b in batches], n),
-            "symbol": _category([b.symbol for b in batches], n),
-            "trade_id": np.concatenate([b.trade_id for b in batches]),
-            "price": np.concatenate([b.price for b in batches]),
-            "qty": np.concatenate([b.qty for b in batches]),
+            "session_id": _category(sessions, n),
+            "symbol": _category(_factorized(_field(batches, "symbol")), n),
+            "trade_id": np.concatenate(_field(batches, "trade_id")),
+            "price": np.concatenate(_field(batches, "price")),
+            "qty": np.concatenate(_field(batches, "qty")),
             "side": pd.Categorical.from_codes(
-                (np.concatenate([b.side for b in batches]) > 0).astype(np.int8), dtype=_SIDES
+                (np.concatenate(_field(batches, "side")) > 0).astype(np.int8), dtype=_SIDES
             ),
-            "ts": _timestamps(np.concatenate([b.ts_us for b in batches])),
-            **_fence_columns(batches, n, tenures, marks),
+            "ts": _timestamps(np.concatenate(ts_us)),
+            **_fence_columns(batches, sessions, n, tenures, marks),
             "recv_us": _recv_column(batches, 1),
         }
     )
+
+
+_BOOK_SIDES = ("bid_price", "bid_qty", "ask_price", "ask_qty")
 
 
 def book_frame(
@@ -256,38 +278,42 @@ def book_frame(
 ) -> pd.DataFrame:
     """Snapshots exploded to one row per level, the layout of ``tt_orderbook``
     (``tenures`` and ``marks`` as for :func:`trades_frame`)."""
-    lens = np.array([len(b) for b in batches], np.int64)
-    depths = np.array([b.depth for b in batches], np.int64)
-    rows = lens * depths
-    ts_us = np.concatenate([b.ts_us for b in batches])
-    sides: list[npt.NDArray[np.float64]]
-    if len(depths) and (depths == depths[0]).all():  # the usual case: one depth
-        depth = int(depths[0])
-        per_snapshot: npt.NDArray[np.int64] | int = depth
+    ts_parts = _field(batches, "ts_us")
+    lens = _lengths(ts_parts)
+    ts_us = np.concatenate(ts_parts)
+    per_snapshot: npt.NDArray[np.int64] | int
+    try:  # the usual case: one depth, every side's (n, depth) arrays stack
+        sides = [np.concatenate(_field(batches, side)) for side in _BOOK_SIDES]
+        uniform = all(a.ndim == 2 for a in sides)
+    except ValueError:  # depths differ
+        uniform = False
+    if uniform:
+        depth = int(sides[0].shape[1])
+        per_snapshot = depth
+        rows = lens * depth
         level = np.tile(np.arange(depth, dtype=np.int32), len(ts_us))
-        sides = [
-            np.concatenate([getattr(b, side) for b in batches]).ravel()  # (n, depth) each
-            for side in ("bid_price", "bid_qty", "ask_price", "ask_qty")
-        ]
+        sides = [a.ravel() for a in sides]
     else:
+        depths = np.fromiter((b.depth for b in batches), np.int64, len(batches))
+        rows = lens * depths
         per_snapshot = np.repeat(depths, lens)
         first = np.repeat(np.cumsum(per_snapshot) - per_snapshot, per_snapshot)
         level = (np.arange(int(rows.sum()), dtype=np.int64) - first).astype(np.int32)
         sides = [
-            np.concatenate([getattr(b, side).ravel() for b in batches])
-            for side in ("bid_price", "bid_qty", "ask_price", "ask_qty")
+            np.concatenate([getattr(b, side).ravel() for b in batches]) for side in _BOOK_SIDES
         ]
+    sessions = _factorized(_field(batches, "session_id"))
     return pd.DataFrame(
         {
-            "session_id": _category([b.session_id for b in batches], rows),
-            "symbol": _category([b.symbol for b in batches], rows),
+            "session_id": _category(sessions, rows),
+            "symbol": _category(_factorized(_field(batches, "symbol")), rows),
             "level": level,
             "bid_price": sides[0],
             "bid_qty": sides[1],
             "ask_price": sides[2],
             "ask_qty": sides[3],
             "ts": _timestamps(np.repeat(ts_us, per_snapshot)),
-            **_fence_columns(batches, rows, tenures, marks),
+            **_fence_columns(batches, sessions, rows, tenures, marks),
             "recv_us": _recv_column(batches, per_snapshot),
         }
     )
@@ -405,36 +431,65 @@ class _Locate(Waiting[TickPosition]):
 
 
 @dataclass
-class _Write(Waiting[WriteResult]):
-    """One caller's ``write``, waiting in the queue for the next grouped send."""
+class _Write(Waiting[list[WriteResult | Exception]]):
+    """One caller's writes, waiting in the queue for the next grouped send: one
+    :meth:`QuestDBTickStore.write`, or a :meth:`QuestDBTickStore.write_sessions` call's
+    sessions (one item, one future for all of them: a future per session per flush was
+    most of the grouping's cost at a thousand sessions). Answered with one answer per
+    write, in order."""
 
-    batches: list[TickBatch]
+    writes: list[list[TickBatch]]
     owner: str
-    rows: int = field(init=False)  # counted once: the queue's grouping reads it per item
+    rows: int  # counted once: the queue's grouping reads it per item
 
-    def __post_init__(self) -> None:
-        self.rows = sum(len(b) for b in self.batches)
 
-    def refusal(self, writers: dict[str, tuple[str, str, int]]) -> LeaseLost | None:
-        """Why this writer may not write (a stale owner), or None; ``writers`` as from
-        :meth:`QuestDBTickStore._writers`."""
-        active = {s.value for s in ACTIVE_STATUSES}
-        for session_id in {b.session_id for b in self.batches}:
-            row = writers.get(session_id)
-            if row is None or row[0] not in active or row[1] != self.owner:
-                detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
-                return LeaseLost(session_id, self.owner, f"tick write rejected ({detail})")
-        return None
+_ACTIVE = frozenset(s.value for s in ACTIVE_STATUSES)
+
+
+def _refusal(
+    batches: list[TickBatch], owner: str, writers: dict[str, tuple[str, str, int]]
+) -> LeaseLost | None:
+    """Why ``owner`` may not write ``batches`` (a stale owner), or None; ``writers`` as
+    from :meth:`QuestDBTickStore._writers`."""
+    checked = None
+    for b in batches:
+        session_id = b.session_id
+        if session_id == checked:
+            continue
+        row = writers.get(session_id)
+        if row is None or row[0] not in _ACTIVE or row[1] != owner:
+            detail = "unknown session" if row is None else f"status {row[0]}, owner {row[1]}"
+            return LeaseLost(session_id, owner, f"tick write rejected ({detail})")
+        checked = session_id
+    return None
+
+
+_NOTHING = WriteResult()  # the answer to a write with no rows
 
 
 def _group_size(queue: list[_Write]) -> int:
-    """Writes from the front of the queue that fit in one send (at least one)."""
+    """Items from the front of the queue that fit in one send (at least one)."""
     rows = 0
     for n, request in enumerate(queue):
         rows += request.rows
         if n and rows > MAX_GROUP_ROWS:
             return n
     return len(queue)
+
+
+def _chunks(writes: list[list[TickBatch]], rows: list[int]) -> list[tuple[int, int, int]]:
+    """``writes`` cut into runs of at most ``MAX_GROUP_ROWS`` rows (at least one write
+    each), as ``(start, stop, rows)``: one send never carries more (a backlog of every
+    session's ``flush_rows`` would otherwise go in one request)."""
+    chunks: list[tuple[int, int, int]] = []
+    start = total = 0
+    for i, n in enumerate(rows):
+        if i > start and total + n > MAX_GROUP_ROWS:
+            chunks.append((start, i, total))
+            start, total = i, 0
+        total += n
+    chunks.append((start, len(rows), total))
+    return chunks
 
 
 def _stride(width_us: int) -> str:
@@ -588,36 +643,53 @@ class QuestDBTickStore(TickStore):
             return WriteResult()
         if self._pool is None:
             raise StoreUnavailable("write ticks: the QuestDB store is not open")
-        request = _Write(batches, owner)
+        request = _Write([batches], owner, sum(len(b) for b in batches))
         self._sends.submit(request)
         try:
-            return await bounded_write(request.future, self._db.timeout_s, "write ticks")
+            [answer] = await bounded_write(request.future, self._db.timeout_s, "write ticks")
         except WriteTimedOut as exc:
             self._db.health.failed(exc)  # a hung send (a frozen server) is a failure too
             raise
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def write_sessions(
         self, writes: Sequence[list[TickBatch]], *, owner: str
     ) -> list[WriteResult | Exception]:
-        """Every item queued at once: they go out in the same grouped sends."""
+        """Every item queued at once, as one item of the send queue (a few where they
+        hold more than ``MAX_GROUP_ROWS``): they go out in the same grouped send."""
         if self._pool is None:
             raise StoreUnavailable("write ticks: the QuestDB store is not open")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[WriteResult]] = []
-        for batches in writes:
-            batches = [b for b in batches if len(b)]
-            if not batches:
-                empty: asyncio.Future[WriteResult] = loop.create_future()
-                empty.set_result(WriteResult())
-                futures.append(empty)
+        answers: list[WriteResult | Exception] = [_NOTHING] * len(writes)
+        kept: list[list[TickBatch]] = []  # the writes with rows
+        at: list[int] = []  # each one's place in ``writes``
+        rows: list[int] = []
+        for i, batches in enumerate(writes):
+            lens = [len(b) for b in batches]
+            n = sum(lens)
+            if not n:
                 continue
-            request = _Write(batches, owner)
+            kept.append(batches if 0 not in lens else [b for b in batches if len(b)])
+            at.append(i)
+            rows.append(n)
+        if not kept:
+            return answers
+        chunks = _chunks(kept, rows)
+        requests = [_Write(kept[start:stop], owner, n) for start, stop, n in chunks]
+        for request in requests:
             self._sends.submit(request)
-            futures.append(request.future)
-        answers = await gather_answers(futures, self._db.timeout_s, "write ticks")
-        timed_out = next((a for a in answers if isinstance(a, WriteTimedOut)), None)
-        if timed_out is not None:
-            self._db.health.failed(timed_out)  # a hung send (a frozen server) is a failure too
+        got = await gather_answers([r.future for r in requests], self._db.timeout_s, "write ticks")
+        for (start, stop, _), answer in zip(chunks, got, strict=True):
+            if isinstance(answer, WriteTimedOut):
+                self._db.health.failed(answer)  # a hung send (a frozen server) is a failure
+            places = at[start:stop]
+            if isinstance(answer, Exception):  # the whole item failed: each of its writes
+                for i in places:
+                    answers[i] = answer
+            else:
+                for i, one in zip(places, answer, strict=True):
+                    answers[i] = one
         return answers
 
     async def _space_sends(self) -> None:
@@ -629,25 +701,56 @@ class QuestDBTickStore(TickStore):
                 await asyncio.sleep(wait)
 
     async def _send_group(self, group: list[_Write]) -> None:
-        """Check every write's owner in one query, send the admitted ones together."""
-        self._last_send, self._last_writes = time.monotonic(), len(group)
-        writers = await self._writers(sorted({b.session_id for w in group for b in w.batches}))
-        admitted = []
+        """Check every write's owner in one query, send the admitted ones together.
+
+        One pass over the group's batches refuses stale writers, splits the admitted
+        batches by table and gathers each session's tenure and :class:`SendMark` and
+        each write's answer."""
+        self._last_send = time.monotonic()
+        self._last_writes = sum(len(request.writes) for request in group)
+        writers = await self._writers(
+            sorted({b.session_id for request in group for w in request.writes for b in w})
+        )
+        replies: list[list[WriteResult | Exception]] = []
+        trades: list[TradeBatch] = []
+        books: list[BookBatch] = []
+        tenures: dict[str, int] = {}
+        counts: dict[str, list[int]] = {}  # per session: first seq, trades, snapshots
+        admitted = 0
         for request in group:
-            refusal = request.refusal(writers)
-            if refusal is None:
-                admitted.append(request)
-            else:  # this writer is stale; the others of the group are not
-                request.answer(refusal)
+            reply: list[WriteResult | Exception] = []
+            for batches in request.writes:
+                refusal = _refusal(batches, request.owner, writers)
+                if refusal is not None:  # this writer is stale; the others are not
+                    reply.append(refusal)
+                    continue
+                admitted += 1
+                t = k = 0
+                for b in batches:
+                    sid, n, seq = b.session_id, len(b), b.seq
+                    c = counts.get(sid)
+                    if c is None:
+                        c = counts[sid] = [seq, 0, 0]
+                        tenures[sid] = writers[sid][2]
+                    elif seq < c[0]:
+                        c[0] = seq
+                    if isinstance(b, TradeBatch):
+                        trades.append(b)
+                        c[1] += n
+                        t += n
+                    else:
+                        books.append(b)
+                        c[2] += n
+                        k += n
+                reply.append(WriteResult(TickCounts(t, k)))
+            replies.append(reply)
         if not admitted:
+            for request, reply in zip(group, replies, strict=True):
+                request.answer(reply)
             return
-        tenures = {b.session_id: writers[b.session_id][2] for w in admitted for b in w.batches}
-        batches = [b for request in admitted for b in request.batches]
-        trades = [b for b in batches if isinstance(b, TradeBatch)]
-        books = [b for b in batches if isinstance(b, BookBatch)]
         # unique per process and increasing, like the gap rows' write_seq
-        self._send_id = max(self._send_id + 1, time.time_ns())
-        marks = send_marks(self._send_id, trades, books)
+        self._send_id = send_id = max(self._send_id + 1, time.time_ns())
+        marks = {sid: SendMark(send_id, c[0], c[1], c[2]) for sid, c in counts.items()}
         # built on the sender's thread with the rows' serialising: tens of milliseconds
         # for a few thousand sessions' batches, which would hold the event loop
         frames: list[tuple[str, Callable[[], pd.DataFrame]]] = []
@@ -663,19 +766,15 @@ class QuestDBTickStore(TickStore):
         try:
             with ERRORS.wrap("write ticks"):
                 await asyncio.get_running_loop().run_in_executor(self._pool, self._send, frames)
-        except StoreUnavailable as exc:
-            self._db.health.failed(exc)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable):
+                self._db.health.failed(exc)
+            for request, reply in zip(group, replies, strict=True):  # the refused keep theirs
+                request.answer([a if isinstance(a, LeaseLost) else exc for a in reply])
             raise
         self._db.health.succeeded()
-        for request in admitted:
-            request.answer(
-                WriteResult(
-                    TickCounts(
-                        sum(len(b) for b in request.batches if isinstance(b, TradeBatch)),
-                        sum(len(b) for b in request.batches if isinstance(b, BookBatch)),
-                    )
-                )
-            )
+        for request, reply in zip(group, replies, strict=True):
+            request.answer(reply)
 
     async def _wal_state(self) -> dict[str, tuple[int, int, bool]]:
         """The tick tables' WAL state, read by a query that starts after this call (so
