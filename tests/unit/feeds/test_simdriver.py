@@ -59,8 +59,10 @@ def test_one_turn_feeds_every_session_and_counts_rows_once() -> None:
         counted: list[tuple[int, int]] = []
         driver = SimDriver(loop, on_rows=lambda t, b: counted.append((t, b)))
         sinks = [Sink() for _ in range(50)]
+        exchanges = [_exchange(seed=i) for i in range(50)]  # made first: attached at once
         streams = [
-            driver.attach(_exchange(seed=i), sink.offer, sink.put) for i, sink in enumerate(sinks)
+            driver.attach(ex, sink.offer, sink.put)
+            for ex, sink in zip(exchanges, sinks, strict=True)
         ]
         t0 = loop.time()
         for k in range(1, 5):
