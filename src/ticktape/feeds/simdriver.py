@@ -28,7 +28,9 @@ What the per-session generator (:meth:`SimExchange.blocks`) promises stays:
   awaited ``put`` of the session's own; until that put is done the session gets no
   further block (blocks due meanwhile come after it, catching up as above), and the
   other sessions are not held back.
-- **Receive times** are the moment the block was handed out (the turn's time).
+- **Receive times** are the moment the block was handed out (the time of the turn's
+  slice: every block of a slice shares one read-only array of them,
+  :class:`~ticktape.feeds.sim.Stamps`).
 - **A stop**: :meth:`SimDriver.detach` ends the session's feed at once and returns the
   put still holding its last block, if any; the runner unbounds the buffer so that
   block goes in, and nothing more is generated.
