@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from ticktape.domain import DataType
 from ticktape.feeds.clock import ticker
@@ -54,9 +53,10 @@ MAX_RATE_SPACING_US = 1  # exchange-time gap between trades at the maximum rate
 MAX_CATCH_UP_S = 1.0  # a feed paused longer than this (process stopped) does not replay the pause
 
 
-# a batch of a generated block, sliced when handed out: (the chunk's TradeBatch or
-# BookBatch, first row, end row); its ``seq`` is the block's number then
-_Part = tuple[TickBatch, int, int]
+# one symbol's share of a generated chunk: its trades (None if trades are not recorded),
+# its snapshots (None if books are not), and where each block's snapshots begin in them
+# (``count + 1`` bounds: block ``j``'s are rows ``bounds[j]:bounds[j + 1]``)
+_SymbolChunk = tuple[TradeBatch | None, BookBatch | None, list[int]]
 
 
 @dataclass(frozen=True)
@@ -86,38 +86,29 @@ class _SymbolState:
     first_event: int = 0  # the event at ``start_us`` (non-zero when resumed)
 
 
-def _slice(batch: TickBatch, lo: int, hi: int, seq: int, recv: Int64Array | None) -> TickBatch:
-    """Rows ``lo:hi`` of a chunk's batch as one block's batch (views, not copies)."""
-    if isinstance(batch, TradeBatch):
-        return TradeBatch(
-            batch.session_id,
-            batch.symbol,
-            batch.ts_us[lo:hi],
-            batch.trade_id[lo:hi],
-            batch.price[lo:hi],
-            batch.qty[lo:hi],
-            batch.side[lo:hi],
-            seq,
-            recv,
-        )
-    return BookBatch(
-        batch.session_id,
-        batch.symbol,
-        batch.ts_us[lo:hi],
-        batch.bid_price[lo:hi],
-        batch.bid_qty[lo:hi],
-        batch.ask_price[lo:hi],
-        batch.ask_qty[lo:hi],
-        seq,
-        recv,
-    )
+class Stamps:
+    """Receive times for the blocks handed out at one moment: every batch's ``recv_us``
+    is a view of one read-only array (``views[n]``: ``n`` rows), shared by every block
+    that moment, whatever its session. Rows handed out together carry the same time,
+    and nobody writes a batch's arrays (read-only makes sure: a write raises instead of
+    changing other sessions' rows); one array per block cost as much as the block."""
 
+    __slots__ = ("base", "views")
 
-def _stamp(n: int, recv_us: int) -> npt.NDArray[np.int64]:
-    """``n`` receive times, all ``recv_us`` (``np.full`` minus its Python-level wrapper)."""
-    out = np.empty(n, np.int64)
-    out.fill(recv_us)
-    return out
+    def __init__(self, recv_us: int, rows: int) -> None:
+        base = np.empty(rows, np.int64)  # np.full minus its Python-level wrapper
+        base.fill(recv_us)
+        base.flags.writeable = False
+        self.base = base
+        #: ``views[n]``: the first ``n`` rows (made when first asked for, :meth:`view`)
+        self.views: list[Int64Array | None] = [None] * (rows + 1)
+
+    def view(self, n: int) -> Int64Array:
+        """The first ``n`` rows (``n`` at most the rows it was made for)."""
+        v = self.views[n]
+        if v is None:
+            v = self.views[n] = self.base[:n]
+        return v
 
 
 def _start_price(symbol: str) -> float:
@@ -171,7 +162,9 @@ class SimExchange:
             events = math.ceil(max(0.0, duration_s) * rate_per_s)
             self.blocks_needed = math.ceil(events / self.block_events) + 1
         self.blocks_generated = 0
-        self._ready: list[list[_Part]] = []
+        self._symbol_chunks: list[_SymbolChunk] = []  # the current chunk, per symbol
+        self._chunk_blocks = 0  # blocks in it
+        self._chunk_next = 0  # the next of them to hand out
 
     @staticmethod
     def _state(i: int, symbol: str, seed: int, resume: ResumePoint | None) -> _SymbolState:
@@ -191,48 +184,99 @@ class SimExchange:
     def next_block(self, recv_us: int | None = None) -> list[TickBatch]:
         """The next block: ``block_events`` trades per symbol, and their snapshots;
         every row received at ``recv_us`` if given (the batches' ``recv_us``)."""
-        if not self._ready:
-            self._ready = self._chunk()
-        parts = self._ready.pop()
-        seq = self.blocks_emitted
-        self.blocks_emitted += 1
-        if recv_us is None:
-            return [_slice(batch, lo, hi, seq, None) for batch, lo, hi in parts]
-        # built with their receive times: a copy of each batch to add them later (as
-        # ``dataclasses.replace``) costs more than generating it, thousands of times a second;
-        # one array for the block, each batch a view of it (a new one per block: the
-        # batches of earlier blocks may still wait in a buffer)
-        if not parts:
-            return []
-        stamps = _stamp(max(hi - lo for _, lo, hi in parts), recv_us)
-        return [_slice(batch, lo, hi, seq, stamps[: hi - lo]) for batch, lo, hi in parts]
+        stamps = None if recv_us is None else Stamps(recv_us, self.block_events)
+        return self.take_block(stamps)[0]
 
-    def _chunk(self) -> list[list[_Part]]:
-        """Generate ``blocks_per_chunk`` blocks; returned last block first (for ``pop``)."""
+    def take_block(self, stamps: Stamps | None) -> tuple[list[TickBatch], int, int]:
+        """The next block (as :meth:`next_block`) and the trades and snapshots in it;
+        every batch's ``recv_us`` a view of ``stamps`` (made for at least
+        ``block_events`` rows), if given. A block's batches are views of its chunk's
+        arrays, cut when it is handed out (cutting a chunk's blocks up front held ~50
+        small objects per block waiting, and cost as much as generating the chunk)."""
+        j = self._chunk_next
+        if j >= self._chunk_blocks:
+            self._new_chunk()
+            j = 0
+        self._chunk_next = j + 1
+        seq = self.blocks_emitted
+        self.blocks_emitted = seq + 1
+        per = self.block_events
+        lo = j * per
+        hi = lo + per
+        block: list[TickBatch] = []
+        trades = books = 0
+        for t, b, bounds in self._symbol_chunks:
+            if t is not None:
+                recv = None
+                if stamps is not None:
+                    recv = stamps.views[per]
+                    if recv is None:
+                        recv = stamps.view(per)
+                block.append(
+                    TradeBatch(
+                        t.session_id,
+                        t.symbol,
+                        t.ts_us[lo:hi],
+                        t.trade_id[lo:hi],
+                        t.price[lo:hi],
+                        t.qty[lo:hi],
+                        t.side[lo:hi],
+                        seq,
+                        recv,
+                    )
+                )
+                trades += per
+            if b is not None:
+                blo = bounds[j]
+                bhi = bounds[j + 1]
+                if bhi > blo:
+                    k = bhi - blo
+                    recv = None
+                    if stamps is not None:
+                        recv = stamps.views[k]
+                        if recv is None:
+                            recv = stamps.view(k)
+                    block.append(
+                        BookBatch(
+                            b.session_id,
+                            b.symbol,
+                            b.ts_us[blo:bhi],
+                            b.bid_price[blo:bhi],
+                            b.bid_qty[blo:bhi],
+                            b.ask_price[blo:bhi],
+                            b.ask_qty[blo:bhi],
+                            seq,
+                            recv,
+                        )
+                    )
+                    books += k
+        return block, trades, books
+
+    def _new_chunk(self) -> None:
+        """Generate the next ``blocks_per_chunk`` blocks (fewer if the duration needs
+        fewer), whole arrays per symbol; :meth:`take_block` cuts them into blocks."""
         per = self.block_events
         count = self.blocks_per_chunk
         if self.blocks_needed is not None:
             count = max(1, min(count, self.blocks_needed - self.blocks_generated))
         self.blocks_generated += count
         n = per * count
-        blocks: list[list[_Part]] = [[] for _ in range(count)]
+        trades_wanted = DataType.TRADES in self.data_types
+        books_wanted = DataType.ORDERBOOK in self.data_types
+        chunks: list[_SymbolChunk] = []
         for state in self._states:
             first = (-(state.events + 1)) % self.book_every  # as _books places them
             trades = self._trades(state, n, 0)
-            book = self._books(state, trades) if DataType.ORDERBOOK in self.data_types else None
+            book = self._books(state, trades) if books_wanted else None
             state.events += n
             bounds: list[int] = []
             if book is not None:
                 at = np.arange(first, n, self.book_every)
                 bounds = np.searchsorted(at, np.arange(count + 1) * per).tolist()
-            for j in range(count):
-                lo, hi = j * per, (j + 1) * per
-                if DataType.TRADES in self.data_types:
-                    blocks[j].append((trades, lo, hi))
-                if book is not None and bounds[j + 1] > bounds[j]:
-                    blocks[j].append((book, bounds[j], bounds[j + 1]))
-        blocks.reverse()
-        return blocks
+            chunks.append((trades if trades_wanted else None, book, bounds))
+        self._symbol_chunks = chunks
+        self._chunk_blocks = count
+        self._chunk_next = 0
 
     def _trades(self, state: _SymbolState, n: int, seq: int) -> TradeBatch:
         rng = state.rng

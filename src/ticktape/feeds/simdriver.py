@@ -28,7 +28,9 @@ What the per-session generator (:meth:`SimExchange.blocks`) promises stays:
   awaited ``put`` of the session's own; until that put is done the session gets no
   further block (blocks due meanwhile come after it, catching up as above), and the
   other sessions are not held back.
-- **Receive times** are the moment the block was handed out (the turn's time).
+- **Receive times** are the moment the block was handed out (the time of the turn's
+  slice: every block of a slice shares one read-only array of them,
+  :class:`~ticktape.feeds.sim.Stamps`).
 - **A stop**: :meth:`SimDriver.detach` ends the session's feed at once and returns the
   put still holding its last block, if any; the runner unbounds the buffer so that
   block goes in, and nothing more is generated.
@@ -49,8 +51,8 @@ from collections.abc import Awaitable, Callable
 from ticktape.config import LOOP_SLICE_S
 from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
-from ticktape.feeds.sim import BLOCK_PERIOD_S, MAX_CATCH_UP_S, SimExchange
-from ticktape.ticks import TickBatch, TradeBatch
+from ticktape.feeds.sim import BLOCK_PERIOD_S, MAX_CATCH_UP_S, SimExchange, Stamps
+from ticktape.ticks import TickBatch
 
 #: Hands a block to the session's buffer now: True if it went in, False if it must wait.
 Offer = Callable[[list[TickBatch]], bool]
@@ -76,12 +78,15 @@ class SimStream:
         self._put = put
         self._started = now  # loop time the pacing counts from
         self._emitted = 0  # trades per symbol handed out so far
+        self._per = exchange.block_events
+        self._rate = exchange.rate_per_s
         self.putting: asyncio.Task[None] | None = None  # a refused block, waiting for room
         #: Ends with the error of this session's feed, if generating or handing out fails.
         self.failed = failed
 
-    def feed(self, now: float, recv_us: int) -> tuple[int, int]:
-        """Hand out the blocks due by ``now``; the rows handed out (trades, snapshots)."""
+    def feed(self, now: float, stamps: Stamps) -> tuple[int, int]:
+        """Hand out the blocks due by ``now``, received at ``stamps`` (made for at least
+        the exchange's ``block_events`` rows); the rows handed out (trades, snapshots)."""
         putting = self.putting
         if putting is not None:
             if not putting.done():
@@ -89,22 +94,21 @@ class SimStream:
             self.putting = None
             if not putting.cancelled():
                 putting.result()  # its error, if the put failed
-        exchange = self.exchange
-        per = exchange.block_events
-        rate = exchange.rate_per_s
+        per = self._per
+        rate = self._rate
         due = self._started + (self._emitted + per) / rate
+        if due > now:
+            return 0, 0  # the usual case between its blocks
         if now - due > MAX_CATCH_UP_S:  # paused (SIGSTOP, a stall): go on from now
             self._started = now - (self._emitted + per) / rate
             due = now
+        take_block = self.exchange.take_block
         trades = books = 0
         while due <= now:
-            block = exchange.next_block(recv_us)
+            block, t, b = take_block(stamps)
             self._emitted += per
-            for batch in block:
-                if isinstance(batch, TradeBatch):
-                    trades += len(batch)
-                else:
-                    books += len(batch)
+            trades += t
+            books += b
             if not self._offer(block):
                 self.putting = asyncio.ensure_future(self._put(block))
                 break
@@ -133,6 +137,7 @@ class SimDriver:
         self._on_rows = on_rows
         self.period = period
         self._streams: dict[SimStream, None] = {}  # attached, in order (a set that keeps it)
+        self._stamp_rows = 1  # the largest block of any session attached (rows per batch)
         self._task: asyncio.Task[None] | None = None
         self.turns = 0  # driver turns, ever: one per grid point while a session is attached
 
@@ -154,6 +159,7 @@ class SimDriver:
             raise RuntimeError("a driver serves the loop it was made for")
         stream = SimStream(exchange, offer, put, loop.time(), loop.create_future())
         self._streams[stream] = None
+        self._stamp_rows = max(self._stamp_rows, exchange.block_events)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(loop), name="sim-driver")
         return stream
@@ -207,8 +213,10 @@ class SimDriver:
 
     def _feed(self, streams: list[SimStream], i: int, now: float, until: float | None) -> int:
         """Feed ``streams[i:]`` the blocks due by ``now`` until ``until`` (perf_counter),
-        if given; the index to go on from. ``on_rows`` is told what this handed out."""
-        recv_us = now_us()
+        if given; the index to go on from. ``on_rows`` is told what this handed out.
+        Every block it hands out is stamped with the same receive time, one read-only
+        array shared by all of them (:class:`~ticktape.feeds.sim.Stamps`)."""
+        stamps = Stamps(now_us(), self._stamp_rows)
         trades = books = 0
         attached = self._streams
         while i < len(streams):
@@ -217,7 +225,7 @@ class SimDriver:
             if stream not in attached:  # detached meanwhile: its feed has ended
                 continue
             try:
-                t, b = stream.feed(now, recv_us)
+                t, b = stream.feed(now, stamps)
             except Exception as exc:  # this session's feed ends with it; the others go on
                 attached.pop(stream, None)
                 stream.fail(exc)

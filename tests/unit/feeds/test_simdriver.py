@@ -59,8 +59,10 @@ def test_one_turn_feeds_every_session_and_counts_rows_once() -> None:
         counted: list[tuple[int, int]] = []
         driver = SimDriver(loop, on_rows=lambda t, b: counted.append((t, b)))
         sinks = [Sink() for _ in range(50)]
+        exchanges = [_exchange(seed=i) for i in range(50)]  # made first: attached at once
         streams = [
-            driver.attach(_exchange(seed=i), sink.offer, sink.put) for i, sink in enumerate(sinks)
+            driver.attach(ex, sink.offer, sink.put)
+            for ex, sink in zip(exchanges, sinks, strict=True)
         ]
         t0 = loop.time()
         for k in range(1, 5):
@@ -254,6 +256,29 @@ def test_a_sliced_turn_yields_the_loop_and_hands_out_the_same_blocks() -> None:
                         assert np.array_equal(got.price, want.price)
                     else:
                         assert type(got) is type(want)
+        for stream in streams:
+            driver.detach(stream)
+
+    asyncio.run(scenario())
+
+
+def test_the_blocks_of_a_turn_share_one_read_only_receive_time_array() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        driver = SimDriver(loop)
+        sinks = [Sink() for _ in range(3)]
+        exchanges = [_exchange(seed=i) for i in range(3)]
+        streams = [
+            driver.attach(ex, sink.offer, sink.put)
+            for ex, sink in zip(exchanges, sinks, strict=True)
+        ]
+        driver.turn(loop.time() + BLOCK_PERIOD_S)
+        recvs = [b.recv_us for sink in sinks for b in sink.blocks[0]]
+        assert all(r is not None and not r.flags.writeable for r in recvs)
+        bases = {id(r.base) for r in recvs if r is not None}
+        assert len(bases) == 1  # one array for the turn, not one per block
+        with pytest.raises(ValueError):
+            recvs[0][0] = 0  # type: ignore[index]  # a write would change every session's rows
         for stream in streams:
             driver.detach(stream)
 
