@@ -54,8 +54,9 @@ tables' writers have still to apply, the JVM's CPU with ``--questdb-pid``); with
 is idle, and prints how long it waited: a condition of the measurement, stated (a ramp
 right after another run shares the cores with the server still applying its rows). Each
 level also reports its starts' p95 per tenth of the starts (``start_p95_by_tenth_ms``)
-and the cores during the starts (``machine_starts``: load, this run's CPU and the
-other processes' CPU, which on a shared machine weighs on the start p95 as much as the code).
+and the cores during the starts (``machine_starts``: load, this run's CPU, the other
+processes' CPU and the hypervisor's steal — the VM's cores given to other guests — which
+on a shared machine weigh on the start p95 as much as the code).
 
 ``--mem-every-s S`` has each server write a memory sample every S seconds (RSS, CPython's
 arenas and live blocks, glibc malloc's heaps, what is in use and free in them, its mapped
@@ -231,12 +232,16 @@ def _proc(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds the whole machine has been busy (all cores, /proc/stat: all but idle
-    and iowait): with this run's own processes' CPU taken out, what other work (other
-    benchmarks, tests) took from the cores meanwhile."""
+def _machine_busy_s() -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat: all but idle,
+    iowait and steal) and those the hypervisor gave other guests (steal: this VM's cores
+    were wanted and not given; the project VM is on a shared host). With this run's own
+    processes' CPU taken out, the first is what other work (other benchmarks, tests) took
+    from the cores meanwhile."""
     fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    steal = fields[7] if len(fields) > 7 else 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4] - steal) / tick, steal / tick
 
 
 def _switches(pid: int) -> tuple[int, float]:
@@ -579,12 +584,14 @@ async def ramp(
         starts, refused = await _add(urls, add, clients, level)
         starting_s = max(time.monotonic() - began, 0.001)
         own_s = _own_cpu_s(own) - own0 + time.process_time() - bench_cpu0
+        busy1_s, steal1_s = _machine_busy_s()
         # the cores during the starts: this run's (servers, JVM, bench) and the rest's
         machine = {
             "starting_s": round(starting_s, 1),
             "load_1m": [round(load0, 1), round(os.getloadavg()[0], 1)],
             "own_cpu_pct": round(100 * own_s / starting_s),
-            "others_cpu_pct": round(100 * (_machine_busy_s() - machine0 - own_s) / starting_s),
+            "others_cpu_pct": round(100 * (busy1_s - machine0[0] - own_s) / starting_s),
+            "steal_pct": round(100 * (steal1_s - machine0[1]) / starting_s),
         }
         busy1 = table_busy()
         probe_starts = await probe.stop()
