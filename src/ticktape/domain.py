@@ -267,6 +267,12 @@ class Session:
     version: int = 1
     deleted: bool = False
     idempotency_key: str | None = None
+    #: The backend's own record this session was read from, when the read attaches it
+    #: (QuestDB's ``find_owned``: the log row): given back as a transition's ``read``
+    #: (``SessionStore.transition``), the store need not read the session again. Opaque
+    #: outside the store that set it; not part of the session's value (not compared,
+    #: hashed or shown), and never served.
+    stored_row: object | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:

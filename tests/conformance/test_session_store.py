@@ -1076,6 +1076,51 @@ def test_find_owned_returns_non_terminal_sessions_by_owner_prefix(
     assert {s.id: s for s in run(store.sessions.find_owned("host-a:"))}[a2.id] == a2
 
 
+def test_a_listed_session_as_a_transitions_read_changes_no_answer(
+    store: Store, run: Run, make_session: MakeSession
+) -> None:
+    """``transition(read=...)`` with what ``find_owned`` listed: a note appended since
+    (same version) is kept before the transition's event, and a read at an older version
+    is refused as a race, as without ``read``."""
+    noted = _drive(
+        store, run, _create(store, run, make_session()), [R], owner="me/1", lease_expires_at=LEASE
+    )
+    raced = _drive(
+        store, run, _create(store, run, make_session()), [R], owner="me/1", lease_expires_at=LEASE
+    )
+    listed = {s.id: s for s in run(store.sessions.find_owned("me/1"))}
+    run(store.sessions.add_event(noted.id, actor="t", reason="noted meanwhile"))
+    stopping = run(
+        store.sessions.transition(
+            noted.id,
+            expected_version=listed[noted.id].version,
+            to_status=SG,
+            actor="me/1",
+            reason="server_shutdown",
+            read=listed[noted.id],
+        )
+    )
+    assert (stopping.status, stopping.version) == (SG, noted.version + 1)
+    reasons = [e.reason for e in run(store.sessions.list_events(noted.id))]
+    assert reasons[-2:] == ["noted meanwhile", "server_shutdown"]
+    run(
+        store.sessions.transition(
+            raced.id, expected_version=raced.version, to_status=SG, actor="t", reason="elsewhere"
+        )
+    )
+    with pytest.raises(TransitionRace):
+        run(
+            store.sessions.transition(
+                raced.id,
+                expected_version=listed[raced.id].version,
+                to_status=F,
+                actor="me/1",
+                reason="server_shutdown",
+                read=listed[raced.id],
+            )
+        )
+
+
 # --------------------------------------------------------------------------- events
 
 

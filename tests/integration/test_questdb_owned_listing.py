@@ -1,7 +1,8 @@
-"""QuestDB: the sessions ``find_owned`` lists are each one's next transition's first
-compare-and-set (a shutdown lists its sessions, then requests their stops): those
-transitions read no session again, and a session changed after the listing still loses
-its compare-and-set and is decided on a fresh read."""
+"""QuestDB: a session ``find_owned`` lists, passed as a transition's ``read``, is that
+transition's first compare-and-set's base (a shutdown lists its sessions, then requests
+their stops): those transitions read no session again, and a session changed after the
+listing still loses its compare-and-set and is decided on a fresh read. The store keeps
+nothing of a listing: a transition not given the read reads the session itself."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def test_stops_after_a_listing_read_only_the_sessions_changed_since(
                         to_status=SessionStatus.STOPPING,
                         actor="me/1",
                         reason=Reason.SERVER_SHUTDOWN,
+                        read=s,
                     )
                     for sid, s in listed.items()
                 ),
@@ -87,6 +89,55 @@ def test_stops_after_a_listing_read_only_the_sessions_changed_since(
             events = await store.sessions.list_events(noted)
             assert [e.reason for e in events[-2:]] == ["noted meanwhile", Reason.SERVER_SHUTDOWN]
             assert (await store.sessions.get_session(claimed)).status is SessionStatus.RUNNING
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_a_listing_leaves_nothing_behind_for_a_transition_not_given_it(
+    qdb_url: str, run: Run[Any]
+) -> None:
+    store = QuestDBStore(qdb_url)
+
+    async def scenario() -> None:
+        await store.open()
+        try:
+            until = utcnow() + timedelta(seconds=60)
+            created = await store.sessions.create_session(
+                draft_session(owner="me/1", lease_expires_at=until),
+                actor="t",
+                start_lease_until=until,
+            )
+            [listed] = await store.sessions.find_owned("me/1")
+            assert listed == created and listed.stored_row is not None
+            reads: list[list[str]] = []
+            store.sessions.on_read_many = reads.append  # the documented testing hook
+            stopping = await store.sessions.transition(
+                created.id,
+                expected_version=listed.version,
+                to_status=SessionStatus.STOPPING,
+                actor="me/1",
+                reason=Reason.SERVER_SHUTDOWN,
+            )
+            store.sessions.on_read_many = None
+            assert stopping.status is SessionStatus.STOPPING
+            # the compare-and-set's base was read from the store, not from the listing
+            assert reads == [[created.id]], reads
+            # a read at an older version is not used: the store reads and refuses
+            reads.clear()
+            store.sessions.on_read_many = reads.append
+            with pytest.raises(TransitionRace):
+                await store.sessions.transition(
+                    created.id,
+                    expected_version=listed.version,
+                    to_status=SessionStatus.FAILED,
+                    actor="me/1",
+                    reason=Reason.SERVER_SHUTDOWN,
+                    read=listed,
+                )
+            store.sessions.on_read_many = None
+            assert reads == [[created.id]], reads
         finally:
             await store.close()
 

@@ -392,6 +392,7 @@ class SessionStore(abc.ABC):
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
         note: Note | None = None,
+        read: Session | None = None,
     ) -> Session:
         """Move a session to ``to_status`` if, and only if, it is still at ``expected_version``.
 
@@ -424,6 +425,15 @@ class SessionStore(abc.ABC):
         session is leaving, by ``actor``, as :meth:`add_event` records it) just before
         the transition's event, in the same atomic step: both or neither. The runtime
         records a runner's own tally so, with its terminal transition (one write).
+
+        ``read``: the session as the caller just read it (a shutdown's
+        :meth:`find_owned`), passed explicitly so that a backend whose transition must
+        read the session before it writes may start from it instead. It changes no
+        answer: a backend uses it only if it is at ``expected_version`` and carries the
+        backend's own record of that read (:attr:`Session.stored_row`), never under
+        ``lease_expired_before`` (a lease may be renewed without a new record), and a
+        record made stale since fails the write's own check and the session is read
+        again. A backend that reads inside its atomic step (SQLite, memory) ignores it.
         """
 
     @abc.abstractmethod

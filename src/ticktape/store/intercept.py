@@ -146,6 +146,7 @@ class InterceptedSessionStore(SessionStore):
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
         note: Note | None = None,
+        read: Session | None = None,
     ) -> Session:
         return await self._f(
             "transition",
@@ -162,6 +163,7 @@ class InterceptedSessionStore(SessionStore):
             lease_expired_before=lease_expired_before,
             seal=seal,
             note=note,
+            read=read,
         )
 
     async def renew_lease(

@@ -67,7 +67,10 @@ async def request_stop(
     changed and the error propagates: the session is still running and still stoppable.
     ``read``: the session as the caller just read it from the store; the first round
     decides on it instead of reading again (its compare-and-set on the version fails
-    if anything changed since, and the next round reads).
+    if anything changed since, and the next round reads). Each round's read is its
+    transition's ``read`` too (``SessionStore.transition``): a backend that must read
+    before it writes starts from it when it carries the backend's record (QuestDB's
+    ``find_owned``).
     """
     for _ in range(policy.cas_rounds):
         session = read or await store.sessions.get_session(session_id)
@@ -81,6 +84,7 @@ async def request_stop(
                 to_status=SessionStatus.STOPPING,
                 actor=actor,
                 reason=reason,
+                read=session,
             )
         except (TransitionRace, InvalidTransition):
             continue  # it moved meanwhile (started, completed, ...): read it again

@@ -240,6 +240,7 @@ class MemorySessionStore(SessionStore):
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
         note: Note | None = None,
+        read: Session | None = None,
     ) -> Session:
         async with self._s.lock:
             current = self._get(session_id)

@@ -41,7 +41,8 @@ from ticktape.redact import redact
 from ticktape.store.base import WriteHealth
 from ticktape.store.driver_errors import ErrorMap, Rule
 from ticktape.store.questdb._abandon import AbandoningConnection
-from ticktape.store.questdb._logthread import Connect, LogThread, closed_in_handshake
+from ticktape.store.questdb._handshake import connect_attempts
+from ticktape.store.questdb._logthread import Connect, LogThread
 from ticktape.store.questdb._stoptrace import StopTrace
 from ticktape.throttle import LogThrottle
 
@@ -521,23 +522,18 @@ class Connections:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._closed:
             raise StoreUnavailable("connect: the QuestDB store is closed")
-        attempt = 1
-        while True:
-            try:
-                # prepare_threshold=None: QuestDB drops cached plans when a table changes and
-                # then fails every later call of an auto-prepared statement
-                # (docs/questdb-notes.md); a cancelled query closes its connection at once
-                # (_abandon.py)
-                conn = await AbandoningConnection.connect(
-                    self.address.conninfo, autocommit=True, prepare_threshold=None
-                )
-                break
-            except (psycopg.Error, OSError) as exc:
-                if self._closed or not closed_in_handshake(exc, attempt):
-                    raise ERRORS.translate(exc, "connect") from exc
-                # nothing was sent on it: opened again before anything counts it a failure
-                log.warning("connect: %s; connecting again", str(exc).splitlines()[0])
-                attempt += 1
+        try:
+            for attempt in connect_attempts(lambda: self._closed):
+                with attempt:
+                    # prepare_threshold=None: QuestDB drops cached plans when a table changes
+                    # and then fails every later call of an auto-prepared statement
+                    # (docs/questdb-notes.md); a cancelled query closes its connection at
+                    # once (_abandon.py)
+                    conn = await AbandoningConnection.connect(
+                        self.address.conninfo, autocommit=True, prepare_threshold=None
+                    )
+        except (psycopg.Error, OSError) as exc:
+            raise ERRORS.translate(exc, "connect") from exc
         if self._closed:  # closed while connecting (a late read): nobody would close it
             await _close_quietly(conn)
             raise StoreUnavailable("connect: the QuestDB store is closed")

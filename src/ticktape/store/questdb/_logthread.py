@@ -36,28 +36,12 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from ticktape.config import QUESTDB_CONNECT_ATTEMPTS
 from ticktape.errors import StoreUnavailable
+from ticktape.store.questdb._handshake import connect_attempts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connect = Callable[[str], psycopg.Connection[Any]]
-#: What libpq says when the server closes a connection, during its handshake too.
-HANDSHAKE_CLOSED = "server closed the connection unexpectedly"
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def closed_in_handshake(exc: BaseException, attempt: int) -> bool:
-    """Whether a connect that failed with ``exc`` on its ``attempt``-th try is made again:
-    the server closed it during the handshake (``QUESTDB_CONNECT_ATTEMPTS`` in all)."""
-    return (
-        attempt < QUESTDB_CONNECT_ATTEMPTS
-        and isinstance(exc, psycopg.OperationalError)
-        and HANDSHAKE_CLOSED in str(exc)
-    )
 
 
 CLOSE_WAIT_S = 2.0  # close() waits this long at most for the thread to close its connections
@@ -228,29 +212,22 @@ class LogThread:
             self._drop(conn)
         if self._closed:
             raise StoreUnavailable("connect: the QuestDB store is closed")
-        attempt = 1
-        while True:
-            try:
+        for attempt in connect_attempts(lambda: self._closed):
+            with attempt:
                 # prepare_threshold=None: as every connection of the store (_db.Connections)
-                conn = psycopg.Connection.connect(
+                opened = psycopg.Connection.connect(
                     self._conninfo, autocommit=True, prepare_threshold=None
                 )
-                break
-            except psycopg.OperationalError as exc:
-                if self._closed or not closed_in_handshake(exc, attempt):
-                    raise
-                log.warning("connect: %s; connecting again", _first_line(exc))
-                attempt += 1
         with self._lock:
             if self._closed:  # closed while connecting: its sockets were shut down already
-                conn.close()
+                opened.close()
                 raise StoreUnavailable("connect: the QuestDB store is closed")
-            self._sockets[id(conn)] = conn.pgconn.socket
-        self._conns[role] = conn
+            self._sockets[id(opened)] = opened.pgconn.socket
+        self._conns[role] = opened
         hook = self._on_connect()
         if hook is not None:
-            hook(conn)
-        return conn
+            hook(opened)
+        return opened
 
     def _drop(self, conn: psycopg.Connection[Any]) -> None:
         with self._lock:

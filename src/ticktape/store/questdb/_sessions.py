@@ -332,6 +332,32 @@ class _Row:
         )
 
 
+def _read_row(
+    read: Session | None,
+    session_id: str,
+    expected_version: int,
+    lease_expired_before: datetime | None,
+) -> _Row | None:
+    """The log row ``read`` was listed from (:meth:`QuestDBSessionStore.find_owned`), as
+    a transition's first base, or None (the transition reads the session itself).
+
+    Used only at ``expected_version`` (a status, owner or tenure change moves the
+    version, so an older row's transition would be refused anyway) and never under a
+    lease condition (an instance renewal does not append to the log: the row's lease
+    may be older than the stored one). A row made stale otherwise (a note appended
+    since, at the same version) fails the append's check on ``row_seq``, and the next
+    round reads."""
+    row = None if read is None else read.stored_row
+    if (
+        not isinstance(row, _Row)
+        or row.session.id != session_id
+        or row.session.version != expected_version
+        or lease_expired_before is not None
+    ):
+        return None
+    return row
+
+
 async def _pipeline(
     db: Connections, conn: Any, statements: list[Statement]
 ) -> list[list[tuple[Any, ...]]]:
@@ -458,8 +484,6 @@ class QuestDBSessionStore(SessionStore):
             self._pipelined, columns=_COLUMNS, overlap_s=HEARTBEAT_SCAN_OVERLAP_S
         )
         self._owned_parsed: dict[str, tuple[tuple[Any, ...], _Row]] = {}
-        # the rows the last find_owned listed, each kept for its session's next transition
-        self._listed: dict[str, _Row] = {}
         # instance token → (its stored progress text, that text parsed): _progress
         self._parsed_progress: dict[str, tuple[str | None, dict[str, Stats]]] = {}
 
@@ -817,13 +841,10 @@ class QuestDBSessionStore(SessionStore):
         every session ever stored), viewed with their owners' instance leases: one round
         trip, and one query for the instance leases.
 
-        Each row found is kept for the next :meth:`transition` of its session (a
-        shutdown lists its sessions, then requests their stops): that transition's first
-        compare-and-set is computed from it instead of reading the session again, if it
-        is still at the row's version (a status, owner or tenure change moves the
-        version) and is not conditional on an expired lease (an instance renewal does
-        not append to the log); a row that is stale otherwise fails the append's check
-        on ``row_seq`` and the next round reads. Each call replaces what the last kept."""
+        Each session carries the row it was listed from (:attr:`Session.stored_row`):
+        given back as a :meth:`transition`'s ``read`` (a shutdown lists its sessions,
+        then requests their stops), it is that transition's first compare-and-set's base
+        instead of a read of the session (see there). The store keeps nothing of it."""
         active = await self.heartbeat_sessions.rows()
         slicer = LoopSlicer(self.slice_s)
         rows = []
@@ -832,9 +853,7 @@ class QuestDBSessionStore(SessionStore):
             owner = values[_OWNER]
             if owner is not None and str(owner).startswith(owner_prefix):
                 rows.append(_Row.parse(values))
-        viewed = await self._viewed(rows)
-        self._listed = {r.session.id: r for r in viewed}
-        return [r.session for r in viewed]
+        return [replace(r.session, stored_row=r) for r in await self._viewed(rows)]
 
     async def list_changed(self, since: str | None, *, limit: int = MAX_CHANGES) -> ChangePage:
         """Positions are row timestamps, written by each instance's clock before its
@@ -918,9 +937,9 @@ class QuestDBSessionStore(SessionStore):
     ) -> _Row:
         """Read the newest row, build the next one from it (``build`` raises the contract's
         errors; or the next two, appended together), append it; when another writer got
-        there first, read again. ``known``: the newest row as read just before (by
-        :meth:`find_owned`), the first round's instead of a read. Returns the (last) row
-        appended."""
+        there first, read again. ``known``: the newest row as the caller read it just
+        before (:func:`_read_row`), the first round's instead of a read. Returns the
+        (last) row appended."""
         for _ in range(QUESTDB_APPEND_ROUNDS):
             current = known or await self._latest(session_id)
             known = None
@@ -1035,6 +1054,7 @@ class QuestDBSessionStore(SessionStore):
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
         note: Note | None = None,
+        read: Session | None = None,
     ) -> Session:
         def build(current: _Row) -> _Row | tuple[_Row, _Row]:
             new = apply_transition(
@@ -1070,12 +1090,12 @@ class QuestDBSessionStore(SessionStore):
             )
             return row if before is current else (before, row)
 
-        known = self._listed.pop(session_id, None)
-        if known is not None and (
-            known.session.version != expected_version or lease_expired_before is not None
-        ):
-            known = None
-        row = await self._change(session_id, build, f"transition to {to_status.value}", known)
+        row = await self._change(
+            session_id,
+            build,
+            f"transition to {to_status.value}",
+            _read_row(read, session_id, expected_version, lease_expired_before),
+        )
         return (await self._viewed([row]))[0].session
 
     async def claim(

@@ -399,6 +399,7 @@ class SqliteSessionStore(SessionStore):
         lease_expired_before: datetime | None = None,
         seal: Seal | None = None,
         note: Note | None = None,
+        read: Session | None = None,
     ) -> Session:
         def run(conn: sqlite3.Connection) -> Session:
             current = _fetch(conn, session_id)
