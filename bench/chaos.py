@@ -713,6 +713,9 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--log-dir", default="", help="server logs (default: a temporary dir)")
+    parser.add_argument(
+        "--log-level", default="warning", help="the servers' (info: each seal group's split)"
+    )
     args = parser.parse_args()
     if args.seed is not None:
         random.seed(args.seed)
@@ -724,6 +727,7 @@ def main() -> int:
     env = {
         "TICKTAPE_HEARTBEAT_S": str(args.heartbeat_s),
         "TICKTAPE_LEASE_S": str(args.lease_s),
+        "TICKTAPE_LOG_LEVEL": args.log_level,
         # sessions are created as fast as the workers go, from one client address
         "TICKTAPE_CREATE_RATE_PER_MIN": "100000000",
         "TICKTAPE_MAX_RUNNING_PER_STORE": "100000000",

@@ -68,6 +68,14 @@ async def measure(url: str, sessions: int, blocks: int, repeats: int) -> dict[st
         await store.close()
 
 
+async def create_tables(url: str) -> None:
+    from ticktape.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    await store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="questdb://… (a prefix is added)")
@@ -81,6 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         if args.prefill_ticks:
+            asyncio.run(create_tables(args.store))  # the prefill inserts into them
             prefill(args.store, args.prefill_ticks)
         result = asyncio.run(measure(args.store, args.sessions, args.blocks, args.repeats))
         print(json.dumps(result))

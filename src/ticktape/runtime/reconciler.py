@@ -163,6 +163,8 @@ class Reconciler:
         self._host = host
         self._pass = asyncio.Lock()
         self._next_expiry: datetime | None = None  # from the last pass's scan
+        # the current pass's slowest seal and compare-and-set (its log line splits them)
+        self._slowest = {"seal": 0.0, "commit": 0.0}
 
     @property
     def next_expiry(self) -> datetime | None:
@@ -241,6 +243,7 @@ class Reconciler:
                 return 0
         landed = time.monotonic()
         self._metrics.reconcile_phase.labels(phase="visibility").observe(landed - scanned)
+        self._slowest = {"seal": 0.0, "commit": 0.0}
         # all at once: an instance that died with many sessions has them all reaped
         # within the pass's budget, not one after another (each is its own CAS)
         results = await asyncio.gather(
@@ -255,7 +258,7 @@ class Reconciler:
         log.warning(
             "reconciler pass: %d of %d orphans taken; scan %.4f s, visibility %.4f s, "
             "seal+commit %.4f s, total %.4f s; %.4f s after the earliest lease expired; "
-            "%d left to their preferred reaper",
+            "%d left to their preferred reaper; slowest seal %.4f s, slowest commit %.4f s",
             sum(results),
             len(orphans),
             scanned - began,
@@ -264,6 +267,8 @@ class Reconciler:
             done - began,
             after,
             len(deferred),
+            self._slowest["seal"],
+            self._slowest["commit"],
         )
         return sum(results)
 
@@ -329,8 +334,12 @@ class Reconciler:
     async def _seal(self, session_id: str) -> Seal:
         began = time.monotonic()
         seal = await self._store.ticks.seal(session_id)
-        self._metrics.reconcile_phase.labels(phase="seal").observe(time.monotonic() - began)
+        self._took("seal", time.monotonic() - began)
         return seal
+
+    def _took(self, phase: str, seconds: float) -> None:
+        self._metrics.reconcile_phase.labels(phase=phase).observe(seconds)
+        self._slowest[phase] = max(self._slowest[phase], seconds)
 
     async def _reap(self, session: Session, now: datetime, *, force: bool) -> bool:
         seal = await self._seal(session.id)
@@ -360,7 +369,7 @@ class Reconciler:
         except (TransitionRace, InvalidTransition):
             return False  # renewed, stopped, claimed or reaped by someone else meanwhile
         finally:
-            self._metrics.reconcile_phase.labels(phase="commit").observe(time.monotonic() - began)
+            self._took("commit", time.monotonic() - began)
         self._metrics.orphans_reaped.inc()
         log.warning("session %s: reaped (%s)", session.id, detail)
         return True
@@ -384,7 +393,7 @@ class Reconciler:
                 lease_expired_before=None if force else now,
                 seal=seal,
             )
-            self._metrics.reconcile_phase.labels(phase="commit").observe(time.monotonic() - began)
+            self._took("commit", time.monotonic() - began)
         except (TransitionRace, InvalidTransition):
             # Taken by someone else meanwhile — or by us, in an attempt whose answer was lost.
             claimed = await self._store.sessions.get_session(session.id)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from operator import attrgetter
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -114,8 +114,21 @@ SEAL_READS_MAX = 5
 #: parameters of its ``IN`` list and fence terms stay a few thousand.
 COUNT_GROUP_MAX = 1_000
 _TICK_TABLES = ("trades", "orderbook")  # the ``table`` of their symbol misses
+#: The tick tables as a count reads them: an order-book snapshot is its level-0 row.
+_COUNTED = (("trades", ""), ("orderbook", " AND level = 0"))
 _SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
+T = TypeVar("T")
+
+
+async def _all(coroutines: Sequence[Awaitable[T]]) -> list[T]:
+    """The answers of ``coroutines``, run concurrently; once every one has ended, the
+    first failure is raised (none is left running behind its caller's back)."""
+    answers = await asyncio.gather(*coroutines, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return cast(list[T], answers)
 
 
 def _us(ts: datetime) -> int:
@@ -362,6 +375,7 @@ class _Count(Waiting[_Counted]):
     session_id: str
     sealing: bool = False
     acknowledged: bool = False
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -543,6 +557,8 @@ class QuestDBTickStore(TickStore):
     #: Sessions whose seal checked the tenure's last send, ever (a test tells a skipped
     #: check from a made one).
     seal_checks: int = 0
+    #: Reads of both tick tables by grouped counts and seals, ever (:meth:`_read_counts`).
+    count_reads: int = 0
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
@@ -1003,27 +1019,68 @@ class QuestDBTickStore(TickStore):
         if self.on_count_group is not None:
             self.on_count_group(ids)
         began = time.monotonic()
+        reads = self.count_reads
+        split: dict[str, float] = {}
         try:
-            await self._count_group_read(group, ids)
+            await self._count_group_read(group, ids, split)
         finally:
-            self._db.stop_trace.phase(
-                "count group", sessions=len(ids), sealing=taken, query_s=time.monotonic() - began
-            )
+            took = time.monotonic() - began
+            self._db.stop_trace.phase("count group", sessions=len(ids), sealing=taken, query_s=took)
+            if taken:  # a seal's time, split (a reap's bound rests on it)
+                log.info(
+                    "seal group: %d sessions, %d sealing (%d checked); queued %.4f s; "
+                    "tenures %.4f s, %d reads of the tick tables %.4f s, gaps %.4f s; "
+                    "total %.4f s",
+                    len(ids),
+                    taken,
+                    split.get("checked", 0),
+                    began - min(c.queued_at for c in group),
+                    split.get("tenures", float("nan")),
+                    self.count_reads - reads,
+                    split.get("ticks", float("nan")),
+                    split.get("gaps", float("nan")),
+                    took,
+                )
 
-    async def _count_group_read(self, group: list[_Count], ids: list[str]) -> None:
+    async def _count_group_read(
+        self, group: list[_Count], ids: list[str], split: dict[str, float]
+    ) -> None:
+        """:meth:`_count_group`'s reads; ``split``: seconds per part, filled as they end."""
+        began = time.monotonic()
         tenures = await self._tenures(ids)
+        split["tenures"] = time.monotonic() - began
         sealing = sorted({c.session_id for c in group if c.sealing and not c.acknowledged})
         sealed = {c.session_id for c in group if c.sealing}
         self.seal_checks += len(sealing)
-        if sealing:
-            reading, cuts = await self._one_state(ids, tenures, sealing, sealed)
-        else:
-            reading = await self._read_counts(ids, tenures, marked=False, recheck=sealed)
-            cuts = {}
+        split["checked"] = len(sealing)
+
+        async def read_ticks() -> tuple[_Reading, dict[str, tuple[int, dict[str, int]]]]:
+            start = time.monotonic()
+            try:
+                if sealing:
+                    return await self._one_state(ids, tenures, sealing, sealed)
+                return await self._read_counts(ids, tenures, marked=False, recheck=sealed), {}
+            finally:
+                split["ticks"] = time.monotonic() - start
+
+        async def read_gaps() -> list[tuple[Any, ...]]:
+            start = time.monotonic()
+            try:
+                return await self._kept_rows(
+                    "session_id, tenure, max(write_seq)", "gaps", ids, "", tenures, 2, "seal gaps"
+                )
+            finally:
+                split["gaps"] = time.monotonic() - start
+
+        # the gaps table apart from the tick tables' reads: its rows commit on their own
+        # (not WAL), and its last write_seq needs no common state with the tick tables
+        done = await asyncio.gather(read_ticks(), read_gaps(), return_exceptions=True)
+        for answer in done:
+            if isinstance(answer, BaseException):
+                raise answer
+        reading, cuts = cast(tuple[_Reading, dict[str, tuple[int, dict[str, int]]]], done[0])
+        rows = cast(list[tuple[Any, ...]], done[1])
         tables = reading.tables
-        rows = await self._kept_rows(
-            "session_id, tenure, max(write_seq)", "gaps", ids, "", tenures, 2, "seal gaps"
-        )
         gaps = {
             str(sid): int(last)
             for sid, number, last in rows
@@ -1076,13 +1133,22 @@ class QuestDBTickStore(TickStore):
             params = list(checked)
         reading = _Reading({}, {sid: _LastSend() for sid in ids}, {sid: [] for sid in ids})
         reading.sends = {sid: {"trades": [], "orderbook": []} for sid in newest}
-        for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+
+        async def fetch(table: str, extra: str) -> list[tuple[Any, ...]]:
             rows = await self._kept_rows(
                 select, table, ids, extra, tenures, 3, "count ticks", params
             )
             if self.on_count_rows is not None:
                 rows = self.on_count_rows(table, rows)
-            rows += await self._found_again(select, table, extra, recheck, rows, tenures, params)
+            return rows + await self._found_again(
+                select, table, extra, recheck, rows, tenures, params
+            )
+
+        self.count_reads += 1
+        # both tables at once: a read's queries have no order among them, only the reads
+        # do — each starts after the one before has answered (:meth:`_one_state`)
+        fetched = await _all([fetch(table, extra) for table, extra in _COUNTED])
+        for (table, _), rows in zip(_COUNTED, fetched, strict=True):
             # one row per session and tenure, or with ``sends`` per session, tenure and
             # checked send (NULL for the rest): merged per session and tenure here
             merged: dict[tuple[str, Any], list[Any]] = {}
@@ -1173,14 +1239,14 @@ class QuestDBTickStore(TickStore):
         from one state of both tick tables, in at most :data:`SEAL_READS_MAX` reads of
         them.
 
-        A read (:meth:`_read_counts`) is a query per table, trades first, each returning
+        A read (:meth:`_read_counts`) is a query per table, both at once, each returning
         per session its count, last batch and newest send. Each read after the first
         also returns, in that same query, the rows of the send the read before found
         newest: the last-send check. Two reads in a row that see the same of every
         sealed session decide: rows are never removed, and a row landing, or replaced
         by a later send of its owner, raises its session's count or newest
-        ``send_id``. So each table held still between its two queries; as the
-        second's trades query comes after the first's order book query, both tables
+        ``send_id``. So each table held still between its two queries; as every query
+        of the second read starts after both of the first have answered, both tables
         held still together in between, and the second read's check and totals (each
         table's from one query: one state of it) describe that one state of both.
         A cut (rare: a lost owner's last send, landed in part) reads more after the
