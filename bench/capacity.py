@@ -74,6 +74,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -230,6 +231,49 @@ def _proc(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = float(fields[11]) + float(fields[12])  # utime, stime (fields 14, 15)
     return rss_kb / 1024, ticks / os.sysconf("SC_CLK_TCK")
+
+
+# The JVM's threads by group, from their names (/proc/<pid>/task/*/stat, 15 characters):
+# the JIT compilers, the garbage collector, the VM thread (safepoints), QuestDB's worker
+# pools by name (``shared-network_0`` -> ``shared-network``) and the rest as ``other``.
+_JVM_GROUPS = (
+    ("jit_c1", re.compile(r"C1 CompilerThre")),
+    ("jit_c2", re.compile(r"C2 CompilerThre")),
+    ("gc", re.compile(r"GC Thread|G1 |GC Conc|VM Periodic|ZGC|Shenandoah")),
+    ("vm", re.compile(r"VM Thread")),
+    ("main", re.compile(r"java$")),
+)
+_POOL_SUFFIX = re.compile(r"[_#-]?\d*$")
+
+
+def _jvm_threads_s(pid: int | None) -> dict[str, float]:
+    """CPU seconds (user+system) of the JVM's threads so far, summed by group (``_JVM_GROUPS``,
+    else a QuestDB pool's name without its index, else ``other``): one read of each thread's
+    stat; threads that ended took their CPU with them, so compare two samples."""
+    groups: dict[str, float] = {}
+    if not pid:
+        return groups
+    tick = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:  # a thread that just ended
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            group = next((g for g, rx in _JVM_GROUPS if rx.match(name)), None)
+            if group is None:
+                pool = _POOL_SUFFIX.sub("", name)
+                group = pool if re.fullmatch(r"[a-z][a-z-]+", pool) else "other"
+            groups[group] = groups.get(group, 0.0) + (float(fields[11]) + float(fields[12])) / tick
+    return groups
+
+
+def _jvm_split(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each group used between two ``_jvm_threads_s`` samples, largest first."""
+    used = {g: after[g] - before.get(g, 0.0) for g in after}
+    return {g: round(s, 2) for g, s in sorted(used.items(), key=lambda kv: -kv[1]) if s >= 0.005}
 
 
 def _machine_busy_s() -> tuple[float, float]:
@@ -579,12 +623,14 @@ async def ramp(
         probe.start()
         busy0 = table_busy()
         own = [*pids, jvm_pid] if jvm_pid else list(pids)
+        threads0 = _jvm_threads_s(jvm_pid)
         machine0, own0, bench_cpu0 = _machine_busy_s(), _own_cpu_s(own), time.process_time()
         load0, began = os.getloadavg()[0], time.monotonic()
         starts, refused = await _add(urls, add, clients, level)
         starting_s = max(time.monotonic() - began, 0.001)
         own_s = _own_cpu_s(own) - own0 + time.process_time() - bench_cpu0
         busy1_s, steal1_s = _machine_busy_s()
+        threads1 = _jvm_threads_s(jvm_pid)
         # the cores during the starts: this run's (servers, JVM, bench) and the rest's
         machine = {
             "starting_s": round(starting_s, 1),
@@ -608,6 +654,7 @@ async def ramp(
             break
         before = [_proc(pid) for pid in pids]
         jvm0 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        threads2 = _jvm_threads_s(jvm_pid)
         cpu_t0 = time.monotonic()  # the CPU figures' window: from these samples to the next
         txn0 = _wal_txns(servers[0].store_url)
         switches0 = [_switches(pid) for pid in pids]
@@ -633,6 +680,7 @@ async def ramp(
         fed1 = sum([await _metric(u, "ticktape_feed_rows_received_total") for u in urls])
         after = [_proc(pid) for pid in pids]
         jvm1 = _proc(jvm_pid) if jvm_pid else (0.0, 0.0)
+        threads3 = _jvm_threads_s(jvm_pid)
         # the hold plus the /metrics reads around it (seconds on loaded instances): the
         # CPU percentages divide by this window, not by the hold alone (until stop 23
         # they did, and read high: 3 instances and the JVM summed over 200 % on 2 cores)
@@ -696,6 +744,13 @@ async def ramp(
             row["jvm_cpu_us_per_tick"] = round(1e6 * jvm_s / max(stored, 1), 1)
             row["total_cpu_us_per_tick"] = round(1e6 * (cpu_s + jvm_s) / max(stored, 1), 1)
             row["jvm_rss_mib"] = round(jvm1[0])
+            # where the JVM's CPU went, by thread group (JIT compilers, GC, QuestDB's
+            # pools): seconds during the starts, microseconds per stored tick in the hold
+            row["jvm_threads_starts_s"] = _jvm_split(threads0, threads1)
+            row["jvm_threads_hold_us_per_tick"] = {
+                g: round(1e6 * v / max(stored, 1), 2)
+                for g, v in _jvm_split(threads2, threads3).items()
+            }
             # per start: load-independent enough to compare codes on a shared machine
             row["table_busy_starts"] = busy1 - busy0
             row["table_busy_per_start"] = round((busy1 - busy0) / max(add, 1), 3)

@@ -107,6 +107,8 @@ class QuestDBServerConfig:
     pg_idle_timeout_s: float | None = QUESTDB_PG_IDLE_TIMEOUT_S
     #: Extra ``server.conf`` lines, applied last (e.g. ``("dev.mode.enabled", "true")``).
     extra_properties: tuple[tuple[str, str], ...] = ()
+    #: Extra JVM options, after ticktape's own (``jvm_options``): a later flag wins.
+    extra_jvm_options: tuple[str, ...] = ()
 
     @classmethod
     def with_free_ports(cls, root: Path, **kwargs: Any) -> QuestDBServerConfig:
@@ -118,6 +120,11 @@ class QuestDBServerConfig:
     def ports(self) -> dict[str, int]:
         """``{"http": 9000, "pg": 8812, "ilp_tcp": 9009, "http_min": 9003}``"""
         return {k.removesuffix("_port"): v for k, v in vars(self).items() if k.endswith("_port")}
+
+    def jvm_options(self) -> list[str]:
+        """The JVM's options before ``-p <jar> -m ...``: heap, error file, module access."""
+        opts = [f"-Xmx{self.heap}", f"-XX:ErrorFile={self.root}/hs_err_pid%p.log", *_JVM_FLAGS]
+        return opts + list(self.extra_jvm_options)
 
     def server_properties(self) -> dict[str, str]:
         props = {
@@ -142,6 +149,13 @@ class QuestDBServerConfig:
             # WAL apply as one job on the write pool above (its own pool spins by its own
             # thresholds); one apply thread is what two cores can give it anyway
             "wal.apply.worker.count": "0",
+            # ticktape creates no materialized views and no views: without these their two
+            # pools (one refresh, two compiler threads) are not started at all. Idle, they
+            # woke often enough to cost about 1 % of a core, the same at 20,000 rows/s
+            # (0.35-0.55 us of the JVM's CPU per row; docs/benchmarks.md, jvm25).
+            "cairo.mat.view.enabled": "false",
+            "mat.view.refresh.worker.count": "0",
+            "view.compiler.worker.count": "0",
         }
         if self.pg_idle_timeout_s is not None:
             props["pg.net.connection.timeout"] = str(round(self.pg_idle_timeout_s * 1000))
@@ -283,7 +297,7 @@ def start(config: QuestDBServerConfig, wait_timeout_s: float = 60.0) -> ServerHa
     props = "".join(f"{k}={v}\n" for k, v in config.server_properties().items())
     (root / "conf" / "server.conf").write_text(props)
     (root / "conf" / "log.conf").write_text(_LOG_CONF)
-    cmd = [java, f"-Xmx{config.heap}", f"-XX:ErrorFile={root}/hs_err_pid%p.log", *_JVM_FLAGS]
+    cmd = [java, *config.jvm_options()]
     cmd += ["-p", str(jar), "-m", "io.questdb/io.questdb.ServerMain", "-d", str(root)]
     # QDB_* variables would override server.conf; the config above is the whole truth.
     env = {k: v for k, v in os.environ.items() if not k.startswith("QDB_")}
@@ -300,6 +314,7 @@ def start(config: QuestDBServerConfig, wait_timeout_s: float = 60.0) -> ServerHa
     (root / PID_FILE).write_text(f"{proc.pid}\n")
     state = {"pid": proc.pid, "version": config.version, "java": java, "root": str(root)}
     state["heap"] = config.heap
+    state["extra_jvm_options"] = list(config.extra_jvm_options)
     state |= {f"{name}_port": port for name, port in config.ports.items()}
     state |= {"log": str(root / LOG_FILE), "started_at": datetime.now(UTC).isoformat()}
     state["store_url"] = store_url(config.pg_port, config.http_port)
@@ -342,8 +357,9 @@ def stop(root: Path, timeout_s: float = 30.0) -> bool:
 
 def running_config(root: Path) -> QuestDBServerConfig:
     """The config of the server running in ``root``, to start it again as it was: its
-    ports, heap and version from the state file and every ``server.conf`` property as
-    written (a non-default idle timeout, worker counts, extra properties)."""
+    ports, heap, extra JVM options and version from the state file and every
+    ``server.conf`` property as written (a non-default idle timeout, worker counts, extra
+    properties)."""
     root = root.resolve()
     state = status(root)
     if not state["running"]:
@@ -360,6 +376,7 @@ def running_config(root: Path) -> QuestDBServerConfig:
         ilp_tcp_port=int(state["ilp_tcp_port"]),
         http_min_port=int(state["http_min_port"]),
         heap=str(state.get("heap", QuestDBServerConfig.heap)),
+        extra_jvm_options=tuple(str(o) for o in state.get("extra_jvm_options", ())),
         version=str(state.get("version", QUESTDB_VERSION)),
         # the file's own line for the timeout, if any, comes with the rest
         pg_idle_timeout_s=None,

@@ -98,12 +98,15 @@ def own_questdb(tmp_path: Path) -> Iterator[OwnQuestDB]:
     handles: list[qs.ServerHandle] = []
 
     def start(
-        *extra_properties: tuple[str, str], pg_idle_timeout_s: float | None = None
+        *extra_properties: tuple[str, str],
+        pg_idle_timeout_s: float | None = None,
+        extra_jvm_options: tuple[str, ...] = (),
     ) -> qs.ServerHandle:
         config = qs.QuestDBServerConfig.with_free_ports(
             tmp_path / f"qdb{len(handles)}",
             extra_properties=extra_properties,
             pg_idle_timeout_s=pg_idle_timeout_s,
+            extra_jvm_options=extra_jvm_options,
         )
         try:
             qs.find_java()

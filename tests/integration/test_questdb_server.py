@@ -28,7 +28,11 @@ def _gone(pid: int) -> bool:
 
 
 def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
-    handle = own_questdb(("pg.select.cache.enabled", "false"), pg_idle_timeout_s=4.0)
+    handle = own_questdb(
+        ("pg.select.cache.enabled", "false"),
+        pg_idle_timeout_s=4.0,
+        extra_jvm_options=("-Dticktape.test=1",),
+    )
     config = handle.config
     try:
         assert handle.store_url == (
@@ -43,6 +47,8 @@ def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
         assert state["pg_port"] == config.pg_port
         assert int((config.root / qs.PID_FILE).read_text()) == handle.pid
         assert os.getpgid(handle.pid) == handle.pid  # detached: its own process group
+        argv = Path(f"/proc/{handle.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"-Dticktape.test=1" in argv
 
         info = qs.status(config.root)
         assert info["running"] and info["healthy"]
@@ -53,6 +59,7 @@ def test_start_select_stop(own_questdb: Callable[..., qs.ServerHandle]) -> None:
         again = qs.running_config(config.root)
         assert again.server_properties() == config.server_properties()
         assert again.server_properties()["pg.net.connection.timeout"] == "4000"
+        assert again.extra_jvm_options == ("-Dticktape.test=1",)
         assert (again.ports, again.heap, again.version) == (
             config.ports,
             config.heap,
