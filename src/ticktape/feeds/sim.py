@@ -205,13 +205,9 @@ class SimExchange:
         hi = lo + per
         block: list[TickBatch] = []
         trades = books = 0
+        trade_recv = None if stamps is None else stamps.view(per)
         for t, b, bounds in self._symbol_chunks:
             if t is not None:
-                recv = None
-                if stamps is not None:
-                    recv = stamps.views[per]
-                    if recv is None:
-                        recv = stamps.view(per)
                 block.append(
                     TradeBatch(
                         t.session_id,
@@ -222,7 +218,7 @@ class SimExchange:
                         t.qty[lo:hi],
                         t.side[lo:hi],
                         seq,
-                        recv,
+                        trade_recv,
                     )
                 )
                 trades += per
@@ -231,11 +227,6 @@ class SimExchange:
                 bhi = bounds[j + 1]
                 if bhi > blo:
                     k = bhi - blo
-                    recv = None
-                    if stamps is not None:
-                        recv = stamps.views[k]
-                        if recv is None:
-                            recv = stamps.view(k)
                     block.append(
                         BookBatch(
                             b.session_id,
@@ -246,7 +237,7 @@ class SimExchange:
                             b.ask_price[blo:bhi],
                             b.ask_qty[blo:bhi],
                             seq,
-                            recv,
+                            None if stamps is None else stamps.view(k),
                         )
                     )
                     books += k
