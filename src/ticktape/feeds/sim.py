@@ -27,7 +27,7 @@ import numpy as np
 from ticktape.domain import DataType
 from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
-from ticktape.ticks import BookBatch, Int64Array, TickBatch, TradeBatch
+from ticktape.ticks import BookBatch, Int64Array, TickBatch, TradeBatch, book_batch, trade_batch
 
 MAX_BLOCK_EVENTS = 5_000  # trades per symbol per block at the maximum rate
 # At a set rate, one block covers this much exchange time. Every block costs the
@@ -209,7 +209,7 @@ class SimExchange:
         for t, b, bounds in self._symbol_chunks:
             if t is not None:
                 block.append(
-                    TradeBatch(
+                    trade_batch(
                         t.session_id,
                         t.symbol,
                         t.ts_us[lo:hi],
@@ -228,7 +228,7 @@ class SimExchange:
                 if bhi > blo:
                     k = bhi - blo
                     block.append(
-                        BookBatch(
+                        book_batch(
                             b.session_id,
                             b.symbol,
                             b.ts_us[blo:bhi],
