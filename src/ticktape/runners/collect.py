@@ -75,7 +75,7 @@ class BlockSink(Protocol):
 
     async def put(self, batches: list[TickBatch]) -> None: ...
 
-    def offer(self, batches: list[TickBatch]) -> bool: ...
+    def offer(self, batches: list[TickBatch], rows: int | None = None) -> bool: ...
 
     async def unbound(self) -> None: ...
 
@@ -452,9 +452,9 @@ class CollectRunner:
                 self._stored_ts[(b.symbol, DataType.ORDERBOOK)] = int(b.ts_us[-1])
             if b.recv_us is not None:
                 lag.observe(max(0, committed - _oldest(b.recv_us)) / 1e6)
-        delivered = TickCounts(trades, books)
-        handle.written = handle.written + delivered
-        self._metrics.ticks_written(delivered.trades, delivered.orderbook)
+        written = handle.written  # one new (frozen) TickCounts per write, not two
+        handle.written = TickCounts(written.trades + trades, written.orderbook + books)
+        self._metrics.ticks_written(trades, books)
 
 
 def _oldest(recv_us: Int64Array) -> int:

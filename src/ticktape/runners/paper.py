@@ -70,10 +70,10 @@ class StrategyTap:
         if not self._engine_done.is_set():
             await self._buffer.put(batches)
 
-    def offer(self, batches: list[TickBatch]) -> bool:
-        """Take ``batches`` now if :meth:`put` would take them without waiting (room in
-        the strategy's queue for the blocks they complete, and in the buffer); else take
-        nothing and return False."""
+    def offer(self, batches: list[TickBatch], rows: int | None = None) -> bool:
+        """Take ``batches`` (``rows`` rows, if given) now if :meth:`put` would take them
+        without waiting (room in the strategy's queue for the blocks they complete, and in
+        the buffer); else take nothing and return False."""
         if self._engine_done.is_set():
             return True  # as put: the session is being stopped, record nothing more
         whole: list[list[TickBatch]] = []  # blocks complete once these batches join
@@ -83,7 +83,7 @@ class StrategyTap:
                 whole.append(block)
                 block = []
             block.append(batch)
-        if not self._live.room(len(whole)) or not self._buffer.offer(batches):
+        if not self._live.room(len(whole)) or not self._buffer.offer(batches, rows):
             return False  # nothing taken: the caller awaits put, which waits for both
         for chunk in whole:  # the room was there and only the strategy's run takes
             self._live.put_nowait(chunk)

@@ -117,7 +117,7 @@ def test_the_driver_hands_out_the_same_ticks_however_its_turns_fall() -> None:
         driver = SimDriver(loop)
         got: list[list[TickBatch]] = []
 
-        def offer(block: list[TickBatch]) -> bool:
+        def offer(block: list[TickBatch], rows: int) -> bool:
             got.append(block)
             return True
 

@@ -30,10 +30,12 @@ class Sink:
 
     def __init__(self) -> None:
         self.blocks: list[list[TickBatch]] = []
+        self.offered_rows: list[tuple[int, int]] = []  # (rows said, rows in the block)
         self.room = True
         self.freed = asyncio.Event()
 
-    def offer(self, block: list[TickBatch]) -> bool:
+    def offer(self, block: list[TickBatch], rows: int) -> bool:
+        self.offered_rows.append((rows, sum(len(b) for b in block)))
         if self.room:
             self.blocks.append(block)
         return self.room
@@ -75,6 +77,31 @@ def test_one_turn_feeds_every_session_and_counts_rows_once() -> None:
         for stream in streams:
             driver.detach(stream)
         assert driver.sessions == 0
+
+    asyncio.run(scenario())
+
+
+def test_each_offer_says_the_rows_of_its_block() -> None:
+    """The buffer is told a block's rows (it does not sum them per batch), held back or not."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        driver = SimDriver(loop)
+        sink = Sink()
+        # 6 trades a block, a book every 5th trade: 1 or 2 snapshots a block
+        ex = SimExchange("s", ("A", "B"), seed=3, rate_per_s=24.0, start_us=START_US)
+        stream = driver.attach(ex, sink.offer, sink.put)
+        t0 = loop.time()
+        for k in range(1, 12):
+            driver.turn(t0 + k * BLOCK_PERIOD_S)
+        sink.room = False
+        driver.turn(t0 + 12 * BLOCK_PERIOD_S)  # refused: handed to put, said all the same
+        assert len(sink.offered_rows) == 12
+        assert len({given for given, _ in sink.offered_rows}) > 1  # blocks of unequal size
+        assert all(given == counted for given, counted in sink.offered_rows)
+        putting = driver.detach(stream)
+        assert putting is not None
+        putting.cancel()
 
     asyncio.run(scenario())
 
@@ -187,7 +214,7 @@ def test_a_failing_session_ends_alone_with_its_error() -> None:
         driver = SimDriver(loop)
         ok = Sink()
 
-        def broken(block: list[TickBatch]) -> bool:
+        def broken(block: list[TickBatch], rows: int) -> bool:
             raise ValueError("boom")
 
         bad = driver.attach(_exchange(), broken, ok.put)
