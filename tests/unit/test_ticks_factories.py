@@ -21,10 +21,11 @@ def _same(a: object, b: object) -> None:
 
 
 def test_trade_batch_is_the_dataclass_batch() -> None:
-    ts = np.arange(3, dtype=np.int64)
-    px = np.ones(3)
-    side = np.ones(3, dtype=np.int8)
-    args = ("s", "BTC", ts, ts, px, px, side, 7, ts)
+    def i64() -> np.ndarray:
+        return np.arange(3, dtype=np.int64)
+
+    # a distinct object per field: a constructor that swapped two fields would be caught
+    args = ("s", "BTC", i64(), i64(), np.ones(3), np.ones(3), np.ones(3, dtype=np.int8), 7, i64())
     made = trade_batch(*args)
     _same(made, TradeBatch(*args))
     _same(trade_batch(*args[:7]), TradeBatch(*args[:7]))  # defaults: seq 0, no recv
@@ -34,9 +35,11 @@ def test_trade_batch_is_the_dataclass_batch() -> None:
 
 
 def test_book_batch_is_the_dataclass_batch() -> None:
-    ts = np.arange(2, dtype=np.int64)
-    lv = np.ones((2, 3))
-    args = ("s", "BTC", ts, lv, lv, lv, lv, 4, ts)
+    def lv() -> np.ndarray:
+        return np.ones((2, 3))
+
+    ts, recv = np.arange(2, dtype=np.int64), np.arange(2, dtype=np.int64)
+    args = ("s", "BTC", ts, lv(), lv(), lv(), lv(), 4, recv)
     made = book_batch(*args)
     _same(made, BookBatch(*args))
     _same(book_batch(*args[:7]), BookBatch(*args[:7]))

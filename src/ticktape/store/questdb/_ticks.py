@@ -1074,10 +1074,7 @@ class QuestDBTickStore(TickStore):
 
         # the gaps table apart from the tick tables' reads: its rows commit on their own
         # (not WAL), and its last write_seq needs no common state with the tick tables
-        done = await asyncio.gather(read_ticks(), read_gaps(), return_exceptions=True)
-        for answer in done:
-            if isinstance(answer, BaseException):
-                raise answer
+        done: list[Any] = await _all([read_ticks(), read_gaps()])
         reading, cuts = cast(tuple[_Reading, dict[str, tuple[int, dict[str, int]]]], done[0])
         rows = cast(list[tuple[Any, ...]], done[1])
         tables = reading.tables
