@@ -37,6 +37,8 @@ EXPORTS = {
         "QuestDBStore",
         "QuestDBTickStore",
         "READ_CONNECTIONS",
+        "SHOW_PARAMETERS_ATTEMPTS",
+        "adopt_idle_timeout",
         "book_frame",
         "send_marks",
         "serialise_frame",

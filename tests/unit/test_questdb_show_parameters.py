@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ticktape.errors import StoreError, StoreUnavailable
-from ticktape.store.questdb._db import SHOW_PARAMETERS_ATTEMPTS, adopt_idle_timeout
+from ticktape.store.questdb import SHOW_PARAMETERS_ATTEMPTS, adopt_idle_timeout
 
 CAST = "read server parameters: QuestDB error (class java.lang.Object cannot be cast to ...)"
 

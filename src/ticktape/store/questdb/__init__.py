@@ -23,6 +23,9 @@ Public face:
 - :func:`trades_frame`, :func:`book_frame`, :func:`send_marks` and
   :func:`serialise_frame`, how a grouped tick write becomes ILP rows (measured on
   their own by ``bench/ticksend.py``);
+- :func:`adopt_idle_timeout` and ``SHOW_PARAMETERS_ATTEMPTS``, how a store's open reads
+  the server's idle timeout (unit-tested on their own: QuestDB refuses some of several
+  ``SHOW PARAMETERS`` made at once);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -33,7 +36,13 @@ The modules inside this package are private: ``_sessions`` (the session log),
 """
 
 from ticktape.store.questdb._db import ERRORS as DRIVER_ERRORS
-from ticktape.store.questdb._db import READ_CONNECTIONS, LogLookups, QuestDBAddress
+from ticktape.store.questdb._db import (
+    READ_CONNECTIONS,
+    SHOW_PARAMETERS_ATTEMPTS,
+    LogLookups,
+    QuestDBAddress,
+    adopt_idle_timeout,
+)
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
@@ -50,6 +59,7 @@ from ticktape.store.questdb._ticks import (
 __all__ = [
     "DRIVER_ERRORS",
     "READ_CONNECTIONS",
+    "SHOW_PARAMETERS_ATTEMPTS",
     "Fence",
     "LogLookups",
     "ParquetExport",
@@ -57,6 +67,7 @@ __all__ = [
     "QuestDBSessionStore",
     "QuestDBStore",
     "QuestDBTickStore",
+    "adopt_idle_timeout",
     "book_frame",
     "send_marks",
     "serialise_frame",
