@@ -16,10 +16,11 @@ stale owner's late writes (``TickStore.seal``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -92,24 +93,16 @@ TickBatch = TradeBatch | BookBatch
 # a batch; these set the same slots through their descriptors, ~1.6 us. Same type, same
 # fields, still frozen (the descriptors bypass only the frozen __setattr__, as __init__ does).
 _new = object.__new__
-_set_t = tuple(
-    getattr(TradeBatch, n).__set__
-    for n in ("session_id", "symbol", "ts_us", "trade_id", "price", "qty", "side", "seq", "recv_us")
-)
-_set_b = tuple(
-    getattr(BookBatch, n).__set__
-    for n in (
-        "session_id",
-        "symbol",
-        "ts_us",
-        "bid_price",
-        "bid_qty",
-        "ask_price",
-        "ask_qty",
-        "seq",
-        "recv_us",
-    )
-)
+
+
+def _setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """Each field's slot setter, in the order of the dataclass's fields (and so of its
+    ``__init__``'s arguments, which the constructors below follow)."""
+    return tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+
+
+_set_t = _setters(TradeBatch)
+_set_b = _setters(BookBatch)
 
 
 def trade_batch(

@@ -1089,17 +1089,22 @@ def test_a_listed_session_as_a_transitions_read_changes_no_answer(
         store, run, _create(store, run, make_session()), [R], owner="me/1", lease_expires_at=LEASE
     )
     listed = {s.id: s for s in run(store.sessions.find_owned("me/1"))}
-    run(store.sessions.add_event(noted.id, actor="t", reason="noted meanwhile"))
-    stopping = run(
-        store.sessions.transition(
-            noted.id,
-            expected_version=listed[noted.id].version,
-            to_status=SG,
-            actor="me/1",
-            reason="server_shutdown",
-            read=listed[noted.id],
+
+    def from_listing(sid: str, to_status: SessionStatus) -> Session:
+        """The owner's transition at the version it listed, with the listed row."""
+        return run(
+            store.sessions.transition(
+                sid,
+                expected_version=listed[sid].version,
+                to_status=to_status,
+                actor="me/1",
+                reason="server_shutdown",
+                read=listed[sid],
+            )
         )
-    )
+
+    run(store.sessions.add_event(noted.id, actor="t", reason="noted meanwhile"))
+    stopping = from_listing(noted.id, SG)
     assert (stopping.status, stopping.version) == (SG, noted.version + 1)
     reasons = [e.reason for e in run(store.sessions.list_events(noted.id))]
     assert reasons[-2:] == ["noted meanwhile", "server_shutdown"]
@@ -1109,16 +1114,7 @@ def test_a_listed_session_as_a_transitions_read_changes_no_answer(
         )
     )
     with pytest.raises(TransitionRace):
-        run(
-            store.sessions.transition(
-                raced.id,
-                expected_version=listed[raced.id].version,
-                to_status=F,
-                actor="me/1",
-                reason="server_shutdown",
-                read=listed[raced.id],
-            )
-        )
+        from_listing(raced.id, F)
 
 
 # --------------------------------------------------------------------------- events

@@ -7,19 +7,26 @@ nothing of a listing: a transition not given the read reads the session itself."
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.conftest import Run
-from ticktape.domain import Reason, SessionStatus, utcnow
+from ticktape.domain import Reason, Session, SessionStatus, utcnow
 from ticktape.errors import TransitionRace
 from ticktape.store.questdb import QuestDBStore
 from ticktape.testing import draft_session
 
 pytestmark = pytest.mark.questdb
 SESSIONS = 12
+
+
+async def _running(store: QuestDBStore, owner: str, until: datetime) -> Session:
+    """A session created running, owned by ``owner`` with its lease until ``until``."""
+    return await store.sessions.create_session(
+        draft_session(owner=owner, lease_expires_at=until), actor="t", start_lease_until=until
+    )
 
 
 def test_stops_after_a_listing_read_only_the_sessions_changed_since(
@@ -31,19 +38,8 @@ def test_stops_after_a_listing_read_only_the_sessions_changed_since(
         await store.open()
         try:
             until = utcnow() + timedelta(seconds=60)
-            mine = [
-                await store.sessions.create_session(
-                    draft_session(owner="me/1", lease_expires_at=until),
-                    actor="t",
-                    start_lease_until=until,
-                )
-                for _ in range(SESSIONS)
-            ]
-            await store.sessions.create_session(
-                draft_session(owner="you/1", lease_expires_at=until),
-                actor="t",
-                start_lease_until=until,
-            )
+            mine = [await _running(store, "me/1", until) for _ in range(SESSIONS)]
+            await _running(store, "you/1", until)
             listed = {s.id: s for s in await store.sessions.find_owned("me/1")}
             assert set(listed) == {s.id for s in mine}
             # changed after the listing: a note (a new row, the same version), and a
@@ -104,11 +100,7 @@ def test_a_listing_leaves_nothing_behind_for_a_transition_not_given_it(
         await store.open()
         try:
             until = utcnow() + timedelta(seconds=60)
-            created = await store.sessions.create_session(
-                draft_session(owner="me/1", lease_expires_at=until),
-                actor="t",
-                start_lease_until=until,
-            )
+            created = await _running(store, "me/1", until)
             [listed] = await store.sessions.find_owned("me/1")
             assert listed == created and listed.stored_row is not None
             reads: list[list[str]] = []
