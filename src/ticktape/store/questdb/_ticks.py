@@ -116,7 +116,7 @@ COUNT_GROUP_MAX = 1_000
 _TICK_TABLES = ("trades", "orderbook")  # the ``table`` of their symbol misses
 #: The tick tables as a count reads them: an order-book snapshot is its level-0 row.
 _COUNTED = (("trades", ""), ("orderbook", " AND level = 0"))
-_SIDES = pd.CategoricalDtype(["sell", "buy"])
+_SIDES = np.array(["sell", "buy"], dtype=object)  # by ``side > 0``
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 T = TypeVar("T")
 
@@ -147,17 +147,24 @@ def _factorized(values: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[A
     return codes.astype(np.int64, copy=False), uniques
 
 
-def _category(
-    factorized: tuple[npt.NDArray[np.int64], npt.NDArray[Any]],
-    repeat: npt.NDArray[np.int64] | int,
-) -> Any:
-    """Values (as :func:`_factorized` gives them) each repeated ``repeat`` times, as a
-    categorical column built from codes (``pd.Categorical`` of the repeated strings would
-    hash every row's string)."""
-    codes, uniques = factorized
-    return pd.Categorical.from_codes(
-        np.repeat(codes, repeat), dtype=pd.CategoricalDtype(cast(Any, uniques))
-    )
+def _repeated(values: list[str], repeat: npt.NDArray[np.int64] | int) -> pd.Series[Any]:
+    """Values (one per batch) each repeated ``repeat`` times, as a column of ``str``
+    objects: serialised as a symbol column (``symbols=`` of :func:`serialise_frame`), it
+    makes the same ILP as a categorical one, without building categories (a validated
+    ``CategoricalDtype`` per send, and the client's conversion of it to Arrow)."""
+    return _objects(np.repeat(np.array(values, dtype=object), repeat))
+
+
+def _objects(values: npt.NDArray[Any]) -> pd.Series[Any]:
+    """An object array as a column that stays one: pandas would infer a ``str`` (Arrow)
+    column from a bare array of strings, and copy every row into it."""
+    return pd.Series(values, dtype=object, copy=False)
+
+
+def _naive_us(us: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
+    """Microseconds since the epoch as a naive ``datetime64[us]`` column, a view of the
+    same buffer: the ILP client reads naive times as UTC, which these are."""
+    return us.view("datetime64[us]")
 
 
 def _field(batches: Sequence[TickBatch], name: str) -> list[Any]:
@@ -263,21 +270,21 @@ def trades_frame(
     the send carries for it (:func:`send_marks`)."""
     ts_us = _field(batches, "ts_us")
     n = _lengths(ts_us)
-    sessions = _factorized(_field(batches, "session_id"))
+    ids = _field(batches, "session_id")
+    sessions = _factorized(ids)
     return pd.DataFrame(
         {
-            "session_id": _category(sessions, n),
-            "symbol": _category(_factorized(_field(batches, "symbol")), n),
+            "session_id": _repeated(ids, n),
+            "symbol": _repeated(_field(batches, "symbol"), n),
             "trade_id": np.concatenate(_field(batches, "trade_id")),
             "price": np.concatenate(_field(batches, "price")),
             "qty": np.concatenate(_field(batches, "qty")),
-            "side": pd.Categorical.from_codes(
-                (np.concatenate(_field(batches, "side")) > 0).astype(np.int8), dtype=_SIDES
-            ),
-            "ts": _timestamps(np.concatenate(ts_us)),
+            "side": _objects(_SIDES[(np.concatenate(_field(batches, "side")) > 0).view(np.int8)]),
+            "ts": _naive_us(np.concatenate(ts_us)),
             **_fence_columns(batches, sessions, n, tenures, marks),
             "recv_us": _recv_column(batches, 1),
-        }
+        },
+        copy=False,  # every column is a new array: no copy into 2-D blocks
     )
 
 
@@ -315,20 +322,22 @@ def book_frame(
         sides = [
             np.concatenate([getattr(b, side).ravel() for b in batches]) for side in _BOOK_SIDES
         ]
-    sessions = _factorized(_field(batches, "session_id"))
+    ids = _field(batches, "session_id")
+    sessions = _factorized(ids)
     return pd.DataFrame(
         {
-            "session_id": _category(sessions, rows),
-            "symbol": _category(_factorized(_field(batches, "symbol")), rows),
+            "session_id": _repeated(ids, rows),
+            "symbol": _repeated(_field(batches, "symbol"), rows),
             "level": level,
             "bid_price": sides[0],
             "bid_qty": sides[1],
             "ask_price": sides[2],
             "ask_qty": sides[3],
-            "ts": _timestamps(np.repeat(ts_us, per_snapshot)),
+            "ts": _naive_us(np.repeat(ts_us, per_snapshot)),
             **_fence_columns(batches, sessions, rows, tenures, marks),
             "recv_us": _recv_column(batches, per_snapshot),
-        }
+        },
+        copy=False,  # every column is a new array: no copy into 2-D blocks
     )
 
 
