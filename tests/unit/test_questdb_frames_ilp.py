@@ -14,14 +14,12 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import numpy as np
 import pytest
 from questdb import TimestampMicros
 
+from tests.integration.test_questdb_frames import T0_US, _books, _trades
 from ticktape.store.questdb import book_frame, send_marks, serialise_frame, trades_frame
 from ticktape.ticks import BookBatch, TickBatch, TradeBatch
-
-T0_US = 1_700_000_000_000_000
 
 
 def _buffer(version: int) -> Any:
@@ -31,37 +29,6 @@ def _buffer(version: int) -> Any:
     return Buffer(protocol_version=version)
 
 
-def _trades(sid: str, symbol: str, n: int, first_id: int, recv: bool, seq: int) -> TradeBatch:
-    ts = T0_US + first_id * 1000 + np.arange(n, dtype=np.int64) * 1000
-    return TradeBatch(
-        sid,
-        symbol,
-        ts,
-        np.arange(first_id, first_id + n, dtype=np.int64),
-        100 + np.arange(n) * 0.37 + 1e-9 * first_id,  # not round in text: every digit counts
-        0.001 + np.arange(n) * 0.013,
-        np.where(np.arange(n) % 3 == 0, 1, -1).astype(np.int8),
-        seq=seq,
-        recv_us=ts + 250 if recv else None,
-    )
-
-
-def _books(sid: str, symbol: str, n: int, depth: int, recv: bool, seq: int) -> BookBatch:
-    ts = T0_US + seq * 100_000 + np.arange(n, dtype=np.int64) * 10_000
-    grid = np.arange(n * depth, dtype=np.float64).reshape(n, depth)
-    return BookBatch(
-        sid,
-        symbol,
-        ts,
-        100 - grid * 0.01,
-        1 + grid * 0.5,
-        100.01 + grid * 0.01,
-        2 + grid * 0.25,
-        seq=seq,
-        recv_us=ts + 500 if recv else None,
-    )
-
-
 A, B, C = "aaaaaaaa-0000-4000-8000-000000000001", "b-2", "c-3"
 BATCHES: list[TickBatch] = [
     _trades(A, "BTC_USDT", 5, 1, recv=True, seq=0),
@@ -69,9 +36,9 @@ BATCHES: list[TickBatch] = [
     _trades(B, "BTC_USDT", 7, 1, recv=True, seq=4),
     _trades(A, "BTC_USDT", 2, 6, recv=True, seq=1),  # A again, after B
     _trades(C, "ETH_USDT", 1, 9, recv=True, seq=2),
-    _books(A, "BTC_USDT", 2, 3, recv=True, seq=0),
-    _books(B, "BTC_USDT", 3, 3, recv=False, seq=4),
-    _books(C, "ETH_USDT", 1, 3, recv=True, seq=2),
+    _books(A, "BTC_USDT", 2, 3, T0_US + 1, recv=True, seq=0),
+    _books(B, "BTC_USDT", 3, 3, T0_US + 2, recv=False, seq=4),
+    _books(C, "ETH_USDT", 1, 3, T0_US + 3, recv=True, seq=2),
 ]
 TENURES = {A: 3, B: 1, C: 7}
 
@@ -141,7 +108,7 @@ def test_the_frames_ilp_is_their_rows_written_one_by_one(version: int, with_mark
 def test_books_of_two_depths_serialise_as_their_rows() -> None:
     """The frame's other branch: snapshots whose depths differ in one send."""
     trades, books = _split()
-    books = [*books, _books(B, "ETH_USDT", 2, 5, recv=True, seq=5)]
+    books = [*books, _books(B, "ETH_USDT", 2, 5, T0_US + 4, recv=True, seq=5)]
     marks = send_marks(9, trades, books)
     framed = _buffer(2)
     serialise_frame(framed, "tt_orderbook", book_frame(books, TENURES, marks))
