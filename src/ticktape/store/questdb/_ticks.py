@@ -116,7 +116,7 @@ COUNT_GROUP_MAX = 1_000
 _TICK_TABLES = ("trades", "orderbook")  # the ``table`` of their symbol misses
 #: The tick tables as a count reads them: an order-book snapshot is its level-0 row.
 _COUNTED = (("trades", ""), ("orderbook", " AND level = 0"))
-_SIDES = np.array(["sell", "buy"], dtype=object)  # by ``side > 0``
+_SIDES = pd.CategoricalDtype(["sell", "buy"])
 _EPOCH = datetime(1970, 1, 1)  # QuestDB timestamps come back naive, in UTC
 T = TypeVar("T")
 
@@ -147,18 +147,19 @@ def _factorized(values: list[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[A
     return codes.astype(np.int64, copy=False), uniques
 
 
-def _repeated(values: list[str], repeat: npt.NDArray[np.int64] | int) -> pd.Series[Any]:
-    """Values (one per batch) each repeated ``repeat`` times, as a column of ``str``
-    objects: serialised as a symbol column (``symbols=`` of :func:`serialise_frame`), it
-    makes the same ILP as a categorical one, without building categories (a validated
-    ``CategoricalDtype`` per send, and the client's conversion of it to Arrow)."""
-    return _objects(np.repeat(np.array(values, dtype=object), repeat))
-
-
-def _objects(values: npt.NDArray[Any]) -> pd.Series[Any]:
-    """An object array as a column that stays one: pandas would infer a ``str`` (Arrow)
-    column from a bare array of strings, and copy every row into it."""
-    return pd.Series(values, dtype=object, copy=False)
+def _category(
+    factorized: tuple[npt.NDArray[np.int64], npt.NDArray[Any]],
+    repeat: npt.NDArray[np.int64] | int,
+) -> Any:
+    """Values (as :func:`_factorized` gives them) each repeated ``repeat`` times, as a
+    categorical column built from codes (``pd.Categorical`` of the repeated strings would
+    hash every row's string). Categorical, not ``str`` objects: the client serialises it
+    without the GIL (an object column holds the GIL, and the event loop waits on it). The
+    categories are an object ``Index`` (from an array, pandas would first convert them to
+    an Arrow ``str`` index) and the codes are not checked again (``factorize`` made them)."""
+    codes, uniques = factorized
+    dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
+    return pd.Categorical.from_codes(np.repeat(codes, repeat), dtype=dtype, validate=False)
 
 
 def _naive_us(us: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
@@ -270,16 +271,17 @@ def trades_frame(
     the send carries for it (:func:`send_marks`)."""
     ts_us = _field(batches, "ts_us")
     n = _lengths(ts_us)
-    ids = _field(batches, "session_id")
-    sessions = _factorized(ids)
+    sessions = _factorized(_field(batches, "session_id"))
     return pd.DataFrame(
         {
-            "session_id": _repeated(ids, n),
-            "symbol": _repeated(_field(batches, "symbol"), n),
+            "session_id": _category(sessions, n),
+            "symbol": _category(_factorized(_field(batches, "symbol")), n),
             "trade_id": np.concatenate(_field(batches, "trade_id")),
             "price": np.concatenate(_field(batches, "price")),
             "qty": np.concatenate(_field(batches, "qty")),
-            "side": _objects(_SIDES[(np.concatenate(_field(batches, "side")) > 0).view(np.int8)]),
+            "side": pd.Categorical.from_codes(
+                (np.concatenate(_field(batches, "side")) > 0).view(np.int8), dtype=_SIDES
+            ),
             "ts": _naive_us(np.concatenate(ts_us)),
             **_fence_columns(batches, sessions, n, tenures, marks),
             "recv_us": _recv_column(batches, 1),
@@ -322,12 +324,11 @@ def book_frame(
         sides = [
             np.concatenate([getattr(b, side).ravel() for b in batches]) for side in _BOOK_SIDES
         ]
-    ids = _field(batches, "session_id")
-    sessions = _factorized(ids)
+    sessions = _factorized(_field(batches, "session_id"))
     return pd.DataFrame(
         {
-            "session_id": _repeated(ids, rows),
-            "symbol": _repeated(_field(batches, "symbol"), rows),
+            "session_id": _category(sessions, rows),
+            "symbol": _category(_factorized(_field(batches, "symbol")), rows),
             "level": level,
             "bid_price": sides[0],
             "bid_qty": sides[1],
