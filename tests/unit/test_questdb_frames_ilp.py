@@ -117,3 +117,16 @@ def test_books_of_two_depths_serialise_as_their_rows() -> None:
     assert bytes(framed).decode("latin-1").splitlines() == (
         bytes(rows).decode("latin-1").splitlines()
     )
+
+
+@pytest.mark.parametrize("with_marks", [True, False])
+def test_no_frame_column_makes_the_client_hold_the_gil(with_marks: bool) -> None:
+    """The client serialises a frame without the GIL unless a column holds Python objects
+    (questdb 6.0.0: a column of ``str`` objects is read under the GIL, row by row), and the
+    send thread serialises while the event loop runs: no column of dtype ``object``."""
+    trades, books = _split()
+    books = [*books, _books(B, "ETH_USDT", 2, 5, T0_US + 4, recv=False, seq=5)]
+    marks = send_marks(9, trades, books) if with_marks else None
+    for frame in (trades_frame(trades, TENURES, marks), book_frame(books, TENURES, marks)):
+        assert [c for c in frame.columns if frame[c].dtype == object] == []
+        assert frame.shape[0] > 0
