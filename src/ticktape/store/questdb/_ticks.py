@@ -153,11 +153,19 @@ def _category(
 ) -> Any:
     """Values (as :func:`_factorized` gives them) each repeated ``repeat`` times, as a
     categorical column built from codes (``pd.Categorical`` of the repeated strings would
-    hash every row's string)."""
+    hash every row's string). Categorical, not ``str`` objects: the client serialises it
+    without the GIL (an object column holds the GIL, and the event loop waits on it). The
+    categories are an object ``Index`` (from an array, pandas would first convert them to
+    an Arrow ``str`` index) and the codes are not checked again (``factorize`` made them)."""
     codes, uniques = factorized
-    return pd.Categorical.from_codes(
-        np.repeat(codes, repeat), dtype=pd.CategoricalDtype(cast(Any, uniques))
-    )
+    dtype = pd.CategoricalDtype(pd.Index(uniques, dtype=object))
+    return pd.Categorical.from_codes(np.repeat(codes, repeat), dtype=dtype, validate=False)
+
+
+def _naive_us(us: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
+    """Microseconds since the epoch as a naive ``datetime64[us]`` column, a view of the
+    same buffer: the ILP client reads naive times as UTC, which these are."""
+    return us.view("datetime64[us]")
 
 
 def _field(batches: Sequence[TickBatch], name: str) -> list[Any]:
@@ -272,12 +280,13 @@ def trades_frame(
             "price": np.concatenate(_field(batches, "price")),
             "qty": np.concatenate(_field(batches, "qty")),
             "side": pd.Categorical.from_codes(
-                (np.concatenate(_field(batches, "side")) > 0).astype(np.int8), dtype=_SIDES
+                (np.concatenate(_field(batches, "side")) > 0).view(np.int8), dtype=_SIDES
             ),
-            "ts": _timestamps(np.concatenate(ts_us)),
+            "ts": _naive_us(np.concatenate(ts_us)),
             **_fence_columns(batches, sessions, n, tenures, marks),
             "recv_us": _recv_column(batches, 1),
-        }
+        },
+        copy=False,  # every column is a new array: no copy into 2-D blocks
     )
 
 
@@ -325,10 +334,11 @@ def book_frame(
             "bid_qty": sides[1],
             "ask_price": sides[2],
             "ask_qty": sides[3],
-            "ts": _timestamps(np.repeat(ts_us, per_snapshot)),
+            "ts": _naive_us(np.repeat(ts_us, per_snapshot)),
             **_fence_columns(batches, sessions, rows, tenures, marks),
             "recv_us": _recv_column(batches, per_snapshot),
-        }
+        },
+        copy=False,  # every column is a new array: no copy into 2-D blocks
     )
 
 
