@@ -11,7 +11,9 @@ made before. Meanwhile ``--checkers`` tasks repeat: copy what every acknowledged
 sent (the rows per id), wait until the table has applied every transaction committed so
 far (``wal_tables()``), then count the newest ``--ids`` ids' rows the way the seal does
 (``session_id, tenure, count(), max(batch_seq) … WHERE session_id IN (…)``, grouped).
-An id counted with fewer rows than were applied before the read is a miss; for the first
+An id counted with fewer rows than were applied before the read is a miss; a row of an
+id not asked for, or more rows of one than its acknowledged flushes sent by the read's
+end, is ``wrong`` (an index's lookup answering with other ids' rows); for the first
 misses the same id is counted again by ``session_id = %s``, by ``cast(session_id AS
 string) = %s`` and from ``GROUP BY session_id`` over the whole table, and the symbol
 lookup is polled until it agrees. Every ``--full-every``-th read also counts all ids of
@@ -62,6 +64,11 @@ class Sent:
             self.order.extend(new)
             self.flushes += 1
             self.flush_s.append(spent)
+
+    def total(self) -> dict[str, int]:
+        """Rows per id acknowledged so far."""
+        with self.lock:
+            return dict(self.rows)
 
     def newest(self, n: int) -> dict[str, int]:
         with self.lock:
@@ -151,6 +158,27 @@ async def checker(
             out["reads"] += 1
             out["ids_read"] += len(keys)
             short = [sid for sid in keys if got.get(sid, 0) < expected[sid]]
+            # rows the read must never return: an id not asked for, or more rows of one
+            # than its acknowledged flushes sent by now (what an index returning other
+            # sessions' rows would show: docs/questdb.md, the LATEST ON bug)
+            after = sent.total()
+            wrong = [sid for sid in got if sid not in expected or got[sid] > after.get(sid, 0)]
+            if wrong:  # a flush applied before its writer recorded it: look again
+                await asyncio.sleep(0.1)
+                after = sent.total()
+                wrong = [s for s in got if s not in expected or got[s] > after.get(s, 0)]
+            out["wrong"] += len(wrong)
+            if wrong and len(out["wrong_cases"]) < 6:
+                sid = wrong[0]
+                out["wrong_cases"].append(
+                    {
+                        "asked": sid in expected,
+                        "in_list": got[sid],
+                        "sent_before": expected.get(sid, 0),
+                        "sent_after": after.get(sid, 0),
+                        "by_string": await count_one(conn, "cast(session_id AS string)", sid),
+                    }
+                )
             out["missed"] += len(short)
             out["missed_reads"] += bool(short)
             if short and len(out["cases"]) < 6:
@@ -224,6 +252,8 @@ async def one_rate(
         "ids_read": 0,
         "missed": 0,
         "missed_reads": 0,
+        "wrong": 0,
+        "wrong_cases": [],
         "full_reads": 0,
         "by_string_missed": 0,
         "group_by_missed": 0,
