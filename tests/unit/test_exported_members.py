@@ -38,6 +38,7 @@ EXPORTS = {
         "QuestDBTickStore",
         "READ_CONNECTIONS",
         "SHOW_PARAMETERS_ATTEMPTS",
+        "TICK_FLOOR_MARGIN_US",
         "adopt_idle_timeout",
         "book_frame",
         "send_marks",

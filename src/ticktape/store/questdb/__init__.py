@@ -46,7 +46,7 @@ from ticktape.store.questdb._db import (
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
 from ticktape.store.questdb._export import literal as sql_literal
-from ticktape.store.questdb._fence import Fence
+from ticktape.store.questdb._fence import TICK_FLOOR_MARGIN_US, Fence
 from ticktape.store.questdb._sessions import QuestDBSessionStore, QuestDBStore
 from ticktape.store.questdb._ticks import (
     QuestDBTickStore,
@@ -60,6 +60,7 @@ __all__ = [
     "DRIVER_ERRORS",
     "READ_CONNECTIONS",
     "SHOW_PARAMETERS_ATTEMPTS",
+    "TICK_FLOOR_MARGIN_US",
     "Fence",
     "LogLookups",
     "ParquetExport",

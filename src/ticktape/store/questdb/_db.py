@@ -97,6 +97,7 @@ SESSION_LOG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("ts", "TIMESTAMP"),
     ("tenure", "LONG"),
     ("fences", "VARCHAR"),
+    ("tick_floor", "LONG"),
 )
 #: Built from SESSION_LOG_COLUMNS, the one list of the log's columns and types: the
 #: backend's SELECT and INSERT column lists and the order of a row's values
@@ -106,6 +107,9 @@ SESSION_LOG_DDL = (
     + ",\n".join(f"    {name} {kind}" for name, kind in SESSION_LOG_COLUMNS)
     + "\n) TIMESTAMP(ts) PARTITION BY MONTH BYPASS WAL\n"
 )
+#: Columns the log gained after it was first made: a log made before gets them at open.
+#: ``tick_floor``: every tick row of the session is at or after it (``_fence.py``).
+SESSION_LOG_ADDED = ("ALTER TABLE tt_session_log ADD COLUMN IF NOT EXISTS tick_floor LONG",)
 
 #: ``recv_us`` (local receive time) came later: ILP adds it to a table made before.
 #: Ticks: WAL tables (ILP needs them, DEDUP needs them), one partition a day. The
@@ -272,6 +276,7 @@ CREATE TABLE IF NOT EXISTS tt_session_keys (
 
 SCHEMA = (
     SESSION_LOG_DDL,
+    *SESSION_LOG_ADDED,
     TRADES_DDL,
     ORDERBOOK_DDL,
     GAPS_DDL,

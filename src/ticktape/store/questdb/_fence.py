@@ -31,18 +31,38 @@ this (three numbers) keep every gap row of their tenure.
 
 A tenure that was never sealed (a terminal transition of a session that never
 ran) keeps all its rows.
+
+**The tick floor.** ``session_id`` has no index, so a count by session reads every row
+of the tick tables unless it is bounded on ``ts``, the designated timestamp — and a
+tick's ``ts`` is the exchange's time, which nothing bounds by itself. So the session
+log keeps, per session, a floor (``tick_floor``, microseconds; :attr:`Tenure.floor`)
+that every tick row of the session is at or after: the session is created with its
+creation time less :data:`TICK_FLOOR_MARGIN_US`, and a writer about to send a row
+older than the floor first lowers it, by a compare-and-set append of its own tenure's
+row (``QuestDBSessionStore.lower_tick_floors``), and sends only once that committed.
+A floor only ever moves down, so a row stored is at or after every floor read since
+its send. Counts, seals and positions add ``AND ts >= floor`` (the smallest of their
+sessions'), which QuestDB answers by an interval scan of the rows since. A seal's
+fence remembers the floor it counted from, and the transition or claim that writes
+the fence refuses (:meth:`Tenure.sealed`: a race, decided again) if the floor was
+lowered meanwhile: the owner may have stored older rows the seal did not read.
+A session created before the floor existed has none (NULL): its counts read every
+row, as before.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ticktape.errors import StoreError
 
 NO_BATCH = -1  # fence of a table where the tenure stored nothing
+#: A session's first tick floor lies this far before its creation: the rows of a feed
+#: whose clock trails the creating instance's by less never lower it (one append each).
+TICK_FLOOR_MARGIN_US = 60_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,24 +73,35 @@ class Fence:
     trades: int = NO_BATCH
     orderbook: int = NO_BATCH
     gaps: int | None = NO_BATCH  # last gap write_seq; None: sealed before gaps were fenced
+    #: The tick floor the seal counted from (None: unbounded). Carried by the seal to its
+    #: transition (:meth:`Tenure.sealed`), never stored in the log's ``fences``.
+    floor: int | None = None
 
     def numbers(self) -> list[int]:
         head = [self.tenure, self.trades, self.orderbook]
         return head if self.gaps is None else [*head, self.gaps]
 
     def dump(self) -> str:
-        return json.dumps(self.numbers())
+        """The seal's text (``Seal.fence``): the numbers, with the floor counted from."""
+        if self.floor is None:
+            return json.dumps(self.numbers())
+        return json.dumps({"fence": self.numbers(), "floor": self.floor})
 
     @classmethod
     def load(cls, text: str) -> Fence:
         try:
-            numbers = json.loads(text)
+            loaded = json.loads(text)
+            floor = None
+            if isinstance(loaded, dict):
+                numbers, floor = loaded["fence"], int(loaded["floor"])
+            else:
+                numbers = loaded
             if len(numbers) == 3:  # sealed by a build that did not fence gap rows
                 tenure, trades, orderbook = numbers
-                return cls(int(tenure), int(trades), int(orderbook), None)
+                return cls(int(tenure), int(trades), int(orderbook), None, floor)
             tenure, trades, orderbook, gaps = numbers
-            return cls(int(tenure), int(trades), int(orderbook), int(gaps))
-        except (ValueError, TypeError) as exc:
+            return cls(int(tenure), int(trades), int(orderbook), int(gaps), floor)
+        except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"malformed QuestDB tick fence {text!r}") from exc
 
     def last(self, table: str) -> int | None:
@@ -86,12 +117,17 @@ class Tenure:
 
     number: int = 0
     fences: tuple[Fence, ...] = ()
+    #: Every tick row of the session has ``ts`` at or after this (µs); None: unknown.
+    floor: int | None = None
 
     @classmethod
-    def parse(cls, number: Any, fences: Any) -> Tenure:
-        """From the session log's ``tenure`` and ``fences`` columns (NULL: never owned)."""
+    def parse(cls, number: Any, fences: Any, floor: Any = None) -> Tenure:
+        """From the session log's ``tenure``, ``fences`` and ``tick_floor`` columns
+        (NULL: never owned; no fences; no floor)."""
         closed = tuple(Fence.load(json.dumps(f)) for f in json.loads(fences)) if fences else ()
-        return cls(0 if number is None else int(number), closed)
+        return cls(
+            0 if number is None else int(number), closed, None if floor is None else int(floor)
+        )
 
     def dump_fences(self) -> str | None:
         if not self.fences:
@@ -99,14 +135,24 @@ class Tenure:
         return json.dumps([f.numbers() for f in self.fences])
 
     def sealed(self, fence: Fence) -> Tenure | None:
-        """This tenure closed at ``fence``; None if the fence belongs to another tenure."""
+        """This tenure closed at ``fence``; None if the fence belongs to another tenure,
+        or if the floor was lowered since the seal counted from it (rows older than what
+        the seal read may be stored)."""
         if fence.tenure != self.number:
             return None
+        if fence.floor is not None and (self.floor is None or self.floor < fence.floor):
+            return None
         kept = tuple(f for f in self.fences if f.tenure != fence.tenure)
-        return Tenure(self.number, (*kept, fence))
+        return Tenure(self.number, (*kept, replace(fence, floor=None)), self.floor)
 
     def opened(self, number: int) -> Tenure:
-        return Tenure(number, self.fences)
+        return Tenure(number, self.fences, self.floor)
+
+    def lowered(self, floor: int) -> Tenure:
+        """The floor moved down to ``floor`` (never up)."""
+        if self.floor is None or floor >= self.floor:
+            return self
+        return Tenure(self.number, self.fences, floor)
 
     def excluded(self, table: str) -> tuple[str, list[object]]:
         """SQL (`` AND NOT (...)``, or empty) leaving out late rows of ``table``

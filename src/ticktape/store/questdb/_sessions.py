@@ -90,7 +90,7 @@ from ticktape.store.questdb._db import (
     ensure_tick_send_columns,
     insert_rows,
 )
-from ticktape.store.questdb._fence import Fence, Tenure
+from ticktape.store.questdb._fence import TICK_FLOOR_MARGIN_US, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._results import QuestDBResultStore
 from ticktape.store.questdb._scan import (
@@ -239,7 +239,7 @@ class _Row:
             str(v["event_reason"]),
             v["detail"],
             v["ts"].replace(tzinfo=UTC),
-            Tenure.parse(v["tenure"], v["fences"]),
+            Tenure.parse(v["tenure"], v["fences"], v["tick_floor"]),
         )
 
     def values(self) -> tuple[Any, ...]:
@@ -275,6 +275,7 @@ class _Row:
             "ts": self.ts,
             "tenure": self.tenure.number,
             "fences": self.tenure.dump_fences(),
+            "tick_floor": self.tenure.floor,
         }
         return tuple(by_column[name] for name in _COLUMNS)
 
@@ -301,19 +302,23 @@ class _Row:
         event: bool = False,
         seal: Seal | None = None,
         claim: bool = False,
+        floor: int | None = None,
     ) -> _Row:
         """The row that follows this one; its ts never goes backwards, whatever the clock.
 
         ``seal`` closes the current tenure at its fence; a new owner opens a new one, and
         so does every ``claim``: an instance that claims back its own session (its lease ran
         out during a store outage) resumes it in a new tenure, or the rows it writes past
-        the fence of the tenure it sealed would never be counted.
+        the fence of the tenure it sealed would never be counted. ``floor`` lowers the
+        session's tick floor (``_fence.py``).
         """
         ts = max(utcnow(), self.ts + _ONE_US)
-        tenure = self.tenure
+        tenure = self.tenure if floor is None else self.tenure.lowered(floor)
         if seal is not None and seal.fence is not None:
             sealed = tenure.sealed(Fence.load(seal.fence))
-            if sealed is None:  # sealed in an earlier tenure: the session moved on
+            if sealed is None:
+                # sealed in an earlier tenure (the session moved on), or counted from a
+                # tick floor lowered since (older rows may be stored): decided again
                 raise TransitionRace(session.id, self.session.version)
             tenure = sealed
         if session.owner is not None and (claim or session.owner != self.session.owner):
@@ -966,7 +971,10 @@ class QuestDBSessionStore(SessionStore):
             "created",
             None,
             session.created_at,
-            Tenure(session.version if session.owner is not None else 0),
+            Tenure(
+                session.version if session.owner is not None else 0,
+                floor=to_us(session.created_at) - TICK_FLOOR_MARGIN_US,
+            ),
         )
         # started at once: its ``running`` row goes in the create's transaction, one log
         # write per start instead of two (the create's, then the runner's transition)
@@ -1298,6 +1306,41 @@ class QuestDBSessionStore(SessionStore):
 
         return (await self._change(session_id, build, "add event")).event()
 
+    async def lower_tick_floors(
+        self, owner: str, floors: Mapping[str, tuple[int, int]]
+    ) -> dict[str, Exception | None]:
+        """Lower each session's tick floor (``_fence.py``) to at most the given one before
+        its owner sends older rows: ``floors`` maps a session id to (the writer's tenure,
+        the floor it needs). A compare-and-set append each (they share group commits), in
+        the writer's tenure only. Per session: None once the floor is that low, or the
+        error that refuses the write — :class:`LeaseLost` if ``owner`` no longer holds
+        that tenure of an active session, a store error otherwise."""
+
+        async def one(session_id: str, tenure: int, floor: int) -> None:
+            def build(current: _Row) -> _Row:
+                s = current.session
+                if s.is_terminal or s.owner != owner or current.tenure.number != tenure:
+                    raise LeaseLost(
+                        session_id,
+                        owner,
+                        f"tick floor not lowered (status {s.status}, owner {s.owner}, "
+                        f"tenure {current.tenure.number})",
+                    )
+                return current.next(s, row_kind="floor", actor=owner, floor=floor)
+
+            await self._change(session_id, build, "lower tick floor")
+
+        ids = sorted(floors)
+        done = await asyncio.gather(
+            *(one(sid, *floors[sid]) for sid in ids), return_exceptions=True
+        )
+        answers: dict[str, Exception | None] = {}
+        for sid, outcome in zip(ids, done, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+            answers[sid] = outcome if isinstance(outcome, Exception) else None
+        return answers
+
     async def mark_deleted(self, session_id: str) -> Session:
         current = await self._latest(session_id)
         if current.session.deleted:
@@ -1335,7 +1378,7 @@ class QuestDBStore(Store):
         self.address = QuestDBAddress.from_url(url)
         self._db = Connections(self.address)
         self.sessions = QuestDBSessionStore(self._db, retry)
-        self.ticks = QuestDBTickStore(self._db)
+        self.ticks = QuestDBTickStore(self._db, self.sessions.lower_tick_floors)
         self.results = QuestDBResultStore(self._db)
 
     @property

@@ -74,6 +74,7 @@ from ticktape.store.questdb._db import ERRORS, Connections, insert_rows
 from ticktape.store.questdb._export import ParquetExport, inline, literal
 from ticktape.store.questdb._fence import (
     NO_BATCH,
+    TICK_FLOOR_MARGIN_US,
     Fence,
     Tenure,
     excluded_many,
@@ -470,9 +471,49 @@ class _Write(Waiting[list[WriteResult | Exception]]):
 _ACTIVE = frozenset(s.value for s in ACTIVE_STATUSES)
 
 
-def _refusal(
-    batches: list[TickBatch], owner: str, writers: dict[str, tuple[str, str, int]]
-) -> LeaseLost | None:
+#: A tick writer's view of a session from its newest log row: status, owner, tenure
+#: number and tick floor (``_fence.py``; None: none kept).
+_Writer = tuple[str, str, int, int | None]
+#: ``QuestDBSessionStore.lower_tick_floors``: (owner, {session: (tenure, floor)}) →
+#: per session None (lowered) or the error refusing its write.
+LowerFloors = Callable[[str, dict[str, tuple[int, int]]], Awaitable[dict[str, Exception | None]]]
+
+
+def _since(tenures: dict[str, Tenure], ids: Collection[str]) -> tuple[str, list[object]]:
+    """`` AND ts >= %s`` at the smallest tick floor of ``ids`` (every row of theirs is at
+    or after it, ``_fence.py``), with its parameter; nothing if one has no floor."""
+    floors = [tenures[sid].floor for sid in ids]
+    if not floors or any(f is None for f in floors):
+        return "", []
+    return " AND ts >= %s", [from_us(min(cast(list[int], floors)))]
+
+
+def _floors_needed(
+    group: list[_Write], writers: dict[str, _Writer]
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per owner, the sessions whose rows in ``group`` go below their tick floor: the
+    floor each needs (its oldest row less :data:`TICK_FLOOR_MARGIN_US`) and the tenure
+    that lowers it. Rare: a feed whose clock trails the session's creation by more than
+    the margin, a simulated feed started in the past, trades fetched from history."""
+    needed: dict[str, dict[str, tuple[int, int]]] = {}
+    for request in group:
+        for batches in request.writes:
+            for b in batches:
+                row = writers.get(b.session_id)
+                if row is None or row[3] is None or not len(b):
+                    continue
+                oldest = int(b.ts_us.min())
+                if oldest >= row[3] or row[0] not in _ACTIVE or row[1] != request.owner:
+                    continue  # within the floor, or refused anyway (``_refusal``)
+                mine = needed.setdefault(request.owner, {})
+                floor = oldest - TICK_FLOOR_MARGIN_US
+                known = mine.get(b.session_id)
+                if known is None or floor < known[1]:
+                    mine[b.session_id] = (row[2], floor)
+    return needed
+
+
+def _refusal(batches: list[TickBatch], owner: str, writers: dict[str, _Writer]) -> LeaseLost | None:
     """Why ``owner`` may not write ``batches`` (a stale owner), or None; ``writers`` as
     from :meth:`QuestDBTickStore._writers`."""
     checked = None
@@ -570,8 +611,10 @@ class QuestDBTickStore(TickStore):
     #: Reads of both tick tables by grouped counts and seals, ever (:meth:`_read_counts`).
     count_reads: int = 0
 
-    def __init__(self, connections: Connections) -> None:
+    def __init__(self, connections: Connections, lower_floors: LowerFloors) -> None:
+        """``lower_floors``: the session store's ``lower_tick_floors`` (``_fence.py``)."""
         self._db = connections
+        self._lower_floors = lower_floors
         self._gap_seq = 0  # the last gap write_seq this process wrote (``_fence.py``)
         self._send_id = 0  # the last send_id this process wrote (``SendMark``)
         self._sender: Sender | None = None
@@ -654,14 +697,34 @@ class QuestDBTickStore(TickStore):
                 self._sender = None
                 raise
 
-    async def _writers(self, session_ids: list[str]) -> dict[str, tuple[str, str, int]]:
-        """Status, owner and tenure number of each session, from its newest log row."""
+    async def _writers(self, session_ids: list[str]) -> dict[str, _Writer]:
+        """Status, owner, tenure number and tick floor of each session, from its newest
+        log row."""
         what = "check tick writer"
         async with self._db.reader(what) as conn:
             rows = await self._db.log_lookups.read(
-                self._db, conn, "id, status, owner, tenure", session_ids, what
+                self._db, conn, "id, status, owner, tenure, tick_floor", session_ids, what
             )
-        return {str(r[0]): (str(r[1]), str(r[2]), 0 if r[3] is None else int(r[3])) for r in rows}
+        return {
+            str(r[0]): (
+                str(r[1]),
+                str(r[2]),
+                0 if r[3] is None else int(r[3]),
+                None if r[4] is None else int(r[4]),
+            )
+            for r in rows
+        }
+
+    async def _lowered(
+        self, group: list[_Write], writers: dict[str, _Writer]
+    ) -> dict[str, Exception]:
+        """Lower the tick floors ``group``'s rows need before they are sent; the sessions
+        whose floor could not be lowered, with why (their writes are refused)."""
+        failed: dict[str, Exception] = {}
+        for owner, floors in _floors_needed(group, writers).items():
+            answers = await self._lower_floors(owner, floors)
+            failed.update({sid: exc for sid, exc in answers.items() if exc is not None})
+        return failed
 
     async def write(self, batches: list[TickBatch], *, owner: str) -> WriteResult:
         batches = [b for b in batches if len(b)]
@@ -737,6 +800,7 @@ class QuestDBTickStore(TickStore):
         writers = await self._writers(
             sorted({b.session_id for request in group for w in request.writes for b in w})
         )
+        unfloored = await self._lowered(group, writers)
         replies: list[list[WriteResult | Exception]] = []
         trades: list[TradeBatch] = []
         books: list[BookBatch] = []
@@ -746,7 +810,12 @@ class QuestDBTickStore(TickStore):
         for request in group:
             reply: list[WriteResult | Exception] = []
             for batches in request.writes:
-                refusal = _refusal(batches, request.owner, writers)
+                refusal: Exception | None = _refusal(batches, request.owner, writers)
+                if refusal is None and unfloored:
+                    refusal = next(
+                        (unfloored[b.session_id] for b in batches if b.session_id in unfloored),
+                        None,
+                    )
                 if refusal is not None:  # this writer is stale; the others are not
                     reply.append(refusal)
                     continue
@@ -885,7 +954,8 @@ class QuestDBTickStore(TickStore):
         column: str = "session_id",
     ) -> list[tuple[Any, ...]]:
         """``SELECT {select} FROM tt_{table} WHERE session_id IN (ids){tail}``, each
-        session's rows kept by its own fences. ``select`` starts with ``session_id,
+        session's rows kept by its own fences; a tick table's from the smallest tick
+        floor of ``ids`` on (:func:`_since`). ``select`` starts with ``session_id,
         tenure`` and has the largest ``batch_seq`` (``write_seq`` for gaps) at ``last_at``;
         ``select_params``: the values of its placeholders; ``column``: what ``IN (ids)``
         compares (``cast(session_id AS string)``: every row's string, no symbol lookup).
@@ -895,17 +965,21 @@ class QuestDBTickStore(TickStore):
         docs/benchmarks.md) — then, only for the sessions found with rows past a fence
         (:func:`with_late_rows`: a stale owner's late writes, rare), again with theirs."""
 
-        def query(sessions: list[str]) -> str:
+        def query(sessions: list[str]) -> tuple[str, list[object]]:
             marks = ", ".join("%s" for _ in sessions)
-            return f"SELECT {select} FROM tt_{table} WHERE {column} IN ({marks}){tail}"
+            # the floor bounds tick rows; a gap row's ts is where the gap began (a few
+            # rows a session, read in full)
+            since, bound = ("", []) if table == "gaps" else _since(tenures, sessions)
+            sql = f"SELECT {select} FROM tt_{table} WHERE {column} IN ({marks}){since}{tail}"
+            return sql, [*(select_params or []), *sessions, *bound]
 
-        head = select_params or []
-        rows = await self._scalar_rows(query(ids), [*head, *ids], what)
+        rows = await self._scalar_rows(*query(ids), what)
         late = with_late_rows(rows, tenures, table, last_at)
         if not late:
             return rows
         fenced, params = excluded_many({sid: tenures[sid] for sid in late}, table)
-        again = await self._scalar_rows(query(late) + fenced, [*head, *late, *params], what)
+        sql, head = query(late)
+        again = await self._scalar_rows(sql + fenced, [*head, *params], what)
         skip = set(late)
         return [row for row in rows if str(row[0]) not in skip] + again
 
@@ -920,13 +994,13 @@ class QuestDBTickStore(TickStore):
         async def query() -> list[tuple[Any, ...]]:
             async with self._db.reader(what) as conn:
                 return await self._db.log_lookups.read(
-                    self._db, conn, "id, tenure, fences", session_ids, what
+                    self._db, conn, "id, tenure, fences, tick_floor", session_ids, what
                 )
 
         rows = await self._db.bounded(query(), what)
         if self.after_read is not None:
             await self.after_read(what)
-        found = {str(r[0]): Tenure.parse(r[1], r[2]) for r in rows}
+        found = {str(r[0]): Tenure.parse(r[1], r[2], r[3]) for r in rows}
         return {sid: found.get(sid, Tenure()) for sid in session_ids}
 
     async def _counted(
@@ -1310,12 +1384,13 @@ class QuestDBTickStore(TickStore):
         # a lost owner's last send); each session's own cut, its current tenure and a
         # fence of that tenure (a second seal of it) are applied here.
         left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
+        since, bound = _since(tenures, cut)
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
             rows = await self._scalar_rows(
                 f"SELECT session_id, tenure, batch_seq, count() FROM tt_{table} "
-                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}) "
+                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}){since} "
                 f"AND batch_seq >= %s{extra}",
-                [*cut, min(starts.values())],
+                [*cut, *bound, min(starts.values())],
                 "seal cut",
             )
             for sid, number, batch, count in rows:
@@ -1378,13 +1453,14 @@ class QuestDBTickStore(TickStore):
                 bounds.extend(never)
             terms.append(f"({declared} > 0 AND ({' OR '.join(window)}))")
         marks: dict[str, dict[int, tuple[int, int, int]]] = {sid: {} for sid in behind}
+        after, floor = _since(tenures, behind)
         for table in tables:
             rows = await self._scalar_rows(
                 "SELECT session_id, tenure, send_id, min(send_first), max(send_trades), "
                 f"max(send_books) FROM tt_{table} WHERE session_id IN "
-                f"({', '.join('%s' for _ in behind)}) AND send_first != NULL "
+                f"({', '.join('%s' for _ in behind)}){after} AND send_first != NULL "
                 f"AND ({' OR '.join(terms)})",
-                [*behind, *bounds],
+                [*behind, *floor, *bounds],
                 "seal sends behind",
             )
             for sid, number, send_id, first, trades, books in rows:
@@ -1442,6 +1518,7 @@ class QuestDBTickStore(TickStore):
             counted.tables["trades"][1],
             counted.tables["orderbook"][1],
             counted.last_gap,
+            counted.tenure.floor,
         )
         if counted.cut != TickCounts():
             log.warning(
