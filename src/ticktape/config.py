@@ -44,6 +44,11 @@ RECONCILE_WAKE_SPREAD = 0.05
 # expired, so instances do not all seal the same orphans — and still within the bound
 # when the preferred one is dead or frozen (docs/resilience.md).
 RECONCILE_DEFER_SHARE = 0.25
+# A reap or claim whose compare-and-set loses to a change that left the session an orphan
+# of the same owner (a stop asked meanwhile, its tick floor lowered) is tried again at
+# once, with the session read again and a new seal, up to this many attempts in all: the
+# next pass may come most of an interval later, past the bound (docs/resilience.md).
+RECONCILE_TAKE_ATTEMPTS = 3
 FLUSH_INTERVAL_S = 0.25  # a collect runner flushes buffered ticks at least this often
 # A turn of an instance's sim driver or tick writer, or a heartbeat's pass, over thousands
 # of sessions yields the event loop after about this much work (then goes on at its next

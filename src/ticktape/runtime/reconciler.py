@@ -39,6 +39,7 @@ from typing import Protocol, TypeVar
 from ticktape.config import (
     RECONCILE_DEFER_SHARE,
     RECONCILE_JITTER_MIN,
+    RECONCILE_TAKE_ATTEMPTS,
     RECONCILE_WAKE_SPREAD,
     Settings,
 )
@@ -122,6 +123,16 @@ def preferred_reaper(session_id: str, live_owners: frozenset[str], me: str) -> b
         return hashlib.blake2b(f"{session_id}|{owner}".encode(), digest_size=8).digest()
 
     return max(live_owners | {me}, key=rank) == me
+
+
+def _still_orphaned(again: Session, before: Session, *, force: bool) -> bool:
+    """Whether ``again``, the session read after a take of ``before`` lost its
+    compare-and-set, is still an orphan of the same owner: not ended, not taken, and
+    (unless its owner is known dead: ``force``) its lease still expired."""
+    if again.is_terminal or again.owner != before.owner:
+        return False
+    lease = again.lease_expires_at
+    return force or lease is None or lease < utcnow()
 
 
 class Host(Protocol):
@@ -273,13 +284,35 @@ class Reconciler:
         return sum(results)
 
     async def _take_care(self, session: Session, now: datetime, *, force: bool) -> bool:
-        try:
-            if is_resumable(session) and not self._host.closing:
-                return await self._claim(session, now, force=force)
-            return await self._reap(session, now, force=force)
-        except StoreError as exc:  # one failure must not stop the pass: next pass retries
-            log.error("reconciler: session %s: %s", session.id, exc)
-            return False
+        """Reap or claim ``session``. A compare-and-set lost to a change that left it an
+        orphan of the same owner (a stop asked meanwhile, its tick floor lowered since
+        the seal) is tried again at once with the session read again and a new seal, up
+        to ``RECONCILE_TAKE_ATTEMPTS`` in all: the next pass may start most of an
+        interval later, past the bound."""
+        for attempt in range(1, RECONCILE_TAKE_ATTEMPTS + 1):
+            try:
+                if is_resumable(session) and not self._host.closing:
+                    taken = await self._claim(session, now, force=force)
+                else:
+                    taken = await self._reap(session, now, force=force)
+                if taken or attempt == RECONCILE_TAKE_ATTEMPTS:
+                    return taken
+                again = await self._store.sessions.get_session(session.id)
+            except StoreError as exc:  # one failure must not stop the pass: next pass retries
+                log.error("reconciler: session %s: %s", session.id, exc)
+                return False
+            if not _still_orphaned(again, session, force=force):
+                return False  # renewed, stopped, claimed or reaped by someone else meanwhile
+            log.info(
+                "reconciler: session %s moved to version %d meanwhile, still an orphan of %s; "
+                "taking it again (attempt %d)",
+                session.id,
+                again.version,
+                session.owner,
+                attempt + 1,
+            )
+            session = again
+        return False
 
     async def _let_ticks_land(self, budget: float) -> bool:
         """Give ticks the lost owners had acknowledged ``budget`` seconds to become visible
