@@ -11,7 +11,14 @@ from typing import Final
 
 from ticktape.domain import Reason, Session, SessionStatus, Stats, check_transition
 from ticktape.errors import InvalidTransition, LeaseLost, TransitionRace, ValidationError, clip
-from ticktape.store.base import MAX_DATA_LIMIT, UNCHANGED, ResultPart, TradeBucket, Unchanged
+from ticktape.store.base import (
+    MAX_DATA_LIMIT,
+    UNCHANGED,
+    ResultPart,
+    SessionQuery,
+    TradeBucket,
+    Unchanged,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -71,6 +78,17 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return position, sid
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationError(f"invalid cursor {clip(cursor)!r}", field="cursor") from None
+
+
+def matches(session: Session, query: SessionQuery) -> bool:
+    """Whether ``session`` is one ``query`` lists (its filters; not its cursor or limit)."""
+    if session.deleted and not query.include_deleted:
+        return False
+    if query.statuses and session.status not in query.statuses:
+        return False
+    if query.kind is not None and session.kind is not query.kind:
+        return False
+    return query.symbol is None or query.symbol in session.symbols
 
 
 def after_cursor(session: Session, cursor: tuple[int, str], *, oldest_first: bool = False) -> bool:

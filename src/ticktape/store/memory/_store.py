@@ -66,6 +66,7 @@ from ticktape.store.rules import (
     effective,
     encode_cursor,
     from_us,
+    matches,
     recv_time,
     to_us,
 )
@@ -108,16 +109,6 @@ class _State:
     result_runs: dict[str, str] = field(default_factory=dict)  # run of appended results
     # instance leases: owner -> (lease, published progress)
     instances: dict[str, tuple[datetime, dict[str, Stats]]] = field(default_factory=dict)
-
-
-def _matches(session: Session, query: SessionQuery) -> bool:
-    if session.deleted and not query.include_deleted:
-        return False
-    if query.statuses and session.status not in query.statuses:
-        return False
-    if query.kind is not None and session.kind is not query.kind:
-        return False
-    return query.symbol is None or query.symbol in session.symbols
 
 
 class MemorySessionStore(SessionStore):
@@ -208,7 +199,7 @@ class MemorySessionStore(SessionStore):
         return self._get(session_id)
 
     def _ordered(self, query: SessionQuery) -> list[Session]:
-        found = [s for s in self._views() if _matches(s, query)]
+        found = [s for s in self._views() if matches(s, query)]
         found.sort(key=lambda s: (to_us(s.created_at), s.id), reverse=not query.oldest_first)
         return found
 

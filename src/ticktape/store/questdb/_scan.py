@@ -183,23 +183,30 @@ class ActiveSessions:
         statements = [] if moved is None else [self._count_to(moved)]
         statements += [
             self._count_to(bound),
+            # the window's active sessions in full, then the ids of those that ended there
+            # (a busy log's window holds mostly ended ones: their rows are not sent); a
+            # session that starts or ends between the two is in the next window too
             (
-                f"SELECT {self._columns} FROM tt_session_log WHERE ts > %s "
-                "LATEST ON ts PARTITION BY id",
+                f"SELECT * FROM (SELECT {self._columns} FROM tt_session_log WHERE ts > %s "
+                f"LATEST ON ts PARTITION BY id) WHERE status IN {_ACTIVE!r}",
+                (bound,),
+            ),
+            (
+                "SELECT id FROM (SELECT id, status, ts FROM tt_session_log WHERE ts > %s "
+                f"LATEST ON ts PARTITION BY id) WHERE status NOT IN {_ACTIVE!r}",
                 (bound,),
             ),
             self._NEWEST,
         ]
         answers = await self._queries(statements, "scan leases")
         below_moved = None if moved is None else int(answers.pop(0)[0][0])
-        counted, rows, newest = answers
+        counted, active, ended, newest = answers
         if int(counted[0][0]) != self._below:
             return False
-        for row in rows:
-            if str(row[self._status]) in _ACTIVE:
-                self._known[str(row[self._id])] = row
-            else:
-                self._known.pop(str(row[self._id]), None)
+        for row in active:
+            self._known[str(row[self._id])] = row
+        for (sid,) in ended:
+            self._known.pop(str(sid), None)
         # only now: a scan that failed before this point is done again from `bound`
         if moved is not None and below_moved is not None:
             self._bound, self._below = moved, below_moved

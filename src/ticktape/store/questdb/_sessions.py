@@ -101,6 +101,7 @@ from ticktape.store.questdb._scan import (
 )
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
+    after_cursor,
     apply_claim,
     apply_start,
     apply_transition,
@@ -112,6 +113,7 @@ from ticktape.store.rules import (
     encode_cursor,
     from_us,
     load_progress,
+    matches,
     to_us,
 )
 
@@ -132,6 +134,9 @@ _EVENT_KINDS = "('transition', 'note')"
 _PURGED = "purged"
 _ROW_KIND = _COLUMNS.index("row_kind")
 _OWNER = _COLUMNS.index("owner")
+_STATUS = _COLUMNS.index("status")
+_CREATED_AT = _COLUMNS.index("created_at")
+_ID = _COLUMNS.index("id")
 _ROW_SEQ = _COLUMNS.index("row_seq")
 _LEASE_STATUS = LEASE_COLUMNS.index("status")
 _TERMINAL_SQL = "('stopped', 'completed', 'failed')"
@@ -625,6 +630,8 @@ class QuestDBSessionStore(SessionStore):
 
     async def list_sessions(self, query: SessionQuery) -> SessionPage:
         check_limit(query.limit, MAX_LIST_LIMIT)
+        if query.statuses and query.statuses <= ACTIVE_STATUSES:
+            return await self._list_active(query)
         clauses, params = _filters(query)
         if query.cursor is not None:
             created_us, sid = decode_cursor(query.cursor)
@@ -646,6 +653,36 @@ class QuestDBSessionStore(SessionStore):
             r.session for r in await self._viewed([_Row.parse(r) for r in rows[: query.limit]])
         ]
         more = len(rows) > query.limit
+        return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
+
+    async def _list_active(self, query: SessionQuery) -> SessionPage:
+        """:meth:`list_sessions` of active statuses alone (``?status=running``): from the
+        index of the non-terminal sessions' newest rows the heartbeat keeps
+        (:attr:`heartbeat_sessions`, as :meth:`find_owned`), so it costs O(active
+        sessions) and one round trip, not ``LATEST ON`` over every session ever stored
+        (docs/benchmarks.md, "Stop 28 — lead"). The rows are ordered on their raw
+        ``created_at`` and id, and parsed only as far as the page needs."""
+        active = await self.heartbeat_sessions.rows()
+        wanted = {s.value for s in query.statuses}
+        rows = [v for v in active.values() if str(v[_STATUS]) in wanted]
+        rows.sort(key=lambda v: (v[_CREATED_AT], str(v[_ID])), reverse=not query.oldest_first)
+        position = decode_cursor(query.cursor) if query.cursor is not None else None
+        slicer = LoopSlicer(self.slice_s)
+        page: list[_Row] = []
+        for values in rows:
+            await slicer.next()
+            row = _Row.parse(values)
+            if not matches(row.session, query):
+                continue
+            if position is not None and not after_cursor(
+                row.session, position, oldest_first=query.oldest_first
+            ):
+                continue
+            page.append(row)
+            if len(page) > query.limit:
+                break
+        sessions = [r.session for r in await self._viewed(page[: query.limit])]
+        more = len(page) > query.limit
         return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
 
     async def count_sessions(self, query: SessionQuery) -> int:
