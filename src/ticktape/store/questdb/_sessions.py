@@ -101,7 +101,6 @@ from ticktape.store.questdb._scan import (
 )
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
-    after_cursor,
     apply_claim,
     apply_start,
     apply_transition,
@@ -660,27 +659,32 @@ class QuestDBSessionStore(SessionStore):
         index of the non-terminal sessions' newest rows the heartbeat keeps
         (:attr:`heartbeat_sessions`, as :meth:`find_owned`), so it costs O(active
         sessions) and one round trip, not ``LATEST ON`` over every session ever stored
-        (docs/benchmarks.md, "Stop 28 — lead"). The rows are ordered on their raw
-        ``created_at`` and id, and parsed only as far as the page needs."""
+        (docs/benchmarks.md, "Stop 28 — lead"). The rows are ordered and cut at the
+        cursor on their raw ``created_at`` and id (the order and cursor of
+        ``rules.after_cursor``), and parsed only as far as the page needs."""
         active = await self.heartbeat_sessions.rows()
         wanted = {s.value for s in query.statuses}
-        rows = [v for v in active.values() if str(v[_STATUS]) in wanted]
-        rows.sort(key=lambda v: (v[_CREATED_AT], str(v[_ID])), reverse=not query.oldest_first)
-        position = decode_cursor(query.cursor) if query.cursor is not None else None
+        keyed = [
+            ((to_us(_utc(v[_CREATED_AT])), str(v[_ID])), v)  # type: ignore[arg-type]
+            for v in active.values()
+            if str(v[_STATUS]) in wanted
+        ]
+        if query.cursor is not None:  # on the raw values: the rows before it are not parsed
+            position = decode_cursor(query.cursor)
+            if query.oldest_first:
+                keyed = [kv for kv in keyed if kv[0] > position]
+            else:
+                keyed = [kv for kv in keyed if kv[0] < position]
+        keyed.sort(key=lambda kv: kv[0], reverse=not query.oldest_first)
         slicer = LoopSlicer(self.slice_s)
         page: list[_Row] = []
-        for values in rows:
+        for _, values in keyed:
             await slicer.next()
             row = _Row.parse(values)
-            if not matches(row.session, query):
-                continue
-            if position is not None and not after_cursor(
-                row.session, position, oldest_first=query.oldest_first
-            ):
-                continue
-            page.append(row)
-            if len(page) > query.limit:
-                break
+            if matches(row.session, query):
+                page.append(row)
+                if len(page) > query.limit:
+                    break
         sessions = [r.session for r in await self._viewed(page[: query.limit])]
         more = len(page) > query.limit
         return SessionPage(sessions, encode_cursor(sessions[-1]) if more and sessions else None)
