@@ -94,7 +94,15 @@ def matches(session: Session, query: SessionQuery) -> bool:
 def after_cursor(session: Session, cursor: tuple[int, str], *, oldest_first: bool = False) -> bool:
     """True if ``session`` comes after the cursor position in the list's order
     (newest first unless ``oldest_first``)."""
-    position = (to_us(session.created_at), session.id)
+    return after_position(
+        (to_us(session.created_at), session.id), cursor, oldest_first=oldest_first
+    )
+
+
+def after_position(
+    position: tuple[int, str], cursor: tuple[int, str], *, oldest_first: bool = False
+) -> bool:
+    """:func:`after_cursor` on a list position (created_at in µs, id) already known."""
     return position > cursor if oldest_first else position < cursor
 
 

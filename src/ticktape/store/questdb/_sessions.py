@@ -101,6 +101,7 @@ from ticktape.store.questdb._scan import (
 )
 from ticktape.store.questdb._ticks import QuestDBTickStore
 from ticktape.store.rules import (
+    after_position,
     apply_claim,
     apply_start,
     apply_transition,
@@ -670,11 +671,10 @@ class QuestDBSessionStore(SessionStore):
             if str(v[_STATUS]) in wanted
         ]
         if query.cursor is not None:  # on the raw values: the rows before it are not parsed
-            position = decode_cursor(query.cursor)
-            if query.oldest_first:
-                keyed = [kv for kv in keyed if kv[0] > position]
-            else:
-                keyed = [kv for kv in keyed if kv[0] < position]
+            cursor = decode_cursor(query.cursor)
+            keyed = [
+                kv for kv in keyed if after_position(kv[0], cursor, oldest_first=query.oldest_first)
+            ]
         keyed.sort(key=lambda kv: kv[0], reverse=not query.oldest_first)
         slicer = LoopSlicer(self.slice_s)
         page: list[_Row] = []
