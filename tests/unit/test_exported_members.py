@@ -46,6 +46,7 @@ EXPORTS = {
         "sql_inline",
         "sql_literal",
         "trades_frame",
+        "values_statements",
     ],
     "ticktape.feeds.binance": [
         "REST_URL",

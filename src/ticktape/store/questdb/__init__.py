@@ -26,6 +26,8 @@ Public face:
 - :func:`adopt_idle_timeout` and ``SHOW_PARAMETERS_ATTEMPTS``, how a store's open reads
   the server's idle timeout (unit-tested on their own: QuestDB refuses some of several
   ``SHOW PARAMETERS`` made at once);
+- :func:`values_statements`, how rows become multi-row INSERTs of a few fixed shapes
+  (unit-tested on their own; QuestDB compiles each shape once per connection);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -42,6 +44,7 @@ from ticktape.store.questdb._db import (
     LogLookups,
     QuestDBAddress,
     adopt_idle_timeout,
+    values_statements,
 )
 from ticktape.store.questdb._export import ParquetExport
 from ticktape.store.questdb._export import inline as sql_inline
@@ -75,4 +78,5 @@ __all__ = [
     "sql_inline",
     "sql_literal",
     "trades_frame",
+    "values_statements",
 ]

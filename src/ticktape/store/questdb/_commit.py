@@ -22,14 +22,14 @@ lone COMMIT or ROLLBACK, when that is all the second has to send:
 2. Keep the appends whose expectation still holds (at most one per session and
    per key: later ones in the group lost the race to the earlier one). If the
    first append is among the losers, ROLLBACK and answer it "lost"; otherwise
-   INSERT the other winners (the one-row INSERT per winner, all in the pipeline:
-   a multi-row INSERT has over 50 parameters, which psycopg converts anew at every
-   call — milliseconds while the group holds the table — and QuestDB compiles
-   anew) and COMMIT. The idempotency keys of the winners are
-   committed into ``tt_session_keys`` on a connection of their own (the log
-   thread's ``"keys"`` connection) just before:
-   a key is never missing for a committed session, and a key row left by a COMMIT
-   that then failed names a first row that does not exist, and is ignored.
+   INSERT the other winners (multi-row INSERTs of power-of-two row counts, in the
+   pipeline: ``values_statements``; their few texts are compiled once per connection,
+   by QuestDB and by psycopg, where a text per group's size, or a pipelined one-row
+   INSERT per winner, had QuestDB compile each anew) and COMMIT. The idempotency
+   keys of the winners are committed into ``tt_session_keys`` on a connection of
+   their own (the log thread's ``"keys"`` connection) just before: a key is never
+   missing for a committed session, and a key row left by a COMMIT that then failed
+   names a first row that does not exist, and is ignored.
    An append may carry the same session's next rows (``Append.then``: a create
    that its owner starts at once carries its ``running`` row): judged by its first
    row's expectation, they are written with it, in the same transaction.
@@ -67,7 +67,14 @@ from ticktape.config import RetryPolicy
 from ticktape.domain import utcnow
 from ticktape.errors import StoreBusy, WriteTimedOut
 from ticktape.store.base import bounded_write
-from ticktape.store.questdb._db import ERRORS, SESSION_LOG_COLUMNS, Connections, LogLookups
+from ticktape.store.questdb._db import (
+    ERRORS,
+    SESSION_LOG_COLUMNS,
+    Connections,
+    LogLookups,
+    execute_raw,
+    values_statements,
+)
 from ticktape.store.questdb._grouping import Grouper, Waiting
 from ticktape.store.questdb._logthread import Connect, collector_paused
 
@@ -76,9 +83,8 @@ MAX_GROUP = 256  # appends sharing one transaction, at most
 _LOG_COLUMNS = [name for name, _ in SESSION_LOG_COLUMNS]
 _ROW_SEQ_AT = _LOG_COLUMNS.index("row_seq")
 _TS_AT = _LOG_COLUMNS.index("ts")
-_INSERT_KEY = (
-    "INSERT INTO tt_session_keys (idempotency_key, id, first_ts, ts) VALUES (%s, %s, %s, %s)"
-)
+_KEYS_HEAD = "INSERT INTO tt_session_keys (idempotency_key, id, first_ts, ts)"
+_INSERT_KEY = f"{_KEYS_HEAD} VALUES (%s, %s, %s, %s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,9 @@ class GroupCommitter:
         self._db = db
         self._retry = retry
         self._insert = insert_sql
+        # the many rows of a group go in multi-row statements of this head (values_statements)
+        self._head, values, _ = insert_sql.partition(" VALUES ")
+        assert values, insert_sql
         self._select = select_sql
         self._groups: Grouper[Append] = Grouper(
             self._commit_group, lambda queue: MAX_GROUP, "append to session log"
@@ -284,9 +293,7 @@ class GroupCommitter:
             )
             written = [op for op, a in zip(group, answers, strict=True) if a.appended]
             with conn.pipeline() as pipeline:
-                if winners:
-                    with conn.cursor() as cur:
-                        cur.executemany(self._db.prefixed(self._insert), winners)
+                execute_raw(conn, values_statements(self._db.prefixed(self._head), winners))
                 conn.execute("COMMIT")
                 kept_cur = conn.execute(*self._kept_sql(written))
                 pipeline.sync()
@@ -384,8 +391,7 @@ class GroupCommitter:
         try:
             with keys.pipeline() as pipeline:
                 keys.execute("BEGIN")
-                with keys.cursor() as cur:
-                    cur.executemany(insert, keyed)
+                execute_raw(keys, values_statements(self._db.prefixed(_KEYS_HEAD), keyed))
                 keys.execute("COMMIT")
                 missing = self._keys_not_kept(keys, keyed, pipeline)
         except BaseException:

@@ -31,10 +31,8 @@ from ticktape.store.base import (
     ResultTable,
     StoredResults,
 )
-from ticktape.store.questdb._db import ERRORS, Connections
+from ticktape.store.questdb._db import ERRORS, Connections, insert_rows
 from ticktape.store.rules import check_continues, check_limit
-
-INSERT_ROWS = 500  # rows per multi-row INSERT statement
 
 
 class QuestDBResultStore(ResultStore):
@@ -84,16 +82,9 @@ class QuestDBResultStore(ResultStore):
     ) -> None:
         """``lines`` as rows ``at``, ``at`` + 1, … of ``run`` in the results table ``table``."""
         name = self._db.prefixed(f"tt_result_{table}")
-        for start in range(0, len(lines), INSERT_ROWS):
-            part = lines[start : start + INSERT_ROWS]
-            values = ", ".join("(%s, %s, %s, %s, %s)" for _ in part)
-            params: list[object] = []
-            for n, line in enumerate(part, at + start):
-                params.extend([session_id, run, n, line, now])
-            with ERRORS.wrap(what):
-                await conn.execute(
-                    f"INSERT INTO {name} (session_id, run, seq, body, ts) VALUES {values}", params
-                )
+        rows = [(session_id, run, n, line, now) for n, line in enumerate(lines, at)]
+        with ERRORS.wrap(what):
+            await insert_rows(conn, f"INSERT INTO {name} (session_id, run, seq, body, ts)", rows)
 
     async def _insert_summary(
         self,
