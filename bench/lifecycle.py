@@ -148,12 +148,19 @@ def _client_process(args: tuple[str, int, int]) -> dict[str, Any]:
 
 
 def measure(
-    url: str, pairs: int, concurrency: int, procs: int, server_pid: int | None = None
+    url: str,
+    pairs: int,
+    concurrency: int,
+    procs: int,
+    server_pid: int | None = None,
+    questdb_pid: int | None = None,
 ) -> dict[str, Any]:
     """Split the pairs and the connections over ``procs`` client processes; merge.
 
     With ``server_pid``, also the server's CPU per pair: its (and its workers') CPU
-    time over the run, which includes the sessions' own runs, over the pairs."""
+    time over the run, which includes the sessions' own runs, over the pairs; with
+    ``questdb_pid``, the QuestDB JVM's likewise (its idle cost and whatever another
+    server on it does meanwhile included)."""
     procs = max(1, min(procs, concurrency))
     shares = [
         (
@@ -166,12 +173,14 @@ def measure(
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         pool.map(abs, range(procs))  # the clients' start-up is not the server's cost
         cpu_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
+        jvm_before = process_tree_cpu_s(questdb_pid) if questdb_pid else 0.0
         started = time.perf_counter()
         parts = pool.map(_client_process, shares)
         elapsed = time.perf_counter() - started
         if server_pid:  # the last sessions still run their 1 s: count their end too
             time.sleep(1.5)
         cpu_after = process_tree_cpu_s(server_pid) if server_pid else 0.0
+        jvm_after = process_tree_cpu_s(questdb_pid) if questdb_pid else 0.0
     latencies = [x for part in parts for x in part["latencies"]]
     found = sum(part["found"] for part in parts)
     return {
@@ -185,6 +194,9 @@ def measure(
         "pairs_per_s": round(pairs / elapsed, 1),
         "server_cpu_ms_per_pair": (
             round((cpu_after - cpu_before) * 1000 / pairs, 3) if server_pid else None
+        ),
+        "questdb_cpu_ms_per_pair": (
+            round((jvm_after - jvm_before) * 1000 / pairs, 3) if questdb_pid else None
         ),
         "errors": [e for part in parts for e in part["errors"]][:5],
     }
@@ -207,8 +219,9 @@ def _median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(rounds[-1])
     for key in ("start_ms_p50", "start_ms_p95", "start_ms_p99", "pairs_per_s"):
         out[key] = round(statistics.median(r[key] for r in rounds), 2)
-    cpu = [r["server_cpu_ms_per_pair"] for r in rounds if r["server_cpu_ms_per_pair"] is not None]
-    out["server_cpu_ms_per_pair"] = round(statistics.median(cpu), 3) if cpu else None
+    for key in ("server_cpu_ms_per_pair", "questdb_cpu_ms_per_pair"):
+        cpu = [r[key] for r in rounds if r[key] is not None]
+        out[key] = round(statistics.median(cpu), 3) if cpu else None
     out["pairs"] = sum(r["pairs"] for r in rounds)
     out["lookup_success_pct"] = round(
         sum(r["lookup_success_pct"] * r["pairs"] for r in rounds) / out["pairs"], 4
@@ -226,6 +239,12 @@ def main() -> None:
     parser.add_argument("--url", default=None, help="use this running server instead")
     parser.add_argument(
         "--server-pid", type=int, default=None, help="with --url: its pid, for CPU per pair"
+    )
+    parser.add_argument(
+        "--questdb-pid",
+        type=int,
+        default=None,
+        help="the QuestDB server's pid (a managed one's is in ROOT/questdb.pid): its CPU per pair",
     )
     parser.add_argument("-n", "--pairs", type=int, default=2000)
     parser.add_argument("-c", "--concurrency", type=int, action="append")
@@ -283,12 +302,20 @@ def main() -> None:
                     for _ in range(args.rounds):
                         for i, (_, _, url, pid, _) in enumerate(servers):
                             rounds.setdefault(i, []).append(
-                                measure(url, args.pairs, c, args.procs, pid)
+                                measure(
+                                    url,
+                                    args.pairs,
+                                    c,
+                                    args.procs,
+                                    pid,
+                                    args.questdb_pid if name == "questdb" or args.url else None,
+                                )
                             )
                     for i, (label, workers, _, _, _) in enumerate(servers):
                         figures = {"code": label, "workers": workers, **_median_row(rounds[i])}
                         results.setdefault(name, []).append(figures)
                         cpu = figures["server_cpu_ms_per_pair"]
+                        jvm = figures["questdb_cpu_ms_per_pair"]
                         print(
                             f"{name:8s} {label:6s} workers={workers} c={c:<3d} "
                             f"p50={figures['start_ms_p50']}ms p95={figures['start_ms_p95']}ms "
@@ -296,6 +323,7 @@ def main() -> None:
                             f"found={figures['lookup_success_pct']}% "
                             f"({figures['pairs_per_s']} pairs/s"
                             + (f", server CPU {cpu} ms/pair" if cpu is not None else "")
+                            + (f", QuestDB CPU {jvm} ms/pair" if jvm is not None else "")
                             + (f", round p95s {figures['round_p95s']}" if args.rounds > 1 else "")
                             + ")",
                             flush=True,
