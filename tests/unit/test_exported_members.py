@@ -40,6 +40,7 @@ EXPORTS = {
         "SHOW_PARAMETERS_ATTEMPTS",
         "TICK_FLOOR_MARGIN_US",
         "adopt_idle_timeout",
+        "in_list",
         "book_frame",
         "send_marks",
         "serialise_frame",

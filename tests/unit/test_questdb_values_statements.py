@@ -1,5 +1,6 @@
-"""Multi-row INSERTs of a few fixed shapes (``values_statements``): what QuestDB compiles
-once per connection and then finds in its cache, instead of a text per row count."""
+"""Multi-row INSERTs (``values_statements``) and ``IN`` lists (``in_list``) of a few fixed
+shapes: what QuestDB compiles once and then finds in its caches, instead of a text per
+row count or list length."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 
 import pytest
 
-from ticktape.store.questdb import values_statements
+from ticktape.store.questdb import in_list, values_statements
 
 HEAD = "INSERT INTO t (a, b, c)"
 
@@ -56,3 +57,17 @@ def test_a_smaller_bound_caps_the_statements() -> None:
 
 def test_no_rows_no_statement() -> None:
     assert values_statements(HEAD, []) == []
+
+
+@pytest.mark.parametrize(("n", "count"), [(1, 1), (2, 2), (3, 4), (5, 8), (8, 8), (33, 64)])
+def test_an_in_list_is_padded_to_a_power_of_two_with_its_last_value(n: int, count: int) -> None:
+    values = [f"s{i}" for i in range(n)]
+    marks, params = in_list(values)
+    assert marks == ", ".join(["%s"] * count)
+    assert params[:n] == values
+    assert params[n:] == [values[-1]] * (count - n)
+    assert set(params) == set(values)  # the same IN, whatever the padding
+
+
+def test_in_lists_have_a_text_per_power_of_two() -> None:
+    assert len({in_list(list(range(n)))[0] for n in range(1, 1001)}) == 11  # 1 … 1024

@@ -26,8 +26,9 @@ Public face:
 - :func:`adopt_idle_timeout` and ``SHOW_PARAMETERS_ATTEMPTS``, how a store's open reads
   the server's idle timeout (unit-tested on their own: QuestDB refuses some of several
   ``SHOW PARAMETERS`` made at once);
-- :func:`values_statements`, how rows become multi-row INSERTs of a few fixed shapes
-  (unit-tested on their own; QuestDB compiles each shape once per connection);
+- :func:`values_statements` and :func:`in_list`, how rows become multi-row INSERTs and
+  values an ``IN (…)`` list, of a few fixed shapes each (unit-tested on their own;
+  QuestDB compiles a shape once and then finds it in its caches);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -44,6 +45,7 @@ from ticktape.store.questdb._db import (
     LogLookups,
     QuestDBAddress,
     adopt_idle_timeout,
+    in_list,
     values_statements,
 )
 from ticktape.store.questdb._export import ParquetExport
@@ -73,6 +75,7 @@ __all__ = [
     "QuestDBTickStore",
     "adopt_idle_timeout",
     "book_frame",
+    "in_list",
     "send_marks",
     "serialise_frame",
     "sql_inline",

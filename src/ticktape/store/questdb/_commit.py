@@ -73,6 +73,7 @@ from ticktape.store.questdb._db import (
     Connections,
     LogLookups,
     execute_raw,
+    in_list,
     values_statements,
 )
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -370,11 +371,12 @@ class GroupCommitter:
         times = [_utc(row[_TS_AT]) for op in written for row in op.rows]
         ids = sorted({op.id for op in written}) if by_string is None else by_string
         column = "id" if by_string is None else "cast(id AS string)"
+        marks, params = in_list(ids)
         sql = self._db.prefixed(
             f"SELECT id, row_seq, ts FROM tt_session_log WHERE ts BETWEEN %s AND %s AND {column} "
-            f"IN ({', '.join('%s' for _ in ids)})"
+            f"IN ({marks})"
         )
-        return sql, [min(times), max(times), *ids]
+        return sql, [min(times), max(times), *params]
 
     def _record_keys(self, keys: psycopg.Connection[Any], appended: list[Append]) -> None:
         """Commit the idempotency keys of ``appended`` (``tt_session_keys``) on ``keys``,
@@ -420,7 +422,8 @@ class GroupCommitter:
     ) -> list[tuple[Any, ...]]:
         """The rows of ``keyed`` (key, id, first_ts, ts) not in ``tt_session_keys``, read
         in ``pipeline`` (synced here)."""
-        cur = keys.execute(self._db.prefixed(keys_sql(len(keyed))), [row[0] for row in keyed])
+        sql, params = keys_sql([row[0] for row in keyed])
+        cur = keys.execute(self._db.prefixed(sql), params)
         pipeline.sync()
         kept = {(str(k), str(i), _utc(ts)) for k, i, ts in cur.fetchall()}
         return [row for row in keyed if (row[0], row[1], _utc(row[2])) not in kept]
@@ -434,16 +437,18 @@ class GroupCommitter:
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
             conn.execute(self._db.prefixed(self._insert), group[0].values)
+            marks, params = in_list(ids)
             newest_cur = conn.execute(
                 self._db.prefixed(
-                    "SELECT id, row_seq FROM tt_session_log WHERE id IN "
-                    f"({', '.join('%s' for _ in ids)}) LATEST ON ts PARTITION BY id"
+                    f"SELECT id, row_seq FROM tt_session_log WHERE id IN ({marks}) "
+                    "LATEST ON ts PARTITION BY id"
                 ),
-                ids,
+                params,
             )
             keys_cur = None
             if keys:
-                keys_cur = conn.execute(self._db.prefixed(keys_sql(len(keys))), keys)
+                sql, params = keys_sql(keys)
+                keys_cur = conn.execute(self._db.prefixed(sql), params)
             pipeline.sync()
             newest_rows = self._db.log_lookups.first(newest_cur.fetchall())
             candidates = keys_cur.fetchall() if keys_cur is not None else []
@@ -573,9 +578,12 @@ class _FirstRows:
         return _earliest(self._ordered, self._read)
 
 
-def keys_sql(count: int) -> str:
-    """The sessions holding ``count`` idempotency keys: (key, session id, first row's ts)."""
+def keys_sql(keys: Sequence[str]) -> tuple[str, list[str]]:
+    """The sessions holding idempotency ``keys`` — (key, session id, first row's ts) — and
+    the query's parameters."""
+    marks, params = in_list(keys)
     return (
-        "SELECT idempotency_key, id, first_ts FROM tt_session_keys WHERE idempotency_key IN "
-        f"({', '.join('%s' for _ in range(count))})"
+        "SELECT idempotency_key, id, first_ts FROM tt_session_keys "
+        f"WHERE idempotency_key IN ({marks})",
+        params,
     )

@@ -88,6 +88,7 @@ from ticktape.store.questdb._db import (
     ensure_session_keys,
     ensure_session_symbols,
     ensure_tick_send_columns,
+    in_list,
     insert_rows,
 )
 from ticktape.store.questdb._fence import TICK_FLOOR_MARGIN_US, Fence, Tenure
@@ -524,11 +525,10 @@ class QuestDBSessionStore(SessionStore):
         """The instance lease and stored progress of each of ``owners`` that has one."""
         if not owners:
             return {}
-        ordered = sorted(owners)
+        marks, params = in_list(sorted(owners))
         rows = await self._query(
-            "SELECT token, expires, progress FROM tt_instances WHERE token IN "
-            f"({', '.join('%s' for _ in ordered)})",
-            ordered,
+            f"SELECT token, expires, progress FROM tt_instances WHERE token IN ({marks})",
+            params,
             "read instance leases",
         )
         found: dict[str, tuple[datetime, dict[str, Stats]]] = {}
@@ -968,7 +968,8 @@ class QuestDBSessionStore(SessionStore):
     async def _first_with_key(self, key: str) -> _Row | None:
         async def find() -> dict[str, tuple[Any, ...]]:
             async with self._db.reader("find idempotency key") as conn:
-                cur = await conn.execute(self._db.prefixed(keys_sql(1)), (key,))
+                sql, params = keys_sql([key])
+                cur = await conn.execute(self._db.prefixed(sql), params)
                 return await self._committer.first_rows(conn, await cur.fetchall())
 
         rows = await self._db.bounded(find(), "find idempotency key")

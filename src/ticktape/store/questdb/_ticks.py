@@ -70,7 +70,7 @@ from ticktape.store.base import (
     bounded_write,
     gather_answers,
 )
-from ticktape.store.questdb._db import ERRORS, Connections, insert_rows
+from ticktape.store.questdb._db import ERRORS, Connections, in_list, insert_rows
 from ticktape.store.questdb._export import ParquetExport, inline, literal
 from ticktape.store.questdb._fence import (
     NO_BATCH,
@@ -982,12 +982,12 @@ class QuestDBTickStore(TickStore):
         (:func:`with_late_rows`: a stale owner's late writes, rare), again with theirs."""
 
         def query(sessions: list[str]) -> tuple[str, list[object]]:
-            marks = ", ".join("%s" for _ in sessions)
+            marks, padded = in_list(sessions)
             # the floor bounds tick rows; a gap row's ts is where the gap began (a few
             # rows a session, read in full)
             since, bound = ("", []) if table == "gaps" else _since(tenures, sessions)
             sql = f"SELECT {select} FROM tt_{table} WHERE {column} IN ({marks}){since}{tail}"
-            return sql, [*(select_params or []), *sessions, *bound]
+            return sql, [*(select_params or []), *padded, *bound]
 
         rows = await self._scalar_rows(*query(ids), what)
         late = with_late_rows(rows, tenures, table, last_at)
@@ -1223,11 +1223,12 @@ class QuestDBTickStore(TickStore):
         newest = sends or {}
         checked = sorted(set(newest.values()))
         if checked:
+            marks, padded = in_list(checked)
             select += (
-                f", CASE WHEN send_id IN ({', '.join('%s' for _ in checked)}) THEN send_id "
+                f", CASE WHEN send_id IN ({marks}) THEN send_id "
                 "END checked, max(send_trades), max(send_books)"
             )
-            params = list(checked)
+            params = list(padded)
         reading = _Reading({}, {sid: _LastSend() for sid in ids}, {sid: [] for sid in ids})
         reading.sends = {sid: {"trades": [], "orderbook": []} for sid in newest}
 
@@ -1402,11 +1403,12 @@ class QuestDBTickStore(TickStore):
         left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
         since, bound = _since(tenures, cut)
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            marks, padded = in_list(cut)
             rows = await self._scalar_rows(
                 f"SELECT session_id, tenure, batch_seq, count() FROM tt_{table} "
-                f"WHERE session_id IN ({', '.join('%s' for _ in cut)}){since} "
+                f"WHERE session_id IN ({marks}){since} "
                 f"AND batch_seq >= %s{extra}",
-                [*cut, *bound, min(starts.values())],
+                [*padded, *bound, min(starts.values())],
                 "seal cut",
             )
             for sid, number, batch, count in rows:
@@ -1465,18 +1467,20 @@ class QuestDBTickStore(TickStore):
                 bounds.append(min(bounded))
             never = sorted(sid for sid, bound in since.items() if bound < 0)
             if never:
-                window.append(f"session_id IN ({', '.join('%s' for _ in never)})")
-                bounds.extend(never)
+                listed, padded = in_list(never)
+                window.append(f"session_id IN ({listed})")
+                bounds.extend(padded)
             terms.append(f"({declared} > 0 AND ({' OR '.join(window)}))")
         marks: dict[str, dict[int, tuple[int, int, int]]] = {sid: {} for sid in behind}
         after, floor = _since(tenures, behind)
         for table in tables:
+            listed, padded = in_list(behind)
             rows = await self._scalar_rows(
                 "SELECT session_id, tenure, send_id, min(send_first), max(send_trades), "
                 f"max(send_books) FROM tt_{table} WHERE session_id IN "
-                f"({', '.join('%s' for _ in behind)}){after} AND send_first != NULL "
+                f"({listed}){after} AND send_first != NULL "
                 f"AND ({' OR '.join(terms)})",
-                [*behind, *floor, *bounds],
+                [*padded, *floor, *bounds],
                 "seal sends behind",
             )
             for sid, number, send_id, first, trades, books in rows:
