@@ -1,14 +1,17 @@
 """Multi-row INSERTs (``values_statements``) and ``IN`` lists (``in_list``) of a few fixed
-shapes: what QuestDB compiles once and then finds in its caches, instead of a text per
-row count or list length."""
+shapes, and log rows whose parameter types do not change (``log_params``): what QuestDB
+compiles once and then finds in its caches, instead of a text per row count or list
+length, or a compile per change of a parameter's declared type."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
+from psycopg.adapt import PyFormat, Transformer
 
-from ticktape.store.questdb import in_list, values_statements
+from ticktape.store.questdb import SESSION_LOG_COLUMNS, in_list, log_params, values_statements
 
 HEAD = "INSERT INTO t (a, b, c)"
 
@@ -71,3 +74,46 @@ def test_an_in_list_is_padded_to_a_power_of_two_with_its_last_value(n: int, coun
 
 def test_in_lists_have_a_text_per_power_of_two() -> None:
     assert len({in_list(list(range(n)))[0] for n in range(1, 1001)}) == 11  # 1 … 1024
+
+
+def _declared(values: list[object]) -> tuple[int, ...]:
+    """The parameter types psycopg declares to the server for ``values``."""
+    tx = Transformer()
+    tx.dump_sequence(values, [PyFormat.AUTO] * len(values))
+    return tuple(tx.types)
+
+
+def _row(*, empty: bool) -> list[object]:
+    """A log row: ``empty``, its nullable columns empty and its counts small (a session
+    just created); otherwise all set and large (one that ended after a long run)."""
+    at = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
+    by_kind = {
+        "LONG": 1 if empty else 5_000_000_000,
+        "TIMESTAMP": None if empty else at,
+        "BOOLEAN": False,
+        "VARCHAR": None if empty else "text",
+        "SYMBOL": None if empty else "sym",
+    }
+    values = [by_kind.get(kind, "id") for _, kind in SESSION_LOG_COLUMNS]
+    names = [name for name, _ in SESSION_LOG_COLUMNS]
+    values[names.index("ts")] = at  # never empty
+    if empty:
+        values[names.index("tick_floor")] = None  # a LONG that may be empty
+    return values
+
+
+def test_a_log_row_declares_the_same_parameter_types_whatever_it_holds() -> None:
+    empty, full = _row(empty=True), _row(empty=False)
+    assert _declared(empty) != _declared(full)  # as psycopg declares them by itself
+    assert _declared(log_params(empty)) == _declared(log_params(full))
+
+
+def test_a_log_row_sends_timestamps_as_microseconds_and_empty_numbers_as_questdb_null() -> None:
+    full, empty = log_params(_row(empty=False)), log_params(_row(empty=True))
+    names = [name for name, _ in SESSION_LOG_COLUMNS]
+    at_us = int(datetime(2026, 12, 3, 9, 30, tzinfo=UTC).timestamp()) * 1_000_000
+    assert full[names.index("ts")] == at_us
+    assert full[names.index("trades")] == 5_000_000_000
+    assert empty[names.index("ended_at")] == -(2**63)  # QuestDB's NULL of a TIMESTAMP
+    assert empty[names.index("tick_floor")] == -(2**63)  # and of a LONG
+    assert empty[names.index("reason")] is None  # other columns as they are

@@ -27,8 +27,10 @@ Public face:
   the server's idle timeout (unit-tested on their own: QuestDB refuses some of several
   ``SHOW PARAMETERS`` made at once);
 - :func:`values_statements` and :func:`in_list`, how rows become multi-row INSERTs and
-  values an ``IN (…)`` list, of a few fixed shapes each (unit-tested on their own;
-  QuestDB compiles a shape once and then finds it in its caches);
+  values an ``IN (…)`` list, of a few fixed shapes each, and :func:`log_params`, a log
+  row's values (``SESSION_LOG_COLUMNS``: the log's columns and types, in order) with the
+  same parameter types whatever they hold (unit-tested on their own; QuestDB compiles a
+  statement once and then finds it in its caches);
 - :class:`ParquetExport` and its SQL helpers ``sql_literal`` / ``sql_inline``, the
   columnar read over HTTP ``/exp`` (unit-tested on their own).
 
@@ -41,11 +43,13 @@ The modules inside this package are private: ``_sessions`` (the session log),
 from ticktape.store.questdb._db import ERRORS as DRIVER_ERRORS
 from ticktape.store.questdb._db import (
     READ_CONNECTIONS,
+    SESSION_LOG_COLUMNS,
     SHOW_PARAMETERS_ATTEMPTS,
     LogLookups,
     QuestDBAddress,
     adopt_idle_timeout,
     in_list,
+    log_params,
     values_statements,
 )
 from ticktape.store.questdb._export import ParquetExport
@@ -64,6 +68,7 @@ from ticktape.store.questdb._ticks import (
 __all__ = [
     "DRIVER_ERRORS",
     "READ_CONNECTIONS",
+    "SESSION_LOG_COLUMNS",
     "SHOW_PARAMETERS_ATTEMPTS",
     "TICK_FLOOR_MARGIN_US",
     "Fence",
@@ -76,6 +81,7 @@ __all__ = [
     "adopt_idle_timeout",
     "book_frame",
     "in_list",
+    "log_params",
     "send_marks",
     "serialise_frame",
     "sql_inline",

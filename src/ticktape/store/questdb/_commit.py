@@ -74,6 +74,7 @@ from ticktape.store.questdb._db import (
     LogLookups,
     execute_raw,
     in_list,
+    log_params,
     values_statements,
 )
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -294,7 +295,8 @@ class GroupCommitter:
             )
             written = [op for op, a in zip(group, answers, strict=True) if a.appended]
             with conn.pipeline() as pipeline:
-                execute_raw(conn, values_statements(self._db.prefixed(self._head), winners))
+                rows = [log_params(row) for row in winners]
+                execute_raw(conn, values_statements(self._db.prefixed(self._head), rows))
                 conn.execute("COMMIT")
                 kept_cur = conn.execute(*self._kept_sql(written))
                 pipeline.sync()
@@ -436,7 +438,7 @@ class GroupCommitter:
         keys = sorted({op.idempotency_key for op in group if op.idempotency_key})
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
-            conn.execute(self._db.prefixed(self._insert), group[0].values)
+            conn.execute(self._db.prefixed(self._insert), log_params(group[0].values))
             marks, params = in_list(ids)
             newest_cur = conn.execute(
                 self._db.prefixed(

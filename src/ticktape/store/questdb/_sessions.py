@@ -90,6 +90,7 @@ from ticktape.store.questdb._db import (
     ensure_tick_send_columns,
     in_list,
     insert_rows,
+    log_params,
 )
 from ticktape.store.questdb._fence import TICK_FLOOR_MARGIN_US, Fence, Tenure
 from ticktape.store.questdb._grouping import Grouper, Waiting
@@ -1057,7 +1058,7 @@ class QuestDBSessionStore(SessionStore):
         built by the same code, all in one transaction and without compare-and-set (an id
         nobody has written has nothing to compare). Raises :class:`StoreBusy` while
         another writer holds the log."""
-        values: list[tuple[Any, ...]] = []
+        values: list[Sequence[Any]] = []
         for session in sessions:
             first = _Row(
                 session,
@@ -1082,7 +1083,7 @@ class QuestDBSessionStore(SessionStore):
                 stats=None,
             )
             last = first.next(ended, row_kind="transition", actor=actor, reason=reason, event=True)
-            values += [first.values(), last.values()]
+            values += [log_params(first.values()), log_params(last.values())]
         writer = self._db.writer("append history")
         async with writer as conn, conn.transaction():
             await insert_rows(
