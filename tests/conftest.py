@@ -32,7 +32,7 @@ from ticktape.domain import (
     Session,
     SessionStatus,
 )
-from ticktape.store import Store, open_store
+from ticktape.store import RetryingStore, Store, open_store
 from ticktape.store.memory import MemoryStore
 from ticktape.testing import draft_session
 
@@ -265,6 +265,18 @@ def run() -> Iterator[Run[Any]]:
                 raise
 
         yield run_coro
+
+
+@pytest.fixture
+def questdb_store(questdb_url: str, run: Run[Any]) -> Iterator[RetryingStore]:
+    """An opened store on this test's own tables of the shared QuestDB server; closed,
+    and its tables dropped, after the test."""
+    url = isolated_questdb_url(questdb_url)
+    store = open_store(url)
+    run(store.open())
+    yield store
+    run(store.close())
+    _drop_tables(url)
 
 
 class LoopTurns:

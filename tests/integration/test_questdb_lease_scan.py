@@ -3,33 +3,23 @@ expired ones only, whatever the number of live sessions (O(expired) parsing)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import LoopTurns, Run, _drop_tables, isolated_questdb_url
+from tests.conftest import LoopTurns, Run
 from ticktape.domain import Stats, utcnow
-from ticktape.store import RetryingStore, open_store
+from ticktape.store import RetryingStore
 from ticktape.store.questdb import QuestDBSessionStore
 
 pytestmark = pytest.mark.questdb
 
 
-@pytest.fixture
-def qdb(questdb_url: str, run: Run[Any]) -> Iterator[RetryingStore]:
-    url = isolated_questdb_url(questdb_url)
-    store = open_store(url)
-    run(store.open())
-    yield store
-    run(store.close())
-    _drop_tables(url)
-
-
 def test_the_scan_parses_only_the_expired_sessions(
-    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
 ) -> None:
     now = utcnow()
     live = [
@@ -39,18 +29,18 @@ def test_the_scan_parses_only_the_expired_sessions(
 
     async def scenario() -> tuple[list[list[str]], Any]:
         for s in [*live, lapsed]:
-            await qdb.sessions.create_session(s, actor="t")
+            await questdb_store.sessions.create_session(s, actor="t")
         # the live ones are covered by their owner's instance lease
-        await qdb.sessions.renew_instance(
+        await questdb_store.sessions.renew_instance(
             "a/1",
             lease_expires_at=now + timedelta(seconds=30),
             progress={s.id: Stats() for s in live},
         )
-        sessions = qdb.inner.sessions
+        sessions = questdb_store.inner.sessions
         assert isinstance(sessions, QuestDBSessionStore)
         reads: list[list[str]] = []
         sessions.on_read_many = reads.append  # the documented testing hook
-        scan = await qdb.sessions.scan_leases(now)
+        scan = await questdb_store.sessions.scan_leases(now)
         return reads, scan
 
     reads, scan = run(scenario())
@@ -60,8 +50,8 @@ def test_the_scan_parses_only_the_expired_sessions(
     assert scan.live_owners == {"a/1"}  # the instance leases live at `now`
 
 
-def _scanner(qdb: RetryingStore) -> QuestDBSessionStore:
-    sessions = qdb.inner.sessions
+def _scanner(questdb_store: RetryingStore) -> QuestDBSessionStore:
+    sessions = questdb_store.inner.sessions
     assert isinstance(sessions, QuestDBSessionStore)
     # the window's bound follows the newest row at once: every scan after the first reads
     # only the rows written since the previous one (the documented testing hook)
@@ -70,27 +60,29 @@ def _scanner(qdb: RetryingStore) -> QuestDBSessionStore:
 
 
 def test_steady_scans_read_only_new_rows_and_keep_the_sessions_they_saw(
-    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
 ) -> None:
     now = utcnow()
-    sessions = _scanner(qdb)
+    sessions = _scanner(questdb_store)
     covered = make_session(owner="a/1", lease_expires_at=now - timedelta(seconds=5), created_at=now)
 
     async def scenario() -> None:
-        await qdb.sessions.create_session(covered, actor="t")
-        await qdb.sessions.renew_instance(
+        await questdb_store.sessions.create_session(covered, actor="t")
+        await questdb_store.sessions.renew_instance(
             "a/1", lease_expires_at=now + timedelta(seconds=30), progress={covered.id: Stats()}
         )
-        assert (await qdb.sessions.scan_leases(now)).expired == []  # the full read
+        assert (await questdb_store.sessions.scan_leases(now)).expired == []  # the full read
         for _ in range(3):  # later rows move the window past every row of `covered`
             other = make_session(owner="b/1", lease_expires_at=now + timedelta(seconds=60))
-            await qdb.sessions.create_session(replace(other, created_at=utcnow()), actor="t")
-            scan = await qdb.sessions.scan_leases(now)
+            await questdb_store.sessions.create_session(
+                replace(other, created_at=utcnow()), actor="t"
+            )
+            scan = await questdb_store.sessions.scan_leases(now)
             assert scan.expired == [] and scan.next_expiry == now + timedelta(seconds=30)
-        await qdb.sessions.renew_instance(
+        await questdb_store.sessions.renew_instance(
             "a/1", lease_expires_at=now + timedelta(seconds=30), progress={}
         )
-        scan = await qdb.sessions.scan_leases(now)
+        scan = await questdb_store.sessions.scan_leases(now)
         assert [s.id for s in scan.expired] == [covered.id]
 
     run(scenario())
@@ -99,10 +91,10 @@ def test_steady_scans_read_only_new_rows_and_keep_the_sessions_they_saw(
 
 
 def test_a_row_that_lands_behind_the_window_makes_the_next_scan_read_the_whole_log(
-    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
 ) -> None:
     now = utcnow()
-    sessions = _scanner(qdb)
+    sessions = _scanner(questdb_store)
     live = make_session(owner="a/1", lease_expires_at=now + timedelta(seconds=60), created_at=now)
     # stamped an hour before every row the scans read: a commit that lagged its timestamp
     late = make_session(
@@ -112,18 +104,18 @@ def test_a_row_that_lands_behind_the_window_makes_the_next_scan_read_the_whole_l
     )
 
     async def scenario() -> list[str]:
-        await qdb.sessions.create_session(live, actor="t")
-        assert (await qdb.sessions.scan_leases(now)).expired == []
-        assert (await qdb.sessions.scan_leases(now)).expired == []  # a window read
-        await qdb.sessions.create_session(late, actor="t")
-        return [s.id for s in (await qdb.sessions.scan_leases(now)).expired]
+        await questdb_store.sessions.create_session(live, actor="t")
+        assert (await questdb_store.sessions.scan_leases(now)).expired == []
+        assert (await questdb_store.sessions.scan_leases(now)).expired == []  # a window read
+        await questdb_store.sessions.create_session(late, actor="t")
+        return [s.id for s in (await questdb_store.sessions.scan_leases(now)).expired]
 
     assert run(scenario()) == [late.id]
     assert sessions.active_sessions.full_reads == 2  # the count below the bound changed
 
 
 def test_a_renewal_yields_the_loop_between_the_sessions_it_views(
-    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Any]
 ) -> None:
     # The heartbeat's view of an instance's sessions (applying the instance lease and
     # progress to each) is sliced: with a slice of 0 the renewal yields the event loop
@@ -147,19 +139,21 @@ def test_a_renewal_yields_the_loop_between_the_sessions_it_views(
 
     async def scenario() -> None:
         for s in [*owned, *others]:
-            await qdb.sessions.create_session(s, actor="t")
-        sessions = qdb.inner.sessions
+            await questdb_store.sessions.create_session(s, actor="t")
+        sessions = questdb_store.inner.sessions
         assert isinstance(sessions, QuestDBSessionStore)
         sessions.slice_s = 0.0  # the documented testing hook
         until = utcnow() + timedelta(seconds=60)
         progress = {s.id: Noted(i, 2 * i, 0) for i, s in enumerate(owned)}
-        renewal = qdb.sessions.renew_instance("a/1", lease_expires_at=until, progress=progress)
+        renewal = questdb_store.sessions.renew_instance(
+            "a/1", lease_expires_at=until, progress=progress
+        )
         got = await turns.during(renewal)
         assert len(viewed_at) == len(owned)
         assert len(set(viewed_at)) == len(owned)  # one session per turn of the loop
         assert sorted(s.id for s in got) == sorted(s.id for s in owned)
         for s in got:
-            stored = await qdb.sessions.get_session(s.id)
+            stored = await questdb_store.sessions.get_session(s.id)
             assert replace(s, stats=stored.stats) == stored
             assert (stored.stats.trades, stored.stats.orderbook) == (
                 progress[s.id].trades,

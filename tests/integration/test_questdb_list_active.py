@@ -7,35 +7,25 @@ how QuestDB reads it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import Run, _drop_tables, isolated_questdb_url
+from tests.conftest import Run
 from ticktape.domain import Reason, Session, SessionStatus, utcnow
-from ticktape.store import RetryingStore, open_store
+from ticktape.store import RetryingStore
 from ticktape.store.base import SessionQuery
 from ticktape.store.questdb import QuestDBSessionStore
 
 pytestmark = pytest.mark.questdb
 
 
-@pytest.fixture
-def qdb(questdb_url: str, run: Run[Any]) -> Iterator[RetryingStore]:
-    url = isolated_questdb_url(questdb_url)
-    store = open_store(url)
-    run(store.open())
-    yield store
-    run(store.close())
-    _drop_tables(url)
-
-
 def test_the_running_list_reads_the_active_index_not_the_whole_log(
-    qdb: RetryingStore, run: Run[Any], make_session: Callable[..., Session]
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Session]
 ) -> None:
-    sessions = qdb.inner.sessions
+    sessions = questdb_store.inner.sessions
     assert isinstance(sessions, QuestDBSessionStore)
 
     async def scenario() -> list[list[str]]:
@@ -47,9 +37,9 @@ def test_the_running_list_reads_the_active_index_not_the_whole_log(
         )
         running = []
         for _ in range(5):
-            created = await qdb.sessions.create_session(make_session(), actor="t")
+            created = await questdb_store.sessions.create_session(make_session(), actor="t")
             running.append(
-                await qdb.sessions.transition(
+                await questdb_store.sessions.transition(
                     created.id,
                     expected_version=created.version,
                     to_status=SessionStatus.RUNNING,
@@ -60,13 +50,13 @@ def test_the_running_list_reads_the_active_index_not_the_whole_log(
                 )
             )
         query = SessionQuery(statuses=frozenset({SessionStatus.RUNNING}), limit=2)
-        await qdb.sessions.list_sessions(query)  # the index's first read is a full one
+        await questdb_store.sessions.list_sessions(query)  # the index's first read is a full one
 
         index = sessions.heartbeat_sessions
         reads = (index.full_reads, index.window_reads)
         pages, cursor = [], None
         while True:
-            page = await qdb.sessions.list_sessions(
+            page = await questdb_store.sessions.list_sessions(
                 SessionQuery(statuses=query.statuses, limit=2, cursor=cursor)
             )
             pages.append([s.id for s in page.sessions])
