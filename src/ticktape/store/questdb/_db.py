@@ -752,8 +752,7 @@ class Connections:
                 self.health.succeeded()
 
 
-#: Rows per multi-row INSERT statement (:func:`insert_rows`).
-#: rows of one multi-row INSERT statement, at most: a power of two (:func:`values_statements`)
+#: Rows of one multi-row INSERT statement, at most: a power of two (:func:`values_statements`).
 INSERT_ROWS = 512
 
 
