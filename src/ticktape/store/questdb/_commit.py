@@ -153,15 +153,16 @@ class GroupCommitter:
     """Queues appends and commits them in groups; see the module docstring."""
 
     def __init__(
-        self, db: Connections, insert_head: str, select_sql: str, retry: RetryPolicy
+        self, db: Connections, insert_sql: str, select_sql: str, retry: RetryPolicy
     ) -> None:
         """``select_sql`` reads whole rows; ``retry.busy_*`` bound the retry of a "table
         busy" group."""
         self._db = db
         self._retry = retry
-        # ``INSERT INTO tt_session_log (columns)``: the rows go in multi-row statements
-        # of this head (values_statements), the first one alone
-        self._head = insert_head
+        self._insert = insert_sql
+        # the many rows of a group go in multi-row statements of this head (values_statements)
+        self._head, values, _ = insert_sql.partition(" VALUES ")
+        assert values, insert_sql
         self._select = select_sql
         self._groups: Grouper[Append] = Grouper(
             self._commit_group, lambda queue: MAX_GROUP, "append to session log"
@@ -437,10 +438,7 @@ class GroupCommitter:
         keys = sorted({op.idempotency_key for op in group if op.idempotency_key})
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
-            execute_raw(
-                conn,
-                values_statements(self._db.prefixed(self._head), [log_params(group[0].values)]),
-            )
+            conn.execute(self._db.prefixed(self._insert), log_params(group[0].values))
             marks, params = in_list(ids)
             newest_cur = conn.execute(
                 self._db.prefixed(

@@ -752,7 +752,8 @@ class Connections:
                 self.health.succeeded()
 
 
-#: Rows of one multi-row INSERT statement, at most: a power of two (:func:`values_statements`).
+#: Rows per multi-row INSERT statement (:func:`insert_rows`).
+#: rows of one multi-row INSERT statement, at most: a power of two (:func:`values_statements`)
 INSERT_ROWS = 512
 
 

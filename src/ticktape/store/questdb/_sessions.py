@@ -129,7 +129,7 @@ CHANGE_OVERLAP_US = int(CHANGE_OVERLAP_S * 1_000_000)
 MAX_BATCHED_READS = 256  # sessions read in one query by _NewestRows, at most
 _COLUMNS = tuple(name for name, _ in SESSION_LOG_COLUMNS)
 _SELECT = ", ".join(_COLUMNS)
-_INSERT_HEAD = f"INSERT INTO tt_session_log ({_SELECT})"  # values_statements gives the rest
+_INSERT = f"INSERT INTO tt_session_log ({_SELECT}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
 _LATEST = f"SELECT {_SELECT} FROM tt_session_log LATEST ON ts PARTITION BY id"
 _EVENT_KINDS = "('transition', 'note')"
 #: ``row_kind`` of a purged session's last row (a tombstone: QuestDB cannot delete rows).
@@ -484,7 +484,7 @@ class QuestDBSessionStore(SessionStore):
         self._db = connections
         self._committer = GroupCommitter(
             connections,
-            _INSERT_HEAD,
+            _INSERT,
             f"SELECT {_SELECT} FROM tt_session_log",
             retry,
         )
@@ -1086,7 +1086,9 @@ class QuestDBSessionStore(SessionStore):
             values += [log_params(first.values()), log_params(last.values())]
         writer = self._db.writer("append history")
         async with writer as conn, conn.transaction():
-            await insert_rows(conn, self._db.prefixed(_INSERT_HEAD), values)
+            await insert_rows(
+                conn, self._db.prefixed(f"INSERT INTO tt_session_log ({_SELECT})"), values
+            )
 
     async def transition(
         self,

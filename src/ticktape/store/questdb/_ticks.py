@@ -1402,8 +1402,8 @@ class QuestDBTickStore(TickStore):
         # fence of that tenure (a second seal of it) are applied here.
         left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
         since, bound = _since(tenures, cut)
-        marks, padded = in_list(cut)
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
+            marks, padded = in_list(cut)
             rows = await self._scalar_rows(
                 f"SELECT session_id, tenure, batch_seq, count() FROM tt_{table} "
                 f"WHERE session_id IN ({marks}){since} "
