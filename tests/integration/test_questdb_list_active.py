@@ -22,6 +22,20 @@ from ticktape.store.questdb import QuestDBSessionStore
 pytestmark = pytest.mark.questdb
 
 
+async def _start(store: RetryingStore, session: Session) -> Session:
+    """``session`` created and running, owned by ``a/1``."""
+    created = await store.sessions.create_session(session, actor="t")
+    return await store.sessions.transition(
+        created.id,
+        expected_version=created.version,
+        to_status=SessionStatus.RUNNING,
+        actor="a/1",
+        reason=Reason.STARTED,
+        owner="a/1",
+        lease_expires_at=utcnow() + timedelta(seconds=30),
+    )
+
+
 def test_the_running_list_reads_the_active_index_not_the_whole_log(
     questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Session]
 ) -> None:
@@ -35,20 +49,7 @@ def test_the_running_list_reads_the_active_index_not_the_whole_log(
             reason=Reason.OWNER_LOST,
             actor="t",
         )
-        running = []
-        for _ in range(5):
-            created = await questdb_store.sessions.create_session(make_session(), actor="t")
-            running.append(
-                await questdb_store.sessions.transition(
-                    created.id,
-                    expected_version=created.version,
-                    to_status=SessionStatus.RUNNING,
-                    actor="a/1",
-                    reason=Reason.STARTED,
-                    owner="a/1",
-                    lease_expires_at=utcnow() + timedelta(seconds=30),
-                )
-            )
+        running = [await _start(questdb_store, make_session()) for _ in range(5)]
         query = SessionQuery(statuses=frozenset({SessionStatus.RUNNING}), limit=2)
         await questdb_store.sessions.list_sessions(query)  # the index's first read is a full one
 
@@ -71,3 +72,49 @@ def test_the_running_list_reads_the_active_index_not_the_whole_log(
 
     pages = run(scenario())
     assert [len(p) for p in pages] == [2, 2, 1]
+
+
+def test_once_the_log_is_quiet_the_window_holds_none_of_its_last_burst(
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Session]
+) -> None:
+    # A burst of finished sessions (a bulk import, many ending at once) and then no
+    # writes: the window's bound used to trail the newest row by the overlap forever,
+    # so every list read the burst's last seconds again until the next write.
+    sessions = questdb_store.inner.sessions
+    assert isinstance(sessions, QuestDBSessionStore)
+    index = sessions.heartbeat_sessions
+    running = SessionQuery(statuses=frozenset({SessionStatus.RUNNING}))
+
+    async def start() -> str:
+        # stamped now (make_session's default created_at is the test's start)
+        return (await _start(questdb_store, make_session(created_at=utcnow()))).id
+
+    lists: list[tuple[int, list[str]]] = []  # (rows the list's window read, ids listed)
+
+    async def listed() -> None:
+        page = await questdb_store.sessions.list_sessions(running)
+        lists.append((index.window_rows, [s.id for s in page.sessions]))
+
+    async def scenario() -> tuple[str, str]:
+        live = await start()
+        await sessions.append_history(
+            [make_session() for _ in range(40)],
+            to_status=SessionStatus.FAILED,
+            reason=Reason.OWNER_LOST,
+            actor="t",
+        )
+        await listed()  # the index's first read: the whole log (no window read yet)
+        await listed()  # within the overlap: the window holds the burst
+        index.clock = lambda: utcnow() + 2 * index.overlap  # the documented testing hook
+        for _ in range(3):  # quiet for the overlap: the bound moves up to the newest row
+            await listed()
+        late = await start()
+        await listed()
+        return live, late
+
+    live, late = run(scenario())
+    assert [ids for _, ids in lists] == [[live]] * 5 + [[late, live]]
+    # the burst's 40 and the running session until the bound has moved past them, then
+    # nothing, then the new session alone (its newest row)
+    assert [rows for rows, _ in lists][1:] == [41, 41, 41, 0, 1]
+    assert index.full_reads == 1

@@ -16,7 +16,15 @@ partition metadata in constant time, and a non-WAL commit is visible at once. So
 each scan first counts the rows at or before its bound and compares that with the
 count taken when the bound was set; if they differ the scan reads the whole log
 again. The bound trails the newest timestamp by between ``overlap`` and twice that,
-so only a row that lands later than that after its timestamp costs a full read.
+so only a row that lands later than that after its timestamp costs a full read. Once
+the log has been quiet for the overlap (its newest row stamped at least that long
+before this process's clock), the bound moves up to the newest row itself: any row
+stamped at or before it that commits later has lagged its timestamp by more than the
+overlap, the same promise. Without that, a burst followed by quiet (a bulk import, a
+thousand sessions ending at once) would stay in every window until the next write:
+each heartbeat and each ``?status=running`` list read the burst's last seconds again
+(docs/benchmarks.md, "Stop 30 — lead"). Clocks of writers and readers that differ by
+less than the overlap do not change this.
 
 A scan is one round trip: its statements go together in a pipeline and run in
 order. Why nothing is missed, for a row stamped ``t`` that commits at ``c`` (the
@@ -51,6 +59,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from ticktape.domain import utcnow
 
 #: How far the window's bound trails the newest timestamp (between this and twice
 #: this): a row that commits later than this after its timestamp costs a full read.
@@ -97,8 +107,11 @@ class ActiveSessions:
         columns: tuple[str, ...] = LEASE_COLUMNS,
         overlap_s: float = LEASE_SCAN_OVERLAP_S,
         full_every_s: float = LEASE_SCAN_FULL_EVERY_S,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        """``queries`` runs the reads, unless :meth:`rows` is given one of its own."""
+        """``queries`` runs the reads, unless :meth:`rows` is given one of its own;
+        ``clock`` tells when the log has been quiet for the overlap (a test moves it)."""
+        self.clock = clock
         self._default_queries = queries
         self._queries = queries
         self._columns = ", ".join(columns)
@@ -116,6 +129,7 @@ class ActiveSessions:
         self._lock = asyncio.Lock()
         self.full_reads = 0
         self.window_reads = 0
+        self.window_rows = 0  # rows the last window read returned (active and ended)
 
     async def leases(self) -> Leases:
         """Every non-terminal session's (owner, own lease), as of this read (kept with
@@ -145,11 +159,16 @@ class ActiveSessions:
     _NEWEST: Statement = ("SELECT max(ts) FROM tt_session_log", ())
 
     def _plan_next(self, newest_rows: list[tuple[Any, ...]]) -> None:
-        """The bound the next scan moves to: if the current one trails the newest row by
-        over twice the overlap, the overlap before it."""
+        """The bound the next scan moves to: the newest row itself if the log has been
+        quiet for the overlap and the bound trails it; else, if the bound trails the
+        newest row by over twice the overlap, the overlap before it."""
         newest = (_utc(newest_rows[0][0]) or _BEGINNING) if newest_rows else _BEGINNING
-        assert self._bound is not None
-        self._next = newest - self.overlap if newest - self._bound > 2 * self.overlap else None
+        bound = self._bound
+        assert bound is not None
+        if newest <= self.clock() - self.overlap:
+            self._next = newest if newest > bound else None
+        else:
+            self._next = newest - self.overlap if newest - bound > 2 * self.overlap else None
 
     async def _read_all(self) -> None:
         self._full_at = time.monotonic()
@@ -207,6 +226,7 @@ class ActiveSessions:
             self._known[str(row[self._id])] = row
         for (sid,) in ended:
             self._known.pop(str(sid), None)
+        self.window_rows = len(active) + len(ended)
         # only now: a scan that failed before this point is done again from `bound`
         if moved is not None and below_moved is not None:
             self._bound, self._below = moved, below_moved
