@@ -72,6 +72,11 @@ def test_an_in_list_is_padded_to_a_power_of_two_with_its_last_value(n: int, coun
     assert set(params) == set(values)  # the same IN, whatever the padding
 
 
+def test_an_empty_in_list_is_refused_before_any_query() -> None:
+    with pytest.raises(ValueError, match="at least one value"):
+        in_list([])
+
+
 def test_in_lists_have_a_text_per_power_of_two() -> None:
     assert len({in_list(list(range(n)))[0] for n in range(1, 1001)}) == 11  # 1 … 1024
 

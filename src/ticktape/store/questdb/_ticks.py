@@ -1402,8 +1402,8 @@ class QuestDBTickStore(TickStore):
         # fence of that tenure (a second seal of it) are applied here.
         left_out: dict[str, dict[str, int]] = {sid: {} for sid in cut}
         since, bound = _since(tenures, cut)
+        marks, padded = in_list(cut)
         for table, extra in (("trades", ""), ("orderbook", " AND level = 0")):
-            marks, padded = in_list(cut)
             rows = await self._scalar_rows(
                 f"SELECT session_id, tenure, batch_seq, count() FROM tt_{table} "
                 f"WHERE session_id IN ({marks}){since} "
@@ -1473,8 +1473,8 @@ class QuestDBTickStore(TickStore):
             terms.append(f"({declared} > 0 AND ({' OR '.join(window)}))")
         marks: dict[str, dict[int, tuple[int, int, int]]] = {sid: {} for sid in behind}
         after, floor = _since(tenures, behind)
+        listed, padded = in_list(behind)
         for table in tables:
-            listed, padded = in_list(behind)
             rows = await self._scalar_rows(
                 "SELECT session_id, tenure, send_id, min(send_first), max(send_trades), "
                 f"max(send_books) FROM tt_{table} WHERE session_id IN "
