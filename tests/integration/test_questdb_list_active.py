@@ -7,6 +7,7 @@ how QuestDB reads it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,15 @@ from ticktape.store.base import SessionQuery
 from ticktape.store.questdb import QuestDBSessionStore
 
 pytestmark = pytest.mark.questdb
+
+
+RUNNING = SessionQuery(statuses=frozenset({SessionStatus.RUNNING}))
+
+
+def _questdb(store: RetryingStore) -> QuestDBSessionStore:
+    sessions = store.inner.sessions
+    assert isinstance(sessions, QuestDBSessionStore)
+    return sessions
 
 
 async def _start(store: RetryingStore, session: Session) -> Session:
@@ -80,10 +90,8 @@ def test_once_the_log_is_quiet_the_window_holds_none_of_its_last_burst(
     # A burst of finished sessions (a bulk import, many ending at once) and then no
     # writes: the window's bound used to trail the newest row by the overlap forever,
     # so every list read the burst's last seconds again until the next write.
-    sessions = questdb_store.inner.sessions
-    assert isinstance(sessions, QuestDBSessionStore)
+    sessions = _questdb(questdb_store)
     index = sessions.heartbeat_sessions
-    running = SessionQuery(statuses=frozenset({SessionStatus.RUNNING}))
 
     async def start() -> str:
         # stamped now (make_session's default created_at is the test's start)
@@ -92,7 +100,7 @@ def test_once_the_log_is_quiet_the_window_holds_none_of_its_last_burst(
     lists: list[tuple[int, list[str]]] = []  # (rows the list's window read, ids listed)
 
     async def listed() -> None:
-        page = await questdb_store.sessions.list_sessions(running)
+        page = await questdb_store.sessions.list_sessions(RUNNING)
         lists.append((index.window_rows, [s.id for s in page.sessions]))
 
     async def scenario() -> tuple[str, str]:
@@ -118,3 +126,31 @@ def test_once_the_log_is_quiet_the_window_holds_none_of_its_last_burst(
     # nothing, then the new session alone (its newest row)
     assert [rows for rows, _ in lists][1:] == [41, 41, 41, 0, 1]
     assert index.full_reads == 1
+
+
+def test_lists_that_arrive_during_a_read_share_the_next_one_and_see_every_start(
+    questdb_store: RetryingStore, run: Run[Any], make_session: Callable[..., Session]
+) -> None:
+    sessions = _questdb(questdb_store)
+    index = sessions.heartbeat_sessions
+
+    async def listed() -> list[str]:
+        page = await questdb_store.sessions.list_sessions(RUNNING)
+        return [s.id for s in page.sessions]
+
+    async def scenario() -> tuple[str, str, list[list[str]], list[list[str]], int]:
+        first = (await _start(questdb_store, make_session(created_at=utcnow()))).id
+        await listed()  # the index's first read, a full one
+        reads = index.full_reads + index.window_reads
+        # eight lists at once: the first reads, the seven queued behind it share the next
+        together = await asyncio.gather(*(listed() for _ in range(8)))
+        # a start acknowledged before a list arrives is in that list, shared read or not
+        later = (await _start(questdb_store, make_session(created_at=utcnow()))).id
+        after = await asyncio.gather(*(listed() for _ in range(8)))
+        return first, later, together, after, index.full_reads + index.window_reads - reads
+
+    first, later, together, after, reads = run(scenario())
+    assert together == [[first]] * 8
+    assert after == [[later, first]] * 8
+    assert reads == 4  # two reads for each eight lists
+    assert index.shared_reads == 12

@@ -98,7 +98,7 @@ class ActiveSessions:
     owns (``QuestDBSessionStore.renew_instance``). ``overlap_s`` and ``full_every_s``
     default to the constants above; a test shrinks them to show what each one covers.
     ``full_reads`` and ``window_reads`` count the reads of each kind (a test checks which
-    one a scan did)."""
+    one a scan did), ``shared_reads`` the calls answered by another call's read."""
 
     def __init__(
         self,
@@ -127,8 +127,11 @@ class ActiveSessions:
         self._next: datetime | None = None
         self._full_at = 0.0
         self._lock = asyncio.Lock()
+        self._begun = 0  # reads begun so far, each numbered by this count as it begins
+        self._done = 0  # the number of the last read that completed
         self.full_reads = 0
         self.window_reads = 0
+        self.shared_reads = 0  # calls answered by a read that began after they did
         self.window_rows = 0  # rows the last window read returned (active and ended)
 
     async def leases(self) -> Leases:
@@ -139,13 +142,26 @@ class ActiveSessions:
     async def rows(self, queries: Queries | None = None) -> dict[str, tuple[Any, ...]]:
         """Every non-terminal session's newest row (its ``columns``), as of this read;
         ``queries`` runs this read's queries (a connection the caller holds). A read is
-        one round trip, two when it reads the whole log."""
+        one round trip, two when it reads the whole log. Calls that arrive while a read
+        is under way wait for it and then share one read: each one's answer comes from
+        a read that began after the call did (a read under way when a call arrives may
+        have missed a row committed just before the call; the next one cannot)."""
+        arrived = self._begun
         async with self._lock:
+            if self._done > arrived:
+                # a read that began after this call did has completed: it saw every row
+                # committed before this call, so its answer is this call's too (the
+                # calls that queued behind one read share the next one)
+                self.shared_reads += 1
+                return dict(self._known)
+            self._begun += 1
+            number = self._begun
             self._queries = queries or self._default_queries
             bound = self._bound  # this scan's window starts here, even if the bound moves
             due = time.monotonic() - self._full_at >= self.full_every_s
             if bound is None or due or not await self._read_window(bound):
                 await self._read_all()
+            self._done = number
             return dict(self._known)
 
     def forget(self) -> None:
