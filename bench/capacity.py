@@ -90,7 +90,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from codes import add_code_option, code_trees, env_for
+from codes import add_code_option, code_tag, code_trees, env_for, with_prefix
 from lifecycle import Connection, percentile, store_url_for
 from ticktape.domain import DataType, Session, SessionStatus, utcnow
 from ticktape.store import open_store
@@ -1056,14 +1056,13 @@ def main_history(args: argparse.Namespace) -> None:
         for name in args.stores.split(","):
             for label, src in codes:
                 print(f"{name} · code {label}", flush=True)
-                tag = "".join(c for c in label.lower() if c.isalnum())[:8]
+                tag = code_tag(label)
                 if name == "sqlite":
                     store_url = f"sqlite:///{tmp}/bench-capacity-{tag}.db"
                 else:
                     store_url = store_url_for(name, Path(tmp), args.questdb_url)
                     if len(codes) > 1:  # each code on tables of its own
-                        sep = "&" if "?" in store_url else "?"
-                        store_url += f"{sep}prefix=cap{os.getpid()}_{tag}_"
+                        store_url = with_prefix(store_url, f"cap{os.getpid()}_{tag}_")
                 got = _history_run(args, name, store_url, src, Path(tmp))
                 results[name if len(codes) == 1 else f"{name}/{label}"] = got
     print(json.dumps({"benchmark": "capacity-history", "results": results}))

@@ -43,6 +43,17 @@ def code_trees(items: list[str]) -> list[tuple[str, str | None]]:
     return codes
 
 
+def code_tag(label: str) -> str:
+    """``label`` as a piece of a table prefix or file name: its letters and digits, 8 at
+    most."""
+    return "".join(c for c in label.lower() if c.isalnum())[:8]
+
+
+def with_prefix(url: str, prefix: str) -> str:
+    """A QuestDB store ``url`` on tables of its own: ``prefix`` added to its query."""
+    return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
+
+
 def env_for(src: str | None, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` with ``PYTHONPATH`` set to ``src`` (unchanged for this tree)."""
     env = dict(base)
@@ -72,9 +83,7 @@ def run_rounds(
     results: dict[str, list[dict[str, Any]]] = {}
     for round_ in range(args.rounds):
         for label, src in code_trees(args.code):
-            tag = "".join(c for c in label.lower() if c.isalnum())[:8]
-            url = args.store + f"{'&' if '?' in args.store else '?'}"
-            url += f"prefix={prefix}{os.getpid()}_{tag}{round_}_"
+            url = with_prefix(args.store, f"{prefix}{os.getpid()}_{code_tag(label)}{round_}_")
             cmd = [sys.executable, script, "--child", "--store", url, *child_args]
             try:
                 done = subprocess.run(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from capacity import start_sessions
-from codes import add_code_option, code_trees, env_for
+from codes import add_code_option, code_tag, code_trees, env_for, with_prefix
 from lifecycle import Connection, percentile, process_tree_cpu_s, store_url_for
 from ticktape.testing import ServerProcess
 
@@ -98,12 +98,12 @@ def main() -> None:
         for store in args.stores.split(","):
             for round_ in range(args.rounds):
                 for label, src in code_trees(args.code):
-                    tag = "".join(c for c in label.lower() if c.isalnum())[:8]
+                    tag = f"{code_tag(label)}{round_}"
                     if store == "sqlite":
-                        url = f"sqlite:///{tmp}/bench-lists-{tag}{round_}.db"
+                        url = f"sqlite:///{tmp}/bench-lists-{tag}.db"
                     else:
                         url = store_url_for(store, Path(tmp), args.questdb_url)
-                        url += f"{'&' if '?' in url else '?'}prefix=ls{os.getpid()}_{tag}{round_}_"
+                        url = with_prefix(url, f"ls{os.getpid()}_{tag}_")
                     got = {"store": store, "code": label, "round": round_ + 1}
                     got.update(_measure(args, url, src, Path(tmp)))
                     print(json.dumps(got), flush=True)
