@@ -490,6 +490,15 @@ class Settings:
         return self.lease_s
 
     @property
+    def lost_owner_quiet_s(self) -> float:
+        """A lost owner acknowledged no tick later than this before its lease expired,
+        by the reconciler's clock: half the margin by which it fenced itself before the
+        expiry (``lease_s - self_fence_after_s``); the other half allows for clocks that
+        differ between hosts. What the tick store had committed by then is all a seal of
+        its sessions waits to see (``TickStore.wait_visible(committed_by=...)``)."""
+        return (self.lease_s - self.self_fence_after_s) / 2
+
+    @property
     def reap_bound_s(self) -> float:
         """An orphan is reaped at most this long after its owner's last renewal.
 

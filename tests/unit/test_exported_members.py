@@ -28,6 +28,7 @@ EXPORTS = {
     "ticktape.store.memory": ["MemoryStore"],
     "ticktape.store.sqlite": ["DRIVER_ERRORS", "SqliteStore"],
     "ticktape.store.questdb": [
+        "CommitMarks",
         "DRIVER_ERRORS",
         "Fence",
         "LogLookups",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -34,20 +34,27 @@ class _Visibility:
         self.error = error
         self.waits = 0
         self.timeouts: list[float] = []
+        self.committed_by: list[datetime | None] = []
+        self.notes: list[datetime] = []  # when note_committed was called
         self.seals: list[str] = []
         seal = store.ticks.seal
 
-        async def wait_visible(timeout_s: float) -> None:
+        async def wait_visible(timeout_s: float, *, committed_by: datetime | None = None) -> None:
             self.waits += 1
             self.timeouts.append(timeout_s)
+            self.committed_by.append(committed_by)
             if self.error is not None:
                 raise self.error
+
+        async def note_committed() -> None:
+            self.notes.append(utcnow())
 
         async def counted_seal(session_id: str):  # type: ignore[no-untyped-def]
             self.seals.append(session_id)
             return await seal(session_id)
 
         store.ticks.wait_visible = wait_visible  # type: ignore[method-assign]
+        store.ticks.note_committed = note_committed  # type: ignore[method-assign]
         store.ticks.seal = counted_seal  # type: ignore[method-assign]
 
 
@@ -208,3 +215,72 @@ def test_the_pass_line_names_its_slowest_seal_and_commit(
     commit = float(line.split("slowest commit ")[1].split(" s")[0])
     sealed_and_committed = float(line.split("seal+commit ")[1].split(" s")[0])
     assert seal + commit <= sealed_and_committed + 0.0001  # each rounded to 0.1 ms
+
+
+def test_the_seals_wait_for_what_was_committed_once_the_lost_owner_stopped_writing(
+    make_session: Callable[..., Session],
+) -> None:
+    """An owner that cannot renew fences itself before its lease expires, so its
+    acknowledged ticks were committed ``lost_owner_quiet_s`` before the latest expiry
+    among the pass's orphans: the wait's target is what was committed then, not what
+    the live instances committed since (a target that moves under load)."""
+
+    async def scenario() -> None:
+        store, rec, vis = await _setup(None)
+        now = utcnow()
+        early = make_session(owner="dead:9/z", lease_expires_at=now - timedelta(seconds=0.3))
+        late = make_session(owner="dead:9/z", lease_expires_at=now - timedelta(seconds=0.01))
+        for s in (early, late):
+            await store.sessions.create_session(s, actor="t")
+
+        assert await rec.reconcile() == 2
+        quiet = timedelta(seconds=SETTINGS.lost_owner_quiet_s)
+        assert vis.committed_by == [late.lease_expires_at - quiet]  # covers both owners
+        assert quiet.total_seconds() == (SETTINGS.lease_s - SETTINGS.self_fence_after_s) / 2 > 0
+
+    asyncio.run(scenario())
+
+
+def test_an_earlier_incarnations_sessions_wait_for_everything_committed(
+    make_session: Callable[..., Session],
+) -> None:
+    """Sessions taken at start-up from this instance's earlier incarnation have leases
+    that may not have expired: their wait has no earlier target than now."""
+
+    async def scenario() -> None:
+        store, rec, vis = await _setup(None)
+        mine = make_session(owner="me:1/old", lease_expires_at=utcnow() + timedelta(seconds=5))
+        await store.sessions.create_session(mine, actor="t")
+
+        assert await rec.reconcile(startup=True) == 1
+        assert vis.committed_by == [None]
+
+    asyncio.run(scenario())
+
+
+def test_a_pass_just_before_a_lease_expires_notes_what_the_tick_store_committed(
+    make_session: Callable[..., Session],
+) -> None:
+    """Within ``lost_owner_quiet_s`` of the earliest lease expiry a pass notes what is
+    committed (the target of that owner's seals, should it be lost); a pass earlier
+    than that, or with no lease about to expire, does not."""
+
+    async def scenario() -> None:
+        store, rec, vis = await _setup(None)
+        quiet = SETTINGS.lost_owner_quiet_s
+        soon = make_session(
+            owner="other:2/b", lease_expires_at=utcnow() + timedelta(seconds=quiet * 3)
+        )
+        await store.sessions.create_session(soon, actor="t")
+
+        assert await rec.reconcile() == 0
+        assert vis.notes == []  # its owner may still write
+        sooner = make_session(
+            owner="other:3/c", lease_expires_at=utcnow() + timedelta(seconds=quiet / 2)
+        )
+        await store.sessions.create_session(sooner, actor="t")
+        assert await rec.reconcile() == 0
+        assert rec.next_expiry == sooner.lease_expires_at
+        assert len(vis.notes) == 1 and vis.waits == 0  # noted; nothing expired, no wait
+
+    asyncio.run(scenario())

@@ -101,6 +101,7 @@ def _arguments(operation: str) -> dict[str, Any]:
         "write": {"batches": [], "owner": "me"},
         "write_sessions": {"writes": [[]], "owner": "me"},
         "wait_visible": {"timeout_s": 1.0},
+        "note_committed": {},
         "count": sid,
         "seal": sid,
         "position": sid,

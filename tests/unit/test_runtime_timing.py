@@ -133,6 +133,21 @@ def test_the_reconciler_wakes_just_after_the_earliest_known_lease_expires() -> N
         assert polling * RECONCILE_JITTER_MIN <= unknown <= polling
 
 
+def test_before_a_lease_expires_the_reconciler_wakes_once_its_owner_would_have_stopped() -> None:
+    """A lease expiring later than ``lost_owner_quiet_s`` from now gets a pass just after
+    that much before it (the pass notes what the tick store committed, the target of the
+    seals should its owner be lost); nearer, the wake is just after the expiry itself."""
+    settings = Settings()  # heartbeat 2 s, lease 10 s: the polling wait is 0.75-1.5 s
+    quiet = settings.lost_owner_quiet_s
+    spread = settings.reconcile_every_s * RECONCILE_WAKE_SPREAD
+    assert spread < quiet < 1.0
+    for _ in range(100):
+        before = wait_before_pass(settings, utcnow() + timedelta(seconds=1.0))
+        assert 1.0 - quiet - 0.01 <= before <= 1.0 - quiet + spread
+        near = wait_before_pass(settings, utcnow() + timedelta(seconds=quiet / 2))
+        assert quiet / 2 - 0.01 <= near <= quiet / 2 + spread
+
+
 def test_a_pass_learns_the_next_expiry_from_its_scan(
     make_session: Callable[..., Session],
 ) -> None:

@@ -81,12 +81,16 @@ def wait_before_pass(settings: Settings, next_expiry: datetime | None) -> float:
     wait plus the budget kept for the pass never exceeds the interval, which the reap
     bound rests on), or less, to start just after ``next_expiry``, the earliest known
     lease expiry (a small random spread keeps instances from all taking the same
-    orphans at once)."""
+    orphans at once) — and before that, just after ``lost_owner_quiet_s`` before it,
+    once its owner, if lost, has stopped writing: that pass notes what the tick store
+    has committed (``TickStore.note_committed``), all its seals wait to see."""
     every = settings.reconcile_every_s
     wait = (every - settings.reconcile_pass_budget_s) * random.uniform(RECONCILE_JITTER_MIN, 1.0)
     if next_expiry is not None:
         until = (next_expiry - utcnow()).total_seconds()
-        wait = min(wait, max(0.0, until) + every * random.uniform(0.0, RECONCILE_WAKE_SPREAD))
+        quiet = settings.lost_owner_quiet_s
+        first = until - quiet if until > quiet else max(0.0, until)
+        wait = min(wait, first + every * random.uniform(0.0, RECONCILE_WAKE_SPREAD))
     return wait
 
 
@@ -208,6 +212,8 @@ class Reconciler:
         began = time.monotonic()
         scan = await self._store.sessions.scan_leases(now)
         self._next_expiry = scan.next_expiry
+        if scan.next_expiry is not None:
+            await self._note_committed(scan.next_expiry)
         scanned = time.monotonic()
         self._metrics.reconcile_phase.labels(phase="scan").observe(scanned - began)
         expired = {s.id: s for s in scan.expired}
@@ -248,7 +254,14 @@ class Reconciler:
             if s.lease_expires_at is not None and s.id not in restarted
         ]
         budget = visibility_budget(self._settings, expiries, utcnow())
-        if not await self._let_ticks_land(budget):
+        # what the lost owners could have acknowledged was committed by this time (an
+        # earlier incarnation's session: by now, read at once)
+        committed_by = (
+            max(expiries) - timedelta(seconds=self._settings.lost_owner_quiet_s)
+            if expiries and not any(s.id in restarted for s in orphans)
+            else None
+        )
+        if not await self._let_ticks_land(budget, committed_by):
             orphans = self._patient(orphans, restarted)
             if not orphans:
                 return 0
@@ -314,15 +327,31 @@ class Reconciler:
             session = again
         return False
 
-    async def _let_ticks_land(self, budget: float) -> bool:
+    async def _note_committed(self, next_expiry: datetime) -> None:
+        """Note what the tick store has committed, if the earliest lease the scan saw
+        expires within ``lost_owner_quiet_s``: should its owner be lost, it acknowledged
+        nothing after that, and its seals need wait only for what is committed now, not
+        for what the live instances commit meanwhile. Best effort: without the note, the
+        wait reads its own target, later."""
+        until = (next_expiry - utcnow()).total_seconds()
+        if not 0.0 < until <= self._settings.lost_owner_quiet_s:
+            return
+        try:
+            await self._store.ticks.note_committed()
+        except StoreError as exc:
+            log.info("reconciler: could not note what the tick store committed: %s", exc)
+
+    async def _let_ticks_land(self, budget: float, committed_by: datetime | None) -> bool:
         """Give ticks the lost owners had acknowledged ``budget`` seconds to become visible
         (:func:`visibility_budget`), so the seals count them; False if they did not.
+        ``committed_by``: they were committed by then (None: wait for everything
+        acknowledged so far).
 
         A store that cannot make them visible without an operator (a suspended QuestDB
         table) answers True: the seals count what is visible, and rows that land later
         are fenced out, never counted (store.base.Seal)."""
         try:
-            await self._store.ticks.wait_visible(budget)
+            await self._store.ticks.wait_visible(budget, committed_by=committed_by)
         except TicksNotVisible as exc:
             log.warning("reconciler: %s", exc)
             return False

@@ -680,13 +680,24 @@ class TickStore(abc.ABC):
         return answers
 
     @abc.abstractmethod
-    async def wait_visible(self, timeout_s: float) -> None:
-        """Return once every write acknowledged so far is visible to every reader.
+    async def wait_visible(self, timeout_s: float, *, committed_by: datetime | None = None) -> None:
+        """Return once every write acknowledged so far is visible to every reader — or,
+        given ``committed_by`` (a past time), every write committed by then.
 
-        Raises :class:`~ticktape.errors.TicksNotVisible` if that does not happen
-        within ``timeout_s``, or :class:`~ticktape.errors.StoreError` if it cannot
-        happen without an operator (a suspended QuestDB table).
+        A backend that applies writes later (QuestDB's WAL) waits for what it had
+        committed as of a state it read at or after ``committed_by`` — the earliest such
+        state it noted (:meth:`note_committed`), else one read now — rather than for
+        everything committed since, which other writers keep moving. Raises
+        :class:`~ticktape.errors.TicksNotVisible` if that does not happen within
+        ``timeout_s``, or :class:`~ticktape.errors.StoreError` if it cannot happen
+        without an operator (a suspended QuestDB table).
         """
+
+    async def note_committed(self) -> None:
+        """Note what has been committed now, for a later :meth:`wait_visible` whose
+        ``committed_by`` is at or before now. Nothing to note where an acknowledged
+        write is visible at once (the default)."""
+        return None
 
     @abc.abstractmethod
     async def count(self, session_id: str) -> TickCounts:

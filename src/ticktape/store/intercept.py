@@ -73,6 +73,7 @@ TICK_OPERATIONS = frozenset(
         "write",
         "write_sessions",
         "wait_visible",
+        "note_committed",
         "count",
         "seal",
         "position",
@@ -292,9 +293,14 @@ class InterceptedTickStore(TickStore):
         i = self._inner
         return await self._f("write_sessions", i.write_sessions, writes=writes, owner=owner)
 
-    async def wait_visible(self, timeout_s: float) -> None:
+    async def wait_visible(self, timeout_s: float, *, committed_by: datetime | None = None) -> None:
         i = self._inner
-        return await self._f("wait_visible", i.wait_visible, timeout_s=timeout_s)
+        return await self._f(
+            "wait_visible", i.wait_visible, timeout_s=timeout_s, committed_by=committed_by
+        )
+
+    async def note_committed(self) -> None:
+        return await self._f("note_committed", self._inner.note_committed)
 
     async def count(self, session_id: str) -> TickCounts:
         return await self._f("count", self._inner.count, session_id=session_id)

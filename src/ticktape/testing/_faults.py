@@ -14,7 +14,7 @@ Operations are named by their method: ``create_session``, ``get_session``,
 ``list_sessions``, ``count_sessions``, ``transition``, ``claim``, ``renew_lease``,
 ``renew_instance`` (the heartbeat),
 ``add_event``, ``list_events``, ``mark_deleted``, ``find_expired``, ``scan_leases``, ``find_owned``
-(sessions) and ``write``, ``wait_visible``, ``count``, ``position``,
+(sessions) and ``write``, ``wait_visible``, ``note_committed``, ``count``, ``position``,
 ``read_trades``, ``read_orderbook`` (ticks). A ``write_sessions`` call (many sessions'
 tick writes at once) is also subject to the ``write`` rules, item by item: a rule on
 ``write`` bites each session's writes whichever way they are made. ``when`` receives the call's

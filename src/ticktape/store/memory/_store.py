@@ -499,7 +499,7 @@ class MemoryTickStore(TickStore):
                         trades += 1
         return WriteResult(TickCounts(trades, books))
 
-    async def wait_visible(self, timeout_s: float) -> None:
+    async def wait_visible(self, timeout_s: float, *, committed_by: datetime | None = None) -> None:
         return None
 
     async def read_times(self, session_id: str, symbol: str, data_type: DataType) -> StreamTimes:

@@ -16,6 +16,9 @@ Public face:
 - :class:`LogLookups`, the type of ``QuestDBStore.log_lookups``: the by-id reads of
   the session log, which read again by string what QuestDB's symbol lookup missed
   (its counts, its testing hook ``on_lookup``);
+- :class:`CommitMarks`, the type of ``QuestDBTickStore.commit_marks``: what the tick
+  tables had committed by the times their WAL state was read, the targets of a
+  ``wait_visible(committed_by=...)`` (unit-tested on its own);
 - :class:`Fence`, a sealed tenure's fence as a seal writes it (``Seal.fence``), for
   tests that check where a seal cut;
 - ``DRIVER_ERRORS``, the table that maps every psycopg, socket and ILP client error
@@ -58,6 +61,7 @@ from ticktape.store.questdb._export import literal as sql_literal
 from ticktape.store.questdb._fence import TICK_FLOOR_MARGIN_US, Fence
 from ticktape.store.questdb._sessions import QuestDBSessionStore, QuestDBStore
 from ticktape.store.questdb._ticks import (
+    CommitMarks,
     QuestDBTickStore,
     book_frame,
     send_marks,
@@ -71,6 +75,7 @@ __all__ = [
     "SESSION_LOG_COLUMNS",
     "SHOW_PARAMETERS_ATTEMPTS",
     "TICK_FLOOR_MARGIN_US",
+    "CommitMarks",
     "Fence",
     "LogLookups",
     "ParquetExport",

@@ -32,6 +32,7 @@ table and interval where one does.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import threading
@@ -41,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -50,7 +51,7 @@ import pandas as pd
 from questdb import QuestDBError, Sender
 
 from ticktape.config import VISIBILITY_TIMEOUT_S
-from ticktape.domain import ACTIVE_STATUSES, DataType
+from ticktape.domain import ACTIVE_STATUSES, DataType, utcnow
 from ticktape.errors import (
     LeaseLost,
     StoreBusy,
@@ -98,6 +99,7 @@ from ticktape.ticks import (
 log = logging.getLogger(__name__)
 
 VISIBILITY_POLL_S = 0.005  # first poll interval of wal_tables(); doubles up to 100 ms
+COMMIT_MARKS_KEPT = 256  # the tick tables' committed states kept, newest (CommitMarks)
 MAX_GROUP_ROWS = 1_000_000  # ticks sent together in one grouped write, at most
 # While writers are concurrent (the last group carried more than one write), a send
 # starts at least this long after the previous one started: every session's flushes of
@@ -358,6 +360,36 @@ def serialise_frame(target: Any, table: str, frame: pd.DataFrame) -> None:
 @dataclass
 class _WalRead(Waiting[dict[str, tuple[int, int, bool]]]):
     """One caller's wait for the tick tables' WAL state (``_wal_state``)."""
+
+
+class CommitMarks:
+    """What the tick tables had committed — each table's ``sequencerTxn`` — by known
+    times: each read of their WAL state, marked with the time (this process's wall
+    clock) just before it was sent, so it covers every commit acknowledged by then. The
+    newest ``kept`` of them, in order of that time.
+
+    A wait for what was committed by a past time (``wait_visible(committed_by=...)``)
+    takes the earliest mark at or after it: a later one would add other writers' newer
+    commits, a target that keeps moving under load (docs/resilience.md, "Sealing")."""
+
+    def __init__(self, kept: int = COMMIT_MARKS_KEPT) -> None:
+        if kept < 1:
+            raise ValueError(f"CommitMarks keeps at least one mark, not {kept}")
+        self._kept = kept
+        self._marks: list[tuple[datetime, dict[str, int]]] = []
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    def add(self, began: datetime, committed: dict[str, int]) -> None:
+        """Note ``committed`` (table -> sequencerTxn), read by a query sent after ``began``."""
+        bisect.insort(self._marks, (began, dict(committed)), key=itemgetter(0))
+        del self._marks[: -self._kept]
+
+    def as_of(self, committed_by: datetime) -> dict[str, int] | None:
+        """The earliest mark read at or after ``committed_by`` (None: no such mark)."""
+        at = bisect.bisect_left(self._marks, committed_by, key=itemgetter(0))
+        return dict(self._marks[at][1]) if at < len(self._marks) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,6 +676,9 @@ class QuestDBTickStore(TickStore):
         self._last_send = 0.0  # time.monotonic() when the last group was taken
         self._last_writes = 0  # writes in that group: more than one, writers are concurrent
         self._wal_reads: Grouper[_WalRead] = Grouper(self._read_wal_group, len, "read WAL state")
+        #: What the tick tables had committed as of each WAL state read (public: tests
+        #: look at the marks a wait may use).
+        self.commit_marks = CommitMarks()
         # Counts of sessions that end together (a shutdown, a reaper's sweep, a claim
         # of many) go in one query per table: with no index on session_id, each count
         # scans the day's partition, and 1,000 such scans took minutes (docs/benchmarks.md).
@@ -901,6 +936,8 @@ class QuestDBTickStore(TickStore):
             read.answer(state)
 
     async def _read_wal_state(self) -> dict[str, tuple[int, int, bool]]:
+        began = utcnow()  # before the query is sent: its state covers what was committed by then
+
         async def query() -> dict[str, tuple[int, int, bool]]:
             async with self._db.reader("read WAL state") as conn:
                 cur = await conn.execute(
@@ -911,11 +948,21 @@ class QuestDBTickStore(TickStore):
                 rows = await cur.fetchall()
                 return {str(n): (int(w), int(s), bool(sus)) for n, w, s, sus in rows}
 
-        return await self._db.bounded(query(), "read WAL state")
+        state = await self._db.bounded(query(), "read WAL state")
+        self.commit_marks.add(began, {name: seq for name, (_, seq, _) in state.items()})
+        return state
 
-    async def wait_visible(self, timeout_s: float) -> None:
-        """Wait until the tick tables have applied every transaction committed so far."""
-        targets = {name: seq for name, (_, seq, _) in (await self._wal_state()).items()}
+    async def note_committed(self) -> None:
+        """Read the tick tables' WAL state now, as a mark for later waits (CommitMarks)."""
+        await self._wal_state()
+
+    async def wait_visible(self, timeout_s: float, *, committed_by: datetime | None = None) -> None:
+        """Wait until the tick tables have applied every transaction committed so far —
+        or, given ``committed_by``, by then: as of the earliest mark read at or after it,
+        or as of a read now if there is none (:class:`CommitMarks`)."""
+        targets = self.commit_marks.as_of(committed_by) if committed_by is not None else None
+        if targets is None:
+            targets = {name: seq for name, (_, seq, _) in (await self._wal_state()).items()}
         deadline = time.monotonic() + timeout_s
         delay = VISIBILITY_POLL_S
         while True:

@@ -1064,7 +1064,7 @@ class SqliteTickStore(TickStore):
             if outcome is not None:
                 _settle_outcome(request.future, outcome)
 
-    async def wait_visible(self, timeout_s: float) -> None:
+    async def wait_visible(self, timeout_s: float, *, committed_by: datetime | None = None) -> None:
         return None  # a committed SQLite transaction is visible to every new reader
 
     async def write_gaps(self, session_id: str, gaps: list[Gap], *, owner: str) -> None:
