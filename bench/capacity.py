@@ -803,8 +803,7 @@ def _ramp_once(
     elif name == "questdb":
         # tables of their own: a previous run's sessions, their servers gone, would
         # be reaped as owner_lost by this run's instances and counted as its failures
-        sep = "&" if "?" in store_url else "?"
-        store_url += f"{sep}prefix=ramp{uuid.uuid4().hex[:8]}_"
+        store_url = with_prefix(store_url, f"ramp{uuid.uuid4().hex[:8]}_")
     env = env_for(src, {**RAMP_ENV, "TICKTAPE_LOG_LEVEL": args.log_level})
     if args.shutdown_grace_s is not None:
         env["TICKTAPE_SHUTDOWN_GRACE_S"] = str(args.shutdown_grace_s)

@@ -29,7 +29,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from codes import add_code_option, code_trees, env_for
+from codes import add_code_option, code_trees, env_for, with_prefix
 from ticktape.domain import DataType, Session, utcnow
 from ticktape.store.questdb import QuestDBStore
 from ticktape.testing import draft_session
@@ -117,8 +117,7 @@ def main() -> None:
     runs = []
     for round_ in range(1, args.rounds + 1):
         for label, src in codes:
-            sep = "&" if "?" in args.questdb_url else "?"
-            url = f"{args.questdb_url}{sep}prefix=gc{uuid.uuid4().hex[:8]}_"
+            url = with_prefix(args.questdb_url, f"gc{uuid.uuid4().hex[:8]}_")
             asyncio.run(_create_tables(url))
             loaded = _spawn(args, url, src, loaded=True)
             idle = _spawn(args, url, None, loaded=False)

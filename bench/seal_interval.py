@@ -26,6 +26,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from codes import with_prefix
+
 IDS = [f"p{n}" for n in range(1000)]  # sessions of the prefill (``'p' || (x % 3000)``)
 
 
@@ -48,7 +50,7 @@ def main() -> None:
     from ticksend import _prefill
     from ticktape.store.questdb import QuestDBAddress
 
-    url = f"{args.store}{'&' if '?' in args.store else '?'}prefix=qsi{os.getpid()}_"
+    url = with_prefix(args.store, f"qsi{os.getpid()}_")
     env = {**os.environ, "PYTHONPATH": os.path.abspath("src")}
     subprocess.run([sys.executable, "-c", _MAKE_TABLES, url], env=env, check=True)
     address = QuestDBAddress.from_url(url)

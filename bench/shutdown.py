@@ -60,6 +60,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from codes import code_tag, with_prefix
+
 
 class _Errors(logging.Handler):
     """Counts ERROR records and keeps the first few distinct messages."""
@@ -606,7 +608,7 @@ def main() -> None:
     results: dict[str, list[Any]] = {label: [] for label, _ in codes}
     shared = ""  # QuestDB, prefilled: one set of tables for every child of every round
     if args.prefill_ticks and args.store.startswith("questdb://"):
-        shared = f"{args.store}{'&' if '?' in args.store else '?'}prefix=qsd{os.getpid()}_"
+        shared = with_prefix(args.store, f"qsd{os.getpid()}_")
         env = {**os.environ, "PYTHONPATH": os.path.abspath(codes[-1][1])}
         subprocess.run([sys.executable, "-c", _MAKE_TABLES, shared], env=env, check=True)
         took = prefill(shared, args.prefill_ticks)
@@ -619,8 +621,7 @@ def main() -> None:
                 if shared:
                     url = shared
                 elif url.startswith("questdb://"):  # each child its own tables, alike at start
-                    tag = "".join(c for c in label.lower() if c.isalnum())[:8]
-                    url += f"{'&' if '?' in url else '?'}prefix=qsd{os.getpid()}_{tag}{round_}_"
+                    url = with_prefix(url, f"qsd{os.getpid()}_{code_tag(label)}{round_}_")
                 cmd = [sys.executable, __file__, "--child", "--sync", "--store", url]
                 cmd += ["--sessions", str(args.sessions), "--resumable", str(args.resumable)]
                 cmd += ["--hold-s", str(args.hold_s), "--instances", str(args.instances)]

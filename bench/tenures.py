@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 
 from capacity import seed_history_bulk
+from codes import with_prefix
 from lifecycle import percentile
 from ticktape.store.questdb import QuestDBStore
 from ticktape.testing import draft_session
@@ -88,8 +89,7 @@ async def _time_count(store: QuestDBStore, ids: list[str], repeat: int) -> dict[
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    sep = "&" if "?" in args.questdb_url else "?"
-    url = f"{args.questdb_url}{sep}prefix=ten{uuid.uuid4().hex[:8]}_"
+    url = with_prefix(args.questdb_url, f"ten{uuid.uuid4().hex[:8]}_")
     store = QuestDBStore(url)
     await store.open()
     sizes = sorted({1, 100, args.active})

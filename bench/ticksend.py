@@ -49,6 +49,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from codes import with_prefix
 from ticktape.domain import SessionStatus
 
 FLUSH_S = 0.25  # config.FLUSH_INTERVAL_S: one grouped send per instance per interval
@@ -259,7 +260,7 @@ def child_ingest(
     )
 
     prefix = f"send{uuid.uuid4().hex[:8]}_"
-    store_url = url + ("&" if "?" in url else "?") + f"prefix={prefix}"
+    store_url = with_prefix(url, prefix)
     address = QuestDBAddress.from_url(store_url)
 
     start_us = int(time.time() * 1e6)
