@@ -109,6 +109,20 @@ def test_a_seed_gives_the_same_ticks_as_before(case: str) -> None:
     assert _digest(_blocks(case), with_recv=stamped) == expected
 
 
+def test_exchanges_of_one_seed_side_by_side_give_the_same_ticks_as_before() -> None:
+    # The streams' seed sequences are remembered across exchanges: a second exchange
+    # of the same seed, built while the first is half-way, starts from the same state
+    # and neither moves the other.
+    n, stamped, expected = CASES["default"]
+    first = _exchange("default")
+    head = [first.next_block(RECV_US + k) for k in range(n // 2)]
+    second = _exchange("default")
+    tail = [first.next_block(RECV_US + k) for k in range(n // 2, n)]
+    assert stamped
+    assert _digest(head + tail, with_recv=True) == expected
+    assert _digest([second.next_block(RECV_US + k) for k in range(n)], with_recv=True) == expected
+
+
 def test_the_driver_hands_out_the_same_ticks_however_its_turns_fall() -> None:
     n, _, _ = CASES["default"]
 
