@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from ticktape.domain import Reason, Session, SessionStatus, Stats, check_transition
+from ticktape.domain import (
+    DataType,
+    Reason,
+    Session,
+    SessionConfig,
+    SessionStatus,
+    Stats,
+    check_transition,
+)
 from ticktape.errors import InvalidTransition, LeaseLost, TransitionRace, ValidationError, clip
 from ticktape.store.base import (
     MAX_DATA_LIMIT,
@@ -24,6 +33,27 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z: the range datetime can hold
 _MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+
+
+PARSED_TEXTS_KEPT = 1024  # distinct texts of each column whose parsed value is kept
+
+
+# A session's symbols, data types and config, stored as JSON text, never change after
+# its creation, and most sessions share a handful of texts: each is parsed once and its
+# (immutable) value handed to every row that holds it.
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def parse_symbols(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def parse_data_types(text: str) -> tuple[DataType, ...]:
+    return tuple(DataType(d) for d in json.loads(text))
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def parse_config(text: str) -> SessionConfig:
+    return SessionConfig.from_dict(json.loads(text))
 
 
 def check_note_owner(session: Session, owner: str | None) -> None:

@@ -20,7 +20,6 @@ See ``docs/questdb.md`` for the design and its measured costs.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -39,11 +38,9 @@ from ticktape.config import (
 )
 from ticktape.domain import (
     ACTIVE_STATUSES,
-    DataType,
     Note,
     Reason,
     Session,
-    SessionConfig,
     SessionEvent,
     SessionKind,
     SessionStatus,
@@ -116,6 +113,9 @@ from ticktape.store.rules import (
     from_us,
     load_progress,
     matches,
+    parse_config,
+    parse_data_types,
+    parse_symbols,
     to_us,
 )
 
@@ -174,27 +174,6 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
-# A session's symbols, data types and config never change after its creation, and every
-# read of it parses them again (a get, the read before each transition: ~2 per start at
-# c=32): the parsed values, immutable, are kept per text.
-PARSED_TEXTS_KEPT = 1024  # distinct texts of each column whose parsed value is kept
-
-
-@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
-def _parse_json_list(text: str) -> tuple[str, ...]:
-    return tuple(json.loads(text))
-
-
-@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
-def _parse_data_types(text: str) -> tuple[DataType, ...]:
-    return tuple(DataType(d) for d in json.loads(text))
-
-
-@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
-def _parse_config(text: str) -> SessionConfig:
-    return SessionConfig.from_dict(json.loads(text))
-
-
 @dataclass(frozen=True)
 class _Row:
     """One row of the session log: the session after it, and what the row records."""
@@ -221,10 +200,10 @@ class _Row:
             id=str(v["id"]),
             kind=SessionKind(v["kind"]),
             status=SessionStatus(v["status"]),
-            symbols=_parse_json_list(v["symbols"]),
+            symbols=parse_symbols(v["symbols"]),
             exchange=str(v["exchange"]),
-            data_types=_parse_data_types(v["data_types"]),
-            config=_parse_config(v["config"]),
+            data_types=parse_data_types(v["data_types"]),
+            config=parse_config(v["config"]),
             created_at=_utc(v["created_at"]),  # type: ignore[arg-type]
             started_at=_utc(v["started_at"]),
             ended_at=_utc(v["ended_at"]),

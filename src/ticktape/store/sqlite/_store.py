@@ -29,7 +29,6 @@ from ticktape.domain import (
     Note,
     Reason,
     Session,
-    SessionConfig,
     SessionEvent,
     SessionKind,
     SessionStatus,
@@ -85,6 +84,9 @@ from ticktape.store.rules import (
     effective,
     encode_cursor,
     from_us,
+    parse_config,
+    parse_data_types,
+    parse_symbols,
     recv_time,
     to_us,
 )
@@ -191,10 +193,10 @@ def _row_to_session(row: tuple[object, ...]) -> Session:
         id=str(sid),
         kind=SessionKind(str(kind)),
         status=SessionStatus(str(status)),
-        symbols=tuple(json.loads(str(symbols))),
+        symbols=parse_symbols(str(symbols)),
         exchange=str(exchange),
-        data_types=tuple(DataType(d) for d in json.loads(str(data_types))),
-        config=SessionConfig.from_dict(json.loads(str(config))),
+        data_types=parse_data_types(str(data_types)),
+        config=parse_config(str(config)),
         created_at=from_us(int(created)),  # type: ignore[call-overload]
         started_at=_opt_dt(started),  # type: ignore[arg-type]
         ended_at=_opt_dt(ended),  # type: ignore[arg-type]
