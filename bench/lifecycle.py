@@ -4,7 +4,7 @@ For each store it starts a ``ticktape serve`` subprocess (or uses ``--url``),
 then runs N pairs "POST /api/sessions, then GET /api/sessions/{id} at once" at
 concurrency C. Each session has a 1 s duration, so it completes by itself and
 the server never holds more than a few hundred running sessions. The load comes
-from ``--procs`` client processes speaking HTTP/1.1 keep-alive through h11; the
+from ``--procs`` client processes speaking HTTP/1.1 keep-alive (written by hand); the
 server and the clients share this machine's cores, which the figures include. Prints one
 line of figures per store and, last, one JSON line with all of them.
 
@@ -29,8 +29,6 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
-
-import h11
 
 from ticktape.testing import ServerProcess
 
@@ -72,46 +70,53 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection driven with h11 (uvicorn's own parser).
+    """One keep-alive HTTP/1.1 connection, spoken by hand: a request is written as one
+    buffer and a response read by its Content-Length (or its chunks).
 
-    httpx costs about 2 ms of CPU per request, enough for the load generator to
-    starve the server it measures on a 2-core machine; this costs a tenth of that.
+    The load generator shares the server's two cores, so what it costs is taken from
+    the server it measures: httpx cost about 2 ms of CPU per request; h11 (uvicorn's
+    own parser, used up to stop 31) 0.47-0.50 ms per pair at c=32, and this
+    0.23-0.26 ms (``client_cpu_ms_per_pair`` in the figures).
     """
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.conn = h11.Connection(h11.CLIENT)
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None or self.conn.our_state is h11.MUST_CLOSE:
+        if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            self.conn = h11.Connection(h11.CLIENT)
-        elif self.conn.our_state is h11.DONE:
-            self.conn.start_next_cycle()
-        headers = [("host", self.host), ("content-length", str(len(body)))]
+        assert self.reader is not None
+        head = f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-length: {len(body)}\r\n"
         if body:
-            headers.append(("content-type", "application/json"))
-        assert self.writer is not None and self.reader is not None
-        self.writer.write(self.conn.send(h11.Request(method=method, target=path, headers=headers)))
-        self.writer.write(self.conn.send(h11.Data(data=body)) if body else b"")
-        self.writer.write(self.conn.send(h11.EndOfMessage()))
-        status, chunks = 0, []
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.reader.read(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return status, b"".join(chunks)
+            head += "content-type: application/json\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line, *lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        headers = dict(line.lower().split(b":", 1) for line in lines if line)
+        length = headers.get(b"content-length")
+        if length is not None:
+            data = await self.reader.readexactly(int(length))
+        elif headers.get(b"transfer-encoding", b"").strip() == b"chunked":
+            chunks = []
+            while size := int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
+                chunks.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            await self.reader.readuntil(b"\r\n")  # the empty trailer
+            data = b"".join(chunks)
+        else:  # neither: the body runs to the end of the connection
+            data = await self.reader.read()
+            headers[b"connection"] = b"close"
+        if headers.get(b"connection", b"").strip() == b"close":
+            self.writer.close()
+            self.writer = self.reader = None
+        return status, data
 
 
 async def run_pairs(url: str, pairs: int, concurrency: int) -> dict[str, Any]:
     """One client process: ``pairs`` start→get pairs over ``concurrency`` connections."""
+    cpu_started = time.process_time()
     latencies: list[float] = []
     found = 0
     errors: list[str] = []
@@ -140,7 +145,8 @@ async def run_pairs(url: str, pairs: int, concurrency: int) -> dict[str, Any]:
             conn.writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"latencies": latencies, "found": found, "errors": errors}
+    cpu_s = time.process_time() - cpu_started
+    return {"latencies": latencies, "found": found, "errors": errors, "cpu_s": cpu_s}
 
 
 def _client_process(args: tuple[str, int, int]) -> dict[str, Any]:
@@ -192,6 +198,7 @@ def measure(
         "start_ms_p99": round(percentile(latencies, 99), 2),
         "lookup_success_pct": round(100.0 * found / pairs, 4),
         "pairs_per_s": round(pairs / elapsed, 1),
+        "client_cpu_ms_per_pair": round(sum(part["cpu_s"] for part in parts) * 1000 / pairs, 3),
         "server_cpu_ms_per_pair": (
             round((cpu_after - cpu_before) * 1000 / pairs, 3) if server_pid else None
         ),
@@ -219,7 +226,7 @@ def _median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(rounds[-1])
     for key in ("start_ms_p50", "start_ms_p95", "start_ms_p99", "pairs_per_s"):
         out[key] = round(statistics.median(r[key] for r in rounds), 2)
-    for key in ("server_cpu_ms_per_pair", "questdb_cpu_ms_per_pair"):
+    for key in ("client_cpu_ms_per_pair", "server_cpu_ms_per_pair", "questdb_cpu_ms_per_pair"):
         cpu = [r[key] for r in rounds if r[key] is not None]
         out[key] = round(statistics.median(cpu), 3) if cpu else None
     out["pairs"] = sum(r["pairs"] for r in rounds)
