@@ -22,8 +22,11 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.random.bit_generator import ISeedSequence
+from numpy.typing import DTypeLike, NDArray
 
 from ticktape.domain import DataType
 from ticktape.feeds.clock import ticker
@@ -75,19 +78,38 @@ _STREAMS = ("step", "qty", "side", "spread", "bid_qty", "ask_qty")
 
 def _streams(*key: int) -> dict[str, np.random.Generator]:
     """The streams ``np.random.default_rng([*key, k])`` would give (the same numbers),
-    built from a remembered seed sequence: a session of the default seed starts with
-    the same keys as the last, and ``default_rng`` hashed each afresh, about 0.1 ms per
-    symbol (a tenth of a short session's whole cost on its server)."""
+    seeded from remembered words: a session of the default seed starts with the same
+    keys as the last, and ``default_rng`` hashed each afresh, about 0.1 ms per symbol
+    (a tenth of a short session's whole cost on its server)."""
     return {
-        name: np.random.Generator(np.random.PCG64(_seed_sequence((*key, k))))
+        # numpy: "BitGenerator implementations should treat any object that adheres
+        # to ISeedSequence as if they are SeedSequence" (its stub names only the latter)
+        name: np.random.Generator(np.random.PCG64(_seed_words((*key, k))))  # type: ignore[arg-type]
         for k, name in enumerate(_STREAMS)
     }
 
 
+class _SeedWords(ISeedSequence):
+    """A seed sequence's words, generated once: a bit generator seeded from this starts
+    where one seeded from the sequence itself does (it only asks for words)."""
+
+    def __init__(self, key: tuple[int, ...]) -> None:
+        self._sequence = np.random.SeedSequence(list(key))
+        self._words: dict[tuple[int, np.dtype[Any]], NDArray[np.uint32 | np.uint64]] = {}
+
+    def generate_state(
+        self, n_words: int, dtype: DTypeLike = np.uint32
+    ) -> NDArray[np.uint32 | np.uint64]:
+        asked = (n_words, np.dtype(dtype))
+        words = self._words.get(asked)
+        if words is None:  # two threads may both make it: the same words
+            words = self._words[asked] = self._sequence.generate_state(n_words, dtype)  # type: ignore[arg-type]
+        return words.copy()  # the caller's own: the kept words never change
+
+
 @functools.lru_cache(maxsize=4096)
-def _seed_sequence(key: tuple[int, ...]) -> np.random.SeedSequence:
-    # Shared, never spawned from: PCG64 only reads its state (generate_state).
-    return np.random.SeedSequence(list(key))
+def _seed_words(key: tuple[int, ...]) -> _SeedWords:
+    return _SeedWords(key)
 
 
 @dataclass
