@@ -64,6 +64,31 @@ def process_tree_cpu_s(pid: int) -> float:
     return sum(times.get(p, 0.0) for p in tree)
 
 
+def machine_times() -> list[int]:
+    """This machine's CPU time so far, in ticks, by kind (/proc/stat's ``cpu`` line: user,
+    nice, system, idle, iowait, irq, softirq, steal, ...); [] where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def machine_share(before: list[int], after: list[int]) -> dict[str, float | None]:
+    """Between two :func:`machine_times`: the share of the cores' time that was busy,
+    and that the host took for others (steal: a virtual machine's vCPUs waiting for a
+    real one) — how much of a run's latency the machine, not the server, decided."""
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(spent[:8])
+    if len(spent) < 8 or total <= 0:
+        return {"machine_busy_pct": None, "steal_pct": None}
+    idle = spent[3] + spent[4]
+    return {
+        "machine_busy_pct": round(100.0 * (total - idle) / total, 1),
+        "steal_pct": round(100.0 * spent[7] / total, 1),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
@@ -180,9 +205,11 @@ def measure(
         pool.map(abs, range(procs))  # the clients' start-up is not the server's cost
         cpu_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
         jvm_before = process_tree_cpu_s(questdb_pid) if questdb_pid else 0.0
+        machine_before = machine_times()
         started = time.perf_counter()
         parts = pool.map(_client_process, shares)
         elapsed = time.perf_counter() - started
+        machine = machine_share(machine_before, machine_times())
         if server_pid:  # the last sessions still run their 1 s: count their end too
             time.sleep(1.5)
         cpu_after = process_tree_cpu_s(server_pid) if server_pid else 0.0
@@ -205,6 +232,7 @@ def measure(
         "questdb_cpu_ms_per_pair": (
             round((jvm_after - jvm_before) * 1000 / pairs, 3) if questdb_pid else None
         ),
+        **machine,
         "errors": [e for part in parts for e in part["errors"]][:5],
     }
 
@@ -226,7 +254,13 @@ def _median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(rounds[-1])
     for key in ("start_ms_p50", "start_ms_p95", "start_ms_p99", "pairs_per_s"):
         out[key] = round(statistics.median(r[key] for r in rounds), 2)
-    for key in ("client_cpu_ms_per_pair", "server_cpu_ms_per_pair", "questdb_cpu_ms_per_pair"):
+    for key in (
+        "client_cpu_ms_per_pair",
+        "server_cpu_ms_per_pair",
+        "questdb_cpu_ms_per_pair",
+        "machine_busy_pct",
+        "steal_pct",
+    ):
         cpu = [r[key] for r in rounds if r[key] is not None]
         out[key] = round(statistics.median(cpu), 3) if cpu else None
     out["pairs"] = sum(r["pairs"] for r in rounds)
@@ -332,6 +366,12 @@ def main() -> None:
                             + (f", server CPU {cpu} ms/pair" if cpu is not None else "")
                             + (f", QuestDB CPU {jvm} ms/pair" if jvm is not None else "")
                             + (f", round p95s {figures['round_p95s']}" if args.rounds > 1 else "")
+                            + (
+                                f", machine busy {figures['machine_busy_pct']} %"
+                                f" steal {figures['steal_pct']} %"
+                                if figures["steal_pct"] is not None
+                                else ""
+                            )
                             + ")",
                             flush=True,
                         )
