@@ -91,7 +91,7 @@ from pathlib import Path
 from typing import Any
 
 from codes import add_code_option, code_tag, code_trees, env_for, with_prefix
-from lifecycle import Connection, percentile, store_url_for
+from lifecycle import Connection, machine_busy_s, percentile, store_url_for
 from ticktape.domain import DataType, Session, SessionStatus, utcnow
 from ticktape.store import open_store
 from ticktape.testing import ServerProcess, draft_session, store_finished
@@ -282,18 +282,6 @@ def _jvm_split(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     """CPU seconds each group used between two ``_jvm_threads_s`` samples, largest first."""
     used = {g: after[g] - before.get(g, 0.0) for g in after}
     return {g: round(s, 2) for g, s in sorted(used.items(), key=lambda kv: -kv[1]) if s >= 0.005}
-
-
-def _machine_busy_s() -> tuple[float, float]:
-    """CPU seconds the whole machine has been busy (all cores, /proc/stat: all but idle,
-    iowait and steal) and those the hypervisor gave other guests (steal: this VM's cores
-    were wanted and not given; the project VM is on a shared host). With this run's own
-    processes' CPU taken out, the first is what other work (other benchmarks, tests) took
-    from the cores meanwhile."""
-    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    steal = fields[7] if len(fields) > 7 else 0.0
-    return (sum(fields[:8]) - fields[3] - fields[4] - steal) / tick, steal / tick
 
 
 def _switches(pid: int) -> tuple[int, float]:
@@ -632,12 +620,12 @@ async def ramp(
         busy0 = table_busy()
         own = [*pids, jvm_pid] if jvm_pid else list(pids)
         threads0 = _jvm_threads_s(jvm_pid)
-        machine0, own0, bench_cpu0 = _machine_busy_s(), _own_cpu_s(own), time.process_time()
+        machine0, own0, bench_cpu0 = machine_busy_s(), _own_cpu_s(own), time.process_time()
         load0, began = os.getloadavg()[0], time.monotonic()
         starts, refused = await _add(urls, add, clients, level)
         starting_s = max(time.monotonic() - began, 0.001)
         own_s = _own_cpu_s(own) - own0 + time.process_time() - bench_cpu0
-        busy1_s, steal1_s = _machine_busy_s()
+        busy1_s, steal1_s = machine_busy_s()
         threads1 = _jvm_threads_s(jvm_pid)
         # the cores during the starts: this run's (servers, JVM, bench) and the rest's
         machine = {

@@ -64,29 +64,14 @@ def process_tree_cpu_s(pid: int) -> float:
     return sum(times.get(p, 0.0) for p in tree)
 
 
-def machine_times() -> list[int]:
-    """This machine's CPU time so far, in ticks, by kind (/proc/stat's ``cpu`` line: user,
-    nice, system, idle, iowait, irq, softirq, steal, ...); [] where there is none."""
-    try:
-        with open("/proc/stat") as f:
-            return [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return []
-
-
-def machine_share(before: list[int], after: list[int]) -> dict[str, float | None]:
-    """Between two :func:`machine_times`: the share of the cores' time that was busy,
-    and that the host took for others (steal: a virtual machine's vCPUs waiting for a
-    real one) — how much of a run's latency the machine, not the server, decided."""
-    spent = [b - a for a, b in zip(before, after, strict=False)]
-    total = sum(spent[:8])
-    if len(spent) < 8 or total <= 0:
-        return {"machine_busy_pct": None, "steal_pct": None}
-    idle = spent[3] + spent[4]
-    return {
-        "machine_busy_pct": round(100.0 * (total - idle) / total, 1),
-        "steal_pct": round(100.0 * spent[7] / total, 1),
-    }
+def machine_busy_s() -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat: all but idle,
+    iowait and steal) and those the hypervisor gave other guests (steal: this VM's cores
+    were wanted and not given; the project VM is on a shared host)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    steal = fields[7] if len(fields) > 7 else 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4] - steal) / tick, steal / tick
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -205,17 +190,18 @@ def measure(
         pool.map(abs, range(procs))  # the clients' start-up is not the server's cost
         cpu_before = process_tree_cpu_s(server_pid) if server_pid else 0.0
         jvm_before = process_tree_cpu_s(questdb_pid) if questdb_pid else 0.0
-        machine_before = machine_times()
+        busy_before, steal_before = machine_busy_s()
         started = time.perf_counter()
         parts = pool.map(_client_process, shares)
         elapsed = time.perf_counter() - started
-        machine = machine_share(machine_before, machine_times())
+        busy_after, steal_after = machine_busy_s()
         if server_pid:  # the last sessions still run their 1 s: count their end too
             time.sleep(1.5)
         cpu_after = process_tree_cpu_s(server_pid) if server_pid else 0.0
         jvm_after = process_tree_cpu_s(questdb_pid) if questdb_pid else 0.0
     latencies = [x for part in parts for x in part["latencies"]]
     found = sum(part["found"] for part in parts)
+    cores_s = elapsed * (os.cpu_count() or 1)
     return {
         "pairs": pairs,
         "concurrency": concurrency,
@@ -232,7 +218,12 @@ def measure(
         "questdb_cpu_ms_per_pair": (
             round((jvm_after - jvm_before) * 1000 / pairs, 3) if questdb_pid else None
         ),
-        **machine,
+        # the share of the cores' time that was busy (steal included), and that the host
+        # took for others: how much of a run's latency the machine, not the server, decided
+        "machine_busy_pct": round(
+            100.0 * (busy_after - busy_before + steal_after - steal_before) / cores_s, 1
+        ),
+        "steal_pct": round(100.0 * (steal_after - steal_before) / cores_s, 1),
         "errors": [e for part in parts for e in part["errors"]][:5],
     }
 
@@ -366,12 +357,8 @@ def main() -> None:
                             + (f", server CPU {cpu} ms/pair" if cpu is not None else "")
                             + (f", QuestDB CPU {jvm} ms/pair" if jvm is not None else "")
                             + (f", round p95s {figures['round_p95s']}" if args.rounds > 1 else "")
-                            + (
-                                f", machine busy {figures['machine_busy_pct']} %"
-                                f" steal {figures['steal_pct']} %"
-                                if figures["steal_pct"] is not None
-                                else ""
-                            )
+                            + f", machine busy {figures['machine_busy_pct']} %"
+                            + f" steal {figures['steal_pct']} %"
                             + ")",
                             flush=True,
                         )
