@@ -112,19 +112,20 @@ _SESSION_COLUMNS = (
 _ACTIVE_SQL = "('pending', 'running', 'stopping')"
 # A session as the contract shows it: its row, and for a non-terminal one its owner's
 # instance lease and the progress published for it (rules.effective applies them).
-_VIEW_COLUMNS = f"{_SESSION_COLUMNS}, expires_us, json_extract(progress, '$.\"' || id || '\"')"
-_VIEW_FROM = f"FROM sessions LEFT JOIN instances ON token = owner AND status IN {_ACTIVE_SQL}"
+_VIEW_COLUMNS = f"{_SESSION_COLUMNS}, expires_us, n_trades, n_orderbook, n_errors"
+_VIEW_FROM = (
+    f"FROM sessions LEFT JOIN instances ON instances.token = owner AND status IN {_ACTIVE_SQL} "
+    "LEFT JOIN instance_progress AS p ON p.token = instances.token AND p.sid = id"
+)
 _SESSION_VIEW = f"{_VIEW_COLUMNS} {_VIEW_FROM}"
 # Non-terminal sessions whose effective lease (rules.effective) expired before now.
 _EXPIRED_SQL = (
     f"SELECT {_SESSION_VIEW} WHERE status IN {_ACTIVE_SQL} AND (lease_us IS NULL OR "
-    "(lease_us < ? AND (expires_us IS NULL OR expires_us < ? OR "
-    "json_extract(progress, '$.\"' || id || '\"') IS NULL)))"
+    "(lease_us < ? AND (expires_us IS NULL OR expires_us < ? OR n_trades IS NULL)))"
 )
 # A lower bound of the earliest effective lease at or after now of the other non-terminal
 # sessions: the earliest such own lease or owner's instance lease. Exact would look up
-# each session in its owner's progress (json_extract parses the whole map per row: 90 ms
-# at 1,000 sessions); early only costs the reconciler a pass.
+# each session in its owner's progress rows; early only costs the reconciler a pass.
 _NEXT_EXPIRY_SQL = (
     "SELECT min(t) FROM ("
     f"SELECT min(lease_us) AS t FROM sessions WHERE status IN {_ACTIVE_SQL} AND lease_us >= ? "
@@ -158,12 +159,11 @@ def _opt_dt(value: int | None) -> datetime | None:
 
 def _view_to_session(row: tuple[object, ...]) -> Session:
     """A row of ``_SESSION_VIEW``: the session with its owner's lease and progress applied."""
-    session = _row_to_session(row[:-2])
-    expires, progress = row[-2:]
-    if expires is None or progress is None:  # not listed by its owner's last heartbeat
+    session = _row_to_session(row[:-4])
+    expires, trades, orderbook, errors = row[-4:]
+    if expires is None or trades is None:  # not listed by its owner's last heartbeat
         return session
-    trades, orderbook, errors = json.loads(str(progress))
-    stats = Stats(int(trades), int(orderbook), int(errors))
+    stats = Stats(int(trades), int(orderbook), int(errors))  # type: ignore[call-overload]
     return effective(session, from_us(int(expires)), stats)  # type: ignore[call-overload]
 
 
@@ -471,22 +471,33 @@ class SqliteSessionStore(SessionStore):
 
         def run(conn: sqlite3.Connection) -> list[Session]:
             conn.execute(
-                "INSERT INTO instances (token, expires_us, progress) VALUES (?, ?, ?) "
-                "ON CONFLICT (token) DO UPDATE SET expires_us = excluded.expires_us, "
-                "progress = excluded.progress",
-                (owner, until_us, stored),
+                "INSERT INTO instances (token, expires_us) VALUES (?, ?) "
+                "ON CONFLICT (token) DO UPDATE SET expires_us = excluded.expires_us",
+                (owner, until_us),
+            )
+            # The progress rows as ONE statement over the JSON map: it runs in C without
+            # giving the GIL back per row (the owned sessions' SELECT below says why).
+            conn.execute("DELETE FROM instance_progress WHERE token = ?", (owner,))
+            conn.execute(
+                "INSERT INTO instance_progress (token, sid, n_trades, n_orderbook, n_errors) "
+                "SELECT ?, key, json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+                "json_extract(value, '$[2]') FROM json_each(?)",
+                (owner, stored),
             )
             # rows of instances long gone: deleting one revives nothing (its sessions'
             # leases are the older of the two by then)
+            gone_us = to_us(utcnow()) - INSTANCE_ROWS_KEPT_US
             conn.execute(
-                "DELETE FROM instances WHERE expires_us < ?",
-                (to_us(utcnow()) - INSTANCE_ROWS_KEPT_US,),
+                "DELETE FROM instance_progress WHERE token IN "
+                "(SELECT token FROM instances WHERE expires_us < ?)",
+                (gone_us,),
             )
+            conn.execute("DELETE FROM instances WHERE expires_us < ?", (gone_us,))
             # The owned sessions as ONE row (a JSON array of their rows): sqlite3 gives the
             # GIL back and takes it again for every row, and with a busy event loop each
             # take waited — at 1,000 sessions the renewal's SELECT held the writer for
             # 1.5 s (stop 14's trace). Their lease and progress are the ones just written,
-            # applied here as _SESSION_VIEW would (without its per-row json_extract).
+            # applied here as _SESSION_VIEW would (without its per-row joins).
             (packed,) = conn.execute(
                 f"SELECT json_group_array(json_array({_SESSION_COLUMNS})) FROM sessions "
                 f"WHERE status IN {_ACTIVE_SQL} AND owner = ?",
